@@ -1,0 +1,236 @@
+//! Checkpoints: a folder holding the weights and the RMSprop state as safetensors (Keras names
+//! and layouts: conv1.weight [3, 3, cin, cout], conv1.bias [cout], ...) and a small JSON file
+//! saying what produced them. Written to a temporary folder, then renamed into place.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::Architecture;
+
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+pub const OPTIMIZER_FILE: &str = "rmsprop.safetensors";
+pub const META_FILE: &str = "checkpoint.json";
+const FORMAT: &str = "whorl-checkpoint/1";
+
+/// What a checkpoint says about the run that wrote it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format: String,
+    pub whorl_version: String,
+    pub architecture: String,
+    pub parameters: usize,
+    pub input_size: usize,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Batches of the next epoch already trained (non-zero after an interruption).
+    pub step_in_epoch: usize,
+    /// Sum of the per-image training loss over those batches, and their image count.
+    pub partial_loss_sum: f64,
+    pub partial_images: usize,
+    pub seed: u64,
+    pub val_split: f64,
+    pub batch_size: usize,
+    pub learning_rate: f32,
+    pub data_dir: PathBuf,
+}
+
+impl CheckpointMeta {
+    pub fn new(architecture: &Architecture) -> Self {
+        CheckpointMeta {
+            format: FORMAT.into(),
+            whorl_version: env!("CARGO_PKG_VERSION").into(),
+            architecture: architecture.signature(),
+            parameters: architecture.param_count(),
+            input_size: 224,
+            epoch: 0,
+            step_in_epoch: 0,
+            partial_loss_sum: 0.0,
+            partial_images: 0,
+            seed: 13,
+            val_split: 0.2,
+            batch_size: 128,
+            learning_rate: 1e-3,
+            data_dir: PathBuf::new(),
+        }
+    }
+}
+
+/// A loaded checkpoint: its description, flat parameters and RMSprop velocity.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub meta: CheckpointMeta,
+    pub params: Vec<f32>,
+    pub velocity: Vec<f32>,
+}
+
+/// Every float32 tensor of a safetensors file: name -> (shape, values).
+pub fn read_tensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+    let bytes = fs::read(path).map_err(Error::io(path))?;
+    let bad = |reason: String| Error::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            if view.dtype() != Dtype::F32 {
+                return Err(bad(format!("tensor {name} is {:?}, not F32", view.dtype())));
+            }
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            Ok((name, (view.shape().to_vec(), values)))
+        })
+        .collect()
+}
+
+/// Gathers `{prefix}conv1.weight` ... `{prefix}conv6.bias` into the flat parameter layout,
+/// checking every name and shape.
+pub fn flatten_params(
+    architecture: &Architecture,
+    tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+    prefix: &str,
+    path: &Path,
+) -> Result<Vec<f32>> {
+    let mut flat = vec![0.0; architecture.param_count()];
+    for slot in architecture.convs() {
+        let parts = [
+            ("weight", slot.weight.clone(), slot.weight_shape().to_vec()),
+            ("bias", slot.bias.clone(), vec![slot.out_channels]),
+        ];
+        for (part, range, shape) in parts {
+            let name = format!("{prefix}{}.{part}", slot.name);
+            let (found_shape, values) = tensors.get(&name).ok_or_else(|| Error::BadCheckpoint {
+                path: path.to_path_buf(),
+                reason: format!("tensor {name} is missing"),
+            })?;
+            if *found_shape != shape {
+                return Err(Error::BadCheckpoint {
+                    path: path.to_path_buf(),
+                    reason: format!("tensor {name} has shape {found_shape:?}, expected {shape:?}"),
+                });
+            }
+            flat[range].copy_from_slice(values);
+        }
+    }
+    Ok(flat)
+}
+
+/// Writes the flat parameters as Keras-named tensors into a safetensors file.
+pub fn write_params(architecture: &Architecture, flat: &[f32], path: &Path) -> Result<()> {
+    let bytes: &[u8] = bytemuck::cast_slice(flat);
+    let mut views = Vec::new();
+    for slot in architecture.convs() {
+        let parts = [
+            ("weight", slot.weight.clone(), slot.weight_shape().to_vec()),
+            ("bias", slot.bias.clone(), vec![slot.out_channels]),
+        ];
+        for (part, range, shape) in parts {
+            let data = &bytes[range.start * 4..range.end * 4];
+            let view = TensorView::new(Dtype::F32, shape, data).map_err(|e| Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            views.push((format!("{}.{part}", slot.name), view));
+        }
+    }
+    safetensors::serialize_to_file(views, None, path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// Saves a checkpoint folder atomically: everything is written to a temporary sibling folder,
+/// which is then renamed to `dir`. An existing `dir` is replaced only once the new one is whole.
+pub fn save(dir: &Path, architecture: &Architecture, checkpoint: &Checkpoint) -> Result<()> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(Error::io(parent))?;
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("checkpoint");
+    let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(Error::io(&staging))?;
+    }
+    fs::create_dir(&staging).map_err(Error::io(&staging))?;
+    write_params(
+        architecture,
+        &checkpoint.params,
+        &staging.join(WEIGHTS_FILE),
+    )?;
+    write_params(
+        architecture,
+        &checkpoint.velocity,
+        &staging.join(OPTIMIZER_FILE),
+    )?;
+    let json = serde_json::to_string_pretty(&checkpoint.meta).expect("metadata serialises");
+    let meta_path = staging.join(META_FILE);
+    fs::write(&meta_path, json + "\n").map_err(Error::io(&meta_path))?;
+    if dir.exists() {
+        let retired = parent.join(format!(".{name}.old-{}", std::process::id()));
+        fs::rename(dir, &retired).map_err(Error::io(dir))?;
+        fs::rename(&staging, dir).map_err(Error::io(dir))?;
+        fs::remove_dir_all(&retired).map_err(Error::io(&retired))
+    } else {
+        fs::rename(&staging, dir).map_err(Error::io(dir))
+    }
+}
+
+/// Loads a checkpoint folder written by [`save`], checking that it fits `architecture`.
+pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
+    let bad = |reason: String| Error::BadCheckpoint {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    if !dir.is_dir() {
+        return Err(bad(format!(
+            "not a folder (a checkpoint is a folder holding {META_FILE}, {WEIGHTS_FILE} and {OPTIMIZER_FILE})"
+        )));
+    }
+    let meta_path = dir.join(META_FILE);
+    let text = fs::read_to_string(&meta_path).map_err(Error::io(&meta_path))?;
+    let meta: CheckpointMeta =
+        serde_json::from_str(&text).map_err(|e| bad(format!("{META_FILE}: {e}")))?;
+    if meta.format != FORMAT {
+        return Err(bad(format!(
+            "format \"{}\" is not \"{FORMAT}\"",
+            meta.format
+        )));
+    }
+    if meta.architecture != architecture.signature() {
+        return Err(Error::ArchitectureMismatch {
+            path: dir.to_path_buf(),
+            found: meta.architecture,
+            expected: architecture.signature(),
+        });
+    }
+    let weights_path = dir.join(WEIGHTS_FILE);
+    let params = flatten_params(
+        architecture,
+        &read_tensors(&weights_path)?,
+        "",
+        &weights_path,
+    )?;
+    let optimizer_path = dir.join(OPTIMIZER_FILE);
+    let velocity = flatten_params(
+        architecture,
+        &read_tensors(&optimizer_path)?,
+        "",
+        &optimizer_path,
+    )?;
+    Ok(Checkpoint {
+        meta,
+        params,
+        velocity,
+    })
+}

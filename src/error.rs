@@ -1,0 +1,72 @@
+//! Every failure a user can cause or meet, each with a message that says what to do.
+
+use std::path::PathBuf;
+
+/// whorl's error type: each variant names the file, flag or value at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{flag}: {reason}")]
+    InvalidArgument { flag: &'static str, reason: String },
+
+    #[error("{path}: no images found (looked for .tif, .tiff, .bmp, .png, .jpg, .jpeg, .pgm)")]
+    EmptyDataDir { path: PathBuf },
+
+    #[error("{path}: cannot decode image: {reason} (pass --skip-bad to skip unreadable files)")]
+    BadImage { path: PathBuf, reason: String },
+
+    #[error(
+        "{path}: {found} usable images, but a validation split of {val_split} needs at least {needed}"
+    )]
+    TooFewImages {
+        path: PathBuf,
+        found: usize,
+        needed: usize,
+        val_split: f64,
+    },
+
+    #[error("{path}: not a readable whorl checkpoint: {reason}")]
+    BadCheckpoint { path: PathBuf, reason: String },
+
+    #[error(
+        "{path}: checkpoint is for architecture \"{found}\", but this whorl builds \"{expected}\""
+    )]
+    ArchitectureMismatch {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+
+    #[error("the training loss became {loss} at epoch {epoch}, step {step}; {last_good}")]
+    NonFiniteLoss {
+        loss: f64,
+        epoch: usize,
+        step: usize,
+        last_good: String,
+    },
+
+    #[error("backend {backend}: {reason}")]
+    Backend { backend: String, reason: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+
+    pub fn invalid(flag: &'static str, reason: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            flag,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The layer graph: forward walks the layer list keeping every activation, backward walks it
+//! back. Every buffer is planned once for the largest batch; a step allocates nothing.
+
+use crate::backend::{Backend, Nhwc, RmsProp};
+use crate::error::{Error, Result};
+use crate::model::{Architecture, Hwc, Layer, ParamSlot};
+
+/// A model bound to a backend, with its parameters, gradients, optimizer state and activations.
+pub struct Network<B: Backend> {
+    backend: B,
+    architecture: Architecture,
+    /// Input and every layer's output, per image.
+    shapes: Vec<Hwc>,
+    slots: Vec<Option<ParamSlot>>,
+    batch_capacity: usize,
+    params: B::Buffer,
+    grads: B::Buffer,
+    velocity: B::Buffer,
+    /// activations[0] is the input, activations[i + 1] the output of layer i.
+    activations: Vec<B::Buffer>,
+    /// dL/d(output of the current layer) and dL/d(its input), swapped after each layer.
+    grad_out: B::Buffer,
+    grad_in: B::Buffer,
+    pub rmsprop: RmsProp,
+}
+
+/// `(&v[i], &mut v[j])` for i != j.
+fn pair<T>(v: &mut [T], i: usize, j: usize) -> (&T, &mut T) {
+    assert_ne!(i, j);
+    if i < j {
+        let (lo, hi) = v.split_at_mut(j);
+        (&lo[i], &mut hi[0])
+    } else {
+        let (lo, hi) = v.split_at_mut(i);
+        (&hi[0], &mut lo[j])
+    }
+}
+
+impl<B: Backend> Network<B> {
+    /// Plans every buffer for batches of up to `batch_capacity` images of height x width and
+    /// loads `params` (the flat parameter vector, see [`Architecture::param_slots`]).
+    pub fn new(
+        mut backend: B,
+        architecture: Architecture,
+        height: usize,
+        width: usize,
+        batch_capacity: usize,
+        params: &[f32],
+    ) -> Result<Self> {
+        let shapes = architecture.shapes(height, width)?;
+        if batch_capacity == 0 {
+            return Err(Error::invalid("--batch-size", "must be at least 1"));
+        }
+        let count = architecture.param_count();
+        if params.len() != count {
+            return Err(Error::invalid(
+                "parameters",
+                format!("{} values given, the model has {count}", params.len()),
+            ));
+        }
+        let slots = architecture.param_slots();
+        let convs: Vec<(Nhwc, ParamSlot)> = slots
+            .iter()
+            .zip(&shapes)
+            .filter_map(|(slot, shape)| Some((batch_of(batch_capacity, *shape), slot.clone()?)))
+            .collect();
+        backend.plan(&convs)?;
+        let mut device_params = backend.alloc(count)?;
+        backend.upload(params, &mut device_params)?;
+        let grads = backend.alloc(count)?;
+        let velocity = backend.alloc(count)?;
+        let activations = shapes
+            .iter()
+            .map(|s| backend.alloc(batch_capacity * s.len()))
+            .collect::<Result<Vec<_>>>()?;
+        let largest = shapes.iter().map(Hwc::len).max().unwrap_or(0) * batch_capacity;
+        let grad_out = backend.alloc(largest)?;
+        let grad_in = backend.alloc(largest)?;
+        Ok(Network {
+            backend,
+            architecture,
+            shapes,
+            slots,
+            batch_capacity,
+            params: device_params,
+            grads,
+            velocity,
+            activations,
+            grad_out,
+            grad_in,
+            rmsprop: RmsProp::default(),
+        })
+    }
+
+    pub fn architecture(&self) -> &Architecture {
+        &self.architecture
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub fn batch_capacity(&self) -> usize {
+        self.batch_capacity
+    }
+
+    /// Values in one input image (height x width x 1).
+    pub fn image_len(&self) -> usize {
+        self.shapes[0].len()
+    }
+
+    fn check_batch(&self, images: &[f32]) -> Result<usize> {
+        let per_image = self.image_len();
+        let batch = images.len() / per_image;
+        if batch == 0 || batch > self.batch_capacity || images.len() % per_image != 0 {
+            return Err(Error::invalid(
+                "batch",
+                format!(
+                    "{} values is not 1 to {} images of {per_image} values",
+                    images.len(),
+                    self.batch_capacity
+                ),
+            ));
+        }
+        Ok(batch)
+    }
+
+    /// Runs the model on `images` ([batch, height, width, 1]) and returns the MSE of the
+    /// reconstruction against the input.
+    pub fn forward(&mut self, images: &[f32]) -> Result<f64> {
+        let batch = self.check_batch(images)?;
+        self.backend.upload(images, &mut self.activations[0])?;
+        for (i, layer) in self.architecture.layers.iter().enumerate() {
+            let input = batch_of(batch, self.shapes[i]);
+            let (x, y) = pair(&mut self.activations, i, i + 1);
+            match *layer {
+                Layer::Conv2d { activation, .. } => {
+                    let slot = self.slots[i].as_ref().expect("a conv layer has parameters");
+                    self.backend
+                        .conv2d_forward(input, x, &self.params, slot, activation, y)?
+                }
+                Layer::MaxPool2 { .. } => self.backend.maxpool2_forward(input, x, y)?,
+                Layer::Upsample2 { .. } => self.backend.upsample2_forward(input, x, y)?,
+            }
+        }
+        let len = batch * self.image_len();
+        let last = self.activations.len() - 1;
+        self.backend
+            .mse_loss(len, &self.activations[last], &self.activations[0])
+    }
+
+    /// After [`forward`](Self::forward) on a batch of `batch` images: every parameter's gradient
+    /// of the loss, into the gradient buffer.
+    pub fn backward(&mut self, batch: usize) -> Result<()> {
+        let last = self.activations.len() - 1;
+        let len = batch * self.image_len();
+        self.backend.mse_backward(
+            len,
+            &self.activations[last],
+            &self.activations[0],
+            &mut self.grad_out,
+        )?;
+        for (i, layer) in self.architecture.layers.iter().enumerate().rev() {
+            let input = batch_of(batch, self.shapes[i]);
+            let x = &self.activations[i];
+            match *layer {
+                Layer::Conv2d { activation, .. } => {
+                    let slot = self.slots[i].as_ref().expect("a conv layer has parameters");
+                    let output_len = batch * self.shapes[i + 1].len();
+                    let y = &self.activations[i + 1];
+                    self.backend.activation_backward(
+                        activation,
+                        output_len,
+                        y,
+                        &mut self.grad_out,
+                    )?;
+                    self.backend.conv2d_backward_filter(
+                        input,
+                        x,
+                        &self.grad_out,
+                        &mut self.grads,
+                        slot,
+                    )?;
+                    if i == 0 {
+                        break;
+                    }
+                    self.backend.conv2d_backward_data(
+                        input,
+                        &self.grad_out,
+                        &self.params,
+                        slot,
+                        &mut self.grad_in,
+                    )?;
+                }
+                Layer::MaxPool2 { .. } => {
+                    self.backend
+                        .maxpool2_backward(input, x, &self.grad_out, &mut self.grad_in)?
+                }
+                Layer::Upsample2 { .. } => {
+                    self.backend
+                        .upsample2_backward(input, &self.grad_out, &mut self.grad_in)?
+                }
+            }
+            std::mem::swap(&mut self.grad_out, &mut self.grad_in);
+        }
+        Ok(())
+    }
+
+    /// One RMSprop step with the gradients of the last backward pass.
+    pub fn apply_gradients(&mut self) -> Result<()> {
+        self.backend.rmsprop_update(
+            self.rmsprop,
+            &mut self.params,
+            &self.grads,
+            &mut self.velocity,
+        )
+    }
+
+    /// forward, backward and one optimizer step; returns the batch's loss before the step.
+    pub fn train_step(&mut self, images: &[f32]) -> Result<f64> {
+        let loss = self.forward(images)?;
+        self.backward(images.len() / self.image_len())?;
+        self.apply_gradients()?;
+        Ok(loss)
+    }
+
+    /// The reconstructions of the last forward pass: [batch, height, width, 1].
+    pub fn output(&mut self, out: &mut [f32]) -> Result<()> {
+        let last = self.activations.len() - 1;
+        self.backend.download(&self.activations[last], out)
+    }
+
+    pub fn params(&mut self) -> Result<Vec<f32>> {
+        to_host(
+            &mut self.backend,
+            &self.params,
+            self.architecture.param_count(),
+        )
+    }
+
+    pub fn gradients(&mut self) -> Result<Vec<f32>> {
+        to_host(
+            &mut self.backend,
+            &self.grads,
+            self.architecture.param_count(),
+        )
+    }
+
+    pub fn velocity(&mut self) -> Result<Vec<f32>> {
+        to_host(
+            &mut self.backend,
+            &self.velocity,
+            self.architecture.param_count(),
+        )
+    }
+
+    pub fn set_params(&mut self, params: &[f32]) -> Result<()> {
+        self.backend.upload(params, &mut self.params)
+    }
+
+    pub fn set_velocity(&mut self, velocity: &[f32]) -> Result<()> {
+        self.backend.upload(velocity, &mut self.velocity)
+    }
+}
+
+fn batch_of(batch: usize, shape: Hwc) -> Nhwc {
+    Nhwc {
+        batch,
+        height: shape.height,
+        width: shape.width,
+        channels: shape.channels,
+    }
+}
+
+fn to_host<B: Backend>(backend: &mut B, buffer: &B::Buffer, len: usize) -> Result<Vec<f32>> {
+    let mut host = vec![0.0; len];
+    backend.download(buffer, &mut host)?;
+    Ok(host)
+}

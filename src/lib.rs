@@ -1,0 +1,12 @@
+//! whorl: a convolutional autoencoder for fingerprint images, trained on hand-written kernels.
+//!
+//! The model is data ([`model::Architecture`]); the layer graph ([`graph::Network`]) walks it
+//! forward and back and calls a [`backend::Backend`] for every operation.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod error;
+pub mod graph;
+pub mod model;
+
+pub use error::{Error, Result};

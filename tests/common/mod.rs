@@ -1,0 +1,27 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// max |actual - expected| / max |expected|: the error relative to the tensor's scale.
+pub fn relative_error(actual: &[f32], expected: &[f64]) -> f64 {
+    assert_eq!(actual.len(), expected.len(), "tensor lengths differ");
+    let scale = expected.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let worst = actual
+        .iter()
+        .zip(expected)
+        .fold(0.0f64, |m, (&a, &e)| m.max((f64::from(a) - e).abs()));
+    assert!(worst.is_finite(), "non-finite values in the result");
+    if scale == 0.0 { worst } else { worst / scale }
+}
+
+pub fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+/// Uniform values in [low, high), reproducible from `seed`.
+pub fn random(len: usize, low: f32, high: f32, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(low..high)).collect()
+}

@@ -1,0 +1,79 @@
+//! Agreement with Keras 3 (TensorFlow backend, computed in float64) on the reference model:
+//! forward output, loss, every gradient, and the weights after one RMSprop step.
+//! The case and its tolerances are described in tests/data/README.md.
+
+mod common;
+
+use std::path::Path;
+
+use common::{relative_error, widen};
+use whorl::backend::Backend;
+use whorl::backend::cpu::CpuBackend;
+use whorl::backend::reference::ReferenceBackend;
+use whorl::checkpoint::{flatten_params, read_tensors};
+use whorl::graph::Network;
+use whorl::model::Architecture;
+
+const CASE: &str = "tests/data/keras-reference-case.safetensors";
+
+fn check_against_keras<B: Backend>(backend: B, input_size: usize) {
+    let path = Path::new(CASE);
+    let tensors = read_tensors(path).unwrap();
+    let arch = Architecture::reference();
+    let weights = flatten_params(&arch, &tensors, "weights.", path).unwrap();
+    let expected_grads = flatten_params(&arch, &tensors, "grad.", path).unwrap();
+    let expected_updated = flatten_params(&arch, &tensors, "updated.", path).unwrap();
+    let (input_shape, input) = &tensors["input"];
+    let (_, expected_output) = &tensors["output"];
+    let expected_loss = f64::from(tensors["loss"].1[0]);
+    assert_eq!(input_shape, &[2, 224, 224, 1]);
+    assert_eq!(input_size, 224, "the Keras case is 224x224");
+
+    let mut net = Network::new(backend, arch.clone(), 224, 224, 2, &weights).unwrap();
+    let loss = net.forward(input).unwrap();
+    let mut output = vec![0.0; input.len()];
+    net.output(&mut output).unwrap();
+    let output_error = relative_error(&output, &widen(expected_output));
+    assert!(
+        output_error < 1e-5,
+        "output differs from Keras by {output_error:e}"
+    );
+    let loss_error = (loss - expected_loss).abs() / expected_loss;
+    assert!(loss_error < 1e-5, "loss {loss} vs Keras {expected_loss}");
+
+    net.backward(2).unwrap();
+    let grads = net.gradients().unwrap();
+    for slot in arch.convs() {
+        for (part, range) in [("weight", slot.weight.clone()), ("bias", slot.bias.clone())] {
+            let error = relative_error(&grads[range.clone()], &widen(&expected_grads[range]));
+            assert!(
+                error < 1e-4,
+                "grad {}.{part} differs from Keras by {error:e}",
+                slot.name
+            );
+        }
+    }
+
+    net.apply_gradients().unwrap();
+    let updated = net.params().unwrap();
+    let worst = updated
+        .iter()
+        .zip(&expected_updated)
+        .map(|(a, e)| (a - e).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst < 1e-5,
+        "updated weights differ from Keras by up to {worst:e}"
+    );
+}
+
+#[test]
+fn cpu_backend_matches_keras() {
+    check_against_keras(CpuBackend::new(), 224);
+}
+
+#[test]
+#[ignore = "the float64 direct loops take minutes at 224x224; run with --ignored"]
+fn reference_backend_matches_keras() {
+    check_against_keras(ReferenceBackend, 224);
+}
