@@ -1,0 +1,431 @@
+//! Every CPU operation against its direct loop (float64), on small random shapes with odd
+//! sizes and partial tiles, and every derivative against central finite differences.
+
+mod common;
+
+use common::{random, relative_error, widen};
+use whorl::backend::cpu::CpuBackend;
+use whorl::backend::reference as direct;
+use whorl::backend::{Backend, Nhwc, RmsProp};
+use whorl::model::{Activation, ParamSlot};
+
+fn nhwc(batch: usize, height: usize, width: usize, channels: usize) -> Nhwc {
+    Nhwc {
+        batch,
+        height,
+        width,
+        channels,
+    }
+}
+
+fn slot(cin: usize, cout: usize) -> ParamSlot {
+    let weight = 0..9 * cin * cout;
+    ParamSlot {
+        name: "conv",
+        in_channels: cin,
+        out_channels: cout,
+        bias: weight.end..weight.end + cout,
+        weight,
+    }
+}
+
+/// (input shape, output channels): single pixels, odd sizes, many tiles, wide channels.
+const CONV_CASES: [(Nhwc, usize); 6] = [
+    (
+        Nhwc {
+            batch: 1,
+            height: 1,
+            width: 1,
+            channels: 1,
+        },
+        1,
+    ),
+    (
+        Nhwc {
+            batch: 2,
+            height: 5,
+            width: 7,
+            channels: 3,
+        },
+        5,
+    ),
+    (
+        Nhwc {
+            batch: 3,
+            height: 19,
+            width: 23,
+            channels: 4,
+        },
+        6,
+    ),
+    (
+        Nhwc {
+            batch: 1,
+            height: 12,
+            width: 12,
+            channels: 1,
+        },
+        32,
+    ),
+    (
+        Nhwc {
+            batch: 2,
+            height: 9,
+            width: 6,
+            channels: 64,
+        },
+        128,
+    ),
+    (
+        Nhwc {
+            batch: 2,
+            height: 8,
+            width: 8,
+            channels: 64,
+        },
+        1,
+    ),
+];
+
+fn planned_cpu(input: Nhwc, slot: &ParamSlot) -> CpuBackend {
+    let mut cpu = CpuBackend::new();
+    cpu.plan(&[(input, slot.clone())]).unwrap();
+    cpu
+}
+
+#[test]
+fn conv2d_forward_matches_direct_loops() {
+    for (case, &(input, cout)) in CONV_CASES.iter().enumerate() {
+        for activation in [Activation::Relu, Activation::Sigmoid] {
+            let slot = slot(input.channels, cout);
+            let x = random(input.len(), -1.0, 1.0, case as u64);
+            let params = random(slot.bias.end, -0.5, 0.5, 100 + case as u64);
+            let mut cpu = planned_cpu(input, &slot);
+            let mut y = vec![f32::NAN; input.pixels() * cout];
+            cpu.conv2d_forward(input, &x, &params, &slot, activation, &mut y)
+                .unwrap();
+            let p = widen(&params);
+            let mut expected = vec![0.0; y.len()];
+            let (kernel, bias) = (&p[slot.weight.clone()], &p[slot.bias.clone()]);
+            direct::conv2d_forward(input, &widen(&x), kernel, bias, activation, &mut expected);
+            let error = relative_error(&y, &expected);
+            assert!(
+                error < 1e-5,
+                "{input:?} -> {cout} {activation:?}: error {error:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn conv2d_backward_matches_direct_loops() {
+    for (case, &(input, cout)) in CONV_CASES.iter().enumerate() {
+        let slot = slot(input.channels, cout);
+        let x = random(input.len(), -1.0, 1.0, case as u64);
+        let dz = random(input.pixels() * cout, -1.0, 1.0, 200 + case as u64);
+        let params = random(slot.bias.end, -0.5, 0.5, 100 + case as u64);
+        let mut cpu = planned_cpu(input, &slot);
+
+        let mut dx = vec![f32::NAN; input.len()];
+        cpu.conv2d_backward_data(input, &dz, &params, &slot, &mut dx)
+            .unwrap();
+        let mut expected_dx = vec![0.0; dx.len()];
+        let kernel = widen(&params[slot.weight.clone()]);
+        direct::conv2d_backward_data(input, &widen(&dz), &kernel, cout, &mut expected_dx);
+        let error = relative_error(&dx, &expected_dx);
+        assert!(
+            error < 1e-5,
+            "backward-data {input:?} -> {cout}: error {error:e}"
+        );
+
+        let mut grads = vec![f32::NAN; slot.bias.end];
+        cpu.conv2d_backward_filter(input, &x, &dz, &mut grads, &slot)
+            .unwrap();
+        let mut dkernel = vec![0.0; slot.weight.len()];
+        let mut dbias = vec![0.0; cout];
+        direct::conv2d_backward_filter(input, &widen(&x), &widen(&dz), &mut dkernel, &mut dbias);
+        let error = relative_error(&grads[slot.weight.clone()], &dkernel);
+        assert!(
+            error < 1e-5,
+            "backward-filter {input:?} -> {cout}: error {error:e}"
+        );
+        let error = relative_error(&grads[slot.bias.clone()], &dbias);
+        assert!(
+            error < 1e-5,
+            "bias gradient {input:?} -> {cout}: error {error:e}"
+        );
+    }
+}
+
+#[test]
+fn conv2d_backward_filter_is_deterministic_across_thread_counts() {
+    let input = nhwc(3, 19, 23, 4);
+    let slot = slot(4, 6);
+    let x = random(input.len(), -1.0, 1.0, 1);
+    let dz = random(input.pixels() * 6, -1.0, 1.0, 2);
+    let grads_with = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut cpu = planned_cpu(input, &slot);
+            let mut grads = vec![0.0; slot.bias.end];
+            cpu.conv2d_backward_filter(input, &x, &dz, &mut grads, &slot)
+                .unwrap();
+            grads
+        })
+    };
+    let one = grads_with(1);
+    assert_eq!(one, grads_with(2));
+    assert_eq!(one, grads_with(5));
+}
+
+#[test]
+fn unplanned_convolution_is_an_error() {
+    let input = nhwc(1, 4, 4, 8);
+    let slot = slot(8, 8);
+    let mut cpu = CpuBackend::new();
+    let mut y = vec![0.0; input.len()];
+    let params = vec![0.0; slot.bias.end];
+    let result = cpu.conv2d_forward(input, &y.clone(), &params, &slot, Activation::Relu, &mut y);
+    assert!(result.is_err());
+}
+
+const POOL_CASES: [Nhwc; 4] = [
+    Nhwc {
+        batch: 1,
+        height: 2,
+        width: 2,
+        channels: 1,
+    },
+    Nhwc {
+        batch: 2,
+        height: 6,
+        width: 10,
+        channels: 3,
+    },
+    Nhwc {
+        batch: 3,
+        height: 8,
+        width: 14,
+        channels: 5,
+    },
+    Nhwc {
+        batch: 1,
+        height: 4,
+        width: 2,
+        channels: 64,
+    },
+];
+
+#[test]
+fn maxpool2_matches_direct_loops() {
+    for (case, &input) in POOL_CASES.iter().enumerate() {
+        let x = random(input.len(), -1.0, 1.0, case as u64);
+        let dy = random(input.len() / 4, -1.0, 1.0, 50 + case as u64);
+        let mut cpu = CpuBackend::new();
+        let mut y = vec![f32::NAN; input.len() / 4];
+        cpu.maxpool2_forward(input, &x, &mut y).unwrap();
+        let mut expected = vec![0.0; y.len()];
+        direct::maxpool2_forward(input, &widen(&x), &mut expected);
+        assert_eq!(relative_error(&y, &expected), 0.0, "forward {input:?}");
+
+        let mut dx = vec![f32::NAN; input.len()];
+        cpu.maxpool2_backward(input, &x, &dy, &mut dx).unwrap();
+        let mut expected = vec![0.0; dx.len()];
+        direct::maxpool2_backward(input, &widen(&x), &widen(&dy), &mut expected);
+        assert_eq!(relative_error(&dx, &expected), 0.0, "backward {input:?}");
+    }
+}
+
+#[test]
+fn maxpool2_backward_routes_ties_to_the_first_maximum() {
+    // One 2x2 window, channels-last: channel 0 holds [1, 3, 3, 3], channel 1 [5, 2, 5, 5].
+    let input = nhwc(1, 2, 2, 2);
+    let x = vec![1.0, 5.0, 3.0, 2.0, 3.0, 5.0, 3.0, 5.0];
+    let dy = vec![10.0, 20.0];
+    let mut dx = vec![f32::NAN; 8];
+    CpuBackend::new()
+        .maxpool2_backward(input, &x, &dy, &mut dx)
+        .unwrap();
+    assert_eq!(dx, [0.0, 20.0, 10.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+}
+
+#[test]
+fn upsample2_matches_direct_loops() {
+    for (case, &input) in POOL_CASES.iter().enumerate() {
+        let x = random(input.len(), -1.0, 1.0, case as u64);
+        let dy = random(4 * input.len(), -1.0, 1.0, 70 + case as u64);
+        let mut cpu = CpuBackend::new();
+        let mut y = vec![f32::NAN; 4 * input.len()];
+        cpu.upsample2_forward(input, &x, &mut y).unwrap();
+        let mut expected = vec![0.0; y.len()];
+        direct::upsample2_forward(input, &widen(&x), &mut expected);
+        assert_eq!(relative_error(&y, &expected), 0.0, "forward {input:?}");
+
+        let mut dx = vec![f32::NAN; input.len()];
+        cpu.upsample2_backward(input, &dy, &mut dx).unwrap();
+        let mut expected = vec![0.0; dx.len()];
+        direct::upsample2_backward(input, &widen(&dy), &mut expected);
+        let error = relative_error(&dx, &expected);
+        assert!(error < 1e-6, "backward {input:?}: error {error:e}");
+    }
+}
+
+#[test]
+fn activations_mse_and_rmsprop_match_direct_loops() {
+    let len = 40_003;
+    let y = random(len, -1.0, 1.0, 1);
+    let target = random(len, 0.0, 1.0, 2);
+    let upstream = random(len, -1.0, 1.0, 3);
+    let mut cpu = CpuBackend::new();
+    cpu.plan(&[]).unwrap();
+    for activation in [Activation::Relu, Activation::Sigmoid] {
+        let mut grad = upstream.clone();
+        cpu.activation_backward(activation, len, &y, &mut grad)
+            .unwrap();
+        let mut expected = widen(&upstream);
+        direct::activation_backward(activation, &widen(&y), &mut expected);
+        assert!(relative_error(&grad, &expected) < 1e-6, "{activation:?}");
+    }
+
+    let loss = cpu.mse_loss(len, &y, &target).unwrap();
+    let expected = direct::mse_loss(&widen(&y), &widen(&target));
+    assert!((loss - expected).abs() < 1e-9 * expected);
+    let mut grad = vec![f32::NAN; len];
+    cpu.mse_backward(len, &y, &target, &mut grad).unwrap();
+    let mut expected = vec![0.0; len];
+    direct::mse_backward(&widen(&y), &widen(&target), &mut expected);
+    assert!(relative_error(&grad, &expected) < 1e-6);
+
+    let hyper = RmsProp::default();
+    let (mut w, g, mut v) = (y.clone(), upstream.clone(), random(len, 0.0, 1e-3, 4));
+    let (mut w64, mut v64) = (widen(&w), widen(&v));
+    for _ in 0..3 {
+        cpu.rmsprop_update(hyper, &mut w, &g, &mut v).unwrap();
+        direct::rmsprop_update(hyper, &mut w64, &widen(&g), &mut v64);
+    }
+    assert!(relative_error(&w, &w64) < 1e-6);
+    assert!(relative_error(&v, &v64) < 1e-6);
+}
+
+/// Central differences of `loss` at `x`, one coordinate at a time.
+fn finite_differences(x: &[f64], loss: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    let h = 1e-6;
+    let mut probe = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            probe[i] = x[i] + h;
+            let up = loss(&probe);
+            probe[i] = x[i] - h;
+            let down = loss(&probe);
+            probe[i] = x[i];
+            (up - down) / (2.0 * h)
+        })
+        .collect()
+}
+
+fn assert_close(analytic: &[f64], numeric: &[f64], what: &str) {
+    let scale = numeric.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+    for (i, (a, n)) in analytic.iter().zip(numeric).enumerate() {
+        assert!(
+            (a - n).abs() <= 1e-6 * scale,
+            "{what}[{i}]: analytic {a} vs finite differences {n}"
+        );
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
+}
+
+#[test]
+fn conv2d_gradients_match_finite_differences() {
+    let input = nhwc(2, 4, 5, 3);
+    let cout = 2;
+    let x = widen(&random(input.len(), -1.0, 1.0, 1));
+    let kernel = widen(&random(9 * 3 * cout, -0.5, 0.5, 2));
+    let bias = widen(&random(cout, -0.5, 0.5, 3));
+    let r = widen(&random(input.pixels() * cout, -1.0, 1.0, 4));
+    let activation = Activation::Sigmoid;
+    let forward = |x: &[f64], kernel: &[f64], bias: &[f64]| {
+        let mut y = vec![0.0; r.len()];
+        direct::conv2d_forward(input, x, kernel, bias, activation, &mut y);
+        y
+    };
+    // L = sum(r * y), so dL/dy = r.
+    let y = forward(&x, &kernel, &bias);
+    let mut dz = r.clone();
+    direct::activation_backward(activation, &y, &mut dz);
+    let mut dx = vec![0.0; x.len()];
+    direct::conv2d_backward_data(input, &dz, &kernel, cout, &mut dx);
+    let (mut dkernel, mut dbias) = (vec![0.0; kernel.len()], vec![0.0; cout]);
+    direct::conv2d_backward_filter(input, &x, &dz, &mut dkernel, &mut dbias);
+
+    let numeric = finite_differences(&x, |x| dot(&r, &forward(x, &kernel, &bias)));
+    assert_close(&dx, &numeric, "dx");
+    let numeric = finite_differences(&kernel, |k| dot(&r, &forward(&x, k, &bias)));
+    assert_close(&dkernel, &numeric, "dkernel");
+    let numeric = finite_differences(&bias, |b| dot(&r, &forward(&x, &kernel, b)));
+    assert_close(&dbias, &numeric, "dbias");
+}
+
+#[test]
+fn relu_gradient_matches_finite_differences() {
+    // Values kept away from the kink at 0, where the derivative is undefined.
+    let z: Vec<f64> = widen(&random(64, 0.05, 1.0, 1))
+        .iter()
+        .enumerate()
+        .map(|(i, v)| if i % 2 == 0 { *v } else { -v })
+        .collect();
+    let r = widen(&random(64, -1.0, 1.0, 2));
+    let relu = |z: &[f64]| z.iter().map(|v| v.max(0.0)).collect::<Vec<_>>();
+    let mut dz = r.clone();
+    direct::activation_backward(Activation::Relu, &relu(&z), &mut dz);
+    let numeric = finite_differences(&z, |z| dot(&r, &relu(z)));
+    assert_close(&dz, &numeric, "relu");
+}
+
+#[test]
+fn pooling_and_upsampling_gradients_match_finite_differences() {
+    let input = nhwc(2, 4, 6, 3);
+    let x = widen(&random(input.len(), -1.0, 1.0, 1));
+    let r = widen(&random(input.len() / 4, -1.0, 1.0, 2));
+    let pool = |x: &[f64]| {
+        let mut y = vec![0.0; r.len()];
+        direct::maxpool2_forward(input, x, &mut y);
+        y
+    };
+    let mut dx = vec![0.0; x.len()];
+    direct::maxpool2_backward(input, &x, &r, &mut dx);
+    assert_close(
+        &dx,
+        &finite_differences(&x, |x| dot(&r, &pool(x))),
+        "maxpool",
+    );
+
+    let r = widen(&random(4 * input.len(), -1.0, 1.0, 3));
+    let upsample = |x: &[f64]| {
+        let mut y = vec![0.0; r.len()];
+        direct::upsample2_forward(input, x, &mut y);
+        y
+    };
+    let mut dx = vec![0.0; x.len()];
+    direct::upsample2_backward(input, &r, &mut dx);
+    assert_close(
+        &dx,
+        &finite_differences(&x, |x| dot(&r, &upsample(x))),
+        "upsample",
+    );
+}
+
+#[test]
+fn mse_gradient_matches_finite_differences() {
+    let prediction = widen(&random(30, 0.0, 1.0, 1));
+    let target = widen(&random(30, 0.0, 1.0, 2));
+    let mut grad = vec![0.0; 30];
+    direct::mse_backward(&prediction, &target, &mut grad);
+    let numeric = finite_differences(&prediction, |p| direct::mse_loss(p, &target));
+    assert_close(&grad, &numeric, "mse");
+}
