@@ -68,8 +68,11 @@ pub struct Checkpoint {
     pub velocity: Vec<f32>,
 }
 
-/// Every float32 tensor of a safetensors file: name -> (shape, values).
-pub fn read_tensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+/// Float32 tensors by name: name -> (shape, values).
+pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Every float32 tensor of a safetensors file.
+pub fn read_tensors(path: &Path) -> Result<Tensors> {
     let bytes = fs::read(path).map_err(Error::io(path))?;
     let bad = |reason: String| Error::BadCheckpoint {
         path: path.to_path_buf(),
@@ -97,7 +100,7 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>
 /// checking every name and shape.
 pub fn flatten_params(
     architecture: &Architecture,
-    tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+    tensors: &Tensors,
     prefix: &str,
     path: &Path,
 ) -> Result<Vec<f32>> {

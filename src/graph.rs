@@ -112,7 +112,7 @@ impl<B: Backend> Network<B> {
     fn check_batch(&self, images: &[f32]) -> Result<usize> {
         let per_image = self.image_len();
         let batch = images.len() / per_image;
-        if batch == 0 || batch > self.batch_capacity || images.len() % per_image != 0 {
+        if batch == 0 || batch > self.batch_capacity || !images.len().is_multiple_of(per_image) {
             return Err(Error::invalid(
                 "batch",
                 format!(

@@ -126,7 +126,11 @@ impl Architecture {
     /// Checks an input size and returns the shape of the input and of every layer's output.
     pub fn shapes(&self, height: usize, width: usize) -> Result<Vec<Hwc>> {
         let factor = self.downsampling();
-        if height == 0 || width == 0 || height % factor != 0 || width % factor != 0 {
+        if height == 0
+            || width == 0
+            || !height.is_multiple_of(factor)
+            || !width.is_multiple_of(factor)
+        {
             return Err(Error::invalid(
                 "--size",
                 format!(
@@ -274,7 +278,7 @@ pub fn group_thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
