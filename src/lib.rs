@@ -4,6 +4,7 @@
 //! forward and back and calls a [`backend::Backend`] for every operation.
 
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod error;
 pub mod graph;
