@@ -6,8 +6,10 @@
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
+pub mod data;
 pub mod error;
 pub mod graph;
 pub mod model;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -1,1 +1,246 @@
-fn main() {}
+//! The `whorl` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Args, Parser, Subcommand};
+use whorl::backend::cpu::CpuBackend;
+use whorl::checkpoint::{self, Checkpoint};
+use whorl::model::Architecture;
+use whorl::train::{self, TrainConfig};
+use whorl::{Error, Result};
+
+/// Trains a convolutional autoencoder that reconstructs 224x224 grayscale fingerprint images.
+#[derive(Parser)]
+#[command(name = "whorl", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the reference autoencoder on a folder of fingerprint images.
+    Train(TrainArgs),
+    /// Print the model's layers, output shapes and parameter counts (like Keras's summary()).
+    Summary {
+        /// Input height and width in pixels (a multiple of 4).
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Folder of images, searched recursively: .tif/.tiff (8- or 16-bit), .bmp, .png,
+    /// .jpg/.jpeg, .pgm. Colour is converted to luma; every image is resized to --size x --size
+    /// with a bilinear (triangle) filter and scaled to [0, 1]. With --resume, defaults to the
+    /// checkpoint's data folder.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+
+    /// Epochs to train in this run; with --resume, epochs to add to the checkpoint's.
+    #[arg(long, default_value_t = 200)]
+    epochs: usize,
+
+    /// Images per training step [default: 128, or the checkpoint's with --resume].
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+
+    /// RMSprop learning rate (rho 0.9, epsilon 1e-7 as Keras) [default: 0.001, or the
+    /// checkpoint's with --resume].
+    #[arg(long, value_name = "RATE")]
+    lr: Option<f32>,
+
+    /// Fraction of the images held out for validation, chosen by --seed [default: 0.2; fixed by
+    /// the checkpoint with --resume].
+    #[arg(long, value_name = "FRACTION")]
+    val_split: Option<f64>,
+
+    /// Seed of the weight initialisation, the split and the per-epoch shuffles [default: 13;
+    /// fixed by the checkpoint with --resume].
+    #[arg(long)]
+    seed: Option<u64>,
+
+    /// Images are resized to SIZE x SIZE; a multiple of 4 [default: 224; fixed by the
+    /// checkpoint with --resume].
+    #[arg(long)]
+    size: Option<usize>,
+
+    /// Run folder for history.csv and checkpoints/ [default: runs/train, or runs/train-N if
+    /// taken; with --resume, the checkpoint's run folder].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+
+    /// Continue from a checkpoint folder, or from the newest checkpoint of a run folder: the
+    /// weights, RMSprop state and epoch counter carry on exactly.
+    #[arg(long, value_name = "CHECKPOINT")]
+    resume: Option<PathBuf>,
+
+    /// Save a checkpoint every N epochs; one is always saved after the last epoch and on Ctrl-C.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    save_every: usize,
+
+    /// Skip images that fail to decode (with a warning each and a count), instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
+
+    /// Where to compute: cpu, or auto (the best device present; this build has the CPU only).
+    /// The thread count follows RAYON_NUM_THREADS (default: all cores).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+
+    /// Print only errors and the final line: no summary, progress bars or per-epoch lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Fills unset flags from the checkpoint (or the defaults); a flag that contradicts what the
+/// checkpoint fixes is an error naming that flag.
+fn resolve(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig> {
+    fn fixed<T: PartialEq + std::fmt::Display + Copy>(
+        flag: &'static str,
+        given: Option<T>,
+        saved: T,
+    ) -> Result<T> {
+        match given {
+            Some(value) if value != saved => Err(Error::invalid(
+                flag,
+                format!("{value} differs from the checkpoint's {saved}; a resumed run keeps it"),
+            )),
+            _ => Ok(saved),
+        }
+    }
+    let (size, seed, val_split, batch_size, learning_rate, data_dir) = match resume {
+        Some(c) => (
+            fixed("--size", args.size, c.meta.input_size)?,
+            fixed("--seed", args.seed, c.meta.seed)?,
+            fixed("--val-split", args.val_split, c.meta.val_split)?,
+            args.batch_size.unwrap_or(c.meta.batch_size),
+            args.lr.unwrap_or(c.meta.learning_rate),
+            args.data.clone().unwrap_or_else(|| c.meta.data_dir.clone()),
+        ),
+        None => (
+            args.size.unwrap_or(224),
+            args.seed.unwrap_or(13),
+            args.val_split.unwrap_or(0.2),
+            args.batch_size.unwrap_or(128),
+            args.lr.unwrap_or(1e-3),
+            args.data
+                .clone()
+                .ok_or_else(|| Error::invalid("--data", "a folder of images is required"))?,
+        ),
+    };
+    if batch_size == 0 {
+        return Err(Error::invalid("--batch-size", "must be at least 1"));
+    }
+    let out_dir = match (&args.out, &args.resume) {
+        (Some(out), _) => out.clone(),
+        (None, Some(resumed)) => {
+            train::run_dir_of(resumed).unwrap_or_else(|| PathBuf::from("runs/resumed"))
+        }
+        (None, None) => train::fresh_run_dir(&PathBuf::from("runs")),
+    };
+    Ok(TrainConfig {
+        data_dir,
+        epochs: args.epochs,
+        batch_size,
+        learning_rate,
+        val_split,
+        seed,
+        size,
+        out_dir,
+        save_every: args.save_every,
+        skip_bad: args.skip_bad,
+        verbose: !args.quiet,
+    })
+}
+
+fn check_device(device: &str) -> Result<()> {
+    match device {
+        "cpu" | "auto" => Ok(()),
+        other if other == "cuda" || other.starts_with("cuda:") => Err(Error::invalid(
+            "--device",
+            format!("{other}: this build of whorl has no CUDA backend yet; use --device cpu"),
+        )),
+        other => Err(Error::invalid(
+            "--device",
+            format!("unknown device \"{other}\" (expected cpu or auto)"),
+        )),
+    }
+}
+
+fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
+    check_device(&args.device)?;
+    let architecture = Architecture::reference();
+    let resume = match &args.resume {
+        Some(path) => {
+            let dir = train::resolve_checkpoint(path)?;
+            args.resume = Some(dir.clone());
+            let loaded = checkpoint::load(&dir, &architecture)?;
+            Some((dir, loaded))
+        }
+        None => None,
+    };
+    let config = resolve(&args, resume.as_ref().map(|(_, c)| c))?;
+    if let (Some((dir, c)), true) = (&resume, config.verbose) {
+        let step = match c.meta.step_in_epoch {
+            0 => String::new(),
+            s => format!(", step {s} of the next"),
+        };
+        println!(
+            "resuming from {} (epoch {}{step})",
+            dir.display(),
+            c.meta.epoch
+        );
+    }
+
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupt);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted twice: quitting without saving");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupted: saving a checkpoint after this step (Ctrl-C again quits at once)"
+        );
+    })
+    .map_err(|e| Error::invalid("Ctrl-C handler", e.to_string()))?;
+
+    let report = train::train(CpuBackend::new(), &config, resume, &interrupt)?;
+    if report.interrupted {
+        println!(
+            "interrupted after {} epochs; checkpoint saved to {} (resume with --resume {})",
+            report.epochs_completed,
+            report.last_checkpoint.display(),
+            report.last_checkpoint.display()
+        );
+        return Ok(ExitCode::from(130));
+    }
+    println!(
+        "trained {} epochs: train_loss {}  val_loss {}; checkpoint {}; history {}",
+        report.epochs_completed,
+        report.train_loss.map_or("-".into(), |v| format!("{v:.6}")),
+        report.val_loss.map_or("-".into(), |v| format!("{v:.6}")),
+        report.last_checkpoint.display(),
+        config.out_dir.join(train::HISTORY_FILE).display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Train(args) => run_train(args),
+        Command::Summary { size } => Architecture::reference().summary(size, size).map(|s| {
+            print!("{s}");
+            ExitCode::SUCCESS
+        }),
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("error: {error}");
+        ExitCode::FAILURE
+    })
+}

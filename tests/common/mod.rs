@@ -25,3 +25,16 @@ pub fn random(len: usize, low: f32, high: f32, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..len).map(|_| rng.random_range(low..high)).collect()
 }
+
+/// Writes `count` small striped grayscale PNGs (like ridges, at varying angles) into `dir`.
+pub fn write_striped_images(dir: &std::path::Path, count: usize, side: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    for n in 0..count {
+        let angle = n as f32 * 0.37;
+        let image = image::GrayImage::from_fn(side, side, |x, y| {
+            let t = x as f32 * angle.cos() + y as f32 * angle.sin();
+            image::Luma([(127.0 + 100.0 * (t * 0.8).sin()) as u8])
+        });
+        image.save(dir.join(format!("print-{n:03}.png"))).unwrap();
+    }
+}

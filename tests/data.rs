@@ -1,0 +1,156 @@
+//! The image loader and the train/validation split.
+
+mod common;
+
+use std::path::Path;
+
+use image::{ImageBuffer, Luma, Rgb};
+use whorl::Error;
+use whorl::data::{Dataset, epoch_order, find_images, images_needed, load_image, split};
+
+#[test]
+fn every_format_decodes_to_grayscale_in_unit_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let gray8 = ImageBuffer::from_fn(8, 8, |x, _| Luma([(x * 32) as u8]));
+    let gray16: ImageBuffer<Luma<u16>, Vec<u16>> =
+        ImageBuffer::from_fn(8, 8, |x, _| Luma([if x < 4 { 0 } else { 65535 }]));
+    let colour = ImageBuffer::from_fn(8, 8, |_, _| Rgb([200u8, 200, 200]));
+    gray8.save(dir.path().join("a.tif")).unwrap();
+    gray16.save(dir.path().join("b.tiff")).unwrap();
+    gray8.save(dir.path().join("c.bmp")).unwrap();
+    colour.save(dir.path().join("d.png")).unwrap();
+    gray8.save(dir.path().join("e.jpg")).unwrap();
+    gray8.save(dir.path().join("f.pgm")).unwrap();
+    gray8.save(dir.path().join("G.PNG")).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not an image").unwrap();
+
+    let files = find_images(dir.path()).unwrap();
+    let names: Vec<_> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "G.PNG", "a.tif", "b.tiff", "c.bmp", "d.png", "e.jpg", "f.pgm"
+        ]
+    );
+    for file in &files {
+        let pixels = load_image(file, 8).unwrap();
+        assert_eq!(pixels.len(), 64, "{file:?}");
+        assert!(pixels.iter().all(|v| (0.0..=1.0).contains(v)), "{file:?}");
+    }
+    let sixteen = load_image(&dir.path().join("b.tiff"), 8).unwrap();
+    assert_eq!((sixteen[0], sixteen[7]), (0.0, 1.0));
+    let eight = load_image(&dir.path().join("a.tif"), 8).unwrap();
+    assert!((eight[1] - 32.0 / 255.0).abs() < 1e-6);
+    let grey = load_image(&dir.path().join("d.png"), 8).unwrap();
+    assert!((grey[0] - 200.0 / 255.0).abs() < 1e-3);
+    // Resizing keeps a flat image flat.
+    let resized = load_image(&dir.path().join("d.png"), 12).unwrap();
+    assert_eq!(resized.len(), 144);
+    assert!(resized.iter().all(|v| (v - grey[0]).abs() < 1e-3));
+}
+
+#[test]
+fn real_fingerprints_load_when_shared_data_is_present() {
+    let shared = Path::new("../shared/data/real-fingerprints");
+    if !shared.is_dir() {
+        eprintln!(
+            "SKIPPED: {} not found (it sits beside the clone in CI)",
+            shared.display()
+        );
+        return;
+    }
+    let dataset = Dataset::load(shared, 64, false, false).unwrap();
+    assert!(dataset.len() >= 20, "{} images", dataset.len());
+    for i in 0..dataset.len() {
+        let image = dataset.image(i);
+        let mean = image.iter().sum::<f32>() / image.len() as f32;
+        let spread = image.iter().fold(0.0f32, |m, v| m.max((v - mean).abs()));
+        assert!(spread > 0.1, "{:?} looks blank", dataset.files[i]);
+    }
+}
+
+#[test]
+fn a_file_that_fails_to_decode_is_named_or_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_striped_images(dir.path(), 3, 16);
+    std::fs::write(dir.path().join("broken.png"), b"\x89PNG but not really").unwrap();
+    let error = Dataset::load(dir.path(), 16, false, false).err().unwrap();
+    assert!(matches!(error, Error::BadImage { .. }));
+    let message = error.to_string();
+    assert!(
+        message.contains("broken.png") && message.contains("--skip-bad"),
+        "{message}"
+    );
+
+    let dataset = Dataset::load(dir.path(), 16, true, false).unwrap();
+    assert_eq!(dataset.len(), 3);
+    assert_eq!(dataset.skipped.len(), 1);
+    assert!(dataset.skipped[0].0.ends_with("broken.png"));
+}
+
+#[test]
+fn empty_and_missing_folders_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = Dataset::load(dir.path(), 16, false, false).err().unwrap();
+    assert!(matches!(error, Error::EmptyDataDir { .. }));
+    let missing = dir.path().join("nope");
+    let message = Dataset::load(&missing, 16, false, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("--data") && message.contains("nope"),
+        "{message}"
+    );
+}
+
+#[test]
+fn split_is_seeded_disjoint_and_complete() {
+    let dir = Path::new("data");
+    let s = split(10, 0.2, 13, dir).unwrap();
+    assert_eq!((s.train.len(), s.validation.len()), (8, 2));
+    assert_eq!(s, split(10, 0.2, 13, dir).unwrap());
+    assert_ne!(s, split(10, 0.2, 14, dir).unwrap());
+    let mut all: Vec<usize> = s.train.iter().chain(&s.validation).copied().collect();
+    all.sort();
+    assert_eq!(all, (0..10).collect::<Vec<_>>());
+    // ceil, as scikit-learn: 11 images -> 3 for validation.
+    assert_eq!(split(11, 0.2, 13, dir).unwrap().validation.len(), 3);
+    assert_eq!(split(5, 0.0, 13, dir).unwrap().validation.len(), 0);
+}
+
+#[test]
+fn too_few_images_or_a_bad_fraction_are_errors() {
+    assert_eq!(images_needed(0.2), 2);
+    assert_eq!(images_needed(0.0), 1);
+    assert_eq!(images_needed(0.6), 3);
+    let error = split(1, 0.2, 13, Path::new("prints")).unwrap_err();
+    assert!(matches!(
+        error,
+        Error::TooFewImages {
+            found: 1,
+            needed: 2,
+            ..
+        }
+    ));
+    assert!(error.to_string().contains("prints"));
+    for bad in [1.0, -0.1, f64::NAN] {
+        let message = split(10, bad, 13, Path::new("x")).unwrap_err().to_string();
+        assert!(message.contains("--val-split"), "{message}");
+    }
+}
+
+#[test]
+fn epoch_orders_are_seeded_permutations_that_change_every_epoch() {
+    let train: Vec<usize> = (0..50).collect();
+    let first = epoch_order(&train, 13, 0);
+    assert_eq!(first, epoch_order(&train, 13, 0));
+    assert_ne!(first, epoch_order(&train, 13, 1));
+    assert_ne!(first, epoch_order(&train, 14, 0));
+    let mut sorted = first.clone();
+    sorted.sort();
+    assert_eq!(sorted, train);
+}
