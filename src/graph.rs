@@ -1,9 +1,70 @@
 //! The layer graph: forward walks the layer list keeping every activation, backward walks it
 //! back. Every buffer is planned once for the largest batch; a step allocates nothing.
+//!
+//! The layer list is compiled into steps first: an upsampling layer followed by a convolution
+//! becomes one step, a convolution that reads its input upsampled, so the upsampled tensor
+//! (the largest of the model) is never stored.
 
-use crate::backend::{Backend, Nhwc, RmsProp};
+use crate::backend::{Backend, Conv, ConvInput, Nhwc, RmsProp};
 use crate::error::{Error, Result};
-use crate::model::{Architecture, Hwc, Layer, ParamSlot};
+use crate::model::{Architecture, Hwc, Layer};
+
+/// One step of the compiled graph; `layer` indexes the architecture's layers, and a step
+/// writes activations[layer + 1].
+#[derive(Clone, Debug)]
+enum Step {
+    /// Reads activations[source]: the layer's own input, or, when `conv.read` is Upsampled2,
+    /// the input of the upsampling layer before it. `conv.input.batch` is set per call.
+    Conv {
+        layer: usize,
+        source: usize,
+        conv: Conv,
+    },
+    MaxPool2 {
+        layer: usize,
+    },
+    Upsample2 {
+        layer: usize,
+    },
+}
+
+/// The steps of `architecture`, with each upsampling that feeds a convolution folded into it.
+fn compile(architecture: &Architecture, shapes: &[Hwc]) -> Vec<Step> {
+    let layers = &architecture.layers;
+    let slots = architecture.param_slots();
+    let folded = |i: usize| {
+        matches!(layers[i], Layer::Upsample2 { .. })
+            && matches!(layers.get(i + 1), Some(Layer::Conv2d { .. }))
+    };
+    let mut steps = Vec::new();
+    for (layer, kind) in layers.iter().enumerate() {
+        match *kind {
+            Layer::Conv2d { activation, .. } => {
+                let fused = layer > 0 && folded(layer - 1);
+                let source = if fused { layer - 1 } else { layer };
+                let conv = Conv {
+                    input: batch_of(0, shapes[source]),
+                    read: if fused {
+                        ConvInput::Upsampled2
+                    } else {
+                        ConvInput::Direct
+                    },
+                    slot: slots[layer].clone().expect("a conv layer has parameters"),
+                    activation,
+                };
+                steps.push(Step::Conv {
+                    layer,
+                    source,
+                    conv,
+                });
+            }
+            Layer::MaxPool2 { .. } => steps.push(Step::MaxPool2 { layer }),
+            Layer::Upsample2 { .. } if folded(layer) => {}
+            Layer::Upsample2 { .. } => steps.push(Step::Upsample2 { layer }),
+        }
+    }
+    steps
+}
 
 /// A model bound to a backend, with its parameters, gradients, optimizer state and activations.
 pub struct Network<B: Backend> {
@@ -11,12 +72,13 @@ pub struct Network<B: Backend> {
     architecture: Architecture,
     /// Input and every layer's output, per image.
     shapes: Vec<Hwc>,
-    slots: Vec<Option<ParamSlot>>,
+    steps: Vec<Step>,
     batch_capacity: usize,
     params: B::Buffer,
     grads: B::Buffer,
     velocity: B::Buffer,
-    /// activations[0] is the input, activations[i + 1] the output of layer i.
+    /// activations[0] is the input, activations[i + 1] the output of layer i (empty for an
+    /// upsampling folded into the next convolution).
     activations: Vec<B::Buffer>,
     /// dL/d(output of the current layer) and dL/d(its input), swapped after each layer.
     grad_out: B::Buffer,
@@ -58,29 +120,46 @@ impl<B: Backend> Network<B> {
                 format!("{} values given, the model has {count}", params.len()),
             ));
         }
-        let slots = architecture.param_slots();
-        let convs: Vec<(Nhwc, ParamSlot)> = slots
+        let steps = compile(&architecture, &shapes);
+        let convs: Vec<Conv> = steps
             .iter()
-            .zip(&shapes)
-            .filter_map(|(slot, shape)| Some((batch_of(batch_capacity, *shape), slot.clone()?)))
+            .filter_map(|step| match step {
+                Step::Conv { conv, .. } => Some(with_batch(conv, batch_capacity)),
+                _ => None,
+            })
             .collect();
         backend.plan(&convs)?;
         let mut device_params = backend.alloc(count)?;
         backend.upload(params, &mut device_params)?;
         let grads = backend.alloc(count)?;
         let velocity = backend.alloc(count)?;
+        let mut stored = vec![true; shapes.len()];
+        for step in &steps {
+            if let Step::Conv { layer, source, .. } = *step {
+                stored[source + 1..layer + 1].fill(false);
+                stored[source] = true;
+            }
+        }
         let activations = shapes
             .iter()
-            .map(|s| backend.alloc(batch_capacity * s.len()))
+            .zip(&stored)
+            .map(|(s, &kept)| backend.alloc(if kept { batch_capacity * s.len() } else { 0 }))
             .collect::<Result<Vec<_>>>()?;
-        let largest = shapes.iter().map(Hwc::len).max().unwrap_or(0) * batch_capacity;
+        let largest = shapes
+            .iter()
+            .zip(&stored)
+            .filter(|(_, kept)| **kept)
+            .map(|(s, _)| s.len())
+            .max()
+            .unwrap_or(0)
+            * batch_capacity;
         let grad_out = backend.alloc(largest)?;
         let grad_in = backend.alloc(largest)?;
         Ok(Network {
             backend,
             architecture,
             shapes,
-            slots,
+            steps,
             batch_capacity,
             params: device_params,
             grads,
@@ -130,17 +209,27 @@ impl<B: Backend> Network<B> {
     pub fn forward(&mut self, images: &[f32]) -> Result<f64> {
         let batch = self.check_batch(images)?;
         self.backend.upload(images, &mut self.activations[0])?;
-        for (i, layer) in self.architecture.layers.iter().enumerate() {
-            let input = batch_of(batch, self.shapes[i]);
-            let (x, y) = pair(&mut self.activations, i, i + 1);
-            match *layer {
-                Layer::Conv2d { activation, .. } => {
-                    let slot = self.slots[i].as_ref().expect("a conv layer has parameters");
-                    self.backend
-                        .conv2d_forward(input, x, &self.params, slot, activation, y)?
+        for step in &self.steps {
+            match step {
+                Step::Conv {
+                    layer,
+                    source,
+                    conv,
+                } => {
+                    let (x, y) = pair(&mut self.activations, *source, layer + 1);
+                    let conv = with_batch(conv, batch);
+                    self.backend.conv2d_forward(&conv, x, &self.params, y)?
                 }
-                Layer::MaxPool2 { .. } => self.backend.maxpool2_forward(input, x, y)?,
-                Layer::Upsample2 { .. } => self.backend.upsample2_forward(input, x, y)?,
+                Step::MaxPool2 { layer } => {
+                    let input = batch_of(batch, self.shapes[*layer]);
+                    let (x, y) = pair(&mut self.activations, *layer, layer + 1);
+                    self.backend.maxpool2_forward(input, x, y)?
+                }
+                Step::Upsample2 { layer } => {
+                    let input = batch_of(batch, self.shapes[*layer]);
+                    let (x, y) = pair(&mut self.activations, *layer, layer + 1);
+                    self.backend.upsample2_forward(input, x, y)?
+                }
             }
         }
         let len = batch * self.image_len();
@@ -160,43 +249,42 @@ impl<B: Backend> Network<B> {
             &self.activations[0],
             &mut self.grad_out,
         )?;
-        for (i, layer) in self.architecture.layers.iter().enumerate().rev() {
-            let input = batch_of(batch, self.shapes[i]);
-            let x = &self.activations[i];
-            match *layer {
-                Layer::Conv2d { activation, .. } => {
-                    let slot = self.slots[i].as_ref().expect("a conv layer has parameters");
-                    let output_len = batch * self.shapes[i + 1].len();
-                    let y = &self.activations[i + 1];
-                    self.backend.activation_backward(
-                        activation,
+        for step in self.steps.iter().rev() {
+            match step {
+                Step::Conv {
+                    layer,
+                    source,
+                    conv,
+                } => {
+                    let conv = with_batch(conv, batch);
+                    let (x, y) = (&self.activations[*source], &self.activations[layer + 1]);
+                    let output_len = conv.output().len();
+                    let backend = &mut self.backend;
+                    backend.activation_backward(
+                        conv.activation,
                         output_len,
                         y,
                         &mut self.grad_out,
                     )?;
-                    self.backend.conv2d_backward_filter(
-                        input,
-                        x,
-                        &self.grad_out,
-                        &mut self.grads,
-                        slot,
-                    )?;
-                    if i == 0 {
+                    backend.conv2d_backward_filter(&conv, x, &self.grad_out, &mut self.grads)?;
+                    if *source == 0 {
                         break;
                     }
-                    self.backend.conv2d_backward_data(
-                        input,
+                    backend.conv2d_backward_data(
+                        &conv,
                         &self.grad_out,
                         &self.params,
-                        slot,
                         &mut self.grad_in,
                     )?;
                 }
-                Layer::MaxPool2 { .. } => {
+                Step::MaxPool2 { layer } => {
+                    let input = batch_of(batch, self.shapes[*layer]);
+                    let x = &self.activations[*layer];
                     self.backend
                         .maxpool2_backward(input, x, &self.grad_out, &mut self.grad_in)?
                 }
-                Layer::Upsample2 { .. } => {
+                Step::Upsample2 { layer } => {
+                    let input = batch_of(batch, self.shapes[*layer]);
                     self.backend
                         .upsample2_backward(input, &self.grad_out, &mut self.grad_in)?
                 }
@@ -260,6 +348,16 @@ impl<B: Backend> Network<B> {
 
     pub fn set_velocity(&mut self, velocity: &[f32]) -> Result<()> {
         self.backend.upload(velocity, &mut self.velocity)
+    }
+}
+
+fn with_batch(conv: &Conv, batch: usize) -> Conv {
+    Conv {
+        input: Nhwc {
+            batch,
+            ..conv.input
+        },
+        ..conv.clone()
     }
 }
 

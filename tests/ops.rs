@@ -6,7 +6,8 @@ mod common;
 use common::{random, relative_error, widen};
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::reference as direct;
-use whorl::backend::{Backend, Nhwc, RmsProp};
+use whorl::backend::reference::ReferenceBackend;
+use whorl::backend::{Backend, Conv, ConvInput, Nhwc, RmsProp};
 use whorl::model::{Activation, ParamSlot};
 
 fn nhwc(batch: usize, height: usize, width: usize, channels: usize) -> Nhwc {
@@ -18,14 +19,22 @@ fn nhwc(batch: usize, height: usize, width: usize, channels: usize) -> Nhwc {
     }
 }
 
-fn slot(cin: usize, cout: usize) -> ParamSlot {
+/// A convolution of `input` to `cout` channels, its parameters at the start of the buffer.
+fn conv(input: Nhwc, cout: usize, read: ConvInput, activation: Activation) -> Conv {
+    let cin = input.channels;
     let weight = 0..9 * cin * cout;
-    ParamSlot {
+    let slot = ParamSlot {
         name: "conv",
         in_channels: cin,
         out_channels: cout,
         bias: weight.end..weight.end + cout,
         weight,
+    };
+    Conv {
+        input,
+        read,
+        slot,
+        activation,
     }
 }
 
@@ -87,32 +96,35 @@ const CONV_CASES: [(Nhwc, usize); 6] = [
     ),
 ];
 
-fn planned_cpu(input: Nhwc, slot: &ParamSlot) -> CpuBackend {
+fn planned_cpu(conv: &Conv) -> CpuBackend {
     let mut cpu = CpuBackend::new();
-    cpu.plan(&[(input, slot.clone())]).unwrap();
+    cpu.plan(std::slice::from_ref(conv)).unwrap();
     cpu
 }
+
+const READS: [ConvInput; 2] = [ConvInput::Direct, ConvInput::Upsampled2];
 
 #[test]
 fn conv2d_forward_matches_direct_loops() {
     for (case, &(input, cout)) in CONV_CASES.iter().enumerate() {
-        for activation in [Activation::Relu, Activation::Sigmoid] {
-            let slot = slot(input.channels, cout);
+        for (read, activation) in READS
+            .into_iter()
+            .zip([Activation::Relu, Activation::Sigmoid])
+        {
+            let conv = conv(input, cout, read, activation);
             let x = random(input.len(), -1.0, 1.0, case as u64);
-            let params = random(slot.bias.end, -0.5, 0.5, 100 + case as u64);
-            let mut cpu = planned_cpu(input, &slot);
-            let mut y = vec![f32::NAN; input.pixels() * cout];
-            cpu.conv2d_forward(input, &x, &params, &slot, activation, &mut y)
+            let params = random(conv.slot.bias.end, -0.5, 0.5, 100 + case as u64);
+            let mut y = vec![f32::NAN; conv.output().len()];
+            planned_cpu(&conv)
+                .conv2d_forward(&conv, &x, &params, &mut y)
                 .unwrap();
-            let p = widen(&params);
             let mut expected = vec![0.0; y.len()];
-            let (kernel, bias) = (&p[slot.weight.clone()], &p[slot.bias.clone()]);
-            direct::conv2d_forward(input, &widen(&x), kernel, bias, activation, &mut expected);
+            let (x, params) = (widen(&x), widen(&params));
+            ReferenceBackend
+                .conv2d_forward(&conv, &x, &params, &mut expected)
+                .unwrap();
             let error = relative_error(&y, &expected);
-            assert!(
-                error < 1e-5,
-                "{input:?} -> {cout} {activation:?}: error {error:e}"
-            );
+            assert!(error < 1e-5, "{conv:?}: error {error:e}");
         }
     }
 }
@@ -120,76 +132,104 @@ fn conv2d_forward_matches_direct_loops() {
 #[test]
 fn conv2d_backward_matches_direct_loops() {
     for (case, &(input, cout)) in CONV_CASES.iter().enumerate() {
-        let slot = slot(input.channels, cout);
-        let x = random(input.len(), -1.0, 1.0, case as u64);
-        let dz = random(input.pixels() * cout, -1.0, 1.0, 200 + case as u64);
-        let params = random(slot.bias.end, -0.5, 0.5, 100 + case as u64);
-        let mut cpu = planned_cpu(input, &slot);
+        for read in READS {
+            let conv = conv(input, cout, read, Activation::Relu);
+            let slot = &conv.slot;
+            let x = random(input.len(), -1.0, 1.0, case as u64);
+            let dz = random(conv.output().len(), -1.0, 1.0, 200 + case as u64);
+            let params = random(slot.bias.end, -0.5, 0.5, 100 + case as u64);
+            let mut cpu = planned_cpu(&conv);
+            let (x64, dz64, params64) = (widen(&x), widen(&dz), widen(&params));
 
-        let mut dx = vec![f32::NAN; input.len()];
-        cpu.conv2d_backward_data(input, &dz, &params, &slot, &mut dx)
-            .unwrap();
-        let mut expected_dx = vec![0.0; dx.len()];
-        let kernel = widen(&params[slot.weight.clone()]);
-        direct::conv2d_backward_data(input, &widen(&dz), &kernel, cout, &mut expected_dx);
-        let error = relative_error(&dx, &expected_dx);
-        assert!(
-            error < 1e-5,
-            "backward-data {input:?} -> {cout}: error {error:e}"
-        );
+            let mut dx = vec![f32::NAN; input.len()];
+            cpu.conv2d_backward_data(&conv, &dz, &params, &mut dx)
+                .unwrap();
+            let mut expected_dx = vec![0.0; dx.len()];
+            ReferenceBackend
+                .conv2d_backward_data(&conv, &dz64, &params64, &mut expected_dx)
+                .unwrap();
+            let error = relative_error(&dx, &expected_dx);
+            assert!(error < 1e-5, "backward-data {conv:?}: error {error:e}");
 
-        let mut grads = vec![f32::NAN; slot.bias.end];
-        cpu.conv2d_backward_filter(input, &x, &dz, &mut grads, &slot)
-            .unwrap();
-        let mut dkernel = vec![0.0; slot.weight.len()];
-        let mut dbias = vec![0.0; cout];
-        direct::conv2d_backward_filter(input, &widen(&x), &widen(&dz), &mut dkernel, &mut dbias);
-        let error = relative_error(&grads[slot.weight.clone()], &dkernel);
-        assert!(
-            error < 1e-5,
-            "backward-filter {input:?} -> {cout}: error {error:e}"
-        );
-        let error = relative_error(&grads[slot.bias.clone()], &dbias);
-        assert!(
-            error < 1e-5,
-            "bias gradient {input:?} -> {cout}: error {error:e}"
-        );
+            let mut grads = vec![f32::NAN; slot.bias.end];
+            cpu.conv2d_backward_filter(&conv, &x, &dz, &mut grads)
+                .unwrap();
+            let mut expected = vec![0.0; slot.bias.end];
+            ReferenceBackend
+                .conv2d_backward_filter(&conv, &x64, &dz64, &mut expected)
+                .unwrap();
+            for (part, range) in [("kernel", slot.weight.clone()), ("bias", slot.bias.clone())] {
+                let error = relative_error(&grads[range.clone()], &expected[range]);
+                assert!(error < 1e-5, "{part} gradient {conv:?}: {error:e}");
+            }
+        }
     }
 }
 
 #[test]
+fn upsampled_convolution_equals_upsampling_then_convolving() {
+    // The reference backend's Upsampled2 path is itself checked against the two plain ops.
+    let input = nhwc(2, 3, 5, 4);
+    let conv = conv(input, 3, ConvInput::Upsampled2, Activation::Relu);
+    let x = widen(&random(input.len(), -1.0, 1.0, 1));
+    let params = widen(&random(conv.slot.bias.end, -0.5, 0.5, 2));
+    let up = nhwc(2, 6, 10, 4);
+    let mut upsampled = vec![0.0; up.len()];
+    direct::upsample2_forward(input, &x, &mut upsampled);
+    let mut expected = vec![0.0; up.pixels() * 3];
+    let (kernel, bias) = (
+        &params[conv.slot.weight.clone()],
+        &params[conv.slot.bias.clone()],
+    );
+    direct::conv2d_forward(
+        up,
+        &upsampled,
+        kernel,
+        bias,
+        Activation::Relu,
+        &mut expected,
+    );
+    let mut y = vec![0.0; expected.len()];
+    ReferenceBackend
+        .conv2d_forward(&conv, &x, &params, &mut y)
+        .unwrap();
+    assert_eq!(y, expected);
+}
+
+#[test]
 fn conv2d_backward_filter_is_deterministic_across_thread_counts() {
-    let input = nhwc(3, 19, 23, 4);
-    let slot = slot(4, 6);
-    let x = random(input.len(), -1.0, 1.0, 1);
-    let dz = random(input.pixels() * 6, -1.0, 1.0, 2);
-    let grads_with = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let mut cpu = planned_cpu(input, &slot);
-            let mut grads = vec![0.0; slot.bias.end];
-            cpu.conv2d_backward_filter(input, &x, &dz, &mut grads, &slot)
+    for read in READS {
+        let conv = conv(nhwc(3, 19, 23, 4), 6, read, Activation::Relu);
+        let x = random(conv.input.len(), -1.0, 1.0, 1);
+        let dz = random(conv.output().len(), -1.0, 1.0, 2);
+        let grads_with = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
                 .unwrap();
-            grads
-        })
-    };
-    let one = grads_with(1);
-    assert_eq!(one, grads_with(2));
-    assert_eq!(one, grads_with(5));
+            pool.install(|| {
+                let mut grads = vec![0.0; conv.slot.bias.end];
+                planned_cpu(&conv)
+                    .conv2d_backward_filter(&conv, &x, &dz, &mut grads)
+                    .unwrap();
+                grads
+            })
+        };
+        let one = grads_with(1);
+        assert_eq!(one, grads_with(2), "{read:?}");
+        assert_eq!(one, grads_with(5), "{read:?}");
+    }
 }
 
 #[test]
 fn unplanned_convolution_is_an_error() {
-    let input = nhwc(1, 4, 4, 8);
-    let slot = slot(8, 8);
-    let mut cpu = CpuBackend::new();
-    let mut y = vec![0.0; input.len()];
-    let params = vec![0.0; slot.bias.end];
-    let result = cpu.conv2d_forward(input, &y.clone(), &params, &slot, Activation::Relu, &mut y);
-    assert!(result.is_err());
+    let small = conv(nhwc(1, 4, 4, 2), 2, ConvInput::Direct, Activation::Relu);
+    let wide = conv(nhwc(1, 4, 4, 8), 8, ConvInput::Direct, Activation::Relu);
+    let mut cpu = planned_cpu(&small);
+    let (x, mut y) = (vec![0.0; 128], vec![0.0; 128]);
+    let params = vec![0.0; wide.slot.bias.end];
+    let error = cpu.conv2d_forward(&wide, &x, &params, &mut y).unwrap_err();
+    assert!(error.to_string().contains("no scratch planned"), "{error}");
 }
 
 const POOL_CASES: [Nhwc; 4] = [

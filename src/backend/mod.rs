@@ -30,6 +30,15 @@ impl Nhwc {
     }
 }
 
+/// How a convolution reads its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvInput {
+    /// The stored tensor itself.
+    Direct,
+    /// The stored tensor upsampled x2 (nearest neighbour), which is never materialised.
+    Upsampled2,
+}
+
 /// RMSprop's hyper-parameters; the defaults are Keras 3's.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RmsProp {
@@ -48,35 +57,59 @@ impl Default for RmsProp {
     }
 }
 
+/// One convolution as a backend sees it: 3x3, stride 1, one pixel of zero padding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conv {
+    /// The stored input, [batch, height, width, slot.in_channels]. With
+    /// [`ConvInput::Upsampled2`] the convolution reads it upsampled x2, its output is
+    /// [batch, 2 height, 2 width, cout], and backward-data returns the gradient of the stored
+    /// (not upsampled) input.
+    pub input: Nhwc,
+    pub read: ConvInput,
+    /// Where the kernel [3, 3, cin, cout] and bias [cout] sit in the flat parameter buffer (and
+    /// their gradients in the flat gradient buffer).
+    pub slot: ParamSlot,
+    pub activation: Activation,
+}
+
+impl Conv {
+    /// The output's shape.
+    pub fn output(&self) -> Nhwc {
+        let scale = match self.read {
+            ConvInput::Direct => 1,
+            ConvInput::Upsampled2 => 2,
+        };
+        Nhwc {
+            height: scale * self.input.height,
+            width: scale * self.input.width,
+            channels: self.slot.out_channels,
+            ..self.input
+        }
+    }
+}
+
 /// The operations the layer graph needs. Buffers may be longer than an operation's shape needs
 /// (they are planned for the largest batch); operations use their leading elements.
-///
-/// Convolutions are 3x3, stride 1, one pixel of zero padding; `input` has shape
-/// [batch, height, width, slot.in_channels] and the output [batch, height, width, slot.out_channels].
-/// Their kernel [3, 3, cin, cout] and bias [cout] are read from (and their gradients written to)
-/// the ranges `slot` gives in the flat parameter (gradient) buffer.
 pub trait Backend {
     type Buffer;
 
     /// A short name for messages, e.g. "cpu (2 threads)".
     fn name(&self) -> String;
 
-    /// Prepares scratch space for convolutions up to these shapes, so no step allocates.
-    fn plan(&mut self, convs: &[(Nhwc, ParamSlot)]) -> Result<()>;
+    /// Prepares scratch space for these convolutions (at the largest batch), so no step allocates.
+    fn plan(&mut self, convs: &[Conv]) -> Result<()>;
 
     /// A zero-filled buffer of `len` float32 values.
     fn alloc(&mut self, len: usize) -> Result<Self::Buffer>;
     fn upload(&mut self, host: &[f32], device: &mut Self::Buffer) -> Result<()>;
     fn download(&mut self, device: &Self::Buffer, host: &mut [f32]) -> Result<()>;
 
-    /// output = activation(conv(input, kernel) + bias)
+    /// y = activation(conv(x, kernel) + bias)
     fn conv2d_forward(
         &mut self,
-        input: Nhwc,
+        conv: &Conv,
         x: &Self::Buffer,
         params: &Self::Buffer,
-        slot: &ParamSlot,
-        activation: Activation,
         y: &mut Self::Buffer,
     ) -> Result<()>;
 
@@ -94,22 +127,21 @@ pub trait Backend {
     /// (the convolution of dz with the kernel flipped in space and transposed in channels).
     fn conv2d_backward_data(
         &mut self,
-        input: Nhwc,
+        conv: &Conv,
         dz: &Self::Buffer,
         params: &Self::Buffer,
-        slot: &ParamSlot,
         dx: &mut Self::Buffer,
     ) -> Result<()>;
 
-    /// dkernel[t, ci, co] = sum over pixels p of x[p + t, ci] * dz[p, co]; dbias[co] = sum over p of dz[p, co].
-    /// Overwrites the slot's ranges of `grads`; deterministic (same bits every run).
+    /// dkernel[t, ci, co] = sum over pixels p of x[p + t, ci] * dz[p, co];
+    /// dbias[co] = sum over p of dz[p, co]. Overwrites the slot's ranges of `grads`;
+    /// deterministic (same bits every run).
     fn conv2d_backward_filter(
         &mut self,
-        input: Nhwc,
+        conv: &Conv,
         x: &Self::Buffer,
         dz: &Self::Buffer,
         grads: &mut Self::Buffer,
-        slot: &ParamSlot,
     ) -> Result<()>;
 
     /// y = max of each 2x2 window (input height and width even).

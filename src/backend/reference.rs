@@ -1,9 +1,9 @@
 //! The direct-loop reference: every operation written as the textbook loop, in float64.
 //! Slow and obviously right; the tests hold the fast backends and the derivatives to it.
 
-use super::{Backend, Nhwc, RmsProp};
+use super::{Backend, Conv, ConvInput, Nhwc, RmsProp};
 use crate::error::Result;
-use crate::model::{Activation, ParamSlot};
+use crate::model::Activation;
 
 /// The pixel at (row, col) shifted by tap (ky, kx) of a 3x3 'same' window, if inside the image.
 fn tap(input: Nhwc, row: usize, col: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
@@ -239,6 +239,27 @@ pub fn rmsprop_update(hyper: RmsProp, params: &mut [f64], grads: &[f64], velocit
     }
 }
 
+/// The input a convolution sees: the stored one, or it upsampled (a new tensor) and its shape.
+fn conv_input(input: Nhwc, read: ConvInput, x: &[f64]) -> (Nhwc, std::borrow::Cow<'_, [f64]>) {
+    match read {
+        ConvInput::Direct => (input, x.into()),
+        ConvInput::Upsampled2 => {
+            let shape = upsampled(input);
+            let mut up = vec![0.0; shape.len()];
+            upsample2_forward(input, x, &mut up);
+            (shape, up.into())
+        }
+    }
+}
+
+fn upsampled(input: Nhwc) -> Nhwc {
+    Nhwc {
+        height: 2 * input.height,
+        width: 2 * input.width,
+        ..input
+    }
+}
+
 /// The direct loops above as a [`Backend`], computing in float64.
 #[derive(Debug, Default)]
 pub struct ReferenceBackend;
@@ -250,7 +271,7 @@ impl Backend for ReferenceBackend {
         "reference (direct loops, float64)".into()
     }
 
-    fn plan(&mut self, _convs: &[(Nhwc, ParamSlot)]) -> Result<()> {
+    fn plan(&mut self, _convs: &[Conv]) -> Result<()> {
         Ok(())
     }
 
@@ -274,15 +295,17 @@ impl Backend for ReferenceBackend {
 
     fn conv2d_forward(
         &mut self,
-        input: Nhwc,
+        conv: &Conv,
         x: &Vec<f64>,
         params: &Vec<f64>,
-        slot: &ParamSlot,
-        activation: Activation,
         y: &mut Vec<f64>,
     ) -> Result<()> {
-        let kernel = &params[slot.weight.clone()];
-        conv2d_forward(input, x, kernel, &params[slot.bias.clone()], activation, y);
+        let (input, x) = conv_input(conv.input, conv.read, x);
+        let (kernel, bias) = (
+            &params[conv.slot.weight.clone()],
+            &params[conv.slot.bias.clone()],
+        );
+        conv2d_forward(input, &x, kernel, bias, conv.activation, y);
         Ok(())
     }
 
@@ -299,28 +322,36 @@ impl Backend for ReferenceBackend {
 
     fn conv2d_backward_data(
         &mut self,
-        input: Nhwc,
+        conv: &Conv,
         dz: &Vec<f64>,
         params: &Vec<f64>,
-        slot: &ParamSlot,
         dx: &mut Vec<f64>,
     ) -> Result<()> {
-        let kernel = &params[slot.weight.clone()];
-        conv2d_backward_data(input, dz, kernel, slot.out_channels, dx);
+        let (kernel, cout) = (&params[conv.slot.weight.clone()], conv.slot.out_channels);
+        match conv.read {
+            ConvInput::Direct => conv2d_backward_data(conv.input, dz, kernel, cout, dx),
+            ConvInput::Upsampled2 => {
+                let up = upsampled(conv.input);
+                let mut dup = vec![0.0; up.len()];
+                conv2d_backward_data(up, dz, kernel, cout, &mut dup);
+                upsample2_backward(conv.input, &dup, dx);
+            }
+        }
         Ok(())
     }
 
     fn conv2d_backward_filter(
         &mut self,
-        input: Nhwc,
+        conv: &Conv,
         x: &Vec<f64>,
         dz: &Vec<f64>,
         grads: &mut Vec<f64>,
-        slot: &ParamSlot,
     ) -> Result<()> {
+        let (input, x) = conv_input(conv.input, conv.read, x);
+        let slot = &conv.slot;
         let (dkernel, dbias) =
             grads[slot.weight.start..slot.bias.end].split_at_mut(slot.weight.len());
-        conv2d_backward_filter(input, x, dz, dkernel, dbias);
+        conv2d_backward_filter(input, &x, dz, dkernel, dbias);
         Ok(())
     }
 

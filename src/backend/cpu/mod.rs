@@ -1,0 +1,293 @@
+//! The CPU engine: convolutions in [`conv`], element-wise and pooling operations here, every
+//! operation spread over threads with rayon.
+//!
+//! Work is cut into a fixed number of pieces whatever the thread count, and every reduction
+//! adds its pieces in a fixed order, so a run gives the same bits on 1 thread or 64.
+
+mod conv;
+
+use rayon::prelude::*;
+
+use super::{Backend, Conv, Nhwc, RmsProp};
+use crate::error::{Error, Result};
+use crate::model::Activation;
+use conv::ConvScratch;
+
+/// Elements per piece of work in element-wise operations.
+const ELEMENT_CHUNK: usize = 1 << 14;
+/// Pieces of the loss, summed in order.
+const LOSS_CHUNKS: usize = 64;
+
+/// The CPU backend; `plan` sizes its scratch space once.
+#[derive(Debug, Default)]
+pub struct CpuBackend {
+    conv: ConvScratch,
+    /// One partial sum per piece of the loss.
+    partial_losses: Vec<f64>,
+}
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fails unless `plan` made room for this convolution.
+    fn check_planned(&self, conv: &Conv) -> Result<()> {
+        if self.conv.fits(conv) {
+            return Ok(());
+        }
+        Err(Error::Backend {
+            backend: self.name(),
+            reason: format!(
+                "no scratch planned for convolution {} at {:?}",
+                conv.slot.name, conv.input
+            ),
+        })
+    }
+}
+
+impl Backend for CpuBackend {
+    type Buffer = Vec<f32>;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn plan(&mut self, convs: &[Conv]) -> Result<()> {
+        self.conv.plan(convs);
+        self.partial_losses = vec![0.0; LOSS_CHUNKS];
+        Ok(())
+    }
+
+    fn alloc(&mut self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn upload(&mut self, host: &[f32], device: &mut Vec<f32>) -> Result<()> {
+        device[..host.len()].copy_from_slice(host);
+        Ok(())
+    }
+
+    fn download(&mut self, device: &Vec<f32>, host: &mut [f32]) -> Result<()> {
+        host.copy_from_slice(&device[..host.len()]);
+        Ok(())
+    }
+
+    fn conv2d_forward(
+        &mut self,
+        conv: &Conv,
+        x: &Vec<f32>,
+        params: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.check_planned(conv)?;
+        conv::forward(&mut self.conv, conv, x, params, y);
+        Ok(())
+    }
+
+    fn activation_backward(
+        &mut self,
+        activation: Activation,
+        len: usize,
+        y: &Vec<f32>,
+        grad: &mut Vec<f32>,
+    ) -> Result<()> {
+        grad[..len]
+            .par_chunks_mut(ELEMENT_CHUNK)
+            .zip(y[..len].par_chunks(ELEMENT_CHUNK))
+            .for_each(|(grad, y)| {
+                for (g, &y) in grad.iter_mut().zip(y) {
+                    *g *= match activation {
+                        Activation::Relu => f32::from(u8::from(y > 0.0)),
+                        Activation::Sigmoid => y * (1.0 - y),
+                    };
+                }
+            });
+        Ok(())
+    }
+
+    fn conv2d_backward_data(
+        &mut self,
+        conv: &Conv,
+        dz: &Vec<f32>,
+        params: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.check_planned(conv)?;
+        conv::backward_data(
+            &mut self.conv,
+            conv,
+            dz,
+            &params[conv.slot.weight.clone()],
+            dx,
+        );
+        Ok(())
+    }
+
+    fn conv2d_backward_filter(
+        &mut self,
+        conv: &Conv,
+        x: &Vec<f32>,
+        dz: &Vec<f32>,
+        grads: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.check_planned(conv)?;
+        let grads = &mut grads[conv.slot.weight.start..conv.slot.bias.end];
+        conv::backward_filter(&mut self.conv, conv, x, dz, grads);
+        Ok(())
+    }
+
+    fn maxpool2_forward(&mut self, input: Nhwc, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+        let (w, c) = (input.width, input.channels);
+        let out_row = w / 2 * c;
+        y[..input.len() / 4]
+            .par_chunks_mut(out_row)
+            .enumerate()
+            .for_each(|(r, y_row)| {
+                let top = &x[2 * r * w * c..][..w * c];
+                let bottom = &x[(2 * r + 1) * w * c..][..w * c];
+                for (i, out) in y_row.iter_mut().enumerate() {
+                    let (col, ch) = (i / c * 2, i % c);
+                    let window = [
+                        top[col * c + ch],
+                        top[(col + 1) * c + ch],
+                        bottom[col * c + ch],
+                        bottom[(col + 1) * c + ch],
+                    ];
+                    *out = window.into_iter().reduce(f32::max).unwrap_or(f32::NAN);
+                }
+            });
+        Ok(())
+    }
+
+    fn maxpool2_backward(
+        &mut self,
+        input: Nhwc,
+        x: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (w, c) = (input.width, input.channels);
+        let out_row = w / 2 * c;
+        dx[..input.len()]
+            .par_chunks_mut(2 * w * c)
+            .zip(x[..input.len()].par_chunks(2 * w * c))
+            .zip(dy[..input.len() / 4].par_chunks(out_row))
+            .for_each(|((dx_rows, x_rows), dy_row)| {
+                dx_rows.fill(0.0);
+                for (i, &g) in dy_row.iter().enumerate() {
+                    let (col, ch) = (i / c * 2, i % c);
+                    let window = [
+                        col * c + ch,
+                        (col + 1) * c + ch,
+                        (w + col) * c + ch,
+                        (w + col + 1) * c + ch,
+                    ];
+                    let mut first_max = window[0];
+                    for at in window {
+                        if x_rows[at] > x_rows[first_max] {
+                            first_max = at;
+                        }
+                    }
+                    dx_rows[first_max] = g;
+                }
+            });
+        Ok(())
+    }
+
+    fn upsample2_forward(&mut self, input: Nhwc, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+        // Output row r of the whole batch copies input row r / 2, each pixel twice.
+        let c = input.channels;
+        let in_row = input.width * c;
+        y[..4 * input.len()]
+            .par_chunks_mut(2 * in_row)
+            .enumerate()
+            .for_each(|(r, y_row)| {
+                let x_row = &x[r / 2 * in_row..][..in_row];
+                for (pair, pixel) in y_row.chunks_exact_mut(2 * c).zip(x_row.chunks_exact(c)) {
+                    pair[..c].copy_from_slice(pixel);
+                    pair[c..].copy_from_slice(pixel);
+                }
+            });
+        Ok(())
+    }
+
+    fn upsample2_backward(&mut self, input: Nhwc, dy: &Vec<f32>, dx: &mut Vec<f32>) -> Result<()> {
+        let c = input.channels;
+        let in_row = input.width * c;
+        dx[..input.len()]
+            .par_chunks_mut(in_row)
+            .zip(dy[..4 * input.len()].par_chunks(4 * in_row))
+            .for_each(|(dx_row, dy_rows)| {
+                let (top, bottom) = dy_rows.split_at(2 * in_row);
+                for (i, g) in dx_row.iter_mut().enumerate() {
+                    let (col, ch) = (i / c * 2, i % c);
+                    let (left, right) = (col * c + ch, (col + 1) * c + ch);
+                    *g = top[left] + top[right] + bottom[left] + bottom[right];
+                }
+            });
+        Ok(())
+    }
+
+    fn mse_loss(&mut self, len: usize, prediction: &Vec<f32>, target: &Vec<f32>) -> Result<f64> {
+        let per_chunk = len.div_ceil(LOSS_CHUNKS).max(1);
+        let partials = &mut self.partial_losses[..len.div_ceil(per_chunk)];
+        partials
+            .par_iter_mut()
+            .zip(prediction[..len].par_chunks(per_chunk))
+            .zip(target[..len].par_chunks(per_chunk))
+            .for_each(|((sum, p), t)| {
+                *sum = p
+                    .iter()
+                    .zip(t)
+                    .map(|(&p, &t)| f64::from(p - t) * f64::from(p - t))
+                    .sum();
+            });
+        Ok(partials.iter().sum::<f64>() / len as f64)
+    }
+
+    fn mse_backward(
+        &mut self,
+        len: usize,
+        prediction: &Vec<f32>,
+        target: &Vec<f32>,
+        grad: &mut Vec<f32>,
+    ) -> Result<()> {
+        let scale = 2.0 / len as f32;
+        grad[..len]
+            .par_chunks_mut(ELEMENT_CHUNK)
+            .zip(prediction[..len].par_chunks(ELEMENT_CHUNK))
+            .zip(target[..len].par_chunks(ELEMENT_CHUNK))
+            .for_each(|((g, p), t)| {
+                for ((g, p), t) in g.iter_mut().zip(p).zip(t) {
+                    *g = scale * (p - t);
+                }
+            });
+        Ok(())
+    }
+
+    fn rmsprop_update(
+        &mut self,
+        hyper: RmsProp,
+        params: &mut Vec<f32>,
+        grads: &Vec<f32>,
+        velocity: &mut Vec<f32>,
+    ) -> Result<()> {
+        let RmsProp {
+            learning_rate: lr,
+            rho,
+            epsilon,
+        } = hyper;
+        params
+            .par_chunks_mut(ELEMENT_CHUNK)
+            .zip(grads.par_chunks(ELEMENT_CHUNK))
+            .zip(velocity.par_chunks_mut(ELEMENT_CHUNK))
+            .for_each(|((w, g), v)| {
+                for ((w, &g), v) in w.iter_mut().zip(g).zip(v) {
+                    *v = rho * *v + (1.0 - rho) * g * g;
+                    *w -= lr * g / (*v + epsilon).sqrt();
+                }
+            });
+        Ok(())
+    }
+}
