@@ -3,6 +3,7 @@
 //! The model is data ([`model::Architecture`]); the layer graph ([`graph::Network`]) walks it
 //! forward and back and calls a [`backend::Backend`] for every operation.
 
+pub mod atomic;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
@@ -10,6 +11,7 @@ pub mod data;
 pub mod error;
 pub mod graph;
 pub mod model;
+pub mod synth;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Train the reference autoencoder on a folder of fingerprint images.
     Train(TrainArgs),
+    /// Generate synthetic fingerprints (SFinGe-style): a data set, or with --figure a picture.
+    Synth(SynthArgs),
     /// Print the model's layers, output shapes and parameter counts (like Keras's summary()).
     Summary {
         /// Input height and width in pixels (a multiple of 4).
@@ -36,10 +38,20 @@ enum Command {
 struct TrainArgs {
     /// Folder of images, searched recursively: .tif/.tiff (8- or 16-bit), .bmp, .png,
     /// .jpg/.jpeg, .pgm. Colour is converted to luma; every image is resized to --size x --size
-    /// with a bilinear (triangle) filter and scaled to [0, 1]. With --resume, defaults to the
-    /// checkpoint's data folder.
+    /// with a bilinear (triangle) filter and scaled to [0, 1]. Without it: the synthetic default
+    /// (optical-sensor impressions, generated once into the cache: $WHORL_CACHE, else
+    /// ~/.cache/whorl), or with --resume the checkpoint's data folder.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+
+    /// Fingers in the synthetic default data set (when no --data is given).
+    #[arg(long, value_name = "N", default_value_t = 336)]
+    synth_fingers: usize,
+
+    /// Impressions per finger in the synthetic default data set (336 x 8 = 2,688 images, the
+    /// size of the reference's training set).
+    #[arg(long, value_name = "K", default_value_t = 8)]
+    synth_impressions: usize,
 
     /// Epochs to train in this run; with --resume, epochs to add to the checkpoint's.
     #[arg(long, default_value_t = 200)]
@@ -95,6 +107,121 @@ struct TrainArgs {
     /// Print only errors and the final line: no summary, progress bars or per-epoch lines.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Args)]
+#[command(after_help = synth_help())]
+struct SynthArgs {
+    /// Folder to write the images and manifest.json into (created if needed).
+    #[arg(long, value_name = "DIR", required_unless_present = "figure")]
+    out: Option<PathBuf>,
+
+    /// Number of distinct fingers; each gets a class drawn with natural frequencies (arch 3.7%,
+    /// tented arch 2.9%, left loop 33.8%, right loop 31.7%, whorl 27.9%).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    fingers: usize,
+
+    /// Impressions per finger: each a new placement, rotation, distortion, pressure, skin
+    /// condition and noise.
+    #[arg(long, value_name = "K", default_value_t = 8)]
+    impressions: usize,
+
+    /// Number of the first finger; give two sets different ranges to keep their fingers apart.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    first_finger: usize,
+
+    /// Sensor profile (see below).
+    #[arg(long, value_name = "NAME", default_value = "optical")]
+    sensor: String,
+
+    /// Seed: the same seed gives the same bytes, on any number of threads.
+    #[arg(long, default_value_t = 13)]
+    seed: u64,
+
+    /// Image size WxH in pixels instead of the sensor's own.
+    #[arg(long, value_name = "WxH")]
+    size: Option<String>,
+
+    /// Instead of a data set, draw FILE.png: one row per class with its master fingerprint and
+    /// --impressions impressions on each sensor.
+    #[arg(long, value_name = "FILE")]
+    figure: Option<PathBuf>,
+}
+
+fn synth_help() -> String {
+    let mut text = String::from("Sensor profiles:\n");
+    for sensor in whorl::synth::SENSORS.iter() {
+        text += &format!("  {:<11} {}\n", sensor.name, sensor.summary);
+    }
+    text
+}
+
+fn parse_size(text: &str) -> Result<(usize, usize)> {
+    let bad = || Error::invalid("--size", format!("\"{text}\" is not WxH, e.g. 388x374"));
+    let (w, h) = text.split_once(['x', 'X']).ok_or_else(bad)?;
+    let (w, h) = (
+        w.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    );
+    if !(32..=4096).contains(&w) || !(32..=4096).contains(&h) {
+        return Err(Error::invalid(
+            "--size",
+            "width and height must be 32 to 4096 pixels",
+        ));
+    }
+    Ok((w, h))
+}
+
+fn run_synth(args: SynthArgs) -> Result<ExitCode> {
+    let mut sensor = whorl::synth::sensor::sensor(&args.sensor)
+        .ok_or_else(|| {
+            let names: Vec<_> = whorl::synth::SENSORS.iter().map(|s| s.name).collect();
+            Error::invalid(
+                "--sensor",
+                format!(
+                    "unknown sensor \"{}\" (known: {})",
+                    args.sensor,
+                    names.join(", ")
+                ),
+            )
+        })?
+        .clone();
+    if let Some(size) = &args.size {
+        (sensor.width, sensor.height) = parse_size(size)?;
+    }
+    if let Some(path) = &args.figure {
+        let figure = whorl::synth::figure(args.seed, args.impressions.min(4), 160);
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        figure
+            .write_to(&mut bytes, image::ImageFormat::Png)
+            .map_err(|e| Error::invalid("--figure", e.to_string()))?;
+        whorl::atomic::write_file(path, bytes.get_ref())?;
+        println!("figure written to {}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out = args.out.expect("clap requires --out without --figure");
+    let config = whorl::synth::SynthConfig {
+        fingers: args.fingers,
+        impressions: args.impressions,
+        first_finger: args.first_finger,
+        sensor,
+        seed: args.seed,
+    };
+    let started = std::time::Instant::now();
+    let manifest = whorl::synth::generate(&out, &config, true)?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{} {} images ({}x{}) of {} fingers written to {} in {seconds:.1} s ({:.0} images/s); manifest {}",
+        manifest.images.len(),
+        manifest.sensor,
+        manifest.width,
+        manifest.height,
+        manifest.fingers,
+        out.display(),
+        manifest.images.len() as f64 / seconds,
+        out.join(whorl::synth::MANIFEST_FILE).display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Fills unset flags from the checkpoint (or the defaults); a flag that contradicts what the
@@ -174,6 +301,20 @@ fn check_device(device: &str) -> Result<()> {
 
 fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
     check_device(&args.device)?;
+    if args.data.is_none() && args.resume.is_none() {
+        let cache = whorl::synth::cache_root();
+        let (fingers, impressions) = (args.synth_fingers, args.synth_impressions);
+        let data = whorl::synth::default_data(&cache, fingers, impressions, !args.quiet)?;
+        if !args.quiet {
+            println!(
+                "data: no --data given, using the synthetic default in {} (test set from the \
+                 other sensor in {})",
+                data.train.display(),
+                data.test.display()
+            );
+        }
+        args.data = Some(data.train);
+    }
     let architecture = Architecture::reference();
     let resume = match &args.resume {
         Some(path) => {
@@ -234,6 +375,7 @@ fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Train(args) => run_train(args),
+        Command::Synth(args) => run_synth(args),
         Command::Summary { size } => Architecture::reference().summary(size, size).map(|s| {
             print!("{s}");
             ExitCode::SUCCESS

@@ -2,13 +2,13 @@
 //! three ways a run ends early (a non-finite loss, Ctrl-C, an error).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::atomic;
 use crate::backend::{Backend, RmsProp};
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::data::{self, Dataset, Split};
@@ -115,15 +115,6 @@ fn history_until(path: &Path, epoch: usize) -> Vec<String> {
         })
         .map(str::to_string)
         .collect()
-}
-
-fn write_atomically(path: &Path, contents: &str) -> Result<()> {
-    let staging = path.with_extension(format!("partial-{}", std::process::id()));
-    let mut file = fs::File::create(&staging).map_err(Error::io(&staging))?;
-    file.write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(Error::io(&staging))?;
-    fs::rename(&staging, path).map_err(Error::io(path))
 }
 
 /// Mean reconstruction loss over `indices`, in batches; weighted by image.
@@ -239,7 +230,7 @@ pub fn train<B: Backend>(
     fs::create_dir_all(&config.out_dir).map_err(Error::io(&config.out_dir))?;
     let history_path = config.out_dir.join(HISTORY_FILE);
     let mut history = history_until(&history_path, meta.epoch);
-    write_atomically(&history_path, &history_text(&history))?;
+    atomic::write_file(&history_path, history_text(&history).as_bytes())?;
 
     let save = |net: &mut Network<B>, meta: &CheckpointMeta| -> Result<PathBuf> {
         let dir = checkpoint_dir(&config.out_dir, meta.epoch, meta.step_in_epoch);
@@ -324,7 +315,7 @@ pub fn train<B: Backend>(
             epoch + 1,
             val_loss.map_or(String::new(), |v| format!("{v:.8}"))
         ));
-        write_atomically(&history_path, &history_text(&history))?;
+        atomic::write_file(&history_path, history_text(&history).as_bytes())?;
         say(format!(
             "epoch {}/{}  train_loss {train_loss:.6}  val_loss {}  {seconds:.1} s  {:.1} images/s",
             epoch + 1,
