@@ -3,98 +3,12 @@
 
 mod common;
 
-use common::{random, relative_error, widen};
+use common::{CONV_CASES, conv, nhwc, random, relative_error, widen};
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::reference as direct;
 use whorl::backend::reference::ReferenceBackend;
 use whorl::backend::{Backend, Conv, ConvInput, Nhwc, RmsProp};
-use whorl::model::{Activation, ParamSlot};
-
-fn nhwc(batch: usize, height: usize, width: usize, channels: usize) -> Nhwc {
-    Nhwc {
-        batch,
-        height,
-        width,
-        channels,
-    }
-}
-
-/// A convolution of `input` to `cout` channels, its parameters at the start of the buffer.
-fn conv(input: Nhwc, cout: usize, read: ConvInput, activation: Activation) -> Conv {
-    let cin = input.channels;
-    let weight = 0..9 * cin * cout;
-    let slot = ParamSlot {
-        name: "conv",
-        in_channels: cin,
-        out_channels: cout,
-        bias: weight.end..weight.end + cout,
-        weight,
-    };
-    Conv {
-        input,
-        read,
-        slot,
-        activation,
-    }
-}
-
-/// (input shape, output channels): single pixels, odd sizes, many tiles, wide channels.
-const CONV_CASES: [(Nhwc, usize); 6] = [
-    (
-        Nhwc {
-            batch: 1,
-            height: 1,
-            width: 1,
-            channels: 1,
-        },
-        1,
-    ),
-    (
-        Nhwc {
-            batch: 2,
-            height: 5,
-            width: 7,
-            channels: 3,
-        },
-        5,
-    ),
-    (
-        Nhwc {
-            batch: 3,
-            height: 19,
-            width: 23,
-            channels: 4,
-        },
-        6,
-    ),
-    (
-        Nhwc {
-            batch: 1,
-            height: 12,
-            width: 12,
-            channels: 1,
-        },
-        32,
-    ),
-    (
-        Nhwc {
-            batch: 2,
-            height: 9,
-            width: 6,
-            channels: 64,
-        },
-        128,
-    ),
-    (
-        Nhwc {
-            batch: 2,
-            height: 8,
-            width: 8,
-            channels: 64,
-        },
-        1,
-    ),
-];
+use whorl::model::Activation;
 
 fn planned_cpu(conv: &Conv) -> CpuBackend {
     let mut cpu = CpuBackend::new();

@@ -2,6 +2,7 @@
 //! buffer, so the CPU engine, the direct-loop reference and GPU engines are interchangeable.
 
 pub mod cpu;
+pub mod gpu;
 pub mod reference;
 
 use crate::error::Result;

@@ -3,6 +3,8 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use whorl::backend::{Conv, ConvInput, Nhwc};
+use whorl::model::{Activation, ParamSlot};
 
 /// max |actual - expected| / max |expected|: the error relative to the tensor's scale.
 pub fn relative_error(actual: &[f32], expected: &[f64]) -> f64 {
@@ -38,3 +40,89 @@ pub fn write_striped_images(dir: &std::path::Path, count: usize, side: u32) {
         image.save(dir.join(format!("print-{n:03}.png"))).unwrap();
     }
 }
+
+pub fn nhwc(batch: usize, height: usize, width: usize, channels: usize) -> Nhwc {
+    Nhwc {
+        batch,
+        height,
+        width,
+        channels,
+    }
+}
+
+/// A convolution of `input` to `cout` channels, its parameters at the start of the buffer.
+pub fn conv(input: Nhwc, cout: usize, read: ConvInput, activation: Activation) -> Conv {
+    let cin = input.channels;
+    let weight = 0..9 * cin * cout;
+    let slot = ParamSlot {
+        name: "conv",
+        in_channels: cin,
+        out_channels: cout,
+        bias: weight.end..weight.end + cout,
+        weight,
+    };
+    Conv {
+        input,
+        read,
+        slot,
+        activation,
+    }
+}
+
+/// (input shape, output channels): single pixels, odd sizes, many tiles, wide channels.
+pub const CONV_CASES: [(Nhwc, usize); 6] = [
+    (
+        Nhwc {
+            batch: 1,
+            height: 1,
+            width: 1,
+            channels: 1,
+        },
+        1,
+    ),
+    (
+        Nhwc {
+            batch: 2,
+            height: 5,
+            width: 7,
+            channels: 3,
+        },
+        5,
+    ),
+    (
+        Nhwc {
+            batch: 3,
+            height: 19,
+            width: 23,
+            channels: 4,
+        },
+        6,
+    ),
+    (
+        Nhwc {
+            batch: 1,
+            height: 12,
+            width: 12,
+            channels: 1,
+        },
+        32,
+    ),
+    (
+        Nhwc {
+            batch: 2,
+            height: 9,
+            width: 6,
+            channels: 64,
+        },
+        128,
+    ),
+    (
+        Nhwc {
+            batch: 2,
+            height: 8,
+            width: 8,
+            channels: 64,
+        },
+        1,
+    ),
+];

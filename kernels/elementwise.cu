@@ -1,0 +1,32 @@
+// Element-wise kernels: activation derivatives, the MSE gradient and the fused RMSprop update.
+// Each thread handles one element; grid ceil(len / 256), block 256.
+#include "whorl.cuh"
+
+// relu: dz = dy * (y > 0); sigmoid: dz = dy * y * (1 - y); in place on grad.
+extern "C" __global__ void activation_backward(int activation, int len, const float* __restrict__ y,
+                                               float* __restrict__ grad) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= len) return;
+    float v = y[i];
+    grad[i] *= activation == WHORL_RELU ? (v > 0.0f ? 1.0f : 0.0f) : v * (1.0f - v);
+}
+
+// grad = d mse / d prediction = 2 (prediction - target) / len
+extern "C" __global__ void mse_backward(int len, const float* __restrict__ prediction,
+                                        const float* __restrict__ target, float* __restrict__ grad) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < len) grad[i] = 2.0f * (prediction[i] - target[i]) / float(len);
+}
+
+// Keras's RMSprop over every parameter in one launch:
+// v = rho v + (1 - rho) g^2; w = w - lr g / sqrt(v + epsilon)
+extern "C" __global__ void rmsprop_update(int count, float learning_rate, float rho, float epsilon,
+                                          float* __restrict__ params, const float* __restrict__ grads,
+                                          float* __restrict__ velocity) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    float g = grads[i];
+    float v = rho * velocity[i] + (1.0f - rho) * g * g;
+    velocity[i] = v;
+    params[i] -= learning_rate * g / sqrtf(v + epsilon);
+}

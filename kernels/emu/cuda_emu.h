@@ -1,0 +1,270 @@
+// CUDA on the CPU: with this header, g++ compiles whorl's .cu kernels as ordinary C++.
+//
+// Every CUDA thread of a block runs as a cooperative fiber on one OS thread, so
+// __syncthreads() is a real barrier and warp shuffles are real exchanges among 32 fibers.
+// Blocks run one after another per OS thread (several OS threads share a grid), so a block's
+// shared memory is ordinary memory. The runtime (runtime.cpp) reports what a GPU would get
+// silently wrong: barrier divergence, threads exiting while others wait, deadlocked warps.
+#pragma once
+
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#define WHORL_EMULATOR 1
+
+#define __global__
+#define __device__ static inline
+#define __host__
+#define __forceinline__ __attribute__((always_inline))
+#define __restrict__ __restrict
+#define __launch_bounds__(...)
+#define __shared__ static thread_local
+#define __constant__ static
+
+struct uint3 {
+    unsigned int x, y, z;
+};
+struct dim3 {
+    unsigned int x, y, z;
+};
+
+namespace whorl_emu {
+
+extern thread_local uint3 thread_index;
+extern thread_local uint3 block_index;
+extern thread_local dim3 block_dim;
+extern thread_local dim3 grid_dim;
+
+// The block's dynamic shared memory, poisoned with NaN at every block start.
+void* dynamic_shared();
+
+// A block-wide barrier; `site` identifies the __syncthreads() call for divergence checks.
+void syncthreads(const char* file, int line);
+
+enum class WarpOp { Shuffle, ShuffleDown, ShuffleXor, Ballot, Sync };
+
+// A warp-collective operation on a 32-bit payload; returns this lane's result.
+uint32_t warp_exchange(WarpOp op, unsigned mask, uint32_t payload, int argument, int width,
+                       const char* file, int line);
+
+template <typename T>
+T warp_value(WarpOp op, unsigned mask, T value, int argument, int width, const char* file,
+             int line) {
+    static_assert(sizeof(T) == 4, "warp shuffles of 32-bit values only");
+    uint32_t bits;
+    std::memcpy(&bits, &value, 4);
+    bits = warp_exchange(op, mask, bits, argument, width, file, line);
+    T out;
+    std::memcpy(&out, &bits, 4);
+    return out;
+}
+
+}  // namespace whorl_emu
+
+#define threadIdx (::whorl_emu::thread_index)
+#define blockIdx (::whorl_emu::block_index)
+#define blockDim (::whorl_emu::block_dim)
+#define gridDim (::whorl_emu::grid_dim)
+
+#define __syncthreads() ::whorl_emu::syncthreads(__FILE__, __LINE__)
+#define __syncwarp(...) \
+    ((void)::whorl_emu::warp_exchange(::whorl_emu::WarpOp::Sync, 0xffffffffu, 0, 0, 32, __FILE__, __LINE__))
+#define __shfl_sync(mask, value, lane, ...)                                                     \
+    ::whorl_emu::warp_value(::whorl_emu::WarpOp::Shuffle, (mask), (value), (lane),            \
+                            WHORL_EMU_WIDTH(__VA_ARGS__), __FILE__, __LINE__)
+#define __shfl_down_sync(mask, value, delta, ...)                                              \
+    ::whorl_emu::warp_value(::whorl_emu::WarpOp::ShuffleDown, (mask), (value), (delta),       \
+                            WHORL_EMU_WIDTH(__VA_ARGS__), __FILE__, __LINE__)
+#define __shfl_xor_sync(mask, value, lane_mask, ...)                                           \
+    ::whorl_emu::warp_value(::whorl_emu::WarpOp::ShuffleXor, (mask), (value), (lane_mask),    \
+                            WHORL_EMU_WIDTH(__VA_ARGS__), __FILE__, __LINE__)
+#define __ballot_sync(mask, predicate)                                                         \
+    ((unsigned)::whorl_emu::warp_exchange(::whorl_emu::WarpOp::Ballot, (mask),                \
+                                          (predicate) ? 1u : 0u, 0, 32, __FILE__, __LINE__))
+// The optional width argument of the shuffles, 32 when left out.
+#define WHORL_EMU_WIDTH(...) (0 __VA_OPT__(+) __VA_ARGS__ ?: 32)
+
+// Dynamic shared memory: `extern __shared__ T name[];` in CUDA.
+#define WHORL_DYNAMIC_SHARED(type, name) type* name = static_cast<type*>(::whorl_emu::dynamic_shared())
+
+// Atomics: blocks run on several OS threads at once, so these are real atomics.
+template <typename T>
+__device__ T atomicAdd(T* address, T value) {
+    return std::atomic_ref<T>(*address).fetch_add(value, std::memory_order_relaxed);
+}
+__device__ int atomicMax(int* address, int value) {
+    std::atomic_ref<int> target(*address);
+    int old = target.load(std::memory_order_relaxed);
+    while (old < value && !target.compare_exchange_weak(old, value, std::memory_order_relaxed)) {
+    }
+    return old;
+}
+__device__ int atomicCAS(int* address, int compare, int value) {
+    std::atomic_ref<int>(*address).compare_exchange_strong(compare, value,
+                                                            std::memory_order_relaxed);
+    return compare;
+}
+
+// CUDA's integer min and max.
+__device__ int min(int a, int b) { return a < b ? a : b; }
+__device__ int max(int a, int b) { return a > b ? a : b; }
+
+// Math intrinsics, as their precise versions (glibc declares __expf and __logf but does not
+// export them, so they are macros here).
+#define __expf(x) expf(x)
+#define __logf(x) logf(x)
+__device__ float __fdividef(float a, float b) { return a / b; }
+__device__ float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+__device__ float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+__device__ float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+
+struct float2 {
+    float x, y;
+};
+struct float4 {
+    float x, y, z, w;
+};
+__device__ float2 make_float2(float x, float y) { return {x, y}; }
+__device__ float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+
+// Half and bfloat16 storage types, converting with round-to-nearest-even as the GPU does.
+struct __half {
+    uint16_t bits;
+};
+struct __nv_bfloat16 {
+    uint16_t bits;
+};
+__device__ float __half2float(__half h) {
+    uint32_t sign = (h.bits & 0x8000u) << 16, exponent = (h.bits >> 10) & 0x1f,
+             mantissa = h.bits & 0x3ffu, bits;
+    if (exponent == 0) {
+        float value = std::ldexp(static_cast<float>(mantissa), -24);
+        return sign ? -value : value;
+    }
+    if (exponent == 31) {
+        bits = sign | 0x7f800000u | (mantissa << 13);
+    } else {
+        bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+    }
+    float out;
+    std::memcpy(&out, &bits, 4);
+    return out;
+}
+__device__ __half __float2half(float f) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    uint16_t sign = (bits >> 16) & 0x8000u;
+    float magnitude = std::fabs(f);
+    if (std::isnan(f)) return {static_cast<uint16_t>(sign | 0x7e00u)};
+    if (magnitude >= 65520.0f) return {static_cast<uint16_t>(sign | 0x7c00u)};
+    if (magnitude < 6.103515625e-05f) {  // subnormal: multiples of 2^-24, nearest even
+        float scaled = std::nearbyint(magnitude * 16777216.0f);
+        return {static_cast<uint16_t>(sign | static_cast<uint16_t>(scaled))};
+    }
+    uint32_t exponent = ((bits >> 23) & 0xff) - 112, mantissa = bits & 0x7fffffu;
+    uint32_t half = (exponent << 10) | (mantissa >> 13);
+    uint32_t rest = mantissa & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) half += 1;
+    return {static_cast<uint16_t>(sign | half)};
+}
+__device__ float __bfloat162float(__nv_bfloat16 b) {
+    uint32_t bits = static_cast<uint32_t>(b.bits) << 16;
+    float out;
+    std::memcpy(&out, &bits, 4);
+    return out;
+}
+__device__ __nv_bfloat16 __float2bfloat16(float f) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    if (std::isnan(f)) return {static_cast<uint16_t>((bits >> 16) | 0x40u)};
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return {static_cast<uint16_t>(bits >> 16)};
+}
+
+// Tensor cores (nvcuda::wmma) for 16x16x8 TF32 and 16x16x16 half/bfloat16 tiles. Each lane's
+// fragment holds the whole tile (a GPU spreads it over the warp); mma_sync rounds TF32 inputs
+// to 10 mantissa bits and accumulates in float32, as the hardware does.
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+namespace precision {
+struct tf32 {};
+}  // namespace precision
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+    static constexpr int rows = std::is_same<Use, matrix_b>::value ? K : M;
+    static constexpr int cols = std::is_same<Use, matrix_a>::value ? K : N;
+    static constexpr int num_elements = rows * cols;
+    float x[rows * cols];
+};
+
+__device__ float round_tf32(float value) {
+    uint32_t bits;
+    std::memcpy(&bits, &value, 4);
+    if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0xfffu + ((bits >> 13) & 1u)) & ~0x1fffu;
+    std::memcpy(&value, &bits, 4);
+    return value;
+}
+__device__ float element(float v) { return v; }
+__device__ float element(__half v) { return __half2float(v); }
+__device__ float element(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename F, typename T>
+void fill_fragment(F& fragment, T value) {
+    for (float& v : fragment.x) v = element(value);
+}
+template <typename Use, int M, int N, int K, typename T, typename Layout, typename P>
+void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const P* pointer, unsigned ldm) {
+    using F = fragment<Use, M, N, K, T, Layout>;
+    constexpr bool column = std::is_same<Layout, col_major>::value;
+    for (int r = 0; r < F::rows; ++r)
+        for (int c = 0; c < F::cols; ++c)
+            f.x[r * F::cols + c] = element(column ? pointer[c * ldm + r] : pointer[r * ldm + c]);
+}
+template <int M, int N, int K>
+void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* pointer, unsigned ldm,
+                      layout_t layout) {
+    for (int r = 0; r < M; ++r)
+        for (int c = 0; c < N; ++c)
+            f.x[r * N + c] = layout == mem_col_major ? pointer[c * ldm + r] : pointer[r * ldm + c];
+}
+template <int M, int N, int K>
+void store_matrix_sync(float* pointer, const fragment<accumulator, M, N, K, float>& f,
+                       unsigned ldm, layout_t layout) {
+    ::whorl_emu::warp_exchange(::whorl_emu::WarpOp::Sync, 0xffffffffu, 0, 0, 32, __FILE__, __LINE__);
+    if (threadIdx.x % 32 == 0)
+        for (int r = 0; r < M; ++r)
+            for (int c = 0; c < N; ++c)
+                (layout == mem_col_major ? pointer[c * ldm + r] : pointer[r * ldm + c]) = f.x[r * N + c];
+    ::whorl_emu::warp_exchange(::whorl_emu::WarpOp::Sync, 0xffffffffu, 0, 0, 32, __FILE__, __LINE__);
+}
+template <int M, int N, int K, typename T, typename LA, typename LB>
+void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
+              const fragment<matrix_b, M, N, K, T, LB>& b,
+              const fragment<accumulator, M, N, K, float>& c) {
+    constexpr bool tf32 = std::is_same<T, precision::tf32>::value;
+    float out[M * N];
+    for (int i = 0; i < M; ++i)
+        for (int j = 0; j < N; ++j) {
+            float sum = c.x[i * N + j];
+            for (int k = 0; k < K; ++k) {
+                float x = a.x[i * K + k], y = b.x[k * N + j];
+                sum += tf32 ? round_tf32(x) * round_tf32(y) : x * y;
+            }
+            out[i * N + j] = sum;
+        }
+    std::memcpy(d.x, out, sizeof out);
+}
+}  // namespace wmma
+}  // namespace nvcuda

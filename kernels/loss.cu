@@ -1,0 +1,33 @@
+// The mean squared error, reduced deterministically: a fixed grid of blocks each sums a fixed
+// stride of elements (warp shuffles, then shared memory), then one block adds the block sums
+// in order.
+#include "whorl.cuh"
+
+// partial[block] = sum over i = block * 256 + thread, stepping by the grid, of (p - t)^2.
+// Grid: a fixed number of blocks (partial's length); block 256; dynamic shared 8 floats.
+extern "C" __global__ void __launch_bounds__(256)
+mse_partials(int len, const float* __restrict__ prediction, const float* __restrict__ target,
+             float* __restrict__ partial) {
+    WHORL_DYNAMIC_SHARED(float, warp_sums);
+    float sum = 0.0f;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += gridDim.x * blockDim.x) {
+        float d = prediction[i] - target[i];
+        sum += d * d;
+    }
+    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
+    if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = sum;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float total = 0.0f;
+        for (int w = 0; w < int(blockDim.x / 32); ++w) total += warp_sums[w];
+        partial[blockIdx.x] = total;
+    }
+}
+
+// out[0] = (sum of partial[0 .. blocks], in order) / len. Grid 1, block 1.
+extern "C" __global__ void mse_finish(int blocks, int len, const float* __restrict__ partial,
+                                      float* __restrict__ out) {
+    double total = 0.0;
+    for (int b = 0; b < blocks; ++b) total += partial[b];
+    out[0] = float(total / len);
+}

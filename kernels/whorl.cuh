@@ -1,0 +1,12 @@
+// Shared by every kernel file: the few things CUDA and the CPU emulator spell differently.
+#pragma once
+
+#ifndef WHORL_EMULATOR
+// Dynamic shared memory (the emulator defines this to poisoned per-block memory).
+#define WHORL_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
+
+// Activation codes, as the Rust side passes them.
+#define WHORL_NO_ACTIVATION 0
+#define WHORL_RELU 1
+#define WHORL_SIGMOID 2

@@ -1,0 +1,35 @@
+// Deliberately broken kernels: the emulator must report each of these mistakes.
+#include "whorl.cuh"
+
+// Shifts by one, writing out[i + 1] for every i < len: the last thread writes one element past
+// the end of `out` (len elements), an out-of-bounds write.
+extern "C" __global__ void broken_out_of_bounds_write(int len, float* out) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < len) out[i + 1] = 1.0f;
+}
+
+// Reverses a block's values through shared memory without a barrier between the write and the
+// read: reads see the poison (NaN) that no thread has overwritten yet.
+extern "C" __global__ void broken_missing_barrier(const float* in, float* out) {
+    WHORL_DYNAMIC_SHARED(float, staged);
+    int t = threadIdx.x;
+    staged[t] = in[t];
+    out[t] = staged[blockDim.x - 1 - t];
+}
+
+// Even and odd threads wait at different barriers: barrier divergence.
+extern "C" __global__ void broken_divergent_barrier(float* out) {
+    if (threadIdx.x % 2 == 0) {
+        __syncthreads();
+    } else {
+        __syncthreads();
+    }
+    out[threadIdx.x] = 1.0f;
+}
+
+// Thread 0 leaves early while the others wait at a barrier.
+extern "C" __global__ void broken_early_exit(float* out) {
+    if (threadIdx.x == 0) return;
+    __syncthreads();
+    out[threadIdx.x] = 1.0f;
+}
