@@ -126,3 +126,10 @@ pub const CONV_CASES: [(Nhwc, usize); 6] = [
         1,
     ),
 ];
+
+/// Says loudly that a test did not run and why: straight to stderr, past the test harness's
+/// output capture, so it shows in every `cargo test` run.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
