@@ -56,10 +56,11 @@ fn every_format_decodes_to_grayscale_in_unit_range() {
 fn real_fingerprints_load_when_shared_data_is_present() {
     let shared = Path::new("../shared/data/real-fingerprints");
     if !shared.is_dir() {
-        eprintln!(
-            "SKIPPED: {} not found (it sits beside the clone in CI)",
+        let why = format!(
+            "{} not found (it sits beside the clone in CI)",
             shared.display()
         );
+        common::skipped("real_fingerprints_load_when_shared_data_is_present", &why);
         return;
     }
     let dataset = Dataset::load(shared, 64, false, false).unwrap();
