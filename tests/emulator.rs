@@ -351,3 +351,158 @@ fn the_emulator_catches_broken_kernels() {
             .contains("no kernel named no_such_kernel")
     );
 }
+
+/// TF32 as __float_to_tf32 rounds: 10 mantissa bits, nearest, ties away from zero.
+fn tf32(value: f32) -> f32 {
+    f32::from_bits((value.to_bits() + 0x1000) & !0x1fff)
+}
+
+fn run_tile(kernel: &str, a: &[f32], b: &[f32], c: &[f32], shared: usize) -> Vec<f32> {
+    let mut device = Emulator::new();
+    let pointers: Vec<_> = [a, b, c]
+        .iter()
+        .map(|values| {
+            let ptr = device.alloc(values.len()).unwrap();
+            device.upload(values, ptr).unwrap();
+            ptr
+        })
+        .collect();
+    let args: Vec<KernelArg> = pointers.iter().map(|&p| KernelArg::Ptr(p)).collect();
+    device
+        .launch(kernel, [1, 1, 1], [32, 1, 1], shared, &args)
+        .unwrap();
+    let mut out = vec![0.0; c.len()];
+    device.download(pointers[2], &mut out).unwrap();
+    out
+}
+
+#[test]
+fn tensor_core_tiles_round_like_the_hardware() {
+    // Values with mantissa bits below TF32's and half's precision.
+    let a: Vec<f32> = (0..128).map(|i| 1.0 + i as f32 * 1.2345e-4).collect();
+    let b: Vec<f32> = (0..128).map(|i| 0.5 - i as f32 * 2.3456e-4).collect();
+    let c = run_tile("wmma_tf32_tile", &a, &b, &[0.0; 256], 0);
+    let (mut exact_differs, mut worst) = (false, 0.0f32);
+    for i in 0..16 {
+        for j in 0..16 {
+            let dot = |round: fn(f32) -> f32| {
+                (0..8).fold(0.0f32, |s, k| {
+                    s + round(a[i * 8 + k]) * round(b[k * 16 + j])
+                })
+            };
+            approx::assert_relative_eq!(c[i * 16 + j], dot(tf32), max_relative = 1e-6);
+            exact_differs |= c[i * 16 + j] != dot(|v| v);
+            worst = worst.max((c[i * 16 + j] - dot(|v| v)).abs());
+        }
+    }
+    assert!(
+        exact_differs && worst > 1e-5,
+        "TF32 inputs must be rounded (worst {worst})"
+    );
+
+    let a: Vec<f32> = (0..256).map(|i| (i as f32 * 0.37).sin()).collect();
+    let b: Vec<f32> = (0..256).map(|i| (i as f32 * 0.11).cos()).collect();
+    let c0: Vec<f32> = (0..256).map(|i| i as f32 * 0.01).collect();
+    let c = run_tile("wmma_half_tile", &a, &b, &c0, 2 * 2 * 256);
+    let h = |v: f32| half::f16::from_f32(v).to_f32();
+    for i in 0..16 {
+        for j in 0..16 {
+            // b is column-major: element (k, j) at j * 16 + k.
+            let expected = (0..16).fold(c0[i * 16 + j], |s, k| {
+                s + h(a[i * 16 + k]) * h(b[j * 16 + k])
+            });
+            approx::assert_relative_eq!(c[i * 16 + j], expected, max_relative = 1e-6);
+        }
+    }
+}
+
+#[test]
+fn half_and_bfloat16_conversions_match_the_half_crate() {
+    // Subnormals, ties, the largest finite values, overflow, infinities and NaN.
+    let values: Vec<f32> = (0..3000)
+        .map(|i| {
+            let t = i as f32 - 1500.0;
+            t * t.abs() * 1e-3 * if i % 3 == 0 { 1e-7 } else { 1.0 }
+        })
+        .chain([
+            65504.0,
+            65519.0,
+            65520.0,
+            1e-8,
+            -2.9802322e-8,
+            0.0,
+            -0.0,
+            3.0e38,
+        ])
+        .chain([
+            1.0 + 2f32.powi(-11),
+            1.0 + 3.0 * 2f32.powi(-11),
+            1.0 + 2f32.powi(-8),
+        ])
+        .chain([f32::INFINITY, f32::NEG_INFINITY, f32::NAN])
+        .collect();
+    let mut device = Emulator::new();
+    let input = device.alloc(values.len()).unwrap();
+    let output = device.alloc(values.len()).unwrap();
+    device.upload(&values, input).unwrap();
+    let n = values.len();
+    let grid = [(n as u32).div_ceil(256), 1, 1];
+    let args = [
+        KernelArg::I32(n as i32),
+        KernelArg::Ptr(input),
+        KernelArg::Ptr(output),
+    ];
+    let conversions: [(&str, fn(f32) -> f32); 2] = [
+        ("round_trip_half", |v| half::f16::from_f32(v).to_f32()),
+        ("round_trip_bfloat16", |v| half::bf16::from_f32(v).to_f32()),
+    ];
+    for (kernel, convert) in conversions {
+        device.launch(kernel, grid, [256, 1, 1], 0, &args).unwrap();
+        let mut got = vec![0.0; n];
+        device.download(output, &mut got).unwrap();
+        for (&g, &v) in got.iter().zip(&values) {
+            let expected = convert(v);
+            let same = g.to_bits() == expected.to_bits() || (g.is_nan() && expected.is_nan());
+            assert!(
+                same,
+                "{kernel}({v:e}) = {g:e}, the half crate says {expected:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn warp_intrinsics_and_atomics_behave_as_on_a_gpu() {
+    let mut device = Emulator::new();
+    let out = device.alloc(4 * 64).unwrap();
+    let counter = device.alloc(1).unwrap();
+    let args = [KernelArg::Ptr(out), KernelArg::Ptr(counter)];
+    device
+        .launch(
+            "warp_and_atomic_intrinsics",
+            [3, 1, 1],
+            [64, 1, 1],
+            0,
+            &args,
+        )
+        .unwrap();
+    let mut values = vec![0.0; 4 * 64];
+    device.download(out, &mut values).unwrap();
+    for (t, v) in values.chunks(4).enumerate() {
+        let warp = (t / 32 * 32) as f32;
+        let lane_sum = (0..32).map(|l| warp + l as f32).sum::<f32>();
+        let next = if t % 32 == 31 {
+            t as f32 + 1.0
+        } else {
+            t as f32 + 2.0
+        };
+        assert_eq!(v, [lane_sum, 1.0, warp, next], "thread {t}");
+    }
+    let mut count = [0.0f32];
+    device.download(counter, &mut count).unwrap();
+    assert_eq!(
+        count[0].to_bits(),
+        3 * 64,
+        "192 atomic increments of an int"
+    );
+}

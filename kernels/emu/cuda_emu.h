@@ -188,7 +188,7 @@ __device__ __nv_bfloat16 __float2bfloat16(float f) {
 
 // Tensor cores (nvcuda::wmma) for 16x16x8 TF32 and 16x16x16 half/bfloat16 tiles. Each lane's
 // fragment holds the whole tile (a GPU spreads it over the warp); mma_sync rounds TF32 inputs
-// to 10 mantissa bits and accumulates in float32, as the hardware does.
+// to 10 mantissa bits and accumulates in float32. store_matrix_sync is warp-synchronous.
 namespace nvcuda {
 namespace wmma {
 struct matrix_a {};
@@ -209,13 +209,16 @@ struct fragment {
     float x[rows * cols];
 };
 
+// TF32 keeps 10 mantissa bits, rounded to nearest with ties away from zero, as
+// __float_to_tf32 (cvt.rna.tf32.f32) rounds.
 __device__ float round_tf32(float value) {
     uint32_t bits;
     std::memcpy(&bits, &value, 4);
-    if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0xfffu + ((bits >> 13) & 1u)) & ~0x1fffu;
+    if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0x1000u) & ~0x1fffu;
     std::memcpy(&value, &bits, 4);
     return value;
 }
+__device__ float __float_to_tf32(float value) { return round_tf32(value); }
 __device__ float element(float v) { return v; }
 __device__ float element(__half v) { return __half2float(v); }
 __device__ float element(__nv_bfloat16 v) { return __bfloat162float(v); }
