@@ -452,7 +452,8 @@ fn half_and_bfloat16_conversions_match_the_half_crate() {
         KernelArg::Ptr(input),
         KernelArg::Ptr(output),
     ];
-    let conversions: [(&str, fn(f32) -> f32); 2] = [
+    type Conversion = fn(f32) -> f32;
+    let conversions: [(&str, Conversion); 2] = [
         ("round_trip_half", |v| half::f16::from_f32(v).to_f32()),
         ("round_trip_bfloat16", |v| half::bf16::from_f32(v).to_f32()),
     ];
