@@ -1,6 +1,12 @@
-//! Builds the CUDA-on-CPU emulator: g++ compiles every kernels/*.cu (and the deliberately broken
-//! kernels of tests/kernels/) as host code against kernels/emu/cuda_emu.h, with a table of
-//! every __global__ function so kernels can be launched by name.
+//! Builds the kernels two ways:
+//! - PTX for real GPUs: NVRTC (loaded at build time through cudarc) compiles kernels/*.cu, as
+//!   one self-contained source, for compute_89 (Ada, L40S) and compute_90 (Hopper, H100); the
+//!   binary embeds both and picks the one for the GPU it runs on. A kernel that does not
+//!   compile fails the build with NVRTC's log. Without libnvrtc, a cargo warning says so and
+//!   the binary compiles the embedded source at first use with the NVRTC it finds then.
+//! - The CUDA-on-CPU emulator: g++ compiles every kernels/*.cu (and the deliberately broken
+//!   kernels of tests/kernels/) as host code against kernels/emu/cuda_emu.h, with a table of
+//!   every __global__ function so kernels can be launched by name.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -35,6 +41,52 @@ fn cuda_sources(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// PTX targets embedded in the binary.
+const PTX_TARGETS: [&str; 2] = ["compute_89", "compute_90"];
+
+/// Every kernels/*.cu with kernels/whorl.cuh inlined: a source NVRTC compiles with no include
+/// path, at build time or at run time.
+fn self_contained_source(kernels: &Path) -> String {
+    let header = fs::read_to_string(kernels.join("whorl.cuh")).expect("kernels/whorl.cuh");
+    let mut source = header.replace("#pragma once", "");
+    for file in cuda_sources(kernels) {
+        let text = fs::read_to_string(&file).expect("readable kernel source");
+        source += &format!(
+            "\n// ---- {} ----\n",
+            file.file_name().unwrap().to_string_lossy()
+        );
+        source += &text.replace("#include \"whorl.cuh\"", "");
+    }
+    source
+}
+
+fn compile_ptx(source: &str, out: &Path) {
+    // SAFETY: only probes whether libnvrtc can be loaded.
+    let present = unsafe { cudarc::nvrtc::sys::is_culib_present() };
+    for arch in PTX_TARGETS {
+        let ptx = if present {
+            let options = cudarc::nvrtc::CompileOptions {
+                arch: Some(arch),
+                name: Some("whorl_kernels.cu".into()),
+                ..Default::default()
+            };
+            match cudarc::nvrtc::compile_ptx_with_opts(source, options) {
+                Ok(ptx) => ptx.to_src(),
+                Err(error) => panic!("kernels/ do not compile with NVRTC for {arch}:\n{error:?}"),
+            }
+        } else {
+            String::new()
+        };
+        fs::write(out.join(format!("whorl_{arch}.ptx")), ptx).expect("OUT_DIR is writable");
+    }
+    if !present {
+        println!(
+            "cargo:warning=libnvrtc not found at build time: the kernels are not embedded as PTX; \
+             on a GPU whorl compiles them at first use with the NVRTC it finds then"
+        );
+    }
+}
+
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
@@ -59,6 +111,10 @@ fn main() {
     unit += &format!(
         "namespace whorl_emu {{\nconst KernelEntry kernels[] = {{\n{table}}};\nconst int kernel_count = {count};\n}}\n"
     );
+    let source = self_contained_source(&kernels);
+    fs::write(out.join("whorl_kernels.cu"), &source).expect("OUT_DIR is writable");
+    compile_ptx(&source, &out);
+
     let generated = out.join("emulated_kernels.cpp");
     fs::write(&generated, unit).expect("OUT_DIR is writable");
 
@@ -66,6 +122,7 @@ fn main() {
         println!("cargo:rerun-if-changed=kernels/emu/{file}");
     }
     println!("cargo:rerun-if-changed=kernels/whorl.cuh");
+    println!("cargo:rerun-if-env-changed=LD_LIBRARY_PATH");
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=tests/kernels");
     cc::Build::new()

@@ -86,6 +86,29 @@ pub struct Network<B: Backend> {
     pub rmsprop: RmsProp,
 }
 
+/// The convolutions among `steps`, for batches of `batch`.
+fn conv_steps(steps: &[Step], batch: usize) -> Vec<Conv> {
+    steps
+        .iter()
+        .filter_map(|step| match step {
+            Step::Conv { conv, .. } => Some(with_batch(conv, batch)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every convolution the graph runs for `architecture` on batches of `batch` images of
+/// height x width, as the backend sees it (upsamplings folded in).
+pub fn convolutions(
+    architecture: &Architecture,
+    height: usize,
+    width: usize,
+    batch: usize,
+) -> Result<Vec<Conv>> {
+    let shapes = architecture.shapes(height, width)?;
+    Ok(conv_steps(&compile(architecture, &shapes), batch))
+}
+
 /// `(&v[i], &mut v[j])` for i != j.
 fn pair<T>(v: &mut [T], i: usize, j: usize) -> (&T, &mut T) {
     assert_ne!(i, j);
@@ -121,14 +144,7 @@ impl<B: Backend> Network<B> {
             ));
         }
         let steps = compile(&architecture, &shapes);
-        let convs: Vec<Conv> = steps
-            .iter()
-            .filter_map(|step| match step {
-                Step::Conv { conv, .. } => Some(with_batch(conv, batch_capacity)),
-                _ => None,
-            })
-            .collect();
-        backend.plan(&convs)?;
+        backend.plan(&conv_steps(&steps, batch_capacity))?;
         let mut device_params = backend.alloc(count)?;
         backend.upload(params, &mut device_params)?;
         let grads = backend.alloc(count)?;

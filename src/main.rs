@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 use whorl::backend::cpu::CpuBackend;
+use whorl::backend::gpu::GpuBackend;
+use whorl::backend::gpu::cuda::{self, CudaDevice, EMBEDDED_PTX};
 use whorl::checkpoint::{self, Checkpoint};
 use whorl::model::Architecture;
 use whorl::train::{self, TrainConfig};
@@ -26,6 +28,8 @@ enum Command {
     Train(TrainArgs),
     /// Generate synthetic fingerprints (SFinGe-style): a data set, or with --figure a picture.
     Synth(SynthArgs),
+    /// Print whorl's version and build, the CUDA driver, NVRTC and every GPU found.
+    Info,
     /// Print the model's layers, output shapes and parameter counts (like Keras's summary()).
     Summary {
         /// Input height and width in pixels (a multiple of 4).
@@ -99,9 +103,10 @@ struct TrainArgs {
     #[arg(long)]
     skip_bad: bool,
 
-    /// Where to compute: cpu, or auto (the best device present; this build has the CPU only).
-    /// The thread count follows RAYON_NUM_THREADS (default: all cores).
-    #[arg(long, default_value = "cpu")]
+    /// Where to compute: cpu, cuda (GPU 0), cuda:N, or auto (the first GPU when a driver and a
+    /// GPU are present, else the CPU; it says which). CPU threads follow RAYON_NUM_THREADS
+    /// (default: all cores).
+    #[arg(long, default_value = "auto")]
     device: String,
 
     /// Print only errors and the final line: no summary, progress bars or per-epoch lines.
@@ -285,22 +290,95 @@ fn resolve(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig>
     })
 }
 
-fn check_device(device: &str) -> Result<()> {
+/// Where `--device` asks to compute.
+enum DeviceChoice {
+    Cpu,
+    Auto,
+    Cuda(usize),
+}
+
+fn parse_device(device: &str) -> Result<DeviceChoice> {
     match device {
-        "cpu" | "auto" => Ok(()),
-        other if other == "cuda" || other.starts_with("cuda:") => Err(Error::invalid(
-            "--device",
-            format!("{other}: this build of whorl has no CUDA backend yet; use --device cpu"),
-        )),
-        other => Err(Error::invalid(
-            "--device",
-            format!("unknown device \"{other}\" (expected cpu or auto)"),
-        )),
+        "cpu" => Ok(DeviceChoice::Cpu),
+        "auto" => Ok(DeviceChoice::Auto),
+        "cuda" => Ok(DeviceChoice::Cuda(0)),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(DeviceChoice::Cuda)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "--device",
+                    format!("unknown device \"{other}\" (expected cpu, cuda, cuda:N or auto)"),
+                )
+            }),
     }
 }
 
+/// Runs `job` on the backend `--device` names: the CPU, or a GPU through the CUDA kernels.
+fn on_device<T>(device: &str, quiet: bool, job: impl FnOnce(Backends) -> Result<T>) -> Result<T> {
+    let gpu = |ordinal| CudaDevice::new(ordinal).map(|d| Backends::Gpu(GpuBackend::new(d)));
+    let backend = match parse_device(device)? {
+        DeviceChoice::Cpu => Backends::Cpu(CpuBackend::new()),
+        DeviceChoice::Cuda(ordinal) => gpu(ordinal)
+            .map_err(|e| Error::invalid("--device", format!("{device}: {e} (use --device cpu)")))?,
+        DeviceChoice::Auto => gpu(0).unwrap_or_else(|reason| {
+            if !quiet {
+                println!("device: no GPU ({reason}); computing on the CPU");
+            }
+            Backends::Cpu(CpuBackend::new())
+        }),
+    };
+    job(backend)
+}
+
+/// The backends a command can run on.
+enum Backends {
+    Cpu(CpuBackend),
+    Gpu(GpuBackend<CudaDevice>),
+}
+
+fn run_info() -> Result<ExitCode> {
+    println!("whorl {}", env!("CARGO_PKG_VERSION"));
+    let embedded: Vec<&str> = EMBEDDED_PTX
+        .iter()
+        .filter(|(_, ptx)| !ptx.is_empty())
+        .map(|(target, _)| *target)
+        .collect();
+    if embedded.is_empty() {
+        println!("kernels: not embedded (built without NVRTC); compiled at first use on a GPU");
+    } else {
+        println!("kernels: embedded as PTX for {}", embedded.join(", "));
+    }
+    match cuda::nvrtc_version() {
+        Some((major, minor)) => println!("NVRTC: {major}.{minor}"),
+        None => println!("NVRTC: not found"),
+    }
+    match cuda::probe() {
+        Ok((version, gpus)) => {
+            println!("CUDA driver: {}.{}", version / 1000, version % 1000 / 10);
+            if gpus.is_empty() {
+                println!("GPUs: none");
+            }
+            for gpu in gpus {
+                let (major, minor) = gpu.compute_capability;
+                println!(
+                    "cuda:{}: {}, compute capability {major}.{minor}, {} SMs, {:.1} GiB",
+                    gpu.ordinal,
+                    gpu.name,
+                    gpu.multiprocessors,
+                    gpu.memory_bytes as f64 / (1u64 << 30) as f64
+                );
+            }
+        }
+        Err(reason) => println!("CUDA driver: none ({reason})"),
+    }
+    println!("CPU: {} threads", rayon::current_num_threads());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
-    check_device(&args.device)?;
+    parse_device(&args.device)?;
     if args.data.is_none() && args.resume.is_none() {
         let cache = whorl::synth::cache_root();
         let (fingers, impressions) = (args.synth_fingers, args.synth_impressions);
@@ -351,7 +429,10 @@ fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
     })
     .map_err(|e| Error::invalid("Ctrl-C handler", e.to_string()))?;
 
-    let report = train::train(CpuBackend::new(), &config, resume, &interrupt)?;
+    let report = on_device(&args.device, args.quiet, |backend| match backend {
+        Backends::Cpu(cpu) => train::train(cpu, &config, resume, &interrupt),
+        Backends::Gpu(gpu) => train::train(gpu, &config, resume, &interrupt),
+    })?;
     if report.interrupted {
         println!(
             "interrupted after {} epochs; checkpoint saved to {} (resume with --resume {})",
@@ -376,6 +457,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Train(args) => run_train(args),
         Command::Synth(args) => run_synth(args),
+        Command::Info => run_info(),
         Command::Summary { size } => Architecture::reference().summary(size, size).map(|s| {
             print!("{s}");
             ExitCode::SUCCESS

@@ -435,3 +435,57 @@ fn train_without_data_generates_and_uses_the_synthetic_default() {
             .starts_with(std::fs::canonicalize(&cache).unwrap())
     );
 }
+
+#[test]
+fn info_and_devices_report_a_missing_gpu_cleanly() {
+    let info = whorl(&["info"]);
+    assert!(info.status.success(), "{}", text(&info));
+    let report = text(&info);
+    assert!(
+        report.contains("kernels:") && report.contains("CUDA driver:"),
+        "{report}"
+    );
+    let no_driver = report.contains("CUDA driver: none");
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::write_striped_images(&data, 4, 16);
+    let run = |device: &str| {
+        whorl(&[
+            "train",
+            "--data",
+            path(&data),
+            "--out",
+            path(&dir.path().join(device)),
+            "--size",
+            "16",
+            "--epochs",
+            "1",
+            "--device",
+            device,
+        ])
+    };
+    assert_user_error(&run("cuda:x"), &["--device", "cuda:x"]);
+    assert_user_error(
+        &run("tpu"),
+        &["--device", "expected cpu, cuda, cuda:N or auto"],
+    );
+    if no_driver {
+        assert_user_error(
+            &run("cuda"),
+            &["--device", "no CUDA driver", "--device cpu"],
+        );
+        let auto = run("auto");
+        assert!(auto.status.success(), "{}", text(&auto));
+        assert!(
+            text(&auto).contains("computing on the CPU"),
+            "{}",
+            text(&auto)
+        );
+    } else {
+        common::skipped(
+            "info_and_devices_report_a_missing_gpu_cleanly (no-driver half)",
+            "this machine has a CUDA driver",
+        );
+    }
+}

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{CONV_CASES, conv, nhwc, random, relative_error, widen};
+use common::{CONV_CASES, conv, nhwc, parity, random, relative_error, widen};
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::reference as direct;
 use whorl::backend::reference::ReferenceBackend;
@@ -19,63 +19,18 @@ fn planned_cpu(conv: &Conv) -> CpuBackend {
 const READS: [ConvInput; 2] = [ConvInput::Direct, ConvInput::Upsampled2];
 
 #[test]
-fn conv2d_forward_matches_direct_loops() {
+fn convolutions_match_direct_loops() {
     for (case, &(input, cout)) in CONV_CASES.iter().enumerate() {
         for (read, activation) in READS
             .into_iter()
             .zip([Activation::Relu, Activation::Sigmoid])
         {
             let conv = conv(input, cout, read, activation);
-            let x = random(input.len(), -1.0, 1.0, case as u64);
-            let params = random(conv.slot.bias.end, -0.5, 0.5, 100 + case as u64);
-            let mut y = vec![f32::NAN; conv.output().len()];
-            planned_cpu(&conv)
-                .conv2d_forward(&conv, &x, &params, &mut y)
-                .unwrap();
-            let mut expected = vec![0.0; y.len()];
-            let (x, params) = (widen(&x), widen(&params));
-            ReferenceBackend
-                .conv2d_forward(&conv, &x, &params, &mut expected)
-                .unwrap();
-            let error = relative_error(&y, &expected);
-            assert!(error < 1e-5, "{conv:?}: error {error:e}");
-        }
-    }
-}
-
-#[test]
-fn conv2d_backward_matches_direct_loops() {
-    for (case, &(input, cout)) in CONV_CASES.iter().enumerate() {
-        for read in READS {
-            let conv = conv(input, cout, read, Activation::Relu);
-            let slot = &conv.slot;
-            let x = random(input.len(), -1.0, 1.0, case as u64);
-            let dz = random(conv.output().len(), -1.0, 1.0, 200 + case as u64);
-            let params = random(slot.bias.end, -0.5, 0.5, 100 + case as u64);
-            let mut cpu = planned_cpu(&conv);
-            let (x64, dz64, params64) = (widen(&x), widen(&dz), widen(&params));
-
-            let mut dx = vec![f32::NAN; input.len()];
-            cpu.conv2d_backward_data(&conv, &dz, &params, &mut dx)
-                .unwrap();
-            let mut expected_dx = vec![0.0; dx.len()];
-            ReferenceBackend
-                .conv2d_backward_data(&conv, &dz64, &params64, &mut expected_dx)
-                .unwrap();
-            let error = relative_error(&dx, &expected_dx);
-            assert!(error < 1e-5, "backward-data {conv:?}: error {error:e}");
-
-            let mut grads = vec![f32::NAN; slot.bias.end];
-            cpu.conv2d_backward_filter(&conv, &x, &dz, &mut grads)
-                .unwrap();
-            let mut expected = vec![0.0; slot.bias.end];
-            ReferenceBackend
-                .conv2d_backward_filter(&conv, &x64, &dz64, &mut expected)
-                .unwrap();
-            for (part, range) in [("kernel", slot.weight.clone()), ("bias", slot.bias.clone())] {
-                let error = relative_error(&grads[range.clone()], &expected[range]);
-                assert!(error < 1e-5, "{part} gradient {conv:?}: {error:e}");
-            }
+            let inputs = parity::conv_inputs(&conv, 10 * case as u64);
+            let got = parity::conv_outputs(&mut CpuBackend::new(), &conv, &inputs);
+            let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
+            let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
+            parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
         }
     }
 }

@@ -2,6 +2,7 @@
 //! [`Device`] trait (memory, copies, launches by name). Launch shapes and buffer planning live
 //! here once, for every device: the CPU emulator ([`emulator::Emulator`]) and real GPUs.
 
+pub mod cuda;
 pub mod emulator;
 
 use super::{Backend, Conv, ConvInput, Nhwc, RmsProp};

@@ -1,0 +1,308 @@
+//! Real GPUs through cudarc: the [`Device`] trait over the CUDA driver API, loaded dynamically,
+//! so building and running on the CPU needs no CUDA toolkit or driver.
+//!
+//! Kernels: build.rs embeds PTX for compute_89 (Ada, L40S) and compute_90 (Hopper, H100). On a
+//! GPU of compute capability 9.0 or more the compute_90 PTX is loaded, on 8.9 the compute_89
+//! one, and the driver compiles it for the exact chip; for anything else, or when the binary
+//! was built without NVRTC, the embedded kernel source is compiled at first use by the NVRTC
+//! found at run time, for the GPU's own architecture.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr as _, LaunchConfig,
+    PushKernelArg, sys,
+};
+use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
+
+use super::{Device, DevicePtr, KernelArg};
+use crate::error::{Error, Result};
+
+/// The embedded PTX, per target (empty when built without NVRTC).
+pub const EMBEDDED_PTX: [(&str, &str); 2] = [
+    (
+        "compute_89",
+        include_str!(concat!(env!("OUT_DIR"), "/whorl_compute_89.ptx")),
+    ),
+    (
+        "compute_90",
+        include_str!(concat!(env!("OUT_DIR"), "/whorl_compute_90.ptx")),
+    ),
+];
+/// Every kernel in one self-contained source, for compiling at run time.
+pub const KERNEL_SOURCE: &str = include_str!(concat!(env!("OUT_DIR"), "/whorl_kernels.cu"));
+
+fn cuda_error(what: &str, error: impl std::fmt::Display) -> Error {
+    Error::Backend {
+        backend: "cuda".into(),
+        reason: format!("{what}: {error}"),
+    }
+}
+
+/// One GPU as the driver describes it.
+#[derive(Clone, Debug)]
+pub struct GpuInfo {
+    pub ordinal: usize,
+    pub name: String,
+    pub compute_capability: (i32, i32),
+    pub multiprocessors: i32,
+    pub memory_bytes: usize,
+}
+
+/// The CUDA driver's version (e.g. 13000) and every GPU, or why there are none. Never panics:
+/// a machine without libcuda is an error saying so.
+pub fn probe() -> Result<(i32, Vec<GpuInfo>)> {
+    // SAFETY: only probes whether the library can be loaded.
+    if !unsafe { sys::is_culib_present() } {
+        return Err(cuda_error(
+            "no CUDA driver",
+            "libcuda was not found (is an NVIDIA driver installed?)",
+        ));
+    }
+    cudarc::driver::result::init().map_err(|e| cuda_error("cuInit", e))?;
+    let mut version = 0;
+    // SAFETY: cuInit succeeded; the driver writes one int.
+    unsafe { sys::cuDriverGetVersion(&mut version) }
+        .result()
+        .map_err(|e| cuda_error("cuDriverGetVersion", e))?;
+    let count = CudaContext::device_count().map_err(|e| cuda_error("device count", e))?;
+    let gpus = (0..count as usize)
+        .map(|ordinal| {
+            let ctx = CudaContext::new(ordinal).map_err(|e| cuda_error("context", e))?;
+            let sms = sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT;
+            Ok(GpuInfo {
+                ordinal,
+                name: ctx.name().map_err(|e| cuda_error("name", e))?,
+                compute_capability: ctx
+                    .compute_capability()
+                    .map_err(|e| cuda_error("compute capability", e))?,
+                multiprocessors: ctx.attribute(sms).map_err(|e| cuda_error("attribute", e))?,
+                memory_bytes: ctx.total_mem().map_err(|e| cuda_error("memory", e))?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((version, gpus))
+}
+
+/// The version of the NVRTC that can be loaded now, if any.
+pub fn nvrtc_version() -> Option<(i32, i32)> {
+    // SAFETY: probes the library, then asks it for two ints.
+    unsafe {
+        if !cudarc::nvrtc::sys::is_culib_present() {
+            return None;
+        }
+        let (mut major, mut minor) = (0, 0);
+        cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor);
+        Some((major, minor))
+    }
+}
+
+/// The PTX for a GPU of compute capability (major, minor), and where it came from.
+fn ptx_for((major, minor): (i32, i32)) -> Result<(String, String)> {
+    let capability = major * 10 + minor;
+    let embedded = match capability {
+        90.. => Some(EMBEDDED_PTX[1]),
+        89 => Some(EMBEDDED_PTX[0]),
+        _ => None,
+    };
+    if let Some((target, ptx)) = embedded.filter(|(_, ptx)| !ptx.is_empty()) {
+        return Ok((ptx.to_string(), format!("embedded PTX for {target}")));
+    }
+    let version = nvrtc_version().ok_or_else(|| {
+        cuda_error(
+            "kernels",
+            format!(
+                "this binary has no PTX for compute capability {major}.{minor} and no NVRTC \
+                 (libnvrtc) was found to compile them"
+            ),
+        )
+    })?;
+    let arch = format!("compute_{capability}");
+    let options = CompileOptions {
+        options: vec![format!("--gpu-architecture={arch}")],
+        name: Some("whorl_kernels.cu".into()),
+        ..Default::default()
+    };
+    let ptx = compile_ptx_with_opts(KERNEL_SOURCE, options)
+        .map_err(|e| cuda_error("NVRTC compiling the kernels", format!("{e:?}")))?;
+    Ok((
+        ptx.to_src(),
+        format!(
+            "compiled at first use for {arch} by NVRTC {}.{}",
+            version.0, version.1
+        ),
+    ))
+}
+
+/// A GPU: a context, one stream, the kernels' module, and every live allocation.
+pub struct CudaDevice {
+    info: GpuInfo,
+    kernels_from: String,
+    stream: Arc<CudaStream>,
+    module: Arc<CudaModule>,
+    functions: HashMap<String, CudaFunction>,
+    /// Allocations by device address, kept alive here.
+    buffers: BTreeMap<u64, CudaSlice<f32>>,
+}
+
+impl CudaDevice {
+    /// Opens GPU `ordinal` and loads the kernels; a clear error without a driver or GPU.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let (_, gpus) = probe()?;
+        let info = gpus.get(ordinal).cloned().ok_or_else(|| {
+            cuda_error(
+                "no such GPU",
+                format!("cuda:{ordinal} asked for, {} GPUs found", gpus.len()),
+            )
+        })?;
+        let ctx = CudaContext::new(ordinal).map_err(|e| cuda_error("context", e))?;
+        // One stream: the driver orders everything, no event tracking needed.
+        // SAFETY: all work goes to the single stream created below.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let (ptx, kernels_from) = ptx_for(info.compute_capability)?;
+        let module = ctx.load_module(Ptx::from_src(ptx)).map_err(|e| {
+            cuda_error(
+                "loading the kernels (is the driver older than the NVRTC that compiled them?)",
+                e,
+            )
+        })?;
+        Ok(CudaDevice {
+            info,
+            kernels_from,
+            stream,
+            module,
+            functions: HashMap::new(),
+            buffers: BTreeMap::new(),
+        })
+    }
+
+    pub fn info(&self) -> &GpuInfo {
+        &self.info
+    }
+
+    /// How the kernels were obtained (embedded PTX for which target, or compiled at run time).
+    pub fn kernels_from(&self) -> &str {
+        &self.kernels_from
+    }
+
+    /// The allocation holding `len` values from `ptr`, and the offset of `ptr` in it.
+    fn region(&mut self, ptr: DevicePtr, len: usize) -> Result<(&mut CudaSlice<f32>, usize)> {
+        let (&start, slice) = self
+            .buffers
+            .range_mut(..=ptr.0)
+            .next_back()
+            .ok_or_else(|| cuda_error("copy", format!("{:#x} is not device memory", ptr.0)))?;
+        let offset = ((ptr.0 - start) / 4) as usize;
+        if offset + len > slice.len() {
+            return Err(cuda_error(
+                "copy",
+                format!("{len} values at {:#x} overrun their buffer", ptr.0),
+            ));
+        }
+        Ok((slice, offset))
+    }
+}
+
+impl Device for CudaDevice {
+    fn name(&self) -> String {
+        let (major, minor) = self.info.compute_capability;
+        format!(
+            "cuda:{} ({}, sm_{major}{minor})",
+            self.info.ordinal, self.info.name
+        )
+    }
+
+    fn alloc(&mut self, len: usize) -> Result<DevicePtr> {
+        let slice = self
+            .stream
+            .alloc_zeros::<f32>(len)
+            .map_err(|e| cuda_error("allocating device memory", e))?;
+        let address = {
+            let (address, _sync) = slice.device_ptr(&self.stream);
+            address
+        };
+        self.buffers.insert(address, slice);
+        Ok(DevicePtr(address))
+    }
+
+    fn free(&mut self, ptr: DevicePtr) {
+        self.buffers.remove(&ptr.0);
+    }
+
+    fn upload(&mut self, host: &[f32], device: DevicePtr) -> Result<()> {
+        let stream = Arc::clone(&self.stream);
+        let (slice, offset) = self.region(device, host.len())?;
+        let mut view = slice.slice_mut(offset..offset + host.len());
+        stream
+            .memcpy_htod(host, &mut view)
+            .map_err(|e| cuda_error("copy to the GPU", e))
+    }
+
+    fn download(&mut self, device: DevicePtr, host: &mut [f32]) -> Result<()> {
+        let stream = Arc::clone(&self.stream);
+        let (slice, offset) = self.region(device, host.len())?;
+        let view = slice.slice(offset..offset + host.len());
+        stream
+            .memcpy_dtoh(&view, host)
+            .map_err(|e| cuda_error("copy from the GPU", e))?;
+        stream
+            .synchronize()
+            .map_err(|e| cuda_error("synchronize", e))
+    }
+
+    fn launch(
+        &mut self,
+        kernel: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared_bytes: usize,
+        args: &[KernelArg],
+    ) -> Result<()> {
+        if !self.functions.contains_key(kernel) {
+            let function = self
+                .module
+                .load_function(kernel)
+                .map_err(|e| cuda_error(&format!("kernel {kernel}"), e))?;
+            self.functions.insert(kernel.to_string(), function);
+        }
+        let function = &self.functions[kernel];
+        // Every argument as its own value, alive until the launch is queued.
+        let pointers: Vec<u64> = args
+            .iter()
+            .map(|a| match a {
+                KernelArg::Ptr(p) => p.0,
+                _ => 0,
+            })
+            .collect();
+        let mut builder = self.stream.launch_builder(function);
+        for (arg, pointer) in args.iter().zip(&pointers) {
+            match arg {
+                KernelArg::Ptr(_) | KernelArg::NullPtr => builder.arg(pointer),
+                KernelArg::I32(v) => builder.arg(v),
+                KernelArg::F32(v) => builder.arg(v),
+            };
+        }
+        let config = LaunchConfig {
+            grid_dim: (grid[0], grid[1], grid[2]),
+            block_dim: (block[0], block[1], block[2]),
+            shared_mem_bytes: shared_bytes as u32,
+        };
+        // SAFETY: the arguments match the kernel's parameter list (GpuBackend builds them from
+        // the signatures in kernels/*.cu) and every pointer is a live allocation of this device.
+        unsafe { builder.launch(config) }
+            .map_err(|e| cuda_error(&format!("launching {kernel}"), e))?;
+        if cfg!(debug_assertions) {
+            self.synchronize()
+                .map_err(|e| cuda_error(&format!("after {kernel}"), e))?;
+        }
+        Ok(())
+    }
+
+    fn synchronize(&mut self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| cuda_error("synchronize", e))
+    }
+}

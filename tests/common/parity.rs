@@ -1,0 +1,159 @@
+//! Any backend against any other, through the Backend trait alone: the same inputs uploaded to
+//! both, every output (first filled with NaN, so unwritten elements show) compared.
+#![allow(dead_code)]
+
+use whorl::backend::{Backend, Conv, Nhwc, RmsProp};
+use whorl::model::Activation;
+
+use super::{random, relative_error};
+
+fn upload<B: Backend>(backend: &mut B, values: &[f32]) -> B::Buffer {
+    let mut buffer = backend.alloc(values.len()).unwrap();
+    backend.upload(values, &mut buffer).unwrap();
+    buffer
+}
+
+fn poisoned<B: Backend>(backend: &mut B, len: usize) -> B::Buffer {
+    upload(backend, &vec![f32::NAN; len])
+}
+
+fn download<B: Backend>(backend: &mut B, buffer: &B::Buffer, len: usize) -> Vec<f32> {
+    let mut host = vec![0.0; len];
+    backend.download(buffer, &mut host).unwrap();
+    host
+}
+
+/// The relative error of each named output of one backend against another's.
+pub fn errors(
+    names: &[&'static str],
+    got: &[Vec<f32>],
+    expected: &[Vec<f32>],
+) -> Vec<(&'static str, f64)> {
+    names
+        .iter()
+        .zip(got.iter().zip(expected))
+        .map(|(name, (g, e))| {
+            let e: Vec<f64> = e.iter().map(|&v| f64::from(v)).collect();
+            (*name, relative_error(g, &e))
+        })
+        .collect()
+}
+
+pub const CONV_OUTPUTS: [&str; 4] = [
+    "forward",
+    "backward-data",
+    "kernel gradient",
+    "bias gradient",
+];
+
+/// Inputs of a convolution test: x, dz and the parameters.
+pub fn conv_inputs(conv: &Conv, seed: u64) -> [Vec<f32>; 3] {
+    [
+        random(conv.input.len(), -1.0, 1.0, seed),
+        random(conv.output().len(), -1.0, 1.0, seed + 1),
+        random(conv.slot.bias.end, -0.5, 0.5, seed + 2),
+    ]
+}
+
+/// Forward, backward-data, kernel gradient and bias gradient of `conv` on `backend`.
+pub fn conv_outputs<B: Backend>(
+    backend: &mut B,
+    conv: &Conv,
+    [x, dz, params]: &[Vec<f32>; 3],
+) -> Vec<Vec<f32>> {
+    backend.plan(std::slice::from_ref(conv)).unwrap();
+    let (input, output, slot) = (conv.input.len(), conv.output().len(), &conv.slot);
+    let (bx, bdz, bparams) = (
+        upload(backend, x),
+        upload(backend, dz),
+        upload(backend, params),
+    );
+    let mut y = poisoned(backend, output);
+    backend.conv2d_forward(conv, &bx, &bparams, &mut y).unwrap();
+    let mut dx = poisoned(backend, input);
+    backend
+        .conv2d_backward_data(conv, &bdz, &bparams, &mut dx)
+        .unwrap();
+    let mut grads = poisoned(backend, slot.bias.end);
+    backend
+        .conv2d_backward_filter(conv, &bx, &bdz, &mut grads)
+        .unwrap();
+    let grads = download(backend, &grads, slot.bias.end);
+    vec![
+        download(backend, &y, output),
+        download(backend, &dx, input),
+        grads[slot.weight.clone()].to_vec(),
+        grads[slot.bias.clone()].to_vec(),
+    ]
+}
+
+pub const OTHER_OUTPUTS: [&str; 10] = [
+    "maxpool forward",
+    "maxpool backward",
+    "upsample forward",
+    "upsample backward",
+    "relu backward",
+    "sigmoid backward",
+    "mse",
+    "mse backward",
+    "rmsprop weights",
+    "rmsprop velocity",
+];
+
+/// Pooling, upsampling, activation derivatives, the loss and its gradient, and three RMSprop
+/// steps, on `input`-shaped tensors drawn from `seed`.
+pub fn other_outputs<B: Backend>(backend: &mut B, input: Nhwc, seed: u64) -> Vec<Vec<f32>> {
+    backend.plan(&[]).unwrap();
+    let len = input.len();
+    let x = upload(backend, &random(len, -1.0, 1.0, seed));
+    let small = upload(backend, &random(len / 4, -1.0, 1.0, seed + 1));
+    let large = upload(backend, &random(4 * len, -1.0, 1.0, seed + 2));
+    let target_values = random(len, 0.0, 1.0, seed + 3);
+    let target = upload(backend, &target_values);
+    let mut out = Vec::new();
+    let mut y = poisoned(backend, len / 4);
+    backend.maxpool2_forward(input, &x, &mut y).unwrap();
+    out.push(download(backend, &y, len / 4));
+    let mut dx = poisoned(backend, len);
+    backend
+        .maxpool2_backward(input, &x, &small, &mut dx)
+        .unwrap();
+    out.push(download(backend, &dx, len));
+    let mut y = poisoned(backend, 4 * len);
+    backend.upsample2_forward(input, &x, &mut y).unwrap();
+    out.push(download(backend, &y, 4 * len));
+    let mut dx = poisoned(backend, len);
+    backend.upsample2_backward(input, &large, &mut dx).unwrap();
+    out.push(download(backend, &dx, len));
+    for activation in [Activation::Relu, Activation::Sigmoid] {
+        let mut grad = upload(backend, &random(len, -1.0, 1.0, seed));
+        backend
+            .activation_backward(activation, len, &target, &mut grad)
+            .unwrap();
+        out.push(download(backend, &grad, len));
+    }
+    out.push(vec![backend.mse_loss(len, &x, &target).unwrap() as f32]);
+    let mut grad = poisoned(backend, len);
+    backend.mse_backward(len, &x, &target, &mut grad).unwrap();
+    out.push(download(backend, &grad, len));
+    let mut w = upload(backend, &target_values);
+    let mut v = upload(backend, &random(len, 0.0, 1e-3, seed + 4));
+    for _ in 0..3 {
+        backend
+            .rmsprop_update(RmsProp::default(), &mut w, &x, &mut v)
+            .unwrap();
+    }
+    out.push(download(backend, &w, len));
+    out.push(download(backend, &v, len));
+    out
+}
+
+/// Asserts every error is below `tolerance`, naming the output and the case.
+pub fn assert_within(errors: &[(&str, f64)], tolerance: f64, case: &str) {
+    for (name, error) in errors {
+        assert!(
+            *error < tolerance,
+            "{name} {case}: relative error {error:e}"
+        );
+    }
+}

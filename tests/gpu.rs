@@ -1,0 +1,93 @@
+//! On a real GPU: every kernel against the float64 reference at small odd shapes and against
+//! the CPU engine at the model's own shapes (batch 128, 224x224), and whole training steps
+//! against the CPU engine. Marked ignored, since CI has no GPU; on a GPU machine run
+//!
+//!     cargo test --release --test gpu -- --ignored
+//!
+//! (or scripts/gpu-check.sh, which also runs training, benchmarks and the PyTorch baseline).
+
+mod common;
+
+use common::{CONV_CASES, conv, nhwc, parity, random, relative_error, widen};
+use whorl::backend::ConvInput;
+use whorl::backend::cpu::CpuBackend;
+use whorl::backend::gpu::GpuBackend;
+use whorl::backend::gpu::cuda::CudaDevice;
+use whorl::backend::reference::ReferenceBackend;
+use whorl::graph::{Network, convolutions};
+use whorl::model::{Activation, Architecture};
+
+fn gpu() -> GpuBackend<CudaDevice> {
+    GpuBackend::new(CudaDevice::new(0).expect("these tests need a CUDA GPU and driver"))
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test gpu -- --ignored"]
+fn gpu_kernels_match_the_reference_at_small_shapes() {
+    for (case, &(input, cout)) in CONV_CASES.iter().enumerate() {
+        for read in [ConvInput::Direct, ConvInput::Upsampled2] {
+            let conv = conv(input, cout, read, Activation::Sigmoid);
+            let inputs = parity::conv_inputs(&conv, 10 * case as u64);
+            let got = parity::conv_outputs(&mut gpu(), &conv, &inputs);
+            let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
+            let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
+            parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
+        }
+    }
+    for input in [nhwc(1, 2, 2, 1), nhwc(3, 8, 14, 33)] {
+        let got = parity::other_outputs(&mut gpu(), input, 1);
+        let expected = parity::other_outputs(&mut ReferenceBackend, input, 1);
+        let errors = parity::errors(&parity::OTHER_OUTPUTS, &got, &expected);
+        parity::assert_within(&errors, 1e-6, &format!("{input:?}"));
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test gpu -- --ignored"]
+fn gpu_kernels_match_the_cpu_engine_at_the_model_shapes() {
+    for batch in [1, 128] {
+        for conv in convolutions(&Architecture::reference(), 224, 224, batch).unwrap() {
+            let inputs = parity::conv_inputs(&conv, batch as u64);
+            let got = parity::conv_outputs(&mut gpu(), &conv, &inputs);
+            let expected = parity::conv_outputs(&mut CpuBackend::new(), &conv, &inputs);
+            let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
+            parity::assert_within(
+                &errors,
+                1e-4,
+                &format!("{} at batch {batch}", conv.slot.name),
+            );
+        }
+        let input = nhwc(batch, 224, 224, 32);
+        let got = parity::other_outputs(&mut gpu(), input, 3);
+        let expected = parity::other_outputs(&mut CpuBackend::new(), input, 3);
+        let errors = parity::errors(&parity::OTHER_OUTPUTS, &got, &expected);
+        parity::assert_within(&errors, 1e-5, &format!("{input:?}"));
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test gpu -- --ignored"]
+fn gpu_training_steps_follow_the_cpu_engine() {
+    for (size, batch, steps) in [(20, 3, 4), (224, 1, 3), (224, 128, 2)] {
+        let arch = Architecture::reference();
+        let params = arch.glorot_uniform(13);
+        let mut on_gpu = Network::new(gpu(), arch.clone(), size, size, batch, &params).unwrap();
+        let mut on_cpu = Network::new(CpuBackend::new(), arch, size, size, batch, &params).unwrap();
+        for step in 0..steps {
+            let images = random(batch * size * size, 0.0, 1.0, step);
+            let (a, b) = (
+                on_gpu.train_step(&images).unwrap(),
+                on_cpu.train_step(&images).unwrap(),
+            );
+            assert!(
+                (a - b).abs() < 1e-4 * b,
+                "{size}x{size} batch {batch} step {step}: {a} vs {b}"
+            );
+        }
+        let error = relative_error(&on_gpu.params().unwrap(), &widen(&on_cpu.params().unwrap()));
+        assert!(
+            error < 1e-3,
+            "{size}x{size} batch {batch}: weights differ by {error:e}"
+        );
+    }
+}
