@@ -454,6 +454,13 @@ fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when the reader of our output goes away
+    // (`whorl info | head`), instead of failing to print.
+    // SAFETY: restores the default action of one signal before any thread starts.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let result = match Cli::parse().command {
         Command::Train(args) => run_train(args),
         Command::Synth(args) => run_synth(args),

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# One command to validate whorl on a GPU machine. It runs the GPU tests, a short training run on
+# the GPU compared with the same run on the CPU, the benchmarks and, when PyTorch is importable,
+# the PyTorch baseline; it writes report.md and report.json under bench/results/DATE-DEVICE/.
+#
+#   scripts/gpu-check.sh                 build here (needs Rust) and check
+#   scripts/gpu-check.sh --build DIR     build the release binary and the GPU test binary into
+#                                        DIR, for a GPU machine without Rust (no GPU needed)
+#   scripts/gpu-check.sh --bin DIR       check with the binaries in DIR (needs only the CUDA
+#                                        driver and python3; run from the repository root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build() {
+    source scripts/nvrtc-env.sh
+    cargo build --release
+    cargo test --release --no-run --test gpu --message-format=json \
+        | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "gpu":
+        print(m["executable"])' | tail -n 1
+}
+
+case "${1:-}" in
+    --build)
+        dir="${2:?--build needs a folder}"
+        mkdir -p "$dir"
+        tests="$(build)"
+        cp target/release/whorl "$dir/whorl"
+        cp "$tests" "$dir/gpu-tests"
+        echo "binaries in $dir: whorl, gpu-tests (copy them to the GPU machine; run scripts/gpu-check.sh --bin $dir there)"
+        exit 0
+        ;;
+    --bin)
+        dir="${2:?--bin needs a folder}"
+        whorl="$dir/whorl"
+        gpu_tests="$dir/gpu-tests"
+        ;;
+    "")
+        gpu_tests="$(build)"
+        whorl=target/release/whorl
+        ;;
+    *)
+        echo "usage: scripts/gpu-check.sh [--build DIR | --bin DIR]" >&2
+        exit 2
+        ;;
+esac
+
+device="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || true)"
+[ -n "$device" ] || { echo "error: nvidia-smi found no GPU" >&2; exit 1; }
+slug="$(echo "$device" | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/-$//')"
+out="bench/results/$(date +%F)-$slug"
+mkdir -p "$out"
+echo "GPU check on $device -> $out"
+
+"$whorl" info | tee "$out/info.txt"
+
+echo "== GPU tests"
+tests_status=0
+"$gpu_tests" --ignored --test-threads 1 2>&1 | tee "$out/gpu-tests.txt" || tests_status=$?
+
+echo "== training: the same short run on the GPU and on the CPU"
+export WHORL_CACHE="$out/cache"
+for device_name in cuda cpu; do
+    "$whorl" train --device "$device_name" --synth-fingers 32 --synth-impressions 4 --size 64 \
+        --epochs 3 --batch-size 16 --out "$out/train-$device_name" --quiet
+done
+rm -rf "$out/cache"
+
+echo "== benchmarks"
+if "$whorl" --help | grep -q '^  bench'; then
+    "$whorl" bench --device cuda --json "$out/bench-whorl.json" | tee "$out/bench-whorl.md"
+else
+    echo "whorl has no bench command yet" | tee "$out/bench-whorl.md"
+fi
+if [ -f bench/torch_baseline.py ] && python3 -c 'import torch' 2>/dev/null; then
+    python3 bench/torch_baseline.py --device cuda --json "$out/bench-torch.json" | tee "$out/bench-torch.md"
+else
+    echo "no PyTorch baseline run (bench/torch_baseline.py or torch missing)" | tee "$out/bench-torch.md"
+fi
+
+python3 - "$out" "$device" "$tests_status" <<'PY'
+import csv, json, os, sys
+out, device, tests_status = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def history(name):
+    with open(os.path.join(out, f"train-{name}", "history.csv")) as f:
+        return list(csv.DictReader(f))
+gpu, cpu = history("cuda"), history("cpu")
+rows, worst = [], 0.0
+for g, c in zip(gpu, cpu):
+    for key in ("train_loss", "val_loss"):
+        a, b = float(g[key]), float(c[key])
+        worst = max(worst, abs(a - b) / abs(b))
+    rows.append((g["epoch"], g["train_loss"], c["train_loss"], g["val_loss"], c["val_loss"], g["seconds"], c["seconds"]))
+agree = worst < 1e-2
+report = {
+    "device": device,
+    "gpu_tests_passed": tests_status == 0,
+    "training": {"epochs": rows, "worst_relative_difference": worst, "agree_within_1e-2": agree},
+}
+for name in ("bench-whorl.json", "bench-torch.json"):
+    path = os.path.join(out, name)
+    if os.path.exists(path):
+        report[name[:-5]] = json.load(open(path))
+json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=2)
+with open(os.path.join(out, "report.md"), "w") as f:
+    f.write(f"# whorl GPU check: {device}\n\n")
+    f.write("```\n" + open(os.path.join(out, "info.txt")).read() + "```\n\n")
+    f.write(f"GPU tests (`gpu-tests --ignored`): {'passed' if tests_status == 0 else 'FAILED'} (gpu-tests.txt)\n\n")
+    f.write("| epoch | train loss GPU | train loss CPU | val loss GPU | val loss CPU | s GPU | s CPU |\n|---|---|---|---|---|---|---|\n")
+    for r in rows:
+        f.write("| " + " | ".join(r) + " |\n")
+    f.write(f"\nWorst relative difference between the curves: {worst:.2e} ({'agree' if agree else 'DISAGREE'} within 1e-2)\n\n")
+    for name in ("bench-whorl.md", "bench-torch.md"):
+        f.write(f"## {name[:-3]}\n\n" + open(os.path.join(out, name)).read() + "\n")
+print(open(os.path.join(out, "report.md")).read())
+sys.exit(0 if tests_status == 0 and agree else 1)
+PY
