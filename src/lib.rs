@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod graph;
+pub mod metrics;
 pub mod model;
 pub mod synth;
 pub mod train;
