@@ -28,6 +28,16 @@ enum Step {
     },
 }
 
+impl Step {
+    fn layer(&self) -> usize {
+        match *self {
+            Step::Conv { layer, .. } | Step::MaxPool2 { layer } | Step::Upsample2 { layer } => {
+                layer
+            }
+        }
+    }
+}
+
 /// The steps of `architecture`, with each upsampling that feeds a convolution folded into it.
 fn compile(architecture: &Architecture, shapes: &[Hwc]) -> Vec<Step> {
     let layers = &architecture.layers;
@@ -199,6 +209,11 @@ impl<B: Backend> Network<B> {
         self.batch_capacity
     }
 
+    /// The per-image shape of activation `index` (0: the input, i + 1: the output of layer i).
+    pub fn layer_shape(&self, index: usize) -> Hwc {
+        self.shapes[index]
+    }
+
     /// Values in one input image (height x width x 1).
     pub fn image_len(&self) -> usize {
         self.shapes[0].len()
@@ -257,15 +272,63 @@ impl<B: Backend> Network<B> {
     /// After [`forward`](Self::forward) on a batch of `batch` images: every parameter's gradient
     /// of the loss, into the gradient buffer.
     pub fn backward(&mut self, batch: usize) -> Result<()> {
+        self.backward_until(batch, None, None)
+    }
+
+    /// After [`forward`](Self::forward) on `batch` images: d target / d (output of `layer`),
+    /// [batch, height, width, channels] of that layer, for a target whose gradient with respect
+    /// to the model's output is `d_output`, by walking backward down to the layer. The layer's
+    /// output must be stored (any layer but an upsampling folded into a convolution).
+    pub fn output_gradient(
+        &mut self,
+        batch: usize,
+        layer: usize,
+        d_output: &[f32],
+    ) -> Result<Vec<f32>> {
+        if !self.steps.iter().any(|step| step.layer() == layer) {
+            return Err(Error::invalid(
+                "layer",
+                format!(
+                    "the output of layer {layer} is not stored (an upsampling folded into the next convolution)"
+                ),
+            ));
+        }
+        self.backward_until(batch, Some(layer), Some(d_output))?;
+        let len = batch * self.shapes[layer + 1].len();
+        to_host(&mut self.backend, &self.grad_out, len)
+    }
+
+    /// The output of `layer` from the last forward pass on `batch` images.
+    pub fn layer_output(&mut self, batch: usize, layer: usize) -> Result<Vec<f32>> {
+        let len = batch * self.shapes[layer + 1].len();
+        to_host(&mut self.backend, &self.activations[layer + 1], len)
+    }
+
+    /// Walks the steps backward from the loss; with `stop`, stops when the gradient of that
+    /// layer's output is in `grad_out`.
+    fn backward_until(
+        &mut self,
+        batch: usize,
+        stop: Option<usize>,
+        seed: Option<&[f32]>,
+    ) -> Result<()> {
         let last = self.activations.len() - 1;
         let len = batch * self.image_len();
-        self.backend.mse_backward(
-            len,
-            &self.activations[last],
-            &self.activations[0],
-            &mut self.grad_out,
-        )?;
+        match seed {
+            Some(d_output) => self.backend.upload(d_output, &mut self.grad_out)?,
+            None => self.backend.mse_backward(
+                len,
+                &self.activations[last],
+                &self.activations[0],
+                &mut self.grad_out,
+            )?,
+        }
         for step in self.steps.iter().rev() {
+            let (Step::Conv { layer, .. } | Step::MaxPool2 { layer } | Step::Upsample2 { layer }) =
+                step;
+            if stop == Some(*layer) {
+                return Ok(());
+            }
             match step {
                 Step::Conv {
                     layer,

@@ -6,13 +6,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use whorl::backend::Backend;
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::GpuBackend;
 use whorl::backend::gpu::cuda::{self, CudaDevice, EMBEDDED_PTX};
 use whorl::checkpoint::{self, Checkpoint};
+use whorl::data::Dataset;
 use whorl::model::Architecture;
 use whorl::train::{self, TrainConfig};
 use whorl::{Error, Result};
+use whorl::{evaluate, figures, gradcam};
 
 /// Trains a convolutional autoencoder that reconstructs 224x224 grayscale fingerprint images.
 #[derive(Parser)]
@@ -28,6 +34,24 @@ enum Command {
     Train(TrainArgs),
     /// Generate synthetic fingerprints (SFinGe-style): a data set, or with --figure a picture.
     Synth(SynthArgs),
+    /// Score a trained model: MSE, PSNR and SSIM per image, and their mean, median and worst
+    /// per set, as a table (and JSON and CSV with --out).
+    Eval(EvalArgs),
+    /// Draw originals above their reconstructions and the error, for a random sample.
+    Reconstruct(ReconstructArgs),
+    /// Draw what a convolution layer attends to (Grad-CAM of the reconstruction fidelity).
+    Gradcam(GradcamArgs),
+    /// Redraw a run's loss curve (RUN/loss.png) from its history.csv.
+    PlotHistory {
+        /// The run folder (holding history.csv).
+        run: PathBuf,
+        /// Logarithmic loss axis.
+        #[arg(long)]
+        log: bool,
+    },
+    /// The whole job in a few minutes: synthesise a small data set, train briefly, evaluate on
+    /// the validation split and on the other sensor, and draw every figure.
+    Demo(DemoArgs),
     /// Print whorl's version and build, the CUDA driver, NVRTC and every GPU found.
     Info,
     /// Print the model's layers, output shapes and parameter counts (like Keras's summary()).
@@ -38,7 +62,7 @@ enum Command {
     },
 }
 
-#[derive(Args)]
+#[derive(Parser)]
 struct TrainArgs {
     /// Folder of images, searched recursively: .tif/.tiff (8- or 16-bit), .bmp, .png,
     /// .jpg/.jpeg, .pgm. Colour is converted to luma; every image is resized to --size x --size
@@ -112,6 +136,112 @@ struct TrainArgs {
     /// Print only errors and the final line: no summary, progress bars or per-epoch lines.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// A checkpoint folder, or a run folder (its newest checkpoint).
+    #[arg(long, value_name = "CHECKPOINT")]
+    model: PathBuf,
+
+    /// Where to compute: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+
+    /// A folder of images to score; repeat for several (e.g. another sensor's test set).
+    #[arg(long, value_name = "DIR")]
+    data: Vec<PathBuf>,
+
+    /// Also score the validation split recorded in the checkpoint ("val"); the default when
+    /// no --data is given.
+    #[arg(long, value_name = "SPLIT", value_parser = ["val"])]
+    split: Option<String>,
+
+    /// Write the sets' scores as JSON here and every image's as CSV beside it (FILE.csv).
+    #[arg(long, value_name = "FILE.json")]
+    out: Option<PathBuf>,
+
+    /// Skip images that fail to decode instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
+}
+
+#[derive(Args)]
+struct ReconstructArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+
+    /// Folder of images to sample from.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+
+    /// The figure to write (PNG).
+    #[arg(long, value_name = "FILE.png")]
+    out: PathBuf,
+
+    /// Images in the figure.
+    #[arg(long, default_value_t = 10)]
+    count: usize,
+
+    /// Seed of the random sample.
+    #[arg(long, default_value_t = 13)]
+    seed: u64,
+
+    /// Also write every image's reconstruction here, as PNG named after its source.
+    #[arg(long, value_name = "DIR")]
+    save_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct GradcamArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+
+    /// The image to explain (resized to the model's input size).
+    #[arg(long, value_name = "FILE")]
+    image: PathBuf,
+
+    /// The convolution to explain, conv1 to conv6, or all (one row each).
+    #[arg(long, default_value = "conv4")]
+    layer: String,
+
+    /// The figure to write (PNG): input, heat map with colour bar, overlay.
+    #[arg(long, value_name = "FILE.png")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Folder for the data, the run and the figures.
+    #[arg(long, value_name = "DIR", default_value = "runs/demo")]
+    out: PathBuf,
+
+    /// Input size of the model.
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+
+    /// Training epochs.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+
+    /// Fingers of the optical-sensor set (training and validation); an eighth as many, at
+    /// least 4, on the capacitive sensor for testing.
+    #[arg(long, default_value_t = 96)]
+    fingers: usize,
+
+    /// Impressions per finger.
+    #[arg(long, default_value_t = 8)]
+    impressions: usize,
+
+    /// Where to compute: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -338,6 +468,230 @@ enum Backends {
     Gpu(GpuBackend<CudaDevice>),
 }
 
+/// Runs `$job(backend, ...)` on the backend `--device` names, whichever type it has.
+macro_rules! with_backend {
+    ($device:expr, $quiet:expr, $job:ident($($arg:expr),*)) => {
+        on_device($device, $quiet, |backend| match backend {
+            Backends::Cpu(cpu) => $job(cpu, $($arg),*),
+            Backends::Gpu(gpu) => $job(gpu, $($arg),*),
+        })
+    };
+}
+
+fn run_eval(args: EvalArgs) -> Result<ExitCode> {
+    let reports = with_backend!(&args.model.device, false, eval_on(&args))?;
+    print!("{}", evaluate::table(&reports));
+    if let Some(path) = &args.out {
+        let csv = evaluate::write(&reports, path)?;
+        println!("scores written to {} and {}", path.display(), csv.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval_on<B: Backend>(backend: B, args: &EvalArgs) -> Result<Vec<evaluate::SetReport>> {
+    let (mut net, meta) = evaluate::load_model(backend, &args.model.model)?;
+    let mut reports = Vec::new();
+    if args.split.is_some() || args.data.is_empty() {
+        let (dataset, validation) = evaluate::validation_split(&meta, args.skip_bad)?;
+        let label = format!("validation split of {}", short_name(&meta.data_dir));
+        reports.push(evaluate::score(&mut net, &dataset, &validation, &label)?);
+    }
+    for dir in &args.data {
+        let dataset = Dataset::load(dir, meta.input_size, args.skip_bad, false)?;
+        let all: Vec<usize> = (0..dataset.len()).collect();
+        reports.push(evaluate::score(&mut net, &dataset, &all, &short_name(dir))?);
+    }
+    Ok(reports)
+}
+
+/// The last two components of a path, for labels.
+fn short_name(path: &std::path::Path) -> String {
+    let parts: Vec<String> = path
+        .components()
+        .rev()
+        .take(2)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    parts.into_iter().rev().collect::<Vec<_>>().join("/")
+}
+
+fn run_reconstruct(args: ReconstructArgs) -> Result<ExitCode> {
+    with_backend!(&args.model.device, false, reconstruct_on(&args))?;
+    println!("figure written to {}", args.out.display());
+    if let Some(dir) = &args.save_dir {
+        println!("reconstructions written to {}", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> {
+    let (mut net, meta) = evaluate::load_model(backend, &args.model.model)?;
+    let dataset = Dataset::load(&args.data, meta.input_size, false, false)?;
+    if args.count == 0 {
+        return Err(Error::invalid("--count", "must be at least 1"));
+    }
+    let mut order: Vec<usize> = (0..dataset.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(args.seed));
+    order.truncate(args.count);
+    let reconstructions = evaluate::reconstruct(&mut net, &dataset, &order)?;
+    let title = format!("Reconstructions of {}", short_name(&args.data));
+    let figure = evaluate::reconstruction_figure(&title, &dataset, &order, &reconstructions)?;
+    figures::save_png(&figure, &args.out)?;
+    if let Some(dir) = &args.save_dir {
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let all: Vec<usize> = (0..dataset.len()).collect();
+        let n = dataset.size * dataset.size;
+        let side = dataset.size as u32;
+        for (&i, recon) in all
+            .iter()
+            .zip(evaluate::reconstruct(&mut net, &dataset, &all)?.chunks(n))
+        {
+            let stem = dataset.files[i]
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            figures::save_png(
+                &figures::gray(recon, side, side),
+                &dir.join(format!("{stem}.png")),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn run_gradcam(args: GradcamArgs) -> Result<ExitCode> {
+    with_backend!(&args.model.device, false, gradcam_on(&args))?;
+    println!("Grad-CAM figure written to {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gradcam_on<B: Backend>(backend: B, args: &GradcamArgs) -> Result<()> {
+    let (mut net, meta) = evaluate::load_model(backend, &args.model.model)?;
+    let image = whorl::data::load_image(&args.image, meta.input_size)?;
+    let layers: Vec<usize> = if args.layer == "all" {
+        net.architecture()
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| matches!(l, whorl::model::Layer::Conv2d { .. }))
+            .map(|(i, _)| i)
+            .collect()
+    } else {
+        vec![gradcam::conv_layer(&net, &args.layer)?]
+    };
+    let maps = layers
+        .into_iter()
+        .map(|layer| gradcam::grad_cam(&mut net, &image, layer))
+        .collect::<Result<Vec<_>>>()?;
+    let title = format!(
+        "Grad-CAM of the reconstruction fidelity: {}",
+        short_name(&args.image)
+    );
+    figures::save_png(&gradcam::figure(&title, &image, &maps)?, &args.out)
+}
+
+fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
+    // Decide "auto" once, so the steps below agree and say it once.
+    if let DeviceChoice::Auto = parse_device(&args.device)? {
+        args.device = match cuda::probe() {
+            Ok((_, gpus)) if !gpus.is_empty() => "cuda:0".into(),
+            Ok(_) => "cpu".into(),
+            Err(reason) => {
+                println!("device: no GPU ({reason}); computing on the CPU");
+                "cpu".into()
+            }
+        };
+    }
+    let (data, run) = (args.out.join("data"), args.out.join("run"));
+    let (train_dir, test_dir) = (data.join("train"), data.join("test"));
+    let set = |sensor: &str, first_finger: usize, fingers: usize| whorl::synth::SynthConfig {
+        fingers,
+        impressions: args.impressions,
+        first_finger,
+        sensor: whorl::synth::sensor::sensor(sensor)
+            .expect("a built-in sensor")
+            .clone(),
+        seed: whorl::synth::DEFAULT_DATA_SEED,
+    };
+    println!("demo: synthesising fingerprints into {}", data.display());
+    whorl::synth::generate(&train_dir, &set("optical", 0, args.fingers), true)?;
+    whorl::synth::generate(
+        &test_dir,
+        &set("capacitive", args.fingers, (args.fingers / 8).max(4)),
+        true,
+    )?;
+    if run.exists() {
+        std::fs::remove_dir_all(&run).map_err(Error::io(&run))?;
+    }
+    let train_args = TrainArgs::parse_from([
+        "train",
+        "--data",
+        &train_dir.to_string_lossy(),
+        "--out",
+        &run.to_string_lossy(),
+        "--size",
+        &args.size.to_string(),
+        "--epochs",
+        &args.epochs.to_string(),
+        "--batch-size",
+        "16",
+        "--save-every",
+        &args.epochs.to_string(),
+        "--device",
+        &args.device,
+    ]);
+    let code = run_train(train_args)?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+    let model = ModelArgs {
+        model: run.clone(),
+        device: args.device.clone(),
+    };
+    let metrics = args.out.join("metrics.json");
+    run_eval(EvalArgs {
+        model: ModelArgs { ..model.clone() },
+        data: vec![test_dir.clone()],
+        split: Some("val".into()),
+        out: Some(metrics.clone()),
+        skip_bad: false,
+    })?;
+    let reconstructions = args.out.join("reconstructions.png");
+    run_reconstruct(ReconstructArgs {
+        model: model.clone(),
+        data: test_dir.clone(),
+        out: reconstructions.clone(),
+        count: 8,
+        seed: 13,
+        save_dir: None,
+    })?;
+    let first = whorl::data::find_images(&test_dir)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::EmptyDataDir {
+            path: test_dir.clone(),
+        })?;
+    let gradcam = args.out.join("gradcam.png");
+    run_gradcam(GradcamArgs {
+        model,
+        image: first,
+        layer: "all".into(),
+        out: gradcam.clone(),
+    })?;
+    println!("\ndemo files:");
+    for (what, path) in [
+        ("loss curve", run.join(train::LOSS_PLOT)),
+        ("reconstructions (unseen sensor)", reconstructions),
+        ("Grad-CAM, every layer", gradcam),
+        ("scores (JSON; CSV beside it)", metrics),
+        ("checkpoints", run.join("checkpoints")),
+    ] {
+        println!("  {what:<32} {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_info() -> Result<ExitCode> {
     println!("whorl {}", env!("CARGO_PKG_VERSION"));
     let embedded: Vec<&str> = EMBEDDED_PTX
@@ -465,6 +819,14 @@ fn main() -> ExitCode {
         Command::Train(args) => run_train(args),
         Command::Synth(args) => run_synth(args),
         Command::Info => run_info(),
+        Command::Eval(args) => run_eval(args),
+        Command::Reconstruct(args) => run_reconstruct(args),
+        Command::Gradcam(args) => run_gradcam(args),
+        Command::PlotHistory { run, log } => train::plot_history(&run, log).map(|path| {
+            println!("loss curve written to {}", path.display());
+            ExitCode::SUCCESS
+        }),
+        Command::Demo(args) => run_demo(args),
         Command::Summary { size } => Architecture::reference().summary(size, size).map(|s| {
             print!("{s}");
             ExitCode::SUCCESS

@@ -70,11 +70,17 @@ fn gaussian_filter(image: &[f64], width: usize, height: usize) -> Vec<f64> {
 /// use_sample_covariance=False): Gaussian-weighted local means, variances and covariance,
 /// K1 = 0.01, K2 = 0.03, averaged over the image less a 5-pixel border.
 pub fn ssim(a: &[f32], b: &[f32], width: usize, height: usize) -> f64 {
-    assert!(width > 10 && height > 10, "SSIM needs images larger than its 11x11 window");
+    assert!(
+        width > 10 && height > 10,
+        "SSIM needs images larger than its 11x11 window"
+    );
     let x: Vec<f64> = a.iter().map(|&v| f64::from(v)).collect();
     let y: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
     let product = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(u, v)| u * v).collect::<Vec<_>>();
-    let (ux, uy) = (gaussian_filter(&x, width, height), gaussian_filter(&y, width, height));
+    let (ux, uy) = (
+        gaussian_filter(&x, width, height),
+        gaussian_filter(&y, width, height),
+    );
     let uxx = gaussian_filter(&product(&x, &x), width, height);
     let uyy = gaussian_filter(&product(&y, &y), width, height);
     let uxy = gaussian_filter(&product(&x, &y), width, height);
@@ -84,7 +90,11 @@ pub fn ssim(a: &[f32], b: &[f32], width: usize, height: usize) -> f64 {
     for row in 5..height - 5 {
         for col in 5..width - 5 {
             let i = row * width + col;
-            let (vx, vy, vxy) = (uxx[i] - ux[i] * ux[i], uyy[i] - uy[i] * uy[i], uxy[i] - ux[i] * uy[i]);
+            let (vx, vy, vxy) = (
+                uxx[i] - ux[i] * ux[i],
+                uyy[i] - uy[i] * uy[i],
+                uxy[i] - ux[i] * uy[i],
+            );
             let numerator = (2.0 * ux[i] * uy[i] + c1) * (2.0 * vxy + c2);
             let denominator = (ux[i] * ux[i] + uy[i] * uy[i] + c1) * (vx + vy + c2);
             total += numerator / denominator;

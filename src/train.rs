@@ -46,6 +46,7 @@ pub struct TrainReport {
 }
 
 pub const HISTORY_FILE: &str = "history.csv";
+pub const LOSS_PLOT: &str = "loss.png";
 const HISTORY_HEADER: &str = "epoch,train_loss,val_loss,seconds";
 
 /// The checkpoint folder for `epoch` completed epochs plus `step` batches of the next.
@@ -316,6 +317,7 @@ pub fn train<B: Backend>(
             val_loss.map_or(String::new(), |v| format!("{v:.8}"))
         ));
         atomic::write_file(&history_path, history_text(&history).as_bytes())?;
+        plot_history(&config.out_dir, false)?;
         say(format!(
             "epoch {}/{}  train_loss {train_loss:.6}  val_loss {}  {seconds:.1} s  {:.1} images/s",
             epoch + 1,
@@ -338,6 +340,35 @@ pub fn train<B: Backend>(
         }
     }
     Ok(report)
+}
+
+/// (epoch, training loss, validation loss) of every row of a run's history.csv.
+pub fn read_history(run: &Path) -> Result<Vec<(usize, f64, Option<f64>)>> {
+    let path = run.join(HISTORY_FILE);
+    let text = fs::read_to_string(&path).map_err(Error::io(&path))?;
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let parsed = (|| {
+                let epoch = fields.first()?.parse().ok()?;
+                let train = fields.get(1)?.parse().ok()?;
+                let val = fields.get(2).and_then(|v| v.parse().ok());
+                Some((epoch, train, val))
+            })();
+            parsed.ok_or_else(|| Error::BadCheckpoint {
+                path: path.clone(),
+                reason: format!("history row \"{line}\" is not epoch,train_loss,val_loss,seconds"),
+            })
+        })
+        .collect()
+}
+
+/// Draws a run's loss.png (training and validation loss per epoch) from its history.csv.
+pub fn plot_history(run: &Path, log_scale: bool) -> Result<PathBuf> {
+    let path = run.join(LOSS_PLOT);
+    crate::figures::loss_curve(&read_history(run)?, log_scale, &path)?;
+    Ok(path)
 }
 
 fn history_text(rows: &[String]) -> String {

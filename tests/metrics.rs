@@ -28,7 +28,11 @@ fn a_reconstruction_scores_as_scikit_image_scores_it() {
     assert_eq!((w, h), (64, 56));
     assert!((mse(&a, &b) - 0.008779890632723678).abs() < 1e-9);
     assert!((psnr(&a, &b) - 20.56510893877546).abs() < 1e-6);
-    assert!((ssim(&a, &b, w, h) - 0.7277616317480012).abs() < 1e-6, "{}", ssim(&a, &b, w, h));
+    assert!(
+        (ssim(&a, &b, w, h) - 0.7277616317480012).abs() < 1e-6,
+        "{}",
+        ssim(&a, &b, w, h)
+    );
     // Symmetric, and worse for a worse reconstruction.
     assert!((ssim(&b, &a, w, h) - ssim(&a, &b, w, h)).abs() < 1e-12);
     let flat = vec![0.5f32; a.len()];
