@@ -39,7 +39,8 @@ enum Command {
     Eval(EvalArgs),
     /// Draw originals above their reconstructions and the error, for a random sample.
     Reconstruct(ReconstructArgs),
-    /// Draw what a convolution layer attends to (Grad-CAM of the reconstruction fidelity).
+    /// Draw where a convolution layer builds the reconstruction (Grad-CAM, target: the sum of
+    /// the output image; see the README).
     Gradcam(GradcamArgs),
     /// Redraw a run's loss curve (RUN/loss.png) from its history.csv.
     PlotHistory {
@@ -585,7 +586,7 @@ fn gradcam_on<B: Backend>(backend: B, args: &GradcamArgs) -> Result<()> {
         .map(|layer| gradcam::grad_cam(&mut net, &image, layer))
         .collect::<Result<Vec<_>>>()?;
     let title = format!(
-        "Grad-CAM of the reconstruction fidelity: {}",
+        "Grad-CAM of the reconstruction (target: sum of the output): {}",
         short_name(&args.image)
     );
     figures::save_png(&gradcam::figure(&title, &image, &maps)?, &args.out)
