@@ -18,7 +18,7 @@ use whorl::data::Dataset;
 use whorl::model::Architecture;
 use whorl::train::{self, TrainConfig};
 use whorl::{Error, Result};
-use whorl::{evaluate, figures, gradcam};
+use whorl::{bench, evaluate, figures, gradcam};
 
 /// Trains a convolutional autoencoder that reconstructs 224x224 grayscale fingerprint images.
 #[derive(Parser)]
@@ -53,6 +53,16 @@ enum Command {
     /// The whole job in a few minutes: synthesise a small data set, train briefly, evaluate on
     /// the validation split and on the other sensor, and draw every figure.
     Demo(DemoArgs),
+    /// Time every kernel at the model's shapes, then the training step and inference
+    /// (markdown on screen, JSON with --json).
+    Bench(BenchArgs),
+    /// Compare two benchmark JSON files (whorl's or bench/torch_baseline.py's): ratio table.
+    Compare {
+        /// The benchmark whose speed-up is reported.
+        first: PathBuf,
+        /// The one it is compared against.
+        second: PathBuf,
+    },
     /// Print whorl's version and build, the CUDA driver, NVRTC and every GPU found.
     Info,
     /// Print the model's layers, output shapes and parameter counts (like Keras's summary()).
@@ -243,6 +253,29 @@ struct DemoArgs {
     /// Where to compute: cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Where to compute: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+
+    /// Images per step.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+
+    /// Input size (a multiple of 4).
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+
+    /// Timed calls per kernel (the median is reported), after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+
+    /// Also write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -693,6 +726,45 @@ fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn run_bench(args: BenchArgs) -> Result<ExitCode> {
+    if args.batch_size == 0 {
+        return Err(Error::invalid("--batch-size", "must be at least 1"));
+    }
+    Architecture::reference().shapes(args.size, args.size)?;
+    let report = on_device(&args.device, false, |backend| match backend {
+        Backends::Cpu(cpu) => {
+            let name = cpu.name();
+            bench::run(cpu, &name, args.batch_size, args.size, args.repeats, None)
+        }
+        Backends::Gpu(mut gpu) => {
+            let name = gpu.name();
+            let peaks = cuda::peaks(gpu.device().info());
+            bench::run(gpu, &name, args.batch_size, args.size, args.repeats, peaks)
+        }
+    })?;
+    print!("{}", bench::markdown(&report));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).expect("reports serialise");
+        whorl::atomic::write_file(path, json.as_bytes())?;
+        println!("JSON written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_compare(first: &std::path::Path, second: &std::path::Path) -> Result<ExitCode> {
+    let read = |path: &std::path::Path| -> Result<bench::BenchReport> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::invalid(
+                "compare",
+                format!("{}: not a benchmark report: {e}", path.display()),
+            )
+        })
+    };
+    print!("{}", bench::compare(&read(first)?, &read(second)?));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_info() -> Result<ExitCode> {
     println!("whorl {}", env!("CARGO_PKG_VERSION"));
     let embedded: Vec<&str> = EMBEDDED_PTX
@@ -820,6 +892,8 @@ fn main() -> ExitCode {
         Command::Train(args) => run_train(args),
         Command::Synth(args) => run_synth(args),
         Command::Info => run_info(),
+        Command::Bench(args) => run_bench(args),
+        Command::Compare { first, second } => run_compare(&first, &second),
         Command::Eval(args) => run_eval(args),
         Command::Reconstruct(args) => run_reconstruct(args),
         Command::Gradcam(args) => run_gradcam(args),

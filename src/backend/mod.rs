@@ -100,6 +100,11 @@ pub trait Backend {
     /// Prepares scratch space for these convolutions (at the largest batch), so no step allocates.
     fn plan(&mut self, convs: &[Conv]) -> Result<()>;
 
+    /// Waits until every operation issued so far has finished (for timing).
+    fn synchronize(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// A zero-filled buffer of `len` float32 values.
     fn alloc(&mut self, len: usize) -> Result<Self::Buffer>;
     fn upload(&mut self, host: &[f32], device: &mut Self::Buffer) -> Result<()>;

@@ -48,6 +48,20 @@ pub struct GpuInfo {
     pub compute_capability: (i32, i32),
     pub multiprocessors: i32,
     pub memory_bytes: usize,
+    /// Boost clock of the SMs and of the memory, in kHz, and the memory bus width in bits.
+    pub clock_khz: i32,
+    pub memory_clock_khz: i32,
+    pub memory_bus_bits: i32,
+}
+
+/// FP32 peaks from the device's properties: SMs x 128 FP32 lanes (Ampere to Hopper) x 2 FLOPs
+/// x clock, and the memory bus width x 2 (double data rate) x memory clock. The README lists
+/// the published figures beside them.
+pub fn peaks(info: &GpuInfo) -> Option<crate::bench::Peaks> {
+    let flops = f64::from(info.multiprocessors) * 128.0 * 2.0 * f64::from(info.clock_khz) * 1e3;
+    let bytes_per_s =
+        f64::from(info.memory_bus_bits) / 8.0 * 2.0 * f64::from(info.memory_clock_khz) * 1e3;
+    (flops > 0.0 && bytes_per_s > 0.0).then_some(crate::bench::Peaks { flops, bytes_per_s })
 }
 
 /// The CUDA driver's version (e.g. 13000) and every GPU, or why there are none. Never panics:
@@ -70,15 +84,19 @@ pub fn probe() -> Result<(i32, Vec<GpuInfo>)> {
     let gpus = (0..count as usize)
         .map(|ordinal| {
             let ctx = CudaContext::new(ordinal).map_err(|e| cuda_error("context", e))?;
-            let sms = sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT;
+            use sys::CUdevice_attribute as A;
+            let attribute = |a| ctx.attribute(a).map_err(|e| cuda_error("attribute", e));
             Ok(GpuInfo {
                 ordinal,
                 name: ctx.name().map_err(|e| cuda_error("name", e))?,
                 compute_capability: ctx
                     .compute_capability()
                     .map_err(|e| cuda_error("compute capability", e))?,
-                multiprocessors: ctx.attribute(sms).map_err(|e| cuda_error("attribute", e))?,
+                multiprocessors: attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
                 memory_bytes: ctx.total_mem().map_err(|e| cuda_error("memory", e))?,
+                clock_khz: attribute(A::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)?,
+                memory_clock_khz: attribute(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)?,
+                memory_bus_bits: attribute(A::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;

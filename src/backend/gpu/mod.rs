@@ -244,6 +244,10 @@ impl<D: Device> Backend for GpuBackend<D> {
         Ok(())
     }
 
+    fn synchronize(&mut self) -> Result<()> {
+        self.device.synchronize()
+    }
+
     fn alloc(&mut self, len: usize) -> Result<GpuBuffer> {
         let ptr = self.device.alloc(len.max(1))?;
         self.owned.push(ptr);

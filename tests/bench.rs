@@ -1,0 +1,91 @@
+//! The benchmark's work formulas and its JSON schema (the benchmark itself is not a test).
+
+use whorl::backend::ConvInput;
+use whorl::backend::cpu::CpuBackend;
+use whorl::bench::{BenchReport, conv_backward_filter_work, conv_forward_work, model_flops, run};
+use whorl::graph::convolutions;
+use whorl::model::Architecture;
+
+#[test]
+fn a_training_image_costs_11_33_gflop_and_its_forward_pass_3_79() {
+    let (train, forward) = model_flops(&Architecture::reference(), 224).unwrap();
+    assert!((forward / 1e9 - 3.786).abs() < 0.001, "forward {forward:e}");
+    assert!((train / 1e9 - 11.33).abs() < 0.005, "training {train:e}");
+}
+
+#[test]
+fn convolution_work_follows_the_formulas() {
+    let convs = convolutions(&Architecture::reference(), 224, 224, 128).unwrap();
+    // conv2: 128 x 112 x 112 pixels, 9 x 32 x 64 multiply-adds each.
+    let conv2 = &convs[1];
+    let work = conv_forward_work(conv2);
+    assert_eq!(work.flops, 2.0 * 128.0 * 112.0 * 112.0 * 9.0 * 32.0 * 64.0);
+    let input = 128.0 * 112.0 * 112.0 * 32.0;
+    let output = 128.0 * 112.0 * 112.0 * 64.0;
+    assert_eq!(work.bytes, 4.0 * (input + 18_496.0 + output));
+    // conv6 reads its input upsampled: nominal work over the 224 x 224 grid, the stored input.
+    let conv6 = convs.last().unwrap();
+    assert_eq!(conv6.read, ConvInput::Upsampled2);
+    let work = conv_backward_filter_work(conv6);
+    assert_eq!(work.flops, 2.0 * 128.0 * 224.0 * 224.0 * 9.0 * 64.0);
+    let stored = 128.0 * 112.0 * 112.0 * 64.0;
+    assert_eq!(work.bytes, 4.0 * (stored + 128.0 * 224.0 * 224.0 + 577.0));
+}
+
+#[test]
+fn the_report_has_every_kernel_and_round_trips_through_json() {
+    let report = run(CpuBackend::new(), "cpu", 1, 16, 1, None).unwrap();
+    let names: Vec<&str> = report.kernels.iter().map(|k| k.name.as_str()).collect();
+    for expected in [
+        "conv1 forward",
+        "conv1 backward-filter",
+        "conv4 backward-data",
+        "conv6 backward-filter",
+        "pool1 forward",
+        "pool2 backward",
+        "mse loss",
+        "rmsprop (all parameters)",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    assert!(
+        !names.contains(&"conv1 backward-data"),
+        "the first layer needs no input gradient"
+    );
+    assert!(report.train_images_per_s > 0.0 && report.inference_images_per_s > 0.0);
+    assert!(
+        report
+            .kernels
+            .iter()
+            .all(|k| k.median_ms > 0.0 && k.gbs > 0.0)
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    for field in [
+        "framework",
+        "device",
+        "batch_size",
+        "size",
+        "train_step_ms",
+        "train_images_per_s",
+        "inference_ms",
+        "inference_images_per_s",
+        "kernels",
+    ] {
+        assert!(json.get(field).is_some(), "{field} missing");
+    }
+    let back: BenchReport = serde_json::from_value(json).unwrap();
+    assert_eq!(back, report);
+    // The PyTorch baseline writes the same top-level fields with no kernels.
+    let torch = r#"{"framework": "pytorch 2.5", "device": "cpu", "batch_size": 8, "size": 224,
+        "repeats": 5, "train_step_ms": 800.0, "train_images_per_s": 10.0, "inference_ms": 200.0,
+        "inference_images_per_s": 40.0, "kernels": []}"#;
+    let torch: BenchReport = serde_json::from_str(torch).unwrap();
+    let table = whorl::bench::compare(&report, &torch);
+    assert!(
+        table.contains("training images/s") && table.contains("x |"),
+        "{table}"
+    );
+}
