@@ -155,13 +155,7 @@ pub fn write_params(architecture: &Architecture, flat: &[f32], path: &Path) -> R
 /// Saves a checkpoint folder atomically: everything is written to a temporary sibling folder,
 /// which is then renamed to `dir`. An existing `dir` is replaced only once the new one is whole.
 pub fn save(dir: &Path, architecture: &Architecture, checkpoint: &Checkpoint) -> Result<()> {
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(Error::io(parent))?;
-    let name = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("checkpoint");
-    let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    let staging = crate::atomic::staging_path(dir)?;
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(Error::io(&staging))?;
     }
@@ -180,7 +174,7 @@ pub fn save(dir: &Path, architecture: &Architecture, checkpoint: &Checkpoint) ->
     let meta_path = staging.join(META_FILE);
     fs::write(&meta_path, json + "\n").map_err(Error::io(&meta_path))?;
     if dir.exists() {
-        let retired = parent.join(format!(".{name}.old-{}", std::process::id()));
+        let retired = staging.with_extension("retired");
         fs::rename(dir, &retired).map_err(Error::io(dir))?;
         fs::rename(&staging, dir).map_err(Error::io(dir))?;
         fs::remove_dir_all(&retired).map_err(Error::io(&retired))

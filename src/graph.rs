@@ -324,9 +324,7 @@ impl<B: Backend> Network<B> {
             )?,
         }
         for step in self.steps.iter().rev() {
-            let (Step::Conv { layer, .. } | Step::MaxPool2 { layer } | Step::Upsample2 { layer }) =
-                step;
-            if stop == Some(*layer) {
+            if stop == Some(step.layer()) {
                 return Ok(());
             }
             match step {

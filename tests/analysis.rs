@@ -3,28 +3,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use common::{path, whorl_ok as whorl};
 
 use whorl::backend::cpu::CpuBackend;
 use whorl::gradcam::{conv_layer, grad_cam};
 use whorl::graph::Network;
 use whorl::model::Architecture;
-
-fn whorl(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_whorl"))
-        .args(args)
-        .output()
-        .expect("whorl runs");
-    let text = String::from_utf8_lossy(&output.stderr).into_owned()
-        + &String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "whorl {args:?} failed:\n{text}");
-    output
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Mean and standard deviation of the gray level inside a rectangle of an RGB image.
 fn region_stats(image: &image::RgbImage, x: u32, y: u32, w: u32, h: u32) -> (f64, f64) {

@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::{path, text, whorl};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -9,17 +11,6 @@ use std::time::{Duration, Instant};
 use whorl::checkpoint::{self, Checkpoint, CheckpointMeta};
 use whorl::model::Architecture;
 use whorl::train::resolve_checkpoint;
-
-fn whorl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_whorl"))
-        .args(args)
-        .output()
-        .expect("whorl runs")
-}
-
-fn text(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
-}
 
 /// A user error: exit status 1 (not a panic's 101) and a message containing every needle.
 fn assert_user_error(output: &Output, needles: &[&str]) {
@@ -32,10 +23,6 @@ fn assert_user_error(output: &Output, needles: &[&str]) {
             "expected {needle:?} in: {message}"
         );
     }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn small_run(data: &Path, out: &Path, epochs: &str, extra: &[&str]) -> Output {

@@ -279,13 +279,7 @@ pub fn default_data(
     if data.train.join(MANIFEST_FILE).is_file() && data.test.join(MANIFEST_FILE).is_file() {
         return Ok(data);
     }
-    let parent = root.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(Error::io(parent))?;
-    let name = root
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("synthetic");
-    let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    let staging = atomic::staging_path(&root)?;
     let sets = [
         ("train", "optical", 0, fingers),
         ("test", "capacitive", fingers, (fingers / 8).max(4)),

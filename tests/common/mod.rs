@@ -133,4 +133,33 @@ pub fn skipped(test: &str, why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
+
+/// Runs the whorl binary.
+pub fn whorl(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_whorl"))
+        .args(args)
+        .output()
+        .expect("whorl runs")
+}
+
+/// Runs the whorl binary and asserts it succeeded.
+pub fn whorl_ok(args: &[&str]) -> std::process::Output {
+    let output = whorl(args);
+    assert!(
+        output.status.success(),
+        "whorl {args:?} failed:\n{}",
+        text(&output)
+    );
+    output
+}
+
+/// stderr then stdout, as text.
+pub fn text(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
+}
+
+pub fn path(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
 pub mod parity;

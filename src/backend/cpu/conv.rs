@@ -242,6 +242,16 @@ fn gathered_matmul(
 /// Output phases (row parity a, column parity b), in the order of the phase kernels.
 const PHASES: [(usize, usize); 4] = [(0, 0), (0, 1), (1, 0), (1, 1)];
 
+/// The 2x2 window of source pixels that output phase (a, b) of source pixel (i, j) reads:
+/// rows i + a - 1 and i + a, columns j + b - 1 and j + b.
+fn phase_window(a: usize, b: usize) -> Window {
+    Window {
+        size: 2,
+        stride: 1,
+        origin: (a as isize - 1, b as isize - 1),
+    }
+}
+
 /// Calls `f(phase_tap, tap)` for each 3x3 kernel tap (3 ky + kx) that a tap of a phase kernel
 /// sums (4 phase + 2 u + v): phase kernel (a, b) at (u, v) is the sum of those 3x3 taps.
 fn for_each_phase_tap(mut f: impl FnMut(usize, usize)) {
@@ -300,11 +310,7 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
             for start in (0..chunk_len).step_by(TILE_PIXELS) {
                 let pixels = TILE_PIXELS.min(chunk_len - start);
                 for (phase, &(a, b)) in PHASES.iter().enumerate() {
-                    let window = Window {
-                        size: 2,
-                        stride: 1,
-                        origin: (a as isize - 1, b as isize - 1),
-                    };
+                    let window = phase_window(a, b);
                     let col = &mut col[..pixels * 4 * cin];
                     im2col(input, x, input, window, first + start, col);
                     let phase_kernel = Matrix::row_major(&kernels[phase * block..], 4 * cin, cout);
@@ -427,11 +433,7 @@ pub fn backward_filter(
                     ConvInput::Upsampled2 => {
                         let (col, gathered) = tile.split_at_mut(TILE_PIXELS * 4 * cin);
                         for (phase, &(a, b)) in PHASES.iter().enumerate() {
-                            let window = Window {
-                                size: 2,
-                                stride: 1,
-                                origin: (a as isize - 1, b as isize - 1),
-                            };
+                            let window = phase_window(a, b);
                             let col = &mut col[..pixels * 4 * cin];
                             im2col(input, x, input, window, first + start, col);
                             // dz of output pixels (2i + a, 2j + b) for this tile's source pixels.
