@@ -1,0 +1,205 @@
+//! `whorl eval`, `whorl reconstruct` and `whorl gradcam`: a trained model looked at.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use whorl::backend::Backend;
+use whorl::data::Dataset;
+use whorl::{Error, Result, evaluate, figures, gradcam};
+
+use super::device::{Backends, on_device, with_backend};
+
+#[derive(Args, Clone)]
+pub(crate) struct ModelArgs {
+    /// A checkpoint folder, or a run folder (its newest checkpoint).
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub(crate) model: PathBuf,
+
+    /// Where to compute: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub(crate) device: String,
+}
+
+#[derive(Args)]
+pub(crate) struct EvalArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+
+    /// A folder of images to score; repeat for several (e.g. another sensor's test set).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data: Vec<PathBuf>,
+
+    /// Also score the validation split recorded in the checkpoint ("val"); the default when
+    /// no --data is given.
+    #[arg(long, value_name = "SPLIT", value_parser = ["val"])]
+    pub(crate) split: Option<String>,
+
+    /// Write the sets' scores as JSON here and every image's as CSV beside it (FILE.csv).
+    #[arg(long, value_name = "FILE.json")]
+    pub(crate) out: Option<PathBuf>,
+
+    /// Skip images that fail to decode instead of stopping.
+    #[arg(long)]
+    pub(crate) skip_bad: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ReconstructArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+
+    /// Folder of images to sample from.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data: PathBuf,
+
+    /// The figure to write (PNG).
+    #[arg(long, value_name = "FILE.png")]
+    pub(crate) out: PathBuf,
+
+    /// Images in the figure.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) count: usize,
+
+    /// Seed of the random sample.
+    #[arg(long, default_value_t = 13)]
+    pub(crate) seed: u64,
+
+    /// Also write every image's reconstruction here, as PNG named after its source.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) save_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct GradcamArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+
+    /// The image to explain (resized to the model's input size).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) image: PathBuf,
+
+    /// The convolution to explain, conv1 to conv6, or all (one row each).
+    #[arg(long, default_value = "conv4")]
+    pub(crate) layer: String,
+
+    /// The figure to write (PNG): input, heat map with colour bar, overlay.
+    #[arg(long, value_name = "FILE.png")]
+    pub(crate) out: PathBuf,
+}
+
+pub(crate) fn run_eval(args: EvalArgs) -> Result<ExitCode> {
+    let reports = with_backend!(&args.model.device, false, eval_on(&args))?;
+    print!("{}", evaluate::table(&reports));
+    if let Some(path) = &args.out {
+        let csv = evaluate::write(&reports, path)?;
+        println!("scores written to {} and {}", path.display(), csv.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval_on<B: Backend>(backend: B, args: &EvalArgs) -> Result<Vec<evaluate::SetReport>> {
+    let (mut net, meta) = evaluate::load_model(backend, &args.model.model)?;
+    let mut reports = Vec::new();
+    if args.split.is_some() || args.data.is_empty() {
+        let (dataset, validation) = evaluate::validation_split(&meta, args.skip_bad)?;
+        let label = format!("validation split of {}", short_name(&meta.data_dir));
+        reports.push(evaluate::score(&mut net, &dataset, &validation, &label)?);
+    }
+    for dir in &args.data {
+        let dataset = Dataset::load(dir, meta.input_size, args.skip_bad, false)?;
+        let all: Vec<usize> = (0..dataset.len()).collect();
+        reports.push(evaluate::score(&mut net, &dataset, &all, &short_name(dir))?);
+    }
+    Ok(reports)
+}
+
+/// The last two components of a path, for labels.
+fn short_name(path: &Path) -> String {
+    let parts: Vec<String> = path
+        .components()
+        .rev()
+        .take(2)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    parts.into_iter().rev().collect::<Vec<_>>().join("/")
+}
+
+pub(crate) fn run_reconstruct(args: ReconstructArgs) -> Result<ExitCode> {
+    with_backend!(&args.model.device, false, reconstruct_on(&args))?;
+    println!("figure written to {}", args.out.display());
+    if let Some(dir) = &args.save_dir {
+        println!("reconstructions written to {}", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> {
+    let (mut net, meta) = evaluate::load_model(backend, &args.model.model)?;
+    let dataset = Dataset::load(&args.data, meta.input_size, false, false)?;
+    if args.count == 0 {
+        return Err(Error::invalid("--count", "must be at least 1"));
+    }
+    let mut order: Vec<usize> = (0..dataset.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(args.seed));
+    order.truncate(args.count);
+    let reconstructions = evaluate::reconstruct(&mut net, &dataset, &order)?;
+    let title = format!("Reconstructions of {}", short_name(&args.data));
+    let figure = evaluate::reconstruction_figure(&title, &dataset, &order, &reconstructions)?;
+    figures::save_png(&figure, &args.out)?;
+    if let Some(dir) = &args.save_dir {
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let all: Vec<usize> = (0..dataset.len()).collect();
+        let n = dataset.size * dataset.size;
+        let side = dataset.size as u32;
+        for (&i, recon) in all
+            .iter()
+            .zip(evaluate::reconstruct(&mut net, &dataset, &all)?.chunks(n))
+        {
+            let stem = dataset.files[i]
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            figures::save_png(
+                &figures::gray(recon, side, side),
+                &dir.join(format!("{stem}.png")),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn run_gradcam(args: GradcamArgs) -> Result<ExitCode> {
+    with_backend!(&args.model.device, false, gradcam_on(&args))?;
+    println!("Grad-CAM figure written to {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gradcam_on<B: Backend>(backend: B, args: &GradcamArgs) -> Result<()> {
+    let (mut net, meta) = evaluate::load_model(backend, &args.model.model)?;
+    let image = whorl::data::load_image(&args.image, meta.input_size)?;
+    let layers: Vec<usize> = if args.layer == "all" {
+        net.architecture()
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| matches!(l, whorl::model::Layer::Conv2d { .. }))
+            .map(|(i, _)| i)
+            .collect()
+    } else {
+        vec![gradcam::conv_layer(&net, &args.layer)?]
+    };
+    let maps = layers
+        .into_iter()
+        .map(|layer| gradcam::grad_cam(&mut net, &image, layer))
+        .collect::<Result<Vec<_>>>()?;
+    let title = format!(
+        "Grad-CAM of the reconstruction (target: sum of the output): {}",
+        short_name(&args.image)
+    );
+    figures::save_png(&gradcam::figure(&title, &image, &maps)?, &args.out)
+}

@@ -1,0 +1,74 @@
+//! `whorl bench` and `whorl compare`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use whorl::backend::Backend;
+use whorl::backend::gpu::cuda;
+use whorl::model::Architecture;
+use whorl::{Error, Result, bench};
+
+use super::device::{Backends, on_device};
+
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    /// Where to compute: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub(crate) device: String,
+
+    /// Images per step.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) batch_size: usize,
+
+    /// Input size (a multiple of 4).
+    #[arg(long, default_value_t = 224)]
+    pub(crate) size: usize,
+
+    /// Timed calls per kernel (the median is reported), after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) repeats: usize,
+
+    /// Also write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
+}
+
+pub(crate) fn run_bench(args: BenchArgs) -> Result<ExitCode> {
+    if args.batch_size == 0 {
+        return Err(Error::invalid("--batch-size", "must be at least 1"));
+    }
+    Architecture::reference().shapes(args.size, args.size)?;
+    let report = on_device(&args.device, false, |backend| match backend {
+        Backends::Cpu(cpu) => {
+            let name = cpu.name();
+            bench::run(cpu, &name, args.batch_size, args.size, args.repeats, None)
+        }
+        Backends::Gpu(mut gpu) => {
+            let name = gpu.name();
+            let peaks = cuda::peaks(gpu.device().info());
+            bench::run(gpu, &name, args.batch_size, args.size, args.repeats, peaks)
+        }
+    })?;
+    print!("{}", bench::markdown(&report));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).expect("reports serialise");
+        whorl::atomic::write_file(path, json.as_bytes())?;
+        println!("JSON written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn run_compare(first: &Path, second: &Path) -> Result<ExitCode> {
+    let read = |path: &Path| -> Result<bench::BenchReport> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::invalid(
+                "compare",
+                format!("{}: not a benchmark report: {e}", path.display()),
+            )
+        })
+    };
+    print!("{}", bench::compare(&read(first)?, &read(second)?));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,69 @@
+//! `--device`: the CPU, a GPU through the CUDA kernels, or whichever is present.
+
+use whorl::backend::cpu::CpuBackend;
+use whorl::backend::gpu::GpuBackend;
+use whorl::backend::gpu::cuda::CudaDevice;
+use whorl::{Error, Result};
+
+/// Where `--device` asks to compute.
+pub(crate) enum DeviceChoice {
+    Cpu,
+    Auto,
+    Cuda(usize),
+}
+
+pub(crate) fn parse_device(device: &str) -> Result<DeviceChoice> {
+    match device {
+        "cpu" => Ok(DeviceChoice::Cpu),
+        "auto" => Ok(DeviceChoice::Auto),
+        "cuda" => Ok(DeviceChoice::Cuda(0)),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(DeviceChoice::Cuda)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "--device",
+                    format!("unknown device \"{other}\" (expected cpu, cuda, cuda:N or auto)"),
+                )
+            }),
+    }
+}
+
+/// Runs `job` on the backend `--device` names: the CPU, or a GPU through the CUDA kernels.
+pub(crate) fn on_device<T>(
+    device: &str,
+    quiet: bool,
+    job: impl FnOnce(Backends) -> Result<T>,
+) -> Result<T> {
+    let gpu = |ordinal| CudaDevice::new(ordinal).map(|d| Backends::Gpu(GpuBackend::new(d)));
+    let backend = match parse_device(device)? {
+        DeviceChoice::Cpu => Backends::Cpu(CpuBackend::new()),
+        DeviceChoice::Cuda(ordinal) => gpu(ordinal)
+            .map_err(|e| Error::invalid("--device", format!("{device}: {e} (use --device cpu)")))?,
+        DeviceChoice::Auto => gpu(0).unwrap_or_else(|reason| {
+            if !quiet {
+                println!("device: no GPU ({reason}); computing on the CPU");
+            }
+            Backends::Cpu(CpuBackend::new())
+        }),
+    };
+    job(backend)
+}
+
+/// The backends a command can run on.
+pub(crate) enum Backends {
+    Cpu(CpuBackend),
+    Gpu(GpuBackend<CudaDevice>),
+}
+
+/// Runs `$job(backend, ...)` on the backend `--device` names, whichever type it has.
+macro_rules! with_backend {
+    ($device:expr, $quiet:expr, $job:ident($($arg:expr),*)) => {
+        on_device($device, $quiet, |backend| match backend {
+            Backends::Cpu(cpu) => $job(cpu, $($arg),*),
+            Backends::Gpu(gpu) => $job(gpu, $($arg),*),
+        })
+    };
+}
+pub(crate) use with_backend;

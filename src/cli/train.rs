@@ -1,0 +1,227 @@
+//! `whorl train`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser;
+use whorl::checkpoint::{self, Checkpoint};
+use whorl::model::Architecture;
+use whorl::train::{self, TrainConfig};
+use whorl::{Error, Result};
+
+use super::device::{Backends, on_device, parse_device};
+
+#[derive(Parser)]
+pub(crate) struct TrainArgs {
+    /// Folder of images, searched recursively: .tif/.tiff (8- or 16-bit), .bmp, .png,
+    /// .jpg/.jpeg, .pgm. Colour is converted to luma; every image is resized to --size x --size
+    /// with a bilinear (triangle) filter and scaled to [0, 1]. Without it: the synthetic default
+    /// (optical-sensor impressions, generated once into the cache: $WHORL_CACHE, else
+    /// ~/.cache/whorl), or with --resume the checkpoint's data folder.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data: Option<PathBuf>,
+
+    /// Fingers in the synthetic default data set (when no --data is given).
+    #[arg(long, value_name = "N", default_value_t = 336)]
+    pub(crate) synth_fingers: usize,
+
+    /// Impressions per finger in the synthetic default data set (336 x 8 = 2,688 images, the
+    /// size of the reference's training set).
+    #[arg(long, value_name = "K", default_value_t = 8)]
+    pub(crate) synth_impressions: usize,
+
+    /// Epochs to train in this run; with --resume, epochs to add to the checkpoint's.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) epochs: usize,
+
+    /// Images per training step [default: 128, or the checkpoint's with --resume].
+    #[arg(long, value_name = "N")]
+    pub(crate) batch_size: Option<usize>,
+
+    /// RMSprop learning rate (rho 0.9, epsilon 1e-7 as Keras) [default: 0.001, or the
+    /// checkpoint's with --resume].
+    #[arg(long, value_name = "RATE")]
+    pub(crate) lr: Option<f32>,
+
+    /// Fraction of the images held out for validation, chosen by --seed [default: 0.2; fixed by
+    /// the checkpoint with --resume].
+    #[arg(long, value_name = "FRACTION")]
+    pub(crate) val_split: Option<f64>,
+
+    /// Seed of the weight initialisation, the split and the per-epoch shuffles [default: 13;
+    /// fixed by the checkpoint with --resume].
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+
+    /// Images are resized to SIZE x SIZE; a multiple of 4 [default: 224; fixed by the
+    /// checkpoint with --resume].
+    #[arg(long)]
+    pub(crate) size: Option<usize>,
+
+    /// Run folder for history.csv and checkpoints/ [default: runs/train, or runs/train-N if
+    /// taken; with --resume, the checkpoint's run folder].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: Option<PathBuf>,
+
+    /// Continue from a checkpoint folder, or from the newest checkpoint of a run folder: the
+    /// weights, RMSprop state and epoch counter carry on exactly.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub(crate) resume: Option<PathBuf>,
+
+    /// Save a checkpoint every N epochs; one is always saved after the last epoch and on Ctrl-C.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub(crate) save_every: usize,
+
+    /// Skip images that fail to decode (with a warning each and a count), instead of stopping.
+    #[arg(long)]
+    pub(crate) skip_bad: bool,
+
+    /// Where to compute: cpu, cuda (GPU 0), cuda:N, or auto (the first GPU when a driver and a
+    /// GPU are present, else the CPU; it says which). CPU threads follow RAYON_NUM_THREADS
+    /// (default: all cores).
+    #[arg(long, default_value = "auto")]
+    pub(crate) device: String,
+
+    /// Print only errors and the final line: no summary, progress bars or per-epoch lines.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+}
+
+/// Fills unset flags from the checkpoint (or the defaults); a flag that contradicts what the
+/// checkpoint fixes is an error naming that flag.
+fn resolve(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig> {
+    fn fixed<T: PartialEq + std::fmt::Display + Copy>(
+        flag: &'static str,
+        given: Option<T>,
+        saved: T,
+    ) -> Result<T> {
+        match given {
+            Some(value) if value != saved => Err(Error::invalid(
+                flag,
+                format!("{value} differs from the checkpoint's {saved}; a resumed run keeps it"),
+            )),
+            _ => Ok(saved),
+        }
+    }
+    let (size, seed, val_split, batch_size, learning_rate, data_dir) = match resume {
+        Some(c) => (
+            fixed("--size", args.size, c.meta.input_size)?,
+            fixed("--seed", args.seed, c.meta.seed)?,
+            fixed("--val-split", args.val_split, c.meta.val_split)?,
+            args.batch_size.unwrap_or(c.meta.batch_size),
+            args.lr.unwrap_or(c.meta.learning_rate),
+            args.data.clone().unwrap_or_else(|| c.meta.data_dir.clone()),
+        ),
+        None => (
+            args.size.unwrap_or(224),
+            args.seed.unwrap_or(13),
+            args.val_split.unwrap_or(0.2),
+            args.batch_size.unwrap_or(128),
+            args.lr.unwrap_or(1e-3),
+            args.data
+                .clone()
+                .ok_or_else(|| Error::invalid("--data", "a folder of images is required"))?,
+        ),
+    };
+    if batch_size == 0 {
+        return Err(Error::invalid("--batch-size", "must be at least 1"));
+    }
+    let out_dir = match (&args.out, &args.resume) {
+        (Some(out), _) => out.clone(),
+        (None, Some(resumed)) => {
+            train::run_dir_of(resumed).unwrap_or_else(|| PathBuf::from("runs/resumed"))
+        }
+        (None, None) => train::fresh_run_dir(&PathBuf::from("runs")),
+    };
+    Ok(TrainConfig {
+        data_dir,
+        epochs: args.epochs,
+        batch_size,
+        learning_rate,
+        val_split,
+        seed,
+        size,
+        out_dir,
+        save_every: args.save_every,
+        skip_bad: args.skip_bad,
+        verbose: !args.quiet,
+    })
+}
+
+pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
+    parse_device(&args.device)?;
+    if args.data.is_none() && args.resume.is_none() {
+        let cache = whorl::synth::cache_root();
+        let (fingers, impressions) = (args.synth_fingers, args.synth_impressions);
+        let data = whorl::synth::default_data(&cache, fingers, impressions, !args.quiet)?;
+        if !args.quiet {
+            println!(
+                "data: no --data given, using the synthetic default in {} (test set from the \
+                 other sensor in {})",
+                data.train.display(),
+                data.test.display()
+            );
+        }
+        args.data = Some(data.train);
+    }
+    let architecture = Architecture::reference();
+    let resume = match &args.resume {
+        Some(path) => {
+            let dir = train::resolve_checkpoint(path)?;
+            args.resume = Some(dir.clone());
+            let loaded = checkpoint::load(&dir, &architecture)?;
+            Some((dir, loaded))
+        }
+        None => None,
+    };
+    let config = resolve(&args, resume.as_ref().map(|(_, c)| c))?;
+    if let (Some((dir, c)), true) = (&resume, config.verbose) {
+        let step = match c.meta.step_in_epoch {
+            0 => String::new(),
+            s => format!(", step {s} of the next"),
+        };
+        println!(
+            "resuming from {} (epoch {}{step})",
+            dir.display(),
+            c.meta.epoch
+        );
+    }
+
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupt);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted twice: quitting without saving");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupted: saving a checkpoint after this step (Ctrl-C again quits at once)"
+        );
+    })
+    .map_err(|e| Error::invalid("Ctrl-C handler", e.to_string()))?;
+
+    let report = on_device(&args.device, args.quiet, |backend| match backend {
+        Backends::Cpu(cpu) => train::train(cpu, &config, resume, &interrupt),
+        Backends::Gpu(gpu) => train::train(gpu, &config, resume, &interrupt),
+    })?;
+    if report.interrupted {
+        println!(
+            "interrupted after {} epochs; checkpoint saved to {} (resume with --resume {})",
+            report.epochs_completed,
+            report.last_checkpoint.display(),
+            report.last_checkpoint.display()
+        );
+        return Ok(ExitCode::from(130));
+    }
+    println!(
+        "trained {} epochs: train_loss {}  val_loss {}; checkpoint {}; history {}",
+        report.epochs_completed,
+        report.train_loss.map_or("-".into(), |v| format!("{v:.6}")),
+        report.val_loss.map_or("-".into(), |v| format!("{v:.6}")),
+        report.last_checkpoint.display(),
+        config.out_dir.join(train::HISTORY_FILE).display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
