@@ -138,23 +138,20 @@ impl Backend for CpuBackend {
     }
 
     fn maxpool2_forward(&mut self, input: Nhwc, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+        // Output row r reads input rows 2r and 2r + 1; each output pixel, its four input
+        // pixels' channel vectors.
         let (w, c) = (input.width, input.channels);
-        let out_row = w / 2 * c;
         y[..input.len() / 4]
-            .par_chunks_mut(out_row)
-            .enumerate()
-            .for_each(|(r, y_row)| {
-                let top = &x[2 * r * w * c..][..w * c];
-                let bottom = &x[(2 * r + 1) * w * c..][..w * c];
-                for (i, out) in y_row.iter_mut().enumerate() {
-                    let (col, ch) = (i / c * 2, i % c);
-                    let window = [
-                        top[col * c + ch],
-                        top[(col + 1) * c + ch],
-                        bottom[col * c + ch],
-                        bottom[(col + 1) * c + ch],
-                    ];
-                    *out = window.into_iter().reduce(f32::max).unwrap_or(f32::NAN);
+            .par_chunks_mut(w / 2 * c)
+            .zip(x[..input.len()].par_chunks(2 * w * c))
+            .for_each(|(y_row, x_rows)| {
+                let (top, bottom) = x_rows.split_at(w * c);
+                for (col, out) in y_row.chunks_exact_mut(c).enumerate() {
+                    let (a0, a1) = top[2 * col * c..][..2 * c].split_at(c);
+                    let (b0, b1) = bottom[2 * col * c..][..2 * c].split_at(c);
+                    for ch in 0..c {
+                        out[ch] = a0[ch].max(a1[ch]).max(b0[ch]).max(b1[ch]);
+                    }
                 }
             });
         Ok(())
@@ -167,29 +164,38 @@ impl Backend for CpuBackend {
         dy: &Vec<f32>,
         dx: &mut Vec<f32>,
     ) -> Result<()> {
+        // Each output pixel's gradient goes to the first of its four inputs (row-major) that
+        // holds the window's maximum; the other three get zero.
         let (w, c) = (input.width, input.channels);
-        let out_row = w / 2 * c;
         dx[..input.len()]
             .par_chunks_mut(2 * w * c)
             .zip(x[..input.len()].par_chunks(2 * w * c))
-            .zip(dy[..input.len() / 4].par_chunks(out_row))
+            .zip(dy[..input.len() / 4].par_chunks(w / 2 * c))
             .for_each(|((dx_rows, x_rows), dy_row)| {
-                dx_rows.fill(0.0);
-                for (i, &g) in dy_row.iter().enumerate() {
-                    let (col, ch) = (i / c * 2, i % c);
-                    let window = [
-                        col * c + ch,
-                        (col + 1) * c + ch,
-                        (w + col) * c + ch,
-                        (w + col + 1) * c + ch,
-                    ];
-                    let mut first_max = window[0];
-                    for at in window {
-                        if x_rows[at] > x_rows[first_max] {
-                            first_max = at;
-                        }
+                let (top, bottom) = x_rows.split_at(w * c);
+                let (dx_top, dx_bottom) = dx_rows.split_at_mut(w * c);
+                for (col, g) in dy_row.chunks_exact(c).enumerate() {
+                    let at = 2 * col * c;
+                    let (a0, a1) = top[at..][..2 * c].split_at(c);
+                    let (b0, b1) = bottom[at..][..2 * c].split_at(c);
+                    let (da0, da1) = dx_top[at..][..2 * c].split_at_mut(c);
+                    let (db0, db1) = dx_bottom[at..][..2 * c].split_at_mut(c);
+                    for ch in 0..c {
+                        let m = a0[ch].max(a1[ch]).max(b0[ch]).max(b1[ch]);
+                        let first = if a0[ch] == m {
+                            0
+                        } else if a1[ch] == m {
+                            1
+                        } else if b0[ch] == m {
+                            2
+                        } else {
+                            3
+                        };
+                        da0[ch] = if first == 0 { g[ch] } else { 0.0 };
+                        da1[ch] = if first == 1 { g[ch] } else { 0.0 };
+                        db0[ch] = if first == 2 { g[ch] } else { 0.0 };
+                        db1[ch] = if first == 3 { g[ch] } else { 0.0 };
                     }
-                    dx_rows[first_max] = g;
                 }
             });
         Ok(())
