@@ -23,7 +23,7 @@ pub(crate) struct DemoArgs {
     #[arg(long, default_value_t = 128)]
     pub(crate) size: usize,
 
-    /// Training epochs.
+    /// Training epochs (batch 16, learning rate 5e-4).
     #[arg(long, default_value_t = 10)]
     pub(crate) epochs: usize,
 
@@ -86,6 +86,8 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
         &args.epochs.to_string(),
         "--batch-size",
         "16",
+        "--lr",
+        "0.0005",
         "--save-every",
         &args.epochs.to_string(),
         "--device",
