@@ -10,10 +10,13 @@
 //                             onto each source pixel (conv2d_fold_upsampled_kernel)
 #include "whorl.cuh"
 
-// Tile of the output: 64 pixels x 32 channels per block of 256 threads, K in steps of 32.
-#define TILE_P 64
-#define TILE_N 32
-#define TILE_K 32
+// Tile of the output: 128 pixels x 64 channels per block of 256 threads, K in steps of 16;
+// each thread accumulates 8 pixels x 4 channels in registers.
+#define TILE_P 128
+#define TILE_N 64
+#define TILE_K 16
+#define THREAD_P 8
+#define THREAD_N 4
 
 // Where a gathered window element comes from: the source index, or -1 in the zero padding.
 __device__ __forceinline__ int gather_index(int pixel, int k, int grid_h, int grid_w, int src_h,
@@ -40,21 +43,27 @@ __device__ __forceinline__ float activate(float z, int activation) {
 }
 
 // out[p, n] = activation(bias[n] + sum over k of window(p)[k] * weights[k, n]).
-// Grid: (ceil(pixels / 64), ceil(n / 32)); block: 256 threads; dynamic shared memory
-// (64 x 33 + 32 x 32) floats. Thread t computes channel t % 32 of pixels 8 (t / 32) .. + 8.
+// Grid: (ceil(pixels / 128), ceil(n / 64)); block: 256 threads; dynamic shared memory
+// (128 x 17 + 16 x 64) floats. Thread t computes channels 4 (t % 16) .. + 4 of pixels
+// 8 (t / 16) .. + 8: per step of K, 8 + 4 shared-memory reads feed 32 multiply-adds. The 16
+// threads of a half-warp share their pixels (broadcast reads) and read adjacent channels.
 extern "C" __global__ void __launch_bounds__(256)
 conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h,
                      int src_w, int src_c, int window, int stride, int origin, int upsampled,
                      const float* __restrict__ weights, int n, const float* __restrict__ bias,
                      int activation, float* __restrict__ out) {
     WHORL_DYNAMIC_SHARED(float, shared);
-    float* a_tile = shared;                        // [TILE_P][TILE_K + 1]
+    float* a_tile = shared;                          // [TILE_P][TILE_K + 1]
     float* w_tile = shared + TILE_P * (TILE_K + 1);  // [TILE_K][TILE_N]
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
     const int p0 = blockIdx.x * TILE_P, n0 = blockIdx.y * TILE_N;
-    const int t = threadIdx.x, column = t % TILE_N, first_row = (t / TILE_N) * 8;
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int t = threadIdx.x;
+    const int first_column = (t % (TILE_N / THREAD_N)) * THREAD_N;
+    const int first_row = (t / (TILE_N / THREAD_N)) * THREAD_P;
+    float acc[THREAD_P][THREAD_N];
+    for (int r = 0; r < THREAD_P; ++r)
+        for (int c = 0; c < THREAD_N; ++c) acc[r][c] = 0.0f;
     for (int k0 = 0; k0 < k_total; k0 += TILE_K) {
         for (int e = t; e < TILE_P * TILE_K; e += 256) {
             int p = p0 + e / TILE_K, k = k0 + e % TILE_K;
@@ -72,17 +81,22 @@ conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int 
         }
         __syncthreads();
         for (int kk = 0; kk < TILE_K; ++kk) {
-            float w = w_tile[kk * TILE_N + column];
-            for (int r = 0; r < 8; ++r) acc[r] += a_tile[(first_row + r) * (TILE_K + 1) + kk] * w;
+            float a[THREAD_P], w[THREAD_N];
+            for (int r = 0; r < THREAD_P; ++r) a[r] = a_tile[(first_row + r) * (TILE_K + 1) + kk];
+            for (int c = 0; c < THREAD_N; ++c) w[c] = w_tile[kk * TILE_N + first_column + c];
+            for (int r = 0; r < THREAD_P; ++r)
+                for (int c = 0; c < THREAD_N; ++c) acc[r][c] += a[r] * w[c];
         }
         __syncthreads();
     }
-    const int c = n0 + column;
-    if (c >= n) return;
-    const float b = bias ? bias[c] : 0.0f;
-    for (int r = 0; r < 8; ++r) {
-        int p = p0 + first_row + r;
-        if (p < pixels) out[p * n + c] = activate(acc[r] + b, activation);
+    for (int c = 0; c < THREAD_N; ++c) {
+        const int channel = n0 + first_column + c;
+        if (channel >= n) break;
+        const float b = bias ? bias[channel] : 0.0f;
+        for (int r = 0; r < THREAD_P; ++r) {
+            int p = p0 + first_row + r;
+            if (p < pixels) out[p * n + channel] = activate(acc[r][c] + b, activation);
+        }
     }
 }
 

@@ -73,7 +73,7 @@ const LOSS_BLOCKS: usize = 64;
 const CHUNK_PIXELS: usize = 1024;
 const MAX_CHUNKS: usize = 128;
 /// Shared memory of conv2d_gathered_gemm and conv2d_filter_partials, in bytes.
-const GEMM_SHARED: usize = 4 * (64 * 33 + 32 * 32);
+const GEMM_SHARED: usize = 4 * (128 * 17 + 16 * 64);
 const PARTIALS_SHARED: usize = 4 * 2 * 32 * 33;
 
 fn blocks(len: usize) -> [u32; 3] {
@@ -194,8 +194,8 @@ impl<D: Device> GpuBackend<D> {
             out.arg(),
         ]);
         let grid = [
-            (gather.grid.pixels() as u32).div_ceil(64),
-            (n as u32).div_ceil(32),
+            (gather.grid.pixels() as u32).div_ceil(128),
+            (n as u32).div_ceil(64),
             1,
         ];
         self.launch("conv2d_gathered_gemm", grid, GEMM_SHARED, &args)
