@@ -130,26 +130,30 @@ extern "C" __global__ void conv2d_fold_upsampled_kernel(const float* __restrict_
 // Partial kernel-and-bias gradients of one chunk of output pixels:
 // partial[chunk, k, c] = sum over its pixels p of window(p)[k] * dz[p, c], where row k = K
 // (one past the window) is all ones, so that row is the bias gradient.
-// Grid: (ceil((K + 1) / 32), ceil(n / 32), chunks); block 256; dynamic shared memory
-// 2 x 32 x 33 floats. Thread t computes column t % 32 of rows 4 (t / 32) .. + 4 of the tile.
+// Grid: (ceil((K + 1) / 64), ceil(n / 64), chunks); block 256; dynamic shared memory
+// 2 x 32 x 65 floats. Thread t computes rows 4 (t / 16) .. + 4 and columns 4 (t % 16) .. + 4
+// of the block's 64 x 64 tile: per pixel, 4 + 4 shared-memory reads feed 16 multiply-adds.
 extern "C" __global__ void __launch_bounds__(256)
 conv2d_filter_partials(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
                        int src_h, int src_w, int src_c, int window, int stride, int origin,
                        int upsampled, const float* __restrict__ dz, int n, int pixels_per_chunk,
                        float* __restrict__ partial) {
     WHORL_DYNAMIC_SHARED(float, shared);
-    float* a_tile = shared;                  // [32 pixels][33]: window rows, k along columns
-    float* g_tile = shared + 32 * 33;        // [32 pixels][33]: dz, channels along columns
+    float* a_tile = shared;            // [32 pixels][65]: window values, k along columns
+    float* g_tile = shared + 32 * 65;  // [32 pixels][65]: dz, channels along columns
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
-    const int k0 = blockIdx.x * 32, n0 = blockIdx.y * 32, chunk = blockIdx.z;
+    const int k0 = blockIdx.x * 64, n0 = blockIdx.y * 64, chunk = blockIdx.z;
     const int begin = chunk * pixels_per_chunk;
     const int end = min(pixels, begin + pixels_per_chunk);
-    const int t = threadIdx.x, column = t % 32, first_row = (t / 32) * 4;
-    float acc[4] = {0, 0, 0, 0};
+    const int t = threadIdx.x, first_column = (t % 16) * 4, first_row = (t / 16) * 4;
+    float acc[4][4];
+    for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 4; ++c) acc[r][c] = 0.0f;
     for (int p0 = begin; p0 < end; p0 += 32) {
-        for (int e = t; e < 32 * 32; e += 256) {
-            int p = p0 + e / 32, k = k0 + e % 32;
+        for (int e = t; e < 32 * 64; e += 256) {
+            int q = e / 64, column = e % 64;
+            int p = p0 + q, k = k0 + column, c = n0 + column;
             float value = 0.0f;
             if (p < end && k < k_total) {
                 int at = gather_index(p, k, grid_h, grid_w, src_h, src_w, src_c, window, stride,
@@ -158,21 +162,26 @@ conv2d_filter_partials(const float* __restrict__ src, int grid_n, int grid_h, in
             } else if (p < end && k == k_total) {
                 value = 1.0f;
             }
-            a_tile[(e / 32) * 33 + e % 32] = value;
-            int c = n0 + e % 32;
-            g_tile[(e / 32) * 33 + e % 32] = (p < end && c < n) ? dz[p * n + c] : 0.0f;
+            a_tile[q * 65 + column] = value;
+            g_tile[q * 65 + column] = (p < end && c < n) ? dz[p * n + c] : 0.0f;
         }
         __syncthreads();
         for (int q = 0; q < 32; ++q) {
-            float g = g_tile[q * 33 + column];
-            for (int r = 0; r < 4; ++r) acc[r] += a_tile[q * 33 + first_row + r] * g;
+            float a[4], g[4];
+            for (int r = 0; r < 4; ++r) a[r] = a_tile[q * 65 + first_row + r];
+            for (int c = 0; c < 4; ++c) g[c] = g_tile[q * 65 + first_column + c];
+            for (int r = 0; r < 4; ++r)
+                for (int c = 0; c < 4; ++c) acc[r][c] += a[r] * g[c];
         }
         __syncthreads();
     }
-    const int c = n0 + column;
     for (int r = 0; r < 4; ++r) {
-        int k = k0 + first_row + r;
-        if (k <= k_total && c < n) partial[(size_t(chunk) * (k_total + 1) + k) * n + c] = acc[r];
+        const int k = k0 + first_row + r;
+        for (int c = 0; c < 4; ++c) {
+            const int channel = n0 + first_column + c;
+            if (k <= k_total && channel < n)
+                partial[(size_t(chunk) * (k_total + 1) + k) * n + channel] = acc[r][c];
+        }
     }
 }
 

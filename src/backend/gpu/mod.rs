@@ -74,7 +74,7 @@ const CHUNK_PIXELS: usize = 1024;
 const MAX_CHUNKS: usize = 128;
 /// Shared memory of conv2d_gathered_gemm and conv2d_filter_partials, in bytes.
 const GEMM_SHARED: usize = 4 * (128 * 17 + 16 * 64);
-const PARTIALS_SHARED: usize = 4 * 2 * 32 * 33;
+const PARTIALS_SHARED: usize = 4 * 2 * 32 * 65;
 
 fn blocks(len: usize) -> [u32; 3] {
     [(len as u32).div_ceil(THREADS).max(1), 1, 1]
@@ -341,8 +341,8 @@ impl<D: Device> Backend for GpuBackend<D> {
         let mut args = gather.args();
         args.extend([dz.arg(), i32_arg(n), i32_arg(per_chunk), partials]);
         let grid = [
-            (k as u32 + 1).div_ceil(32),
-            (n as u32).div_ceil(32),
+            (k as u32 + 1).div_ceil(64),
+            (n as u32).div_ceil(64),
             chunks as u32,
         ];
         self.launch("conv2d_filter_partials", grid, PARTIALS_SHARED, &args)?;
