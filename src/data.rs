@@ -150,6 +150,14 @@ impl Dataset {
         let n = self.size * self.size;
         &self.pixels[index * n..(index + 1) * n]
     }
+
+    /// Replaces the contents of `batch` with the images at `indices`, in that order.
+    pub fn gather(&self, indices: &[usize], batch: &mut Vec<f32>) {
+        batch.clear();
+        for &i in indices {
+            batch.extend_from_slice(self.image(i));
+        }
+    }
 }
 
 /// Indices of the training and validation images.

@@ -47,10 +47,7 @@ pub fn reconstruct<B: Backend>(
         .chunks(net.batch_capacity())
         .zip(out.chunks_mut(net.batch_capacity() * n))
     {
-        batch.clear();
-        for &i in chunk {
-            batch.extend_from_slice(dataset.image(i));
-        }
+        dataset.gather(chunk, &mut batch);
         net.forward(&batch)?;
         net.output(slot)?;
     }

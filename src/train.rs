@@ -127,17 +127,10 @@ pub fn evaluate<B: Backend>(
 ) -> Result<f64> {
     let mut sum = 0.0;
     for chunk in indices.chunks(net.batch_capacity()) {
-        fill_batch(dataset, chunk, batch);
+        dataset.gather(chunk, batch);
         sum += net.forward(batch)? * chunk.len() as f64;
     }
     Ok(sum / indices.len() as f64)
-}
-
-fn fill_batch(dataset: &Dataset, indices: &[usize], batch: &mut Vec<f32>) {
-    batch.clear();
-    for &i in indices {
-        batch.extend_from_slice(dataset.image(i));
-    }
 }
 
 /// Trains from scratch (`resume` None) or from a checkpoint (its folder and contents); stops early, after saving, when
@@ -268,7 +261,7 @@ pub fn train<B: Backend>(
             .enumerate()
             .skip(meta.step_in_epoch)
         {
-            fill_batch(&dataset, chunk, &mut batch);
+            dataset.gather(chunk, &mut batch);
             let loss = net.train_step(&batch)?;
             if !loss.is_finite() {
                 bar.abandon();

@@ -146,20 +146,31 @@ fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> 
     let mut order: Vec<usize> = (0..dataset.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(args.seed));
     order.truncate(args.count);
-    let reconstructions = evaluate::reconstruct(&mut net, &dataset, &order)?;
+    let n = dataset.size * dataset.size;
+    // With --save-dir every image is reconstructed once; the figure's sample is taken from those.
+    let all: Option<Vec<f32>> = match &args.save_dir {
+        Some(_) => {
+            let every: Vec<usize> = (0..dataset.len()).collect();
+            Some(evaluate::reconstruct(&mut net, &dataset, &every)?)
+        }
+        None => None,
+    };
+    let reconstructions = match &all {
+        Some(all) => order
+            .iter()
+            .flat_map(|&i| &all[i * n..(i + 1) * n])
+            .copied()
+            .collect(),
+        None => evaluate::reconstruct(&mut net, &dataset, &order)?,
+    };
     let title = format!("Reconstructions of {}", short_name(&args.data));
     let figure = evaluate::reconstruction_figure(&title, &dataset, &order, &reconstructions)?;
     figures::save_png(&figure, &args.out)?;
-    if let Some(dir) = &args.save_dir {
+    if let (Some(dir), Some(all)) = (&args.save_dir, &all) {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        let all: Vec<usize> = (0..dataset.len()).collect();
-        let n = dataset.size * dataset.size;
         let side = dataset.size as u32;
-        for (&i, recon) in all
-            .iter()
-            .zip(evaluate::reconstruct(&mut net, &dataset, &all)?.chunks(n))
-        {
-            let stem = dataset.files[i]
+        for (file, recon) in dataset.files.iter().zip(all.chunks(n)) {
+            let stem = file
                 .file_stem()
                 .unwrap_or_default()
                 .to_string_lossy()
