@@ -4,6 +4,11 @@
 //! The layer list is compiled into steps first: an upsampling layer followed by a convolution
 //! becomes one step, a convolution that reads its input upsampled, so the upsampled tensor
 //! (the largest of the model) is never stored.
+//!
+//! Batches go in through two input buffers: while a step runs on one, the next batch is
+//! uploaded into the other ([`Network::load_batch`]), and the step's loss is read only when it
+//! is asked for ([`Network::loss`]), so on a GPU the host prepares and sends batch k + 1 while
+//! the device computes step k.
 
 use crate::backend::{Backend, Conv, ConvInput, Nhwc, RmsProp};
 use crate::error::{Error, Result};
@@ -90,6 +95,13 @@ pub struct Network<B: Backend> {
     /// activations[0] is the input, activations[i + 1] the output of layer i (empty for an
     /// upsampling folded into the next convolution).
     activations: Vec<B::Buffer>,
+    /// The other input buffer: the next batch is uploaded here, then swapped with
+    /// activations[0].
+    next_input: B::Buffer,
+    /// Images in next_input, once loaded.
+    loaded: Option<usize>,
+    /// Images in the last forward pass.
+    forwarded: Option<usize>,
     /// dL/d(output of the current layer) and dL/d(its input), swapped after each layer.
     grad_out: B::Buffer,
     grad_in: B::Buffer,
@@ -181,6 +193,7 @@ impl<B: Backend> Network<B> {
             * batch_capacity;
         let grad_out = backend.alloc(largest)?;
         let grad_in = backend.alloc(largest)?;
+        let next_input = backend.alloc(batch_capacity * shapes[0].len())?;
         Ok(Network {
             backend,
             architecture,
@@ -191,6 +204,9 @@ impl<B: Backend> Network<B> {
             grads,
             velocity,
             activations,
+            next_input,
+            loaded: None,
+            forwarded: None,
             grad_out,
             grad_in,
             rmsprop: RmsProp::default(),
@@ -235,11 +251,40 @@ impl<B: Backend> Network<B> {
         Ok(batch)
     }
 
+    /// Starts uploading `images` ([batch, height, width, 1]) as the next batch and returns
+    /// without waiting for it: on a GPU the copy overlaps the step already queued.
+    pub fn load_batch(&mut self, images: &[f32]) -> Result<()> {
+        let batch = self.check_batch(images)?;
+        self.backend.upload_async(images, &mut self.next_input)?;
+        self.loaded = Some(batch);
+        Ok(())
+    }
+
+    /// Makes the loaded batch the input and marks a fence: the next [`load_batch`] writes the
+    /// other buffer, which only the steps issued before this fence read.
+    ///
+    /// [`load_batch`]: Self::load_batch
+    fn take_batch(&mut self) -> Result<usize> {
+        let batch = self.loaded.take().ok_or_else(|| {
+            Error::invalid("batch", "no batch was loaded before the step (load_batch)")
+        })?;
+        std::mem::swap(&mut self.activations[0], &mut self.next_input);
+        self.backend.fence()?;
+        self.forwarded = Some(batch);
+        Ok(batch)
+    }
+
     /// Runs the model on `images` ([batch, height, width, 1]) and returns the MSE of the
     /// reconstruction against the input.
     pub fn forward(&mut self, images: &[f32]) -> Result<f64> {
-        let batch = self.check_batch(images)?;
-        self.backend.upload(images, &mut self.activations[0])?;
+        self.load_batch(images)?;
+        self.forward_loaded()?;
+        self.loss()
+    }
+
+    /// Issues the forward pass on the loaded batch; returns its number of images.
+    pub fn forward_loaded(&mut self) -> Result<usize> {
+        let batch = self.take_batch()?;
         for step in &self.steps {
             match step {
                 Step::Conv {
@@ -263,6 +308,14 @@ impl<B: Backend> Network<B> {
                 }
             }
         }
+        Ok(batch)
+    }
+
+    /// The MSE of the last forward pass's reconstruction against its input (waits for it).
+    pub fn loss(&mut self) -> Result<f64> {
+        let batch = self
+            .forwarded
+            .ok_or_else(|| Error::invalid("loss", "no forward pass has run"))?;
         let len = batch * self.image_len();
         let last = self.activations.len() - 1;
         self.backend
@@ -383,10 +436,17 @@ impl<B: Backend> Network<B> {
 
     /// forward, backward and one optimizer step; returns the batch's loss before the step.
     pub fn train_step(&mut self, images: &[f32]) -> Result<f64> {
-        let loss = self.forward(images)?;
-        self.backward(images.len() / self.image_len())?;
-        self.apply_gradients()?;
-        Ok(loss)
+        self.load_batch(images)?;
+        self.train_step_loaded()?;
+        self.loss()
+    }
+
+    /// Issues forward, backward and one optimizer step on the loaded batch without waiting
+    /// for them; [`loss`](Self::loss) reads the batch's loss before the step.
+    pub fn train_step_loaded(&mut self) -> Result<()> {
+        let batch = self.forward_loaded()?;
+        self.backward(batch)?;
+        self.apply_gradients()
     }
 
     /// The reconstructions of the last forward pass: [batch, height, width, 1].

@@ -118,6 +118,24 @@ fn history_until(path: &Path, epoch: usize) -> Vec<String> {
         .collect()
 }
 
+/// Gathers the images of `chunk`, if any, and starts uploading them as the next batch. Called
+/// after a step is issued and before its loss is read, so on a GPU the host work and the copy
+/// overlap the step.
+fn load_next<B: Backend>(
+    net: &mut Network<B>,
+    dataset: &Dataset,
+    chunk: Option<&[usize]>,
+    batch: &mut Vec<f32>,
+) -> Result<()> {
+    match chunk {
+        Some(chunk) => {
+            dataset.gather(chunk, batch);
+            net.load_batch(batch)
+        }
+        None => Ok(()),
+    }
+}
+
 /// Mean reconstruction loss over `indices`, in batches; weighted by image.
 pub fn evaluate<B: Backend>(
     net: &mut Network<B>,
@@ -125,10 +143,13 @@ pub fn evaluate<B: Backend>(
     indices: &[usize],
     batch: &mut Vec<f32>,
 ) -> Result<f64> {
+    let mut chunks = indices.chunks(net.batch_capacity()).peekable();
+    load_next(net, dataset, chunks.peek().copied(), batch)?;
     let mut sum = 0.0;
-    for chunk in indices.chunks(net.batch_capacity()) {
-        dataset.gather(chunk, batch);
-        sum += net.forward(batch)? * chunk.len() as f64;
+    while let Some(chunk) = chunks.next() {
+        net.forward_loaded()?;
+        load_next(net, dataset, chunks.peek().copied(), batch)?;
+        sum += net.loss()? * chunk.len() as f64;
     }
     Ok(sum / indices.len() as f64)
 }
@@ -256,13 +277,16 @@ pub fn train<B: Backend>(
             train.len(),
         );
         bar.set_position((meta.step_in_epoch * config.batch_size).min(train.len()) as u64);
-        for (step, chunk) in order
+        let mut chunks = order
             .chunks(config.batch_size)
             .enumerate()
             .skip(meta.step_in_epoch)
-        {
-            dataset.gather(chunk, &mut batch);
-            let loss = net.train_step(&batch)?;
+            .peekable();
+        load_next(&mut net, &dataset, chunks.peek().map(|c| c.1), &mut batch)?;
+        while let Some((step, chunk)) = chunks.next() {
+            net.train_step_loaded()?;
+            load_next(&mut net, &dataset, chunks.peek().map(|c| c.1), &mut batch)?;
+            let loss = net.loss()?;
             if !loss.is_finite() {
                 bar.abandon();
                 return Err(Error::NonFiniteLoss {

@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::{CONV_CASES, conv, nhwc, parity, random, relative_error, widen};
-use whorl::backend::ConvInput;
+use common::{CONV_CASES, conv, nhwc, parity, pipelined_losses, random, relative_error, widen};
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
 use whorl::backend::gpu::{Device, GpuBackend, KernelArg};
 use whorl::backend::reference::ReferenceBackend;
+use whorl::backend::{Backend, ConvInput};
 use whorl::graph::Network;
 use whorl::model::{Activation, Architecture};
 
@@ -89,12 +89,14 @@ fn emulated_training_follows_the_cpu_engine() {
     )
     .unwrap();
     let mut cpu = Network::new(CpuBackend::new(), arch, size, size, batch, &params).unwrap();
-    for step in 0..4 {
-        let images = random(batch * size * size, 0.0, 1.0, 40 + step);
-        let (a, b) = (
-            gpu.train_step(&images).unwrap(),
-            cpu.train_step(&images).unwrap(),
-        );
+    // The emulated network runs as training does: each batch is uploaded asynchronously while
+    // the step before it is in flight, which the emulator checks against the fence contract.
+    let batches: Vec<Vec<f32>> = (0..4)
+        .map(|step| random(batch * size * size, 0.0, 1.0, 40 + step))
+        .collect();
+    let losses = pipelined_losses(&mut gpu, &batches);
+    for (step, (images, &a)) in batches.iter().zip(&losses).enumerate() {
+        let b = cpu.train_step(images).unwrap();
         assert!(
             (a - b).abs() < 1e-5 * b,
             "step {step}: emulated {a} vs cpu {b}"
@@ -106,6 +108,23 @@ fn emulated_training_follows_the_cpu_engine() {
     let images = random(2 * size * size, 0.0, 1.0, 99);
     let (a, b) = (gpu.forward(&images).unwrap(), cpu.forward(&images).unwrap());
     assert!((a - b).abs() < 1e-5 * b);
+}
+
+#[test]
+fn an_asynchronous_upload_into_a_buffer_in_use_is_caught() {
+    let mut gpu = emulated();
+    let input = nhwc(1, 4, 4, 2);
+    let mut x = gpu.alloc(input.len()).unwrap();
+    let mut y = gpu.alloc(4 * input.len()).unwrap();
+    let host = random(input.len(), 0.0, 1.0, 1);
+    gpu.upload_async(&host, &mut x).unwrap();
+    gpu.upsample2_forward(input, &x, &mut y).unwrap();
+    let error = gpu.upload_async(&host, &mut x).unwrap_err().to_string();
+    assert!(error.contains("since the last fence"), "{error}");
+    let mut other = gpu.alloc(input.len()).unwrap();
+    gpu.upload_async(&host, &mut other).unwrap();
+    gpu.fence().unwrap();
+    gpu.upload_async(&host, &mut x).unwrap();
 }
 
 fn launch_broken(

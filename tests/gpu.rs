@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{CONV_CASES, conv, nhwc, parity, random, relative_error, widen};
+use common::{CONV_CASES, conv, nhwc, parity, pipelined_losses, random, relative_error, widen};
 use whorl::backend::ConvInput;
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::GpuBackend;
@@ -73,12 +73,13 @@ fn gpu_training_steps_follow_the_cpu_engine() {
         let params = arch.glorot_uniform(13);
         let mut on_gpu = Network::new(gpu(), arch.clone(), size, size, batch, &params).unwrap();
         let mut on_cpu = Network::new(CpuBackend::new(), arch, size, size, batch, &params).unwrap();
-        for step in 0..steps {
-            let images = random(batch * size * size, 0.0, 1.0, step);
-            let (a, b) = (
-                on_gpu.train_step(&images).unwrap(),
-                on_cpu.train_step(&images).unwrap(),
-            );
+        // As training runs: each batch uploaded asynchronously while the step before runs.
+        let batches: Vec<Vec<f32>> = (0..steps)
+            .map(|step| random(batch * size * size, 0.0, 1.0, step))
+            .collect();
+        let losses = pipelined_losses(&mut on_gpu, &batches);
+        for (step, (images, &a)) in batches.iter().zip(&losses).enumerate() {
+            let b = on_cpu.train_step(images).unwrap();
             assert!(
                 (a - b).abs() < 1e-4 * b,
                 "{size}x{size} batch {batch} step {step}: {a} vs {b}"

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{random, relative_error, widen};
+use common::{pipelined_losses, random, relative_error, widen};
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::reference::ReferenceBackend;
 use whorl::graph::Network;
@@ -195,4 +195,25 @@ fn partial_batches_use_only_their_images() {
     exact.backward(2).unwrap();
     assert_eq!(big.gradients().unwrap(), exact.gradients().unwrap());
     assert!(big.forward(&random(6 * 64, 0.0, 1.0, 3)).is_err());
+}
+
+#[test]
+fn pipelined_steps_equal_plain_steps_and_each_loaded_batch_runs_once() {
+    let arch = Architecture::reference();
+    let params = arch.glorot_uniform(4);
+    let batches: Vec<Vec<f32>> = (0..3)
+        .map(|i| random(2 * 8 * 8, 0.0, 1.0, 20 + i))
+        .collect();
+    let mut plain = Network::new(CpuBackend::new(), arch.clone(), 8, 8, 2, &params).unwrap();
+    let mut piped = Network::new(CpuBackend::new(), arch, 8, 8, 2, &params).unwrap();
+    assert!(piped.loss().is_err(), "no forward pass has run yet");
+    assert!(piped.train_step_loaded().is_err(), "no batch is loaded");
+    // A second load replaces the first.
+    piped.load_batch(&batches[2]).unwrap();
+    let losses = pipelined_losses(&mut piped, &batches);
+    for (images, loss) in batches.iter().zip(losses) {
+        assert_eq!(loss, plain.train_step(images).unwrap());
+    }
+    assert_eq!(piped.params().unwrap(), plain.params().unwrap());
+    assert!(piped.forward_loaded().is_err(), "the last batch was used");
 }

@@ -100,15 +100,36 @@ pub trait Backend {
     /// Prepares scratch space for these convolutions (at the largest batch), so no step allocates.
     fn plan(&mut self, convs: &[Conv]) -> Result<()>;
 
-    /// Waits until every operation issued so far has finished (for timing).
-    fn synchronize(&mut self) -> Result<()> {
-        Ok(())
+    /// Runs `work` and returns its result with the seconds the device spent on the operations
+    /// it issued: CUDA events around them on a GPU, the wall clock where every operation runs
+    /// before its call returns.
+    fn time<T>(&mut self, work: impl FnOnce(&mut Self) -> Result<T>) -> Result<(T, f64)>
+    where
+        Self: Sized,
+    {
+        let start = std::time::Instant::now();
+        let result = work(self)?;
+        Ok((result, start.elapsed().as_secs_f64()))
     }
 
     /// A zero-filled buffer of `len` float32 values.
     fn alloc(&mut self, len: usize) -> Result<Self::Buffer>;
     fn upload(&mut self, host: &[f32], device: &mut Self::Buffer) -> Result<()>;
     fn download(&mut self, device: &Self::Buffer, host: &mut [f32]) -> Result<()>;
+
+    /// Starts copying `host` into `device` and may return before the copy is done: a GPU
+    /// stages it through pinned memory and copies on a stream of its own while the queued
+    /// kernels run. Operations issued afterwards see the new contents. The copy waits only for
+    /// the operations issued before the last [`fence`](Self::fence), so none issued after that
+    /// fence may read `device`.
+    fn upload_async(&mut self, host: &[f32], device: &mut Self::Buffer) -> Result<()> {
+        self.upload(host, device)
+    }
+
+    /// Marks the point that later [`upload_async`](Self::upload_async) copies wait for.
+    fn fence(&mut self) -> Result<()> {
+        Ok(())
+    }
 
     /// y = activation(conv(x, kernel) + bias)
     fn conv2d_forward(

@@ -47,7 +47,7 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<ExitCode> {
         Backends::Gpu(mut gpu) => {
             let name = gpu.name();
             let peaks = cuda::peaks(gpu.device().info());
-            bench::run(gpu, &name, args.batch_size, args.size, args.repeats, peaks)
+            bench::run(*gpu, &name, args.batch_size, args.size, args.repeats, peaks)
         }
     })?;
     print!("{}", bench::markdown(&report));

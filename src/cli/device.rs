@@ -36,7 +36,8 @@ pub(crate) fn on_device<T>(
     quiet: bool,
     job: impl FnOnce(Backends) -> Result<T>,
 ) -> Result<T> {
-    let gpu = |ordinal| CudaDevice::new(ordinal).map(|d| Backends::Gpu(GpuBackend::new(d)));
+    let gpu =
+        |ordinal| CudaDevice::new(ordinal).map(|d| Backends::Gpu(Box::new(GpuBackend::new(d))));
     let backend = match parse_device(device)? {
         DeviceChoice::Cpu => Backends::Cpu(CpuBackend::new()),
         DeviceChoice::Cuda(ordinal) => gpu(ordinal)
@@ -54,7 +55,7 @@ pub(crate) fn on_device<T>(
 /// The backends a command can run on.
 pub(crate) enum Backends {
     Cpu(CpuBackend),
-    Gpu(GpuBackend<CudaDevice>),
+    Gpu(Box<GpuBackend<CudaDevice>>),
 }
 
 /// Runs `$job(backend, ...)` on the backend `--device` names, whichever type it has.
@@ -62,7 +63,7 @@ macro_rules! with_backend {
     ($device:expr, $quiet:expr, $job:ident($($arg:expr),*)) => {
         on_device($device, $quiet, |backend| match backend {
             Backends::Cpu(cpu) => $job(cpu, $($arg),*),
-            Backends::Gpu(gpu) => $job(gpu, $($arg),*),
+            Backends::Gpu(gpu) => $job(*gpu, $($arg),*),
         })
     };
 }

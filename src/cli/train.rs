@@ -204,7 +204,7 @@ pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
 
     let report = on_device(&args.device, args.quiet, |backend| match backend {
         Backends::Cpu(cpu) => train::train(cpu, &config, resume, &interrupt),
-        Backends::Gpu(gpu) => train::train(gpu, &config, resume, &interrupt),
+        Backends::Gpu(gpu) => train::train(*gpu, &config, resume, &interrupt),
     })?;
     if report.interrupted {
         println!(

@@ -29,6 +29,24 @@ pub fn random(len: usize, low: f32, high: f32, seed: u64) -> Vec<f32> {
 }
 
 /// Writes `count` small striped grayscale PNGs (like ridges, at varying angles) into `dir`.
+/// Trains on `batches` as training does — each batch uploaded while the step before it is in
+/// flight — and returns every step's loss.
+pub fn pipelined_losses<B: whorl::backend::Backend>(
+    net: &mut whorl::graph::Network<B>,
+    batches: &[Vec<f32>],
+) -> Vec<f64> {
+    net.load_batch(&batches[0]).unwrap();
+    (0..batches.len())
+        .map(|step| {
+            net.train_step_loaded().unwrap();
+            if let Some(next) = batches.get(step + 1) {
+                net.load_batch(next).unwrap();
+            }
+            net.loss().unwrap()
+        })
+        .collect()
+}
+
 pub fn write_striped_images(dir: &std::path::Path, count: usize, side: u32) {
     std::fs::create_dir_all(dir).unwrap();
     for n in 0..count {

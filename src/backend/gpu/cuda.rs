@@ -6,13 +6,18 @@
 //! one, and the driver compiles it for the exact chip; for anything else, or when the binary
 //! was built without NVRTC, the embedded kernel source is compiled at first use by the NVRTC
 //! found at run time, for the GPU's own architecture.
+//!
+//! Streams: kernels, plain copies and downloads go to one stream, in order. Asynchronous
+//! uploads (the next batch) are copied from pinned host memory on a second stream, so they
+//! overlap the kernels: the copy waits for the compute stream's last fence, and the compute
+//! stream waits for the copy before anything issued after it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr as _, LaunchConfig,
-    PushKernelArg, sys,
+    CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr as _,
+    LaunchConfig, PinnedHostSlice, PushKernelArg, sys,
 };
 use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 
@@ -153,15 +158,32 @@ fn ptx_for((major, minor): (i32, i32)) -> Result<(String, String)> {
     ))
 }
 
-/// A GPU: a context, one stream, the kernels' module, and every live allocation.
+/// Pinned host memory that asynchronous uploads copy from, and the event its last copy recorded.
+struct Staging {
+    pinned: PinnedHostSlice<f32>,
+    copied: CudaEvent,
+}
+
+/// A GPU: a context, its streams, the kernels' module, and every live allocation.
 pub struct CudaDevice {
     info: GpuInfo,
     kernels_from: String,
+    /// Kernels, plain copies and downloads, in order.
     stream: Arc<CudaStream>,
+    /// Asynchronous uploads.
+    copy_stream: Arc<CudaStream>,
     module: Arc<CudaModule>,
     functions: HashMap<String, CudaFunction>,
     /// Allocations by device address, kept alive here.
     buffers: BTreeMap<u64, CudaSlice<f32>>,
+    /// Two staging buffers that asynchronous uploads alternate between, so the host fills one
+    /// while the other may still be copying.
+    staging: [Option<Staging>; 2],
+    next_staging: usize,
+    /// Recorded on `stream` by fence(); asynchronous uploads wait for it.
+    fence: CudaEvent,
+    /// Recorded on `stream` by timer_start() and timer_stop().
+    timer: (CudaEvent, CudaEvent),
 }
 
 impl CudaDevice {
@@ -175,10 +197,19 @@ impl CudaDevice {
             )
         })?;
         let ctx = CudaContext::new(ordinal).map_err(|e| cuda_error("context", e))?;
-        // One stream: the driver orders everything, no event tracking needed.
-        // SAFETY: all work goes to the single stream created below.
+        // SAFETY: this device orders its two streams itself, with the events below.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        let new_stream = || {
+            ctx.new_stream()
+                .map_err(|e| cuda_error("creating a stream", e))
+        };
+        let (stream, copy_stream) = (new_stream()?, new_stream()?);
+        let new_event = |flags| {
+            ctx.new_event(flags)
+                .map_err(|e| cuda_error("creating an event", e))
+        };
+        let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let (fence, timer) = (new_event(None)?, (new_event(timing)?, new_event(timing)?));
         let (ptx, kernels_from) = ptx_for(info.compute_capability)?;
         let module = ctx.load_module(Ptx::from_src(ptx)).map_err(|e| {
             cuda_error(
@@ -190,10 +221,22 @@ impl CudaDevice {
             info,
             kernels_from,
             stream,
+            copy_stream,
             module,
             functions: HashMap::new(),
             buffers: BTreeMap::new(),
+            staging: [None, None],
+            next_staging: 0,
+            fence,
+            timer,
         })
+    }
+
+    /// Waits for everything issued to the compute stream.
+    fn synchronize(&mut self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| cuda_error("synchronize", e))
     }
 
     pub fn info(&self) -> &GpuInfo {
@@ -242,6 +285,9 @@ impl Device for CudaDevice {
             address
         };
         self.buffers.insert(address, slice);
+        // Allocations are made while planning, never inside a step: waiting here makes the
+        // memory ready for the copy stream too.
+        self.synchronize()?;
         Ok(DevicePtr(address))
     }
 
@@ -256,6 +302,53 @@ impl Device for CudaDevice {
         stream
             .memcpy_htod(host, &mut view)
             .map_err(|e| cuda_error("copy to the GPU", e))
+    }
+
+    fn upload_async(&mut self, host: &[f32], device: DevicePtr) -> Result<()> {
+        self.region(device, host.len())?;
+        let index = self.next_staging;
+        self.next_staging = 1 - index;
+        let ctx = Arc::clone(self.stream.context());
+        let slot = &mut self.staging[index];
+        if slot.as_ref().is_none_or(|s| s.pinned.len() < host.len()) {
+            // SAFETY: the memory is written below before any copy reads it.
+            let pinned = unsafe { ctx.alloc_pinned::<f32>(host.len()) }
+                .map_err(|e| cuda_error("allocating pinned host memory", e))?;
+            let copied = ctx
+                .new_event(None)
+                .map_err(|e| cuda_error("creating an event", e))?;
+            *slot = Some(Staging { pinned, copied });
+        }
+        let Staging { pinned, copied } = slot.as_mut().expect("allocated above");
+        // The host may refill this buffer once its previous copy is done.
+        copied
+            .synchronize()
+            .map_err(|e| cuda_error("waiting for an upload", e))?;
+        let pinned = &mut pinned
+            .as_mut_slice()
+            .map_err(|e| cuda_error("pinned host memory", e))?[..host.len()];
+        pinned.copy_from_slice(host);
+        let copy = || -> std::result::Result<(), cudarc::driver::DriverError> {
+            self.copy_stream.wait(&self.fence)?;
+            // SAFETY: `device` holds host.len() values of a live allocation (checked above),
+            // and `pinned` is neither freed nor written before `copied` completes.
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(
+                    device.0,
+                    pinned,
+                    self.copy_stream.cu_stream(),
+                )
+            }?;
+            copied.record(&self.copy_stream)?;
+            self.stream.wait(copied)
+        };
+        copy().map_err(|e| cuda_error("asynchronous copy to the GPU", e))
+    }
+
+    fn fence(&mut self) -> Result<()> {
+        self.fence
+            .record(&self.stream)
+            .map_err(|e| cuda_error("recording a fence", e))
     }
 
     fn download(&mut self, device: DevicePtr, host: &mut [f32]) -> Result<()> {
@@ -318,9 +411,19 @@ impl Device for CudaDevice {
         Ok(())
     }
 
-    fn synchronize(&mut self) -> Result<()> {
-        self.stream
-            .synchronize()
-            .map_err(|e| cuda_error("synchronize", e))
+    fn timer_start(&mut self) -> Result<()> {
+        self.timer
+            .0
+            .record(&self.stream)
+            .map_err(|e| cuda_error("recording a timing event", e))
+    }
+
+    fn timer_stop(&mut self) -> Result<f64> {
+        let (start, end) = &self.timer;
+        let elapsed = end
+            .record(&self.stream)
+            .and_then(|()| start.elapsed_ms(end))
+            .map_err(|e| cuda_error("timing with events", e))?;
+        Ok(f64::from(elapsed) / 1e3)
     }
 }

@@ -4,9 +4,15 @@
 //! Device memory is host memory with guard zones before and after every allocation, filled
 //! with a canary pattern and checked after every launch, so a kernel writing out of bounds is
 //! an error naming the kernel and the buffer.
+//!
+//! Kernels run when they are launched, so an asynchronous upload is a plain copy here; what
+//! the emulator checks is its contract: an asynchronous upload into a buffer that a kernel
+//! launched since the last fence was given is an error, since on a GPU the copy could land
+//! before that kernel runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::time::Instant;
 
 use super::{Device, DevicePtr, KernelArg};
 use crate::error::{Error, Result};
@@ -55,6 +61,9 @@ pub struct Emulator {
     /// Live allocations by the address of their first value.
     allocations: BTreeMap<u64, Allocation>,
     next_id: usize,
+    /// Ids of the allocations given to kernels launched since the last fence.
+    used_since_fence: BTreeSet<usize>,
+    timer: Option<Instant>,
 }
 
 impl Emulator {
@@ -81,6 +90,15 @@ impl Emulator {
             backend: self.name(),
             reason,
         }
+    }
+
+    /// The allocation that `ptr` points into.
+    fn allocation_at(&self, ptr: DevicePtr) -> Option<&Allocation> {
+        self.allocations
+            .range(..=ptr.0)
+            .next_back()
+            .filter(|(start, allocation)| ptr.0 < *start + 4 * allocation.len as u64)
+            .map(|(_, allocation)| allocation)
     }
 
     /// The allocation holding `len` values from `ptr`.
@@ -129,6 +147,25 @@ impl Device for Emulator {
         Ok(())
     }
 
+    fn upload_async(&mut self, host: &[f32], device: DevicePtr) -> Result<()> {
+        let in_use = self
+            .allocation_at(device)
+            .map(|a| a.id)
+            .filter(|id| self.used_since_fence.contains(id));
+        if let Some(id) = in_use {
+            return Err(self.error(format!(
+                "asynchronous upload into buffer #{id}, which a kernel launched since the last \
+                 fence uses: on a GPU the copy could land before that kernel runs"
+            )));
+        }
+        self.upload(host, device)
+    }
+
+    fn fence(&mut self) -> Result<()> {
+        self.used_since_fence.clear();
+        Ok(())
+    }
+
     fn download(&mut self, device: DevicePtr, host: &mut [f32]) -> Result<()> {
         host.copy_from_slice(self.region(device, host.len())?);
         Ok(())
@@ -156,6 +193,13 @@ impl Device for Emulator {
             .iter_mut()
             .map(|s| s as *mut u64 as *mut c_void)
             .collect();
+        for arg in args {
+            if let KernelArg::Ptr(ptr) = *arg
+                && let Some(id) = self.allocation_at(ptr).map(|a| a.id)
+            {
+                self.used_since_fence.insert(id);
+            }
+        }
         let name = CString::new(kernel).expect("kernel names have no NUL");
         let mut message = vec![0 as c_char; 1024];
         // SAFETY: every pointer argument addresses a live allocation (the backend passes only
@@ -186,7 +230,16 @@ impl Device for Emulator {
         Ok(())
     }
 
-    fn synchronize(&mut self) -> Result<()> {
+    fn timer_start(&mut self) -> Result<()> {
+        self.timer = Some(Instant::now());
         Ok(())
+    }
+
+    fn timer_stop(&mut self) -> Result<f64> {
+        let start = self
+            .timer
+            .take()
+            .ok_or_else(|| self.error("timer_stop without timer_start".into()))?;
+        Ok(start.elapsed().as_secs_f64())
     }
 }

@@ -36,6 +36,11 @@ pub trait Device {
     fn alloc(&mut self, len: usize) -> Result<DevicePtr>;
     fn free(&mut self, ptr: DevicePtr);
     fn upload(&mut self, host: &[f32], device: DevicePtr) -> Result<()>;
+    /// An upload that may overlap queued kernels: see [`Backend::upload_async`].
+    fn upload_async(&mut self, host: &[f32], device: DevicePtr) -> Result<()>;
+    /// See [`Backend::fence`].
+    fn fence(&mut self) -> Result<()>;
+    /// Waits for every queued operation, then copies out.
     fn download(&mut self, device: DevicePtr, host: &mut [f32]) -> Result<()>;
     /// Runs kernel `kernel` over `grid` blocks of `block` threads.
     fn launch(
@@ -46,7 +51,11 @@ pub trait Device {
         shared_bytes: usize,
         args: &[KernelArg],
     ) -> Result<()>;
-    fn synchronize(&mut self) -> Result<()>;
+    /// Starts timing the operations issued from now on.
+    fn timer_start(&mut self) -> Result<()>;
+    /// Seconds the device spent on the operations issued since [`timer_start`](Self::timer_start),
+    /// once they have finished.
+    fn timer_stop(&mut self) -> Result<f64>;
 }
 
 /// A buffer of float32 values in device memory.
@@ -244,8 +253,10 @@ impl<D: Device> Backend for GpuBackend<D> {
         Ok(())
     }
 
-    fn synchronize(&mut self) -> Result<()> {
-        self.device.synchronize()
+    fn time<T>(&mut self, work: impl FnOnce(&mut Self) -> Result<T>) -> Result<(T, f64)> {
+        self.device.timer_start()?;
+        let result = work(self)?;
+        Ok((result, self.device.timer_stop()?))
     }
 
     fn alloc(&mut self, len: usize) -> Result<GpuBuffer> {
@@ -256,6 +267,14 @@ impl<D: Device> Backend for GpuBackend<D> {
 
     fn upload(&mut self, host: &[f32], device: &mut GpuBuffer) -> Result<()> {
         self.device.upload(host, device.ptr)
+    }
+
+    fn upload_async(&mut self, host: &[f32], device: &mut GpuBuffer) -> Result<()> {
+        self.device.upload_async(host, device.ptr)
+    }
+
+    fn fence(&mut self) -> Result<()> {
+        self.device.fence()
     }
 
     fn download(&mut self, device: &GpuBuffer, host: &mut [f32]) -> Result<()> {
