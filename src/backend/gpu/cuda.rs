@@ -266,6 +266,14 @@ impl CudaDevice {
     }
 }
 
+impl Drop for CudaDevice {
+    /// The staging buffers are freed after this: no copy may still read them.
+    fn drop(&mut self) {
+        // An error here has nowhere to go; the context reports it on its next call, if any.
+        let _ = self.copy_stream.synchronize();
+    }
+}
+
 impl Device for CudaDevice {
     fn name(&self) -> String {
         let (major, minor) = self.info.compute_capability;
