@@ -10,12 +10,11 @@ fields as `whorl bench --json` (no per-kernel rows), so `whorl compare` prints t
     whorl compare whorl.json torch.json
 """
 import argparse
-import json
-import statistics
-import time
 
 import torch
 from torch import nn
+
+from baseline import median_seconds, print_and_write, report
 
 
 def model() -> nn.Module:
@@ -31,24 +30,13 @@ def model() -> nn.Module:
     )
 
 
-def median_seconds(step, repeats, device):
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    samples = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            torch.cuda.synchronize()
-            samples.append(start.elapsed_time(end) / 1e3)
-        else:
-            t = time.perf_counter()
-            step()
-            samples.append(time.perf_counter() - t)
-    return statistics.median(samples)
+def cuda_event_timer(call):
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    call()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1e3
 
 
 def measure(device, batch, size, repeats, tf32):
@@ -70,21 +58,12 @@ def measure(device, batch, size, repeats, tf32):
         with torch.no_grad():
             net(images)
 
-    train_s = median_seconds(train, repeats, device)
-    infer_s = median_seconds(infer, repeats, device)
+    timer = cuda_event_timer if device.type == "cuda" else None
+    train_s = median_seconds(train, repeats, timer)
+    infer_s = median_seconds(infer, repeats, timer)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return {
-        "framework": f"pytorch {torch.__version__}" + (" TF32" if tf32 and device.type == "cuda" else ""),
-        "device": name,
-        "batch_size": batch,
-        "size": size,
-        "repeats": repeats,
-        "train_step_ms": 1e3 * train_s,
-        "train_images_per_s": batch / train_s,
-        "inference_ms": 1e3 * infer_s,
-        "inference_images_per_s": batch / infer_s,
-        "kernels": [],
-    }
+    framework = f"pytorch {torch.__version__}" + (" TF32" if tf32 and device.type == "cuda" else "")
+    return report(framework, name, batch, size, repeats, train_s, infer_s)
 
 
 def main():
@@ -99,16 +78,7 @@ def main():
     reports = [measure(device, args.batch_size, args.size, args.repeats, tf32=False)]
     if device.type == "cuda":
         reports.append(measure(device, args.batch_size, args.size, args.repeats, tf32=True))
-    for report in reports:
-        print(f"| {report['framework']} | {report['device']} | batch {report['batch_size']} | "
-              f"train {report['train_images_per_s']:.1f} images/s | "
-              f"inference {report['inference_images_per_s']:.1f} images/s |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(reports[0], f, indent=2)
-        if len(reports) > 1:
-            with open(args.json.replace(".json", "-tf32.json"), "w") as f:
-                json.dump(reports[1], f, indent=2)
+    print_and_write(reports, args.json)
 
 
 if __name__ == "__main__":

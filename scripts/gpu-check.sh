@@ -60,31 +60,42 @@ echo "== GPU tests"
 tests_status=0
 "$gpu_tests" --ignored --test-threads 1 2>&1 | tee "$out/gpu-tests.txt" || tests_status=$?
 
+# Every later stage runs even when one fails, so the report shows everything at once.
 echo "== training: the same short run on the GPU and on the CPU"
 export WHORL_CACHE="$out/cache"
+train_status=0
 for device_name in cuda cpu; do
     "$whorl" train --device "$device_name" --synth-fingers 32 --synth-impressions 4 --size 64 \
-        --epochs 3 --batch-size 16 --out "$out/train-$device_name" --quiet
+        --epochs 3 --batch-size 16 --out "$out/train-$device_name" --quiet \
+        2>&1 | tee "$out/train-$device_name.txt" || train_status=$?
 done
 rm -rf "$out/cache"
 
 echo "== benchmarks"
-if "$whorl" --help | grep -q '^  bench'; then
-    "$whorl" bench --device cuda --json "$out/bench-whorl.json" | tee "$out/bench-whorl.md"
-else
-    echo "whorl has no bench command yet" | tee "$out/bench-whorl.md"
-fi
+bench_status=0
+"$whorl" bench --device cuda --json "$out/bench-whorl.json" 2>&1 | tee "$out/bench-whorl.md" \
+    || bench_status=$?
 if [ -f bench/torch_baseline.py ] && python3 -c 'import torch' 2>/dev/null; then
-    python3 bench/torch_baseline.py --device cuda --json "$out/bench-torch.json" | tee "$out/bench-torch.md"
+    python3 bench/torch_baseline.py --device cuda --json "$out/bench-torch.json" 2>&1 \
+        | tee "$out/bench-torch.md" || bench_status=$?
 else
-    echo "no PyTorch baseline run (bench/torch_baseline.py or torch missing)" | tee "$out/bench-torch.md"
+    echo "no PyTorch baseline run (torch is not importable)" | tee "$out/bench-torch.md"
 fi
+for torch_json in "$out/bench-torch.json" "$out/bench-torch-tf32.json"; do
+    if [ -f "$out/bench-whorl.json" ] && [ -f "$torch_json" ]; then
+        "$whorl" compare "$out/bench-whorl.json" "$torch_json" | tee -a "$out/compare.md"
+    fi
+done
 
-python3 - "$out" "$device" "$tests_status" <<'PY'
+python3 - "$out" "$device" "$tests_status" "$train_status" "$bench_status" <<'PY'
 import csv, json, os, sys
-out, device, tests_status = sys.argv[1], sys.argv[2], int(sys.argv[3])
+out, device = sys.argv[1], sys.argv[2]
+tests_status, train_status, bench_status = map(int, sys.argv[3:6])
 def history(name):
-    with open(os.path.join(out, f"train-{name}", "history.csv")) as f:
+    path = os.path.join(out, f"train-{name}", "history.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
         return list(csv.DictReader(f))
 gpu, cpu = history("cuda"), history("cpu")
 rows, worst = [], 0.0
@@ -93,10 +104,11 @@ for g, c in zip(gpu, cpu):
         a, b = float(g[key]), float(c[key])
         worst = max(worst, abs(a - b) / abs(b))
     rows.append((g["epoch"], g["train_loss"], c["train_loss"], g["val_loss"], c["val_loss"], g["seconds"], c["seconds"]))
-agree = worst < 1e-2
+agree = train_status == 0 and len(gpu) == len(cpu) > 0 and worst < 1e-2
 report = {
     "device": device,
     "gpu_tests_passed": tests_status == 0,
+    "benchmarks_ran": bench_status == 0,
     "training": {"epochs": rows, "worst_relative_difference": worst, "agree_within_1e-2": agree},
 }
 for name in ("bench-whorl.json", "bench-torch.json"):
@@ -111,9 +123,14 @@ with open(os.path.join(out, "report.md"), "w") as f:
     f.write("| epoch | train loss GPU | train loss CPU | val loss GPU | val loss CPU | s GPU | s CPU |\n|---|---|---|---|---|---|---|\n")
     for r in rows:
         f.write("| " + " | ".join(r) + " |\n")
-    f.write(f"\nWorst relative difference between the curves: {worst:.2e} ({'agree' if agree else 'DISAGREE'} within 1e-2)\n\n")
-    for name in ("bench-whorl.md", "bench-torch.md"):
-        f.write(f"## {name[:-3]}\n\n" + open(os.path.join(out, name)).read() + "\n")
+    f.write(f"\nWorst relative difference between the curves: {worst:.2e} ({'agree' if agree else 'DISAGREE'} within 1e-2)")
+    if train_status != 0:
+        f.write(" — a training run FAILED (train-cuda.txt, train-cpu.txt)")
+    f.write("\n\n")
+    for name in ("bench-whorl.md", "bench-torch.md", "compare.md"):
+        path = os.path.join(out, name)
+        if os.path.exists(path):
+            f.write(f"## {name[:-3]}\n\n" + open(path).read() + "\n")
 print(open(os.path.join(out, "report.md")).read())
-sys.exit(0 if tests_status == 0 and agree else 1)
+sys.exit(0 if tests_status == 0 and agree and bench_status == 0 else 1)
 PY
