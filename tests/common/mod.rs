@@ -88,7 +88,7 @@ pub fn conv(input: Nhwc, cout: usize, read: ConvInput, activation: Activation) -
 }
 
 /// (input shape, output channels): single pixels, odd sizes, many tiles, wide channels.
-pub const CONV_CASES: [(Nhwc, usize); 6] = [
+pub const CONV_CASES: [(Nhwc, usize); 8] = [
     (
         Nhwc {
             batch: 1,
@@ -142,6 +142,26 @@ pub const CONV_CASES: [(Nhwc, usize); 6] = [
             channels: 64,
         },
         1,
+    ),
+    // Thin convolutions (like conv6 and conv1) with channel counts that are not multiples of
+    // a vector width.
+    (
+        Nhwc {
+            batch: 1,
+            height: 5,
+            width: 7,
+            channels: 20,
+        },
+        1,
+    ),
+    (
+        Nhwc {
+            batch: 2,
+            height: 5,
+            width: 3,
+            channels: 1,
+        },
+        33,
     ),
 ];
 
