@@ -5,12 +5,16 @@
 //! tensor: an output pixel of row parity a and column parity b sees only a 2x2 window of
 //! source pixels, so the 3x3 kernel folds into four 2x2 "phase" kernels: 4/9 of the work.
 //!
+//! A convolution with one output channel read upsampled (conv6) runs as direct loops instead:
+//! see [`super::thin`].
+//!
 //! Pixels are cut into WORK_CHUNKS pieces of whole image rows whatever the thread count, and
 //! reductions add the pieces in a fixed order, so results are the same bits on any machine.
 
 use rayon::prelude::*;
 
 use super::super::{Conv, ConvInput, Nhwc};
+use super::thin;
 use crate::model::Activation;
 
 /// Pixels per im2col tile: a tile of the widest layer (9 x 128 taps) stays in L2.
@@ -148,7 +152,7 @@ fn matmul(a: Matrix, b: Matrix, c: &mut [f32], accumulate: bool) {
 /// A square window of `size` x `size` pixels: for grid pixel (i, j) it covers rows
 /// stride * i + origin.0 + 0..size and columns stride * j + origin.1 + 0..size.
 #[derive(Clone, Copy)]
-struct Window {
+pub(super) struct Window {
     size: usize,
     stride: usize,
     origin: (isize, isize),
@@ -160,32 +164,44 @@ const SAME_3X3: Window = Window {
     origin: (-1, -1),
 };
 
-/// Row r of `col` gathers the window of grid pixel `first + r` ((image, i, j) of a grid of
-/// `grid.height` x `grid.width`) from `src`: taps in row-major order, each with all of src's
-/// channels, zeros where the window leaves the image.
+/// For each tap of `window` (row-major) at `pixel` ((image, i, j) of a grid of `grid.height` x
+/// `grid.width`): the index of the source pixel under it, or None where the window leaves the
+/// image.
+pub(super) fn window_taps(
+    src: Nhwc,
+    grid: Nhwc,
+    window: Window,
+    pixel: usize,
+) -> impl Iterator<Item = Option<usize>> {
+    let (gh, gw) = (grid.height, grid.width);
+    let (image, i, j) = (pixel / (gh * gw), pixel / gw % gh, pixel % gw);
+    (0..window.size * window.size).map(move |t| {
+        let r = (window.stride * i + t / window.size) as isize + window.origin.0;
+        let q = (window.stride * j + t % window.size) as isize + window.origin.1;
+        ((0..src.height as isize).contains(&r) && (0..src.width as isize).contains(&q))
+            .then(|| (image * src.height + r as usize) * src.width + q as usize)
+    })
+}
+
+/// Row r of `col` gathers the window of grid pixel `first + r` from `src`: taps in row-major
+/// order, each with all of src's channels, zeros where the window leaves the image.
 fn im2col(src: Nhwc, x: &[f32], grid: Nhwc, window: Window, first: usize, col: &mut [f32]) {
     let c = src.channels;
-    let (gh, gw) = (grid.height, grid.width);
     for (offset, row) in col
         .chunks_exact_mut(window.size * window.size * c)
         .enumerate()
     {
-        let pixel = first + offset;
-        let (image, i, j) = (pixel / (gh * gw), pixel / gw % gh, pixel % gw);
-        for (t, taps) in row.chunks_exact_mut(c).enumerate() {
-            let r = (window.stride * i + t / window.size) as isize + window.origin.0;
-            let q = (window.stride * j + t % window.size) as isize + window.origin.1;
-            if (0..src.height as isize).contains(&r) && (0..src.width as isize).contains(&q) {
-                let at = ((image * src.height + r as usize) * src.width + q as usize) * c;
-                taps.copy_from_slice(&x[at..at + c]);
-            } else {
-                taps.fill(0.0);
+        let sources = window_taps(src, grid, window, first + offset);
+        for (taps, source) in row.chunks_exact_mut(c).zip(sources) {
+            match source {
+                Some(s) => taps.copy_from_slice(&x[s * c..][..c]),
+                None => taps.fill(0.0),
             }
         }
     }
 }
 
-fn activate(activation: Activation, z: f32) -> f32 {
+pub(super) fn activate(activation: Activation, z: f32) -> f32 {
     match activation {
         Activation::Relu => z.max(0.0),
         Activation::Sigmoid => 1.0 / (1.0 + (-z).exp()),
@@ -193,7 +209,7 @@ fn activate(activation: Activation, z: f32) -> f32 {
 }
 
 /// Pixels per chunk of work over `grid`: whole image rows, at most WORK_CHUNKS chunks.
-fn chunk_pixels(grid: Nhwc) -> usize {
+pub(super) fn chunk_pixels(grid: Nhwc) -> usize {
     (grid.batch * grid.height).div_ceil(WORK_CHUNKS).max(1) * grid.width
 }
 
@@ -240,11 +256,11 @@ fn gathered_matmul(
 }
 
 /// Output phases (row parity a, column parity b), in the order of the phase kernels.
-const PHASES: [(usize, usize); 4] = [(0, 0), (0, 1), (1, 0), (1, 1)];
+pub(super) const PHASES: [(usize, usize); 4] = [(0, 0), (0, 1), (1, 0), (1, 1)];
 
 /// The 2x2 window of source pixels that output phase (a, b) of source pixel (i, j) reads:
 /// rows i + a - 1 and i + a, columns j + b - 1 and j + b.
-fn phase_window(a: usize, b: usize) -> Window {
+pub(super) fn phase_window(a: usize, b: usize) -> Window {
     Window {
         size: 2,
         stride: 1,
@@ -297,6 +313,10 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
     kernels.fill(0.0);
     for_each_phase_tap(|p, t| add(&mut kernels[p * tap..][..tap], &kernel[t * tap..][..tap]));
     let kernels = &scratch.kernel[..4 * block];
+    if thin::applies(conv) {
+        thin::forward(conv, x, kernels, bias, y);
+        return;
+    }
     let per_chunk = chunk_pixels(input);
     let width = input.width;
     y[..4 * input.pixels() * cout]
@@ -421,6 +441,17 @@ pub fn backward_filter(
             let (dkernel, dbias) = partial.split_at_mut(size - cout);
             dkernel.fill(0.0);
             dbias.fill(0.0);
+            if thin::applies(conv) {
+                // Tile by tile, as the GEMM path adds, to keep the float32 sums short.
+                let tile_sum = &mut tile[..size];
+                for start in (0..chunk_len).step_by(TILE_PIXELS) {
+                    let pixels = first + start..first + chunk_len.min(start + TILE_PIXELS);
+                    tile_sum.fill(0.0);
+                    thin::filter_partial(conv, x, dz, pixels, tile_sum);
+                    add(partial, tile_sum);
+                }
+                return;
+            }
             for start in (0..chunk_len).step_by(TILE_PIXELS) {
                 let pixels = TILE_PIXELS.min(chunk_len - start);
                 match conv.read {
