@@ -91,6 +91,9 @@ pub fn probe() -> Result<(i32, Vec<GpuInfo>)> {
             let ctx = CudaContext::new(ordinal).map_err(|e| cuda_error("context", e))?;
             use sys::CUdevice_attribute as A;
             let attribute = |a| ctx.attribute(a).map_err(|e| cuda_error("attribute", e));
+            // Clocks and bus width only feed the benchmark's share of peak: 0 (no peak) where
+            // a driver no longer reports them.
+            let optional = |a| ctx.attribute(a).unwrap_or(0);
             Ok(GpuInfo {
                 ordinal,
                 name: ctx.name().map_err(|e| cuda_error("name", e))?,
@@ -99,9 +102,9 @@ pub fn probe() -> Result<(i32, Vec<GpuInfo>)> {
                     .map_err(|e| cuda_error("compute capability", e))?,
                 multiprocessors: attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
                 memory_bytes: ctx.total_mem().map_err(|e| cuda_error("memory", e))?,
-                clock_khz: attribute(A::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)?,
-                memory_clock_khz: attribute(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)?,
-                memory_bus_bits: attribute(A::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH)?,
+                clock_khz: optional(A::CU_DEVICE_ATTRIBUTE_CLOCK_RATE),
+                memory_clock_khz: optional(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE),
+                memory_bus_bits: optional(A::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH),
             })
         })
         .collect::<Result<Vec<_>>>()?;
