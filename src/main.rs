@@ -50,7 +50,8 @@ enum Command {
     /// Time every kernel at the model's shapes, then the training step and inference
     /// (markdown on screen, JSON with --json).
     Bench(BenchArgs),
-    /// Compare two benchmark JSON files (whorl's or bench/torch_baseline.py's): ratio table.
+    /// Compare two benchmark JSON files (whorl's, or bench/torch_baseline.py's or
+    /// bench/keras_baseline.py's): ratio table.
     Compare {
         /// The benchmark whose speed-up is reported.
         first: PathBuf,

@@ -25,7 +25,9 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 224)]
     pub(crate) size: usize,
 
-    /// Timed calls per kernel (the median is reported), after one warm-up.
+    /// Timed calls per kernel and per step (the median is reported), after one warm-up. Kernels
+    /// are timed on the device (CUDA events on a GPU), the training step and inference by the
+    /// wall clock with the next batch uploaded while each step runs, as in training.
     #[arg(long, default_value_t = 5)]
     pub(crate) repeats: usize,
 
