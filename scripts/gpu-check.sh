@@ -8,6 +8,10 @@
 #                                        DIR, for a GPU machine without Rust (no GPU needed)
 #   scripts/gpu-check.sh --bin DIR       check with the binaries in DIR (needs only the CUDA
 #                                        driver and python3; run from the repository root)
+#
+# Every stage runs even when one before it fails, so one report shows everything; the exit
+# status is 0 only when the GPU tests pass, the two loss curves agree and the benchmarks ran.
+# GPU_CHECK_RESULTS names another folder for the results (tests/scripts.rs uses it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,7 +54,7 @@ esac
 device="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || true)"
 [ -n "$device" ] || { echo "error: nvidia-smi found no GPU" >&2; exit 1; }
 slug="$(echo "$device" | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/-$//')"
-out="bench/results/$(date +%F)-$slug"
+out="${GPU_CHECK_RESULTS:-bench/results}/$(date +%F)-$slug"
 mkdir -p "$out"
 echo "GPU check on $device -> $out"
 
@@ -60,7 +64,6 @@ echo "== GPU tests"
 tests_status=0
 "$gpu_tests" --ignored --test-threads 1 2>&1 | tee "$out/gpu-tests.txt" || tests_status=$?
 
-# Every later stage runs even when one fails, so the report shows everything at once.
 echo "== training: the same short run on the GPU and on the CPU"
 export WHORL_CACHE="$out/cache"
 train_status=0

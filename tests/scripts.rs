@@ -1,0 +1,81 @@
+//! scripts/gpu-check.sh, run as a GPU machine without Rust runs it (`--bin DIR`), here with a
+//! stand-in `nvidia-smi` and GPU-test binary: it must go through every stage, write its report
+//! and fail, since the GPU tests fail.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+fn executable(path: &Path, script: &str) {
+    std::fs::write(path, script).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tools, bin, results) = (
+        dir.path().join("tools"),
+        dir.path().join("bin"),
+        dir.path().join("results"),
+    );
+    for folder in [&tools, &bin] {
+        std::fs::create_dir(folder).unwrap();
+    }
+    executable(
+        &tools.join("nvidia-smi"),
+        "#!/bin/sh\necho 'Stand-in GPU'\n",
+    );
+    executable(
+        &bin.join("gpu-tests"),
+        "#!/bin/sh\necho 'test result: FAILED. 0 passed; 1 failed'\nexit 101\n",
+    );
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_whorl"), bin.join("whorl")).unwrap();
+    let path = format!("{}:{}", tools.display(), std::env::var("PATH").unwrap());
+    let output = Command::new("bash")
+        .args(["scripts/gpu-check.sh", "--bin", common::path(&bin)])
+        .env("PATH", path)
+        .env("GPU_CHECK_RESULTS", &results)
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    let run = std::fs::read_dir(&results)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(
+        run.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .ends_with("-stand-in-gpu"),
+        "{run:?}"
+    );
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        report.contains("GPU tests (`gpu-tests --ignored`): FAILED"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| epoch | train loss GPU | train loss CPU |"),
+        "{report}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["gpu_tests_passed"], false);
+    // The CPU half of the training comparison ran whatever happened to the GPU half.
+    let history = std::fs::read_to_string(run.join("train-cpu/history.csv")).unwrap();
+    assert_eq!(history.lines().count(), 4, "{history}");
+    assert!(
+        !run.join("cache").exists(),
+        "the synthetic data is removed afterwards"
+    );
+}
