@@ -192,6 +192,13 @@ fn im2col(src: Nhwc, x: &[f32], grid: Nhwc, window: Window, first: usize, col: &
         .enumerate()
     {
         let sources = window_taps(src, grid, window, first + offset);
+        if c == 1 {
+            // One channel (conv1): a value per tap, without a copy call per value.
+            for (tap, source) in row.iter_mut().zip(sources) {
+                *tap = source.map_or(0.0, |s| x[s]);
+            }
+            continue;
+        }
         for (taps, source) in row.chunks_exact_mut(c).zip(sources) {
             match source {
                 Some(s) => taps.copy_from_slice(&x[s * c..][..c]),
