@@ -94,7 +94,7 @@ impl Conv {
 pub trait Backend {
     type Buffer;
 
-    /// A short name for messages, e.g. "cpu (2 threads)".
+    /// A short name for messages, e.g. "cpu (2 threads, AVX-512)".
     fn name(&self) -> String;
 
     /// Prepares scratch space for these convolutions (at the largest batch), so no step allocates.

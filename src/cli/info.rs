@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use whorl::Result;
+use whorl::backend::cpu;
 use whorl::backend::gpu::cuda::{self, EMBEDDED_PTX};
 
 pub(crate) fn run_info() -> Result<ExitCode> {
@@ -40,6 +41,10 @@ pub(crate) fn run_info() -> Result<ExitCode> {
         }
         Err(reason) => println!("CUDA driver: none ({reason})"),
     }
-    println!("CPU: {} threads", rayon::current_num_threads());
+    println!(
+        "CPU: {} threads, {}",
+        rayon::current_num_threads(),
+        cpu::vector_instructions()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,23 @@ const ELEMENT_CHUNK: usize = 1 << 14;
 /// Pieces of the loss, summed in order.
 const LOSS_CHUNKS: usize = 64;
 
+/// The vector instructions the convolutions run with on this CPU, as `pulp` and the GEMM
+/// kernels choose them at run time.
+pub fn vector_instructions() -> &'static str {
+    struct Lanes;
+    impl pulp::WithSimd for Lanes {
+        type Output = usize;
+        fn with_simd<S: pulp::Simd>(self, _: S) -> usize {
+            S::F32_LANES
+        }
+    }
+    match pulp::Arch::new().dispatch(Lanes) {
+        16 => "AVX-512",
+        8 => "AVX2",
+        _ => "128-bit vectors",
+    }
+}
+
 /// The CPU backend; `plan` sizes its scratch space once.
 #[derive(Debug, Default)]
 pub struct CpuBackend {
@@ -51,7 +68,11 @@ impl Backend for CpuBackend {
     type Buffer = Vec<f32>;
 
     fn name(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        format!(
+            "cpu ({} threads, {})",
+            rayon::current_num_threads(),
+            vector_instructions()
+        )
     }
 
     fn plan(&mut self, convs: &[Conv]) -> Result<()> {
