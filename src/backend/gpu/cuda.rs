@@ -369,9 +369,7 @@ impl Device for CudaDevice {
         stream
             .memcpy_dtoh(&view, host)
             .map_err(|e| cuda_error("copy from the GPU", e))?;
-        stream
-            .synchronize()
-            .map_err(|e| cuda_error("synchronize", e))
+        self.synchronize()
     }
 
     fn launch(
