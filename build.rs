@@ -7,30 +7,14 @@
 //! - The CUDA-on-CPU emulator: g++ compiles every kernels/*.cu (and the deliberately broken
 //!   kernels of tests/kernels/) as host code against kernels/emu/cuda_emu.h, with a table of
 //!   every __global__ function so kernels can be launched by name.
+//! - The kernel contract (build/kernel_contract.rs): a Rust module with the kernels' constants
+//!   and one typed launch function per kernel, read from the same sources.
+
+#[path = "build/kernel_contract.rs"]
+mod kernel_contract;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-
-/// The names of the __global__ functions in a CUDA source.
-fn kernel_names(source: &str) -> Vec<String> {
-    source
-        .split("__global__")
-        .skip(1)
-        .filter_map(|rest| {
-            let rest = rest.trim_start().strip_prefix("void")?.trim_start();
-            let rest = match rest.strip_prefix("__launch_bounds__") {
-                Some(bounds) => &bounds[bounds.find(')')? + 1..],
-                None => rest,
-            };
-            let name: String = rest
-                .trim_start()
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            (!name.is_empty()).then_some(name)
-        })
-        .collect()
-}
 
 fn cuda_sources(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
@@ -98,19 +82,45 @@ fn main() {
 
     let mut unit = String::from("#include \"cuda_emu.h\"\n#include \"runtime.h\"\n");
     let mut table = String::new();
-    let mut count = 0;
+    let mut all = Vec::new();
+    let mut launched = Vec::new();
     for source in &sources {
         let text = fs::read_to_string(source).expect("readable kernel source");
+        let file = source
+            .strip_prefix(&root)
+            .unwrap_or(source)
+            .display()
+            .to_string();
         unit += &format!("#include \"{}\"\n", source.display());
-        for name in kernel_names(&text) {
-            table += &format!("    {{\"{name}\", &Entry<&{name}>::call}},\n");
-            count += 1;
+        for kernel in kernel_contract::kernels(&text, &file) {
+            table += &format!("    {{\"{0}\", &Entry<&{0}>::call}},\n", kernel.name);
+            if source.starts_with(&kernels) {
+                launched.push((file.clone(), kernel.clone()));
+            }
+            all.push(kernel);
         }
         println!("cargo:rerun-if-changed={}", source.display());
     }
     unit += &format!(
-        "namespace whorl_emu {{\nconst KernelEntry kernels[] = {{\n{table}}};\nconst int kernel_count = {count};\n}}\n"
+        "namespace whorl_emu {{\nconst KernelEntry kernels[] = {{\n{table}}};\nconst int kernel_count = {};\n}}\n",
+        all.len()
     );
+    let constants: Vec<_> = std::iter::once(kernels.join("whorl.cuh"))
+        .chain(cuda_sources(&kernels))
+        .flat_map(|path| {
+            let text = fs::read_to_string(&path).expect("readable kernel source");
+            let file = path
+                .strip_prefix(&root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            kernel_contract::constants(&text)
+                .into_iter()
+                .map(move |c| (file.clone(), c))
+        })
+        .collect();
+    let contract = kernel_contract::rust_module(&constants, &launched, &all);
+    fs::write(out.join("kernel_contract.rs"), contract).expect("OUT_DIR is writable");
     let source = self_contained_source(&kernels);
     fs::write(out.join("whorl_kernels.cu"), &source).expect("OUT_DIR is writable");
     compile_ptx(&source, &out);
@@ -122,6 +132,7 @@ fn main() {
         println!("cargo:rerun-if-changed=kernels/emu/{file}");
     }
     println!("cargo:rerun-if-changed=kernels/whorl.cuh");
+    println!("cargo:rerun-if-changed=build/kernel_contract.rs");
     println!("cargo:rerun-if-env-changed=LD_LIBRARY_PATH");
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=tests/kernels");

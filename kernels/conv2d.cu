@@ -12,11 +12,18 @@
 
 // Tile of the output: 128 pixels x 64 channels per block of 256 threads, K in steps of 16;
 // each thread accumulates 8 pixels x 4 channels in registers.
-#define TILE_P 128
-#define TILE_N 64
-#define TILE_K 16
-#define THREAD_P 8
-#define THREAD_N 4
+#define GEMM_TILE_P 128
+#define GEMM_TILE_N 64
+#define GEMM_TILE_K 16
+#define GEMM_THREAD_P 8
+#define GEMM_THREAD_N 4
+#define GEMM_SHARED_FLOATS (GEMM_TILE_P * (GEMM_TILE_K + 1) + GEMM_TILE_K * GEMM_TILE_N)
+
+// Kernel-gradient tile: 64 rows of K x 64 channels per block, over 32 pixels at a time.
+#define FILTER_TILE_K 64
+#define FILTER_TILE_N 64
+#define FILTER_TILE_P 32
+#define FILTER_SHARED_FLOATS (2 * FILTER_TILE_P * (FILTER_TILE_K + 1))
 
 // Where a gathered window element comes from: the source index, or -1 in the zero padding.
 __device__ __forceinline__ int gather_index(int pixel, int k, int grid_h, int grid_w, int src_h,
@@ -43,57 +50,57 @@ __device__ __forceinline__ float activate(float z, int activation) {
 }
 
 // out[p, n] = activation(bias[n] + sum over k of window(p)[k] * weights[k, n]).
-// Grid: (ceil(pixels / 128), ceil(n / 64)); block: 256 threads; dynamic shared memory
-// (128 x 17 + 16 x 64) floats. Thread t computes channels 4 (t % 16) .. + 4 of pixels
+// Grid: (ceil(pixels / GEMM_TILE_P), ceil(n / GEMM_TILE_N)); block: 256 threads; dynamic
+// shared memory GEMM_SHARED_FLOATS. Thread t computes channels 4 (t % 16) .. + 4 of pixels
 // 8 (t / 16) .. + 8: per step of K, 8 + 4 shared-memory reads feed 32 multiply-adds. The 16
 // threads of a half-warp share their pixels (broadcast reads) and read adjacent channels.
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h,
                      int src_w, int src_c, int window, int stride, int origin, int upsampled,
                      const float* __restrict__ weights, int n, const float* __restrict__ bias,
                      int activation, float* __restrict__ out) {
     WHORL_DYNAMIC_SHARED(float, shared);
-    float* a_tile = shared;                          // [TILE_P][TILE_K + 1]
-    float* w_tile = shared + TILE_P * (TILE_K + 1);  // [TILE_K][TILE_N]
+    float* a_tile = shared;                          // [GEMM_TILE_P][GEMM_TILE_K + 1]
+    float* w_tile = shared + GEMM_TILE_P * (GEMM_TILE_K + 1);  // [GEMM_TILE_K][GEMM_TILE_N]
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
-    const int p0 = blockIdx.x * TILE_P, n0 = blockIdx.y * TILE_N;
+    const int p0 = blockIdx.x * GEMM_TILE_P, n0 = blockIdx.y * GEMM_TILE_N;
     const int t = threadIdx.x;
-    const int first_column = (t % (TILE_N / THREAD_N)) * THREAD_N;
-    const int first_row = (t / (TILE_N / THREAD_N)) * THREAD_P;
-    float acc[THREAD_P][THREAD_N];
-    for (int r = 0; r < THREAD_P; ++r)
-        for (int c = 0; c < THREAD_N; ++c) acc[r][c] = 0.0f;
-    for (int k0 = 0; k0 < k_total; k0 += TILE_K) {
-        for (int e = t; e < TILE_P * TILE_K; e += 256) {
-            int p = p0 + e / TILE_K, k = k0 + e % TILE_K;
+    const int first_column = (t % (GEMM_TILE_N / GEMM_THREAD_N)) * GEMM_THREAD_N;
+    const int first_row = (t / (GEMM_TILE_N / GEMM_THREAD_N)) * GEMM_THREAD_P;
+    float acc[GEMM_THREAD_P][GEMM_THREAD_N];
+    for (int r = 0; r < GEMM_THREAD_P; ++r)
+        for (int c = 0; c < GEMM_THREAD_N; ++c) acc[r][c] = 0.0f;
+    for (int k0 = 0; k0 < k_total; k0 += GEMM_TILE_K) {
+        for (int e = t; e < GEMM_TILE_P * GEMM_TILE_K; e += WHORL_THREADS) {
+            int p = p0 + e / GEMM_TILE_K, k = k0 + e % GEMM_TILE_K;
             float value = 0.0f;
             if (p < pixels && k < k_total) {
                 int at = gather_index(p, k, grid_h, grid_w, src_h, src_w, src_c, window, stride,
                                       origin, upsampled);
                 if (at >= 0) value = src[at];
             }
-            a_tile[(e / TILE_K) * (TILE_K + 1) + e % TILE_K] = value;
+            a_tile[(e / GEMM_TILE_K) * (GEMM_TILE_K + 1) + e % GEMM_TILE_K] = value;
         }
-        for (int e = t; e < TILE_K * TILE_N; e += 256) {
-            int k = k0 + e / TILE_N, c = n0 + e % TILE_N;
+        for (int e = t; e < GEMM_TILE_K * GEMM_TILE_N; e += WHORL_THREADS) {
+            int k = k0 + e / GEMM_TILE_N, c = n0 + e % GEMM_TILE_N;
             w_tile[e] = (k < k_total && c < n) ? weights[k * n + c] : 0.0f;
         }
         __syncthreads();
-        for (int kk = 0; kk < TILE_K; ++kk) {
-            float a[THREAD_P], w[THREAD_N];
-            for (int r = 0; r < THREAD_P; ++r) a[r] = a_tile[(first_row + r) * (TILE_K + 1) + kk];
-            for (int c = 0; c < THREAD_N; ++c) w[c] = w_tile[kk * TILE_N + first_column + c];
-            for (int r = 0; r < THREAD_P; ++r)
-                for (int c = 0; c < THREAD_N; ++c) acc[r][c] += a[r] * w[c];
+        for (int kk = 0; kk < GEMM_TILE_K; ++kk) {
+            float a[GEMM_THREAD_P], w[GEMM_THREAD_N];
+            for (int r = 0; r < GEMM_THREAD_P; ++r) a[r] = a_tile[(first_row + r) * (GEMM_TILE_K + 1) + kk];
+            for (int c = 0; c < GEMM_THREAD_N; ++c) w[c] = w_tile[kk * GEMM_TILE_N + first_column + c];
+            for (int r = 0; r < GEMM_THREAD_P; ++r)
+                for (int c = 0; c < GEMM_THREAD_N; ++c) acc[r][c] += a[r] * w[c];
         }
         __syncthreads();
     }
-    for (int c = 0; c < THREAD_N; ++c) {
+    for (int c = 0; c < GEMM_THREAD_N; ++c) {
         const int channel = n0 + first_column + c;
         if (channel >= n) break;
         const float b = bias ? bias[channel] : 0.0f;
-        for (int r = 0; r < THREAD_P; ++r) {
+        for (int r = 0; r < GEMM_THREAD_P; ++r) {
             int p = p0 + first_row + r;
             if (p < pixels) out[p * n + channel] = activate(acc[r][c] + b, activation);
         }
@@ -131,28 +138,29 @@ extern "C" __global__ void conv2d_fold_upsampled_kernel(const float* __restrict_
 // partial[chunk, k, c] = sum over its pixels p of window(p)[k] * dz[p, c], where row k = K
 // (one past the window) is all ones, so that row is the bias gradient.
 // Grid: (ceil((K + 1) / 64), ceil(n / 64), chunks); block 256; dynamic shared memory
-// 2 x 32 x 65 floats. Thread t computes rows 4 (t / 16) .. + 4 and columns 4 (t % 16) .. + 4
+// FILTER_SHARED_FLOATS. Thread t computes rows 4 (t / 16) .. + 4 and columns 4 (t % 16) .. + 4
 // of the block's 64 x 64 tile: per pixel, 4 + 4 shared-memory reads feed 16 multiply-adds.
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_filter_partials(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
                        int src_h, int src_w, int src_c, int window, int stride, int origin,
                        int upsampled, const float* __restrict__ dz, int n, int pixels_per_chunk,
                        float* __restrict__ partial) {
     WHORL_DYNAMIC_SHARED(float, shared);
-    float* a_tile = shared;            // [32 pixels][65]: window values, k along columns
-    float* g_tile = shared + 32 * 65;  // [32 pixels][65]: dz, channels along columns
+    const int row_stride = FILTER_TILE_K + 1;
+    float* a_tile = shared;                                // [pixels][k]: window values
+    float* g_tile = shared + FILTER_TILE_P * row_stride;  // [pixels][channel]: dz
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
-    const int k0 = blockIdx.x * 64, n0 = blockIdx.y * 64, chunk = blockIdx.z;
+    const int k0 = blockIdx.x * FILTER_TILE_K, n0 = blockIdx.y * FILTER_TILE_N, chunk = blockIdx.z;
     const int begin = chunk * pixels_per_chunk;
     const int end = min(pixels, begin + pixels_per_chunk);
     const int t = threadIdx.x, first_column = (t % 16) * 4, first_row = (t / 16) * 4;
     float acc[4][4];
     for (int r = 0; r < 4; ++r)
         for (int c = 0; c < 4; ++c) acc[r][c] = 0.0f;
-    for (int p0 = begin; p0 < end; p0 += 32) {
-        for (int e = t; e < 32 * 64; e += 256) {
-            int q = e / 64, column = e % 64;
+    for (int p0 = begin; p0 < end; p0 += FILTER_TILE_P) {
+        for (int e = t; e < FILTER_TILE_P * FILTER_TILE_K; e += WHORL_THREADS) {
+            int q = e / FILTER_TILE_K, column = e % FILTER_TILE_K;
             int p = p0 + q, k = k0 + column, c = n0 + column;
             float value = 0.0f;
             if (p < end && k < k_total) {
@@ -162,14 +170,14 @@ conv2d_filter_partials(const float* __restrict__ src, int grid_n, int grid_h, in
             } else if (p < end && k == k_total) {
                 value = 1.0f;
             }
-            a_tile[q * 65 + column] = value;
-            g_tile[q * 65 + column] = (p < end && c < n) ? dz[p * n + c] : 0.0f;
+            a_tile[q * row_stride + column] = value;
+            g_tile[q * row_stride + column] = (p < end && c < n) ? dz[p * n + c] : 0.0f;
         }
         __syncthreads();
-        for (int q = 0; q < 32; ++q) {
+        for (int q = 0; q < FILTER_TILE_P; ++q) {
             float a[4], g[4];
-            for (int r = 0; r < 4; ++r) a[r] = a_tile[q * 65 + first_row + r];
-            for (int c = 0; c < 4; ++c) g[c] = g_tile[q * 65 + first_column + c];
+            for (int r = 0; r < 4; ++r) a[r] = a_tile[q * row_stride + first_row + r];
+            for (int c = 0; c < 4; ++c) g[c] = g_tile[q * row_stride + first_column + c];
             for (int r = 0; r < 4; ++r)
                 for (int c = 0; c < 4; ++c) acc[r][c] += a[r] * g[c];
         }

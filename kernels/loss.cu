@@ -3,9 +3,13 @@
 // in order.
 #include "whorl.cuh"
 
+// One partial sum per warp of a block.
+#define MSE_SHARED_FLOATS (WHORL_THREADS / 32)
+
 // partial[block] = sum over i = block * 256 + thread, stepping by the grid, of (p - t)^2.
-// Grid: a fixed number of blocks (partial's length); block 256; dynamic shared 8 floats.
-extern "C" __global__ void __launch_bounds__(256)
+// Grid: a fixed number of blocks (partial's length); block 256; dynamic shared
+// MSE_SHARED_FLOATS.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 mse_partials(int len, const float* __restrict__ prediction, const float* __restrict__ target,
              float* __restrict__ partial) {
     WHORL_DYNAMIC_SHARED(float, warp_sums);

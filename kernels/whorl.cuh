@@ -6,6 +6,9 @@
 #define WHORL_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
 #endif
 
+// Threads per block of every kernel launched with more than one thread.
+#define WHORL_THREADS 256
+
 // Activation codes, as the Rust side passes them.
 #define WHORL_NO_ACTIVATION 0
 #define WHORL_RELU 1

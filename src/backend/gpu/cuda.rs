@@ -380,6 +380,9 @@ impl Device for CudaDevice {
         shared_bytes: usize,
         args: &[KernelArg],
     ) -> Result<()> {
+        if let Some(reason) = super::kernels::arity_mismatch(kernel, args.len()) {
+            return Err(cuda_error("launch", reason));
+        }
         if !self.functions.contains_key(kernel) {
             let function = self
                 .module
@@ -399,7 +402,7 @@ impl Device for CudaDevice {
         let mut builder = self.stream.launch_builder(function);
         for (arg, pointer) in args.iter().zip(&pointers) {
             match arg {
-                KernelArg::Ptr(_) | KernelArg::NullPtr => builder.arg(pointer),
+                KernelArg::Ptr(_) => builder.arg(pointer),
                 KernelArg::I32(v) => builder.arg(v),
                 KernelArg::F32(v) => builder.arg(v),
             };
@@ -409,8 +412,9 @@ impl Device for CudaDevice {
             block_dim: (block[0], block[1], block[2]),
             shared_mem_bytes: shared_bytes as u32,
         };
-        // SAFETY: the arguments match the kernel's parameter list (GpuBackend builds them from
-        // the signatures in kernels/*.cu) and every pointer is a live allocation of this device.
+        // SAFETY: the arguments match the kernel's parameter list (GpuBackend launches through
+        // the typed functions generated from the signatures in kernels/*.cu) and every pointer
+        // is a live allocation of this device.
         unsafe { builder.launch(config) }
             .map_err(|e| cuda_error(&format!("launching {kernel}"), e))?;
         if cfg!(debug_assertions) {

@@ -179,12 +179,14 @@ impl Device for Emulator {
         shared_bytes: usize,
         args: &[KernelArg],
     ) -> Result<()> {
+        if let Some(reason) = super::kernels::arity_mismatch(kernel, args.len()) {
+            return Err(self.error(reason));
+        }
         // Each argument in its own 8-byte slot; the kernel reads the slot as its parameter type.
         let mut slots: Vec<u64> = args
             .iter()
             .map(|arg| match *arg {
                 KernelArg::Ptr(p) => p.0,
-                KernelArg::NullPtr => 0,
                 KernelArg::I32(v) => u64::from(v as u32),
                 KernelArg::F32(v) => u64::from(v.to_bits()),
             })
@@ -203,8 +205,8 @@ impl Device for Emulator {
         let name = CString::new(kernel).expect("kernel names have no NUL");
         let mut message = vec![0 as c_char; 1024];
         // SAFETY: every pointer argument addresses a live allocation (the backend passes only
-        // its own buffers), `pointers` has one slot per kernel parameter, and `message` is a
-        // writable buffer of the length given.
+        // its own buffers), `pointers` has one slot per kernel parameter (checked above against
+        // the signature), and `message` is a writable buffer of the length given.
         let status = unsafe {
             whorl_emu_launch(
                 name.as_ptr(),

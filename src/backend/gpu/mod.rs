@@ -4,9 +4,10 @@
 
 pub mod cuda;
 pub mod emulator;
+pub mod kernels;
 
 use super::{Backend, Conv, ConvInput, Nhwc, RmsProp};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Activation;
 
 /// An address in device memory.
@@ -14,6 +15,9 @@ use crate::model::Activation;
 pub struct DevicePtr(pub u64);
 
 impl DevicePtr {
+    /// The null pointer, for a kernel's optional input.
+    pub const NULL: DevicePtr = DevicePtr(0);
+
     /// The address `floats` float32 values further on.
     pub fn offset(self, floats: usize) -> DevicePtr {
         DevicePtr(self.0 + 4 * floats as u64)
@@ -24,9 +28,43 @@ impl DevicePtr {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum KernelArg {
     Ptr(DevicePtr),
-    NullPtr,
     I32(i32),
     F32(f32),
+}
+
+/// A launch's shape: blocks, threads per block and dynamic shared memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Launch {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared_bytes: usize,
+}
+
+impl Launch {
+    /// `grid` blocks of [`kernels::WHORL_THREADS`] threads with `shared_floats` floats of
+    /// dynamic shared memory each.
+    pub fn blocks(grid: [u32; 3], shared_floats: usize) -> Launch {
+        Launch {
+            grid,
+            block: [kernels::WHORL_THREADS as u32, 1, 1],
+            shared_bytes: 4 * shared_floats,
+        }
+    }
+
+    /// One thread per element of `len`.
+    pub fn per_element(len: usize) -> Launch {
+        let threads = kernels::WHORL_THREADS as u32;
+        Launch::blocks([(len as u32).div_ceil(threads).max(1), 1, 1], 0)
+    }
+
+    /// A single thread.
+    pub fn single_thread() -> Launch {
+        Launch {
+            grid: [1, 1, 1],
+            block: [1, 1, 1],
+            shared_bytes: 0,
+        }
+    }
 }
 
 /// What the GPU backend needs of a device.
@@ -66,44 +104,39 @@ pub struct GpuBuffer {
 }
 
 impl GpuBuffer {
-    fn at(&self, offset: usize) -> KernelArg {
-        KernelArg::Ptr(self.ptr.offset(offset))
-    }
-
-    fn arg(&self) -> KernelArg {
-        self.at(0)
+    fn at(&self, offset: usize) -> DevicePtr {
+        self.ptr.offset(offset)
     }
 }
 
-const THREADS: u32 = 256;
 /// Blocks of the first stage of the loss reduction.
 const LOSS_BLOCKS: usize = 64;
 /// Output pixels per chunk of a kernel-gradient reduction (at most MAX_CHUNKS chunks).
 const CHUNK_PIXELS: usize = 1024;
 const MAX_CHUNKS: usize = 128;
-/// Shared memory of conv2d_gathered_gemm and conv2d_filter_partials, in bytes.
-const GEMM_SHARED: usize = 4 * (128 * 17 + 16 * 64);
-const PARTIALS_SHARED: usize = 4 * 2 * 32 * 65;
 
-fn blocks(len: usize) -> [u32; 3] {
-    [(len as u32).div_ceil(THREADS).max(1), 1, 1]
-}
-
-fn i32_arg(v: usize) -> KernelArg {
-    KernelArg::I32(v as i32)
-}
-
-fn activation_code(activation: Option<Activation>) -> KernelArg {
-    KernelArg::I32(match activation {
-        None => 0,
-        Some(Activation::Relu) => 1,
-        Some(Activation::Sigmoid) => 2,
+/// A size or index as the kernels' `int` parameters take it.
+fn int(v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::Backend {
+        backend: "gpu".into(),
+        reason: format!(
+            "{v} elements exceed the kernels' 32-bit indexing: use a smaller batch or image size"
+        ),
     })
 }
 
+fn activation_code(activation: Option<Activation>) -> i32 {
+    let code = match activation {
+        None => kernels::WHORL_NO_ACTIVATION,
+        Some(Activation::Relu) => kernels::WHORL_RELU,
+        Some(Activation::Sigmoid) => kernels::WHORL_SIGMOID,
+    };
+    code as i32
+}
+
 /// A window gathered from a source tensor for each pixel of an output grid (see conv2d.cu).
-struct Gather<'a> {
-    src: &'a GpuBuffer,
+struct Gather {
+    src: DevicePtr,
     src_shape: Nhwc,
     grid: Nhwc,
     window: usize,
@@ -112,22 +145,17 @@ struct Gather<'a> {
     upsampled: bool,
 }
 
-impl Gather<'_> {
-    fn args(&self) -> Vec<KernelArg> {
-        let (s, g) = (self.src_shape, self.grid);
-        vec![
-            self.src.arg(),
-            i32_arg(g.batch),
-            i32_arg(g.height),
-            i32_arg(g.width),
-            i32_arg(s.height),
-            i32_arg(s.width),
-            i32_arg(s.channels),
-            i32_arg(self.window),
-            i32_arg(self.stride),
-            KernelArg::I32(self.origin),
-            KernelArg::I32(i32::from(self.upsampled)),
-        ]
+impl Gather {
+    fn over_input(conv: &Conv, x: &GpuBuffer) -> Gather {
+        Gather {
+            src: x.ptr,
+            src_shape: conv.input,
+            grid: conv.output(),
+            window: 3,
+            stride: 1,
+            origin: -1,
+            upsampled: conv.read == ConvInput::Upsampled2,
+        }
     }
 
     fn k(&self) -> usize {
@@ -169,57 +197,48 @@ impl<D: Device> GpuBackend<D> {
         &mut self.device
     }
 
-    fn launch(
-        &mut self,
-        kernel: &str,
-        grid: [u32; 3],
-        shared_bytes: usize,
-        args: &[KernelArg],
-    ) -> Result<()> {
-        self.device
-            .launch(kernel, grid, [THREADS, 1, 1], shared_bytes, args)
-    }
-
-    fn scratch(slot: &Option<GpuBuffer>) -> &GpuBuffer {
-        slot.as_ref().expect("plan() allocates the scratch buffers")
+    fn scratch(slot: &Option<GpuBuffer>) -> DevicePtr {
+        slot.as_ref()
+            .expect("plan() allocates the scratch buffers")
+            .ptr
     }
 
     /// out[p, n] = activation(bias + window(p) weights) over the gather's grid.
     fn gathered_gemm(
         &mut self,
         gather: &Gather,
-        weights: KernelArg,
+        weights: DevicePtr,
         n: usize,
-        bias: KernelArg,
+        bias: DevicePtr,
         activation: Option<Activation>,
-        out: &GpuBuffer,
+        out: DevicePtr,
     ) -> Result<()> {
-        let mut args = gather.args();
-        args.extend([
-            weights,
-            i32_arg(n),
-            bias,
-            activation_code(activation),
-            out.arg(),
-        ]);
+        let (s, g) = (gather.src_shape, gather.grid);
         let grid = [
-            (gather.grid.pixels() as u32).div_ceil(128),
-            (n as u32).div_ceil(64),
+            g.pixels().div_ceil(kernels::GEMM_TILE_P) as u32,
+            n.div_ceil(kernels::GEMM_TILE_N) as u32,
             1,
         ];
-        self.launch("conv2d_gathered_gemm", grid, GEMM_SHARED, &args)
-    }
-
-    fn gather<'a>(conv: &Conv, x: &'a GpuBuffer) -> Gather<'a> {
-        Gather {
-            src: x,
-            src_shape: conv.input,
-            grid: conv.output(),
-            window: 3,
-            stride: 1,
-            origin: -1,
-            upsampled: conv.read == ConvInput::Upsampled2,
-        }
+        kernels::conv2d_gathered_gemm(
+            &mut self.device,
+            Launch::blocks(grid, kernels::GEMM_SHARED_FLOATS),
+            gather.src,
+            int(g.batch)?,
+            int(g.height)?,
+            int(g.width)?,
+            int(s.height)?,
+            int(s.width)?,
+            int(s.channels)?,
+            int(gather.window)?,
+            int(gather.stride)?,
+            gather.origin,
+            i32::from(gather.upsampled),
+            weights,
+            int(n)?,
+            bias,
+            activation_code(activation),
+            out,
+        )
     }
 }
 
@@ -289,16 +308,13 @@ impl<D: Device> Backend for GpuBackend<D> {
         y: &mut GpuBuffer,
     ) -> Result<()> {
         let slot = &conv.slot;
-        let weights = params.at(slot.weight.start);
-        let bias = params.at(slot.bias.start);
-        let gather = Self::gather(conv, x);
         self.gathered_gemm(
-            &gather,
-            weights,
+            &Gather::over_input(conv, x),
+            params.at(slot.weight.start),
             slot.out_channels,
-            bias,
+            params.at(slot.bias.start),
             Some(conv.activation),
-            y,
+            y.ptr,
         )
     }
 
@@ -309,13 +325,14 @@ impl<D: Device> Backend for GpuBackend<D> {
         y: &GpuBuffer,
         grad: &mut GpuBuffer,
     ) -> Result<()> {
-        let args = [
+        kernels::activation_backward(
+            &mut self.device,
+            Launch::per_element(len),
             activation_code(Some(activation)),
-            i32_arg(len),
-            y.arg(),
-            grad.arg(),
-        ];
-        self.launch("activation_backward", blocks(len), 0, &args)
+            int(len)?,
+            y.ptr,
+            grad.ptr,
+        )
     }
 
     fn conv2d_backward_data(
@@ -326,16 +343,36 @@ impl<D: Device> Backend for GpuBackend<D> {
         dx: &mut GpuBuffer,
     ) -> Result<()> {
         let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-        let scratch = Self::scratch(&self.kernel_scratch).arg();
+        let scratch = Self::scratch(&self.kernel_scratch);
         let kernel = params.at(conv.slot.weight.start);
-        let (transform, taps, window, stride) = match conv.read {
-            ConvInput::Direct => ("conv2d_flip_kernel", 9, 3, 1),
-            ConvInput::Upsampled2 => ("conv2d_fold_upsampled_kernel", 16, 4, 2),
+        let (window, stride) = match conv.read {
+            ConvInput::Direct => {
+                let launch = Launch::per_element(9 * cin * cout);
+                kernels::conv2d_flip_kernel(
+                    &mut self.device,
+                    launch,
+                    kernel,
+                    int(cin)?,
+                    int(cout)?,
+                    scratch,
+                )?;
+                (3, 1)
+            }
+            ConvInput::Upsampled2 => {
+                let launch = Launch::per_element(16 * cin * cout);
+                kernels::conv2d_fold_upsampled_kernel(
+                    &mut self.device,
+                    launch,
+                    kernel,
+                    int(cin)?,
+                    int(cout)?,
+                    scratch,
+                )?;
+                (4, 2)
+            }
         };
-        let args = [kernel, i32_arg(cin), i32_arg(cout), scratch];
-        self.launch(transform, blocks(taps * cin * cout), 0, &args)?;
         let gather = Gather {
-            src: dz,
+            src: dz.ptr,
             src_shape: conv.output(),
             grid: conv.input,
             window,
@@ -343,7 +380,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             origin: -1,
             upsampled: false,
         };
-        self.gathered_gemm(&gather, scratch, cin, KernelArg::NullPtr, None, dx)
+        self.gathered_gemm(&gather, scratch, cin, DevicePtr::NULL, None, dx.ptr)
     }
 
     fn conv2d_backward_filter(
@@ -353,33 +390,51 @@ impl<D: Device> Backend for GpuBackend<D> {
         dz: &GpuBuffer,
         grads: &mut GpuBuffer,
     ) -> Result<()> {
-        let gather = Self::gather(conv, x);
+        let gather = Gather::over_input(conv, x);
         let (k, n) = (gather.k(), conv.slot.out_channels);
         let (per_chunk, chunks) = filter_chunks(gather.grid.pixels());
-        let partials = Self::scratch(&self.partials).arg();
-        let mut args = gather.args();
-        args.extend([dz.arg(), i32_arg(n), i32_arg(per_chunk), partials]);
+        let partials = Self::scratch(&self.partials);
+        let (s, g) = (gather.src_shape, gather.grid);
         let grid = [
-            (k as u32 + 1).div_ceil(64),
-            (n as u32).div_ceil(64),
+            (k + 1).div_ceil(kernels::FILTER_TILE_K) as u32,
+            n.div_ceil(kernels::FILTER_TILE_N) as u32,
             chunks as u32,
         ];
-        self.launch("conv2d_filter_partials", grid, PARTIALS_SHARED, &args)?;
+        kernels::conv2d_filter_partials(
+            &mut self.device,
+            Launch::blocks(grid, kernels::FILTER_SHARED_FLOATS),
+            gather.src,
+            int(g.batch)?,
+            int(g.height)?,
+            int(g.width)?,
+            int(s.height)?,
+            int(s.width)?,
+            int(s.channels)?,
+            int(gather.window)?,
+            int(gather.stride)?,
+            gather.origin,
+            i32::from(gather.upsampled),
+            dz.ptr,
+            int(n)?,
+            int(per_chunk)?,
+            partials,
+        )?;
         // Kernel rows then the bias row: exactly the slot's weight and bias ranges.
         let count = (k + 1) * n;
-        let args = [
+        kernels::sum_partials(
+            &mut self.device,
+            Launch::per_element(count),
             partials,
-            i32_arg(chunks),
-            i32_arg(count),
+            int(chunks)?,
+            int(count)?,
             grads.at(conv.slot.weight.start),
-        ];
-        self.launch("sum_partials", blocks(count), 0, &args)
+        )
     }
 
     fn maxpool2_forward(&mut self, input: Nhwc, x: &GpuBuffer, y: &mut GpuBuffer) -> Result<()> {
-        let mut args = shape_args(input);
-        args.extend([x.arg(), y.arg()]);
-        self.launch("maxpool2_forward", blocks(input.len() / 4), 0, &args)
+        let [batch, h, w, c] = shape_args(input)?;
+        let launch = Launch::per_element(input.len() / 4);
+        kernels::maxpool2_forward(&mut self.device, launch, batch, h, w, c, x.ptr, y.ptr)
     }
 
     fn maxpool2_backward(
@@ -389,15 +444,25 @@ impl<D: Device> Backend for GpuBackend<D> {
         dy: &GpuBuffer,
         dx: &mut GpuBuffer,
     ) -> Result<()> {
-        let mut args = shape_args(input);
-        args.extend([x.arg(), dy.arg(), dx.arg()]);
-        self.launch("maxpool2_backward", blocks(input.len() / 4), 0, &args)
+        let [batch, h, w, c] = shape_args(input)?;
+        let launch = Launch::per_element(input.len() / 4);
+        kernels::maxpool2_backward(
+            &mut self.device,
+            launch,
+            batch,
+            h,
+            w,
+            c,
+            x.ptr,
+            dy.ptr,
+            dx.ptr,
+        )
     }
 
     fn upsample2_forward(&mut self, input: Nhwc, x: &GpuBuffer, y: &mut GpuBuffer) -> Result<()> {
-        let mut args = shape_args(input);
-        args.extend([x.arg(), y.arg()]);
-        self.launch("upsample2_forward", blocks(4 * input.len()), 0, &args)
+        let [batch, h, w, c] = shape_args(input)?;
+        let launch = Launch::per_element(4 * input.len());
+        kernels::upsample2_forward(&mut self.device, launch, batch, h, w, c, x.ptr, y.ptr)
     }
 
     fn upsample2_backward(
@@ -406,23 +471,34 @@ impl<D: Device> Backend for GpuBackend<D> {
         dy: &GpuBuffer,
         dx: &mut GpuBuffer,
     ) -> Result<()> {
-        let mut args = shape_args(input);
-        args.extend([dy.arg(), dx.arg()]);
-        self.launch("upsample2_backward", blocks(input.len()), 0, &args)
+        let [batch, h, w, c] = shape_args(input)?;
+        let launch = Launch::per_element(input.len());
+        kernels::upsample2_backward(&mut self.device, launch, batch, h, w, c, dy.ptr, dx.ptr)
     }
 
     fn mse_loss(&mut self, len: usize, prediction: &GpuBuffer, target: &GpuBuffer) -> Result<f64> {
         let loss = Self::scratch(&self.loss);
-        let (partials, out) = (loss.arg(), loss.at(LOSS_BLOCKS));
-        let args = [i32_arg(len), prediction.arg(), target.arg(), partials];
-        let grid = [LOSS_BLOCKS as u32, 1, 1];
-        self.launch("mse_partials", grid, 4 * (THREADS as usize / 32), &args)?;
-        let args = [i32_arg(LOSS_BLOCKS), i32_arg(len), partials, out];
-        self.device
-            .launch("mse_finish", [1, 1, 1], [1, 1, 1], 0, &args)?;
+        let (partials, out) = (loss, loss.offset(LOSS_BLOCKS));
+        let launch = Launch::blocks([LOSS_BLOCKS as u32, 1, 1], kernels::MSE_SHARED_FLOATS);
+        kernels::mse_partials(
+            &mut self.device,
+            launch,
+            int(len)?,
+            prediction.ptr,
+            target.ptr,
+            partials,
+        )?;
+        let launch = Launch::single_thread();
+        kernels::mse_finish(
+            &mut self.device,
+            launch,
+            int(LOSS_BLOCKS)?,
+            int(len)?,
+            partials,
+            out,
+        )?;
         let mut value = [0.0f32];
-        let ptr = Self::scratch(&self.loss).ptr.offset(LOSS_BLOCKS);
-        self.device.download(ptr, &mut value)?;
+        self.device.download(out, &mut value)?;
         Ok(f64::from(value[0]))
     }
 
@@ -433,8 +509,14 @@ impl<D: Device> Backend for GpuBackend<D> {
         target: &GpuBuffer,
         grad: &mut GpuBuffer,
     ) -> Result<()> {
-        let args = [i32_arg(len), prediction.arg(), target.arg(), grad.arg()];
-        self.launch("mse_backward", blocks(len), 0, &args)
+        kernels::mse_backward(
+            &mut self.device,
+            Launch::per_element(len),
+            int(len)?,
+            prediction.ptr,
+            target.ptr,
+            grad.ptr,
+        )
     }
 
     fn rmsprop_update(
@@ -445,24 +527,26 @@ impl<D: Device> Backend for GpuBackend<D> {
         velocity: &mut GpuBuffer,
     ) -> Result<()> {
         let count = params.len;
-        let args = [
-            i32_arg(count),
-            KernelArg::F32(hyper.learning_rate),
-            KernelArg::F32(hyper.rho),
-            KernelArg::F32(hyper.epsilon),
-            params.arg(),
-            grads.arg(),
-            velocity.arg(),
-        ];
-        self.launch("rmsprop_update", blocks(count), 0, &args)
+        kernels::rmsprop_update(
+            &mut self.device,
+            Launch::per_element(count),
+            int(count)?,
+            hyper.learning_rate,
+            hyper.rho,
+            hyper.epsilon,
+            params.ptr,
+            grads.ptr,
+            velocity.ptr,
+        )
     }
 }
 
-fn shape_args(input: Nhwc) -> Vec<KernelArg> {
-    vec![
-        i32_arg(input.batch),
-        i32_arg(input.height),
-        i32_arg(input.width),
-        i32_arg(input.channels),
-    ]
+/// batch, height, width, channels as the pooling and upsampling kernels take them.
+fn shape_args(input: Nhwc) -> Result<[i32; 4]> {
+    Ok([
+        int(input.batch)?,
+        int(input.height)?,
+        int(input.width)?,
+        int(input.channels)?,
+    ])
 }
