@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::Args;
 use whorl::backend::Backend;
-use whorl::backend::gpu::cuda;
 use whorl::model::Architecture;
 use whorl::{Error, Result, bench};
 
@@ -48,7 +47,7 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<ExitCode> {
         }
         Backends::Gpu(mut gpu) => {
             let name = gpu.name();
-            let peaks = cuda::peaks(gpu.device().info());
+            let peaks = gpu.device().info().peaks();
             bench::run(*gpu, &name, args.batch_size, args.size, args.repeats, peaks)
         }
     })?;

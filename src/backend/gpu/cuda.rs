@@ -59,14 +59,23 @@ pub struct GpuInfo {
     pub memory_bus_bits: i32,
 }
 
-/// FP32 peaks from the device's properties: SMs x 128 FP32 lanes (Ampere to Hopper) x 2 FLOPs
-/// x clock, and the memory bus width x 2 (double data rate) x memory clock. The README lists
-/// the published figures beside them.
-pub fn peaks(info: &GpuInfo) -> Option<crate::bench::Peaks> {
-    let flops = f64::from(info.multiprocessors) * 128.0 * 2.0 * f64::from(info.clock_khz) * 1e3;
-    let bytes_per_s =
-        f64::from(info.memory_bus_bits) / 8.0 * 2.0 * f64::from(info.memory_clock_khz) * 1e3;
-    (flops > 0.0 && bytes_per_s > 0.0).then_some(crate::bench::Peaks { flops, bytes_per_s })
+/// A device's peaks: FP32 FLOP/s (no tensor cores) and memory bandwidth in bytes/s.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Peaks {
+    pub flops: f64,
+    pub bytes_per_s: f64,
+}
+
+impl GpuInfo {
+    /// FP32 peaks from the device's properties: SMs x 128 FP32 lanes (Ampere to Hopper) x 2
+    /// FLOPs x clock, and the memory bus width x 2 (double data rate) x memory clock. The
+    /// README lists the published figures beside them. None where the driver reports no clocks.
+    pub fn peaks(&self) -> Option<Peaks> {
+        let flops = f64::from(self.multiprocessors) * 128.0 * 2.0 * f64::from(self.clock_khz) * 1e3;
+        let bytes_per_s =
+            f64::from(self.memory_bus_bits) / 8.0 * 2.0 * f64::from(self.memory_clock_khz) * 1e3;
+        (flops > 0.0 && bytes_per_s > 0.0).then_some(Peaks { flops, bytes_per_s })
+    }
 }
 
 /// The CUDA driver's version (e.g. 13000) and every GPU, or why there are none. Never panics:

@@ -1,0 +1,134 @@
+//! What a benchmark reports, as JSON, as markdown, and side by side with another report.
+
+use serde::{Deserialize, Serialize};
+
+use super::work::Work;
+use crate::backend::gpu::cuda::Peaks;
+
+/// One kernel's measurement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KernelTiming {
+    pub name: String,
+    pub shape: String,
+    pub median_ms: f64,
+    /// Nominal GFLOP/s (the model's FLOPs as PyTorch counts them, over the time taken).
+    pub gflops: f64,
+    /// GFLOP/s of the arithmetic executed.
+    #[serde(default)]
+    pub executed_gflops: f64,
+    pub gbs: f64,
+    pub work: Work,
+    /// Share of the device's FP32 peak reached by the executed arithmetic (or of its memory
+    /// bandwidth, for kernels with no FLOPs), if the peaks are known.
+    pub percent_of_peak: Option<f64>,
+}
+
+impl KernelTiming {
+    pub fn new(
+        name: String,
+        shape: String,
+        seconds: f64,
+        work: Work,
+        peaks: Option<Peaks>,
+    ) -> KernelTiming {
+        let percent_of_peak = peaks.map(|p| {
+            if work.executed_flops > 0.0 {
+                100.0 * work.executed_flops / seconds / p.flops
+            } else {
+                100.0 * work.bytes / seconds / p.bytes_per_s
+            }
+        });
+        KernelTiming {
+            name,
+            shape,
+            median_ms: 1e3 * seconds,
+            gflops: work.flops / seconds / 1e9,
+            executed_gflops: work.executed_flops / seconds / 1e9,
+            gbs: work.bytes / seconds / 1e9,
+            work,
+            percent_of_peak,
+        }
+    }
+}
+
+/// What `whorl bench` reports; bench/torch_baseline.py writes the same top-level fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub framework: String,
+    pub device: String,
+    pub batch_size: usize,
+    pub size: usize,
+    pub repeats: usize,
+    pub train_step_ms: f64,
+    pub train_images_per_s: f64,
+    pub inference_ms: f64,
+    pub inference_images_per_s: f64,
+    pub kernels: Vec<KernelTiming>,
+}
+
+/// The report as markdown tables.
+pub fn markdown(report: &BenchReport) -> String {
+    let mut out = format!(
+        "{} on {}: batch {}, {}x{}, median of {} after a warm-up\n\n",
+        report.framework,
+        report.device,
+        report.batch_size,
+        report.size,
+        report.size,
+        report.repeats
+    );
+    out += "Nominal GFLOP/s count the model's FLOPs as PyTorch does (a 3x3 convolution over an \
+            upsampled input at its full size); executed GFLOP/s count the arithmetic whorl does \
+            (4/9 of nominal for an upsampled convolution's forward, 1/4 for its backward \
+            passes); % of peak uses the executed count.\n\n";
+    out += "| kernel | shape | ms | nominal GFLOP/s | executed GFLOP/s | GB/s | % of peak |\n\
+            |---|---|---:|---:|---:|---:|---:|\n";
+    for k in &report.kernels {
+        out += &format!(
+            "| {} | {} | {:.3} | {:.1} | {:.1} | {:.1} | {} |\n",
+            k.name,
+            k.shape,
+            k.median_ms,
+            k.gflops,
+            k.executed_gflops,
+            k.gbs,
+            k.percent_of_peak.map_or("-".into(), |p| format!("{p:.1}"))
+        );
+    }
+    out += &format!(
+        "\n| | ms | images/s |\n|---|---:|---:|\n| training step | {:.1} | {:.1} |\n| inference | {:.1} | {:.1} |\n",
+        report.train_step_ms,
+        report.train_images_per_s,
+        report.inference_ms,
+        report.inference_images_per_s
+    );
+    out
+}
+
+/// Ratios of two reports' throughputs (a / b), and of their kernels' times (b / a) where the
+/// names match.
+pub fn compare(a: &BenchReport, b: &BenchReport) -> String {
+    let mut out = format!(
+        "| | {} ({}) | {} ({}) | ratio |\n|---|---:|---:|---:|\n",
+        a.framework, a.device, b.framework, b.device
+    );
+    let mut row = |what: &str, x: f64, y: f64, ratio: f64| {
+        out += &format!("| {what} | {x:.1} | {y:.1} | {ratio:.2}x |\n");
+    };
+    let (ta, tb) = (a.train_images_per_s, b.train_images_per_s);
+    row("training images/s", ta, tb, ta / tb);
+    let (ia, ib) = (a.inference_images_per_s, b.inference_images_per_s);
+    row("inference images/s", ia, ib, ia / ib);
+    for k in &a.kernels {
+        if let Some(other) = b.kernels.iter().find(|o| o.name == k.name) {
+            out += &format!(
+                "| {} ms | {:.3} | {:.3} | {:.2}x |\n",
+                k.name,
+                k.median_ms,
+                other.median_ms,
+                other.median_ms / k.median_ms
+            );
+        }
+    }
+    out
+}

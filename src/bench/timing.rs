@@ -1,0 +1,319 @@
+//! Timing: every kernel of a training step as a table of cases (a name, the work it does and
+//! the call to time), then the whole training step and inference.
+
+use std::time::Instant;
+
+use super::report::KernelTiming;
+use super::work::{self, ConvPass, Work};
+use crate::backend::gpu::cuda::Peaks;
+use crate::backend::{Backend, Conv, ConvInput, Nhwc, RmsProp};
+use crate::error::Result;
+use crate::graph::{self, Network};
+use crate::model::{Activation, Architecture, Layer};
+
+/// Input sets rotated between calls, so no call finds its inputs in cache from the one before.
+const ROTATIONS: usize = 3;
+
+/// A call to time; it gets the call's index so it can rotate its inputs.
+type TimedCall<'a, B> = Box<dyn FnMut(&mut B, usize) -> Result<()> + 'a>;
+
+/// One row of the kernel table.
+struct Case<'a, B> {
+    name: String,
+    shape: String,
+    work: Work,
+    run: TimedCall<'a, B>,
+}
+
+impl<'a, B> Case<'a, B> {
+    fn new(
+        name: impl Into<String>,
+        shape: &str,
+        work: Work,
+        run: impl FnMut(&mut B, usize) -> Result<()> + 'a,
+    ) -> Self {
+        Case {
+            name: name.into(),
+            shape: shape.to_string(),
+            work,
+            run: Box::new(run),
+        }
+    }
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// Median device seconds ([`Backend::time`]: CUDA events on a GPU) of `repeats` calls of each
+/// case after one warm-up.
+fn measure<B: Backend>(
+    backend: &mut B,
+    cases: Vec<Case<'_, B>>,
+    repeats: usize,
+    peaks: Option<Peaks>,
+    out: &mut Vec<KernelTiming>,
+) -> Result<()> {
+    for mut case in cases {
+        backend.time(|b| (case.run)(b, 0))?;
+        let samples = (0..repeats.max(1))
+            .map(|i| Ok(backend.time(|b| (case.run)(b, i + 1))?.1))
+            .collect::<Result<Vec<_>>>()?;
+        let seconds = median(samples);
+        out.push(KernelTiming::new(
+            case.name, case.shape, seconds, case.work, peaks,
+        ));
+    }
+    Ok(())
+}
+
+fn filled<B: Backend>(backend: &mut B, len: usize, seed: usize) -> Result<B::Buffer> {
+    let values: Vec<f32> = (0..len)
+        .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32) / 1000.0 - 0.25)
+        .collect();
+    let mut buffer = backend.alloc(len)?;
+    backend.upload(&values, &mut buffer)?;
+    Ok(buffer)
+}
+
+fn rotated<B: Backend>(backend: &mut B, len: usize) -> Result<Vec<B::Buffer>> {
+    (0..ROTATIONS).map(|r| filled(backend, len, r)).collect()
+}
+
+fn shape_text(s: Nhwc) -> String {
+    format!("{}x{}x{}x{}", s.batch, s.height, s.width, s.channels)
+}
+
+/// A convolution's passes: forward, backward-data (not for the first layer, whose input needs
+/// no gradient) and backward-filter.
+fn conv_timings<B: Backend>(
+    backend: &mut B,
+    conv: &Conv,
+    repeats: usize,
+    peaks: Option<Peaks>,
+    out: &mut Vec<KernelTiming>,
+) -> Result<()> {
+    let count = conv.slot.bias.end;
+    let params = filled(backend, count, 7)?;
+    let inputs = rotated(backend, conv.input.len())?;
+    let grads_out = rotated(backend, conv.output().len())?;
+    let mut y = backend.alloc(conv.output().len())?;
+    let mut dx = backend.alloc(conv.input.len())?;
+    let mut grads = backend.alloc(count)?;
+    let read = match conv.read {
+        ConvInput::Upsampled2 => ", upsampled input",
+        ConvInput::Direct => "",
+    };
+    let shape = format!(
+        "{} -> {}{read}",
+        shape_text(conv.input),
+        conv.slot.out_channels
+    );
+    let name = |pass: ConvPass| format!("{} {}", conv.slot.name, pass.name());
+    let work = |pass: ConvPass| work::conv_work(conv, pass);
+    let mut cases = vec![Case::new(
+        name(ConvPass::Forward),
+        &shape,
+        work(ConvPass::Forward),
+        |b: &mut B, i| b.conv2d_forward(conv, &inputs[i % ROTATIONS], &params, &mut y),
+    )];
+    if conv.slot.name != "conv1" {
+        cases.push(Case::new(
+            name(ConvPass::BackwardData),
+            &shape,
+            work(ConvPass::BackwardData),
+            |b: &mut B, i| {
+                b.conv2d_backward_data(conv, &grads_out[i % ROTATIONS], &params, &mut dx)
+            },
+        ));
+    }
+    cases.push(Case::new(
+        name(ConvPass::BackwardFilter),
+        &shape,
+        work(ConvPass::BackwardFilter),
+        |b: &mut B, i| {
+            let (x, dz) = (&inputs[i % ROTATIONS], &grads_out[i % ROTATIONS]);
+            b.conv2d_backward_filter(conv, x, dz, &mut grads)
+        },
+    ));
+    measure(backend, cases, repeats, peaks, out)
+}
+
+/// A pooling or upsampling layer, forward and backward, on an input of shape `input`.
+fn resampling_timings<B: Backend>(
+    backend: &mut B,
+    layer: &Layer,
+    input: Nhwc,
+    repeats: usize,
+    peaks: Option<Peaks>,
+    out: &mut Vec<KernelTiming>,
+) -> Result<()> {
+    let (len, name, shape) = (input.len(), layer.name(), shape_text(input));
+    let xs = rotated(backend, len)?;
+    match layer {
+        Layer::MaxPool2 { .. } => {
+            let dy = filled(backend, len / 4, 3)?;
+            let (mut y, mut dx) = (backend.alloc(len / 4)?, backend.alloc(len)?);
+            let cases = vec![
+                Case::new(
+                    format!("{name} forward"),
+                    &shape,
+                    work::maxpool_work(len, false),
+                    |b: &mut B, i| b.maxpool2_forward(input, &xs[i % ROTATIONS], &mut y),
+                ),
+                Case::new(
+                    format!("{name} backward"),
+                    &shape,
+                    work::maxpool_work(len, true),
+                    |b: &mut B, i| b.maxpool2_backward(input, &xs[i % ROTATIONS], &dy, &mut dx),
+                ),
+            ];
+            measure(backend, cases, repeats, peaks, out)
+        }
+        Layer::Upsample2 { .. } => {
+            let dy = filled(backend, 4 * len, 3)?;
+            let (mut y, mut dx) = (backend.alloc(4 * len)?, backend.alloc(len)?);
+            let cases = vec![
+                Case::new(
+                    format!("{name} forward (folded into the next conv in training)"),
+                    &shape,
+                    work::upsample_work(len),
+                    |b: &mut B, i| b.upsample2_forward(input, &xs[i % ROTATIONS], &mut y),
+                ),
+                Case::new(
+                    format!("{name} backward (folded too)"),
+                    &shape,
+                    work::upsample_work(len),
+                    |b: &mut B, _| b.upsample2_backward(input, &dy, &mut dx),
+                ),
+            ];
+            measure(backend, cases, repeats, peaks, out)
+        }
+        Layer::Conv2d { .. } => Ok(()),
+    }
+}
+
+/// The loss, its gradient, the activation derivative and the optimizer step.
+fn loss_and_update_timings<B: Backend>(
+    backend: &mut B,
+    len: usize,
+    shape: &str,
+    parameters: usize,
+    repeats: usize,
+    peaks: Option<Peaks>,
+    out: &mut Vec<KernelTiming>,
+) -> Result<()> {
+    let (predictions, target) = (rotated(backend, len)?, filled(backend, len, 5)?);
+    let (mut loss_grad, mut activation_grad) = (backend.alloc(len)?, backend.alloc(len)?);
+    let (mut w, g, mut v) = (
+        filled(backend, parameters, 1)?,
+        filled(backend, parameters, 2)?,
+        filled(backend, parameters, 3)?,
+    );
+    let cases = vec![
+        Case::new(
+            "mse loss",
+            shape,
+            work::mse_loss_work(len),
+            |b: &mut B, i| {
+                b.mse_loss(len, &predictions[i % ROTATIONS], &target)
+                    .map(|_| ())
+            },
+        ),
+        Case::new(
+            "mse backward",
+            shape,
+            work::mse_backward_work(len),
+            |b: &mut B, i| {
+                b.mse_backward(len, &predictions[i % ROTATIONS], &target, &mut loss_grad)
+            },
+        ),
+        Case::new(
+            "activation backward",
+            shape,
+            work::activation_backward_work(len),
+            |b: &mut B, i| {
+                let activation = [Activation::Relu, Activation::Sigmoid][i % 2];
+                b.activation_backward(activation, len, &target, &mut activation_grad)
+            },
+        ),
+        Case::new(
+            "rmsprop (all parameters)",
+            &format!("{parameters} parameters"),
+            work::rmsprop_work(parameters),
+            |b: &mut B, _| b.rmsprop_update(RmsProp::default(), &mut w, &g, &mut v),
+        ),
+    ];
+    measure(backend, cases, repeats, peaks, out)
+}
+
+/// Times every kernel of a training step at `batch` images of `size` x `size`.
+pub fn kernels<B: Backend>(
+    backend: &mut B,
+    batch: usize,
+    size: usize,
+    repeats: usize,
+    peaks: Option<Peaks>,
+) -> Result<Vec<KernelTiming>> {
+    let architecture = Architecture::reference();
+    let convs = graph::convolutions(&architecture, size, size, batch)?;
+    backend.plan(&convs)?;
+    let mut out = Vec::new();
+    for conv in &convs {
+        conv_timings(backend, conv, repeats, peaks, &mut out)?;
+    }
+    let shapes = architecture.shapes(size, size)?;
+    for (layer, s) in architecture.layers.iter().zip(shapes) {
+        let input = Nhwc {
+            batch,
+            height: s.height,
+            width: s.width,
+            channels: s.channels,
+        };
+        resampling_timings(backend, layer, input, repeats, peaks, &mut out)?;
+    }
+    let len = batch * size * size;
+    let shape = format!("{batch}x{size}x{size}x1");
+    let parameters = architecture.param_count();
+    loss_and_update_timings(backend, len, &shape, parameters, repeats, peaks, &mut out)?;
+    Ok(out)
+}
+
+/// Median seconds of a whole training step and of a forward pass, after one warm-up each, in
+/// the steady state of training: each step runs on the batch uploaded during the step before,
+/// uploads the next one and reads its loss; wall clock, what a user waits for.
+pub fn throughput<B: Backend>(
+    backend: B,
+    batch: usize,
+    size: usize,
+    repeats: usize,
+) -> Result<(f64, f64)> {
+    let architecture = Architecture::reference();
+    let params = architecture.glorot_uniform(0);
+    let mut net = Network::new(backend, architecture, size, size, batch, &params)?;
+    let images: Vec<f32> = (0..batch * size * size)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect();
+    net.load_batch(&images)?;
+    let mut run = |train: bool| -> Result<f64> {
+        let start = Instant::now();
+        if train {
+            net.train_step_loaded()?;
+        } else {
+            net.forward_loaded()?;
+        }
+        net.load_batch(&images)?;
+        net.loss()?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    run(true)?;
+    let train = (0..repeats.max(1))
+        .map(|_| run(true))
+        .collect::<Result<Vec<_>>>()?;
+    run(false)?;
+    let infer = (0..repeats.max(1))
+        .map(|_| run(false))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((median(train), median(infer)))
+}
