@@ -1,47 +1,52 @@
 // 3x3 'same' convolutions in NHWC as tiled GEMMs over gathered input windows (implicit im2col).
 //
-// One kernel serves every pass. For each pixel p of an output grid it gathers a window of a
-// source tensor into a row A[p, k], k = tap * channels + channel, and computes
-// out[p, n] = epilogue(sum over k of A[p, k] * W[k, n]):
-//   forward:                 source x, 3x3 window, stride 1, origin -1; W = kernel [9 cin, cout]
-//   forward, upsampled x:    the same over the 2x grid, the source read at (row / 2, col / 2)
-//   backward-data:           source dz, W = kernel flipped in space, transposed in channels
-//   backward-data, upsampled: source dz, 4x4 window, stride 2, origin -1; W = the taps folded
-//                             onto each source pixel (conv2d_fold_upsampled_kernel)
+// One GEMM kernel serves every pass. For each pixel p = (image, i, j) of a grid it gathers a
+// window of a source tensor into a row A[p, k], k = tap * channels + channel (tap-major), with
+// tap (ty, tx) reading source pixel (stride i + origin_row + ty, stride j + origin_col + tx),
+// and computes out[p', n] = epilogue(sum over k of A[p, k] * W[k, n]), p' = (image,
+// out_stride i + out_row, out_stride j + out_col) of the output tensor:
+//   forward:                  source x, 3x3 window, stride 1, origin -1; W = kernel [9 cin, cout]
+//   forward, upsampled x:     four 2x2 "phase" convolutions of the small x (below), one per
+//                             output parity, each writing every other output pixel
+//   backward-data:            source dz, W = kernel flipped in space, transposed in channels
+//   backward-data, upsampled: source Q = 2x2 box sums of dz (below), 3x3 window, stride 2,
+//                             origin 0, W = the same flipped kernel
+//
+// Upsampled convolutions at their true arithmetic. With u = upsample2(x) and, per dimension,
+// y[p] = sum over t in {-1, 0, 1} of w[t] u[p + t]:
+// - forward: output 2s reads x[s - 1] (t = -1) and x[s] (t = 0, 1); output 2s + 1 reads x[s]
+//   (t = -1, 0) and x[s + 1] (t = 1): a 2-tap convolution of x per output parity, its taps the
+//   sums of the kernel taps that land on the same source pixel (conv2d_fold_phases_kernel):
+//   4 x 4 taps instead of 4 x 9, 4/9 of the arithmetic.
+// - backward: dx[s] = sum over t of w[t] (dz[2s - t] + dz[2s + 1 - t]). With the neighbour
+//   sums Q[j] = dz[j - 1] + dz[j] for j = 0 .. 2H (dz zero outside the image) this is
+//   dx[s] = sum over t of w[t] Q[2s + 1 - t]: a stride-2 pass over Q with the flipped kernel, at
+//   the source resolution, 1/4 of the arithmetic. Likewise dw[t] = sum over s of
+//   x[s] Q[2s + 1 - t], and db = sum over s of Q[2s + 1] (t = 0 covers every dz once).
+//   In 2D, Q is the 2x2 box sum (upsample2_box_sums).
 #include "whorl.cuh"
 
 // Tile of the output: 128 pixels x 64 channels per block of 256 threads, K in steps of 16;
-// each thread accumulates 8 pixels x 4 channels in registers.
+// each thread accumulates 8 pixels x 4 channels in registers and gathers 8 window values per
+// step of K.
 #define GEMM_TILE_P 128
 #define GEMM_TILE_N 64
 #define GEMM_TILE_K 16
 #define GEMM_THREAD_P 8
 #define GEMM_THREAD_N 4
 #define GEMM_SHARED_FLOATS (GEMM_TILE_P * (GEMM_TILE_K + 1) + GEMM_TILE_K * GEMM_TILE_N)
+#define GEMM_GATHERS (GEMM_TILE_P * GEMM_TILE_K / WHORL_THREADS)
 
-// Kernel-gradient tile: 64 rows of K x 64 channels per block, over 32 pixels at a time.
+// Kernel-gradient tile: 64 rows of K x 64 columns per block, over 32 pixels at a time.
 #define FILTER_TILE_K 64
 #define FILTER_TILE_N 64
 #define FILTER_TILE_P 32
 #define FILTER_SHARED_FLOATS (2 * FILTER_TILE_P * (FILTER_TILE_K + 1))
 
-// Where a gathered window element comes from: the source index, or -1 in the zero padding.
-__device__ __forceinline__ int gather_index(int pixel, int k, int grid_h, int grid_w, int src_h,
-                                            int src_w, int src_c, int window, int stride,
-                                            int origin, int upsampled) {
-    int image = pixel / (grid_h * grid_w);
-    int i = pixel / grid_w % grid_h, j = pixel % grid_w;
-    int tap = k / src_c, channel = k % src_c;
-    int row = stride * i + tap / window + origin;
-    int col = stride * j + tap % window + origin;
-    int height = upsampled ? 2 * src_h : src_h, width = upsampled ? 2 * src_w : src_w;
-    if (row < 0 || col < 0 || row >= height || col >= width) return -1;
-    if (upsampled) {
-        row /= 2;
-        col /= 2;
-    }
-    return ((image * src_h + row) * src_w + col) * src_c + channel;
-}
+// Where the bias gradient comes from in conv2d_filter_partials: a row of ones appended to the
+// window (the sum of dz over pixels), or a column of ones appended to the second operand.
+#define FILTER_ONES_ROW 0
+#define FILTER_ONES_COLUMN 1
 
 __device__ __forceinline__ float activate(float z, int activation) {
     if (activation == WHORL_RELU) return fmaxf(z, 0.0f);
@@ -49,39 +54,98 @@ __device__ __forceinline__ float activate(float z, int activation) {
     return z;
 }
 
-// out[p, n] = activation(bias[n] + sum over k of window(p)[k] * weights[k, n]).
+// A gathering thread's view of one pixel of the grid: the offset of its image in the source,
+// the source row and column of its window's first tap, and whether the pixel exists.
+struct WindowOrigin {
+    int image_offset, row, col;
+    bool valid;
+};
+
+__device__ __forceinline__ WindowOrigin window_origin(int pixel, int pixels, int grid_h,
+                                                      int grid_w, int src_h, int src_w, int src_c,
+                                                      int stride, int origin_row,
+                                                      int origin_col) {
+    WindowOrigin o;
+    o.valid = pixel < pixels;
+    int image = pixel / (grid_h * grid_w), within = pixel % (grid_h * grid_w);
+    o.image_offset = image * src_h * src_w * src_c;
+    o.row = stride * (within / grid_w) + origin_row;
+    o.col = stride * (within % grid_w) + origin_col;
+    return o;
+}
+
+// One element of the window: src at tap (ty, tx), channel, or 0 in the zero padding.
+__device__ __forceinline__ float window_value(const float* __restrict__ src, WindowOrigin o,
+                                              int ty, int tx, int channel, int src_h, int src_w,
+                                              int src_c) {
+    int row = o.row + ty, col = o.col + tx;
+    bool inside = o.valid && row >= 0 && col >= 0 && row < src_h && col < src_w;
+    return inside ? src[o.image_offset + (row * src_w + col) * src_c + channel] : 0.0f;
+}
+
+// A thread's position along K (k = tap * src_c + channel, tap = ty * window + tx), advanced
+// without divisions inside the main loop.
+struct TapCursor {
+    int channel, tx, ty;
+};
+
+__device__ __forceinline__ TapCursor tap_cursor(int k, int src_c, int window) {
+    int tap = k / src_c;
+    return TapCursor{k % src_c, tap % window, tap / window};
+}
+
+__device__ __forceinline__ void advance(TapCursor& cursor, int step, int src_c, int window) {
+    cursor.channel += step;
+    while (cursor.channel >= src_c) {
+        cursor.channel -= src_c;
+        if (++cursor.tx == window) {
+            cursor.tx = 0;
+            ++cursor.ty;
+        }
+    }
+}
+
+// out[p', n] = activation(bias[n] + sum over k of window(p)[k] * weights[k, n]).
 // Grid: (ceil(pixels / GEMM_TILE_P), ceil(n / GEMM_TILE_N)); block: 256 threads; dynamic
-// shared memory GEMM_SHARED_FLOATS. Thread t computes channels 4 (t % 16) .. + 4 of pixels
-// 8 (t / 16) .. + 8: per step of K, 8 + 4 shared-memory reads feed 32 multiply-adds. The 16
-// threads of a half-warp share their pixels (broadcast reads) and read adjacent channels.
+// shared memory GEMM_SHARED_FLOATS. Gathering: thread t loads column t % 16 of the A tile for
+// pixel rows t / 16 + 16 m (m < 8), their window origins computed once, before the K loop.
+// Multiplying: thread t computes channels 4 (t % 16) .. + 4 of pixels 8 (t / 16) .. + 8: per
+// step of K, 8 + 4 shared-memory reads feed 32 multiply-adds. The 16 threads of a half-warp
+// share their pixels (broadcast reads) and read adjacent channels.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h,
-                     int src_w, int src_c, int window, int stride, int origin, int upsampled,
+                     int src_w, int src_c, int window, int stride, int origin_row, int origin_col,
                      const float* __restrict__ weights, int n, const float* __restrict__ bias,
-                     int activation, float* __restrict__ out) {
+                     int activation, float* __restrict__ out, int out_h, int out_w,
+                     int out_stride, int out_row, int out_col) {
     WHORL_DYNAMIC_SHARED(float, shared);
-    float* a_tile = shared;                          // [GEMM_TILE_P][GEMM_TILE_K + 1]
-    float* w_tile = shared + GEMM_TILE_P * (GEMM_TILE_K + 1);  // [GEMM_TILE_K][GEMM_TILE_N]
+    float* a_tile = shared;                                          // [TILE_P][TILE_K + 1]
+    float* w_tile = shared + GEMM_TILE_P * (GEMM_TILE_K + 1);        // [TILE_K][TILE_N]
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
     const int p0 = blockIdx.x * GEMM_TILE_P, n0 = blockIdx.y * GEMM_TILE_N;
     const int t = threadIdx.x;
+    const int gather_column = t % GEMM_TILE_K, gather_row = t / GEMM_TILE_K;
+    const int rows_per_pass = WHORL_THREADS / GEMM_TILE_K;
+    WindowOrigin origins[GEMM_GATHERS];
+    for (int m = 0; m < GEMM_GATHERS; ++m)
+        origins[m] = window_origin(p0 + gather_row + m * rows_per_pass, pixels, grid_h, grid_w,
+                                   src_h, src_w, src_c, stride, origin_row, origin_col);
+    TapCursor cursor = tap_cursor(gather_column, src_c, window);
     const int first_column = (t % (GEMM_TILE_N / GEMM_THREAD_N)) * GEMM_THREAD_N;
     const int first_row = (t / (GEMM_TILE_N / GEMM_THREAD_N)) * GEMM_THREAD_P;
     float acc[GEMM_THREAD_P][GEMM_THREAD_N];
     for (int r = 0; r < GEMM_THREAD_P; ++r)
         for (int c = 0; c < GEMM_THREAD_N; ++c) acc[r][c] = 0.0f;
     for (int k0 = 0; k0 < k_total; k0 += GEMM_TILE_K) {
-        for (int e = t; e < GEMM_TILE_P * GEMM_TILE_K; e += WHORL_THREADS) {
-            int p = p0 + e / GEMM_TILE_K, k = k0 + e % GEMM_TILE_K;
-            float value = 0.0f;
-            if (p < pixels && k < k_total) {
-                int at = gather_index(p, k, grid_h, grid_w, src_h, src_w, src_c, window, stride,
-                                      origin, upsampled);
-                if (at >= 0) value = src[at];
-            }
-            a_tile[(e / GEMM_TILE_K) * (GEMM_TILE_K + 1) + e % GEMM_TILE_K] = value;
+        const bool k_inside = k0 + gather_column < k_total;
+        for (int m = 0; m < GEMM_GATHERS; ++m) {
+            float value = k_inside ? window_value(src, origins[m], cursor.ty, cursor.tx,
+                                                  cursor.channel, src_h, src_w, src_c)
+                                   : 0.0f;
+            a_tile[(gather_row + m * rows_per_pass) * (GEMM_TILE_K + 1) + gather_column] = value;
         }
+        advance(cursor, GEMM_TILE_K, src_c, window);
         for (int e = t; e < GEMM_TILE_K * GEMM_TILE_N; e += WHORL_THREADS) {
             int k = k0 + e / GEMM_TILE_N, c = n0 + e % GEMM_TILE_N;
             w_tile[e] = (k < k_total && c < n) ? weights[k * n + c] : 0.0f;
@@ -89,20 +153,26 @@ conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int 
         __syncthreads();
         for (int kk = 0; kk < GEMM_TILE_K; ++kk) {
             float a[GEMM_THREAD_P], w[GEMM_THREAD_N];
-            for (int r = 0; r < GEMM_THREAD_P; ++r) a[r] = a_tile[(first_row + r) * (GEMM_TILE_K + 1) + kk];
+            for (int r = 0; r < GEMM_THREAD_P; ++r)
+                a[r] = a_tile[(first_row + r) * (GEMM_TILE_K + 1) + kk];
             for (int c = 0; c < GEMM_THREAD_N; ++c) w[c] = w_tile[kk * GEMM_TILE_N + first_column + c];
             for (int r = 0; r < GEMM_THREAD_P; ++r)
                 for (int c = 0; c < GEMM_THREAD_N; ++c) acc[r][c] += a[r] * w[c];
         }
         __syncthreads();
     }
-    for (int c = 0; c < GEMM_THREAD_N; ++c) {
-        const int channel = n0 + first_column + c;
-        if (channel >= n) break;
-        const float b = bias ? bias[channel] : 0.0f;
-        for (int r = 0; r < GEMM_THREAD_P; ++r) {
-            int p = p0 + first_row + r;
-            if (p < pixels) out[p * n + channel] = activate(acc[r][c] + b, activation);
+    for (int r = 0; r < GEMM_THREAD_P; ++r) {
+        const int p = p0 + first_row + r;
+        if (p >= pixels) break;
+        const int image = p / (grid_h * grid_w), within = p % (grid_h * grid_w);
+        const int row = out_stride * (within / grid_w) + out_row;
+        const int col = out_stride * (within % grid_w) + out_col;
+        float* out_pixel = out + (size_t(image * out_h + row) * out_w + col) * n;
+        for (int c = 0; c < GEMM_THREAD_N; ++c) {
+            const int channel = n0 + first_column + c;
+            if (channel >= n) break;
+            const float b = bias ? bias[channel] : 0.0f;
+            out_pixel[channel] = activate(acc[r][c] + b, activation);
         }
     }
 }
@@ -117,40 +187,62 @@ extern "C" __global__ void conv2d_flip_kernel(const float* __restrict__ kernel, 
     flipped[((8 - tap) * cout + co) * cin + ci] = kernel[e];
 }
 
-// folded[dr, dc, co, ci] = sum of kernel[ky, kx, ci, co] over the taps by which the output at
-// (2i - 1 + dr, 2j - 1 + dc) reads source pixel (i, j) through a nearest x2 upsampling:
-// ky in {2}, {1, 2}, {0, 1}, {0} for dr = 0, 1, 2, 3 (the same for kx and dc).
-// One thread per element; grid ceil(16 cout cin / 256), block 256.
-extern "C" __global__ void conv2d_fold_upsampled_kernel(const float* __restrict__ kernel, int cin,
-                                                        int cout, float* __restrict__ folded) {
+// phases[a, b, dy, dx, ci, co] = sum of kernel[ky, kx, ci, co] over the taps by which output
+// (2r + a, 2c + b) reads source pixel (r - 1 + a + dy, c - 1 + b + dx) through a nearest x2
+// upsampling: ky in {0}, {1, 2} for a = 0, dy = 0, 1 and in {0, 1}, {2} for a = 1 (kx alike).
+// One thread per element; grid ceil(16 cin cout / 256), block 256.
+extern "C" __global__ void conv2d_fold_phases_kernel(const float* __restrict__ kernel, int cin,
+                                                     int cout, float* __restrict__ phases) {
     int e = blockIdx.x * blockDim.x + threadIdx.x;
-    if (e >= 16 * cout * cin) return;
-    int dr = e / (4 * cout * cin), dc = e / (cout * cin) % 4, co = e / cin % cout, ci = e % cin;
-    const int first[4] = {2, 1, 0, 0}, last[4] = {2, 2, 1, 0};
+    if (e >= 16 * cin * cout) return;
+    int a = e / (8 * cin * cout), b = e / (4 * cin * cout) % 2;
+    int dy = e / (2 * cin * cout) % 2, dx = e / (cin * cout) % 2, ci = e / cout % cin, co = e % cout;
+    // first[parity][d] .. last[parity][d]: the kernel rows (columns) folded onto one tap.
+    const int first[2][2] = {{0, 1}, {0, 2}}, last[2][2] = {{0, 2}, {1, 2}};
     float sum = 0.0f;
-    for (int ky = first[dr]; ky <= last[dr]; ++ky)
-        for (int kx = first[dc]; kx <= last[dc]; ++kx)
+    for (int ky = first[a][dy]; ky <= last[a][dy]; ++ky)
+        for (int kx = first[b][dx]; kx <= last[b][dx]; ++kx)
             sum += kernel[((ky * 3 + kx) * cin + ci) * cout + co];
-    folded[e] = sum;
+    phases[e] = sum;
 }
 
-// Partial kernel-and-bias gradients of one chunk of output pixels:
-// partial[chunk, k, c] = sum over its pixels p of window(p)[k] * dz[p, c], where row k = K
-// (one past the window) is all ones, so that row is the bias gradient.
-// Grid: (ceil((K + 1) / 64), ceil(n / 64), chunks); block 256; dynamic shared memory
+// q[image, i, j, c] = dz[i - 1, j - 1] + dz[i - 1, j] + dz[i, j - 1] + dz[i, j] (channel c, dz
+// zero outside its h x w image) for i <= h, j <= w: the 2x2 box sums the backward passes of an
+// upsampled convolution read. One thread per element of q; grid ceil(len(q) / 256), block 256.
+extern "C" __global__ void upsample2_box_sums(const float* __restrict__ dz, int batch, int h,
+                                              int w, int c, float* __restrict__ q) {
+    int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= batch * (h + 1) * (w + 1) * c) return;
+    int ch = e % c, j = e / c % (w + 1), i = e / (c * (w + 1)) % (h + 1);
+    int image = e / (c * (w + 1) * (h + 1));
+    const float* plane = dz + size_t(image) * h * w * c + ch;
+    float sum = 0.0f;
+    for (int row = i - 1; row <= i; ++row)
+        for (int col = j - 1; col <= j; ++col)
+            if (row >= 0 && col >= 0 && row < h && col < w) sum += plane[(row * w + col) * c];
+    q[e] = sum;
+}
+
+// Partial products of one chunk of grid pixels: partial[chunk, k, c] = sum over its pixels p of
+// window(p)[k] * g[p, c], where g = second[p, c] for c < n. With FILTER_ONES_ROW, row k = K (one
+// past the window) is all ones, so that row is the sum of g; with FILTER_ONES_COLUMN, column
+// c = n of g is all ones, so that column is the sum of the windows.
+// Grid: (ceil(rows / 64), ceil(columns / 64), chunks); block 256; dynamic shared memory
 // FILTER_SHARED_FLOATS. Thread t computes rows 4 (t / 16) .. + 4 and columns 4 (t % 16) .. + 4
 // of the block's 64 x 64 tile: per pixel, 4 + 4 shared-memory reads feed 16 multiply-adds.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_filter_partials(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
                        int src_h, int src_w, int src_c, int window, int stride, int origin,
-                       int upsampled, const float* __restrict__ dz, int n, int pixels_per_chunk,
+                       const float* __restrict__ second, int n, int ones, int pixels_per_chunk,
                        float* __restrict__ partial) {
     WHORL_DYNAMIC_SHARED(float, shared);
     const int row_stride = FILTER_TILE_K + 1;
     float* a_tile = shared;                                // [pixels][k]: window values
-    float* g_tile = shared + FILTER_TILE_P * row_stride;  // [pixels][channel]: dz
+    float* g_tile = shared + FILTER_TILE_P * row_stride;  // [pixels][column]: second operand
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
+    const int rows = ones == FILTER_ONES_ROW ? k_total + 1 : k_total;
+    const int columns = ones == FILTER_ONES_COLUMN ? n + 1 : n;
     const int k0 = blockIdx.x * FILTER_TILE_K, n0 = blockIdx.y * FILTER_TILE_N, chunk = blockIdx.z;
     const int begin = chunk * pixels_per_chunk;
     const int end = min(pixels, begin + pixels_per_chunk);
@@ -164,14 +256,19 @@ conv2d_filter_partials(const float* __restrict__ src, int grid_n, int grid_h, in
             int p = p0 + q, k = k0 + column, c = n0 + column;
             float value = 0.0f;
             if (p < end && k < k_total) {
-                int at = gather_index(p, k, grid_h, grid_w, src_h, src_w, src_c, window, stride,
-                                      origin, upsampled);
-                if (at >= 0) value = src[at];
-            } else if (p < end && k == k_total) {
+                WindowOrigin o = window_origin(p, end, grid_h, grid_w, src_h, src_w, src_c,
+                                               stride, origin, origin);
+                int tap = k / src_c;
+                value = window_value(src, o, tap / window, tap % window, k % src_c, src_h,
+                                     src_w, src_c);
+            } else if (p < end && k == k_total && ones == FILTER_ONES_ROW) {
                 value = 1.0f;
             }
             a_tile[q * row_stride + column] = value;
-            g_tile[q * row_stride + column] = (p < end && c < n) ? dz[p * n + c] : 0.0f;
+            float g = 0.0f;
+            if (p < end && c < n) g = second[size_t(p) * n + c];
+            else if (p < end && c == n && ones == FILTER_ONES_COLUMN) g = 1.0f;
+            g_tile[q * row_stride + column] = g;
         }
         __syncthreads();
         for (int q = 0; q < FILTER_TILE_P; ++q) {
@@ -186,9 +283,9 @@ conv2d_filter_partials(const float* __restrict__ src, int grid_n, int grid_h, in
     for (int r = 0; r < 4; ++r) {
         const int k = k0 + first_row + r;
         for (int c = 0; c < 4; ++c) {
-            const int channel = n0 + first_column + c;
-            if (k <= k_total && channel < n)
-                partial[(size_t(chunk) * (k_total + 1) + k) * n + channel] = acc[r][c];
+            const int column = n0 + first_column + c;
+            if (k < rows && column < columns)
+                partial[(size_t(chunk) * rows + k) * columns + column] = acc[r][c];
         }
     }
 }
@@ -202,4 +299,25 @@ extern "C" __global__ void sum_partials(const float* __restrict__ partial, int c
     float sum = 0.0f;
     for (int c = 0; c < chunks; ++c) sum += partial[size_t(c) * count + e];
     out[e] = sum;
+}
+
+// An upsampled convolution's kernel and bias gradients from the partials of the pass over the
+// box sums q (rows a * cout + co for q's window tap a = 8 - tap, columns ci and a ones column):
+// grads[tap, ci, co] = sum over chunks, in order, of partial[chunk, (8 - tap) cout + co, ci];
+// grads[9 cin cout + co] (the bias) = the same sums at a = 4 (the centre), column cin.
+// One thread per element of grads; grid ceil((9 cin + 1) cout / 256), block 256.
+extern "C" __global__ void sum_partials_upsampled(const float* __restrict__ partial, int chunks,
+                                                  int cin, int cout, float* __restrict__ grads) {
+    int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (9 * cin + 1) * cout) return;
+    int tap = e / (cin * cout), ci = e / cout % cin, co = e % cout;
+    if (tap == 9) {  // the bias row
+        tap = 4;
+        ci = cin;
+    }
+    const size_t at = size_t((8 - tap) * cout + co) * (cin + 1) + ci;
+    const size_t stride = size_t(9 * cout) * (cin + 1);
+    float sum = 0.0f;
+    for (int c = 0; c < chunks; ++c) sum += partial[c * stride + at];
+    grads[e] = sum;
 }

@@ -134,32 +134,80 @@ fn activation_code(activation: Option<Activation>) -> i32 {
     code as i32
 }
 
-/// A window gathered from a source tensor for each pixel of an output grid (see conv2d.cu).
+/// A window gathered from a source tensor for each pixel of a grid (see conv2d.cu): tap
+/// (ty, tx) of grid pixel (i, j) reads source pixel (stride i + origin_row + ty,
+/// stride j + origin_col + tx).
+#[derive(Clone, Copy)]
 struct Gather {
     src: DevicePtr,
     src_shape: Nhwc,
     grid: Nhwc,
     window: usize,
     stride: usize,
-    origin: i32,
-    upsampled: bool,
+    origin_row: i32,
+    origin_col: i32,
 }
 
 impl Gather {
-    fn over_input(conv: &Conv, x: &GpuBuffer) -> Gather {
+    /// The 3x3 'same' window of a stored tensor, at each of its own pixels.
+    fn same(src: DevicePtr, shape: Nhwc) -> Gather {
         Gather {
-            src: x.ptr,
-            src_shape: conv.input,
-            grid: conv.output(),
+            src,
+            src_shape: shape,
+            grid: shape,
             window: 3,
             stride: 1,
-            origin: -1,
-            upsampled: conv.read == ConvInput::Upsampled2,
+            origin_row: -1,
+            origin_col: -1,
+        }
+    }
+
+    /// The 3x3 windows at stride 2 over the box sums `q` of an upsampled convolution's dz, at
+    /// each pixel of its stored (small) input.
+    fn box_sums(q: DevicePtr, conv: &Conv) -> Gather {
+        let out = conv.output();
+        Gather {
+            src: q,
+            src_shape: Nhwc {
+                height: out.height + 1,
+                width: out.width + 1,
+                ..out
+            },
+            grid: conv.input,
+            window: 3,
+            stride: 2,
+            origin_row: 0,
+            origin_col: 0,
         }
     }
 
     fn k(&self) -> usize {
         self.window * self.window * self.src_shape.channels
+    }
+}
+
+/// Where a GEMM's grid pixel (i, j) lands in its output tensor: (stride i + row, stride j + col).
+#[derive(Clone, Copy)]
+struct Scatter {
+    out: DevicePtr,
+    height: usize,
+    width: usize,
+    stride: usize,
+    row: usize,
+    col: usize,
+}
+
+impl Scatter {
+    /// Each grid pixel onto the same pixel of a tensor of the grid's size.
+    fn dense(out: DevicePtr, grid: Nhwc) -> Scatter {
+        Scatter {
+            out,
+            height: grid.height,
+            width: grid.width,
+            stride: 1,
+            row: 0,
+            col: 0,
+        }
     }
 }
 
@@ -178,6 +226,8 @@ pub struct GpuBackend<D: Device> {
     kernel_scratch: Option<GpuBuffer>,
     /// Per-chunk kernel gradients.
     partials: Option<GpuBuffer>,
+    /// The 2x2 box sums of an upsampled convolution's dz.
+    box_sums: Option<GpuBuffer>,
     /// Per-block loss sums, then the loss.
     loss: Option<GpuBuffer>,
 }
@@ -189,6 +239,7 @@ impl<D: Device> GpuBackend<D> {
             owned: Vec::new(),
             kernel_scratch: None,
             partials: None,
+            box_sums: None,
             loss: None,
         }
     }
@@ -211,7 +262,7 @@ impl<D: Device> GpuBackend<D> {
         n: usize,
         bias: DevicePtr,
         activation: Option<Activation>,
-        out: DevicePtr,
+        out: Scatter,
     ) -> Result<()> {
         let (s, g) = (gather.src_shape, gather.grid);
         let grid = [
@@ -231,15 +282,79 @@ impl<D: Device> GpuBackend<D> {
             int(s.channels)?,
             int(gather.window)?,
             int(gather.stride)?,
-            gather.origin,
-            i32::from(gather.upsampled),
+            gather.origin_row,
+            gather.origin_col,
             weights,
             int(n)?,
             bias,
             activation_code(activation),
-            out,
+            out.out,
+            int(out.height)?,
+            int(out.width)?,
+            int(out.stride)?,
+            int(out.row)?,
+            int(out.col)?,
         )
     }
+
+    /// Partial sums of window(p)[k] * second[p, c] over chunks of the gather's grid pixels,
+    /// with a row or a column of ones appended (conv2d_filter_partials); returns the chunks.
+    fn filter_partials(
+        &mut self,
+        gather: &Gather,
+        second: DevicePtr,
+        n: usize,
+        ones: usize,
+    ) -> Result<usize> {
+        let (s, g) = (gather.src_shape, gather.grid);
+        let (per_chunk, chunks) = filter_chunks(g.pixels());
+        let (rows, columns) = if ones == kernels::FILTER_ONES_ROW {
+            (gather.k() + 1, n)
+        } else {
+            (gather.k(), n + 1)
+        };
+        let grid = [
+            rows.div_ceil(kernels::FILTER_TILE_K) as u32,
+            columns.div_ceil(kernels::FILTER_TILE_N) as u32,
+            chunks as u32,
+        ];
+        kernels::conv2d_filter_partials(
+            &mut self.device,
+            Launch::blocks(grid, kernels::FILTER_SHARED_FLOATS),
+            gather.src,
+            int(g.batch)?,
+            int(g.height)?,
+            int(g.width)?,
+            int(s.height)?,
+            int(s.width)?,
+            int(s.channels)?,
+            int(gather.window)?,
+            int(gather.stride)?,
+            gather.origin_row,
+            second,
+            int(n)?,
+            int(ones)?,
+            int(per_chunk)?,
+            Self::scratch(&self.partials),
+        )?;
+        Ok(chunks)
+    }
+
+    /// q = the 2x2 box sums of an upsampled convolution's dz (upsample2_box_sums).
+    fn box_sums(&mut self, conv: &Conv, dz: &GpuBuffer) -> Result<DevicePtr> {
+        let out = conv.output();
+        let q = Self::scratch(&self.box_sums);
+        let [batch, h, w, c] = shape_args(out)?;
+        let launch = Launch::per_element(box_sums_len(conv));
+        kernels::upsample2_box_sums(&mut self.device, launch, dz.ptr, batch, h, w, c, q)?;
+        Ok(q)
+    }
+}
+
+/// Elements of an upsampled convolution's box sums: [batch, 2h + 1, 2w + 1, cout].
+fn box_sums_len(conv: &Conv) -> usize {
+    let out = conv.output();
+    out.batch * (out.height + 1) * (out.width + 1) * out.channels
 }
 
 impl<D: Device> Drop for GpuBackend<D> {
@@ -258,16 +373,22 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
 
     fn plan(&mut self, convs: &[Conv]) -> Result<()> {
-        let mut kernel = 1;
-        let mut partials = 1;
+        let (mut kernel, mut partials, mut box_sums) = (1, 1, 1);
         for conv in convs {
             let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
             kernel = kernel.max(16 * cin * cout);
-            let (_, chunks) = filter_chunks(conv.output().pixels());
-            partials = partials.max(chunks * (9 * cin + 1) * cout);
+            let partial = match conv.read {
+                ConvInput::Direct => filter_chunks(conv.output().pixels()).1 * (9 * cin + 1) * cout,
+                ConvInput::Upsampled2 => {
+                    box_sums = box_sums.max(box_sums_len(conv));
+                    filter_chunks(conv.input.pixels()).1 * 9 * cout * (cin + 1)
+                }
+            };
+            partials = partials.max(partial);
         }
         self.kernel_scratch = Some(self.alloc(kernel)?);
         self.partials = Some(self.alloc(partials)?);
+        self.box_sums = Some(self.alloc(box_sums)?);
         self.loss = Some(self.alloc(LOSS_BLOCKS + 1)?);
         Ok(())
     }
@@ -308,14 +429,44 @@ impl<D: Device> Backend for GpuBackend<D> {
         y: &mut GpuBuffer,
     ) -> Result<()> {
         let slot = &conv.slot;
-        self.gathered_gemm(
-            &Gather::over_input(conv, x),
-            params.at(slot.weight.start),
-            slot.out_channels,
-            params.at(slot.bias.start),
-            Some(conv.activation),
-            y.ptr,
-        )
+        let (cin, cout) = (slot.in_channels, slot.out_channels);
+        let (kernel, bias) = (params.at(slot.weight.start), params.at(slot.bias.start));
+        let activation = Some(conv.activation);
+        if conv.read == ConvInput::Direct {
+            let gather = Gather::same(x.ptr, conv.input);
+            let out = Scatter::dense(y.ptr, conv.output());
+            return self.gathered_gemm(&gather, kernel, cout, bias, activation, out);
+        }
+        // Four 2x2 phase convolutions of the small input, one per output parity (conv2d.cu).
+        let phases = Self::scratch(&self.kernel_scratch);
+        kernels::conv2d_fold_phases_kernel(
+            &mut self.device,
+            Launch::per_element(16 * cin * cout),
+            kernel,
+            int(cin)?,
+            int(cout)?,
+            phases,
+        )?;
+        let out = conv.output();
+        for (phase, (row, col)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+            let gather = Gather {
+                window: 2,
+                origin_row: row as i32 - 1,
+                origin_col: col as i32 - 1,
+                ..Gather::same(x.ptr, conv.input)
+            };
+            let scatter = Scatter {
+                out: y.ptr,
+                height: out.height,
+                width: out.width,
+                stride: 2,
+                row,
+                col,
+            };
+            let weights = phases.offset(phase * 4 * cin * cout);
+            self.gathered_gemm(&gather, weights, cout, bias, activation, scatter)?;
+        }
+        Ok(())
     }
 
     fn activation_backward(
@@ -343,44 +494,21 @@ impl<D: Device> Backend for GpuBackend<D> {
         dx: &mut GpuBuffer,
     ) -> Result<()> {
         let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-        let scratch = Self::scratch(&self.kernel_scratch);
-        let kernel = params.at(conv.slot.weight.start);
-        let (window, stride) = match conv.read {
-            ConvInput::Direct => {
-                let launch = Launch::per_element(9 * cin * cout);
-                kernels::conv2d_flip_kernel(
-                    &mut self.device,
-                    launch,
-                    kernel,
-                    int(cin)?,
-                    int(cout)?,
-                    scratch,
-                )?;
-                (3, 1)
-            }
-            ConvInput::Upsampled2 => {
-                let launch = Launch::per_element(16 * cin * cout);
-                kernels::conv2d_fold_upsampled_kernel(
-                    &mut self.device,
-                    launch,
-                    kernel,
-                    int(cin)?,
-                    int(cout)?,
-                    scratch,
-                )?;
-                (4, 2)
-            }
+        let flipped = Self::scratch(&self.kernel_scratch);
+        kernels::conv2d_flip_kernel(
+            &mut self.device,
+            Launch::per_element(9 * cin * cout),
+            params.at(conv.slot.weight.start),
+            int(cin)?,
+            int(cout)?,
+            flipped,
+        )?;
+        let gather = match conv.read {
+            ConvInput::Direct => Gather::same(dz.ptr, conv.output()),
+            ConvInput::Upsampled2 => Gather::box_sums(self.box_sums(conv, dz)?, conv),
         };
-        let gather = Gather {
-            src: dz.ptr,
-            src_shape: conv.output(),
-            grid: conv.input,
-            window,
-            stride,
-            origin: -1,
-            upsampled: false,
-        };
-        self.gathered_gemm(&gather, scratch, cin, DevicePtr::NULL, None, dx.ptr)
+        let out = Scatter::dense(dx.ptr, conv.input);
+        self.gathered_gemm(&gather, flipped, cin, DevicePtr::NULL, None, out)
     }
 
     fn conv2d_backward_filter(
@@ -390,44 +518,34 @@ impl<D: Device> Backend for GpuBackend<D> {
         dz: &GpuBuffer,
         grads: &mut GpuBuffer,
     ) -> Result<()> {
-        let gather = Gather::over_input(conv, x);
-        let (k, n) = (gather.k(), conv.slot.out_channels);
-        let (per_chunk, chunks) = filter_chunks(gather.grid.pixels());
+        let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
         let partials = Self::scratch(&self.partials);
-        let (s, g) = (gather.src_shape, gather.grid);
-        let grid = [
-            (k + 1).div_ceil(kernels::FILTER_TILE_K) as u32,
-            n.div_ceil(kernels::FILTER_TILE_N) as u32,
-            chunks as u32,
-        ];
-        kernels::conv2d_filter_partials(
+        let grads = grads.at(conv.slot.weight.start);
+        if conv.read == ConvInput::Direct {
+            // Kernel rows then the bias row: exactly the slot's weight and bias ranges.
+            let gather = Gather::same(x.ptr, conv.input);
+            let chunks = self.filter_partials(&gather, dz.ptr, cout, kernels::FILTER_ONES_ROW)?;
+            let count = (9 * cin + 1) * cout;
+            return kernels::sum_partials(
+                &mut self.device,
+                Launch::per_element(count),
+                partials,
+                int(chunks)?,
+                int(count)?,
+                grads,
+            );
+        }
+        // Over the box sums of dz at the source resolution (conv2d.cu), x the second operand.
+        let gather = Gather::box_sums(self.box_sums(conv, dz)?, conv);
+        let chunks = self.filter_partials(&gather, x.ptr, cin, kernels::FILTER_ONES_COLUMN)?;
+        kernels::sum_partials_upsampled(
             &mut self.device,
-            Launch::blocks(grid, kernels::FILTER_SHARED_FLOATS),
-            gather.src,
-            int(g.batch)?,
-            int(g.height)?,
-            int(g.width)?,
-            int(s.height)?,
-            int(s.width)?,
-            int(s.channels)?,
-            int(gather.window)?,
-            int(gather.stride)?,
-            gather.origin,
-            i32::from(gather.upsampled),
-            dz.ptr,
-            int(n)?,
-            int(per_chunk)?,
-            partials,
-        )?;
-        // Kernel rows then the bias row: exactly the slot's weight and bias ranges.
-        let count = (k + 1) * n;
-        kernels::sum_partials(
-            &mut self.device,
-            Launch::per_element(count),
+            Launch::per_element((9 * cin + 1) * cout),
             partials,
             int(chunks)?,
-            int(count)?,
-            grads.at(conv.slot.weight.start),
+            int(cin)?,
+            int(cout)?,
+            grads,
         )
     }
 
