@@ -139,6 +139,7 @@ conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int 
         for (int c = 0; c < GEMM_THREAD_N; ++c) acc[r][c] = 0.0f;
     for (int k0 = 0; k0 < k_total; k0 += GEMM_TILE_K) {
         const bool k_inside = k0 + gather_column < k_total;
+        WHORL_UNROLL
         for (int m = 0; m < GEMM_GATHERS; ++m) {
             float value = k_inside ? window_value(src, origins[m], cursor.ty, cursor.tx,
                                                   cursor.channel, src_h, src_w, src_c)
@@ -151,6 +152,7 @@ conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int 
             w_tile[e] = (k < k_total && c < n) ? weights[k * n + c] : 0.0f;
         }
         __syncthreads();
+        WHORL_UNROLL
         for (int kk = 0; kk < GEMM_TILE_K; ++kk) {
             float a[GEMM_THREAD_P], w[GEMM_THREAD_N];
             for (int r = 0; r < GEMM_THREAD_P; ++r)
@@ -271,6 +273,7 @@ conv2d_filter_partials(const float* __restrict__ src, int grid_n, int grid_h, in
             g_tile[q * row_stride + column] = g;
         }
         __syncthreads();
+        WHORL_UNROLL
         for (int q = 0; q < FILTER_TILE_P; ++q) {
             float a[4], g[4];
             for (int r = 0; r < 4; ++r) a[r] = a_tile[q * row_stride + first_row + r];

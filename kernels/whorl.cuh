@@ -4,6 +4,10 @@
 #ifndef WHORL_EMULATOR
 // Dynamic shared memory (the emulator defines this to poisoned per-block memory).
 #define WHORL_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+// Unrolls the loop that follows completely (hot loops of constant trip count).
+#define WHORL_UNROLL _Pragma("unroll")
+#else
+#define WHORL_UNROLL
 #endif
 
 // Threads per block of every kernel launched with more than one thread.
