@@ -248,3 +248,37 @@ fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
         "the test kernels must hold a tensor-core kernel per architecture"
     );
 }
+
+#[test]
+fn the_listing_parser_finds_the_innermost_loop_that_holds_hmma() {
+    // Two kernels as nvdisasm prints them: `outer` nests a loop of HMMAs in a loop of copies,
+    // and ends with the self-branch every kernel has; `plain` loops without an HMMA.
+    let listing = "
+//--------------------- .text.outer              --------------------------
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_1:
+        /*0010*/                   LDGSTS.E.BYPASS.128 [R2], [R4.64] ;
+.L_x_2:
+        /*0020*/                   LDS R8, [R2] ;
+        /*0030*/                   HMMA.1688.F32.TF32 R12, R8, R10, R12 ;
+        /*0040*/              @!P0 BRA `(.L_x_2) ;
+        /*0050*/                   STL [R1], R12 ;
+        /*0060*/               @P1 BRA `(.L_x_1) ;
+        /*0070*/                   EXIT ;
+.L_x_3:
+        /*0080*/                   BRA `(.L_x_3);
+//--------------------- .text.plain              --------------------------
+.L_x_4:
+        /*0000*/                   HFMA2.MMA R4, -RZ, RZ, 0, 0 ;
+        /*0010*/               @P0 BRA `(.L_x_4) ;
+";
+    let kernels = parse_listing(listing);
+    let outer = &kernels["outer"];
+    assert_eq!(outer.opcodes.len(), 9);
+    assert_eq!(outer.loops, [(2, 4), (1, 6)]);
+    assert_eq!(outer.main_loop(), Some((2, 4)));
+    assert_eq!(outer.count(0..=8, &["LDL", "STL"]), 1);
+    let plain = &kernels["plain"];
+    assert_eq!(plain.opcodes, ["HFMA2", "BRA"]);
+    assert_eq!(plain.main_loop(), None);
+}
