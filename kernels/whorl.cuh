@@ -27,6 +27,14 @@
 //     c[0] = C[g][2t]  c[1] = C[g][2t + 1]  c[2] = C[g + 8][2t]  c[3] = C[g + 8][2t + 1]  (d alike)
 //   A and B must come from tf32_round: the tensor core truncates any other float.
 //   mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32.
+// ldmatrix_x4(r, shared_row): four 8 x 8 matrices of 16-bit values from shared memory, for one
+//   warp: lanes 8i..8i+7 each point at one 16-byte row of matrix i (16-byte aligned), and lane l
+//   gets in r[i] the 32-bit word l % 4 of row l / 4 of matrix i. Read as TF32 (rows of 4
+//   values), that is an m16n8k8 A fragment when the matrices are A's rows 0-7 and 8-15 of
+//   columns 0-3, then of columns 4-7 (lane l points at row l % 8 + 8 ((l / 8) % 2), column
+//   4 (l / 16)), and two B fragments of a k-contiguous B. The values are as stored: round them
+//   with tf32_round(__uint_as_float(r[i])) unless they were stored rounded.
+//   ldmatrix.sync.aligned.m8n8.x4.shared.b16.
 // cp_async_16(shared_dst, global_src, zero_fill): starts copying 16 bytes from global to shared
 //   memory, both 16-byte aligned; with zero_fill the destination gets zeros and global_src is not
 //   read (it must still be an aligned address, e.g. the tensor's base): the padding of a tile.
@@ -51,6 +59,13 @@ __device__ __forceinline__ void mma_tf32_m16n8k8(float d[4], const unsigned a[4]
         : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]),
           "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned r[4], const void* shared_row) {
+    unsigned shared_address = static_cast<unsigned>(__cvta_generic_to_shared(shared_row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_address));
 }
 
 __device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global_src,

@@ -465,6 +465,37 @@ fn the_tf32_mma_follows_the_ptx_fragment_layout_and_truncates_unrounded_operands
 }
 
 #[test]
+fn ldmatrix_gives_each_lane_one_word_of_a_row_of_each_of_four_matrices() {
+    let mut device = Emulator::new();
+    let values: Vec<f32> = (0..128).map(|i| i as f32).collect();
+    let (input, output) = (device.alloc(128).unwrap(), device.alloc(128).unwrap());
+    device.upload(&values, input).unwrap();
+    device
+        .launch(
+            "ldmatrix_x4_words",
+            [1, 1, 1],
+            [32, 1, 1],
+            0,
+            &[KernelArg::Ptr(input), KernelArg::Ptr(output)],
+        )
+        .unwrap();
+    let mut words = vec![0.0; 128];
+    device.download(output, &mut words).unwrap();
+    for lane in 0..32 {
+        for matrix in 0..4 {
+            // Row lane / 4 of the matrix comes from the lane 8 matrix + lane / 4, which points
+            // at shared row 5 times its number (mod 32); the lane takes its word lane % 4.
+            let row = 5 * (8 * matrix + lane / 4) % 32;
+            assert_eq!(
+                words[4 * lane + matrix],
+                values[4 * row + lane % 4],
+                "lane {lane}, matrix {matrix}"
+            );
+        }
+    }
+}
+
+#[test]
 fn cp_async_destinations_read_nan_until_a_wait_retires_their_group() {
     let mut device = Emulator::new();
     let values: Vec<f32> = (0..512).map(|i| i as f32 + 1.0).collect();

@@ -302,6 +302,16 @@ __device__ void mma_tf32_m16n8k8(float d[4], const unsigned a[4], const unsigned
                                  static_cast<int>(site.line()));
 }
 
+__device__ void ldmatrix_x4(unsigned registers[4], const void* shared_row,
+                            std::source_location site = std::source_location::current()) {
+    if (reinterpret_cast<uintptr_t>(shared_row) % 16 != 0)
+        ::whorl_emu::report("ldmatrix at " + std::string(site.file_name()) + ":" +
+                            std::to_string(site.line()) + " from a row that is not 16-byte aligned");
+    ::whorl_emu::LdmatrixLane lane{static_cast<const unsigned char*>(shared_row), registers};
+    ::whorl_emu::warp_collective(&lane, &::whorl_emu::complete_ldmatrix_x4, site.file_name(),
+                                 static_cast<int>(site.line()));
+}
+
 __device__ void cp_async_16(void* shared_dst, const void* global_src, bool zero_fill,
                             std::source_location site = std::source_location::current()) {
     if (reinterpret_cast<uintptr_t>(shared_dst) % 16 != 0 ||

@@ -79,4 +79,25 @@ inline void complete_mma_tf32_m16n8k8(void* const lanes[32]) {
     }
 }
 
+// One lane's part of an ldmatrix.sync.aligned.m8n8.x4.shared.b16: the row it points at and
+// the registers it receives.
+struct LdmatrixLane {
+    const unsigned char* row;  // 16 bytes: row (lane % 8) of matrix (lane / 8)
+    uint32_t* registers;       // 4 registers: register i from matrix i
+};
+
+// Completes an ldmatrix .x4 for the 32 lanes of a warp: lane l receives, in register i, the
+// 32-bit word l % 4 of row l / 4 of matrix i, whose rows lanes 8i..8i+7 point at. For 32-bit
+// (TF32) values each 8 x 8 matrix of b16 is 8 rows of 4 values, so one .x4 load gives a lane
+// its whole m16n8k8 A fragment (matrices: rows 0-7 and 8-15 of k 0-3, then of k 4-7).
+inline void complete_ldmatrix_x4(void* const lanes[32]) {
+    uint32_t rows[32][4];
+    for (int lane = 0; lane < 32; ++lane)
+        std::memcpy(rows[lane], static_cast<const LdmatrixLane*>(lanes[lane])->row, 16);
+    for (int lane = 0; lane < 32; ++lane)
+        for (int matrix = 0; matrix < 4; ++matrix)
+            static_cast<const LdmatrixLane*>(lanes[lane])->registers[matrix] =
+                rows[8 * matrix + lane / 4][lane % 4];
+}
+
 }  // namespace whorl_emu

@@ -6,7 +6,9 @@
 // block 128 threads: 4 warps, 2 x 2 over the block's 64 x 64 tile of C, each warp 32 x 32 as
 // 2 x 4 mma tiles of 16 x 8. The k dimension runs in 16-wide slices through a 3-stage shared-
 // memory pipeline: cp.async fills slice s + 2 while the warps multiply slice s; copies past the
-// edges of A and B are zero-filled, so partial tiles add nothing.
+// edges of A and B are zero-filled, so partial tiles add nothing. A's fragments come from
+// shared memory by ldmatrix, B's (n-contiguous, which ldmatrix cannot transpose for 32-bit
+// values) by plain loads.
 #include "whorl.cuh"
 
 enum class GemmMistake {
@@ -78,12 +80,11 @@ __device__ void tf32_gemm_tile(int m, int n, int k, const float* a, const float*
         for (int kk = 0; kk < kSlice; kk += 8) {
             unsigned a_frag[2][4], b_frag[4][2];
             for (int i = 0; i < 2; ++i) {
-                const float* top = a_slices[stage][warp_row + i * 16 + g] + kk;
-                const float* bottom = a_slices[stage][warp_row + i * 16 + g + 8] + kk;
-                a_frag[i][0] = operand(top[t]);
-                a_frag[i][1] = operand(bottom[t]);
-                a_frag[i][2] = operand(top[t + 4]);
-                a_frag[i][3] = operand(bottom[t + 4]);
+                // One ldmatrix per A fragment: lane l points at row l % 8 + 8 ((l / 8) % 2),
+                // columns 4 (l / 16) .. + 4 of the fragment's 16 x 8 block.
+                int row = warp_row + i * 16 + lane % 8 + (lane / 8) % 2 * 8;
+                ldmatrix_x4(a_frag[i], &a_slices[stage][row][kk + lane / 16 * 4]);
+                for (int r = 0; r < 4; ++r) a_frag[i][r] = operand(__uint_as_float(a_frag[i][r]));
                 if (mistake == GemmMistake::SwappedFragment) {
                     unsigned swapped = a_frag[i][1];
                     a_frag[i][1] = a_frag[i][2];

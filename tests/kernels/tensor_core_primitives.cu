@@ -45,3 +45,16 @@ extern "C" __global__ void cp_async_groups(const float* in, float* out) {
     cp_async_wait<0>();
     snapshot(3);
 }
+
+// ldmatrix .x4 from shared memory: thread t stores in[4t..4t+4) as shared row t, then lane l
+// points ldmatrix at shared row (5 l) % 32 (row l % 8 of matrix l / 8) and writes its four
+// registers, as floats, to out[4l..4l+4).
+extern "C" __global__ void ldmatrix_x4_words(const float* in, float* out) {
+    __shared__ __align__(16) float rows[32][4];
+    const int lane = threadIdx.x;
+    for (int i = 0; i < 4; ++i) rows[lane][i] = in[4 * lane + i];
+    __syncwarp();
+    unsigned words[4];
+    ldmatrix_x4(words, rows[5 * lane % 32]);
+    for (int i = 0; i < 4; ++i) out[4 * lane + i] = __uint_as_float(words[i]);
+}
