@@ -17,3 +17,79 @@
 #define WHORL_NO_ACTIVATION 0
 #define WHORL_RELU 1
 #define WHORL_SIGMOID 2
+
+// ---- Tensor cores and asynchronous copies (Ampere and newer) ----
+//
+// Small wrappers over the PTX instructions a TF32 tensor-core kernel needs. NVRTC compiles them
+// to inline PTX for compute_80 and newer; the emulator (kernels/emu/cuda_emu.h) defines the same
+// functions as checked C++, so a kernel written against them runs and is verified on the CPU.
+//
+// tf32_round(x): x rounded to TF32 (10 mantissa bits, nearest, ties away from zero; the low 13
+//   bits are zero), as a 32-bit register ready for an mma operand. cvt.rna.tf32.f32.
+// mma_tf32_m16n8k8(d, a, b, c): d = a b + c for one warp, A 16 x 8 (row), B 8 x 8 (col), C and D
+//   16 x 8 in float32. Every lane of the warp calls it together with its fragments, laid out as
+//   in the PTX ISA ("Matrix Fragments for mma.m16n8k8", .tf32), g = lane / 4, t = lane % 4:
+//     a[0] = A[g][t]   a[1] = A[g + 8][t]   a[2] = A[g][t + 4]   a[3] = A[g + 8][t + 4]
+//     b[0] = B[t][g]   b[1] = B[t + 4][g]
+//     c[0] = C[g][2t]  c[1] = C[g][2t + 1]  c[2] = C[g + 8][2t]  c[3] = C[g + 8][2t + 1]  (d alike)
+//   A and B must come from tf32_round: the tensor core truncates any other float.
+//   mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32.
+// ldmatrix_x4(r, shared_row): four 8 x 8 matrices of 16-bit values from shared memory, for one
+//   warp: lanes 8i..8i+7 each point at one 16-byte row of matrix i (16-byte aligned), and lane l
+//   gets in r[i] the 32-bit word l % 4 of row l / 4 of matrix i. Read as TF32 (rows of 4
+//   values), that is an m16n8k8 A fragment when the matrices are A's rows 0-7 and 8-15 of
+//   columns 0-3, then of columns 4-7 (lane l points at row l % 8 + 8 ((l / 8) % 2), column
+//   4 (l / 16)), and two B fragments of a k-contiguous B. The values are as stored: round them
+//   with tf32_round(__uint_as_float(r[i])) unless they were stored rounded.
+//   ldmatrix.sync.aligned.m8n8.x4.shared.b16.
+// cp_async_16(shared_dst, global_src, zero_fill): starts copying 16 bytes from global to shared
+//   memory, both 16-byte aligned; with zero_fill the destination gets zeros and global_src is not
+//   read (it must still be an aligned address, e.g. the tensor's base): the padding of a tile.
+//   cp.async.cg.shared.global (cached in L2 only).
+// cp_async_commit(): the copies started since the last commit form one group.
+//   cp.async.commit_group.
+// cp_async_wait<N>(): waits until at most the newest N committed groups of this thread are still
+//   in flight; the others' data is then visible to this thread (a __syncthreads() after it makes
+//   it visible to the block). cp.async.wait_group N.
+#if !defined(WHORL_EMULATOR) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+__device__ __forceinline__ unsigned tf32_round(float value) {
+    unsigned bits;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(bits) : "f"(value));
+    return bits;
+}
+
+__device__ __forceinline__ void mma_tf32_m16n8k8(float d[4], const unsigned a[4],
+                                                 const unsigned b[2], const float c[4]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]),
+          "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned r[4], const void* shared_row) {
+    unsigned shared_address = static_cast<unsigned>(__cvta_generic_to_shared(shared_row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared_address));
+}
+
+__device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global_src,
+                                            bool zero_fill) {
+    unsigned shared_address = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
+    int source_bytes = zero_fill ? 0 : 16;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address),
+                 "l"(global_src), "r"(source_bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+template <int PendingGroups>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(PendingGroups) : "memory");
+}
+#endif

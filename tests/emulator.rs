@@ -364,3 +364,270 @@ fn warp_intrinsics_and_atomics_behave_as_on_a_gpu() {
         "192 atomic increments of an int"
     );
 }
+
+/// The (row, column) of A, B and C that lane `lane`'s registers hold in an m16n8k8 TF32 mma,
+/// as the PTX ISA lays the fragments out (g = lane / 4, t = lane % 4).
+type Fragments = (
+    [(usize, usize); 4],
+    [(usize, usize); 2],
+    [(usize, usize); 4],
+);
+fn m16n8k8_fragments(lane: usize) -> Fragments {
+    let (g, t) = (lane / 4, lane % 4);
+    (
+        [(g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4)],
+        [(t, g), (t + 4, g)],
+        [
+            (g, 2 * t),
+            (g, 2 * t + 1),
+            (g + 8, 2 * t),
+            (g + 8, 2 * t + 1),
+        ],
+    )
+}
+
+/// The low 13 bits of a float dropped: what the tensor core reads of an unrounded operand.
+fn truncated_to_tf32(value: f32) -> f32 {
+    f32::from_bits(value.to_bits() & !0x1fff)
+}
+
+#[test]
+fn the_tf32_mma_follows_the_ptx_fragment_layout_and_truncates_unrounded_operands() {
+    // Values with mantissa bits below TF32's, so rounding and truncation differ.
+    let a = random(16 * 8, -2.0, 2.0, 1);
+    let b = random(8 * 8, -2.0, 2.0, 2);
+    let c = random(16 * 8, -1.0, 1.0, 3);
+    let (mut a_regs, mut b_regs, mut c_regs) = (vec![], vec![], vec![]);
+    for lane in 0..32 {
+        let (fa, fb, fc) = m16n8k8_fragments(lane);
+        a_regs.extend(fa.map(|(i, k)| a[i * 8 + k]));
+        b_regs.extend(fb.map(|(k, j)| b[k * 8 + j]));
+        c_regs.extend(fc.map(|(i, j)| c[i * 8 + j]));
+    }
+    let mut device = Emulator::new();
+    let buffers: Vec<_> = [&a_regs, &b_regs, &c_regs, &c_regs]
+        .iter()
+        .map(|values| {
+            let ptr = device.alloc(values.len()).unwrap();
+            device.upload(values, ptr).unwrap();
+            ptr
+        })
+        .collect();
+    let mut product = |round: bool| {
+        let mut args = vec![KernelArg::I32(round.into())];
+        args.extend(buffers.iter().map(|&p| KernelArg::Ptr(p)));
+        device
+            .launch("mma_tf32_fragments", [1, 1, 1], [32, 1, 1], 0, &args)
+            .unwrap();
+        let mut d_regs = vec![0.0; 128];
+        device.download(buffers[3], &mut d_regs).unwrap();
+        let mut d = vec![0.0f32; 16 * 8];
+        for lane in 0..32 {
+            for (r, (i, j)) in m16n8k8_fragments(lane).2.into_iter().enumerate() {
+                d[i * 8 + j] = d_regs[lane * 4 + r];
+            }
+        }
+        d
+    };
+    let expected = |operand: fn(f32) -> f32| -> Vec<f64> {
+        (0..16 * 8)
+            .map(|ij| {
+                let (i, j) = (ij / 8, ij % 8);
+                (0..8).fold(f64::from(c[ij]), |s, k| {
+                    s + f64::from(operand(a[i * 8 + k])) * f64::from(operand(b[k * 8 + j]))
+                })
+            })
+            .collect()
+    };
+    let (rounded, truncated) = (expected(tf32), expected(truncated_to_tf32));
+    assert!(relative_error(&product(true), &rounded) < 1e-6);
+    assert!(relative_error(&product(false), &truncated) < 1e-6);
+    let apart = relative_error(&product(true), &truncated);
+    assert!(
+        apart > 1e-4,
+        "rounded and truncated operands must give different products ({apart:e})"
+    );
+
+    let error = device
+        .launch(
+            "mma_tf32_fragments",
+            [1, 1, 1],
+            [16, 1, 1],
+            0,
+            &[KernelArg::I32(1)]
+                .into_iter()
+                .chain(buffers.iter().map(|&p| KernelArg::Ptr(p)))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("needs all 32 lanes"), "{error}");
+}
+
+#[test]
+fn ldmatrix_gives_each_lane_one_word_of_a_row_of_each_of_four_matrices() {
+    let mut device = Emulator::new();
+    let values: Vec<f32> = (0..128).map(|i| i as f32).collect();
+    let (input, output) = (device.alloc(128).unwrap(), device.alloc(128).unwrap());
+    device.upload(&values, input).unwrap();
+    device
+        .launch(
+            "ldmatrix_x4_words",
+            [1, 1, 1],
+            [32, 1, 1],
+            0,
+            &[KernelArg::Ptr(input), KernelArg::Ptr(output)],
+        )
+        .unwrap();
+    let mut words = vec![0.0; 128];
+    device.download(output, &mut words).unwrap();
+    for lane in 0..32 {
+        for matrix in 0..4 {
+            // Row lane / 4 of the matrix comes from the lane 8 matrix + lane / 4, which points
+            // at shared row 5 times its number (mod 32); the lane takes its word lane % 4.
+            let row = 5 * (8 * matrix + lane / 4) % 32;
+            assert_eq!(
+                words[4 * lane + matrix],
+                values[4 * row + lane % 4],
+                "lane {lane}, matrix {matrix}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cp_async_destinations_read_nan_until_a_wait_retires_their_group() {
+    let mut device = Emulator::new();
+    let values: Vec<f32> = (0..512).map(|i| i as f32 + 1.0).collect();
+    let input = device.alloc(512).unwrap();
+    device.upload(&values, input).unwrap();
+    let output = device.alloc(4 * 512).unwrap();
+    device
+        .launch(
+            "cp_async_groups",
+            [1, 1, 1],
+            [32, 1, 1],
+            0,
+            &[KernelArg::Ptr(input), KernelArg::Ptr(output)],
+        )
+        .unwrap();
+    let mut seen = vec![0.0; 4 * 512];
+    device.download(output, &mut seen).unwrap();
+    // Per snapshot, how many of chunks 0 (group 0), 1 (group 1, zero-filled), 2 (group 2) and
+    // 3 (never committed until the last snapshot) have landed.
+    for (snapshot, landed) in [1, 2, 3, 4].into_iter().enumerate() {
+        for t in 0..32 {
+            for i in 0..16 {
+                let got = seen[512 * snapshot + 16 * t + i];
+                let chunk = i / 4;
+                if chunk >= landed {
+                    assert!(
+                        got.is_nan(),
+                        "snapshot {snapshot}, thread {t}: chunk {chunk} landed early"
+                    );
+                } else {
+                    let expected = if chunk == 1 { 0.0 } else { values[16 * t + i] };
+                    assert_eq!(got, expected, "snapshot {snapshot}, thread {t}, value {i}");
+                }
+            }
+        }
+    }
+
+    let (result, _) = launch_broken(
+        "broken_misaligned_cp_async",
+        1,
+        |b| vec![KernelArg::Ptr(b[0]), KernelArg::Ptr(b[1])],
+        0,
+    );
+    let message = result.unwrap_err();
+    assert!(message.contains("not 16-byte aligned"), "{message}");
+}
+
+/// |C - AB| allowed for a TF32 GEMM against float64: sqrt(K) 2^-11 max|A| max|B|, the
+/// rounding error of K products of operands rounded to 10 mantissa bits.
+fn tf32_bound(k: usize, a: &[f32], b: &[f32]) -> f64 {
+    let largest = |v: &[f32]| v.iter().fold(0.0f64, |m, x| m.max(f64::from(x.abs())));
+    (k as f64).sqrt() * 2f64.powi(-11) * largest(a) * largest(b)
+}
+
+/// max |C - AB| over C = `kernel`(A, B) on the emulator, against float64 (infinite when C holds
+/// a NaN), and the TF32 bound for these operands.
+fn tf32_gemm_error(kernel: &str, (m, n, k): (usize, usize, usize), low: f32) -> (f64, f64) {
+    let a = random(m * k, low, 1.0, (m * k) as u64);
+    let b = random(k * n, low, 1.0, (k * n + 1) as u64);
+    let mut device = Emulator::new();
+    let (pa, pb, pc) = (
+        device.alloc(a.len()).unwrap(),
+        device.alloc(b.len()).unwrap(),
+        device.alloc(m * n).unwrap(),
+    );
+    device.upload(&a, pa).unwrap();
+    device.upload(&b, pb).unwrap();
+    device.upload(&vec![f32::NAN; m * n], pc).unwrap();
+    let grid = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
+    let args = [m, n, k]
+        .map(|d| KernelArg::I32(d as i32))
+        .into_iter()
+        .chain([pa, pb, pc].map(KernelArg::Ptr))
+        .collect::<Vec<_>>();
+    device.launch(kernel, grid, [128, 1, 1], 0, &args).unwrap();
+    let mut c = vec![0.0; m * n];
+    device.download(pc, &mut c).unwrap();
+    let mut worst = 0.0f64;
+    for (ij, &got) in c.iter().enumerate() {
+        let (i, j) = (ij / n, ij % n);
+        let exact = (0..k).fold(0.0, |s, l| {
+            s + f64::from(a[i * k + l]) * f64::from(b[l * n + j])
+        });
+        let error = (f64::from(got) - exact).abs();
+        worst = worst.max(if error.is_nan() { f64::INFINITY } else { error });
+    }
+    (worst, tf32_bound(k, &a, &b))
+}
+
+/// Shapes that are no multiple of the 64 x 64 x 16 tile, with slices fewer than the pipeline's
+/// stages (k = 4, 12), and several blocks.
+const GEMM_SHAPES: [(usize, usize, usize); 4] =
+    [(37, 44, 300), (130, 36, 52), (5, 4, 4), (70, 68, 12)];
+
+#[test]
+fn a_tiled_tf32_gemm_on_a_cp_async_pipeline_matches_float64_within_the_tf32_bound() {
+    for shape in GEMM_SHAPES {
+        for low in [-1.0, 0.0] {
+            let (error, bound) = tf32_gemm_error("tf32_gemm", shape, low);
+            println!(
+                "tf32_gemm {shape:?} in [{low}, 1): error {:.3} x the bound",
+                error / bound
+            );
+            assert!(
+                error <= bound,
+                "{shape:?}, operands in [{low}, 1): error {error:e} above the bound {bound:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_emulator_catches_broken_tensor_core_kernels() {
+    // Each mistake, on a shape where it matters: the result is off by more than ten times the
+    // bound the correct kernel keeps, or NaN. Truncation biases every product toward zero, so
+    // it shows on a long reduction of positive operands.
+    for (kernel, shape, low) in [
+        ("broken_tf32_gemm_swapped_fragment", (37, 44, 300), -1.0),
+        ("broken_tf32_gemm_missing_wait", (37, 44, 300), -1.0),
+        ("broken_tf32_gemm_short_wait", (37, 44, 300), -1.0),
+        ("broken_tf32_gemm_unrounded", (21, 20, 1000), 0.0),
+    ] {
+        let (error, bound) = tf32_gemm_error(kernel, shape, low);
+        println!("{kernel} {shape:?}: error {:.1} x the bound", error / bound);
+        assert!(
+            error > 10.0 * bound,
+            "{kernel}: error {error:e} within ten times the bound {bound:e}"
+        );
+        let (error, bound) = tf32_gemm_error("tf32_gemm", shape, low);
+        assert!(
+            error <= bound,
+            "tf32_gemm on {shape:?}: {error:e} > {bound:e}"
+        );
+    }
+}

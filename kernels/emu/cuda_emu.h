@@ -12,8 +12,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <source_location>
+#include <string>
 #include <type_traits>
 #include <utility>
+
+#include "async_copy.h"
+#include "mma.h"
 
 #define WHORL_EMULATOR 1
 
@@ -25,6 +30,7 @@
 #define __launch_bounds__(...)
 #define __shared__ static thread_local
 #define __constant__ static
+#define __align__(bytes) __attribute__((aligned(bytes)))
 
 struct uint3 {
     unsigned int x, y, z;
@@ -46,11 +52,19 @@ void* dynamic_shared();
 // A block-wide barrier; `site` identifies the __syncthreads() call for divergence checks.
 void syncthreads(const char* file, int line);
 
-enum class WarpOp { Shuffle, ShuffleDown, ShuffleXor, Ballot, Sync };
+enum class WarpOp { Shuffle, ShuffleDown, ShuffleXor, Ballot, Sync, Collective };
 
 // A warp-collective operation on a 32-bit payload; returns this lane's result.
 uint32_t warp_exchange(WarpOp op, unsigned mask, uint32_t payload, int argument, int width,
                        const char* file, int line);
+
+// A warp-wide operation on every lane's data at once (mma.sync): once all 32 lanes of the warp
+// have arrived, `complete` runs with each lane's `lane_data`, in lane order.
+using WarpCollective = void (*)(void* const lanes[32]);
+void warp_collective(void* lane_data, WarpCollective complete, const char* file, int line);
+
+// A mistake found by the emulated instruction itself: the launch fails with this message.
+void report(const std::string& message);
 
 template <typename T>
 T warp_value(WarpOp op, unsigned mask, T value, int argument, int width, const char* file,
@@ -122,6 +136,16 @@ __device__ float __fdividef(float a, float b) { return a / b; }
 __device__ float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 __device__ float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
 __device__ float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+__device__ unsigned __float_as_uint(float x) {
+    unsigned bits;
+    std::memcpy(&bits, &x, 4);
+    return bits;
+}
+__device__ float __uint_as_float(unsigned bits) {
+    float x;
+    std::memcpy(&x, &bits, 4);
+    return x;
+}
 
 struct float2 {
     float x, y;
@@ -211,13 +235,7 @@ struct fragment {
 
 // TF32 keeps 10 mantissa bits, rounded to nearest with ties away from zero, as
 // __float_to_tf32 (cvt.rna.tf32.f32) rounds.
-__device__ float round_tf32(float value) {
-    uint32_t bits;
-    std::memcpy(&bits, &value, 4);
-    if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0x1000u) & ~0x1fffu;
-    std::memcpy(&value, &bits, 4);
-    return value;
-}
+__device__ float round_tf32(float value) { return __uint_as_float(::whorl_emu::round_to_tf32(value)); }
 __device__ float __float_to_tf32(float value) { return round_tf32(value); }
 __device__ float element(float v) { return v; }
 __device__ float element(__half v) { return __half2float(v); }
@@ -271,3 +289,45 @@ void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a,
 }
 }  // namespace wmma
 }  // namespace nvcuda
+
+// Ampere's warp-level tensor-core and asynchronous-copy instructions, as kernels/whorl.cuh wraps
+// them for NVRTC (see there for what each does). mma.h and async_copy.h say what is checked.
+__device__ unsigned tf32_round(float value) { return ::whorl_emu::round_to_tf32(value); }
+
+__device__ void mma_tf32_m16n8k8(float d[4], const unsigned a[4], const unsigned b[2],
+                                 const float c[4],
+                                 std::source_location site = std::source_location::current()) {
+    ::whorl_emu::MmaTf32Lane lane{a, b, c, d};
+    ::whorl_emu::warp_collective(&lane, &::whorl_emu::complete_mma_tf32_m16n8k8, site.file_name(),
+                                 static_cast<int>(site.line()));
+}
+
+__device__ void ldmatrix_x4(unsigned registers[4], const void* shared_row,
+                            std::source_location site = std::source_location::current()) {
+    if (reinterpret_cast<uintptr_t>(shared_row) % 16 != 0)
+        ::whorl_emu::report("ldmatrix at " + std::string(site.file_name()) + ":" +
+                            std::to_string(site.line()) + " from a row that is not 16-byte aligned");
+    ::whorl_emu::LdmatrixLane lane{static_cast<const unsigned char*>(shared_row), registers};
+    ::whorl_emu::warp_collective(&lane, &::whorl_emu::complete_ldmatrix_x4, site.file_name(),
+                                 static_cast<int>(site.line()));
+}
+
+__device__ void cp_async_16(void* shared_dst, const void* global_src, bool zero_fill,
+                            std::source_location site = std::source_location::current()) {
+    if (reinterpret_cast<uintptr_t>(shared_dst) % 16 != 0 ||
+        reinterpret_cast<uintptr_t>(global_src) % 16 != 0) {
+        ::whorl_emu::report("cp.async of 16 bytes at " + std::string(site.file_name()) + ":" +
+                            std::to_string(site.line()) +
+                            " from or to an address that is not 16-byte aligned");
+        return;
+    }
+    ::whorl_emu::async_copies().issue(shared_dst, global_src, 16, zero_fill);
+}
+
+__device__ void cp_async_commit() { ::whorl_emu::async_copies().commit(); }
+
+template <int PendingGroups>
+__device__ void cp_async_wait() {
+    static_assert(PendingGroups >= 0, "cp.async.wait_group takes a count of groups");
+    ::whorl_emu::async_copies().wait(PendingGroups);
+}

@@ -47,6 +47,11 @@ struct Fiber {
     int argument = 0;
     int width = 32;
     uint32_t result = 0;
+    // A pending warp collective: this lane's data and what completes the operation.
+    void* lane_data = nullptr;
+    WarpCollective complete = nullptr;
+    // Its cp.async copies in flight.
+    AsyncCopies copies;
 };
 
 // One OS thread's scheduler: the fibers of the block it runs.
@@ -128,6 +133,7 @@ void fiber_main() {
 
 void start_fiber(Fiber& fiber) {
     fiber.state = State::Ready;
+    fiber.copies.reset();
     if (fiber.stack.empty()) fiber.stack.resize(kStackBytes);
 #if defined(__x86_64__)
     // A stack that whorl_emu_switch "returns" into fiber_main from: saved MXCSR/x87 words,
@@ -162,6 +168,23 @@ std::string thread_name(const Fiber& f) {
            std::to_string(block_index.y) + "," + std::to_string(block_index.z) + ")";
 }
 
+int lane_of(const Fiber& f) {
+    return (f.index.x + block_dim.x * (f.index.y + block_dim.y * f.index.z)) % 32;
+}
+
+// Completes a warp collective: every lane of the warp must take part.
+std::string complete_collective(std::vector<Fiber*>& lanes) {
+    Fiber& first = *lanes.front();
+    if (lanes.size() != 32 || first.mask != 0xffffffffu)
+        return "warp operation at " + site(first) + " needs all 32 lanes of the warp, but " +
+               std::to_string(lanes.size()) + " take part";
+    void* data[32];
+    for (Fiber* f : lanes) data[lane_of(*f)] = f->lane_data;
+    first.complete(data);
+    for (Fiber* f : lanes) f->state = State::Ready;
+    return "";
+}
+
 // Completes a warp operation whose live lanes have all arrived; "" or an error.
 std::string complete_warp(std::vector<Fiber*>& lanes) {
     Fiber& first = *lanes.front();
@@ -169,16 +192,17 @@ std::string complete_warp(std::vector<Fiber*>& lanes) {
         if (f->op != first.op || f->line != first.line || f->file != first.file || f->mask != first.mask)
             return "warp divergence: lanes of one warp wait at different warp operations (" +
                    site(first) + " and " + site(*f) + ")";
+    if (first.op == WarpOp::Collective) return complete_collective(lanes);
     uint32_t payloads[32] = {}, ballot = 0;
     bool present[32] = {};
     for (Fiber* f : lanes) {
-        int lane = (f->index.x + block_dim.x * (f->index.y + block_dim.y * f->index.z)) % 32;
+        int lane = lane_of(*f);
         payloads[lane] = f->payload;
         present[lane] = true;
         if (f->payload) ballot |= 1u << lane;
     }
     for (Fiber* f : lanes) {
-        int lane = (f->index.x + block_dim.x * (f->index.y + block_dim.y * f->index.z)) % 32;
+        int lane = lane_of(*f);
         int width = f->width, base = lane - lane % width, source = lane;
         switch (f->op) {
             case WarpOp::Shuffle: source = base + ((f->argument % width) + width) % width; break;
@@ -192,6 +216,7 @@ std::string complete_warp(std::vector<Fiber*>& lanes) {
             }
             case WarpOp::Ballot: f->result = ballot & first.mask; continue;
             case WarpOp::Sync: f->result = 0; continue;
+            case WarpOp::Collective: continue;
         }
         if (!present[source] || !((first.mask >> source) & 1u))
             return "warp shuffle at " + site(*f) + " reads lane " + std::to_string(source) +
@@ -274,6 +299,19 @@ void syncthreads(const char* file, int line) {
     f->file = file;
     f->line = line;
     to_scheduler();
+}
+
+void warp_collective(void* lane_data, WarpCollective complete, const char* file, int line) {
+    Fiber* f = scheduler.current;
+    f->lane_data = lane_data;
+    f->complete = complete;
+    warp_exchange(WarpOp::Collective, 0xffffffffu, 0, 0, 32, file, line);
+}
+
+AsyncCopies& async_copies() { return scheduler.current->copies; }
+
+void report(const std::string& message) {
+    if (scheduler.error.empty()) scheduler.error = message;
 }
 
 uint32_t warp_exchange(WarpOp op, unsigned mask, uint32_t payload, int argument, int width,

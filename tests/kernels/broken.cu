@@ -33,3 +33,13 @@ extern "C" __global__ void broken_early_exit(float* out) {
     __syncthreads();
     out[threadIdx.x] = 1.0f;
 }
+
+// Copies 16 bytes with cp.async into shared memory 4 bytes past a 16-byte boundary: cp.async
+// needs both addresses 16-byte aligned.
+extern "C" __global__ void broken_misaligned_cp_async(const float* in, float* out) {
+    __shared__ __align__(16) float staged[8];
+    cp_async_16(staged + 1, in, false);
+    cp_async_commit();
+    cp_async_wait<0>();
+    out[threadIdx.x] = staged[1];
+}

@@ -1,0 +1,103 @@
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 on the CPU, as a warp collective: the 32
+// lanes' fragments are gathered with the PTX ISA's fragment layout, multiplied, and each lane
+// gets back its part of D. A kernel that fills its fragments in any other layout computes a
+// different product, as it would on a GPU.
+//
+// Fragment layout ("Matrix Fragments for mma.m16n8k8", .tf32), with g = lane / 4 (groupID)
+// and t = lane % 4 (threadID_in_group):
+//   A (16 x 8, row):  a0 = A[g][t]     a1 = A[g + 8][t]     a2 = A[g][t + 4]  a3 = A[g + 8][t + 4]
+//   B (8 x 8, col):   b0 = B[t][g]     b1 = B[t + 4][g]
+//   C, D (16 x 8):    c0 = C[g][2t]    c1 = C[g][2t + 1]    c2 = C[g + 8][2t] c3 = C[g + 8][2t + 1]
+//
+// The tensor core reads the top 19 bits of each A and B register (sign, exponent, 10 mantissa
+// bits): an input rounded by cvt.rna.tf32.f32 (tf32_round) keeps its value, any other float is
+// truncated toward zero. Products of two TF32 values are exact in float32; they are added to C
+// in float32, in k order.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace whorl_emu {
+
+// cvt.rna.tf32.f32: 10 mantissa bits, rounded to nearest, ties away from zero; the low 13 bits
+// of the result are zero. Infinities and NaN are kept.
+inline uint32_t round_to_tf32(float value) {
+    uint32_t bits;
+    std::memcpy(&bits, &value, 4);
+    if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0x1000u) & ~0x1fffu;
+    return bits;
+}
+
+// The value the tensor core multiplies for a TF32 operand register: its low 13 bits dropped.
+inline float tf32_operand(uint32_t bits) {
+    bits &= ~0x1fffu;
+    float value;
+    std::memcpy(&value, &bits, 4);
+    return value;
+}
+
+// One lane's operands and result of an m16n8k8 TF32 mma.
+struct MmaTf32Lane {
+    const uint32_t* a;  // 4 registers
+    const uint32_t* b;  // 2 registers
+    const float* c;     // 4 values
+    float* d;           // 4 values, may be c
+};
+
+// Completes an m16n8k8 TF32 mma for the 32 lanes of a warp (`lanes[i]` is lane i's MmaTf32Lane).
+inline void complete_mma_tf32_m16n8k8(void* const lanes[32]) {
+    float a[16][8], b[8][8], c[16][8];
+    for (int lane = 0; lane < 32; ++lane) {
+        const MmaTf32Lane& f = *static_cast<const MmaTf32Lane*>(lanes[lane]);
+        int g = lane / 4, t = lane % 4;
+        a[g][t] = tf32_operand(f.a[0]);
+        a[g + 8][t] = tf32_operand(f.a[1]);
+        a[g][t + 4] = tf32_operand(f.a[2]);
+        a[g + 8][t + 4] = tf32_operand(f.a[3]);
+        b[t][g] = tf32_operand(f.b[0]);
+        b[t + 4][g] = tf32_operand(f.b[1]);
+        c[g][2 * t] = f.c[0];
+        c[g][2 * t + 1] = f.c[1];
+        c[g + 8][2 * t] = f.c[2];
+        c[g + 8][2 * t + 1] = f.c[3];
+    }
+    float d[16][8];
+    for (int i = 0; i < 16; ++i)
+        for (int j = 0; j < 8; ++j) {
+            float sum = c[i][j];
+            for (int k = 0; k < 8; ++k) sum += a[i][k] * b[k][j];
+            d[i][j] = sum;
+        }
+    for (int lane = 0; lane < 32; ++lane) {
+        float* out = static_cast<const MmaTf32Lane*>(lanes[lane])->d;
+        int g = lane / 4, t = lane % 4;
+        out[0] = d[g][2 * t];
+        out[1] = d[g][2 * t + 1];
+        out[2] = d[g + 8][2 * t];
+        out[3] = d[g + 8][2 * t + 1];
+    }
+}
+
+// One lane's part of an ldmatrix.sync.aligned.m8n8.x4.shared.b16: the row it points at and
+// the registers it receives.
+struct LdmatrixLane {
+    const unsigned char* row;  // 16 bytes: row (lane % 8) of matrix (lane / 8)
+    uint32_t* registers;       // 4 registers: register i from matrix i
+};
+
+// Completes an ldmatrix .x4 for the 32 lanes of a warp: lane l receives, in register i, the
+// 32-bit word l % 4 of row l / 4 of matrix i, whose rows lanes 8i..8i+7 point at. For 32-bit
+// (TF32) values each 8 x 8 matrix of b16 is 8 rows of 4 values, so one .x4 load gives a lane
+// its whole m16n8k8 A fragment (matrices: rows 0-7 and 8-15 of k 0-3, then of k 4-7).
+inline void complete_ldmatrix_x4(void* const lanes[32]) {
+    uint32_t rows[32][4];
+    for (int lane = 0; lane < 32; ++lane)
+        std::memcpy(rows[lane], static_cast<const LdmatrixLane*>(lanes[lane])->row, 16);
+    for (int lane = 0; lane < 32; ++lane)
+        for (int matrix = 0; matrix < 4; ++matrix)
+            static_cast<const LdmatrixLane*>(lanes[lane])->registers[matrix] =
+                rows[8 * matrix + lane / 4][lane % 4];
+}
+
+}  // namespace whorl_emu

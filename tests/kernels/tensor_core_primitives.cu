@@ -1,0 +1,60 @@
+// kernels/whorl.cuh's tensor-core and cp.async primitives one at a time, for the emulator's
+// tests. One warp (32 threads) per launch.
+#include "whorl.cuh"
+
+// d = a b + c by one m16n8k8 TF32 mma, with the fragments as given: lane l's registers are
+// a[4l..4l+4), b[2l..2l+2), c[4l..4l+4) and it writes d[4l..4l+4). The a and b values are
+// rounded with tf32_round when `round` is non-zero, else passed as their float32 bits.
+extern "C" __global__ void mma_tf32_fragments(int round, const float* a, const float* b,
+                                              const float* c, float* d) {
+    const int lane = threadIdx.x;
+    unsigned a_frag[4], b_frag[2];
+    float c_frag[4], d_frag[4];
+    for (int i = 0; i < 4; ++i) {
+        a_frag[i] = round ? tf32_round(a[4 * lane + i]) : __float_as_uint(a[4 * lane + i]);
+        c_frag[i] = c[4 * lane + i];
+    }
+    for (int i = 0; i < 2; ++i)
+        b_frag[i] = round ? tf32_round(b[2 * lane + i]) : __float_as_uint(b[2 * lane + i]);
+    mma_tf32_m16n8k8(d_frag, a_frag, b_frag, c_frag);
+    for (int i = 0; i < 4; ++i) d[4 * lane + i] = d_frag[i];
+}
+
+// What a thread sees of its own cp.async copies as wait_group retires them. Thread t copies
+// in[16t + 4i .. +4) to its shared chunk i (i = 0..3): chunk 0 in group 0, chunk 1 zero-filled
+// in group 1, chunk 2 in group 2, chunk 3 issued but not committed. After cp_async_wait<2>, <1>,
+// <0>, and a final commit + cp_async_wait<0>, it writes its 4 chunks (16 floats) to
+// out[512 * snapshot + 16t ..).
+extern "C" __global__ void cp_async_groups(const float* in, float* out) {
+    __shared__ __align__(16) float chunks[32][16];
+    const int t = threadIdx.x;
+    for (int i = 0; i < 4; ++i) {
+        cp_async_16(&chunks[t][4 * i], in + 16 * t + 4 * i, i == 1);
+        if (i < 3) cp_async_commit();
+    }
+    auto snapshot = [&](int index) {
+        for (int i = 0; i < 16; ++i) out[512 * index + 16 * t + i] = chunks[t][i];
+    };
+    cp_async_wait<2>();
+    snapshot(0);
+    cp_async_wait<1>();
+    snapshot(1);
+    cp_async_wait<0>();
+    snapshot(2);
+    cp_async_commit();
+    cp_async_wait<0>();
+    snapshot(3);
+}
+
+// ldmatrix .x4 from shared memory: thread t stores in[4t..4t+4) as shared row t, then lane l
+// points ldmatrix at shared row (5 l) % 32 (row l % 8 of matrix l / 8) and writes its four
+// registers, as floats, to out[4l..4l+4).
+extern "C" __global__ void ldmatrix_x4_words(const float* in, float* out) {
+    __shared__ __align__(16) float rows[32][4];
+    const int lane = threadIdx.x;
+    for (int i = 0; i < 4; ++i) rows[lane][i] = in[4 * lane + i];
+    __syncwarp();
+    unsigned words[4];
+    ldmatrix_x4(words, rows[5 * lane % 32]);
+    for (int i = 0; i < 4; ++i) out[4 * lane + i] = __uint_as_float(words[i]);
+}

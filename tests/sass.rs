@@ -1,0 +1,284 @@
+//! The tensor-core kernels, checked in machine code: their PTX is assembled by ptxas for sm_89
+//! (Ada, L40S) and sm_90 (Hopper, H100), disassembled by nvdisasm, and every TF32 tensor-core
+//! kernel must have HMMA (mma.sync) and LDGSTS (cp.async) instructions in its main loop — the
+//! innermost loop holding its HMMAs — and no local-memory traffic (LDL/STL: register spills).
+//!
+//! Checked: the kernels the binary ships (build.rs's PTX of kernels/), and the tiled GEMM of
+//! tests/kernels/tensor_core_gemm.cu, compiled here by NVRTC, which proves the check on a kernel
+//! built from kernels/whorl.cuh's primitives. Each kernel's instruction mix is printed.
+//!
+//! Without NVRTC, ptxas or nvdisasm (scripts/nvrtc-env.sh installs them from PyPI into .cuda/
+//! and sets WHORL_PTXAS and WHORL_NVDISASM) the test says it was skipped and why; in CI
+//! (CI=true) it fails instead.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
+use whorl::backend::gpu::cuda::EMBEDDED_PTX;
+
+/// TF32 tensor-core kernels: names containing "tf32", except the deliberately broken ones of
+/// tests/kernels/.
+fn runs_on_tensor_cores(kernel: &str) -> bool {
+    kernel.contains("tf32") && !kernel.starts_with("broken_")
+}
+
+/// The least share of HMMA among the instructions of a tensor-core kernel's main loop. The test
+/// GEMM's small warp tile (32 x 32, operands rounded as they are read) reaches 7-8%.
+const MIN_HMMA_SHARE: f64 = 0.05;
+
+/// Test kernels compiled here, which must hold at least one tensor-core kernel.
+const TEST_SOURCES: [&str; 1] = ["tests/kernels/tensor_core_gemm.cu"];
+
+/// One kernel's machine code: each instruction's opcode (without modifiers, e.g. HMMA), and the
+/// loops, as (first, last) instruction indices of each backward branch's span.
+struct Sass {
+    opcodes: Vec<String>,
+    loops: Vec<(usize, usize)>,
+}
+
+impl Sass {
+    fn count(&self, range: std::ops::RangeInclusive<usize>, opcodes: &[&str]) -> usize {
+        self.opcodes[range]
+            .iter()
+            .filter(|op| opcodes.contains(&op.as_str()))
+            .count()
+    }
+
+    /// The most frequent opcodes of a range, with their counts, most frequent first.
+    fn mix(&self, range: std::ops::RangeInclusive<usize>) -> String {
+        let mut counts = BTreeMap::<&str, usize>::new();
+        for op in &self.opcodes[range] {
+            *counts.entry(op).or_default() += 1;
+        }
+        let mut counts: Vec<_> = counts.into_iter().collect();
+        counts.sort_by_key(|&(op, n)| (std::cmp::Reverse(n), op));
+        let top: Vec<String> = counts
+            .iter()
+            .take(8)
+            .map(|(op, n)| format!("{op} {n}"))
+            .collect();
+        top.join(", ")
+    }
+
+    /// The innermost loop holding an HMMA.
+    fn main_loop(&self) -> Option<(usize, usize)> {
+        self.loops
+            .iter()
+            .copied()
+            .filter(|&(first, last)| self.count(first..=last, &["HMMA"]) > 0)
+            .min_by_key(|&(first, last)| last - first)
+    }
+}
+
+/// Every kernel of nvdisasm's listing, by name.
+fn parse_listing(listing: &str) -> BTreeMap<String, Sass> {
+    let mut kernels = BTreeMap::new();
+    for section in listing.split("//--------------------- .text.").skip(1) {
+        let name = section
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let mut opcodes = Vec::new();
+        let mut labels = BTreeMap::new();
+        let mut branches = Vec::new();
+        for line in section.lines().map(str::trim) {
+            if let Some(label) = line.strip_suffix(':').filter(|l| l.starts_with(".L_x_")) {
+                labels.insert(label.to_string(), opcodes.len());
+                continue;
+            }
+            // "/*0a40*/  @!P0 BRA `(.L_x_3) ;": an address, an optional predicate, the opcode.
+            let Some(rest) = line.strip_prefix("/*").and_then(|l| l.split_once("*/")) else {
+                continue;
+            };
+            let mut words = rest.1.split_whitespace().skip_while(|w| w.starts_with('@'));
+            let Some(instruction) = words.next() else {
+                continue;
+            };
+            let opcode = instruction
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let target = line.split("`(").nth(1).and_then(|t| t.split(')').next());
+            if let (true, Some(target)) = (opcode == "BRA", target) {
+                branches.push((opcodes.len(), target.to_string()));
+            }
+            opcodes.push(opcode);
+        }
+        let loops = branches
+            .iter()
+            .filter_map(|(at, target)| labels.get(target).map(|&first| (first, *at)))
+            .filter(|&(first, last)| first < last)
+            .collect();
+        kernels.insert(name, Sass { opcodes, loops });
+    }
+    kernels
+}
+
+/// Assembles `ptx` for `sm` and disassembles it.
+fn disassemble(ptxas: &Path, nvdisasm: &Path, ptx: &str, sm: &str) -> BTreeMap<String, Sass> {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, cubin) = (dir.path().join("k.ptx"), dir.path().join("k.cubin"));
+    std::fs::write(&source, ptx).unwrap();
+    let run = |tool: &Path, args: &[&std::ffi::OsStr]| {
+        let output = Command::new(tool)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", tool.display()));
+        assert!(
+            output.status.success(),
+            "{} failed:\n{}",
+            tool.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let arch = format!("-arch={sm}");
+    run(
+        ptxas,
+        &[
+            arch.as_ref(),
+            "-O3".as_ref(),
+            source.as_ref(),
+            "-o".as_ref(),
+            cubin.as_ref(),
+        ],
+    );
+    parse_listing(&run(nvdisasm, &["--print-code".as_ref(), cubin.as_ref()]))
+}
+
+/// The tools, or why they are missing.
+fn tools() -> Result<(PathBuf, PathBuf), String> {
+    // SAFETY: only probes whether the library can be loaded.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err("libnvrtc was not found".into());
+    }
+    if EMBEDDED_PTX.iter().any(|(_, ptx)| ptx.is_empty()) {
+        return Err("the binary was built without NVRTC, so it holds no PTX".into());
+    }
+    let tool = |variable: &str| {
+        std::env::var_os(variable)
+            .map(PathBuf::from)
+            .filter(|path| path.is_file())
+            .ok_or(format!("{variable} does not name a file"))
+    };
+    Ok((tool("WHORL_PTXAS")?, tool("WHORL_NVDISASM")?))
+}
+
+fn test_source_ptx(source: &str, arch: &'static str) -> String {
+    let include = std::fs::canonicalize("kernels").unwrap();
+    let options = CompileOptions {
+        arch: Some(arch),
+        include_paths: vec![include.display().to_string()],
+        name: Some(source.into()),
+        ..Default::default()
+    };
+    let text = std::fs::read_to_string(source).unwrap();
+    compile_ptx_with_opts(text, options)
+        .unwrap_or_else(|e| panic!("{source} for {arch}: {e:?}"))
+        .to_src()
+}
+
+#[test]
+fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
+    let (ptxas, nvdisasm) = match tools() {
+        Ok(tools) => tools,
+        Err(why) => {
+            let why = format!("{why} (source scripts/nvrtc-env.sh, as .ci/run does)");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must check the machine code: {why}"
+            );
+            common::skipped(
+                "tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills",
+                &why,
+            );
+            return;
+        }
+    };
+    let mut checked_test_kernels = 0;
+    for (arch, shipped) in EMBEDDED_PTX {
+        let sm = arch.replace("compute", "sm");
+        let sources = std::iter::once(("kernels/".to_string(), shipped.to_string()))
+            .chain(TEST_SOURCES.map(|s| (s.to_string(), test_source_ptx(s, arch))));
+        for (origin, ptx) in sources {
+            for (kernel, sass) in disassemble(&ptxas, &nvdisasm, &ptx, &sm) {
+                if !runs_on_tensor_cores(&kernel) {
+                    continue;
+                }
+                let all = 0..=sass.opcodes.len() - 1;
+                let spills = sass.count(all.clone(), &["LDL", "STL"]);
+                let main_loop = sass.main_loop();
+                let (first, last) = main_loop.unwrap_or((0, 0));
+                let body = first..=last;
+                let (hmma, ldgsts) = (
+                    sass.count(body.clone(), &["HMMA"]),
+                    sass.count(body.clone(), &["LDGSTS"]),
+                );
+                let share = hmma as f64 / body.clone().count() as f64;
+                println!(
+                    "{sm} {origin} {kernel}: {} instructions, {spills} LDL/STL; main loop {} \
+                     instructions: HMMA {hmma} ({:.0}%), LDGSTS {ldgsts}; {}",
+                    sass.opcodes.len(),
+                    body.clone().count(),
+                    100.0 * share,
+                    sass.mix(body),
+                );
+                assert!(main_loop.is_some(), "{sm} {kernel}: no loop holds an HMMA");
+                assert!(
+                    ldgsts > 0,
+                    "{sm} {kernel}: no LDGSTS (cp.async) in the main loop"
+                );
+                assert_eq!(spills, 0, "{sm} {kernel}: local-memory traffic (spills)");
+                assert!(
+                    share >= MIN_HMMA_SHARE,
+                    "{sm} {kernel}: HMMA only {share:.3} of the main loop"
+                );
+                checked_test_kernels += usize::from(origin != "kernels/");
+            }
+        }
+    }
+    assert!(
+        checked_test_kernels >= 2,
+        "the test kernels must hold a tensor-core kernel per architecture"
+    );
+}
+
+#[test]
+fn the_listing_parser_finds_the_innermost_loop_that_holds_hmma() {
+    // Two kernels as nvdisasm prints them: `outer` nests a loop of HMMAs in a loop of copies,
+    // and ends with the self-branch every kernel has; `plain` loops without an HMMA.
+    let listing = "
+//--------------------- .text.outer              --------------------------
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_1:
+        /*0010*/                   LDGSTS.E.BYPASS.128 [R2], [R4.64] ;
+.L_x_2:
+        /*0020*/                   LDS R8, [R2] ;
+        /*0030*/                   HMMA.1688.F32.TF32 R12, R8, R10, R12 ;
+        /*0040*/              @!P0 BRA `(.L_x_2) ;
+        /*0050*/                   STL [R1], R12 ;
+        /*0060*/               @P1 BRA `(.L_x_1) ;
+        /*0070*/                   EXIT ;
+.L_x_3:
+        /*0080*/                   BRA `(.L_x_3);
+//--------------------- .text.plain              --------------------------
+.L_x_4:
+        /*0000*/                   HFMA2.MMA R4, -RZ, RZ, 0, 0 ;
+        /*0010*/               @P0 BRA `(.L_x_4) ;
+";
+    let kernels = parse_listing(listing);
+    let outer = &kernels["outer"];
+    assert_eq!(outer.opcodes.len(), 9);
+    assert_eq!(outer.loops, [(2, 4), (1, 6)]);
+    assert_eq!(outer.main_loop(), Some((2, 4)));
+    assert_eq!(outer.count(0..=8, &["LDL", "STL"]), 1);
+    let plain = &kernels["plain"];
+    assert_eq!(plain.opcodes, ["HFMA2", "BRA"]);
+    assert_eq!(plain.main_loop(), None);
+}
