@@ -48,12 +48,6 @@
 #define FILTER_ONES_ROW 0
 #define FILTER_ONES_COLUMN 1
 
-__device__ __forceinline__ float activate(float z, int activation) {
-    if (activation == WHORL_RELU) return fmaxf(z, 0.0f);
-    if (activation == WHORL_SIGMOID) return 1.0f / (1.0f + __expf(-z));
-    return z;
-}
-
 // A gathering thread's view of one pixel of the grid: the offset of its image in the source,
 // the source row and column of its window's first tap, and whether the pixel exists.
 struct WindowOrigin {

@@ -18,6 +18,13 @@
 #define WHORL_RELU 1
 #define WHORL_SIGMOID 2
 
+// An epilogue's activation of z, by code.
+__device__ __forceinline__ float activate(float z, int activation) {
+    if (activation == WHORL_RELU) return fmaxf(z, 0.0f);
+    if (activation == WHORL_SIGMOID) return 1.0f / (1.0f + __expf(-z));
+    return z;
+}
+
 // ---- Tensor cores and asynchronous copies (Ampere and newer) ----
 //
 // Small wrappers over the PTX instructions a TF32 tensor-core kernel needs. NVRTC compiles them

@@ -40,6 +40,26 @@ pub enum ConvInput {
     Upsampled2,
 }
 
+/// How a GPU multiplies in its convolutions. The CPU always computes in FP32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    /// Operands rounded to TF32 (10-bit mantissa, round to nearest) on tensor cores, float32
+    /// accumulation: what PyTorch and TensorFlow run by default on Ampere and newer GPUs.
+    #[default]
+    Tf32,
+    /// Exact float32 arithmetic on the CUDA cores.
+    Fp32,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Tf32 => "tf32",
+            Precision::Fp32 => "fp32",
+        }
+    }
+}
+
 /// RMSprop's hyper-parameters; the defaults are Keras 3's.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RmsProp {
@@ -96,6 +116,11 @@ pub trait Backend {
 
     /// A short name for messages, e.g. "cpu (2 threads, AVX-512)".
     fn name(&self) -> String;
+
+    /// The precision of its convolutions' multiplications.
+    fn precision(&self) -> Precision {
+        Precision::Fp32
+    }
 
     /// Prepares scratch space for these convolutions (at the largest batch), so no step allocates.
     fn plan(&mut self, convs: &[Conv]) -> Result<()>;

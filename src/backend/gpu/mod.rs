@@ -6,7 +6,7 @@ pub mod cuda;
 pub mod emulator;
 pub mod kernels;
 
-use super::{Backend, Conv, ConvInput, Nhwc, RmsProp};
+use super::{Backend, Conv, ConvInput, Nhwc, Precision, RmsProp};
 use crate::error::{Error, Result};
 use crate::model::Activation;
 
@@ -221,6 +221,7 @@ fn filter_chunks(pixels: usize) -> (usize, usize) {
 /// The backend over a device: buffers are device memory, operations are kernel launches.
 pub struct GpuBackend<D: Device> {
     device: D,
+    precision: Precision,
     owned: Vec<DevicePtr>,
     /// A transformed kernel for backward-data (flipped, or folded through an upsampling).
     kernel_scratch: Option<GpuBuffer>,
@@ -233,15 +234,24 @@ pub struct GpuBackend<D: Device> {
 }
 
 impl<D: Device> GpuBackend<D> {
+    /// The backend in exact FP32; see [`with_precision`](Self::with_precision).
     pub fn new(device: D) -> Self {
         GpuBackend {
             device,
+            precision: Precision::Fp32,
             owned: Vec::new(),
             kernel_scratch: None,
             partials: None,
             box_sums: None,
             loss: None,
         }
+    }
+
+    /// Convolutions in `precision`: TF32 runs the GEMM-shaped passes whose channel counts are
+    /// multiples of 4 on tensor cores (conv2d_tf32.cu), the rest in FP32.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 
     pub fn device(&mut self) -> &mut D {
@@ -265,14 +275,29 @@ impl<D: Device> GpuBackend<D> {
         out: Scatter,
     ) -> Result<()> {
         let (s, g) = (gather.src_shape, gather.grid);
-        let grid = [
-            g.pixels().div_ceil(kernels::GEMM_TILE_P) as u32,
-            n.div_ceil(kernels::GEMM_TILE_N) as u32,
-            1,
-        ];
-        kernels::conv2d_gathered_gemm(
+        let on_tensor_cores = self.precision == Precision::Tf32
+            && s.channels.is_multiple_of(4)
+            && n.is_multiple_of(4);
+        let (launch, kernel): (Launch, GemmKernel<D>) = if on_tensor_cores {
+            let grid = [
+                g.pixels().div_ceil(kernels::TF32_TILE_P) as u32,
+                n.div_ceil(kernels::TF32_TILE_N) as u32,
+                1,
+            ];
+            let launch = Launch::blocks(grid, kernels::TF32_SHARED_FLOATS);
+            (launch, kernels::conv2d_gathered_gemm_tf32)
+        } else {
+            let grid = [
+                g.pixels().div_ceil(kernels::GEMM_TILE_P) as u32,
+                n.div_ceil(kernels::GEMM_TILE_N) as u32,
+                1,
+            ];
+            let launch = Launch::blocks(grid, kernels::GEMM_SHARED_FLOATS);
+            (launch, kernels::conv2d_gathered_gemm)
+        };
+        kernel(
             &mut self.device,
-            Launch::blocks(grid, kernels::GEMM_SHARED_FLOATS),
+            launch,
             gather.src,
             int(g.batch)?,
             int(g.height)?,
@@ -351,6 +376,33 @@ impl<D: Device> GpuBackend<D> {
     }
 }
 
+/// The two GEMM kernels share one signature (conv2d.cu, conv2d_tf32.cu).
+type GemmKernel<D> = fn(
+    &mut D,
+    Launch,
+    DevicePtr,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    DevicePtr,
+    i32,
+    DevicePtr,
+    i32,
+    DevicePtr,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+) -> Result<()>;
+
 /// Elements of an upsampled convolution's box sums: [batch, 2h + 1, 2w + 1, cout].
 fn box_sums_len(conv: &Conv) -> usize {
     let out = conv.output();
@@ -370,6 +422,10 @@ impl<D: Device> Backend for GpuBackend<D> {
 
     fn name(&self) -> String {
         self.device.name()
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
     }
 
     fn plan(&mut self, convs: &[Conv]) -> Result<()> {

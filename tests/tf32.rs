@@ -1,0 +1,61 @@
+//! The TF32 tensor-core convolutions (kernels/conv2d_tf32.cu), run by the emulator, whose
+//! mma.sync truncates any operand not rounded to TF32 and whose cp.async destinations hold NaN
+//! until their wait: against the float64 reference within TF32's bound, and visibly rounded
+//! (so the tensor-core path, not the FP32 one, ran).
+
+mod common;
+
+use common::{conv, nhwc, parity};
+use whorl::backend::gpu::GpuBackend;
+use whorl::backend::gpu::emulator::Emulator;
+use whorl::backend::reference::ReferenceBackend;
+use whorl::backend::{Backend, ConvInput, Precision};
+use whorl::model::Activation;
+
+/// TF32 keeps 11 significant bits: a sum of K rounded products errs by about sqrt(K) 2^-11
+/// relative to the operands' scale, which is about 2^-11 of the result's own scale (that grows
+/// with sqrt(K) too). Rounded operands stay within it (2-4e-4 in these cases); truncated ones,
+/// a forgotten tf32_round, reach 6-8e-4 and fail.
+const TF32_BOUND: f64 = 1.0 / 2048.0;
+
+#[test]
+fn tf32_convolutions_match_the_reference_within_the_tf32_bound() {
+    // Channel counts that are multiples of 4, odd image sizes, partial tiles of pixels and of
+    // channels (68 > 64), K spanning several 16-wide slices, and an upsampled input.
+    let cases = [
+        (nhwc(2, 9, 11, 8), 12, ConvInput::Direct),
+        (nhwc(3, 13, 6, 36), 68, ConvInput::Direct),
+        (nhwc(2, 7, 5, 16), 20, ConvInput::Upsampled2),
+        (nhwc(1, 1, 1, 4), 4, ConvInput::Upsampled2),
+    ];
+    for (case, (input, cout, read)) in cases.into_iter().enumerate() {
+        let conv = conv(input, cout, read, Activation::Relu);
+        let inputs = parity::conv_inputs(&conv, 100 + case as u64);
+        let mut tf32 = GpuBackend::new(Emulator::new()).with_precision(Precision::Tf32);
+        assert_eq!(tf32.precision(), Precision::Tf32);
+        let got = parity::conv_outputs(&mut tf32, &conv, &inputs);
+        let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
+        let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
+        let cin = input.channels;
+        let context = format!("{input:?} -> {cout}, {read:?}: {errors:?}");
+        assert!(errors[0].1 < TF32_BOUND, "forward {context}");
+        assert!(errors[1].1 < TF32_BOUND, "backward-data {context}");
+        // The kernel gradient stays in FP32.
+        assert!(errors[2].1 < 1e-5 && errors[3].1 < 1e-5, "{context}");
+        assert!(
+            errors[0].1 > 2f64.powi(-16),
+            "forward shows no TF32 rounding, so it ran in FP32 ({cin} channels): {context}"
+        );
+    }
+}
+
+#[test]
+fn channel_counts_that_are_not_multiples_of_4_fall_back_to_exact_fp32() {
+    let conv = conv(nhwc(2, 6, 5, 3), 5, ConvInput::Direct, Activation::Sigmoid);
+    let inputs = parity::conv_inputs(&conv, 7);
+    let mut tf32 = GpuBackend::new(Emulator::new()).with_precision(Precision::Tf32);
+    let got = parity::conv_outputs(&mut tf32, &conv, &inputs);
+    let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
+    let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
+    parity::assert_within(&errors, 1e-5, "3 -> 5 channels");
+}
