@@ -231,3 +231,56 @@ pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
         velocity,
     })
 }
+
+/// The checkpoint folder for `epoch` completed epochs plus `step` batches of the next.
+pub fn checkpoint_dir(out_dir: &Path, epoch: usize, step: usize) -> PathBuf {
+    let name = if step == 0 {
+        format!("epoch-{epoch:04}")
+    } else {
+        format!("epoch-{epoch:04}-step-{step:05}")
+    };
+    out_dir.join("checkpoints").join(name)
+}
+
+/// A checkpoint folder, or the newest checkpoint of a run folder.
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    if path.join(META_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let folder = path.join("checkpoints");
+    let newest = fs::read_dir(&folder).ok().and_then(|entries| {
+        entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|dir| {
+                let text = fs::read_to_string(dir.join(META_FILE)).ok()?;
+                let meta: CheckpointMeta = serde_json::from_str(&text).ok()?;
+                Some(((meta.epoch, meta.step_in_epoch), dir))
+            })
+            .max()
+    });
+    newest
+        .map(|(_, dir)| dir)
+        .ok_or_else(|| Error::BadCheckpoint {
+            path: path.to_path_buf(),
+            reason: format!(
+                "neither a checkpoint (no {META_FILE}) nor a run folder with checkpoints"
+            ),
+        })
+}
+
+/// The run folder a checkpoint belongs to (run/checkpoints/epoch-N -> run).
+pub fn run_dir_of(checkpoint_dir: &Path) -> Option<PathBuf> {
+    let parent = checkpoint_dir.parent()?;
+    (parent.file_name()? == "checkpoints").then(|| parent.parent().map(Path::to_path_buf))?
+}
+
+/// `runs/train`, or `runs/train-2`, `runs/train-3`, ... whichever does not exist yet.
+pub fn fresh_run_dir(root: &Path) -> PathBuf {
+    (1..)
+        .map(|i| match i {
+            1 => root.join("train"),
+            _ => root.join(format!("train-{i}")),
+        })
+        .find(|dir| !dir.exists())
+        .expect("an unused name exists")
+}

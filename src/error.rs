@@ -33,6 +33,13 @@ pub enum Error {
     #[error("{path}: not a readable whorl checkpoint: {reason}")]
     BadCheckpoint { path: PathBuf, reason: String },
 
+    #[error("{path}, line {line}: not a readable training history: {reason}")]
+    BadHistory {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+
     #[error(
         "{path}: checkpoint is for architecture \"{found}\", but this whorl builds \"{expected}\""
     )]

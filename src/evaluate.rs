@@ -20,7 +20,7 @@ pub const EVAL_BATCH: usize = 8;
 /// A checkpoint loaded for inference on `backend`.
 pub fn load_model<B: Backend>(backend: B, path: &Path) -> Result<(Network<B>, CheckpointMeta)> {
     let architecture = Architecture::reference();
-    let dir = crate::train::resolve_checkpoint(path)?;
+    let dir = checkpoint::resolve_checkpoint(path)?;
     let checkpoint = checkpoint::load(&dir, &architecture)?;
     let size = checkpoint.meta.input_size;
     let net = Network::new(

@@ -13,6 +13,7 @@ pub mod evaluate;
 pub mod figures;
 pub mod gradcam;
 pub mod graph;
+pub mod history;
 pub mod metrics;
 pub mod model;
 pub mod synth;

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use whorl::checkpoint::resolve_checkpoint;
 use whorl::checkpoint::{self, Checkpoint, CheckpointMeta};
 use whorl::model::Architecture;
-use whorl::train::resolve_checkpoint;
 
 /// A user error: exit status 1 (not a panic's 101) and a message containing every needle.
 fn assert_user_error(output: &Output, needles: &[&str]) {

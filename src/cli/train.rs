@@ -131,9 +131,9 @@ fn resolve(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig>
     let out_dir = match (&args.out, &args.resume) {
         (Some(out), _) => out.clone(),
         (None, Some(resumed)) => {
-            train::run_dir_of(resumed).unwrap_or_else(|| PathBuf::from("runs/resumed"))
+            checkpoint::run_dir_of(resumed).unwrap_or_else(|| PathBuf::from("runs/resumed"))
         }
-        (None, None) => train::fresh_run_dir(&PathBuf::from("runs")),
+        (None, None) => checkpoint::fresh_run_dir(&PathBuf::from("runs")),
     };
     Ok(TrainConfig {
         data_dir,
@@ -169,7 +169,7 @@ pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
     let architecture = Architecture::reference();
     let resume = match &args.resume {
         Some(path) => {
-            let dir = train::resolve_checkpoint(path)?;
+            let dir = checkpoint::resolve_checkpoint(path)?;
             args.resume = Some(dir.clone());
             let loaded = checkpoint::load(&dir, &architecture)?;
             Some((dir, loaded))
@@ -221,7 +221,7 @@ pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
         report.train_loss.map_or("-".into(), |v| format!("{v:.6}")),
         report.val_loss.map_or("-".into(), |v| format!("{v:.6}")),
         report.last_checkpoint.display(),
-        config.out_dir.join(train::HISTORY_FILE).display()
+        config.out_dir.join(whorl::history::HISTORY_FILE).display()
     );
     Ok(ExitCode::SUCCESS)
 }
