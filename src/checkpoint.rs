@@ -242,23 +242,29 @@ pub fn checkpoint_dir(out_dir: &Path, epoch: usize, step: usize) -> PathBuf {
     out_dir.join("checkpoints").join(name)
 }
 
+/// The checkpoints of a run folder whose checkpoint.json reads, with (epoch, step in epoch).
+pub fn checkpoints_in(run: &Path) -> Vec<((usize, usize), PathBuf)> {
+    let Ok(entries) = fs::read_dir(run.join("checkpoints")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|dir| {
+            let text = fs::read_to_string(dir.join(META_FILE)).ok()?;
+            let meta: CheckpointMeta = serde_json::from_str(&text).ok()?;
+            Some(((meta.epoch, meta.step_in_epoch), dir))
+        })
+        .collect()
+}
+
 /// A checkpoint folder, or the newest checkpoint of a run folder.
 pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     if path.join(META_FILE).is_file() {
         return Ok(path.to_path_buf());
     }
-    let folder = path.join("checkpoints");
-    let newest = fs::read_dir(&folder).ok().and_then(|entries| {
-        entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter_map(|dir| {
-                let text = fs::read_to_string(dir.join(META_FILE)).ok()?;
-                let meta: CheckpointMeta = serde_json::from_str(&text).ok()?;
-                Some(((meta.epoch, meta.step_in_epoch), dir))
-            })
-            .max()
-    });
-    newest
+    checkpoints_in(path)
+        .into_iter()
+        .max()
         .map(|(_, dir)| dir)
         .ok_or_else(|| Error::BadCheckpoint {
             path: path.to_path_buf(),

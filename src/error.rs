@@ -49,6 +49,14 @@ pub enum Error {
         expected: String,
     },
 
+    #[error(
+        "{path}: run folder in use by another whorl train (PID {pid}); wait for it to finish or pick another --out"
+    )]
+    RunFolderBusy { path: PathBuf, pid: String },
+
+    #[error("{path}: {reason}")]
+    RunFolderTaken { path: PathBuf, reason: String },
+
     #[error("the training loss became {loss} at epoch {epoch}, step {step}; {last_good}")]
     NonFiniteLoss {
         loss: f64,

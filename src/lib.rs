@@ -16,6 +16,7 @@ pub mod graph;
 pub mod history;
 pub mod metrics;
 pub mod model;
+pub mod run_folder;
 pub mod synth;
 pub mod train;
 

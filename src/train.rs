@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::graph::Network;
 use crate::history::{self, EpochRow, History};
 use crate::model::Architecture;
+use crate::run_folder::{Continued, RunFolder};
 
 /// Everything a training run needs to know.
 #[derive(Clone, Debug)]
@@ -31,6 +32,9 @@ pub struct TrainConfig {
     /// Save a checkpoint every this many epochs (and always after the last).
     pub save_every: usize,
     pub skip_bad: bool,
+    /// Delete checkpoints already in `out_dir` that this run does not continue, instead of
+    /// refusing to mix with them.
+    pub overwrite: bool,
     /// Draw progress bars and print per-epoch lines.
     pub verbose: bool,
 }
@@ -259,7 +263,6 @@ fn start<'a, B: Backend>(
     };
     say(config, architecture.summary(config.size, config.size)?);
     say(config, format!("backend: {}", net.backend().name()));
-    fs::create_dir_all(&config.out_dir).map_err(Error::io(&config.out_dir))?;
     Ok(Run {
         config,
         architecture,
@@ -284,6 +287,12 @@ pub fn train<B: Backend>(
         Some((dir, checkpoint)) => (Some(dir), Some(checkpoint)),
         None => (None, None),
     };
+    let continued = last_checkpoint.as_deref().zip(resume.as_ref());
+    let _claim = RunFolder::claim(
+        &config.out_dir,
+        continued.map(|(dir, c)| Continued { dir, meta: &c.meta }),
+        config.overwrite,
+    )?;
     let mut run = start(backend, config, resume, interrupt)?;
     let mut history = History::continue_at(&config.out_dir, run.meta.epoch)?;
     let mut report = TrainReport {

@@ -70,6 +70,11 @@ pub(crate) struct TrainArgs {
     #[arg(long, value_name = "CHECKPOINT")]
     pub(crate) resume: Option<PathBuf>,
 
+    /// Let a new run replace the checkpoints already in its --out folder (with --resume: those
+    /// after the resumed one), instead of refusing to mix runs.
+    #[arg(long)]
+    pub(crate) overwrite: bool,
+
     /// Save a checkpoint every N epochs; one is always saved after the last epoch and on Ctrl-C.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub(crate) save_every: usize,
@@ -146,6 +151,7 @@ fn resolve(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig>
         out_dir,
         save_every: args.save_every,
         skip_bad: args.skip_bad,
+        overwrite: args.overwrite,
         verbose: !args.quiet,
     })
 }
