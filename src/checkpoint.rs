@@ -225,6 +225,14 @@ pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
         "",
         &optimizer_path,
     )?;
+    for (values, path) in [(&params, &weights_path), (&velocity, &optimizer_path)] {
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(Error::BadCheckpoint {
+                path: path.clone(),
+                reason: "holds NaN or infinite values".into(),
+            });
+        }
+    }
     Ok(Checkpoint {
         meta,
         params,

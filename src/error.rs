@@ -57,13 +57,8 @@ pub enum Error {
     #[error("{path}: {reason}")]
     RunFolderTaken { path: PathBuf, reason: String },
 
-    #[error("the training loss became {loss} at epoch {epoch}, step {step}; {last_good}")]
-    NonFiniteLoss {
-        loss: f64,
-        epoch: usize,
-        step: usize,
-        last_good: String,
-    },
+    #[error("{what}; {last_good}")]
+    NonFinite { what: String, last_good: String },
 
     #[error("backend {backend}: {reason}")]
     Backend { backend: String, reason: String },

@@ -2,7 +2,7 @@
 //! three ways a run ends early (a non-finite loss, Ctrl-C, an error).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -59,8 +59,13 @@ pub enum EpochEnd {
     },
     /// A stop was asked for; the batches trained so far are recorded in the metadata.
     Interrupted,
-    /// Step `step` (1-based) gave a NaN or infinite loss.
-    NonFinite { loss: f64, step: usize },
+    /// The training loss of step `step` (1-based), or the validation loss after the last step
+    /// (`step` None), is NaN or infinite.
+    NonFinite {
+        which: &'static str,
+        loss: f64,
+        step: Option<usize>,
+    },
 }
 
 /// Gathers the images of `chunk`, if any, and starts uploading them as the next batch. Called
@@ -109,6 +114,8 @@ struct Run<'a, B: Backend> {
     meta: CheckpointMeta,
     batch: Vec<f32>,
     interrupt: &'a AtomicBool,
+    /// The newest checkpoint this run saved or continues from (all its values finite).
+    last_good: Option<PathBuf>,
 }
 
 impl<B: Backend> Run<'_, B> {
@@ -135,8 +142,9 @@ impl<B: Backend> Run<'_, B> {
             let loss = net.loss()?;
             if !loss.is_finite() {
                 return Ok(EpochEnd::NonFinite {
+                    which: "training loss",
                     loss,
-                    step: step + 1,
+                    step: Some(step + 1),
                 });
             }
             let meta = &mut self.meta;
@@ -162,6 +170,13 @@ impl<B: Backend> Run<'_, B> {
                 &mut self.batch,
             )?),
         };
+        if let Some(loss) = val_loss.filter(|v| !v.is_finite()) {
+            return Ok(EpochEnd::NonFinite {
+                which: "validation loss",
+                loss,
+                step: None,
+            });
+        }
         self.meta.epoch = epoch + 1;
         self.meta.step_in_epoch = 0;
         self.meta.partial_loss_sum = 0.0;
@@ -172,7 +187,8 @@ impl<B: Backend> Run<'_, B> {
         })
     }
 
-    /// Writes the checkpoint of where the run stands and returns its folder.
+    /// Writes the checkpoint of where the run stands and returns its folder; refuses (naming
+    /// the last good checkpoint) when a weight or an optimizer value is NaN or infinite.
     fn save(&mut self) -> Result<PathBuf> {
         let dir = checkpoint::checkpoint_dir(
             &self.config.out_dir,
@@ -184,8 +200,28 @@ impl<B: Backend> Run<'_, B> {
             params: self.net.params()?,
             velocity: self.net.velocity()?,
         };
+        let finite = |values: &[f32]| values.iter().all(|v| v.is_finite());
+        if !finite(&checkpoint.params) || !finite(&checkpoint.velocity) {
+            let at = match self.meta.step_in_epoch {
+                0 => format!("after epoch {}", self.meta.epoch),
+                step => format!("at epoch {}, step {step}", self.meta.epoch + 1),
+            };
+            return Err(self.non_finite(format!("the weights became NaN or infinite {at}")));
+        }
         checkpoint::save(&dir, &self.architecture, &checkpoint)?;
+        self.last_good = Some(dir.clone());
         Ok(dir)
+    }
+
+    /// The error that ends a run gone non-finite, naming the newest checkpoint known good.
+    fn non_finite(&self, what: String) -> Error {
+        Error::NonFinite {
+            what,
+            last_good: match &self.last_good {
+                Some(dir) => format!("the last good checkpoint is {}", dir.display()),
+                None => "no checkpoint was saved yet; try a lower --lr".into(),
+            },
+        }
     }
 }
 
@@ -209,7 +245,7 @@ fn check_config(config: &TrainConfig, architecture: &Architecture) -> Result<()>
 fn start<'a, B: Backend>(
     backend: B,
     config: &'a TrainConfig,
-    resume: Option<Checkpoint>,
+    resume: Option<(PathBuf, Checkpoint)>,
     interrupt: &'a AtomicBool,
 ) -> Result<Run<'a, B>> {
     let architecture = Architecture::reference();
@@ -231,9 +267,10 @@ fn start<'a, B: Backend>(
     )?;
     say(config, describe_data(config, &dataset, &split));
 
-    let (params, velocity, mut meta) = match resume {
-        Some(c) => (c.params, Some(c.velocity), c.meta),
+    let (last_good, params, velocity, mut meta) = match resume {
+        Some((dir, c)) => (Some(dir), c.params, Some(c.velocity), c.meta),
         None => (
+            None,
             architecture.glorot_uniform(config.seed),
             None,
             CheckpointMeta::new(&architecture),
@@ -272,6 +309,7 @@ fn start<'a, B: Backend>(
         meta,
         batch: Vec::with_capacity(config.batch_size * config.size * config.size),
         interrupt,
+        last_good,
     })
 }
 
@@ -283,14 +321,11 @@ pub fn train<B: Backend>(
     resume: Option<(PathBuf, Checkpoint)>,
     interrupt: &AtomicBool,
 ) -> Result<TrainReport> {
-    let (mut last_checkpoint, resume) = match resume {
-        Some((dir, checkpoint)) => (Some(dir), Some(checkpoint)),
-        None => (None, None),
-    };
-    let continued = last_checkpoint.as_deref().zip(resume.as_ref());
     let _claim = RunFolder::claim(
         &config.out_dir,
-        continued.map(|(dir, c)| Continued { dir, meta: &c.meta }),
+        resume
+            .as_ref()
+            .map(|(dir, c)| Continued { dir, meta: &c.meta }),
         config.overwrite,
     )?;
     let mut run = start(backend, config, resume, interrupt)?;
@@ -319,14 +354,13 @@ pub fn train<B: Backend>(
                 report.interrupted = true;
                 return Ok(report);
             }
-            EpochEnd::NonFinite { loss, step } => {
+            EpochEnd::NonFinite { which, loss, step } => {
                 bar.abandon();
-                return Err(Error::NonFiniteLoss {
-                    loss,
-                    epoch: epoch + 1,
-                    step,
-                    last_good: last_good(last_checkpoint.as_deref()),
-                });
+                let at = match step {
+                    Some(step) => format!("at epoch {}, step {step}", epoch + 1),
+                    None => format!("after epoch {}", epoch + 1),
+                };
+                return Err(run.non_finite(format!("the {which} became {loss} {at}")));
             }
         };
         bar.finish_and_clear();
@@ -352,9 +386,7 @@ pub fn train<B: Backend>(
         report.val_loss = val_loss;
         let last = epoch + 1 == last_epoch;
         if last || (epoch + 1) % config.save_every == 0 || run.stop_requested() {
-            let dir = run.save()?;
-            last_checkpoint = Some(dir.clone());
-            report.last_checkpoint = dir;
+            report.last_checkpoint = run.save()?;
             if run.stop_requested() && !last {
                 report.interrupted = true;
                 return Ok(report);
@@ -362,13 +394,6 @@ pub fn train<B: Backend>(
         }
     }
     Ok(report)
-}
-
-fn last_good(checkpoint: Option<&Path>) -> String {
-    match checkpoint {
-        Some(dir) => format!("the last good checkpoint is {}", dir.display()),
-        None => "no checkpoint was saved yet; try a lower --lr".into(),
-    }
 }
 
 fn say(config: &TrainConfig, line: String) {
