@@ -17,7 +17,7 @@ pub enum Error {
     #[error("{path}: no images found (looked for .tif, .tiff, .bmp, .png, .jpg, .jpeg, .pgm)")]
     EmptyDataDir { path: PathBuf },
 
-    #[error("{path}: cannot decode image: {reason} (pass --skip-bad to skip unreadable files)")]
+    #[error("{path}: unreadable image: {reason} (pass --skip-bad to skip unreadable files)")]
     BadImage { path: PathBuf, reason: String },
 
     #[error(

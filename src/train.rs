@@ -411,7 +411,7 @@ fn describe_data(config: &TrainConfig, dataset: &Dataset, split: &Split) -> Stri
         split.validation.len(),
         match dataset.skipped.len() {
             0 => String::new(),
-            n => format!(", {n} unreadable files skipped"),
+            n => format!(", {n} entries skipped"),
         },
         config.size,
         config.size
