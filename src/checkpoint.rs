@@ -10,12 +10,15 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::memory;
 use crate::model::Architecture;
 
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const OPTIMIZER_FILE: &str = "rmsprop.safetensors";
 pub const META_FILE: &str = "checkpoint.json";
 const FORMAT: &str = "whorl-checkpoint/1";
+/// More epochs than any run reaches; a larger count in checkpoint.json is damage.
+pub const MAX_EPOCHS: usize = 1 << 40;
 
 /// What a checkpoint says about the run that wrote it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +39,7 @@ pub struct CheckpointMeta {
     pub val_split: f64,
     pub batch_size: usize,
     pub learning_rate: f32,
+    #[serde(serialize_with = "crate::path_text::serialize_lossy")]
     pub data_dir: PathBuf,
 }
 
@@ -73,11 +77,13 @@ pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Every float32 tensor of a safetensors file.
 pub fn read_tensors(path: &Path) -> Result<Tensors> {
-    let bytes = fs::read(path).map_err(Error::io(path))?;
     let bad = |reason: String| Error::BadCheckpoint {
         path: path.to_path_buf(),
         reason,
     };
+    let length = fs::metadata(path).map_err(Error::io(path))?.len();
+    memory::check_fits("its bytes", Some(2 * u128::from(length))).map_err(bad)?;
+    let bytes = fs::read(path).map_err(Error::io(path))?;
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     tensors
         .tensors()
@@ -183,6 +189,61 @@ pub fn save(dir: &Path, architecture: &Architecture, checkpoint: &Checkpoint) ->
     }
 }
 
+/// Checks every number of a checkpoint.json that training or loading would act on, naming the
+/// field that is out of range.
+fn check_meta(meta: &CheckpointMeta, architecture: &Architecture) -> Result<(), String> {
+    let field = |name: &str, value: &dyn std::fmt::Display, why: &str| {
+        Err(format!("field {name} = {value}: {why}"))
+    };
+    if architecture
+        .shapes(meta.input_size, meta.input_size)
+        .is_err()
+    {
+        let factor = architecture.downsampling();
+        return field(
+            "input_size",
+            &meta.input_size,
+            &format!("not a positive multiple of {factor}"),
+        );
+    }
+    let one_image = memory::network_bytes(architecture, meta.input_size, 1);
+    if let Err(why) = memory::check_fits("images of that size", one_image) {
+        return field("input_size", &meta.input_size, &why);
+    }
+    if meta.parameters != architecture.param_count() {
+        let why = format!("the model has {}", architecture.param_count());
+        return field("parameters", &meta.parameters, &why);
+    }
+    if meta.epoch > MAX_EPOCHS {
+        return field("epoch", &meta.epoch, "beyond any real run");
+    }
+    if meta.batch_size == 0 {
+        return field("batch_size", &meta.batch_size, "must be at least 1");
+    }
+    if !(meta.learning_rate > 0.0 && meta.learning_rate.is_finite()) {
+        return field(
+            "learning_rate",
+            &meta.learning_rate,
+            "must be a positive number",
+        );
+    }
+    if !(0.0..1.0).contains(&meta.val_split) {
+        return field("val_split", &meta.val_split, "not in [0, 1)");
+    }
+    if !(meta.partial_loss_sum >= 0.0 && meta.partial_loss_sum.is_finite()) {
+        return field(
+            "partial_loss_sum",
+            &meta.partial_loss_sum,
+            "must be finite and not negative",
+        );
+    }
+    if (meta.step_in_epoch == 0) != (meta.partial_images == 0) {
+        let why = format!("does not match step_in_epoch = {}", meta.step_in_epoch);
+        return field("partial_images", &meta.partial_images, &why);
+    }
+    Ok(())
+}
+
 /// Loads a checkpoint folder written by [`save`], checking that it fits `architecture`.
 pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
     let bad = |reason: String| Error::BadCheckpoint {
@@ -211,6 +272,10 @@ pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
             expected: architecture.signature(),
         });
     }
+    check_meta(&meta, architecture).map_err(|reason| Error::BadCheckpoint {
+        path: meta_path.clone(),
+        reason,
+    })?;
     let weights_path = dir.join(WEIGHTS_FILE);
     let params = flatten_params(
         architecture,

@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::memory;
 
 /// File extensions read as images (compared case-insensitively).
 pub const IMAGE_EXTENSIONS: [&str; 7] = ["tif", "tiff", "bmp", "png", "jpg", "jpeg", "pgm"];
@@ -157,6 +158,11 @@ impl Dataset {
                 path: dir.to_path_buf(),
             });
         }
+        memory::check_fits(
+            &format!("{} images of {size}x{size}", files.len()),
+            memory::dataset_bytes(files.len(), size),
+        )
+        .map_err(|why| Error::invalid("--size", why))?;
         let bar = if progress {
             ProgressBar::new(files.len() as u64)
         } else {

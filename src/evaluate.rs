@@ -57,6 +57,7 @@ pub fn reconstruct<B: Backend>(
 /// One image's scores.
 #[derive(Clone, Debug, Serialize)]
 pub struct ImageScore {
+    #[serde(serialize_with = "crate::path_text::serialize_lossy")]
     pub file: PathBuf,
     pub mse: f64,
     pub psnr: f64,
@@ -98,6 +99,7 @@ impl Summary {
 #[derive(Clone, Debug, Serialize)]
 pub struct SetReport {
     pub label: String,
+    #[serde(serialize_with = "crate::path_text::serialize_lossy")]
     pub dir: PathBuf,
     pub mse: Summary,
     pub psnr: Summary,

@@ -14,6 +14,7 @@ use crate::data::{self, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::graph::Network;
 use crate::history::{self, EpochRow, History};
+use crate::memory;
 use crate::model::Architecture;
 use crate::run_folder::{Continued, RunFolder};
 
@@ -123,40 +124,36 @@ impl<B: Backend> Run<'_, B> {
         self.interrupt.load(Ordering::SeqCst)
     }
 
-    /// Trains epoch `epoch` (0-based) from where the metadata says it stands, then validates.
+    /// Trains epoch `epoch` (0-based) from the image the metadata says it stands at (so a
+    /// resumed run continues the same image order whatever its batch size), then validates.
     fn run_epoch(&mut self, epoch: usize, bar: &ProgressBar) -> Result<EpochEnd> {
-        let batch_size = self.config.batch_size;
         let order = data::epoch_order(&self.split.train, self.config.seed, epoch);
-        let steps = order.len().div_ceil(batch_size);
-        bar.set_position((self.meta.step_in_epoch * batch_size).min(order.len()) as u64);
-        let mut chunks = order
-            .chunks(batch_size)
-            .enumerate()
-            .skip(self.meta.step_in_epoch)
-            .peekable();
+        let done = self.meta.partial_images;
+        bar.set_position(done as u64);
+        let mut chunks = order[done..].chunks(self.config.batch_size).peekable();
         let (net, dataset, batch) = (&mut self.net, &self.dataset, &mut self.batch);
-        load_next(net, dataset, chunks.peek().map(|c| c.1), batch)?;
-        while let Some((step, chunk)) = chunks.next() {
+        load_next(net, dataset, chunks.peek().copied(), batch)?;
+        while let Some(chunk) = chunks.next() {
             net.train_step_loaded()?;
-            load_next(net, dataset, chunks.peek().map(|c| c.1), batch)?;
+            load_next(net, dataset, chunks.peek().copied(), batch)?;
             let loss = net.loss()?;
+            let meta = &mut self.meta;
+            meta.step_in_epoch += 1;
             if !loss.is_finite() {
                 return Ok(EpochEnd::NonFinite {
                     which: "training loss",
                     loss,
-                    step: Some(step + 1),
+                    step: Some(meta.step_in_epoch),
                 });
             }
-            let meta = &mut self.meta;
             meta.partial_loss_sum += loss * chunk.len() as f64;
             meta.partial_images += chunk.len();
-            meta.step_in_epoch = step + 1;
             bar.inc(chunk.len() as u64);
             bar.set_message(format!(
                 "loss {:.6}",
                 meta.partial_loss_sum / meta.partial_images as f64
             ));
-            if self.interrupt.load(Ordering::SeqCst) && step + 1 < steps {
+            if self.interrupt.load(Ordering::SeqCst) && chunks.peek().is_some() {
                 return Ok(EpochEnd::Interrupted);
             }
         }
@@ -233,11 +230,24 @@ fn check_config(config: &TrainConfig, architecture: &Architecture) -> Result<()>
     if config.save_every == 0 {
         return Err(Error::invalid("--save-every", "must be at least 1"));
     }
+    if config.epochs > checkpoint::MAX_EPOCHS {
+        return Err(Error::invalid(
+            "--epochs",
+            format!("must be at most {}", checkpoint::MAX_EPOCHS),
+        ));
+    }
     if !(config.learning_rate > 0.0 && config.learning_rate.is_finite()) {
         return Err(Error::invalid("--lr", "must be a positive number"));
     }
     architecture.shapes(config.size, config.size)?;
-    Ok(())
+    memory::check_fits(
+        &format!(
+            "{} images of {}x{}",
+            config.batch_size, config.size, config.size
+        ),
+        memory::network_bytes(architecture, config.size, config.batch_size),
+    )
+    .map_err(|why| Error::invalid("--batch-size", why))
 }
 
 /// Loads the data, builds the network from the checkpoint (or fresh weights) and opens the run
@@ -266,6 +276,19 @@ fn start<'a, B: Backend>(
         &config.data_dir,
     )?;
     say(config, describe_data(config, &dataset, &split));
+    if let Some((dir, c)) = &resume
+        && c.meta.partial_images > split.train.len()
+    {
+        return Err(Error::BadCheckpoint {
+            path: dir.join(checkpoint::META_FILE),
+            reason: format!(
+                "field partial_images = {}: more than the {} training images of {}",
+                c.meta.partial_images,
+                split.train.len(),
+                config.data_dir.display()
+            ),
+        });
+    }
 
     let (last_good, params, velocity, mut meta) = match resume {
         Some((dir, c)) => (Some(dir), c.params, Some(c.velocity), c.meta),
@@ -338,6 +361,7 @@ pub fn train<B: Backend>(
         interrupted: false,
     };
     let first_epoch = run.meta.epoch;
+    // Both are at most MAX_EPOCHS (checked), so the sum cannot overflow.
     let last_epoch = first_epoch + config.epochs;
     for epoch in first_epoch..last_epoch {
         let started = Instant::now();

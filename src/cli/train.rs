@@ -1,6 +1,6 @@
 //! `whorl train`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,7 +96,7 @@ pub(crate) struct TrainArgs {
 
 /// Fills unset flags from the checkpoint (or the defaults); a flag that contradicts what the
 /// checkpoint fixes is an error naming that flag.
-fn resolve(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig> {
+fn resolve(args: &TrainArgs, resume: Option<(&Path, &Checkpoint)>) -> Result<TrainConfig> {
     fn fixed<T: PartialEq + std::fmt::Display + Copy>(
         flag: &'static str,
         given: Option<T>,
@@ -111,7 +111,7 @@ fn resolve(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig>
         }
     }
     let (size, seed, val_split, batch_size, learning_rate, data_dir) = match resume {
-        Some(c) => (
+        Some((_, c)) => (
             fixed("--size", args.size, c.meta.input_size)?,
             fixed("--seed", args.seed, c.meta.seed)?,
             fixed("--val-split", args.val_split, c.meta.val_split)?,
@@ -133,6 +133,7 @@ fn resolve(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig>
     if batch_size == 0 {
         return Err(Error::invalid("--batch-size", "must be at least 1"));
     }
+    check_training_fits(args, resume, size, batch_size)?;
     let out_dir = match (&args.out, &args.resume) {
         (Some(out), _) => out.clone(),
         (None, Some(resumed)) => {
@@ -156,9 +157,46 @@ fn resolve(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig>
     })
 }
 
+/// Checks that a training batch fits in memory, naming the flag or checkpoint field that set the
+/// batch size.
+fn check_training_fits(
+    args: &TrainArgs,
+    resume: Option<(&Path, &Checkpoint)>,
+    size: usize,
+    batch_size: usize,
+) -> Result<()> {
+    let architecture = Architecture::reference();
+    architecture.shapes(size, size)?;
+    let need = whorl::memory::network_bytes(&architecture, size, batch_size);
+    let what = format!("{batch_size} images of {size}x{size}");
+    let Err(why) = whorl::memory::check_fits(&what, need) else {
+        return Ok(());
+    };
+    match resume {
+        Some((dir, _)) if args.batch_size.is_none() => Err(Error::BadCheckpoint {
+            path: dir.join(checkpoint::META_FILE),
+            reason: format!("field batch_size = {batch_size}: {why} (pass a smaller --batch-size)"),
+        }),
+        _ => Err(Error::invalid("--batch-size", why)),
+    }
+}
+
+/// Checks the counts of the synthetic default data set.
+fn check_synth_counts(args: &TrainArgs) -> Result<()> {
+    if args.synth_fingers == 0 {
+        return Err(Error::invalid("--synth-fingers", "must be at least 1"));
+    }
+    if args.synth_impressions == 0 {
+        return Err(Error::invalid("--synth-impressions", "must be at least 1"));
+    }
+    super::synth::check_image_count(args.synth_fingers, args.synth_impressions)
+        .map_err(|why| Error::invalid("--synth-fingers", why))
+}
+
 pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
     parse_device(&args.device)?;
     if args.data.is_none() && args.resume.is_none() {
+        check_synth_counts(&args)?;
         let cache = whorl::synth::cache_root();
         let (fingers, impressions) = (args.synth_fingers, args.synth_impressions);
         let data = whorl::synth::default_data(&cache, fingers, impressions, !args.quiet)?;
@@ -182,7 +220,7 @@ pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
         }
         None => None,
     };
-    let config = resolve(&args, resume.as_ref().map(|(_, c)| c))?;
+    let config = resolve(&args, resume.as_ref().map(|(dir, c)| (dir.as_path(), c)))?;
     if let (Some((dir, c)), true) = (&resume, config.verbose) {
         let step = match c.meta.step_in_epoch {
             0 => String::new(),
