@@ -73,6 +73,15 @@ impl Error {
         move |source| Error::Io { path, source }
     }
 
+    /// The process exit status for this error: 2 for a bad command-line flag (as clap reports
+    /// its own usage errors), 1 for everything else.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            Error::InvalidArgument { flag, .. } if flag.starts_with("--") => 2,
+            _ => 1,
+        }
+    }
+
     pub fn invalid(flag: &'static str, reason: impl Into<String>) -> Error {
         Error::InvalidArgument {
             flag,

@@ -97,6 +97,6 @@ fn main() -> ExitCode {
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error}");
-        ExitCode::FAILURE
+        ExitCode::from(error.exit_status())
     })
 }

@@ -44,7 +44,7 @@ pub fn check_fits(what: &str, bytes: Option<u128>) -> Result<(), String> {
 }
 
 /// Estimated bytes a network for `batch` images of `size` x `size` allocates for training:
-/// every activation, the gradients of the largest, and a nine-tap convolution workspace.
+/// every activation and two gradient buffers of the largest, as the layer graph plans them.
 /// None when `size` does not fit the architecture or the count overflows.
 pub fn network_bytes(architecture: &Architecture, size: usize, batch: usize) -> Option<u128> {
     if size > 1 << 30 {
@@ -57,7 +57,7 @@ pub fn network_bytes(architecture: &Architecture, size: usize, batch: usize) -> 
         .map(|s| s.height as u128 * s.width as u128 * s.channels as u128)
         .collect();
     let largest = lens.iter().copied().max()?;
-    let per_image = lens.iter().sum::<u128>() + 2 * largest + 9 * largest;
+    let per_image = lens.iter().sum::<u128>() + 2 * largest;
     per_image
         .checked_mul(u128::try_from(batch).ok()?)?
         .checked_mul(4)

@@ -395,7 +395,9 @@ pub fn train<B: Backend>(
             val_loss,
             seconds,
         })?;
-        history::plot_history(&config.out_dir, false)?;
+        if let Err(error) = history::plot_history(&config.out_dir, false) {
+            eprintln!("warning: loss curve not drawn: {error}");
+        }
         say(
             config,
             format!(

@@ -12,11 +12,23 @@ use whorl::checkpoint::resolve_checkpoint;
 use whorl::checkpoint::{self, Checkpoint, CheckpointMeta};
 use whorl::model::Architecture;
 
-/// A user error: exit status 1 (not a panic's 101) and a message containing every needle.
+/// An error of bad input: exit status 1 (not a panic's 101) and a one-line message containing
+/// every needle.
 fn assert_user_error(output: &Output, needles: &[&str]) {
+    assert_error(output, 1, needles);
+}
+
+/// An error of a bad flag: exit status 2, as clap gives for its own usage errors.
+fn assert_flag_error(output: &Output, needles: &[&str]) {
+    assert_error(output, 2, needles);
+}
+
+fn assert_error(output: &Output, status: i32, needles: &[&str]) {
     let message = text(output);
-    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert_eq!(output.status.code(), Some(status), "{message}");
     assert!(!message.contains("panicked"), "{message}");
+    let errors = message.lines().filter(|l| l.starts_with("error")).count();
+    assert_eq!(errors, 1, "not one error line: {message}");
     for needle in needles {
         assert!(
             message.contains(needle),
@@ -148,20 +160,20 @@ fn bad_input_gives_a_clear_error_never_a_panic() {
         &train(&["--data", path(&one)]),
         &["1 usable images", "at least 2"],
     );
-    assert_user_error(
+    assert_flag_error(
         &train(&["--data", path(&data), "--size", "18"]),
         &["--size", "18x18"],
     );
-    assert_user_error(
+    assert_flag_error(
         &train(&["--data", path(&data), "--device", "cuda"]),
         &["--device"],
     );
-    assert_user_error(
+    assert_flag_error(
         &train(&["--data", path(&data), "--batch-size", "0"]),
         &["--batch-size"],
     );
-    assert_user_error(&train(&["--data", path(&data), "--lr=0"]), &["--lr"]);
-    assert_user_error(
+    assert_flag_error(&train(&["--data", path(&data), "--lr=0"]), &["--lr"]);
+    assert_flag_error(
         &train(&["--data", path(&data), "--val-split", "1.5"]),
         &["--val-split"],
     );
@@ -373,13 +385,13 @@ fn synth_writes_a_data_set_and_names_bad_flags() {
         args.extend_from_slice(extra);
         whorl(&args)
     };
-    assert_user_error(
+    assert_flag_error(
         &synth(&["--sensor", "ultrasonic"]),
         &["--sensor", "optical, capacitive"],
     );
-    assert_user_error(&synth(&["--size", "10x10"]), &["--size"]);
-    assert_user_error(&synth(&["--size", "wide"]), &["--size", "WxH"]);
-    assert_user_error(&synth(&["--fingers", "0"]), &["--fingers"]);
+    assert_flag_error(&synth(&["--size", "10x10"]), &["--size"]);
+    assert_flag_error(&synth(&["--size", "wide"]), &["--size", "WxH"]);
+    assert_flag_error(&synth(&["--fingers", "0"]), &["--fingers"]);
     let help = text(&whorl(&["synth", "--help"]));
     assert!(help.contains("optical") && help.contains("capacitive") && help.contains(".bmp"));
 }
@@ -452,13 +464,13 @@ fn info_and_devices_report_a_missing_gpu_cleanly() {
             device,
         ])
     };
-    assert_user_error(&run("cuda:x"), &["--device", "cuda:x"]);
-    assert_user_error(
+    assert_flag_error(&run("cuda:x"), &["--device", "cuda:x"]);
+    assert_flag_error(
         &run("tpu"),
         &["--device", "expected cpu, cuda, cuda:N or auto"],
     );
     if no_driver {
-        assert_user_error(
+        assert_flag_error(
             &run("cuda"),
             &["--device", "no CUDA driver", "--device cpu"],
         );

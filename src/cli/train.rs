@@ -2,8 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use whorl::checkpoint::{self, Checkpoint};
@@ -12,6 +10,7 @@ use whorl::train::{self, TrainConfig};
 use whorl::{Error, Result};
 
 use super::device::{Backends, on_device, parse_device};
+use super::stop_signal;
 
 #[derive(Parser)]
 pub(crate) struct TrainArgs {
@@ -177,6 +176,7 @@ fn check_training_fits(
             path: dir.join(checkpoint::META_FILE),
             reason: format!("field batch_size = {batch_size}: {why} (pass a smaller --batch-size)"),
         }),
+        _ if args.size.is_some() && args.batch_size.is_none() => Err(Error::invalid("--size", why)),
         _ => Err(Error::invalid("--batch-size", why)),
     }
 }
@@ -233,22 +233,10 @@ pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
         );
     }
 
-    let interrupt = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&interrupt);
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\ninterrupted twice: quitting without saving");
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\ninterrupted: saving a checkpoint after this step (Ctrl-C again quits at once)"
-        );
-    })
-    .map_err(|e| Error::invalid("Ctrl-C handler", e.to_string()))?;
-
+    stop_signal::install()?;
     let report = on_device(&args.device, args.quiet, |backend| match backend {
-        Backends::Cpu(cpu) => train::train(cpu, &config, resume, &interrupt),
-        Backends::Gpu(gpu) => train::train(*gpu, &config, resume, &interrupt),
+        Backends::Cpu(cpu) => train::train(cpu, &config, resume, &stop_signal::STOP),
+        Backends::Gpu(gpu) => train::train(*gpu, &config, resume, &stop_signal::STOP),
     })?;
     if report.interrupted {
         println!(
@@ -257,7 +245,7 @@ pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
             report.last_checkpoint.display(),
             report.last_checkpoint.display()
         );
-        return Ok(ExitCode::from(130));
+        return Ok(ExitCode::from(stop_signal::exit_status()));
     }
     println!(
         "trained {} epochs: train_loss {}  val_loss {}; checkpoint {}; history {}",
