@@ -189,6 +189,21 @@ pub fn save(dir: &Path, architecture: &Architecture, checkpoint: &Checkpoint) ->
     }
 }
 
+/// checkpoint.json is a few hundred bytes; one larger than this is not read.
+const MAX_META_BYTES: u64 = 1 << 20;
+
+/// The text of a checkpoint.json, refusing a file too large to be one.
+fn read_meta_text(path: &Path) -> Result<String> {
+    let length = fs::metadata(path).map_err(Error::io(path))?.len();
+    if length > MAX_META_BYTES {
+        return Err(Error::BadCheckpoint {
+            path: path.to_path_buf(),
+            reason: format!("{length} bytes, far more than a checkpoint.json holds"),
+        });
+    }
+    fs::read_to_string(path).map_err(Error::io(path))
+}
+
 /// Checks every number of a checkpoint.json that training or loading would act on, naming the
 /// field that is out of range.
 fn check_meta(meta: &CheckpointMeta, architecture: &Architecture) -> Result<(), String> {
@@ -256,7 +271,7 @@ pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
         )));
     }
     let meta_path = dir.join(META_FILE);
-    let text = fs::read_to_string(&meta_path).map_err(Error::io(&meta_path))?;
+    let text = read_meta_text(&meta_path)?;
     let meta: CheckpointMeta =
         serde_json::from_str(&text).map_err(|e| bad(format!("{META_FILE}: {e}")))?;
     if meta.format != FORMAT {
@@ -323,7 +338,7 @@ pub fn checkpoints_in(run: &Path) -> Vec<((usize, usize), PathBuf)> {
     entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter_map(|dir| {
-            let text = fs::read_to_string(dir.join(META_FILE)).ok()?;
+            let text = read_meta_text(&dir.join(META_FILE)).ok()?;
             let meta: CheckpointMeta = serde_json::from_str(&text).ok()?;
             Some(((meta.epoch, meta.step_in_epoch), dir))
         })

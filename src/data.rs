@@ -117,6 +117,9 @@ pub fn load_image(path: &Path, size: usize) -> Result<Vec<f32>> {
         .decode()
         .map_err(|e| bad(e.to_string()))?;
     let gray = decoded.to_luma32f();
+    if gray.iter().any(|v| !v.is_finite()) {
+        return Err(bad("holds NaN or infinite pixel values".into()));
+    }
     let side = size as u32;
     let resized = if gray.dimensions() == (side, side) {
         gray

@@ -74,6 +74,13 @@ fn lock(run: &Path) -> Result<fs::File> {
     // SAFETY: flock on a descriptor this function owns; it only changes the lock state.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let error = std::io::Error::last_os_error();
+        if matches!(error.raw_os_error(), Some(libc::ENOLCK | libc::EOPNOTSUPP)) {
+            eprintln!(
+                "warning: {}: this file system cannot lock files; make sure no other run uses it",
+                run.display()
+            );
+            return Ok(file);
+        }
         if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
             return Err(Error::io(&path)(error));
         }

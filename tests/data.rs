@@ -245,3 +245,17 @@ fn a_data_set_too_large_for_memory_is_refused_before_loading() {
         "{message}"
     );
 }
+
+#[test]
+fn an_image_with_nan_pixels_is_named_not_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pixels = image::Rgb32FImage::from_pixel(8, 8, Rgb([0.5, 0.5, 0.5]));
+    pixels.put_pixel(3, 3, Rgb([f32::NAN, 0.5, 0.5]));
+    let path = dir.path().join("float.tif");
+    image::DynamicImage::ImageRgb32F(pixels)
+        .save(&path)
+        .unwrap();
+    let error = load_image(&path, 8).err().unwrap();
+    assert!(matches!(&error, Error::BadImage { path: p, .. } if *p == path));
+    assert!(error.to_string().contains("NaN"), "{error}");
+}
