@@ -27,3 +27,47 @@ pub fn staging_path(path: &Path) -> Result<std::path::PathBuf> {
         .unwrap_or("staged");
     Ok(parent.join(format!(".{name}.partial-{}", std::process::id())))
 }
+
+/// Cleans `folder` (if it exists) of what interrupted writers left: `.NAME.partial-PID` files
+/// and folders of processes no longer running are removed, and a `.NAME.retired` folder (the
+/// old copy a checkpoint save moves aside) is put back when NAME is missing, else removed.
+/// Only call it on a folder no other live writer is replacing things in.
+pub fn remove_stale_staging(folder: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(folder) else {
+        return Ok(());
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(hidden) = name.strip_prefix('.') else {
+            continue;
+        };
+        let path = entry.path();
+        if let Some((_, pid)) = hidden.rsplit_once(".partial-") {
+            if pid.parse().is_ok_and(|pid| !process_is_running(pid)) {
+                remove(&path)?;
+            }
+        } else if let Some(original) = hidden.strip_suffix(".retired") {
+            let original = folder.join(original);
+            if original.exists() {
+                remove(&path)?;
+            } else {
+                fs::rename(&path, &original).map_err(Error::io(&original))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove(path: &Path) -> Result<()> {
+    let removed = match path.is_dir() {
+        true => fs::remove_dir_all(path),
+        false => fs::remove_file(path),
+    };
+    removed.map_err(Error::io(path))
+}
+
+fn process_is_running(pid: i32) -> bool {
+    // SAFETY: signal 0 only asks whether the process exists; nothing is sent.
+    let found = unsafe { libc::kill(pid, 0) } == 0;
+    found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}

@@ -10,12 +10,15 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::memory;
 use crate::model::Architecture;
 
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const OPTIMIZER_FILE: &str = "rmsprop.safetensors";
 pub const META_FILE: &str = "checkpoint.json";
 const FORMAT: &str = "whorl-checkpoint/1";
+/// More epochs than any run reaches; a larger count in checkpoint.json is damage.
+pub const MAX_EPOCHS: usize = 1 << 40;
 
 /// What a checkpoint says about the run that wrote it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +39,7 @@ pub struct CheckpointMeta {
     pub val_split: f64,
     pub batch_size: usize,
     pub learning_rate: f32,
+    #[serde(serialize_with = "crate::path_text::serialize_lossy")]
     pub data_dir: PathBuf,
 }
 
@@ -73,11 +77,13 @@ pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Every float32 tensor of a safetensors file.
 pub fn read_tensors(path: &Path) -> Result<Tensors> {
-    let bytes = fs::read(path).map_err(Error::io(path))?;
     let bad = |reason: String| Error::BadCheckpoint {
         path: path.to_path_buf(),
         reason,
     };
+    let length = fs::metadata(path).map_err(Error::io(path))?.len();
+    memory::check_fits("its bytes", Some(2 * u128::from(length))).map_err(bad)?;
+    let bytes = fs::read(path).map_err(Error::io(path))?;
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     tensors
         .tensors()
@@ -183,6 +189,76 @@ pub fn save(dir: &Path, architecture: &Architecture, checkpoint: &Checkpoint) ->
     }
 }
 
+/// checkpoint.json is a few hundred bytes; one larger than this is not read.
+const MAX_META_BYTES: u64 = 1 << 20;
+
+/// The text of a checkpoint.json, refusing a file too large to be one.
+fn read_meta_text(path: &Path) -> Result<String> {
+    let length = fs::metadata(path).map_err(Error::io(path))?.len();
+    if length > MAX_META_BYTES {
+        return Err(Error::BadCheckpoint {
+            path: path.to_path_buf(),
+            reason: format!("{length} bytes, far more than a checkpoint.json holds"),
+        });
+    }
+    fs::read_to_string(path).map_err(Error::io(path))
+}
+
+/// Checks every number of a checkpoint.json that training or loading would act on, naming the
+/// field that is out of range.
+fn check_meta(meta: &CheckpointMeta, architecture: &Architecture) -> Result<(), String> {
+    let field = |name: &str, value: &dyn std::fmt::Display, why: &str| {
+        Err(format!("field {name} = {value}: {why}"))
+    };
+    if architecture
+        .shapes(meta.input_size, meta.input_size)
+        .is_err()
+    {
+        let factor = architecture.downsampling();
+        return field(
+            "input_size",
+            &meta.input_size,
+            &format!("not a positive multiple of {factor}"),
+        );
+    }
+    let one_image = memory::network_bytes(architecture, meta.input_size, 1);
+    if let Err(why) = memory::check_fits("images of that size", one_image) {
+        return field("input_size", &meta.input_size, &why);
+    }
+    if meta.parameters != architecture.param_count() {
+        let why = format!("the model has {}", architecture.param_count());
+        return field("parameters", &meta.parameters, &why);
+    }
+    if meta.epoch > MAX_EPOCHS {
+        return field("epoch", &meta.epoch, "beyond any real run");
+    }
+    if meta.batch_size == 0 {
+        return field("batch_size", &meta.batch_size, "must be at least 1");
+    }
+    if !(meta.learning_rate > 0.0 && meta.learning_rate.is_finite()) {
+        return field(
+            "learning_rate",
+            &meta.learning_rate,
+            "must be a positive number",
+        );
+    }
+    if !(0.0..1.0).contains(&meta.val_split) {
+        return field("val_split", &meta.val_split, "not in [0, 1)");
+    }
+    if !(meta.partial_loss_sum >= 0.0 && meta.partial_loss_sum.is_finite()) {
+        return field(
+            "partial_loss_sum",
+            &meta.partial_loss_sum,
+            "must be finite and not negative",
+        );
+    }
+    if (meta.step_in_epoch == 0) != (meta.partial_images == 0) {
+        let why = format!("does not match step_in_epoch = {}", meta.step_in_epoch);
+        return field("partial_images", &meta.partial_images, &why);
+    }
+    Ok(())
+}
+
 /// Loads a checkpoint folder written by [`save`], checking that it fits `architecture`.
 pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
     let bad = |reason: String| Error::BadCheckpoint {
@@ -195,7 +271,7 @@ pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
         )));
     }
     let meta_path = dir.join(META_FILE);
-    let text = fs::read_to_string(&meta_path).map_err(Error::io(&meta_path))?;
+    let text = read_meta_text(&meta_path)?;
     let meta: CheckpointMeta =
         serde_json::from_str(&text).map_err(|e| bad(format!("{META_FILE}: {e}")))?;
     if meta.format != FORMAT {
@@ -211,6 +287,10 @@ pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
             expected: architecture.signature(),
         });
     }
+    check_meta(&meta, architecture).map_err(|reason| Error::BadCheckpoint {
+        path: meta_path.clone(),
+        reason,
+    })?;
     let weights_path = dir.join(WEIGHTS_FILE);
     let params = flatten_params(
         architecture,
@@ -225,9 +305,76 @@ pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
         "",
         &optimizer_path,
     )?;
+    for (values, path) in [(&params, &weights_path), (&velocity, &optimizer_path)] {
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(Error::BadCheckpoint {
+                path: path.clone(),
+                reason: "holds NaN or infinite values".into(),
+            });
+        }
+    }
     Ok(Checkpoint {
         meta,
         params,
         velocity,
     })
+}
+
+/// The checkpoint folder for `epoch` completed epochs plus `step` batches of the next.
+pub fn checkpoint_dir(out_dir: &Path, epoch: usize, step: usize) -> PathBuf {
+    let name = if step == 0 {
+        format!("epoch-{epoch:04}")
+    } else {
+        format!("epoch-{epoch:04}-step-{step:05}")
+    };
+    out_dir.join("checkpoints").join(name)
+}
+
+/// The checkpoints of a run folder whose checkpoint.json reads, with (epoch, step in epoch).
+pub fn checkpoints_in(run: &Path) -> Vec<((usize, usize), PathBuf)> {
+    let Ok(entries) = fs::read_dir(run.join("checkpoints")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|dir| {
+            let text = read_meta_text(&dir.join(META_FILE)).ok()?;
+            let meta: CheckpointMeta = serde_json::from_str(&text).ok()?;
+            Some(((meta.epoch, meta.step_in_epoch), dir))
+        })
+        .collect()
+}
+
+/// A checkpoint folder, or the newest checkpoint of a run folder.
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    if path.join(META_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    checkpoints_in(path)
+        .into_iter()
+        .max()
+        .map(|(_, dir)| dir)
+        .ok_or_else(|| Error::BadCheckpoint {
+            path: path.to_path_buf(),
+            reason: format!(
+                "neither a checkpoint (no {META_FILE}) nor a run folder with checkpoints"
+            ),
+        })
+}
+
+/// The run folder a checkpoint belongs to (run/checkpoints/epoch-N -> run).
+pub fn run_dir_of(checkpoint_dir: &Path) -> Option<PathBuf> {
+    let parent = checkpoint_dir.parent()?;
+    (parent.file_name()? == "checkpoints").then(|| parent.parent().map(Path::to_path_buf))?
+}
+
+/// `runs/train`, or `runs/train-2`, `runs/train-3`, ... whichever does not exist yet.
+pub fn fresh_run_dir(root: &Path) -> PathBuf {
+    (1..)
+        .map(|i| match i {
+            1 => root.join("train"),
+            _ => root.join(format!("train-{i}")),
+        })
+        .find(|dir| !dir.exists())
+        .expect("an unused name exists")
 }

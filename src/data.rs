@@ -11,26 +11,90 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::memory;
 
 /// File extensions read as images (compared case-insensitively).
 pub const IMAGE_EXTENSIONS: [&str; 7] = ["tif", "tiff", "bmp", "png", "jpg", "jpeg", "pgm"];
 
+/// Folders deeper than this below the data folder are not searched (with a warning).
+pub const MAX_DEPTH: usize = 32;
+
+/// The image files found under a data folder, and the entries passed over with the reason.
+#[derive(Clone, Debug, Default)]
+pub struct Walk {
+    pub files: Vec<PathBuf>,
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
 /// Every image file under `dir`, recursively, in a deterministic (sorted path) order.
 pub fn find_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        for entry in fs::read_dir(&folder).map_err(Error::io(&folder))? {
-            let path = entry.map_err(Error::io(&folder))?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if is_image(&path) {
-                found.push(path);
+    Ok(walk_images(dir, false)?.files)
+}
+
+/// Searches `dir` for image files, following links but visiting each folder and file once (by
+/// device and inode), at most [`MAX_DEPTH`] folders deep. Folders too deep, repeats and images
+/// that are not regular files (a FIFO, a socket) are passed over with a reason; an entry that
+/// cannot be read (a dangling link, no permission) is an error, or with `skip_bad` passed over.
+pub fn walk_images(dir: &Path, skip_bad: bool) -> Result<Walk> {
+    use std::os::unix::fs::MetadataExt;
+    let mut walk = Walk::default();
+    let mut seen = std::collections::HashSet::new();
+    let root = fs::metadata(dir).map_err(Error::io(dir))?;
+    seen.insert((root.dev(), root.ino()));
+    // Breadth first over sorted entries: of several paths to one file, the shallowest and then
+    // first in sorted order is kept, whatever order the file system lists them in.
+    let mut pending = std::collections::VecDeque::from([(dir.to_path_buf(), 0)]);
+    while let Some((folder, depth)) = pending.pop_front() {
+        let entries = match fs::read_dir(&folder).and_then(|e| e.collect::<Result<Vec<_>, _>>()) {
+            Ok(entries) => entries,
+            Err(e) if skip_bad && depth > 0 => {
+                walk.skipped
+                    .push((folder, format!("cannot read folder: {e}")));
+                continue;
+            }
+            Err(e) => return Err(Error::io(&folder)(e)),
+        };
+        let mut paths: Vec<PathBuf> = entries.iter().map(fs::DirEntry::path).collect();
+        paths.sort();
+        for path in paths {
+            let metadata = match fs::metadata(&path) {
+                Ok(metadata) => metadata,
+                Err(e) if skip_bad => {
+                    walk.skipped.push((path, format!("cannot read: {e}")));
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::BadImage {
+                        path,
+                        reason: format!("cannot read: {e} (a dangling link?)"),
+                    });
+                }
+            };
+            let passed_over = if !seen.insert((metadata.dev(), metadata.ino())) {
+                (metadata.is_dir() || is_image(&path)).then_some("already visited by another path")
+            } else if metadata.is_dir() {
+                if depth < MAX_DEPTH {
+                    pending.push_back((path.clone(), depth + 1));
+                    None
+                } else {
+                    Some("folder nested too deep")
+                }
+            } else if !is_image(&path) {
+                None
+            } else if metadata.is_file() {
+                walk.files.push(path.clone());
+                None
+            } else {
+                Some("not a regular file")
+            };
+            if let Some(reason) = passed_over {
+                walk.skipped.push((path, reason.into()));
             }
         }
     }
-    found.sort();
-    Ok(found)
+    walk.files.sort();
+    walk.skipped.sort();
+    Ok(walk)
 }
 
 fn is_image(path: &Path) -> bool {
@@ -47,12 +111,15 @@ pub fn load_image(path: &Path, size: usize) -> Result<Vec<f32>> {
         reason,
     };
     let decoded = image::ImageReader::open(path)
-        .map_err(Error::io(path))?
+        .map_err(|e| bad(format!("cannot open: {e}")))?
         .with_guessed_format()
-        .map_err(Error::io(path))?
+        .map_err(|e| bad(e.to_string()))?
         .decode()
         .map_err(|e| bad(e.to_string()))?;
     let gray = decoded.to_luma32f();
+    if gray.iter().any(|v| !v.is_finite()) {
+        return Err(bad("holds NaN or infinite pixel values".into()));
+    }
     let side = size as u32;
     let resized = if gray.dimensions() == (side, side) {
         gray
@@ -73,7 +140,8 @@ pub struct Dataset {
     pub files: Vec<PathBuf>,
     /// [files.len(), size, size] pixels in [0, 1].
     pub pixels: Vec<f32>,
-    /// Files that failed to decode and were skipped (with --skip-bad), with the reason.
+    /// Entries passed over, with the reason: files that failed to decode (with --skip-bad), and
+    /// what the folder walk did not take (see [`walk_images`]).
     pub skipped: Vec<(PathBuf, String)>,
 }
 
@@ -87,12 +155,17 @@ impl Dataset {
                 format!("{} is not a folder", dir.display()),
             ));
         }
-        let files = find_images(dir)?;
+        let Walk { files, skipped } = walk_images(dir, skip_bad)?;
         if files.is_empty() {
             return Err(Error::EmptyDataDir {
                 path: dir.to_path_buf(),
             });
         }
+        memory::check_fits(
+            &format!("{} images of {size}x{size}", files.len()),
+            memory::dataset_bytes(files.len(), size),
+        )
+        .map_err(|why| Error::invalid("--size", why))?;
         let bar = if progress {
             ProgressBar::new(files.len() as u64)
         } else {
@@ -116,7 +189,7 @@ impl Dataset {
             size,
             files: Vec::with_capacity(files.len()),
             pixels: Vec::with_capacity(files.len() * size * size),
-            skipped: Vec::new(),
+            skipped,
         };
         for (path, image) in files.into_iter().zip(decoded) {
             match image {

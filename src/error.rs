@@ -17,7 +17,7 @@ pub enum Error {
     #[error("{path}: no images found (looked for .tif, .tiff, .bmp, .png, .jpg, .jpeg, .pgm)")]
     EmptyDataDir { path: PathBuf },
 
-    #[error("{path}: cannot decode image: {reason} (pass --skip-bad to skip unreadable files)")]
+    #[error("{path}: unreadable image: {reason} (pass --skip-bad to skip unreadable files)")]
     BadImage { path: PathBuf, reason: String },
 
     #[error(
@@ -33,6 +33,13 @@ pub enum Error {
     #[error("{path}: not a readable whorl checkpoint: {reason}")]
     BadCheckpoint { path: PathBuf, reason: String },
 
+    #[error("{path}, line {line}: not a readable training history: {reason}")]
+    BadHistory {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+
     #[error(
         "{path}: checkpoint is for architecture \"{found}\", but this whorl builds \"{expected}\""
     )]
@@ -42,13 +49,16 @@ pub enum Error {
         expected: String,
     },
 
-    #[error("the training loss became {loss} at epoch {epoch}, step {step}; {last_good}")]
-    NonFiniteLoss {
-        loss: f64,
-        epoch: usize,
-        step: usize,
-        last_good: String,
-    },
+    #[error(
+        "{path}: run folder in use by another whorl train (PID {pid}); wait for it to finish or pick another --out"
+    )]
+    RunFolderBusy { path: PathBuf, pid: String },
+
+    #[error("{path}: {reason}")]
+    RunFolderTaken { path: PathBuf, reason: String },
+
+    #[error("{what}; {last_good}")]
+    NonFinite { what: String, last_good: String },
 
     #[error("backend {backend}: {reason}")]
     Backend { backend: String, reason: String },
@@ -61,6 +71,15 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { path, source }
+    }
+
+    /// The process exit status for this error: 2 for a bad command-line flag (as clap reports
+    /// its own usage errors), 1 for everything else.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            Error::InvalidArgument { flag, .. } if flag.starts_with("--") => 2,
+            _ => 1,
+        }
     }
 
     pub fn invalid(flag: &'static str, reason: impl Into<String>) -> Error {

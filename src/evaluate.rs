@@ -20,7 +20,7 @@ pub const EVAL_BATCH: usize = 8;
 /// A checkpoint loaded for inference on `backend`.
 pub fn load_model<B: Backend>(backend: B, path: &Path) -> Result<(Network<B>, CheckpointMeta)> {
     let architecture = Architecture::reference();
-    let dir = crate::train::resolve_checkpoint(path)?;
+    let dir = checkpoint::resolve_checkpoint(path)?;
     let checkpoint = checkpoint::load(&dir, &architecture)?;
     let size = checkpoint.meta.input_size;
     let net = Network::new(
@@ -57,6 +57,7 @@ pub fn reconstruct<B: Backend>(
 /// One image's scores.
 #[derive(Clone, Debug, Serialize)]
 pub struct ImageScore {
+    #[serde(serialize_with = "crate::path_text::serialize_lossy")]
     pub file: PathBuf,
     pub mse: f64,
     pub psnr: f64,
@@ -98,6 +99,7 @@ impl Summary {
 #[derive(Clone, Debug, Serialize)]
 pub struct SetReport {
     pub label: String,
+    #[serde(serialize_with = "crate::path_text::serialize_lossy")]
     pub dir: PathBuf,
     pub mse: Summary,
     pub psnr: Summary,

@@ -13,8 +13,12 @@ pub mod evaluate;
 pub mod figures;
 pub mod gradcam;
 pub mod graph;
+pub mod history;
+pub mod memory;
 pub mod metrics;
 pub mod model;
+pub mod path_text;
+pub mod run_folder;
 pub mod synth;
 pub mod train;
 

@@ -85,7 +85,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => cli::analyze::run_eval(args),
         Command::Reconstruct(args) => cli::analyze::run_reconstruct(args),
         Command::Gradcam(args) => cli::analyze::run_gradcam(args),
-        Command::PlotHistory { run, log } => whorl::train::plot_history(&run, log).map(|path| {
+        Command::PlotHistory { run, log } => whorl::history::plot_history(&run, log).map(|path| {
             println!("loss curve written to {}", path.display());
             ExitCode::SUCCESS
         }),
@@ -97,6 +97,6 @@ fn main() -> ExitCode {
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error}");
-        ExitCode::FAILURE
+        ExitCode::from(error.exit_status())
     })
 }

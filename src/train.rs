@@ -2,19 +2,21 @@
 //! three ways a run ends early (a non-finite loss, Ctrl-C, an error).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::atomic;
 use crate::backend::{Backend, RmsProp};
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::data::{self, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::graph::Network;
+use crate::history::{self, EpochRow, History};
+use crate::memory;
 use crate::model::Architecture;
+use crate::run_folder::{Continued, RunFolder};
 
 /// Everything a training run needs to know.
 #[derive(Clone, Debug)]
@@ -31,6 +33,9 @@ pub struct TrainConfig {
     /// Save a checkpoint every this many epochs (and always after the last).
     pub save_every: usize,
     pub skip_bad: bool,
+    /// Delete checkpoints already in `out_dir` that this run does not continue, instead of
+    /// refusing to mix with them.
+    pub overwrite: bool,
     /// Draw progress bars and print per-epoch lines.
     pub verbose: bool,
 }
@@ -45,77 +50,23 @@ pub struct TrainReport {
     pub interrupted: bool,
 }
 
-pub const HISTORY_FILE: &str = "history.csv";
-pub const LOSS_PLOT: &str = "loss.png";
-const HISTORY_HEADER: &str = "epoch,train_loss,val_loss,seconds";
-
-/// The checkpoint folder for `epoch` completed epochs plus `step` batches of the next.
-pub fn checkpoint_dir(out_dir: &Path, epoch: usize, step: usize) -> PathBuf {
-    let name = if step == 0 {
-        format!("epoch-{epoch:04}")
-    } else {
-        format!("epoch-{epoch:04}-step-{step:05}")
-    };
-    out_dir.join("checkpoints").join(name)
-}
-
-/// A checkpoint folder, or the newest checkpoint of a run folder.
-pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
-    if path.join(checkpoint::META_FILE).is_file() {
-        return Ok(path.to_path_buf());
-    }
-    let folder = path.join("checkpoints");
-    let newest = fs::read_dir(&folder).ok().and_then(|entries| {
-        entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter_map(|dir| {
-                let text = fs::read_to_string(dir.join(checkpoint::META_FILE)).ok()?;
-                let meta: CheckpointMeta = serde_json::from_str(&text).ok()?;
-                Some(((meta.epoch, meta.step_in_epoch), dir))
-            })
-            .max()
-    });
-    newest
-        .map(|(_, dir)| dir)
-        .ok_or_else(|| Error::BadCheckpoint {
-            path: path.to_path_buf(),
-            reason: format!(
-                "neither a checkpoint (no {}) nor a run folder with checkpoints",
-                checkpoint::META_FILE
-            ),
-        })
-}
-
-/// The run folder a checkpoint belongs to (run/checkpoints/epoch-N -> run).
-pub fn run_dir_of(checkpoint_dir: &Path) -> Option<PathBuf> {
-    let parent = checkpoint_dir.parent()?;
-    (parent.file_name()? == "checkpoints").then(|| parent.parent().map(Path::to_path_buf))?
-}
-
-/// `runs/train`, or `runs/train-2`, `runs/train-3`, ... whichever does not exist yet.
-pub fn fresh_run_dir(root: &Path) -> PathBuf {
-    (1..)
-        .map(|i| match i {
-            1 => root.join("train"),
-            _ => root.join(format!("train-{i}")),
-        })
-        .find(|dir| !dir.exists())
-        .expect("an unused name exists")
-}
-
-/// Rows of history.csv up to and including `epoch` (those a resumed run keeps).
-fn history_until(path: &Path, epoch: usize) -> Vec<String> {
-    let Ok(text) = fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    text.lines()
-        .skip(1)
-        .filter(|line| {
-            let first = line.split(',').next().and_then(|e| e.parse::<usize>().ok());
-            first.is_some_and(|e| e <= epoch)
-        })
-        .map(str::to_string)
-        .collect()
+/// How one pass over the training images ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EpochEnd {
+    /// Every batch trained: the mean training loss of the epoch and the validation loss.
+    Completed {
+        train_loss: f64,
+        val_loss: Option<f64>,
+    },
+    /// A stop was asked for; the batches trained so far are recorded in the metadata.
+    Interrupted,
+    /// The training loss of step `step` (1-based), or the validation loss after the last step
+    /// (`step` None), is NaN or infinite.
+    NonFinite {
+        which: &'static str,
+        loss: f64,
+        step: Option<usize>,
+    },
 }
 
 /// Gathers the images of `chunk`, if any, and starts uploading them as the next batch. Called
@@ -137,7 +88,7 @@ fn load_next<B: Backend>(
 }
 
 /// Mean reconstruction loss over `indices`, in batches; weighted by image.
-pub fn evaluate<B: Backend>(
+pub fn mean_loss<B: Backend>(
     net: &mut Network<B>,
     dataset: &Dataset,
     indices: &[usize],
@@ -154,31 +105,161 @@ pub fn evaluate<B: Backend>(
     Ok(sum / indices.len() as f64)
 }
 
-/// Trains from scratch (`resume` None) or from a checkpoint (its folder and contents); stops early, after saving, when
-/// `interrupt` is set.
-pub fn train<B: Backend>(
-    backend: B,
-    config: &TrainConfig,
-    resume: Option<(PathBuf, Checkpoint)>,
-    interrupt: &AtomicBool,
-) -> Result<TrainReport> {
-    let architecture = Architecture::reference();
-    let say = |line: String| {
-        if config.verbose {
-            println!("{line}");
+/// A run in progress: the network, its data and what a checkpoint records about it.
+struct Run<'a, B: Backend> {
+    config: &'a TrainConfig,
+    architecture: Architecture,
+    net: Network<B>,
+    dataset: Dataset,
+    split: Split,
+    meta: CheckpointMeta,
+    batch: Vec<f32>,
+    interrupt: &'a AtomicBool,
+    /// The newest checkpoint this run saved or continues from (all its values finite).
+    last_good: Option<PathBuf>,
+}
+
+impl<B: Backend> Run<'_, B> {
+    fn stop_requested(&self) -> bool {
+        self.interrupt.load(Ordering::SeqCst)
+    }
+
+    /// Trains epoch `epoch` (0-based) from the image the metadata says it stands at (so a
+    /// resumed run continues the same image order whatever its batch size), then validates.
+    fn run_epoch(&mut self, epoch: usize, bar: &ProgressBar) -> Result<EpochEnd> {
+        let order = data::epoch_order(&self.split.train, self.config.seed, epoch);
+        let done = self.meta.partial_images;
+        bar.set_position(done as u64);
+        let mut chunks = order[done..].chunks(self.config.batch_size).peekable();
+        let (net, dataset, batch) = (&mut self.net, &self.dataset, &mut self.batch);
+        load_next(net, dataset, chunks.peek().copied(), batch)?;
+        while let Some(chunk) = chunks.next() {
+            net.train_step_loaded()?;
+            load_next(net, dataset, chunks.peek().copied(), batch)?;
+            let loss = net.loss()?;
+            let meta = &mut self.meta;
+            meta.step_in_epoch += 1;
+            if !loss.is_finite() {
+                return Ok(EpochEnd::NonFinite {
+                    which: "training loss",
+                    loss,
+                    step: Some(meta.step_in_epoch),
+                });
+            }
+            meta.partial_loss_sum += loss * chunk.len() as f64;
+            meta.partial_images += chunk.len();
+            bar.inc(chunk.len() as u64);
+            bar.set_message(format!(
+                "loss {:.6}",
+                meta.partial_loss_sum / meta.partial_images as f64
+            ));
+            if self.interrupt.load(Ordering::SeqCst) && chunks.peek().is_some() {
+                return Ok(EpochEnd::Interrupted);
+            }
         }
-    };
+        let train_loss = self.meta.partial_loss_sum / self.meta.partial_images.max(1) as f64;
+        let val_loss = match self.split.validation.is_empty() {
+            true => None,
+            false => Some(mean_loss(
+                &mut self.net,
+                &self.dataset,
+                &self.split.validation,
+                &mut self.batch,
+            )?),
+        };
+        if let Some(loss) = val_loss.filter(|v| !v.is_finite()) {
+            return Ok(EpochEnd::NonFinite {
+                which: "validation loss",
+                loss,
+                step: None,
+            });
+        }
+        self.meta.epoch = epoch + 1;
+        self.meta.step_in_epoch = 0;
+        self.meta.partial_loss_sum = 0.0;
+        self.meta.partial_images = 0;
+        Ok(EpochEnd::Completed {
+            train_loss,
+            val_loss,
+        })
+    }
+
+    /// Writes the checkpoint of where the run stands and returns its folder; refuses (naming
+    /// the last good checkpoint) when a weight or an optimizer value is NaN or infinite.
+    fn save(&mut self) -> Result<PathBuf> {
+        let dir = checkpoint::checkpoint_dir(
+            &self.config.out_dir,
+            self.meta.epoch,
+            self.meta.step_in_epoch,
+        );
+        let checkpoint = Checkpoint {
+            meta: self.meta.clone(),
+            params: self.net.params()?,
+            velocity: self.net.velocity()?,
+        };
+        let finite = |values: &[f32]| values.iter().all(|v| v.is_finite());
+        if !finite(&checkpoint.params) || !finite(&checkpoint.velocity) {
+            let at = match self.meta.step_in_epoch {
+                0 => format!("after epoch {}", self.meta.epoch),
+                step => format!("at epoch {}, step {step}", self.meta.epoch + 1),
+            };
+            return Err(self.non_finite(format!("the weights became NaN or infinite {at}")));
+        }
+        checkpoint::save(&dir, &self.architecture, &checkpoint)?;
+        self.last_good = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// The error that ends a run gone non-finite, naming the newest checkpoint known good.
+    fn non_finite(&self, what: String) -> Error {
+        Error::NonFinite {
+            what,
+            last_good: match &self.last_good {
+                Some(dir) => format!("the last good checkpoint is {}", dir.display()),
+                None => "no checkpoint was saved yet; try a lower --lr".into(),
+            },
+        }
+    }
+}
+
+/// Checks the settings that do not depend on the data.
+fn check_config(config: &TrainConfig, architecture: &Architecture) -> Result<()> {
     if config.epochs == 0 {
         return Err(Error::invalid("--epochs", "must be at least 1"));
     }
     if config.save_every == 0 {
         return Err(Error::invalid("--save-every", "must be at least 1"));
     }
+    if config.epochs > checkpoint::MAX_EPOCHS {
+        return Err(Error::invalid(
+            "--epochs",
+            format!("must be at most {}", checkpoint::MAX_EPOCHS),
+        ));
+    }
     if !(config.learning_rate > 0.0 && config.learning_rate.is_finite()) {
         return Err(Error::invalid("--lr", "must be a positive number"));
     }
     architecture.shapes(config.size, config.size)?;
+    memory::check_fits(
+        &format!(
+            "{} images of {}x{}",
+            config.batch_size, config.size, config.size
+        ),
+        memory::network_bytes(architecture, config.size, config.batch_size),
+    )
+    .map_err(|why| Error::invalid("--batch-size", why))
+}
 
+/// Loads the data, builds the network from the checkpoint (or fresh weights) and opens the run
+/// folder.
+fn start<'a, B: Backend>(
+    backend: B,
+    config: &'a TrainConfig,
+    resume: Option<(PathBuf, Checkpoint)>,
+    interrupt: &'a AtomicBool,
+) -> Result<Run<'a, B>> {
+    let architecture = Architecture::reference();
+    check_config(config, &architecture)?;
     let dataset = Dataset::load(
         &config.data_dir,
         config.size,
@@ -188,30 +269,31 @@ pub fn train<B: Backend>(
     for (path, reason) in &dataset.skipped {
         eprintln!("warning: skipped {}: {reason}", path.display());
     }
-    let Split { train, validation } = data::split(
+    let split = data::split(
         dataset.len(),
         config.val_split,
         config.seed,
         &config.data_dir,
     )?;
-    say(format!(
-        "data: {} images from {} ({} for training, {} for validation{}), {}x{}",
-        dataset.len(),
-        config.data_dir.display(),
-        train.len(),
-        validation.len(),
-        match dataset.skipped.len() {
-            0 => String::new(),
-            n => format!(", {n} unreadable files skipped"),
-        },
-        config.size,
-        config.size
-    ));
+    say(config, describe_data(config, &dataset, &split));
+    if let Some((dir, c)) = &resume
+        && c.meta.partial_images > split.train.len()
+    {
+        return Err(Error::BadCheckpoint {
+            path: dir.join(checkpoint::META_FILE),
+            reason: format!(
+                "field partial_images = {}: more than the {} training images of {}",
+                c.meta.partial_images,
+                split.train.len(),
+                config.data_dir.display()
+            ),
+        });
+    }
 
-    let mut last_checkpoint = resume.as_ref().map(|(dir, _)| dir.clone());
-    let (params, velocity, mut meta) = match resume {
-        Some((_, c)) => (c.params, Some(c.velocity), c.meta),
+    let (last_good, params, velocity, mut meta) = match resume {
+        Some((dir, c)) => (Some(dir), c.params, Some(c.velocity), c.meta),
         None => (
+            None,
             architecture.glorot_uniform(config.seed),
             None,
             CheckpointMeta::new(&architecture),
@@ -239,118 +321,99 @@ pub fn train<B: Backend>(
         learning_rate: config.learning_rate,
         ..RmsProp::default()
     };
-    say(architecture.summary(config.size, config.size)?);
-    say(format!("backend: {}", net.backend().name()));
+    say(config, architecture.summary(config.size, config.size)?);
+    say(config, format!("backend: {}", net.backend().name()));
+    Ok(Run {
+        config,
+        architecture,
+        net,
+        dataset,
+        split,
+        meta,
+        batch: Vec::with_capacity(config.batch_size * config.size * config.size),
+        interrupt,
+        last_good,
+    })
+}
 
-    fs::create_dir_all(&config.out_dir).map_err(Error::io(&config.out_dir))?;
-    let history_path = config.out_dir.join(HISTORY_FILE);
-    let mut history = history_until(&history_path, meta.epoch);
-    atomic::write_file(&history_path, history_text(&history).as_bytes())?;
-
-    let save = |net: &mut Network<B>, meta: &CheckpointMeta| -> Result<PathBuf> {
-        let dir = checkpoint_dir(&config.out_dir, meta.epoch, meta.step_in_epoch);
-        let checkpoint = Checkpoint {
-            meta: meta.clone(),
-            params: net.params()?,
-            velocity: net.velocity()?,
-        };
-        checkpoint::save(&dir, &architecture, &checkpoint)?;
-        Ok(dir)
-    };
-
+/// Trains from scratch (`resume` None) or from a checkpoint (its folder and contents); stops early, after saving, when
+/// `interrupt` is set.
+pub fn train<B: Backend>(
+    backend: B,
+    config: &TrainConfig,
+    resume: Option<(PathBuf, Checkpoint)>,
+    interrupt: &AtomicBool,
+) -> Result<TrainReport> {
+    let _claim = RunFolder::claim(
+        &config.out_dir,
+        resume
+            .as_ref()
+            .map(|(dir, c)| Continued { dir, meta: &c.meta }),
+        config.overwrite,
+    )?;
+    let mut run = start(backend, config, resume, interrupt)?;
+    let mut history = History::continue_at(&config.out_dir, run.meta.epoch)?;
     let mut report = TrainReport {
-        epochs_completed: meta.epoch,
+        epochs_completed: run.meta.epoch,
         last_checkpoint: PathBuf::new(),
         train_loss: None,
         val_loss: None,
         interrupted: false,
     };
-    let mut batch = Vec::with_capacity(config.batch_size * config.size * config.size);
-    let first_epoch = meta.epoch;
-    for epoch in first_epoch..first_epoch + config.epochs {
+    let first_epoch = run.meta.epoch;
+    // Both are at most MAX_EPOCHS (checked), so the sum cannot overflow.
+    let last_epoch = first_epoch + config.epochs;
+    for epoch in first_epoch..last_epoch {
         let started = Instant::now();
-        let order = data::epoch_order(&train, config.seed, epoch);
-        let bar = epoch_bar(
-            config.verbose,
-            epoch + 1,
-            first_epoch + config.epochs,
-            train.len(),
-        );
-        bar.set_position((meta.step_in_epoch * config.batch_size).min(train.len()) as u64);
-        let mut chunks = order
-            .chunks(config.batch_size)
-            .enumerate()
-            .skip(meta.step_in_epoch)
-            .peekable();
-        load_next(&mut net, &dataset, chunks.peek().map(|c| c.1), &mut batch)?;
-        while let Some((step, chunk)) = chunks.next() {
-            net.train_step_loaded()?;
-            load_next(&mut net, &dataset, chunks.peek().map(|c| c.1), &mut batch)?;
-            let loss = net.loss()?;
-            if !loss.is_finite() {
+        let images = run.split.train.len();
+        let bar = epoch_bar(config.verbose, epoch + 1, last_epoch, images);
+        let (train_loss, val_loss) = match run.run_epoch(epoch, &bar)? {
+            EpochEnd::Completed {
+                train_loss,
+                val_loss,
+            } => (train_loss, val_loss),
+            EpochEnd::Interrupted => {
                 bar.abandon();
-                return Err(Error::NonFiniteLoss {
-                    loss,
-                    epoch: epoch + 1,
-                    step: step + 1,
-                    last_good: match &last_checkpoint {
-                        Some(dir) => format!("the last good checkpoint is {}", dir.display()),
-                        None => "no checkpoint was saved yet; try a lower --lr".into(),
-                    },
-                });
-            }
-            meta.partial_loss_sum += loss * chunk.len() as f64;
-            meta.partial_images += chunk.len();
-            meta.step_in_epoch = step + 1;
-            bar.inc(chunk.len() as u64);
-            bar.set_message(format!(
-                "loss {:.6}",
-                meta.partial_loss_sum / meta.partial_images as f64
-            ));
-            if interrupt.load(Ordering::SeqCst)
-                && step + 1 < order.len().div_ceil(config.batch_size)
-            {
-                bar.abandon();
-                report.last_checkpoint = save(&mut net, &meta)?;
+                report.last_checkpoint = run.save()?;
                 report.interrupted = true;
                 return Ok(report);
             }
-        }
-        bar.finish_and_clear();
-        let train_loss = meta.partial_loss_sum / meta.partial_images.max(1) as f64;
-        let val_loss = if validation.is_empty() {
-            None
-        } else {
-            Some(evaluate(&mut net, &dataset, &validation, &mut batch)?)
+            EpochEnd::NonFinite { which, loss, step } => {
+                bar.abandon();
+                let at = match step {
+                    Some(step) => format!("at epoch {}, step {step}", epoch + 1),
+                    None => format!("after epoch {}", epoch + 1),
+                };
+                return Err(run.non_finite(format!("the {which} became {loss} {at}")));
+            }
         };
+        bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
-        meta.epoch = epoch + 1;
-        meta.step_in_epoch = 0;
-        meta.partial_loss_sum = 0.0;
-        meta.partial_images = 0;
-        history.push(format!(
-            "{},{train_loss:.8},{},{seconds:.3}",
-            epoch + 1,
-            val_loss.map_or(String::new(), |v| format!("{v:.8}"))
-        ));
-        atomic::write_file(&history_path, history_text(&history).as_bytes())?;
-        plot_history(&config.out_dir, false)?;
-        say(format!(
-            "epoch {}/{}  train_loss {train_loss:.6}  val_loss {}  {seconds:.1} s  {:.1} images/s",
-            epoch + 1,
-            first_epoch + config.epochs,
-            val_loss.map_or("-".into(), |v| format!("{v:.6}")),
-            train.len() as f64 / seconds
-        ));
-        report.epochs_completed = meta.epoch;
+        history.push(EpochRow {
+            epoch: epoch + 1,
+            train_loss,
+            val_loss,
+            seconds,
+        })?;
+        if let Err(error) = history::plot_history(&config.out_dir, false) {
+            eprintln!("warning: loss curve not drawn: {error}");
+        }
+        say(
+            config,
+            format!(
+                "epoch {}/{last_epoch}  train_loss {train_loss:.6}  val_loss {}  {seconds:.1} s  {:.1} images/s",
+                epoch + 1,
+                val_loss.map_or("-".into(), |v| format!("{v:.6}")),
+                images as f64 / seconds
+            ),
+        );
+        report.epochs_completed = run.meta.epoch;
         report.train_loss = Some(train_loss);
         report.val_loss = val_loss;
-        let last = epoch + 1 == first_epoch + config.epochs;
-        if last || (epoch + 1) % config.save_every == 0 || interrupt.load(Ordering::SeqCst) {
-            let dir = save(&mut net, &meta)?;
-            last_checkpoint = Some(dir.clone());
-            report.last_checkpoint = dir;
-            if interrupt.load(Ordering::SeqCst) && !last {
+        let last = epoch + 1 == last_epoch;
+        if last || (epoch + 1) % config.save_every == 0 || run.stop_requested() {
+            report.last_checkpoint = run.save()?;
+            if run.stop_requested() && !last {
                 report.interrupted = true;
                 return Ok(report);
             }
@@ -359,42 +422,26 @@ pub fn train<B: Backend>(
     Ok(report)
 }
 
-/// (epoch, training loss, validation loss) of every row of a run's history.csv.
-pub fn read_history(run: &Path) -> Result<Vec<(usize, f64, Option<f64>)>> {
-    let path = run.join(HISTORY_FILE);
-    let text = fs::read_to_string(&path).map_err(Error::io(&path))?;
-    text.lines()
-        .skip(1)
-        .map(|line| {
-            let fields: Vec<&str> = line.split(',').collect();
-            let parsed = (|| {
-                let epoch = fields.first()?.parse().ok()?;
-                let train = fields.get(1)?.parse().ok()?;
-                let val = fields.get(2).and_then(|v| v.parse().ok());
-                Some((epoch, train, val))
-            })();
-            parsed.ok_or_else(|| Error::BadCheckpoint {
-                path: path.clone(),
-                reason: format!("history row \"{line}\" is not epoch,train_loss,val_loss,seconds"),
-            })
-        })
-        .collect()
-}
-
-/// Draws a run's loss.png (training and validation loss per epoch) from its history.csv.
-pub fn plot_history(run: &Path, log_scale: bool) -> Result<PathBuf> {
-    let path = run.join(LOSS_PLOT);
-    crate::figures::loss_curve(&read_history(run)?, log_scale, &path)?;
-    Ok(path)
-}
-
-fn history_text(rows: &[String]) -> String {
-    let mut text = format!("{HISTORY_HEADER}\n");
-    for row in rows {
-        text += row;
-        text.push('\n');
+fn say(config: &TrainConfig, line: String) {
+    if config.verbose {
+        println!("{line}");
     }
-    text
+}
+
+fn describe_data(config: &TrainConfig, dataset: &Dataset, split: &Split) -> String {
+    format!(
+        "data: {} images from {} ({} for training, {} for validation{}), {}x{}",
+        dataset.len(),
+        config.data_dir.display(),
+        split.train.len(),
+        split.validation.len(),
+        match dataset.skipped.len() {
+            0 => String::new(),
+            n => format!(", {n} entries skipped"),
+        },
+        config.size,
+        config.size
+    )
 }
 
 fn epoch_bar(verbose: bool, epoch: usize, epochs: usize, images: usize) -> ProgressBar {

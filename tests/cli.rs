@@ -8,15 +8,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use whorl::checkpoint::resolve_checkpoint;
 use whorl::checkpoint::{self, Checkpoint, CheckpointMeta};
 use whorl::model::Architecture;
-use whorl::train::resolve_checkpoint;
 
-/// A user error: exit status 1 (not a panic's 101) and a message containing every needle.
+/// An error of bad input: exit status 1 (not a panic's 101) and a one-line message containing
+/// every needle.
 fn assert_user_error(output: &Output, needles: &[&str]) {
+    assert_error(output, 1, needles);
+}
+
+/// An error of a bad flag: exit status 2, as clap gives for its own usage errors.
+fn assert_flag_error(output: &Output, needles: &[&str]) {
+    assert_error(output, 2, needles);
+}
+
+fn assert_error(output: &Output, status: i32, needles: &[&str]) {
     let message = text(output);
-    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert_eq!(output.status.code(), Some(status), "{message}");
     assert!(!message.contains("panicked"), "{message}");
+    let errors = message.lines().filter(|l| l.starts_with("error")).count();
+    assert_eq!(errors, 1, "not one error line: {message}");
     for needle in needles {
         assert!(
             message.contains(needle),
@@ -148,20 +160,20 @@ fn bad_input_gives_a_clear_error_never_a_panic() {
         &train(&["--data", path(&one)]),
         &["1 usable images", "at least 2"],
     );
-    assert_user_error(
+    assert_flag_error(
         &train(&["--data", path(&data), "--size", "18"]),
         &["--size", "18x18"],
     );
-    assert_user_error(
+    assert_flag_error(
         &train(&["--data", path(&data), "--device", "cuda"]),
         &["--device"],
     );
-    assert_user_error(
+    assert_flag_error(
         &train(&["--data", path(&data), "--batch-size", "0"]),
         &["--batch-size"],
     );
-    assert_user_error(&train(&["--data", path(&data), "--lr=0"]), &["--lr"]);
-    assert_user_error(
+    assert_flag_error(&train(&["--data", path(&data), "--lr=0"]), &["--lr"]);
+    assert_flag_error(
         &train(&["--data", path(&data), "--val-split", "1.5"]),
         &["--val-split"],
     );
@@ -373,13 +385,13 @@ fn synth_writes_a_data_set_and_names_bad_flags() {
         args.extend_from_slice(extra);
         whorl(&args)
     };
-    assert_user_error(
+    assert_flag_error(
         &synth(&["--sensor", "ultrasonic"]),
         &["--sensor", "optical, capacitive"],
     );
-    assert_user_error(&synth(&["--size", "10x10"]), &["--size"]);
-    assert_user_error(&synth(&["--size", "wide"]), &["--size", "WxH"]);
-    assert_user_error(&synth(&["--fingers", "0"]), &["--fingers"]);
+    assert_flag_error(&synth(&["--size", "10x10"]), &["--size"]);
+    assert_flag_error(&synth(&["--size", "wide"]), &["--size", "WxH"]);
+    assert_flag_error(&synth(&["--fingers", "0"]), &["--fingers"]);
     let help = text(&whorl(&["synth", "--help"]));
     assert!(help.contains("optical") && help.contains("capacitive") && help.contains(".bmp"));
 }
@@ -452,13 +464,13 @@ fn info_and_devices_report_a_missing_gpu_cleanly() {
             device,
         ])
     };
-    assert_user_error(&run("cuda:x"), &["--device", "cuda:x"]);
-    assert_user_error(
+    assert_flag_error(&run("cuda:x"), &["--device", "cuda:x"]);
+    assert_flag_error(
         &run("tpu"),
         &["--device", "expected cpu, cuda, cuda:N or auto"],
     );
     if no_driver {
-        assert_user_error(
+        assert_flag_error(
             &run("cuda"),
             &["--device", "no CUDA driver", "--device cpu"],
         );
@@ -475,4 +487,301 @@ fn info_and_devices_report_a_missing_gpu_cleanly() {
             "this machine has a CUDA driver",
         );
     }
+}
+
+/// Starts a long training run on `data` into `run` and waits until its first epoch is in the
+/// history (so it holds the run folder's lock and is between steps).
+#[cfg(unix)]
+fn start_long_run(data: &Path, run: &Path) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_whorl"))
+        .args(["train", "--data", path(data), "--out", path(run)])
+        .args(["--size", "16", "--batch-size", "2", "--epochs", "100000"])
+        .arg("--quiet")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while history_losses_count(run) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no epoch finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[cfg(unix)]
+#[test]
+fn a_second_run_on_a_busy_run_folder_is_refused_and_sigterm_saves_and_exits_143() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::write_striped_images(&data, 8, 16);
+    let run = dir.path().join("run");
+    let mut first = start_long_run(&data, &run);
+    let pid = first.id().to_string();
+
+    let second = small_run(&data, &run, "1", &["--overwrite"]);
+    assert_user_error(&second, &["run folder in use", &format!("PID {pid}")]);
+
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    assert_eq!(first.wait().unwrap().code(), Some(143));
+    let saved = resolve_checkpoint(&run).unwrap();
+    assert!(checkpoint::load(&saved, &Architecture::reference()).is_ok());
+    // The lock went with the process: the run folder can be continued now.
+    let resumed = whorl(&["train", "--resume", path(&run), "--epochs", "1", "--quiet"]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+}
+
+#[test]
+fn a_new_run_refuses_a_run_folder_holding_checkpoints_unless_told_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::write_striped_images(&data, 6, 16);
+    let run = dir.path().join("run");
+    assert!(
+        small_run(&data, &run, "3", &["--save-every", "1"])
+            .status
+            .success()
+    );
+
+    let again = small_run(&data, &run, "1", &[]);
+    assert_user_error(
+        &again,
+        &["already holds checkpoints", "epoch-0003", "--overwrite"],
+    );
+    // Resuming from an earlier checkpoint would leave the later ones mixed in.
+    let early = run.join("checkpoints/epoch-0001");
+    let branch = whorl(&["train", "--resume", path(&early), "--epochs", "1"]);
+    assert_user_error(&branch, &["epoch-0003", "--overwrite"]);
+
+    let replaced = small_run(&data, &run, "1", &["--overwrite"]);
+    assert!(replaced.status.success(), "{}", text(&replaced));
+    let names: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["epoch-0001"]);
+    assert_eq!(
+        history_losses(&run).len(),
+        2,
+        "header and the new run's epoch"
+    );
+}
+
+#[test]
+fn a_huge_learning_rate_saves_no_checkpoint_of_nan_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::write_striped_images(&data, 9, 16);
+    let run = dir.path().join("run");
+    let output = small_run(&data, &run, "1", &["--lr", "1e30"]);
+    assert_user_error(&output, &["became", "no checkpoint was saved yet"]);
+    assert!(resolve_checkpoint(&run).is_err());
+
+    // A checkpoint that already holds NaN (from an older whorl) is refused, never resumed.
+    let arch = Architecture::reference();
+    let mut params = arch.glorot_uniform(1);
+    params[5] = f32::NAN;
+    let poisoned = dir.path().join("poisoned/checkpoints/epoch-0001");
+    let checkpoint = Checkpoint {
+        meta: CheckpointMeta::new(&arch),
+        params,
+        velocity: vec![0.0; arch.param_count()],
+    };
+    checkpoint::save(&poisoned, &arch, &checkpoint).unwrap();
+    let output = whorl(&["train", "--resume", path(&poisoned), "--data", path(&data)]);
+    assert_user_error(&output, &["weights.safetensors", "NaN"]);
+}
+
+/// Writes a checkpoint whose checkpoint.json has `field` set to the JSON `value`.
+fn checkpoint_with(dir: &Path, field: &str, value: &str) -> PathBuf {
+    let arch = Architecture::reference();
+    let mut meta = CheckpointMeta::new(&arch);
+    meta.input_size = 16;
+    meta.batch_size = 3;
+    let saved = dir.join(format!("{field}/checkpoints/epoch-0000"));
+    let checkpoint = Checkpoint {
+        meta,
+        params: arch.glorot_uniform(1),
+        velocity: vec![0.0; arch.param_count()],
+    };
+    checkpoint::save(&saved, &arch, &checkpoint).unwrap();
+    let meta_path = saved.join(checkpoint::META_FILE);
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    json[field] = serde_json::from_str(value).unwrap();
+    std::fs::write(&meta_path, json.to_string()).unwrap();
+    saved
+}
+
+#[test]
+fn hostile_sizes_and_checkpoint_values_are_one_line_errors_naming_their_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::write_striped_images(&data, 4, 16);
+    let out = dir.path().join("out");
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--data", path(&data), "--out", path(&out)];
+        args.extend_from_slice(&["--epochs", "1", "--quiet"]);
+        args.extend_from_slice(extra);
+        whorl(&args)
+    };
+    assert_flag_error(
+        &train(&["--batch-size", "18446744073709551615", "--size", "16"]),
+        &["--batch-size", "memory"],
+    );
+    assert_flag_error(&train(&["--size", "40000"]), &["--size", "memory"]);
+    assert_flag_error(&train(&["--epochs", "18446744073709551615"]), &["--epochs"]);
+
+    for (field, value, needle) in [
+        ("input_size", "1000000000", "input_size"),
+        ("input_size", "18", "input_size"),
+        ("epoch", "18446744073709551615", "epoch"),
+        ("learning_rate", "-1.0", "learning_rate"),
+        ("batch_size", "0", "batch_size"),
+        ("val_split", "7.0", "val_split"),
+        ("partial_images", "5", "partial_images"),
+    ] {
+        let saved = checkpoint_with(dir.path(), field, value);
+        let output = whorl(&["train", "--resume", path(&saved), "--data", path(&data)]);
+        assert_user_error(&output, &["checkpoint.json", needle]);
+        assert!(
+            !text(&output).contains("--"),
+            "names a flag: {}",
+            text(&output)
+        );
+        let eval = whorl(&["eval", "--model", path(&saved), "--data", path(&data)]);
+        assert_eq!(eval.status.code(), Some(1), "{}", text(&eval));
+    }
+    // A batch size that cannot fit names the checkpoint's field, or the flag that set it.
+    let big = checkpoint_with(dir.path(), "batch_size", "1000000000000");
+    let output = whorl(&["train", "--resume", path(&big), "--data", path(&data)]);
+    assert_user_error(&output, &["checkpoint.json", "batch_size", "memory"]);
+    let output = whorl(&[
+        "train",
+        "--resume",
+        path(&big),
+        "--data",
+        path(&data),
+        "--batch-size",
+        "2",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+#[test]
+fn counts_that_would_do_nothing_or_overflow_are_errors_not_silent_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("prints");
+    let synth = |extra: &[&str]| {
+        let mut args = vec!["synth", "--out", path(&out)];
+        args.extend_from_slice(extra);
+        whorl(&args)
+    };
+    assert_flag_error(
+        &synth(&["--first-finger", "18446744073709551610", "--fingers", "10"]),
+        &["--first-finger"],
+    );
+    assert_flag_error(
+        &synth(&["--fingers", "18446744073709551610", "--impressions", "10"]),
+        &["--fingers"],
+    );
+    assert_flag_error(&synth(&["--impressions", "0"]), &["--impressions"]);
+    assert!(!out.exists(), "nothing is written for a bad count");
+    let output = Command::new(env!("CARGO_BIN_EXE_whorl"))
+        .args(["train", "--synth-fingers", "0", "--out", path(&out)])
+        .env("WHORL_CACHE", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert_flag_error(&output, &["--synth-fingers"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn paths_that_are_not_utf8_are_stored_and_printed_lossily() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join(OsStr::from_bytes(b"prints-\xff"));
+    common::write_striped_images(&data, 6, 16);
+    std::fs::rename(
+        data.join("print-000.png"),
+        data.join(OsStr::from_bytes(b"odd-\xfe.png")),
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let output = Command::new(env!("CARGO_BIN_EXE_whorl"))
+        .args([
+            "train", "--size", "16", "--epochs", "1", "--quiet", "--data",
+        ])
+        .arg(&data)
+        .args(["--out", path(&run)])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let meta = checkpoint::load(
+        &resolve_checkpoint(&run).unwrap(),
+        &Architecture::reference(),
+    )
+    .unwrap()
+    .meta;
+    assert!(meta.data_dir.to_string_lossy().ends_with("prints-\u{fffd}"));
+
+    let scores = dir.path().join("scores");
+    let output = Command::new(env!("CARGO_BIN_EXE_whorl"))
+        .args([
+            "eval",
+            "--model",
+            path(&run),
+            "--out",
+            path(&scores),
+            "--data",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let json = std::fs::read_to_string(scores.with_extension("json")).unwrap_or_default()
+        + &std::fs::read_to_string(&scores).unwrap_or_default();
+    assert!(json.contains("odd-\u{fffd}.png"), "{json}");
+}
+
+#[test]
+fn a_failed_loss_curve_is_a_warning_and_stale_staging_is_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::write_striped_images(&data, 6, 16);
+    let run = dir.path().join("run");
+    // A folder where loss.png goes cannot be replaced by the drawing.
+    std::fs::create_dir_all(run.join("loss.png/in-the-way")).unwrap();
+    // Left by a process that no longer runs (no PID is this large).
+    let stale = run.join("checkpoints/.epoch-0001.partial-2147483647");
+    std::fs::create_dir_all(&stale).unwrap();
+    let output = small_run(&data, &run, "1", &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("warning: loss curve not drawn"));
+    assert!(resolve_checkpoint(&run).unwrap().ends_with("epoch-0001"));
+    assert!(!stale.exists());
+}
+
+#[test]
+fn a_malformed_history_is_its_own_error_not_a_bad_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("history.csv"),
+        "epoch,train_loss,val_loss,seconds\n1,0.5,0.4,1.0\nfoo,bar\n",
+    )
+    .unwrap();
+    let output = whorl(&["plot-history", path(dir.path())]);
+    assert_user_error(
+        &output,
+        &["history.csv, line 3", "not a readable training history"],
+    );
+    assert!(!text(&output).contains("checkpoint"));
 }

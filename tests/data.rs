@@ -6,7 +6,9 @@ use std::path::Path;
 
 use image::{ImageBuffer, Luma, Rgb};
 use whorl::Error;
-use whorl::data::{Dataset, epoch_order, find_images, images_needed, load_image, split};
+use whorl::data::{
+    Dataset, MAX_DEPTH, epoch_order, find_images, images_needed, load_image, split, walk_images,
+};
 
 #[test]
 fn every_format_decodes_to_grayscale_in_unit_range() {
@@ -154,4 +156,106 @@ fn epoch_orders_are_seeded_permutations_that_change_every_epoch() {
     let mut sorted = first.clone();
     sorted.sort();
     assert_eq!(sorted, train);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_walk_visits_each_image_once_through_link_loops_and_passes_over_fifos() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    common::write_striped_images(dir.path(), 3, 8);
+    symlink(".", dir.path().join("self")).unwrap();
+    std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+    common::write_striped_images(&dir.path().join("a/b"), 1, 8);
+    // Two folders linking to each other's parents: a loop that grows without dedup.
+    symlink("../..", dir.path().join("a/b/up")).unwrap();
+    symlink("../a", dir.path().join("a/again")).unwrap();
+    let fifo = dir.path().join("pipe.png");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let walk = walk_images(dir.path(), false).unwrap();
+    assert_eq!(walk.files.len(), 4, "{:?}", walk.files);
+    assert!(
+        walk.files
+            .iter()
+            .all(|f| !f.starts_with(dir.path().join("self")))
+    );
+    let reason = |name: &str| {
+        walk.skipped
+            .iter()
+            .find(|(p, _)| p.ends_with(name))
+            .map(|(_, r)| r.clone())
+    };
+    assert_eq!(reason("pipe.png").as_deref(), Some("not a regular file"));
+    assert!(reason("self").unwrap().contains("already visited"));
+    // A FIFO is never opened, so loading does not hang.
+    let dataset = Dataset::load(dir.path(), 8, false, false).unwrap();
+    assert_eq!(dataset.len(), 4);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_dangling_link_is_an_error_or_skipped_with_skip_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_striped_images(dir.path(), 2, 8);
+    std::os::unix::fs::symlink("nowhere.png", dir.path().join("gone.png")).unwrap();
+    let error = Dataset::load(dir.path(), 8, false, false).err().unwrap();
+    assert!(matches!(&error, Error::BadImage { path, .. } if path.ends_with("gone.png")));
+    assert!(error.to_string().contains("--skip-bad"), "{error}");
+    let dataset = Dataset::load(dir.path(), 8, true, false).unwrap();
+    assert_eq!(dataset.len(), 2);
+    assert!(dataset.skipped.iter().any(|(p, _)| p.ends_with("gone.png")));
+}
+
+#[test]
+fn folders_nested_deeper_than_the_bound_are_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut deep = dir.path().to_path_buf();
+    for _ in 0..MAX_DEPTH + 1 {
+        deep.push("d");
+    }
+    common::write_striped_images(&deep, 1, 8);
+    common::write_striped_images(dir.path(), 1, 8);
+    let walk = walk_images(dir.path(), false).unwrap();
+    assert_eq!(walk.files.len(), 1);
+    assert!(
+        walk.skipped
+            .iter()
+            .any(|(_, reason)| reason.contains("too deep"))
+    );
+}
+
+#[test]
+fn a_data_set_too_large_for_memory_is_refused_before_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_striped_images(dir.path(), 2, 8);
+    // 2 images of 2^20 x 2^20 pixels: 8 TiB.
+    let error = Dataset::load(dir.path(), 1 << 20, false, false)
+        .err()
+        .unwrap();
+    let message = error.to_string();
+    assert!(
+        message.starts_with("--size") && message.contains("memory"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_image_with_nan_pixels_is_named_not_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pixels = image::Rgb32FImage::from_pixel(8, 8, Rgb([0.5, 0.5, 0.5]));
+    pixels.put_pixel(3, 3, Rgb([f32::NAN, 0.5, 0.5]));
+    let path = dir.path().join("float.tif");
+    image::DynamicImage::ImageRgb32F(pixels)
+        .save(&path)
+        .unwrap();
+    let error = load_image(&path, 8).err().unwrap();
+    assert!(matches!(&error, Error::BadImage { path: p, .. } if *p == path));
+    assert!(error.to_string().contains("NaN"), "{error}");
 }

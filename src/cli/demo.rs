@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser};
 use whorl::backend::gpu::cuda;
-use whorl::{Error, Result, train};
+use whorl::{Error, Result, history};
 
 use super::analyze::{
     EvalArgs, GradcamArgs, ModelArgs, ReconstructArgs, run_eval, run_gradcam, run_reconstruct,
@@ -133,7 +133,7 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
     })?;
     println!("\ndemo files:");
     for (what, path) in [
-        ("loss curve", run.join(train::LOSS_PLOT)),
+        ("loss curve", run.join(history::LOSS_PLOT)),
         ("reconstructions (unseen sensor)", reconstructions),
         ("Grad-CAM, every layer", gradcam),
         ("scores (JSON; CSV beside it)", metrics),

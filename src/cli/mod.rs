@@ -5,5 +5,6 @@ pub(crate) mod bench;
 pub(crate) mod demo;
 pub(crate) mod device;
 pub(crate) mod info;
+pub(crate) mod stop_signal;
 pub(crate) mod synth;
 pub(crate) mod train;

@@ -69,6 +69,44 @@ fn parse_size(text: &str) -> Result<(usize, usize)> {
     Ok((w, h))
 }
 
+/// Bytes of manifest.json and its in-memory list per image, at most.
+const MANIFEST_BYTES_PER_IMAGE: u128 = 512;
+
+/// Checks that `fingers` x `impressions` images can be counted and listed in memory.
+pub(crate) fn check_image_count(fingers: usize, impressions: usize) -> Result<(), String> {
+    let images = fingers.checked_mul(impressions).ok_or_else(|| {
+        format!("{fingers} fingers x {impressions} impressions is more images than can be counted")
+    })?;
+    whorl::memory::check_fits(
+        &format!("the manifest of {images} images"),
+        (images as u128).checked_mul(MANIFEST_BYTES_PER_IMAGE),
+    )
+}
+
+/// Checks the counts before anything is written: at least one of each, finger numbers that do
+/// not run past the largest, a total that fits in memory.
+fn check_counts(args: &SynthArgs) -> Result<()> {
+    if args.fingers == 0 {
+        return Err(Error::invalid("--fingers", "must be at least 1"));
+    }
+    if args.impressions == 0 {
+        return Err(Error::invalid("--impressions", "must be at least 1"));
+    }
+    if args.first_finger.checked_add(args.fingers).is_none() {
+        return Err(Error::invalid(
+            "--first-finger",
+            format!(
+                "{} plus {} fingers runs past the largest finger number, {}",
+                args.first_finger,
+                args.fingers,
+                usize::MAX
+            ),
+        ));
+    }
+    check_image_count(args.fingers, args.impressions)
+        .map_err(|why| Error::invalid("--fingers", why))
+}
+
 pub(crate) fn run_synth(args: SynthArgs) -> Result<ExitCode> {
     let mut sensor = whorl::synth::sensor::sensor(&args.sensor)
         .ok_or_else(|| {
@@ -96,6 +134,7 @@ pub(crate) fn run_synth(args: SynthArgs) -> Result<ExitCode> {
         println!("figure written to {}", path.display());
         return Ok(ExitCode::SUCCESS);
     }
+    check_counts(&args)?;
     let out = args.out.expect("clap requires --out without --figure");
     let config = whorl::synth::SynthConfig {
         fingers: args.fingers,

@@ -1,9 +1,7 @@
 //! `whorl train`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use whorl::checkpoint::{self, Checkpoint};
@@ -12,6 +10,7 @@ use whorl::train::{self, TrainConfig};
 use whorl::{Error, Result};
 
 use super::device::{Backends, on_device, parse_device};
+use super::stop_signal;
 
 #[derive(Parser)]
 pub(crate) struct TrainArgs {
@@ -70,6 +69,11 @@ pub(crate) struct TrainArgs {
     #[arg(long, value_name = "CHECKPOINT")]
     pub(crate) resume: Option<PathBuf>,
 
+    /// Let a new run replace the checkpoints already in its --out folder (with --resume: those
+    /// after the resumed one), instead of refusing to mix runs.
+    #[arg(long)]
+    pub(crate) overwrite: bool,
+
     /// Save a checkpoint every N epochs; one is always saved after the last epoch and on Ctrl-C.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub(crate) save_every: usize,
@@ -91,7 +95,7 @@ pub(crate) struct TrainArgs {
 
 /// Fills unset flags from the checkpoint (or the defaults); a flag that contradicts what the
 /// checkpoint fixes is an error naming that flag.
-fn resolve(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig> {
+fn resolve(args: &TrainArgs, resume: Option<(&Path, &Checkpoint)>) -> Result<TrainConfig> {
     fn fixed<T: PartialEq + std::fmt::Display + Copy>(
         flag: &'static str,
         given: Option<T>,
@@ -106,7 +110,7 @@ fn resolve(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig>
         }
     }
     let (size, seed, val_split, batch_size, learning_rate, data_dir) = match resume {
-        Some(c) => (
+        Some((_, c)) => (
             fixed("--size", args.size, c.meta.input_size)?,
             fixed("--seed", args.seed, c.meta.seed)?,
             fixed("--val-split", args.val_split, c.meta.val_split)?,
@@ -128,12 +132,13 @@ fn resolve(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig>
     if batch_size == 0 {
         return Err(Error::invalid("--batch-size", "must be at least 1"));
     }
+    check_training_fits(args, resume, size, batch_size)?;
     let out_dir = match (&args.out, &args.resume) {
         (Some(out), _) => out.clone(),
         (None, Some(resumed)) => {
-            train::run_dir_of(resumed).unwrap_or_else(|| PathBuf::from("runs/resumed"))
+            checkpoint::run_dir_of(resumed).unwrap_or_else(|| PathBuf::from("runs/resumed"))
         }
-        (None, None) => train::fresh_run_dir(&PathBuf::from("runs")),
+        (None, None) => checkpoint::fresh_run_dir(&PathBuf::from("runs")),
     };
     Ok(TrainConfig {
         data_dir,
@@ -146,13 +151,52 @@ fn resolve(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig>
         out_dir,
         save_every: args.save_every,
         skip_bad: args.skip_bad,
+        overwrite: args.overwrite,
         verbose: !args.quiet,
     })
+}
+
+/// Checks that a training batch fits in memory, naming the flag or checkpoint field that set the
+/// batch size.
+fn check_training_fits(
+    args: &TrainArgs,
+    resume: Option<(&Path, &Checkpoint)>,
+    size: usize,
+    batch_size: usize,
+) -> Result<()> {
+    let architecture = Architecture::reference();
+    architecture.shapes(size, size)?;
+    let need = whorl::memory::network_bytes(&architecture, size, batch_size);
+    let what = format!("{batch_size} images of {size}x{size}");
+    let Err(why) = whorl::memory::check_fits(&what, need) else {
+        return Ok(());
+    };
+    match resume {
+        Some((dir, _)) if args.batch_size.is_none() => Err(Error::BadCheckpoint {
+            path: dir.join(checkpoint::META_FILE),
+            reason: format!("field batch_size = {batch_size}: {why} (pass a smaller --batch-size)"),
+        }),
+        _ if args.size.is_some() && args.batch_size.is_none() => Err(Error::invalid("--size", why)),
+        _ => Err(Error::invalid("--batch-size", why)),
+    }
+}
+
+/// Checks the counts of the synthetic default data set.
+fn check_synth_counts(args: &TrainArgs) -> Result<()> {
+    if args.synth_fingers == 0 {
+        return Err(Error::invalid("--synth-fingers", "must be at least 1"));
+    }
+    if args.synth_impressions == 0 {
+        return Err(Error::invalid("--synth-impressions", "must be at least 1"));
+    }
+    super::synth::check_image_count(args.synth_fingers, args.synth_impressions)
+        .map_err(|why| Error::invalid("--synth-fingers", why))
 }
 
 pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
     parse_device(&args.device)?;
     if args.data.is_none() && args.resume.is_none() {
+        check_synth_counts(&args)?;
         let cache = whorl::synth::cache_root();
         let (fingers, impressions) = (args.synth_fingers, args.synth_impressions);
         let data = whorl::synth::default_data(&cache, fingers, impressions, !args.quiet)?;
@@ -169,14 +213,14 @@ pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
     let architecture = Architecture::reference();
     let resume = match &args.resume {
         Some(path) => {
-            let dir = train::resolve_checkpoint(path)?;
+            let dir = checkpoint::resolve_checkpoint(path)?;
             args.resume = Some(dir.clone());
             let loaded = checkpoint::load(&dir, &architecture)?;
             Some((dir, loaded))
         }
         None => None,
     };
-    let config = resolve(&args, resume.as_ref().map(|(_, c)| c))?;
+    let config = resolve(&args, resume.as_ref().map(|(dir, c)| (dir.as_path(), c)))?;
     if let (Some((dir, c)), true) = (&resume, config.verbose) {
         let step = match c.meta.step_in_epoch {
             0 => String::new(),
@@ -189,22 +233,10 @@ pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
         );
     }
 
-    let interrupt = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&interrupt);
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\ninterrupted twice: quitting without saving");
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\ninterrupted: saving a checkpoint after this step (Ctrl-C again quits at once)"
-        );
-    })
-    .map_err(|e| Error::invalid("Ctrl-C handler", e.to_string()))?;
-
+    stop_signal::install()?;
     let report = on_device(&args.device, args.quiet, |backend| match backend {
-        Backends::Cpu(cpu) => train::train(cpu, &config, resume, &interrupt),
-        Backends::Gpu(gpu) => train::train(*gpu, &config, resume, &interrupt),
+        Backends::Cpu(cpu) => train::train(cpu, &config, resume, &stop_signal::STOP),
+        Backends::Gpu(gpu) => train::train(*gpu, &config, resume, &stop_signal::STOP),
     })?;
     if report.interrupted {
         println!(
@@ -213,7 +245,7 @@ pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
             report.last_checkpoint.display(),
             report.last_checkpoint.display()
         );
-        return Ok(ExitCode::from(130));
+        return Ok(ExitCode::from(stop_signal::exit_status()));
     }
     println!(
         "trained {} epochs: train_loss {}  val_loss {}; checkpoint {}; history {}",
@@ -221,7 +253,7 @@ pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
         report.train_loss.map_or("-".into(), |v| format!("{v:.6}")),
         report.val_loss.map_or("-".into(), |v| format!("{v:.6}")),
         report.last_checkpoint.display(),
-        config.out_dir.join(train::HISTORY_FILE).display()
+        config.out_dir.join(whorl::history::HISTORY_FILE).display()
     );
     Ok(ExitCode::SUCCESS)
 }
