@@ -93,6 +93,25 @@ pub(super) fn activate(activation: Activation, z: f32) -> f32 {
     }
 }
 
+/// v = activation(v + bias[channel]) over rows of `bias.len()` channels. The activation is
+/// chosen once, outside the loop: matched per value, the compiler computes the sigmoid's
+/// exponential for ReLU layers too.
+fn add_bias_and_activate(values: &mut [f32], bias: &[f32], activation: Activation) {
+    let rows = values.chunks_exact_mut(bias.len());
+    match activation {
+        Activation::Relu => rows.for_each(|row| {
+            row.iter_mut()
+                .zip(bias)
+                .for_each(|(v, b)| *v = (*v + b).max(0.0));
+        }),
+        Activation::Sigmoid => rows.for_each(|row| {
+            row.iter_mut()
+                .zip(bias)
+                .for_each(|(v, b)| *v = activate(activation, *v + b));
+        }),
+    }
+}
+
 /// Pixels per chunk of work over `grid`: whole image rows, at most WORK_CHUNKS chunks.
 pub(super) fn chunk_pixels(grid: Nhwc) -> usize {
     (grid.batch * grid.height).div_ceil(WORK_CHUNKS).max(1) * grid.width
@@ -121,11 +140,7 @@ fn gathered_gemm(
                 gather.rows(x, chunk * per_chunk + t * TILE_PIXELS, rows);
                 gemm(Matrix::row_major(rows, pixels, k), kernel, out_tile, false);
                 if let Some((bias, activation)) = epilogue {
-                    for row in out_tile.chunks_exact_mut(n) {
-                        for (v, b) in row.iter_mut().zip(bias) {
-                            *v = activate(activation, *v + b);
-                        }
-                    }
+                    add_bias_and_activate(out_tile, bias, activation);
                 }
             }
         });
@@ -242,12 +257,11 @@ fn forward_phases(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], bias: &[f32
                         out,
                         false,
                     );
-                    for (q, z) in out.chunks_exact(cout).enumerate() {
+                    add_bias_and_activate(out, bias, conv.activation);
+                    for (q, y) in out.chunks_exact(cout).enumerate() {
                         let (row, j) = ((start + q) / width, (start + q) % width);
                         let at = ((2 * row + a) * 2 * width + 2 * j + b) * cout;
-                        for ((v, z), bias) in y_chunk[at..at + cout].iter_mut().zip(z).zip(bias) {
-                            *v = activate(conv.activation, z + bias);
-                        }
+                        y_chunk[at..at + cout].copy_from_slice(y);
                     }
                 }
             }
