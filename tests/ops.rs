@@ -66,9 +66,33 @@ fn upsampled_convolution_equals_upsampling_then_convolving() {
 }
 
 #[test]
+fn upsampled_convolutions_match_direct_loops_when_work_chunks_span_images() {
+    // 11 images of 13 rows: 143 rows in chunks of 3, so chunks cross image borders, and the
+    // box sums of dz at those borders must not reach into the next image.
+    for (cout, seed) in [(5, 70), (1, 80)] {
+        let conv = conv(
+            nhwc(11, 13, 7, 3),
+            cout,
+            ConvInput::Upsampled2,
+            Activation::Relu,
+        );
+        let inputs = parity::conv_inputs(&conv, seed);
+        let got = parity::conv_outputs(&mut CpuBackend::new(), &conv, &inputs);
+        let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
+        let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
+        parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
+    }
+}
+
+#[test]
 fn conv2d_backward_filter_is_deterministic_across_thread_counts() {
-    for read in READS {
-        let conv = conv(nhwc(3, 19, 23, 4), 6, read, Activation::Relu);
+    // cout 1 with an upsampled input runs as direct loops, the others as GEMMs.
+    for (read, cout) in [
+        (ConvInput::Direct, 6),
+        (ConvInput::Upsampled2, 6),
+        (ConvInput::Upsampled2, 1),
+    ] {
+        let conv = conv(nhwc(3, 19, 23, 4), cout, read, Activation::Relu);
         let x = random(conv.input.len(), -1.0, 1.0, 1);
         let dz = random(conv.output().len(), -1.0, 1.0, 2);
         let grads_with = |threads: usize| {
@@ -85,8 +109,8 @@ fn conv2d_backward_filter_is_deterministic_across_thread_counts() {
             })
         };
         let one = grads_with(1);
-        assert_eq!(one, grads_with(2), "{read:?}");
-        assert_eq!(one, grads_with(5), "{read:?}");
+        assert_eq!(one, grads_with(2), "{read:?} to {cout}");
+        assert_eq!(one, grads_with(5), "{read:?} to {cout}");
     }
 }
 

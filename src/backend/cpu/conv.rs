@@ -1,64 +1,70 @@
-//! Convolutions on the CPU. Each output pixel's input window is gathered into one row of a tile
-//! (im2col) and tiles are multiplied by the kernel with a GEMM (the `gemm` crate).
+//! Convolutions on the CPU as gathered GEMMs: each pixel's window is gathered into one row of
+//! a tile ([`super::gather`]) and tiles are multiplied by a kernel matrix ([`super::gemm`]).
+//! One function per algorithm:
 //!
-//! A convolution that reads its input upsampled x2 (nearest) never builds the upsampled
-//! tensor: an output pixel of row parity a and column parity b sees only a 2x2 window of
-//! source pixels, so the 3x3 kernel folds into four 2x2 "phase" kernels: 4/9 of the work.
+//! | pass | plain input | input read upsampled x2 |
+//! |---|---|---|
+//! | forward | [`forward_same`]: 3x3 windows | [`forward_phases`]: four 2x2 phase convolutions (4/9 of the work) |
+//! | backward-data | [`backward_data`]: 3x3 windows of dz, flipped kernel | the same over 2x2 box sums of dz at source resolution (1/4 of the work) |
+//! | backward-filter | [`filter_same`]: 3x3 windows of x against dz | [`filter_box_sums`]: box sums of dz against x (1/4 of the work) |
 //!
 //! A convolution with one output channel read upsampled (conv6) runs as direct loops instead:
-//! see [`super::thin`].
+//! see [`super::one_channel`].
 //!
 //! Pixels are cut into WORK_CHUNKS pieces of whole image rows whatever the thread count, and
 //! reductions add the pieces in a fixed order, so results are the same bits on any machine.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::super::{Conv, ConvInput, Nhwc};
-use super::thin;
+use super::gather::{Gather, Window};
+use super::gemm::{Matrix, gemm};
+use super::one_channel;
 use crate::model::Activation;
 
-/// Pixels per im2col tile: a tile of the widest layer (9 x 128 taps) stays in L2.
+/// Pixels per gathered tile: a tile of the widest layer (9 x 128 taps) stays in L2.
 pub const TILE_PIXELS: usize = 128;
 /// The fixed partition of each convolution's pixels into independent pieces of work.
 pub const WORK_CHUNKS: usize = 64;
 
-/// For an output of parity p (0 even, 1 odd) and a 2x2 phase-kernel tap u: the taps of the
-/// 3x3 kernel (along that axis) that read the same source pixel. Source offset is p - 1 + u.
-const PHASE_TAPS: [[&[usize]; 2]; 2] = [[&[0], &[1, 2]], [&[0, 1], &[2]]];
-/// For backward-data through an upsample: the 3x3 taps (along one axis) by which the output
-/// at offset 2i - 1 + d (d = 0..4) reads source pixel i.
-const TRANSPOSED_TAPS: [&[usize]; 4] = [&[2], &[1, 2], &[0, 1], &[0]];
-
 /// Scratch space, sized once by [`ConvScratch::plan`].
 #[derive(Debug, Default)]
 pub struct ConvScratch {
-    /// Per chunk of work: an im2col tile, then a tile of outputs or gathered gradients.
+    /// Per chunk of work: a gathered tile, then a tile of outputs.
     tiles: Vec<f32>,
     tile_len: usize,
     /// Per chunk of work: a partial kernel-and-bias gradient.
     partials: Vec<f32>,
     partial_len: usize,
-    /// A transformed kernel (flipped, phase or transposed), or the summed partials.
+    /// A transformed kernel (flipped or phase kernels), or the summed partials.
     kernel: Vec<f32>,
 }
 
-/// Widest im2col row any pass of this convolution gathers.
+/// Widest gathered row any pass of this convolution multiplies.
 fn widest_row(conv: &Conv) -> usize {
     let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
     match conv.read {
         ConvInput::Direct => 9 * cin.max(cout),
-        ConvInput::Upsampled2 => (4 * cin).max(16 * cout),
+        ConvInput::Upsampled2 => (4 * cin).max(9 * cout),
     }
 }
 
-/// Values of a kernel gradient as accumulated (9 taps, or four 2x2 phase kernels) plus bias.
+/// Values of a kernel gradient as accumulated (9 taps of cin x cout) plus the bias.
 fn partial_len(conv: &Conv) -> usize {
+    let slot = &conv.slot;
+    9 * slot.in_channels * slot.out_channels + slot.out_channels
+}
+
+/// Values of a transformed kernel: the flipped kernel, four 2x2 phase kernels, or the summed
+/// partial gradient.
+fn kernel_len(conv: &Conv) -> usize {
     let taps = match conv.read {
         ConvInput::Direct => 9,
         ConvInput::Upsampled2 => 16,
     };
-    let slot = &conv.slot;
-    taps * slot.in_channels * slot.out_channels + slot.out_channels
+    (taps * conv.slot.in_channels * conv.slot.out_channels).max(partial_len(conv))
 }
 
 impl ConvScratch {
@@ -70,141 +76,13 @@ impl ConvScratch {
         self.tile_len = TILE_PIXELS * (widest + cout);
         self.tiles = vec![0.0; WORK_CHUNKS * self.tile_len];
         self.partials = vec![0.0; WORK_CHUNKS * self.partial_len];
-        self.kernel = vec![0.0; self.partial_len];
+        self.kernel = vec![0.0; convs.iter().map(kernel_len).max().unwrap_or(0)];
     }
 
     pub fn fits(&self, conv: &Conv) -> bool {
         TILE_PIXELS * (widest_row(conv) + conv.slot.out_channels) <= self.tile_len
             && partial_len(conv) <= self.partial_len
-    }
-}
-
-/// A strided view of a matrix inside a slice.
-#[derive(Clone, Copy)]
-struct Matrix<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
-    col_stride: usize,
-}
-
-impl<'a> Matrix<'a> {
-    fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Matrix {
-            data,
-            rows,
-            cols,
-            row_stride: cols,
-            col_stride: 1,
-        }
-    }
-
-    fn transposed(self) -> Self {
-        Matrix {
-            rows: self.cols,
-            cols: self.rows,
-            row_stride: self.col_stride,
-            col_stride: self.row_stride,
-            ..self
-        }
-    }
-
-    fn fits(&self) -> bool {
-        self.rows == 0
-            || self.cols == 0
-            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
-                < self.data.len()
-    }
-}
-
-/// c[m, n] (row-major) = a[m, k] b[k, n], or c += a b when `accumulate`.
-fn matmul(a: Matrix, b: Matrix, c: &mut [f32], accumulate: bool) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(b.rows == k && a.fits() && b.fits() && c.len() >= m * n);
-    // SAFETY: the asserts above keep every index gemm computes from the shapes and strides
-    // inside the three slices, and `c` is borrowed mutably, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.col_stride as isize,
-            a.row_stride as isize,
-            b.data.as_ptr(),
-            b.col_stride as isize,
-            b.row_stride as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
-/// A square window of `size` x `size` pixels: for grid pixel (i, j) it covers rows
-/// stride * i + origin.0 + 0..size and columns stride * j + origin.1 + 0..size.
-#[derive(Clone, Copy)]
-pub(super) struct Window {
-    size: usize,
-    stride: usize,
-    origin: (isize, isize),
-}
-
-const SAME_3X3: Window = Window {
-    size: 3,
-    stride: 1,
-    origin: (-1, -1),
-};
-
-/// For each tap of `window` (row-major) at `pixel` ((image, i, j) of a grid of `grid.height` x
-/// `grid.width`): the index of the source pixel under it, or None where the window leaves the
-/// image.
-pub(super) fn window_taps(
-    src: Nhwc,
-    grid: Nhwc,
-    window: Window,
-    pixel: usize,
-) -> impl Iterator<Item = Option<usize>> {
-    let (gh, gw) = (grid.height, grid.width);
-    let (image, i, j) = (pixel / (gh * gw), pixel / gw % gh, pixel % gw);
-    (0..window.size * window.size).map(move |t| {
-        let r = (window.stride * i + t / window.size) as isize + window.origin.0;
-        let q = (window.stride * j + t % window.size) as isize + window.origin.1;
-        ((0..src.height as isize).contains(&r) && (0..src.width as isize).contains(&q))
-            .then(|| (image * src.height + r as usize) * src.width + q as usize)
-    })
-}
-
-/// Row r of `col` gathers the window of grid pixel `first + r` from `src`: taps in row-major
-/// order, each with all of src's channels, zeros where the window leaves the image.
-fn im2col(src: Nhwc, x: &[f32], grid: Nhwc, window: Window, first: usize, col: &mut [f32]) {
-    let c = src.channels;
-    for (offset, row) in col
-        .chunks_exact_mut(window.size * window.size * c)
-        .enumerate()
-    {
-        let sources = window_taps(src, grid, window, first + offset);
-        if c == 1 {
-            // One channel (conv1): a value per tap, without a copy call per value.
-            for (tap, source) in row.iter_mut().zip(sources) {
-                *tap = source.map_or(0.0, |s| x[s]);
-            }
-            continue;
-        }
-        for (taps, source) in row.chunks_exact_mut(c).zip(sources) {
-            match source {
-                Some(s) => taps.copy_from_slice(&x[s * c..][..c]),
-                None => taps.fill(0.0),
-            }
-        }
+            && kernel_len(conv) <= self.kernel.len()
     }
 }
 
@@ -215,24 +93,41 @@ pub(super) fn activate(activation: Activation, z: f32) -> f32 {
     }
 }
 
+/// v = activation(v + bias[channel]) over rows of `bias.len()` channels. The activation is
+/// chosen once, outside the loop: matched per value, the compiler computes the sigmoid's
+/// exponential for ReLU layers too.
+fn add_bias_and_activate(values: &mut [f32], bias: &[f32], activation: Activation) {
+    let rows = values.chunks_exact_mut(bias.len());
+    match activation {
+        Activation::Relu => rows.for_each(|row| {
+            row.iter_mut()
+                .zip(bias)
+                .for_each(|(v, b)| *v = (*v + b).max(0.0));
+        }),
+        Activation::Sigmoid => rows.for_each(|row| {
+            row.iter_mut()
+                .zip(bias)
+                .for_each(|(v, b)| *v = activate(activation, *v + b));
+        }),
+    }
+}
+
 /// Pixels per chunk of work over `grid`: whole image rows, at most WORK_CHUNKS chunks.
 pub(super) fn chunk_pixels(grid: Nhwc) -> usize {
     (grid.batch * grid.height).div_ceil(WORK_CHUNKS).max(1) * grid.width
 }
 
-/// out[p] = epilogue(window(p) kernel) for every pixel p of `grid`, rows of `out` in pixel order.
-#[allow(clippy::too_many_arguments)]
-fn gathered_matmul(
+/// out[p] = epilogue(gathered row p times kernel) for every pixel p of the gather's grid.
+fn gathered_gemm(
     (tiles, tile_len): (&mut [f32], usize),
-    grid: Nhwc,
-    src: Nhwc,
+    gather: &Gather,
     x: &[f32],
-    window: Window,
     kernel: Matrix,
     epilogue: Option<(&[f32], Activation)>,
     out: &mut [f32],
 ) {
-    let (k, n) = (kernel.rows, kernel.cols);
+    let (k, n) = (kernel.rows(), kernel.cols());
+    let grid = gather.grid();
     let per_chunk = chunk_pixels(grid);
     out[..grid.pixels() * n]
         .par_chunks_mut(per_chunk * n)
@@ -241,22 +136,11 @@ fn gathered_matmul(
         .for_each(|(chunk, (out_chunk, tile))| {
             for (t, out_tile) in out_chunk.chunks_mut(TILE_PIXELS * n).enumerate() {
                 let pixels = out_tile.len() / n;
-                let col = &mut tile[..pixels * k];
-                im2col(
-                    src,
-                    x,
-                    grid,
-                    window,
-                    chunk * per_chunk + t * TILE_PIXELS,
-                    col,
-                );
-                matmul(Matrix::row_major(col, pixels, k), kernel, out_tile, false);
+                let rows = &mut tile[..pixels * k];
+                gather.rows(x, chunk * per_chunk + t * TILE_PIXELS, rows);
+                gemm(Matrix::row_major(rows, pixels, k), kernel, out_tile, false);
                 if let Some((bias, activation)) = epilogue {
-                    for row in out_tile.chunks_exact_mut(n) {
-                        for (v, b) in row.iter_mut().zip(bias) {
-                            *v = activate(activation, *v + b);
-                        }
-                    }
+                    add_bias_and_activate(out_tile, bias, activation);
                 }
             }
         });
@@ -265,15 +149,9 @@ fn gathered_matmul(
 /// Output phases (row parity a, column parity b), in the order of the phase kernels.
 pub(super) const PHASES: [(usize, usize); 4] = [(0, 0), (0, 1), (1, 0), (1, 1)];
 
-/// The 2x2 window of source pixels that output phase (a, b) of source pixel (i, j) reads:
-/// rows i + a - 1 and i + a, columns j + b - 1 and j + b.
-pub(super) fn phase_window(a: usize, b: usize) -> Window {
-    Window {
-        size: 2,
-        stride: 1,
-        origin: (a as isize - 1, b as isize - 1),
-    }
-}
+/// For an output of parity p (0 even, 1 odd) and a 2x2 phase-kernel tap u: the taps of the
+/// 3x3 kernel (along that axis) that read the same source pixel. Source offset is p - 1 + u.
+const PHASE_TAPS: [[&[usize]; 2]; 2] = [[&[0], &[1, 2]], [&[0, 1], &[2]]];
 
 /// Calls `f(phase_tap, tap)` for each 3x3 kernel tap (3 ky + kx) that a tap of a phase kernel
 /// sums (4 phase + 2 u + v): phase kernel (a, b) at (u, v) is the sum of those 3x3 taps.
@@ -292,38 +170,69 @@ fn for_each_phase_tap(mut f: impl FnMut(usize, usize)) {
 }
 
 /// dst[i] += src[i]
-fn add(dst: &mut [f32], src: &[f32]) {
+pub(super) fn add(dst: &mut [f32], src: &[f32]) {
     dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+}
+
+/// dst[c, r] += src[r, c] for a row-major `rows` x `cols` src.
+fn add_transposed(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    for r in 0..rows {
+        for c in 0..cols {
+            dst[c * rows + r] += src[r * cols + c];
+        }
+    }
 }
 
 /// y = activation(conv(x, kernel) + bias); `kernel` is [3, 3, cin, cout].
 pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32], y: &mut [f32]) {
-    let (input, cin, cout) = (conv.input, conv.slot.in_channels, conv.slot.out_channels);
     let (kernel, bias) = (
         &params[conv.slot.weight.clone()],
         &params[conv.slot.bias.clone()],
     );
-    let activation = conv.activation;
-    if conv.read == ConvInput::Direct {
-        let kernel = Matrix::row_major(kernel, 9 * cin, cout);
-        let epilogue = Some((bias, activation));
-        let tiles = (&mut scratch.tiles[..], scratch.tile_len);
-        gathered_matmul(tiles, input, input, x, SAME_3X3, kernel, epilogue, y);
-        return;
+    match conv.read {
+        ConvInput::Direct => forward_same(scratch, conv, x, kernel, bias, y),
+        ConvInput::Upsampled2 => {
+            let tap = conv.slot.in_channels * conv.slot.out_channels;
+            let phase_kernels = &mut scratch.kernel[..16 * tap];
+            phase_kernels.fill(0.0);
+            for_each_phase_tap(|p, t| {
+                add(
+                    &mut phase_kernels[p * tap..][..tap],
+                    &kernel[t * tap..][..tap],
+                );
+            });
+            if one_channel::applies(conv) {
+                one_channel::forward(conv, x, &scratch.kernel[..16 * tap], bias, y);
+            } else {
+                forward_phases(scratch, conv, x, bias, y);
+            }
+        }
     }
-    // Upsampled input: each source pixel (i, j) yields output pixels (2i + a, 2j + b), each a
-    // 2x2 window of source pixels times phase kernel (a, b). A chunk of source rows owns the
-    // output rows twice as many, so chunks write disjoint parts of y.
-    let block = 4 * cin * cout;
-    let tap = cin * cout;
-    let kernels = &mut scratch.kernel[..4 * block];
-    kernels.fill(0.0);
-    for_each_phase_tap(|p, t| add(&mut kernels[p * tap..][..tap], &kernel[t * tap..][..tap]));
-    let kernels = &scratch.kernel[..4 * block];
-    if thin::applies(conv) {
-        thin::forward(conv, x, kernels, bias, y);
-        return;
-    }
+}
+
+/// y[p] = act(bias + window(p) kernel) over the 3x3 window around each pixel p.
+fn forward_same(
+    scratch: &mut ConvScratch,
+    conv: &Conv,
+    x: &[f32],
+    kernel: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+) {
+    let (input, cin, cout) = (conv.input, conv.slot.in_channels, conv.slot.out_channels);
+    let kernel = Matrix::row_major(kernel, 9 * cin, cout);
+    let gather = Gather::pixels(input, input, Window::SAME_3X3);
+    let tiles = (&mut scratch.tiles[..], scratch.tile_len);
+    gathered_gemm(tiles, &gather, x, kernel, Some((bias, conv.activation)), y);
+}
+
+/// The forward pass of an upsampled input with the phase kernels in `scratch.kernel`: each
+/// source pixel (i, j) yields output pixels (2i + a, 2j + b), each a 2x2 window of source
+/// pixels times phase kernel (a, b). A chunk of source rows owns the output rows twice as
+/// many, so chunks write disjoint parts of y.
+fn forward_phases(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], bias: &[f32], y: &mut [f32]) {
+    let (input, cin, cout) = (conv.input, conv.slot.in_channels, conv.slot.out_channels);
+    let kernels = &scratch.kernel[..16 * cin * cout];
     let per_chunk = chunk_pixels(input);
     let width = input.width;
     y[..4 * input.pixels() * cout]
@@ -333,27 +242,26 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
         .for_each(|(chunk, (y_chunk, tile))| {
             let first = chunk * per_chunk;
             let chunk_len = y_chunk.len() / (4 * cout);
-            let (col, out) = tile.split_at_mut(TILE_PIXELS * 4 * cin);
+            let (rows, out) = tile.split_at_mut(TILE_PIXELS * 4 * cin);
             for start in (0..chunk_len).step_by(TILE_PIXELS) {
                 let pixels = TILE_PIXELS.min(chunk_len - start);
                 for (phase, &(a, b)) in PHASES.iter().enumerate() {
-                    let window = phase_window(a, b);
-                    let col = &mut col[..pixels * 4 * cin];
-                    im2col(input, x, input, window, first + start, col);
-                    let phase_kernel = Matrix::row_major(&kernels[phase * block..], 4 * cin, cout);
+                    let rows = &mut rows[..pixels * 4 * cin];
+                    Gather::pixels(input, input, Window::phase(a, b)).rows(x, first + start, rows);
+                    let rows = Matrix::row_major(rows, pixels, 4 * cin);
+                    let phase_kernel = &kernels[phase * 4 * cin * cout..];
                     let out = &mut out[..pixels * cout];
-                    matmul(
-                        Matrix::row_major(col, pixels, 4 * cin),
-                        phase_kernel,
+                    gemm(
+                        rows,
+                        Matrix::row_major(phase_kernel, 4 * cin, cout),
                         out,
                         false,
                     );
-                    for (q, z) in out.chunks_exact(cout).enumerate() {
+                    add_bias_and_activate(out, bias, conv.activation);
+                    for (q, y) in out.chunks_exact(cout).enumerate() {
                         let (row, j) = ((start + q) / width, (start + q) % width);
                         let at = ((2 * row + a) * 2 * width + 2 * j + b) * cout;
-                        for ((v, z), bias) in y_chunk[at..at + cout].iter_mut().zip(z).zip(bias) {
-                            *v = activate(activation, z + bias);
-                        }
+                        y_chunk[at..at + cout].copy_from_slice(y);
                     }
                 }
             }
@@ -361,6 +269,18 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
 }
 
 /// dx = d loss / d input, from dz = d loss / d (pre-activation output).
+///
+/// Plain input: dx[i] = sum over k of w[k] dz[i + 1 - k] per dimension, a 3x3 convolution of
+/// dz with flipped[2 - ky, 2 - kx, co, ci] = kernel[ky, kx, ci, co].
+///
+/// Input read upsampled, per dimension (u = upsample2(x), y[p] = sum over t in {-1, 0, 1} of
+/// w[t] u[p + t], dz = 0 outside the image):
+/// dx[s] = du[2s] + du[2s + 1] = sum over t of w[t] (dz[2s - t] + dz[2s + 1 - t])
+///       = w[0] E[s] + w[1] O[s - 1] + w[-1] O[s], E[s] = dz[2s] + dz[2s + 1], O[s] = dz[2s + 1] + dz[2s + 2].
+/// With B[m] = dz[m - 1] + dz[m] and k = t + 1: dx[s] = sum over r in 0..3 of w[2 - r] B[2s + r],
+/// the same flipped kernel over a 3-tap window at stride 2 of the pair sums B, which are the
+/// 2x2 box sums of the 4x4 window of dz from (2i - 1, 2j - 1) in two dimensions
+/// ([`Gather::box_sums`]): a 3x3 pass at source resolution instead of 3x3 at the upsampled one.
 pub fn backward_data(
     scratch: &mut ConvScratch,
     conv: &Conv,
@@ -369,56 +289,18 @@ pub fn backward_data(
     dx: &mut [f32],
 ) {
     let (input, cin, cout) = (conv.input, conv.slot.in_channels, conv.slot.out_channels);
-    let output = conv.output();
-    match conv.read {
-        ConvInput::Direct => {
-            // dx = conv(dz, flipped), flipped[2 - ky, 2 - kx, co, ci] = kernel[ky, kx, ci, co]
-            let flipped = &mut scratch.kernel[..9 * cin * cout];
-            flipped.fill(0.0);
-            for (t, taps) in kernel.chunks_exact(cin * cout).enumerate() {
-                add_transposed(taps, cin, cout, &mut flipped[(8 - t) * cin * cout..]);
-            }
-            let kernel = Matrix::row_major(&scratch.kernel, 9 * cout, cin);
-            let tiles = (&mut scratch.tiles[..], scratch.tile_len);
-            gathered_matmul(tiles, input, output, dz, SAME_3X3, kernel, None, dx);
-        }
-        ConvInput::Upsampled2 => {
-            // dx[i, j] = sum over a 4x4 window of dz at stride 2 from (2i - 1, 2j - 1), with
-            // transposed[dr, dc, co, ci] = sum of kernel[ky, kx, ci, co] over the taps that
-            // reach source pixel (i, j) from output (2i - 1 + dr, 2j - 1 + dc).
-            let block = cin * cout;
-            let transposed = &mut scratch.kernel[..16 * block];
-            transposed.fill(0.0);
-            for dr in 0..4 {
-                for dc in 0..4 {
-                    let dst = &mut transposed[(4 * dr + dc) * block..][..block];
-                    for &ky in TRANSPOSED_TAPS[dr] {
-                        for &kx in TRANSPOSED_TAPS[dc] {
-                            let taps = &kernel[(3 * ky + kx) * block..][..block];
-                            add_transposed(taps, cin, cout, dst);
-                        }
-                    }
-                }
-            }
-            let window = Window {
-                size: 4,
-                stride: 2,
-                origin: (-1, -1),
-            };
-            let kernel = Matrix::row_major(&scratch.kernel, 16 * cout, cin);
-            let tiles = (&mut scratch.tiles[..], scratch.tile_len);
-            gathered_matmul(tiles, input, output, dz, window, kernel, None, dx);
-        }
+    let flipped = &mut scratch.kernel[..9 * cin * cout];
+    flipped.fill(0.0);
+    for (t, taps) in kernel.chunks_exact(cin * cout).enumerate() {
+        add_transposed(taps, cin, cout, &mut flipped[(8 - t) * cin * cout..]);
     }
-}
-
-/// dst[co, ci] += src[ci, co]
-fn add_transposed(src: &[f32], cin: usize, cout: usize, dst: &mut [f32]) {
-    for ci in 0..cin {
-        for co in 0..cout {
-            dst[co * cin + ci] += src[ci * cout + co];
-        }
-    }
+    let gather = match conv.read {
+        ConvInput::Direct => Gather::pixels(conv.output(), input, Window::SAME_3X3),
+        ConvInput::Upsampled2 => Gather::box_sums(conv.output(), input),
+    };
+    let flipped = Matrix::row_major(&scratch.kernel, 9 * cout, cin);
+    let tiles = (&mut scratch.tiles[..], scratch.tile_len);
+    gathered_gemm(tiles, &gather, dz, flipped, None, dx);
 }
 
 /// dkernel[ky, kx, ci, co] = sum over output pixels p of input(p + tap)[ci] * dz[p, co] and
@@ -430,71 +312,60 @@ pub fn backward_filter(
     dz: &[f32],
     grads: &mut [f32],
 ) {
-    let (input, cin, cout) = (conv.input, conv.slot.in_channels, conv.slot.out_channels);
     let size = partial_len(conv);
-    let per_chunk = chunk_pixels(input);
-    let chunks = input.pixels().div_ceil(per_chunk);
-    let output = conv.output();
-    let width = input.width;
-    let tile_len = scratch.tile_len;
-    // Each chunk of source pixels accumulates its own partial gradient.
-    scratch.partials[..chunks * size]
+    let chunks = conv.input.pixels().div_ceil(chunk_pixels(conv.input));
+    let partials = &mut scratch.partials[..chunks * size];
+    let tiles = (&mut scratch.tiles[..], scratch.tile_len);
+    match conv.read {
+        ConvInput::Direct => {
+            chunk_partials(
+                conv.input,
+                tiles,
+                (partials, size),
+                filter_same(conv, x, dz),
+            );
+            sum_in_order(&scratch.partials[..chunks * size], &mut grads[..size]);
+        }
+        ConvInput::Upsampled2 => {
+            if one_channel::applies(conv) {
+                let tile_gradient = one_channel::filter_box_sums(conv, x, dz);
+                chunk_partials(conv.input, tiles, (partials, size), tile_gradient);
+            } else {
+                let tile_gradient = filter_box_sums(conv, x, dz);
+                chunk_partials(conv.input, tiles, (partials, size), tile_gradient);
+            }
+            let total = &mut scratch.kernel[..size];
+            sum_in_order(&scratch.partials[..chunks * size], total);
+            unflip_box_sum_gradient(conv, total, grads);
+        }
+    }
+}
+
+/// Calls `tile_gradient(pixels, tile, partial)` for each tile of at most TILE_PIXELS source
+/// pixels of `grid`, in order, each chunk of work into its own zeroed partial of `size`.
+fn chunk_partials(
+    grid: Nhwc,
+    (tiles, tile_len): (&mut [f32], usize),
+    (partials, size): (&mut [f32], usize),
+    tile_gradient: impl Fn(Range<usize>, &mut [f32], &mut [f32]) + Sync,
+) {
+    let per_chunk = chunk_pixels(grid);
+    partials
         .par_chunks_mut(size)
-        .zip(scratch.tiles.par_chunks_mut(tile_len))
+        .zip(tiles.par_chunks_mut(tile_len))
         .enumerate()
         .for_each(|(chunk, (partial, tile))| {
-            let first = chunk * per_chunk;
-            let chunk_len = per_chunk.min(input.pixels() - first);
-            let (dkernel, dbias) = partial.split_at_mut(size - cout);
-            dkernel.fill(0.0);
-            dbias.fill(0.0);
-            if thin::applies(conv) {
-                // Tile by tile, as the GEMM path adds, to keep the float32 sums short.
-                let tile_sum = &mut tile[..size];
-                for start in (0..chunk_len).step_by(TILE_PIXELS) {
-                    let pixels = first + start..first + chunk_len.min(start + TILE_PIXELS);
-                    tile_sum.fill(0.0);
-                    thin::filter_partial(conv, x, dz, pixels, tile_sum);
-                    add(partial, tile_sum);
-                }
-                return;
-            }
-            for start in (0..chunk_len).step_by(TILE_PIXELS) {
-                let pixels = TILE_PIXELS.min(chunk_len - start);
-                match conv.read {
-                    ConvInput::Direct => {
-                        let col = &mut tile[..pixels * 9 * cin];
-                        im2col(input, x, input, SAME_3X3, first + start, col);
-                        let dz_tile = &dz[(first + start) * cout..][..pixels * cout];
-                        accumulate_outer(col, dz_tile, pixels, dkernel, dbias);
-                    }
-                    ConvInput::Upsampled2 => {
-                        let (col, gathered) = tile.split_at_mut(TILE_PIXELS * 4 * cin);
-                        for (phase, &(a, b)) in PHASES.iter().enumerate() {
-                            let window = phase_window(a, b);
-                            let col = &mut col[..pixels * 4 * cin];
-                            im2col(input, x, input, window, first + start, col);
-                            // dz of output pixels (2i + a, 2j + b) for this tile's source pixels.
-                            let gathered = &mut gathered[..pixels * cout];
-                            for (q, g) in gathered.chunks_exact_mut(cout).enumerate() {
-                                let pixel = first + start + q;
-                                let (row, j) = (pixel / width, pixel % width);
-                                let at = ((2 * row + a) * output.width + 2 * j + b) * cout;
-                                g.copy_from_slice(&dz[at..at + cout]);
-                            }
-                            let block = &mut dkernel[phase * 4 * cin * cout..][..4 * cin * cout];
-                            accumulate_outer(col, gathered, pixels, block, dbias);
-                        }
-                    }
-                }
+            partial.fill(0.0);
+            let pixels = chunk * per_chunk..grid.pixels().min((chunk + 1) * per_chunk);
+            for start in pixels.clone().step_by(TILE_PIXELS) {
+                tile_gradient(start..pixels.end.min(start + TILE_PIXELS), tile, partial);
             }
         });
-    // Sum the chunks in order into one partial, then fold phase kernels back onto the 3x3 taps.
-    let partials = &scratch.partials[..chunks * size];
-    let total = match conv.read {
-        ConvInput::Direct => &mut grads[..size],
-        ConvInput::Upsampled2 => &mut scratch.kernel[..size],
-    };
+}
+
+/// total[i] = the sum over partials (each total.len() long) of partial[i], in their order.
+fn sum_in_order(partials: &[f32], total: &mut [f32]) {
+    let size = total.len();
     total
         .par_chunks_mut(1024)
         .enumerate()
@@ -506,33 +377,67 @@ pub fn backward_filter(
                     .sum();
             }
         });
-    if conv.read == ConvInput::Upsampled2 {
-        let block = cin * cout;
-        let (dkernel, dbias) = grads.split_at_mut(9 * block);
-        let total = &scratch.kernel;
-        dkernel.fill(0.0);
-        for_each_phase_tap(|p, t| {
-            add(
-                &mut dkernel[t * block..][..block],
-                &total[p * block..][..block],
-            )
-        });
-        dbias[..cout].copy_from_slice(&total[16 * block..][..cout]);
+}
+
+/// A tile's gradient for a plain input: dkernel [9 cin, cout] += window(x)^T dz, dbias +=
+/// column sums of dz.
+fn filter_same<'a>(
+    conv: &'a Conv,
+    x: &'a [f32],
+    dz: &'a [f32],
+) -> impl Fn(Range<usize>, &mut [f32], &mut [f32]) + Sync + 'a {
+    let (input, cin, cout) = (conv.input, conv.slot.in_channels, conv.slot.out_channels);
+    let gather = Gather::pixels(input, input, Window::SAME_3X3);
+    move |pixels, tile, partial| {
+        let rows = &mut tile[..pixels.len() * 9 * cin];
+        gather.rows(x, pixels.start, rows);
+        let dz = &dz[pixels.start * cout..pixels.end * cout];
+        let (dkernel, dbias) = partial.split_at_mut(9 * cin * cout);
+        let windows = Matrix::row_major(rows, pixels.len(), 9 * cin).transposed();
+        gemm(
+            windows,
+            Matrix::row_major(dz, pixels.len(), cout),
+            dkernel,
+            true,
+        );
+        for row in dz.chunks_exact(cout) {
+            add(dbias, row);
+        }
     }
 }
 
-/// dkernel += col^T dz and dbias += column sums of dz, for a tile of `pixels` rows.
-fn accumulate_outer(
-    col: &[f32],
-    dz: &[f32],
-    pixels: usize,
-    dkernel: &mut [f32],
-    dbias: &mut [f32],
-) {
-    let (k, cout) = (col.len() / pixels, dbias.len());
-    let col_t = Matrix::row_major(col, pixels, k).transposed();
-    matmul(col_t, Matrix::row_major(dz, pixels, cout), dkernel, true);
-    for row in dz.chunks_exact(cout) {
-        dbias.iter_mut().zip(row).for_each(|(b, g)| *b += g);
+/// A tile's gradient for an upsampled input (see [`backward_data`] for the box sums B):
+/// dw[t] = sum over p of dz[p] u[p + t] = sum over s of x[s] (dz[2s - t] + dz[2s + 1 - t]),
+/// so dw[2 - r] = sum over s of x[s] B[2s + r] per dimension, and dbias is the sum of the
+/// aligned boxes (r = 1 in both dimensions), which cover dz once. Accumulated flipped and
+/// transposed: partial[r, rc, co, ci] += box_sums(dz)^T x, then [`unflip_box_sum_gradient`].
+fn filter_box_sums<'a>(
+    conv: &'a Conv,
+    x: &'a [f32],
+    dz: &'a [f32],
+) -> impl Fn(Range<usize>, &mut [f32], &mut [f32]) + Sync + 'a {
+    let (input, cin, cout) = (conv.input, conv.slot.in_channels, conv.slot.out_channels);
+    let gather = Gather::box_sums(conv.output(), input);
+    move |pixels, tile, partial| {
+        let rows = &mut tile[..pixels.len() * 9 * cout];
+        gather.rows(dz, pixels.start, rows);
+        let x = &x[pixels.start * cin..pixels.end * cin];
+        let (dkernel, dbias) = partial.split_at_mut(9 * cin * cout);
+        let sums = Matrix::row_major(rows, pixels.len(), 9 * cout).transposed();
+        gemm(sums, Matrix::row_major(x, pixels.len(), cin), dkernel, true);
+        for row in rows.chunks_exact(9 * cout) {
+            add(dbias, &row[4 * cout..5 * cout]);
+        }
     }
+}
+
+/// grads[ky, kx, ci, co] = total[2 - ky, 2 - kx, co, ci], and the bias as it is.
+fn unflip_box_sum_gradient(conv: &Conv, total: &[f32], grads: &mut [f32]) {
+    let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
+    let (dkernel, dbias) = grads.split_at_mut(9 * cin * cout);
+    dkernel.fill(0.0);
+    for (t, tap) in total.chunks_exact(cin * cout).take(9).enumerate() {
+        add_transposed(tap, cout, cin, &mut dkernel[(8 - t) * cin * cout..]);
+    }
+    dbias[..cout].copy_from_slice(&total[9 * cin * cout..][..cout]);
 }

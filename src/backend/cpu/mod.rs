@@ -1,11 +1,14 @@
-//! The CPU engine: convolutions in [`conv`] (one kind in [`thin`]), element-wise and pooling
+//! The CPU engine: convolutions in [`conv`] (gathered GEMMs: [`gather`] and [`gemm`]; one
+//! output channel from an upsampled input in [`one_channel`]), element-wise and pooling
 //! operations here, every operation spread over threads with rayon.
 //!
 //! Work is cut into a fixed number of pieces whatever the thread count, and every reduction
 //! adds its pieces in a fixed order, so a run gives the same bits on 1 thread or 64.
 
 mod conv;
-mod thin;
+mod gather;
+mod gemm;
+mod one_channel;
 
 use rayon::prelude::*;
 

@@ -1,9 +1,11 @@
-//! Convolutions with one output channel read through an upsampling (conv6) as direct loops.
-//! As im2col and a GEMM they would be four GEMMs of width 1 whose im2col copies every source
-//! pixel sixteen times; here each output pixel is four dot products of a source pixel's
-//! channels with a phase-kernel tap, read in place, with the vector instructions of the CPU it
-//! runs on (`pulp` picks AVX-512 or AVX2 with FMA at run time) and every multiply-add fused, as
-//! the GEMM kernels fuse them.
+//! Convolutions with one output channel and an upsampled input (conv6) as direct loops. As
+//! gathered GEMMs they would be GEMMs of width 1 whose gathers copy every source pixel many
+//! times; here the forward pass computes each output pixel as four dot products of a source
+//! pixel's channels with a phase-kernel tap, and the kernel gradient adds each source pixel's
+//! channels, read in place, times the nine box sums of dz that its taps see (the algebra of
+//! `backward_data` in conv.rs), with the vector instructions of the CPU it runs on (`pulp`
+//! picks AVX-512 or AVX2 with FMA at run time) and every multiply-add fused, as the GEMM
+//! kernels fuse them. Backward-data is a gathered GEMM of depth 9 in conv.rs.
 //!
 //! (conv1, one input channel, stays a GEMM of depth 9: direct loops over its 32 output
 //! channels were slower.)
@@ -13,7 +15,8 @@ use std::ops::Range;
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::conv::{PHASES, activate, chunk_pixels, phase_window, window_taps};
+use super::conv::{PHASES, activate, add, chunk_pixels};
+use super::gather::{Gather, Placed, Window};
 use crate::backend::{Conv, ConvInput};
 
 /// Whether `conv` runs here rather than as im2col and a GEMM.
@@ -79,9 +82,9 @@ impl WithSimd for ForwardChunk<'_> {
         for q in 0..y.len() / 4 {
             let (row, j) = (q / width, q % width);
             for (phase, &(a, b)) in PHASES.iter().enumerate() {
-                let sources = window_taps(input, input, phase_window(a, b), first + q);
+                let placed = Placed::new(input, input, Window::phase(a, b), first + q);
                 let (mut sums, mut rest) = (simd.splat_f32s(0.0), 0.0);
-                for (tap, source) in sources.enumerate() {
+                for (tap, source) in placed.taps().enumerate() {
                     let Some(s) = source else { continue };
                     let taps = &kernel[(4 * phase + tap) * cin..][..cin];
                     dot_into(simd, (&mut sums, &mut rest), &x[s * cin..][..cin], taps);
@@ -113,9 +116,10 @@ pub fn forward(conv: &Conv, x: &[f32], kernel: &[f32], bias: &[f32], y: &mut [f3
         });
 }
 
-/// The kernel-and-bias gradient over some source pixels, laid out as the GEMM path
-/// accumulates it: the phase kernels [4, 2, 2, cin], then the bias.
-struct FilterPartial<'a> {
+/// The kernel-and-bias gradient over some source pixels, laid out as the GEMM path of
+/// `conv.rs` accumulates it (`filter_box_sums`, with one output channel): the flipped taps
+/// [2 - ky, 2 - kx, cin], then the bias.
+struct FilterBoxSums<'a> {
     conv: &'a Conv,
     x: &'a [f32],
     dz: &'a [f32],
@@ -123,51 +127,52 @@ struct FilterPartial<'a> {
     partial: &'a mut [f32],
 }
 
-impl WithSimd for FilterPartial<'_> {
+impl WithSimd for FilterBoxSums<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let FilterPartial {
+        let FilterBoxSums {
             conv,
             x,
             dz,
             pixels,
             partial,
         } = self;
-        let (input, cin, width) = (conv.input, conv.slot.in_channels, conv.input.width);
+        let cin = conv.slot.in_channels;
+        let gather = Gather::box_sums(conv.output(), conv.input);
         let (dkernel, dbias) = partial.split_at_mut(partial.len() - 1);
-        // phase_kernel[a, b][u, v, :] += dz[2i + a, 2j + b] x[i + a - 1 + u, j + b - 1 + v, :];
-        // dbias += dz[2i + a, 2j + b]
+        // partial[r, c, :] += box_sums(dz)[s][r, c] x[s, :]; dbias += box_sums(dz)[s][1, 1]
+        let mut sums = [0.0; 9];
         for pixel in pixels {
-            let (row, j) = (pixel / width, pixel % width);
-            for (phase, &(a, b)) in PHASES.iter().enumerate() {
-                let g = dz[(2 * row + a) * 2 * width + 2 * j + b];
-                dbias[0] += g;
-                let sources = window_taps(input, input, phase_window(a, b), pixel);
-                for (tap, source) in sources.enumerate() {
-                    let Some(s) = source else { continue };
-                    let taps = &mut dkernel[(4 * phase + tap) * cin..][..cin];
-                    axpy(simd, taps, g, &x[s * cin..][..cin]);
-                }
+            gather.rows(dz, pixel, &mut sums);
+            dbias[0] += sums[4];
+            let x = &x[pixel * cin..][..cin];
+            for (taps, &g) in dkernel.chunks_exact_mut(cin).zip(&sums) {
+                axpy(simd, taps, g, x);
             }
         }
     }
 }
 
-/// Adds the kernel-and-bias gradient over source pixels `pixels` into `partial`.
-pub fn filter_partial(
-    conv: &Conv,
-    x: &[f32],
-    dz: &[f32],
-    pixels: Range<usize>,
-    partial: &mut [f32],
-) {
-    Arch::new().dispatch(FilterPartial {
-        conv,
-        x,
-        dz,
-        pixels,
-        partial,
-    })
+/// A tile's gradient with one output channel (see `filter_box_sums` in conv.rs): the tile's
+/// sum is formed in `tile` and then added to `partial`, as the GEMM path adds a tile's
+/// product, to keep the float32 sums short.
+pub fn filter_box_sums<'a>(
+    conv: &'a Conv,
+    x: &'a [f32],
+    dz: &'a [f32],
+) -> impl Fn(Range<usize>, &mut [f32], &mut [f32]) + Sync + 'a {
+    move |pixels, tile, partial| {
+        let tile_sum = &mut tile[..partial.len()];
+        tile_sum.fill(0.0);
+        Arch::new().dispatch(FilterBoxSums {
+            conv,
+            x,
+            dz,
+            pixels,
+            partial: tile_sum,
+        });
+        add(partial, tile_sum);
+    }
 }
