@@ -616,6 +616,7 @@ fn the_emulator_catches_broken_tensor_core_kernels() {
         ("broken_tf32_gemm_swapped_fragment", (37, 44, 300), -1.0),
         ("broken_tf32_gemm_missing_wait", (37, 44, 300), -1.0),
         ("broken_tf32_gemm_short_wait", (37, 44, 300), -1.0),
+        ("broken_tf32_gemm_missing_barrier", (37, 44, 300), -1.0),
         ("broken_tf32_gemm_unrounded", (21, 20, 1000), 0.0),
     ] {
         let (error, bound) = tf32_gemm_error(kernel, shape, low);

@@ -227,6 +227,28 @@ std::string complete_warp(std::vector<Fiber*>& lanes) {
     return "";
 }
 
+// Runs one warp of the current block as far as it goes before a barrier, completing its warp
+// operations as its lanes arrive; "" or the first error. Warps run one after another, so a warp
+// that reads what another warp has not yet written (a missing barrier) sees the poison.
+std::string run_warp(size_t warp, size_t threads) {
+    const size_t first = warp * 32, end = std::min(threads, first + 32);
+    for (;;) {
+        for (size_t i = first; i < end; ++i)
+            if (scheduler.fibers[i].state == State::Ready) to_fiber(scheduler.fibers[i]);
+        if (!scheduler.error.empty()) return scheduler.error;
+        std::vector<Fiber*> lanes;
+        for (size_t i = first; i < end; ++i) {
+            Fiber& f = scheduler.fibers[i];
+            if (f.state == State::Done) continue;
+            if (f.state != State::AtWarp) return "";
+            lanes.push_back(&f);
+        }
+        if (lanes.empty()) return "";
+        std::string failure = complete_warp(lanes);
+        if (!failure.empty()) return failure;
+    }
+}
+
 // Runs every fiber of the current block to completion; "" or the first error.
 std::string run_block(size_t threads) {
     for (size_t i = 0; i < threads; ++i) {
@@ -240,27 +262,11 @@ std::string run_block(size_t threads) {
     for (size_t i = 0; i + 4 <= scheduler.shared.size(); i += 4)
         std::memcpy(&scheduler.shared[i], &poison, 4);
     for (;;) {
-        for (size_t i = 0; i < threads; ++i)
-            if (scheduler.fibers[i].state == State::Ready) to_fiber(scheduler.fibers[i]);
-        if (!scheduler.error.empty()) return scheduler.error;
-        size_t done = 0, at_barrier = 0;
-        bool progressed = false;
         for (size_t warp = 0; warp * 32 < threads; ++warp) {
-            std::vector<Fiber*> lanes;
-            bool all_waiting = true;
-            for (size_t i = warp * 32; i < std::min(threads, warp * 32 + 32); ++i) {
-                Fiber& f = scheduler.fibers[i];
-                if (f.state == State::Done) continue;
-                if (f.state != State::AtWarp) all_waiting = false;
-                lanes.push_back(&f);
-            }
-            if (!lanes.empty() && all_waiting) {
-                std::string failure = complete_warp(lanes);
-                if (!failure.empty()) return failure;
-                progressed = true;
-            }
+            std::string failure = run_warp(warp, threads);
+            if (!failure.empty()) return failure;
         }
-        if (progressed) continue;
+        size_t done = 0, at_barrier = 0;
         const Fiber* waiting = nullptr;
         const Fiber* finished = nullptr;
         for (size_t i = 0; i < threads; ++i) {

@@ -19,6 +19,9 @@ enum class GemmMistake {
     MissingWait,
     // cp.async.wait_group 2 instead of 1: the newest slice, the one read, may still be in flight.
     ShortWait,
+    // No __syncthreads() after the wait: a warp reads rows other warps' copies bring in (and
+    // refills a stage other warps are still reading).
+    MissingBarrier,
     // Operands passed to the tensor core as raw float32 bits, not rounded to TF32.
     Unrounded,
 };
@@ -70,7 +73,7 @@ __device__ void tf32_gemm_tile(int m, int n, int k, const float* a, const float*
         } else if (mistake != GemmMistake::MissingWait) {
             cp_async_wait<kStages - 2>();
         }
-        __syncthreads();
+        if (mistake != GemmMistake::MissingBarrier) __syncthreads();
         // The stage refilled here was read in the previous iteration, by every thread before
         // the barrier above.
         if (slice + kStages - 1 < slices) load_slice(slice + kStages - 1, (slice + kStages - 1) % kStages);
@@ -128,6 +131,11 @@ extern "C" __global__ void __launch_bounds__(128)
 extern "C" __global__ void __launch_bounds__(128)
     broken_tf32_gemm_short_wait(int m, int n, int k, const float* a, const float* b, float* c) {
     tf32_gemm_tile<GemmMistake::ShortWait>(m, n, k, a, b, c);
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+    broken_tf32_gemm_missing_barrier(int m, int n, int k, const float* a, const float* b, float* c) {
+    tf32_gemm_tile<GemmMistake::MissingBarrier>(m, n, k, a, b, c);
 }
 
 extern "C" __global__ void __launch_bounds__(128)
