@@ -32,14 +32,17 @@ __device__ __forceinline__ float activate(float z, int activation) {
 // functions as checked C++, so a kernel written against them runs and is verified on the CPU.
 //
 // tf32_round(x): x rounded to TF32 (10 mantissa bits, nearest, ties away from zero; the low 13
-//   bits are zero), as a 32-bit register ready for an mma operand. cvt.rna.tf32.f32.
+//   bits are zero), as a 32-bit register ready for an mma operand. cvt.rna.tf32.f32, which
+//   sm_89 and sm_90 run as two instructions (FSETP + IADD): a tensor that a kernel writes
+//   already rounded (its epilogue calling tf32_round) spares the reader that per operand.
 // mma_tf32_m16n8k8(d, a, b, c): d = a b + c for one warp, A 16 x 8 (row), B 8 x 8 (col), C and D
 //   16 x 8 in float32. Every lane of the warp calls it together with its fragments, laid out as
 //   in the PTX ISA ("Matrix Fragments for mma.m16n8k8", .tf32), g = lane / 4, t = lane % 4:
 //     a[0] = A[g][t]   a[1] = A[g + 8][t]   a[2] = A[g][t + 4]   a[3] = A[g + 8][t + 4]
 //     b[0] = B[t][g]   b[1] = B[t + 4][g]
 //     c[0] = C[g][2t]  c[1] = C[g][2t + 1]  c[2] = C[g + 8][2t]  c[3] = C[g + 8][2t + 1]  (d alike)
-//   A and B must come from tf32_round: the tensor core truncates any other float.
+//   A and B must be TF32 values (from tf32_round now or when they were stored): the tensor
+//   core truncates any other float.
 //   mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32.
 // ldmatrix_x4(r, shared_row): four 8 x 8 matrices of 16-bit values from shared memory, for one
 //   warp: lanes 8i..8i+7 each point at one 16-byte row of matrix i (16-byte aligned), and lane l

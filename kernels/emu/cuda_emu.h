@@ -58,8 +58,8 @@ enum class WarpOp { Shuffle, ShuffleDown, ShuffleXor, Ballot, Sync, Collective }
 uint32_t warp_exchange(WarpOp op, unsigned mask, uint32_t payload, int argument, int width,
                        const char* file, int line);
 
-// A warp-wide operation on every lane's data at once (mma.sync): once all 32 lanes of the warp
-// have arrived, `complete` runs with each lane's `lane_data`, in lane order.
+// A warp-wide operation on every lane's data at once (mma.sync, ldmatrix): once all 32 lanes
+// of the warp have arrived, `complete` runs with each lane's `lane_data`, in lane order.
 using WarpCollective = void (*)(void* const lanes[32]);
 void warp_collective(void* lane_data, WarpCollective complete, const char* file, int line);
 
