@@ -344,6 +344,7 @@ pub fn train<B: Backend>(
     resume: Option<(PathBuf, Checkpoint)>,
     interrupt: &AtomicBool,
 ) -> Result<TrainReport> {
+    check_out_is_outside_data(config)?;
     let _claim = RunFolder::claim(
         &config.out_dir,
         resume
@@ -420,6 +421,34 @@ pub fn train<B: Backend>(
         }
     }
     Ok(report)
+}
+
+/// Refuses a run folder inside the data folder: its loss curve would be read back as a
+/// training image by the next run.
+fn check_out_is_outside_data(config: &TrainConfig) -> Result<()> {
+    let canonical = |path: &std::path::Path| fs::canonicalize(path).ok();
+    // A run folder not made yet is judged by its parent.
+    let out = canonical(&config.out_dir).or_else(|| {
+        let parent = config
+            .out_dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty());
+        Some(
+            canonical(parent.unwrap_or(std::path::Path::new(".")))?
+                .join(config.out_dir.file_name()?),
+        )
+    });
+    match (out, canonical(&config.data_dir)) {
+        (Some(out), Some(data)) if out.starts_with(&data) => Err(Error::invalid(
+            "--out",
+            format!(
+                "{} is inside the --data folder {}, where its loss.png would be read as an image",
+                config.out_dir.display(),
+                config.data_dir.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn say(config: &TrainConfig, line: String) {

@@ -785,3 +785,33 @@ fn a_malformed_history_is_its_own_error_not_a_bad_checkpoint() {
     );
     assert!(!text(&output).contains("checkpoint"));
 }
+
+#[test]
+fn a_run_folder_inside_the_data_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::write_striped_images(&data, 4, 16);
+    let output = small_run(&data, &data.join("run"), "1", &[]);
+    assert_flag_error(&output, &["--out", "inside the --data folder"]);
+    assert!(!data.join("run").exists());
+}
+
+#[test]
+fn synth_removes_staging_files_of_dead_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("prints");
+    std::fs::create_dir_all(&out).unwrap();
+    let stale = out.join(".f00000_0.bmp.partial-2147483647");
+    std::fs::write(&stale, b"half an image").unwrap();
+    let output = whorl(&[
+        "synth",
+        "--out",
+        path(&out),
+        "--fingers",
+        "1",
+        "--impressions",
+        "1",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(!stale.exists());
+}

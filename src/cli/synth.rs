@@ -144,6 +144,7 @@ pub(crate) fn run_synth(args: SynthArgs) -> Result<ExitCode> {
         seed: args.seed,
     };
     let started = std::time::Instant::now();
+    whorl::atomic::remove_stale_staging(&out)?;
     let manifest = whorl::synth::generate(&out, &config, true)?;
     let seconds = started.elapsed().as_secs_f64();
     println!(

@@ -198,6 +198,7 @@ pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
     if args.data.is_none() && args.resume.is_none() {
         check_synth_counts(&args)?;
         let cache = whorl::synth::cache_root();
+        whorl::atomic::remove_stale_staging(&cache)?;
         let (fingers, impressions) = (args.synth_fingers, args.synth_impressions);
         let data = whorl::synth::default_data(&cache, fingers, impressions, !args.quiet)?;
         if !args.quiet {
