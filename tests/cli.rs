@@ -465,6 +465,20 @@ fn info_and_devices_report_a_missing_gpu_cleanly() {
         ])
     };
     assert_flag_error(&run("cuda:x"), &["--device", "cuda:x"]);
+    assert!(
+        report.contains("FP32"),
+        "the CPU says it computes in FP32: {report}"
+    );
+    let precision = whorl(&["bench", "--device", "cpu", "--precision", "bf8"]);
+    assert_flag_error(&precision, &["--precision", "bf8"]);
+    let huge = whorl(&[
+        "bench",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "18446744073709551615",
+    ]);
+    assert_flag_error(&huge, &["--batch-size", "memory"]);
     assert_flag_error(
         &run("tpu"),
         &["--device", "expected cpu, cuda, cuda:N or auto"],

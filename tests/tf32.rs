@@ -33,6 +33,7 @@ fn tf32_convolutions_match_the_reference_within_the_tf32_bound() {
         let inputs = parity::conv_inputs(&conv, 100 + case as u64);
         let mut tf32 = GpuBackend::new(Emulator::new()).with_precision(Precision::Tf32);
         assert_eq!(tf32.precision(), Precision::Tf32);
+        assert!(tf32.name().contains("TF32"), "{}", tf32.name());
         let got = parity::conv_outputs(&mut tf32, &conv, &inputs);
         let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
         let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);

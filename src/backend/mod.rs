@@ -1,5 +1,39 @@
 //! The compute backends. The layer graph calls the [`Backend`] trait and never looks inside a
 //! buffer, so the CPU engine, the direct-loop reference and GPU engines are interchangeable.
+//!
+//! # Where each operation lives
+//!
+//! | operation ([`Backend`] method) | float64 reference | CPU engine | GPU | CUDA kernels (kernels/) | tests |
+//! |---|---|---|---|---|---|
+//! | `conv2d_forward` | reference.rs | cpu/conv.rs `forward` (`forward_same`, `forward_phases`), cpu/one_channel.rs | gpu/mod.rs | conv2d.cu `conv2d_gathered_gemm`, `conv2d_fold_phases_kernel`; conv2d_tf32.cu `conv2d_gathered_gemm_tf32` | ops, emulator, tf32, gpu |
+//! | `conv2d_backward_data` | reference.rs | cpu/conv.rs `backward_data` | gpu/mod.rs | conv2d.cu `conv2d_flip_kernel`, `upsample2_box_sums`, the gathered GEMMs | ops, emulator, tf32, gpu |
+//! | `conv2d_backward_filter` | reference.rs | cpu/conv.rs `backward_filter` (`filter_same`, `filter_box_sums`), cpu/one_channel.rs | gpu/mod.rs | conv2d.cu `conv2d_filter_partials`, `sum_partials`, `sum_partials_upsampled` | ops, emulator, gpu |
+//! | `activation_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | elementwise.cu `activation_backward` | ops, emulator |
+//! | `maxpool2_forward`, `maxpool2_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | pool.cu | ops, emulator |
+//! | `upsample2_forward`, `upsample2_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | pool.cu | ops, emulator |
+//! | `mse_loss`, `mse_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | loss.cu `mse_partials`, `mse_finish`; elementwise.cu `mse_backward` | ops, emulator |
+//! | optimizer updates | reference.rs | cpu/mod.rs | gpu/mod.rs | elementwise.cu | keras_reference, emulator |
+//!
+//! Tests are files of tests/: ops (CPU engine against the reference and finite differences),
+//! emulator and tf32 (the CUDA kernels run on the CPU, against the reference), gpu (the same on
+//! a real GPU, ignored without one), keras_reference (numbers computed by Keras). Every kernel
+//! also compiles with NVRTC (tests/nvrtc.rs) and its work has a row in the benchmark
+//! (src/bench/).
+//!
+//! # Adding an operation
+//!
+//! 1. A [`Backend`] method, its formula in the doc comment.
+//! 2. The float64 reference in reference.rs, read top to bottom, the derivative in a one-line
+//!    comment above the backward code.
+//! 3. The CPU engine's version (cpu/), deterministic on any thread count.
+//! 4. The CUDA kernel in the kernels/ file of its family, with a comment on what it computes,
+//!    what each thread does and its launch shape; its tile sizes as `#define`s. build.rs
+//!    generates its typed launch function and constants (`gpu::kernels`): call those from
+//!    gpu/mod.rs, never a name and an argument list by hand.
+//! 5. Tests: tests/ops.rs and tests/emulator.rs against the reference on odd shapes with
+//!    partial tiles; tests/gpu.rs for real GPUs.
+//! 6. A row in src/bench/timing.rs with its work in src/bench/work.rs.
+//! 7. The layer graph (graph.rs) is the one place that decides when it runs.
 
 pub mod cpu;
 pub mod gpu;

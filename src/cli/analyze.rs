@@ -11,7 +11,7 @@ use whorl::backend::Backend;
 use whorl::data::Dataset;
 use whorl::{Error, Result, evaluate, figures, gradcam};
 
-use super::device::{Backends, on_device, with_backend};
+use super::device::{Backends, Compute, on_device, with_backend};
 
 #[derive(Args, Clone)]
 pub(crate) struct ModelArgs {
@@ -19,9 +19,8 @@ pub(crate) struct ModelArgs {
     #[arg(long, value_name = "CHECKPOINT")]
     pub(crate) model: PathBuf,
 
-    /// Where to compute: cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "auto")]
-    pub(crate) device: String,
+    #[command(flatten)]
+    pub(crate) compute: Compute,
 }
 
 #[derive(Args)]
@@ -92,7 +91,7 @@ pub(crate) struct GradcamArgs {
 }
 
 pub(crate) fn run_eval(args: EvalArgs) -> Result<ExitCode> {
-    let reports = with_backend!(&args.model.device, false, eval_on(&args))?;
+    let reports = with_backend!(&args.model.compute, false, eval_on(&args))?;
     print!("{}", evaluate::table(&reports));
     if let Some(path) = &args.out {
         let csv = evaluate::write(&reports, path)?;
@@ -129,7 +128,7 @@ fn short_name(path: &Path) -> String {
 }
 
 pub(crate) fn run_reconstruct(args: ReconstructArgs) -> Result<ExitCode> {
-    with_backend!(&args.model.device, false, reconstruct_on(&args))?;
+    with_backend!(&args.model.compute, false, reconstruct_on(&args))?;
     println!("figure written to {}", args.out.display());
     if let Some(dir) = &args.save_dir {
         println!("reconstructions written to {}", dir.display());
@@ -185,7 +184,7 @@ fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> 
 }
 
 pub(crate) fn run_gradcam(args: GradcamArgs) -> Result<ExitCode> {
-    with_backend!(&args.model.device, false, gradcam_on(&args))?;
+    with_backend!(&args.model.compute, false, gradcam_on(&args))?;
     println!("Grad-CAM figure written to {}", args.out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -8,13 +8,12 @@ use whorl::backend::Backend;
 use whorl::model::Architecture;
 use whorl::{Error, Result, bench};
 
-use super::device::{Backends, on_device};
+use super::device::{Backends, Compute, on_device};
 
 #[derive(Args)]
 pub(crate) struct BenchArgs {
-    /// Where to compute: cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "auto")]
-    pub(crate) device: String,
+    #[command(flatten)]
+    pub(crate) compute: Compute,
 
     /// Images per step.
     #[arg(long, default_value_t = 128)]
@@ -39,8 +38,17 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<ExitCode> {
     if args.batch_size == 0 {
         return Err(Error::invalid("--batch-size", "must be at least 1"));
     }
-    Architecture::reference().shapes(args.size, args.size)?;
-    let report = on_device(&args.device, false, |backend| match backend {
+    let architecture = Architecture::reference();
+    architecture.shapes(args.size, args.size)?;
+    // The benchmark holds the network and, per kernel, about three more batches of its tensors.
+    let network = whorl::memory::network_bytes(&architecture, args.size, args.batch_size);
+    let what = format!(
+        "benchmarking {} images of {}x{}",
+        args.batch_size, args.size, args.size
+    );
+    whorl::memory::check_fits(&what, network.map(|bytes| 2 * bytes))
+        .map_err(|why| Error::invalid("--batch-size", why))?;
+    let report = on_device(&args.compute, false, |backend| match backend {
         Backends::Cpu(cpu) => {
             let name = cpu.name();
             bench::run(cpu, &name, args.batch_size, args.size, args.repeats, None)

@@ -10,7 +10,7 @@ use whorl::{Error, Result, history};
 use super::analyze::{
     EvalArgs, GradcamArgs, ModelArgs, ReconstructArgs, run_eval, run_gradcam, run_reconstruct,
 };
-use super::device::{DeviceChoice, parse_device};
+use super::device::{Compute, DeviceChoice, parse_device};
 use super::train::{TrainArgs, run_train};
 
 #[derive(Args)]
@@ -36,15 +36,14 @@ pub(crate) struct DemoArgs {
     #[arg(long, default_value_t = 8)]
     pub(crate) impressions: usize,
 
-    /// Where to compute: cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "auto")]
-    pub(crate) device: String,
+    #[command(flatten)]
+    pub(crate) compute: Compute,
 }
 
 pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
     // Decide "auto" once, so the steps below agree and say it once.
-    if let DeviceChoice::Auto = parse_device(&args.device)? {
-        args.device = match cuda::probe() {
+    if let DeviceChoice::Auto = parse_device(&args.compute.device)? {
+        args.compute.device = match cuda::probe() {
             Ok((_, gpus)) if !gpus.is_empty() => "cuda:0".into(),
             Ok(_) => "cpu".into(),
             Err(reason) => {
@@ -91,7 +90,9 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
         "--save-every",
         &args.epochs.to_string(),
         "--device",
-        &args.device,
+        &args.compute.device,
+        "--precision",
+        args.compute.precision.name(),
     ]);
     let code = run_train(train_args)?;
     if code != ExitCode::SUCCESS {
@@ -99,7 +100,7 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
     }
     let model = ModelArgs {
         model: run.clone(),
-        device: args.device.clone(),
+        compute: args.compute.clone(),
     };
     let metrics = args.out.join("metrics.json");
     run_eval(EvalArgs {

@@ -1,9 +1,27 @@
 //! `--device`: the CPU, a GPU through the CUDA kernels, or whichever is present.
 
+use clap::Args;
+use whorl::backend::Precision;
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::GpuBackend;
 use whorl::backend::gpu::cuda::CudaDevice;
 use whorl::{Error, Result};
+
+/// Where and how to compute: `--device` and `--precision`, for every command that runs the model.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct Compute {
+    /// Where to compute: cpu, cuda (GPU 0), cuda:N, or auto (the first GPU when a driver and a
+    /// GPU are present, else the CPU; it says which). CPU threads follow RAYON_NUM_THREADS
+    /// (default: all cores).
+    #[arg(long, default_value = "auto")]
+    pub(crate) device: String,
+
+    /// How a GPU multiplies in its convolutions: tf32 (tensor cores, operands rounded to TF32,
+    /// sums in float32: what PyTorch and TensorFlow do by default) or fp32 (exact float32 on
+    /// the CUDA cores). The CPU always computes in FP32.
+    #[arg(long, value_enum, default_value_t = Precision::Tf32)]
+    pub(crate) precision: Precision,
+}
 
 /// Where `--device` asks to compute.
 pub(crate) enum DeviceChoice {
@@ -30,14 +48,21 @@ pub(crate) fn parse_device(device: &str) -> Result<DeviceChoice> {
     }
 }
 
-/// Runs `job` on the backend `--device` names: the CPU, or a GPU through the CUDA kernels.
+/// Runs `job` on the backend `--device` names: the CPU, or a GPU through the CUDA kernels in
+/// `--precision`.
 pub(crate) fn on_device<T>(
-    device: &str,
+    compute: &Compute,
     quiet: bool,
     job: impl FnOnce(Backends) -> Result<T>,
 ) -> Result<T> {
-    let gpu =
-        |ordinal| CudaDevice::new(ordinal).map(|d| Backends::Gpu(Box::new(GpuBackend::new(d))));
+    let device = compute.device.as_str();
+    let gpu = |ordinal| {
+        CudaDevice::new(ordinal).map(|d| {
+            Backends::Gpu(Box::new(
+                GpuBackend::new(d).with_precision(compute.precision),
+            ))
+        })
+    };
     let backend = match parse_device(device)? {
         DeviceChoice::Cpu => Backends::Cpu(CpuBackend::new()),
         DeviceChoice::Cuda(ordinal) => gpu(ordinal)

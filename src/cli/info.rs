@@ -37,12 +37,18 @@ pub(crate) fn run_info() -> Result<ExitCode> {
                     gpu.multiprocessors,
                     gpu.memory_bytes as f64 / (1u64 << 30) as f64
                 );
+                let precision = if major >= 8 {
+                    "TF32 on tensor cores by default (--precision fp32: exact FP32)"
+                } else {
+                    "FP32 only (TF32 needs compute capability 8.0 or more)"
+                };
+                println!("  convolutions: {precision}");
             }
         }
         Err(reason) => println!("CUDA driver: none ({reason})"),
     }
     println!(
-        "CPU: {} threads, {}",
+        "CPU: {} threads, {}, FP32",
         rayon::current_num_threads(),
         cpu::vector_instructions()
     );

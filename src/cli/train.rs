@@ -9,7 +9,7 @@ use whorl::model::Architecture;
 use whorl::train::{self, TrainConfig};
 use whorl::{Error, Result};
 
-use super::device::{Backends, on_device, parse_device};
+use super::device::{Backends, Compute, on_device, parse_device};
 use super::stop_signal;
 
 #[derive(Parser)]
@@ -82,11 +82,8 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     pub(crate) skip_bad: bool,
 
-    /// Where to compute: cpu, cuda (GPU 0), cuda:N, or auto (the first GPU when a driver and a
-    /// GPU are present, else the CPU; it says which). CPU threads follow RAYON_NUM_THREADS
-    /// (default: all cores).
-    #[arg(long, default_value = "auto")]
-    pub(crate) device: String,
+    #[command(flatten)]
+    pub(crate) compute: Compute,
 
     /// Print only errors and the final line: no summary, progress bars or per-epoch lines.
     #[arg(long)]
@@ -194,7 +191,7 @@ fn check_synth_counts(args: &TrainArgs) -> Result<()> {
 }
 
 pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
-    parse_device(&args.device)?;
+    parse_device(&args.compute.device)?;
     if args.data.is_none() && args.resume.is_none() {
         check_synth_counts(&args)?;
         let cache = whorl::synth::cache_root();
@@ -235,7 +232,7 @@ pub(crate) fn run_train(mut args: TrainArgs) -> Result<ExitCode> {
     }
 
     stop_signal::install()?;
-    let report = on_device(&args.device, args.quiet, |backend| match backend {
+    let report = on_device(&args.compute, args.quiet, |backend| match backend {
         Backends::Cpu(cpu) => train::train(cpu, &config, resume, &stop_signal::STOP),
         Backends::Gpu(gpu) => train::train(*gpu, &config, resume, &stop_signal::STOP),
     })?;

@@ -72,7 +72,7 @@ impl Backend for CpuBackend {
 
     fn name(&self) -> String {
         format!(
-            "cpu ({} threads, {})",
+            "cpu ({} threads, {}, FP32)",
             rayon::current_num_threads(),
             vector_instructions()
         )

@@ -421,7 +421,11 @@ impl<D: Device> Backend for GpuBackend<D> {
     type Buffer = GpuBuffer;
 
     fn name(&self) -> String {
-        self.device.name()
+        let precision = match self.precision {
+            Precision::Tf32 => "TF32 convolutions on tensor cores",
+            Precision::Fp32 => "FP32",
+        };
+        format!("{} ({precision})", self.device.name())
     }
 
     fn precision(&self) -> Precision {
