@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command to validate whorl on a GPU machine. It runs the GPU tests, a short training run on
-# the GPU compared with the same run on the CPU, the benchmarks and, when PyTorch is importable,
-# the PyTorch baseline; it writes report.md and report.json under bench/results/DATE-DEVICE/.
+# the GPU in TF32 and in FP32 compared with the same run on the CPU, the benchmarks in both
+# precisions and, when PyTorch is importable, the PyTorch baseline (FP32 and TF32); it writes
+# report.md and report.json under bench/results/DATE-DEVICE/.
 #
 #   scripts/gpu-check.sh                 build here (needs Rust) and check
 #   scripts/gpu-check.sh --build DIR     build the release binary and the GPU test binary into
@@ -10,7 +11,8 @@
 #                                        driver and python3; run from the repository root)
 #
 # Every stage runs even when one before it fails, so one report shows everything; the exit
-# status is 0 only when the GPU tests pass, the two loss curves agree and the benchmarks ran.
+# status is 0 only when the GPU tests pass, both GPU loss curves agree with the CPU's within
+# 1e-2 and the benchmarks ran.
 # GPU_CHECK_RESULTS names another folder for the results (tests/scripts.rs uses it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,29 +66,32 @@ echo "== GPU tests"
 tests_status=0
 "$gpu_tests" --ignored --test-threads 1 2>&1 | tee "$out/gpu-tests.txt" || tests_status=$?
 
-echo "== training: the same short run on the GPU and on the CPU"
+echo "== training: the same short run on the GPU (TF32 and FP32) and on the CPU"
 export WHORL_CACHE="$out/cache"
 train_status=0
-for device_name in cuda cpu; do
-    "$whorl" train --device "$device_name" --synth-fingers 32 --synth-impressions 4 --size 64 \
-        --epochs 3 --batch-size 16 --out "$out/train-$device_name" --quiet \
-        2>&1 | tee "$out/train-$device_name.txt" || train_status=$?
+for run in cuda-tf32 cuda-fp32 cpu-fp32; do
+    "$whorl" train --device "${run%-*}" --precision "${run#*-}" --synth-fingers 32 \
+        --synth-impressions 4 --size 64 --epochs 3 --batch-size 16 --out "$out/train-$run" \
+        --quiet 2>&1 | tee "$out/train-$run.txt" || train_status=$?
 done
 rm -rf "$out/cache"
 
 echo "== benchmarks"
 bench_status=0
-"$whorl" bench --device cuda --json "$out/bench-whorl.json" 2>&1 | tee "$out/bench-whorl.md" \
-    || bench_status=$?
+for precision in fp32 tf32; do
+    "$whorl" bench --device cuda --precision "$precision" --json "$out/bench-whorl-$precision.json" \
+        2>&1 | tee "$out/bench-whorl-$precision.md" || bench_status=$?
+done
 if [ -f bench/torch_baseline.py ] && python3 -c 'import torch' 2>/dev/null; then
     python3 bench/torch_baseline.py --device cuda --json "$out/bench-torch.json" 2>&1 \
         | tee "$out/bench-torch.md" || bench_status=$?
 else
     echo "no PyTorch baseline run (torch is not importable)" | tee "$out/bench-torch.md"
 fi
-for torch_json in "$out/bench-torch.json" "$out/bench-torch-tf32.json"; do
-    if [ -f "$out/bench-whorl.json" ] && [ -f "$torch_json" ]; then
-        "$whorl" compare "$out/bench-whorl.json" "$torch_json" | tee -a "$out/compare.md"
+for pair in "fp32 bench-torch.json" "tf32 bench-torch-tf32.json"; do
+    whorl_json="$out/bench-whorl-${pair% *}.json" torch_json="$out/${pair#* }"
+    if [ -f "$whorl_json" ] && [ -f "$torch_json" ]; then
+        "$whorl" compare "$whorl_json" "$torch_json" | tee -a "$out/compare.md"
     fi
 done
 
@@ -100,21 +105,25 @@ def history(name):
         return []
     with open(path) as f:
         return list(csv.DictReader(f))
-gpu, cpu = history("cuda"), history("cpu")
-rows, worst = [], 0.0
-for g, c in zip(gpu, cpu):
-    for key in ("train_loss", "val_loss"):
-        a, b = float(g[key]), float(c[key])
-        worst = max(worst, abs(a - b) / abs(b))
-    rows.append((g["epoch"], g["train_loss"], c["train_loss"], g["val_loss"], c["val_loss"], g["seconds"], c["seconds"]))
-agree = train_status == 0 and len(gpu) == len(cpu) > 0 and worst < 1e-2
+cpu = history("cpu-fp32")
+training, rows, agree = {}, [], train_status == 0
+for precision in ("fp32", "tf32"):
+    gpu, worst = history(f"cuda-{precision}"), 0.0
+    for g, c in zip(gpu, cpu):
+        for key in ("train_loss", "val_loss"):
+            a, b = float(g[key]), float(c[key])
+            worst = max(worst, abs(a - b) / abs(b))
+        rows.append((precision.upper(), g["epoch"], g["train_loss"], c["train_loss"], g["val_loss"], c["val_loss"], g["seconds"], c["seconds"]))
+    ok = len(gpu) == len(cpu) > 0 and worst < 1e-2
+    agree = agree and ok
+    training[precision] = {"worst_relative_difference": worst, "agree_within_1e-2": ok}
 report = {
     "device": device,
     "gpu_tests_passed": tests_status == 0,
     "benchmarks_ran": bench_status == 0,
-    "training": {"epochs": rows, "worst_relative_difference": worst, "agree_within_1e-2": agree},
+    "training": {"epochs": rows, **training},
 }
-for name in ("bench-whorl.json", "bench-torch.json"):
+for name in ("bench-whorl-fp32.json", "bench-whorl-tf32.json", "bench-torch.json", "bench-torch-tf32.json"):
     path = os.path.join(out, name)
     if os.path.exists(path):
         report[name[:-5]] = json.load(open(path))
@@ -123,14 +132,15 @@ with open(os.path.join(out, "report.md"), "w") as f:
     f.write(f"# whorl GPU check: {device}\n\n")
     f.write("```\n" + open(os.path.join(out, "info.txt")).read() + "```\n\n")
     f.write(f"GPU tests (`gpu-tests --ignored`): {'passed' if tests_status == 0 else 'FAILED'} (gpu-tests.txt)\n\n")
-    f.write("| epoch | train loss GPU | train loss CPU | val loss GPU | val loss CPU | s GPU | s CPU |\n|---|---|---|---|---|---|---|\n")
+    f.write("| GPU precision | epoch | train loss GPU | train loss CPU | val loss GPU | val loss CPU | s GPU | s CPU |\n|---|---|---|---|---|---|---|---|\n")
     for r in rows:
         f.write("| " + " | ".join(r) + " |\n")
-    f.write(f"\nWorst relative difference between the curves: {worst:.2e} ({'agree' if agree else 'DISAGREE'} within 1e-2)")
+    for precision, t in training.items():
+        f.write(f"\n{precision.upper()}: worst relative difference from the CPU's curve {t['worst_relative_difference']:.2e} ({'agree' if t['agree_within_1e-2'] else 'DISAGREE'} within 1e-2)")
     if train_status != 0:
-        f.write(" — a training run FAILED (train-cuda.txt, train-cpu.txt)")
+        f.write(" — a training run FAILED (train-*.txt)")
     f.write("\n\n")
-    for name in ("bench-whorl.md", "bench-torch.md", "compare.md"):
+    for name in ("bench-whorl-fp32.md", "bench-whorl-tf32.md", "bench-torch.md", "compare.md"):
         path = os.path.join(out, name)
         if os.path.exists(path):
             f.write(f"## {name[:-3]}\n\n" + open(path).read() + "\n")
