@@ -9,11 +9,11 @@
 mod common;
 
 use common::{CONV_CASES, conv, nhwc, parity, pipelined_losses, random, relative_error, widen};
-use whorl::backend::ConvInput;
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::GpuBackend;
 use whorl::backend::gpu::cuda::CudaDevice;
 use whorl::backend::reference::ReferenceBackend;
+use whorl::backend::{ConvInput, Precision};
 use whorl::graph::{Network, convolutions};
 use whorl::model::{Activation, Architecture};
 
@@ -39,6 +39,23 @@ fn gpu_kernels_match_the_reference_at_small_shapes() {
         let expected = parity::other_outputs(&mut ReferenceBackend, input, 1);
         let errors = parity::errors(&parity::OTHER_OUTPUTS, &got, &expected);
         parity::assert_within(&errors, 1e-6, &format!("{input:?}"));
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test gpu -- --ignored"]
+fn tf32_convolutions_match_the_cpu_engine_at_the_model_shapes_within_2_to_the_minus_11() {
+    for conv in convolutions(&Architecture::reference(), 224, 224, 8).unwrap() {
+        let inputs = parity::conv_inputs(&conv, 5);
+        let mut tf32 = gpu().with_precision(Precision::Tf32);
+        let got = parity::conv_outputs(&mut tf32, &conv, &inputs);
+        let expected = parity::conv_outputs(&mut CpuBackend::new(), &conv, &inputs);
+        let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
+        parity::assert_within(
+            &errors,
+            1.0 / 2048.0,
+            &format!("{} in TF32", conv.slot.name),
+        );
     }
 }
 

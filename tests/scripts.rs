@@ -72,7 +72,10 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
         serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
     assert_eq!(json["gpu_tests_passed"], false);
     for precision in ["fp32", "tf32"] {
-        assert_eq!(json["training"][precision]["agree_within_1e-2"], false, "{json}");
+        assert_eq!(
+            json["training"][precision]["agree_within_1e-2"], false,
+            "{json}"
+        );
     }
     // The CPU half of the training comparison ran whatever happened to the GPU half.
     let history = std::fs::read_to_string(run.join("train-cpu-fp32/history.csv")).unwrap();
