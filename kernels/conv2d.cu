@@ -43,10 +43,6 @@
 #define FILTER_TILE_P 32
 #define FILTER_SHARED_FLOATS (2 * FILTER_TILE_P * (FILTER_TILE_K + 1))
 
-// Where the bias gradient comes from in conv2d_filter_partials: a row of ones appended to the
-// window (the sum of dz over pixels), or a column of ones appended to the second operand.
-#define FILTER_ONES_ROW 0
-#define FILTER_ONES_COLUMN 1
 
 // A gathering thread's view of one pixel of the grid: the offset of its image in the source,
 // the source row and column of its window's first tap, and whether the pixel exists.

@@ -156,3 +156,167 @@ conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h,
         }
     }
 }
+
+// Kernel-gradient partials (conv2d_filter_partials) on tensor cores: partial[chunk, k, c] = sum
+// over the chunk's grid pixels p of window(p)[k] * second[p, c], with a row (FILTER_ONES_ROW)
+// or a column (FILTER_ONES_COLUMN) of ones appended, operands rounded to TF32. The pixels are
+// the reduction: they run in slices of 16 through a 3-stage cp.async pipeline.
+#define TF32_FILTER_ROWS 128
+#define TF32_FILTER_COLUMNS 64
+#define TF32_FILTER_SLICE 16
+#define TF32_FILTER_PITCH_A (TF32_FILTER_ROWS + 8)
+#define TF32_FILTER_PITCH_B (TF32_FILTER_COLUMNS + 8)
+#define TF32_FILTER_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_PITCH_A + TF32_FILTER_PITCH_B))
+
+// Where a copying thread's pixel is: its image and position in the grid, advanced by whole
+// slices without divisions.
+struct GridCursor {
+    int pixel, image, row, col;
+};
+
+__device__ __forceinline__ void advance_pixels(GridCursor& at, int step, int grid_h, int grid_w) {
+    at.pixel += step;
+    at.col += step;
+    while (at.col >= grid_w) {
+        at.col -= grid_w;
+        if (++at.row == grid_h) {
+            at.row = 0;
+            ++at.image;
+        }
+    }
+}
+
+// Grid: (ceil(rows / 128), ceil(columns / 64), chunks); block 256; dynamic shared memory
+// TF32_FILTER_SHARED_FLOATS. Copying: thread t fills, for pixel t / 16 of each slice, 4 window
+// values at rows 4 (t % 16) and 4 (t % 16) + 64 and 4 values of second at column 4 (t % 16);
+// the ones are plain stores. Multiplying: warp w computes rows 32 (w / 2) .. + 32 x columns
+// 32 (w % 2) .. + 32, as 2 x 4 mma tiles of 16 x 8.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
+                            int src_h, int src_w, int src_c, int window, int stride, int origin,
+                            const float* __restrict__ second, int n, int ones,
+                            int pixels_per_chunk, float* __restrict__ partial) {
+    WHORL_DYNAMIC_SHARED(float, shared);
+    float* a_stages = shared;  // [stage][pixel][row k]
+    float* b_stages = shared + TF32_STAGES * TF32_FILTER_SLICE * TF32_FILTER_PITCH_A;  // [stage][pixel][column]
+    const int pixels = grid_n * grid_h * grid_w;
+    const int k_total = window * window * src_c;
+    const int rows = ones == FILTER_ONES_ROW ? k_total + 1 : k_total;
+    const int columns = ones == FILTER_ONES_COLUMN ? n + 1 : n;
+    const int k0 = blockIdx.x * TF32_FILTER_ROWS, n0 = blockIdx.y * TF32_FILTER_COLUMNS;
+    const int chunk = blockIdx.z;
+    const int begin = chunk * pixels_per_chunk, end = min(pixels, begin + pixels_per_chunk);
+    const int thread = threadIdx.x, lane = thread % 32, warp = thread / 32;
+    const int g = lane / 4, t = lane % 4;
+    const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
+
+    // This thread's copies, for the pixel at slice offset copy_pixel: the window at rows k and
+    // k + 64 (their taps and channels fixed for the block) and second at column c.
+    const int copy_pixel = thread / 16, offset = (thread % 16) * 4;
+    const int c = n0 + offset;
+    int k[2], tap_row[2], tap_col[2], channel[2];
+    WHORL_UNROLL
+    for (int i = 0; i < 2; ++i) {
+        k[i] = k0 + offset + 64 * i;
+        int tap = k[i] / src_c;
+        channel[i] = k[i] % src_c;
+        tap_row[i] = tap / window + origin;
+        tap_col[i] = tap % window + origin;
+    }
+    GridCursor at;
+    at.pixel = begin + copy_pixel;
+    at.image = at.pixel / (grid_h * grid_w);
+    at.row = at.pixel / grid_w % grid_h;
+    at.col = at.pixel % grid_w;
+
+    auto load_slice = [&](int stage) {
+        const bool pixel_inside = at.pixel < end;
+        WHORL_UNROLL
+        for (int i = 0; i < 2; ++i) {
+            float* target = a_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * TF32_FILTER_PITCH_A +
+                            offset + 64 * i;
+            if (k[i] < k_total) {
+                int row = stride * at.row + tap_row[i], col = stride * at.col + tap_col[i];
+                bool inside = pixel_inside && row >= 0 && col >= 0 && row < src_h && col < src_w;
+                const float* source =
+                    inside ? src + ((size_t(at.image) * src_h + row) * src_w + col) * src_c + channel[i]
+                           : src;
+                cp_async_16(target, source, !inside);
+            } else {
+                // Past the window: the ones row at k = K (with FILTER_ONES_ROW), zeros after it.
+                bool one = pixel_inside && k[i] == k_total && ones == FILTER_ONES_ROW;
+                target[0] = one ? 1.0f : 0.0f;
+                target[1] = target[2] = target[3] = 0.0f;
+            }
+        }
+        float* target = b_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * TF32_FILTER_PITCH_B + offset;
+        if (c < n) {
+            const float* source = pixel_inside ? second + size_t(at.pixel) * n + c : second;
+            cp_async_16(target, source, !pixel_inside);
+        } else {
+            bool one = pixel_inside && c == n && ones == FILTER_ONES_COLUMN;
+            target[0] = one ? 1.0f : 0.0f;
+            target[1] = target[2] = target[3] = 0.0f;
+        }
+        advance_pixels(at, TF32_FILTER_SLICE, grid_h, grid_w);
+    };
+
+    float acc[2][4][4] = {};
+    const int slices = (end - begin + TF32_FILTER_SLICE - 1) / TF32_FILTER_SLICE;
+    for (int stage = 0; stage < TF32_STAGES - 1; ++stage) {
+        if (stage < slices) load_slice(stage);
+        cp_async_commit();
+    }
+    for (int slice = 0; slice < slices; ++slice) {
+        cp_async_wait<TF32_STAGES - 2>();
+        __syncthreads();
+        if (slice + TF32_STAGES - 1 < slices) load_slice((slice + TF32_STAGES - 1) % TF32_STAGES);
+        cp_async_commit();
+        const float* a_tile = a_stages + (slice % TF32_STAGES) * TF32_FILTER_SLICE * TF32_FILTER_PITCH_A;
+        const float* b_tile = b_stages + (slice % TF32_STAGES) * TF32_FILTER_SLICE * TF32_FILTER_PITCH_B;
+        WHORL_UNROLL
+        for (int ks = 0; ks < TF32_FILTER_SLICE; ks += 8) {
+            // A is [row k][pixel]: its fragment's (row, column) is (k, pixel) of the tile.
+            unsigned a[2][4], b[4][2];
+            WHORL_UNROLL
+            for (int mi = 0; mi < 2; ++mi) {
+                const float* a_pixels = a_tile + (ks + t) * TF32_FILTER_PITCH_A + warp_row + mi * 16 + g;
+                a[mi][0] = tf32_round(a_pixels[0]);
+                a[mi][1] = tf32_round(a_pixels[8]);
+                a[mi][2] = tf32_round(a_pixels[4 * TF32_FILTER_PITCH_A]);
+                a[mi][3] = tf32_round(a_pixels[4 * TF32_FILTER_PITCH_A + 8]);
+            }
+            WHORL_UNROLL
+            for (int ni = 0; ni < 4; ++ni) {
+                const float* b_pixels = b_tile + (ks + t) * TF32_FILTER_PITCH_B + warp_col + ni * 8 + g;
+                b[ni][0] = tf32_round(b_pixels[0]);
+                b[ni][1] = tf32_round(b_pixels[4 * TF32_FILTER_PITCH_B]);
+            }
+            WHORL_UNROLL
+            for (int mi = 0; mi < 2; ++mi) {
+                WHORL_UNROLL
+                for (int ni = 0; ni < 4; ++ni) mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
+            }
+        }
+    }
+    cp_async_wait<0>();
+
+    // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile.
+    WHORL_UNROLL
+    for (int mi = 0; mi < 2; ++mi) {
+        WHORL_UNROLL
+        for (int half = 0; half < 2; ++half) {
+            const int row = k0 + warp_row + mi * 16 + g + 8 * half;
+            if (row >= rows) continue;
+            WHORL_UNROLL
+            for (int ni = 0; ni < 4; ++ni) {
+                WHORL_UNROLL
+                for (int e = 0; e < 2; ++e) {
+                    const int column = n0 + warp_col + ni * 8 + 2 * t + e;
+                    if (column < columns)
+                        partial[(size_t(chunk) * rows + row) * columns + column] = acc[mi][ni][2 * half + e];
+                }
+            }
+        }
+    }
+}

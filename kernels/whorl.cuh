@@ -18,6 +18,12 @@
 #define WHORL_RELU 1
 #define WHORL_SIGMOID 2
 
+// Where the bias gradient comes from in the kernel-gradient partials (conv2d.cu,
+// conv2d_tf32.cu): a row of ones appended to the window (the sum of dz over pixels), or a
+// column of ones appended to the second operand.
+#define FILTER_ONES_ROW 0
+#define FILTER_ONES_COLUMN 1
+
 // An epilogue's activation of z, by code.
 __device__ __forceinline__ float activate(float z, int activation) {
     if (activation == WHORL_RELU) return fmaxf(z, 0.0f);

@@ -211,6 +211,16 @@ impl Scatter {
     }
 }
 
+/// Blocks covering a `sizes[0]` x `sizes[1]` matrix in `tiles[0]` x `tiles[1]` tiles, `depth`
+/// deep.
+fn tile_grid(sizes: [usize; 2], tiles: [usize; 2], depth: usize) -> [u32; 3] {
+    [
+        sizes[0].div_ceil(tiles[0]) as u32,
+        sizes[1].div_ceil(tiles[1]) as u32,
+        depth as u32,
+    ]
+}
+
 /// Kernel-gradient chunks for an output grid of `pixels`: (pixels per chunk, chunks).
 fn filter_chunks(pixels: usize) -> (usize, usize) {
     let chunks = pixels.div_ceil(CHUNK_PIXELS).clamp(1, MAX_CHUNKS);
@@ -278,22 +288,23 @@ impl<D: Device> GpuBackend<D> {
         let on_tensor_cores = self.precision == Precision::Tf32
             && s.channels.is_multiple_of(4)
             && n.is_multiple_of(4);
-        let (launch, kernel): (Launch, GemmKernel<D>) = if on_tensor_cores {
-            let grid = [
-                g.pixels().div_ceil(kernels::TF32_TILE_P) as u32,
-                n.div_ceil(kernels::TF32_TILE_N) as u32,
-                1,
-            ];
-            let launch = Launch::blocks(grid, kernels::TF32_SHARED_FLOATS);
-            (launch, kernels::conv2d_gathered_gemm_tf32)
+        let launch = if on_tensor_cores {
+            let tiles = [kernels::TF32_TILE_P, kernels::TF32_TILE_N];
+            Launch::blocks(
+                tile_grid([g.pixels(), n], tiles, 1),
+                kernels::TF32_SHARED_FLOATS,
+            )
         } else {
-            let grid = [
-                g.pixels().div_ceil(kernels::GEMM_TILE_P) as u32,
-                n.div_ceil(kernels::GEMM_TILE_N) as u32,
-                1,
-            ];
-            let launch = Launch::blocks(grid, kernels::GEMM_SHARED_FLOATS);
-            (launch, kernels::conv2d_gathered_gemm)
+            let tiles = [kernels::GEMM_TILE_P, kernels::GEMM_TILE_N];
+            Launch::blocks(
+                tile_grid([g.pixels(), n], tiles, 1),
+                kernels::GEMM_SHARED_FLOATS,
+            )
+        };
+        let kernel = if on_tensor_cores {
+            kernels::conv2d_gathered_gemm_tf32
+        } else {
+            kernels::conv2d_gathered_gemm
         };
         kernel(
             &mut self.device,
@@ -338,14 +349,28 @@ impl<D: Device> GpuBackend<D> {
         } else {
             (gather.k(), n + 1)
         };
-        let grid = [
-            rows.div_ceil(kernels::FILTER_TILE_K) as u32,
-            columns.div_ceil(kernels::FILTER_TILE_N) as u32,
-            chunks as u32,
-        ];
-        kernels::conv2d_filter_partials(
+        let on_tensor_cores = self.precision == Precision::Tf32
+            && s.channels.is_multiple_of(4)
+            && n.is_multiple_of(4);
+        let launch = if on_tensor_cores {
+            let tiles = [kernels::TF32_FILTER_ROWS, kernels::TF32_FILTER_COLUMNS];
+            let grid = tile_grid([rows, columns], tiles, chunks);
+            Launch::blocks(grid, kernels::TF32_FILTER_SHARED_FLOATS)
+        } else {
+            let tiles = [kernels::FILTER_TILE_K, kernels::FILTER_TILE_N];
+            Launch::blocks(
+                tile_grid([rows, columns], tiles, chunks),
+                kernels::FILTER_SHARED_FLOATS,
+            )
+        };
+        let kernel = if on_tensor_cores {
+            kernels::conv2d_filter_partials_tf32
+        } else {
+            kernels::conv2d_filter_partials
+        };
+        kernel(
             &mut self.device,
-            Launch::blocks(grid, kernels::FILTER_SHARED_FLOATS),
+            launch,
             gather.src,
             int(g.batch)?,
             int(g.height)?,
@@ -375,33 +400,6 @@ impl<D: Device> GpuBackend<D> {
         Ok(q)
     }
 }
-
-/// The two GEMM kernels share one signature (conv2d.cu, conv2d_tf32.cu).
-type GemmKernel<D> = fn(
-    &mut D,
-    Launch,
-    DevicePtr,
-    i32,
-    i32,
-    i32,
-    i32,
-    i32,
-    i32,
-    i32,
-    i32,
-    i32,
-    i32,
-    DevicePtr,
-    i32,
-    DevicePtr,
-    i32,
-    DevicePtr,
-    i32,
-    i32,
-    i32,
-    i32,
-    i32,
-) -> Result<()>;
 
 /// Elements of an upsampled convolution's box sums: [batch, 2h + 1, 2w + 1, cout].
 fn box_sums_len(conv: &Conv) -> usize {
