@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::backend::OptimizerKind;
+
 /// whorl's error type: each variant names the file, flag or value at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -40,6 +42,15 @@ pub enum Error {
         path: PathBuf,
         found: String,
         expected: String,
+    },
+
+    #[error(
+        "{path}: this checkpoint was trained with --optimizer {saved}, so it cannot resume with --optimizer {given} (leave --optimizer out, or start a new run)"
+    )]
+    OptimizerMismatch {
+        path: PathBuf,
+        given: OptimizerKind,
+        saved: OptimizerKind,
     },
 
     #[error("the training loss became {loss} at epoch {epoch}, step {step}; {last_good}")]

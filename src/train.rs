@@ -9,7 +9,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::atomic;
-use crate::backend::{Backend, RmsProp};
+use crate::backend::{Backend, Optimizer, OptimizerKind};
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::data::{self, Dataset, Split};
 use crate::error::{Error, Result};
@@ -24,6 +24,7 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f32,
+    pub optimizer: OptimizerKind,
     pub val_split: f64,
     pub seed: u64,
     pub size: usize,
@@ -177,6 +178,16 @@ pub fn train<B: Backend>(
     if !(config.learning_rate > 0.0 && config.learning_rate.is_finite()) {
         return Err(Error::invalid("--lr", "must be a positive number"));
     }
+    if let Some((dir, c)) = &resume {
+        let saved = c.meta.optimizer.kind();
+        if saved != config.optimizer {
+            return Err(Error::OptimizerMismatch {
+                path: dir.clone(),
+                given: config.optimizer,
+                saved,
+            });
+        }
+    }
     architecture.shapes(config.size, config.size)?;
 
     let dataset = Dataset::load(
@@ -209,8 +220,8 @@ pub fn train<B: Backend>(
     ));
 
     let mut last_checkpoint = resume.as_ref().map(|(dir, _)| dir.clone());
-    let (params, velocity, mut meta) = match resume {
-        Some((_, c)) => (c.params, Some(c.velocity), c.meta),
+    let (params, state, mut meta) = match resume {
+        Some((_, c)) => (c.params, Some((c.velocity, c.momentum)), c.meta),
         None => (
             architecture.glorot_uniform(config.seed),
             None,
@@ -222,6 +233,7 @@ pub fn train<B: Backend>(
     meta.val_split = config.val_split;
     meta.batch_size = config.batch_size;
     meta.learning_rate = config.learning_rate;
+    meta.optimizer = Optimizer::new(config.optimizer, config.learning_rate);
     meta.data_dir = fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
 
     let mut net = Network::new(
@@ -232,13 +244,14 @@ pub fn train<B: Backend>(
         config.batch_size,
         &params,
     )?;
-    if let Some(velocity) = velocity {
+    if let Some((velocity, momentum)) = state {
         net.set_velocity(&velocity)?;
+        if !momentum.is_empty() {
+            net.set_momentum(&momentum)?;
+        }
     }
-    net.rmsprop = RmsProp {
-        learning_rate: config.learning_rate,
-        ..RmsProp::default()
-    };
+    net.optimizer = meta.optimizer;
+    net.iterations = meta.iterations;
     say(architecture.summary(config.size, config.size)?);
     say(format!("backend: {}", net.backend().name()));
 
@@ -250,9 +263,16 @@ pub fn train<B: Backend>(
     let save = |net: &mut Network<B>, meta: &CheckpointMeta| -> Result<PathBuf> {
         let dir = checkpoint_dir(&config.out_dir, meta.epoch, meta.step_in_epoch);
         let checkpoint = Checkpoint {
-            meta: meta.clone(),
+            meta: CheckpointMeta {
+                iterations: net.iterations,
+                ..meta.clone()
+            },
             params: net.params()?,
             velocity: net.velocity()?,
+            momentum: match meta.optimizer {
+                Optimizer::Rmsprop(_) => Vec::new(),
+                Optimizer::Adam(_) => net.momentum()?,
+            },
         };
         checkpoint::save(&dir, &architecture, &checkpoint)?;
         Ok(dir)

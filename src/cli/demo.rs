@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser};
+use whorl::backend::OptimizerKind;
 use whorl::backend::gpu::cuda;
 use whorl::{Error, Result, train};
 
@@ -39,6 +40,10 @@ pub(crate) struct DemoArgs {
     /// Where to compute: cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     pub(crate) device: String,
+
+    /// The optimizer that trains the model: rmsprop or adam (as `whorl train`).
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Rmsprop)]
+    pub(crate) optimizer: OptimizerKind,
 }
 
 pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
@@ -92,6 +97,8 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
         &args.epochs.to_string(),
         "--device",
         &args.device,
+        "--optimizer",
+        &args.optimizer.to_string(),
     ]);
     let code = run_train(train_args)?;
     if code != ExitCode::SUCCESS {

@@ -5,7 +5,7 @@
 pub mod cuda;
 pub mod emulator;
 
-use super::{Backend, Conv, ConvInput, Nhwc, RmsProp};
+use super::{Adam, Backend, Conv, ConvInput, Nhwc, RmsProp};
 use crate::error::Result;
 use crate::model::Activation;
 
@@ -455,6 +455,30 @@ impl<D: Device> Backend for GpuBackend<D> {
             velocity.arg(),
         ];
         self.launch("rmsprop_update", blocks(count), 0, &args)
+    }
+
+    fn adam_update(
+        &mut self,
+        hyper: Adam,
+        t: u64,
+        params: &mut GpuBuffer,
+        grads: &GpuBuffer,
+        momentum: &mut GpuBuffer,
+        velocity: &mut GpuBuffer,
+    ) -> Result<()> {
+        let count = params.len;
+        let args = [
+            i32_arg(count),
+            KernelArg::F32(hyper.step_size(t) as f32),
+            KernelArg::F32(hyper.beta_1),
+            KernelArg::F32(hyper.beta_2),
+            KernelArg::F32(hyper.epsilon),
+            params.arg(),
+            grads.arg(),
+            momentum.arg(),
+            velocity.arg(),
+        ];
+        self.launch("adam_update", blocks(count), 0, &args)
     }
 }
 
