@@ -13,6 +13,8 @@ pub mod evaluate;
 pub mod figures;
 pub mod gradcam;
 pub mod graph;
+#[cfg(feature = "nbis")]
+pub mod identity;
 pub mod metrics;
 pub mod model;
 pub mod synth;

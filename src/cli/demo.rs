@@ -115,6 +115,7 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
         split: Some("val".into()),
         out: Some(metrics.clone()),
         skip_bad: false,
+        no_identity: true,
     })?;
     let reconstructions = args.out.join("reconstructions.png");
     run_reconstruct(ReconstructArgs {
