@@ -1,4 +1,5 @@
-// Element-wise kernels: activation derivatives, the MSE gradient and the fused RMSprop update.
+// Element-wise kernels: activation derivatives, the MSE gradient and the fused RMSprop and Adam
+// updates.
 // Each thread handles one element; grid ceil(len / 256), block 256.
 #include "whorl.cuh"
 
@@ -29,4 +30,21 @@ extern "C" __global__ void rmsprop_update(int count, float learning_rate, float 
     float v = rho * velocity[i] + (1.0f - rho) * g * g;
     velocity[i] = v;
     params[i] -= learning_rate * g / sqrtf(v + epsilon);
+}
+
+// Keras's Adam over every parameter in one launch, at step t; step_size is the bias-corrected
+// alpha = lr sqrt(1 - beta_2^t) / (1 - beta_1^t), computed once on the host:
+// m = m + (g - m)(1 - beta_1); v = v + (g^2 - v)(1 - beta_2); w = w - alpha m / (sqrt(v) + epsilon)
+extern "C" __global__ void adam_update(int count, float step_size, float beta_1, float beta_2,
+                                       float epsilon, float* __restrict__ params,
+                                       const float* __restrict__ grads, float* __restrict__ momentum,
+                                       float* __restrict__ velocity) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    float g = grads[i];
+    float m = momentum[i] + (g - momentum[i]) * (1.0f - beta_1);
+    float v = velocity[i] + (g * g - velocity[i]) * (1.0f - beta_2);
+    momentum[i] = m;
+    velocity[i] = v;
+    params[i] -= step_size * m / (sqrtf(v) + epsilon);
 }

@@ -1,6 +1,6 @@
-//! Checkpoints: a folder holding the weights and the RMSprop state as safetensors (Keras names
-//! and layouts: conv1.weight [3, 3, cin, cout], conv1.bias [cout], ...) and a small JSON file
-//! saying what produced them. Written to a temporary folder, then renamed into place.
+//! Checkpoints: a folder holding the weights and the optimizer's state as safetensors (Keras
+//! names and layouts: conv1.weight [3, 3, cin, cout], conv1.bias [cout], ...) and a small JSON
+//! file saying what produced them. Written to a temporary folder, then renamed into place.
 
 use std::collections::HashMap;
 use std::fs;
@@ -9,12 +9,15 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{Optimizer, OptimizerKind};
 use crate::error::{Error, Result};
 use crate::memory;
 use crate::model::Architecture;
 
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const OPTIMIZER_FILE: &str = "rmsprop.safetensors";
+/// Adam's state: momentum.conv1.weight ... (m) and velocity.conv1.weight ... (v).
+pub const ADAM_FILE: &str = "adam.safetensors";
 pub const META_FILE: &str = "checkpoint.json";
 const FORMAT: &str = "whorl-checkpoint/1";
 /// More epochs than any run reaches; a larger count in checkpoint.json is damage.
@@ -41,6 +44,12 @@ pub struct CheckpointMeta {
     pub learning_rate: f32,
     #[serde(serialize_with = "crate::path_text::serialize_lossy")]
     pub data_dir: PathBuf,
+    /// The optimizer and its hyper-parameters (RMSprop in checkpoints written before Adam).
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    /// Optimizer steps taken (0 in checkpoints written before it was recorded).
+    #[serde(default)]
+    pub iterations: u64,
 }
 
 impl CheckpointMeta {
@@ -60,16 +69,29 @@ impl CheckpointMeta {
             batch_size: 128,
             learning_rate: 1e-3,
             data_dir: PathBuf::new(),
+            optimizer: Optimizer::default(),
+            iterations: 0,
         }
     }
 }
 
-/// A loaded checkpoint: its description, flat parameters and RMSprop velocity.
+/// A loaded checkpoint: its description, flat parameters and optimizer state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
     pub meta: CheckpointMeta,
     pub params: Vec<f32>,
+    /// RMSprop's or Adam's v.
     pub velocity: Vec<f32>,
+    /// Adam's m; empty for RMSprop.
+    pub momentum: Vec<f32>,
+}
+
+/// The file holding the state of this optimizer.
+pub fn optimizer_file(kind: OptimizerKind) -> &'static str {
+    match kind {
+        OptimizerKind::Rmsprop => OPTIMIZER_FILE,
+        OptimizerKind::Adam => ADAM_FILE,
+    }
 }
 
 /// Float32 tensors by name: name -> (shape, values).
@@ -136,20 +158,32 @@ pub fn flatten_params(
 
 /// Writes the flat parameters as Keras-named tensors into a safetensors file.
 pub fn write_params(architecture: &Architecture, flat: &[f32], path: &Path) -> Result<()> {
-    let bytes: &[u8] = bytemuck::cast_slice(flat);
+    write_prefixed(architecture, &[("", flat)], path)
+}
+
+/// Writes several flat parameter-shaped vectors into one safetensors file, each vector's
+/// tensors named `{prefix}conv1.weight` ...
+fn write_prefixed(
+    architecture: &Architecture,
+    parts: &[(&str, &[f32])],
+    path: &Path,
+) -> Result<()> {
     let mut views = Vec::new();
-    for slot in architecture.convs() {
-        let parts = [
-            ("weight", slot.weight.clone(), slot.weight_shape().to_vec()),
-            ("bias", slot.bias.clone(), vec![slot.out_channels]),
-        ];
-        for (part, range, shape) in parts {
-            let data = &bytes[range.start * 4..range.end * 4];
-            let view = TensorView::new(Dtype::F32, shape, data).map_err(|e| Error::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-            views.push((format!("{}.{part}", slot.name), view));
+    for (prefix, flat) in parts {
+        let bytes: &[u8] = bytemuck::cast_slice(flat);
+        for slot in architecture.convs() {
+            let parts = [
+                ("weight", slot.weight.clone(), slot.weight_shape().to_vec()),
+                ("bias", slot.bias.clone(), vec![slot.out_channels]),
+            ];
+            for (part, range, shape) in parts {
+                let data = &bytes[range.start * 4..range.end * 4];
+                let view = TensorView::new(Dtype::F32, shape, data).map_err(|e| Error::Io {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                views.push((format!("{prefix}{}.{part}", slot.name), view));
+            }
         }
     }
     safetensors::serialize_to_file(views, None, path).map_err(|e| Error::Io {
@@ -171,11 +205,21 @@ pub fn save(dir: &Path, architecture: &Architecture, checkpoint: &Checkpoint) ->
         &checkpoint.params,
         &staging.join(WEIGHTS_FILE),
     )?;
-    write_params(
-        architecture,
-        &checkpoint.velocity,
-        &staging.join(OPTIMIZER_FILE),
-    )?;
+    let kind = checkpoint.meta.optimizer.kind();
+    let optimizer_path = staging.join(optimizer_file(kind));
+    match kind {
+        OptimizerKind::Rmsprop => {
+            write_params(architecture, &checkpoint.velocity, &optimizer_path)?
+        }
+        OptimizerKind::Adam => write_prefixed(
+            architecture,
+            &[
+                ("momentum.", &checkpoint.momentum),
+                ("velocity.", &checkpoint.velocity),
+            ],
+            &optimizer_path,
+        )?,
+    }
     let json = serde_json::to_string_pretty(&checkpoint.meta).expect("metadata serialises");
     let meta_path = staging.join(META_FILE);
     fs::write(&meta_path, json + "\n").map_err(Error::io(&meta_path))?;
@@ -267,7 +311,7 @@ pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
     };
     if !dir.is_dir() {
         return Err(bad(format!(
-            "not a folder (a checkpoint is a folder holding {META_FILE}, {WEIGHTS_FILE} and {OPTIMIZER_FILE})"
+            "not a folder (a checkpoint is a folder holding {META_FILE}, {WEIGHTS_FILE} and {OPTIMIZER_FILE} or {ADAM_FILE})"
         )));
     }
     let meta_path = dir.join(META_FILE);
@@ -298,14 +342,23 @@ pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
         "",
         &weights_path,
     )?;
-    let optimizer_path = dir.join(OPTIMIZER_FILE);
-    let velocity = flatten_params(
-        architecture,
-        &read_tensors(&optimizer_path)?,
-        "",
-        &optimizer_path,
-    )?;
-    for (values, path) in [(&params, &weights_path), (&velocity, &optimizer_path)] {
+    let optimizer_path = dir.join(optimizer_file(meta.optimizer.kind()));
+    let state = read_tensors(&optimizer_path)?;
+    let (velocity, momentum) = match meta.optimizer.kind() {
+        OptimizerKind::Rmsprop => (
+            flatten_params(architecture, &state, "", &optimizer_path)?,
+            Vec::new(),
+        ),
+        OptimizerKind::Adam => (
+            flatten_params(architecture, &state, "velocity.", &optimizer_path)?,
+            flatten_params(architecture, &state, "momentum.", &optimizer_path)?,
+        ),
+    };
+    for (values, path) in [
+        (&params, &weights_path),
+        (&velocity, &optimizer_path),
+        (&momentum, &optimizer_path),
+    ] {
         if values.iter().any(|v| !v.is_finite()) {
             return Err(Error::BadCheckpoint {
                 path: path.clone(),
@@ -317,6 +370,7 @@ pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
         meta,
         params,
         velocity,
+        momentum,
     })
 }
 

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::backend::OptimizerKind;
+
 /// whorl's error type: each variant names the file, flag or value at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -59,6 +61,15 @@ pub enum Error {
 
     #[error("{what}; {last_good}")]
     NonFinite { what: String, last_good: String },
+
+    #[error(
+        "{path}: this checkpoint was trained with --optimizer {saved}, so it cannot resume with --optimizer {given} (leave --optimizer out, or start a new run)"
+    )]
+    OptimizerMismatch {
+        path: PathBuf,
+        given: OptimizerKind,
+        saved: OptimizerKind,
+    },
 
     #[error("backend {backend}: {reason}")]
     Backend { backend: String, reason: String },

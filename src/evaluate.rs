@@ -1,5 +1,6 @@
 //! Scoring a trained model: reconstructions of image sets, with MSE, PSNR and SSIM per image
-//! and their mean, median and worst per set; as a table, JSON and CSV.
+//! and their mean, median and worst per set, and (with the `nbis` feature) whether each
+//! reconstruction is still the same finger; as a table, JSON and CSV.
 
 use std::path::{Path, PathBuf};
 
@@ -62,7 +63,77 @@ pub struct ImageScore {
     pub mse: f64,
     pub psnr: f64,
     pub ssim: f64,
+    /// NBIS's verdict; absent without the `nbis` feature or when MINDTCT finds no minutiae in
+    /// the original.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityScore>,
 }
+
+/// BOZORTH3 scores of one image (see [`crate::identity`]). Genuine and impostor scores need a
+/// manifest.json (as `whorl synth` writes) naming each file's finger: the genuine partner is
+/// another impression of the same finger in the set, the impostor the next image of another
+/// finger; both are compared as originals.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdentityScore {
+    /// Minutiae MINDTCT finds in the original and in the reconstruction.
+    pub minutiae: usize,
+    pub reconstruction_minutiae: usize,
+    /// The original against its reconstruction.
+    pub kept: i32,
+    /// The original and the reconstruction against the genuine partner.
+    pub genuine: Option<i32>,
+    pub genuine_reconstructed: Option<i32>,
+    /// The original and the reconstruction against the impostor.
+    pub impostor: Option<i32>,
+    pub impostor_reconstructed: Option<i32>,
+}
+
+/// A set of BOZORTH3 scores: their mean and the share above NIST's match threshold (40).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct MatchRate {
+    pub pairs: usize,
+    pub mean: f64,
+    pub share_above_threshold: f64,
+}
+
+impl MatchRate {
+    fn of(scores: impl Iterator<Item = Option<i32>>) -> Option<MatchRate> {
+        let scores: Vec<i32> = scores.flatten().collect();
+        let pairs = scores.len();
+        (pairs > 0).then(|| MatchRate {
+            pairs,
+            mean: scores.iter().map(|&s| f64::from(s)).sum::<f64>() / pairs as f64,
+            share_above_threshold: scores.iter().filter(|&&s| s > MATCH_THRESHOLD).count() as f64
+                / pairs as f64,
+        })
+    }
+}
+
+/// A set's identity scores, over the images whose original has minutiae.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdentitySummary {
+    pub kept: MatchRate,
+    pub genuine: Option<MatchRate>,
+    pub genuine_reconstructed: Option<MatchRate>,
+    pub impostor: Option<MatchRate>,
+    pub impostor_reconstructed: Option<MatchRate>,
+}
+
+impl IdentitySummary {
+    fn of(images: &[ImageScore]) -> Option<IdentitySummary> {
+        let scores = || images.iter().filter_map(|s| s.identity.as_ref());
+        Some(IdentitySummary {
+            kept: MatchRate::of(scores().map(|s| Some(s.kept)))?,
+            genuine: MatchRate::of(scores().map(|s| s.genuine)),
+            genuine_reconstructed: MatchRate::of(scores().map(|s| s.genuine_reconstructed)),
+            impostor: MatchRate::of(scores().map(|s| s.impostor)),
+            impostor_reconstructed: MatchRate::of(scores().map(|s| s.impostor_reconstructed)),
+        })
+    }
+}
+
+/// BOZORTH3's match threshold, as NIST uses it.
+pub const MATCH_THRESHOLD: i32 = 40;
 
 /// Mean, median and worst of one metric over a set.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -104,15 +175,20 @@ pub struct SetReport {
     pub mse: Summary,
     pub psnr: Summary,
     pub ssim: Summary,
+    /// Absent without the `nbis` feature or when no original has minutiae.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentitySummary>,
     pub images: Vec<ImageScore>,
 }
 
-/// Scores the reconstruction of each of `indices` of `dataset`.
+/// Scores the reconstruction of each of `indices` of `dataset`; with `identity` (and the
+/// `nbis` feature) also whether it is still the same finger.
 pub fn score<B: Backend>(
     net: &mut Network<B>,
     dataset: &Dataset,
     indices: &[usize],
     label: &str,
+    identity: bool,
 ) -> Result<SetReport> {
     if indices.is_empty() {
         return Err(Error::EmptyDataDir {
@@ -121,16 +197,23 @@ pub fn score<B: Backend>(
     }
     let reconstructions = reconstruct(net, dataset, indices)?;
     let (n, side) = (dataset.size * dataset.size, dataset.size);
+    let identities = match identity {
+        #[cfg(feature = "nbis")]
+        true => crate::identity::scores(dataset, indices, &reconstructions),
+        _ => vec![None; indices.len()],
+    };
     let images: Vec<ImageScore> = indices
         .iter()
         .zip(reconstructions.chunks(n))
-        .map(|(&i, recon)| {
+        .zip(identities)
+        .map(|((&i, recon), identity)| {
             let original = dataset.image(i);
             ImageScore {
                 file: dataset.files[i].clone(),
                 mse: metrics::mse(original, recon),
                 psnr: metrics::psnr(original, recon),
                 ssim: metrics::ssim(original, recon, side, side),
+                identity,
             }
         })
         .collect();
@@ -141,6 +224,7 @@ pub fn score<B: Backend>(
         mse: Summary::of(&column(|s| s.mse), false),
         psnr: Summary::of(&column(|s| s.psnr), true),
         ssim: Summary::of(&column(|s| s.ssim), true),
+        identity: IdentitySummary::of(&images),
         images,
     })
 }
@@ -182,6 +266,45 @@ pub fn table(reports: &[SetReport]) -> String {
             r.ssim.worst,
         );
     }
+    if reports.iter().any(|r| r.identity.is_some()) {
+        out += &identity_table(reports);
+    }
+    out
+}
+
+/// "mean score / share above the threshold", or "-".
+fn match_rate(rate: Option<MatchRate>) -> String {
+    rate.map_or("-".into(), |r| {
+        format!("{:.1} / {:.0}%", r.mean, 100.0 * r.share_above_threshold)
+    })
+}
+
+/// The NBIS rows: BOZORTH3 mean score and share above the threshold per comparison.
+fn identity_table(reports: &[SetReport]) -> String {
+    let mut out = format!(
+        "\nidentity kept (NIST NBIS: BOZORTH3 mean score / share above {MATCH_THRESHOLD}, the same finger)\n\
+         {:<34} {:>6}  {:>16}  {:>16} {:>16}  {:>16} {:>16}\n",
+        "set",
+        "prints",
+        "orig vs recon",
+        "genuine: orig",
+        "genuine: recon",
+        "impostor: orig",
+        "impostor: recon"
+    );
+    for r in reports {
+        let Some(id) = &r.identity else { continue };
+        out += &format!(
+            "{:<34} {:>6}  {:>16}  {:>16} {:>16}  {:>16} {:>16}\n",
+            r.label,
+            id.kept.pairs,
+            match_rate(Some(id.kept)),
+            match_rate(id.genuine),
+            match_rate(id.genuine_reconstructed),
+            match_rate(id.impostor),
+            match_rate(id.impostor_reconstructed),
+        );
+    }
     out
 }
 
@@ -190,11 +313,28 @@ pub fn write(reports: &[SetReport], path: &Path) -> Result<PathBuf> {
     let json = serde_json::to_string_pretty(reports).expect("reports serialise");
     atomic::write_file(path, json.as_bytes())?;
     let csv_path = path.with_extension("csv");
-    let mut csv = String::from("set,file,mse,psnr,ssim\n");
+    let mut csv = String::from(
+        "set,file,mse,psnr,ssim,minutiae,reconstruction_minutiae,bozorth_kept,\
+         bozorth_genuine,bozorth_genuine_reconstructed,bozorth_impostor,\
+         bozorth_impostor_reconstructed\n",
+    );
+    let cell = |v: Option<i32>| v.map_or(String::new(), |v| v.to_string());
     for r in reports {
         for s in &r.images {
+            let identity = s.identity.as_ref().map_or(",,,,,,".into(), |id| {
+                format!(
+                    "{},{},{},{},{},{},{}",
+                    id.minutiae,
+                    id.reconstruction_minutiae,
+                    id.kept,
+                    cell(id.genuine),
+                    cell(id.genuine_reconstructed),
+                    cell(id.impostor),
+                    cell(id.impostor_reconstructed)
+                )
+            });
             csv += &format!(
-                "{},{},{:.8},{},{:.6}\n",
+                "{},{},{:.8},{},{:.6},{identity}\n",
                 r.label.replace(',', ";"),
                 s.file.display().to_string().replace(',', ";"),
                 s.mse,

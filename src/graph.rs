@@ -10,7 +10,7 @@
 //! is asked for ([`Network::loss`]), so on a GPU the host prepares and sends batch k + 1 while
 //! the device computes step k.
 
-use crate::backend::{Backend, Conv, ConvInput, Nhwc, RmsProp};
+use crate::backend::{Backend, Conv, ConvInput, Nhwc, Optimizer};
 use crate::error::{Error, Result};
 use crate::model::{Architecture, Hwc, Layer};
 
@@ -91,7 +91,9 @@ pub struct Network<B: Backend> {
     batch_capacity: usize,
     params: B::Buffer,
     grads: B::Buffer,
+    /// The optimizer's state: RMSprop's and Adam's v, Adam's m.
     velocity: B::Buffer,
+    momentum: B::Buffer,
     /// activations[0] is the input, activations[i + 1] the output of layer i (empty for an
     /// upsampling folded into the next convolution).
     activations: Vec<B::Buffer>,
@@ -105,7 +107,9 @@ pub struct Network<B: Backend> {
     /// dL/d(output of the current layer) and dL/d(its input), swapped after each layer.
     grad_out: B::Buffer,
     grad_in: B::Buffer,
-    pub rmsprop: RmsProp,
+    pub optimizer: Optimizer,
+    /// Optimizer steps taken (Keras's `iterations`); Adam's bias correction counts from it.
+    pub iterations: u64,
 }
 
 /// The convolutions among `steps`, for batches of `batch`.
@@ -171,6 +175,7 @@ impl<B: Backend> Network<B> {
         backend.upload(params, &mut device_params)?;
         let grads = backend.alloc(count)?;
         let velocity = backend.alloc(count)?;
+        let momentum = backend.alloc(count)?;
         let mut stored = vec![true; shapes.len()];
         for step in &steps {
             if let Step::Conv { layer, source, .. } = *step {
@@ -203,13 +208,15 @@ impl<B: Backend> Network<B> {
             params: device_params,
             grads,
             velocity,
+            momentum,
             activations,
             next_input,
             loaded: None,
             forwarded: None,
             grad_out,
             grad_in,
-            rmsprop: RmsProp::default(),
+            optimizer: Optimizer::default(),
+            iterations: 0,
         })
     }
 
@@ -424,14 +431,25 @@ impl<B: Backend> Network<B> {
         Ok(())
     }
 
-    /// One RMSprop step with the gradients of the last backward pass.
+    /// One optimizer step with the gradients of the last backward pass.
     pub fn apply_gradients(&mut self) -> Result<()> {
-        self.backend.rmsprop_update(
-            self.rmsprop,
-            &mut self.params,
-            &self.grads,
-            &mut self.velocity,
-        )
+        self.iterations += 1;
+        match self.optimizer {
+            Optimizer::Rmsprop(hyper) => self.backend.rmsprop_update(
+                hyper,
+                &mut self.params,
+                &self.grads,
+                &mut self.velocity,
+            ),
+            Optimizer::Adam(hyper) => self.backend.adam_update(
+                hyper,
+                self.iterations,
+                &mut self.params,
+                &self.grads,
+                &mut self.momentum,
+                &mut self.velocity,
+            ),
+        }
     }
 
     /// forward, backward and one optimizer step; returns the batch's loss before the step.
@@ -479,12 +497,24 @@ impl<B: Backend> Network<B> {
         )
     }
 
+    pub fn momentum(&mut self) -> Result<Vec<f32>> {
+        to_host(
+            &mut self.backend,
+            &self.momentum,
+            self.architecture.param_count(),
+        )
+    }
+
     pub fn set_params(&mut self, params: &[f32]) -> Result<()> {
         self.backend.upload(params, &mut self.params)
     }
 
     pub fn set_velocity(&mut self, velocity: &[f32]) -> Result<()> {
         self.backend.upload(velocity, &mut self.velocity)
+    }
+
+    pub fn set_momentum(&mut self, momentum: &[f32]) -> Result<()> {
+        self.backend.upload(momentum, &mut self.momentum)
     }
 }
 

@@ -14,6 +14,8 @@ pub mod figures;
 pub mod gradcam;
 pub mod graph;
 pub mod history;
+#[cfg(feature = "nbis")]
+pub mod identity;
 pub mod memory;
 pub mod metrics;
 pub mod model;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::backend::{Backend, RmsProp};
+use crate::backend::{Backend, Optimizer, OptimizerKind};
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::data::{self, Dataset, Split};
 use crate::error::{Error, Result};
@@ -26,6 +26,7 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f32,
+    pub optimizer: OptimizerKind,
     pub val_split: f64,
     pub seed: u64,
     pub size: usize,
@@ -193,12 +194,26 @@ impl<B: Backend> Run<'_, B> {
             self.meta.step_in_epoch,
         );
         let checkpoint = Checkpoint {
-            meta: self.meta.clone(),
+            meta: CheckpointMeta {
+                iterations: self.net.iterations,
+                ..self.meta.clone()
+            },
             params: self.net.params()?,
             velocity: self.net.velocity()?,
+            momentum: match self.meta.optimizer {
+                Optimizer::Rmsprop(_) => Vec::new(),
+                Optimizer::Adam(_) => self.net.momentum()?,
+            },
         };
         let finite = |values: &[f32]| values.iter().all(|v| v.is_finite());
-        if !finite(&checkpoint.params) || !finite(&checkpoint.velocity) {
+        if ![
+            &checkpoint.params,
+            &checkpoint.velocity,
+            &checkpoint.momentum,
+        ]
+        .iter()
+        .all(|values| finite(values))
+        {
             let at = match self.meta.step_in_epoch {
                 0 => format!("after epoch {}", self.meta.epoch),
                 step => format!("at epoch {}, step {step}", self.meta.epoch + 1),
@@ -260,6 +275,16 @@ fn start<'a, B: Backend>(
 ) -> Result<Run<'a, B>> {
     let architecture = Architecture::reference();
     check_config(config, &architecture)?;
+    if let Some((dir, c)) = &resume {
+        let saved = c.meta.optimizer.kind();
+        if saved != config.optimizer {
+            return Err(Error::OptimizerMismatch {
+                path: dir.clone(),
+                given: config.optimizer,
+                saved,
+            });
+        }
+    }
     let dataset = Dataset::load(
         &config.data_dir,
         config.size,
@@ -290,8 +315,8 @@ fn start<'a, B: Backend>(
         });
     }
 
-    let (last_good, params, velocity, mut meta) = match resume {
-        Some((dir, c)) => (Some(dir), c.params, Some(c.velocity), c.meta),
+    let (last_good, params, state, mut meta) = match resume {
+        Some((dir, c)) => (Some(dir), c.params, Some((c.velocity, c.momentum)), c.meta),
         None => (
             None,
             architecture.glorot_uniform(config.seed),
@@ -304,6 +329,7 @@ fn start<'a, B: Backend>(
     meta.val_split = config.val_split;
     meta.batch_size = config.batch_size;
     meta.learning_rate = config.learning_rate;
+    meta.optimizer = Optimizer::new(config.optimizer, config.learning_rate);
     meta.data_dir = fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
 
     let mut net = Network::new(
@@ -314,13 +340,14 @@ fn start<'a, B: Backend>(
         config.batch_size,
         &params,
     )?;
-    if let Some(velocity) = velocity {
+    if let Some((velocity, momentum)) = state {
         net.set_velocity(&velocity)?;
+        if !momentum.is_empty() {
+            net.set_momentum(&momentum)?;
+        }
     }
-    net.rmsprop = RmsProp {
-        learning_rate: config.learning_rate,
-        ..RmsProp::default()
-    };
+    net.optimizer = meta.optimizer;
+    net.iterations = meta.iterations;
     say(config, architecture.summary(config.size, config.size)?);
     say(config, format!("backend: {}", net.backend().name()));
     Ok(Run {

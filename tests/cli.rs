@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use whorl::backend::{Adam, Optimizer};
 use whorl::checkpoint::resolve_checkpoint;
 use whorl::checkpoint::{self, Checkpoint, CheckpointMeta};
 use whorl::model::Architecture;
@@ -76,6 +77,7 @@ fn two_epochs_then_two_more_equal_four_in_one_go() {
     let (straight, split) = (dir.path().join("straight"), dir.path().join("split"));
     assert!(small_run(&data, &straight, "4", &[]).status.success());
     assert!(small_run(&data, &split, "2", &[]).status.success());
+    forget_the_optimizer(&split.join("checkpoints/epoch-0002"));
     let resumed = whorl(&[
         "train",
         "--resume",
@@ -95,6 +97,72 @@ fn two_epochs_then_two_more_equal_four_in_one_go() {
     assert_eq!(history_losses(&split).len(), 5, "header and four epochs");
 }
 
+/// Makes a checkpoint look as one written before Adam: no optimizer or iteration count.
+fn forget_the_optimizer(checkpoint_dir: &Path) {
+    let meta_path = checkpoint_dir.join(checkpoint::META_FILE);
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    let fields = meta.as_object_mut().unwrap();
+    assert!(fields.remove("optimizer").is_some() && fields.remove("iterations").is_some());
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+}
+
+fn saved_meta(checkpoint_dir: &Path) -> CheckpointMeta {
+    let text = std::fs::read_to_string(checkpoint_dir.join(checkpoint::META_FILE)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn adam_resumes_exactly_and_refuses_another_optimizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::write_striped_images(&data, 11, 20);
+    let (straight, split) = (dir.path().join("straight"), dir.path().join("split"));
+    let adam = ["--optimizer", "adam"];
+    assert!(small_run(&data, &straight, "4", &adam).status.success());
+    assert!(small_run(&data, &split, "2", &adam).status.success());
+    let resumed = whorl(&[
+        "train",
+        "--resume",
+        path(&split),
+        "--epochs",
+        "2",
+        "--quiet",
+    ]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+
+    let (half, whole) = (
+        split.join("checkpoints/epoch-0002"),
+        split.join("checkpoints/epoch-0004"),
+    );
+    for file in [checkpoint::WEIGHTS_FILE, checkpoint::ADAM_FILE] {
+        let a = read(straight.join("checkpoints/epoch-0004").join(file));
+        let b = read(whole.join(file));
+        assert!(a == b, "{file} differs between 4 epochs and 2 + 2");
+    }
+    assert!(!whole.join(checkpoint::OPTIMIZER_FILE).exists());
+    assert_eq!(history_losses(&straight), history_losses(&split));
+    let meta = saved_meta(&whole);
+    assert_eq!(meta.optimizer, Optimizer::Adam(Adam::default()));
+    assert!(meta.iterations > 0 && meta.iterations == 2 * saved_meta(&half).iterations);
+
+    let output = whorl(&[
+        "train",
+        "--resume",
+        path(&whole),
+        "--optimizer",
+        "rmsprop",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
+    assert_user_error(
+        &output,
+        &["epoch-0004", "--optimizer adam", "--optimizer rmsprop"],
+    );
+    assert_eq!(text(&output).trim().lines().count(), 1, "{}", text(&output));
+}
+
 #[test]
 fn checkpoints_round_trip_and_refuse_other_models() {
     let dir = tempfile::tempdir().unwrap();
@@ -105,6 +173,7 @@ fn checkpoints_round_trip_and_refuse_other_models() {
         meta,
         params: arch.glorot_uniform(1),
         velocity: common::random(arch.param_count(), 0.0, 1e-3, 2),
+        momentum: Vec::new(),
     };
     let ckpt = dir.path().join("run/checkpoints/epoch-0007");
     checkpoint::save(&ckpt, &arch, &saved).unwrap();
@@ -334,6 +403,7 @@ fn help_explains_every_training_flag() {
         "--save-every",
         "--skip-bad",
         "--device",
+        "--optimizer",
         "bilinear",
         "[default: 200]",
     ] {
@@ -604,6 +674,7 @@ fn a_huge_learning_rate_saves_no_checkpoint_of_nan_weights() {
         meta: CheckpointMeta::new(&arch),
         params,
         velocity: vec![0.0; arch.param_count()],
+        momentum: Vec::new(),
     };
     checkpoint::save(&poisoned, &arch, &checkpoint).unwrap();
     let output = whorl(&["train", "--resume", path(&poisoned), "--data", path(&data)]);
@@ -621,6 +692,7 @@ fn checkpoint_with(dir: &Path, field: &str, value: &str) -> PathBuf {
         meta,
         params: arch.glorot_uniform(1),
         velocity: vec![0.0; arch.param_count()],
+        momentum: Vec::new(),
     };
     checkpoint::save(&saved, &arch, &checkpoint).unwrap();
     let meta_path = saved.join(checkpoint::META_FILE);

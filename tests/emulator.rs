@@ -9,7 +9,7 @@ use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
 use whorl::backend::gpu::{Device, GpuBackend, KernelArg};
 use whorl::backend::reference::ReferenceBackend;
-use whorl::backend::{Backend, ConvInput};
+use whorl::backend::{Backend, ConvInput, Optimizer, OptimizerKind};
 use whorl::graph::Network;
 use whorl::model::{Activation, Architecture};
 
@@ -75,7 +75,16 @@ fn pooling_upsampling_loss_and_optimizer_kernels_match_the_reference() {
 }
 
 #[test]
-fn emulated_training_follows_the_cpu_engine() {
+fn emulated_training_follows_the_cpu_engine_with_rmsprop() {
+    emulated_training_follows_the_cpu_engine(OptimizerKind::Rmsprop);
+}
+
+#[test]
+fn emulated_training_follows_the_cpu_engine_with_adam() {
+    emulated_training_follows_the_cpu_engine(OptimizerKind::Adam);
+}
+
+fn emulated_training_follows_the_cpu_engine(kind: OptimizerKind) {
     let arch = Architecture::reference();
     let (size, batch) = (12, 3);
     let params = arch.glorot_uniform(9);
@@ -89,6 +98,8 @@ fn emulated_training_follows_the_cpu_engine() {
     )
     .unwrap();
     let mut cpu = Network::new(CpuBackend::new(), arch, size, size, batch, &params).unwrap();
+    gpu.optimizer = Optimizer::new(kind, 1e-3);
+    cpu.optimizer = gpu.optimizer;
     // The emulated network runs as training does: each batch is uploaded asynchronously while
     // the step before it is in flight, which the emulator checks against the fence contract.
     let batches: Vec<Vec<f32>> = (0..4)
@@ -104,6 +115,13 @@ fn emulated_training_follows_the_cpu_engine() {
     }
     let error = relative_error(&gpu.params().unwrap(), &widen(&cpu.params().unwrap()));
     assert!(error < 1e-4, "weights after 4 steps differ by {error:e}");
+    let error = relative_error(&gpu.velocity().unwrap(), &widen(&cpu.velocity().unwrap()));
+    assert!(
+        error < 1e-4,
+        "optimizer state after 4 steps differs by {error:e}"
+    );
+    let error = relative_error(&gpu.momentum().unwrap(), &widen(&cpu.momentum().unwrap()));
+    assert!(error < 1e-4, "momentum after 4 steps differs by {error:e}");
     // A partial batch through the same buffers.
     let images = random(2 * size * size, 0.0, 1.0, 99);
     let (a, b) = (gpu.forward(&images).unwrap(), cpu.forward(&images).unwrap());

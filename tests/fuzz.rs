@@ -107,6 +107,7 @@ fn write_valid_checkpoint(dir: &Path) {
         meta,
         params: arch.glorot_uniform(3),
         velocity: vec![0.0; arch.param_count()],
+        momentum: Vec::new(),
     };
     checkpoint::save(dir, &arch, &saved).unwrap();
 }

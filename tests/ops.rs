@@ -7,7 +7,7 @@ use common::{CONV_CASES, conv, nhwc, parity, random, relative_error, widen};
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::reference as direct;
 use whorl::backend::reference::ReferenceBackend;
-use whorl::backend::{Backend, Conv, ConvInput, Nhwc, RmsProp};
+use whorl::backend::{Adam, Backend, Conv, ConvInput, Nhwc, RmsProp};
 use whorl::model::Activation;
 
 fn planned_cpu(conv: &Conv) -> CpuBackend {
@@ -207,7 +207,7 @@ fn upsample2_matches_direct_loops() {
 }
 
 #[test]
-fn activations_mse_and_rmsprop_match_direct_loops() {
+fn activations_mse_and_optimizers_match_direct_loops() {
     let len = 40_003;
     let y = random(len, -1.0, 1.0, 1);
     let target = random(len, 0.0, 1.0, 2);
@@ -240,6 +240,18 @@ fn activations_mse_and_rmsprop_match_direct_loops() {
         direct::rmsprop_update(hyper, &mut w64, &widen(&g), &mut v64);
     }
     assert!(relative_error(&w, &w64) < 1e-6);
+    assert!(relative_error(&v, &v64) < 1e-6);
+
+    let hyper = Adam::default();
+    let (mut w, mut m, mut v) = (y.clone(), vec![0.0; len], vec![0.0; len]);
+    let (mut w64, mut m64, mut v64) = (widen(&w), vec![0.0; len], vec![0.0; len]);
+    for t in 1..4 {
+        cpu.adam_update(hyper, t, &mut w, &g, &mut m, &mut v)
+            .unwrap();
+        direct::adam_update(hyper, t, &mut w64, &widen(&g), &mut m64, &mut v64);
+    }
+    assert!(relative_error(&w, &w64) < 1e-6);
+    assert!(relative_error(&m, &m64) < 1e-6);
     assert!(relative_error(&v, &v64) < 1e-6);
 }
 

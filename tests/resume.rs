@@ -5,8 +5,8 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use whorl::backend::RmsProp;
 use whorl::backend::cpu::CpuBackend;
+use whorl::backend::{Optimizer, OptimizerKind};
 use whorl::checkpoint::{self, Checkpoint};
 use whorl::data::{self, Dataset};
 use whorl::graph::Network;
@@ -19,6 +19,7 @@ fn config(data: &Path, out: &Path, batch_size: usize) -> TrainConfig {
         epochs: 1,
         batch_size,
         learning_rate: 1e-3,
+        optimizer: OptimizerKind::Rmsprop,
         val_split: 0.2,
         seed: 13,
         size: 16,
@@ -67,10 +68,7 @@ fn a_mid_epoch_resume_continues_from_the_image_position_whatever_the_batch_size(
     let arch = Architecture::reference();
     let mut net = Network::new(CpuBackend::new(), arch, 16, 16, 2, &after_four.params).unwrap();
     net.set_velocity(&after_four.velocity).unwrap();
-    net.rmsprop = RmsProp {
-        learning_rate: 1e-3,
-        ..RmsProp::default()
-    };
+    net.optimizer = Optimizer::new(OptimizerKind::Rmsprop, 1e-3);
     net.train_step(&batch).unwrap();
     assert!(net.params().unwrap() == after_six.params);
 }

@@ -39,6 +39,8 @@ pub mod cpu;
 pub mod gpu;
 pub mod reference;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::Result;
 use crate::model::{Activation, ParamSlot};
 
@@ -95,7 +97,7 @@ impl Precision {
 }
 
 /// RMSprop's hyper-parameters; the defaults are Keras 3's.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RmsProp {
     pub learning_rate: f32,
     pub rho: f32,
@@ -109,6 +111,89 @@ impl Default for RmsProp {
             rho: 0.9,
             epsilon: 1e-7,
         }
+    }
+}
+
+/// Adam's hyper-parameters; the defaults are Keras 3's.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Adam {
+    pub learning_rate: f32,
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+}
+
+impl Default for Adam {
+    fn default() -> Self {
+        Adam {
+            learning_rate: 1e-3,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-7,
+        }
+    }
+}
+
+impl Adam {
+    /// The bias-corrected step size at step `t` (counted from 1), in float64:
+    /// alpha = lr sqrt(1 - beta_2^t) / (1 - beta_1^t).
+    pub fn step_size(&self, t: u64) -> f64 {
+        let t = i32::try_from(t).unwrap_or(i32::MAX);
+        let (beta_1, beta_2) = (f64::from(self.beta_1), f64::from(self.beta_2));
+        f64::from(self.learning_rate) * (1.0 - beta_2.powi(t)).sqrt() / (1.0 - beta_1.powi(t))
+    }
+}
+
+/// The optimizer that trains a network, with its hyper-parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Optimizer {
+    Rmsprop(RmsProp),
+    Adam(Adam),
+}
+
+/// Which optimizer, as `--optimizer` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptimizerKind {
+    Rmsprop,
+    Adam,
+}
+
+impl Default for Optimizer {
+    fn default() -> Self {
+        Optimizer::Rmsprop(RmsProp::default())
+    }
+}
+
+impl Optimizer {
+    /// `kind` with Keras 3's defaults and this learning rate.
+    pub fn new(kind: OptimizerKind, learning_rate: f32) -> Self {
+        match kind {
+            OptimizerKind::Rmsprop => Optimizer::Rmsprop(RmsProp {
+                learning_rate,
+                ..RmsProp::default()
+            }),
+            OptimizerKind::Adam => Optimizer::Adam(Adam {
+                learning_rate,
+                ..Adam::default()
+            }),
+        }
+    }
+
+    pub fn kind(&self) -> OptimizerKind {
+        match self {
+            Optimizer::Rmsprop(_) => OptimizerKind::Rmsprop,
+            Optimizer::Adam(_) => OptimizerKind::Adam,
+        }
+    }
+}
+
+impl std::fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OptimizerKind::Rmsprop => "rmsprop",
+            OptimizerKind::Adam => "adam",
+        })
     }
 }
 
@@ -287,6 +372,19 @@ pub trait Backend {
         hyper: RmsProp,
         params: &mut Self::Buffer,
         grads: &Self::Buffer,
+        velocity: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    /// Keras's Adam over every parameter at once, at step `t` (counted from 1):
+    /// m = m + (g - m)(1 - beta_1); v = v + (g^2 - v)(1 - beta_2);
+    /// w = w - alpha m / (sqrt(v) + epsilon) with alpha = [`Adam::step_size`]`(t)`.
+    fn adam_update(
+        &mut self,
+        hyper: Adam,
+        t: u64,
+        params: &mut Self::Buffer,
+        grads: &Self::Buffer,
+        momentum: &mut Self::Buffer,
         velocity: &mut Self::Buffer,
     ) -> Result<()>;
 }

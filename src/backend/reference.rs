@@ -1,7 +1,7 @@
 //! The direct-loop reference: every operation written as the textbook loop, in float64.
 //! Slow and obviously right; the tests hold the fast backends and the derivatives to it.
 
-use super::{Backend, Conv, ConvInput, Nhwc, RmsProp};
+use super::{Adam, Backend, Conv, ConvInput, Nhwc, RmsProp};
 use crate::error::Result;
 use crate::model::Activation;
 
@@ -239,6 +239,30 @@ pub fn rmsprop_update(hyper: RmsProp, params: &mut [f64], grads: &[f64], velocit
     }
 }
 
+/// m = m + (g - m)(1 - beta_1); v = v + (g^2 - v)(1 - beta_2);
+/// w = w - alpha m / (sqrt(v) + epsilon), alpha = lr sqrt(1 - beta_2^t) / (1 - beta_1^t)
+pub fn adam_update(
+    hyper: Adam,
+    t: u64,
+    params: &mut [f64],
+    grads: &[f64],
+    momentum: &mut [f64],
+    velocity: &mut [f64],
+) {
+    let alpha = hyper.step_size(t);
+    let (beta_1, beta_2, eps) = (
+        f64::from(hyper.beta_1),
+        f64::from(hyper.beta_2),
+        f64::from(hyper.epsilon),
+    );
+    let state = momentum.iter_mut().zip(velocity.iter_mut());
+    for ((w, &g), (m, v)) in params.iter_mut().zip(grads).zip(state) {
+        *m += (g - *m) * (1.0 - beta_1);
+        *v += (g * g - *v) * (1.0 - beta_2);
+        *w -= alpha * *m / (v.sqrt() + eps);
+    }
+}
+
 /// The input a convolution sees: the stored one, or it upsampled (a new tensor) and its shape.
 fn conv_input(input: Nhwc, read: ConvInput, x: &[f64]) -> (Nhwc, std::borrow::Cow<'_, [f64]>) {
     match read {
@@ -404,6 +428,19 @@ impl Backend for ReferenceBackend {
         velocity: &mut Vec<f64>,
     ) -> Result<()> {
         rmsprop_update(hyper, params, grads, velocity);
+        Ok(())
+    }
+
+    fn adam_update(
+        &mut self,
+        hyper: Adam,
+        t: u64,
+        params: &mut Vec<f64>,
+        grads: &Vec<f64>,
+        momentum: &mut Vec<f64>,
+        velocity: &mut Vec<f64>,
+    ) -> Result<()> {
+        adam_update(hyper, t, params, grads, momentum, velocity);
         Ok(())
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser};
+use whorl::backend::OptimizerKind;
 use whorl::backend::gpu::cuda;
 use whorl::{Error, Result, history};
 
@@ -38,6 +39,10 @@ pub(crate) struct DemoArgs {
 
     #[command(flatten)]
     pub(crate) compute: Compute,
+
+    /// The optimizer that trains the model: rmsprop or adam (as `whorl train`).
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Rmsprop)]
+    pub(crate) optimizer: OptimizerKind,
 }
 
 pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
@@ -93,6 +98,8 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
         &args.compute.device,
         "--precision",
         args.compute.precision.name(),
+        "--optimizer",
+        &args.optimizer.to_string(),
     ]);
     let code = run_train(train_args)?;
     if code != ExitCode::SUCCESS {
@@ -109,6 +116,7 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
         split: Some("val".into()),
         out: Some(metrics.clone()),
         skip_bad: false,
+        no_identity: true,
     })?;
     let reconstructions = args.out.join("reconstructions.png");
     run_reconstruct(ReconstructArgs {

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use whorl::backend::OptimizerKind;
 use whorl::checkpoint::{self, Checkpoint};
 use whorl::model::Architecture;
 use whorl::train::{self, TrainConfig};
@@ -39,10 +40,15 @@ pub(crate) struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub(crate) batch_size: Option<usize>,
 
-    /// RMSprop learning rate (rho 0.9, epsilon 1e-7 as Keras) [default: 0.001, or the
-    /// checkpoint's with --resume].
+    /// Learning rate of the optimizer [default: 0.001, or the checkpoint's with --resume].
     #[arg(long, value_name = "RATE")]
     pub(crate) lr: Option<f32>,
+
+    /// rmsprop (rho 0.9, epsilon 1e-7, as Keras 3) or adam (beta_1 0.9, beta_2 0.999,
+    /// epsilon 1e-7, as Keras 3) [default: rmsprop, or the checkpoint's with --resume, which
+    /// cannot change it].
+    #[arg(long, value_enum)]
+    pub(crate) optimizer: Option<OptimizerKind>,
 
     /// Fraction of the images held out for validation, chosen by --seed [default: 0.2; fixed by
     /// the checkpoint with --resume].
@@ -65,7 +71,7 @@ pub(crate) struct TrainArgs {
     pub(crate) out: Option<PathBuf>,
 
     /// Continue from a checkpoint folder, or from the newest checkpoint of a run folder: the
-    /// weights, RMSprop state and epoch counter carry on exactly.
+    /// weights, optimizer state and epoch counter carry on exactly.
     #[arg(long, value_name = "CHECKPOINT")]
     pub(crate) resume: Option<PathBuf>,
 
@@ -137,11 +143,16 @@ fn resolve(args: &TrainArgs, resume: Option<(&Path, &Checkpoint)>) -> Result<Tra
         }
         (None, None) => checkpoint::fresh_run_dir(&PathBuf::from("runs")),
     };
+    let saved_optimizer = resume.map(|(_, c)| c.meta.optimizer.kind());
     Ok(TrainConfig {
         data_dir,
         epochs: args.epochs,
         batch_size,
         learning_rate,
+        optimizer: args
+            .optimizer
+            .or(saved_optimizer)
+            .unwrap_or(OptimizerKind::Rmsprop),
         val_split,
         seed,
         size,

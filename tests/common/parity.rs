@@ -2,7 +2,7 @@
 //! both, every output (first filled with NaN, so unwritten elements show) compared.
 #![allow(dead_code)]
 
-use whorl::backend::{Backend, Conv, Nhwc, RmsProp};
+use whorl::backend::{Adam, Backend, Conv, Nhwc, RmsProp};
 use whorl::model::Activation;
 
 use super::{random, relative_error};
@@ -87,7 +87,7 @@ pub fn conv_outputs<B: Backend>(
     ]
 }
 
-pub const OTHER_OUTPUTS: [&str; 10] = [
+pub const OTHER_OUTPUTS: [&str; 13] = [
     "maxpool forward",
     "maxpool backward",
     "upsample forward",
@@ -98,10 +98,13 @@ pub const OTHER_OUTPUTS: [&str; 10] = [
     "mse backward",
     "rmsprop weights",
     "rmsprop velocity",
+    "adam weights",
+    "adam momentum",
+    "adam velocity",
 ];
 
-/// Pooling, upsampling, activation derivatives, the loss and its gradient, and three RMSprop
-/// steps, on `input`-shaped tensors drawn from `seed`.
+/// Pooling, upsampling, activation derivatives, the loss and its gradient, three RMSprop steps
+/// and Adam's steps 5 to 7, on `input`-shaped tensors drawn from `seed`.
 pub fn other_outputs<B: Backend>(backend: &mut B, input: Nhwc, seed: u64) -> Vec<Vec<f32>> {
     backend.plan(&[]).unwrap();
     let len = input.len();
@@ -144,6 +147,17 @@ pub fn other_outputs<B: Backend>(backend: &mut B, input: Nhwc, seed: u64) -> Vec
             .unwrap();
     }
     out.push(download(backend, &w, len));
+    out.push(download(backend, &v, len));
+    let mut w = upload(backend, &target_values);
+    let mut m = upload(backend, &random(len, -1e-2, 1e-2, seed + 5));
+    let mut v = upload(backend, &random(len, 0.0, 1e-3, seed + 6));
+    for t in 5..8 {
+        backend
+            .adam_update(Adam::default(), t, &mut w, &x, &mut m, &mut v)
+            .unwrap();
+    }
+    out.push(download(backend, &w, len));
+    out.push(download(backend, &m, len));
     out.push(download(backend, &v, len));
     out
 }

@@ -12,7 +12,7 @@ mod one_channel;
 
 use rayon::prelude::*;
 
-use super::{Backend, Conv, Nhwc, RmsProp};
+use super::{Adam, Backend, Conv, Nhwc, RmsProp};
 use crate::error::{Error, Result};
 use crate::model::Activation;
 use conv::ConvScratch;
@@ -317,6 +317,34 @@ impl Backend for CpuBackend {
                 for ((w, &g), v) in w.iter_mut().zip(g).zip(v) {
                     *v = rho * *v + (1.0 - rho) * g * g;
                     *w -= lr * g / (*v + epsilon).sqrt();
+                }
+            });
+        Ok(())
+    }
+
+    fn adam_update(
+        &mut self,
+        hyper: Adam,
+        t: u64,
+        params: &mut Vec<f32>,
+        grads: &Vec<f32>,
+        momentum: &mut Vec<f32>,
+        velocity: &mut Vec<f32>,
+    ) -> Result<()> {
+        let alpha = hyper.step_size(t) as f32;
+        let (one_minus_beta_1, one_minus_beta_2) = (1.0 - hyper.beta_1, 1.0 - hyper.beta_2);
+        let epsilon = hyper.epsilon;
+        params
+            .par_chunks_mut(ELEMENT_CHUNK)
+            .zip(grads.par_chunks(ELEMENT_CHUNK))
+            .zip(momentum.par_chunks_mut(ELEMENT_CHUNK))
+            .zip(velocity.par_chunks_mut(ELEMENT_CHUNK))
+            .for_each(|(((w, g), m), v)| {
+                let state = m.iter_mut().zip(v.iter_mut());
+                for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(state) {
+                    *m += (g - *m) * one_minus_beta_1;
+                    *v += (g * g - *v) * one_minus_beta_2;
+                    *w -= alpha * *m / (v.sqrt() + epsilon);
                 }
             });
         Ok(())

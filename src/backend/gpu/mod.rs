@@ -6,7 +6,7 @@ pub mod cuda;
 pub mod emulator;
 pub mod kernels;
 
-use super::{Backend, Conv, ConvInput, Nhwc, Precision, RmsProp};
+use super::{Adam, Backend, Conv, ConvInput, Nhwc, Precision, RmsProp};
 use crate::error::{Error, Result};
 use crate::model::Activation;
 
@@ -712,6 +712,31 @@ impl<D: Device> Backend for GpuBackend<D> {
             hyper.epsilon,
             params.ptr,
             grads.ptr,
+            velocity.ptr,
+        )
+    }
+
+    fn adam_update(
+        &mut self,
+        hyper: Adam,
+        t: u64,
+        params: &mut GpuBuffer,
+        grads: &GpuBuffer,
+        momentum: &mut GpuBuffer,
+        velocity: &mut GpuBuffer,
+    ) -> Result<()> {
+        let count = params.len;
+        kernels::adam_update(
+            &mut self.device,
+            Launch::per_element(count),
+            int(count)?,
+            hyper.step_size(t) as f32,
+            hyper.beta_1,
+            hyper.beta_2,
+            hyper.epsilon,
+            params.ptr,
+            grads.ptr,
+            momentum.ptr,
             velocity.ptr,
         )
     }
