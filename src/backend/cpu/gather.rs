@@ -189,10 +189,19 @@ fn pixel_taps(c: usize, x: &[f32], placed: &Placed, row: &mut [f32]) {
         }
         return;
     }
-    for (taps, source) in row.chunks_exact_mut(c).zip(placed.taps()) {
-        match source {
-            Some(s) => taps.copy_from_slice(&x[s * c..][..c]),
-            None => taps.fill(0.0),
+    // A window row whose columns all lie inside the image is one run of the source.
+    let run = placed.size * c;
+    let columns = placed.cols[..placed.size].iter().all(Option::is_some);
+    for (r, taps) in row.chunks_exact_mut(run).enumerate() {
+        if let (true, Some(start)) = (columns, placed.at(r, 0)) {
+            taps.copy_from_slice(&x[start * c..][..run]);
+            continue;
+        }
+        for (q, tap) in taps.chunks_exact_mut(c).enumerate() {
+            match placed.at(r, q) {
+                Some(s) => tap.copy_from_slice(&x[s * c..][..c]),
+                None => tap.fill(0.0),
+            }
         }
     }
 }
