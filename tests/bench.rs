@@ -68,6 +68,7 @@ fn the_report_has_every_kernel_and_round_trips_through_json() {
         "pool2 backward",
         "mse loss",
         "rmsprop (all parameters)",
+        "adam (all parameters)",
     ] {
         assert!(
             names.contains(&expected),

@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::report::KernelTiming;
 use super::work::{self, ConvPass, Work};
 use crate::backend::gpu::cuda::Peaks;
-use crate::backend::{Backend, Conv, ConvInput, Nhwc, RmsProp};
+use crate::backend::{Adam, Backend, Conv, ConvInput, Nhwc, RmsProp};
 use crate::error::Result;
 use crate::graph::{self, Network};
 use crate::model::{Activation, Architecture, Layer};
@@ -211,6 +211,11 @@ fn loss_and_update_timings<B: Backend>(
         filled(backend, parameters, 2)?,
         filled(backend, parameters, 3)?,
     );
+    let (mut adam_w, mut m, mut adam_v) = (
+        filled(backend, parameters, 4)?,
+        filled(backend, parameters, 5)?,
+        filled(backend, parameters, 6)?,
+    );
     let cases = vec![
         Case::new(
             "mse loss",
@@ -243,6 +248,15 @@ fn loss_and_update_timings<B: Backend>(
             &format!("{parameters} parameters"),
             work::rmsprop_work(parameters),
             |b: &mut B, _| b.rmsprop_update(RmsProp::default(), &mut w, &g, &mut v),
+        ),
+        Case::new(
+            "adam (all parameters)",
+            &format!("{parameters} parameters"),
+            work::adam_work(parameters),
+            |b: &mut B, i| {
+                let step = i as u64 + 1;
+                b.adam_update(Adam::default(), step, &mut adam_w, &g, &mut m, &mut adam_v)
+            },
         ),
     ];
     measure(backend, cases, repeats, peaks, out)

@@ -15,7 +15,8 @@
 //! dx; backward-filter input + dz + kernel and bias gradients. Max pooling: 3 comparisons per
 //! output, input + output (backward x + dy + dx). Upsampling: no FLOPs, input + 4 x input.
 //! MSE loss: 3 FLOPs per element, two tensors; its gradient 3 FLOPs, three tensors. Activation
-//! derivative: 2 FLOPs, three tensors. RMSprop: 8 FLOPs and 20 bytes per parameter.
+//! derivative: 2 FLOPs, three tensors. RMSprop: 8 FLOPs and 20 bytes per parameter; Adam: 12
+//! FLOPs and 28 bytes (read w, g, m, v; write w, m, v).
 //!
 //! A training image costs 11.33 nominal GFLOP (forward 3.79) at 224x224.
 
@@ -125,6 +126,10 @@ pub fn activation_backward_work(len: usize) -> Work {
 
 pub fn rmsprop_work(parameters: usize) -> Work {
     Work::plain(8.0 * parameters as f64, floats(5 * parameters))
+}
+
+pub fn adam_work(parameters: usize) -> Work {
+    Work::plain(12.0 * parameters as f64, floats(7 * parameters))
 }
 
 /// Nominal FLOPs of one training image (forward, backward-data except the first layer's, and

@@ -1,12 +1,12 @@
 //! Convolutions on the CPU as gathered GEMMs: each pixel's window is gathered into one row of
 //! a tile ([`super::gather`]) and tiles are multiplied by a kernel matrix ([`super::gemm`]).
 //! One function per algorithm:
-//!
-//! | pass | plain input | input read upsampled x2 |
-//! |---|---|---|
-//! | forward | [`forward_same`]: 3x3 windows | [`forward_phases`]: four 2x2 phase convolutions (4/9 of the work) |
-//! | backward-data | [`backward_data`]: 3x3 windows of dz, flipped kernel | the same over 2x2 box sums of dz at source resolution (1/4 of the work) |
-//! | backward-filter | [`filter_same`]: 3x3 windows of x against dz | [`filter_box_sums`]: box sums of dz against x (1/4 of the work) |
+//! - forward: [`forward_same`], 3x3 windows of x; of an upsampled input, [`forward_phases`],
+//!   four 2x2 phase convolutions of the small input (4/9 of the work).
+//! - backward-data: [`backward_data`], 3x3 windows of dz times the flipped kernel; of an
+//!   upsampled input, the same over 2x2 box sums of dz at the source's resolution (1/4).
+//! - backward-filter: [`filter_same`], 3x3 windows of x against dz; of an upsampled input,
+//!   [`filter_box_sums`], box sums of dz against x (1/4 of the work).
 //!
 //! A convolution with one output channel read upsampled (conv6) runs as direct loops instead:
 //! see [`super::one_channel`].
@@ -276,11 +276,13 @@ fn forward_phases(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], bias: &[f32
 /// Input read upsampled, per dimension (u = upsample2(x), y[p] = sum over t in {-1, 0, 1} of
 /// w[t] u[p + t], dz = 0 outside the image):
 /// dx[s] = du[2s] + du[2s + 1] = sum over t of w[t] (dz[2s - t] + dz[2s + 1 - t])
-///       = w[0] E[s] + w[1] O[s - 1] + w[-1] O[s], E[s] = dz[2s] + dz[2s + 1], O[s] = dz[2s + 1] + dz[2s + 2].
-/// With B[m] = dz[m - 1] + dz[m] and k = t + 1: dx[s] = sum over r in 0..3 of w[2 - r] B[2s + r],
-/// the same flipped kernel over a 3-tap window at stride 2 of the pair sums B, which are the
-/// 2x2 box sums of the 4x4 window of dz from (2i - 1, 2j - 1) in two dimensions
-/// ([`Gather::box_sums`]): a 3x3 pass at source resolution instead of 3x3 at the upsampled one.
+///       = w[0] E[s] + w[1] O[s - 1] + w[-1] O[s],
+/// E[s] = dz[2s] + dz[2s + 1] (aligned pairs), O[s] = dz[2s + 1] + dz[2s + 2] (odd pairs).
+/// With B[m] = dz[m - 1] + dz[m] and k = t + 1: dx[s] = sum over r in 0..3 of w[2 - r] B[2s + r]
+/// (B[2s] = O[s - 1], B[2s + 1] = E[s], B[2s + 2] = O[s]): the same flipped kernel over a 3-tap
+/// window at stride 2 of the pair sums B. In two dimensions the pair sums multiply into the
+/// 2x2 box sums of the 4x4 window of dz from (2i - 1, 2j - 1) ([`Gather::box_sums`]): a 3x3
+/// pass at the source's resolution instead of one at the upsampled resolution.
 pub fn backward_data(
     scratch: &mut ConvScratch,
     conv: &Conv,

@@ -51,6 +51,15 @@ pub(super) struct Placed {
     rows: [Option<usize>; MAX_WINDOW],
     cols: [Option<usize>; MAX_WINDOW],
     size: usize,
+    /// The source column of the window's first column, and the window's step per grid column.
+    left: isize,
+    stride: usize,
+    src_width: usize,
+}
+
+/// `at` as an index below `len`, None outside 0..len.
+fn inside(at: isize, len: usize) -> Option<usize> {
+    usize::try_from(at).ok().filter(|&at| at < len)
 }
 
 impl Placed {
@@ -60,14 +69,23 @@ impl Placed {
         let (image, i, j) = (pixel / (gh * gw), pixel / gw % gh, pixel % gw);
         let top = (window.stride * i) as isize + window.origin.0;
         let left = (window.stride * j) as isize + window.origin.1;
-        let inside = |at: isize, len: usize| usize::try_from(at).ok().filter(|&at| at < len);
         Placed {
             rows: std::array::from_fn(|r| {
                 inside(top + r as isize, src.height).map(|y| (image * src.height + y) * src.width)
             }),
             cols: std::array::from_fn(|q| inside(left + q as isize, src.width)),
             size: window.size,
+            left,
+            stride: window.stride,
+            src_width: src.width,
         }
+    }
+
+    /// Moves the window to the next pixel of the same grid row.
+    fn step_right(&mut self) {
+        self.left += self.stride as isize;
+        let (left, width) = (self.left, self.src_width);
+        self.cols = std::array::from_fn(|q| inside(left + q as isize, width));
     }
 
     /// The source pixel under window pixel (r, q), None outside the image.
@@ -143,11 +161,20 @@ impl Gather {
     /// Row r of `rows` gathers the window of grid pixel `first + r` from `x`: taps in
     /// row-major order, each with all of the source's channels, zeros outside the image.
     pub(super) fn rows(&self, x: &[f32], first: usize, rows: &mut [f32]) {
+        let width = self.grid.width;
+        let mut placed = Placed::new(self.src, self.grid, self.window, first);
+        let mut column = first % width;
         for (offset, row) in rows.chunks_exact_mut(self.row_len()).enumerate() {
-            let placed = Placed::new(self.src, self.grid, self.window, first + offset);
             match self.taps {
                 Taps::Pixels => pixel_taps(self.src.channels, x, &placed, row),
                 Taps::BoxSums => box_sum_taps(self.src.channels, x, &placed, row),
+            }
+            column += 1;
+            if column == width {
+                column = 0;
+                placed = Placed::new(self.src, self.grid, self.window, first + offset + 1);
+            } else {
+                placed.step_right();
             }
         }
     }
@@ -162,10 +189,19 @@ fn pixel_taps(c: usize, x: &[f32], placed: &Placed, row: &mut [f32]) {
         }
         return;
     }
-    for (taps, source) in row.chunks_exact_mut(c).zip(placed.taps()) {
-        match source {
-            Some(s) => taps.copy_from_slice(&x[s * c..][..c]),
-            None => taps.fill(0.0),
+    // A window row whose columns all lie inside the image is one run of the source.
+    let run = placed.size * c;
+    let columns = placed.cols[..placed.size].iter().all(Option::is_some);
+    for (r, taps) in row.chunks_exact_mut(run).enumerate() {
+        if let (true, Some(start)) = (columns, placed.at(r, 0)) {
+            taps.copy_from_slice(&x[start * c..][..run]);
+            continue;
+        }
+        for (q, tap) in taps.chunks_exact_mut(c).enumerate() {
+            match placed.at(r, q) {
+                Some(s) => tap.copy_from_slice(&x[s * c..][..c]),
+                None => tap.fill(0.0),
+            }
         }
     }
 }
