@@ -1,6 +1,6 @@
 //! `whorl demo`: the whole job, small.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser};
@@ -45,10 +45,10 @@ pub(crate) struct DemoArgs {
     pub(crate) optimizer: OptimizerKind,
 }
 
-pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
-    // Decide "auto" once, so the steps below agree and say it once.
-    if let DeviceChoice::Auto = parse_device(&args.compute.device)? {
-        args.compute.device = match cuda::probe() {
+/// Decides `--device auto` once, so the steps of the demo agree and say it once.
+fn settle_device(compute: &mut Compute) -> Result<()> {
+    if let DeviceChoice::Auto = parse_device(&compute.device)? {
+        compute.device = match cuda::probe() {
             Ok((_, gpus)) if !gpus.is_empty() => "cuda:0".into(),
             Ok(_) => "cpu".into(),
             Err(reason) => {
@@ -57,8 +57,11 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
             }
         };
     }
-    let (data, run) = (args.out.join("data"), args.out.join("run"));
-    let (train_dir, test_dir) = (data.join("train"), data.join("test"));
+    Ok(())
+}
+
+/// The demo's data: optical-sensor prints to train on, another sensor's to test on.
+fn synthesise(args: &DemoArgs, train_dir: &Path, test_dir: &Path) -> Result<()> {
     let set = |sensor: &str, first_finger: usize, fingers: usize| whorl::synth::SynthConfig {
         fingers,
         impressions: args.impressions,
@@ -68,13 +71,21 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
             .clone(),
         seed: whorl::synth::DEFAULT_DATA_SEED,
     };
-    println!("demo: synthesising fingerprints into {}", data.display());
-    whorl::synth::generate(&train_dir, &set("optical", 0, args.fingers), true)?;
+    whorl::synth::generate(train_dir, &set("optical", 0, args.fingers), true)?;
     whorl::synth::generate(
-        &test_dir,
+        test_dir,
         &set("capacitive", args.fingers, (args.fingers / 8).max(4)),
         true,
     )?;
+    Ok(())
+}
+
+pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
+    settle_device(&mut args.compute)?;
+    let (data, run) = (args.out.join("data"), args.out.join("run"));
+    let (train_dir, test_dir) = (data.join("train"), data.join("test"));
+    println!("demo: synthesising fingerprints into {}", data.display());
+    synthesise(&args, &train_dir, &test_dir)?;
     if run.exists() {
         std::fs::remove_dir_all(&run).map_err(Error::io(&run))?;
     }
