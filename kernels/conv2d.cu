@@ -43,58 +43,6 @@
 #define FILTER_TILE_P 32
 #define FILTER_SHARED_FLOATS (2 * FILTER_TILE_P * (FILTER_TILE_K + 1))
 
-
-// A gathering thread's view of one pixel of the grid: the offset of its image in the source,
-// the source row and column of its window's first tap, and whether the pixel exists.
-struct WindowOrigin {
-    int image_offset, row, col;
-    bool valid;
-};
-
-__device__ __forceinline__ WindowOrigin window_origin(int pixel, int pixels, int grid_h,
-                                                      int grid_w, int src_h, int src_w, int src_c,
-                                                      int stride, int origin_row,
-                                                      int origin_col) {
-    WindowOrigin o;
-    o.valid = pixel < pixels;
-    int image = pixel / (grid_h * grid_w), within = pixel % (grid_h * grid_w);
-    o.image_offset = image * src_h * src_w * src_c;
-    o.row = stride * (within / grid_w) + origin_row;
-    o.col = stride * (within % grid_w) + origin_col;
-    return o;
-}
-
-// One element of the window: src at tap (ty, tx), channel, or 0 in the zero padding.
-__device__ __forceinline__ float window_value(const float* __restrict__ src, WindowOrigin o,
-                                              int ty, int tx, int channel, int src_h, int src_w,
-                                              int src_c) {
-    int row = o.row + ty, col = o.col + tx;
-    bool inside = o.valid && row >= 0 && col >= 0 && row < src_h && col < src_w;
-    return inside ? src[o.image_offset + (row * src_w + col) * src_c + channel] : 0.0f;
-}
-
-// A thread's position along K (k = tap * src_c + channel, tap = ty * window + tx), advanced
-// without divisions inside the main loop.
-struct TapCursor {
-    int channel, tx, ty;
-};
-
-__device__ __forceinline__ TapCursor tap_cursor(int k, int src_c, int window) {
-    int tap = k / src_c;
-    return TapCursor{k % src_c, tap % window, tap / window};
-}
-
-__device__ __forceinline__ void advance(TapCursor& cursor, int step, int src_c, int window) {
-    cursor.channel += step;
-    while (cursor.channel >= src_c) {
-        cursor.channel -= src_c;
-        if (++cursor.tx == window) {
-            cursor.tx = 0;
-            ++cursor.ty;
-        }
-    }
-}
-
 // out[p', n] = activation(bias[n] + sum over k of window(p)[k] * weights[k, n]).
 // Grid: (ceil(pixels / GEMM_TILE_P), ceil(n / GEMM_TILE_N)); block: 256 threads; dynamic
 // shared memory GEMM_SHARED_FLOATS. Gathering: thread t loads column t % 16 of the A tile for

@@ -23,6 +23,27 @@
 // 16-byte copies per thread per slice: of the window tile (128 x 16) and of W's (16 x 64).
 #define TF32_A_COPIES (TF32_TILE_P * TF32_SLICE / 4 / WHORL_THREADS)
 
+// The 3-stage cp.async pipeline of both kernels here: load(slice, stage) starts the copies of
+// a slice into a stage of shared memory, multiply(stage) consumes one; loads run
+// TF32_STAGES - 1 slices ahead of the multiplications.
+template <typename Load, typename Multiply>
+__device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Multiply multiply) {
+    for (int stage = 0; stage < TF32_STAGES - 1; ++stage) {
+        if (stage < slices) load(stage, stage);
+        cp_async_commit();
+    }
+    for (int slice = 0; slice < slices; ++slice) {
+        cp_async_wait<TF32_STAGES - 2>();
+        __syncthreads();
+        // Every warp is past slice - 1, so its stage can be refilled.
+        const int next = slice + TF32_STAGES - 1;
+        if (next < slices) load(next, next % TF32_STAGES);
+        cp_async_commit();
+        multiply(slice % TF32_STAGES);
+    }
+    cp_async_wait<0>();
+}
+
 // Grid: (ceil(pixels / TF32_TILE_P), ceil(n / TF32_TILE_N)); block 256 threads; dynamic shared
 // memory TF32_SHARED_FLOATS. Copying: thread t fills 4 channels at K column 4 (t % 4) of pixel
 // rows t / 4 and t / 4 + 64 (their window origins computed once), and 4 channels of W at row
@@ -46,66 +67,39 @@ conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h,
 
     // This thread's copies: pixel rows and their window origins, K column, W row and column.
     const int a_column = (thread % 4) * 4, a_row = thread / 4;
-    int image_offset[TF32_A_COPIES], first_row[TF32_A_COPIES], first_col[TF32_A_COPIES];
-    bool pixel_valid[TF32_A_COPIES];
+    WindowOrigin origins[TF32_A_COPIES];
     WHORL_UNROLL
-    for (int i = 0; i < TF32_A_COPIES; ++i) {
-        int p = p0 + a_row + i * (WHORL_THREADS / 4);
-        int image = p / (grid_h * grid_w), within = p % (grid_h * grid_w);
-        pixel_valid[i] = p < pixels;
-        image_offset[i] = image * src_h * src_w * src_c;
-        first_row[i] = stride * (within / grid_w) + origin_row;
-        first_col[i] = stride * (within % grid_w) + origin_col;
-    }
-    int channel = a_column % src_c, tap = a_column / src_c;
-    int tx = tap % window, ty = tap / window;
+    for (int i = 0; i < TF32_A_COPIES; ++i)
+        origins[i] = window_origin(p0 + a_row + i * (WHORL_THREADS / 4), pixels, grid_h, grid_w,
+                                   src_h, src_w, src_c, stride, origin_row, origin_col);
+    TapCursor cursor = tap_cursor(a_column, src_c, window);
     const int b_row = thread / 16, b_column = (thread % 16) * 4;
 
-    // Starts copying slice `slice` into `stage`; the cursor (channel, tx, ty) is at its K.
+    // Starts copying slice `slice` into `stage`; the cursor is at its K.
     auto load_slice = [&](int slice, int stage) {
         const int k0 = slice * TF32_SLICE;
         const bool k_inside = k0 + a_column < k_total;
         WHORL_UNROLL
         for (int i = 0; i < TF32_A_COPIES; ++i) {
-            int row = first_row[i] + ty, col = first_col[i] + tx;
-            bool inside = k_inside && pixel_valid[i] && row >= 0 && col >= 0 && row < src_h &&
-                          col < src_w;
-            const float* source =
-                inside ? src + image_offset[i] + (row * src_w + col) * src_c + channel : src;
+            const float* source = window_source(src, origins[i], cursor.ty, cursor.tx,
+                                                cursor.channel, src_h, src_w, src_c);
+            bool inside = k_inside && source;
             float* target = a_stages + (stage * TF32_TILE_P + a_row + i * (WHORL_THREADS / 4)) *
                                            TF32_PITCH_A + a_column;
-            cp_async_16(target, source, !inside);
+            cp_async_16(target, inside ? source : src, !inside);
         }
         bool inside = k0 + b_row < k_total && n0 + b_column < n;
         const float* source = inside ? weights + size_t(k0 + b_row) * n + n0 + b_column : weights;
         cp_async_16(b_stages + (stage * TF32_SLICE + b_row) * TF32_PITCH_B + b_column, source,
                     !inside);
-        channel += TF32_SLICE;
-        while (channel >= src_c) {
-            channel -= src_c;
-            if (++tx == window) {
-                tx = 0;
-                ++ty;
-            }
-        }
+        advance(cursor, TF32_SLICE, src_c, window);
     };
 
     float acc[2][4][4] = {};
 
-    const int slices = (k_total + TF32_SLICE - 1) / TF32_SLICE;
-    for (int stage = 0; stage < TF32_STAGES - 1; ++stage) {
-        if (stage < slices) load_slice(stage, stage);
-        cp_async_commit();
-    }
-    for (int slice = 0; slice < slices; ++slice) {
-        cp_async_wait<TF32_STAGES - 2>();
-        __syncthreads();
-        // Every warp is past slice - 1, so its stage can be refilled.
-        const int next = slice + TF32_STAGES - 1;
-        if (next < slices) load_slice(next, next % TF32_STAGES);
-        cp_async_commit();
-        const float* a_tile = a_stages + (slice % TF32_STAGES) * TF32_TILE_P * TF32_PITCH_A;
-        const float* b_tile = b_stages + (slice % TF32_STAGES) * TF32_SLICE * TF32_PITCH_B;
+    auto multiply = [&](int stage) {
+        const float* a_tile = a_stages + stage * TF32_TILE_P * TF32_PITCH_A;
+        const float* b_tile = b_stages + stage * TF32_SLICE * TF32_PITCH_B;
         WHORL_UNROLL
         for (int ks = 0; ks < TF32_SLICE; ks += 8) {
             unsigned a[2][4], b[4][2];
@@ -129,8 +123,8 @@ conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h,
                 for (int ni = 0; ni < 4; ++ni) mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
             }
         }
-    }
-    cp_async_wait<0>();
+    };
+    cp_async_pipeline((k_total + TF32_SLICE - 1) / TF32_SLICE, load_slice, multiply);
 
     // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile.
     WHORL_UNROLL
@@ -229,7 +223,7 @@ conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_
     at.row = at.pixel / grid_w % grid_h;
     at.col = at.pixel % grid_w;
 
-    auto load_slice = [&](int stage) {
+    auto load_slice = [&](int, int stage) {
         const bool pixel_inside = at.pixel < end;
         WHORL_UNROLL
         for (int i = 0; i < 2; ++i) {
@@ -262,18 +256,9 @@ conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_
     };
 
     float acc[2][4][4] = {};
-    const int slices = (end - begin + TF32_FILTER_SLICE - 1) / TF32_FILTER_SLICE;
-    for (int stage = 0; stage < TF32_STAGES - 1; ++stage) {
-        if (stage < slices) load_slice(stage);
-        cp_async_commit();
-    }
-    for (int slice = 0; slice < slices; ++slice) {
-        cp_async_wait<TF32_STAGES - 2>();
-        __syncthreads();
-        if (slice + TF32_STAGES - 1 < slices) load_slice((slice + TF32_STAGES - 1) % TF32_STAGES);
-        cp_async_commit();
-        const float* a_tile = a_stages + (slice % TF32_STAGES) * TF32_FILTER_SLICE * TF32_FILTER_PITCH_A;
-        const float* b_tile = b_stages + (slice % TF32_STAGES) * TF32_FILTER_SLICE * TF32_FILTER_PITCH_B;
+    auto multiply = [&](int stage) {
+        const float* a_tile = a_stages + stage * TF32_FILTER_SLICE * TF32_FILTER_PITCH_A;
+        const float* b_tile = b_stages + stage * TF32_FILTER_SLICE * TF32_FILTER_PITCH_B;
         WHORL_UNROLL
         for (int ks = 0; ks < TF32_FILTER_SLICE; ks += 8) {
             // A is [row k][pixel]: its fragment's (row, column) is (k, pixel) of the tile.
@@ -298,8 +283,9 @@ conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_
                 for (int ni = 0; ni < 4; ++ni) mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
             }
         }
-    }
-    cp_async_wait<0>();
+    };
+    cp_async_pipeline((end - begin + TF32_FILTER_SLICE - 1) / TF32_FILTER_SLICE, load_slice,
+                      multiply);
 
     // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile.
     WHORL_UNROLL

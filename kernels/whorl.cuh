@@ -31,6 +31,72 @@ __device__ __forceinline__ float activate(float z, int activation) {
     return z;
 }
 
+// ---- Gathering convolution windows (implicit im2col), for conv2d.cu and conv2d_tf32.cu ----
+//
+// A grid pixel p = (image, i, j) reads a window of a source tensor whose tap (ty, tx) is source
+// pixel (stride i + origin_row + ty, stride j + origin_col + tx); row k of the gathered matrix is
+// tap * src_c + channel (tap-major), tap = ty * window + tx.
+
+// A gathering thread's view of one pixel of the grid: the offset of its image in the source,
+// the source row and column of its window's first tap, and whether the pixel exists.
+struct WindowOrigin {
+    int image_offset, row, col;
+    bool valid;
+};
+
+__device__ __forceinline__ WindowOrigin window_origin(int pixel, int pixels, int grid_h,
+                                                      int grid_w, int src_h, int src_w, int src_c,
+                                                      int stride, int origin_row,
+                                                      int origin_col) {
+    WindowOrigin o;
+    o.valid = pixel < pixels;
+    int image = pixel / (grid_h * grid_w), within = pixel % (grid_h * grid_w);
+    o.image_offset = image * src_h * src_w * src_c;
+    o.row = stride * (within / grid_w) + origin_row;
+    o.col = stride * (within % grid_w) + origin_col;
+    return o;
+}
+
+// Where one element of the window is in src: tap (ty, tx), channel; nullptr in the padding.
+__device__ __forceinline__ const float* window_source(const float* __restrict__ src,
+                                                      WindowOrigin o, int ty, int tx, int channel,
+                                                      int src_h, int src_w, int src_c) {
+    int row = o.row + ty, col = o.col + tx;
+    bool inside = o.valid && row >= 0 && col >= 0 && row < src_h && col < src_w;
+    return inside ? src + o.image_offset + (row * src_w + col) * src_c + channel : nullptr;
+}
+
+// One element of the window, 0 in the zero padding.
+__device__ __forceinline__ float window_value(const float* __restrict__ src, WindowOrigin o,
+                                              int ty, int tx, int channel, int src_h, int src_w,
+                                              int src_c) {
+    const float* at = window_source(src, o, ty, tx, channel, src_h, src_w, src_c);
+    return at ? *at : 0.0f;
+}
+
+// A thread's position along K (k = tap * src_c + channel, tap = ty * window + tx), advanced
+// without divisions inside the main loop.
+struct TapCursor {
+    int channel, tx, ty;
+};
+
+__device__ __forceinline__ TapCursor tap_cursor(int k, int src_c, int window) {
+    int tap = k / src_c;
+    return TapCursor{k % src_c, tap % window, tap / window};
+}
+
+__device__ __forceinline__ void advance(TapCursor& cursor, int step, int src_c, int window) {
+    cursor.channel += step;
+    while (cursor.channel >= src_c) {
+        cursor.channel -= src_c;
+        if (++cursor.tx == window) {
+            cursor.tx = 0;
+            ++cursor.ty;
+        }
+    }
+}
+
+
 // ---- Tensor cores and asynchronous copies (Ampere and newer) ----
 //
 // Small wrappers over the PTX instructions a TF32 tensor-core kernel needs. NVRTC compiles them
