@@ -184,6 +184,22 @@ impl Gather {
     fn k(&self) -> usize {
         self.window * self.window * self.src_shape.channels
     }
+
+    /// The kernels' leading parameters: the grid's batch, height and width, the source's
+    /// height, width and channels, the window and the stride.
+    fn dims(&self) -> Result<[i32; 8]> {
+        let (g, s) = (self.grid, self.src_shape);
+        Ok([
+            int(g.batch)?,
+            int(g.height)?,
+            int(g.width)?,
+            int(s.height)?,
+            int(s.width)?,
+            int(s.channels)?,
+            int(self.window)?,
+            int(self.stride)?,
+        ])
+    }
 }
 
 /// Where a GEMM's grid pixel (i, j) lands in its output tensor: (stride i + row, stride j + col).
@@ -268,6 +284,14 @@ impl<D: Device> GpuBackend<D> {
         &mut self.device
     }
 
+    /// Whether a GEMM over `gather` with `n` columns runs on tensor cores: in TF32, where 16-byte
+    /// copies fit its channels (multiples of 4).
+    fn on_tensor_cores(&self, gather: &Gather, n: usize) -> bool {
+        self.precision == Precision::Tf32
+            && gather.src_shape.channels.is_multiple_of(4)
+            && n.is_multiple_of(4)
+    }
+
     fn scratch(slot: &Option<GpuBuffer>) -> DevicePtr {
         slot.as_ref()
             .expect("plan() allocates the scratch buffers")
@@ -284,10 +308,9 @@ impl<D: Device> GpuBackend<D> {
         activation: Option<Activation>,
         out: Scatter,
     ) -> Result<()> {
-        let (s, g) = (gather.src_shape, gather.grid);
-        let on_tensor_cores = self.precision == Precision::Tf32
-            && s.channels.is_multiple_of(4)
-            && n.is_multiple_of(4);
+        let g = gather.grid;
+        let on_tensor_cores = self.on_tensor_cores(gather, n);
+        let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
         let launch = if on_tensor_cores {
             let tiles = [kernels::TF32_TILE_P, kernels::TF32_TILE_N];
             Launch::blocks(
@@ -310,14 +333,14 @@ impl<D: Device> GpuBackend<D> {
             &mut self.device,
             launch,
             gather.src,
-            int(g.batch)?,
-            int(g.height)?,
-            int(g.width)?,
-            int(s.height)?,
-            int(s.width)?,
-            int(s.channels)?,
-            int(gather.window)?,
-            int(gather.stride)?,
+            grid_n,
+            grid_h,
+            grid_w,
+            src_h,
+            src_w,
+            src_c,
+            window,
+            stride,
             gather.origin_row,
             gather.origin_col,
             weights,
@@ -342,16 +365,15 @@ impl<D: Device> GpuBackend<D> {
         n: usize,
         ones: usize,
     ) -> Result<usize> {
-        let (s, g) = (gather.src_shape, gather.grid);
+        let g = gather.grid;
         let (per_chunk, chunks) = filter_chunks(g.pixels());
         let (rows, columns) = if ones == kernels::FILTER_ONES_ROW {
             (gather.k() + 1, n)
         } else {
             (gather.k(), n + 1)
         };
-        let on_tensor_cores = self.precision == Precision::Tf32
-            && s.channels.is_multiple_of(4)
-            && n.is_multiple_of(4);
+        let on_tensor_cores = self.on_tensor_cores(gather, n);
+        let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
         let launch = if on_tensor_cores {
             let tiles = [kernels::TF32_FILTER_ROWS, kernels::TF32_FILTER_COLUMNS];
             let grid = tile_grid([rows, columns], tiles, chunks);
@@ -372,14 +394,14 @@ impl<D: Device> GpuBackend<D> {
             &mut self.device,
             launch,
             gather.src,
-            int(g.batch)?,
-            int(g.height)?,
-            int(g.width)?,
-            int(s.height)?,
-            int(s.width)?,
-            int(s.channels)?,
-            int(gather.window)?,
-            int(gather.stride)?,
+            grid_n,
+            grid_h,
+            grid_w,
+            src_h,
+            src_w,
+            src_c,
+            window,
+            stride,
             gather.origin_row,
             second,
             int(n)?,
