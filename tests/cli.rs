@@ -78,23 +78,22 @@ fn two_epochs_then_two_more_equal_four_in_one_go() {
     assert!(small_run(&data, &straight, "4", &[]).status.success());
     assert!(small_run(&data, &split, "2", &[]).status.success());
     forget_the_optimizer(&split.join("checkpoints/epoch-0002"));
-    let resumed = whorl(&[
-        "train",
-        "--resume",
-        path(&split),
-        "--epochs",
-        "2",
-        "--quiet",
-    ]);
-    assert!(resumed.status.success(), "{}", text(&resumed));
+    let files = [checkpoint::WEIGHTS_FILE, checkpoint::OPTIMIZER_FILE];
+    assert_two_more_epochs_match(&straight, &split, &files);
+    assert_eq!(history_losses(&split).len(), 5, "header and four epochs");
+}
 
-    for file in [checkpoint::WEIGHTS_FILE, checkpoint::OPTIMIZER_FILE] {
+/// Resumes `split` (trained 2 epochs) for 2 more and checks that its epoch-4 `files` and its
+/// loss history are those of `straight`, trained 4 epochs in one go.
+fn assert_two_more_epochs_match(straight: &Path, split: &Path, files: &[&str]) {
+    let resumed = whorl(&["train", "--resume", path(split), "--epochs", "2", "--quiet"]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    for file in files {
         let a = read(straight.join("checkpoints/epoch-0004").join(file));
         let b = read(split.join("checkpoints/epoch-0004").join(file));
         assert!(a == b, "{file} differs between 4 epochs and 2 + 2");
     }
-    assert_eq!(history_losses(&straight), history_losses(&split));
-    assert_eq!(history_losses(&split).len(), 5, "header and four epochs");
+    assert_eq!(history_losses(straight), history_losses(split));
 }
 
 /// Makes a checkpoint look as one written before Adam: no optimizer or iteration count.
@@ -121,27 +120,14 @@ fn adam_resumes_exactly_and_refuses_another_optimizer() {
     let adam = ["--optimizer", "adam"];
     assert!(small_run(&data, &straight, "4", &adam).status.success());
     assert!(small_run(&data, &split, "2", &adam).status.success());
-    let resumed = whorl(&[
-        "train",
-        "--resume",
-        path(&split),
-        "--epochs",
-        "2",
-        "--quiet",
-    ]);
-    assert!(resumed.status.success(), "{}", text(&resumed));
+    let files = [checkpoint::WEIGHTS_FILE, checkpoint::ADAM_FILE];
+    assert_two_more_epochs_match(&straight, &split, &files);
 
     let (half, whole) = (
         split.join("checkpoints/epoch-0002"),
         split.join("checkpoints/epoch-0004"),
     );
-    for file in [checkpoint::WEIGHTS_FILE, checkpoint::ADAM_FILE] {
-        let a = read(straight.join("checkpoints/epoch-0004").join(file));
-        let b = read(whole.join(file));
-        assert!(a == b, "{file} differs between 4 epochs and 2 + 2");
-    }
     assert!(!whole.join(checkpoint::OPTIMIZER_FILE).exists());
-    assert_eq!(history_losses(&straight), history_losses(&split));
     let meta = saved_meta(&whole);
     assert_eq!(meta.optimizer, Optimizer::Adam(Adam::default()));
     assert!(meta.iterations > 0 && meta.iterations == 2 * saved_meta(&half).iterations);

@@ -482,23 +482,28 @@ fn the_tf32_mma_follows_the_ptx_fragment_layout_and_truncates_unrounded_operands
     assert!(error.contains("needs all 32 lanes"), "{error}");
 }
 
+/// Runs `kernel(input, output)` on one warp, `input` holding `values`; returns the
+/// `output_len` values of its output.
+fn run_one_warp(kernel: &str, values: &[f32], output_len: usize) -> Vec<f32> {
+    let mut device = Emulator::new();
+    let (input, output) = (
+        device.alloc(values.len()).unwrap(),
+        device.alloc(output_len).unwrap(),
+    );
+    device.upload(values, input).unwrap();
+    let args = [KernelArg::Ptr(input), KernelArg::Ptr(output)];
+    device
+        .launch(kernel, [1, 1, 1], [32, 1, 1], 0, &args)
+        .unwrap();
+    let mut host = vec![0.0; output_len];
+    device.download(output, &mut host).unwrap();
+    host
+}
+
 #[test]
 fn ldmatrix_gives_each_lane_one_word_of_a_row_of_each_of_four_matrices() {
-    let mut device = Emulator::new();
     let values: Vec<f32> = (0..128).map(|i| i as f32).collect();
-    let (input, output) = (device.alloc(128).unwrap(), device.alloc(128).unwrap());
-    device.upload(&values, input).unwrap();
-    device
-        .launch(
-            "ldmatrix_x4_words",
-            [1, 1, 1],
-            [32, 1, 1],
-            0,
-            &[KernelArg::Ptr(input), KernelArg::Ptr(output)],
-        )
-        .unwrap();
-    let mut words = vec![0.0; 128];
-    device.download(output, &mut words).unwrap();
+    let words = run_one_warp("ldmatrix_x4_words", &values, 128);
     for lane in 0..32 {
         for matrix in 0..4 {
             // Row lane / 4 of the matrix comes from the lane 8 matrix + lane / 4, which points
@@ -515,22 +520,8 @@ fn ldmatrix_gives_each_lane_one_word_of_a_row_of_each_of_four_matrices() {
 
 #[test]
 fn cp_async_destinations_read_nan_until_a_wait_retires_their_group() {
-    let mut device = Emulator::new();
     let values: Vec<f32> = (0..512).map(|i| i as f32 + 1.0).collect();
-    let input = device.alloc(512).unwrap();
-    device.upload(&values, input).unwrap();
-    let output = device.alloc(4 * 512).unwrap();
-    device
-        .launch(
-            "cp_async_groups",
-            [1, 1, 1],
-            [32, 1, 1],
-            0,
-            &[KernelArg::Ptr(input), KernelArg::Ptr(output)],
-        )
-        .unwrap();
-    let mut seen = vec![0.0; 4 * 512];
-    device.download(output, &mut seen).unwrap();
+    let seen = run_one_warp("cp_async_groups", &values, 4 * 512);
     // Per snapshot, how many of chunks 0 (group 0), 1 (group 1, zero-filled), 2 (group 2) and
     // 3 (never committed until the last snapshot) have landed.
     for (snapshot, landed) in [1, 2, 3, 4].into_iter().enumerate() {
