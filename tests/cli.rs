@@ -584,7 +584,7 @@ fn start_long_run(data: &Path, run: &Path) -> std::process::Child {
 
 #[cfg(unix)]
 #[test]
-fn a_second_run_on_a_busy_run_folder_is_refused_and_sigterm_saves_and_exits_143() {
+fn a_second_run_on_a_busy_run_folder_is_refused_and_sigterm_saves_and_exits_143_even_when_repeated() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     common::write_striped_images(&data, 8, 16);
@@ -595,7 +595,8 @@ fn a_second_run_on_a_busy_run_folder_is_refused_and_sigterm_saves_and_exits_143(
     let second = small_run(&data, &run, "1", &["--overwrite"]);
     assert_user_error(&second, &["run folder in use", &format!("PID {pid}")]);
 
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    // Twice, as GNU timeout does (the job, then its process group): still a saved checkpoint.
+    let killed = Command::new("kill").args(["-TERM", &pid, &pid]).status().unwrap();
     assert!(killed.success());
     assert_eq!(first.wait().unwrap().code(), Some(143));
     let saved = resolve_checkpoint(&run).unwrap();

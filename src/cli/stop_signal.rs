@@ -1,6 +1,8 @@
 //! Ctrl-C (SIGINT) and SIGTERM, what schedulers such as Slurm and Kubernetes send before they
-//! kill a job, ask a training run to stop after its current step and save; a second of either
-//! quits at once.
+//! kill a job, ask a training run to stop after its current step and save. A second Ctrl-C quits
+//! at once; a repeated SIGTERM does not, because senders repeat it without meaning to (GNU
+//! `timeout` signals the job and then its whole process group, so the job gets two), and a
+//! scheduler that wants the job gone sends SIGKILL.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -18,6 +20,9 @@ const SECOND: &[u8] = b"\ninterrupted twice: quitting without saving\n";
 extern "C" fn on_signal(signal: libc::c_int) {
     // Only async-signal-safe calls here: atomics, write(2) and _exit(2).
     let again = STOP.swap(true, Ordering::SeqCst);
+    if again && signal == libc::SIGTERM {
+        return;
+    }
     let message = if again { SECOND } else { FIRST };
     // SAFETY: writes a static buffer to stderr.
     unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
