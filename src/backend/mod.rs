@@ -5,9 +5,9 @@
 //!
 //! | operation ([`Backend`] method) | float64 reference | CPU engine | GPU | CUDA kernels (kernels/) | tests |
 //! |---|---|---|---|---|---|
-//! | `conv2d_forward` | reference.rs | cpu/conv.rs `forward` (`forward_same`, `forward_phases`), cpu/one_channel.rs | gpu/mod.rs | conv2d.cu `conv2d_gathered_gemm`, `conv2d_fold_phases_kernel`; conv2d_tf32.cu `conv2d_gathered_gemm_tf32` | ops, emulator, tf32, gpu |
+//! | `conv2d_forward` | reference.rs | cpu/conv.rs `forward` (`forward_same`, `forward_phases`), cpu/one_channel.rs | gpu/mod.rs | conv2d.cu `conv2d_gathered_gemm`, `conv2d_fold_phases_kernel`; conv2d_tf32.cu `conv2d_gathered_gemm_tf32`; conv2d_one_channel.cu `conv2d_one_input_channel` (conv1), `conv2d_upsampled_one_output_channel` (conv6) | ops, emulator, tf32, gpu |
 //! | `conv2d_backward_data` | reference.rs | cpu/conv.rs `backward_data` | gpu/mod.rs | conv2d.cu `conv2d_flip_kernel`, `upsample2_box_sums`, the gathered GEMMs | ops, emulator, tf32, gpu |
-//! | `conv2d_backward_filter` | reference.rs | cpu/conv.rs `backward_filter` (`filter_same`, `filter_box_sums`), cpu/one_channel.rs | gpu/mod.rs | conv2d.cu `conv2d_filter_partials`, `sum_partials`, `sum_partials_upsampled` | ops, emulator, gpu |
+//! | `conv2d_backward_filter` | reference.rs | cpu/conv.rs `backward_filter` (`filter_same`, `filter_box_sums`), cpu/one_channel.rs | gpu/mod.rs | conv2d.cu `conv2d_filter_partials`, `sum_partials`, `sum_partials_upsampled`; conv2d_one_channel.cu `conv2d_filter_partials_one_channel` (conv1, conv6) | ops, emulator, gpu |
 //! | `activation_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | elementwise.cu `activation_backward` | ops, emulator |
 //! | `maxpool2_forward`, `maxpool2_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | pool.cu | ops, emulator |
 //! | `upsample2_forward`, `upsample2_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | pool.cu | ops, emulator |

@@ -111,9 +111,12 @@ impl GpuBuffer {
 
 /// Blocks of the first stage of the loss reduction.
 const LOSS_BLOCKS: usize = 64;
-/// Output pixels per chunk of a kernel-gradient reduction (at most MAX_CHUNKS chunks).
+/// Output pixels per chunk of a kernel-gradient reduction (at most MAX_CHUNKS chunks); the
+/// one-channel kernel's chunks are blocks of a memory-bound pass, so it takes more of them.
 const CHUNK_PIXELS: usize = 1024;
 const MAX_CHUNKS: usize = 128;
+const ONE_CHANNEL_CHUNK_PIXELS: usize = 2048;
+const ONE_CHANNEL_MAX_CHUNKS: usize = 1024;
 
 /// A size or index as the kernels' `int` parameters take it.
 fn int(v: usize) -> Result<i32> {
@@ -237,11 +240,34 @@ fn tile_grid(sizes: [usize; 2], tiles: [usize; 2], depth: usize) -> [u32; 3] {
     ]
 }
 
-/// Kernel-gradient chunks for an output grid of `pixels`: (pixels per chunk, chunks).
-fn filter_chunks(pixels: usize) -> (usize, usize) {
-    let chunks = pixels.div_ceil(CHUNK_PIXELS).clamp(1, MAX_CHUNKS);
+/// Kernel-gradient chunks for a grid of `pixels`: (pixels per chunk, chunks).
+fn filter_chunks(pixels: usize, one_channel: bool) -> (usize, usize) {
+    let (chunk_pixels, max_chunks) = if one_channel {
+        (ONE_CHANNEL_CHUNK_PIXELS, ONE_CHANNEL_MAX_CHUNKS)
+    } else {
+        (CHUNK_PIXELS, MAX_CHUNKS)
+    };
+    let chunks = pixels.div_ceil(chunk_pixels).clamp(1, max_chunks);
     let per_chunk = pixels.div_ceil(chunks);
     (per_chunk, pixels.div_ceil(per_chunk))
+}
+
+/// Whether a kernel gradient over windows of a `src_channels`-channel source, times a second
+/// operand of `columns` columns (its ones column included), runs on
+/// conv2d_filter_partials_one_channel (conv1's and conv6's) rather than the tiled kernels.
+fn one_channel_filter(src_channels: usize, columns: usize) -> bool {
+    src_channels == 1 && columns <= kernels::ONE_CHANNEL_MAX_COLUMNS
+}
+
+/// Floats of the kernel-gradient partials of `conv`: chunks x rows x columns.
+fn filter_partials_len(conv: &Conv) -> usize {
+    let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
+    // (grid pixels, source channels, rows, columns), as conv2d_backward_filter gathers.
+    let (pixels, channels, rows, columns) = match conv.read {
+        ConvInput::Direct => (conv.output().pixels(), cin, 9 * cin + 1, cout),
+        ConvInput::Upsampled2 => (conv.input.pixels(), cout, 9 * cout, cin + 1),
+    };
+    filter_chunks(pixels, one_channel_filter(channels, columns)).1 * rows * columns
 }
 
 /// The backend over a device: buffers are device memory, operations are kernel launches.
@@ -366,12 +392,35 @@ impl<D: Device> GpuBackend<D> {
         ones: usize,
     ) -> Result<usize> {
         let g = gather.grid;
-        let (per_chunk, chunks) = filter_chunks(g.pixels());
         let (rows, columns) = if ones == kernels::FILTER_ONES_ROW {
             (gather.k() + 1, n)
         } else {
             (gather.k(), n + 1)
         };
+        let one_channel = one_channel_filter(gather.src_shape.channels, columns);
+        let (per_chunk, chunks) = filter_chunks(g.pixels(), one_channel);
+        if one_channel {
+            let [grid_n, grid_h, grid_w, src_h, src_w, _, _, stride] = gather.dims()?;
+            let launch = Launch::blocks([chunks as u32, 1, 1], kernels::ONE_CHANNEL_SHARED_FLOATS);
+            kernels::conv2d_filter_partials_one_channel(
+                &mut self.device,
+                launch,
+                gather.src,
+                grid_n,
+                grid_h,
+                grid_w,
+                src_h,
+                src_w,
+                stride,
+                gather.origin_row,
+                second,
+                int(n)?,
+                int(ones)?,
+                int(per_chunk)?,
+                Self::scratch(&self.partials),
+            )?;
+            return Ok(chunks);
+        }
         let on_tensor_cores = self.on_tensor_cores(gather, n);
         let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
         let launch = if on_tensor_cores {
@@ -457,14 +506,10 @@ impl<D: Device> Backend for GpuBackend<D> {
         for conv in convs {
             let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
             kernel = kernel.max(16 * cin * cout);
-            let partial = match conv.read {
-                ConvInput::Direct => filter_chunks(conv.output().pixels()).1 * (9 * cin + 1) * cout,
-                ConvInput::Upsampled2 => {
-                    box_sums = box_sums.max(box_sums_len(conv));
-                    filter_chunks(conv.input.pixels()).1 * 9 * cout * (cin + 1)
-                }
-            };
-            partials = partials.max(partial);
+            if conv.read == ConvInput::Upsampled2 {
+                box_sums = box_sums.max(box_sums_len(conv));
+            }
+            partials = partials.max(filter_partials_len(conv));
         }
         self.kernel_scratch = Some(self.alloc(kernel)?);
         self.partials = Some(self.alloc(partials)?);
@@ -512,12 +557,32 @@ impl<D: Device> Backend for GpuBackend<D> {
         let (cin, cout) = (slot.in_channels, slot.out_channels);
         let (kernel, bias) = (params.at(slot.weight.start), params.at(slot.bias.start));
         let activation = Some(conv.activation);
+        if conv.read == ConvInput::Direct && cin == 1 {
+            let [batch, h, w, _] = shape_args(conv.input)?;
+            let groups = cout.div_ceil(kernels::ONE_INPUT_CHANNELS);
+            let threads = conv.input.pixels() * groups;
+            let blocks = threads.div_ceil(kernels::WHORL_THREADS) as u32;
+            return kernels::conv2d_one_input_channel(
+                &mut self.device,
+                Launch::blocks([blocks, 1, 1], 9 * cout),
+                x.ptr,
+                batch,
+                h,
+                w,
+                kernel,
+                int(cout)?,
+                bias,
+                activation_code(activation),
+                y.ptr,
+            );
+        }
         if conv.read == ConvInput::Direct {
             let gather = Gather::same(x.ptr, conv.input);
             let out = Scatter::dense(y.ptr, conv.output());
             return self.gathered_gemm(&gather, kernel, cout, bias, activation, out);
         }
-        // Four 2x2 phase convolutions of the small input, one per output parity (conv2d.cu).
+        // Four 2x2 phase convolutions of the small input, one per output parity (conv2d.cu);
+        // with one output channel, one direct kernel computes all four (conv2d_one_channel.cu).
         let phases = Self::scratch(&self.kernel_scratch);
         kernels::conv2d_fold_phases_kernel(
             &mut self.device,
@@ -527,6 +592,23 @@ impl<D: Device> Backend for GpuBackend<D> {
             int(cout)?,
             phases,
         )?;
+        if cout == 1 {
+            let [batch, h, w, _] = shape_args(conv.input)?;
+            let cells = conv.input.pixels().div_ceil(kernels::ONE_OUTPUT_CELLS);
+            return kernels::conv2d_upsampled_one_output_channel(
+                &mut self.device,
+                Launch::blocks([cells as u32, 1, 1], 16 * cin),
+                x.ptr,
+                batch,
+                h,
+                w,
+                int(cin)?,
+                phases,
+                bias,
+                activation_code(activation),
+                y.ptr,
+            );
+        }
         let out = conv.output();
         for (phase, (row, col)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
             let gather = Gather {
