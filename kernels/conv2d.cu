@@ -37,11 +37,12 @@
 #define GEMM_SHARED_FLOATS (GEMM_TILE_P * (GEMM_TILE_K + 1) + GEMM_TILE_K * GEMM_TILE_N)
 #define GEMM_GATHERS (GEMM_TILE_P * GEMM_TILE_K / WHORL_THREADS)
 
-// Kernel-gradient tile: 64 rows of K x 64 columns per block, over 32 pixels at a time.
+// Kernel-gradient tile: 64 rows of K x 64 columns per block, over 32 pixels at a time; shared
+// memory for the two staged operands and the 32 pixels' window origins (4 words each).
 #define FILTER_TILE_K 64
 #define FILTER_TILE_N 64
 #define FILTER_TILE_P 32
-#define FILTER_SHARED_FLOATS (2 * FILTER_TILE_P * (FILTER_TILE_K + 1))
+#define FILTER_SHARED_FLOATS (2 * FILTER_TILE_P * (FILTER_TILE_K + 1) + 4 * FILTER_TILE_P)
 
 // out[p', n] = activation(bias[n] + sum over k of window(p)[k] * weights[k, n]).
 // Grid: (ceil(pixels / GEMM_TILE_P), ceil(n / GEMM_TILE_N)); block: 256 threads; dynamic
@@ -168,8 +169,11 @@ extern "C" __global__ void upsample2_box_sums(const float* __restrict__ dz, int 
 // past the window) is all ones, so that row is the sum of g; with FILTER_ONES_COLUMN, column
 // c = n of g is all ones, so that column is the sum of the windows.
 // Grid: (ceil(rows / 64), ceil(columns / 64), chunks); block 256; dynamic shared memory
-// FILTER_SHARED_FLOATS. Thread t computes rows 4 (t / 16) .. + 4 and columns 4 (t % 16) .. + 4
-// of the block's 64 x 64 tile: per pixel, 4 + 4 shared-memory reads feed 16 multiply-adds.
+// FILTER_SHARED_FLOATS. Staging: threads t < 32 find the window origins of the tile's 32
+// pixels (the only divisions in the loop); thread t then stages column t % 64 of both operands
+// for pixels t / 64 + 4 m, its tap and channel fixed before the loop. Multiplying: thread t
+// computes rows 4 (t / 16) .. + 4 and columns 4 (t % 16) .. + 4 of the block's 64 x 64 tile:
+// per pixel, 4 + 4 shared-memory reads feed 16 multiply-adds.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_filter_partials(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
                        int src_h, int src_w, int src_c, int window, int stride, int origin,
@@ -179,6 +183,7 @@ conv2d_filter_partials(const float* __restrict__ src, int grid_n, int grid_h, in
     const int row_stride = FILTER_TILE_K + 1;
     float* a_tile = shared;                                // [pixels][k]: window values
     float* g_tile = shared + FILTER_TILE_P * row_stride;  // [pixels][column]: second operand
+    WindowOrigin* origins = reinterpret_cast<WindowOrigin*>(g_tile + FILTER_TILE_P * row_stride);
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
     const int rows = ones == FILTER_ONES_ROW ? k_total + 1 : k_total;
@@ -187,27 +192,27 @@ conv2d_filter_partials(const float* __restrict__ src, int grid_n, int grid_h, in
     const int begin = chunk * pixels_per_chunk;
     const int end = min(pixels, begin + pixels_per_chunk);
     const int t = threadIdx.x, first_column = (t % 16) * 4, first_row = (t / 16) * 4;
+    const int column = t % FILTER_TILE_K, k = k0 + column, g_column = n0 + column;
+    const int tap = k / src_c, ty = tap / window, tx = tap % window, channel = k % src_c;
+    const bool ones_row = ones == FILTER_ONES_ROW && k == k_total;
+    const bool ones_column = ones == FILTER_ONES_COLUMN && g_column == n;
     float acc[4][4];
     for (int r = 0; r < 4; ++r)
         for (int c = 0; c < 4; ++c) acc[r][c] = 0.0f;
     for (int p0 = begin; p0 < end; p0 += FILTER_TILE_P) {
-        for (int e = t; e < FILTER_TILE_P * FILTER_TILE_K; e += WHORL_THREADS) {
-            int q = e / FILTER_TILE_K, column = e % FILTER_TILE_K;
-            int p = p0 + q, k = k0 + column, c = n0 + column;
+        if (t < FILTER_TILE_P)
+            origins[t] = window_origin(p0 + t, end, grid_h, grid_w, src_h, src_w, src_c, stride,
+                                       origin, origin);
+        __syncthreads();
+        for (int q = t / FILTER_TILE_K; q < FILTER_TILE_P; q += WHORL_THREADS / FILTER_TILE_K) {
+            const WindowOrigin o = origins[q];
             float value = 0.0f;
-            if (p < end && k < k_total) {
-                WindowOrigin o = window_origin(p, end, grid_h, grid_w, src_h, src_w, src_c,
-                                               stride, origin, origin);
-                int tap = k / src_c;
-                value = window_value(src, o, tap / window, tap % window, k % src_c, src_h,
-                                     src_w, src_c);
-            } else if (p < end && k == k_total && ones == FILTER_ONES_ROW) {
-                value = 1.0f;
-            }
+            if (k < k_total) value = window_value(src, o, ty, tx, channel, src_h, src_w, src_c);
+            else if (ones_row && o.valid) value = 1.0f;
             a_tile[q * row_stride + column] = value;
             float g = 0.0f;
-            if (p < end && c < n) g = second[size_t(p) * n + c];
-            else if (p < end && c == n && ones == FILTER_ONES_COLUMN) g = 1.0f;
+            if (o.valid && g_column < n) g = second[size_t(p0 + q) * n + g_column];
+            else if (o.valid && ones_column) g = 1.0f;
             g_tile[q * row_stride + column] = g;
         }
         __syncthreads();

@@ -584,7 +584,8 @@ fn start_long_run(data: &Path, run: &Path) -> std::process::Child {
 
 #[cfg(unix)]
 #[test]
-fn a_second_run_on_a_busy_run_folder_is_refused_and_sigterm_saves_and_exits_143_even_when_repeated() {
+fn a_second_run_on_a_busy_run_folder_is_refused_and_sigterm_saves_and_exits_143_even_when_repeated()
+{
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     common::write_striped_images(&data, 8, 16);
@@ -596,7 +597,10 @@ fn a_second_run_on_a_busy_run_folder_is_refused_and_sigterm_saves_and_exits_143_
     assert_user_error(&second, &["run folder in use", &format!("PID {pid}")]);
 
     // Twice, as GNU timeout does (the job, then its process group): still a saved checkpoint.
-    let killed = Command::new("kill").args(["-TERM", &pid, &pid]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid, &pid])
+        .status()
+        .unwrap();
     assert!(killed.success());
     assert_eq!(first.wait().unwrap().code(), Some(143));
     let saved = resolve_checkpoint(&run).unwrap();
