@@ -113,3 +113,31 @@ fn the_report_has_every_kernel_and_round_trips_through_json() {
         "{table}"
     );
 }
+
+#[test]
+fn peaks_are_the_datasheet_figures_for_the_precision_in_use() {
+    use whorl::backend::Precision;
+    use whorl::backend::gpu::cuda::GpuInfo;
+    // An H100 SXM as its driver reports it: 132 SMs at 1,980 MHz, 5,120-bit HBM3 at 2,619 MHz.
+    let h100 = GpuInfo {
+        ordinal: 0,
+        name: "NVIDIA H100 80GB HBM3".into(),
+        compute_capability: (9, 0),
+        multiprocessors: 132,
+        memory_bytes: 80 << 30,
+        clock_khz: 1_980_000,
+        memory_clock_khz: 2_619_000,
+        memory_bus_bits: 5120,
+    };
+    let fp32 = h100.peaks(Precision::Fp32).unwrap();
+    let tf32 = h100.peaks(Precision::Tf32).unwrap();
+    assert!((fp32.flops / 1e12 - 66.9).abs() < 0.1, "{fp32:?}");
+    assert!((tf32.flops / 1e12 - 535.2).abs() < 0.1, "{tf32:?}");
+    assert!((tf32.bytes_per_s / 1e12 - 3.35).abs() < 0.01, "{tf32:?}");
+    // A chip whose tensor rate is not listed falls back to its FP32 rate.
+    let unknown = GpuInfo {
+        compute_capability: (12, 0),
+        ..h100
+    };
+    assert_eq!(unknown.peaks(Precision::Tf32), unknown.peaks(Precision::Fp32));
+}

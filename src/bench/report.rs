@@ -18,7 +18,7 @@ pub struct KernelTiming {
     pub executed_gflops: f64,
     pub gbs: f64,
     pub work: Work,
-    /// Share of the device's FP32 peak reached by the executed arithmetic (or of its memory
+    /// Share of the device's FP32 (or, with TF32 convolutions, TF32) peak reached by the executed arithmetic (or of its memory
     /// bandwidth, for kernels with no FLOPs), if the peaks are known.
     pub percent_of_peak: Option<f64>,
 }
@@ -80,7 +80,9 @@ pub fn markdown(report: &BenchReport) -> String {
     out += "Nominal GFLOP/s count the model's FLOPs as PyTorch does (a 3x3 convolution over an \
             upsampled input at its full size); executed GFLOP/s count the arithmetic whorl does \
             (4/9 of nominal for an upsampled convolution's forward, 1/4 for its backward \
-            passes); % of peak uses the executed count.\n\n";
+            passes); % of peak uses the executed count, against the CUDA cores' FP32 peak, or \
+            with TF32 convolutions the tensor cores' dense TF32 peak (conv1 and conv6, one \
+            channel wide, run on the CUDA cores in either precision).\n\n";
     out += "| kernel | shape | ms | nominal GFLOP/s | executed GFLOP/s | GB/s | % of peak |\n\
             |---|---|---:|---:|---:|---:|---:|\n";
     for k in &report.kernels {

@@ -55,7 +55,8 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<ExitCode> {
         }
         Backends::Gpu(mut gpu) => {
             let name = gpu.name();
-            let peaks = gpu.device().info().peaks();
+            let precision = gpu.precision();
+            let peaks = gpu.device().info().peaks(precision);
             bench::run(*gpu, &name, args.batch_size, args.size, args.repeats, peaks)
         }
     })?;

@@ -22,6 +22,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 
 use super::{Device, DevicePtr, KernelArg};
+use crate::backend::Precision;
 use crate::error::{Error, Result};
 
 /// The embedded PTX, per target (empty when built without NVRTC).
@@ -59,19 +60,39 @@ pub struct GpuInfo {
     pub memory_bus_bits: i32,
 }
 
-/// A device's peaks: FP32 FLOP/s (no tensor cores) and memory bandwidth in bytes/s.
+/// A device's peaks: FLOP/s of the unit the convolutions run on (the CUDA cores in FP32, the
+/// tensor cores in TF32 where the chip's rate is known) and memory bandwidth in bytes/s.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Peaks {
     pub flops: f64,
     pub bytes_per_s: f64,
 }
 
+/// Dense TF32 tensor-core FLOPs per SM per clock, by compute capability: A100 (8.0) 1,024;
+/// A10, L4, L40S (8.6, 8.9) 512; H100, H200 (9.0) 2,048 (the datasheets' dense figures over
+/// SMs x boost clock). None for chips not listed.
+fn tf32_flops_per_sm_clock(compute_capability: (i32, i32)) -> Option<f64> {
+    match compute_capability {
+        (8, 0) => Some(1024.0),
+        (8, 6) | (8, 9) => Some(512.0),
+        (9, 0) => Some(2048.0),
+        _ => None,
+    }
+}
+
 impl GpuInfo {
-    /// FP32 peaks from the device's properties: SMs x 128 FP32 lanes (Ampere to Hopper) x 2
-    /// FLOPs x clock, and the memory bus width x 2 (double data rate) x memory clock. The
-    /// README lists the published figures beside them. None where the driver reports no clocks.
-    pub fn peaks(&self) -> Option<Peaks> {
-        let flops = f64::from(self.multiprocessors) * 128.0 * 2.0 * f64::from(self.clock_khz) * 1e3;
+    /// Peaks from the device's properties: SMs x 128 FP32 lanes (Ampere to Hopper) x 2 FLOPs x
+    /// clock, or in TF32 SMs x the tensor cores' rate x clock (the FP32 rate where the chip's
+    /// tensor rate is not listed); and the memory bus width x 2 (double data rate) x memory
+    /// clock. The README lists the published figures beside them. None where the driver
+    /// reports no clocks.
+    pub fn peaks(&self, precision: Precision) -> Option<Peaks> {
+        let per_sm_clock = match precision {
+            Precision::Tf32 => tf32_flops_per_sm_clock(self.compute_capability),
+            Precision::Fp32 => None,
+        };
+        let sm_clocks = f64::from(self.multiprocessors) * f64::from(self.clock_khz) * 1e3;
+        let flops = sm_clocks * per_sm_clock.unwrap_or(128.0 * 2.0);
         let bytes_per_s =
             f64::from(self.memory_bus_bits) / 8.0 * 2.0 * f64::from(self.memory_clock_khz) * 1e3;
         (flops > 0.0 && bytes_per_s > 0.0).then_some(Peaks { flops, bytes_per_s })
