@@ -26,16 +26,20 @@
 //   In 2D, Q is the 2x2 box sum (upsample2_box_sums).
 #include "whorl.cuh"
 
-// Tile of the output: 128 pixels x 64 channels per block of 256 threads, K in steps of 16;
-// each thread accumulates 8 pixels x 4 channels in registers and gathers 8 window values per
+// Tile of the output: 128 pixels x 64 channels per block of 256 threads (256 x 32 for outputs
+// of at most 32 channels, so no half of the tile idles), K in steps of 16; each thread
+// accumulates 8 pixels x 4 channels in registers and gathers TILE_P / 16 window values per
 // step of K.
 #define GEMM_TILE_P 128
 #define GEMM_TILE_N 64
+#define GEMM_NARROW_TILE_P 256
+#define GEMM_NARROW_TILE_N 32
 #define GEMM_TILE_K 16
 #define GEMM_THREAD_P 8
 #define GEMM_THREAD_N 4
-#define GEMM_SHARED_FLOATS (GEMM_TILE_P * (GEMM_TILE_K + 1) + GEMM_TILE_K * GEMM_TILE_N)
-#define GEMM_GATHERS (GEMM_TILE_P * GEMM_TILE_K / WHORL_THREADS)
+// Shared memory: the A tile, the weight tile and the tile's window origins (4 words a pixel).
+#define GEMM_SHARED_FLOATS (GEMM_TILE_P * (GEMM_TILE_K + 5) + GEMM_TILE_K * GEMM_TILE_N)
+#define GEMM_NARROW_SHARED_FLOATS (GEMM_NARROW_TILE_P * (GEMM_TILE_K + 5) + GEMM_TILE_K * GEMM_NARROW_TILE_N)
 
 // Kernel-gradient tile: 64 rows of K x 64 columns per block, over 32 pixels at a time; shared
 // memory for the two staged operands and the 32 pixels' window origins (4 words each).
@@ -44,50 +48,52 @@
 #define FILTER_TILE_P 32
 #define FILTER_SHARED_FLOATS (2 * FILTER_TILE_P * (FILTER_TILE_K + 1) + 4 * FILTER_TILE_P)
 
-// out[p', n] = activation(bias[n] + sum over k of window(p)[k] * weights[k, n]).
-// Grid: (ceil(pixels / GEMM_TILE_P), ceil(n / GEMM_TILE_N)); block: 256 threads; dynamic
-// shared memory GEMM_SHARED_FLOATS. Gathering: thread t loads column t % 16 of the A tile for
-// pixel rows t / 16 + 16 m (m < 8), their window origins computed once, before the K loop.
-// Multiplying: thread t computes channels 4 (t % 16) .. + 4 of pixels 8 (t / 16) .. + 8: per
-// step of K, 8 + 4 shared-memory reads feed 32 multiply-adds. The 16 threads of a half-warp
-// share their pixels (broadcast reads) and read adjacent channels.
-extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h,
-                     int src_w, int src_c, int window, int stride, int origin_row, int origin_col,
-                     const float* __restrict__ weights, int n, const float* __restrict__ bias,
-                     int activation, float* __restrict__ out, int out_h, int out_w,
-                     int out_stride, int out_row, int out_col) {
+// out[p', n] = activation(bias[n] + sum over k of window(p)[k] * weights[k, n]), one
+// TILE_P x TILE_N tile of it per block of 256 threads. Gathering: thread t loads column t % 16
+// of the A tile for pixel rows t / 16 + 16 m (m < TILE_P / 16); the tile's window origins are
+// computed once, before the K loop, into shared memory (registers would hold 4 words a row). Multiplying: thread t computes channels 4 (t % (TILE_N / 4)) .. + 4
+// of pixels 8 (t / (TILE_N / 4)) .. + 8: per step of K, 8 + 4 shared-memory reads feed 32
+// multiply-adds. Threads that share their pixels read them as broadcasts.
+template <int TILE_P, int TILE_N>
+__device__ __forceinline__ void gathered_gemm_tile(
+    const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
+    int src_c, int window, int stride, int origin_row, int origin_col,
+    const float* __restrict__ weights, int n, const float* __restrict__ bias, int activation,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col) {
+    constexpr int gathers = TILE_P * GEMM_TILE_K / WHORL_THREADS;
     WHORL_DYNAMIC_SHARED(float, shared);
-    float* a_tile = shared;                                          // [TILE_P][TILE_K + 1]
-    float* w_tile = shared + GEMM_TILE_P * (GEMM_TILE_K + 1);        // [TILE_K][TILE_N]
+    float* a_tile = shared;                                 // [TILE_P][TILE_K + 1]
+    float* w_tile = shared + TILE_P * (GEMM_TILE_K + 1);    // [TILE_K][TILE_N]
+    WindowOrigin* origins = reinterpret_cast<WindowOrigin*>(w_tile + GEMM_TILE_K * TILE_N);
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
-    const int p0 = blockIdx.x * GEMM_TILE_P, n0 = blockIdx.y * GEMM_TILE_N;
+    const int p0 = blockIdx.x * TILE_P, n0 = blockIdx.y * TILE_N;
     const int t = threadIdx.x;
     const int gather_column = t % GEMM_TILE_K, gather_row = t / GEMM_TILE_K;
     const int rows_per_pass = WHORL_THREADS / GEMM_TILE_K;
-    WindowOrigin origins[GEMM_GATHERS];
-    for (int m = 0; m < GEMM_GATHERS; ++m)
-        origins[m] = window_origin(p0 + gather_row + m * rows_per_pass, pixels, grid_h, grid_w,
-                                   src_h, src_w, src_c, stride, origin_row, origin_col);
+    for (int row = t; row < TILE_P; row += WHORL_THREADS)
+        origins[row] = window_origin(p0 + row, pixels, grid_h, grid_w, src_h, src_w, src_c,
+                                     stride, origin_row, origin_col);
+    __syncthreads();
     TapCursor cursor = tap_cursor(gather_column, src_c, window);
-    const int first_column = (t % (GEMM_TILE_N / GEMM_THREAD_N)) * GEMM_THREAD_N;
-    const int first_row = (t / (GEMM_TILE_N / GEMM_THREAD_N)) * GEMM_THREAD_P;
+    const int first_column = (t % (TILE_N / GEMM_THREAD_N)) * GEMM_THREAD_N;
+    const int first_row = (t / (TILE_N / GEMM_THREAD_N)) * GEMM_THREAD_P;
     float acc[GEMM_THREAD_P][GEMM_THREAD_N];
     for (int r = 0; r < GEMM_THREAD_P; ++r)
         for (int c = 0; c < GEMM_THREAD_N; ++c) acc[r][c] = 0.0f;
     for (int k0 = 0; k0 < k_total; k0 += GEMM_TILE_K) {
         const bool k_inside = k0 + gather_column < k_total;
         WHORL_UNROLL
-        for (int m = 0; m < GEMM_GATHERS; ++m) {
-            float value = k_inside ? window_value(src, origins[m], cursor.ty, cursor.tx,
-                                                  cursor.channel, src_h, src_w, src_c)
+        for (int m = 0; m < gathers; ++m) {
+            const WindowOrigin o = origins[gather_row + m * rows_per_pass];
+            float value = k_inside ? window_value(src, o, cursor.ty, cursor.tx, cursor.channel,
+                                                  src_h, src_w, src_c)
                                    : 0.0f;
             a_tile[(gather_row + m * rows_per_pass) * (GEMM_TILE_K + 1) + gather_column] = value;
         }
         advance(cursor, GEMM_TILE_K, src_c, window);
-        for (int e = t; e < GEMM_TILE_K * GEMM_TILE_N; e += WHORL_THREADS) {
-            int k = k0 + e / GEMM_TILE_N, c = n0 + e % GEMM_TILE_N;
+        for (int e = t; e < GEMM_TILE_K * TILE_N; e += WHORL_THREADS) {
+            int k = k0 + e / TILE_N, c = n0 + e % TILE_N;
             w_tile[e] = (k < k_total && c < n) ? weights[k * n + c] : 0.0f;
         }
         __syncthreads();
@@ -96,12 +102,13 @@ conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int 
             float a[GEMM_THREAD_P], w[GEMM_THREAD_N];
             for (int r = 0; r < GEMM_THREAD_P; ++r)
                 a[r] = a_tile[(first_row + r) * (GEMM_TILE_K + 1) + kk];
-            for (int c = 0; c < GEMM_THREAD_N; ++c) w[c] = w_tile[kk * GEMM_TILE_N + first_column + c];
+            for (int c = 0; c < GEMM_THREAD_N; ++c) w[c] = w_tile[kk * TILE_N + first_column + c];
             for (int r = 0; r < GEMM_THREAD_P; ++r)
                 for (int c = 0; c < GEMM_THREAD_N; ++c) acc[r][c] += a[r] * w[c];
         }
         __syncthreads();
     }
+    WHORL_UNROLL
     for (int r = 0; r < GEMM_THREAD_P; ++r) {
         const int p = p0 + first_row + r;
         if (p >= pixels) break;
@@ -109,6 +116,7 @@ conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int 
         const int row = out_stride * (within / grid_w) + out_row;
         const int col = out_stride * (within % grid_w) + out_col;
         float* out_pixel = out + (size_t(image * out_h + row) * out_w + col) * n;
+        WHORL_UNROLL
         for (int c = 0; c < GEMM_THREAD_N; ++c) {
             const int channel = n0 + first_column + c;
             if (channel >= n) break;
@@ -116,6 +124,34 @@ conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int 
             out_pixel[channel] = activate(acc[r][c] + b, activation);
         }
     }
+}
+
+// The 128 x 64 tile. Grid: (ceil(pixels / GEMM_TILE_P), ceil(n / GEMM_TILE_N)); block 256;
+// dynamic shared memory GEMM_SHARED_FLOATS.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h,
+                     int src_w, int src_c, int window, int stride, int origin_row, int origin_col,
+                     const float* __restrict__ weights, int n, const float* __restrict__ bias,
+                     int activation, float* __restrict__ out, int out_h, int out_w,
+                     int out_stride, int out_row, int out_col) {
+    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c,
+                                                 window, stride, origin_row, origin_col, weights,
+                                                 n, bias, activation, out, out_h, out_w,
+                                                 out_stride, out_row, out_col);
+}
+
+// The 256 x 32 tile, for n <= 32. Grid: (ceil(pixels / GEMM_NARROW_TILE_P), 1); block 256;
+// dynamic shared memory GEMM_NARROW_SHARED_FLOATS.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_gathered_gemm_narrow(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
+                            int src_h, int src_w, int src_c, int window, int stride,
+                            int origin_row, int origin_col, const float* __restrict__ weights,
+                            int n, const float* __restrict__ bias, int activation,
+                            float* __restrict__ out, int out_h, int out_w, int out_stride,
+                            int out_row, int out_col) {
+    gathered_gemm_tile<GEMM_NARROW_TILE_P, GEMM_NARROW_TILE_N>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
 }
 
 // flipped[2 - ky, 2 - kx, co, ci] = kernel[ky, kx, ci, co]: backward-data's weights.

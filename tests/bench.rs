@@ -139,5 +139,8 @@ fn peaks_are_the_datasheet_figures_for_the_precision_in_use() {
         compute_capability: (12, 0),
         ..h100
     };
-    assert_eq!(unknown.peaks(Precision::Tf32), unknown.peaks(Precision::Fp32));
+    assert_eq!(
+        unknown.peaks(Precision::Tf32),
+        unknown.peaks(Precision::Fp32)
+    );
 }

@@ -337,24 +337,25 @@ impl<D: Device> GpuBackend<D> {
         let g = gather.grid;
         let on_tensor_cores = self.on_tensor_cores(gather, n);
         let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
-        let launch = if on_tensor_cores {
+        let narrow = n <= kernels::GEMM_NARROW_TILE_N;
+        let (tiles, shared_floats) = if on_tensor_cores {
             let tiles = [kernels::TF32_TILE_P, kernels::TF32_TILE_N];
-            Launch::blocks(
-                tile_grid([g.pixels(), n], tiles, 1),
-                kernels::TF32_SHARED_FLOATS,
-            )
+            (tiles, kernels::TF32_SHARED_FLOATS)
+        } else if narrow {
+            let tiles = [kernels::GEMM_NARROW_TILE_P, kernels::GEMM_NARROW_TILE_N];
+            (tiles, kernels::GEMM_NARROW_SHARED_FLOATS)
         } else {
             let tiles = [kernels::GEMM_TILE_P, kernels::GEMM_TILE_N];
-            Launch::blocks(
-                tile_grid([g.pixels(), n], tiles, 1),
-                kernels::GEMM_SHARED_FLOATS,
-            )
+            (tiles, kernels::GEMM_SHARED_FLOATS)
         };
         let kernel = if on_tensor_cores {
             kernels::conv2d_gathered_gemm_tf32
+        } else if narrow {
+            kernels::conv2d_gathered_gemm_narrow
         } else {
             kernels::conv2d_gathered_gemm
         };
+        let launch = Launch::blocks(tile_grid([g.pixels(), n], tiles, 1), shared_floats);
         kernel(
             &mut self.device,
             launch,
