@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::atomic;
 use crate::backend::Backend;
+use crate::bundled;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
@@ -18,21 +19,29 @@ use crate::model::Architecture;
 /// Images per forward pass when evaluating.
 pub const EVAL_BATCH: usize = 8;
 
-/// A checkpoint loaded for inference on `backend`.
-pub fn load_model<B: Backend>(backend: B, path: &Path) -> Result<(Network<B>, CheckpointMeta)> {
+/// A model loaded for inference on `backend`: a checkpoint folder or run folder (its newest
+/// checkpoint), or with `None` the bundled model ([`crate::bundled`]).
+pub fn load_model<B: Backend>(
+    backend: B,
+    path: Option<&Path>,
+) -> Result<(Network<B>, CheckpointMeta)> {
     let architecture = Architecture::reference();
-    let dir = checkpoint::resolve_checkpoint(path)?;
-    let checkpoint = checkpoint::load(&dir, &architecture)?;
-    let size = checkpoint.meta.input_size;
+    let weights = match path {
+        Some(path) => {
+            checkpoint::load_weights(&checkpoint::resolve_checkpoint(path)?, &architecture)?
+        }
+        None => bundled::load(&architecture)?,
+    };
+    let size = weights.meta.input_size;
     let net = Network::new(
         backend,
         architecture,
         size,
         size,
         EVAL_BATCH,
-        &checkpoint.params,
+        &weights.params,
     )?;
-    Ok((net, checkpoint.meta))
+    Ok((net, weights.meta))
 }
 
 /// The reconstructions of `indices` of `dataset`, in that order.

@@ -8,16 +8,21 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use whorl::backend::Backend;
+use whorl::checkpoint::CheckpointMeta;
 use whorl::data::Dataset;
-use whorl::{Error, Result, evaluate, figures, gradcam};
+use whorl::graph::Network;
+use whorl::{Error, Result, bundled, evaluate, figures, gradcam};
 
 use super::device::{Backends, Compute, on_device, with_backend};
 
 #[derive(Args, Clone)]
 pub(crate) struct ModelArgs {
-    /// A checkpoint folder, or a run folder (its newest checkpoint).
+    /// A checkpoint folder, or a run folder (its newest checkpoint). Without it: the bundled
+    /// model synthetic-adam-224, built into whorl (trained by whorl on its synthetic default
+    /// data, 224x224, Adam; see models/synthetic-adam-224/MODEL.md), which has no validation
+    /// split to score.
     #[arg(long, value_name = "CHECKPOINT")]
-    pub(crate) model: PathBuf,
+    pub(crate) model: Option<PathBuf>,
 
     #[command(flatten)]
     pub(crate) compute: Compute,
@@ -33,7 +38,7 @@ pub(crate) struct EvalArgs {
     pub(crate) data: Vec<PathBuf>,
 
     /// Also score the validation split recorded in the checkpoint ("val"); the default when
-    /// no --data is given.
+    /// no --data is given. Not with the bundled model, whose training data is not built in.
     #[arg(long, value_name = "SPLIT", value_parser = ["val"])]
     pub(crate) split: Option<String>,
 
@@ -95,7 +100,47 @@ pub(crate) struct GradcamArgs {
     pub(crate) out: PathBuf,
 }
 
+/// Loads `--model`, or the bundled model, saying so, when it is left out.
+fn load_model<B: Backend>(backend: B, args: &ModelArgs) -> Result<(Network<B>, CheckpointMeta)> {
+    if args.model.is_none() {
+        println!("{}", bundled::notice());
+    }
+    evaluate::load_model(backend, args.model.as_deref())
+}
+
+/// The model's name for figure titles.
+fn model_name(args: &ModelArgs) -> String {
+    match &args.model {
+        Some(path) => short_name(path),
+        None => format!("the bundled model {}", bundled::NAME),
+    }
+}
+
+/// The bundled model's training data is not built in, so it has no validation split to score.
+fn check_split(args: &EvalArgs) -> Result<()> {
+    if args.model.model.is_some() {
+        return Ok(());
+    }
+    let why = "the bundled model's validation split is part of the synthetic default set it was \
+               trained on, which is not built into whorl";
+    match (&args.split, args.data.is_empty()) {
+        (Some(_), _) => Err(Error::invalid(
+            "--split",
+            format!("{why}; give --model a checkpoint to score its split, or score --data DIR"),
+        )),
+        (None, true) => Err(Error::invalid(
+            "--data",
+            format!(
+                "required with the bundled model ({why}): a folder of images to score, e.g. \
+                 ../shared/data/real-fingerprints"
+            ),
+        )),
+        (None, false) => Ok(()),
+    }
+}
+
 pub(crate) fn run_eval(args: EvalArgs) -> Result<ExitCode> {
+    check_split(&args)?;
     let reports = with_backend!(&args.model.compute, false, eval_on(&args))?;
     print!("{}", evaluate::table(&reports));
     if let Some(path) = &args.out {
@@ -106,7 +151,7 @@ pub(crate) fn run_eval(args: EvalArgs) -> Result<ExitCode> {
 }
 
 fn eval_on<B: Backend>(backend: B, args: &EvalArgs) -> Result<Vec<evaluate::SetReport>> {
-    let (mut net, meta) = evaluate::load_model(backend, &args.model.model)?;
+    let (mut net, meta) = load_model(backend, &args.model)?;
     let identity = !args.no_identity;
     let mut reports = Vec::new();
     if args.split.is_some() || args.data.is_empty() {
@@ -155,7 +200,7 @@ pub(crate) fn run_reconstruct(args: ReconstructArgs) -> Result<ExitCode> {
 }
 
 fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> {
-    let (mut net, meta) = evaluate::load_model(backend, &args.model.model)?;
+    let (mut net, meta) = load_model(backend, &args.model)?;
     let dataset = Dataset::load(&args.data, meta.input_size, false, false)?;
     if args.count == 0 {
         return Err(Error::invalid("--count", "must be at least 1"));
@@ -180,7 +225,11 @@ fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> 
             .collect(),
         None => evaluate::reconstruct(&mut net, &dataset, &order)?,
     };
-    let title = format!("Reconstructions of {}", short_name(&args.data));
+    let title = format!(
+        "Reconstructions of {} by {}",
+        short_name(&args.data),
+        model_name(&args.model)
+    );
     let figure = evaluate::reconstruction_figure(&title, &dataset, &order, &reconstructions)?;
     figures::save_png(&figure, &args.out)?;
     if let (Some(dir), Some(all)) = (&args.save_dir, &all) {
@@ -208,7 +257,7 @@ pub(crate) fn run_gradcam(args: GradcamArgs) -> Result<ExitCode> {
 }
 
 fn gradcam_on<B: Backend>(backend: B, args: &GradcamArgs) -> Result<()> {
-    let (mut net, meta) = evaluate::load_model(backend, &args.model.model)?;
+    let (mut net, meta) = load_model(backend, &args.model)?;
     let image = whorl::data::load_image(&args.image, meta.input_size)?;
     let layers: Vec<usize> = if args.layer == "all" {
         net.architecture()
@@ -226,7 +275,8 @@ fn gradcam_on<B: Backend>(backend: B, args: &GradcamArgs) -> Result<()> {
         .map(|layer| gradcam::grad_cam(&mut net, &image, layer))
         .collect::<Result<Vec<_>>>()?;
     let title = format!(
-        "Grad-CAM of the reconstruction (target: sum of the output): {}",
+        "Grad-CAM of the reconstruction by {} (target: sum of the output): {}",
+        model_name(&args.model),
         short_name(&args.image)
     );
     figures::save_png(&gradcam::figure(&title, &image, &maps)?, &args.out)

@@ -117,7 +117,7 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
         return Ok(code);
     }
     let model = ModelArgs {
-        model: run.clone(),
+        model: Some(run.clone()),
         compute: args.compute.clone(),
     };
     let metrics = args.out.join("metrics.json");
