@@ -11,6 +11,10 @@ use crate::model::Architecture;
 /// The bundled model's name.
 pub const NAME: &str = "synthetic-adam-224";
 
+/// Fingers of the synthetic default it trained on (numbers 0 to 335, optical impressions);
+/// prints of later fingers are ones it never saw.
+pub const TRAINING_FINGERS: usize = 336;
+
 /// Where its files are in the repository; errors name it.
 pub const DIR: &str = "models/synthetic-adam-224";
 

@@ -139,9 +139,14 @@ fn check_split(args: &EvalArgs) -> Result<()> {
     }
 }
 
+/// The scores `whorl eval` prints, one report per set.
+pub(crate) fn eval_reports(args: &EvalArgs) -> Result<Vec<evaluate::SetReport>> {
+    check_split(args)?;
+    with_backend!(&args.model.compute, false, eval_on(args))
+}
+
 pub(crate) fn run_eval(args: EvalArgs) -> Result<ExitCode> {
-    check_split(&args)?;
-    let reports = with_backend!(&args.model.compute, false, eval_on(&args))?;
+    let reports = eval_reports(&args)?;
     print!("{}", evaluate::table(&reports));
     if let Some(path) = &args.out {
         let csv = evaluate::write(&reports, path)?;
