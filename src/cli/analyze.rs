@@ -8,9 +8,8 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use whorl::backend::Backend;
-use whorl::checkpoint::CheckpointMeta;
+use whorl::checkpoint::{CheckpointMeta, Weights};
 use whorl::data::Dataset;
-use whorl::graph::Network;
 use whorl::{Error, Result, bundled, evaluate, figures, gradcam};
 
 use super::device::{Backends, Compute, on_device, with_backend};
@@ -27,6 +26,13 @@ pub(crate) struct ModelArgs {
     #[command(flatten)]
     pub(crate) compute: Compute,
 }
+
+/// `--native-resolution`, for eval and reconstruct.
+const NATIVE_RESOLUTION_HELP: &str = "Reconstruct each image at its own width and height instead \
+    of resized to the model's input size (the model is fully convolutional): each is placed at \
+    the top left of a square canvas (the largest side of the sets, rounded up to a multiple of \
+    4), the rest filled by repeating its edge, reconstructed one at a time and cropped back, so \
+    scores, figures and NBIS's minutiae take the image as its sensor made it.";
 
 #[derive(Args)]
 pub(crate) struct EvalArgs {
@@ -54,6 +60,9 @@ pub(crate) struct EvalArgs {
     /// image at a time: about 0.15 s an image).
     #[arg(long)]
     pub(crate) no_identity: bool,
+
+    #[arg(long, help = NATIVE_RESOLUTION_HELP)]
+    pub(crate) native_resolution: bool,
 }
 
 #[derive(Args)]
@@ -80,6 +89,9 @@ pub(crate) struct ReconstructArgs {
     /// Also write every image's reconstruction here, as PNG named after its source.
     #[arg(long, value_name = "DIR")]
     pub(crate) save_dir: Option<PathBuf>,
+
+    #[arg(long, help = NATIVE_RESOLUTION_HELP)]
+    pub(crate) native_resolution: bool,
 }
 
 #[derive(Args)]
@@ -100,12 +112,12 @@ pub(crate) struct GradcamArgs {
     pub(crate) out: PathBuf,
 }
 
-/// Loads `--model`, or the bundled model, saying so, when it is left out.
-fn load_model<B: Backend>(backend: B, args: &ModelArgs) -> Result<(Network<B>, CheckpointMeta)> {
+/// The weights of `--model`, or of the bundled model, saying so, when it is left out.
+fn load_weights(args: &ModelArgs) -> Result<Weights> {
     if args.model.is_none() {
         println!("{}", bundled::notice());
     }
-    evaluate::load_model(backend, args.model.as_deref())
+    evaluate::load_weights(args.model.as_deref())
 }
 
 /// The model's name for figure titles.
@@ -156,32 +168,61 @@ pub(crate) fn run_eval(args: EvalArgs) -> Result<ExitCode> {
 }
 
 fn eval_on<B: Backend>(backend: B, args: &EvalArgs) -> Result<Vec<evaluate::SetReport>> {
-    let (mut net, meta) = load_model(backend, &args.model)?;
-    let identity = !args.no_identity;
-    let mut reports = Vec::new();
+    let weights = load_weights(&args.model)?;
+    let meta = &weights.meta;
+    let load = |dir: &Path| load_set(dir, meta, args.native_resolution, args.skip_bad);
+    let mut sets = Vec::new();
     if args.split.is_some() || args.data.is_empty() {
-        let (dataset, validation) = evaluate::validation_split(&meta, args.skip_bad)?;
+        let dataset = load(&meta.data_dir)?;
+        let validation = evaluate::validation_indices(meta, &dataset)?;
         let label = format!("validation split of {}", short_name(&meta.data_dir));
-        reports.push(evaluate::score(
-            &mut net,
-            &dataset,
-            &validation,
-            &label,
-            identity,
-        )?);
+        sets.push((dataset, validation, label));
     }
     for dir in &args.data {
-        let dataset = Dataset::load(dir, meta.input_size, args.skip_bad, false)?;
+        let dataset = load(dir)?;
         let all: Vec<usize> = (0..dataset.len()).collect();
-        reports.push(evaluate::score(
-            &mut net,
-            &dataset,
-            &all,
-            &short_name(dir),
-            identity,
-        )?);
+        sets.push((dataset, all, short_name(dir)));
     }
-    Ok(reports)
+    let side = sets
+        .iter()
+        .map(|(d, _, _)| d.size)
+        .max()
+        .unwrap_or(meta.input_size);
+    for (dataset, _, _) in &mut sets {
+        dataset.pad_to(side);
+    }
+    let mut net = evaluate::network(backend, &weights, side, batch(args.native_resolution))?;
+    sets.iter()
+        .map(|(dataset, indices, label)| {
+            evaluate::score(&mut net, dataset, indices, label, !args.no_identity)
+        })
+        .collect()
+}
+
+/// A folder of images as the model sees them: resized to its input size, or with
+/// `native_resolution` each at its own resolution on a canvas padded to a multiple of the
+/// model's downsampling.
+fn load_set(
+    dir: &Path,
+    meta: &CheckpointMeta,
+    native_resolution: bool,
+    skip_bad: bool,
+) -> Result<Dataset> {
+    match native_resolution {
+        true => {
+            let multiple = whorl::model::Architecture::reference().downsampling();
+            Dataset::load_native(dir, multiple, skip_bad, false)
+        }
+        false => Dataset::load(dir, meta.input_size, skip_bad, false),
+    }
+}
+
+/// Images per forward pass: one at a time at their own resolution, whose canvas can be large.
+fn batch(native_resolution: bool) -> usize {
+    match native_resolution {
+        true => 1,
+        false => evaluate::EVAL_BATCH,
+    }
 }
 
 /// The last two components of a path, for labels.
@@ -205,8 +246,14 @@ pub(crate) fn run_reconstruct(args: ReconstructArgs) -> Result<ExitCode> {
 }
 
 fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> {
-    let (mut net, meta) = load_model(backend, &args.model)?;
-    let dataset = Dataset::load(&args.data, meta.input_size, false, false)?;
+    let weights = load_weights(&args.model)?;
+    let dataset = load_set(&args.data, &weights.meta, args.native_resolution, false)?;
+    let mut net = evaluate::network(
+        backend,
+        &weights,
+        dataset.size,
+        batch(args.native_resolution),
+    )?;
     if args.count == 0 {
         return Err(Error::invalid("--count", "must be at least 1"));
     }
@@ -239,15 +286,15 @@ fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> 
     figures::save_png(&figure, &args.out)?;
     if let (Some(dir), Some(all)) = (&args.save_dir, &all) {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        let side = dataset.size as u32;
-        for (file, recon) in dataset.files.iter().zip(all.chunks(n)) {
+        for (i, (file, recon)) in dataset.files.iter().zip(all.chunks(n)).enumerate() {
+            let (width, height) = dataset.extents[i];
             let stem = file
                 .file_stem()
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
             figures::save_png(
-                &figures::gray(recon, side, side),
+                &figures::gray(&dataset.region(i, recon), width as u32, height as u32),
                 &dir.join(format!("{stem}.png")),
             )?;
         }
@@ -262,8 +309,10 @@ pub(crate) fn run_gradcam(args: GradcamArgs) -> Result<ExitCode> {
 }
 
 fn gradcam_on<B: Backend>(backend: B, args: &GradcamArgs) -> Result<()> {
-    let (mut net, meta) = load_model(backend, &args.model)?;
-    let image = whorl::data::load_image(&args.image, meta.input_size)?;
+    let weights = load_weights(&args.model)?;
+    let size = weights.meta.input_size;
+    let mut net = evaluate::network(backend, &weights, size, 1)?;
+    let image = whorl::data::load_image(&args.image, size)?;
     let layers: Vec<usize> = if args.layer == "all" {
         net.architecture()
             .layers

@@ -128,6 +128,7 @@ fn scores(
         out: None,
         skip_bad: false,
         no_identity: !identity,
+        native_resolution: false,
     })?;
     let labels = split
         .then_some("validation (optical)")
@@ -148,6 +149,7 @@ fn draw(model: &ModelArgs, data: &Path, out: &Path, count: usize) -> Result<()> 
         count,
         seed: 13,
         save_dir: None,
+        native_resolution: false,
     })
     .map(drop)
 }
