@@ -208,13 +208,16 @@ fn load_set(
     native_resolution: bool,
     skip_bad: bool,
 ) -> Result<Dataset> {
-    match native_resolution {
-        true => {
-            let multiple = whorl::model::Architecture::reference().downsampling();
-            Dataset::load_native(dir, multiple, skip_bad, false)
-        }
-        false => Dataset::load(dir, meta.input_size, skip_bad, false),
+    if !native_resolution {
+        return Dataset::load(dir, meta.input_size, skip_bad, false);
     }
+    let architecture = whorl::model::Architecture::reference();
+    let dataset = Dataset::load_native(dir, architecture.downsampling(), skip_bad, false)?;
+    let side = dataset.size;
+    let need = whorl::memory::network_bytes(&architecture, side, 1);
+    whorl::memory::check_fits(&format!("an image of {side}x{side}"), need)
+        .map_err(|why| Error::invalid("--native-resolution", why))?;
+    Ok(dataset)
 }
 
 /// Images per forward pass: one at a time at their own resolution, whose canvas can be large.
