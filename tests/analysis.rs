@@ -257,4 +257,8 @@ fn the_demo_runs_end_to_end() {
         gradcam.height() > gradcam.width(),
         "six rows of three panels"
     );
+    let missing = dir.path().join("missing");
+    let refused = common::whorl(&["demo", "--real-prints", path(&missing), "--out", path(&out)]);
+    assert_eq!(refused.status.code(), Some(2), "{}", common::text(&refused));
+    assert!(common::text(&refused).contains("--real-prints"));
 }

@@ -98,18 +98,22 @@ fn synthesise(args: &DemoArgs, train_dir: &Path, test_dir: &Path) -> Result<()> 
 /// current folder and to the repository whorl was built from.
 const REAL_PRINTS: &str = "../shared/data/real-fingerprints";
 
-/// The folder of real prints to show the bundled model on: --real-prints, else
-/// [`REAL_PRINTS`] where it exists.
-fn real_prints(args: &DemoArgs) -> Option<PathBuf> {
-    if let Some(dir) = &args.real_prints {
-        return Some(dir.clone());
+/// The folder of real prints to show the bundled model on: --real-prints, which must be a
+/// folder, else [`REAL_PRINTS`] where it exists.
+fn real_prints(args: &DemoArgs) -> Result<Option<PathBuf>> {
+    match &args.real_prints {
+        Some(dir) if dir.is_dir() => Ok(Some(dir.clone())),
+        Some(dir) => Err(Error::invalid(
+            "--real-prints",
+            format!("{} is not a folder", dir.display()),
+        )),
+        None => Ok([
+            PathBuf::from(REAL_PRINTS),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(REAL_PRINTS),
+        ]
+        .into_iter()
+        .find(|dir| dir.is_dir())),
     }
-    [
-        PathBuf::from(REAL_PRINTS),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(REAL_PRINTS),
-    ]
-    .into_iter()
-    .find(|dir| dir.is_dir())
 }
 
 /// Scores `model` on `sets` (and on its validation split with `split`), each report labelled
@@ -156,6 +160,7 @@ fn draw(model: &ModelArgs, data: &Path, out: &Path, count: usize) -> Result<()> 
 
 pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
     settle_device(&mut args.compute)?;
+    let real = real_prints(&args)?;
     let (data, run) = (args.out.join("data"), args.out.join("run"));
     let (train_dir, test_dir) = (data.join("train"), data.join("test"));
     println!("demo: synthesising fingerprints into {}", data.display());
@@ -207,7 +212,6 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
         args.size,
         whorl::bundled::NAME
     );
-    let real = real_prints(&args);
     let mut bundled_sets = vec![("unseen sensor", test_dir.as_path())];
     match &real {
         Some(dir) => bundled_sets.push(("real prints", dir.as_path())),
