@@ -99,14 +99,28 @@ pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Every float32 tensor of a safetensors file.
 pub fn read_tensors(path: &Path) -> Result<Tensors> {
+    tensors_from_bytes(&read_safetensors_bytes(path)?, path)
+}
+
+/// The bytes of a safetensors file, refusing one too large to hold in memory.
+fn read_safetensors_bytes(path: &Path) -> Result<Vec<u8>> {
+    let length = fs::metadata(path).map_err(Error::io(path))?.len();
+    memory::check_fits("its bytes", Some(2 * u128::from(length))).map_err(|reason| {
+        Error::BadCheckpoint {
+            path: path.to_path_buf(),
+            reason,
+        }
+    })?;
+    fs::read(path).map_err(Error::io(path))
+}
+
+/// Every float32 tensor of the bytes of a safetensors file; `path` names them in errors.
+pub fn tensors_from_bytes(bytes: &[u8], path: &Path) -> Result<Tensors> {
     let bad = |reason: String| Error::BadCheckpoint {
         path: path.to_path_buf(),
         reason,
     };
-    let length = fs::metadata(path).map_err(Error::io(path))?.len();
-    memory::check_fits("its bytes", Some(2 * u128::from(length))).map_err(bad)?;
-    let bytes = fs::read(path).map_err(Error::io(path))?;
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let tensors = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     tensors
         .tensors()
         .into_iter()
@@ -303,21 +317,23 @@ fn check_meta(meta: &CheckpointMeta, architecture: &Architecture) -> Result<(), 
     Ok(())
 }
 
-/// Loads a checkpoint folder written by [`save`], checking that it fits `architecture`.
-pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
+/// What inference needs of a checkpoint: its description and weights, without the optimizer's
+/// state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Weights {
+    pub meta: CheckpointMeta,
+    pub params: Vec<f32>,
+}
+
+/// Parses and checks the text of a checkpoint.json against `architecture`; `dir` names the
+/// checkpoint in errors.
+fn parse_meta(text: &str, dir: &Path, architecture: &Architecture) -> Result<CheckpointMeta> {
     let bad = |reason: String| Error::BadCheckpoint {
         path: dir.to_path_buf(),
         reason,
     };
-    if !dir.is_dir() {
-        return Err(bad(format!(
-            "not a folder (a checkpoint is a folder holding {META_FILE}, {WEIGHTS_FILE} and {OPTIMIZER_FILE} or {ADAM_FILE})"
-        )));
-    }
-    let meta_path = dir.join(META_FILE);
-    let text = read_meta_text(&meta_path)?;
     let meta: CheckpointMeta =
-        serde_json::from_str(&text).map_err(|e| bad(format!("{META_FILE}: {e}")))?;
+        serde_json::from_str(text).map_err(|e| bad(format!("{META_FILE}: {e}")))?;
     if meta.format != FORMAT {
         return Err(bad(format!(
             "format \"{}\" is not \"{FORMAT}\"",
@@ -332,16 +348,71 @@ pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
         });
     }
     check_meta(&meta, architecture).map_err(|reason| Error::BadCheckpoint {
-        path: meta_path.clone(),
+        path: dir.join(META_FILE),
         reason,
     })?;
-    let weights_path = dir.join(WEIGHTS_FILE);
+    Ok(meta)
+}
+
+/// Refuses NaN and infinite values, naming the file that holds them.
+fn check_finite(values: &[f32], path: &Path) -> Result<()> {
+    match values.iter().all(|v| v.is_finite()) {
+        true => Ok(()),
+        false => Err(Error::BadCheckpoint {
+            path: path.to_path_buf(),
+            reason: "holds NaN or infinite values".into(),
+        }),
+    }
+}
+
+/// The flat parameters from the bytes of a weights.safetensors; `dir` names the checkpoint in
+/// errors.
+fn params_from_bytes(weights: &[u8], dir: &Path, architecture: &Architecture) -> Result<Vec<f32>> {
+    let path = dir.join(WEIGHTS_FILE);
     let params = flatten_params(
         architecture,
-        &read_tensors(&weights_path)?,
+        &tensors_from_bytes(weights, &path)?,
         "",
-        &weights_path,
+        &path,
     )?;
+    check_finite(&params, &path)?;
+    Ok(params)
+}
+
+/// A checkpoint's weights from the text of its checkpoint.json and the bytes of its
+/// weights.safetensors (a checkpoint built into the binary); `dir` names it in errors.
+pub fn weights_from_bytes(
+    meta_text: &str,
+    weights: &[u8],
+    dir: &Path,
+    architecture: &Architecture,
+) -> Result<Weights> {
+    let meta = parse_meta(meta_text, dir, architecture)?;
+    let params = params_from_bytes(weights, dir, architecture)?;
+    Ok(Weights { meta, params })
+}
+
+/// Loads the description and weights of a checkpoint folder, which is all inference needs: the
+/// optimizer's state may be absent.
+pub fn load_weights(dir: &Path, architecture: &Architecture) -> Result<Weights> {
+    if !dir.is_dir() {
+        return Err(Error::BadCheckpoint {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "not a folder (a checkpoint is a folder holding {META_FILE}, {WEIGHTS_FILE} and {OPTIMIZER_FILE} or {ADAM_FILE})"
+            ),
+        });
+    }
+    let meta = parse_meta(&read_meta_text(&dir.join(META_FILE))?, dir, architecture)?;
+    let weights = read_safetensors_bytes(&dir.join(WEIGHTS_FILE))?;
+    let params = params_from_bytes(&weights, dir, architecture)?;
+    Ok(Weights { meta, params })
+}
+
+/// Loads a checkpoint folder written by [`save`], with its optimizer's state, checking that it
+/// fits `architecture`.
+pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
+    let Weights { meta, params } = load_weights(dir, architecture)?;
     let optimizer_path = dir.join(optimizer_file(meta.optimizer.kind()));
     let state = read_tensors(&optimizer_path)?;
     let (velocity, momentum) = match meta.optimizer.kind() {
@@ -354,18 +425,8 @@ pub fn load(dir: &Path, architecture: &Architecture) -> Result<Checkpoint> {
             flatten_params(architecture, &state, "momentum.", &optimizer_path)?,
         ),
     };
-    for (values, path) in [
-        (&params, &weights_path),
-        (&velocity, &optimizer_path),
-        (&momentum, &optimizer_path),
-    ] {
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(Error::BadCheckpoint {
-                path: path.clone(),
-                reason: "holds NaN or infinite values".into(),
-            });
-        }
-    }
+    check_finite(&velocity, &optimizer_path)?;
+    check_finite(&momentum, &optimizer_path)?;
     Ok(Checkpoint {
         meta,
         params,

@@ -4,6 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use image::imageops::{self, FilterType};
+use image::{ImageBuffer, Luma};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -103,9 +104,9 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Decodes one image as grayscale (colour -> luma; 8- or 16-bit), resizes it to size x size
-/// with a bilinear (triangle) filter and returns its pixels in [0, 1], row-major.
-pub fn load_image(path: &Path, size: usize) -> Result<Vec<f32>> {
+/// Decodes one image as grayscale (colour -> luma; 8- or 16-bit), refusing NaN and infinite
+/// pixel values.
+fn decode_gray(path: &Path) -> Result<ImageBuffer<Luma<f32>, Vec<f32>>> {
     let bad = |reason: String| Error::BadImage {
         path: path.to_path_buf(),
         reason,
@@ -120,17 +121,45 @@ pub fn load_image(path: &Path, size: usize) -> Result<Vec<f32>> {
     if gray.iter().any(|v| !v.is_finite()) {
         return Err(bad("holds NaN or infinite pixel values".into()));
     }
+    Ok(gray)
+}
+
+/// Pixels in [0, 1], row-major.
+fn clamped(gray: ImageBuffer<Luma<f32>, Vec<f32>>) -> Vec<f32> {
+    gray.into_raw()
+        .into_iter()
+        .map(|v| v.clamp(0.0, 1.0))
+        .collect()
+}
+
+/// Decodes one image as grayscale (colour -> luma; 8- or 16-bit), resizes it to size x size
+/// with a bilinear (triangle) filter and returns its pixels in [0, 1], row-major.
+pub fn load_image(path: &Path, size: usize) -> Result<Vec<f32>> {
+    let gray = decode_gray(path)?;
     let side = size as u32;
-    let resized = if gray.dimensions() == (side, side) {
+    Ok(clamped(if gray.dimensions() == (side, side) {
         gray
     } else {
         imageops::resize(&gray, side, side, FilterType::Triangle)
-    };
-    Ok(resized
-        .into_raw()
-        .into_iter()
-        .map(|v| v.clamp(0.0, 1.0))
-        .collect())
+    }))
+}
+
+/// Decodes one image as grayscale at its own resolution: (width, height, pixels in [0, 1]).
+pub fn load_native_image(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
+    let gray = decode_gray(path)?;
+    let (width, height) = (gray.width() as usize, gray.height() as usize);
+    Ok((width, height, clamped(gray)))
+}
+
+/// A width x height image at the top left of a side x side canvas, the rest filled by repeating
+/// its last column and row.
+pub fn pad(pixels: &[f32], width: usize, height: usize, side: usize) -> Vec<f32> {
+    (0..side)
+        .flat_map(|y| {
+            let row = &pixels[y.min(height - 1) * width..][..width];
+            (0..side).map(move |x| row[x.min(width - 1)])
+        })
+        .collect()
 }
 
 /// A folder of images, decoded and resized, held in memory.
@@ -140,75 +169,164 @@ pub struct Dataset {
     pub files: Vec<PathBuf>,
     /// [files.len(), size, size] pixels in [0, 1].
     pub pixels: Vec<f32>,
+    /// The (width, height) of each image's own pixels, at the top left of its size x size
+    /// square: the whole square for resized images, less for images kept at their own
+    /// resolution (see [`Dataset::load_native`]), whose canvas beyond is padding.
+    pub extents: Vec<(usize, usize)>,
     /// Entries passed over, with the reason: files that failed to decode (with --skip-bad), and
     /// what the folder walk did not take (see [`walk_images`]).
     pub skipped: Vec<(PathBuf, String)>,
 }
 
+/// The images decoded from a folder: their files, (width, height, pixels), and what was
+/// passed over.
+type Decoded = (
+    Vec<PathBuf>,
+    Vec<(usize, usize, Vec<f32>)>,
+    Vec<(PathBuf, String)>,
+);
+
+/// Decodes every image under `dir` on all cores with `decode`, after `check` accepts their
+/// count. A file that fails to decode is an error, or with `skip_bad` is left out and listed.
+fn decode_folder(
+    dir: &Path,
+    skip_bad: bool,
+    progress: bool,
+    check: impl Fn(usize) -> Result<()>,
+    decode: impl Fn(&Path) -> Result<(usize, usize, Vec<f32>)> + Sync,
+) -> Result<Decoded> {
+    if !dir.is_dir() {
+        return Err(Error::invalid(
+            "--data",
+            format!("{} is not a folder", dir.display()),
+        ));
+    }
+    let Walk { files, mut skipped } = walk_images(dir, skip_bad)?;
+    if files.is_empty() {
+        return Err(Error::EmptyDataDir {
+            path: dir.to_path_buf(),
+        });
+    }
+    check(files.len())?;
+    let bar = if progress {
+        ProgressBar::new(files.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("loading {pos}/{len} images [{bar:30}] {per_sec}")
+            .expect("valid template"),
+    );
+    let decoded: Vec<Result<(usize, usize, Vec<f32>)>> = files
+        .par_iter()
+        .map(|path| {
+            let image = decode(path);
+            bar.inc(1);
+            image
+        })
+        .collect();
+    bar.finish_and_clear();
+    let (mut kept, mut images) = (Vec::new(), Vec::new());
+    for (path, image) in files.into_iter().zip(decoded) {
+        match image {
+            Ok(image) => {
+                kept.push(path);
+                images.push(image);
+            }
+            Err(Error::BadImage { path, reason }) if skip_bad => skipped.push((path, reason)),
+            Err(error) => return Err(error),
+        }
+    }
+    if kept.is_empty() {
+        return Err(Error::EmptyDataDir {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok((kept, images, skipped))
+}
+
 impl Dataset {
-    /// Loads every image under `dir` on all cores. A file that fails to decode is an error,
-    /// or with `skip_bad` is left out and listed in `skipped`.
+    /// Loads every image under `dir` on all cores, resized to size x size. A file that fails
+    /// to decode is an error, or with `skip_bad` is left out and listed in `skipped`.
     pub fn load(dir: &Path, size: usize, skip_bad: bool, progress: bool) -> Result<Dataset> {
-        if !dir.is_dir() {
-            return Err(Error::invalid(
-                "--data",
-                format!("{} is not a folder", dir.display()),
-            ));
-        }
-        let Walk { files, skipped } = walk_images(dir, skip_bad)?;
-        if files.is_empty() {
-            return Err(Error::EmptyDataDir {
-                path: dir.to_path_buf(),
-            });
-        }
-        memory::check_fits(
-            &format!("{} images of {size}x{size}", files.len()),
-            memory::dataset_bytes(files.len(), size),
-        )
-        .map_err(|why| Error::invalid("--size", why))?;
-        let bar = if progress {
-            ProgressBar::new(files.len() as u64)
-        } else {
-            ProgressBar::hidden()
+        let check = |count: usize| {
+            memory::check_fits(
+                &format!("{count} images of {size}x{size}"),
+                memory::dataset_bytes(count, size),
+            )
+            .map_err(|why| Error::invalid("--size", why))
         };
-        bar.set_style(
-            ProgressStyle::with_template("loading {pos}/{len} images [{bar:30}] {per_sec}")
-                .expect("valid template"),
-        );
-        let decoded: Vec<Result<Vec<f32>>> = files
-            .par_iter()
-            .map(|path| {
-                let image = load_image(path, size);
-                bar.inc(1);
-                image
-            })
-            .collect();
-        bar.finish_and_clear();
-        let mut dataset = Dataset {
+        let decode = |path: &Path| load_image(path, size).map(|pixels| (size, size, pixels));
+        let (files, images, skipped) = decode_folder(dir, skip_bad, progress, check, decode)?;
+        Ok(Dataset {
             dir: dir.to_path_buf(),
             size,
-            files: Vec::with_capacity(files.len()),
-            pixels: Vec::with_capacity(files.len() * size * size),
+            extents: vec![(size, size); files.len()],
+            files,
+            pixels: images.into_iter().flat_map(|(_, _, p)| p).collect(),
+            skipped,
+        })
+    }
+
+    /// Loads every image under `dir` at its own resolution, each at the top left of a square
+    /// canvas as large as the set's largest side rounded up to a multiple of `multiple`, the
+    /// rest filled by repeating its edge ([`pad`]).
+    pub fn load_native(
+        dir: &Path,
+        multiple: usize,
+        skip_bad: bool,
+        progress: bool,
+    ) -> Result<Dataset> {
+        let (files, images, skipped) =
+            decode_folder(dir, skip_bad, progress, |_| Ok(()), load_native_image)?;
+        let largest = images.iter().map(|&(w, h, _)| w.max(h)).max().unwrap_or(1);
+        let side = largest.div_ceil(multiple) * multiple;
+        memory::check_fits(
+            &format!("{} images padded to {side}x{side}", files.len()),
+            memory::dataset_bytes(files.len(), side),
+        )
+        .map_err(|why| Error::invalid("--native-resolution", why))?;
+        let mut dataset = Dataset {
+            dir: dir.to_path_buf(),
+            size: side,
+            files,
+            pixels: Vec::new(),
+            extents: images.iter().map(|&(w, h, _)| (w, h)).collect(),
             skipped,
         };
-        for (path, image) in files.into_iter().zip(decoded) {
-            match image {
-                Ok(pixels) => {
-                    dataset.files.push(path);
-                    dataset.pixels.extend_from_slice(&pixels);
-                }
-                Err(Error::BadImage { path, reason }) if skip_bad => {
-                    dataset.skipped.push((path, reason))
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        if dataset.files.is_empty() {
-            return Err(Error::EmptyDataDir {
-                path: dir.to_path_buf(),
-            });
-        }
+        dataset.pixels = images
+            .iter()
+            .flat_map(|(w, h, pixels)| pad(pixels, *w, *h, side))
+            .collect();
         Ok(dataset)
+    }
+
+    /// Moves every image onto a larger square canvas of `side`, padded as [`Dataset::load_native`]
+    /// pads (so that sets of different sizes run through one network).
+    pub fn pad_to(&mut self, side: usize) {
+        if side <= self.size {
+            return;
+        }
+        let pixels = (0..self.len())
+            .flat_map(|i| {
+                let (width, height) = self.extents[i];
+                pad(&self.region(i, self.image(i)), width, height, side)
+            })
+            .collect();
+        self.pixels = pixels;
+        self.size = side;
+    }
+
+    /// The image's own pixels out of a size x size buffer laid out as its canvas (the image
+    /// itself, or its reconstruction): width x height, row-major.
+    pub fn region(&self, index: usize, canvas: &[f32]) -> Vec<f32> {
+        let (width, height) = self.extents[index];
+        canvas
+            .chunks(self.size)
+            .take(height)
+            .flat_map(|row| &row[..width])
+            .copied()
+            .collect()
     }
 
     pub fn len(&self) -> usize {

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::atomic;
 use crate::backend::Backend;
+use crate::bundled;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
@@ -18,21 +19,45 @@ use crate::model::Architecture;
 /// Images per forward pass when evaluating.
 pub const EVAL_BATCH: usize = 8;
 
-/// A checkpoint loaded for inference on `backend`.
-pub fn load_model<B: Backend>(backend: B, path: &Path) -> Result<(Network<B>, CheckpointMeta)> {
+/// A model loaded for inference on `backend`: a checkpoint folder or run folder (its newest
+/// checkpoint), or with `None` the bundled model ([`crate::bundled`]).
+pub fn load_model<B: Backend>(
+    backend: B,
+    path: Option<&Path>,
+) -> Result<(Network<B>, CheckpointMeta)> {
+    let weights = load_weights(path)?;
+    let size = weights.meta.input_size;
+    let net = network(backend, &weights, size, EVAL_BATCH)?;
+    Ok((net, weights.meta))
+}
+
+/// The weights of a checkpoint folder or run folder, or with `None` of the bundled model.
+pub fn load_weights(path: Option<&Path>) -> Result<checkpoint::Weights> {
     let architecture = Architecture::reference();
-    let dir = checkpoint::resolve_checkpoint(path)?;
-    let checkpoint = checkpoint::load(&dir, &architecture)?;
-    let size = checkpoint.meta.input_size;
-    let net = Network::new(
+    match path {
+        Some(path) => {
+            checkpoint::load_weights(&checkpoint::resolve_checkpoint(path)?, &architecture)
+        }
+        None => bundled::load(&architecture),
+    }
+}
+
+/// An inference network for batches of up to `batch` images of side x side, which need not be
+/// the size the model was trained at (it is fully convolutional).
+pub fn network<B: Backend>(
+    backend: B,
+    weights: &checkpoint::Weights,
+    side: usize,
+    batch: usize,
+) -> Result<Network<B>> {
+    Network::new(
         backend,
-        architecture,
-        size,
-        size,
-        EVAL_BATCH,
-        &checkpoint.params,
-    )?;
-    Ok((net, checkpoint.meta))
+        Architecture::reference(),
+        side,
+        side,
+        batch,
+        &weights.params,
+    )
 }
 
 /// The reconstructions of `indices` of `dataset`, in that order.
@@ -196,7 +221,7 @@ pub fn score<B: Backend>(
         });
     }
     let reconstructions = reconstruct(net, dataset, indices)?;
-    let (n, side) = (dataset.size * dataset.size, dataset.size);
+    let n = dataset.size * dataset.size;
     let identities = match identity {
         #[cfg(feature = "nbis")]
         true => crate::identity::scores(dataset, indices, &reconstructions),
@@ -207,12 +232,14 @@ pub fn score<B: Backend>(
         .zip(reconstructions.chunks(n))
         .zip(identities)
         .map(|((&i, recon), identity)| {
-            let original = dataset.image(i);
+            let (width, height) = dataset.extents[i];
+            let original = dataset.region(i, dataset.image(i));
+            let recon = dataset.region(i, recon);
             ImageScore {
                 file: dataset.files[i].clone(),
-                mse: metrics::mse(original, recon),
-                psnr: metrics::psnr(original, recon),
-                ssim: metrics::ssim(original, recon, side, side),
+                mse: metrics::mse(&original, &recon),
+                psnr: metrics::psnr(&original, &recon),
+                ssim: metrics::ssim(&original, &recon, width, height),
                 identity,
             }
         })
@@ -229,11 +256,11 @@ pub fn score<B: Backend>(
     })
 }
 
-/// The validation split a checkpoint was trained with: its data folder, split by its seed.
-pub fn validation_split(meta: &CheckpointMeta, skip_bad: bool) -> Result<(Dataset, Vec<usize>)> {
-    let dataset = Dataset::load(&meta.data_dir, meta.input_size, skip_bad, false)?;
+/// The validation split a checkpoint was trained with, as indices of its data folder (loaded
+/// as `dataset`), split by its seed.
+pub fn validation_indices(meta: &CheckpointMeta, dataset: &Dataset) -> Result<Vec<usize>> {
     let split = data::split(dataset.len(), meta.val_split, meta.seed, &meta.data_dir)?;
-    Ok((dataset, split.validation))
+    Ok(split.validation)
 }
 
 fn decibels(value: f64) -> String {
@@ -356,32 +383,37 @@ pub fn reconstruction_figure(
     reconstructions: &[f32],
 ) -> Result<image::RgbImage> {
     use crate::figures::{Panel, colorize, gray, panel_grid};
-    let (side, n) = (dataset.size as u32, dataset.size * dataset.size);
+    let n = dataset.size * dataset.size;
     let (mut originals, mut outputs, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     for (&i, recon) in indices.iter().zip(reconstructions.chunks(n)) {
-        let original = dataset.image(i);
+        let (width, height) = dataset.extents[i];
+        let (original, recon) = (
+            dataset.region(i, dataset.image(i)),
+            dataset.region(i, recon),
+        );
+        let (w, h) = (width as u32, height as u32);
         let name = dataset.files[i]
             .file_stem()
             .map_or(String::new(), |s| s.to_string_lossy().into_owned());
         let error: Vec<f32> = original
             .iter()
-            .zip(recon)
+            .zip(&recon)
             .map(|(a, b)| (a - b).abs())
             .collect();
         originals.push(Panel {
             caption: name,
-            image: gray(original, side, side),
+            image: gray(&original, w, h),
         });
         outputs.push(Panel {
             caption: format!(
                 "SSIM {:.3}",
-                metrics::ssim(original, recon, dataset.size, dataset.size)
+                metrics::ssim(&original, &recon, width, height)
             ),
-            image: gray(recon, side, side),
+            image: gray(&recon, w, h),
         });
         errors.push(Panel {
-            caption: format!("MSE {:.4}", metrics::mse(original, recon)),
-            image: colorize(&error, side, side),
+            caption: format!("MSE {:.4}", metrics::mse(&original, &recon)),
+            image: colorize(&error, w, h),
         });
     }
     let rows = [

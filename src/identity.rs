@@ -8,7 +8,7 @@
 //!
 //! MINDTCT is tuned for 500 ppi scans (a ridge period of about 9 pixels), so an image the
 //! model sees at `--size` is first resized back to its file's own width and height, taken to
-//! be a 500 ppi capture. NBIS's C code keeps global state, so every call into it is serialised.
+//! be a 500 ppi capture (one seen at its own resolution, `--native-resolution`, already is). NBIS's C code keeps global state, so every call into it is serialised.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -62,15 +62,22 @@ impl Minutiae {
 /// The minutiae of `pixels` (side x side, values in [0, 1]) after resizing to `native` (width,
 /// height); None when the image is smaller than [`MIN_SIDE`] or MINDTCT fails on it.
 pub fn minutiae(pixels: &[f32], side: usize, native: (u32, u32)) -> Option<Minutiae> {
+    minutiae_of(pixels, (side as u32, side as u32), native)
+}
+
+/// The minutiae of `pixels` (`shape`: width x height, values in [0, 1]) after resizing to
+/// `native` (width, height); None when either is smaller than [`MIN_SIDE`] on a side or
+/// MINDTCT fails on it.
+pub fn minutiae_of(pixels: &[f32], shape: (u32, u32), native: (u32, u32)) -> Option<Minutiae> {
     let (width, height) = native;
-    if side < MIN_SIDE as usize || width < MIN_SIDE || height < MIN_SIDE {
+    if shape.0.min(shape.1) < MIN_SIDE || width < MIN_SIDE || height < MIN_SIDE {
         return None;
     }
     let bytes: Vec<u8> = pixels
         .iter()
         .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
         .collect();
-    let image = GrayImage::from_raw(side as u32, side as u32, bytes)?;
+    let image = GrayImage::from_raw(shape.0, shape.1, bytes)?;
     let resized = image::imageops::resize(&image, width, height, FilterType::Triangle);
     let mut png = Cursor::new(Vec::new());
     DynamicImage::ImageLuma8(resized)
@@ -114,11 +121,12 @@ pub fn scores(
         .par_iter()
         .zip(reconstructions.par_chunks(side * side))
         .map(|(&i, recon)| {
-            let native =
-                image::image_dimensions(&dataset.files[i]).unwrap_or((side as u32, side as u32));
+            let (width, height) = dataset.extents[i];
+            let shape = (width as u32, height as u32);
+            let native = image::image_dimensions(&dataset.files[i]).unwrap_or(shape);
             (
-                minutiae(dataset.image(i), side, native),
-                minutiae(recon, side, native),
+                minutiae_of(&dataset.region(i, dataset.image(i)), shape, native),
+                minutiae_of(&dataset.region(i, recon), shape, native),
             )
         })
         .collect();

@@ -45,7 +45,10 @@ enum Command {
         log: bool,
     },
     /// The whole job in a few minutes: synthesise a small data set, train briefly, evaluate on
-    /// the validation split and on the other sensor, and draw every figure.
+    /// the validation split and on the other sensor, then show the bundled model beside it on
+    /// that sensor and on real prints (../shared/data/real-fingerprints when present), and draw
+    /// the loss curve, the bundled model's reconstructions and Grad-CAM maps, and the trained
+    /// model's reconstructions beside them.
     Demo(DemoArgs),
     /// Time every kernel at the model's shapes, then the training step and inference
     /// (markdown on screen, JSON with --json).

@@ -206,8 +206,13 @@ fn grad_cam_maps_are_normalised_differ_by_layer_and_ignore_a_blank_half() {
 fn the_demo_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
+    let real = dir.path().join("real");
+    common::write_striped_images(&real, 3, 40);
     whorl(&[
         "demo",
+        "--real-prints",
+        path(&real),
+        "--no-identity",
         "--out",
         path(&out),
         "--size",
@@ -224,15 +229,36 @@ fn the_demo_runs_end_to_end() {
     for file in [
         "run/loss.png",
         "reconstructions.png",
+        "reconstructions-real.png",
+        "reconstructions-trained-here.png",
         "gradcam.png",
         "metrics.json",
         "metrics.csv",
     ] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let ssim = |label: &str| {
+        let set = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["label"] == label);
+        set.unwrap_or_else(|| panic!("no {label} in {json}"))["ssim"]["mean"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(ssim("trained here: unseen sensor") < 0.8);
+    assert!(ssim("bundled: unseen sensor") > 0.8, "{json}");
+    assert!((-1.0..=1.0).contains(&ssim("bundled: real prints")));
     let gradcam = image::open(out.join("gradcam.png")).unwrap();
     assert!(
         gradcam.height() > gradcam.width(),
         "six rows of three panels"
     );
+    let missing = dir.path().join("missing");
+    let refused = common::whorl(&["demo", "--real-prints", path(&missing), "--out", path(&out)]);
+    assert_eq!(refused.status.code(), Some(2), "{}", common::text(&refused));
+    assert!(common::text(&refused).contains("--real-prints"));
 }

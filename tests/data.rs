@@ -7,7 +7,8 @@ use std::path::Path;
 use image::{ImageBuffer, Luma, Rgb};
 use whorl::Error;
 use whorl::data::{
-    Dataset, MAX_DEPTH, epoch_order, find_images, images_needed, load_image, split, walk_images,
+    Dataset, MAX_DEPTH, epoch_order, find_images, images_needed, load_image, load_native_image,
+    split, walk_images,
 };
 
 #[test]
@@ -258,4 +259,42 @@ fn an_image_with_nan_pixels_is_named_not_trained_on() {
     let error = load_image(&path, 8).err().unwrap();
     assert!(matches!(&error, Error::BadImage { path: p, .. } if *p == path));
     assert!(error.to_string().contains("NaN"), "{error}");
+}
+
+#[test]
+fn native_resolution_keeps_each_image_whole_on_an_edge_padded_canvas() {
+    let dir = tempfile::tempdir().unwrap();
+    let shapes = [(30u32, 20u32), (17, 41)];
+    for (k, &(w, h)) in shapes.iter().enumerate() {
+        let image = ImageBuffer::from_fn(w, h, |x, y| {
+            Luma([((x * 7 + y * 3 + k as u32) % 256) as u8])
+        });
+        image.save(dir.path().join(format!("{k}.png"))).unwrap();
+    }
+    let mut set = Dataset::load_native(dir.path(), 4, false, false).unwrap();
+    assert_eq!(
+        set.size, 44,
+        "the largest side, 41, rounded up to a multiple of 4"
+    );
+    for round in 0..2 {
+        for (i, file) in set.files.clone().iter().enumerate() {
+            let (width, height, own) = load_native_image(file).unwrap();
+            assert_eq!(set.extents[i], (width, height));
+            assert_eq!(set.region(i, set.image(i)), own, "round {round}");
+            let canvas = set.image(i);
+            let last = own[(height - 1) * width + width - 1];
+            assert_eq!(
+                canvas[set.size * set.size - 1],
+                last,
+                "the corner repeats the last pixel"
+            );
+            assert_eq!(
+                canvas[set.size - 1],
+                own[width - 1],
+                "the first row repeats its end"
+            );
+        }
+        set.pad_to(52);
+    }
+    assert_eq!(set.size, 52);
 }

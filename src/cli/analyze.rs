@@ -8,20 +8,31 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use whorl::backend::Backend;
+use whorl::checkpoint::{CheckpointMeta, Weights};
 use whorl::data::Dataset;
-use whorl::{Error, Result, evaluate, figures, gradcam};
+use whorl::{Error, Result, bundled, evaluate, figures, gradcam};
 
 use super::device::{Backends, Compute, on_device, with_backend};
 
 #[derive(Args, Clone)]
 pub(crate) struct ModelArgs {
-    /// A checkpoint folder, or a run folder (its newest checkpoint).
+    /// A checkpoint folder, or a run folder (its newest checkpoint). Without it: the bundled
+    /// model synthetic-adam-224, built into whorl (trained by whorl on its synthetic default
+    /// data, 224x224, Adam; see models/synthetic-adam-224/MODEL.md), which has no validation
+    /// split to score.
     #[arg(long, value_name = "CHECKPOINT")]
-    pub(crate) model: PathBuf,
+    pub(crate) model: Option<PathBuf>,
 
     #[command(flatten)]
     pub(crate) compute: Compute,
 }
+
+/// `--native-resolution`, for eval and reconstruct.
+const NATIVE_RESOLUTION_HELP: &str = "Reconstruct each image at its own width and height instead \
+    of resized to the model's input size (the model is fully convolutional): each is placed at \
+    the top left of a square canvas (the largest side of the sets, rounded up to a multiple of \
+    4), the rest filled by repeating its edge, reconstructed one at a time and cropped back, so \
+    scores, figures and NBIS's minutiae take the image as its sensor made it.";
 
 #[derive(Args)]
 pub(crate) struct EvalArgs {
@@ -33,7 +44,7 @@ pub(crate) struct EvalArgs {
     pub(crate) data: Vec<PathBuf>,
 
     /// Also score the validation split recorded in the checkpoint ("val"); the default when
-    /// no --data is given.
+    /// no --data is given. Not with the bundled model, whose training data is not built in.
     #[arg(long, value_name = "SPLIT", value_parser = ["val"])]
     pub(crate) split: Option<String>,
 
@@ -49,6 +60,9 @@ pub(crate) struct EvalArgs {
     /// image at a time: about 0.15 s an image).
     #[arg(long)]
     pub(crate) no_identity: bool,
+
+    #[arg(long, help = NATIVE_RESOLUTION_HELP)]
+    pub(crate) native_resolution: bool,
 }
 
 #[derive(Args)]
@@ -75,6 +89,9 @@ pub(crate) struct ReconstructArgs {
     /// Also write every image's reconstruction here, as PNG named after its source.
     #[arg(long, value_name = "DIR")]
     pub(crate) save_dir: Option<PathBuf>,
+
+    #[arg(long, help = NATIVE_RESOLUTION_HELP)]
+    pub(crate) native_resolution: bool,
 }
 
 #[derive(Args)]
@@ -95,8 +112,53 @@ pub(crate) struct GradcamArgs {
     pub(crate) out: PathBuf,
 }
 
+/// The weights of `--model`, or of the bundled model, saying so, when it is left out.
+fn load_weights(args: &ModelArgs) -> Result<Weights> {
+    if args.model.is_none() {
+        println!("{}", bundled::notice());
+    }
+    evaluate::load_weights(args.model.as_deref())
+}
+
+/// The model's name for figure titles.
+fn model_name(args: &ModelArgs) -> String {
+    match &args.model {
+        Some(path) => short_name(path),
+        None => format!("the bundled model {}", bundled::NAME),
+    }
+}
+
+/// The bundled model's training data is not built in, so it has no validation split to score.
+fn check_split(args: &EvalArgs) -> Result<()> {
+    if args.model.model.is_some() {
+        return Ok(());
+    }
+    let why = "the bundled model's validation split is part of the synthetic default set it was \
+               trained on, which is not built into whorl";
+    match (&args.split, args.data.is_empty()) {
+        (Some(_), _) => Err(Error::invalid(
+            "--split",
+            format!("{why}; give --model a checkpoint to score its split, or score --data DIR"),
+        )),
+        (None, true) => Err(Error::invalid(
+            "--data",
+            format!(
+                "required with the bundled model ({why}): a folder of images to score, e.g. \
+                 ../shared/data/real-fingerprints"
+            ),
+        )),
+        (None, false) => Ok(()),
+    }
+}
+
+/// The scores `whorl eval` prints, one report per set.
+pub(crate) fn eval_reports(args: &EvalArgs) -> Result<Vec<evaluate::SetReport>> {
+    check_split(args)?;
+    with_backend!(&args.model.compute, false, eval_on(args))
+}
+
 pub(crate) fn run_eval(args: EvalArgs) -> Result<ExitCode> {
-    let reports = with_backend!(&args.model.compute, false, eval_on(&args))?;
+    let reports = eval_reports(&args)?;
     print!("{}", evaluate::table(&reports));
     if let Some(path) = &args.out {
         let csv = evaluate::write(&reports, path)?;
@@ -106,32 +168,64 @@ pub(crate) fn run_eval(args: EvalArgs) -> Result<ExitCode> {
 }
 
 fn eval_on<B: Backend>(backend: B, args: &EvalArgs) -> Result<Vec<evaluate::SetReport>> {
-    let (mut net, meta) = evaluate::load_model(backend, &args.model.model)?;
-    let identity = !args.no_identity;
-    let mut reports = Vec::new();
+    let weights = load_weights(&args.model)?;
+    let meta = &weights.meta;
+    let load = |dir: &Path| load_set(dir, meta, args.native_resolution, args.skip_bad);
+    let mut sets = Vec::new();
     if args.split.is_some() || args.data.is_empty() {
-        let (dataset, validation) = evaluate::validation_split(&meta, args.skip_bad)?;
+        let dataset = load(&meta.data_dir)?;
+        let validation = evaluate::validation_indices(meta, &dataset)?;
         let label = format!("validation split of {}", short_name(&meta.data_dir));
-        reports.push(evaluate::score(
-            &mut net,
-            &dataset,
-            &validation,
-            &label,
-            identity,
-        )?);
+        sets.push((dataset, validation, label));
     }
     for dir in &args.data {
-        let dataset = Dataset::load(dir, meta.input_size, args.skip_bad, false)?;
+        let dataset = load(dir)?;
         let all: Vec<usize> = (0..dataset.len()).collect();
-        reports.push(evaluate::score(
-            &mut net,
-            &dataset,
-            &all,
-            &short_name(dir),
-            identity,
-        )?);
+        sets.push((dataset, all, short_name(dir)));
     }
-    Ok(reports)
+    let side = sets
+        .iter()
+        .map(|(d, _, _)| d.size)
+        .max()
+        .unwrap_or(meta.input_size);
+    for (dataset, _, _) in &mut sets {
+        dataset.pad_to(side);
+    }
+    let mut net = evaluate::network(backend, &weights, side, batch(args.native_resolution))?;
+    sets.iter()
+        .map(|(dataset, indices, label)| {
+            evaluate::score(&mut net, dataset, indices, label, !args.no_identity)
+        })
+        .collect()
+}
+
+/// A folder of images as the model sees them: resized to its input size, or with
+/// `native_resolution` each at its own resolution on a canvas padded to a multiple of the
+/// model's downsampling.
+fn load_set(
+    dir: &Path,
+    meta: &CheckpointMeta,
+    native_resolution: bool,
+    skip_bad: bool,
+) -> Result<Dataset> {
+    if !native_resolution {
+        return Dataset::load(dir, meta.input_size, skip_bad, false);
+    }
+    let architecture = whorl::model::Architecture::reference();
+    let dataset = Dataset::load_native(dir, architecture.downsampling(), skip_bad, false)?;
+    let side = dataset.size;
+    let need = whorl::memory::network_bytes(&architecture, side, 1);
+    whorl::memory::check_fits(&format!("an image of {side}x{side}"), need)
+        .map_err(|why| Error::invalid("--native-resolution", why))?;
+    Ok(dataset)
+}
+
+/// Images per forward pass: one at a time at their own resolution, whose canvas can be large.
+fn batch(native_resolution: bool) -> usize {
+    match native_resolution {
+        true => 1,
+        false => evaluate::EVAL_BATCH,
+    }
 }
 
 /// The last two components of a path, for labels.
@@ -155,8 +249,14 @@ pub(crate) fn run_reconstruct(args: ReconstructArgs) -> Result<ExitCode> {
 }
 
 fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> {
-    let (mut net, meta) = evaluate::load_model(backend, &args.model.model)?;
-    let dataset = Dataset::load(&args.data, meta.input_size, false, false)?;
+    let weights = load_weights(&args.model)?;
+    let dataset = load_set(&args.data, &weights.meta, args.native_resolution, false)?;
+    let mut net = evaluate::network(
+        backend,
+        &weights,
+        dataset.size,
+        batch(args.native_resolution),
+    )?;
     if args.count == 0 {
         return Err(Error::invalid("--count", "must be at least 1"));
     }
@@ -180,20 +280,24 @@ fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> 
             .collect(),
         None => evaluate::reconstruct(&mut net, &dataset, &order)?,
     };
-    let title = format!("Reconstructions of {}", short_name(&args.data));
+    let title = format!(
+        "Reconstructions of {} by {}",
+        short_name(&args.data),
+        model_name(&args.model)
+    );
     let figure = evaluate::reconstruction_figure(&title, &dataset, &order, &reconstructions)?;
     figures::save_png(&figure, &args.out)?;
     if let (Some(dir), Some(all)) = (&args.save_dir, &all) {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        let side = dataset.size as u32;
-        for (file, recon) in dataset.files.iter().zip(all.chunks(n)) {
+        for (i, (file, recon)) in dataset.files.iter().zip(all.chunks(n)).enumerate() {
+            let (width, height) = dataset.extents[i];
             let stem = file
                 .file_stem()
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
             figures::save_png(
-                &figures::gray(recon, side, side),
+                &figures::gray(&dataset.region(i, recon), width as u32, height as u32),
                 &dir.join(format!("{stem}.png")),
             )?;
         }
@@ -208,8 +312,10 @@ pub(crate) fn run_gradcam(args: GradcamArgs) -> Result<ExitCode> {
 }
 
 fn gradcam_on<B: Backend>(backend: B, args: &GradcamArgs) -> Result<()> {
-    let (mut net, meta) = evaluate::load_model(backend, &args.model.model)?;
-    let image = whorl::data::load_image(&args.image, meta.input_size)?;
+    let weights = load_weights(&args.model)?;
+    let size = weights.meta.input_size;
+    let mut net = evaluate::network(backend, &weights, size, 1)?;
+    let image = whorl::data::load_image(&args.image, size)?;
     let layers: Vec<usize> = if args.layer == "all" {
         net.architecture()
             .layers
@@ -226,7 +332,8 @@ fn gradcam_on<B: Backend>(backend: B, args: &GradcamArgs) -> Result<()> {
         .map(|layer| gradcam::grad_cam(&mut net, &image, layer))
         .collect::<Result<Vec<_>>>()?;
     let title = format!(
-        "Grad-CAM of the reconstruction (target: sum of the output): {}",
+        "Grad-CAM of the reconstruction by {} (target: sum of the output): {}",
+        model_name(&args.model),
         short_name(&args.image)
     );
     figures::save_png(&gradcam::figure(&title, &image, &maps)?, &args.out)

@@ -8,8 +8,10 @@ use whorl::backend::OptimizerKind;
 use whorl::backend::gpu::cuda;
 use whorl::{Error, Result, history};
 
+use whorl::evaluate::{self, SetReport};
+
 use super::analyze::{
-    EvalArgs, GradcamArgs, ModelArgs, ReconstructArgs, run_eval, run_gradcam, run_reconstruct,
+    EvalArgs, GradcamArgs, ModelArgs, ReconstructArgs, eval_reports, run_gradcam, run_reconstruct,
 };
 use super::device::{Compute, DeviceChoice, parse_device};
 use super::train::{TrainArgs, run_train};
@@ -43,6 +45,15 @@ pub(crate) struct DemoArgs {
     /// The optimizer that trains the model: rmsprop or adam (as `whorl train`).
     #[arg(long, value_enum, default_value_t = OptimizerKind::Rmsprop)]
     pub(crate) optimizer: OptimizerKind,
+
+    /// Real prints to show the bundled model on [default: ../shared/data/real-fingerprints,
+    /// from the current folder or the repository whorl was built from, when it is there].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) real_prints: Option<PathBuf>,
+
+    /// Leave out the bundled model's NIST NBIS identity scores (about 0.15 s an image).
+    #[arg(long)]
+    pub(crate) no_identity: bool,
 }
 
 /// Decides `--device auto` once, so the steps of the demo agree and say it once.
@@ -60,7 +71,8 @@ fn settle_device(compute: &mut Compute) -> Result<()> {
     Ok(())
 }
 
-/// The demo's data: optical-sensor prints to train on, another sensor's to test on.
+/// The demo's data: optical-sensor prints to train on, another sensor's, of fingers neither the
+/// demo's model nor the bundled model trained on, to test on.
 fn synthesise(args: &DemoArgs, train_dir: &Path, test_dir: &Path) -> Result<()> {
     let set = |sensor: &str, first_finger: usize, fingers: usize| whorl::synth::SynthConfig {
         fingers,
@@ -72,16 +84,83 @@ fn synthesise(args: &DemoArgs, train_dir: &Path, test_dir: &Path) -> Result<()> 
         seed: whorl::synth::DEFAULT_DATA_SEED,
     };
     whorl::synth::generate(train_dir, &set("optical", 0, args.fingers), true)?;
+    // The test fingers follow both the demo's and the bundled model's training fingers.
+    let first_test_finger = args.fingers.max(whorl::bundled::TRAINING_FINGERS);
     whorl::synth::generate(
         test_dir,
-        &set("capacitive", args.fingers, (args.fingers / 8).max(4)),
+        &set("capacitive", first_test_finger, (args.fingers / 8).max(4)),
         true,
     )?;
     Ok(())
 }
 
+/// Where `whorl demo` looks for real prints when --real-prints is not given, relative to the
+/// current folder and to the repository whorl was built from.
+const REAL_PRINTS: &str = "../shared/data/real-fingerprints";
+
+/// The folder of real prints to show the bundled model on: --real-prints, which must be a
+/// folder, else [`REAL_PRINTS`] where it exists.
+fn real_prints(args: &DemoArgs) -> Result<Option<PathBuf>> {
+    match &args.real_prints {
+        Some(dir) if dir.is_dir() => Ok(Some(dir.clone())),
+        Some(dir) => Err(Error::invalid(
+            "--real-prints",
+            format!("{} is not a folder", dir.display()),
+        )),
+        None => Ok([
+            PathBuf::from(REAL_PRINTS),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(REAL_PRINTS),
+        ]
+        .into_iter()
+        .find(|dir| dir.is_dir())),
+    }
+}
+
+/// Scores `model` on `sets` (and on its validation split with `split`), each report labelled
+/// with the model's name and the set's.
+fn scores(
+    model: &ModelArgs,
+    name: &str,
+    split: bool,
+    sets: &[(&str, &Path)],
+    identity: bool,
+) -> Result<Vec<SetReport>> {
+    let mut reports = eval_reports(&EvalArgs {
+        model: model.clone(),
+        data: sets.iter().map(|(_, dir)| dir.to_path_buf()).collect(),
+        split: split.then(|| "val".into()),
+        out: None,
+        skip_bad: false,
+        no_identity: !identity,
+        native_resolution: false,
+    })?;
+    let labels = split
+        .then_some("validation (optical)")
+        .into_iter()
+        .chain(sets.iter().map(|(label, _)| *label));
+    for (report, label) in reports.iter_mut().zip(labels) {
+        report.label = format!("{name}: {label}");
+    }
+    Ok(reports)
+}
+
+/// Draws `count` reconstructions of `data` by `model`.
+fn draw(model: &ModelArgs, data: &Path, out: &Path, count: usize) -> Result<()> {
+    run_reconstruct(ReconstructArgs {
+        model: model.clone(),
+        data: data.to_path_buf(),
+        out: out.to_path_buf(),
+        count,
+        seed: 13,
+        save_dir: None,
+        native_resolution: false,
+    })
+    .map(drop)
+}
+
 pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
     settle_device(&mut args.compute)?;
+    let real = real_prints(&args)?;
     let (data, run) = (args.out.join("data"), args.out.join("run"));
     let (train_dir, test_dir) = (data.join("train"), data.join("test"));
     println!("demo: synthesising fingerprints into {}", data.display());
@@ -116,28 +195,58 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
     if code != ExitCode::SUCCESS {
         return Ok(code);
     }
-    let model = ModelArgs {
-        model: run.clone(),
+    let trained = ModelArgs {
+        model: Some(run.clone()),
         compute: args.compute.clone(),
     };
+    let bundled = ModelArgs {
+        model: None,
+        compute: args.compute.clone(),
+    };
+    println!(
+        "\ndemo: scoring the model trained here ({} epochs at {}x{}) and, for reconstructions \
+         that keep the ridges, the bundled model {} (150 epochs at 224x224 on 2,150 synthetic \
+         optical prints; it never saw the test set's fingers or sensor, nor any real print)",
+        args.epochs,
+        args.size,
+        args.size,
+        whorl::bundled::NAME
+    );
+    let mut bundled_sets = vec![("unseen sensor", test_dir.as_path())];
+    match &real {
+        Some(dir) => bundled_sets.push(("real prints", dir.as_path())),
+        None => println!(
+            "demo: no real prints at {REAL_PRINTS} (from here or from the repository); \
+             --real-prints DIR to show some"
+        ),
+    }
+    let mut reports = scores(
+        &trained,
+        "trained here",
+        true,
+        &[("unseen sensor", &test_dir)],
+        false,
+    )?;
+    reports.extend(scores(
+        &bundled,
+        "bundled",
+        false,
+        &bundled_sets,
+        !args.no_identity,
+    )?);
+    println!();
+    print!("{}", evaluate::table(&reports));
     let metrics = args.out.join("metrics.json");
-    run_eval(EvalArgs {
-        model: ModelArgs { ..model.clone() },
-        data: vec![test_dir.clone()],
-        split: Some("val".into()),
-        out: Some(metrics.clone()),
-        skip_bad: false,
-        no_identity: true,
-    })?;
+    evaluate::write(&reports, &metrics)?;
+
     let reconstructions = args.out.join("reconstructions.png");
-    run_reconstruct(ReconstructArgs {
-        model: model.clone(),
-        data: test_dir.clone(),
-        out: reconstructions.clone(),
-        count: 8,
-        seed: 13,
-        save_dir: None,
-    })?;
+    draw(&bundled, &test_dir, &reconstructions, 8)?;
+    let real_figure = args.out.join("reconstructions-real.png");
+    if let Some(dir) = &real {
+        draw(&bundled, dir, &real_figure, 8)?;
+    }
+    let trained_figure = args.out.join("reconstructions-trained-here.png");
+    draw(&trained, &test_dir, &trained_figure, 8)?;
     let first = whorl::data::find_images(&test_dir)?
         .into_iter()
         .next()
@@ -146,20 +255,27 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
         })?;
     let gradcam = args.out.join("gradcam.png");
     run_gradcam(GradcamArgs {
-        model,
+        model: bundled,
         image: first,
         layer: "all".into(),
         out: gradcam.clone(),
     })?;
     println!("\ndemo files:");
-    for (what, path) in [
-        ("loss curve", run.join(history::LOSS_PLOT)),
-        ("reconstructions (unseen sensor)", reconstructions),
+    let mut files = vec![
+        ("loss curve (trained here)", run.join(history::LOSS_PLOT)),
+        ("reconstructions, unseen sensor", reconstructions),
+    ];
+    if real.is_some() {
+        files.push(("reconstructions, real prints", real_figure));
+    }
+    files.extend([
+        ("the same by the model trained here", trained_figure),
         ("Grad-CAM, every layer", gradcam),
         ("scores (JSON; CSV beside it)", metrics),
-        ("checkpoints", run.join("checkpoints")),
-    ] {
-        println!("  {what:<32} {}", path.display());
+        ("checkpoints (trained here)", run.join("checkpoints")),
+    ]);
+    for (what, path) in files {
+        println!("  {what:<36} {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
