@@ -252,22 +252,63 @@ fn filter_chunks(pixels: usize, one_channel: bool) -> (usize, usize) {
     (per_chunk, pixels.div_ceil(per_chunk))
 }
 
-/// Whether a kernel gradient over windows of a `src_channels`-channel source, times a second
-/// operand of `columns` columns (its ones column included), runs on
-/// conv2d_filter_partials_one_channel (conv1's and conv6's) rather than the tiled kernels.
-fn one_channel_filter(src_channels: usize, columns: usize) -> bool {
-    src_channels == 1 && columns <= kernels::ONE_CHANNEL_MAX_COLUMNS
+/// The operands of a convolution's kernel-gradient partials (conv2d.cu): windows gathered
+/// from one tensor times a second operand of `n` columns, with a row or a column of ones
+/// appended for the bias gradient.
+struct FilterPass {
+    gather: Gather,
+    second: DevicePtr,
+    n: usize,
+    ones: usize,
 }
 
-/// Floats of the kernel-gradient partials of `conv`: chunks x rows x columns.
-fn filter_partials_len(conv: &Conv) -> usize {
-    let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-    // (grid pixels, source channels, rows, columns), as conv2d_backward_filter gathers.
-    let (pixels, channels, rows, columns) = match conv.read {
-        ConvInput::Direct => (conv.output().pixels(), cin, 9 * cin + 1, cout),
-        ConvInput::Upsampled2 => (conv.input.pixels(), cout, 9 * cout, cin + 1),
-    };
-    filter_chunks(pixels, one_channel_filter(channels, columns)).1 * rows * columns
+impl FilterPass {
+    /// A direct convolution: x's windows times dz (`dz_or_box_sums`), a ones row. An upsampled
+    /// one: the windows of dz's box sums (`dz_or_box_sums`) at the source resolution times x, a
+    /// ones column.
+    fn of(conv: &Conv, x: DevicePtr, dz_or_box_sums: DevicePtr) -> FilterPass {
+        let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
+        match conv.read {
+            ConvInput::Direct => FilterPass {
+                gather: Gather::same(x, conv.input),
+                second: dz_or_box_sums,
+                n: cout,
+                ones: kernels::FILTER_ONES_ROW,
+            },
+            ConvInput::Upsampled2 => FilterPass {
+                gather: Gather::box_sums(dz_or_box_sums, conv),
+                second: x,
+                n: cin,
+                ones: kernels::FILTER_ONES_COLUMN,
+            },
+        }
+    }
+
+    /// Rows and columns of each chunk's partials.
+    fn shape(&self) -> (usize, usize) {
+        if self.ones == kernels::FILTER_ONES_ROW {
+            (self.gather.k() + 1, self.n)
+        } else {
+            (self.gather.k(), self.n + 1)
+        }
+    }
+
+    /// Whether the windows come from a one-channel tensor (conv1's and conv6's passes) that
+    /// conv2d_filter_partials_one_channel takes, rather than the tiled kernels.
+    fn one_channel(&self) -> bool {
+        self.gather.src_shape.channels == 1 && self.shape().1 <= kernels::ONE_CHANNEL_MAX_COLUMNS
+    }
+
+    /// (pixels per chunk, chunks) of the gather's grid.
+    fn chunks(&self) -> (usize, usize) {
+        filter_chunks(self.gather.grid.pixels(), self.one_channel())
+    }
+
+    /// Floats of the partials: chunks x rows x columns.
+    fn partials_len(&self) -> usize {
+        let (rows, columns) = self.shape();
+        self.chunks().1 * rows * columns
+    }
 }
 
 /// The backend over a device: buffers are device memory, operations are kernel launches.
@@ -385,22 +426,11 @@ impl<D: Device> GpuBackend<D> {
 
     /// Partial sums of window(p)[k] * second[p, c] over chunks of the gather's grid pixels,
     /// with a row or a column of ones appended (conv2d_filter_partials); returns the chunks.
-    fn filter_partials(
-        &mut self,
-        gather: &Gather,
-        second: DevicePtr,
-        n: usize,
-        ones: usize,
-    ) -> Result<usize> {
-        let g = gather.grid;
-        let (rows, columns) = if ones == kernels::FILTER_ONES_ROW {
-            (gather.k() + 1, n)
-        } else {
-            (gather.k(), n + 1)
-        };
-        let one_channel = one_channel_filter(gather.src_shape.channels, columns);
-        let (per_chunk, chunks) = filter_chunks(g.pixels(), one_channel);
-        if one_channel {
+    fn filter_partials(&mut self, pass: &FilterPass) -> Result<usize> {
+        let (gather, second, n, ones) = (&pass.gather, pass.second, pass.n, pass.ones);
+        let (rows, columns) = pass.shape();
+        let (per_chunk, chunks) = pass.chunks();
+        if pass.one_channel() {
             let [grid_n, grid_h, grid_w, src_h, src_w, _, _, stride] = gather.dims()?;
             let launch = Launch::blocks([chunks as u32, 1, 1], kernels::ONE_CHANNEL_SHARED_FLOATS);
             kernels::conv2d_filter_partials_one_channel(
@@ -510,7 +540,8 @@ impl<D: Device> Backend for GpuBackend<D> {
             if conv.read == ConvInput::Upsampled2 {
                 box_sums = box_sums.max(box_sums_len(conv));
             }
-            partials = partials.max(filter_partials_len(conv));
+            let pass = FilterPass::of(conv, DevicePtr::NULL, DevicePtr::NULL);
+            partials = partials.max(pass.partials_len());
         }
         self.kernel_scratch = Some(self.alloc(kernel)?);
         self.partials = Some(self.alloc(partials)?);
@@ -684,32 +715,35 @@ impl<D: Device> Backend for GpuBackend<D> {
         let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
         let partials = Self::scratch(&self.partials);
         let grads = grads.at(conv.slot.weight.start);
-        if conv.read == ConvInput::Direct {
+        // Upsampled: over the box sums of dz at the source resolution (conv2d.cu).
+        let dz_or_box_sums = match conv.read {
+            ConvInput::Direct => dz.ptr,
+            ConvInput::Upsampled2 => self.box_sums(conv, dz)?,
+        };
+        let chunks = self.filter_partials(&FilterPass::of(conv, x.ptr, dz_or_box_sums))?;
+        match conv.read {
             // Kernel rows then the bias row: exactly the slot's weight and bias ranges.
-            let gather = Gather::same(x.ptr, conv.input);
-            let chunks = self.filter_partials(&gather, dz.ptr, cout, kernels::FILTER_ONES_ROW)?;
-            let count = (9 * cin + 1) * cout;
-            return kernels::sum_partials(
+            ConvInput::Direct => {
+                let count = (9 * cin + 1) * cout;
+                kernels::sum_partials(
+                    &mut self.device,
+                    Launch::per_element(count),
+                    partials,
+                    int(chunks)?,
+                    int(count)?,
+                    grads,
+                )
+            }
+            ConvInput::Upsampled2 => kernels::sum_partials_upsampled(
                 &mut self.device,
-                Launch::per_element(count),
+                Launch::per_element((9 * cin + 1) * cout),
                 partials,
                 int(chunks)?,
-                int(count)?,
+                int(cin)?,
+                int(cout)?,
                 grads,
-            );
+            ),
         }
-        // Over the box sums of dz at the source resolution (conv2d.cu), x the second operand.
-        let gather = Gather::box_sums(self.box_sums(conv, dz)?, conv);
-        let chunks = self.filter_partials(&gather, x.ptr, cin, kernels::FILTER_ONES_COLUMN)?;
-        kernels::sum_partials_upsampled(
-            &mut self.device,
-            Launch::per_element((9 * cin + 1) * cout),
-            partials,
-            int(chunks)?,
-            int(cin)?,
-            int(cout)?,
-            grads,
-        )
     }
 
     fn maxpool2_forward(&mut self, input: Nhwc, x: &GpuBuffer, y: &mut GpuBuffer) -> Result<()> {
