@@ -13,14 +13,16 @@
 
 // conv2d_filter_partials_one_channel: pixels whose windows a block stages at a time, the most
 // columns (channels of the second operand, with a ones column) a thread covers in steps of 32,
-// and the shared memory: the staged windows (9 taps and a ones slot each, padded to 12) and
-// one set of sums per warp for the block's final, fixed-order reduction.
+// the running sums per column (9 taps and the ones row), and the shared memory: the staged
+// windows (those 10 values each, padded to 12) and one set of sums per warp for the block's
+// final, fixed-order reduction.
 #define ONE_CHANNEL_TILE_P 64
+#define ONE_CHANNEL_ROWS 10
 #define ONE_CHANNEL_WINDOW 12
 #define ONE_CHANNEL_GROUPS 3
 #define ONE_CHANNEL_MAX_COLUMNS (32 * ONE_CHANNEL_GROUPS)
 #define ONE_CHANNEL_WARPS (WHORL_THREADS / 32)
-#define ONE_CHANNEL_SUMS (ONE_CHANNEL_WARPS * 10 * ONE_CHANNEL_MAX_COLUMNS)
+#define ONE_CHANNEL_SUMS (ONE_CHANNEL_WARPS * ONE_CHANNEL_ROWS * ONE_CHANNEL_MAX_COLUMNS)
 #define ONE_CHANNEL_SHARED_FLOATS (ONE_CHANNEL_TILE_P * ONE_CHANNEL_WINDOW + ONE_CHANNEL_SUMS)
 
 // y[image, 2s + a, 2t + b] = activation(bias + sum over dy, dx in {0, 1} and channels ci of
@@ -134,8 +136,9 @@ conv2d_one_input_channel(const float* __restrict__ x, int batch, int h, int w,
 // The block stages the windows of 64 pixels at a time in shared memory (thread q < 64 gathers
 // pixel q's nine taps); warp v then takes pixels v, v + 8, ... of them, lane l the columns
 // l, l + 32, l + 64, so each pixel's read of the second operand is one coalesced row, and
-// every lane adds its column times the pixel's window into 10 running sums per column. At the
-// end the warps' sums meet in shared memory and are added in warp order: deterministic.
+// every lane adds its column times the pixel's window into ONE_CHANNEL_ROWS running sums per
+// column. At the end the warps' sums meet in shared memory and are added in warp order:
+// deterministic.
 // Grid: chunks; block 256; dynamic shared memory ONE_CHANNEL_SHARED_FLOATS; columns <= 96.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_filter_partials_one_channel(const float* __restrict__ src, int grid_n, int grid_h,
@@ -144,16 +147,16 @@ conv2d_filter_partials_one_channel(const float* __restrict__ src, int grid_n, in
                                    int pixels_per_chunk, float* __restrict__ partial) {
     WHORL_DYNAMIC_SHARED(float, shared);
     float* windows = shared;                                          // [TILE_P][WINDOW]
-    float* warp_sums = shared + ONE_CHANNEL_TILE_P * ONE_CHANNEL_WINDOW;  // [warp][10][MAX_COLUMNS]
+    float* warp_sums = shared + ONE_CHANNEL_TILE_P * ONE_CHANNEL_WINDOW;  // [warp][ROWS][MAX_COLUMNS]
     const int pixels = grid_n * grid_h * grid_w;
-    const int rows = ones == FILTER_ONES_ROW ? 10 : 9;
+    const int rows = ones == FILTER_ONES_ROW ? ONE_CHANNEL_ROWS : 9;
     const int columns = ones == FILTER_ONES_COLUMN ? n + 1 : n;
     const int begin = blockIdx.x * pixels_per_chunk;
     const int end = min(pixels, begin + pixels_per_chunk);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    float acc[ONE_CHANNEL_GROUPS][10];
+    float acc[ONE_CHANNEL_GROUPS][ONE_CHANNEL_ROWS];
     for (int g = 0; g < ONE_CHANNEL_GROUPS; ++g)
-        for (int k = 0; k < 10; ++k) acc[g][k] = 0.0f;
+        for (int k = 0; k < ONE_CHANNEL_ROWS; ++k) acc[g][k] = 0.0f;
     for (int p0 = begin; p0 < end; p0 += ONE_CHANNEL_TILE_P) {
         if (threadIdx.x < ONE_CHANNEL_TILE_P) {
             const int q = threadIdx.x;
@@ -175,21 +178,21 @@ conv2d_filter_partials_one_channel(const float* __restrict__ src, int grid_n, in
                 if (c >= columns) break;
                 const float value = c < n ? row[c] : 1.0f;
                 WHORL_UNROLL
-                for (int k = 0; k < 10; ++k) acc[g][k] += window[k] * value;
+                for (int k = 0; k < ONE_CHANNEL_ROWS; ++k) acc[g][k] += window[k] * value;
             }
         }
         __syncthreads();
     }
     for (int g = 0; g < ONE_CHANNEL_GROUPS; ++g)
-        for (int k = 0; k < 10; ++k)
-            warp_sums[(warp * 10 + k) * ONE_CHANNEL_MAX_COLUMNS + lane + 32 * g] = acc[g][k];
+        for (int k = 0; k < ONE_CHANNEL_ROWS; ++k)
+            warp_sums[(warp * ONE_CHANNEL_ROWS + k) * ONE_CHANNEL_MAX_COLUMNS + lane + 32 * g] = acc[g][k];
     __syncthreads();
     float* out = partial + size_t(blockIdx.x) * rows * columns;
     for (int e = threadIdx.x; e < rows * columns; e += WHORL_THREADS) {
         const int k = e / columns, c = e % columns;
         float sum = 0.0f;
         for (int v = 0; v < ONE_CHANNEL_WARPS; ++v)
-            sum += warp_sums[(v * 10 + k) * ONE_CHANNEL_MAX_COLUMNS + c];
+            sum += warp_sums[(v * ONE_CHANNEL_ROWS + k) * ONE_CHANNEL_MAX_COLUMNS + c];
         out[e] = sum;
     }
 }
