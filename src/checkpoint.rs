@@ -356,13 +356,13 @@ fn parse_meta(text: &str, dir: &Path, architecture: &Architecture) -> Result<Che
 
 /// Refuses NaN and infinite values, naming the file that holds them.
 fn check_finite(values: &[f32], path: &Path) -> Result<()> {
-    match values.iter().all(|v| v.is_finite()) {
-        true => Ok(()),
-        false => Err(Error::BadCheckpoint {
-            path: path.to_path_buf(),
-            reason: "holds NaN or infinite values".into(),
-        }),
+    if values.iter().all(|v| v.is_finite()) {
+        return Ok(());
     }
+    Err(Error::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason: "holds NaN or infinite values".into(),
+    })
 }
 
 /// The flat parameters from the bytes of a weights.safetensors; `dir` names the checkpoint in

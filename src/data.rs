@@ -286,19 +286,17 @@ impl Dataset {
             memory::dataset_bytes(files.len(), side),
         )
         .map_err(|why| Error::invalid("--native-resolution", why))?;
-        let mut dataset = Dataset {
+        Ok(Dataset {
             dir: dir.to_path_buf(),
             size: side,
             files,
-            pixels: Vec::new(),
+            pixels: images
+                .iter()
+                .flat_map(|(w, h, pixels)| pad(pixels, *w, *h, side))
+                .collect(),
             extents: images.iter().map(|&(w, h, _)| (w, h)).collect(),
             skipped,
-        };
-        dataset.pixels = images
-            .iter()
-            .flat_map(|(w, h, pixels)| pad(pixels, *w, *h, side))
-            .collect();
-        Ok(dataset)
+        })
     }
 
     /// Moves every image onto a larger square canvas of `side`, padded as [`Dataset::load_native`]

@@ -19,19 +19,8 @@ use crate::model::Architecture;
 /// Images per forward pass when evaluating.
 pub const EVAL_BATCH: usize = 8;
 
-/// A model loaded for inference on `backend`: a checkpoint folder or run folder (its newest
-/// checkpoint), or with `None` the bundled model ([`crate::bundled`]).
-pub fn load_model<B: Backend>(
-    backend: B,
-    path: Option<&Path>,
-) -> Result<(Network<B>, CheckpointMeta)> {
-    let weights = load_weights(path)?;
-    let size = weights.meta.input_size;
-    let net = network(backend, &weights, size, EVAL_BATCH)?;
-    Ok((net, weights.meta))
-}
-
-/// The weights of a checkpoint folder or run folder, or with `None` of the bundled model.
+/// The weights of a checkpoint folder or run folder (its newest checkpoint), or with `None`
+/// of the bundled model ([`crate::bundled`]).
 pub fn load_weights(path: Option<&Path>) -> Result<checkpoint::Weights> {
     let architecture = Architecture::reference();
     match path {

@@ -8,7 +8,8 @@
 //!
 //! MINDTCT is tuned for 500 ppi scans (a ridge period of about 9 pixels), so an image the
 //! model sees at `--size` is first resized back to its file's own width and height, taken to
-//! be a 500 ppi capture (one seen at its own resolution, `--native-resolution`, already is). NBIS's C code keeps global state, so every call into it is serialised.
+//! be a 500 ppi capture (one seen at its own resolution, `--native-resolution`, already is).
+//! NBIS's C code keeps global state, so every call into it is serialised.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -59,16 +60,10 @@ impl Minutiae {
     }
 }
 
-/// The minutiae of `pixels` (side x side, values in [0, 1]) after resizing to `native` (width,
-/// height); None when the image is smaller than [`MIN_SIDE`] or MINDTCT fails on it.
-pub fn minutiae(pixels: &[f32], side: usize, native: (u32, u32)) -> Option<Minutiae> {
-    minutiae_of(pixels, (side as u32, side as u32), native)
-}
-
 /// The minutiae of `pixels` (`shape`: width x height, values in [0, 1]) after resizing to
 /// `native` (width, height); None when either is smaller than [`MIN_SIDE`] on a side or
 /// MINDTCT fails on it.
-pub fn minutiae_of(pixels: &[f32], shape: (u32, u32), native: (u32, u32)) -> Option<Minutiae> {
+pub fn minutiae(pixels: &[f32], shape: (u32, u32), native: (u32, u32)) -> Option<Minutiae> {
     let (width, height) = native;
     if shape.0.min(shape.1) < MIN_SIDE || width < MIN_SIDE || height < MIN_SIDE {
         return None;
@@ -125,8 +120,8 @@ pub fn scores(
             let shape = (width as u32, height as u32);
             let native = image::image_dimensions(&dataset.files[i]).unwrap_or(shape);
             (
-                minutiae_of(&dataset.region(i, dataset.image(i)), shape, native),
-                minutiae_of(&dataset.region(i, recon), shape, native),
+                minutiae(&dataset.region(i, dataset.image(i)), shape, native),
+                minutiae(&dataset.region(i, recon), shape, native),
             )
         })
         .collect();

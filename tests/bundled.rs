@@ -43,8 +43,11 @@ fn the_built_in_model_is_the_one_in_models_and_loads_without_its_optimizer_state
 fn the_bundled_model_reconstructs_an_unseen_sensor_s_ridges() {
     let dir = tempfile::tempdir().unwrap();
     unseen_prints(dir.path());
-    let (mut net, meta) = evaluate::load_model(CpuBackend::new(), None).unwrap();
-    let dataset = Dataset::load(dir.path(), meta.input_size, false, false).unwrap();
+    let weights = evaluate::load_weights(None).unwrap();
+    let size = weights.meta.input_size;
+    let mut net =
+        evaluate::network(CpuBackend::new(), &weights, size, evaluate::EVAL_BATCH).unwrap();
+    let dataset = Dataset::load(dir.path(), size, false, false).unwrap();
     let report = evaluate::score(&mut net, &dataset, &[0, 1], "unseen", false).unwrap();
     // The 336 prints of the default unseen-sensor test set score SSIM 0.83 at worst.
     assert!(report.ssim.worst > 0.8, "SSIM {:?}", report.ssim);

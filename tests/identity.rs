@@ -23,7 +23,8 @@ fn minutiae_of(dir: &Path, size: usize) -> Vec<(String, Minutiae)> {
             let file = &dataset.files[i];
             let native = image::image_dimensions(file).unwrap();
             let name = file.file_name().unwrap().to_string_lossy().into_owned();
-            let found = identity::minutiae(dataset.image(i), size, native).unwrap();
+            let found =
+                identity::minutiae(dataset.image(i), (size as u32, size as u32), native).unwrap();
             (name, found)
         })
         .collect()
@@ -52,9 +53,10 @@ fn a_real_print_matches_itself_and_its_finger_but_not_another_finger() {
 
 #[test]
 fn tiny_and_blank_images_get_no_score_instead_of_a_crash() {
-    let side = (identity::MIN_SIDE - 1) as usize;
-    assert!(identity::minutiae(&vec![0.5; side * side], side, (388, 374)).is_none());
-    let blank = identity::minutiae(&vec![0.5; 64 * 64], 64, (388, 374)).unwrap();
+    let side = identity::MIN_SIDE - 1;
+    let tiny = vec![0.5; (side * side) as usize];
+    assert!(identity::minutiae(&tiny, (side, side), (388, 374)).is_none());
+    let blank = identity::minutiae(&vec![0.5; 64 * 64], (64, 64), (388, 374)).unwrap();
     assert!(blank.is_empty());
     let found = minutiae_of(&Path::new(REAL).join("fvc2002-db1b-kjanko"), 384);
     assert_eq!(blank.score(&found[0].1), 0);

@@ -18,8 +18,9 @@ pub struct KernelTiming {
     pub executed_gflops: f64,
     pub gbs: f64,
     pub work: Work,
-    /// Share of the device's FP32 (or, with TF32 convolutions, TF32) peak reached by the executed arithmetic (or of its memory
-    /// bandwidth, for kernels with no FLOPs), if the peaks are known.
+    /// Share of the device's FP32 (or, with TF32 convolutions, TF32) peak reached by the
+    /// executed arithmetic (or of its memory bandwidth, for kernels with no FLOPs), if the
+    /// peaks are known.
     pub percent_of_peak: Option<f64>,
 }
 

@@ -222,9 +222,10 @@ fn load_set(
 
 /// Images per forward pass: one at a time at their own resolution, whose canvas can be large.
 fn batch(native_resolution: bool) -> usize {
-    match native_resolution {
-        true => 1,
-        false => evaluate::EVAL_BATCH,
+    if native_resolution {
+        1
+    } else {
+        evaluate::EVAL_BATCH
     }
 }
 
