@@ -7,7 +7,7 @@ mod common;
 use common::{CONV_CASES, conv, nhwc, parity, pipelined_losses, random, relative_error, widen};
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
-use whorl::backend::gpu::{Device, GpuBackend, KernelArg};
+use whorl::backend::gpu::{Device, DevicePtr, GpuBackend, KernelArg};
 use whorl::backend::reference::ReferenceBackend;
 use whorl::backend::{Backend, ConvInput, Optimizer, OptimizerKind};
 use whorl::graph::Network;
@@ -232,16 +232,21 @@ fn tf32(value: f32) -> f32 {
     f32::from_bits((value.to_bits() + 0x1000) & !0x1fff)
 }
 
-fn run_tile(kernel: &str, a: &[f32], b: &[f32], c: &[f32], shared: usize) -> Vec<f32> {
-    let mut device = Emulator::new();
-    let pointers: Vec<_> = [a, b, c]
+/// A device copy of each of `arrays`, in order.
+fn uploaded(device: &mut Emulator, arrays: &[&[f32]]) -> Vec<DevicePtr> {
+    arrays
         .iter()
         .map(|values| {
             let ptr = device.alloc(values.len()).unwrap();
             device.upload(values, ptr).unwrap();
             ptr
         })
-        .collect();
+        .collect()
+}
+
+fn run_tile(kernel: &str, a: &[f32], b: &[f32], c: &[f32], shared: usize) -> Vec<f32> {
+    let mut device = Emulator::new();
+    let pointers = uploaded(&mut device, &[a, b, c]);
     let args: Vec<KernelArg> = pointers.iter().map(|&p| KernelArg::Ptr(p)).collect();
     device
         .launch(kernel, [1, 1, 1], [32, 1, 1], shared, &args)
@@ -423,14 +428,7 @@ fn the_tf32_mma_follows_the_ptx_fragment_layout_and_truncates_unrounded_operands
         c_regs.extend(fc.map(|(i, j)| c[i * 8 + j]));
     }
     let mut device = Emulator::new();
-    let buffers: Vec<_> = [&a_regs, &b_regs, &c_regs, &c_regs]
-        .iter()
-        .map(|values| {
-            let ptr = device.alloc(values.len()).unwrap();
-            device.upload(values, ptr).unwrap();
-            ptr
-        })
-        .collect();
+    let buffers = uploaded(&mut device, &[&a_regs, &b_regs, &c_regs, &c_regs]);
     let mut product = |round: bool| {
         let mut args = vec![KernelArg::I32(round.into())];
         args.extend(buffers.iter().map(|&p| KernelArg::Ptr(p)));

@@ -175,13 +175,10 @@ __device__ float __half2float(__half h) {
     } else {
         bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
     }
-    float out;
-    std::memcpy(&out, &bits, 4);
-    return out;
+    return __uint_as_float(bits);
 }
 __device__ __half __float2half(float f) {
-    uint32_t bits;
-    std::memcpy(&bits, &f, 4);
+    uint32_t bits = __float_as_uint(f);
     uint16_t sign = (bits >> 16) & 0x8000u;
     float magnitude = std::fabs(f);
     if (std::isnan(f)) return {static_cast<uint16_t>(sign | 0x7e00u)};
@@ -197,14 +194,10 @@ __device__ __half __float2half(float f) {
     return {static_cast<uint16_t>(sign | half)};
 }
 __device__ float __bfloat162float(__nv_bfloat16 b) {
-    uint32_t bits = static_cast<uint32_t>(b.bits) << 16;
-    float out;
-    std::memcpy(&out, &bits, 4);
-    return out;
+    return __uint_as_float(static_cast<uint32_t>(b.bits) << 16);
 }
 __device__ __nv_bfloat16 __float2bfloat16(float f) {
-    uint32_t bits;
-    std::memcpy(&bits, &f, 4);
+    uint32_t bits = __float_as_uint(f);
     if (std::isnan(f)) return {static_cast<uint16_t>((bits >> 16) | 0x40u)};
     bits += 0x7fffu + ((bits >> 16) & 1u);
     return {static_cast<uint16_t>(bits >> 16)};
