@@ -75,6 +75,8 @@ for run in cuda-tf32 cuda-fp32 cpu-fp32; do
         --quiet 2>&1 | tee "$out/train-$run.txt" || train_status=$?
 done
 rm -rf "$out/cache"
+# The report keeps each run's history and loss curve, not its checkpoints and run-folder lock.
+rm -rf "$out"/train-*/checkpoints "$out"/train-*/.lock
 
 echo "== benchmarks"
 bench_status=0

@@ -84,4 +84,8 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
         !run.join("cache").exists(),
         "the synthetic data is removed afterwards"
     );
+    for kept_out in ["checkpoints", ".lock"] {
+        let path = run.join("train-cpu-fp32").join(kept_out);
+        assert!(!path.exists(), "{} is left in the report", path.display());
+    }
 }
