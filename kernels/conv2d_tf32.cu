@@ -10,30 +10,40 @@
 // stay on the CUDA-core kernel.
 #include "whorl.cuh"
 
-// Block tile: 128 pixels x 64 channels, K in slices of 16 through a 3-stage shared-memory
-// pipeline; 8 warps, 4 along the pixels x 2 along the channels, each a 32 x 32 tile of 2 x 4
-// mma.m16n8k8 tiles. Row pitches are padded so a warp's fragment reads hit 32 banks.
-#define TF32_TILE_P 128
-#define TF32_TILE_N 64
+// Block tiles of TILE_P pixels x TILE_N channels, K in slices of 16 through a 3-stage
+// shared-memory pipeline; 8 warps, TILE_N / 32 along the channels and the rest along the
+// pixels, each warp a (TILE_P / warps along the pixels) x 32 tile of m16n8k8 mma tiles. The
+// tile follows the layer: 128 x 128 for more than 64 output channels, 256 x 64 for 33-64,
+// 256 x 32 for at most 32, so no warp multiplies columns that do not exist. Row pitches are
+// padded so a warp's fragment reads hit 32 banks (A: 8 rows of 16 bytes at an 80-byte pitch).
 #define TF32_SLICE 16
 #define TF32_STAGES 3
 #define TF32_PITCH_A (TF32_SLICE + 4)
-#define TF32_PITCH_B (TF32_TILE_N + 8)
-#define TF32_SHARED_FLOATS (TF32_STAGES * (TF32_TILE_P * TF32_PITCH_A + TF32_SLICE * TF32_PITCH_B))
-// 16-byte copies per thread per slice: of the window tile (128 x 16) and of W's (16 x 64).
-#define TF32_A_COPIES (TF32_TILE_P * TF32_SLICE / 4 / WHORL_THREADS)
+#define TF32_WIDE_TILE_P 128
+#define TF32_WIDE_TILE_N 128
+#define TF32_TILE_P 256
+#define TF32_TILE_N 64
+#define TF32_NARROW_TILE_P 256
+#define TF32_NARROW_TILE_N 32
+#define TF32_WIDE_SHARED_FLOATS (TF32_STAGES * (TF32_WIDE_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_WIDE_TILE_N + 8)))
+#define TF32_SHARED_FLOATS (TF32_STAGES * (TF32_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_TILE_N + 8)))
+#define TF32_NARROW_SHARED_FLOATS (TF32_STAGES * (TF32_NARROW_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_NARROW_TILE_N + 8)))
 
-// The 3-stage cp.async pipeline of both kernels here: load(slice, stage) starts the copies of
-// a slice into a stage of shared memory, multiply(stage) consumes one; loads run
-// TF32_STAGES - 1 slices ahead of the multiplications.
-template <typename Load, typename Multiply>
-__device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Multiply multiply) {
+// The 3-stage cp.async pipeline of both kernels here: load(slice, stage) starts this thread's
+// copies of a slice into a stage of shared memory, landed(stage) runs once they have arrived
+// (each thread rounds the values it copied to TF32 there, so the multiplications read operands
+// ready for the tensor cores), multiply(stage) consumes a stage; loads run TF32_STAGES - 1
+// slices ahead of the multiplications.
+template <typename Load, typename Landed, typename Multiply>
+__device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Landed landed,
+                                                  Multiply multiply) {
     for (int stage = 0; stage < TF32_STAGES - 1; ++stage) {
         if (stage < slices) load(stage, stage);
         cp_async_commit();
     }
     for (int slice = 0; slice < slices; ++slice) {
         cp_async_wait<TF32_STAGES - 2>();
+        landed(slice % TF32_STAGES);
         __syncthreads();
         // Every warp is past slice - 1, so its stage can be refilled.
         const int next = slice + TF32_STAGES - 1;
@@ -44,91 +54,163 @@ __device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Multipl
     cp_async_wait<0>();
 }
 
-// Grid: (ceil(pixels / TF32_TILE_P), ceil(n / TF32_TILE_N)); block 256 threads; dynamic shared
-// memory TF32_SHARED_FLOATS. Copying: thread t fills 4 channels at K column 4 (t % 4) of pixel
-// rows t / 4 and t / 4 + 64 (their window origins computed once), and 4 channels of W at row
-// t / 16, column 4 (t % 16). Multiplying: warp w computes pixels 32 (w / 2) .. + 32 x channels
-// 32 (w % 2) .. + 32; per slice, each lane rounds 16 A and 16 B values and issues 16 mma.
-extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
-                          int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-                          int origin_col, const float* __restrict__ weights, int n,
-                          const float* __restrict__ bias, int activation, float* __restrict__ out,
-                          int out_h, int out_w, int out_stride, int out_row, int out_col) {
+// Rounds to TF32, in place, the 4 floats at `at` (16-byte aligned shared memory).
+__device__ __forceinline__ void round_to_tf32(float* at) {
+    float4 v = *reinterpret_cast<float4*>(at);
+    v.x = __uint_as_float(tf32_round(v.x));
+    v.y = __uint_as_float(tf32_round(v.y));
+    v.z = __uint_as_float(tf32_round(v.z));
+    v.w = __uint_as_float(tf32_round(v.w));
+    *reinterpret_cast<float4*>(at) = v;
+}
+
+// One gathered pixel row as a copying thread keeps it: the offset in src of its window's first
+// tap (outside the image where the window starts in the padding) and a bit per tap
+// (ty * window + tx) that lies inside the image. Found once per block, so that the main loop
+// finds a copy's source with one addition and one bit test.
+struct GatherRow {
+    int offset;
+    unsigned taps_inside;
+};
+
+__device__ __forceinline__ GatherRow gather_row(int pixel, int pixels, int grid_h, int grid_w,
+                                                int src_h, int src_w, int src_c, int window,
+                                                int stride, int origin_row, int origin_col) {
+    const WindowOrigin o = window_origin(pixel, pixels, grid_h, grid_w, src_h, src_w, src_c,
+                                         stride, origin_row, origin_col);
+    GatherRow r{o.image_offset + (o.row * src_w + o.col) * src_c, 0u};
+    for (int ty = 0; ty < window; ++ty)
+        for (int tx = 0; tx < window; ++tx) {
+            const int row = o.row + ty, col = o.col + tx;
+            if (o.valid && row >= 0 && col >= 0 && row < src_h && col < src_w)
+                r.taps_inside |= 1u << (ty * window + tx);
+        }
+    return r;
+}
+
+// out[p', n] = activation(bias + window(p) W) for one TILE_P x TILE_N tile per block of 256
+// threads. Copying: thread t fills 4 channels at K column 4 (t % 4) of pixel rows t / 4 + 64 i,
+// and 4 channels of W at row (t + 256 j) / (TILE_N / 4), column 4 ((t + 256 j) % (TILE_N / 4)),
+// and rounds them to TF32 when they land. Multiplying: warp w computes pixels
+// WARP_P (w / WARPS_N) .. + WARP_P x channels 32 (w % WARPS_N) .. + 32; per 8 of K each lane
+// loads MI A fragments with ldmatrix and 4 B fragments, and issues 4 MI mma.
+template <int TILE_P, int TILE_N>
+__device__ __forceinline__ void tf32_gathered_gemm_tile(
+    const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
+    int src_c, int window, int stride, int origin_row, int origin_col,
+    const float* __restrict__ weights, int n, const float* __restrict__ bias, int activation,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col) {
+    constexpr int WARPS_N = TILE_N / 32, WARPS_P = 8 / WARPS_N;
+    constexpr int WARP_P = TILE_P / WARPS_P, MI = WARP_P / 16;
+    constexpr int PITCH_B = TILE_N + 8;
+    constexpr int A_COPIES = TILE_P * TF32_SLICE / 4 / WHORL_THREADS;
+    constexpr int B_VECTORS = TF32_SLICE * TILE_N / 4;  // 16-byte copies of W per slice
+    constexpr int B_COPIES = (B_VECTORS + WHORL_THREADS - 1) / WHORL_THREADS;
     WHORL_DYNAMIC_SHARED(float, shared);
-    float* a_stages = shared;  // [stage][TF32_TILE_P][TF32_PITCH_A]
-    float* b_stages = shared + TF32_STAGES * TF32_TILE_P * TF32_PITCH_A;  // [stage][SLICE][PITCH_B]
+    float* a_stages = shared;                                   // [stage][TILE_P][PITCH_A]
+    float* b_stages = shared + TF32_STAGES * TILE_P * TF32_PITCH_A;  // [stage][SLICE][PITCH_B]
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
-    const int p0 = blockIdx.x * TF32_TILE_P, n0 = blockIdx.y * TF32_TILE_N;
+    const int p0 = blockIdx.x * TILE_P, n0 = blockIdx.y * TILE_N;
     const int thread = threadIdx.x, lane = thread % 32, warp = thread / 32;
     const int g = lane / 4, t = lane % 4;
-    const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
+    const int warp_row = (warp / WARPS_N) * WARP_P, warp_col = (warp % WARPS_N) * 32;
 
-    // This thread's copies: pixel rows and their window origins, K column, W row and column.
+    // This thread's copies: pixel rows and K column of the window tile, rows and columns of W;
+    // where they go in a stage (offsets in floats) and where W's come from at K = 0.
     const int a_column = (thread % 4) * 4, a_row = thread / 4;
-    WindowOrigin origins[TF32_A_COPIES];
+    GatherRow rows[A_COPIES];
     WHORL_UNROLL
-    for (int i = 0; i < TF32_A_COPIES; ++i)
-        origins[i] = window_origin(p0 + a_row + i * (WHORL_THREADS / 4), pixels, grid_h, grid_w,
-                                   src_h, src_w, src_c, stride, origin_row, origin_col);
+    for (int i = 0; i < A_COPIES; ++i)
+        rows[i] = gather_row(p0 + a_row + i * (WHORL_THREADS / 4), pixels, grid_h, grid_w,
+                             src_h, src_w, src_c, window, stride, origin_row, origin_col);
     TapCursor cursor = tap_cursor(a_column, src_c, window);
-    const int b_row = thread / 16, b_column = (thread % 16) * 4;
+    const int a_target = a_row * TF32_PITCH_A + a_column;
+    int b_row[B_COPIES], b_target[B_COPIES];
+    bool b_copies[B_COPIES];
+    const float* b_source[B_COPIES];
+    WHORL_UNROLL
+    for (int j = 0; j < B_COPIES; ++j) {
+        const int vector = thread + j * WHORL_THREADS;
+        const int column = (vector % (TILE_N / 4)) * 4;
+        b_row[j] = vector / (TILE_N / 4);
+        b_target[j] = b_row[j] * PITCH_B + column;
+        b_copies[j] = vector < B_VECTORS && n0 + column < n;
+        b_source[j] = b_copies[j] ? weights + size_t(b_row[j]) * n + n0 + column : weights;
+    }
 
     // Starts copying slice `slice` into `stage`; the cursor is at its K.
     auto load_slice = [&](int slice, int stage) {
         const int k0 = slice * TF32_SLICE;
+        float* a_stage = a_stages + stage * TILE_P * TF32_PITCH_A + a_target;
         const bool k_inside = k0 + a_column < k_total;
+        const unsigned tap = 1u << (cursor.ty * window + cursor.tx);
+        const int tap_offset = (cursor.ty * src_w + cursor.tx) * src_c + cursor.channel;
         WHORL_UNROLL
-        for (int i = 0; i < TF32_A_COPIES; ++i) {
-            const float* source = window_source(src, origins[i], cursor.ty, cursor.tx,
-                                                cursor.channel, src_h, src_w, src_c);
-            bool inside = k_inside && source;
-            float* target = a_stages + (stage * TF32_TILE_P + a_row + i * (WHORL_THREADS / 4)) *
-                                           TF32_PITCH_A + a_column;
-            cp_async_16(target, inside ? source : src, !inside);
+        for (int i = 0; i < A_COPIES; ++i) {
+            const bool inside = k_inside && (rows[i].taps_inside & tap);
+            cp_async_16(a_stage + i * (WHORL_THREADS / 4) * TF32_PITCH_A,
+                        inside ? src + (rows[i].offset + tap_offset) : src, !inside);
         }
-        bool inside = k0 + b_row < k_total && n0 + b_column < n;
-        const float* source = inside ? weights + size_t(k0 + b_row) * n + n0 + b_column : weights;
-        cp_async_16(b_stages + (stage * TF32_SLICE + b_row) * TF32_PITCH_B + b_column, source,
-                    !inside);
+        float* b_stage = b_stages + stage * TF32_SLICE * PITCH_B;
+        WHORL_UNROLL
+        for (int j = 0; j < B_COPIES; ++j) {
+            if (B_VECTORS % WHORL_THREADS != 0 && thread + j * WHORL_THREADS >= B_VECTORS) break;
+            const bool inside = b_copies[j] && k0 + b_row[j] < k_total;
+            cp_async_16(b_stage + b_target[j], inside ? b_source[j] + size_t(k0) * n : weights,
+                        !inside);
+        }
         advance(cursor, TF32_SLICE, src_c, window);
     };
 
-    float acc[2][4][4] = {};
+    // This thread's copies of a stage have arrived: round them for the tensor cores.
+    auto round_copies = [&](int stage) {
+        float* a_stage = a_stages + stage * TILE_P * TF32_PITCH_A + a_target;
+        WHORL_UNROLL
+        for (int i = 0; i < A_COPIES; ++i)
+            round_to_tf32(a_stage + i * (WHORL_THREADS / 4) * TF32_PITCH_A);
+        float* b_stage = b_stages + stage * TF32_SLICE * PITCH_B;
+        WHORL_UNROLL
+        for (int j = 0; j < B_COPIES; ++j) {
+            if (B_VECTORS % WHORL_THREADS != 0 && thread + j * WHORL_THREADS >= B_VECTORS) break;
+            round_to_tf32(b_stage + b_target[j]);
+        }
+    };
 
+    float acc[MI][4][4] = {};
+
+    // Lane l of an ldmatrix points at row l % 8 + 8 ((l / 8) % 2), column 4 (l / 16) of a
+    // 16 x 8 A tile: the four 8 x 4 matrices are then a[0..3] of the m16n8k8 fragment.
+    const int ldmatrix_row = lane % 8 + 8 * ((lane / 8) % 2), ldmatrix_column = 4 * (lane / 16);
     auto multiply = [&](int stage) {
-        const float* a_tile = a_stages + stage * TF32_TILE_P * TF32_PITCH_A;
-        const float* b_tile = b_stages + stage * TF32_SLICE * TF32_PITCH_B;
+        const float* a_tile = a_stages + stage * TILE_P * TF32_PITCH_A;
+        const float* b_tile = b_stages + stage * TF32_SLICE * PITCH_B;
         WHORL_UNROLL
         for (int ks = 0; ks < TF32_SLICE; ks += 8) {
-            unsigned a[2][4], b[4][2];
+            unsigned a[MI][4], b[4][2];
             WHORL_UNROLL
-            for (int mi = 0; mi < 2; ++mi) {
-                const float* rows = a_tile + (warp_row + mi * 16 + g) * TF32_PITCH_A + ks + t;
-                a[mi][0] = tf32_round(rows[0]);
-                a[mi][1] = tf32_round(rows[8 * TF32_PITCH_A]);
-                a[mi][2] = tf32_round(rows[4]);
-                a[mi][3] = tf32_round(rows[8 * TF32_PITCH_A + 4]);
-            }
+            for (int mi = 0; mi < MI; ++mi)
+                ldmatrix_x4(a[mi], a_tile + (warp_row + mi * 16 + ldmatrix_row) * TF32_PITCH_A +
+                                       ks + ldmatrix_column);
             WHORL_UNROLL
             for (int ni = 0; ni < 4; ++ni) {
-                const float* column = b_tile + (ks + t) * TF32_PITCH_B + warp_col + ni * 8 + g;
-                b[ni][0] = tf32_round(column[0]);
-                b[ni][1] = tf32_round(column[4 * TF32_PITCH_B]);
+                const float* column = b_tile + (ks + t) * PITCH_B + warp_col + ni * 8 + g;
+                b[ni][0] = __float_as_uint(column[0]);
+                b[ni][1] = __float_as_uint(column[4 * PITCH_B]);
             }
             WHORL_UNROLL
-            for (int mi = 0; mi < 2; ++mi) {
+            for (int mi = 0; mi < MI; ++mi) {
                 WHORL_UNROLL
                 for (int ni = 0; ni < 4; ++ni) mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
             }
         }
     };
-    cp_async_pipeline((k_total + TF32_SLICE - 1) / TF32_SLICE, load_slice, multiply);
+    cp_async_pipeline((k_total + TF32_SLICE - 1) / TF32_SLICE, load_slice, round_copies, multiply);
 
-    // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile.
+    // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile; n is a
+    // multiple of 4, so the two columns are both in the output or both past it.
     WHORL_UNROLL
-    for (int mi = 0; mi < 2; ++mi) {
+    for (int mi = 0; mi < MI; ++mi) {
         WHORL_UNROLL
         for (int half = 0; half < 2; ++half) {
             const int p = p0 + warp_row + mi * 16 + g + 8 * half;
@@ -139,16 +221,58 @@ conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h,
             float* out_pixel = out + (size_t(image * out_h + row) * out_w + col) * n;
             WHORL_UNROLL
             for (int ni = 0; ni < 4; ++ni) {
-                WHORL_UNROLL
-                for (int e = 0; e < 2; ++e) {
-                    const int c = n0 + warp_col + ni * 8 + 2 * t + e;
-                    if (c >= n) continue;
-                    const float b = bias ? bias[c] : 0.0f;
-                    out_pixel[c] = activate(acc[mi][ni][2 * half + e] + b, activation);
-                }
+                const int c = n0 + warp_col + ni * 8 + 2 * t;
+                if (c >= n) continue;
+                float2 pair;
+                pair.x = activate(acc[mi][ni][2 * half] + (bias ? bias[c] : 0.0f), activation);
+                pair.y = activate(acc[mi][ni][2 * half + 1] + (bias ? bias[c + 1] : 0.0f),
+                                  activation);
+                *reinterpret_cast<float2*>(out_pixel + c) = pair;
             }
         }
     }
+}
+
+// The 128 x 128 tile. Grid: (ceil(pixels / TF32_WIDE_TILE_P), ceil(n / TF32_WIDE_TILE_N)); block 256; dynamic
+// shared memory TF32_WIDE_SHARED_FLOATS (above 48 KiB: the launch opts in).
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
+                               int src_h, int src_w, int src_c, int window, int stride, int origin_row,
+                               int origin_col, const float* __restrict__ weights, int n,
+                               const float* __restrict__ bias, int activation, float* __restrict__ out,
+                               int out_h, int out_w, int out_stride, int out_row, int out_col) {
+    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window,
+                                       stride, origin_row, origin_col, weights, n, bias,
+                                       activation, out, out_h, out_w, out_stride, out_row,
+                                       out_col);
+}
+
+// The 256 x 64 tile. Grid: (ceil(pixels / TF32_TILE_P), ceil(n / TF32_TILE_N)); block 256; dynamic
+// shared memory TF32_SHARED_FLOATS (above 48 KiB: the launch opts in).
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
+                          int src_h, int src_w, int src_c, int window, int stride, int origin_row,
+                          int origin_col, const float* __restrict__ weights, int n,
+                          const float* __restrict__ bias, int activation, float* __restrict__ out,
+                          int out_h, int out_w, int out_stride, int out_row, int out_col) {
+    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window,
+                                       stride, origin_row, origin_col, weights, n, bias,
+                                       activation, out, out_h, out_w, out_stride, out_row,
+                                       out_col);
+}
+
+// The 256 x 32 tile. Grid: (ceil(pixels / TF32_NARROW_TILE_P), ceil(n / TF32_NARROW_TILE_N)); block 256; dynamic
+// shared memory TF32_NARROW_SHARED_FLOATS (above 48 KiB: the launch opts in).
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
+                                 int src_h, int src_w, int src_c, int window, int stride, int origin_row,
+                                 int origin_col, const float* __restrict__ weights, int n,
+                                 const float* __restrict__ bias, int activation, float* __restrict__ out,
+                                 int out_h, int out_w, int out_stride, int out_row, int out_col) {
+    tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window,
+                                       stride, origin_row, origin_col, weights, n, bias,
+                                       activation, out, out_h, out_w, out_stride, out_row,
+                                       out_col);
 }
 
 // Kernel-gradient partials (conv2d_filter_partials) on tensor cores: partial[chunk, k, c] = sum
@@ -255,6 +379,16 @@ conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_
         advance_pixels(at, TF32_FILTER_SLICE, grid_h, grid_w);
     };
 
+    // This thread's copies of a stage have arrived: round them for the tensor cores.
+    auto round_copies = [&](int stage) {
+        WHORL_UNROLL
+        for (int i = 0; i < 2; ++i)
+            round_to_tf32(a_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * TF32_FILTER_PITCH_A +
+                          offset + 64 * i);
+        round_to_tf32(b_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * TF32_FILTER_PITCH_B +
+                      offset);
+    };
+
     float acc[2][4][4] = {};
     auto multiply = [&](int stage) {
         const float* a_tile = a_stages + stage * TF32_FILTER_SLICE * TF32_FILTER_PITCH_A;
@@ -266,16 +400,16 @@ conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_
             WHORL_UNROLL
             for (int mi = 0; mi < 2; ++mi) {
                 const float* a_pixels = a_tile + (ks + t) * TF32_FILTER_PITCH_A + warp_row + mi * 16 + g;
-                a[mi][0] = tf32_round(a_pixels[0]);
-                a[mi][1] = tf32_round(a_pixels[8]);
-                a[mi][2] = tf32_round(a_pixels[4 * TF32_FILTER_PITCH_A]);
-                a[mi][3] = tf32_round(a_pixels[4 * TF32_FILTER_PITCH_A + 8]);
+                a[mi][0] = __float_as_uint(a_pixels[0]);
+                a[mi][1] = __float_as_uint(a_pixels[8]);
+                a[mi][2] = __float_as_uint(a_pixels[4 * TF32_FILTER_PITCH_A]);
+                a[mi][3] = __float_as_uint(a_pixels[4 * TF32_FILTER_PITCH_A + 8]);
             }
             WHORL_UNROLL
             for (int ni = 0; ni < 4; ++ni) {
                 const float* b_pixels = b_tile + (ks + t) * TF32_FILTER_PITCH_B + warp_col + ni * 8 + g;
-                b[ni][0] = tf32_round(b_pixels[0]);
-                b[ni][1] = tf32_round(b_pixels[4 * TF32_FILTER_PITCH_B]);
+                b[ni][0] = __float_as_uint(b_pixels[0]);
+                b[ni][1] = __float_as_uint(b_pixels[4 * TF32_FILTER_PITCH_B]);
             }
             WHORL_UNROLL
             for (int mi = 0; mi < 2; ++mi) {
@@ -285,7 +419,7 @@ conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_
         }
     };
     cp_async_pipeline((end - begin + TF32_FILTER_SLICE - 1) / TF32_FILTER_SLICE, load_slice,
-                      multiply);
+                      round_copies, multiply);
 
     // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile.
     WHORL_UNROLL

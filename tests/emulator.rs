@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{CONV_CASES, conv, nhwc, parity, pipelined_losses, random, relative_error, widen};
+use common::{
+    CONV_CASES, conv, nhwc, parity, pipelined_losses, random, relative_error, tf32, widen,
+};
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
 use whorl::backend::gpu::{Device, DevicePtr, GpuBackend, KernelArg};
@@ -225,11 +227,6 @@ fn the_emulator_catches_broken_kernels() {
             .unwrap_err()
             .contains("no kernel named no_such_kernel")
     );
-}
-
-/// TF32 as __float_to_tf32 rounds: 10 mantissa bits, nearest, ties away from zero.
-fn tf32(value: f32) -> f32 {
-    f32::from_bits((value.to_bits() + 0x1000) & !0x1fff)
 }
 
 /// A device copy of each of `arrays`, in order.

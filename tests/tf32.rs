@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{conv, nhwc, parity};
+use common::{conv, nhwc, parity, tf32};
 use whorl::backend::gpu::GpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
 use whorl::backend::reference::ReferenceBackend;
@@ -49,6 +49,33 @@ fn tf32_convolutions_match_the_reference_within_the_tf32_bound() {
                 "{name} shows no TF32 rounding, so it ran in FP32 ({cin} channels): {context}"
             );
         }
+    }
+}
+
+#[test]
+fn tf32_convolutions_multiply_exactly_the_operands_rounded_to_tf32() {
+    // What a TF32 pass must compute: the float64 convolution of x, dz and the kernel each
+    // rounded to TF32 (the bias is added in FP32), up to FP32 accumulation. An operand left
+    // unrounded, which the tensor core truncates, errs by ~2^-12 relative and fails this bound.
+    // Direct convolutions only: the upsampled passes round sums of taps and of dz as well.
+    // Output channels 12 and 68 and input channels 8 and 36 reach the 256 x 32, 128 x 128 and
+    // 256 x 64 tiles of the gathered GEMM.
+    let cases = [(nhwc(2, 9, 11, 8), 12), (nhwc(3, 13, 6, 36), 68)];
+    for (case, (input, cout)) in cases.into_iter().enumerate() {
+        let conv = conv(input, cout, ConvInput::Direct, Activation::Relu);
+        let inputs = parity::conv_inputs(&conv, 200 + case as u64);
+        let [x, dz, params] = &inputs;
+        let mut rounded_params = params.clone();
+        for w in &mut rounded_params[conv.slot.weight.clone()] {
+            *w = tf32(*w);
+        }
+        let round = |v: &Vec<f32>| v.iter().map(|&e| tf32(e)).collect::<Vec<f32>>();
+        let rounded = [round(x), round(dz), rounded_params];
+        let mut tf32_backend = GpuBackend::new(Emulator::new()).with_precision(Precision::Tf32);
+        let got = parity::conv_outputs(&mut tf32_backend, &conv, &inputs);
+        let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &rounded);
+        let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
+        parity::assert_within(&errors, 2f64.powi(-16), &format!("{input:?} -> {cout}"));
     }
 }
 

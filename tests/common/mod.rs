@@ -22,6 +22,11 @@ pub fn widen(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| f64::from(x)).collect()
 }
 
+/// TF32 as cvt.rna.tf32.f32 rounds: 10 mantissa bits, nearest, ties away from zero.
+pub fn tf32(value: f32) -> f32 {
+    f32::from_bits((value.to_bits() + 0x1000) & !0x1fff)
+}
+
 /// Uniform values in [low, high), reproducible from `seed`.
 pub fn random(len: usize, low: f32, high: f32, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -197,6 +197,9 @@ struct Staging {
     copied: CudaEvent,
 }
 
+/// Dynamic shared memory a kernel may use without opting in (CUDA's limit since Volta).
+const DEFAULT_SHARED_BYTES: usize = 48 * 1024;
+
 /// A GPU: a context, its streams, the kernels' module, and every live allocation.
 pub struct CudaDevice {
     info: GpuInfo,
@@ -206,7 +209,8 @@ pub struct CudaDevice {
     /// Asynchronous uploads.
     copy_stream: Arc<CudaStream>,
     module: Arc<CudaModule>,
-    functions: HashMap<String, CudaFunction>,
+    /// Loaded kernels, with the dynamic shared memory each may use (opted into above 48 KiB).
+    functions: HashMap<String, (CudaFunction, usize)>,
     /// Allocations by device address, kept alive here.
     buffers: BTreeMap<u64, CudaSlice<f32>>,
     /// Two staging buffers that asynchronous uploads alternate between, so the host fills one
@@ -418,9 +422,28 @@ impl Device for CudaDevice {
                 .module
                 .load_function(kernel)
                 .map_err(|e| cuda_error(&format!("kernel {kernel}"), e))?;
-            self.functions.insert(kernel.to_string(), function);
+            self.functions
+                .insert(kernel.to_string(), (function, DEFAULT_SHARED_BYTES));
         }
-        let function = &self.functions[kernel];
+        let (function, shared_limit) = self
+            .functions
+            .get_mut(kernel)
+            .expect("the kernel was loaded above");
+        if shared_bytes > *shared_limit {
+            function
+                .set_attribute(
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    shared_bytes as i32,
+                )
+                .map_err(|e| {
+                    cuda_error(
+                        &format!("{kernel}: {shared_bytes} bytes of shared memory"),
+                        e,
+                    )
+                })?;
+            *shared_limit = shared_bytes;
+        }
+        let function = &*function;
         // Every argument as its own value, alive until the launch is queued.
         let pointers: Vec<u64> = args
             .iter()

@@ -378,23 +378,38 @@ impl<D: Device> GpuBackend<D> {
         let g = gather.grid;
         let on_tensor_cores = self.on_tensor_cores(gather, n);
         let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
+        // The tile that fits the output's channels: 128 x 128 on tensor cores above 64, a
+        // narrow tile for at most 32, else the regular one.
         let narrow = n <= kernels::GEMM_NARROW_TILE_N;
-        let (tiles, shared_floats) = if on_tensor_cores {
-            let tiles = [kernels::TF32_TILE_P, kernels::TF32_TILE_N];
-            (tiles, kernels::TF32_SHARED_FLOATS)
-        } else if narrow {
-            let tiles = [kernels::GEMM_NARROW_TILE_P, kernels::GEMM_NARROW_TILE_N];
-            (tiles, kernels::GEMM_NARROW_SHARED_FLOATS)
-        } else {
-            let tiles = [kernels::GEMM_TILE_P, kernels::GEMM_TILE_N];
-            (tiles, kernels::GEMM_SHARED_FLOATS)
+        let wide = n > kernels::TF32_TILE_N;
+        let (tiles, shared_floats) = match (on_tensor_cores, wide, narrow) {
+            (true, true, _) => (
+                [kernels::TF32_WIDE_TILE_P, kernels::TF32_WIDE_TILE_N],
+                kernels::TF32_WIDE_SHARED_FLOATS,
+            ),
+            (true, false, false) => (
+                [kernels::TF32_TILE_P, kernels::TF32_TILE_N],
+                kernels::TF32_SHARED_FLOATS,
+            ),
+            (true, false, true) => (
+                [kernels::TF32_NARROW_TILE_P, kernels::TF32_NARROW_TILE_N],
+                kernels::TF32_NARROW_SHARED_FLOATS,
+            ),
+            (false, _, true) => (
+                [kernels::GEMM_NARROW_TILE_P, kernels::GEMM_NARROW_TILE_N],
+                kernels::GEMM_NARROW_SHARED_FLOATS,
+            ),
+            (false, _, false) => (
+                [kernels::GEMM_TILE_P, kernels::GEMM_TILE_N],
+                kernels::GEMM_SHARED_FLOATS,
+            ),
         };
-        let kernel = if on_tensor_cores {
-            kernels::conv2d_gathered_gemm_tf32
-        } else if narrow {
-            kernels::conv2d_gathered_gemm_narrow
-        } else {
-            kernels::conv2d_gathered_gemm
+        let kernel = match (on_tensor_cores, wide, narrow) {
+            (true, true, _) => kernels::conv2d_gathered_gemm_tf32_wide,
+            (true, false, false) => kernels::conv2d_gathered_gemm_tf32,
+            (true, false, true) => kernels::conv2d_gathered_gemm_tf32_narrow,
+            (false, _, true) => kernels::conv2d_gathered_gemm_narrow,
+            (false, _, false) => kernels::conv2d_gathered_gemm,
         };
         let launch = Launch::blocks(tile_grid([g.pixels(), n], tiles, 1), shared_floats);
         kernel(
