@@ -29,21 +29,17 @@
 #define TF32_SHARED_FLOATS (TF32_STAGES * (TF32_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_TILE_N + 8)))
 #define TF32_NARROW_SHARED_FLOATS (TF32_STAGES * (TF32_NARROW_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_NARROW_TILE_N + 8)))
 
-// The 3-stage cp.async pipeline of both kernels here: load(slice, stage) starts this thread's
-// copies of a slice into a stage of shared memory, landed(stage) runs once they have arrived
-// (each thread rounds the values it copied to TF32 there, so the multiplications read operands
-// ready for the tensor cores), multiply(stage) consumes a stage; loads run TF32_STAGES - 1
-// slices ahead of the multiplications.
-template <typename Load, typename Landed, typename Multiply>
-__device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Landed landed,
-                                                  Multiply multiply) {
+// The 3-stage cp.async pipeline of both kernels here: load(slice, stage) starts the copies of
+// a slice into a stage of shared memory, multiply(stage) consumes one; loads run
+// TF32_STAGES - 1 slices ahead of the multiplications.
+template <typename Load, typename Multiply>
+__device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Multiply multiply) {
     for (int stage = 0; stage < TF32_STAGES - 1; ++stage) {
         if (stage < slices) load(stage, stage);
         cp_async_commit();
     }
     for (int slice = 0; slice < slices; ++slice) {
         cp_async_wait<TF32_STAGES - 2>();
-        landed(slice % TF32_STAGES);
         __syncthreads();
         // Every warp is past slice - 1, so its stage can be refilled.
         const int next = slice + TF32_STAGES - 1;
@@ -52,16 +48,6 @@ __device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Landed 
         multiply(slice % TF32_STAGES);
     }
     cp_async_wait<0>();
-}
-
-// Rounds to TF32, in place, the 4 floats at `at` (16-byte aligned shared memory).
-__device__ __forceinline__ void round_to_tf32(float* at) {
-    float4 v = *reinterpret_cast<float4*>(at);
-    v.x = __uint_as_float(tf32_round(v.x));
-    v.y = __uint_as_float(tf32_round(v.y));
-    v.z = __uint_as_float(tf32_round(v.z));
-    v.w = __uint_as_float(tf32_round(v.w));
-    *reinterpret_cast<float4*>(at) = v;
 }
 
 // One gathered pixel row as a copying thread keeps it: the offset in src of its window's first
@@ -90,10 +76,13 @@ __device__ __forceinline__ GatherRow gather_row(int pixel, int pixels, int grid_
 
 // out[p', n] = activation(bias + window(p) W) for one TILE_P x TILE_N tile per block of 256
 // threads. Copying: thread t fills 4 channels at K column 4 (t % 4) of pixel rows t / 4 + 64 i,
-// and 4 channels of W at row (t + 256 j) / (TILE_N / 4), column 4 ((t + 256 j) % (TILE_N / 4)),
-// and rounds them to TF32 when they land. Multiplying: warp w computes pixels
+// and 4 channels of W at row (t + 256 j) / (TILE_N / 4), column 4 ((t + 256 j) % (TILE_N / 4)).
+// Multiplying: warp w computes pixels
 // WARP_P (w / WARPS_N) .. + WARP_P x channels 32 (w % WARPS_N) .. + 32; per 8 of K each lane
-// loads MI A fragments with ldmatrix and 4 B fragments, and issues 4 MI mma.
+// loads MI A fragments with ldmatrix and 4 B fragments, rounds them to TF32 and issues 4 MI
+// mma. Rounding as the fragments are read costs two integer instructions a value; rounding
+// in shared memory when the copies land would cost fewer instructions but a third more
+// shared-memory traffic, which is what bounds this loop.
 template <int TILE_P, int TILE_N>
 __device__ __forceinline__ void tf32_gathered_gemm_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
@@ -163,20 +152,6 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
         advance(cursor, TF32_SLICE, src_c, window);
     };
 
-    // This thread's copies of a stage have arrived: round them for the tensor cores.
-    auto round_copies = [&](int stage) {
-        float* a_stage = a_stages + stage * TILE_P * TF32_PITCH_A + a_target;
-        WHORL_UNROLL
-        for (int i = 0; i < A_COPIES; ++i)
-            round_to_tf32(a_stage + i * (WHORL_THREADS / 4) * TF32_PITCH_A);
-        float* b_stage = b_stages + stage * TF32_SLICE * PITCH_B;
-        WHORL_UNROLL
-        for (int j = 0; j < B_COPIES; ++j) {
-            if (B_VECTORS % WHORL_THREADS != 0 && thread + j * WHORL_THREADS >= B_VECTORS) break;
-            round_to_tf32(b_stage + b_target[j]);
-        }
-    };
-
     float acc[MI][4][4] = {};
 
     // Lane l of an ldmatrix points at row l % 8 + 8 ((l / 8) % 2), column 4 (l / 16) of a
@@ -189,14 +164,17 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
         for (int ks = 0; ks < TF32_SLICE; ks += 8) {
             unsigned a[MI][4], b[4][2];
             WHORL_UNROLL
-            for (int mi = 0; mi < MI; ++mi)
+            for (int mi = 0; mi < MI; ++mi) {
                 ldmatrix_x4(a[mi], a_tile + (warp_row + mi * 16 + ldmatrix_row) * TF32_PITCH_A +
                                        ks + ldmatrix_column);
+                WHORL_UNROLL
+                for (int i = 0; i < 4; ++i) a[mi][i] = tf32_round(__uint_as_float(a[mi][i]));
+            }
             WHORL_UNROLL
             for (int ni = 0; ni < 4; ++ni) {
                 const float* column = b_tile + (ks + t) * PITCH_B + warp_col + ni * 8 + g;
-                b[ni][0] = __float_as_uint(column[0]);
-                b[ni][1] = __float_as_uint(column[4 * PITCH_B]);
+                b[ni][0] = tf32_round(column[0]);
+                b[ni][1] = tf32_round(column[4 * PITCH_B]);
             }
             WHORL_UNROLL
             for (int mi = 0; mi < MI; ++mi) {
@@ -205,7 +183,7 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
             }
         }
     };
-    cp_async_pipeline((k_total + TF32_SLICE - 1) / TF32_SLICE, load_slice, round_copies, multiply);
+    cp_async_pipeline((k_total + TF32_SLICE - 1) / TF32_SLICE, load_slice, multiply);
 
     // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile; n is a
     // multiple of 4, so the two columns are both in the output or both past it.
@@ -281,10 +259,11 @@ conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int 
 // the reduction: they run in slices of 16 through a 3-stage cp.async pipeline.
 #define TF32_FILTER_ROWS 128
 #define TF32_FILTER_COLUMNS 64
+#define TF32_FILTER_WIDE_COLUMNS 128
 #define TF32_FILTER_SLICE 16
 #define TF32_FILTER_PITCH_A (TF32_FILTER_ROWS + 8)
-#define TF32_FILTER_PITCH_B (TF32_FILTER_COLUMNS + 8)
-#define TF32_FILTER_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_PITCH_A + TF32_FILTER_PITCH_B))
+#define TF32_FILTER_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_PITCH_A + TF32_FILTER_COLUMNS + 8))
+#define TF32_FILTER_WIDE_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_PITCH_A + TF32_FILTER_WIDE_COLUMNS + 8))
 
 // Where a copying thread's pixel is: its image and position in the grid, advanced by whole
 // slices without divisions.
@@ -304,16 +283,19 @@ __device__ __forceinline__ void advance_pixels(GridCursor& at, int step, int gri
     }
 }
 
-// Grid: (ceil(rows / 128), ceil(columns / 64), chunks); block 256; dynamic shared memory
-// TF32_FILTER_SHARED_FLOATS. Copying: thread t fills, for pixel t / 16 of each slice, 4 window
-// values at rows 4 (t % 16) and 4 (t % 16) + 64 and 4 values of second at column 4 (t % 16);
-// the ones are plain stores. Multiplying: warp w computes rows 32 (w / 2) .. + 32 x columns
-// 32 (w % 2) .. + 32, as 2 x 4 mma tiles of 16 x 8.
-extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
-                            int src_h, int src_w, int src_c, int window, int stride, int origin,
-                            const float* __restrict__ second, int n, int ones,
-                            int pixels_per_chunk, float* __restrict__ partial) {
+// One 128 x COLUMNS tile of the partials per block of 256 threads (COLUMNS 64 or 128).
+// Copying: thread t fills, for pixel t / 16 of each slice, 4 window values at rows 4 (t % 16)
+// and 4 (t % 16) + 64 and 4 values of second at columns 4 (t % 16) + 64 j; the ones are plain
+// stores. Multiplying: 8 warps, COLUMNS / 32 along the columns, each a (128 / warps along the
+// rows) x 32 tile of 16 x 8 mma tiles (64 x 32 in the wide tile).
+template <int COLUMNS>
+__device__ __forceinline__ void tf32_filter_partials_tile(
+    const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
+    int src_c, int window, int stride, int origin, const float* __restrict__ second, int n,
+    int ones, int pixels_per_chunk, float* __restrict__ partial) {
+    constexpr int WARPS_N = COLUMNS / 32, WARPS_M = 8 / WARPS_N;
+    constexpr int WARP_M = TF32_FILTER_ROWS / WARPS_M, MI = WARP_M / 16;
+    constexpr int PITCH_B = COLUMNS + 8, B_COPIES = COLUMNS / 64;
     WHORL_DYNAMIC_SHARED(float, shared);
     float* a_stages = shared;  // [stage][pixel][row k]
     float* b_stages = shared + TF32_STAGES * TF32_FILTER_SLICE * TF32_FILTER_PITCH_A;  // [stage][pixel][column]
@@ -321,17 +303,17 @@ conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_
     const int k_total = window * window * src_c;
     const int rows = ones == FILTER_ONES_ROW ? k_total + 1 : k_total;
     const int columns = ones == FILTER_ONES_COLUMN ? n + 1 : n;
-    const int k0 = blockIdx.x * TF32_FILTER_ROWS, n0 = blockIdx.y * TF32_FILTER_COLUMNS;
+    const int k0 = blockIdx.x * TF32_FILTER_ROWS, n0 = blockIdx.y * COLUMNS;
     const int chunk = blockIdx.z;
     const int begin = chunk * pixels_per_chunk, end = min(pixels, begin + pixels_per_chunk);
     const int thread = threadIdx.x, lane = thread % 32, warp = thread / 32;
     const int g = lane / 4, t = lane % 4;
-    const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
+    const int warp_row = (warp / WARPS_N) * WARP_M, warp_col = (warp % WARPS_N) * 32;
 
     // This thread's copies, for the pixel at slice offset copy_pixel: the window at rows k and
-    // k + 64 (their taps and channels fixed for the block) and second at column c.
+    // k + 64 (their taps and channels fixed for the block) and second at columns n0 + offset +
+    // 64 j.
     const int copy_pixel = thread / 16, offset = (thread % 16) * 4;
-    const int c = n0 + offset;
     int k[2], tap_row[2], tap_col[2], channel[2];
     WHORL_UNROLL
     for (int i = 0; i < 2; ++i) {
@@ -367,63 +349,58 @@ conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_
                 target[1] = target[2] = target[3] = 0.0f;
             }
         }
-        float* target = b_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * TF32_FILTER_PITCH_B + offset;
-        if (c < n) {
-            const float* source = pixel_inside ? second + size_t(at.pixel) * n + c : second;
-            cp_async_16(target, source, !pixel_inside);
-        } else {
-            bool one = pixel_inside && c == n && ones == FILTER_ONES_COLUMN;
-            target[0] = one ? 1.0f : 0.0f;
-            target[1] = target[2] = target[3] = 0.0f;
+        WHORL_UNROLL
+        for (int j = 0; j < B_COPIES; ++j) {
+            const int c = n0 + offset + 64 * j;
+            float* target = b_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * PITCH_B + offset +
+                            64 * j;
+            if (c < n) {
+                const float* source = pixel_inside ? second + size_t(at.pixel) * n + c : second;
+                cp_async_16(target, source, !pixel_inside);
+            } else {
+                bool one = pixel_inside && c == n && ones == FILTER_ONES_COLUMN;
+                target[0] = one ? 1.0f : 0.0f;
+                target[1] = target[2] = target[3] = 0.0f;
+            }
         }
         advance_pixels(at, TF32_FILTER_SLICE, grid_h, grid_w);
     };
 
-    // This thread's copies of a stage have arrived: round them for the tensor cores.
-    auto round_copies = [&](int stage) {
-        WHORL_UNROLL
-        for (int i = 0; i < 2; ++i)
-            round_to_tf32(a_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * TF32_FILTER_PITCH_A +
-                          offset + 64 * i);
-        round_to_tf32(b_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * TF32_FILTER_PITCH_B +
-                      offset);
-    };
-
-    float acc[2][4][4] = {};
+    float acc[MI][4][4] = {};
     auto multiply = [&](int stage) {
         const float* a_tile = a_stages + stage * TF32_FILTER_SLICE * TF32_FILTER_PITCH_A;
-        const float* b_tile = b_stages + stage * TF32_FILTER_SLICE * TF32_FILTER_PITCH_B;
+        const float* b_tile = b_stages + stage * TF32_FILTER_SLICE * PITCH_B;
         WHORL_UNROLL
         for (int ks = 0; ks < TF32_FILTER_SLICE; ks += 8) {
             // A is [row k][pixel]: its fragment's (row, column) is (k, pixel) of the tile.
-            unsigned a[2][4], b[4][2];
+            unsigned a[MI][4], b[4][2];
             WHORL_UNROLL
-            for (int mi = 0; mi < 2; ++mi) {
+            for (int mi = 0; mi < MI; ++mi) {
                 const float* a_pixels = a_tile + (ks + t) * TF32_FILTER_PITCH_A + warp_row + mi * 16 + g;
-                a[mi][0] = __float_as_uint(a_pixels[0]);
-                a[mi][1] = __float_as_uint(a_pixels[8]);
-                a[mi][2] = __float_as_uint(a_pixels[4 * TF32_FILTER_PITCH_A]);
-                a[mi][3] = __float_as_uint(a_pixels[4 * TF32_FILTER_PITCH_A + 8]);
+                a[mi][0] = tf32_round(a_pixels[0]);
+                a[mi][1] = tf32_round(a_pixels[8]);
+                a[mi][2] = tf32_round(a_pixels[4 * TF32_FILTER_PITCH_A]);
+                a[mi][3] = tf32_round(a_pixels[4 * TF32_FILTER_PITCH_A + 8]);
             }
             WHORL_UNROLL
             for (int ni = 0; ni < 4; ++ni) {
-                const float* b_pixels = b_tile + (ks + t) * TF32_FILTER_PITCH_B + warp_col + ni * 8 + g;
-                b[ni][0] = __float_as_uint(b_pixels[0]);
-                b[ni][1] = __float_as_uint(b_pixels[4 * TF32_FILTER_PITCH_B]);
+                const float* b_pixels = b_tile + (ks + t) * PITCH_B + warp_col + ni * 8 + g;
+                b[ni][0] = tf32_round(b_pixels[0]);
+                b[ni][1] = tf32_round(b_pixels[4 * PITCH_B]);
             }
             WHORL_UNROLL
-            for (int mi = 0; mi < 2; ++mi) {
+            for (int mi = 0; mi < MI; ++mi) {
                 WHORL_UNROLL
                 for (int ni = 0; ni < 4; ++ni) mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
             }
         }
     };
     cp_async_pipeline((end - begin + TF32_FILTER_SLICE - 1) / TF32_FILTER_SLICE, load_slice,
-                      round_copies, multiply);
+                      multiply);
 
     // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile.
     WHORL_UNROLL
-    for (int mi = 0; mi < 2; ++mi) {
+    for (int mi = 0; mi < MI; ++mi) {
         WHORL_UNROLL
         for (int half = 0; half < 2; ++half) {
             const int row = k0 + warp_row + mi * 16 + g + 8 * half;
@@ -439,4 +416,28 @@ conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_
             }
         }
     }
+}
+
+// The 128 x 64 and 128 x 128 tiles. Grid: (ceil(rows / 128), ceil(columns / COLUMNS), chunks);
+// block 256; dynamic shared memory TF32_FILTER_SHARED_FLOATS or TF32_FILTER_WIDE_SHARED_FLOATS
+// (above 48 KiB: the launch opts in).
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
+                            int src_h, int src_w, int src_c, int window, int stride, int origin,
+                            const float* __restrict__ second, int n, int ones,
+                            int pixels_per_chunk, float* __restrict__ partial) {
+    tf32_filter_partials_tile<TF32_FILTER_COLUMNS>(src, grid_n, grid_h, grid_w, src_h, src_w,
+                                                   src_c, window, stride, origin, second, n, ones,
+                                                   pixels_per_chunk, partial);
+}
+
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_filter_partials_tf32_wide(const float* __restrict__ src, int grid_n, int grid_h,
+                                 int grid_w, int src_h, int src_w, int src_c, int window,
+                                 int stride, int origin, const float* __restrict__ second, int n,
+                                 int ones, int pixels_per_chunk, float* __restrict__ partial) {
+    tf32_filter_partials_tile<TF32_FILTER_WIDE_COLUMNS>(src, grid_n, grid_h, grid_w, src_h,
+                                                        src_w, src_c, window, stride, origin,
+                                                        second, n, ones, pixels_per_chunk,
+                                                        partial);
 }

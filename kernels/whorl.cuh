@@ -104,9 +104,11 @@ __device__ __forceinline__ void advance(TapCursor& cursor, int step, int src_c, 
 // functions as checked C++, so a kernel written against them runs and is verified on the CPU.
 //
 // tf32_round(x): x rounded to TF32 (10 mantissa bits, nearest, ties away from zero; the low 13
-//   bits are zero), as a 32-bit register ready for an mma operand. cvt.rna.tf32.f32, which
-//   sm_89 and sm_90 run as two instructions (FSETP + IADD): a tensor that a kernel writes
-//   already rounded (its epilogue calling tf32_round) spares the reader that per operand.
+//   bits are zero), as a 32-bit register ready for an mma operand: half a TF32 unit added to
+//   the bits, then the low 13 bits cleared. Two integer instructions; cvt.rna.tf32.f32, which
+//   gives the same bits for every finite value and infinity, runs as three on sm_89 and sm_90
+//   (its extra FSETP keeps a NaN's payload, which here may turn the NaN into an infinity: a
+//   non-finite operand still makes a non-finite result).
 // mma_tf32_m16n8k8(d, a, b, c): d = a b + c for one warp, A 16 x 8 (row), B 8 x 8 (col), C and D
 //   16 x 8 in float32. Every lane of the warp calls it together with its fragments, laid out as
 //   in the PTX ISA ("Matrix Fragments for mma.m16n8k8", .tf32), g = lane / 4, t = lane % 4:
@@ -135,9 +137,7 @@ __device__ __forceinline__ void advance(TapCursor& cursor, int step, int src_c, 
 //   it visible to the block). cp.async.wait_group N.
 #if !defined(WHORL_EMULATOR) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 __device__ __forceinline__ unsigned tf32_round(float value) {
-    unsigned bits;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(bits) : "f"(value));
-    return bits;
+    return (__float_as_uint(value) + 0x1000u) & ~0x1fffu;
 }
 
 __device__ __forceinline__ void mma_tf32_m16n8k8(float d[4], const unsigned a[4],

@@ -285,7 +285,8 @@ void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a,
 
 // Ampere's warp-level tensor-core and asynchronous-copy instructions, as kernels/whorl.cuh wraps
 // them for NVRTC (see there for what each does). mma.h and async_copy.h say what is checked.
-__device__ unsigned tf32_round(float value) { return ::whorl_emu::round_to_tf32(value); }
+// The same bits as whorl.cuh's integer rounding (cvt.rna's for every non-NaN value).
+__device__ unsigned tf32_round(float value) { return (__float_as_uint(value) + 0x1000u) & ~0x1fffu; }
 
 __device__ void mma_tf32_m16n8k8(float d[4], const unsigned a[4], const unsigned b[2],
                                  const float c[4],

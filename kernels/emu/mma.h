@@ -10,7 +10,7 @@
 //   C, D (16 x 8):    c0 = C[g][2t]    c1 = C[g][2t + 1]    c2 = C[g + 8][2t] c3 = C[g + 8][2t + 1]
 //
 // The tensor core reads the top 19 bits of each A and B register (sign, exponent, 10 mantissa
-// bits): an input rounded by cvt.rna.tf32.f32 (tf32_round) keeps its value, any other float is
+// bits): an input rounded to TF32 (tf32_round, cvt.rna) keeps its value, any other float is
 // truncated toward zero. Products of two TF32 values are exact in float32; they are added to C
 // in float32, in k order.
 #pragma once

@@ -469,21 +469,30 @@ impl<D: Device> GpuBackend<D> {
         }
         let on_tensor_cores = self.on_tensor_cores(gather, n);
         let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
-        let launch = if on_tensor_cores {
-            let tiles = [kernels::TF32_FILTER_ROWS, kernels::TF32_FILTER_COLUMNS];
-            let grid = tile_grid([rows, columns], tiles, chunks);
-            Launch::blocks(grid, kernels::TF32_FILTER_SHARED_FLOATS)
-        } else {
-            let tiles = [kernels::FILTER_TILE_K, kernels::FILTER_TILE_N];
-            Launch::blocks(
-                tile_grid([rows, columns], tiles, chunks),
+        // On tensor cores, the 128-column tile where it pads no more columns than the 64-column
+        // one (128 columns; not 129, which a ones column makes of 128).
+        let wide = columns.div_ceil(kernels::TF32_FILTER_WIDE_COLUMNS)
+            * kernels::TF32_FILTER_WIDE_COLUMNS
+            <= columns.div_ceil(kernels::TF32_FILTER_COLUMNS) * kernels::TF32_FILTER_COLUMNS;
+        let (tiles, shared_floats) = match (on_tensor_cores, wide) {
+            (true, true) => (
+                [kernels::TF32_FILTER_ROWS, kernels::TF32_FILTER_WIDE_COLUMNS],
+                kernels::TF32_FILTER_WIDE_SHARED_FLOATS,
+            ),
+            (true, false) => (
+                [kernels::TF32_FILTER_ROWS, kernels::TF32_FILTER_COLUMNS],
+                kernels::TF32_FILTER_SHARED_FLOATS,
+            ),
+            (false, _) => (
+                [kernels::FILTER_TILE_K, kernels::FILTER_TILE_N],
                 kernels::FILTER_SHARED_FLOATS,
-            )
+            ),
         };
-        let kernel = if on_tensor_cores {
-            kernels::conv2d_filter_partials_tf32
-        } else {
-            kernels::conv2d_filter_partials
+        let launch = Launch::blocks(tile_grid([rows, columns], tiles, chunks), shared_floats);
+        let kernel = match (on_tensor_cores, wide) {
+            (true, true) => kernels::conv2d_filter_partials_tf32_wide,
+            (true, false) => kernels::conv2d_filter_partials_tf32,
+            (false, _) => kernels::conv2d_filter_partials,
         };
         kernel(
             &mut self.device,
