@@ -286,7 +286,7 @@ __device__ __forceinline__ void advance_pixels(GridCursor& at, int step, int gri
 // One 128 x COLUMNS tile of the partials per block of 256 threads (COLUMNS 64 or 128).
 // Copying: thread t fills, for pixel t / 16 of each slice, 4 window values at rows 4 (t % 16)
 // and 4 (t % 16) + 64 and 4 values of second at columns 4 (t % 16) + 64 j; the ones are plain
-// stores. Multiplying: 8 warps, COLUMNS / 32 along the columns, each a (128 / warps along the
+// stores, made once. Multiplying: 8 warps, COLUMNS / 32 along the columns, each a (128 / warps along the
 // rows) x 32 tile of 16 x 8 mma tiles (64 x 32 in the wide tile).
 template <int COLUMNS>
 __device__ __forceinline__ void tf32_filter_partials_tile(
@@ -314,14 +314,40 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
     // k + 64 (their taps and channels fixed for the block) and second at columns n0 + offset +
     // 64 j.
     const int copy_pixel = thread / 16, offset = (thread % 16) * 4;
-    int k[2], tap_row[2], tap_col[2], channel[2];
+    // Each window copy's tap (its row and column relative to the pixel's window origin) and
+    // its offset in src from that origin.
+    int k[2], tap_row[2], tap_col[2], tap_offset[2];
     WHORL_UNROLL
     for (int i = 0; i < 2; ++i) {
         k[i] = k0 + offset + 64 * i;
         int tap = k[i] / src_c;
-        channel[i] = k[i] % src_c;
         tap_row[i] = tap / window + origin;
         tap_col[i] = tap % window + origin;
+        tap_offset[i] = (tap_row[i] * src_w + tap_col[i]) * src_c + k[i] % src_c;
+    }
+    // Past the window (k >= K: the ones row at k = K with FILTER_ONES_ROW, zeros after it) and
+    // past second (c >= n: the ones column at c = n with FILTER_ONES_COLUMN, zeros after it),
+    // every slice holds the same values: a pixel past the chunk multiplies them by the zeros
+    // its other operand is filled with. Stored once in every stage.
+    for (int stage = 0; stage < TF32_STAGES; ++stage) {
+        WHORL_UNROLL
+        for (int i = 0; i < 2; ++i)
+            if (k[i] >= k_total) {
+                float* target = a_stages + (stage * TF32_FILTER_SLICE + copy_pixel) *
+                                               TF32_FILTER_PITCH_A + offset + 64 * i;
+                target[0] = k[i] == k_total && ones == FILTER_ONES_ROW ? 1.0f : 0.0f;
+                target[1] = target[2] = target[3] = 0.0f;
+            }
+        WHORL_UNROLL
+        for (int j = 0; j < B_COPIES; ++j) {
+            const int c = n0 + offset + 64 * j;
+            if (c >= n) {
+                float* target = b_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * PITCH_B +
+                                offset + 64 * j;
+                target[0] = c == n && ones == FILTER_ONES_COLUMN ? 1.0f : 0.0f;
+                target[1] = target[2] = target[3] = 0.0f;
+            }
+        }
     }
     GridCursor at;
     at.pixel = begin + copy_pixel;
@@ -331,37 +357,26 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
 
     auto load_slice = [&](int, int stage) {
         const bool pixel_inside = at.pixel < end;
+        // The pixel's window origin in src (row and column of tap (0, 0) less `origin`).
+        const int source_row = stride * at.row, source_col = stride * at.col;
+        const int origin_offset = ((at.image * src_h + source_row) * src_w + source_col) * src_c;
+        float* a_target = a_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * TF32_FILTER_PITCH_A +
+                          offset;
         WHORL_UNROLL
         for (int i = 0; i < 2; ++i) {
-            float* target = a_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * TF32_FILTER_PITCH_A +
-                            offset + 64 * i;
-            if (k[i] < k_total) {
-                int row = stride * at.row + tap_row[i], col = stride * at.col + tap_col[i];
-                bool inside = pixel_inside && row >= 0 && col >= 0 && row < src_h && col < src_w;
-                const float* source =
-                    inside ? src + ((size_t(at.image) * src_h + row) * src_w + col) * src_c + channel[i]
-                           : src;
-                cp_async_16(target, source, !inside);
-            } else {
-                // Past the window: the ones row at k = K (with FILTER_ONES_ROW), zeros after it.
-                bool one = pixel_inside && k[i] == k_total && ones == FILTER_ONES_ROW;
-                target[0] = one ? 1.0f : 0.0f;
-                target[1] = target[2] = target[3] = 0.0f;
-            }
+            if (k[i] >= k_total) continue;
+            const int row = source_row + tap_row[i], col = source_col + tap_col[i];
+            const bool inside = pixel_inside && row >= 0 && col >= 0 && row < src_h && col < src_w;
+            cp_async_16(a_target + 64 * i, inside ? src + (origin_offset + tap_offset[i]) : src,
+                        !inside);
         }
+        float* b_target = b_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * PITCH_B + offset;
+        const float* b_source = second + size_t(at.pixel) * n + n0 + offset;
         WHORL_UNROLL
         for (int j = 0; j < B_COPIES; ++j) {
-            const int c = n0 + offset + 64 * j;
-            float* target = b_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * PITCH_B + offset +
-                            64 * j;
-            if (c < n) {
-                const float* source = pixel_inside ? second + size_t(at.pixel) * n + c : second;
-                cp_async_16(target, source, !pixel_inside);
-            } else {
-                bool one = pixel_inside && c == n && ones == FILTER_ONES_COLUMN;
-                target[0] = one ? 1.0f : 0.0f;
-                target[1] = target[2] = target[3] = 0.0f;
-            }
+            if (n0 + offset + 64 * j >= n) continue;
+            cp_async_16(b_target + 64 * j, pixel_inside ? b_source + 64 * j : second,
+                        !pixel_inside);
         }
         advance_pixels(at, TF32_FILTER_SLICE, grid_h, grid_w);
     };
