@@ -1,6 +1,7 @@
-//! scripts/gpu-check.sh, run as a GPU machine without Rust runs it (`--bin DIR`), here with a
-//! stand-in `nvidia-smi` and GPU-test binary: it must go through every stage, write its report
-//! and fail, since the GPU tests fail.
+//! The scripts that run on a GPU machine, run here on the CPU: scripts/gpu-check.sh as a GPU
+//! machine without Rust runs it (`--bin DIR`), with a stand-in `nvidia-smi` and GPU-test binary
+//! (it must go through every stage, write its report and fail, since the GPU tests fail), and
+//! scripts/recipe-study.sh on a tiny synthetic set.
 
 mod common;
 
@@ -87,5 +88,50 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
     for kept_out in ["checkpoints", ".lock"] {
         let path = run.join("train-cpu-fp32").join(kept_out);
         assert!(!path.exists(), "{} is left in the report", path.display());
+    }
+}
+
+#[test]
+fn the_recipe_study_trains_and_scores_every_recipe() {
+    // On the CPU with a tiny synthetic set: every recipe's run is trained, scored on the unseen
+    // sensor and on a folder of "real" prints, tabulated, and its checkpoints removed.
+    let dir = tempfile::tempdir().unwrap();
+    let (out, real) = (dir.path().join("study"), dir.path().join("real"));
+    common::write_striped_images(&real, 2, 48);
+    let output = Command::new("bash")
+        .args([
+            "scripts/recipe-study.sh",
+            env!("CARGO_BIN_EXE_whorl"),
+            common::path(&out),
+            common::path(&real),
+        ])
+        .env("WHORL_CACHE", dir.path().join("cache"))
+        .env("STUDY_DEVICE", "cpu")
+        .env("STUDY_EPOCHS", "1")
+        .env(
+            "STUDY_TRAIN_ARGS",
+            "--synth-fingers 4 --synth-impressions 2 --size 32",
+        )
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{log}");
+    let study = std::fs::read_to_string(out.join("study.md")).unwrap();
+    let rows: Vec<&str> = study.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(rows.len(), 7, "a header and six recipes: {study}");
+    assert!(rows[1].starts_with("| reference-rmsprop-1e-3-b128 | rmsprop | 0.001 | 128 |"));
+    for row in &rows[1..] {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        for ssim in &cells[6..8] {
+            let ssim: f64 = ssim.parse().unwrap_or_else(|_| panic!("{row}"));
+            assert!((-1.0..=1.0).contains(&ssim), "{row}");
+        }
+        let run = out.join(cells[1]);
+        assert!(run.join("history.csv").exists(), "{}", run.display());
+        assert!(!run.join("checkpoints").exists(), "{}", run.display());
     }
 }
