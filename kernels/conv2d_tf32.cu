@@ -11,15 +11,18 @@
 #include "whorl.cuh"
 
 // Block tiles of TILE_P pixels x TILE_N channels, K in slices of 16 through a 3-stage
-// shared-memory pipeline; 8 warps, TILE_N / 32 along the channels and the rest along the
-// pixels, each warp a (TILE_P / warps along the pixels) x 32 tile of m16n8k8 mma tiles. The
-// tile follows the layer: 128 x 128 for more than 64 output channels, 256 x 64 for 33-64,
-// 256 x 32 for at most 32, so no warp multiplies columns that do not exist. Row pitches are
-// padded so a warp's fragment reads hit 32 banks (A: 8 rows of 16 bytes at an 80-byte pitch).
+// shared-memory pipeline; 8 warps, TILE_N / WARP_N along the channels and the rest along the
+// pixels, each warp a (TILE_P / warps along the pixels) x WARP_N tile of m16n8k8 mma tiles.
+// The tile follows the layer: 256 x 128 (64 x 64 warp tiles) for more than 64 output
+// channels, 256 x 64 for 33-64, 256 x 32 for at most 32 (64 x 32 and 32 x 32 warp tiles), so
+// no warp multiplies columns that do not exist. The shared-memory reads per mma fall as the
+// warp tile grows: a 64 x 64 tile reads 128 values per 8 of K for 32 mma, a 64 x 32 one 96
+// for 16. Row pitches are padded so a warp's fragment reads hit 32 banks (A: 8 rows of 16
+// bytes at an 80-byte pitch).
 #define TF32_SLICE 16
 #define TF32_STAGES 3
 #define TF32_PITCH_A (TF32_SLICE + 4)
-#define TF32_WIDE_TILE_P 128
+#define TF32_WIDE_TILE_P 256
 #define TF32_WIDE_TILE_N 128
 #define TF32_TILE_P 256
 #define TF32_TILE_N 64
@@ -77,20 +80,20 @@ __device__ __forceinline__ GatherRow gather_row(int pixel, int pixels, int grid_
 // out[p', n] = activation(bias + window(p) W) for one TILE_P x TILE_N tile per block of 256
 // threads. Copying: thread t fills 4 channels at K column 4 (t % 4) of pixel rows t / 4 + 64 i,
 // and 4 channels of W at row (t + 256 j) / (TILE_N / 4), column 4 ((t + 256 j) % (TILE_N / 4)).
-// Multiplying: warp w computes pixels
-// WARP_P (w / WARPS_N) .. + WARP_P x channels 32 (w % WARPS_N) .. + 32; per 8 of K each lane
-// loads MI A fragments with ldmatrix and 4 B fragments, rounds them to TF32 and issues 4 MI
-// mma. Rounding as the fragments are read costs two integer instructions a value; rounding
-// in shared memory when the copies land would cost fewer instructions but a third more
+// Multiplying: warp w computes pixels WARP_P (w / WARPS_N) .. + WARP_P x channels
+// WARP_N (w % WARPS_N) .. + WARP_N; per 8 of K each lane loads MI A fragments with ldmatrix and
+// NI = WARP_N / 8 B fragments, rounds them to TF32 and issues MI NI mma. Rounding as the
+// fragments are read costs one integer addition a value (the tensor core's truncation clears
+// the low bits); rounding in shared memory when the copies land would cost a third more
 // shared-memory traffic, which is what bounds this loop.
-template <int TILE_P, int TILE_N>
+template <int TILE_P, int TILE_N, int WARP_N>
 __device__ __forceinline__ void tf32_gathered_gemm_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin_row, int origin_col,
     const float* __restrict__ weights, int n, const float* __restrict__ bias, int activation,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col) {
-    constexpr int WARPS_N = TILE_N / 32, WARPS_P = 8 / WARPS_N;
-    constexpr int WARP_P = TILE_P / WARPS_P, MI = WARP_P / 16;
+    constexpr int WARPS_N = TILE_N / WARP_N, WARPS_P = 8 / WARPS_N;
+    constexpr int WARP_P = TILE_P / WARPS_P, MI = WARP_P / 16, NI = WARP_N / 8;
     constexpr int PITCH_B = TILE_N + 8;
     constexpr int A_COPIES = TILE_P * TF32_SLICE / 4 / WHORL_THREADS;
     constexpr int B_VECTORS = TF32_SLICE * TILE_N / 4;  // 16-byte copies of W per slice
@@ -103,7 +106,7 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
     const int p0 = blockIdx.x * TILE_P, n0 = blockIdx.y * TILE_N;
     const int thread = threadIdx.x, lane = thread % 32, warp = thread / 32;
     const int g = lane / 4, t = lane % 4;
-    const int warp_row = (warp / WARPS_N) * WARP_P, warp_col = (warp % WARPS_N) * 32;
+    const int warp_row = (warp / WARPS_N) * WARP_P, warp_col = (warp % WARPS_N) * WARP_N;
 
     // This thread's copies: pixel rows and K column of the window tile, rows and columns of W;
     // where they go in a stage (offsets in floats) and where W's come from at K = 0.
@@ -152,7 +155,7 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
         advance(cursor, TF32_SLICE, src_c, window);
     };
 
-    float acc[MI][4][4] = {};
+    float acc[MI][NI][4] = {};
 
     // Lane l of an ldmatrix points at row l % 8 + 8 ((l / 8) % 2), column 4 (l / 16) of a
     // 16 x 8 A tile: the four 8 x 4 matrices are then a[0..3] of the m16n8k8 fragment.
@@ -162,7 +165,7 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
         const float* b_tile = b_stages + stage * TF32_SLICE * PITCH_B;
         WHORL_UNROLL
         for (int ks = 0; ks < TF32_SLICE; ks += 8) {
-            unsigned a[MI][4], b[4][2];
+            unsigned a[MI][4], b[NI][2];
             WHORL_UNROLL
             for (int mi = 0; mi < MI; ++mi) {
                 ldmatrix_x4(a[mi], a_tile + (warp_row + mi * 16 + ldmatrix_row) * TF32_PITCH_A +
@@ -171,7 +174,7 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
                 for (int i = 0; i < 4; ++i) a[mi][i] = tf32_round(__uint_as_float(a[mi][i]));
             }
             WHORL_UNROLL
-            for (int ni = 0; ni < 4; ++ni) {
+            for (int ni = 0; ni < NI; ++ni) {
                 const float* column = b_tile + (ks + t) * PITCH_B + warp_col + ni * 8 + g;
                 b[ni][0] = tf32_round(column[0]);
                 b[ni][1] = tf32_round(column[4 * PITCH_B]);
@@ -179,7 +182,8 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
             WHORL_UNROLL
             for (int mi = 0; mi < MI; ++mi) {
                 WHORL_UNROLL
-                for (int ni = 0; ni < 4; ++ni) mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
+                for (int ni = 0; ni < NI; ++ni)
+                    mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
             }
         }
     };
@@ -198,7 +202,7 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
             const int col = out_stride * (within % grid_w) + out_col;
             float* out_pixel = out + (size_t(image * out_h + row) * out_w + col) * n;
             WHORL_UNROLL
-            for (int ni = 0; ni < 4; ++ni) {
+            for (int ni = 0; ni < NI; ++ni) {
                 const int c = n0 + warp_col + ni * 8 + 2 * t;
                 if (c >= n) continue;
                 float2 pair;
@@ -211,46 +215,43 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
     }
 }
 
-// The 128 x 128 tile. Grid: (ceil(pixels / TF32_WIDE_TILE_P), ceil(n / TF32_WIDE_TILE_N)); block 256; dynamic
-// shared memory TF32_WIDE_SHARED_FLOATS (above 48 KiB: the launch opts in).
+// The 256 x 128 tile. Grid: (ceil(pixels / TF32_WIDE_TILE_P), ceil(n / TF32_WIDE_TILE_N));
+// block 256; dynamic shared memory TF32_WIDE_SHARED_FLOATS (above 48 KiB: the launch opts in).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
-                               int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-                               int origin_col, const float* __restrict__ weights, int n,
-                               const float* __restrict__ bias, int activation, float* __restrict__ out,
-                               int out_h, int out_w, int out_stride, int out_row, int out_col) {
-    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window,
-                                       stride, origin_row, origin_col, weights, n, bias,
-                                       activation, out, out_h, out_w, out_stride, out_row,
-                                       out_col);
+conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n, int grid_h,
+    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
+    int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
+    int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
+    int out_col) {
+    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
 }
 
-// The 256 x 64 tile. Grid: (ceil(pixels / TF32_TILE_P), ceil(n / TF32_TILE_N)); block 256; dynamic
-// shared memory TF32_SHARED_FLOATS (above 48 KiB: the launch opts in).
+// The 256 x 64 tile. Grid: (ceil(pixels / TF32_TILE_P), ceil(n / TF32_TILE_N));
+// block 256; dynamic shared memory TF32_SHARED_FLOATS (above 48 KiB: the launch opts in).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
-                          int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-                          int origin_col, const float* __restrict__ weights, int n,
-                          const float* __restrict__ bias, int activation, float* __restrict__ out,
-                          int out_h, int out_w, int out_stride, int out_row, int out_col) {
-    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window,
-                                       stride, origin_row, origin_col, weights, n, bias,
-                                       activation, out, out_h, out_w, out_stride, out_row,
-                                       out_col);
+conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h,
+    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
+    int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
+    int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
+    int out_col) {
+    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
 }
 
-// The 256 x 32 tile. Grid: (ceil(pixels / TF32_NARROW_TILE_P), ceil(n / TF32_NARROW_TILE_N)); block 256; dynamic
-// shared memory TF32_NARROW_SHARED_FLOATS (above 48 KiB: the launch opts in).
+// The 256 x 32 tile. Grid: (ceil(pixels / TF32_NARROW_TILE_P), ceil(n / TF32_NARROW_TILE_N));
+// block 256; dynamic shared memory TF32_NARROW_SHARED_FLOATS (above 48 KiB: the launch opts in).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
-                                 int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-                                 int origin_col, const float* __restrict__ weights, int n,
-                                 const float* __restrict__ bias, int activation, float* __restrict__ out,
-                                 int out_h, int out_w, int out_stride, int out_row, int out_col) {
-    tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window,
-                                       stride, origin_row, origin_col, weights, n, bias,
-                                       activation, out, out_h, out_w, out_stride, out_row,
-                                       out_col);
+conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int grid_h,
+    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
+    int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
+    int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
+    int out_col) {
+    tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
 }
 
 // Kernel-gradient partials (conv2d_filter_partials) on tensor cores: partial[chunk, k, c] = sum
@@ -286,8 +287,8 @@ __device__ __forceinline__ void advance_pixels(GridCursor& at, int step, int gri
 // One 128 x COLUMNS tile of the partials per block of 256 threads (COLUMNS 64 or 128).
 // Copying: thread t fills, for pixel t / 16 of each slice, 4 window values at rows 4 (t % 16)
 // and 4 (t % 16) + 64 and 4 values of second at columns 4 (t % 16) + 64 j; the ones are plain
-// stores, made once. Multiplying: 8 warps, COLUMNS / 32 along the columns, each a (128 / warps along the
-// rows) x 32 tile of 16 x 8 mma tiles (64 x 32 in the wide tile).
+// stores, made once. Multiplying: 8 warps, COLUMNS / 32 along the columns, each a
+// (128 / warps along the rows) x 32 tile of 16 x 8 mma tiles (64 x 32 in the wide tile).
 template <int COLUMNS>
 __device__ __forceinline__ void tf32_filter_partials_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
@@ -298,7 +299,8 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
     constexpr int PITCH_B = COLUMNS + 8, B_COPIES = COLUMNS / 64;
     WHORL_DYNAMIC_SHARED(float, shared);
     float* a_stages = shared;  // [stage][pixel][row k]
-    float* b_stages = shared + TF32_STAGES * TF32_FILTER_SLICE * TF32_FILTER_PITCH_A;  // [stage][pixel][column]
+    // [stage][pixel][column]
+    float* b_stages = shared + TF32_STAGES * TF32_FILTER_SLICE * TF32_FILTER_PITCH_A;
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
     const int rows = ones == FILTER_ONES_ROW ? k_total + 1 : k_total;
@@ -360,8 +362,8 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
         // The pixel's window origin in src (row and column of tap (0, 0) less `origin`).
         const int source_row = stride * at.row, source_col = stride * at.col;
         const int origin_offset = ((at.image * src_h + source_row) * src_w + source_col) * src_c;
-        float* a_target = a_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * TF32_FILTER_PITCH_A +
-                          offset;
+        float* a_target =
+            a_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * TF32_FILTER_PITCH_A + offset;
         WHORL_UNROLL
         for (int i = 0; i < 2; ++i) {
             if (k[i] >= k_total) continue;
@@ -391,7 +393,8 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
             unsigned a[MI][4], b[4][2];
             WHORL_UNROLL
             for (int mi = 0; mi < MI; ++mi) {
-                const float* a_pixels = a_tile + (ks + t) * TF32_FILTER_PITCH_A + warp_row + mi * 16 + g;
+                const float* a_pixels =
+                    a_tile + (ks + t) * TF32_FILTER_PITCH_A + warp_row + mi * 16 + g;
                 a[mi][0] = tf32_round(a_pixels[0]);
                 a[mi][1] = tf32_round(a_pixels[8]);
                 a[mi][2] = tf32_round(a_pixels[4 * TF32_FILTER_PITCH_A]);
@@ -406,7 +409,8 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
             WHORL_UNROLL
             for (int mi = 0; mi < MI; ++mi) {
                 WHORL_UNROLL
-                for (int ni = 0; ni < 4; ++ni) mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
+                for (int ni = 0; ni < 4; ++ni)
+                    mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
             }
         }
     };
@@ -426,7 +430,8 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
                 for (int e = 0; e < 2; ++e) {
                     const int column = n0 + warp_col + ni * 8 + 2 * t + e;
                     if (column < columns)
-                        partial[(size_t(chunk) * rows + row) * columns + column] = acc[mi][ni][2 * half + e];
+                        partial[(size_t(chunk) * rows + row) * columns + column] =
+                            acc[mi][ni][2 * half + e];
                 }
             }
         }

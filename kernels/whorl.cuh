@@ -105,10 +105,11 @@ __device__ __forceinline__ void advance(TapCursor& cursor, int step, int src_c, 
 //
 // tf32_round(x): x rounded to TF32 (10 mantissa bits, nearest, ties away from zero; the low 13
 //   bits are zero), as a 32-bit register ready for an mma operand: half a TF32 unit added to
-//   the bits, then the low 13 bits cleared. Two integer instructions; cvt.rna.tf32.f32, which
-//   gives the same bits for every finite value and infinity, runs as three on sm_89 and sm_90
-//   (its extra FSETP keeps a NaN's payload, which here may turn the NaN into an infinity: a
-//   non-finite operand still makes a non-finite result).
+//   the bits, then the low 13 bits cleared: one integer addition in SASS when the result goes
+//   to an mma (ptxas drops the mask, since the tensor core ignores those bits). cvt.rna.tf32.f32
+//   gives the same bits for every finite value and infinity but runs as three instructions on
+//   sm_89 and sm_90 (its extra FSETP keeps a NaN's payload, which here may turn the NaN into an
+//   infinity: a non-finite operand still makes a non-finite result).
 // mma_tf32_m16n8k8(d, a, b, c): d = a b + c for one warp, A 16 x 8 (row), B 8 x 8 (col), C and D
 //   16 x 8 in float32. Every lane of the warp calls it together with its fragments, laid out as
 //   in the PTX ISA ("Matrix Fragments for mma.m16n8k8", .tf32), g = lane / 4, t = lane % 4:

@@ -378,7 +378,7 @@ impl<D: Device> GpuBackend<D> {
         let g = gather.grid;
         let on_tensor_cores = self.on_tensor_cores(gather, n);
         let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
-        // The tile that fits the output's channels: 128 x 128 on tensor cores above 64, a
+        // The tile that fits the output's channels: 256 x 128 on tensor cores above 64, a
         // narrow tile for at most 32, else the regular one.
         let narrow = n <= kernels::GEMM_NARROW_TILE_N;
         let wide = n > kernels::TF32_TILE_N;
