@@ -26,19 +26,22 @@
 //   In 2D, Q is the 2x2 box sum (upsample2_box_sums).
 #include "whorl.cuh"
 
-// Tile of the output: 128 pixels x 64 channels per block of 256 threads (256 x 32 for outputs
-// of at most 32 channels, so no half of the tile idles), K in steps of 16; each thread
-// accumulates 8 pixels x 4 channels in registers and gathers TILE_P / 16 window values per
-// step of K.
+// Tile of the output: 128 pixels x 64 channels per block of 256 threads (128 x 128 for outputs
+// of more than 64 channels, 256 x 32 for at most 32, so no half of the tile idles), K in steps
+// of 16; each thread accumulates 8 pixels x 4 channels in registers (8 x 8 in the 128 x 128
+// tile, twice the multiply-adds per shared-memory read and per gathered value) and gathers
+// TILE_P / 16 window values per step of K.
 #define GEMM_TILE_P 128
 #define GEMM_TILE_N 64
+#define GEMM_WIDE_TILE_P 128
+#define GEMM_WIDE_TILE_N 128
 #define GEMM_NARROW_TILE_P 256
 #define GEMM_NARROW_TILE_N 32
 #define GEMM_TILE_K 16
 #define GEMM_THREAD_P 8
-#define GEMM_THREAD_N 4
 // Shared memory: the A tile, the weight tile and the tile's window origins (4 words a pixel).
 #define GEMM_SHARED_FLOATS (GEMM_TILE_P * (GEMM_TILE_K + 5) + GEMM_TILE_K * GEMM_TILE_N)
+#define GEMM_WIDE_SHARED_FLOATS (GEMM_WIDE_TILE_P * (GEMM_TILE_K + 5) + GEMM_TILE_K * GEMM_WIDE_TILE_N)
 #define GEMM_NARROW_SHARED_FLOATS (GEMM_NARROW_TILE_P * (GEMM_TILE_K + 5) + GEMM_TILE_K * GEMM_NARROW_TILE_N)
 
 // Kernel-gradient tile: 64 rows of K x 64 columns per block, over 32 pixels at a time; shared
@@ -54,7 +57,7 @@
 // computed once, before the K loop, into shared memory (registers would hold 4 words a row). Multiplying: thread t computes channels 4 (t % (TILE_N / 4)) .. + 4
 // of pixels 8 (t / (TILE_N / 4)) .. + 8: per step of K, 8 + 4 shared-memory reads feed 32
 // multiply-adds. Threads that share their pixels read them as broadcasts.
-template <int TILE_P, int TILE_N>
+template <int TILE_P, int TILE_N, int THREAD_N>
 __device__ __forceinline__ void gathered_gemm_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin_row, int origin_col,
@@ -76,11 +79,11 @@ __device__ __forceinline__ void gathered_gemm_tile(
                                      stride, origin_row, origin_col);
     __syncthreads();
     TapCursor cursor = tap_cursor(gather_column, src_c, window);
-    const int first_column = (t % (TILE_N / GEMM_THREAD_N)) * GEMM_THREAD_N;
-    const int first_row = (t / (TILE_N / GEMM_THREAD_N)) * GEMM_THREAD_P;
-    float acc[GEMM_THREAD_P][GEMM_THREAD_N];
+    const int first_column = (t % (TILE_N / THREAD_N)) * THREAD_N;
+    const int first_row = (t / (TILE_N / THREAD_N)) * GEMM_THREAD_P;
+    float acc[GEMM_THREAD_P][THREAD_N];
     for (int r = 0; r < GEMM_THREAD_P; ++r)
-        for (int c = 0; c < GEMM_THREAD_N; ++c) acc[r][c] = 0.0f;
+        for (int c = 0; c < THREAD_N; ++c) acc[r][c] = 0.0f;
     for (int k0 = 0; k0 < k_total; k0 += GEMM_TILE_K) {
         const bool k_inside = k0 + gather_column < k_total;
         WHORL_UNROLL
@@ -99,12 +102,12 @@ __device__ __forceinline__ void gathered_gemm_tile(
         __syncthreads();
         WHORL_UNROLL
         for (int kk = 0; kk < GEMM_TILE_K; ++kk) {
-            float a[GEMM_THREAD_P], w[GEMM_THREAD_N];
+            float a[GEMM_THREAD_P], w[THREAD_N];
             for (int r = 0; r < GEMM_THREAD_P; ++r)
                 a[r] = a_tile[(first_row + r) * (GEMM_TILE_K + 1) + kk];
-            for (int c = 0; c < GEMM_THREAD_N; ++c) w[c] = w_tile[kk * TILE_N + first_column + c];
+            for (int c = 0; c < THREAD_N; ++c) w[c] = w_tile[kk * TILE_N + first_column + c];
             for (int r = 0; r < GEMM_THREAD_P; ++r)
-                for (int c = 0; c < GEMM_THREAD_N; ++c) acc[r][c] += a[r] * w[c];
+                for (int c = 0; c < THREAD_N; ++c) acc[r][c] += a[r] * w[c];
         }
         __syncthreads();
     }
@@ -117,7 +120,7 @@ __device__ __forceinline__ void gathered_gemm_tile(
         const int col = out_stride * (within % grid_w) + out_col;
         float* out_pixel = out + (size_t(image * out_h + row) * out_w + col) * n;
         WHORL_UNROLL
-        for (int c = 0; c < GEMM_THREAD_N; ++c) {
+        for (int c = 0; c < THREAD_N; ++c) {
             const int channel = n0 + first_column + c;
             if (channel >= n) break;
             const float b = bias ? bias[channel] : 0.0f;
@@ -134,10 +137,24 @@ conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int 
                      const float* __restrict__ weights, int n, const float* __restrict__ bias,
                      int activation, float* __restrict__ out, int out_h, int out_w,
                      int out_stride, int out_row, int out_col) {
-    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c,
+    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c,
                                                  window, stride, origin_row, origin_col, weights,
                                                  n, bias, activation, out, out_h, out_w,
                                                  out_stride, out_row, out_col);
+}
+
+// The 128 x 128 tile, for n > 64. Grid: (ceil(pixels / GEMM_WIDE_TILE_P),
+// ceil(n / GEMM_WIDE_TILE_N)); block 256; dynamic shared memory GEMM_WIDE_SHARED_FLOATS.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_gathered_gemm_wide(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
+                          int src_h, int src_w, int src_c, int window, int stride,
+                          int origin_row, int origin_col, const float* __restrict__ weights,
+                          int n, const float* __restrict__ bias, int activation,
+                          float* __restrict__ out, int out_h, int out_w, int out_stride,
+                          int out_row, int out_col) {
+    gathered_gemm_tile<GEMM_WIDE_TILE_P, GEMM_WIDE_TILE_N, 8>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
 }
 
 // The 256 x 32 tile, for n <= 32. Grid: (ceil(pixels / GEMM_NARROW_TILE_P), 1); block 256;
@@ -149,7 +166,7 @@ conv2d_gathered_gemm_narrow(const float* __restrict__ src, int grid_n, int grid_
                             int n, const float* __restrict__ bias, int activation,
                             float* __restrict__ out, int out_h, int out_w, int out_stride,
                             int out_row, int out_col) {
-    gathered_gemm_tile<GEMM_NARROW_TILE_P, GEMM_NARROW_TILE_N>(
+    gathered_gemm_tile<GEMM_NARROW_TILE_P, GEMM_NARROW_TILE_N, 4>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
 }

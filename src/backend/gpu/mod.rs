@@ -378,10 +378,10 @@ impl<D: Device> GpuBackend<D> {
         let g = gather.grid;
         let on_tensor_cores = self.on_tensor_cores(gather, n);
         let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
-        // The tile that fits the output's channels: 256 x 128 on tensor cores above 64, a
-        // narrow tile for at most 32, else the regular one.
+        // The tile that fits the output's channels: a wide one above 64, a narrow one for at
+        // most 32, else the regular one.
         let narrow = n <= kernels::GEMM_NARROW_TILE_N;
-        let wide = n > kernels::TF32_TILE_N;
+        let wide = n > kernels::GEMM_TILE_N;
         let (tiles, shared_floats) = match (on_tensor_cores, wide, narrow) {
             (true, true, _) => (
                 [kernels::TF32_WIDE_TILE_P, kernels::TF32_WIDE_TILE_N],
@@ -395,11 +395,15 @@ impl<D: Device> GpuBackend<D> {
                 [kernels::TF32_NARROW_TILE_P, kernels::TF32_NARROW_TILE_N],
                 kernels::TF32_NARROW_SHARED_FLOATS,
             ),
-            (false, _, true) => (
+            (false, true, _) => (
+                [kernels::GEMM_WIDE_TILE_P, kernels::GEMM_WIDE_TILE_N],
+                kernels::GEMM_WIDE_SHARED_FLOATS,
+            ),
+            (false, false, true) => (
                 [kernels::GEMM_NARROW_TILE_P, kernels::GEMM_NARROW_TILE_N],
                 kernels::GEMM_NARROW_SHARED_FLOATS,
             ),
-            (false, _, false) => (
+            (false, false, false) => (
                 [kernels::GEMM_TILE_P, kernels::GEMM_TILE_N],
                 kernels::GEMM_SHARED_FLOATS,
             ),
@@ -408,8 +412,9 @@ impl<D: Device> GpuBackend<D> {
             (true, true, _) => kernels::conv2d_gathered_gemm_tf32_wide,
             (true, false, false) => kernels::conv2d_gathered_gemm_tf32,
             (true, false, true) => kernels::conv2d_gathered_gemm_tf32_narrow,
-            (false, _, true) => kernels::conv2d_gathered_gemm_narrow,
-            (false, _, false) => kernels::conv2d_gathered_gemm,
+            (false, true, _) => kernels::conv2d_gathered_gemm_wide,
+            (false, false, true) => kernels::conv2d_gathered_gemm_narrow,
+            (false, false, false) => kernels::conv2d_gathered_gemm,
         };
         let launch = Launch::blocks(tile_grid([g.pixels(), n], tiles, 1), shared_floats);
         kernel(
