@@ -44,12 +44,16 @@
 #define GEMM_WIDE_SHARED_FLOATS (GEMM_WIDE_TILE_P * (GEMM_TILE_K + 5) + GEMM_TILE_K * GEMM_WIDE_TILE_N)
 #define GEMM_NARROW_SHARED_FLOATS (GEMM_NARROW_TILE_P * (GEMM_TILE_K + 5) + GEMM_TILE_K * GEMM_NARROW_TILE_N)
 
-// Kernel-gradient tile: 64 rows of K x 64 columns per block, over 32 pixels at a time; shared
-// memory for the two staged operands and the 32 pixels' window origins (4 words each).
+// Kernel-gradient tiles: 64 rows of K x 64 columns per block (128 x 128 where 128 columns pad
+// no more than 64), over 32 pixels at a time; shared memory for the two staged operands (rows
+// padded to a multiple of 4 floats, so a thread reads its rows and columns as float4) and the
+// 32 pixels' window origins (4 words each).
 #define FILTER_TILE_K 64
 #define FILTER_TILE_N 64
+#define FILTER_WIDE_TILE 128
 #define FILTER_TILE_P 32
-#define FILTER_SHARED_FLOATS (2 * FILTER_TILE_P * (FILTER_TILE_K + 1) + 4 * FILTER_TILE_P)
+#define FILTER_SHARED_FLOATS (2 * FILTER_TILE_P * (FILTER_TILE_K + 4) + 4 * FILTER_TILE_P)
+#define FILTER_WIDE_SHARED_FLOATS (2 * FILTER_TILE_P * (FILTER_WIDE_TILE + 4) + 4 * FILTER_TILE_P)
 
 // out[p', n] = activation(bias[n] + sum over k of window(p)[k] * weights[k, n]), one
 // TILE_P x TILE_N tile of it per block of 256 threads. Gathering: thread t loads column t % 16
@@ -221,72 +225,96 @@ extern "C" __global__ void upsample2_box_sums(const float* __restrict__ dz, int 
 // window(p)[k] * g[p, c], where g = second[p, c] for c < n. With FILTER_ONES_ROW, row k = K (one
 // past the window) is all ones, so that row is the sum of g; with FILTER_ONES_COLUMN, column
 // c = n of g is all ones, so that column is the sum of the windows.
-// Grid: (ceil(rows / 64), ceil(columns / 64), chunks); block 256; dynamic shared memory
-// FILTER_SHARED_FLOATS. Staging: threads t < 32 find the window origins of the tile's 32
-// pixels (the only divisions in the loop); thread t then stages column t % 64 of both operands
-// for pixels t / 64 + 4 m, its tap and channel fixed before the loop. Multiplying: thread t
-// computes rows 4 (t / 16) .. + 4 and columns 4 (t % 16) .. + 4 of the block's 64 x 64 tile:
-// per pixel, 4 + 4 shared-memory reads feed 16 multiply-adds.
-extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_filter_partials(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
-                       int src_h, int src_w, int src_c, int window, int stride, int origin,
-                       const float* __restrict__ second, int n, int ones, int pixels_per_chunk,
-                       float* __restrict__ partial) {
+// One TILE x TILE tile (TILE 64 or 128) per block of 256 threads. Staging: threads t < 32 find
+// the window origins of the tile's 32 pixels (the only divisions in the loop); thread t then
+// stages column t % TILE of both operands for pixels t / TILE + (256 / TILE) m, its tap and
+// channel fixed before the loop. Multiplying: thread t computes rows R (t / 16) .. + R and
+// columns R (t % 16) .. + R of the tile, R = TILE / 16: per pixel, 2 R shared-memory reads (as
+// float4) feed R^2 multiply-adds.
+template <int TILE>
+__device__ __forceinline__ void filter_partials_tile(
+    const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
+    int src_c, int window, int stride, int origin, const float* __restrict__ second, int n,
+    int ones, int pixels_per_chunk, float* __restrict__ partial) {
+    constexpr int R = TILE / 16, PITCH = TILE + 4;
     WHORL_DYNAMIC_SHARED(float, shared);
-    const int row_stride = FILTER_TILE_K + 1;
-    float* a_tile = shared;                                // [pixels][k]: window values
-    float* g_tile = shared + FILTER_TILE_P * row_stride;  // [pixels][column]: second operand
-    WindowOrigin* origins = reinterpret_cast<WindowOrigin*>(g_tile + FILTER_TILE_P * row_stride);
+    float* a_tile = shared;                            // [pixels][k]: window values
+    float* g_tile = shared + FILTER_TILE_P * PITCH;    // [pixels][column]: second operand
+    WindowOrigin* origins = reinterpret_cast<WindowOrigin*>(g_tile + FILTER_TILE_P * PITCH);
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
     const int rows = ones == FILTER_ONES_ROW ? k_total + 1 : k_total;
     const int columns = ones == FILTER_ONES_COLUMN ? n + 1 : n;
-    const int k0 = blockIdx.x * FILTER_TILE_K, n0 = blockIdx.y * FILTER_TILE_N, chunk = blockIdx.z;
+    const int k0 = blockIdx.x * TILE, n0 = blockIdx.y * TILE, chunk = blockIdx.z;
     const int begin = chunk * pixels_per_chunk;
     const int end = min(pixels, begin + pixels_per_chunk);
-    const int t = threadIdx.x, first_column = (t % 16) * 4, first_row = (t / 16) * 4;
-    const int column = t % FILTER_TILE_K, k = k0 + column, g_column = n0 + column;
+    const int t = threadIdx.x, first_column = (t % 16) * R, first_row = (t / 16) * R;
+    const int column = t % TILE, k = k0 + column, g_column = n0 + column;
     const int tap = k / src_c, ty = tap / window, tx = tap % window, channel = k % src_c;
     const bool ones_row = ones == FILTER_ONES_ROW && k == k_total;
     const bool ones_column = ones == FILTER_ONES_COLUMN && g_column == n;
-    float acc[4][4];
-    for (int r = 0; r < 4; ++r)
-        for (int c = 0; c < 4; ++c) acc[r][c] = 0.0f;
+    float acc[R][R];
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < R; ++c) acc[r][c] = 0.0f;
     for (int p0 = begin; p0 < end; p0 += FILTER_TILE_P) {
         if (t < FILTER_TILE_P)
             origins[t] = window_origin(p0 + t, end, grid_h, grid_w, src_h, src_w, src_c, stride,
                                        origin, origin);
         __syncthreads();
-        for (int q = t / FILTER_TILE_K; q < FILTER_TILE_P; q += WHORL_THREADS / FILTER_TILE_K) {
+        for (int q = t / TILE; q < FILTER_TILE_P; q += WHORL_THREADS / TILE) {
             const WindowOrigin o = origins[q];
             float value = 0.0f;
             if (k < k_total) value = window_value(src, o, ty, tx, channel, src_h, src_w, src_c);
             else if (ones_row && o.valid) value = 1.0f;
-            a_tile[q * row_stride + column] = value;
+            a_tile[q * PITCH + column] = value;
             float g = 0.0f;
             if (o.valid && g_column < n) g = second[size_t(p0 + q) * n + g_column];
             else if (o.valid && ones_column) g = 1.0f;
-            g_tile[q * row_stride + column] = g;
+            g_tile[q * PITCH + column] = g;
         }
         __syncthreads();
         WHORL_UNROLL
         for (int q = 0; q < FILTER_TILE_P; ++q) {
-            float a[4], g[4];
-            for (int r = 0; r < 4; ++r) a[r] = a_tile[q * row_stride + first_row + r];
-            for (int c = 0; c < 4; ++c) g[c] = g_tile[q * row_stride + first_column + c];
-            for (int r = 0; r < 4; ++r)
-                for (int c = 0; c < 4; ++c) acc[r][c] += a[r] * g[c];
+            float a[R], g[R];
+            for (int r = 0; r < R; ++r) a[r] = a_tile[q * PITCH + first_row + r];
+            for (int c = 0; c < R; ++c) g[c] = g_tile[q * PITCH + first_column + c];
+            for (int r = 0; r < R; ++r)
+                for (int c = 0; c < R; ++c) acc[r][c] += a[r] * g[c];
         }
         __syncthreads();
     }
-    for (int r = 0; r < 4; ++r) {
+    for (int r = 0; r < R; ++r) {
         const int k = k0 + first_row + r;
-        for (int c = 0; c < 4; ++c) {
+        for (int c = 0; c < R; ++c) {
             const int column = n0 + first_column + c;
             if (k < rows && column < columns)
                 partial[(size_t(chunk) * rows + k) * columns + column] = acc[r][c];
         }
     }
+}
+
+// The 64 x 64 tile. Grid: (ceil(rows / FILTER_TILE_K), ceil(columns / FILTER_TILE_N), chunks);
+// block 256; dynamic shared memory FILTER_SHARED_FLOATS.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_filter_partials(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
+                       int src_h, int src_w, int src_c, int window, int stride, int origin,
+                       const float* __restrict__ second, int n, int ones, int pixels_per_chunk,
+                       float* __restrict__ partial) {
+    filter_partials_tile<FILTER_TILE_K>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window,
+                                        stride, origin, second, n, ones, pixels_per_chunk,
+                                        partial);
+}
+
+// The 128 x 128 tile. Grid: (ceil(rows / FILTER_WIDE_TILE), ceil(columns / FILTER_WIDE_TILE),
+// chunks); block 256; dynamic shared memory FILTER_WIDE_SHARED_FLOATS.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_filter_partials_wide(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
+                            int src_h, int src_w, int src_c, int window, int stride, int origin,
+                            const float* __restrict__ second, int n, int ones,
+                            int pixels_per_chunk, float* __restrict__ partial) {
+    filter_partials_tile<FILTER_WIDE_TILE>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c,
+                                           window, stride, origin, second, n, ones,
+                                           pixels_per_chunk, partial);
 }
 
 // out[e] = sum over chunks, in order, of partial[chunk, e]: deterministic.

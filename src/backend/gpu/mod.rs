@@ -474,11 +474,18 @@ impl<D: Device> GpuBackend<D> {
         }
         let on_tensor_cores = self.on_tensor_cores(gather, n);
         let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
-        // On tensor cores, the 128-column tile where it pads no more columns than the 64-column
-        // one (128 columns; not 129, which a ones column makes of 128).
-        let wide = columns.div_ceil(kernels::TF32_FILTER_WIDE_COLUMNS)
-            * kernels::TF32_FILTER_WIDE_COLUMNS
-            <= columns.div_ceil(kernels::TF32_FILTER_COLUMNS) * kernels::TF32_FILTER_COLUMNS;
+        // The wide tile where it pads no more columns than the regular one (128 columns; not
+        // 129, which a ones column makes of 128).
+        let (wide_columns, regular_columns) = if on_tensor_cores {
+            (
+                kernels::TF32_FILTER_WIDE_COLUMNS,
+                kernels::TF32_FILTER_COLUMNS,
+            )
+        } else {
+            (kernels::FILTER_WIDE_TILE, kernels::FILTER_TILE_N)
+        };
+        let padded = |tile: usize| columns.div_ceil(tile) * tile;
+        let wide = padded(wide_columns) <= padded(regular_columns);
         let (tiles, shared_floats) = match (on_tensor_cores, wide) {
             (true, true) => (
                 [kernels::TF32_FILTER_ROWS, kernels::TF32_FILTER_WIDE_COLUMNS],
@@ -488,7 +495,11 @@ impl<D: Device> GpuBackend<D> {
                 [kernels::TF32_FILTER_ROWS, kernels::TF32_FILTER_COLUMNS],
                 kernels::TF32_FILTER_SHARED_FLOATS,
             ),
-            (false, _) => (
+            (false, true) => (
+                [kernels::FILTER_WIDE_TILE, kernels::FILTER_WIDE_TILE],
+                kernels::FILTER_WIDE_SHARED_FLOATS,
+            ),
+            (false, false) => (
                 [kernels::FILTER_TILE_K, kernels::FILTER_TILE_N],
                 kernels::FILTER_SHARED_FLOATS,
             ),
@@ -497,7 +508,8 @@ impl<D: Device> GpuBackend<D> {
         let kernel = match (on_tensor_cores, wide) {
             (true, true) => kernels::conv2d_filter_partials_tf32_wide,
             (true, false) => kernels::conv2d_filter_partials_tf32,
-            (false, _) => kernels::conv2d_filter_partials,
+            (false, true) => kernels::conv2d_filter_partials_wide,
+            (false, false) => kernels::conv2d_filter_partials,
         };
         kernel(
             &mut self.device,
