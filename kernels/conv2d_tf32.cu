@@ -261,10 +261,11 @@ conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int 
 #define TF32_FILTER_ROWS 128
 #define TF32_FILTER_COLUMNS 64
 #define TF32_FILTER_WIDE_COLUMNS 128
+#define TF32_FILTER_LARGE_ROWS 256
 #define TF32_FILTER_SLICE 16
-#define TF32_FILTER_PITCH_A (TF32_FILTER_ROWS + 8)
-#define TF32_FILTER_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_PITCH_A + TF32_FILTER_COLUMNS + 8))
-#define TF32_FILTER_WIDE_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_PITCH_A + TF32_FILTER_WIDE_COLUMNS + 8))
+#define TF32_FILTER_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_ROWS + 8 + TF32_FILTER_COLUMNS + 8))
+#define TF32_FILTER_WIDE_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_ROWS + 8 + TF32_FILTER_WIDE_COLUMNS + 8))
+#define TF32_FILTER_LARGE_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_LARGE_ROWS + 8 + TF32_FILTER_WIDE_COLUMNS + 8))
 
 // Where a copying thread's pixel is: its image and position in the grid, advanced by whole
 // slices without divisions.
@@ -284,33 +285,34 @@ __device__ __forceinline__ void advance_pixels(GridCursor& at, int step, int gri
     }
 }
 
-// One 128 x COLUMNS tile of the partials per block of 256 threads (COLUMNS 64 or 128).
-// Copying: thread t fills, for pixel t / 16 of each slice, 4 window values at rows 4 (t % 16)
-// and 4 (t % 16) + 64 and 4 values of second at columns 4 (t % 16) + 64 j; the ones are plain
-// stores, made once. Multiplying: 8 warps, COLUMNS / 32 along the columns, each a
-// (128 / warps along the rows) x 32 tile of 16 x 8 mma tiles (64 x 32 in the wide tile).
-template <int COLUMNS>
+// One ROWS x COLUMNS tile of the partials per block of 256 threads (128 x 64, 128 x 128 or
+// 256 x 128). Copying: thread t fills, for pixel t / 16 of each slice, 4 window values at rows
+// 4 (t % 16) + 64 i and 4 values of second at columns 4 (t % 16) + 64 j; the ones are plain
+// stores, made once. Multiplying: 8 warps, COLUMNS / WARP_N along the columns, each a
+// (ROWS / warps along the rows) x WARP_N tile of 16 x 8 mma tiles (32 x 32, 64 x 32, 64 x 64).
+template <int ROWS, int COLUMNS, int WARP_N>
 __device__ __forceinline__ void tf32_filter_partials_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin, const float* __restrict__ second, int n,
     int ones, int pixels_per_chunk, float* __restrict__ partial) {
-    constexpr int WARPS_N = COLUMNS / 32, WARPS_M = 8 / WARPS_N;
-    constexpr int WARP_M = TF32_FILTER_ROWS / WARPS_M, MI = WARP_M / 16;
-    constexpr int PITCH_B = COLUMNS + 8, B_COPIES = COLUMNS / 64;
+    constexpr int WARPS_N = COLUMNS / WARP_N, WARPS_M = 8 / WARPS_N;
+    constexpr int WARP_M = ROWS / WARPS_M, MI = WARP_M / 16, NI = WARP_N / 8;
+    constexpr int PITCH_A = ROWS + 8, PITCH_B = COLUMNS + 8;
+    constexpr int A_COPIES = ROWS / 64, B_COPIES = COLUMNS / 64;
     WHORL_DYNAMIC_SHARED(float, shared);
     float* a_stages = shared;  // [stage][pixel][row k]
     // [stage][pixel][column]
-    float* b_stages = shared + TF32_STAGES * TF32_FILTER_SLICE * TF32_FILTER_PITCH_A;
+    float* b_stages = shared + TF32_STAGES * TF32_FILTER_SLICE * PITCH_A;
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
     const int rows = ones == FILTER_ONES_ROW ? k_total + 1 : k_total;
     const int columns = ones == FILTER_ONES_COLUMN ? n + 1 : n;
-    const int k0 = blockIdx.x * TF32_FILTER_ROWS, n0 = blockIdx.y * COLUMNS;
+    const int k0 = blockIdx.x * ROWS, n0 = blockIdx.y * COLUMNS;
     const int chunk = blockIdx.z;
     const int begin = chunk * pixels_per_chunk, end = min(pixels, begin + pixels_per_chunk);
     const int thread = threadIdx.x, lane = thread % 32, warp = thread / 32;
     const int g = lane / 4, t = lane % 4;
-    const int warp_row = (warp / WARPS_N) * WARP_M, warp_col = (warp % WARPS_N) * 32;
+    const int warp_row = (warp / WARPS_N) * WARP_M, warp_col = (warp % WARPS_N) * WARP_N;
 
     // This thread's copies, for the pixel at slice offset copy_pixel: the window at rows k and
     // k + 64 (their taps and channels fixed for the block) and second at columns n0 + offset +
@@ -318,9 +320,9 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
     const int copy_pixel = thread / 16, offset = (thread % 16) * 4;
     // Each window copy's tap (its row and column relative to the pixel's window origin) and
     // its offset in src from that origin.
-    int k[2], tap_row[2], tap_col[2], tap_offset[2];
+    int k[A_COPIES], tap_row[A_COPIES], tap_col[A_COPIES], tap_offset[A_COPIES];
     WHORL_UNROLL
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < A_COPIES; ++i) {
         k[i] = k0 + offset + 64 * i;
         int tap = k[i] / src_c;
         tap_row[i] = tap / window + origin;
@@ -333,10 +335,10 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
     // its other operand is filled with. Stored once in every stage.
     for (int stage = 0; stage < TF32_STAGES; ++stage) {
         WHORL_UNROLL
-        for (int i = 0; i < 2; ++i)
+        for (int i = 0; i < A_COPIES; ++i)
             if (k[i] >= k_total) {
-                float* target = a_stages + (stage * TF32_FILTER_SLICE + copy_pixel) *
-                                               TF32_FILTER_PITCH_A + offset + 64 * i;
+                float* target = a_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * PITCH_A +
+                                offset + 64 * i;
                 target[0] = k[i] == k_total && ones == FILTER_ONES_ROW ? 1.0f : 0.0f;
                 target[1] = target[2] = target[3] = 0.0f;
             }
@@ -362,10 +364,9 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
         // The pixel's window origin in src (row and column of tap (0, 0) less `origin`).
         const int source_row = stride * at.row, source_col = stride * at.col;
         const int origin_offset = ((at.image * src_h + source_row) * src_w + source_col) * src_c;
-        float* a_target =
-            a_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * TF32_FILTER_PITCH_A + offset;
+        float* a_target = a_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * PITCH_A + offset;
         WHORL_UNROLL
-        for (int i = 0; i < 2; ++i) {
+        for (int i = 0; i < A_COPIES; ++i) {
             if (k[i] >= k_total) continue;
             const int row = source_row + tap_row[i], col = source_col + tap_col[i];
             const bool inside = pixel_inside && row >= 0 && col >= 0 && row < src_h && col < src_w;
@@ -383,25 +384,24 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
         advance_pixels(at, TF32_FILTER_SLICE, grid_h, grid_w);
     };
 
-    float acc[MI][4][4] = {};
+    float acc[MI][NI][4] = {};
     auto multiply = [&](int stage) {
-        const float* a_tile = a_stages + stage * TF32_FILTER_SLICE * TF32_FILTER_PITCH_A;
+        const float* a_tile = a_stages + stage * TF32_FILTER_SLICE * PITCH_A;
         const float* b_tile = b_stages + stage * TF32_FILTER_SLICE * PITCH_B;
         WHORL_UNROLL
         for (int ks = 0; ks < TF32_FILTER_SLICE; ks += 8) {
             // A is [row k][pixel]: its fragment's (row, column) is (k, pixel) of the tile.
-            unsigned a[MI][4], b[4][2];
+            unsigned a[MI][4], b[NI][2];
             WHORL_UNROLL
             for (int mi = 0; mi < MI; ++mi) {
-                const float* a_pixels =
-                    a_tile + (ks + t) * TF32_FILTER_PITCH_A + warp_row + mi * 16 + g;
+                const float* a_pixels = a_tile + (ks + t) * PITCH_A + warp_row + mi * 16 + g;
                 a[mi][0] = tf32_round(a_pixels[0]);
                 a[mi][1] = tf32_round(a_pixels[8]);
-                a[mi][2] = tf32_round(a_pixels[4 * TF32_FILTER_PITCH_A]);
-                a[mi][3] = tf32_round(a_pixels[4 * TF32_FILTER_PITCH_A + 8]);
+                a[mi][2] = tf32_round(a_pixels[4 * PITCH_A]);
+                a[mi][3] = tf32_round(a_pixels[4 * PITCH_A + 8]);
             }
             WHORL_UNROLL
-            for (int ni = 0; ni < 4; ++ni) {
+            for (int ni = 0; ni < NI; ++ni) {
                 const float* b_pixels = b_tile + (ks + t) * PITCH_B + warp_col + ni * 8 + g;
                 b[ni][0] = tf32_round(b_pixels[0]);
                 b[ni][1] = tf32_round(b_pixels[4 * PITCH_B]);
@@ -409,7 +409,7 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
             WHORL_UNROLL
             for (int mi = 0; mi < MI; ++mi) {
                 WHORL_UNROLL
-                for (int ni = 0; ni < 4; ++ni)
+                for (int ni = 0; ni < NI; ++ni)
                     mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
             }
         }
@@ -425,7 +425,7 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
             const int row = k0 + warp_row + mi * 16 + g + 8 * half;
             if (row >= rows) continue;
             WHORL_UNROLL
-            for (int ni = 0; ni < 4; ++ni) {
+            for (int ni = 0; ni < NI; ++ni) {
                 WHORL_UNROLL
                 for (int e = 0; e < 2; ++e) {
                     const int column = n0 + warp_col + ni * 8 + 2 * t + e;
@@ -438,17 +438,18 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
     }
 }
 
-// The 128 x 64 and 128 x 128 tiles. Grid: (ceil(rows / 128), ceil(columns / COLUMNS), chunks);
-// block 256; dynamic shared memory TF32_FILTER_SHARED_FLOATS or TF32_FILTER_WIDE_SHARED_FLOATS
-// (above 48 KiB: the launch opts in).
+// The 128 x 64, 128 x 128 and 256 x 128 tiles. Grid: (ceil(rows / ROWS), ceil(columns /
+// COLUMNS), chunks); block 256; dynamic shared memory TF32_FILTER_SHARED_FLOATS,
+// TF32_FILTER_WIDE_SHARED_FLOATS or TF32_FILTER_LARGE_SHARED_FLOATS (above 48 KiB: the launch
+// opts in).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
                             int src_h, int src_w, int src_c, int window, int stride, int origin,
                             const float* __restrict__ second, int n, int ones,
                             int pixels_per_chunk, float* __restrict__ partial) {
-    tf32_filter_partials_tile<TF32_FILTER_COLUMNS>(src, grid_n, grid_h, grid_w, src_h, src_w,
-                                                   src_c, window, stride, origin, second, n, ones,
-                                                   pixels_per_chunk, partial);
+    tf32_filter_partials_tile<TF32_FILTER_ROWS, TF32_FILTER_COLUMNS, 32>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n, ones,
+        pixels_per_chunk, partial);
 }
 
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
@@ -456,8 +457,17 @@ conv2d_filter_partials_tf32_wide(const float* __restrict__ src, int grid_n, int 
                                  int grid_w, int src_h, int src_w, int src_c, int window,
                                  int stride, int origin, const float* __restrict__ second, int n,
                                  int ones, int pixels_per_chunk, float* __restrict__ partial) {
-    tf32_filter_partials_tile<TF32_FILTER_WIDE_COLUMNS>(src, grid_n, grid_h, grid_w, src_h,
-                                                        src_w, src_c, window, stride, origin,
-                                                        second, n, ones, pixels_per_chunk,
-                                                        partial);
+    tf32_filter_partials_tile<TF32_FILTER_ROWS, TF32_FILTER_WIDE_COLUMNS, 32>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n, ones,
+        pixels_per_chunk, partial);
+}
+
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_filter_partials_tf32_large(const float* __restrict__ src, int grid_n, int grid_h,
+                                  int grid_w, int src_h, int src_w, int src_c, int window,
+                                  int stride, int origin, const float* __restrict__ second, int n,
+                                  int ones, int pixels_per_chunk, float* __restrict__ partial) {
+    tf32_filter_partials_tile<TF32_FILTER_LARGE_ROWS, TF32_FILTER_WIDE_COLUMNS, 64>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n, ones,
+        pixels_per_chunk, partial);
 }

@@ -58,9 +58,14 @@ fn tf32_convolutions_multiply_exactly_the_operands_rounded_to_tf32() {
     // rounded to TF32 (the bias is added in FP32), up to FP32 accumulation. An operand left
     // unrounded, which the tensor core truncates, errs by ~2^-12 relative and fails this bound.
     // Direct convolutions only: the upsampled passes round sums of taps and of dz as well.
-    // Output channels 12 and 68 and input channels 8 and 36 reach the 256 x 32, 128 x 128 and
-    // 256 x 64 tiles of the gathered GEMM.
-    let cases = [(nhwc(2, 9, 11, 8), 12), (nhwc(3, 13, 6, 36), 68)];
+    // Output channels 12, 68 and 72 and input channels 8, 36 and 28 reach the 256 x 32,
+    // 256 x 128 and 256 x 64 tiles of the gathered GEMM; the kernel gradients (9 cin + 1 rows
+    // x cout columns) the 128 x 64, 128 x 128 and 256 x 128 (253 rows) tiles.
+    let cases = [
+        (nhwc(2, 9, 11, 8), 12),
+        (nhwc(3, 13, 6, 36), 68),
+        (nhwc(2, 7, 9, 28), 72),
+    ];
     for (case, (input, cout)) in cases.into_iter().enumerate() {
         let conv = conv(input, cout, ConvInput::Direct, Activation::Relu);
         let inputs = parity::conv_inputs(&conv, 200 + case as u64);
