@@ -58,9 +58,10 @@
 // out[p', n] = activation(bias[n] + sum over k of window(p)[k] * weights[k, n]), one
 // TILE_P x TILE_N tile of it per block of 256 threads. Gathering: thread t loads column t % 16
 // of the A tile for pixel rows t / 16 + 16 m (m < TILE_P / 16); the tile's window origins are
-// computed once, before the K loop, into shared memory (registers would hold 4 words a row). Multiplying: thread t computes channels 4 (t % (TILE_N / 4)) .. + 4
-// of pixels 8 (t / (TILE_N / 4)) .. + 8: per step of K, 8 + 4 shared-memory reads feed 32
-// multiply-adds. Threads that share their pixels read them as broadcasts.
+// computed once, before the K loop, into shared memory (registers would hold 4 words a row).
+// Multiplying: thread t computes channels THREAD_N (t % (TILE_N / THREAD_N)) .. + THREAD_N of
+// pixels 8 (t / (TILE_N / THREAD_N)) .. + 8: per step of K, 8 + THREAD_N shared-memory reads
+// feed 8 THREAD_N multiply-adds. Threads that share their pixels read them as broadcasts.
 template <int TILE_P, int TILE_N, int THREAD_N>
 __device__ __forceinline__ void gathered_gemm_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
@@ -141,10 +142,9 @@ conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int 
                      const float* __restrict__ weights, int n, const float* __restrict__ bias,
                      int activation, float* __restrict__ out, int out_h, int out_w,
                      int out_stride, int out_row, int out_col) {
-    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c,
-                                                 window, stride, origin_row, origin_col, weights,
-                                                 n, bias, activation, out, out_h, out_w,
-                                                 out_stride, out_row, out_col);
+    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
 }
 
 // The 128 x 128 tile, for n > 64. Grid: (ceil(pixels / GEMM_WIDE_TILE_P),
