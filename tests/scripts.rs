@@ -7,7 +7,16 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// A command's standard output and error, for assertion messages.
+fn log(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
 
 fn executable(path: &Path, script: &str) {
     std::fs::write(path, script).unwrap();
@@ -41,11 +50,7 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
         .env("GPU_CHECK_RESULTS", &results)
         .output()
         .unwrap();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let log = log(&output);
     assert_eq!(output.status.code(), Some(1), "{log}");
     let run = std::fs::read_dir(&results)
         .unwrap()
@@ -114,11 +119,7 @@ fn the_recipe_study_trains_and_scores_every_recipe() {
         )
         .output()
         .unwrap();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let log = log(&output);
     assert!(output.status.success(), "{log}");
     let study = std::fs::read_to_string(out.join("study.md")).unwrap();
     let rows: Vec<&str> = study.lines().filter(|l| l.starts_with("| ")).collect();
