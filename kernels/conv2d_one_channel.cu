@@ -4,127 +4,260 @@
 // the warp, and the passes run at the speed of the memory they must read.
 #include "whorl.cuh"
 
-// conv2d_one_input_channel: output channels per thread.
+// conv2d_one_input_channel: output channels per thread, and consecutive pixels of a row per
+// thread (the nine inputs of each are shared with its neighbours, from registers).
 #define ONE_INPUT_CHANNELS 4
+#define ONE_INPUT_RUN 8
 
-// conv2d_upsampled_one_output_channel: source cells per block (16 lanes each).
-#define ONE_OUTPUT_LANES 16
-#define ONE_OUTPUT_CELLS (WHORL_THREADS / ONE_OUTPUT_LANES)
+// conv2d_upsampled_one_output_channel: lanes sharing a run of cells (each a slice of the
+// channels), cells per run, runs per block, channels a lane reads per step (at a stride of
+// ONE_OUTPUT_LANES, so one address serves all of them), and the shared floats per channel of
+// the phase kernel (its 16 taps, padded so that 8 lanes reading 16 bytes each hit distinct banks).
+#define ONE_OUTPUT_LANES 8
+#define ONE_OUTPUT_RUN 4
+#define ONE_OUTPUT_RUNS (WHORL_THREADS / ONE_OUTPUT_LANES)
+#define ONE_OUTPUT_STEP 2
+#define ONE_OUTPUT_TAPS 20
 
-// conv2d_filter_partials_one_channel: pixels whose windows a block stages at a time, the most
-// columns (channels of the second operand, with a ones column) a thread covers in steps of 32,
-// the running sums per column (9 taps and the ones row), and the shared memory: the staged
-// windows (those 10 values each, padded to 12) and one set of sums per warp for the block's
-// final, fixed-order reduction.
-#define ONE_CHANNEL_TILE_P 64
+// conv2d_filter_partials_one_channel: pixels whose windows a block stages at a time (one per
+// thread), pixels whose second-operand rows a warp loads together, the most columns (channels
+// of the second operand, with a ones column) a thread covers in steps of 32, the running sums
+// per column (9 taps and the ones row), and the shared memory: the staged windows (those 10
+// values each, padded to 12), then, in the same memory, one set of sums per warp for the
+// block's final, fixed-order reduction.
+#define ONE_CHANNEL_TILE_P WHORL_THREADS
+#define ONE_CHANNEL_UNROLL 8
 #define ONE_CHANNEL_ROWS 10
 #define ONE_CHANNEL_WINDOW 12
 #define ONE_CHANNEL_GROUPS 3
 #define ONE_CHANNEL_MAX_COLUMNS (32 * ONE_CHANNEL_GROUPS)
 #define ONE_CHANNEL_WARPS (WHORL_THREADS / 32)
 #define ONE_CHANNEL_SUMS (ONE_CHANNEL_WARPS * ONE_CHANNEL_ROWS * ONE_CHANNEL_MAX_COLUMNS)
-#define ONE_CHANNEL_SHARED_FLOATS (ONE_CHANNEL_TILE_P * ONE_CHANNEL_WINDOW + ONE_CHANNEL_SUMS)
+#define ONE_CHANNEL_SHARED_FLOATS ONE_CHANNEL_SUMS
+
+// conv2d_upsampled_one_output_channel's channel loop for one run: lane's channels of the run's
+// 3 x (ONE_OUTPUT_RUN + 2) neighbourhood (at[dr][m]: where each neighbour starts in the
+// image, -1 in the zero padding) times the phase kernel, into the run's sums. With Checked
+// false every neighbour is inside the image and every step's channels exist (cin is a multiple
+// of ONE_OUTPUT_STEP ONE_OUTPUT_LANES), and the reads are not checked.
+template <bool Checked>
+__device__ __forceinline__ void accumulate_run(const float* __restrict__ plane,
+                                               const int (&at)[3][ONE_OUTPUT_RUN + 2],
+                                               int lane, int cin, const float* kernel,
+                                               float (&sums)[ONE_OUTPUT_RUN][2][2]) {
+    for (int c0 = lane; c0 < cin; c0 += ONE_OUTPUT_STEP * ONE_OUTPUT_LANES) {
+        float values[ONE_OUTPUT_STEP][3][ONE_OUTPUT_RUN + 2];
+        WHORL_UNROLL
+        for (int k = 0; k < ONE_OUTPUT_STEP; ++k) {
+            const int ci = c0 + k * ONE_OUTPUT_LANES;
+            WHORL_UNROLL
+            for (int dr = 0; dr < 3; ++dr)
+                WHORL_UNROLL
+                for (int m = 0; m < ONE_OUTPUT_RUN + 2; ++m)
+                    values[k][dr][m] = (!Checked || (at[dr][m] >= 0 && ci < cin))
+                                           ? plane[at[dr][m] + ci]
+                                           : 0.0f;
+        }
+        WHORL_UNROLL
+        for (int k = 0; k < ONE_OUTPUT_STEP; ++k) {
+            // A channel past cin has only zeros: any channel's taps leave the sums as they are.
+            const int ci = min(c0 + k * ONE_OUTPUT_LANES, cin - 1);
+            const float4* quads = reinterpret_cast<const float4*>(kernel + ci * ONE_OUTPUT_TAPS);
+            float taps[16];  // [a][b][dy][dx]
+            WHORL_UNROLL
+            for (int i = 0; i < 4; ++i) {
+                const float4 quad = quads[i];
+                taps[4 * i] = quad.x;
+                taps[4 * i + 1] = quad.y;
+                taps[4 * i + 2] = quad.z;
+                taps[4 * i + 3] = quad.w;
+            }
+            // Tap (dy, dx) of output (a, b) of cell r is neighbour (a + dy, r + b + dx).
+            WHORL_UNROLL
+            for (int r = 0; r < ONE_OUTPUT_RUN; ++r)
+                WHORL_UNROLL
+                for (int a = 0; a < 2; ++a)
+                    WHORL_UNROLL
+                    for (int b = 0; b < 2; ++b)
+                        WHORL_UNROLL
+                        for (int dy = 0; dy < 2; ++dy)
+                            WHORL_UNROLL
+                            for (int dx = 0; dx < 2; ++dx)
+                                sums[r][a][b] += taps[((a * 2 + b) * 2 + dy) * 2 + dx] *
+                                                 values[k][a + dy][r + b + dx];
+        }
+    }
+}
 
 // y[image, 2s + a, 2t + b] = activation(bias + sum over dy, dx in {0, 1} and channels ci of
 // phases[a, b, dy, dx, ci] x[image, s - 1 + a + dy, t - 1 + b + dx, ci]): a 3x3 convolution
 // with one output channel of upsample2(x), as the four 2x2 phase convolutions of x (conv2d.cu
 // derives them; conv2d_fold_phases_kernel folds the kernel, cout = 1).
-// Each source cell (image, s, t) owns the four outputs it is the centre of, and 16 lanes share
-// it: lane l reads channels l, l + 16, ... of the cell's 3x3 neighbourhood (a half-warp reads
-// 64 contiguous bytes of each pixel), the half-warp adds its partial sums with shuffles and
-// lane 0 writes the four outputs. Grid ceil(cells / 16), block 256; dynamic shared memory
-// 16 cin floats (the phase kernel).
+// Each run of ONE_OUTPUT_RUN cells (image, s, t0 .. t0 + 3) of a source row owns the four
+// outputs each of its cells is the centre of, and 8 lanes share it: lane l reads channels
+// l, l + 8, ... of the run's 3 x 6 neighbourhood (the 8 lanes read 32 contiguous bytes of each
+// pixel), two channels a step with all 36 reads issued together, and each value read feeds,
+// from registers, every tap of every cell and output it belongs to (up to 16 FMAs); a channel's
+// 16 phase taps are four 16-byte shared reads. The 8 lanes then add their partial sums with
+// shuffles in a fixed order, and lane 2r + a writes row a of cell r's outputs.
+// Grid ceil(runs / 32), runs = batch src_h ceil(src_w / 4); block 256; dynamic shared memory
+// ONE_OUTPUT_TAPS cin floats (the phase kernel, channel-major).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_upsampled_one_output_channel(const float* __restrict__ x, int batch, int src_h, int src_w,
                                     int cin, const float* __restrict__ phases,
                                     const float* __restrict__ bias, int activation,
                                     float* __restrict__ y) {
-    WHORL_DYNAMIC_SHARED(float, kernel);  // [a][b][dy][dx][ci]
-    for (int e = threadIdx.x; e < 16 * cin; e += WHORL_THREADS) kernel[e] = phases[e];
+    WHORL_DYNAMIC_SHARED(float, kernel);  // [ci][a][b][dy][dx], ONE_OUTPUT_TAPS floats per ci
+    for (int tap = 0; tap < 16; ++tap)
+        for (int ci = threadIdx.x; ci < cin; ci += WHORL_THREADS)
+            kernel[ci * ONE_OUTPUT_TAPS + tap] = phases[tap * cin + ci];
     __syncthreads();
     const int lane = threadIdx.x % ONE_OUTPUT_LANES;
-    const int cell = blockIdx.x * ONE_OUTPUT_CELLS + threadIdx.x / ONE_OUTPUT_LANES;
-    const int cells = batch * src_h * src_w;
-    const int image = cell / (src_h * src_w), s = cell / src_w % src_h, t = cell % src_w;
-    float sums[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};  // [a][b]
-    if (cell < cells) {
-        const float* plane = x + size_t(image) * src_h * src_w * cin;
-        // Neighbour (s + dr, t + dc) is tap (dy, dx) = (dr + 1 - a, dc + 1 - b) of output (a, b)
-        // when both are 0 or 1.
+    const int runs_per_row = (src_w + ONE_OUTPUT_RUN - 1) / ONE_OUTPUT_RUN;
+    const int run = blockIdx.x * ONE_OUTPUT_RUNS + threadIdx.x / ONE_OUTPUT_LANES;
+    const int source_row = run / runs_per_row;  // image * src_h + s
+    const int s = source_row % src_h, t0 = run % runs_per_row * ONE_OUTPUT_RUN;
+    const bool exists = source_row < batch * src_h;
+    float sums[ONE_OUTPUT_RUN][2][2];  // [cell][a][b]
+    WHORL_UNROLL
+    for (int r = 0; r < ONE_OUTPUT_RUN; ++r)
+        for (int a = 0; a < 2; ++a)
+            for (int b = 0; b < 2; ++b) sums[r][a][b] = 0.0f;
+    if (exists) {
+        const float* plane = x + size_t(source_row - s) * src_w * cin;
+        // Where neighbour (s - 1 + dr, t0 - 1 + m) starts in the image, -1 in the zero padding.
+        int at[3][ONE_OUTPUT_RUN + 2];
         WHORL_UNROLL
-        for (int dr = -1; dr <= 1; ++dr) {
+        for (int dr = 0; dr < 3; ++dr) {
             WHORL_UNROLL
-            for (int dc = -1; dc <= 1; ++dc) {
-                const int row = s + dr, col = t + dc;
-                if (row < 0 || col < 0 || row >= src_h || col >= src_w) continue;
-                const float* pixel = plane + size_t(row * src_w + col) * cin;
-                for (int ci = lane; ci < cin; ci += ONE_OUTPUT_LANES) {
-                    const float value = pixel[ci];
-                    WHORL_UNROLL
-                    for (int a = 0; a < 2; ++a) {
-                        WHORL_UNROLL
-                        for (int b = 0; b < 2; ++b) {
-                            const int dy = dr + 1 - a, dx = dc + 1 - b;
-                            if (dy < 0 || dy > 1 || dx < 0 || dx > 1) continue;
-                            sums[a][b] += kernel[(((a * 2 + b) * 2 + dy) * 2 + dx) * cin + ci] *
-                                          value;
-                        }
-                    }
-                }
+            for (int m = 0; m < ONE_OUTPUT_RUN + 2; ++m) {
+                const int row = s - 1 + dr, col = t0 - 1 + m;
+                const bool inside = row >= 0 && row < src_h && col >= 0 && col < src_w;
+                at[dr][m] = inside ? (row * src_w + col) * cin : -1;
             }
         }
+        const bool inside = s >= 1 && s + 1 < src_h && t0 >= 1 && t0 + ONE_OUTPUT_RUN < src_w;
+        if (inside && cin % (ONE_OUTPUT_STEP * ONE_OUTPUT_LANES) == 0)
+            accumulate_run<false>(plane, at, lane, cin, kernel, sums);
+        else
+            accumulate_run<true>(plane, at, lane, cin, kernel, sums);
     }
-    // The cells of a warp's two half-warps add their lanes' sums separately.
+    // The runs of a warp's four 8-lane groups add their lanes' sums separately.
     WHORL_UNROLL
     for (int offset = ONE_OUTPUT_LANES / 2; offset > 0; offset /= 2)
-        for (int a = 0; a < 2; ++a)
-            for (int b = 0; b < 2; ++b)
-                sums[a][b] += __shfl_xor_sync(0xffffffffu, sums[a][b], offset);
-    if (lane != 0 || cell >= cells) return;
+        WHORL_UNROLL
+        for (int r = 0; r < ONE_OUTPUT_RUN; ++r)
+            for (int a = 0; a < 2; ++a)
+                for (int b = 0; b < 2; ++b)
+                    sums[r][a][b] += __shfl_xor_sync(0xffffffffu, sums[r][a][b], offset);
+    if (!exists) return;
     const float b0 = bias ? bias[0] : 0.0f;
-    for (int a = 0; a < 2; ++a)
-        for (int b = 0; b < 2; ++b)
-            y[(size_t(image) * 2 * src_h + 2 * s + a) * 2 * src_w + 2 * t + b] =
-                activate(sums[a][b] + b0, activation);
+    WHORL_UNROLL
+    for (int r = 0; r < ONE_OUTPUT_RUN; ++r)
+        for (int a = 0; a < 2; ++a) {
+            const int t = t0 + r;
+            if (lane != 2 * r + a || t >= src_w) continue;
+            float* out = y + size_t(2 * source_row + a) * 2 * src_w + 2 * t;
+            out[0] = activate(sums[r][a][0] + b0, activation);
+            out[1] = activate(sums[r][a][1] + b0, activation);
+        }
+}
+
+// conv2d_one_input_channel's taps for one run: the 3 x (ONE_INPUT_RUN + 2) inputs around pixels
+// (i, j0 .. j0 + 7) of a plane, 0 outside it, times the group's weights, into the run's sums.
+// With Checked false the whole neighbourhood is inside the plane and the reads are not checked.
+template <bool Checked>
+__device__ __forceinline__ void accumulate_pixels(const float* __restrict__ plane, int i, int j0,
+                                                  int h, int w,
+                                                  const float (&weights)[9][ONE_INPUT_CHANNELS],
+                                                  float (&sums)[ONE_INPUT_RUN][ONE_INPUT_CHANNELS]) {
+    WHORL_UNROLL
+    for (int ty = 0; ty < 3; ++ty) {
+        const int row = i + ty - 1;
+        if (Checked && (row < 0 || row >= h)) continue;
+        float values[ONE_INPUT_RUN + 2];  // columns j0 - 1 .. j0 + 8
+        WHORL_UNROLL
+        for (int m = 0; m < ONE_INPUT_RUN + 2; ++m) {
+            const int col = j0 - 1 + m;
+            values[m] = (!Checked || (col >= 0 && col < w)) ? plane[row * w + col] : 0.0f;
+        }
+        WHORL_UNROLL
+        for (int r = 0; r < ONE_INPUT_RUN; ++r)
+            WHORL_UNROLL
+            for (int tx = 0; tx < 3; ++tx)
+                WHORL_UNROLL
+                for (int c = 0; c < ONE_INPUT_CHANNELS; ++c)
+                    sums[r][c] += weights[ty * 3 + tx][c] * values[r + tx];
+    }
 }
 
 // y[p, co] = activation(bias[co] + sum over taps (ty, tx) of kernel[ty, tx, 0, co]
 // x[p + (ty - 1, tx - 1)]): a 3x3 'same' convolution of a one-channel input.
-// One thread per pixel and group of 4 consecutive channels: it reads the pixel's nine inputs
-// once for its 4 outputs (the threads of one pixel read the same inputs, as broadcasts), and a
-// warp's stores cover consecutive channels of consecutive pixels. Grid ceil(pixels
-// ceil(cout / 4) / 256), block 256; dynamic shared memory 9 cout floats (the kernel).
+// One thread per run of ONE_INPUT_RUN pixels (i, j0 .. j0 + 7) of a row and group of 4
+// consecutive channels: it keeps its group's 36 taps in registers (nine 16-byte shared reads
+// from a copy padded to whole groups), reads the 3 x 10 inputs around the run once (the threads
+// of one run read the same inputs, as broadcasts) and does the run's 288 FMAs from registers.
+// A warp's stores cover 4 runs' whole 128-byte rows of 32 channels (16 bytes a thread when cout
+// is a multiple of 4).
+// Grid ceil(runs ceil(cout / 4) / 256), runs = batch h ceil(w / 8); block 256; dynamic shared
+// memory 9 ceil(cout / 4) 4 floats (the kernel, zero-padded to whole groups).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_one_input_channel(const float* __restrict__ x, int batch, int h, int w,
                          const float* __restrict__ kernel, int cout,
                          const float* __restrict__ bias, int activation,
                          float* __restrict__ y) {
-    WHORL_DYNAMIC_SHARED(float, taps);  // [ty][tx][co]
-    for (int e = threadIdx.x; e < 9 * cout; e += WHORL_THREADS) taps[e] = kernel[e];
-    __syncthreads();
     const int groups = (cout + ONE_INPUT_CHANNELS - 1) / ONE_INPUT_CHANNELS;
+    const int padded = groups * ONE_INPUT_CHANNELS;
+    WHORL_DYNAMIC_SHARED(float, taps);  // [ty][tx][co], padded channels
+    for (int tap = 0; tap < 9; ++tap)
+        for (int co = threadIdx.x; co < padded; co += WHORL_THREADS)
+            taps[tap * padded + co] = co < cout ? kernel[tap * cout + co] : 0.0f;
+    __syncthreads();
+    const int runs_per_row = (w + ONE_INPUT_RUN - 1) / ONE_INPUT_RUN;
     const int e = blockIdx.x * blockDim.x + threadIdx.x;
-    if (e >= batch * h * w * groups) return;
-    const int co0 = e % groups * ONE_INPUT_CHANNELS, pixel = e / groups;
-    const int image = pixel / (h * w), i = pixel / w % h, j = pixel % w;
-    const float* plane = x + size_t(image) * h * w;
-    float sums[ONE_INPUT_CHANNELS];
-    WHORL_UNROLL
-    for (int c = 0; c < ONE_INPUT_CHANNELS; ++c)
-        sums[c] = (bias && co0 + c < cout) ? bias[co0 + c] : 0.0f;
+    if (e >= batch * h * runs_per_row * groups) return;
+    const int co0 = e % groups * ONE_INPUT_CHANNELS, run = e / groups;
+    const int image_row = run / runs_per_row;  // image * h + i
+    const int i = image_row % h, j0 = run % runs_per_row * ONE_INPUT_RUN;
+    const float* plane = x + size_t(image_row - i) * w;
+    float weights[9][ONE_INPUT_CHANNELS];
     WHORL_UNROLL
     for (int tap = 0; tap < 9; ++tap) {
-        const int row = i + tap / 3 - 1, col = j + tap % 3 - 1;
-        if (row < 0 || col < 0 || row >= h || col >= w) continue;
-        const float value = plane[row * w + col];
-        WHORL_UNROLL
-        for (int c = 0; c < ONE_INPUT_CHANNELS; ++c)
-            if (co0 + c < cout) sums[c] += taps[tap * cout + co0 + c] * value;
+        const float4 quad = *reinterpret_cast<const float4*>(taps + tap * padded + co0);
+        weights[tap][0] = quad.x;
+        weights[tap][1] = quad.y;
+        weights[tap][2] = quad.z;
+        weights[tap][3] = quad.w;
     }
-    float* out = y + size_t(pixel) * cout + co0;
+    float sums[ONE_INPUT_RUN][ONE_INPUT_CHANNELS];
     WHORL_UNROLL
-    for (int c = 0; c < ONE_INPUT_CHANNELS; ++c)
-        if (co0 + c < cout) out[c] = activate(sums[c], activation);
+    for (int c = 0; c < ONE_INPUT_CHANNELS; ++c) {
+        const float start = (bias && co0 + c < cout) ? bias[co0 + c] : 0.0f;
+        WHORL_UNROLL
+        for (int r = 0; r < ONE_INPUT_RUN; ++r) sums[r][c] = start;
+    }
+    const bool inside = i >= 1 && i + 1 < h && j0 >= 1 && j0 + ONE_INPUT_RUN < w;
+    if (inside)
+        accumulate_pixels<false>(plane, i, j0, h, w, weights, sums);
+    else
+        accumulate_pixels<true>(plane, i, j0, h, w, weights, sums);
+    const bool vector = cout % ONE_INPUT_CHANNELS == 0 && reinterpret_cast<size_t>(y) % 16 == 0;
+    WHORL_UNROLL
+    for (int r = 0; r < ONE_INPUT_RUN; ++r) {
+        if (j0 + r >= w) break;
+        float* out = y + (size_t(image_row) * w + j0 + r) * cout + co0;
+        float results[ONE_INPUT_CHANNELS];
+        WHORL_UNROLL
+        for (int c = 0; c < ONE_INPUT_CHANNELS; ++c) results[c] = activate(sums[r][c], activation);
+        if (vector) {
+            *reinterpret_cast<float4*>(out) =
+                make_float4(results[0], results[1], results[2], results[3]);
+        } else {
+            WHORL_UNROLL
+            for (int c = 0; c < ONE_INPUT_CHANNELS; ++c)
+                if (co0 + c < cout) out[c] = results[c];
+        }
+    }
 }
 
 // conv2d_filter_partials (conv2d.cu) for a one-channel source: the same partials, the same
@@ -133,56 +266,93 @@ conv2d_one_input_channel(const float* __restrict__ x, int batch, int h, int w,
 // and the sum of second[p, c] at k = 9 (conv1: x's windows, dz the second operand); with
 // FILTER_ONES_COLUMN, rows k < 9 and columns c <= n, column n the sum of window(p)[k] (conv6:
 // the windows of dz's box sums, x the second operand).
-// The block stages the windows of 64 pixels at a time in shared memory (thread q < 64 gathers
-// pixel q's nine taps); warp v then takes pixels v, v + 8, ... of them, lane l the columns
-// l, l + 32, l + 64, so each pixel's read of the second operand is one coalesced row, and
-// every lane adds its column times the pixel's window into ONE_CHANNEL_ROWS running sums per
-// column. At the end the warps' sums meet in shared memory and are added in warp order:
-// deterministic.
+// The block stages the windows of 256 pixels at a time in shared memory, one per thread (each
+// thread reads the next tile's window into registers while the block works on this one); warp
+// v then takes pixels 32v .. 32v + 31 of them, 8 at a time: lane l loads columns l, l + 32,
+// l + 64 of the 8 pixels' rows of the second operand together (coalesced rows, 8 to 24 loads
+// in flight), then adds each column times the pixel's window (three 16-byte broadcast reads)
+// into ONE_CHANNEL_ROWS running sums per column, pixels in order. At the end the warps' sums
+// meet in shared memory and are added in warp order: deterministic.
 // Grid: chunks; block 256; dynamic shared memory ONE_CHANNEL_SHARED_FLOATS; columns <= 96.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_filter_partials_one_channel(const float* __restrict__ src, int grid_n, int grid_h,
                                    int grid_w, int src_h, int src_w, int stride, int origin,
                                    const float* __restrict__ second, int n, int ones,
                                    int pixels_per_chunk, float* __restrict__ partial) {
+    static_assert(ONE_CHANNEL_TILE_P * ONE_CHANNEL_WINDOW <= ONE_CHANNEL_SHARED_FLOATS,
+                  "the staged windows fit in the shared memory of the sums");
     WHORL_DYNAMIC_SHARED(float, shared);
-    float* windows = shared;                                          // [TILE_P][WINDOW]
-    float* warp_sums = shared + ONE_CHANNEL_TILE_P * ONE_CHANNEL_WINDOW;  // [warp][ROWS][MAX_COLUMNS]
+    float* windows = shared;    // [TILE_P][WINDOW], while the chunk is read
+    float* warp_sums = shared;  // [warp][ROWS][MAX_COLUMNS], at the end
     const int pixels = grid_n * grid_h * grid_w;
     const int rows = ones == FILTER_ONES_ROW ? ONE_CHANNEL_ROWS : 9;
     const int columns = ones == FILTER_ONES_COLUMN ? n + 1 : n;
     const int begin = blockIdx.x * pixels_per_chunk;
     const int end = min(pixels, begin + pixels_per_chunk);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    // This thread's pixel of the tile at p0: its window (zeros past the chunk's end).
+    float next[ONE_CHANNEL_WINDOW];
+    auto gather = [&](int p0) {
+        WindowOrigin o = window_origin(p0 + threadIdx.x, end, grid_h, grid_w, src_h, src_w, 1,
+                                       stride, origin, origin);
+        WHORL_UNROLL
+        for (int tap = 0; tap < 9; ++tap)
+            next[tap] = window_value(src, o, tap / 3, tap % 3, 0, src_h, src_w, 1);
+        next[9] = (o.valid && ones == FILTER_ONES_ROW) ? 1.0f : 0.0f;
+        next[10] = next[11] = 0.0f;
+    };
+    // This lane's columns: read from the second operand, or a constant (1 in the ones column,
+    // 0 past the columns; a staged window past the chunk's end is zeros, so a pixel past it
+    // may take the constant too).
+    bool reads[ONE_CHANNEL_GROUPS];
+    float constant[ONE_CHANNEL_GROUPS];
     float acc[ONE_CHANNEL_GROUPS][ONE_CHANNEL_ROWS];
-    for (int g = 0; g < ONE_CHANNEL_GROUPS; ++g)
+    WHORL_UNROLL
+    for (int g = 0; g < ONE_CHANNEL_GROUPS; ++g) {
+        const int c = lane + 32 * g;
+        reads[g] = c < n;
+        constant[g] = (c == n && ones == FILTER_ONES_COLUMN) ? 1.0f : 0.0f;
+        WHORL_UNROLL
         for (int k = 0; k < ONE_CHANNEL_ROWS; ++k) acc[g][k] = 0.0f;
+    }
+    if (begin < end) gather(begin);
     for (int p0 = begin; p0 < end; p0 += ONE_CHANNEL_TILE_P) {
-        if (threadIdx.x < ONE_CHANNEL_TILE_P) {
-            const int q = threadIdx.x;
-            WindowOrigin o = window_origin(p0 + q, end, grid_h, grid_w, src_h, src_w, 1, stride,
-                                           origin, origin);
-            float* window = windows + q * ONE_CHANNEL_WINDOW;
-            for (int tap = 0; tap < 9; ++tap)
-                window[tap] = window_value(src, o, tap / 3, tap % 3, 0, src_h, src_w, 1);
-            window[9] = (o.valid && ones == FILTER_ONES_ROW) ? 1.0f : 0.0f;
-        }
+        __syncthreads();  // the previous tile's windows are no longer read
+        float4* window = reinterpret_cast<float4*>(windows + threadIdx.x * ONE_CHANNEL_WINDOW);
+        WHORL_UNROLL
+        for (int i = 0; i < ONE_CHANNEL_WINDOW / 4; ++i)
+            window[i] = make_float4(next[4 * i], next[4 * i + 1], next[4 * i + 2], next[4 * i + 3]);
         __syncthreads();
-        const int tile_end = min(ONE_CHANNEL_TILE_P, end - p0);
-        for (int q = warp; q < tile_end; q += ONE_CHANNEL_WARPS) {
-            const float* window = windows + q * ONE_CHANNEL_WINDOW;
-            const float* row = second + size_t(p0 + q) * n;
+        if (p0 + ONE_CHANNEL_TILE_P < end) gather(p0 + ONE_CHANNEL_TILE_P);
+        const int first = warp * 32, last = min(first + 32, end - p0);
+        for (int q0 = first; q0 < last; q0 += ONE_CHANNEL_UNROLL) {
+            float values[ONE_CHANNEL_UNROLL][ONE_CHANNEL_GROUPS];
+            const float* rows = second + size_t(p0 + q0) * n + lane;
             WHORL_UNROLL
-            for (int g = 0; g < ONE_CHANNEL_GROUPS; ++g) {
-                const int c = lane + 32 * g;
-                if (c >= columns) break;
-                const float value = c < n ? row[c] : 1.0f;
+            for (int u = 0; u < ONE_CHANNEL_UNROLL; ++u)
                 WHORL_UNROLL
-                for (int k = 0; k < ONE_CHANNEL_ROWS; ++k) acc[g][k] += window[k] * value;
+                for (int g = 0; g < ONE_CHANNEL_GROUPS; ++g)
+                    values[u][g] = (q0 + u < last && reads[g]) ? rows[u * n + 32 * g] : constant[g];
+            WHORL_UNROLL
+            for (int u = 0; u < ONE_CHANNEL_UNROLL; ++u) {
+                const float4* quads =
+                    reinterpret_cast<const float4*>(windows + (q0 + u) * ONE_CHANNEL_WINDOW);
+                const float4 w0 = quads[0], w1 = quads[1], w2 = quads[2];
+                const float window[ONE_CHANNEL_ROWS] = {w0.x, w0.y, w0.z, w0.w, w1.x,
+                                                        w1.y, w1.z, w1.w, w2.x, w2.y};
+                // Groups past the columns are skipped by the whole warp; a lane past them in
+                // the last group adds zeros.
+                WHORL_UNROLL
+                for (int g = 0; g < ONE_CHANNEL_GROUPS; ++g) {
+                    if (32 * g >= columns) break;
+                    WHORL_UNROLL
+                    for (int k = 0; k < ONE_CHANNEL_ROWS; ++k)
+                        acc[g][k] += window[k] * values[u][g];
+                }
             }
         }
-        __syncthreads();
     }
+    __syncthreads();  // the windows' memory becomes the warps' sums
     for (int g = 0; g < ONE_CHANNEL_GROUPS; ++g)
         for (int k = 0; k < ONE_CHANNEL_ROWS; ++k)
             warp_sums[(warp * ONE_CHANNEL_ROWS + k) * ONE_CHANNEL_MAX_COLUMNS + lane + 32 * g] = acc[g][k];

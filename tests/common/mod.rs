@@ -93,7 +93,7 @@ pub fn conv(input: Nhwc, cout: usize, read: ConvInput, activation: Activation) -
 }
 
 /// (input shape, output channels): single pixels, odd sizes, many tiles, wide channels.
-pub const CONV_CASES: [(Nhwc, usize); 8] = [
+pub const CONV_CASES: [(Nhwc, usize); 10] = [
     (
         Nhwc {
             batch: 1,
@@ -167,6 +167,26 @@ pub const CONV_CASES: [(Nhwc, usize); 8] = [
             channels: 1,
         },
         33,
+    ),
+    // Grids of more than one tile of the one-channel kernel gradient (256 pixels), with runs
+    // of the one-channel forward kernels away from the image's border.
+    (
+        Nhwc {
+            batch: 1,
+            height: 17,
+            width: 17,
+            channels: 1,
+        },
+        4,
+    ),
+    (
+        Nhwc {
+            batch: 1,
+            height: 20,
+            width: 20,
+            channels: 16,
+        },
+        1,
     ),
 ];
 

@@ -646,11 +646,14 @@ impl<D: Device> Backend for GpuBackend<D> {
         if conv.read == ConvInput::Direct && cin == 1 {
             let [batch, h, w, _] = shape_args(conv.input)?;
             let groups = cout.div_ceil(kernels::ONE_INPUT_CHANNELS);
-            let threads = conv.input.pixels() * groups;
-            let blocks = threads.div_ceil(kernels::WHORL_THREADS) as u32;
+            let runs = conv.input.batch
+                * conv.input.height
+                * conv.input.width.div_ceil(kernels::ONE_INPUT_RUN);
+            let blocks = (runs * groups).div_ceil(kernels::WHORL_THREADS) as u32;
+            let padded_kernel = 9 * groups * kernels::ONE_INPUT_CHANNELS;
             return kernels::conv2d_one_input_channel(
                 &mut self.device,
-                Launch::blocks([blocks, 1, 1], 9 * cout),
+                Launch::blocks([blocks, 1, 1], padded_kernel),
                 x.ptr,
                 batch,
                 h,
@@ -680,10 +683,13 @@ impl<D: Device> Backend for GpuBackend<D> {
         )?;
         if cout == 1 {
             let [batch, h, w, _] = shape_args(conv.input)?;
-            let cells = conv.input.pixels().div_ceil(kernels::ONE_OUTPUT_CELLS);
+            let runs = conv.input.batch
+                * conv.input.height
+                * conv.input.width.div_ceil(kernels::ONE_OUTPUT_RUN);
+            let blocks = runs.div_ceil(kernels::ONE_OUTPUT_RUNS) as u32;
             return kernels::conv2d_upsampled_one_output_channel(
                 &mut self.device,
-                Launch::blocks([cells as u32, 1, 1], 16 * cin),
+                Launch::blocks([blocks, 1, 1], kernels::ONE_OUTPUT_TAPS * cin),
                 x.ptr,
                 batch,
                 h,
