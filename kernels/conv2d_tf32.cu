@@ -11,18 +11,18 @@
 #include "whorl.cuh"
 
 // Block tiles of TILE_P pixels x TILE_N channels, K in slices of 16 through a 3-stage
-// shared-memory pipeline; 8 warps, TILE_N / WARP_N along the channels and the rest along the
-// pixels, each warp a (TILE_P / warps along the pixels) x WARP_N tile of m16n8k8 mma tiles.
-// The tile follows the layer: 256 x 128 (64 x 64 warp tiles) for more than 64 output
-// channels, 256 x 64 for 33-64, 256 x 32 for at most 32 (64 x 32 and 32 x 32 warp tiles), so
-// no warp multiplies columns that do not exist. The shared-memory reads per mma fall as the
-// warp tile grows: a 64 x 64 tile reads 128 values per 8 of K for 32 mma, a 64 x 32 one 96
-// for 16. Row pitches are padded so a warp's fragment reads hit 32 banks (A: 8 rows of 16
+// shared-memory pipeline; 8 warps, TILE_N / 32 along the channels and the rest along the
+// pixels, each warp a (TILE_P / warps along the pixels) x 32 tile of m16n8k8 mma tiles.
+// The tile follows the layer: 128 x 128 for more than 64 output channels, 256 x 64 for 33-64
+// (64 x 32 warp tiles), 256 x 32 for at most 32 (32 x 32), so no warp multiplies columns that
+// do not exist. (A 256 x 128 tile of 64 x 64 warp tiles reads a third fewer shared-memory
+// values per mma, but at 209 registers one block fits an SM, and on an H100 it was 5-10%
+// slower.) Row pitches are padded so a warp's fragment reads hit 32 banks (A: 8 rows of 16
 // bytes at an 80-byte pitch).
 #define TF32_SLICE 16
 #define TF32_STAGES 3
 #define TF32_PITCH_A (TF32_SLICE + 4)
-#define TF32_WIDE_TILE_P 256
+#define TF32_WIDE_TILE_P 128
 #define TF32_WIDE_TILE_N 128
 #define TF32_TILE_P 256
 #define TF32_TILE_N 64
@@ -86,13 +86,13 @@ __device__ __forceinline__ GatherRow gather_row(int pixel, int pixels, int grid_
 // fragments are read costs one integer addition a value (the tensor core's truncation clears
 // the low bits); rounding in shared memory when the copies land would cost a third more
 // shared-memory traffic, which is what bounds this loop.
-template <int TILE_P, int TILE_N, int WARP_N>
+template <int TILE_P, int TILE_N>
 __device__ __forceinline__ void tf32_gathered_gemm_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin_row, int origin_col,
     const float* __restrict__ weights, int n, const float* __restrict__ bias, int activation,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col) {
-    constexpr int WARPS_N = TILE_N / WARP_N, WARPS_P = 8 / WARPS_N;
+    constexpr int WARP_N = 32, WARPS_N = TILE_N / WARP_N, WARPS_P = 8 / WARPS_N;
     constexpr int WARP_P = TILE_P / WARPS_P, MI = WARP_P / 16, NI = WARP_N / 8;
     constexpr int PITCH_B = TILE_N + 8;
     constexpr int A_COPIES = TILE_P * TF32_SLICE / 4 / WHORL_THREADS;
@@ -215,7 +215,7 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
     }
 }
 
-// The 256 x 128 tile. Grid: (ceil(pixels / TF32_WIDE_TILE_P), ceil(n / TF32_WIDE_TILE_N));
+// The 128 x 128 tile. Grid: (ceil(pixels / TF32_WIDE_TILE_P), ceil(n / TF32_WIDE_TILE_N));
 // block 256; dynamic shared memory TF32_WIDE_SHARED_FLOATS (above 48 KiB: the launch opts in).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n, int grid_h,
@@ -223,7 +223,7 @@ conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n, int gr
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
     int out_col) {
-    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64>(
+    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
 }
@@ -236,7 +236,7 @@ conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h,
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
     int out_col) {
-    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32>(
+    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
 }
@@ -249,7 +249,7 @@ conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int 
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
     int out_col) {
-    tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32>(
+    tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
 }
@@ -261,11 +261,9 @@ conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int 
 #define TF32_FILTER_ROWS 128
 #define TF32_FILTER_COLUMNS 64
 #define TF32_FILTER_WIDE_COLUMNS 128
-#define TF32_FILTER_LARGE_ROWS 256
 #define TF32_FILTER_SLICE 16
 #define TF32_FILTER_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_ROWS + 8 + TF32_FILTER_COLUMNS + 8))
 #define TF32_FILTER_WIDE_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_ROWS + 8 + TF32_FILTER_WIDE_COLUMNS + 8))
-#define TF32_FILTER_LARGE_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_LARGE_ROWS + 8 + TF32_FILTER_WIDE_COLUMNS + 8))
 
 // Where a copying thread's pixel is: its image and position in the grid, advanced by whole
 // slices without divisions.
@@ -285,17 +283,17 @@ __device__ __forceinline__ void advance_pixels(GridCursor& at, int step, int gri
     }
 }
 
-// One ROWS x COLUMNS tile of the partials per block of 256 threads (128 x 64, 128 x 128 or
-// 256 x 128). Copying: thread t fills, for pixel t / 16 of each slice, 4 window values at rows
+// One ROWS x COLUMNS tile of the partials per block of 256 threads (128 x 64 or 128 x 128).
+// Copying: thread t fills, for pixel t / 16 of each slice, 4 window values at rows
 // 4 (t % 16) + 64 i and 4 values of second at columns 4 (t % 16) + 64 j; the ones are plain
-// stores, made once. Multiplying: 8 warps, COLUMNS / WARP_N along the columns, each a
-// (ROWS / warps along the rows) x WARP_N tile of 16 x 8 mma tiles (32 x 32, 64 x 32, 64 x 64).
-template <int ROWS, int COLUMNS, int WARP_N>
+// stores, made once. Multiplying: 8 warps, COLUMNS / 32 along the columns, each a
+// (ROWS / warps along the rows) x 32 tile of 16 x 8 mma tiles (32 x 32 or 64 x 32).
+template <int ROWS, int COLUMNS>
 __device__ __forceinline__ void tf32_filter_partials_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin, const float* __restrict__ second, int n,
     int ones, int pixels_per_chunk, float* __restrict__ partial) {
-    constexpr int WARPS_N = COLUMNS / WARP_N, WARPS_M = 8 / WARPS_N;
+    constexpr int WARP_N = 32, WARPS_N = COLUMNS / WARP_N, WARPS_M = 8 / WARPS_N;
     constexpr int WARP_M = ROWS / WARPS_M, MI = WARP_M / 16, NI = WARP_N / 8;
     constexpr int PITCH_A = ROWS + 8, PITCH_B = COLUMNS + 8;
     constexpr int A_COPIES = ROWS / 64, B_COPIES = COLUMNS / 64;
@@ -438,16 +436,15 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
     }
 }
 
-// The 128 x 64, 128 x 128 and 256 x 128 tiles. Grid: (ceil(rows / ROWS), ceil(columns /
-// COLUMNS), chunks); block 256; dynamic shared memory TF32_FILTER_SHARED_FLOATS,
-// TF32_FILTER_WIDE_SHARED_FLOATS or TF32_FILTER_LARGE_SHARED_FLOATS (above 48 KiB: the launch
-// opts in).
+// The 128 x 64 and 128 x 128 tiles. Grid: (ceil(rows / ROWS), ceil(columns / COLUMNS),
+// chunks); block 256; dynamic shared memory TF32_FILTER_SHARED_FLOATS or
+// TF32_FILTER_WIDE_SHARED_FLOATS (above 48 KiB: the launch opts in).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
                             int src_h, int src_w, int src_c, int window, int stride, int origin,
                             const float* __restrict__ second, int n, int ones,
                             int pixels_per_chunk, float* __restrict__ partial) {
-    tf32_filter_partials_tile<TF32_FILTER_ROWS, TF32_FILTER_COLUMNS, 32>(
+    tf32_filter_partials_tile<TF32_FILTER_ROWS, TF32_FILTER_COLUMNS>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n, ones,
         pixels_per_chunk, partial);
 }
@@ -457,17 +454,7 @@ conv2d_filter_partials_tf32_wide(const float* __restrict__ src, int grid_n, int 
                                  int grid_w, int src_h, int src_w, int src_c, int window,
                                  int stride, int origin, const float* __restrict__ second, int n,
                                  int ones, int pixels_per_chunk, float* __restrict__ partial) {
-    tf32_filter_partials_tile<TF32_FILTER_ROWS, TF32_FILTER_WIDE_COLUMNS, 32>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n, ones,
-        pixels_per_chunk, partial);
-}
-
-extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_filter_partials_tf32_large(const float* __restrict__ src, int grid_n, int grid_h,
-                                  int grid_w, int src_h, int src_w, int src_c, int window,
-                                  int stride, int origin, const float* __restrict__ second, int n,
-                                  int ones, int pixels_per_chunk, float* __restrict__ partial) {
-    tf32_filter_partials_tile<TF32_FILTER_LARGE_ROWS, TF32_FILTER_WIDE_COLUMNS, 64>(
+    tf32_filter_partials_tile<TF32_FILTER_ROWS, TF32_FILTER_WIDE_COLUMNS>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n, ones,
         pixels_per_chunk, partial);
 }

@@ -59,8 +59,8 @@ fn tf32_convolutions_multiply_exactly_the_operands_rounded_to_tf32() {
     // unrounded, which the tensor core truncates, errs by ~2^-12 relative and fails this bound.
     // Direct convolutions only: the upsampled passes round sums of taps and of dz as well.
     // Output channels 12, 68 and 72 and input channels 8, 36 and 28 reach the 256 x 32,
-    // 256 x 128 and 256 x 64 tiles of the gathered GEMM; the kernel gradients (9 cin + 1 rows
-    // x cout columns) the 128 x 64, 128 x 128 and 256 x 128 (253 rows) tiles.
+    // 128 x 128 and 256 x 64 tiles of the gathered GEMM; the kernel gradients (9 cin + 1 rows
+    // x cout columns) the 128 x 64 and 128 x 128 tiles.
     let cases = [
         (nhwc(2, 9, 11, 8), 12),
         (nhwc(3, 13, 6, 36), 68),

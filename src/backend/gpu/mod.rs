@@ -484,21 +484,9 @@ impl<D: Device> GpuBackend<D> {
         } else {
             (kernels::FILTER_WIDE_TILE, kernels::FILTER_TILE_N)
         };
-        let padded = |length: usize, tile: usize| length.div_ceil(tile) * tile;
-        let wide = padded(columns, wide_columns) <= padded(columns, regular_columns);
-        // On tensor cores, a wide tile of 256 rows where it pads no more rows than 128 ones.
-        let large = on_tensor_cores
-            && wide
-            && padded(rows, kernels::TF32_FILTER_LARGE_ROWS)
-                <= padded(rows, kernels::TF32_FILTER_ROWS);
+        let padded = |tile: usize| columns.div_ceil(tile) * tile;
+        let wide = padded(wide_columns) <= padded(regular_columns);
         let (tiles, shared_floats) = match (on_tensor_cores, wide) {
-            _ if large => (
-                [
-                    kernels::TF32_FILTER_LARGE_ROWS,
-                    kernels::TF32_FILTER_WIDE_COLUMNS,
-                ],
-                kernels::TF32_FILTER_LARGE_SHARED_FLOATS,
-            ),
             (true, true) => (
                 [kernels::TF32_FILTER_ROWS, kernels::TF32_FILTER_WIDE_COLUMNS],
                 kernels::TF32_FILTER_WIDE_SHARED_FLOATS,
@@ -518,7 +506,6 @@ impl<D: Device> GpuBackend<D> {
         };
         let launch = Launch::blocks(tile_grid([rows, columns], tiles, chunks), shared_floats);
         let kernel = match (on_tensor_cores, wide) {
-            _ if large => kernels::conv2d_filter_partials_tf32_large,
             (true, true) => kernels::conv2d_filter_partials_tf32_wide,
             (true, false) => kernels::conv2d_filter_partials_tf32,
             (false, true) => kernels::conv2d_filter_partials_wide,
