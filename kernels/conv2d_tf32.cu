@@ -283,17 +283,18 @@ __device__ __forceinline__ void advance_pixels(GridCursor& at, int step, int gri
     }
 }
 
-// One ROWS x COLUMNS tile of the partials per block of 256 threads (128 x 64 or 128 x 128).
+// One 128 x COLUMNS tile of the partials per block of 256 threads (COLUMNS 64 or 128).
 // Copying: thread t fills, for pixel t / 16 of each slice, 4 window values at rows
 // 4 (t % 16) + 64 i and 4 values of second at columns 4 (t % 16) + 64 j; the ones are plain
 // stores, made once. Multiplying: 8 warps, COLUMNS / 32 along the columns, each a
-// (ROWS / warps along the rows) x 32 tile of 16 x 8 mma tiles (32 x 32 or 64 x 32).
-template <int ROWS, int COLUMNS>
+// (128 / warps along the rows) x 32 tile of 16 x 8 mma tiles (32 x 32 or 64 x 32).
+template <int COLUMNS>
 __device__ __forceinline__ void tf32_filter_partials_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin, const float* __restrict__ second, int n,
     int ones, int pixels_per_chunk, float* __restrict__ partial) {
-    constexpr int WARP_N = 32, WARPS_N = COLUMNS / WARP_N, WARPS_M = 8 / WARPS_N;
+    constexpr int ROWS = TF32_FILTER_ROWS, WARP_N = 32;
+    constexpr int WARPS_N = COLUMNS / WARP_N, WARPS_M = 8 / WARPS_N;
     constexpr int WARP_M = ROWS / WARPS_M, MI = WARP_M / 16, NI = WARP_N / 8;
     constexpr int PITCH_A = ROWS + 8, PITCH_B = COLUMNS + 8;
     constexpr int A_COPIES = ROWS / 64, B_COPIES = COLUMNS / 64;
@@ -436,7 +437,7 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
     }
 }
 
-// The 128 x 64 and 128 x 128 tiles. Grid: (ceil(rows / ROWS), ceil(columns / COLUMNS),
+// The 128 x 64 and 128 x 128 tiles. Grid: (ceil(rows / 128), ceil(columns / COLUMNS),
 // chunks); block 256; dynamic shared memory TF32_FILTER_SHARED_FLOATS or
 // TF32_FILTER_WIDE_SHARED_FLOATS (above 48 KiB: the launch opts in).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
@@ -444,7 +445,7 @@ conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_
                             int src_h, int src_w, int src_c, int window, int stride, int origin,
                             const float* __restrict__ second, int n, int ones,
                             int pixels_per_chunk, float* __restrict__ partial) {
-    tf32_filter_partials_tile<TF32_FILTER_ROWS, TF32_FILTER_COLUMNS>(
+    tf32_filter_partials_tile<TF32_FILTER_COLUMNS>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n, ones,
         pixels_per_chunk, partial);
 }
@@ -454,7 +455,7 @@ conv2d_filter_partials_tf32_wide(const float* __restrict__ src, int grid_n, int 
                                  int grid_w, int src_h, int src_w, int src_c, int window,
                                  int stride, int origin, const float* __restrict__ second, int n,
                                  int ones, int pixels_per_chunk, float* __restrict__ partial) {
-    tf32_filter_partials_tile<TF32_FILTER_ROWS, TF32_FILTER_WIDE_COLUMNS>(
+    tf32_filter_partials_tile<TF32_FILTER_WIDE_COLUMNS>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n, ones,
         pixels_per_chunk, partial);
 }
