@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
+use crate::augment::Augmentation;
 use crate::backend::{Optimizer, OptimizerKind};
 use crate::error::{Error, Result};
 use crate::memory;
 use crate::model::Architecture;
+use crate::normalize::Normalization;
+use crate::schedule::Schedule;
 
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const OPTIMIZER_FILE: &str = "rmsprop.safetensors";
@@ -50,6 +53,16 @@ pub struct CheckpointMeta {
     /// Optimizer steps taken (0 in checkpoints written before it was recorded).
     #[serde(default)]
     pub iterations: u64,
+    /// The learning-rate schedule (constant in checkpoints written before schedules).
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// The training augmentations (none in checkpoints written before augmentation).
+    #[serde(default)]
+    pub augment: Vec<Augmentation>,
+    /// How images are normalised before the model sees them (none in checkpoints written
+    /// before normalisation); evaluation does the same and undoes it on the output.
+    #[serde(default)]
+    pub normalize: Normalization,
 }
 
 impl CheckpointMeta {
@@ -71,6 +84,9 @@ impl CheckpointMeta {
             data_dir: PathBuf::new(),
             optimizer: Optimizer::default(),
             iterations: 0,
+            schedule: Schedule::default(),
+            augment: Vec::new(),
+            normalize: Normalization::None,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::graph::Network;
 use crate::metrics;
 use crate::model::Architecture;
+use crate::normalize::{self, Normalization};
 
 /// Images per forward pass when evaluating.
 pub const EVAL_BATCH: usize = 8;
@@ -49,11 +50,13 @@ pub fn network<B: Backend>(
     )
 }
 
-/// The reconstructions of `indices` of `dataset`, in that order.
+/// The reconstructions of `indices` of `dataset`, in that order; each image normalised as
+/// `normalization` says before the model sees it, and the normalisation undone on its output.
 pub fn reconstruct<B: Backend>(
     net: &mut Network<B>,
     dataset: &Dataset,
     indices: &[usize],
+    normalization: Normalization,
 ) -> Result<Vec<f32>> {
     let n = dataset.size * dataset.size;
     let mut out = vec![0.0; indices.len() * n];
@@ -63,8 +66,12 @@ pub fn reconstruct<B: Backend>(
         .zip(out.chunks_mut(net.batch_capacity() * n))
     {
         dataset.gather(chunk, &mut batch);
+        let stretches = normalize::normalize_batch(normalization, &mut batch, n);
         net.forward(&batch)?;
         net.output(slot)?;
+        for (stretch, image) in stretches.iter().zip(slot.chunks_exact_mut(n)) {
+            stretch.undo(image);
+        }
     }
     Ok(out)
 }
@@ -201,6 +208,7 @@ pub fn score<B: Backend>(
     net: &mut Network<B>,
     dataset: &Dataset,
     indices: &[usize],
+    normalization: Normalization,
     label: &str,
     identity: bool,
 ) -> Result<SetReport> {
@@ -209,7 +217,7 @@ pub fn score<B: Backend>(
             path: dataset.dir.clone(),
         });
     }
-    let reconstructions = reconstruct(net, dataset, indices)?;
+    let reconstructions = reconstruct(net, dataset, indices, normalization)?;
     let n = dataset.size * dataset.size;
     let identities = match identity {
         #[cfg(feature = "nbis")]

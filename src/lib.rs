@@ -4,6 +4,7 @@
 //! forward and back and calls a [`backend::Backend`] for every operation.
 
 pub mod atomic;
+pub mod augment;
 pub mod backend;
 pub mod bench;
 pub mod bundled;
@@ -20,8 +21,10 @@ pub mod identity;
 pub mod memory;
 pub mod metrics;
 pub mod model;
+pub mod normalize;
 pub mod path_text;
 pub mod run_folder;
+pub mod schedule;
 pub mod synth;
 pub mod train;
 

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
 
+use crate::augment::{self, Augmentation};
 use crate::backend::{Backend, Optimizer, OptimizerKind};
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::data::{self, Dataset, Split};
@@ -16,7 +18,9 @@ use crate::graph::Network;
 use crate::history::{self, EpochRow, History};
 use crate::memory;
 use crate::model::Architecture;
+use crate::normalize::{self, Normalization};
 use crate::run_folder::{Continued, RunFolder};
+use crate::schedule::Schedule;
 
 /// Everything a training run needs to know.
 #[derive(Clone, Debug)]
@@ -25,8 +29,13 @@ pub struct TrainConfig {
     /// Epochs to run now (on a resumed run, epochs to add).
     pub epochs: usize,
     pub batch_size: usize,
+    /// The base learning rate, which `schedule` shapes step by step.
     pub learning_rate: f32,
     pub optimizer: OptimizerKind,
+    pub schedule: Schedule,
+    /// Changes made to each training image each epoch (never to validation images).
+    pub augment: Vec<Augmentation>,
+    pub normalize: Normalization,
     pub val_split: f64,
     pub seed: u64,
     pub size: usize,
@@ -70,22 +79,47 @@ pub enum EpochEnd {
     },
 }
 
-/// Gathers the images of `chunk`, if any, and starts uploading them as the next batch. Called
-/// after a step is issued and before its loss is read, so on a GPU the host work and the copy
-/// overlap the step.
+/// What changes the training images of one epoch; validation images get no augmentation.
+#[derive(Clone, Copy)]
+struct EpochAugmentation<'a> {
+    kinds: &'a [Augmentation],
+    seed: u64,
+    epoch: usize,
+}
+
+impl EpochAugmentation<'_> {
+    const NONE: EpochAugmentation<'static> = EpochAugmentation {
+        kinds: &[],
+        seed: 0,
+        epoch: 0,
+    };
+}
+
+/// Gathers the images of `chunk`, if any, augments them, and starts uploading them as the next
+/// batch. Called after a step is issued and before its loss is read, so on a GPU the host work
+/// and the copy overlap the step.
 fn load_next<B: Backend>(
     net: &mut Network<B>,
     dataset: &Dataset,
     chunk: Option<&[usize]>,
     batch: &mut Vec<f32>,
+    augmentation: EpochAugmentation,
 ) -> Result<()> {
-    match chunk {
-        Some(chunk) => {
-            dataset.gather(chunk, batch);
-            net.load_batch(batch)
-        }
-        None => Ok(()),
+    let Some(chunk) = chunk else {
+        return Ok(());
+    };
+    dataset.gather(chunk, batch);
+    if !augmentation.kinds.is_empty() {
+        let side = dataset.size;
+        batch
+            .par_chunks_exact_mut(side * side)
+            .zip(chunk)
+            .for_each(|(image, &index)| {
+                let EpochAugmentation { kinds, seed, epoch } = augmentation;
+                augment::apply(kinds, seed, epoch, index, image, side);
+            });
     }
+    net.load_batch(batch)
 }
 
 /// Mean reconstruction loss over `indices`, in batches; weighted by image.
@@ -96,11 +130,12 @@ pub fn mean_loss<B: Backend>(
     batch: &mut Vec<f32>,
 ) -> Result<f64> {
     let mut chunks = indices.chunks(net.batch_capacity()).peekable();
-    load_next(net, dataset, chunks.peek().copied(), batch)?;
+    let none = EpochAugmentation::NONE;
+    load_next(net, dataset, chunks.peek().copied(), batch, none)?;
     let mut sum = 0.0;
     while let Some(chunk) = chunks.next() {
         net.forward_loaded()?;
-        load_next(net, dataset, chunks.peek().copied(), batch)?;
+        load_next(net, dataset, chunks.peek().copied(), batch, none)?;
         sum += net.loss()? * chunk.len() as f64;
     }
     Ok(sum / indices.len() as f64)
@@ -125,18 +160,49 @@ impl<B: Backend> Run<'_, B> {
         self.interrupt.load(Ordering::SeqCst)
     }
 
+    /// The learning rate of the step that trains `images` images after the first `done` of
+    /// epoch `epoch`, in a run that ends at `last_epoch`.
+    fn learning_rate(&self, epoch: usize, done: usize, images: usize, last_epoch: usize) -> f32 {
+        let per_epoch = self.split.train.len() as f64;
+        self.config.schedule.learning_rate(
+            self.config.learning_rate,
+            epoch as f64 + done as f64 / per_epoch,
+            images as f64 / per_epoch,
+            last_epoch,
+        )
+    }
+
     /// Trains epoch `epoch` (0-based) from the image the metadata says it stands at (so a
     /// resumed run continues the same image order whatever its batch size), then validates.
-    fn run_epoch(&mut self, epoch: usize, bar: &ProgressBar) -> Result<EpochEnd> {
+    fn run_epoch(
+        &mut self,
+        epoch: usize,
+        last_epoch: usize,
+        bar: &ProgressBar,
+    ) -> Result<EpochEnd> {
         let order = data::epoch_order(&self.split.train, self.config.seed, epoch);
         let done = self.meta.partial_images;
         bar.set_position(done as u64);
         let mut chunks = order[done..].chunks(self.config.batch_size).peekable();
+        let augmentation = EpochAugmentation {
+            kinds: &self.config.augment,
+            seed: self.config.seed,
+            epoch,
+        };
         let (net, dataset, batch) = (&mut self.net, &self.dataset, &mut self.batch);
-        load_next(net, dataset, chunks.peek().copied(), batch)?;
+        load_next(net, dataset, chunks.peek().copied(), batch, augmentation)?;
         while let Some(chunk) = chunks.next() {
+            let rate = self.learning_rate(epoch, self.meta.partial_images, chunk.len(), last_epoch);
+            let net = &mut self.net;
+            net.optimizer = net.optimizer.with_learning_rate(rate);
             net.train_step_loaded()?;
-            load_next(net, dataset, chunks.peek().copied(), batch)?;
+            load_next(
+                net,
+                &self.dataset,
+                chunks.peek().copied(),
+                &mut self.batch,
+                augmentation,
+            )?;
             let loss = net.loss()?;
             let meta = &mut self.meta;
             meta.step_in_epoch += 1;
@@ -285,12 +351,17 @@ fn start<'a, B: Backend>(
             });
         }
     }
-    let dataset = Dataset::load(
+    let mut dataset = Dataset::load(
         &config.data_dir,
         config.size,
         config.skip_bad,
         config.verbose,
     )?;
+    normalize::normalize_batch(
+        config.normalize,
+        &mut dataset.pixels,
+        config.size * config.size,
+    );
     for (path, reason) in &dataset.skipped {
         eprintln!("warning: skipped {}: {reason}", path.display());
     }
@@ -330,6 +401,9 @@ fn start<'a, B: Backend>(
     meta.batch_size = config.batch_size;
     meta.learning_rate = config.learning_rate;
     meta.optimizer = Optimizer::new(config.optimizer, config.learning_rate);
+    meta.schedule = config.schedule;
+    meta.augment = config.augment.clone();
+    meta.normalize = config.normalize;
     meta.data_dir = fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
 
     let mut net = Network::new(
@@ -348,6 +422,7 @@ fn start<'a, B: Backend>(
     }
     net.optimizer = meta.optimizer;
     net.iterations = meta.iterations;
+    say(config, describe_training(config, meta.epoch));
     say(config, architecture.summary(config.size, config.size)?);
     say(config, format!("backend: {}", net.backend().name()));
     Ok(Run {
@@ -395,7 +470,7 @@ pub fn train<B: Backend>(
         let started = Instant::now();
         let images = run.split.train.len();
         let bar = epoch_bar(config.verbose, epoch + 1, last_epoch, images);
-        let (train_loss, val_loss) = match run.run_epoch(epoch, &bar)? {
+        let (train_loss, val_loss) = match run.run_epoch(epoch, last_epoch, &bar)? {
             EpochEnd::Completed {
                 train_loss,
                 val_loss,
@@ -497,6 +572,18 @@ fn describe_data(config: &TrainConfig, dataset: &Dataset, split: &Split) -> Stri
         },
         config.size,
         config.size
+    )
+}
+
+fn describe_training(config: &TrainConfig, first_epoch: usize) -> String {
+    format!(
+        "training: {} at learning rate {} ({}), batch {}; augmentation: {}; normalisation: {}",
+        config.optimizer,
+        config.learning_rate,
+        config.schedule.describe(first_epoch + config.epochs),
+        config.batch_size,
+        augment::describe(&config.augment),
+        config.normalize
     )
 }
 

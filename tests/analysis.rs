@@ -262,3 +262,39 @@ fn the_demo_runs_end_to_end() {
     assert_eq!(refused.status.code(), Some(2), "{}", common::text(&refused));
     assert!(common::text(&refused).contains("--real-prints"));
 }
+
+#[test]
+fn a_stretch_normalised_model_reconstructs_on_each_images_own_scale() {
+    // Bright, low-contrast prints: gray levels 205-230 of 255.
+    let dir = tempfile::tempdir().unwrap();
+    for n in 0..2u32 {
+        let image = image::GrayImage::from_fn(16, 16, |x, y| {
+            image::Luma([(217.0 + 12.0 * ((x + 2 * y + n) as f32 * 0.9).sin()) as u8])
+        });
+        image
+            .save(dir.path().join(format!("print-{n}.png")))
+            .unwrap();
+    }
+    let dataset = whorl::data::Dataset::load(dir.path(), 16, false, false).unwrap();
+    let params = Architecture::reference().glorot_uniform(3);
+    let arch = Architecture::reference();
+    let mut net = Network::new(CpuBackend::new(), arch, 16, 16, 2, &params).unwrap();
+    let reconstruct = |net: &mut Network<CpuBackend>, normalization| {
+        whorl::evaluate::reconstruct(net, &dataset, &[0, 1], normalization).unwrap()
+    };
+    let plain = reconstruct(&mut net, whorl::normalize::Normalization::None);
+    let stretched = reconstruct(&mut net, whorl::normalize::Normalization::Stretch);
+    // Untrained, the network's sigmoid gives about 0.5: far below these images when they go in
+    // as they are, inside each image's own range when the stretch is undone on the output.
+    assert!(plain.iter().all(|&v| v < 0.7), "{plain:?}");
+    for (i, recon) in stretched.chunks(256).enumerate() {
+        let image = dataset.image(i);
+        let (low, high) = image
+            .iter()
+            .fold((1.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+        assert!(
+            recon.iter().all(|&v| v >= low - 1e-6 && v <= high + 1e-6),
+            "image {i}: reconstruction outside [{low}, {high}]"
+        );
+    }
+}

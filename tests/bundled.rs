@@ -12,6 +12,7 @@ use whorl::backend::OptimizerKind;
 use whorl::backend::cpu::CpuBackend;
 use whorl::data::Dataset;
 use whorl::model::Architecture;
+use whorl::normalize::Normalization;
 use whorl::{bundled, checkpoint, evaluate};
 
 /// Two impressions of one finger far from the training set's (0 to 335) on the capacitive
@@ -48,7 +49,15 @@ fn the_bundled_model_reconstructs_an_unseen_sensor_s_ridges() {
     let mut net =
         evaluate::network(CpuBackend::new(), &weights, size, evaluate::EVAL_BATCH).unwrap();
     let dataset = Dataset::load(dir.path(), size, false, false).unwrap();
-    let report = evaluate::score(&mut net, &dataset, &[0, 1], "unseen", false).unwrap();
+    let report = evaluate::score(
+        &mut net,
+        &dataset,
+        &[0, 1],
+        Normalization::None,
+        "unseen",
+        false,
+    )
+    .unwrap();
     // The 336 prints of the default unseen-sensor test set score SSIM 0.83 at worst.
     assert!(report.ssim.worst > 0.8, "SSIM {:?}", report.ssim);
 }

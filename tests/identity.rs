@@ -11,6 +11,7 @@ use whorl::evaluate::{self, EVAL_BATCH, MATCH_THRESHOLD};
 use whorl::graph::Network;
 use whorl::identity::{self, Minutiae};
 use whorl::model::Architecture;
+use whorl::normalize::Normalization;
 
 const REAL: &str = "../shared/data/real-fingerprints";
 
@@ -104,7 +105,15 @@ fn eval_reports_identity_beside_the_image_scores() {
     let params = arch.glorot_uniform(1);
     let mut net = Network::new(CpuBackend::new(), arch, size, size, EVAL_BATCH, &params).unwrap();
     let all: Vec<usize> = (0..dataset.len()).collect();
-    let report = evaluate::score(&mut net, &dataset, &all, "synthetic", true).unwrap();
+    let report = evaluate::score(
+        &mut net,
+        &dataset,
+        &all,
+        Normalization::None,
+        "synthetic",
+        true,
+    )
+    .unwrap();
 
     let identity = report.identity.as_ref().unwrap();
     let scored = report

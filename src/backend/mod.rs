@@ -180,6 +180,20 @@ impl Optimizer {
         }
     }
 
+    /// The same optimizer stepping at `learning_rate` (as a schedule sets it step by step).
+    pub fn with_learning_rate(self, learning_rate: f32) -> Self {
+        match self {
+            Optimizer::Rmsprop(hyper) => Optimizer::Rmsprop(RmsProp {
+                learning_rate,
+                ..hyper
+            }),
+            Optimizer::Adam(hyper) => Optimizer::Adam(Adam {
+                learning_rate,
+                ..hyper
+            }),
+        }
+    }
+
     pub fn kind(&self) -> OptimizerKind {
         match self {
             Optimizer::Rmsprop(_) => OptimizerKind::Rmsprop,

@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use whorl::backend::Backend;
 use whorl::checkpoint::{CheckpointMeta, Weights};
 use whorl::data::Dataset;
+use whorl::normalize::Stretch;
 use whorl::{Error, Result, bundled, evaluate, figures, gradcam};
 
 use super::device::{Backends, Compute, on_device, with_backend};
@@ -194,7 +195,14 @@ fn eval_on<B: Backend>(backend: B, args: &EvalArgs) -> Result<Vec<evaluate::SetR
     let mut net = evaluate::network(backend, &weights, side, batch(args.native_resolution))?;
     sets.iter()
         .map(|(dataset, indices, label)| {
-            evaluate::score(&mut net, dataset, indices, label, !args.no_identity)
+            evaluate::score(
+                &mut net,
+                dataset,
+                indices,
+                meta.normalize,
+                label,
+                !args.no_identity,
+            )
         })
         .collect()
 }
@@ -269,7 +277,12 @@ fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> 
     let all: Option<Vec<f32>> = match &args.save_dir {
         Some(_) => {
             let every: Vec<usize> = (0..dataset.len()).collect();
-            Some(evaluate::reconstruct(&mut net, &dataset, &every)?)
+            Some(evaluate::reconstruct(
+                &mut net,
+                &dataset,
+                &every,
+                weights.meta.normalize,
+            )?)
         }
         None => None,
     };
@@ -279,7 +292,7 @@ fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> 
             .flat_map(|&i| &all[i * n..(i + 1) * n])
             .copied()
             .collect(),
-        None => evaluate::reconstruct(&mut net, &dataset, &order)?,
+        None => evaluate::reconstruct(&mut net, &dataset, &order, weights.meta.normalize)?,
     };
     let title = format!(
         "Reconstructions of {} by {}",
@@ -317,6 +330,9 @@ fn gradcam_on<B: Backend>(backend: B, args: &GradcamArgs) -> Result<()> {
     let size = weights.meta.input_size;
     let mut net = evaluate::network(backend, &weights, size, 1)?;
     let image = whorl::data::load_image(&args.image, size)?;
+    // The model sees the image normalised as it was trained; the figure shows it as it is.
+    let mut seen = image.clone();
+    Stretch::of(weights.meta.normalize, &image).apply(&mut seen);
     let layers: Vec<usize> = if args.layer == "all" {
         net.architecture()
             .layers
@@ -330,7 +346,7 @@ fn gradcam_on<B: Backend>(backend: B, args: &GradcamArgs) -> Result<()> {
     };
     let maps = layers
         .into_iter()
-        .map(|layer| gradcam::grad_cam(&mut net, &image, layer))
+        .map(|layer| gradcam::grad_cam(&mut net, &seen, layer))
         .collect::<Result<Vec<_>>>()?;
     let title = format!(
         "Grad-CAM of the reconstruction by {} (target: sum of the output): {}",

@@ -4,9 +4,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::ValueEnum;
+use whorl::augment::{self, Augmentation};
 use whorl::backend::OptimizerKind;
 use whorl::checkpoint::{self, Checkpoint};
 use whorl::model::Architecture;
+use whorl::normalize::Normalization;
+use whorl::schedule::{Schedule, ScheduleKind};
 use whorl::train::{self, TrainConfig};
 use whorl::{Error, Result};
 
@@ -49,6 +53,35 @@ pub(crate) struct TrainArgs {
     /// cannot change it].
     #[arg(long, value_enum)]
     pub(crate) optimizer: Option<OptimizerKind>,
+
+    /// Learning-rate schedule: constant (the reference's) or cosine (half a cosine from --lr down
+    /// to 0 at this run's last epoch; with --resume, the resumed run's last epoch, so a run
+    /// resumed to its planned end continues its curve exactly) [default: constant, or the
+    /// checkpoint's with --resume].
+    #[arg(long, value_enum, value_name = "SCHEDULE")]
+    pub(crate) lr_schedule: Option<ScheduleKind>,
+
+    /// Epochs (fractions allowed) over which the learning rate rises linearly from 0 to the
+    /// schedule's, counted from the first epoch of training [default: 0, or the checkpoint's
+    /// with --resume].
+    #[arg(long, value_name = "EPOCHS")]
+    pub(crate) warmup_epochs: Option<f64>,
+
+    /// Changes made at random to each training image each epoch, comma-separated: flip (the 8
+    /// flips and quarter turns), rotate (up to 25 degrees), zoom (a crop of 62-100% of the side
+    /// enlarged: a partial print at higher resolution), contrast (0.6-1.2x, gamma 0.67-1.5),
+    /// invert (half the images: light ridges on dark), noise (Gaussian, up to 0.06); or none.
+    /// The model reconstructs the changed image; validation images are never changed
+    /// [default: none, or the checkpoint's with --resume].
+    #[arg(long, value_name = "KINDS", value_parser = parse_augmentations)]
+    pub(crate) augment: Option<Augmentations>,
+
+    /// Input normalisation: none (pixels in [0, 1] as loaded, the reference's) or stretch (each
+    /// image's 1st and 99th percentiles stretched to 0 and 1; the model reconstructs the
+    /// stretched image and eval, reconstruct and gradcam undo the stretch on its output)
+    /// [default: none; fixed by the checkpoint with --resume].
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub(crate) normalize: Option<Normalization>,
 
     /// Fraction of the images held out for validation, chosen by --seed [default: 0.2; fixed by
     /// the checkpoint with --resume].
@@ -96,6 +129,28 @@ pub(crate) struct TrainArgs {
     pub(crate) quiet: bool,
 }
 
+/// `--augment`'s list.
+#[derive(Clone, Debug)]
+pub(crate) struct Augmentations(Vec<Augmentation>);
+
+fn parse_augmentations(text: &str) -> std::result::Result<Augmentations, String> {
+    if text == "none" {
+        return Ok(Augmentations(Vec::new()));
+    }
+    let kinds = text
+        .split(',')
+        .map(|name| {
+            Augmentation::from_str(name.trim(), false).map_err(|_| {
+                format!(
+                    "\"{name}\" is not an augmentation (expected a comma-separated list of \
+                     flip, rotate, zoom, contrast, invert, noise, or none)"
+                )
+            })
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Augmentations(augment::canonical(&kinds)))
+}
+
 /// Fills unset flags from the checkpoint (or the defaults); a flag that contradicts what the
 /// checkpoint fixes is an error naming that flag.
 fn resolve(args: &TrainArgs, resume: Option<(&Path, &Checkpoint)>) -> Result<TrainConfig> {
@@ -112,7 +167,27 @@ fn resolve(args: &TrainArgs, resume: Option<(&Path, &Checkpoint)>) -> Result<Tra
             _ => Ok(saved),
         }
     }
-    let (size, seed, val_split, batch_size, learning_rate, data_dir) = match resume {
+    let saved = resume.map(|(_, c)| &c.meta);
+    let schedule = Schedule {
+        kind: args
+            .lr_schedule
+            .unwrap_or(saved.map_or(ScheduleKind::Constant, |m| m.schedule.kind)),
+        warmup_epochs: args
+            .warmup_epochs
+            .unwrap_or(saved.map_or(0.0, |m| m.schedule.warmup_epochs)),
+    };
+    if !(schedule.warmup_epochs >= 0.0 && schedule.warmup_epochs.is_finite()) {
+        return Err(Error::invalid(
+            "--warmup-epochs",
+            "must be a number of epochs, 0 or more",
+        ));
+    }
+    let augment = match (&args.augment, saved) {
+        (Some(Augmentations(kinds)), _) => kinds.clone(),
+        (None, Some(meta)) => meta.augment.clone(),
+        (None, None) => Vec::new(),
+    };
+    let (size, seed, val_split, batch_size, learning_rate, data_dir, normalize) = match resume {
         Some((_, c)) => (
             fixed("--size", args.size, c.meta.input_size)?,
             fixed("--seed", args.seed, c.meta.seed)?,
@@ -120,6 +195,7 @@ fn resolve(args: &TrainArgs, resume: Option<(&Path, &Checkpoint)>) -> Result<Tra
             args.batch_size.unwrap_or(c.meta.batch_size),
             args.lr.unwrap_or(c.meta.learning_rate),
             args.data.clone().unwrap_or_else(|| c.meta.data_dir.clone()),
+            fixed("--normalize", args.normalize, c.meta.normalize)?,
         ),
         None => (
             args.size.unwrap_or(224),
@@ -130,6 +206,7 @@ fn resolve(args: &TrainArgs, resume: Option<(&Path, &Checkpoint)>) -> Result<Tra
             args.data
                 .clone()
                 .ok_or_else(|| Error::invalid("--data", "a folder of images is required"))?,
+            args.normalize.unwrap_or_default(),
         ),
     };
     if batch_size == 0 {
@@ -153,6 +230,9 @@ fn resolve(args: &TrainArgs, resume: Option<(&Path, &Checkpoint)>) -> Result<Tra
             .optimizer
             .or(saved_optimizer)
             .unwrap_or(OptimizerKind::Rmsprop),
+        schedule,
+        augment,
+        normalize,
         val_split,
         seed,
         size,
