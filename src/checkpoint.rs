@@ -63,6 +63,11 @@ pub struct CheckpointMeta {
     /// before normalisation); evaluation does the same and undoes it on the output.
     #[serde(default)]
     pub normalize: Normalization,
+    /// Trained on input_size x input_size windows of images at their own resolution (false in
+    /// checkpoints written before cropping): the model is meant for images at their sensor's
+    /// resolution, so evaluation reconstructs them so by default.
+    #[serde(default)]
+    pub crop: bool,
 }
 
 impl CheckpointMeta {
@@ -87,6 +92,7 @@ impl CheckpointMeta {
             schedule: Schedule::default(),
             augment: Vec::new(),
             normalize: Normalization::None,
+            crop: false,
         }
     }
 }

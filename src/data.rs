@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use image::imageops::{self, FilterType};
 use image::{ImageBuffer, Luma};
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
@@ -270,12 +270,14 @@ impl Dataset {
 
     /// Loads every image under `dir` at its own resolution, each at the top left of a square
     /// canvas as large as the set's largest side rounded up to a multiple of `multiple`, the
-    /// rest filled by repeating its edge ([`pad`]).
+    /// rest filled by repeating its edge ([`pad`]). `flag` is the option that asked for it, named
+    /// when the set does not fit in memory.
     pub fn load_native(
         dir: &Path,
         multiple: usize,
         skip_bad: bool,
         progress: bool,
+        flag: &'static str,
     ) -> Result<Dataset> {
         let (files, images, skipped) =
             decode_folder(dir, skip_bad, progress, |_| Ok(()), load_native_image)?;
@@ -285,7 +287,7 @@ impl Dataset {
             &format!("{} images padded to {side}x{side}", files.len()),
             memory::dataset_bytes(files.len(), side),
         )
-        .map_err(|why| Error::invalid("--native-resolution", why))?;
+        .map_err(|why| Error::invalid(flag, why))?;
         Ok(Dataset {
             dir: dir.to_path_buf(),
             size: side,
@@ -338,6 +340,23 @@ impl Dataset {
     pub fn image(&self, index: usize) -> &[f32] {
         let n = self.size * self.size;
         &self.pixels[index * n..(index + 1) * n]
+    }
+
+    /// Replaces the contents of `batch` with the crop x crop windows of the images at
+    /// `indices` whose top left corners are `origins`, in that order.
+    pub fn gather_crops(
+        &self,
+        indices: &[usize],
+        origins: &[(usize, usize)],
+        crop: usize,
+        batch: &mut Vec<f32>,
+    ) {
+        batch.clear();
+        for (&i, &(x, y)) in indices.iter().zip(origins) {
+            for row in self.image(i).chunks_exact(self.size).skip(y).take(crop) {
+                batch.extend_from_slice(&row[x..x + crop]);
+            }
+        }
     }
 
     /// Replaces the contents of `batch` with the images at `indices`, in that order.
@@ -395,6 +414,29 @@ pub fn split(count: usize, val_split: f64, seed: u64, dir: &Path) -> Result<Spli
         train,
         validation: order,
     })
+}
+
+/// The top left corner of the crop x crop window that image `index`, of `extent` (width,
+/// height), is trained on in epoch `epoch`: anywhere inside the image, drawn from the seed, the
+/// epoch and the image; with `epoch` None (validation), the centred window. In a direction
+/// where the image is smaller than the window, it starts at 0 and the canvas's repeated edge
+/// fills the rest.
+pub fn crop_origin(
+    extent: (usize, usize),
+    crop: usize,
+    seed: u64,
+    epoch: Option<usize>,
+    index: usize,
+) -> (usize, usize) {
+    let (room_x, room_y) = (extent.0.saturating_sub(crop), extent.1.saturating_sub(crop));
+    match epoch {
+        None => (room_x / 2, room_y / 2),
+        Some(epoch) => {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6372_6f70_7321_2121);
+            rng.set_stream(((epoch as u64) << 32) | index as u64);
+            (rng.random_range(0..=room_x), rng.random_range(0..=room_y))
+        }
+    }
 }
 
 /// The order in which epoch `epoch` (0-based) visits the training images: a shuffle that

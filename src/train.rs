@@ -38,7 +38,12 @@ pub struct TrainConfig {
     pub normalize: Normalization,
     pub val_split: f64,
     pub seed: u64,
+    /// The side of the images the network trains on: whole images resized to it, or with
+    /// `crop` windows of this side cut from the images at their own resolution.
     pub size: usize,
+    /// Train on random size x size windows of the images at their own resolution (validation:
+    /// the centred window) instead of whole images resized.
+    pub crop: bool,
     pub out_dir: PathBuf,
     /// Save a checkpoint every this many epochs (and always after the last).
     pub save_every: usize,
@@ -48,6 +53,13 @@ pub struct TrainConfig {
     pub overwrite: bool,
     /// Draw progress bars and print per-epoch lines.
     pub verbose: bool,
+}
+
+impl TrainConfig {
+    /// The side of the training windows, when training on crops.
+    pub fn crop_side(&self) -> Option<usize> {
+        self.crop.then_some(self.size)
+    }
 }
 
 /// How a run ended.
@@ -79,63 +91,88 @@ pub enum EpochEnd {
     },
 }
 
-/// What changes the training images of one epoch; validation images get no augmentation.
+/// How the images of a batch are drawn from the data set: whole, or crop x crop windows; for
+/// training epoch `epoch` with windows drawn at random and `augment` applied, or for
+/// validation (`epoch` None) centred and unchanged.
 #[derive(Clone, Copy)]
-struct EpochAugmentation<'a> {
-    kinds: &'a [Augmentation],
-    seed: u64,
-    epoch: usize,
+pub struct Sampling<'a> {
+    pub crop: Option<usize>,
+    pub augment: &'a [Augmentation],
+    pub seed: u64,
+    pub epoch: Option<usize>,
 }
 
-impl EpochAugmentation<'_> {
-    const NONE: EpochAugmentation<'static> = EpochAugmentation {
-        kinds: &[],
-        seed: 0,
-        epoch: 0,
-    };
+impl Sampling<'_> {
+    /// Validation's: whole images, or with `crop` their centred windows; never augmented.
+    pub fn validation(crop: Option<usize>) -> Sampling<'static> {
+        Sampling {
+            crop,
+            augment: &[],
+            seed: 0,
+            epoch: None,
+        }
+    }
+
+    /// Replaces `batch` with the images of `chunk` as this sampling draws them.
+    fn gather(&self, dataset: &Dataset, chunk: &[usize], batch: &mut Vec<f32>) {
+        let side = match self.crop {
+            None => {
+                dataset.gather(chunk, batch);
+                dataset.size
+            }
+            Some(crop) => {
+                let origins: Vec<(usize, usize)> = chunk
+                    .iter()
+                    .map(|&i| data::crop_origin(dataset.extents[i], crop, self.seed, self.epoch, i))
+                    .collect();
+                dataset.gather_crops(chunk, &origins, crop, batch);
+                crop
+            }
+        };
+        if let Some(epoch) = self.epoch.filter(|_| !self.augment.is_empty()) {
+            batch
+                .par_chunks_exact_mut(side * side)
+                .zip(chunk)
+                .for_each(|(image, &index)| {
+                    augment::apply(self.augment, self.seed, epoch, index, image, side);
+                });
+        }
+    }
 }
 
-/// Gathers the images of `chunk`, if any, augments them, and starts uploading them as the next
-/// batch. Called after a step is issued and before its loss is read, so on a GPU the host work
-/// and the copy overlap the step.
+/// Gathers the images of `chunk`, if any, as `sampling` draws them, and starts uploading them
+/// as the next batch. Called after a step is issued and before its loss is read, so on a GPU
+/// the host work and the copy overlap the step.
 fn load_next<B: Backend>(
     net: &mut Network<B>,
     dataset: &Dataset,
     chunk: Option<&[usize]>,
     batch: &mut Vec<f32>,
-    augmentation: EpochAugmentation,
+    sampling: Sampling,
 ) -> Result<()> {
     let Some(chunk) = chunk else {
         return Ok(());
     };
-    dataset.gather(chunk, batch);
-    if !augmentation.kinds.is_empty() {
-        let side = dataset.size;
-        batch
-            .par_chunks_exact_mut(side * side)
-            .zip(chunk)
-            .for_each(|(image, &index)| {
-                let EpochAugmentation { kinds, seed, epoch } = augmentation;
-                augment::apply(kinds, seed, epoch, index, image, side);
-            });
-    }
+    sampling.gather(dataset, chunk, batch);
     net.load_batch(batch)
 }
 
-/// Mean reconstruction loss over `indices`, in batches; weighted by image.
+/// Mean reconstruction loss over `indices`, in batches; weighted by image. With `crop`, of each
+/// image's centred crop x crop window.
 pub fn mean_loss<B: Backend>(
     net: &mut Network<B>,
     dataset: &Dataset,
     indices: &[usize],
+    crop: Option<usize>,
     batch: &mut Vec<f32>,
 ) -> Result<f64> {
     let mut chunks = indices.chunks(net.batch_capacity()).peekable();
-    let none = EpochAugmentation::NONE;
-    load_next(net, dataset, chunks.peek().copied(), batch, none)?;
+    let sampling = Sampling::validation(crop);
+    load_next(net, dataset, chunks.peek().copied(), batch, sampling)?;
     let mut sum = 0.0;
     while let Some(chunk) = chunks.next() {
         net.forward_loaded()?;
-        load_next(net, dataset, chunks.peek().copied(), batch, none)?;
+        load_next(net, dataset, chunks.peek().copied(), batch, sampling)?;
         sum += net.loss()? * chunk.len() as f64;
     }
     Ok(sum / indices.len() as f64)
@@ -184,13 +221,14 @@ impl<B: Backend> Run<'_, B> {
         let done = self.meta.partial_images;
         bar.set_position(done as u64);
         let mut chunks = order[done..].chunks(self.config.batch_size).peekable();
-        let augmentation = EpochAugmentation {
-            kinds: &self.config.augment,
+        let sampling = Sampling {
+            crop: self.config.crop_side(),
+            augment: &self.config.augment,
             seed: self.config.seed,
-            epoch,
+            epoch: Some(epoch),
         };
         let (net, dataset, batch) = (&mut self.net, &self.dataset, &mut self.batch);
-        load_next(net, dataset, chunks.peek().copied(), batch, augmentation)?;
+        load_next(net, dataset, chunks.peek().copied(), batch, sampling)?;
         while let Some(chunk) = chunks.next() {
             let rate = self.learning_rate(epoch, self.meta.partial_images, chunk.len(), last_epoch);
             let net = &mut self.net;
@@ -201,7 +239,7 @@ impl<B: Backend> Run<'_, B> {
                 &self.dataset,
                 chunks.peek().copied(),
                 &mut self.batch,
-                augmentation,
+                sampling,
             )?;
             let loss = net.loss()?;
             let meta = &mut self.meta;
@@ -231,6 +269,7 @@ impl<B: Backend> Run<'_, B> {
                 &mut self.net,
                 &self.dataset,
                 &self.split.validation,
+                self.config.crop_side(),
                 &mut self.batch,
             )?),
         };
@@ -351,17 +390,24 @@ fn start<'a, B: Backend>(
             });
         }
     }
-    let mut dataset = Dataset::load(
-        &config.data_dir,
-        config.size,
-        config.skip_bad,
-        config.verbose,
-    )?;
-    normalize::normalize_batch(
-        config.normalize,
-        &mut dataset.pixels,
-        config.size * config.size,
-    );
+    let mut dataset = match config.crop {
+        false => Dataset::load(
+            &config.data_dir,
+            config.size,
+            config.skip_bad,
+            config.verbose,
+        )?,
+        true => {
+            let multiple = architecture.downsampling();
+            let (dir, progress) = (&config.data_dir, config.verbose);
+            let mut dataset =
+                Dataset::load_native(dir, multiple, config.skip_bad, progress, "--crop")?;
+            dataset.pad_to(config.size);
+            dataset
+        }
+    };
+    let canvas = dataset.size * dataset.size;
+    normalize::normalize_batch(config.normalize, &mut dataset.pixels, canvas);
     for (path, reason) in &dataset.skipped {
         eprintln!("warning: skipped {}: {reason}", path.display());
     }
@@ -404,6 +450,7 @@ fn start<'a, B: Backend>(
     meta.schedule = config.schedule;
     meta.augment = config.augment.clone();
     meta.normalize = config.normalize;
+    meta.crop = config.crop;
     meta.data_dir = fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
 
     let mut net = Network::new(
@@ -560,8 +607,15 @@ fn say(config: &TrainConfig, line: String) {
 }
 
 fn describe_data(config: &TrainConfig, dataset: &Dataset, split: &Split) -> String {
+    let shape = match config.crop {
+        false => format!("resized to {0}x{0}", config.size),
+        true => format!(
+            "at their own resolution, {0}x{0} crops (random in training, centred in validation)",
+            config.size
+        ),
+    };
     format!(
-        "data: {} images from {} ({} for training, {} for validation{}), {}x{}",
+        "data: {} images from {} ({} for training, {} for validation{}), {shape}",
         dataset.len(),
         config.data_dir.display(),
         split.train.len(),
@@ -570,8 +624,6 @@ fn describe_data(config: &TrainConfig, dataset: &Dataset, split: &Split) -> Stri
             0 => String::new(),
             n => format!(", {n} entries skipped"),
         },
-        config.size,
-        config.size
     )
 }
 

@@ -892,3 +892,85 @@ fn synth_removes_staging_files_of_dead_processes() {
     assert!(output.status.success(), "{}", text(&output));
     assert!(!stale.exists());
 }
+
+#[test]
+fn a_run_on_crops_trains_at_the_images_own_resolution_and_keeps_its_crops_when_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::write_striped_images(&data, 6, 40);
+    let run = dir.path().join("run");
+    let output = whorl(&[
+        "train",
+        "--data",
+        path(&data),
+        "--out",
+        path(&run),
+        "--crop",
+        "16",
+        "--augment",
+        "zoom",
+        "--batch-size",
+        "3",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("at their own resolution, 16x16 crops"));
+    let meta = saved_meta(&run.join("checkpoints/epoch-0001"));
+    assert!(meta.crop && meta.input_size == 16);
+
+    // Reconstructed at the prints' own 40x40, not resized to the 16-pixel windows.
+    let saved = dir.path().join("reconstructions");
+    let figure = dir.path().join("figure.png");
+    common::whorl_ok(&[
+        "reconstruct",
+        "--model",
+        path(&run),
+        "--data",
+        path(&data),
+        "--out",
+        path(&figure),
+        "--save-dir",
+        path(&saved),
+        "--device",
+        "cpu",
+    ]);
+    let one = image::open(saved.join("print-000.png")).unwrap();
+    assert_eq!((one.width(), one.height()), (40, 40));
+
+    let resume = |flag: &str, value: &str| {
+        whorl(&[
+            "train",
+            "--resume",
+            path(&run),
+            flag,
+            value,
+            "--epochs",
+            "1",
+        ])
+    };
+    assert_flag_error(&resume("--size", "16"), &["--size", "16x16 crops"]);
+    assert_flag_error(&resume("--crop", "24"), &["--crop", "24", "16"]);
+    assert!(resume("--crop", "16").status.success());
+
+    let whole = dir.path().join("whole");
+    assert!(small_run(&data, &whole, "1", &[]).status.success());
+    assert_flag_error(
+        &whorl(&["train", "--resume", path(&whole), "--crop", "16"]),
+        &["--crop", "whole images"],
+    );
+    assert_flag_error(
+        &whorl(&[
+            "train",
+            "--data",
+            path(&data),
+            "--crop",
+            "16",
+            "--size",
+            "16",
+        ]),
+        &["--crop", "--size"],
+    );
+}

@@ -271,7 +271,7 @@ fn native_resolution_keeps_each_image_whole_on_an_edge_padded_canvas() {
         });
         image.save(dir.path().join(format!("{k}.png"))).unwrap();
     }
-    let mut set = Dataset::load_native(dir.path(), 4, false, false).unwrap();
+    let mut set = Dataset::load_native(dir.path(), 4, false, false, "--native-resolution").unwrap();
     assert_eq!(
         set.size, 44,
         "the largest side, 41, rounded up to a multiple of 4"
@@ -297,4 +297,47 @@ fn native_resolution_keeps_each_image_whole_on_an_edge_padded_canvas() {
         set.pad_to(52);
     }
     assert_eq!(set.size, 52);
+}
+
+#[test]
+fn crop_windows_lie_inside_each_image_are_repeatable_and_centred_for_validation() {
+    let extent = (388, 374);
+    let mut corners = std::collections::HashSet::new();
+    for epoch in 0..3 {
+        for index in 0..20 {
+            let (x, y) = whorl::data::crop_origin(extent, 128, 13, Some(epoch), index);
+            assert!(x + 128 <= 388 && y + 128 <= 374, "({x}, {y})");
+            assert_eq!(
+                (x, y),
+                whorl::data::crop_origin(extent, 128, 13, Some(epoch), index)
+            );
+            corners.insert((x, y));
+        }
+    }
+    assert!(
+        corners.len() > 50,
+        "only {} distinct windows of 60",
+        corners.len()
+    );
+    assert_eq!(
+        whorl::data::crop_origin(extent, 128, 13, None, 5),
+        (130, 123)
+    );
+    // Narrower than the window: it starts at the left edge, the canvas's padding fills the rest.
+    assert_eq!(
+        whorl::data::crop_origin((100, 300), 128, 13, Some(2), 1).0,
+        0
+    );
+
+    // gather_crops copies exactly the window.
+    let dir = tempfile::tempdir().unwrap();
+    let image = image::GrayImage::from_fn(12, 8, |x, y| image::Luma([(10 * x + y) as u8]));
+    image.save(dir.path().join("a.png")).unwrap();
+    let set = Dataset::load_native(dir.path(), 4, false, false, "--crop").unwrap();
+    let mut batch = Vec::new();
+    set.gather_crops(&[0], &[(3, 2)], 4, &mut batch);
+    let expected: Vec<f32> = (2..6)
+        .flat_map(|y| (3..7).map(move |x| (10 * x + y) as f32 / 255.0))
+        .collect();
+    assert_eq!(batch, expected);
 }

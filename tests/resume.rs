@@ -30,6 +30,7 @@ fn config(data: &Path, out: &Path, batch_size: usize) -> TrainConfig {
         val_split: 0.2,
         seed: 13,
         size: 16,
+        crop: false,
         out_dir: out.to_path_buf(),
         save_every: 1,
         skip_bad: false,
@@ -178,6 +179,7 @@ fn a_scheduled_augmented_run_interrupted_and_resumed_ends_as_one_straight_run() 
         &mut net,
         &dataset,
         &split_indices.validation,
+        None,
         &mut Vec::new(),
     )
     .unwrap();

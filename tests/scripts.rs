@@ -98,11 +98,20 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
 
 #[test]
 fn the_recipe_study_trains_and_scores_every_recipe() {
-    // On the CPU with a tiny synthetic set: every recipe's run is trained, scored on the unseen
-    // sensor and on a folder of "real" prints, tabulated, and its checkpoints removed.
+    // On the CPU with a tiny synthetic set: every recipe of the list (whole prints resized, and
+    // crops at their own resolution) is trained, scored on the unseen sensor and on a folder of
+    // "real" prints, tabulated, and its checkpoints removed.
     let dir = tempfile::tempdir().unwrap();
     let (out, real) = (dir.path().join("study"), dir.path().join("real"));
     common::write_striped_images(&real, 2, 48);
+    let recipes = dir.path().join("recipes.txt");
+    std::fs::write(
+        &recipes,
+        "# comments and blank lines are skipped\n\n\
+         whole-rmsprop  --size 32 --optimizer rmsprop --batch-size 4\n\
+         crop-adam      --crop 32 --optimizer adam --batch-size 4 --augment flip\n",
+    )
+    .unwrap();
     let output = Command::new("bash")
         .args([
             "scripts/recipe-study.sh",
@@ -113,9 +122,10 @@ fn the_recipe_study_trains_and_scores_every_recipe() {
         .env("WHORL_CACHE", dir.path().join("cache"))
         .env("STUDY_DEVICE", "cpu")
         .env("STUDY_EPOCHS", "1")
+        .env("STUDY_RECIPES", &recipes)
         .env(
             "STUDY_TRAIN_ARGS",
-            "--synth-fingers 4 --synth-impressions 2 --size 32",
+            "--synth-fingers 4 --synth-impressions 2",
         )
         .output()
         .unwrap();
@@ -123,11 +133,14 @@ fn the_recipe_study_trains_and_scores_every_recipe() {
     assert!(output.status.success(), "{log}");
     let study = std::fs::read_to_string(out.join("study.md")).unwrap();
     let rows: Vec<&str> = study.lines().filter(|l| l.starts_with("| ")).collect();
-    assert_eq!(rows.len(), 7, "a header and six recipes: {study}");
-    assert!(rows[1].starts_with("| reference-rmsprop-1e-3-b128 | rmsprop | 0.001 | 128 |"));
+    assert_eq!(rows.len(), 3, "a header and two recipes: {study}");
+    assert!(
+        rows[1].starts_with("| whole-rmsprop | `--size 32 --optimizer rmsprop --batch-size 4` |")
+    );
+    assert!(rows[2].starts_with("| crop-adam | `--crop 32"), "{study}");
     for row in &rows[1..] {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-        for ssim in &cells[6..8] {
+        for ssim in &cells[4..6] {
             let ssim: f64 = ssim.parse().unwrap_or_else(|_| panic!("{row}"));
             assert!((-1.0..=1.0).contains(&ssim), "{row}");
         }

@@ -33,7 +33,8 @@ const NATIVE_RESOLUTION_HELP: &str = "Reconstruct each image at its own width an
     of resized to the model's input size (the model is fully convolutional): each is placed at \
     the top left of a square canvas (the largest side of the sets, rounded up to a multiple of \
     4), the rest filled by repeating its edge, reconstructed one at a time and cropped back, so \
-    scores, figures and NBIS's minutiae take the image as its sensor made it.";
+    scores, figures and NBIS's minutiae take the image as its sensor made it. Always on for a \
+    model trained on crops (whorl train --crop).";
 
 #[derive(Args)]
 pub(crate) struct EvalArgs {
@@ -171,7 +172,8 @@ pub(crate) fn run_eval(args: EvalArgs) -> Result<ExitCode> {
 fn eval_on<B: Backend>(backend: B, args: &EvalArgs) -> Result<Vec<evaluate::SetReport>> {
     let weights = load_weights(&args.model)?;
     let meta = &weights.meta;
-    let load = |dir: &Path| load_set(dir, meta, args.native_resolution, args.skip_bad);
+    let native = native_resolution(args.native_resolution, meta);
+    let load = |dir: &Path| load_set(dir, meta, native, args.skip_bad);
     let mut sets = Vec::new();
     if args.split.is_some() || args.data.is_empty() {
         let dataset = load(&meta.data_dir)?;
@@ -192,7 +194,7 @@ fn eval_on<B: Backend>(backend: B, args: &EvalArgs) -> Result<Vec<evaluate::SetR
     for (dataset, _, _) in &mut sets {
         dataset.pad_to(side);
     }
-    let mut net = evaluate::network(backend, &weights, side, batch(args.native_resolution))?;
+    let mut net = evaluate::network(backend, &weights, side, batch(native))?;
     sets.iter()
         .map(|(dataset, indices, label)| {
             evaluate::score(
@@ -220,12 +222,24 @@ fn load_set(
         return Dataset::load(dir, meta.input_size, skip_bad, false);
     }
     let architecture = whorl::model::Architecture::reference();
-    let dataset = Dataset::load_native(dir, architecture.downsampling(), skip_bad, false)?;
+    let dataset = Dataset::load_native(
+        dir,
+        architecture.downsampling(),
+        skip_bad,
+        false,
+        "--native-resolution",
+    )?;
     let side = dataset.size;
     let need = whorl::memory::network_bytes(&architecture, side, 1);
     whorl::memory::check_fits(&format!("an image of {side}x{side}"), need)
         .map_err(|why| Error::invalid("--native-resolution", why))?;
     Ok(dataset)
+}
+
+/// Whether images go through the model at their own resolution: when asked for, and always for
+/// a model trained on crops at their own resolution (`whorl train --crop`).
+fn native_resolution(asked: bool, meta: &CheckpointMeta) -> bool {
+    asked || meta.crop
 }
 
 /// Images per forward pass: one at a time at their own resolution, whose canvas can be large.
@@ -259,13 +273,9 @@ pub(crate) fn run_reconstruct(args: ReconstructArgs) -> Result<ExitCode> {
 
 fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> {
     let weights = load_weights(&args.model)?;
-    let dataset = load_set(&args.data, &weights.meta, args.native_resolution, false)?;
-    let mut net = evaluate::network(
-        backend,
-        &weights,
-        dataset.size,
-        batch(args.native_resolution),
-    )?;
+    let native = native_resolution(args.native_resolution, &weights.meta);
+    let dataset = load_set(&args.data, &weights.meta, native, false)?;
+    let mut net = evaluate::network(backend, &weights, dataset.size, batch(native))?;
     if args.count == 0 {
         return Err(Error::invalid("--count", "must be at least 1"));
     }
@@ -327,9 +337,20 @@ pub(crate) fn run_gradcam(args: GradcamArgs) -> Result<ExitCode> {
 
 fn gradcam_on<B: Backend>(backend: B, args: &GradcamArgs) -> Result<()> {
     let weights = load_weights(&args.model)?;
-    let size = weights.meta.input_size;
+    // A model trained on crops sees the image at its own resolution, on a square canvas.
+    let (image, size) = match weights.meta.crop {
+        false => {
+            let size = weights.meta.input_size;
+            (whorl::data::load_image(&args.image, size)?, size)
+        }
+        true => {
+            let (width, height, pixels) = whorl::data::load_native_image(&args.image)?;
+            let multiple = whorl::model::Architecture::reference().downsampling();
+            let side = width.max(height).div_ceil(multiple) * multiple;
+            (whorl::data::pad(&pixels, width, height, side), side)
+        }
+    };
     let mut net = evaluate::network(backend, &weights, size, 1)?;
-    let image = whorl::data::load_image(&args.image, size)?;
     // The model sees the image normalised as it was trained; the figure shows it as it is.
     let mut seen = image.clone();
     Stretch::of(weights.meta.normalize, &image).apply(&mut seen);

@@ -98,6 +98,14 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     pub(crate) size: Option<usize>,
 
+    /// Train on random N x N windows of each image at its own resolution (partial prints at
+    /// their sensor's scale, ridges as wide as the sensor made them) instead of whole images
+    /// resized to --size; validation uses each image's centred window; a multiple of 4. A model
+    /// trained so is meant for prints at their own resolution, so eval and reconstruct use
+    /// --native-resolution for it [fixed by the checkpoint with --resume].
+    #[arg(long, value_name = "N", conflicts_with = "size")]
+    pub(crate) crop: Option<usize>,
+
     /// Run folder for history.csv and checkpoints/ [default: runs/train, or runs/train-N if
     /// taken; with --resume, the checkpoint's run folder].
     #[arg(long, value_name = "DIR")]
@@ -187,9 +195,31 @@ fn resolve(args: &TrainArgs, resume: Option<(&Path, &Checkpoint)>) -> Result<Tra
         (None, Some(meta)) => meta.augment.clone(),
         (None, None) => Vec::new(),
     };
+    let crop = match saved {
+        Some(meta) => {
+            let n = meta.input_size;
+            match (meta.crop, args.crop, args.size) {
+                (true, _, Some(_)) => Err(Error::invalid(
+                    "--size",
+                    format!(
+                        "the checkpoint trains on {n}x{n} crops (--crop); a resumed run keeps them"
+                    ),
+                )),
+                (false, Some(_), _) => Err(Error::invalid(
+                    "--crop",
+                    format!(
+                        "the checkpoint trains on whole images resized to {n}x{n}; a resumed run keeps them"
+                    ),
+                )),
+                _ => Ok(meta.crop),
+            }?
+        }
+        None => args.crop.is_some(),
+    };
+    let size_flag = if crop { "--crop" } else { "--size" };
     let (size, seed, val_split, batch_size, learning_rate, data_dir, normalize) = match resume {
         Some((_, c)) => (
-            fixed("--size", args.size, c.meta.input_size)?,
+            fixed(size_flag, args.crop.or(args.size), c.meta.input_size)?,
             fixed("--seed", args.seed, c.meta.seed)?,
             fixed("--val-split", args.val_split, c.meta.val_split)?,
             args.batch_size.unwrap_or(c.meta.batch_size),
@@ -198,7 +228,7 @@ fn resolve(args: &TrainArgs, resume: Option<(&Path, &Checkpoint)>) -> Result<Tra
             fixed("--normalize", args.normalize, c.meta.normalize)?,
         ),
         None => (
-            args.size.unwrap_or(224),
+            args.crop.or(args.size).unwrap_or(224),
             args.seed.unwrap_or(13),
             args.val_split.unwrap_or(0.2),
             args.batch_size.unwrap_or(128),
@@ -236,6 +266,7 @@ fn resolve(args: &TrainArgs, resume: Option<(&Path, &Checkpoint)>) -> Result<Tra
         val_split,
         seed,
         size,
+        crop,
         out_dir,
         save_every: args.save_every,
         skip_bad: args.skip_bad,
