@@ -12,6 +12,8 @@
 # STUDY_DEVICE (default cuda) set the run length and the device; STUDY_TRAIN_ARGS adds arguments
 # to every run (a smaller synthetic set, say). A model trained on crops is scored at the images'
 # own resolution on both sets, one trained on whole prints on the unseen sensor at its input size.
+# A recipe whose run under OUT holds its scores already is kept, so a study cut short (or given
+# more recipes) continues where it stopped.
 set -euo pipefail
 usage="usage: scripts/recipe-study.sh WHORL OUT [REAL_PRINTS]"
 whorl="${1:?$usage}"
@@ -27,6 +29,10 @@ mapfile -t recipes < <(grep -v '^[[:space:]]*\(#\|$\)' "$recipes_file")
 for recipe in "${recipes[@]}"; do
     read -r name args <<<"$recipe"
     run="$out/$name"
+    if [ -f "$run/unseen.json" ] && { [ -z "$real" ] || [ -f "$run/real.json" ]; }; then
+        echo "== $name: scored already, kept"
+        continue
+    fi
     echo "== $name: $args, $epochs epochs"
     # shellcheck disable=SC2086 # the recipe's and STUDY_TRAIN_ARGS's words are arguments
     "$whorl" train --device "$device" $args --epochs "$epochs" --out "$run" --overwrite --quiet \

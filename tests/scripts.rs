@@ -112,23 +112,26 @@ fn the_recipe_study_trains_and_scores_every_recipe() {
          crop-adam      --crop 32 --optimizer adam --batch-size 4 --augment flip\n",
     )
     .unwrap();
-    let output = Command::new("bash")
-        .args([
-            "scripts/recipe-study.sh",
-            env!("CARGO_BIN_EXE_whorl"),
-            common::path(&out),
-            common::path(&real),
-        ])
-        .env("WHORL_CACHE", dir.path().join("cache"))
-        .env("STUDY_DEVICE", "cpu")
-        .env("STUDY_EPOCHS", "1")
-        .env("STUDY_RECIPES", &recipes)
-        .env(
-            "STUDY_TRAIN_ARGS",
-            "--synth-fingers 4 --synth-impressions 2",
-        )
-        .output()
-        .unwrap();
+    let run_study = || {
+        Command::new("bash")
+            .args([
+                "scripts/recipe-study.sh",
+                env!("CARGO_BIN_EXE_whorl"),
+                common::path(&out),
+                common::path(&real),
+            ])
+            .env("WHORL_CACHE", dir.path().join("cache"))
+            .env("STUDY_DEVICE", "cpu")
+            .env("STUDY_EPOCHS", "1")
+            .env("STUDY_RECIPES", &recipes)
+            .env(
+                "STUDY_TRAIN_ARGS",
+                "--synth-fingers 4 --synth-impressions 2",
+            )
+            .output()
+            .unwrap()
+    };
+    let output = run_study();
     let log = log(&output);
     assert!(output.status.success(), "{log}");
     let study = std::fs::read_to_string(out.join("study.md")).unwrap();
@@ -148,4 +151,17 @@ fn the_recipe_study_trains_and_scores_every_recipe() {
         assert!(run.join("history.csv").exists(), "{}", run.display());
         assert!(!run.join("checkpoints").exists(), "{}", run.display());
     }
+    // Run again, it keeps the scored recipes and tabulates them the same.
+    let again = run_study();
+    let log_again = self::log(&again);
+    assert!(again.status.success(), "{log_again}");
+    assert_eq!(
+        log_again.matches("scored already, kept").count(),
+        2,
+        "{log_again}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("study.md")).unwrap(),
+        study
+    );
 }

@@ -22,12 +22,13 @@ pub(crate) struct DemoArgs {
     #[arg(long, value_name = "DIR", default_value = "runs/demo")]
     pub(crate) out: PathBuf,
 
-    /// Input size of the model.
-    #[arg(long, default_value_t = 128)]
-    pub(crate) size: usize,
+    /// Side of the windows the model trains on, cut at random from the prints at their own
+    /// resolution (`whorl train --crop`); a multiple of 4.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub(crate) crop: usize,
 
-    /// Training epochs (batch 16, learning rate 5e-4).
-    #[arg(long, default_value_t = 10)]
+    /// Training epochs (batch 8, learning rate 1e-3).
+    #[arg(long, default_value_t = DEMO_EPOCHS)]
     pub(crate) epochs: usize,
 
     /// Fingers of the optical-sensor set (training and validation); an eighth as many, at
@@ -42,12 +43,12 @@ pub(crate) struct DemoArgs {
     #[command(flatten)]
     pub(crate) compute: Compute,
 
-    /// The optimizer that trains the model: rmsprop or adam (as `whorl train`).
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Rmsprop)]
+    /// The optimizer that trains the model: adam or rmsprop (as `whorl train`).
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
     pub(crate) optimizer: OptimizerKind,
 
-    /// Real prints to show the bundled model on [default: ../shared/data/real-fingerprints,
-    /// from the current folder or the repository whorl was built from, when it is there].
+    /// Real prints to show both models on [default: ../shared/data/real-fingerprints, from the
+    /// current folder or the repository whorl was built from, when it is there].
     #[arg(long, value_name = "DIR")]
     pub(crate) real_prints: Option<PathBuf>,
 
@@ -55,6 +56,9 @@ pub(crate) struct DemoArgs {
     #[arg(long)]
     pub(crate) no_identity: bool,
 }
+
+/// The demo's training length: what two CPU cores train in about a minute and a half.
+const DEMO_EPOCHS: usize = 6;
 
 /// Decides `--device auto` once, so the steps of the demo agree and say it once.
 fn settle_device(compute: &mut Compute) -> Result<()> {
@@ -174,14 +178,12 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
         &train_dir.to_string_lossy(),
         "--out",
         &run.to_string_lossy(),
-        "--size",
-        &args.size.to_string(),
+        "--crop",
+        &args.crop.to_string(),
         "--epochs",
         &args.epochs.to_string(),
         "--batch-size",
-        "16",
-        "--lr",
-        "0.0005",
+        "8",
         "--save-every",
         &args.epochs.to_string(),
         "--device",
@@ -204,34 +206,29 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
         compute: args.compute.clone(),
     };
     println!(
-        "\ndemo: scoring the model trained here ({} epochs at {}x{}) and, for reconstructions \
-         that keep the ridges, the bundled model {} (150 epochs at 224x224 on 2,150 synthetic \
-         optical prints; it never saw the test set's fingers or sensor, nor any real print)",
+        "\ndemo: scoring the model trained here ({} epochs on {}x{} windows of the prints at \
+         their own resolution, so it reconstructs whole prints at their own resolution) beside \
+         the bundled model {} (150 epochs on 2,150 synthetic optical prints resized to \
+         224x224); neither saw the test set's fingers or sensor, nor any real print",
         args.epochs,
-        args.size,
-        args.size,
+        args.crop,
+        args.crop,
         whorl::bundled::NAME
     );
-    let mut bundled_sets = vec![("unseen sensor", test_dir.as_path())];
+    let mut sets = vec![("unseen sensor", test_dir.as_path())];
     match &real {
-        Some(dir) => bundled_sets.push(("real prints", dir.as_path())),
+        Some(dir) => sets.push(("real prints", dir.as_path())),
         None => println!(
             "demo: no real prints at {REAL_PRINTS} (from here or from the repository); \
              --real-prints DIR to show some"
         ),
     }
-    let mut reports = scores(
-        &trained,
-        "trained here",
-        true,
-        &[("unseen sensor", &test_dir)],
-        false,
-    )?;
+    let mut reports = scores(&trained, "trained here", true, &sets, false)?;
     reports.extend(scores(
         &bundled,
         "bundled",
         false,
-        &bundled_sets,
+        &sets,
         !args.no_identity,
     )?);
     println!();
@@ -239,14 +236,13 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
     let metrics = args.out.join("metrics.json");
     evaluate::write(&reports, &metrics)?;
 
-    let reconstructions = args.out.join("reconstructions.png");
-    draw(&bundled, &test_dir, &reconstructions, 8)?;
-    let real_figure = args.out.join("reconstructions-real.png");
+    let figure = |name: &str| args.out.join(format!("{name}.png"));
+    draw(&trained, &test_dir, &figure("reconstructions"), 8)?;
+    draw(&bundled, &test_dir, &figure("reconstructions-bundled"), 8)?;
     if let Some(dir) = &real {
-        draw(&bundled, dir, &real_figure, 8)?;
+        draw(&trained, dir, &figure("reconstructions-real"), 8)?;
+        draw(&bundled, dir, &figure("reconstructions-real-bundled"), 8)?;
     }
-    let trained_figure = args.out.join("reconstructions-trained-here.png");
-    draw(&trained, &test_dir, &trained_figure, 8)?;
     let first = whorl::data::find_images(&test_dir)?
         .into_iter()
         .next()
@@ -255,7 +251,7 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
         })?;
     let gradcam = args.out.join("gradcam.png");
     run_gradcam(GradcamArgs {
-        model: bundled,
+        model: trained,
         image: first,
         layer: "all".into(),
         out: gradcam.clone(),
@@ -263,14 +259,26 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
     println!("\ndemo files:");
     let mut files = vec![
         ("loss curve (trained here)", run.join(history::LOSS_PLOT)),
-        ("reconstructions, unseen sensor", reconstructions),
+        ("reconstructions, unseen sensor", figure("reconstructions")),
+        (
+            "the same by the bundled model",
+            figure("reconstructions-bundled"),
+        ),
     ];
     if real.is_some() {
-        files.push(("reconstructions, real prints", real_figure));
+        files.extend([
+            (
+                "reconstructions, real prints",
+                figure("reconstructions-real"),
+            ),
+            (
+                "the same by the bundled model",
+                figure("reconstructions-real-bundled"),
+            ),
+        ]);
     }
     files.extend([
-        ("the same by the model trained here", trained_figure),
-        ("Grad-CAM, every layer", gradcam),
+        ("Grad-CAM, every layer (trained here)", gradcam),
         ("scores (JSON; CSV beside it)", metrics),
         ("checkpoints (trained here)", run.join("checkpoints")),
     ]);
