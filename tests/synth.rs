@@ -6,6 +6,7 @@ mod common;
 use std::f32::consts::PI;
 use std::path::Path;
 
+use rand::SeedableRng;
 use whorl::data::Dataset;
 use whorl::synth::orientation::{Point, circle, poincare_index};
 use whorl::synth::{self, FingerClass, Manifest, Master, SENSORS, SynthConfig, sensor};
@@ -439,4 +440,92 @@ fn the_default_data_set_is_made_once_with_a_test_set_from_the_other_sensor() {
         .modified()
         .unwrap();
     assert_eq!(stamp, after);
+}
+
+/// FNV-1a of an image's pixel bytes.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[test]
+fn the_optical_and_capacitive_impressions_stay_those_of_generator_version_2() {
+    // The cached default data set and the bundled model's training data are generator version
+    // 2's: a change to these sensors' output must bump GENERATOR_VERSION (and remake the cache),
+    // so these hashes of version 2's pixels must hold while it stays 2.
+    assert_eq!(synth::GENERATOR_VERSION, 2);
+    let hashes: Vec<u64> = [("optical", 3), ("capacitive", 7)]
+        .into_iter()
+        .map(|(name, finger)| {
+            let master = synth::master(2000, finger, None);
+            let image = synth::impression(&master, 2000, finger, sensor::sensor(name).unwrap(), 1);
+            fnv1a(image.as_raw())
+        })
+        .collect();
+    assert_eq!(
+        hashes,
+        [0x5ce3_9f90_3c30_8dd2, 0x120a_4ac4_01a8_e313],
+        "{hashes:x?}"
+    );
+}
+
+#[test]
+fn only_the_ink_sensor_shows_creases_and_scars_and_a_finger_keeps_them_on_every_impression() {
+    let ink = sensor::sensor("ink").unwrap();
+    let master = synth::master(SEED, 0, None);
+    for name in ["optical", "capacitive"] {
+        let skin = synth::skin(&master, SEED, 0, sensor::sensor(name).unwrap(), 0);
+        assert!(
+            skin.variation.is_none() && skin.marks.count() == (0, 0),
+            "{name}"
+        );
+    }
+    let (mut creased, mut scarred) = (0, 0);
+    for finger in 0..12 {
+        let master = synth::master(SEED, finger, None);
+        let first = synth::skin(&master, SEED, finger, ink, 0);
+        let second = synth::skin(&master, SEED, finger, ink, 1);
+        assert_eq!(first.marks.count(), second.marks.count());
+        // The marks are the finger's: the same ink left everywhere on both impressions.
+        for (x, y) in [
+            (100.0, 150.0),
+            (180.0, 220.0),
+            (240.0, 300.0),
+            (150.0, 260.0),
+        ] {
+            assert_eq!(first.marks.ink_left(x, y), second.marks.ink_left(x, y));
+        }
+        let (creases, scars) = first.marks.count();
+        creased += usize::from(creases > 0);
+        scarred += usize::from(scars > 0);
+    }
+    assert!(
+        creased >= 6 && (1..=10).contains(&scarred),
+        "{creased} creased, {scarred} scarred"
+    );
+
+    // A crease takes ink away along its line: an impression with the finger's marks is lighter
+    // inside the finger than the same impression without them.
+    let finger = (0..12)
+        .find(|&f| {
+            synth::skin(&synth::master(SEED, f, None), SEED, f, ink, 0)
+                .marks
+                .count()
+                .0
+                > 0
+        })
+        .unwrap();
+    let master = synth::master(SEED, finger, None);
+    let skin = synth::skin(&master, SEED, finger, ink, 0);
+    let unmarked = synth::skin::Skin {
+        marks: synth::skin::Marks::default(),
+        ..skin.clone()
+    };
+    let render = |skin: &synth::skin::Skin| {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let image = synth::impression::render(&master, ink, skin, &mut rng);
+        image.pixels().map(|p| f64::from(p[0])).sum::<f64>()
+    };
+    assert!(render(&skin) > render(&unmarked));
 }

@@ -8,6 +8,7 @@ use rand::Rng;
 
 use super::ridges::Master;
 use super::sensor::Sensor;
+use super::skin::Skin;
 use super::{ValueNoise, gaussian};
 
 /// Pixels between exact evaluations of the elastic warp along a row.
@@ -32,8 +33,8 @@ fn sample(map: &[f32], width: usize, height: usize, x: f32, y: f32, outside: f32
     top + fy * (bottom - top)
 }
 
-/// Renders one impression of `master` on `sensor`.
-pub fn render(master: &Master, sensor: &Sensor, rng: &mut impl Rng) -> GrayImage {
+/// Renders one impression of `master` on `sensor`, with what it shows of the finger's `skin`.
+pub fn render(master: &Master, sensor: &Sensor, skin: &Skin, rng: &mut impl Rng) -> GrayImage {
     let (mw, mh) = (master.width(), master.height());
     let (w, h) = (sensor.width, sensor.height);
 
@@ -101,7 +102,14 @@ pub fn render(master: &Master, sensor: &Sensor, rng: &mut impl Rng) -> GrayImage
             );
             let contact = smoothstep(0.0, 0.12, 1.0 - (ex * ex + ey * ey).sqrt());
             let ridge = sample(&master.ridges, mw, mh, x, y, -1.0);
-            let mut ink = smoothstep(wetness - edge, wetness + edge, ridge);
+            let (level, ink_share) = match &skin.variation {
+                Some(variation) => (
+                    wetness + variation.threshold_shift(x, y),
+                    variation.ink(x, y) * skin.marks.ink_left(x, y),
+                ),
+                None => (wetness, 1.0),
+            };
+            let mut ink = ink_share * smoothstep(level - edge, level + edge, ridge);
             if dry && dry_breaks.at(x, y) > break_level {
                 ink *= 0.25;
             }

@@ -7,6 +7,7 @@ pub mod impression;
 pub mod orientation;
 pub mod ridges;
 pub mod sensor;
+pub mod skin;
 
 use std::fs;
 use std::io::Cursor;
@@ -106,6 +107,40 @@ pub fn master(seed: u64, finger: usize, class: Option<FingerClass>) -> Master {
     Master::generate(class.unwrap_or(drawn), &mut rng)
 }
 
+/// The skin that impression `impression` of finger `finger` shows on `sensor`: nothing for a
+/// sensor that shows none of it; else the finger's marks (the same on every impression) and
+/// this impression's variation, each from a stream of its own.
+pub fn skin(
+    master: &Master,
+    seed: u64,
+    finger: usize,
+    sensor: &Sensor,
+    impression: usize,
+) -> skin::Skin {
+    if !skin::Skin::shown_by(sensor) {
+        return skin::Skin::default();
+    }
+    let (width, height) = (master.width() as f32, master.height() as f32);
+    let stream = |low: u64| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(((finger as u64) << 16) | low);
+        rng
+    };
+    let sensor_index = SENSORS
+        .iter()
+        .position(|s| s.name == sensor.name)
+        .unwrap_or(0) as u64;
+    skin::Skin {
+        marks: skin::Marks::draw(sensor, width, height, &mut stream(0xf000)),
+        variation: Some(skin::Variation::draw(
+            sensor,
+            width,
+            height,
+            &mut stream(0xe000 | (sensor_index << 8) | (impression as u64 & 0xff)),
+        )),
+    }
+}
+
 /// Impression `impression` of `master` (finger `finger`) on `sensor`.
 pub fn impression(
     master: &Master,
@@ -117,6 +152,7 @@ pub fn impression(
     impression::render(
         master,
         sensor,
+        &skin(master, seed, finger, sensor, impression),
         &mut impression_rng(seed, finger, sensor, impression),
     )
 }

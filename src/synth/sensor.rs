@@ -6,7 +6,9 @@ use image::ImageFormat;
 
 /// What a sensor changes: image size, file format, background and ridge gray levels (with
 /// per-impression jitter), blur, pixel noise, row striping, ridge texture, background
-/// blotches and gamma.
+/// blotches and gamma; and how much of the skin's own variety it shows (ridge width and ink
+/// varying across the finger, creases, scars), which the optical and capacitive profiles leave
+/// out so that their images stay those of generator version 2.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sensor {
     pub name: &'static str,
@@ -30,10 +32,20 @@ pub struct Sensor {
     /// Amplitude of slow background variation (residue, uneven lighting), gray levels.
     pub blotches: f32,
     pub gamma: f32,
+    /// How far the ridge/valley threshold wanders across the finger, so ridges thicken and thin
+    /// from place to place (0: not at all; the threshold's own range is about -0.4..0.4).
+    pub width_variation: f32,
+    /// How much the ink's density fades across the finger: 0 not at all, 1 from full to none.
+    pub contrast_variation: f32,
+    /// The most creases (thin light lines across the ridges, mostly near-horizontal) a finger
+    /// has; each finger has between none and this many, on every impression.
+    pub creases: usize,
+    /// The chance that a finger has a scar (a short light curved stroke), on every impression.
+    pub scar_chance: f32,
 }
 
 /// The sensor families whorl can imitate.
-pub const SENSORS: [Sensor; 2] = [
+pub const SENSORS: [Sensor; 3] = [
     Sensor {
         name: "optical",
         summary: "FTIR optical scanner like FVC2002 DB1: 388x374, 8-bit .tif, near-white background, \
@@ -53,6 +65,10 @@ pub const SENSORS: [Sensor; 2] = [
         ridge_texture: 0.6,
         blotches: 8.0,
         gamma: 1.0,
+        width_variation: 0.0,
+        contrast_variation: 0.0,
+        creases: 0,
+        scar_chance: 0.0,
     },
     Sensor {
         name: "capacitive",
@@ -72,6 +88,34 @@ pub const SENSORS: [Sensor; 2] = [
         ridge_texture: 0.25,
         blotches: 6.0,
         gamma: 1.25,
+        width_variation: 0.0,
+        contrast_variation: 0.0,
+        creases: 0,
+        scar_chance: 0.0,
+    },
+    Sensor {
+        name: "ink",
+        summary: "ink on a card, scanned at 500 dpi like the NIST special databases: 320x360, \
+                  8-bit .png, off-white paper with smudges, heavy uneven ink (ridges thick and \
+                  merged in places, faded in others), creases and scars",
+        width: 320,
+        height: 360,
+        format: ImageFormat::Png,
+        extension: "png",
+        background: 218.0,
+        background_jitter: 14.0,
+        ridge: 38.0,
+        ridge_jitter: 18.0,
+        blur: 0.9,
+        noise: 5.0,
+        row_stripes: 0.0,
+        ridge_texture: 0.7,
+        blotches: 18.0,
+        gamma: 0.9,
+        width_variation: 0.35,
+        contrast_variation: 0.45,
+        creases: 5,
+        scar_chance: 0.4,
     },
 ];
 
