@@ -45,7 +45,7 @@ pub struct Sensor {
 }
 
 /// The sensor families whorl can imitate.
-pub const SENSORS: [Sensor; 3] = [
+pub const SENSORS: [Sensor; 4] = [
     Sensor {
         name: "optical",
         summary: "FTIR optical scanner like FVC2002 DB1: 388x374, 8-bit .tif, near-white background, \
@@ -116,6 +116,31 @@ pub const SENSORS: [Sensor; 3] = [
         contrast_variation: 0.45,
         creases: 5,
         scar_chance: 0.4,
+    },
+    Sensor {
+        name: "strip",
+        summary: "narrow strip of a swipe sensor's reassembled frames, like libfprint's UPEK \
+                  TouchStrip image: 144x384, 8-bit .png, light gray, low contrast (pale ridges \
+                  on a light background), faint row seams, ridge width and ink varying along \
+                  the finger",
+        width: 144,
+        height: 384,
+        format: ImageFormat::Png,
+        extension: "png",
+        background: 228.0,
+        background_jitter: 6.0,
+        ridge: 155.0,
+        ridge_jitter: 10.0,
+        blur: 0.5,
+        noise: 3.0,
+        row_stripes: 2.5,
+        ridge_texture: 0.2,
+        blotches: 4.0,
+        gamma: 1.0,
+        width_variation: 0.25,
+        contrast_variation: 0.3,
+        creases: 2,
+        scar_chance: 0.1,
     },
 ];
 
