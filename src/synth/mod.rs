@@ -78,21 +78,31 @@ impl ValueNoise {
 /// The random stream of finger `finger`'s master fingerprint: it depends on the seed and the
 /// finger only, so a finger looks the same on every sensor and on any number of threads.
 fn master_rng(seed: u64, finger: usize) -> ChaCha8Rng {
+    finger_stream(seed, finger, 0)
+}
+
+/// Stream `low` of finger `finger`'s streams under `seed`; each random draw of the generator
+/// comes from one of these, told apart by `low` (below 2^16).
+fn finger_stream(seed: u64, finger: usize, low: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream((finger as u64) << 16);
+    rng.set_stream(((finger as u64) << 16) | low);
     rng
 }
 
-fn impression_rng(seed: u64, finger: usize, sensor: &Sensor, impression: usize) -> ChaCha8Rng {
-    let sensor_index = SENSORS
+/// The position of `sensor` in [`SENSORS`] (0 for a sensor not in it).
+fn sensor_index(sensor: &Sensor) -> u64 {
+    SENSORS
         .iter()
         .position(|s| s.name == sensor.name)
-        .unwrap_or(0);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(
-        ((finger as u64) << 16) | ((sensor_index as u64) << 8) | (impression as u64 + 1),
-    );
-    rng
+        .unwrap_or(0) as u64
+}
+
+fn impression_rng(seed: u64, finger: usize, sensor: &Sensor, impression: usize) -> ChaCha8Rng {
+    finger_stream(
+        seed,
+        finger,
+        (sensor_index(sensor) << 8) | (impression as u64 + 1),
+    )
 }
 
 /// The class of finger `finger`, drawn with natural frequencies.
@@ -121,22 +131,19 @@ pub fn skin(
         return skin::Skin::default();
     }
     let (width, height) = (master.width() as f32, master.height() as f32);
-    let stream = |low: u64| {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(((finger as u64) << 16) | low);
-        rng
-    };
-    let sensor_index = SENSORS
-        .iter()
-        .position(|s| s.name == sensor.name)
-        .unwrap_or(0) as u64;
+    let variation_stream = 0xe000 | (sensor_index(sensor) << 8) | (impression as u64 & 0xff);
     skin::Skin {
-        marks: skin::Marks::draw(sensor, width, height, &mut stream(0xf000)),
+        marks: skin::Marks::draw(
+            sensor,
+            width,
+            height,
+            &mut finger_stream(seed, finger, 0xf000),
+        ),
         variation: Some(skin::Variation::draw(
             sensor,
             width,
             height,
-            &mut stream(0xe000 | (sensor_index << 8) | (impression as u64 & 0xff)),
+            &mut finger_stream(seed, finger, variation_stream),
         )),
     }
 }
