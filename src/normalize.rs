@@ -49,10 +49,16 @@ impl Stretch {
         match normalization {
             Normalization::None => Stretch::IDENTITY,
             Normalization::Stretch => {
-                let mut sorted = image.to_vec();
-                sorted.sort_unstable_by(f32::total_cmp);
-                let at = |fraction: f32| sorted[((sorted.len() - 1) as f32 * fraction) as usize];
-                let (low, high) = (at(0.01), at(0.99));
+                // The two order statistics, without sorting the whole image.
+                let mut values = image.to_vec();
+                let rank = |fraction: f32| ((values.len() - 1) as f32 * fraction) as usize;
+                let (low_rank, high_rank) = (rank(0.01), rank(0.99));
+                let (below, &mut high, _) =
+                    values.select_nth_unstable_by(high_rank, f32::total_cmp);
+                let low = match low_rank < high_rank {
+                    true => *below.select_nth_unstable_by(low_rank, f32::total_cmp).1,
+                    false => high,
+                };
                 Stretch {
                     low,
                     range: (high - low).max(MIN_RANGE),
