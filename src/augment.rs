@@ -180,6 +180,8 @@ pub fn apply(
 
 #[cfg(test)]
 mod tests {
+    use clap::ValueEnum;
+
     use super::*;
 
     /// A side x side test image with no symmetry: a ramp plus a bright spot off the diagonal.
@@ -240,17 +242,10 @@ mod tests {
 
     #[test]
     fn every_kind_keeps_values_in_range() {
-        let all = [
-            Augmentation::Flip,
-            Augmentation::Rotate,
-            Augmentation::Zoom,
-            Augmentation::Contrast,
-            Augmentation::Invert,
-            Augmentation::Noise,
-        ];
+        let all = Augmentation::value_variants();
         for index in 0..20 {
             let mut image = picture(20);
-            apply(&all, 5, 1, index, &mut image, 20);
+            apply(all, 5, 1, index, &mut image, 20);
             assert!(image.iter().all(|v| (0.0..=1.0).contains(v)));
         }
     }

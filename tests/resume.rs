@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
+use clap::ValueEnum;
 use whorl::augment::{self, Augmentation};
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::{Optimizer, OptimizerKind};
@@ -91,14 +92,7 @@ fn shaped(data: &Path, out: &Path) -> TrainConfig {
             kind: ScheduleKind::Cosine,
             warmup_epochs: 0.5,
         },
-        augment: vec![
-            Augmentation::Flip,
-            Augmentation::Rotate,
-            Augmentation::Zoom,
-            Augmentation::Contrast,
-            Augmentation::Invert,
-            Augmentation::Noise,
-        ],
+        augment: Augmentation::value_variants().to_vec(),
         normalize: Normalization::Stretch,
         ..config(data, out, 4)
     }
@@ -141,29 +135,16 @@ fn a_scheduled_augmented_run_interrupted_and_resumed_ends_as_one_straight_run() 
     let data = dir.path().join("data");
     common::write_striped_images(&data, 12, 16);
     let (straight, split) = (dir.path().join("straight"), dir.path().join("split"));
-    let whole = train(
-        CpuBackend::new(),
-        &shaped(&data, &straight),
-        None,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    let stopped = train(
-        CpuBackend::new(),
-        &shaped(&data, &split),
-        None,
-        &AtomicBool::new(true),
-    )
-    .unwrap();
+    // A run into `out`, asked to stop at once with `stop`, from `resume` if given.
+    let run = |out: &Path, stop: bool, resume| {
+        let config = shaped(&data, out);
+        train(CpuBackend::new(), &config, resume, &AtomicBool::new(stop)).unwrap()
+    };
+    let whole = run(&straight, false, None);
+    let stopped = run(&split, true, None);
     let saved = load(&stopped.last_checkpoint);
     assert_eq!(saved.meta.schedule, shaped(&data, &split).schedule);
-    let resumed = train(
-        CpuBackend::new(),
-        &shaped(&data, &split),
-        Some((stopped.last_checkpoint, saved)),
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let resumed = run(&split, false, Some((stopped.last_checkpoint, saved)));
     assert_eq!(resumed.epochs_completed, 2);
     assert!(load(&resumed.last_checkpoint).params == load(&whole.last_checkpoint).params);
     assert_eq!(resumed.val_loss, whole.val_loss);

@@ -150,8 +150,9 @@ fn parse_augmentations(text: &str) -> std::result::Result<Augmentations, String>
         .map(|name| {
             Augmentation::from_str(name.trim(), false).map_err(|_| {
                 format!(
-                    "\"{name}\" is not an augmentation (expected a comma-separated list of \
-                     flip, rotate, zoom, contrast, invert, noise, or none)"
+                    "\"{name}\" is not an augmentation (expected a comma-separated list of {}, \
+                     or none)",
+                    augment::describe(Augmentation::value_variants())
                 )
             })
         })
