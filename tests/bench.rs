@@ -1,7 +1,7 @@
 //! The benchmark's work formulas and its JSON schema (the benchmark itself is not a test).
 
-use whorl::backend::ConvInput;
 use whorl::backend::cpu::CpuBackend;
+use whorl::backend::{ConvInput, PlainConvolution};
 use whorl::bench::work::{ConvPass, conv_work, model_executed_flops};
 use whorl::bench::{BenchReport, model_flops, run};
 use whorl::graph::convolutions;
@@ -18,22 +18,49 @@ fn a_training_image_costs_11_33_gflop_and_its_forward_pass_3_79() {
 fn the_executed_arithmetic_of_a_training_image_is_7_41_gflop() {
     // conv5 and conv6 read upsampled inputs: forward 4/9 and backward 1/4 of nominal, so a
     // step at batch 128 drops from 1.45 to about 0.95 TFLOP.
-    let (train, forward) = model_executed_flops(&Architecture::reference(), 224).unwrap();
+    let direct = PlainConvolution::Direct;
+    let (train, forward) = model_executed_flops(&Architecture::reference(), 224, direct).unwrap();
     assert!((forward / 1e9 - 2.727).abs() < 0.001, "forward {forward:e}");
     assert!((train / 1e9 - 7.41).abs() < 0.005, "training {train:e}");
     let convs = convolutions(&Architecture::reference(), 224, 224, 128).unwrap();
     let conv5 = &convs[4];
     assert_eq!(conv5.read, ConvInput::Upsampled2);
     let nominal = 2.0 * 128.0 * 112.0 * 112.0 * 9.0 * 128.0 * 64.0;
-    let forward = conv_work(conv5, ConvPass::Forward);
+    let forward = conv_work(conv5, ConvPass::Forward, direct);
     assert_eq!(
         (forward.flops, forward.executed_flops),
         (nominal, nominal * 4.0 / 9.0)
     );
-    let filter = conv_work(conv5, ConvPass::BackwardFilter);
+    let filter = conv_work(conv5, ConvPass::BackwardFilter, direct);
     assert_eq!(filter.executed_flops, nominal / 4.0);
-    let conv4 = conv_work(&convs[3], ConvPass::BackwardData);
+    let conv4 = conv_work(&convs[3], ConvPass::BackwardData, direct);
     assert_eq!(conv4.executed_flops, conv4.flops);
+}
+
+#[test]
+fn winograd_executes_4_9_of_the_plain_passes_so_a_cpu_training_image_is_4_33_gflop() {
+    // conv2-conv4 run all three passes by F(2x2, 3x3); conv1's forward and kernel gradient
+    // (one input channel) stay direct, and the upsampled layers keep their 4/9 and 1/4.
+    let winograd = PlainConvolution::Winograd;
+    let (train, forward) = model_executed_flops(&Architecture::reference(), 224, winograd).unwrap();
+    assert!((forward / 1e9 - 1.699).abs() < 0.001, "forward {forward:e}");
+    assert!((train / 1e9 - 4.325).abs() < 0.005, "training {train:e}");
+    let convs = convolutions(&Architecture::reference(), 224, 224, 32).unwrap();
+    for pass in [
+        ConvPass::Forward,
+        ConvPass::BackwardData,
+        ConvPass::BackwardFilter,
+    ] {
+        let conv4 = conv_work(&convs[3], pass, winograd);
+        assert_eq!(conv4.executed_flops, conv4.flops * 4.0 / 9.0, "{pass:?}");
+        let conv5 = conv_work(&convs[4], pass, winograd);
+        assert_eq!(
+            conv5.executed_flops,
+            conv_work(&convs[4], pass, PlainConvolution::Direct).executed_flops
+        );
+    }
+    let conv1 = conv_work(&convs[0], ConvPass::BackwardFilter, winograd);
+    assert_eq!(conv1.executed_flops, conv1.flops);
 }
 
 #[test]
@@ -41,7 +68,7 @@ fn convolution_work_follows_the_formulas() {
     let convs = convolutions(&Architecture::reference(), 224, 224, 128).unwrap();
     // conv2: 128 x 112 x 112 pixels, 9 x 32 x 64 multiply-adds each.
     let conv2 = &convs[1];
-    let work = conv_work(conv2, ConvPass::Forward);
+    let work = conv_work(conv2, ConvPass::Forward, PlainConvolution::Direct);
     assert_eq!(work.flops, 2.0 * 128.0 * 112.0 * 112.0 * 9.0 * 32.0 * 64.0);
     let input = 128.0 * 112.0 * 112.0 * 32.0;
     let output = 128.0 * 112.0 * 112.0 * 64.0;
@@ -49,7 +76,7 @@ fn convolution_work_follows_the_formulas() {
     // conv6 reads its input upsampled: nominal work over the 224 x 224 grid, the stored input.
     let conv6 = convs.last().unwrap();
     assert_eq!(conv6.read, ConvInput::Upsampled2);
-    let work = conv_work(conv6, ConvPass::BackwardFilter);
+    let work = conv_work(conv6, ConvPass::BackwardFilter, PlainConvolution::Direct);
     assert_eq!(work.flops, 2.0 * 128.0 * 224.0 * 224.0 * 9.0 * 64.0);
     let stored = 128.0 * 112.0 * 112.0 * 64.0;
     assert_eq!(work.bytes, 4.0 * (stored + 128.0 * 224.0 * 224.0 + 577.0));

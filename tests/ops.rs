@@ -86,13 +86,15 @@ fn upsampled_convolutions_match_direct_loops_when_work_chunks_span_images() {
 
 #[test]
 fn conv2d_backward_filter_is_deterministic_across_thread_counts() {
-    // cout 1 with an upsampled input runs as direct loops, the others as GEMMs.
-    for (read, cout) in [
-        (ConvInput::Direct, 6),
-        (ConvInput::Upsampled2, 6),
-        (ConvInput::Upsampled2, 1),
+    // Each algorithm: Winograd (plain, 4 channels in), direct loops (plain, one channel in),
+    // box sums as a GEMM (upsampled), and as a GEMM of width 9 (upsampled, one channel out).
+    for (read, cin, cout) in [
+        (ConvInput::Direct, 4, 6),
+        (ConvInput::Direct, 1, 6),
+        (ConvInput::Upsampled2, 4, 6),
+        (ConvInput::Upsampled2, 4, 1),
     ] {
-        let conv = conv(nhwc(3, 19, 23, 4), cout, read, Activation::Relu);
+        let conv = conv(nhwc(3, 19, 23, cin), cout, read, Activation::Relu);
         let x = random(conv.input.len(), -1.0, 1.0, 1);
         let dz = random(conv.output().len(), -1.0, 1.0, 2);
         let grads_with = |threads: usize| {
@@ -109,8 +111,8 @@ fn conv2d_backward_filter_is_deterministic_across_thread_counts() {
             })
         };
         let one = grads_with(1);
-        assert_eq!(one, grads_with(2), "{read:?} to {cout}");
-        assert_eq!(one, grads_with(5), "{read:?} to {cout}");
+        assert_eq!(one, grads_with(2), "{read:?} {cin} to {cout}");
+        assert_eq!(one, grads_with(5), "{read:?} {cin} to {cout}");
     }
 }
 

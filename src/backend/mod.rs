@@ -242,6 +242,16 @@ impl Conv {
     }
 }
 
+/// How an engine computes the 3x3 convolutions of a plain (not upsampled) input with several
+/// input channels, and the backward-data pass of every plain convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlainConvolution {
+    /// Sums over the 3x3 window, as written (the GPU kernels, the reference).
+    Direct,
+    /// Winograd's F(2x2, 3x3) (the CPU engine): 4/9 of the multiplies.
+    Winograd,
+}
+
 /// The operations the layer graph needs. Buffers may be longer than an operation's shape needs
 /// (they are planned for the largest batch); operations use their leading elements.
 pub trait Backend {
@@ -253,6 +263,11 @@ pub trait Backend {
     /// The precision of its convolutions' multiplications.
     fn precision(&self) -> Precision {
         Precision::Fp32
+    }
+
+    /// How it computes the plain convolutions, for counting the arithmetic it executes.
+    fn plain_convolution(&self) -> PlainConvolution {
+        PlainConvolution::Direct
     }
 
     /// Prepares scratch space for these convolutions (at the largest batch), so no step allocates.

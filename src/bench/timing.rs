@@ -111,7 +111,8 @@ fn conv_timings<B: Backend>(
         conv.slot.out_channels
     );
     let name = |pass: ConvPass| format!("{} {}", conv.slot.name, pass.name());
-    let work = |pass: ConvPass| work::conv_work(conv, pass);
+    let plain = backend.plain_convolution();
+    let work = |pass: ConvPass| work::conv_work(conv, pass, plain);
     let mut cases = vec![Case::new(
         name(ConvPass::Forward),
         &shape,

@@ -9,7 +9,10 @@
 //! - executed, the arithmetic whorl's engines actually do: an upsampled convolution's forward
 //!   is four 2x2 "phase" convolutions (4/9 of nominal) and its backward passes are 3x3 passes
 //!   at the source resolution over 2x2 box sums of dz (1/4 of nominal, the box sums' few adds
-//!   per element of dz not counted); every other pass executes its nominal count.
+//!   per element of dz not counted); on an engine that runs the plain convolutions by
+//!   Winograd's F(2x2, 3x3) (the CPU), their passes execute 4/9 of nominal (the transforms'
+//!   adds not counted) but for conv1's forward and kernel gradient (one input channel, direct
+//!   loops); every other pass executes its nominal count.
 //!
 //! Bytes: convolution forward input + kernel and bias + output; backward-data dz + kernel +
 //! dx; backward-filter input + dz + kernel and bias gradients. Max pooling: 3 comparisons per
@@ -22,7 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Conv, ConvInput};
+use crate::backend::{Conv, ConvInput, PlainConvolution};
 use crate::error::Result;
 use crate::graph;
 use crate::model::Architecture;
@@ -71,11 +74,14 @@ pub fn conv_flops(conv: &Conv) -> f64 {
     2.0 * conv.output().pixels() as f64 * 9.0 * (slot.in_channels * slot.out_channels) as f64
 }
 
-/// The arithmetic a pass executes: nominal, except an upsampled input's 4/9 (forward) and 1/4
-/// (backward passes).
-pub fn conv_executed_flops(conv: &Conv, pass: ConvPass) -> f64 {
+/// The arithmetic a pass executes on an engine that computes plain convolutions as `plain`:
+/// nominal, except an upsampled input's 4/9 (forward) and 1/4 (backward passes), and 4/9 for
+/// the plain passes run by Winograd.
+pub fn conv_executed_flops(conv: &Conv, pass: ConvPass, plain: PlainConvolution) -> f64 {
+    let one_input_channel = conv.slot.in_channels == 1 && pass != ConvPass::BackwardData;
     let share = match (conv.read, pass) {
-        (ConvInput::Direct, _) => 1.0,
+        (ConvInput::Direct, _) if plain == PlainConvolution::Direct || one_input_channel => 1.0,
+        (ConvInput::Direct, _) => 4.0 / 9.0,
         (ConvInput::Upsampled2, ConvPass::Forward) => 4.0 / 9.0,
         (ConvInput::Upsampled2, _) => 0.25,
     };
@@ -86,7 +92,7 @@ fn floats(n: usize) -> f64 {
     4.0 * n as f64
 }
 
-pub fn conv_work(conv: &Conv, pass: ConvPass) -> Work {
+pub fn conv_work(conv: &Conv, pass: ConvPass, plain: PlainConvolution) -> Work {
     let params = conv.slot.bias.end - conv.slot.weight.start;
     let (input, output) = (conv.input.len(), conv.output().len());
     let bytes = match pass {
@@ -96,7 +102,7 @@ pub fn conv_work(conv: &Conv, pass: ConvPass) -> Work {
     };
     Work {
         flops: conv_flops(conv),
-        executed_flops: conv_executed_flops(conv, pass),
+        executed_flops: conv_executed_flops(conv, pass, plain),
         bytes,
     }
 }
@@ -141,14 +147,20 @@ pub fn model_flops(architecture: &Architecture, size: usize) -> Result<(f64, f64
     Ok((3.0 * forward - first, forward))
 }
 
-/// The same as [`model_flops`], counting the arithmetic executed.
-pub fn model_executed_flops(architecture: &Architecture, size: usize) -> Result<(f64, f64)> {
+/// The same as [`model_flops`], counting the arithmetic executed by an engine that computes
+/// plain convolutions as `plain`.
+pub fn model_executed_flops(
+    architecture: &Architecture,
+    size: usize,
+    plain: PlainConvolution,
+) -> Result<(f64, f64)> {
     let convs = graph::convolutions(architecture, size, size, 1)?;
-    let pass = |p: ConvPass| -> f64 { convs.iter().map(|c| conv_executed_flops(c, p)).sum() };
+    let executed = |c: &Conv, p: ConvPass| conv_executed_flops(c, p, plain);
+    let pass = |p: ConvPass| -> f64 { convs.iter().map(|c| executed(c, p)).sum() };
     let forward = pass(ConvPass::Forward);
     let first = convs
         .first()
-        .map_or(0.0, |c| conv_executed_flops(c, ConvPass::BackwardData));
+        .map_or(0.0, |c| executed(c, ConvPass::BackwardData));
     let train = forward + pass(ConvPass::BackwardData) - first + pass(ConvPass::BackwardFilter);
     Ok((train, forward))
 }

@@ -1,15 +1,17 @@
-//! Convolutions on the CPU as gathered GEMMs: each pixel's window is gathered into one row of
-//! a tile ([`super::gather`]) and tiles are multiplied by a kernel matrix ([`super::gemm`]).
-//! One function per algorithm:
-//! - forward: [`forward_same`], 3x3 windows of x; of an upsampled input, [`forward_phases`],
-//!   four 2x2 phase convolutions of the small input (4/9 of the work).
-//! - backward-data: [`backward_data`], 3x3 windows of dz times the flipped kernel; of an
-//!   upsampled input, the same over 2x2 box sums of dz at the source's resolution (1/4).
-//! - backward-filter: [`filter_same`], 3x3 windows of x against dz; of an upsampled input,
+//! Convolutions on the CPU, one function per algorithm:
+//! - forward: of a plain input, [`forward_same`], by Winograd's F(2x2, 3x3)
+//!   ([`super::winograd`], 4/9 of the multiplies); of an upsampled input, [`forward_phases`],
+//!   four 2x2 phase convolutions of the small input (4/9 of the work) as gathered GEMMs: each
+//!   pixel's window gathered into one row of a tile ([`super::gather`]), tiles multiplied by a
+//!   kernel matrix ([`super::gemm`]).
+//! - backward-data: [`backward_data`], a 3x3 'same' convolution of dz with the flipped kernel,
+//!   by Winograd; of an upsampled input, a gathered GEMM over 2x2 box sums of dz at the
+//!   source's resolution (1/4 of the work).
+//! - backward-filter: of a plain input, Winograd's algebra read backward; of an upsampled input,
 //!   [`filter_box_sums`], box sums of dz against x (1/4 of the work).
 //!
-//! A convolution with one output channel read upsampled (conv6) runs as direct loops instead:
-//! see [`super::one_channel`].
+//! The one-channel convolutions, one input channel (conv1) and one output channel read
+//! upsampled (conv6), run their forward and kernel-gradient passes in [`super::one_channel`].
 //!
 //! Pixels are cut into WORK_CHUNKS pieces of whole image rows whatever the thread count, and
 //! reductions add the pieces in a fixed order, so results are the same bits on any machine.
@@ -22,6 +24,7 @@ use super::super::{Conv, ConvInput, Nhwc};
 use super::gather::{Gather, Window};
 use super::gemm::{Matrix, gemm};
 use super::one_channel;
+use super::winograd::{self, SameConv};
 use crate::model::Activation;
 
 /// Pixels per gathered tile: a tile of the widest layer (9 x 128 taps) stays in L2.
@@ -51,36 +54,48 @@ fn widest_row(conv: &Conv) -> usize {
     }
 }
 
-/// Values of a kernel gradient as accumulated (9 taps of cin x cout) plus the bias.
+/// Values of a kernel gradient as accumulated (9 taps of cin x cout, or the 16 positions of a
+/// Winograd tile) plus the bias.
 fn partial_len(conv: &Conv) -> usize {
     let slot = &conv.slot;
-    9 * slot.in_channels * slot.out_channels + slot.out_channels
+    let taps = if conv.read == ConvInput::Direct && slot.in_channels > 1 {
+        16
+    } else {
+        9
+    };
+    taps * slot.in_channels * slot.out_channels + slot.out_channels
 }
 
 /// Values of a transformed kernel: the flipped kernel, four 2x2 phase kernels, or the summed
 /// partial gradient.
 fn kernel_len(conv: &Conv) -> usize {
     let taps = match conv.read {
-        ConvInput::Direct => 9,
+        // The flipped kernel and its Winograd transform.
+        ConvInput::Direct => 9 + 16,
         ConvInput::Upsampled2 => 16,
     };
     (taps * conv.slot.in_channels * conv.slot.out_channels).max(partial_len(conv))
 }
 
+/// Floats of scratch one chunk of work of this convolution needs: a gathered tile and a tile
+/// of outputs, or what the one-channel passes need.
+fn tile_len(conv: &Conv) -> usize {
+    let gathered = TILE_PIXELS * (widest_row(conv) + conv.slot.out_channels);
+    gathered.max(one_channel::scratch_floats(conv))
+}
+
 impl ConvScratch {
     /// Makes room for every convolution in `shapes`.
     pub fn plan(&mut self, convs: &[Conv]) {
-        let widest = convs.iter().map(widest_row).max().unwrap_or(0);
-        let cout = convs.iter().map(|c| c.slot.out_channels).max().unwrap_or(0);
         self.partial_len = convs.iter().map(partial_len).max().unwrap_or(0);
-        self.tile_len = TILE_PIXELS * (widest + cout);
+        self.tile_len = convs.iter().map(tile_len).max().unwrap_or(0);
         self.tiles = vec![0.0; WORK_CHUNKS * self.tile_len];
         self.partials = vec![0.0; WORK_CHUNKS * self.partial_len];
         self.kernel = vec![0.0; convs.iter().map(kernel_len).max().unwrap_or(0)];
     }
 
     pub fn fits(&self, conv: &Conv) -> bool {
-        TILE_PIXELS * (widest_row(conv) + conv.slot.out_channels) <= self.tile_len
+        tile_len(conv) <= self.tile_len
             && partial_len(conv) <= self.partial_len
             && kernel_len(conv) <= self.kernel.len()
     }
@@ -96,7 +111,7 @@ pub(super) fn activate(activation: Activation, z: f32) -> f32 {
 /// v = activation(v + bias[channel]) over rows of `bias.len()` channels. The activation is
 /// chosen once, outside the loop: matched per value, the compiler computes the sigmoid's
 /// exponential for ReLU layers too.
-fn add_bias_and_activate(values: &mut [f32], bias: &[f32], activation: Activation) {
+pub(super) fn add_bias_and_activate(values: &mut [f32], bias: &[f32], activation: Activation) {
     let rows = values.chunks_exact_mut(bias.len());
     match activation {
         Activation::Relu => rows.for_each(|row| {
@@ -175,7 +190,7 @@ pub(super) fn add(dst: &mut [f32], src: &[f32]) {
 }
 
 /// dst[c, r] += src[r, c] for a row-major `rows` x `cols` src.
-fn add_transposed(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+pub(super) fn add_transposed(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     for r in 0..rows {
         for c in 0..cols {
             dst[c * rows + r] += src[r * cols + c];
@@ -190,6 +205,10 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
         &params[conv.slot.bias.clone()],
     );
     match conv.read {
+        ConvInput::Direct if one_channel::reads_one_channel(conv) => {
+            let tiles = (&mut scratch.tiles[..], scratch.tile_len);
+            one_channel::forward_one_input(conv, (x, kernel, bias), tiles, y);
+        }
         ConvInput::Direct => forward_same(scratch, conv, x, kernel, bias, y),
         ConvInput::Upsampled2 => {
             let tap = conv.slot.in_channels * conv.slot.out_channels;
@@ -201,8 +220,10 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
                     &kernel[t * tap..][..tap],
                 );
             });
-            if one_channel::applies(conv) {
-                one_channel::forward(conv, x, &scratch.kernel[..16 * tap], bias, y);
+            if one_channel::writes_one_channel(conv) {
+                let tiles = (&mut scratch.tiles[..], scratch.tile_len);
+                let phase_kernels = &scratch.kernel[..16 * tap];
+                one_channel::forward_one_output(conv, (x, phase_kernels, bias), tiles, y);
             } else {
                 forward_phases(scratch, conv, x, bias, y);
             }
@@ -210,7 +231,8 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
     }
 }
 
-/// y[p] = act(bias + window(p) kernel) over the 3x3 window around each pixel p.
+/// y[p] = act(bias + window(p) kernel) over the 3x3 window around each pixel p, by
+/// Winograd's F(2x2, 3x3) ([`winograd`]).
 fn forward_same(
     scratch: &mut ConvScratch,
     conv: &Conv,
@@ -219,11 +241,15 @@ fn forward_same(
     bias: &[f32],
     y: &mut [f32],
 ) {
-    let (input, cin, cout) = (conv.input, conv.slot.in_channels, conv.slot.out_channels);
-    let kernel = Matrix::row_major(kernel, 9 * cin, cout);
-    let gather = Gather::pixels(input, input, Window::SAME_3X3);
-    let tiles = (&mut scratch.tiles[..], scratch.tile_len);
-    gathered_gemm(tiles, &gather, x, kernel, Some((bias, conv.activation)), y);
+    let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
+    let transformed = &mut scratch.kernel[..16 * cin * cout];
+    winograd::transform_kernel(kernel, cin * cout, transformed);
+    let same = SameConv {
+        input: conv.input,
+        cout,
+        epilogue: Some((bias, conv.activation)),
+    };
+    winograd::convolve(same, x, transformed, y);
 }
 
 /// The forward pass of an upsampled input with the phase kernels in `scratch.kernel`: each
@@ -296,13 +322,25 @@ pub fn backward_data(
     for (t, taps) in kernel.chunks_exact(cin * cout).enumerate() {
         add_transposed(taps, cin, cout, &mut flipped[(8 - t) * cin * cout..]);
     }
-    let gather = match conv.read {
-        ConvInput::Direct => Gather::pixels(conv.output(), input, Window::SAME_3X3),
-        ConvInput::Upsampled2 => Gather::box_sums(conv.output(), input),
-    };
-    let flipped = Matrix::row_major(&scratch.kernel, 9 * cout, cin);
-    let tiles = (&mut scratch.tiles[..], scratch.tile_len);
-    gathered_gemm(tiles, &gather, dz, flipped, None, dx);
+    match conv.read {
+        ConvInput::Direct => {
+            // A 'same' convolution of dz (cout channels) into cin channels, by Winograd.
+            let (flipped, transformed) = scratch.kernel.split_at_mut(9 * cin * cout);
+            winograd::transform_kernel(flipped, cin * cout, transformed);
+            let same = SameConv {
+                input: conv.output(),
+                cout: cin,
+                epilogue: None,
+            };
+            winograd::convolve(same, dz, transformed, dx);
+        }
+        ConvInput::Upsampled2 => {
+            let gather = Gather::box_sums(conv.output(), input);
+            let flipped = Matrix::row_major(&scratch.kernel, 9 * cout, cin);
+            let tiles = (&mut scratch.tiles[..], scratch.tile_len);
+            gathered_gemm(tiles, &gather, dz, flipped, None, dx);
+        }
+    }
 }
 
 /// dkernel[ky, kx, ci, co] = sum over output pixels p of input(p + tap)[ci] * dz[p, co] and
@@ -319,18 +357,23 @@ pub fn backward_filter(
     let partials = &mut scratch.partials[..chunks * size];
     let tiles = (&mut scratch.tiles[..], scratch.tile_len);
     match conv.read {
-        ConvInput::Direct => {
-            chunk_partials(
-                conv.input,
-                tiles,
-                (partials, size),
-                filter_same(conv, x, dz),
-            );
+        ConvInput::Direct if one_channel::reads_one_channel(conv) => {
+            let tile_gradient = one_channel::filter_one_input(conv, x, dz);
+            chunk_partials(conv.input, tiles, (partials, size), tile_gradient);
             sum_in_order(&scratch.partials[..chunks * size], &mut grads[..size]);
         }
+        ConvInput::Direct => {
+            let same = SameConv {
+                input: conv.input,
+                cout: conv.slot.out_channels,
+                epilogue: None,
+            };
+            let sums = (&mut scratch.partials[..], &mut scratch.kernel[..]);
+            winograd::kernel_gradient(same, (x, dz), sums, grads);
+        }
         ConvInput::Upsampled2 => {
-            if one_channel::applies(conv) {
-                let tile_gradient = one_channel::filter_box_sums(conv, x, dz);
+            if one_channel::writes_one_channel(conv) {
+                let tile_gradient = one_channel::filter_one_output(conv, x, dz);
                 chunk_partials(conv.input, tiles, (partials, size), tile_gradient);
             } else {
                 let tile_gradient = filter_box_sums(conv, x, dz);
@@ -366,7 +409,7 @@ fn chunk_partials(
 }
 
 /// total[i] = the sum over partials (each total.len() long) of partial[i], in their order.
-fn sum_in_order(partials: &[f32], total: &mut [f32]) {
+pub(super) fn sum_in_order(partials: &[f32], total: &mut [f32]) {
     let size = total.len();
     total
         .par_chunks_mut(1024)
@@ -379,33 +422,6 @@ fn sum_in_order(partials: &[f32], total: &mut [f32]) {
                     .sum();
             }
         });
-}
-
-/// A tile's gradient for a plain input: dkernel [9 cin, cout] += window(x)^T dz, dbias +=
-/// column sums of dz.
-fn filter_same<'a>(
-    conv: &'a Conv,
-    x: &'a [f32],
-    dz: &'a [f32],
-) -> impl Fn(Range<usize>, &mut [f32], &mut [f32]) + Sync + 'a {
-    let (input, cin, cout) = (conv.input, conv.slot.in_channels, conv.slot.out_channels);
-    let gather = Gather::pixels(input, input, Window::SAME_3X3);
-    move |pixels, tile, partial| {
-        let rows = &mut tile[..pixels.len() * 9 * cin];
-        gather.rows(x, pixels.start, rows);
-        let dz = &dz[pixels.start * cout..pixels.end * cout];
-        let (dkernel, dbias) = partial.split_at_mut(9 * cin * cout);
-        let windows = Matrix::row_major(rows, pixels.len(), 9 * cin).transposed();
-        gemm(
-            windows,
-            Matrix::row_major(dz, pixels.len(), cout),
-            dkernel,
-            true,
-        );
-        for row in dz.chunks_exact(cout) {
-            add(dbias, row);
-        }
-    }
 }
 
 /// A tile's gradient for an upsampled input (see [`backward_data`] for the box sums B):

@@ -18,13 +18,6 @@ pub(super) struct Window {
 }
 
 impl Window {
-    /// The 3x3 window centred on the pixel: a same-size 3x3 convolution.
-    pub(super) const SAME_3X3: Window = Window {
-        size: 3,
-        stride: 1,
-        origin: (-1, -1),
-    };
-
     /// The 4x4 window at stride 2 from (2i - 1, 2j - 1): the output pixels whose 3x3 windows
     /// over an upsampled-x2 input read source pixel (i, j).
     pub(super) const UPSAMPLED_READERS: Window = Window {
@@ -183,7 +176,7 @@ impl Gather {
 /// One gathered row of the source pixels under `placed` (zeros outside the image).
 fn pixel_taps(c: usize, x: &[f32], placed: &Placed, row: &mut [f32]) {
     if c == 1 {
-        // One channel (conv1): a value per tap, without a copy call per value.
+        // One channel: a value per tap, without a copy call per value.
         for (tap, source) in row.iter_mut().zip(placed.taps()) {
             *tap = source.map_or(0.0, |s| x[s]);
         }

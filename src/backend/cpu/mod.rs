@@ -1,6 +1,7 @@
-//! The CPU engine: convolutions in [`conv`] (gathered GEMMs: [`gather`] and [`gemm`]; one
-//! output channel from an upsampled input in [`one_channel`]), element-wise and pooling
-//! operations here, every operation spread over threads with rayon.
+//! The CPU engine: convolutions in [`conv`] (plain ones by Winograd's F(2x2, 3x3) in
+//! [`winograd`], upsampled ones as gathered GEMMs: [`gather`] and [`gemm`]; the one-channel
+//! layers in [`one_channel`]), element-wise and pooling operations here, every operation
+//! spread over threads with rayon.
 //!
 //! Work is cut into a fixed number of pieces whatever the thread count, and every reduction
 //! adds its pieces in a fixed order, so a run gives the same bits on 1 thread or 64.
@@ -9,10 +10,11 @@ mod conv;
 mod gather;
 mod gemm;
 mod one_channel;
+mod winograd;
 
 use rayon::prelude::*;
 
-use super::{Adam, Backend, Conv, Nhwc, RmsProp};
+use super::{Adam, Backend, Conv, Nhwc, PlainConvolution, RmsProp};
 use crate::error::{Error, Result};
 use crate::model::Activation;
 use conv::ConvScratch;
@@ -76,6 +78,10 @@ impl Backend for CpuBackend {
             rayon::current_num_threads(),
             vector_instructions()
         )
+    }
+
+    fn plain_convolution(&self) -> PlainConvolution {
+        PlainConvolution::Winograd
     }
 
     fn plan(&mut self, convs: &[Conv]) -> Result<()> {

@@ -1,178 +1,340 @@
-//! Convolutions with one output channel and an upsampled input (conv6) as direct loops. As
-//! gathered GEMMs they would be GEMMs of width 1 whose gathers copy every source pixel many
-//! times; here the forward pass computes each output pixel as four dot products of a source
-//! pixel's channels with a phase-kernel tap, and the kernel gradient adds each source pixel's
-//! channels, read in place, times the nine box sums of dz that its taps see (the algebra of
-//! `backward_data` in conv.rs), with the vector instructions of the CPU it runs on (`pulp`
-//! picks AVX-512 or AVX2 with FMA at run time) and every multiply-add fused, as the GEMM
-//! kernels fuse them. Backward-data is a gathered GEMM of depth 9 in conv.rs.
+//! The one-channel convolutions as direct loops: as gathered GEMMs they would be GEMMs of depth
+//! 9 (one input channel, conv1) or of width 1 (one output channel read upsampled, conv6), whose
+//! packing and gathers cost more than their arithmetic. Both run with the vector instructions
+//! of the CPU they run on (`pulp` picks AVX-512 or AVX2 with FMA at run time), every
+//! multiply-add fused as the GEMM kernels fuse them.
 //!
-//! (conv1, one input channel, stays a GEMM of depth 9: direct loops over its 32 output
-//! channels were slower.)
+//! - One input channel: a pixel's output channels are the vectors; each of its nine window
+//!   values (copied nine to a row from three zero-padded source rows) is broadcast and
+//!   multiplied into them, in the forward pass and in the kernel gradient alike.
+//! - One output channel read upsampled: the forward pass multiplies every source pixel's
+//!   channels by the 16 taps of the four phase kernels in one GEMM of width 16, then adds each
+//!   output's four products from its 2x2 window; the kernel gradient is the GEMM of the source
+//!   pixels' channels (transposed) with the nine box sums of dz each source pixel's taps see
+//!   (the algebra of `backward_data` in conv.rs). Backward-data is a gathered GEMM of depth 9
+//!   in conv.rs.
 
 use std::ops::Range;
 
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::conv::{PHASES, activate, add, chunk_pixels};
-use super::gather::{Gather, Placed, Window};
-use crate::backend::{Conv, ConvInput};
+use super::conv::{PHASES, TILE_PIXELS, activate, add, add_transposed, chunk_pixels};
+use super::gather::Gather;
+use super::gemm::{Matrix, gemm};
+use crate::backend::{Conv, ConvInput, Nhwc};
+use crate::model::Activation;
 
-/// Whether `conv` runs here rather than as im2col and a GEMM.
-pub fn applies(conv: &Conv) -> bool {
+/// Source rows whose products the one-output-channel forward pass forms at a time. Each block
+/// also needs the products of the rows above and below it, which it computes again: 2/16 more
+/// arithmetic for a scratch space that stays in L2.
+const PRODUCT_ROWS: usize = 16;
+
+/// Whether `conv` reads one input channel directly (conv1).
+pub fn reads_one_channel(conv: &Conv) -> bool {
+    conv.read == ConvInput::Direct && conv.slot.in_channels == 1
+}
+
+/// Whether `conv` writes one output channel from an upsampled input (conv6).
+pub fn writes_one_channel(conv: &Conv) -> bool {
     conv.read == ConvInput::Upsampled2 && conv.slot.out_channels == 1
 }
 
-/// y += a x
-#[inline(always)]
-fn axpy<S: Simd>(simd: S, y: &mut [f32], a: f32, x: &[f32]) {
-    let (y_vectors, y_rest) = S::as_mut_simd_f32s(y);
-    let (x_vectors, x_rest) = S::as_simd_f32s(x);
-    let a_vector = simd.splat_f32s(a);
-    for (y, x) in y_vectors.iter_mut().zip(x_vectors) {
-        *y = simd.mul_add_f32s(a_vector, *x, *y);
-    }
-    for (y, x) in y_rest.iter_mut().zip(x_rest) {
-        *y = a.mul_add(*x, *y);
-    }
-}
-
-/// Adds a . b into `sums` (lane by lane, for the vectors' worth of a and b) and `rest` (the
-/// elements past the last whole vector).
-#[inline(always)]
-fn dot_into<S: Simd>(simd: S, (sums, rest): (&mut S::f32s, &mut f32), a: &[f32], b: &[f32]) {
-    let (a_vectors, a_rest) = S::as_simd_f32s(a);
-    let (b_vectors, b_rest) = S::as_simd_f32s(b);
-    for (a, b) in a_vectors.iter().zip(b_vectors) {
-        *sums = simd.mul_add_f32s(*a, *b, *sums);
-    }
-    for (a, b) in a_rest.iter().zip(b_rest) {
-        *rest = a.mul_add(*b, *rest);
+/// Floats of scratch one chunk of work of `conv` needs here: with one input channel, a tile's
+/// windows, three padded source rows and a tile's gradient; with one output channel, the
+/// forward pass's products of a block of rows, with a row above and below.
+pub fn scratch_floats(conv: &Conv) -> usize {
+    let width = conv.input.width;
+    if reads_one_channel(conv) {
+        9 * TILE_PIXELS + 3 * (width + 2) + 10 * conv.slot.out_channels
+    } else if writes_one_channel(conv) {
+        16 * (PRODUCT_ROWS + 2) * width
+    } else {
+        0
     }
 }
 
-/// The forward pass over the source pixels from `first` whose outputs are `y`, with the four
-/// 2x2 phase kernels [4, 2, 2, cin] (see conv.rs).
-struct ForwardChunk<'a> {
+/// padded[r, 1 + j] = pixel (i - 1 + r, j) of a one-channel image whose row i is row `g` of
+/// the batch (`input`'s rows back to back), for r in 0..3; zeros outside the image.
+fn pad_rows(x: &[f32], input: Nhwc, g: usize, padded: &mut [f32]) {
+    let (height, width) = (input.height, input.width);
+    for (r, padded) in padded[..3 * (width + 2)]
+        .chunks_exact_mut(width + 2)
+        .enumerate()
+    {
+        padded.fill(0.0);
+        if (1..=height).contains(&(g % height + r)) {
+            padded[1..=width].copy_from_slice(&x[(g + r - 1) * width..][..width]);
+        }
+    }
+}
+
+/// windows[p, :] = the 3x3 window, row-major, of pixel first + p of a one-channel image (zeros
+/// outside it), read from the three padded rows around each pixel's row.
+fn windows_3x3(x: &[f32], input: Nhwc, first: usize, windows: &mut [f32], padded: &mut [f32]) {
+    let width = input.width;
+    let (mut g, mut j) = (first / width, first % width);
+    pad_rows(x, input, g, padded);
+    for window in windows.chunks_exact_mut(9) {
+        if j == width {
+            (g, j) = (g + 1, 0);
+            pad_rows(x, input, g, padded);
+        }
+        for (r, taps) in window.chunks_exact_mut(3).enumerate() {
+            taps.copy_from_slice(&padded[r * (width + 2) + j..][..3]);
+        }
+        j += 1;
+    }
+}
+
+/// v = activation(v) for every value.
+#[inline(always)]
+fn activate_all<S: Simd>(simd: S, activation: Activation, values: &mut [f32]) {
+    match activation {
+        Activation::Relu => {
+            let (vectors, rest) = S::as_mut_simd_f32s(values);
+            let zero = simd.splat_f32s(0.0);
+            for v in vectors {
+                *v = simd.max_f32s(*v, zero);
+            }
+            for v in rest {
+                *v = v.max(0.0);
+            }
+        }
+        Activation::Sigmoid => values
+            .iter_mut()
+            .for_each(|v| *v = activate(activation, *v)),
+    }
+}
+
+/// One input channel, forward, over the pixels of `y` from `first`, a tile at a time:
+/// y[p, :] = act(bias + sum over the window's taps t of window(p)[t] kernel[t, :]), each
+/// vector of output channels summed in a register over the nine broadcast window values.
+struct OneInputForward<'a> {
     conv: &'a Conv,
     x: &'a [f32],
     kernel: &'a [f32],
     bias: &'a [f32],
     first: usize,
     y: &'a mut [f32],
+    scratch: &'a mut [f32],
 }
 
-impl WithSimd for ForwardChunk<'_> {
+impl WithSimd for OneInputForward<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let ForwardChunk {
+        let OneInputForward {
             conv,
             x,
             kernel,
             bias,
             first,
             y,
+            scratch,
         } = self;
-        let (input, cin, width) = (conv.input, conv.slot.in_channels, conv.input.width);
-        // y[2i + a, 2j + b] = act(bias + sum over the phase taps (u, v) of
-        // x[i + a - 1 + u, j + b - 1 + v, :] . phase_kernel[a, b][u, v, :])
-        for q in 0..y.len() / 4 {
-            let (row, j) = (q / width, q % width);
-            for (phase, &(a, b)) in PHASES.iter().enumerate() {
-                let placed = Placed::new(input, input, Window::phase(a, b), first + q);
-                let (mut sums, mut rest) = (simd.splat_f32s(0.0), 0.0);
-                for (tap, source) in placed.taps().enumerate() {
-                    let Some(s) = source else { continue };
-                    let taps = &kernel[(4 * phase + tap) * cin..][..cin];
-                    dot_into(simd, (&mut sums, &mut rest), &x[s * cin..][..cin], taps);
+        let cout = conv.slot.out_channels;
+        let (windows, padded) = scratch.split_at_mut(9 * TILE_PIXELS);
+        let taps: [&[f32]; 9] = std::array::from_fn(|t| &kernel[t * cout..][..cout]);
+        let tap_vectors = taps.map(|taps| S::as_simd_f32s(taps).0);
+        let (bias_vectors, bias_rest) = S::as_simd_f32s(bias);
+        for (tile, y) in y.chunks_mut(TILE_PIXELS * cout).enumerate() {
+            let windows = &mut windows[..9 * y.len() / cout];
+            windows_3x3(x, conv.input, first + tile * TILE_PIXELS, windows, padded);
+            for (out, window) in y.chunks_exact_mut(cout).zip(windows.chunks_exact(9)) {
+                let values: [S::f32s; 9] = std::array::from_fn(|t| simd.splat_f32s(window[t]));
+                let (out_vectors, out_rest) = S::as_mut_simd_f32s(out);
+                for (v, (out, &bias)) in out_vectors.iter_mut().zip(bias_vectors).enumerate() {
+                    let mut z = bias;
+                    for (value, taps) in values.iter().zip(&tap_vectors) {
+                        z = simd.mul_add_f32s(*value, taps[v], z);
+                    }
+                    *out = z;
                 }
-                let z = bias[0] + simd.reduce_sum_f32s(sums) + rest;
-                y[(2 * row + a) * 2 * width + 2 * j + b] = activate(conv.activation, z);
+                let first_rest = cout - out_rest.len();
+                for (k, (out, &bias)) in out_rest.iter_mut().zip(bias_rest).enumerate() {
+                    *out = (0..9).fold(bias, |z, t| window[t].mul_add(taps[t][first_rest + k], z));
+                }
+                activate_all(simd, conv.activation, out);
             }
         }
     }
 }
 
-/// y = act(conv(x) + bias) with the phase kernels `kernel`, in the chunks of whole source rows
-/// the GEMM path uses (each source pixel has four outputs).
-pub fn forward(conv: &Conv, x: &[f32], kernel: &[f32], bias: &[f32], y: &mut [f32]) {
+/// y = act(conv(x, kernel) + bias) for one input channel; `kernel` is [3, 3, 1, cout].
+pub fn forward_one_input(
+    conv: &Conv,
+    (x, kernel, bias): (&[f32], &[f32], &[f32]),
+    (tiles, tile_len): (&mut [f32], usize),
+    y: &mut [f32],
+) {
+    let cout = conv.slot.out_channels;
     let per_chunk = chunk_pixels(conv.input);
     y[..conv.output().len()]
-        .par_chunks_mut(4 * per_chunk)
+        .par_chunks_mut(per_chunk * cout)
+        .zip(tiles.par_chunks_mut(tile_len))
         .enumerate()
-        .for_each(|(chunk, y)| {
-            let first = chunk * per_chunk;
-            Arch::new().dispatch(ForwardChunk {
+        .for_each(|(chunk, (y, scratch))| {
+            Arch::new().dispatch(OneInputForward {
                 conv,
                 x,
                 kernel,
                 bias,
-                first,
+                first: chunk * per_chunk,
                 y,
+                scratch,
             })
         });
 }
 
-/// The kernel-and-bias gradient over some source pixels, laid out as the GEMM path of
-/// `conv.rs` accumulates it (`filter_box_sums`, with one output channel): the flipped taps
-/// [2 - ky, 2 - kx, cin], then the bias.
-struct FilterBoxSums<'a> {
-    conv: &'a Conv,
-    x: &'a [f32],
+/// One input channel, a tile's kernel gradient: sums[t, :] += window(p)[t] dz[p, :] and the
+/// bias's sums[9, :] += dz[p, :] over the tile's pixels, each vector of output channels
+/// summed over the tile in ten registers.
+struct OneInputFilter<'a> {
+    windows: &'a [f32],
     dz: &'a [f32],
-    pixels: Range<usize>,
-    partial: &'a mut [f32],
+    sums: &'a mut [f32],
 }
 
-impl WithSimd for FilterBoxSums<'_> {
+impl WithSimd for OneInputFilter<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let FilterBoxSums {
-            conv,
-            x,
-            dz,
-            pixels,
-            partial,
-        } = self;
-        let cin = conv.slot.in_channels;
-        let gather = Gather::box_sums(conv.output(), conv.input);
-        let (dkernel, dbias) = partial.split_at_mut(partial.len() - 1);
-        // partial[r, c, :] += box_sums(dz)[s][r, c] x[s, :]; dbias += box_sums(dz)[s][1, 1]
-        let mut sums = [0.0; 9];
-        for pixel in pixels {
-            gather.rows(dz, pixel, &mut sums);
-            dbias[0] += sums[4];
-            let x = &x[pixel * cin..][..cin];
-            for (taps, &g) in dkernel.chunks_exact_mut(cin).zip(&sums) {
-                axpy(simd, taps, g, x);
+        let OneInputFilter { windows, dz, sums } = self;
+        let cout = sums.len() / 10;
+        let vectors = cout / S::F32_LANES;
+        for v in 0..vectors {
+            let mut totals = [simd.splat_f32s(0.0); 10];
+            for (window, g) in windows.chunks_exact(9).zip(dz.chunks_exact(cout)) {
+                let g = S::as_simd_f32s(&g[v * S::F32_LANES..][..S::F32_LANES]).0[0];
+                for (total, &value) in totals.iter_mut().zip(window) {
+                    *total = simd.mul_add_f32s(simd.splat_f32s(value), g, *total);
+                }
+                totals[9] = simd.add_f32s(totals[9], g);
+            }
+            for (row, total) in sums.chunks_exact_mut(cout).zip(totals) {
+                S::as_mut_simd_f32s(&mut row[v * S::F32_LANES..][..S::F32_LANES]).0[0] = total;
+            }
+        }
+        for k in vectors * S::F32_LANES..cout {
+            for (window, g) in windows.chunks_exact(9).zip(dz.chunks_exact(cout)) {
+                for (t, &value) in window.iter().enumerate() {
+                    sums[t * cout + k] = value.mul_add(g[k], sums[t * cout + k]);
+                }
+                sums[9 * cout + k] += g[k];
             }
         }
     }
 }
 
-/// A tile's gradient with one output channel (see `filter_box_sums` in conv.rs): the tile's
-/// sum is formed in `tile` and then added to `partial`, as the GEMM path adds a tile's
-/// product, to keep the float32 sums short.
-pub fn filter_box_sums<'a>(
+/// A tile's gradient with one input channel, laid out as conv.rs's `filter_same` accumulates
+/// it ([9, 1, cout] then the bias): the tile's sum is formed in `tile` and then added to
+/// `partial`, as the GEMM path adds a tile's product, to keep the float32 sums short.
+pub fn filter_one_input<'a>(
     conv: &'a Conv,
     x: &'a [f32],
     dz: &'a [f32],
 ) -> impl Fn(Range<usize>, &mut [f32], &mut [f32]) + Sync + 'a {
+    let (input, cout) = (conv.input, conv.slot.out_channels);
     move |pixels, tile, partial| {
-        let tile_sum = &mut tile[..partial.len()];
-        tile_sum.fill(0.0);
-        Arch::new().dispatch(FilterBoxSums {
-            conv,
-            x,
-            dz,
-            pixels,
-            partial: tile_sum,
+        let (windows, rest) = tile.split_at_mut(9 * TILE_PIXELS);
+        let (padded, sums) = rest.split_at_mut(3 * (input.width + 2));
+        let windows = &mut windows[..9 * pixels.len()];
+        windows_3x3(x, input, pixels.start, windows, padded);
+        let sums = &mut sums[..partial.len()];
+        sums.fill(0.0);
+        Arch::new().dispatch(OneInputFilter {
+            windows,
+            dz: &dz[pixels.start * cout..pixels.end * cout],
+            sums,
         });
-        add(partial, tile_sum);
+        add(partial, sums);
+    }
+}
+
+/// One output channel read upsampled, forward, with the four 2x2 phase kernels
+/// `phase_kernels` [4 phases, 2, 2, cin] (see conv.rs): with the products
+/// P[s, 4 phase + 2u + v] = x[s, :] . phase_kernels[phase, u, v, :] of every source pixel s,
+/// y[2i + a, 2j + b] = act(bias + sum over u, v in {0, 1} of P[(i + a - 1 + u, j + b - 1 + v),
+/// 4 phase(a, b) + 2u + v]), source pixels outside the image counting as zeros. A chunk of
+/// whole source rows owns the output rows twice as many; it forms the products of
+/// PRODUCT_ROWS rows at a time (with the rows above and below) in one GEMM of width 16.
+pub fn forward_one_output(
+    conv: &Conv,
+    (x, phase_kernels, bias): (&[f32], &[f32], &[f32]),
+    (tiles, tile_len): (&mut [f32], usize),
+    y: &mut [f32],
+) {
+    let input = conv.input;
+    let (height, width, cin) = (input.height, input.width, input.channels);
+    let rows = input.batch * height;
+    let per_chunk = chunk_pixels(input);
+    let phase_kernels = Matrix::row_major(&phase_kernels[..16 * cin], 16, cin).transposed();
+    y[..4 * input.pixels()]
+        .par_chunks_mut(4 * per_chunk)
+        .zip(tiles.par_chunks_mut(tile_len))
+        .enumerate()
+        .for_each(|(chunk, (y, products))| {
+            let first_row = chunk * per_chunk / width;
+            let end_row = first_row + y.len() / (4 * width);
+            for start in (first_row..end_row).step_by(PRODUCT_ROWS) {
+                let end = end_row.min(start + PRODUCT_ROWS);
+                let (top, bottom) = (start.saturating_sub(1), rows.min(end + 1));
+                let products = &mut products[..16 * (bottom - top) * width];
+                let sources = &x[top * width * cin..bottom * width * cin];
+                let sources = Matrix::row_major(sources, (bottom - top) * width, cin);
+                gemm(sources, phase_kernels, products, false);
+                // Source row g is row i of its image; tap u of output row 2i + a reads source
+                // row i + a - 1 + u, which is inside the image when 1 <= i + a + u <= height.
+                for g in start..end {
+                    let i = g % height;
+                    for (phase, &(a, b)) in PHASES.iter().enumerate() {
+                        let out_row = 2 * (g - first_row) + a;
+                        let out = &mut y[out_row * 2 * width..][..2 * width];
+                        for j in 0..width {
+                            let mut z = bias[0];
+                            for u in (0..2).filter(|u| (1..=height).contains(&(i + a + u))) {
+                                let row = (g + a + u - 1 - top) * width;
+                                for v in (0..2).filter(|v| (1..=width).contains(&(j + b + v))) {
+                                    let source = row + j + b + v - 1;
+                                    z += products[16 * source + 4 * phase + 2 * u + v];
+                                }
+                            }
+                            out[2 * j + b] = activate(conv.activation, z);
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// A tile's gradient with one output channel read upsampled, laid out as conv.rs's
+/// `filter_box_sums` accumulates it ([9 flipped taps, 1, cin] then the bias): the GEMM
+/// x^T box_sums(dz) of the tile's source pixels, [cin, 9], added transposed, and the bias's
+/// share, the aligned boxes (tap 4), which cover dz once.
+pub fn filter_one_output<'a>(
+    conv: &'a Conv,
+    x: &'a [f32],
+    dz: &'a [f32],
+) -> impl Fn(Range<usize>, &mut [f32], &mut [f32]) + Sync + 'a {
+    let cin = conv.slot.in_channels;
+    let gather = Gather::box_sums(conv.output(), conv.input);
+    move |pixels, tile, partial| {
+        let (sums, product) = tile.split_at_mut(9 * TILE_PIXELS);
+        let sums = &mut sums[..9 * pixels.len()];
+        gather.rows(dz, pixels.start, sums);
+        let product = &mut product[..9 * cin];
+        let x = Matrix::row_major(&x[pixels.start * cin..pixels.end * cin], pixels.len(), cin);
+        gemm(
+            x.transposed(),
+            Matrix::row_major(sums, pixels.len(), 9),
+            product,
+            false,
+        );
+        let (dkernel, dbias) = partial.split_at_mut(9 * cin);
+        add_transposed(product, cin, 9, dkernel);
+        dbias[0] += sums.chunks_exact(9).map(|taps| taps[4]).sum::<f32>();
     }
 }

@@ -1,0 +1,441 @@
+//! 3x3 'same' convolutions by Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, "Fast
+//! Algorithms for Convolutional Neural Networks", 2016). Each 2x2 block of outputs (a tile) is
+//!
+//!     Y = A^T [ sum over input channels of (G g G^T) ⊙ (B^T d B) ] A
+//!
+//! over the tile's 4x4 input window d (from row 2 ti - 1, column 2 tj - 1; zeros outside the
+//! image) and each 3x3 kernel g, so that the sum over channels becomes 16 GEMMs, one per
+//! position ξ of the 4x4 transformed tile: M[ξ] (tiles x cout) = V[ξ] (tiles x cin) U[ξ]
+//! (cin x cout). That is 16 multiplies per 2x2 outputs and channel pair instead of 36: 4/9 of
+//! the direct arithmetic. In one dimension, for outputs y0 = d0 g0 + d1 g1 + d2 g2 and
+//! y1 = d1 g0 + d2 g1 + d3 g2 (a correlation, as convolution layers compute):
+//!
+//!     B^T d = (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
+//!     G g   = (g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2)
+//!     A^T m = (m0 + m1 + m2, m1 - m2 - m3)
+//!
+//! The plain convolutions with several input channels run all three passes here: forward;
+//! backward-data, itself a 'same' convolution of dz with the flipped kernel; and
+//! backward-filter, the same algebra read backward ([`kernel_gradient`]). Tiles are taken a few
+//! tile rows of one image at a time (a piece of work), so that a piece's transformed tiles stay
+//! in L2; outputs do not depend on how the work is cut, and the kernel gradient's pieces are
+//! added in a fixed order.
+
+use pulp::{Arch, Simd, WithSimd};
+use rayon::prelude::*;
+
+use super::super::Nhwc;
+use super::conv::{WORK_CHUNKS, add, add_bias_and_activate, sum_in_order};
+use super::gemm::{Matrix, gemm};
+use crate::model::Activation;
+
+/// Tiles a piece of work aims at: whole tile rows of one image, at least this many tiles.
+const TILES_PER_PIECE: usize = 64;
+
+/// G, the kernel transform: row a of the 4 x 3 matrix.
+const G: [[f64; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
+
+/// u[ξ = 4a + b, ci, co] = sum over ky, kx of G[a, ky] G[b, kx] kernel[ky, kx, ci, co], from a
+/// kernel [3, 3, cin, cout], each value summed in float64 and rounded once.
+pub fn transform_kernel(kernel: &[f32], taps: usize, u: &mut [f32]) {
+    for (xi, u) in u[..16 * taps].chunks_exact_mut(taps).enumerate() {
+        let (a, b) = (xi / 4, xi % 4);
+        for (i, u) in u.iter_mut().enumerate() {
+            let mut sum = 0.0;
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    sum += G[a][ky] * G[b][kx] * f64::from(kernel[(3 * ky + kx) * taps + i]);
+                }
+            }
+            *u = sum as f32;
+        }
+    }
+}
+
+/// A 3x3 'same' convolution: its input's shape, its output channels, and what follows the
+/// channel sums (bias and activation, or nothing for a gradient).
+#[derive(Clone, Copy)]
+pub struct SameConv<'a> {
+    pub input: Nhwc,
+    pub cout: usize,
+    pub epilogue: Option<(&'a [f32], Activation)>,
+}
+
+/// Some whole tile rows of one image: a piece of work.
+#[derive(Clone, Copy)]
+struct Piece {
+    image: usize,
+    first_tile_row: usize,
+    tile_rows: usize,
+}
+
+impl SameConv<'_> {
+    fn tiles_across(&self) -> usize {
+        self.input.width.div_ceil(2)
+    }
+
+    /// Tile rows per piece of work.
+    fn tile_rows_per_piece(&self) -> usize {
+        TILES_PER_PIECE.div_ceil(self.tiles_across())
+    }
+
+    /// Every piece of work, image by image, top to bottom.
+    fn pieces(&self) -> Vec<Piece> {
+        let (down, per_piece) = (self.input.height.div_ceil(2), self.tile_rows_per_piece());
+        (0..self.input.batch)
+            .flat_map(|image| {
+                (0..down)
+                    .step_by(per_piece)
+                    .map(move |first_tile_row| Piece {
+                        image,
+                        first_tile_row,
+                        tile_rows: per_piece.min(down - first_tile_row),
+                    })
+            })
+            .collect()
+    }
+
+    /// Floats of scratch one piece of work needs: its transformed inputs [tiles, 16, cin], its
+    /// transformed outputs [16, tiles, cout], and one tile's half-transformed window [16, cin].
+    fn scratch_len(&self) -> usize {
+        let tiles = self.tile_rows_per_piece() * self.tiles_across();
+        let cin = self.input.channels;
+        16 * tiles * (cin + self.cout) + 16 * cin
+    }
+
+    /// Values of a transformed kernel [16, cin, cout], or of its gradient with the bias's.
+    pub fn transformed_len(&self) -> usize {
+        16 * self.input.channels * self.cout + self.cout
+    }
+}
+
+/// y = epilogue(conv3x3(x, u)) with the transformed kernel `u` [16, cin, cout]
+/// ([`transform_kernel`]).
+pub fn convolve(conv: SameConv, x: &[f32], u: &[f32], y: &mut [f32]) {
+    let Nhwc { height, width, .. } = conv.input;
+    let image_len = height * width * conv.cout;
+    let piece_len = 2 * conv.tile_rows_per_piece() * width * conv.cout;
+    let outputs = y[..conv.input.pixels() * conv.cout]
+        .chunks_mut(image_len)
+        .flat_map(|y| y.chunks_mut(piece_len));
+    let pieces: Vec<(Piece, &mut [f32])> = conv.pieces().into_iter().zip(outputs).collect();
+    pieces.into_par_iter().for_each_init(
+        || vec![0.0; conv.scratch_len()],
+        |scratch, (piece, y)| {
+            Arch::new().dispatch(Forward {
+                conv,
+                x,
+                u,
+                piece,
+                y,
+                scratch,
+            })
+        },
+    );
+}
+
+/// The kernel and bias gradient, into `grads` = [dkernel [3, 3, cin, cout], dbias [cout]], of
+/// a 'same' convolution of x whose output has the gradient dz. A tile's forward pass is
+/// Y = A^T (U ⊙ V) A with U = G g G^T, linear in g, so read backward
+///
+///     dU[ξ] = sum over tiles of V[ξ]^T dM[ξ],  dM = A dY A^T,  dg = G^T dU G
+///
+/// with dY the tile's 2x2 block of dz (zeros outside the image): 16 GEMMs of (cin x tiles) by
+/// (tiles x cout) per piece, added into one partial per group of pieces (at most WORK_CHUNKS
+/// groups, the same whatever the thread count), the partials summed in order, then
+/// transformed back. `partials` holds WORK_CHUNKS x [`SameConv::transformed_len`] values,
+/// `total` one.
+pub fn kernel_gradient(
+    conv: SameConv,
+    (x, dz): (&[f32], &[f32]),
+    (partials, total): (&mut [f32], &mut [f32]),
+    grads: &mut [f32],
+) {
+    let (cin, cout) = (conv.input.channels, conv.cout);
+    let size = conv.transformed_len();
+    let pieces = conv.pieces();
+    let per_group = pieces.len().div_ceil(WORK_CHUNKS).max(1);
+    let groups = pieces.len().div_ceil(per_group);
+    pieces
+        .par_chunks(per_group)
+        .zip(partials[..groups * size].par_chunks_mut(size))
+        .for_each_init(
+            || vec![0.0; conv.scratch_len()],
+            |scratch, (pieces, partial)| {
+                partial.fill(0.0);
+                for &piece in pieces {
+                    Arch::new().dispatch(Filter {
+                        conv,
+                        x,
+                        dz,
+                        piece,
+                        partial: &mut *partial,
+                        scratch: &mut *scratch,
+                    });
+                }
+            },
+        );
+    let total = &mut total[..size];
+    sum_in_order(&partials[..groups * size], total);
+    // dg[ky, kx] = sum over a, b of G[a, ky] G[b, kx] dU[4a + b], in float64.
+    let taps = cin * cout;
+    for (tap, dkernel) in grads[..9 * taps].chunks_exact_mut(taps).enumerate() {
+        let (ky, kx) = (tap / 3, tap % 3);
+        for (i, g) in dkernel.iter_mut().enumerate() {
+            let mut sum = 0.0;
+            for (xi, du) in total.chunks_exact(taps).take(16).enumerate() {
+                sum += G[xi / 4][ky] * G[xi % 4][kx] * f64::from(du[i]);
+            }
+            *g = sum as f32;
+        }
+    }
+    grads[9 * taps..][..cout].copy_from_slice(&total[16 * taps..]);
+}
+
+/// The forward pass of a piece, whose outputs are `y` (its output rows, from
+/// 2 first_tile_row).
+struct Forward<'a> {
+    conv: SameConv<'a>,
+    x: &'a [f32],
+    u: &'a [f32],
+    piece: Piece,
+    y: &'a mut [f32],
+    scratch: &'a mut [f32],
+}
+
+/// The kernel gradient of a piece, added into `partial`: [16, cin, cout], then [cout].
+struct Filter<'a> {
+    conv: SameConv<'a>,
+    x: &'a [f32],
+    dz: &'a [f32],
+    piece: Piece,
+    partial: &'a mut [f32],
+    scratch: &'a mut [f32],
+}
+
+/// out = a - b
+#[inline(always)]
+fn difference(out: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
+        *o = a - b;
+    }
+}
+
+/// out = a + b
+#[inline(always)]
+fn sum(out: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
+        *o = a + b;
+    }
+}
+
+/// B^T over four rows of channels: (r0 - r2, r1 + r2, r2 - r1, r1 - r3), into `out` [4, c].
+#[inline(always)]
+fn input_transform(out: &mut [f32], rows: [&[f32]; 4]) {
+    let c = rows[0].len();
+    let mut outs = out.chunks_exact_mut(c);
+    let [r0, r1, r2, r3] = rows;
+    difference(outs.next().unwrap(), r0, r2);
+    sum(outs.next().unwrap(), r1, r2);
+    difference(outs.next().unwrap(), r2, r1);
+    difference(outs.next().unwrap(), r1, r3);
+}
+
+/// A^T over four rows of channels: (m0 + m1 + m2, m1 - m2 - m3).
+#[inline(always)]
+fn output_transform(out: [&mut [f32]; 2], m: [&[f32]; 4]) {
+    let [first, second] = out;
+    let [m0, m1, m2, m3] = m;
+    for (k, (f, s)) in first.iter_mut().zip(second.iter_mut()).enumerate() {
+        *f = m0[k] + m1[k] + m2[k];
+        *s = m1[k] - m2[k] - m3[k];
+    }
+}
+
+/// A over two rows of channels: (r0, r0 + r1, r0 - r1, -r1), into `out` [4, c].
+#[inline(always)]
+fn output_transform_backward(out: &mut [f32], rows: [&[f32]; 2]) {
+    let c = rows[0].len();
+    let mut outs = out.chunks_exact_mut(c);
+    let [r0, r1] = rows;
+    outs.next().unwrap().copy_from_slice(r0);
+    sum(outs.next().unwrap(), r0, r1);
+    difference(outs.next().unwrap(), r0, r1);
+    for (o, r) in outs.next().unwrap().iter_mut().zip(r1) {
+        *o = -r;
+    }
+}
+
+/// The channels of pixel (row, col) of one image of `t` [N, height, width, c], or `zeros`
+/// outside the image.
+#[inline(always)]
+fn pixel<'a>(
+    t: &'a [f32],
+    shape: Nhwc,
+    image: usize,
+    (row, col): (isize, isize),
+    zeros: &'a [f32],
+) -> &'a [f32] {
+    let inside =
+        (0..shape.height as isize).contains(&row) && (0..shape.width as isize).contains(&col);
+    if !inside {
+        return zeros;
+    }
+    let at = (image * shape.height + row as usize) * shape.width + col as usize;
+    &t[at * shape.channels..][..shape.channels]
+}
+
+/// V[t, 4a + b, :] = (B^T d B)[a, b] for each tile t of the piece, d its 4x4 window of x, with
+/// `half` [16, cin] for one tile's window transformed down its columns.
+#[inline(always)]
+fn transform_windows(conv: &SameConv, x: &[f32], piece: Piece, v: &mut [f32], half: &mut [f32]) {
+    let cin = conv.input.channels;
+    let across = conv.tiles_across();
+    let zeros = vec![0.0; cin];
+    for (t, v) in v.chunks_exact_mut(16 * cin).enumerate() {
+        let (ti, tj) = (piece.first_tile_row + t / across, t % across);
+        let (top, left) = (2 * ti as isize - 1, 2 * tj as isize - 1);
+        // half[4q + a, :] = (B^T d)[a, q]: column q of the window transformed down its rows.
+        for q in 0..4 {
+            let column = std::array::from_fn(|r| {
+                let at = (top + r as isize, left + q as isize);
+                pixel(x, conv.input, piece.image, at, &zeros)
+            });
+            input_transform(&mut half[4 * q * cin..][..4 * cin], column);
+        }
+        for a in 0..4 {
+            let row = std::array::from_fn(|q| &half[(4 * q + a) * cin..][..cin]);
+            input_transform(&mut v[4 * a * cin..][..4 * cin], row);
+        }
+    }
+}
+
+impl WithSimd for Forward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let Forward {
+            conv,
+            x,
+            u,
+            piece,
+            y,
+            scratch,
+        } = self;
+        let (width, cin, cout) = (conv.input.width, conv.input.channels, conv.cout);
+        let across = conv.tiles_across();
+        let tiles = piece.tile_rows * across;
+        let (v, rest) = scratch.split_at_mut(16 * tiles * cin);
+        let (m, half) = rest.split_at_mut(16 * tiles * cout);
+        transform_windows(&conv, x, piece, v, half);
+        // M[ξ] = V[ξ] U[ξ]: the channel sums of every tile at transformed position ξ.
+        for (xi, m) in m.chunks_exact_mut(tiles * cout).enumerate() {
+            let v = Matrix::strided(&v[xi * cin..], tiles, cin, 16 * cin);
+            gemm(
+                v,
+                Matrix::row_major(&u[xi * cin * cout..], cin, cout),
+                m,
+                false,
+            );
+        }
+        // Y = A^T M A, then the epilogue, for the outputs inside the image.
+        let mut rows = vec![0.0; 8 * cout];
+        let mut block = vec![0.0; 2 * cout];
+        for t in 0..tiles {
+            let (local_row, tj) = (t / across, t % across);
+            let at = |xi: usize| &m[(xi * tiles + t) * cout..][..cout];
+            // rows[a', b, :] = (A^T M)[a', b]
+            let (first, second) = rows.split_at_mut(4 * cout);
+            for b in 0..4 {
+                let out = [
+                    &mut first[b * cout..][..cout],
+                    &mut second[b * cout..][..cout],
+                ];
+                output_transform(out, std::array::from_fn(|a| at(4 * a + b)));
+            }
+            for (a, row) in rows.chunks_exact(4 * cout).enumerate() {
+                let out_row = 2 * local_row + a;
+                if out_row * width * cout >= y.len() {
+                    break;
+                }
+                let (left, right) = block.split_at_mut(cout);
+                let columns = std::array::from_fn(|b| &row[b * cout..][..cout]);
+                output_transform([left, right], columns);
+                let cols = (width - 2 * tj).min(2);
+                let out = &mut y[(out_row * width + 2 * tj) * cout..][..cols * cout];
+                out.copy_from_slice(&block[..cols * cout]);
+                if let Some((bias, activation)) = conv.epilogue {
+                    add_bias_and_activate(out, bias, activation);
+                }
+            }
+        }
+    }
+}
+
+impl WithSimd for Filter<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let Filter {
+            conv,
+            x,
+            dz,
+            piece,
+            partial,
+            scratch,
+        } = self;
+        let (cin, cout) = (conv.input.channels, conv.cout);
+        let across = conv.tiles_across();
+        let tiles = piece.tile_rows * across;
+        let (v, rest) = scratch.split_at_mut(16 * tiles * cin);
+        let (dm, half) = rest.split_at_mut(16 * tiles * cout);
+        transform_windows(&conv, x, piece, v, half);
+        // dM[ξ, t, :] = (A dY A^T)[a, b] of tile t's 2x2 block dY of dz.
+        let out_shape = Nhwc {
+            channels: cout,
+            ..conv.input
+        };
+        let zeros = vec![0.0; cout];
+        let mut dbias = vec![0.0; cout];
+        let (mut columns, mut row) = (vec![0.0; 8 * cout], vec![0.0; 4 * cout]);
+        for t in 0..tiles {
+            let (ti, tj) = (piece.first_tile_row + t / across, t % across);
+            let (top, left) = (2 * ti as isize, 2 * tj as isize);
+            let block =
+                |r: isize, q: isize| pixel(dz, out_shape, piece.image, (top + r, left + q), &zeros);
+            for (r, q) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                add(&mut dbias, block(r, q));
+            }
+            // columns[4q + a, :] = (A dY)[a, q]: column q of the block transformed down.
+            for q in 0..2 {
+                let column = [block(0, q as isize), block(1, q as isize)];
+                output_transform_backward(&mut columns[4 * q * cout..][..4 * cout], column);
+            }
+            for a in 0..4 {
+                let pair = [
+                    &columns[a * cout..][..cout],
+                    &columns[(4 + a) * cout..][..cout],
+                ];
+                output_transform_backward(&mut row, pair);
+                for (b, values) in row.chunks_exact(cout).enumerate() {
+                    dm[((4 * a + b) * tiles + t) * cout..][..cout].copy_from_slice(values);
+                }
+            }
+        }
+        // dU[ξ] += V[ξ]^T dM[ξ]
+        let (du, partial_bias) = partial.split_at_mut(16 * cin * cout);
+        for (xi, du) in du.chunks_exact_mut(cin * cout).enumerate() {
+            let v = Matrix::strided(&v[xi * cin..], tiles, cin, 16 * cin).transposed();
+            let dm = Matrix::row_major(&dm[xi * tiles * cout..], tiles, cout);
+            gemm(v, dm, du, true);
+        }
+        add(partial_bias, &dbias);
+    }
+}
