@@ -242,13 +242,14 @@ impl Conv {
     }
 }
 
-/// How an engine computes the 3x3 convolutions of a plain (not upsampled) input with several
-/// input channels, and the backward-data pass of every plain convolution.
+/// How an engine computes its convolutions, for counting the arithmetic it executes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PlainConvolution {
-    /// Sums over the 3x3 window, as written (the GPU kernels, the reference).
+pub enum ConvAlgorithm {
+    /// Sums over each tap, as written (the GPU kernels, the reference).
     Direct,
-    /// Winograd's F(2x2, 3x3) (the CPU engine): 4/9 of the multiplies.
+    /// Winograd's F(2x2, 3x3) (the CPU engine): every pass of a plain convolution with several
+    /// input channels (and backward-data of any plain one) at 4/9 of the multiplies, and the
+    /// forward pass of an upsampled input with several output channels at 1/4.
     Winograd,
 }
 
@@ -265,9 +266,9 @@ pub trait Backend {
         Precision::Fp32
     }
 
-    /// How it computes the plain convolutions, for counting the arithmetic it executes.
-    fn plain_convolution(&self) -> PlainConvolution {
-        PlainConvolution::Direct
+    /// How it computes its convolutions, for counting the arithmetic it executes.
+    fn conv_algorithm(&self) -> ConvAlgorithm {
+        ConvAlgorithm::Direct
     }
 
     /// Prepares scratch space for these convolutions (at the largest batch), so no step allocates.

@@ -111,8 +111,8 @@ fn conv_timings<B: Backend>(
         conv.slot.out_channels
     );
     let name = |pass: ConvPass| format!("{} {}", conv.slot.name, pass.name());
-    let plain = backend.plain_convolution();
-    let work = |pass: ConvPass| work::conv_work(conv, pass, plain);
+    let algorithm = backend.conv_algorithm();
+    let work = |pass: ConvPass| work::conv_work(conv, pass, algorithm);
     let mut cases = vec![Case::new(
         name(ConvPass::Forward),
         &shape,

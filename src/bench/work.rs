@@ -9,10 +9,11 @@
 //! - executed, the arithmetic whorl's engines actually do: an upsampled convolution's forward
 //!   is four 2x2 "phase" convolutions (4/9 of nominal) and its backward passes are 3x3 passes
 //!   at the source resolution over 2x2 box sums of dz (1/4 of nominal, the box sums' few adds
-//!   per element of dz not counted); on an engine that runs the plain convolutions by
-//!   Winograd's F(2x2, 3x3) (the CPU), their passes execute 4/9 of nominal (the transforms'
-//!   adds not counted) but for conv1's forward and kernel gradient (one input channel, direct
-//!   loops); every other pass executes its nominal count.
+//!   per element of dz not counted); on an engine that runs Winograd's F(2x2, 3x3) (the CPU),
+//!   the plain convolutions' passes execute 4/9 of nominal but for conv1's forward and kernel
+//!   gradient (one input channel, direct loops), and an upsampled input's forward 1/4 but for
+//!   conv6's (one output channel, phase convolutions), the transforms' adds not counted; every
+//!   other pass executes its nominal count.
 //!
 //! Bytes: convolution forward input + kernel and bias + output; backward-data dz + kernel +
 //! dx; backward-filter input + dz + kernel and bias gradients. Max pooling: 3 comparisons per
@@ -25,7 +26,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Conv, ConvInput, PlainConvolution};
+use crate::backend::{Conv, ConvAlgorithm, ConvInput};
 use crate::error::Result;
 use crate::graph;
 use crate::model::Architecture;
@@ -74,14 +75,20 @@ pub fn conv_flops(conv: &Conv) -> f64 {
     2.0 * conv.output().pixels() as f64 * 9.0 * (slot.in_channels * slot.out_channels) as f64
 }
 
-/// The arithmetic a pass executes on an engine that computes plain convolutions as `plain`:
-/// nominal, except an upsampled input's 4/9 (forward) and 1/4 (backward passes), and 4/9 for
-/// the plain passes run by Winograd.
-pub fn conv_executed_flops(conv: &Conv, pass: ConvPass, plain: PlainConvolution) -> f64 {
-    let one_input_channel = conv.slot.in_channels == 1 && pass != ConvPass::BackwardData;
+/// The arithmetic a pass executes on an engine that computes convolutions by `algorithm`:
+/// nominal, except an upsampled input's 4/9 (forward) and 1/4 (backward passes), and with
+/// Winograd 4/9 for the plain passes and 1/4 for an upsampled input's forward, but for the
+/// one-channel layers' direct loops.
+pub fn conv_executed_flops(conv: &Conv, pass: ConvPass, algorithm: ConvAlgorithm) -> f64 {
+    let winograd = algorithm == ConvAlgorithm::Winograd;
+    let one_channel = match conv.read {
+        ConvInput::Direct => conv.slot.in_channels == 1 && pass != ConvPass::BackwardData,
+        ConvInput::Upsampled2 => conv.slot.out_channels == 1,
+    };
     let share = match (conv.read, pass) {
-        (ConvInput::Direct, _) if plain == PlainConvolution::Direct || one_input_channel => 1.0,
-        (ConvInput::Direct, _) => 4.0 / 9.0,
+        (ConvInput::Direct, _) if winograd && !one_channel => 4.0 / 9.0,
+        (ConvInput::Direct, _) => 1.0,
+        (ConvInput::Upsampled2, ConvPass::Forward) if winograd && !one_channel => 0.25,
         (ConvInput::Upsampled2, ConvPass::Forward) => 4.0 / 9.0,
         (ConvInput::Upsampled2, _) => 0.25,
     };
@@ -92,7 +99,7 @@ fn floats(n: usize) -> f64 {
     4.0 * n as f64
 }
 
-pub fn conv_work(conv: &Conv, pass: ConvPass, plain: PlainConvolution) -> Work {
+pub fn conv_work(conv: &Conv, pass: ConvPass, algorithm: ConvAlgorithm) -> Work {
     let params = conv.slot.bias.end - conv.slot.weight.start;
     let (input, output) = (conv.input.len(), conv.output().len());
     let bytes = match pass {
@@ -102,7 +109,7 @@ pub fn conv_work(conv: &Conv, pass: ConvPass, plain: PlainConvolution) -> Work {
     };
     Work {
         flops: conv_flops(conv),
-        executed_flops: conv_executed_flops(conv, pass, plain),
+        executed_flops: conv_executed_flops(conv, pass, algorithm),
         bytes,
     }
 }
@@ -148,14 +155,14 @@ pub fn model_flops(architecture: &Architecture, size: usize) -> Result<(f64, f64
 }
 
 /// The same as [`model_flops`], counting the arithmetic executed by an engine that computes
-/// plain convolutions as `plain`.
+/// convolutions by `algorithm`.
 pub fn model_executed_flops(
     architecture: &Architecture,
     size: usize,
-    plain: PlainConvolution,
+    algorithm: ConvAlgorithm,
 ) -> Result<(f64, f64)> {
     let convs = graph::convolutions(architecture, size, size, 1)?;
-    let executed = |c: &Conv, p: ConvPass| conv_executed_flops(c, p, plain);
+    let executed = |c: &Conv, p: ConvPass| conv_executed_flops(c, p, algorithm);
     let pass = |p: ConvPass| -> f64 { convs.iter().map(|c| executed(c, p)).sum() };
     let forward = pass(ConvPass::Forward);
     let first = convs

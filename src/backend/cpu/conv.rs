@@ -1,14 +1,13 @@
-//! Convolutions on the CPU, one function per algorithm:
-//! - forward: of a plain input, [`forward_same`], by Winograd's F(2x2, 3x3)
-//!   ([`super::winograd`], 4/9 of the multiplies); of an upsampled input, [`forward_phases`],
-//!   four 2x2 phase convolutions of the small input (4/9 of the work) as gathered GEMMs: each
-//!   pixel's window gathered into one row of a tile ([`super::gather`]), tiles multiplied by a
-//!   kernel matrix ([`super::gemm`]).
+//! Convolutions on the CPU, one function per pass:
+//! - forward: [`forward`], by Winograd's F(2x2, 3x3) ([`super::winograd`]): 4/9 of the
+//!   multiplies for a plain input, 1/4 for an upsampled one.
 //! - backward-data: [`backward_data`], a 3x3 'same' convolution of dz with the flipped kernel,
-//!   by Winograd; of an upsampled input, a gathered GEMM over 2x2 box sums of dz at the
-//!   source's resolution (1/4 of the work).
-//! - backward-filter: of a plain input, Winograd's algebra read backward; of an upsampled input,
-//!   [`filter_box_sums`], box sums of dz against x (1/4 of the work).
+//!   by Winograd; of an upsampled input, a 3x3 pass at the source's resolution over 2x2 box
+//!   sums of dz (1/4 of the work) as a gathered GEMM: each source pixel's box sums gathered
+//!   into one row of a tile ([`super::gather`]), tiles multiplied by the kernel
+//!   ([`super::gemm`]).
+//! - backward-filter: [`backward_filter`], Winograd's algebra read backward for a plain input;
+//!   for an upsampled input, [`filter_box_sums`], box sums of dz against x (1/4 of the work).
 //!
 //! The one-channel convolutions, one input channel (conv1) and one output channel read
 //! upsampled (conv6), run their forward and kernel-gradient passes in [`super::one_channel`].
@@ -21,7 +20,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::super::{Conv, ConvInput, Nhwc};
-use super::gather::{Gather, Window};
+use super::gather::Gather;
 use super::gemm::{Matrix, gemm};
 use super::one_channel;
 use super::winograd::{self, SameConv};
@@ -35,23 +34,14 @@ pub const WORK_CHUNKS: usize = 64;
 /// Scratch space, sized once by [`ConvScratch::plan`].
 #[derive(Debug, Default)]
 pub struct ConvScratch {
-    /// Per chunk of work: a gathered tile, then a tile of outputs.
+    /// Per chunk of work: a tile of gathered box sums, or a one-channel pass's scratch.
     tiles: Vec<f32>,
     tile_len: usize,
     /// Per chunk of work: a partial kernel-and-bias gradient.
     partials: Vec<f32>,
     partial_len: usize,
-    /// A transformed kernel (flipped or phase kernels), or the summed partials.
+    /// A transformed kernel (flipped, phase or Winograd kernels), or the summed partials.
     kernel: Vec<f32>,
-}
-
-/// Widest gathered row any pass of this convolution multiplies.
-fn widest_row(conv: &Conv) -> usize {
-    let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-    match conv.read {
-        ConvInput::Direct => 9 * cin.max(cout),
-        ConvInput::Upsampled2 => (4 * cin).max(9 * cout),
-    }
 }
 
 /// Values of a kernel gradient as accumulated (9 taps of cin x cout, or the 16 positions of a
@@ -77,10 +67,15 @@ fn kernel_len(conv: &Conv) -> usize {
     (taps * conv.slot.in_channels * conv.slot.out_channels).max(partial_len(conv))
 }
 
-/// Floats of scratch one chunk of work of this convolution needs: a gathered tile and a tile
-/// of outputs, or what the one-channel passes need.
+/// Floats of scratch one chunk of work of this convolution needs: for an upsampled input's
+/// backward passes, a tile of gathered box sums (and room for a kernel gradient's product), or
+/// what the one-channel passes need. Winograd's pieces keep their own scratch.
 fn tile_len(conv: &Conv) -> usize {
-    let gathered = TILE_PIXELS * (widest_row(conv) + conv.slot.out_channels);
+    let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
+    let gathered = match conv.read {
+        ConvInput::Direct => 0,
+        ConvInput::Upsampled2 => TILE_PIXELS * 9 * cout + 9 * cin,
+    };
     gathered.max(one_channel::scratch_floats(conv))
 }
 
@@ -210,8 +205,8 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
             one_channel::forward_one_input(conv, (x, kernel, bias), tiles, y);
         }
         ConvInput::Direct => forward_same(scratch, conv, x, kernel, bias, y),
-        ConvInput::Upsampled2 => {
-            let tap = conv.slot.in_channels * conv.slot.out_channels;
+        ConvInput::Upsampled2 if one_channel::writes_one_channel(conv) => {
+            let tap = conv.slot.in_channels;
             let phase_kernels = &mut scratch.kernel[..16 * tap];
             phase_kernels.fill(0.0);
             for_each_phase_tap(|p, t| {
@@ -220,13 +215,21 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
                     &kernel[t * tap..][..tap],
                 );
             });
-            if one_channel::writes_one_channel(conv) {
-                let tiles = (&mut scratch.tiles[..], scratch.tile_len);
-                let phase_kernels = &scratch.kernel[..16 * tap];
-                one_channel::forward_one_output(conv, (x, phase_kernels, bias), tiles, y);
-            } else {
-                forward_phases(scratch, conv, x, bias, y);
-            }
+            let tiles = (&mut scratch.tiles[..], scratch.tile_len);
+            let phase_kernels = &scratch.kernel[..16 * tap];
+            one_channel::forward_one_output(conv, (x, phase_kernels, bias), tiles, y);
+        }
+        ConvInput::Upsampled2 => {
+            let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
+            let transformed = &mut scratch.kernel[..9 * cin * cout];
+            winograd::transform_kernel_upsampled(kernel, cin * cout, transformed);
+            let same = SameConv {
+                input: conv.input,
+                upsampled: true,
+                cout,
+                epilogue: Some((bias, conv.activation)),
+            };
+            winograd::convolve(same, x, transformed, y);
         }
     }
 }
@@ -246,52 +249,11 @@ fn forward_same(
     winograd::transform_kernel(kernel, cin * cout, transformed);
     let same = SameConv {
         input: conv.input,
+        upsampled: false,
         cout,
         epilogue: Some((bias, conv.activation)),
     };
     winograd::convolve(same, x, transformed, y);
-}
-
-/// The forward pass of an upsampled input with the phase kernels in `scratch.kernel`: each
-/// source pixel (i, j) yields output pixels (2i + a, 2j + b), each a 2x2 window of source
-/// pixels times phase kernel (a, b). A chunk of source rows owns the output rows twice as
-/// many, so chunks write disjoint parts of y.
-fn forward_phases(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], bias: &[f32], y: &mut [f32]) {
-    let (input, cin, cout) = (conv.input, conv.slot.in_channels, conv.slot.out_channels);
-    let kernels = &scratch.kernel[..16 * cin * cout];
-    let per_chunk = chunk_pixels(input);
-    let width = input.width;
-    y[..4 * input.pixels() * cout]
-        .par_chunks_mut(4 * per_chunk * cout)
-        .zip(scratch.tiles.par_chunks_mut(scratch.tile_len))
-        .enumerate()
-        .for_each(|(chunk, (y_chunk, tile))| {
-            let first = chunk * per_chunk;
-            let chunk_len = y_chunk.len() / (4 * cout);
-            let (rows, out) = tile.split_at_mut(TILE_PIXELS * 4 * cin);
-            for start in (0..chunk_len).step_by(TILE_PIXELS) {
-                let pixels = TILE_PIXELS.min(chunk_len - start);
-                for (phase, &(a, b)) in PHASES.iter().enumerate() {
-                    let rows = &mut rows[..pixels * 4 * cin];
-                    Gather::pixels(input, input, Window::phase(a, b)).rows(x, first + start, rows);
-                    let rows = Matrix::row_major(rows, pixels, 4 * cin);
-                    let phase_kernel = &kernels[phase * 4 * cin * cout..];
-                    let out = &mut out[..pixels * cout];
-                    gemm(
-                        rows,
-                        Matrix::row_major(phase_kernel, 4 * cin, cout),
-                        out,
-                        false,
-                    );
-                    add_bias_and_activate(out, bias, conv.activation);
-                    for (q, y) in out.chunks_exact(cout).enumerate() {
-                        let (row, j) = ((start + q) / width, (start + q) % width);
-                        let at = ((2 * row + a) * 2 * width + 2 * j + b) * cout;
-                        y_chunk[at..at + cout].copy_from_slice(y);
-                    }
-                }
-            }
-        });
 }
 
 /// dx = d loss / d input, from dz = d loss / d (pre-activation output).
@@ -329,6 +291,7 @@ pub fn backward_data(
             winograd::transform_kernel(flipped, cin * cout, transformed);
             let same = SameConv {
                 input: conv.output(),
+                upsampled: false,
                 cout: cin,
                 epilogue: None,
             };
@@ -365,6 +328,7 @@ pub fn backward_filter(
         ConvInput::Direct => {
             let same = SameConv {
                 input: conv.input,
+                upsampled: false,
                 cout: conv.slot.out_channels,
                 epilogue: None,
             };

@@ -1,6 +1,7 @@
-//! The gather of a gathered GEMM (as on the GPU): for each pixel of a grid, a window of a source
-//! tensor copied into one row of a tile (im2col), so that a convolution becomes tiles times
-//! a kernel matrix.
+//! The gather of the upsampled convolutions' backward GEMMs: for each source pixel, the nine
+//! 2x2 box sums of dz its taps see, copied into one row of a tile (im2col), so that a backward
+//! pass becomes tiles times a kernel matrix (backward-data) or tiles against the source
+//! (kernel gradient).
 
 use super::super::Nhwc;
 
@@ -25,22 +26,12 @@ impl Window {
         stride: 2,
         origin: (-1, -1),
     };
-
-    /// The 2x2 window of source pixels that output phase (a, b) of source pixel (i, j) reads
-    /// through an upsampling: rows i + a - 1 and i + a, columns j + b - 1 and j + b.
-    pub(super) fn phase(a: usize, b: usize) -> Window {
-        Window {
-            size: 2,
-            stride: 1,
-            origin: (a as isize - 1, b as isize - 1),
-        }
-    }
 }
 
 /// Where a window lies in the source at one grid pixel: each window row's first source pixel
 /// and each window column, None where it leaves the image.
 #[derive(Clone, Copy)]
-pub(super) struct Placed {
+struct Placed {
     rows: [Option<usize>; MAX_WINDOW],
     cols: [Option<usize>; MAX_WINDOW],
     size: usize,
@@ -57,7 +48,7 @@ fn inside(at: isize, len: usize) -> Option<usize> {
 
 impl Placed {
     /// `window` at `pixel`, which is (image, i, j) of a grid of `grid.height` x `grid.width`.
-    pub(super) fn new(src: Nhwc, grid: Nhwc, window: Window, pixel: usize) -> Self {
+    fn new(src: Nhwc, grid: Nhwc, window: Window, pixel: usize) -> Self {
         let (gh, gw) = (grid.height, grid.width);
         let (image, i, j) = (pixel / (gh * gw), pixel / gw % gh, pixel % gw);
         let top = (window.stride * i) as isize + window.origin.0;
@@ -83,53 +74,27 @@ impl Placed {
 
     /// The source pixel under window pixel (r, q), None outside the image.
     #[inline(always)]
-    pub(super) fn at(&self, r: usize, q: usize) -> Option<usize> {
+    fn at(&self, r: usize, q: usize) -> Option<usize> {
         Some(self.rows[r]? + self.cols[q]?)
     }
-
-    /// The source pixel under each window pixel, row-major.
-    pub(super) fn taps(&self) -> impl Iterator<Item = Option<usize>> + '_ {
-        (0..self.size).flat_map(move |r| (0..self.size).map(move |q| self.at(r, q)))
-    }
 }
 
-/// What one tap of a gathered row holds.
-#[derive(Clone, Copy, PartialEq)]
-enum Taps {
-    /// The channels of the source pixel under the tap: size^2 taps.
-    Pixels,
-    /// The channels summed over a 2x2 box of source pixels: tap (r, q) sums window pixels
-    /// (r, q), (r, q + 1), (r + 1, q) and (r + 1, q + 1), so (size - 1)^2 taps.
-    BoxSums,
-}
-
-/// A window gathered from a source tensor of shape `src` for each pixel of `grid`.
+/// The box sums of a source tensor of shape `src` gathered for each pixel of `grid`: tap
+/// (r, q) sums window pixels (r, q), (r, q + 1), (r + 1, q) and (r + 1, q + 1) of the window.
 #[derive(Clone, Copy)]
 pub(super) struct Gather {
     src: Nhwc,
     grid: Nhwc,
     window: Window,
-    taps: Taps,
 }
 
 impl Gather {
-    /// The source pixels under `window`.
-    pub(super) fn pixels(src: Nhwc, grid: Nhwc, window: Window) -> Self {
-        Gather {
-            src,
-            grid,
-            window,
-            taps: Taps::Pixels,
-        }
-    }
-
     /// The nine 2x2 box sums of the 4x4 window [`Window::UPSAMPLED_READERS`] of `src`.
     pub(super) fn box_sums(src: Nhwc, grid: Nhwc) -> Self {
         Gather {
             src,
             grid,
             window: Window::UPSAMPLED_READERS,
-            taps: Taps::BoxSums,
         }
     }
 
@@ -139,11 +104,7 @@ impl Gather {
 
     /// Taps per gathered row.
     fn tap_count(&self) -> usize {
-        let side = match self.taps {
-            Taps::Pixels => self.window.size,
-            Taps::BoxSums => self.window.size - 1,
-        };
-        side * side
+        (self.window.size - 1).pow(2)
     }
 
     /// Values per gathered row.
@@ -158,42 +119,13 @@ impl Gather {
         let mut placed = Placed::new(self.src, self.grid, self.window, first);
         let mut column = first % width;
         for (offset, row) in rows.chunks_exact_mut(self.row_len()).enumerate() {
-            match self.taps {
-                Taps::Pixels => pixel_taps(self.src.channels, x, &placed, row),
-                Taps::BoxSums => box_sum_taps(self.src.channels, x, &placed, row),
-            }
+            box_sum_taps(self.src.channels, x, &placed, row);
             column += 1;
             if column == width {
                 column = 0;
                 placed = Placed::new(self.src, self.grid, self.window, first + offset + 1);
             } else {
                 placed.step_right();
-            }
-        }
-    }
-}
-
-/// One gathered row of the source pixels under `placed` (zeros outside the image).
-fn pixel_taps(c: usize, x: &[f32], placed: &Placed, row: &mut [f32]) {
-    if c == 1 {
-        // One channel: a value per tap, without a copy call per value.
-        for (tap, source) in row.iter_mut().zip(placed.taps()) {
-            *tap = source.map_or(0.0, |s| x[s]);
-        }
-        return;
-    }
-    // A window row whose columns all lie inside the image is one run of the source.
-    let run = placed.size * c;
-    let columns = placed.cols[..placed.size].iter().all(Option::is_some);
-    for (r, taps) in row.chunks_exact_mut(run).enumerate() {
-        if let (true, Some(start)) = (columns, placed.at(r, 0)) {
-            taps.copy_from_slice(&x[start * c..][..run]);
-            continue;
-        }
-        for (q, tap) in taps.chunks_exact_mut(c).enumerate() {
-            match placed.at(r, q) {
-                Some(s) => tap.copy_from_slice(&x[s * c..][..c]),
-                None => tap.fill(0.0),
             }
         }
     }

@@ -14,7 +14,7 @@ mod winograd;
 
 use rayon::prelude::*;
 
-use super::{Adam, Backend, Conv, Nhwc, PlainConvolution, RmsProp};
+use super::{Adam, Backend, Conv, ConvAlgorithm, Nhwc, RmsProp};
 use crate::error::{Error, Result};
 use crate::model::Activation;
 use conv::ConvScratch;
@@ -80,8 +80,8 @@ impl Backend for CpuBackend {
         )
     }
 
-    fn plain_convolution(&self) -> PlainConvolution {
-        PlainConvolution::Winograd
+    fn conv_algorithm(&self) -> ConvAlgorithm {
+        ConvAlgorithm::Winograd
     }
 
     fn plan(&mut self, convs: &[Conv]) -> Result<()> {
