@@ -204,7 +204,6 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
             let tiles = (&mut scratch.tiles[..], scratch.tile_len);
             one_channel::forward_one_input(conv, (x, kernel, bias), tiles, y);
         }
-        ConvInput::Direct => forward_same(scratch, conv, x, kernel, bias, y),
         ConvInput::Upsampled2 if one_channel::writes_one_channel(conv) => {
             let tap = conv.slot.in_channels;
             let phase_kernels = &mut scratch.kernel[..16 * tap];
@@ -219,41 +218,18 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
             let phase_kernels = &scratch.kernel[..16 * tap];
             one_channel::forward_one_output(conv, (x, phase_kernels, bias), tiles, y);
         }
-        ConvInput::Upsampled2 => {
-            let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-            let transformed = &mut scratch.kernel[..9 * cin * cout];
-            winograd::transform_kernel_upsampled(kernel, cin * cout, transformed);
+        read => {
             let same = SameConv {
                 input: conv.input,
-                upsampled: true,
-                cout,
+                upsampled: read == ConvInput::Upsampled2,
+                cout: conv.slot.out_channels,
                 epilogue: Some((bias, conv.activation)),
             };
+            let transformed = &mut scratch.kernel[..same.transformed_len()];
+            same.transform_kernel(kernel, transformed);
             winograd::convolve(same, x, transformed, y);
         }
     }
-}
-
-/// y[p] = act(bias + window(p) kernel) over the 3x3 window around each pixel p, by
-/// Winograd's F(2x2, 3x3) ([`winograd`]).
-fn forward_same(
-    scratch: &mut ConvScratch,
-    conv: &Conv,
-    x: &[f32],
-    kernel: &[f32],
-    bias: &[f32],
-    y: &mut [f32],
-) {
-    let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-    let transformed = &mut scratch.kernel[..16 * cin * cout];
-    winograd::transform_kernel(kernel, cin * cout, transformed);
-    let same = SameConv {
-        input: conv.input,
-        upsampled: false,
-        cout,
-        epilogue: Some((bias, conv.activation)),
-    };
-    winograd::convolve(same, x, transformed, y);
 }
 
 /// dx = d loss / d input, from dz = d loss / d (pre-activation output).
@@ -287,14 +263,14 @@ pub fn backward_data(
     match conv.read {
         ConvInput::Direct => {
             // A 'same' convolution of dz (cout channels) into cin channels, by Winograd.
-            let (flipped, transformed) = scratch.kernel.split_at_mut(9 * cin * cout);
-            winograd::transform_kernel(flipped, cin * cout, transformed);
             let same = SameConv {
                 input: conv.output(),
                 upsampled: false,
                 cout: cin,
                 epilogue: None,
             };
+            let (flipped, transformed) = scratch.kernel.split_at_mut(9 * cin * cout);
+            same.transform_kernel(flipped, transformed);
             winograd::convolve(same, dz, transformed, dx);
         }
         ConvInput::Upsampled2 => {

@@ -51,44 +51,9 @@ const G: [[f64; 3]; 4] = [
     [0.0, 0.0, 1.0],
 ];
 
-/// u[ξ = 4a + b, ci, co] = sum over ky, kx of G[a, ky] G[b, kx] kernel[ky, kx, ci, co], from a
-/// kernel [3, 3, cin, cout], each value summed in float64 and rounded once.
-pub fn transform_kernel(kernel: &[f32], taps: usize, u: &mut [f32]) {
-    for (xi, u) in u[..16 * taps].chunks_exact_mut(taps).enumerate() {
-        let (a, b) = (xi / 4, xi % 4);
-        for (i, u) in u.iter_mut().enumerate() {
-            let mut sum = 0.0;
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    sum += G[a][ky] * G[b][kx] * f64::from(kernel[(3 * ky + kx) * taps + i]);
-                }
-            }
-            *u = sum as f32;
-        }
-    }
-}
-
 /// The positions ξ = 4a + b (a, b in {0, 1, 3}) where a tile of an upsampled input has a
 /// transformed value, and the factor each position's kernel transform takes for the 2 s1.
 const UPSAMPLED_POSITIONS: [(usize, f64); 3] = [(0, 1.0), (1, 2.0), (3, 1.0)];
-
-/// u[9, ci, co]: [`transform_kernel`] at the positions an upsampled input's tiles use, each
-/// times the factors of its row and column ([`UPSAMPLED_POSITIONS`]).
-pub fn transform_kernel_upsampled(kernel: &[f32], taps: usize, u: &mut [f32]) {
-    for (p, u) in u[..9 * taps].chunks_exact_mut(taps).enumerate() {
-        let ((a, row_factor), (b, column_factor)) =
-            (UPSAMPLED_POSITIONS[p / 3], UPSAMPLED_POSITIONS[p % 3]);
-        for (i, u) in u.iter_mut().enumerate() {
-            let mut sum = 0.0;
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    sum += G[a][ky] * G[b][kx] * f64::from(kernel[(3 * ky + kx) * taps + i]);
-                }
-            }
-            *u = (row_factor * column_factor * sum) as f32;
-        }
-    }
-}
 
 /// A 3x3 'same' convolution: its input's shape (the stored input, read upsampled x2 if
 /// `upsampled`), its output channels, and what follows the channel sums (bias and activation,
@@ -166,14 +131,41 @@ impl SameConv<'_> {
         self.positions() * tiles * (cin + self.cout) + 16 * cin
     }
 
-    /// Values of a transformed kernel [16, cin, cout], or of its gradient with the bias's.
+    /// Values of a transformed kernel [positions, cin, cout], or of its gradient with the
+    /// bias's.
     pub fn transformed_len(&self) -> usize {
-        16 * self.input.channels * self.cout + self.cout
+        self.positions() * self.input.channels * self.cout + self.cout
+    }
+
+    /// u[p, ci, co] = (G g G^T)[a, b] at each position p = (a, b) that carries values (times
+    /// the factors of [`UPSAMPLED_POSITIONS`] for an upsampled input), for each 3x3 kernel g
+    /// of `kernel` [3, 3, cin, cout], summed in float64 and rounded once.
+    pub fn transform_kernel(&self, kernel: &[f32], u: &mut [f32]) {
+        let taps = self.input.channels * self.cout;
+        for (p, u) in u[..self.positions() * taps]
+            .chunks_exact_mut(taps)
+            .enumerate()
+        {
+            let ((a, row_factor), (b, column_factor)) = match self.upsampled {
+                false => ((p / 4, 1.0), (p % 4, 1.0)),
+                true => (UPSAMPLED_POSITIONS[p / 3], UPSAMPLED_POSITIONS[p % 3]),
+            };
+            for (i, u) in u.iter_mut().enumerate() {
+                let mut sum = 0.0;
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let g = f64::from(kernel[(3 * ky + kx) * taps + i]);
+                        sum += G[a][ky] * G[b][kx] * g;
+                    }
+                }
+                *u = (row_factor * column_factor * sum) as f32;
+            }
+        }
     }
 }
 
 /// y = epilogue(conv3x3(x, u)) (of upsample2(x) if `conv.upsampled`) with the transformed
-/// kernel `u` [positions, cin, cout] ([`transform_kernel`], [`transform_kernel_upsampled`]).
+/// kernel `u` [positions, cin, cout] ([`SameConv::transform_kernel`]).
 pub fn convolve(conv: SameConv, x: &[f32], u: &[f32], y: &mut [f32]) {
     let (height, width) = conv.output_size();
     let image_len = height * width * conv.cout;
