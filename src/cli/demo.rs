@@ -57,7 +57,7 @@ pub(crate) struct DemoArgs {
     pub(crate) no_identity: bool,
 }
 
-/// The demo's training length: what two CPU cores train in about 75 seconds.
+/// The demo's training length: what two CPU cores train in about a minute.
 const DEMO_EPOCHS: usize = 5;
 
 /// Decides `--device auto` once, so the steps of the demo agree and say it once.

@@ -127,13 +127,12 @@ pub(super) fn chunk_pixels(grid: Nhwc) -> usize {
     (grid.batch * grid.height).div_ceil(WORK_CHUNKS).max(1) * grid.width
 }
 
-/// out[p] = epilogue(gathered row p times kernel) for every pixel p of the gather's grid.
+/// out[p] = gathered row p times kernel, for every pixel p of the gather's grid.
 fn gathered_gemm(
     (tiles, tile_len): (&mut [f32], usize),
     gather: &Gather,
     x: &[f32],
     kernel: Matrix,
-    epilogue: Option<(&[f32], Activation)>,
     out: &mut [f32],
 ) {
     let (k, n) = (kernel.rows(), kernel.cols());
@@ -149,9 +148,6 @@ fn gathered_gemm(
                 let rows = &mut tile[..pixels * k];
                 gather.rows(x, chunk * per_chunk + t * TILE_PIXELS, rows);
                 gemm(Matrix::row_major(rows, pixels, k), kernel, out_tile, false);
-                if let Some((bias, activation)) = epilogue {
-                    add_bias_and_activate(out_tile, bias, activation);
-                }
             }
         });
 }
@@ -277,7 +273,7 @@ pub fn backward_data(
             let gather = Gather::box_sums(conv.output(), input);
             let flipped = Matrix::row_major(&scratch.kernel, 9 * cout, cin);
             let tiles = (&mut scratch.tiles[..], scratch.tile_len);
-            gathered_gemm(tiles, &gather, dz, flipped, None, dx);
+            gathered_gemm(tiles, &gather, dz, flipped, dx);
         }
     }
 }

@@ -286,10 +286,11 @@ fn sum(out: &mut [f32], a: &[f32], b: &[f32]) {
 
 /// B^T over four rows of channels: (r0 - r2, r1 + r2, r2 - r1, r1 - r3), into `out` [4, c].
 #[inline(always)]
-fn input_transform(out: &mut [f32], rows: [&[f32]; 4]) {
-    let c = rows[0].len();
-    let mut outs = out.chunks_exact_mut(c);
-    let [r0, r1, r2, r3] = rows;
+fn input_transform(out: &mut [f32], rows: &[&[f32]]) {
+    let &[r0, r1, r2, r3] = rows else {
+        unreachable!("B^T combines four rows")
+    };
+    let mut outs = out.chunks_exact_mut(r0.len());
     difference(outs.next().unwrap(), r0, r2);
     sum(outs.next().unwrap(), r1, r2);
     difference(outs.next().unwrap(), r2, r1);
@@ -340,27 +341,44 @@ fn pixel<'a>(
     &t[at * shape.channels..][..shape.channels]
 }
 
-/// V[t, 4a + b, :] = (B^T d B)[a, b] for each tile t of the piece, d its 4x4 window of x, with
-/// `half` [16, cin] for one tile's window transformed down its columns.
+/// V[t, side a + b, :] for each tile t of the piece: its window of x, 4x4 from
+/// (2 ti - 1, 2 tj - 1) transformed by B^T, or for an upsampled input the 3x3 source window
+/// around (i, j) transformed by (B^T E) ([`upsampled_transform`]), down its columns into `half`
+/// [side^2, cin], then along its rows.
 #[inline(always)]
 fn transform_windows(conv: &SameConv, x: &[f32], piece: Piece, v: &mut [f32], half: &mut [f32]) {
     let cin = conv.input.channels;
     let across = conv.tiles_across();
+    let (side, stride) = if conv.upsampled { (3, 1) } else { (4, 2) };
+    let transform = |out: &mut [f32], rows: &[&[f32]]| match conv.upsampled {
+        true => upsampled_transform(out, rows),
+        false => input_transform(out, rows),
+    };
     let zeros = vec![0.0; cin];
-    for (t, v) in v.chunks_exact_mut(16 * cin).enumerate() {
+    for (t, v) in v.chunks_exact_mut(side * side * cin).enumerate() {
         let (ti, tj) = (piece.first_tile_row + t / across, t % across);
-        let (top, left) = (2 * ti as isize - 1, 2 * tj as isize - 1);
-        // half[4q + a, :] = (B^T d)[a, q]: column q of the window transformed down its rows.
-        for q in 0..4 {
-            let column = std::array::from_fn(|r| {
-                let at = (top + r as isize, left + q as isize);
-                pixel(x, conv.input, piece.image, at, &zeros)
+        let (top, left) = ((stride * ti) as isize - 1, (stride * tj) as isize - 1);
+        // half[side q + a, :]: column q of the window transformed down its rows (the arrays
+        // hold four rows; an upsampled input's windows use three).
+        for q in 0..side {
+            let column: [&[f32]; 4] = std::array::from_fn(|r| match r < side {
+                true => pixel(
+                    x,
+                    conv.input,
+                    piece.image,
+                    (top + r as isize, left + q as isize),
+                    &zeros,
+                ),
+                false => &zeros,
             });
-            input_transform(&mut half[4 * q * cin..][..4 * cin], column);
+            transform(&mut half[side * q * cin..][..side * cin], &column[..side]);
         }
-        for a in 0..4 {
-            let row = std::array::from_fn(|q| &half[(4 * q + a) * cin..][..cin]);
-            input_transform(&mut v[4 * a * cin..][..4 * cin], row);
+        for a in 0..side {
+            let row: [&[f32]; 4] = std::array::from_fn(|q| match q < side {
+                true => &half[(side * q + a) * cin..][..cin],
+                false => &zeros,
+            });
+            transform(&mut v[side * a * cin..][..side * cin], &row[..side]);
         }
     }
 }
@@ -375,44 +393,14 @@ fn compact(a: usize) -> Option<usize> {
 /// (B^T E) over three rows of channels, the factor 2 left to the kernel: (r0 - r1, r1,
 /// r1 - r2), into `out` [3, c].
 #[inline(always)]
-fn upsampled_transform(out: &mut [f32], rows: [&[f32]; 3]) {
-    let c = rows[0].len();
-    let mut outs = out.chunks_exact_mut(c);
-    let [r0, r1, r2] = rows;
+fn upsampled_transform(out: &mut [f32], rows: &[&[f32]]) {
+    let &[r0, r1, r2] = rows else {
+        unreachable!("B^T E combines three rows")
+    };
+    let mut outs = out.chunks_exact_mut(r0.len());
     difference(outs.next().unwrap(), r0, r1);
     outs.next().unwrap().copy_from_slice(r1);
     difference(outs.next().unwrap(), r1, r2);
-}
-
-/// V[t, 3a + b, :] for each tile t of a piece over an upsampled input: its 3x3 source window s
-/// transformed down its columns, then along its rows, as [`upsampled_transform`] does, with
-/// `half` [9, cin] for one tile's window transformed down its columns.
-#[inline(always)]
-fn transform_upsampled_windows(
-    conv: &SameConv,
-    x: &[f32],
-    piece: Piece,
-    v: &mut [f32],
-    half: &mut [f32],
-) {
-    let cin = conv.input.channels;
-    let across = conv.tiles_across();
-    let zeros = vec![0.0; cin];
-    for (t, v) in v.chunks_exact_mut(9 * cin).enumerate() {
-        let (i, j) = (piece.first_tile_row + t / across, t % across);
-        let (top, left) = (i as isize - 1, j as isize - 1);
-        for q in 0..3 {
-            let column = std::array::from_fn(|r| {
-                let at = (top + r as isize, left + q as isize);
-                pixel(x, conv.input, piece.image, at, &zeros)
-            });
-            upsampled_transform(&mut half[3 * q * cin..][..3 * cin], column);
-        }
-        for a in 0..3 {
-            let row = std::array::from_fn(|q| &half[(3 * q + a) * cin..][..cin]);
-            upsampled_transform(&mut v[3 * a * cin..][..3 * cin], row);
-        }
-    }
 }
 
 impl WithSimd for Forward<'_> {
@@ -435,11 +423,7 @@ impl WithSimd for Forward<'_> {
         let positions = conv.positions();
         let (v, rest) = scratch.split_at_mut(positions * tiles * cin);
         let (m, half) = rest.split_at_mut(positions * tiles * cout);
-        if conv.upsampled {
-            transform_upsampled_windows(&conv, x, piece, v, half);
-        } else {
-            transform_windows(&conv, x, piece, v, half);
-        }
+        transform_windows(&conv, x, piece, v, half);
         // M[ξ] = V[ξ] U[ξ]: the channel sums of every tile at transformed position ξ.
         for (xi, m) in m.chunks_exact_mut(tiles * cout).enumerate() {
             let v = Matrix::strided(&v[xi * cin..], tiles, cin, positions * cin);
@@ -450,15 +434,18 @@ impl WithSimd for Forward<'_> {
         let mut rows = vec![0.0; 8 * cout];
         let mut block = vec![0.0; 2 * cout];
         let zeros = vec![0.0; cout];
+        // Where M holds position (a, b) of a tile: an upsampled input's tiles have zeros in row
+        // and column 2, and their other positions in 3 x 3.
+        let held: [[Option<usize>; 4]; 4] = std::array::from_fn(|a| {
+            std::array::from_fn(|b| match conv.upsampled {
+                false => Some(4 * a + b),
+                true => compact(a).zip(compact(b)).map(|(a, b)| 3 * a + b),
+            })
+        });
         for t in 0..tiles {
             let (local_row, tj) = (t / across, t % across);
-            // M[4a + b] of the tile; an upsampled input's tiles have zeros in row and column 2.
             let at = |a: usize, b: usize| -> &[f32] {
-                let xi = match conv.upsampled {
-                    false => Some(4 * a + b),
-                    true => compact(a).zip(compact(b)).map(|(a, b)| 3 * a + b),
-                };
-                xi.map_or(&zeros[..], |xi| &m[(xi * tiles + t) * cout..][..cout])
+                held[a][b].map_or(&zeros[..], |xi| &m[(xi * tiles + t) * cout..][..cout])
             };
             // rows[a', b, :] = (A^T M)[a', b]
             let (first, second) = rows.split_at_mut(4 * cout);
