@@ -9,6 +9,19 @@
 #define ONE_INPUT_CHANNELS 4
 #define ONE_INPUT_RUN 8
 
+// conv2d_pooled_filter_partials_one_channel: pooled pixels whose 4x4 input patches a block
+// stages at a time (one per thread), the floats of a staged patch (16, padded to 20 so that a
+// quarter warp's 16-byte stores hit distinct banks), pooled pixels whose rows of d_pooled a warp
+// loads together (with 8, ptxas spills part of the prefetched patch around the sigmoid's
+// reciprocal slow-path calls), output channels per block (one per lane) and the shared memory:
+// the staged patches, then, in the same memory, one set of ONE_CHANNEL_ROWS sums per warp and
+// lane for the block's final, fixed-order reduction.
+#define POOLED_TILE WHORL_THREADS
+#define POOLED_PATCH 20
+#define POOLED_UNROLL 4
+#define POOLED_CHANNELS 32
+#define POOLED_SHARED_FLOATS (POOLED_TILE * POOLED_PATCH)
+
 // conv2d_upsampled_one_output_channel: lanes sharing a run of cells (each a slice of the
 // channels), cells per run, runs per block, channels a lane reads per step (at a stride of
 // ONE_OUTPUT_LANES, so one address serves all of them), and the shared floats per channel of
@@ -163,49 +176,84 @@ conv2d_upsampled_one_output_channel(const float* __restrict__ x, int batch, int 
         }
 }
 
-// conv2d_one_input_channel's taps for one run: the 3 x (ONE_INPUT_RUN + 2) inputs around pixels
-// (i, j0 .. j0 + 7) of a plane, 0 outside it, times the group's weights, into the run's sums.
-// With Checked false the whole neighbourhood is inside the plane and the reads are not checked.
-template <bool Checked>
-__device__ __forceinline__ void accumulate_pixels(const float* __restrict__ plane, int i, int j0,
-                                                  int h, int w,
-                                                  const float (&weights)[9][ONE_INPUT_CHANNELS],
-                                                  float (&sums)[ONE_INPUT_RUN][ONE_INPUT_CHANNELS]) {
+// The one place that says how a one-channel convolution's z (the output before its activation)
+// is summed, so that every kernel computing z gets the same bits: conv2d_one_input_channel,
+// conv2d_one_input_channel_pooled and conv2d_pooled_filter_partials_one_channel, whose backward
+// pass recomputes the forward's z to find the same maxima. For output pixel p and channel co:
+//   z = bias[co] (0 without a bias); then for tap t = 0 .. 8 in order (t = 3 ty + tx, ty major,
+//   tx minor): z = one_input_tap(z, kernel[t, co], x[p + (ty - 1, tx - 1)]), 0 outside the
+//   image, every tap applied, those in the zero padding too. The callers keep this order for
+//   each output, whatever order they visit the outputs in.
+__device__ __forceinline__ float one_input_tap(float z, float weight, float value) {
+    return fmaf(weight, value, z);
+}
+
+// The 2x2 max pooling of a window of four activations in row-major order ((0, 0), (0, 1),
+// (1, 0), (1, 1)): the first maximum (a later value replaces it only when strictly greater, as
+// pool.cu's first_max). Returns its value; `at` gets its position, 0 .. 3.
+__device__ __forceinline__ float first_max_of_four(float y0, float y1, float y2, float y3,
+                                                   int& at) {
+    float best = y0;
+    at = 0;
+    if (y1 > best) best = y1, at = 1;
+    if (y2 > best) best = y2, at = 2;
+    if (y3 > best) best = y3, at = 3;
+    return best;
+}
+
+// d activation / dz from y = activation(z), as activation_backward (elementwise.cu): relu
+// y > 0 ? 1 : 0, sigmoid y (1 - y); 1 without an activation.
+__device__ __forceinline__ float activation_slope(float y, int activation) {
+    if (activation == WHORL_RELU) return y > 0.0f ? 1.0f : 0.0f;
+    if (activation == WHORL_SIGMOID) return y * (1.0f - y);
+    return 1.0f;
+}
+
+// one_input_channel's taps for one run: the (Rows + 2) x (ONE_INPUT_RUN + 2) inputs around
+// pixels (i0 .. i0 + Rows - 1, j0 .. j0 + 7) of a plane, 0 outside it, times the group's
+// weights, into the run's sums, each output's taps in one_input_tap's order (input row
+// i0 - 1 + m is tap row ty = m - a of output row a: rising ty, then rising tx). With Checked
+// false the whole neighbourhood is inside the plane and the reads are not checked.
+template <int Rows, bool Checked>
+__device__ __forceinline__ void accumulate_pixels(
+    const float* __restrict__ plane, int i0, int j0, int h, int w,
+    const float (&weights)[9][ONE_INPUT_CHANNELS],
+    float (&sums)[Rows][ONE_INPUT_RUN][ONE_INPUT_CHANNELS]) {
     WHORL_UNROLL
-    for (int ty = 0; ty < 3; ++ty) {
-        const int row = i + ty - 1;
-        if (Checked && (row < 0 || row >= h)) continue;
+    for (int m = 0; m < Rows + 2; ++m) {
+        const int row = i0 + m - 1;
+        const bool row_inside = !Checked || (row >= 0 && row < h);
         float values[ONE_INPUT_RUN + 2];  // columns j0 - 1 .. j0 + 8
         WHORL_UNROLL
-        for (int m = 0; m < ONE_INPUT_RUN + 2; ++m) {
-            const int col = j0 - 1 + m;
-            values[m] = (!Checked || (col >= 0 && col < w)) ? plane[row * w + col] : 0.0f;
+        for (int n = 0; n < ONE_INPUT_RUN + 2; ++n) {
+            const int col = j0 - 1 + n;
+            values[n] =
+                (!Checked || (row_inside && col >= 0 && col < w)) ? plane[row * w + col] : 0.0f;
         }
         WHORL_UNROLL
-        for (int r = 0; r < ONE_INPUT_RUN; ++r)
+        for (int a = 0; a < Rows; ++a) {
+            const int ty = m - a;
+            if (ty < 0 || ty > 2) continue;
             WHORL_UNROLL
-            for (int tx = 0; tx < 3; ++tx)
+            for (int r = 0; r < ONE_INPUT_RUN; ++r)
                 WHORL_UNROLL
-                for (int c = 0; c < ONE_INPUT_CHANNELS; ++c)
-                    sums[r][c] += weights[ty * 3 + tx][c] * values[r + tx];
+                for (int tx = 0; tx < 3; ++tx)
+                    WHORL_UNROLL
+                    for (int c = 0; c < ONE_INPUT_CHANNELS; ++c)
+                        sums[a][r][c] =
+                            one_input_tap(sums[a][r][c], weights[ty * 3 + tx][c], values[r + tx]);
+        }
     }
 }
 
-// y[p, co] = activation(bias[co] + sum over taps (ty, tx) of kernel[ty, tx, 0, co]
-// x[p + (ty - 1, tx - 1)]): a 3x3 'same' convolution of a one-channel input.
-// One thread per run of ONE_INPUT_RUN pixels (i, j0 .. j0 + 7) of a row and group of 4
-// consecutive channels: it keeps its group's 36 taps in registers (nine 16-byte shared reads
-// from a copy padded to whole groups), reads the 3 x 10 inputs around the run once (the threads
-// of one run read the same inputs, as broadcasts) and does the run's 288 FMAs from registers.
-// A warp's stores cover 4 runs' whole 128-byte rows of 32 channels (16 bytes a thread when cout
-// is a multiple of 4).
-// Grid ceil(runs ceil(cout / 4) / 256), runs = batch h ceil(w / 8); block 256; dynamic shared
-// memory 9 ceil(cout / 4) 4 floats (the kernel, zero-padded to whole groups).
-extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_one_input_channel(const float* __restrict__ x, int batch, int h, int w,
-                         const float* __restrict__ kernel, int cout,
-                         const float* __restrict__ bias, int activation,
-                         float* __restrict__ y) {
+// conv2d_one_input_channel (Pooled false) and conv2d_one_input_channel_pooled (Pooled true): one
+// thread per run of ONE_INPUT_RUN columns of Rows = 1 or 2 rows and group of 4 channels.
+template <bool Pooled>
+__device__ __forceinline__ void one_input_channel(const float* __restrict__ x, int batch, int h,
+                                                  int w, const float* __restrict__ kernel,
+                                                  int cout, const float* __restrict__ bias,
+                                                  int activation, float* __restrict__ y) {
+    constexpr int Rows = Pooled ? 2 : 1;
     const int groups = (cout + ONE_INPUT_CHANNELS - 1) / ONE_INPUT_CHANNELS;
     const int padded = groups * ONE_INPUT_CHANNELS;
     WHORL_DYNAMIC_SHARED(float, taps);  // [ty][tx][co], padded channels
@@ -214,12 +262,13 @@ conv2d_one_input_channel(const float* __restrict__ x, int batch, int h, int w,
             taps[tap * padded + co] = co < cout ? kernel[tap * cout + co] : 0.0f;
     __syncthreads();
     const int runs_per_row = (w + ONE_INPUT_RUN - 1) / ONE_INPUT_RUN;
+    const int bands = h / Rows;  // bands of Rows rows per image
     const int e = blockIdx.x * blockDim.x + threadIdx.x;
-    if (e >= batch * h * runs_per_row * groups) return;
+    if (e >= batch * bands * runs_per_row * groups) return;
     const int co0 = e % groups * ONE_INPUT_CHANNELS, run = e / groups;
-    const int image_row = run / runs_per_row;  // image * h + i
-    const int i = image_row % h, j0 = run % runs_per_row * ONE_INPUT_RUN;
-    const float* plane = x + size_t(image_row - i) * w;
+    const int band = run / runs_per_row;  // image * bands + band in the image: the output row
+    const int i0 = band % bands * Rows, j0 = run % runs_per_row * ONE_INPUT_RUN;
+    const float* plane = x + size_t(band / bands) * h * w;
     float weights[9][ONE_INPUT_CHANNELS];
     WHORL_UNROLL
     for (int tap = 0; tap < 9; ++tap) {
@@ -229,26 +278,40 @@ conv2d_one_input_channel(const float* __restrict__ x, int batch, int h, int w,
         weights[tap][2] = quad.z;
         weights[tap][3] = quad.w;
     }
-    float sums[ONE_INPUT_RUN][ONE_INPUT_CHANNELS];
+    float sums[Rows][ONE_INPUT_RUN][ONE_INPUT_CHANNELS];
     WHORL_UNROLL
     for (int c = 0; c < ONE_INPUT_CHANNELS; ++c) {
         const float start = (bias && co0 + c < cout) ? bias[co0 + c] : 0.0f;
         WHORL_UNROLL
-        for (int r = 0; r < ONE_INPUT_RUN; ++r) sums[r][c] = start;
+        for (int a = 0; a < Rows; ++a)
+            WHORL_UNROLL
+            for (int r = 0; r < ONE_INPUT_RUN; ++r) sums[a][r][c] = start;
     }
-    const bool inside = i >= 1 && i + 1 < h && j0 >= 1 && j0 + ONE_INPUT_RUN < w;
+    const bool inside = i0 >= 1 && i0 + Rows < h && j0 >= 1 && j0 + ONE_INPUT_RUN < w;
     if (inside)
-        accumulate_pixels<false>(plane, i, j0, h, w, weights, sums);
+        accumulate_pixels<Rows, false>(plane, i0, j0, h, w, weights, sums);
     else
-        accumulate_pixels<true>(plane, i, j0, h, w, weights, sums);
+        accumulate_pixels<Rows, true>(plane, i0, j0, h, w, weights, sums);
+    // The run's ONE_INPUT_RUN pixels, or the ONE_INPUT_RUN / 2 pooled pixels of its 2x2
+    // windows, in output row `band` (w / Rows pixels wide).
     const bool vector = cout % ONE_INPUT_CHANNELS == 0 && reinterpret_cast<size_t>(y) % 16 == 0;
     WHORL_UNROLL
-    for (int r = 0; r < ONE_INPUT_RUN; ++r) {
-        if (j0 + r >= w) break;
-        float* out = y + (size_t(image_row) * w + j0 + r) * cout + co0;
+    for (int s = 0; s < ONE_INPUT_RUN / Rows; ++s) {
+        if (j0 + Rows * s >= w) break;
+        float* out = y + (size_t(band) * (w / Rows) + j0 / Rows + s) * cout + co0;
         float results[ONE_INPUT_CHANNELS];
         WHORL_UNROLL
-        for (int c = 0; c < ONE_INPUT_CHANNELS; ++c) results[c] = activate(sums[r][c], activation);
+        for (int c = 0; c < ONE_INPUT_CHANNELS; ++c) {
+            if constexpr (Pooled) {
+                int at;
+                results[c] = first_max_of_four(activate(sums[0][2 * s][c], activation),
+                                               activate(sums[0][2 * s + 1][c], activation),
+                                               activate(sums[1][2 * s][c], activation),
+                                               activate(sums[1][2 * s + 1][c], activation), at);
+            } else {
+                results[c] = activate(sums[0][s][c], activation);
+            }
+        }
         if (vector) {
             *reinterpret_cast<float4*>(out) =
                 make_float4(results[0], results[1], results[2], results[3]);
@@ -258,6 +321,44 @@ conv2d_one_input_channel(const float* __restrict__ x, int batch, int h, int w,
                 if (co0 + c < cout) out[c] = results[c];
         }
     }
+}
+
+// y[p, co] = activation(bias[co] + sum over taps (ty, tx) of kernel[ty, tx, 0, co]
+// x[p + (ty - 1, tx - 1)]): a 3x3 'same' convolution of a one-channel input.
+// One thread per run of ONE_INPUT_RUN pixels (i, j0 .. j0 + 7) of a row and group of 4
+// consecutive channels: it keeps its group's 36 taps in registers (nine 16-byte shared reads
+// from a copy padded to whole groups), reads the 3 x 10 inputs around the run once (the threads
+// of one run read the same inputs, as broadcasts) and does the run's 288 FMAs from registers,
+// each output's in one_input_tap's order. A warp's stores cover 4 runs' whole 128-byte rows of
+// 32 channels (16 bytes a thread when cout is a multiple of 4).
+// Grid ceil(runs ceil(cout / 4) / 256), runs = batch h ceil(w / 8); block 256; dynamic shared
+// memory 9 ceil(cout / 4) 4 floats (the kernel, zero-padded to whole groups).
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_one_input_channel(const float* __restrict__ x, int batch, int h, int w,
+                         const float* __restrict__ kernel, int cout,
+                         const float* __restrict__ bias, int activation,
+                         float* __restrict__ y) {
+    one_input_channel<false>(x, batch, h, w, kernel, cout, bias, activation, y);
+}
+
+// pooled[image, s, t, co] = the first maximum (row-major) of activation(z) over the 2x2 window
+// (2s .. 2s + 1, 2t .. 2t + 1), z as conv2d_one_input_channel's (h and w even): conv1 and the
+// max pooling after it, without storing the full-resolution output.
+// One thread per run of ONE_INPUT_RUN columns (j0 .. j0 + 7) of two rows (2s, 2s + 1) and group
+// of 4 consecutive channels: its 36 taps in registers as conv2d_one_input_channel's, the 4 x 10
+// inputs around the run read once, its 576 FMAs from registers (each output's in one_input_tap's
+// order, which conv2d_pooled_filter_partials_one_channel repeats), bias and activation, then the
+// first maximum of each of its 4 windows (first_max_of_four): 4 pooled pixels x 4 channels
+// written, 16 bytes a pixel when cout is a multiple of 4. A run reaching past the width (w not a
+// multiple of 8) writes only its windows inside the image.
+// Grid ceil(runs ceil(cout / 4) / 256), runs = batch (h / 2) ceil(w / 8); block 256; dynamic
+// shared memory 9 ceil(cout / 4) 4 floats (the kernel, zero-padded to whole groups).
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_one_input_channel_pooled(const float* __restrict__ x, int batch, int h, int w,
+                                const float* __restrict__ kernel, int cout,
+                                const float* __restrict__ bias, int activation,
+                                float* __restrict__ pooled) {
+    one_input_channel<true>(x, batch, h, w, kernel, cout, bias, activation, pooled);
 }
 
 // conv2d_filter_partials (conv2d.cu) for a one-channel source: the same partials, the same
@@ -364,5 +465,148 @@ conv2d_filter_partials_one_channel(const float* __restrict__ src, int grid_n, in
         for (int v = 0; v < ONE_CHANNEL_WARPS; ++v)
             sum += warp_sums[(v * ONE_CHANNEL_ROWS + k) * ONE_CHANNEL_MAX_COLUMNS + c];
         out[e] = sum;
+    }
+}
+
+// The kernel and bias gradients of conv2d_one_input_channel_pooled, as partials in the layout of
+// conv2d_filter_partials_one_channel with a ones row (ONE_CHANNEL_ROWS rows x cout columns per
+// chunk, so that sum_partials follows with count 10 cout):
+//   partial[chunk, t, co] = sum over the chunk's pooled pixels q of window(m(q, co))[t] g(q, co)
+//   for the 9 taps t, and the sum of g(q, co) at t = 9,
+// where m(q, co) is the first maximum of y = activation(z) in q's 2x2 window, z recomputed from
+// x exactly as the forward computes it (one_input_tap's order, first_max_of_four: the same
+// bits, so the same maximum), window(m) the 3x3 inputs around m (0 outside the image) and
+// g(q, co) = d_pooled[q, co] activation'(y at m). Reads only x and d_pooled.
+// Lane l of every warp is channel 32 blockIdx.y + l (a lane past cout adds zeros): it keeps its
+// channel's 9 taps and bias in registers. The block stages the 4x4 input patches (rows
+// 2s - 1 .. 2s + 2, columns 2t - 1 .. 2t + 2) of 256 pooled pixels at a time in shared memory,
+// one per thread (each thread reads the next tile's patch into registers while the block works
+// on this one); warp v then takes pooled pixels 32v .. 32v + 31 of them, 4 at a time: a
+// coalesced load of the 4 pixels' d_pooled rows, then per pixel four 16-byte broadcast reads of
+// its patch, the window's 4 z (36 FMAs), their activations and first maximum, and the maximum's
+// window times g into ONE_CHANNEL_ROWS running sums, pixels in order. At the end the warps' sums
+// meet in shared memory and are added in warp order: deterministic, no atomics.
+// Grid (chunks, ceil(cout / 32)) over the batch (h / 2) (w / 2) pooled pixels, pixels_per_chunk
+// each; block 256; dynamic shared memory POOLED_SHARED_FLOATS.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_pooled_filter_partials_one_channel(const float* __restrict__ x, int batch, int h, int w,
+                                          const float* __restrict__ kernel, int cout,
+                                          const float* __restrict__ bias, int activation,
+                                          const float* __restrict__ d_pooled,
+                                          int pixels_per_chunk, float* __restrict__ partial) {
+    static_assert(POOLED_CHANNELS == 32, "a lane per channel");
+    static_assert(ONE_CHANNEL_WARPS * ONE_CHANNEL_ROWS * POOLED_CHANNELS <= POOLED_SHARED_FLOATS,
+                  "the warps' sums fit in the shared memory of the staged patches");
+    WHORL_DYNAMIC_SHARED(float, shared);
+    float* patches = shared;    // [TILE][PATCH], while the chunk is read
+    float* warp_sums = shared;  // [warp][ROWS][CHANNELS], at the end
+    const int pooled_h = h / 2, pooled_w = w / 2;
+    const int pixels = batch * pooled_h * pooled_w;
+    const int begin = blockIdx.x * pixels_per_chunk;
+    const int end = min(pixels, begin + pixels_per_chunk);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int co = blockIdx.y * POOLED_CHANNELS + lane;
+    const bool exists = co < cout;
+    // A lane past the channels computes with channel cout - 1's taps and adds g = 0.
+    const int taken = min(co, cout - 1);
+    float weights[9];
+    WHORL_UNROLL
+    for (int t = 0; t < 9; ++t) weights[t] = kernel[t * cout + taken];
+    const float start = bias ? bias[taken] : 0.0f;
+    // This thread's pooled pixel of the tile at p0: its 4x4 patch (zeros past the chunk's end).
+    float next[16];
+    auto gather = [&](int p0) {
+        const int q = p0 + threadIdx.x;
+        const int image = q / (pooled_h * pooled_w), within = q % (pooled_h * pooled_w);
+        const int row0 = 2 * (within / pooled_w) - 1, col0 = 2 * (within % pooled_w) - 1;
+        const float* plane = x + size_t(image) * h * w;
+        WHORL_UNROLL
+        for (int r = 0; r < 4; ++r)
+            WHORL_UNROLL
+            for (int c = 0; c < 4; ++c) {
+                const int row = row0 + r, col = col0 + c;
+                const bool inside = q < end && row >= 0 && row < h && col >= 0 && col < w;
+                next[4 * r + c] = inside ? plane[row * w + col] : 0.0f;
+            }
+    };
+    float acc[ONE_CHANNEL_ROWS];
+    WHORL_UNROLL
+    for (int k = 0; k < ONE_CHANNEL_ROWS; ++k) acc[k] = 0.0f;
+    if (begin < end) gather(begin);
+    for (int p0 = begin; p0 < end; p0 += POOLED_TILE) {
+        __syncthreads();  // the previous tile's patches are no longer read
+        float4* patch = reinterpret_cast<float4*>(patches + threadIdx.x * POOLED_PATCH);
+        WHORL_UNROLL
+        for (int i = 0; i < 4; ++i)
+            patch[i] = make_float4(next[4 * i], next[4 * i + 1], next[4 * i + 2], next[4 * i + 3]);
+        __syncthreads();
+        if (p0 + POOLED_TILE < end) gather(p0 + POOLED_TILE);
+        const int first = warp * 32, last = min(first + 32, end - p0);
+        for (int q0 = first; q0 < last; q0 += POOLED_UNROLL) {
+            float grad[POOLED_UNROLL];
+            const float* rows = d_pooled + size_t(p0 + q0) * cout + co;
+            WHORL_UNROLL
+            for (int u = 0; u < POOLED_UNROLL; ++u)
+                grad[u] = (q0 + u < last && exists) ? rows[u * cout] : 0.0f;
+            WHORL_UNROLL
+            for (int u = 0; u < POOLED_UNROLL; ++u) {
+                if (q0 + u >= last) break;  // the same for the whole warp
+                const float4* quads =
+                    reinterpret_cast<const float4*>(patches + (q0 + u) * POOLED_PATCH);
+                float v[4][4];
+                WHORL_UNROLL
+                for (int r = 0; r < 4; ++r) {
+                    const float4 quad = quads[r];
+                    v[r][0] = quad.x;
+                    v[r][1] = quad.y;
+                    v[r][2] = quad.z;
+                    v[r][3] = quad.w;
+                }
+                // The window's outputs (a, b), each z in one_input_tap's order.
+                float y[2][2];
+                WHORL_UNROLL
+                for (int a = 0; a < 2; ++a)
+                    WHORL_UNROLL
+                    for (int b = 0; b < 2; ++b) {
+                        float z = start;
+                        WHORL_UNROLL
+                        for (int ty = 0; ty < 3; ++ty)
+                            WHORL_UNROLL
+                            for (int tx = 0; tx < 3; ++tx)
+                                z = one_input_tap(z, weights[ty * 3 + tx], v[a + ty][b + tx]);
+                        y[a][b] = activate(z, activation);
+                    }
+                int at;
+                const float best = first_max_of_four(y[0][0], y[0][1], y[1][0], y[1][1], at);
+                const float g = grad[u] * activation_slope(best, activation);
+                const bool down = at >= 2, right = at % 2 == 1;
+                WHORL_UNROLL
+                for (int ty = 0; ty < 3; ++ty) {
+                    float line[4];  // row ty of the maximum's window, and one column more
+                    WHORL_UNROLL
+                    for (int c = 0; c < 4; ++c) line[c] = down ? v[ty + 1][c] : v[ty][c];
+                    WHORL_UNROLL
+                    for (int tx = 0; tx < 3; ++tx)
+                        acc[ty * 3 + tx] =
+                            fmaf(right ? line[tx + 1] : line[tx], g, acc[ty * 3 + tx]);
+                }
+                acc[9] += g;
+            }
+        }
+    }
+    __syncthreads();  // the patches' memory becomes the warps' sums
+    WHORL_UNROLL
+    for (int k = 0; k < ONE_CHANNEL_ROWS; ++k)
+        warp_sums[(warp * ONE_CHANNEL_ROWS + k) * POOLED_CHANNELS + lane] = acc[k];
+    __syncthreads();
+    float* out = partial + size_t(blockIdx.x) * ONE_CHANNEL_ROWS * cout;
+    for (int e = threadIdx.x; e < ONE_CHANNEL_ROWS * POOLED_CHANNELS; e += WHORL_THREADS) {
+        const int k = e / POOLED_CHANNELS, c = e % POOLED_CHANNELS;
+        const int column = blockIdx.y * POOLED_CHANNELS + c;
+        if (column >= cout) continue;
+        float sum = 0.0f;
+        for (int v = 0; v < ONE_CHANNEL_WARPS; ++v)
+            sum += warp_sums[(v * ONE_CHANNEL_ROWS + k) * POOLED_CHANNELS + c];
+        out[k * cout + column] = sum;
     }
 }

@@ -5,6 +5,11 @@
 //! becomes one step, a convolution that reads its input upsampled, so the upsampled tensor
 //! (the largest of the model) is never stored.
 //!
+//! A training network also runs the first convolution (which reads the one-channel input)
+//! and the max pooling after it as one step: the convolution's output, the largest tensor
+//! after the upsampled ones, is never stored either; its backward pass computes it again
+//! from the input. A network for Grad-CAM keeps every output ([`Network::keeping_every_output`]).
+//!
 //! Batches go in through two input buffers: while a step runs on one, the next batch is
 //! uploaded into the other ([`Network::load_batch`]), and the step's loss is read only when it
 //! is asked for ([`Network::loss`]), so on a GPU the host prepares and sends batch k + 1 while
@@ -25,6 +30,12 @@ enum Step {
         source: usize,
         conv: Conv,
     },
+    /// The convolution `conv_layer` of the network's input and the max pooling after it:
+    /// reads activations[0], writes activations[conv_layer + 2].
+    PooledConv {
+        conv_layer: usize,
+        conv: Conv,
+    },
     MaxPool2 {
         layer: usize,
     },
@@ -34,26 +45,60 @@ enum Step {
 }
 
 impl Step {
+    /// The last layer the step computes: activations[layer + 1] is its output.
     fn layer(&self) -> usize {
         match *self {
             Step::Conv { layer, .. } | Step::MaxPool2 { layer } | Step::Upsample2 { layer } => {
                 layer
             }
+            Step::PooledConv { conv_layer, .. } => conv_layer + 1,
         }
     }
 }
 
-/// The steps of `architecture`, with each upsampling that feeds a convolution folded into it.
-fn compile(architecture: &Architecture, shapes: &[Hwc]) -> Vec<Step> {
+/// Which layer outputs a network stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outputs {
+    /// What training needs: the first convolution is pooled in the same step.
+    Needed,
+    /// Every layer's output but an upsampling folded into a convolution (for Grad-CAM).
+    Every,
+}
+
+/// Whether `architecture` starts with a convolution and a max pooling, which a training
+/// network runs as one step ([`Backend::conv2d_pooled_forward`]).
+pub fn pools_first_convolution(architecture: &Architecture) -> bool {
+    matches!(
+        architecture.layers[..],
+        [Layer::Conv2d { .. }, Layer::MaxPool2 { .. }, ..]
+    )
+}
+
+/// The steps of `architecture`, with each upsampling that feeds a convolution folded into it
+/// and, for `Outputs::Needed`, a first convolution and its pooling made one step.
+fn compile(architecture: &Architecture, shapes: &[Hwc], outputs: Outputs) -> Vec<Step> {
     let layers = &architecture.layers;
     let slots = architecture.param_slots();
     let folded = |i: usize| {
         matches!(layers[i], Layer::Upsample2 { .. })
             && matches!(layers.get(i + 1), Some(Layer::Conv2d { .. }))
     };
+    let pooled = outputs == Outputs::Needed && pools_first_convolution(architecture);
     let mut steps = Vec::new();
     for (layer, kind) in layers.iter().enumerate() {
         match *kind {
+            Layer::Conv2d { activation, .. } if layer == 0 && pooled => {
+                steps.push(Step::PooledConv {
+                    conv_layer: layer,
+                    conv: Conv {
+                        input: batch_of(0, shapes[0]),
+                        read: ConvInput::Direct,
+                        slot: slots[layer].clone().expect("a conv layer has parameters"),
+                        activation,
+                    },
+                });
+            }
+            Layer::MaxPool2 { .. } if layer == 1 && pooled => {}
             Layer::Conv2d { activation, .. } => {
                 let fused = layer > 0 && folded(layer - 1);
                 let source = if fused { layer - 1 } else { layer };
@@ -117,14 +162,17 @@ fn conv_steps(steps: &[Step], batch: usize) -> Vec<Conv> {
     steps
         .iter()
         .filter_map(|step| match step {
-            Step::Conv { conv, .. } => Some(with_batch(conv, batch)),
+            Step::Conv { conv, .. } | Step::PooledConv { conv, .. } => {
+                Some(with_batch(conv, batch))
+            }
             _ => None,
         })
         .collect()
 }
 
 /// Every convolution the graph runs for `architecture` on batches of `batch` images of
-/// height x width, as the backend sees it (upsamplings folded in).
+/// height x width, as the backend sees it (upsamplings folded in; the first one is pooled in
+/// the same step when [`pools_first_convolution`]).
 pub fn convolutions(
     architecture: &Architecture,
     height: usize,
@@ -132,7 +180,10 @@ pub fn convolutions(
     batch: usize,
 ) -> Result<Vec<Conv>> {
     let shapes = architecture.shapes(height, width)?;
-    Ok(conv_steps(&compile(architecture, &shapes), batch))
+    Ok(conv_steps(
+        &compile(architecture, &shapes, Outputs::Needed),
+        batch,
+    ))
 }
 
 /// `(&v[i], &mut v[j])` for i != j.
@@ -149,14 +200,41 @@ fn pair<T>(v: &mut [T], i: usize, j: usize) -> (&T, &mut T) {
 
 impl<B: Backend> Network<B> {
     /// Plans every buffer for batches of up to `batch_capacity` images of height x width and
-    /// loads `params` (the flat parameter vector, see [`Architecture::param_slots`]).
+    /// loads `params` (the flat parameter vector, see [`Architecture::param_slots`]). Stores
+    /// what training needs: see the module's introduction.
     pub fn new(
-        mut backend: B,
+        backend: B,
         architecture: Architecture,
         height: usize,
         width: usize,
         batch_capacity: usize,
         params: &[f32],
+    ) -> Result<Self> {
+        let size = (height, width, batch_capacity);
+        Self::build(backend, architecture, size, params, Outputs::Needed)
+    }
+
+    /// As [`new`](Self::new), keeping every layer's output (but an upsampling folded into the
+    /// next convolution), for [`layer_output`](Self::layer_output) and
+    /// [`output_gradient`](Self::output_gradient) on any convolution.
+    pub fn keeping_every_output(
+        backend: B,
+        architecture: Architecture,
+        height: usize,
+        width: usize,
+        batch_capacity: usize,
+        params: &[f32],
+    ) -> Result<Self> {
+        let size = (height, width, batch_capacity);
+        Self::build(backend, architecture, size, params, Outputs::Every)
+    }
+
+    fn build(
+        mut backend: B,
+        architecture: Architecture,
+        (height, width, batch_capacity): (usize, usize, usize),
+        params: &[f32],
+        outputs: Outputs,
     ) -> Result<Self> {
         let shapes = architecture.shapes(height, width)?;
         if batch_capacity == 0 {
@@ -169,7 +247,7 @@ impl<B: Backend> Network<B> {
                 format!("{} values given, the model has {count}", params.len()),
             ));
         }
-        let steps = compile(&architecture, &shapes);
+        let steps = compile(&architecture, &shapes, outputs);
         backend.plan(&conv_steps(&steps, batch_capacity))?;
         let mut device_params = backend.alloc(count)?;
         backend.upload(params, &mut device_params)?;
@@ -178,9 +256,13 @@ impl<B: Backend> Network<B> {
         let momentum = backend.alloc(count)?;
         let mut stored = vec![true; shapes.len()];
         for step in &steps {
-            if let Step::Conv { layer, source, .. } = *step {
-                stored[source + 1..layer + 1].fill(false);
-                stored[source] = true;
+            match *step {
+                Step::Conv { layer, source, .. } => {
+                    stored[source + 1..layer + 1].fill(false);
+                    stored[source] = true;
+                }
+                Step::PooledConv { conv_layer, .. } => stored[conv_layer + 1] = false,
+                _ => {}
             }
         }
         let activations = shapes
@@ -303,6 +385,12 @@ impl<B: Backend> Network<B> {
                     let conv = with_batch(conv, batch);
                     self.backend.conv2d_forward(&conv, x, &self.params, y)?
                 }
+                Step::PooledConv { conv_layer, conv } => {
+                    let (x, pooled) = pair(&mut self.activations, 0, conv_layer + 2);
+                    let conv = with_batch(conv, batch);
+                    self.backend
+                        .conv2d_pooled_forward(&conv, x, &self.params, pooled)?
+                }
                 Step::MaxPool2 { layer } => {
                     let input = batch_of(batch, self.shapes[*layer]);
                     let (x, y) = pair(&mut self.activations, *layer, layer + 1);
@@ -345,21 +433,30 @@ impl<B: Backend> Network<B> {
         layer: usize,
         d_output: &[f32],
     ) -> Result<Vec<f32>> {
-        if !self.steps.iter().any(|step| step.layer() == layer) {
-            return Err(Error::invalid(
-                "layer",
-                format!(
-                    "the output of layer {layer} is not stored (an upsampling folded into the next convolution)"
-                ),
-            ));
-        }
+        self.check_stored(layer)?;
         self.backward_until(batch, Some(layer), Some(d_output))?;
         let len = batch * self.shapes[layer + 1].len();
         to_host(&mut self.backend, &self.grad_out, len)
     }
 
+    /// Fails unless the output of `layer` is stored.
+    fn check_stored(&self, layer: usize) -> Result<()> {
+        if self.steps.iter().any(|step| step.layer() == layer) {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "layer",
+            format!(
+                "the output of layer {layer} is not stored (an upsampling folded into the next \
+                 convolution, or a convolution pooled in the same step: \
+                 Network::keeping_every_output stores it)"
+            ),
+        ))
+    }
+
     /// The output of `layer` from the last forward pass on `batch` images.
     pub fn layer_output(&mut self, batch: usize, layer: usize) -> Result<Vec<f32>> {
+        self.check_stored(layer)?;
         let len = batch * self.shapes[layer + 1].len();
         to_host(&mut self.backend, &self.activations[layer + 1], len)
     }
@@ -413,6 +510,18 @@ impl<B: Backend> Network<B> {
                         &self.params,
                         &mut self.grad_in,
                     )?;
+                }
+                Step::PooledConv { conv, .. } => {
+                    // The network's input needs no gradient: the walk ends here.
+                    let conv = with_batch(conv, batch);
+                    let x = &self.activations[0];
+                    return self.backend.conv2d_pooled_backward_filter(
+                        &conv,
+                        x,
+                        &self.params,
+                        &self.grad_out,
+                        &mut self.grads,
+                    );
                 }
                 Step::MaxPool2 { layer } => {
                     let input = batch_of(batch, self.shapes[*layer]);

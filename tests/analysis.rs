@@ -157,7 +157,8 @@ fn trained(size: usize) -> (Network<CpuBackend>, Vec<f32>) {
         net.train_step(&images).unwrap();
     }
     let params = net.params().unwrap();
-    let single = Network::new(CpuBackend::new(), arch, size, size, 1, &params).unwrap();
+    let single =
+        Network::keeping_every_output(CpuBackend::new(), arch, size, size, 1, &params).unwrap();
     (single, images[..size * size].to_vec())
 }
 

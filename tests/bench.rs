@@ -15,13 +15,14 @@ fn a_training_image_costs_11_33_gflop_and_its_forward_pass_3_79() {
 }
 
 #[test]
-fn the_executed_arithmetic_of_a_training_image_is_7_41_gflop() {
+fn the_executed_arithmetic_of_a_training_image_is_7_44_gflop() {
     // conv5 and conv6 read upsampled inputs: forward 4/9 and backward 1/4 of nominal, so a
-    // step at batch 128 drops from 1.45 to about 0.95 TFLOP.
+    // step at batch 128 drops from 1.45 to about 0.95 TFLOP; conv1's kernel gradient, pooled
+    // in the same step, computes its forward pass again (0.029 GFLOP).
     let direct = ConvAlgorithm::Direct;
     let (train, forward) = model_executed_flops(&Architecture::reference(), 224, direct).unwrap();
     assert!((forward / 1e9 - 2.727).abs() < 0.001, "forward {forward:e}");
-    assert!((train / 1e9 - 7.41).abs() < 0.005, "training {train:e}");
+    assert!((train / 1e9 - 7.437).abs() < 0.001, "training {train:e}");
     let convs = convolutions(&Architecture::reference(), 224, 224, 128).unwrap();
     let conv5 = &convs[4];
     assert_eq!(conv5.read, ConvInput::Upsampled2);
@@ -42,11 +43,12 @@ fn winograd_executes_4_9_of_the_plain_passes_and_1_4_of_conv5_forward() {
     // conv2-conv4 run all three passes by F(2x2, 3x3) and conv5's forward by its upsampled
     // form; conv1's forward and kernel gradient (one input channel) stay direct, conv6's
     // forward (one output channel) four phase convolutions, and the upsampled layers'
-    // backward passes their box sums: a CPU training image executes 3.97 GFLOP.
+    // backward passes their box sums, and conv1's forward runs twice (it is pooled in the
+    // same step): a CPU training image executes 3.99 GFLOP.
     let winograd = ConvAlgorithm::Winograd;
     let (train, forward) = model_executed_flops(&Architecture::reference(), 224, winograd).unwrap();
     assert!((forward / 1e9 - 1.339).abs() < 0.001, "forward {forward:e}");
-    assert!((train / 1e9 - 3.966).abs() < 0.005, "training {train:e}");
+    assert!((train / 1e9 - 3.995).abs() < 0.001, "training {train:e}");
     let convs = convolutions(&Architecture::reference(), 224, 224, 32).unwrap();
     for pass in [
         ConvPass::Forward,

@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    CONV_CASES, conv, nhwc, parity, pipelined_losses, random, relative_error, tf32, widen,
+    CONV_CASES, POOLED_CASES, conv, nhwc, parity, pipelined_losses, random, relative_error, tf32,
+    widen,
 };
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
@@ -53,6 +54,76 @@ fn convolution_kernels_match_the_reference() {
             let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
             parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
         }
+    }
+}
+
+#[test]
+fn pooled_convolution_kernels_match_the_reference() {
+    for (case, &(input, cout)) in POOLED_CASES.iter().enumerate() {
+        for activation in [Activation::Relu, Activation::Sigmoid] {
+            let conv = conv(input, cout, ConvInput::Direct, activation);
+            let inputs = parity::conv_inputs(&conv, 20 * case as u64);
+            let got = parity::pooled_outputs(&mut emulated(), &conv, &inputs);
+            let expected = parity::pooled_outputs(&mut ReferenceBackend, &conv, &inputs);
+            let errors = parity::errors(&parity::POOLED_OUTPUTS, &got, &expected);
+            parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
+        }
+    }
+}
+
+#[test]
+fn pooled_convolution_kernels_are_deterministic_break_ties_and_refuse_other_convolutions() {
+    // Two chunks of the kernel gradient (2310 pooled pixels), partial tiles and runs, two
+    // channel blocks: as the reference, and the same bits every run.
+    let pooled_conv = conv(nhwc(2, 66, 70, 1), 33, ConvInput::Direct, Activation::Relu);
+    let inputs = parity::conv_inputs(&pooled_conv, 3);
+    let first = parity::pooled_outputs(&mut emulated(), &pooled_conv, &inputs);
+    let expected = parity::pooled_outputs(&mut ReferenceBackend, &pooled_conv, &inputs);
+    let errors = parity::errors(&parity::POOLED_OUTPUTS, &first, &expected);
+    parity::assert_within(&errors, 1e-5, &format!("{pooled_conv:?}"));
+    let second = parity::pooled_outputs(&mut emulated(), &pooled_conv, &inputs);
+    let bits = |outputs: &[Vec<f32>]| -> Vec<u32> {
+        outputs.iter().flatten().map(|x| x.to_bits()).collect()
+    };
+    assert_eq!(bits(&first), bits(&second));
+    // A zero kernel: the four outputs of every window are equal (the bias), and the first of
+    // them (row-major) takes the window's gradient, its window of x as the kernel gradient's.
+    for activation in [Activation::Relu, Activation::Sigmoid] {
+        let tied = conv(nhwc(2, 12, 20, 1), 8, ConvInput::Direct, activation);
+        let [x, dz, mut params] = parity::conv_inputs(&tied, 5);
+        params[tied.slot.weight.clone()].fill(0.0);
+        let inputs = [x, dz, params];
+        let got = parity::pooled_outputs(&mut emulated(), &tied, &inputs);
+        let expected = parity::pooled_outputs(&mut ReferenceBackend, &tied, &inputs);
+        let errors = parity::errors(&parity::POOLED_OUTPUTS, &got, &expected);
+        parity::assert_within(&errors, 1e-5, &format!("ties, {tied:?}"));
+    }
+    // Not a direct convolution of a one-channel input with an even output: an error.
+    for conv in [
+        conv(nhwc(1, 4, 4, 2), 3, ConvInput::Direct, Activation::Relu),
+        conv(nhwc(1, 4, 4, 1), 3, ConvInput::Upsampled2, Activation::Relu),
+        conv(nhwc(1, 5, 4, 1), 3, ConvInput::Direct, Activation::Relu),
+        conv(nhwc(1, 4, 7, 1), 3, ConvInput::Direct, Activation::Relu),
+    ] {
+        let mut backend = emulated();
+        backend.plan(std::slice::from_ref(&conv)).unwrap();
+        let x = backend.alloc(conv.input.len()).unwrap();
+        let params = backend.alloc(conv.slot.bias.end).unwrap();
+        let mut pooled = backend.alloc(conv.output().len()).unwrap();
+        assert!(
+            backend
+                .conv2d_pooled_forward(&conv, &x, &params, &mut pooled)
+                .is_err(),
+            "{conv:?}"
+        );
+        let d_pooled = backend.alloc(conv.output().len()).unwrap();
+        let mut grads = backend.alloc(conv.slot.bias.end).unwrap();
+        assert!(
+            backend
+                .conv2d_pooled_backward_filter(&conv, &x, &params, &d_pooled, &mut grads)
+                .is_err(),
+            "{conv:?}"
+        );
     }
 }
 

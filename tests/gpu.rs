@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::{CONV_CASES, conv, nhwc, parity, pipelined_losses, random, relative_error, widen};
+use common::{
+    CONV_CASES, POOLED_CASES, conv, nhwc, parity, pipelined_losses, random, relative_error, widen,
+};
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::GpuBackend;
 use whorl::backend::gpu::cuda::CudaDevice;
@@ -39,6 +41,27 @@ fn gpu_kernels_match_the_reference_at_small_shapes() {
         let expected = parity::other_outputs(&mut ReferenceBackend, input, 1);
         let errors = parity::errors(&parity::OTHER_OUTPUTS, &got, &expected);
         parity::assert_within(&errors, 1e-6, &format!("{input:?}"));
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test gpu -- --ignored"]
+fn gpu_pooled_convolution_kernels_match_the_reference() {
+    for (case, &(input, cout)) in POOLED_CASES.iter().enumerate() {
+        for activation in [Activation::Relu, Activation::Sigmoid] {
+            let conv = conv(input, cout, ConvInput::Direct, activation);
+            let inputs = parity::conv_inputs(&conv, 20 * case as u64);
+            let got = parity::pooled_outputs(&mut gpu(), &conv, &inputs);
+            let expected = parity::pooled_outputs(&mut ReferenceBackend, &conv, &inputs);
+            let errors = parity::errors(&parity::POOLED_OUTPUTS, &got, &expected);
+            parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
+            // Deterministic: the same bits on a second run.
+            let again = parity::pooled_outputs(&mut gpu(), &conv, &inputs);
+            let bits = |outputs: &[Vec<f32>]| -> Vec<u32> {
+                outputs.iter().flatten().map(|x| x.to_bits()).collect()
+            };
+            assert_eq!(bits(&got), bits(&again), "{conv:?}");
+        }
     }
 }
 

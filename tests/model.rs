@@ -158,6 +158,41 @@ fn cpu_training_follows_the_direct_loops() {
 }
 
 #[test]
+fn pooling_the_first_convolution_changes_no_gradient_and_stores_less() {
+    let arch = Architecture::reference();
+    let (size, batch) = (16, 3);
+    let params = arch.glorot_uniform(6);
+    let images = random(batch * size * size, 0.0, 1.0, 7);
+    let mut pooled =
+        Network::new(CpuBackend::new(), arch.clone(), size, size, batch, &params).unwrap();
+    let mut every =
+        Network::keeping_every_output(CpuBackend::new(), arch, size, size, batch, &params).unwrap();
+    // The same convolution rows, so the same forward pass to the bit.
+    assert_eq!(
+        pooled.forward(&images).unwrap(),
+        every.forward(&images).unwrap()
+    );
+    pooled.backward(batch).unwrap();
+    every.backward(batch).unwrap();
+    let error = relative_error(
+        &pooled.gradients().unwrap(),
+        &widen(&every.gradients().unwrap()),
+    );
+    assert!(error < 1e-5, "gradients differ by {error:e}");
+    // conv1's output is stored only by the network that keeps every output; pool1's by both.
+    let error = pooled.layer_output(batch, 0).unwrap_err().to_string();
+    assert!(error.contains("not stored"), "{error}");
+    assert_eq!(
+        every.layer_output(batch, 0).unwrap().len(),
+        batch * size * size * 32
+    );
+    assert_eq!(
+        pooled.layer_output(batch, 1).unwrap(),
+        every.layer_output(batch, 1).unwrap()
+    );
+}
+
+#[test]
 fn a_few_hundred_steps_cut_the_loss_tenfold() {
     let arch = Architecture::reference();
     let (size, batch) = (16, 4);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{CONV_CASES, conv, nhwc, parity, random, relative_error, widen};
+use common::{CONV_CASES, POOLED_CASES, conv, nhwc, parity, random, relative_error, widen};
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::reference as direct;
 use whorl::backend::reference::ReferenceBackend;
@@ -33,6 +33,54 @@ fn convolutions_match_direct_loops() {
             parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
         }
     }
+}
+
+#[test]
+fn pooled_convolutions_match_direct_loops() {
+    for (case, &(input, cout)) in POOLED_CASES.iter().enumerate() {
+        for activation in [Activation::Relu, Activation::Sigmoid] {
+            let conv = conv(input, cout, ConvInput::Direct, activation);
+            let inputs = parity::conv_inputs(&conv, 10 * case as u64);
+            let got = parity::pooled_outputs(&mut CpuBackend::new(), &conv, &inputs);
+            let expected = parity::pooled_outputs(&mut ReferenceBackend, &conv, &inputs);
+            let errors = parity::errors(&parity::POOLED_OUTPUTS, &got, &expected);
+            parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
+        }
+    }
+}
+
+#[test]
+fn pooled_convolution_gradients_match_finite_differences() {
+    // L = sum(r * pooled): the reference's fused backward against the fused forward.
+    let conv = conv(nhwc(2, 4, 6, 1), 3, ConvInput::Direct, Activation::Sigmoid);
+    let params = widen(&random(conv.slot.bias.end, -0.5, 0.5, 1));
+    let x = widen(&random(conv.input.len(), -1.0, 1.0, 2));
+    let r = widen(&random(conv.output().len() / 4, -1.0, 1.0, 3));
+    let loss = |params: &[f64]| {
+        let mut pooled = vec![0.0; r.len()];
+        ReferenceBackend
+            .conv2d_pooled_forward(&conv, &x, &params.to_vec(), &mut pooled)
+            .unwrap();
+        dot(&r, &pooled)
+    };
+    let mut grads = vec![0.0; params.len()];
+    ReferenceBackend
+        .conv2d_pooled_backward_filter(&conv, &x, &params, &r, &mut grads)
+        .unwrap();
+    assert_close(&grads, &finite_differences(&params, loss), "pooled");
+}
+
+#[test]
+fn pooling_a_convolution_of_several_channels_is_an_error() {
+    let conv = conv(nhwc(1, 4, 4, 3), 2, ConvInput::Direct, Activation::Relu);
+    let mut cpu = planned_cpu(&conv);
+    let (x, params) = (vec![0.0; conv.input.len()], vec![0.0; conv.slot.bias.end]);
+    let mut pooled = vec![0.0; conv.output().len() / 4];
+    let error = cpu
+        .conv2d_pooled_forward(&conv, &x, &params, &mut pooled)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("one input channel"), "{error}");
 }
 
 #[test]
@@ -114,6 +162,28 @@ fn conv2d_backward_filter_is_deterministic_across_thread_counts() {
         assert_eq!(one, grads_with(2), "{read:?} {cin} to {cout}");
         assert_eq!(one, grads_with(5), "{read:?} {cin} to {cout}");
     }
+}
+
+#[test]
+fn pooled_convolution_gradient_is_deterministic_across_thread_counts() {
+    let conv = conv(nhwc(3, 18, 22, 1), 6, ConvInput::Direct, Activation::Relu);
+    let [x, d_pooled, params] = parity::conv_inputs(&conv, 5);
+    let grads_with = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut grads = vec![0.0; conv.slot.bias.end];
+            planned_cpu(&conv)
+                .conv2d_pooled_backward_filter(&conv, &x, &params, &d_pooled, &mut grads)
+                .unwrap();
+            grads
+        })
+    };
+    let one = grads_with(1);
+    assert_eq!(one, grads_with(2));
+    assert_eq!(one, grads_with(5));
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! | `conv2d_forward` | reference.rs | cpu/conv.rs `forward` (`forward_same`, `forward_phases`), cpu/one_channel.rs | gpu/mod.rs | conv2d.cu `conv2d_gathered_gemm`, `conv2d_fold_phases_kernel`; conv2d_tf32.cu `conv2d_gathered_gemm_tf32`; conv2d_one_channel.cu `conv2d_one_input_channel` (conv1), `conv2d_upsampled_one_output_channel` (conv6) | ops, emulator, tf32, gpu |
 //! | `conv2d_backward_data` | reference.rs | cpu/conv.rs `backward_data` | gpu/mod.rs | conv2d.cu `conv2d_flip_kernel`, `upsample2_box_sums`, the gathered GEMMs | ops, emulator, tf32, gpu |
 //! | `conv2d_backward_filter` | reference.rs | cpu/conv.rs `backward_filter` (`filter_same`, `filter_box_sums`), cpu/one_channel.rs | gpu/mod.rs | conv2d.cu `conv2d_filter_partials`, `sum_partials`, `sum_partials_upsampled`; conv2d_one_channel.cu `conv2d_filter_partials_one_channel` (conv1, conv6) | ops, emulator, gpu |
+//! | `conv2d_pooled_forward`, `conv2d_pooled_backward_filter` (conv1 with pool1) | reference.rs | cpu/conv.rs `pooled_forward`, `pooled_backward_filter` (cpu/one_channel.rs) | gpu/mod.rs | conv2d_one_channel.cu `conv2d_one_input_channel_pooled`, `conv2d_pooled_filter_partials_one_channel`; conv2d.cu `sum_partials` | ops, emulator, gpu, model |
 //! | `activation_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | elementwise.cu `activation_backward` | ops, emulator |
 //! | `maxpool2_forward`, `maxpool2_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | pool.cu | ops, emulator |
 //! | `upsample2_forward`, `upsample2_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | pool.cu | ops, emulator |
@@ -342,6 +343,32 @@ pub trait Backend {
         conv: &Conv,
         x: &Self::Buffer,
         dz: &Self::Buffer,
+        grads: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    /// pooled = maxpool2(activation(conv(x, kernel) + bias)): a convolution of a stored,
+    /// one-channel input (the network's) and the 2x2 max pooling after it, as one operation
+    /// whose full-resolution output is never stored. The output's height and width are even.
+    fn conv2d_pooled_forward(
+        &mut self,
+        conv: &Conv,
+        x: &Self::Buffer,
+        params: &Self::Buffer,
+        pooled: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    /// The kernel and bias gradients of [`conv2d_pooled_forward`](Self::conv2d_pooled_forward)
+    /// from dL/d pooled: those of [`conv2d_backward_filter`](Self::conv2d_backward_filter) for
+    /// dz[p, co] = d_pooled[window of p, co] act'(z[p, co]) where p is its window's first
+    /// maximum of y = activation(z) (row-major, as [`maxpool2_backward`](Self::maxpool2_backward)),
+    /// 0 elsewhere; y is computed again from x, as the forward pass computed it. Overwrites the
+    /// slot's ranges of `grads`; deterministic.
+    fn conv2d_pooled_backward_filter(
+        &mut self,
+        conv: &Conv,
+        x: &Self::Buffer,
+        params: &Self::Buffer,
+        d_pooled: &Self::Buffer,
         grads: &mut Self::Buffer,
     ) -> Result<()>;
 

@@ -379,6 +379,36 @@ impl Backend for ReferenceBackend {
         Ok(())
     }
 
+    fn conv2d_pooled_forward(
+        &mut self,
+        conv: &Conv,
+        x: &Vec<f64>,
+        params: &Vec<f64>,
+        pooled: &mut Vec<f64>,
+    ) -> Result<()> {
+        let mut y = vec![0.0; conv.output().len()];
+        self.conv2d_forward(conv, x, params, &mut y)?;
+        maxpool2_forward(conv.output(), &y, pooled);
+        Ok(())
+    }
+
+    fn conv2d_pooled_backward_filter(
+        &mut self,
+        conv: &Conv,
+        x: &Vec<f64>,
+        params: &Vec<f64>,
+        d_pooled: &Vec<f64>,
+        grads: &mut Vec<f64>,
+    ) -> Result<()> {
+        let output = conv.output();
+        let mut y = vec![0.0; output.len()];
+        self.conv2d_forward(conv, x, params, &mut y)?;
+        let mut dz = vec![0.0; output.len()];
+        maxpool2_backward(output, &y, &d_pooled[..output.len() / 4], &mut dz);
+        activation_backward(conv.activation, &y, &mut dz);
+        self.conv2d_backward_filter(conv, x, &dz, grads)
+    }
+
     fn maxpool2_forward(&mut self, input: Nhwc, x: &Vec<f64>, y: &mut Vec<f64>) -> Result<()> {
         maxpool2_forward(input, x, y);
         Ok(())

@@ -141,6 +141,52 @@ fn conv_timings<B: Backend>(
     measure(backend, cases, repeats, peaks, out)
 }
 
+/// A first convolution and its max pooling as one pass, forward and backward-filter, as
+/// training runs them.
+fn pooled_conv_timings<B: Backend>(
+    backend: &mut B,
+    (conv, pool): (&Conv, &Layer),
+    repeats: usize,
+    peaks: Option<Peaks>,
+    out: &mut Vec<KernelTiming>,
+) -> Result<()> {
+    let count = conv.slot.bias.end;
+    let params = filled(backend, count, 7)?;
+    let inputs = rotated(backend, conv.input.len())?;
+    let d_pooled = rotated(backend, conv.output().len() / 4)?;
+    let mut pooled = backend.alloc(conv.output().len() / 4)?;
+    let mut grads = backend.alloc(count)?;
+    let shape = format!(
+        "{} -> {}, 2x2 max pooled",
+        shape_text(conv.input),
+        conv.slot.out_channels
+    );
+    let name = |pass: &str| {
+        let names = format!("{} + {}", conv.slot.name, pool.name());
+        format!("{names} {pass} (fused, as in training)")
+    };
+    let cases = vec![
+        Case::new(
+            name("forward"),
+            &shape,
+            work::pooled_conv_work(conv, false),
+            |b: &mut B, i| {
+                b.conv2d_pooled_forward(conv, &inputs[i % ROTATIONS], &params, &mut pooled)
+            },
+        ),
+        Case::new(
+            name("backward-filter"),
+            &shape,
+            work::pooled_conv_work(conv, true),
+            |b: &mut B, i| {
+                let (x, d) = (&inputs[i % ROTATIONS], &d_pooled[i % ROTATIONS]);
+                b.conv2d_pooled_backward_filter(conv, x, &params, d, &mut grads)
+            },
+        ),
+    ];
+    measure(backend, cases, repeats, peaks, out)
+}
+
 /// A pooling or upsampling layer, forward and backward, on an input of shape `input`.
 fn resampling_timings<B: Backend>(
     backend: &mut B,
@@ -277,6 +323,10 @@ pub fn kernels<B: Backend>(
     let mut out = Vec::new();
     for conv in &convs {
         conv_timings(backend, conv, repeats, peaks, &mut out)?;
+    }
+    if graph::pools_first_convolution(&architecture) {
+        let pair = (&convs[0], &architecture.layers[1]);
+        pooled_conv_timings(backend, pair, repeats, peaks, &mut out)?;
     }
     let shapes = architecture.shapes(size, size)?;
     for (layer, s) in architecture.layers.iter().zip(shapes) {

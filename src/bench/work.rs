@@ -16,7 +16,9 @@
 //!   other pass executes its nominal count.
 //!
 //! Bytes: convolution forward input + kernel and bias + output; backward-data dz + kernel +
-//! dx; backward-filter input + dz + kernel and bias gradients. Max pooling: 3 comparisons per
+//! dx; backward-filter input + dz + kernel and bias gradients; conv1 pooled in the same pass
+//! ([`pooled_conv_work`]) input + kernel and bias + the pooled tensor, its backward counting
+//! the forward arithmetic it does again. Max pooling: 3 comparisons per
 //! output, input + output (backward x + dy + dx). Upsampling: no FLOPs, input + 4 x input.
 //! MSE loss: 3 FLOPs per element, two tensors; its gradient 3 FLOPs, three tensors. Activation
 //! derivative: 2 FLOPs, three tensors. RMSprop: 8 FLOPs and 20 bytes per parameter; Adam: 12
@@ -114,6 +116,24 @@ pub fn conv_work(conv: &Conv, pass: ConvPass, algorithm: ConvAlgorithm) -> Work 
     }
 }
 
+/// A first convolution and its 2x2 max pooling as one pass, as training runs them
+/// ([`graph::pools_first_convolution`]): forward, the convolution's arithmetic, the pooling's
+/// comparisons and the pooled output alone written; backward (the kernel gradient), the
+/// forward's arithmetic again, which it recomputes, then the kernel gradient's, reading the
+/// input and dL/d pooled. Either counts the same FLOPs nominal and executed: one input
+/// channel runs direct loops on every engine.
+pub fn pooled_conv_work(conv: &Conv, backward: bool) -> Work {
+    let params = conv.slot.bias.end - conv.slot.weight.start;
+    let pooled = conv.output().len() / 4;
+    let forward = conv_flops(conv) + 3.0 * pooled as f64;
+    let flops = if backward {
+        forward + conv_flops(conv)
+    } else {
+        forward
+    };
+    Work::plain(flops, floats(conv.input.len() + params + pooled))
+}
+
 /// 2x2 max pooling of an input of `len` values, forward or backward.
 pub fn maxpool_work(len: usize, backward: bool) -> Work {
     let tensors = if backward { 2 * len } else { len };
@@ -155,7 +175,8 @@ pub fn model_flops(architecture: &Architecture, size: usize) -> Result<(f64, f64
 }
 
 /// The same as [`model_flops`], counting the arithmetic executed by an engine that computes
-/// convolutions by `algorithm`.
+/// convolutions by `algorithm` (and the first convolution's forward pass twice where training
+/// pools it in the same step).
 pub fn model_executed_flops(
     architecture: &Architecture,
     size: usize,
@@ -169,5 +190,10 @@ pub fn model_executed_flops(
         .first()
         .map_or(0.0, |c| executed(c, ConvPass::BackwardData));
     let train = forward + pass(ConvPass::BackwardData) - first + pass(ConvPass::BackwardFilter);
-    Ok((train, forward))
+    // A pooled first convolution's kernel gradient computes its forward pass again.
+    let recomputed = match convs.first() {
+        Some(c) if graph::pools_first_convolution(architecture) => executed(c, ConvPass::Forward),
+        _ => 0.0,
+    };
+    Ok((train + recomputed, forward))
 }

@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use whorl::backend::Backend;
 use whorl::checkpoint::{CheckpointMeta, Weights};
 use whorl::data::Dataset;
+use whorl::graph::Network;
 use whorl::normalize::Stretch;
 use whorl::{Error, Result, bundled, evaluate, figures, gradcam};
 
@@ -350,7 +351,9 @@ fn gradcam_on<B: Backend>(backend: B, args: &GradcamArgs) -> Result<()> {
             (whorl::data::pad(&pixels, width, height, side), side)
         }
     };
-    let mut net = evaluate::network(backend, &weights, size, 1)?;
+    let architecture = whorl::model::Architecture::reference();
+    let mut net =
+        Network::keeping_every_output(backend, architecture, size, size, 1, &weights.params)?;
     // The model sees the image normalised as it was trained; the figure shows it as it is.
     let mut seen = image.clone();
     Stretch::of(weights.meta.normalize, &image).apply(&mut seen);

@@ -190,6 +190,57 @@ pub const CONV_CASES: [(Nhwc, usize); 10] = [
     ),
 ];
 
+/// (one-channel input shape, output channels) of a convolution with its 2x2 max pooling fused:
+/// a single window, widths that are not a multiple of a run, channel counts that are not
+/// multiples of a vector width, and a grid of many chunks.
+pub const POOLED_CASES: [(Nhwc, usize); 5] = [
+    (
+        Nhwc {
+            batch: 1,
+            height: 2,
+            width: 2,
+            channels: 1,
+        },
+        1,
+    ),
+    (
+        Nhwc {
+            batch: 2,
+            height: 6,
+            width: 10,
+            channels: 1,
+        },
+        5,
+    ),
+    (
+        Nhwc {
+            batch: 1,
+            height: 12,
+            width: 12,
+            channels: 1,
+        },
+        32,
+    ),
+    (
+        Nhwc {
+            batch: 2,
+            height: 18,
+            width: 34,
+            channels: 1,
+        },
+        33,
+    ),
+    (
+        Nhwc {
+            batch: 3,
+            height: 40,
+            width: 48,
+            channels: 1,
+        },
+        32,
+    ),
+];
+
 /// Says loudly that a test did not run and why: straight to stderr, past the test harness's
 /// output capture, so it shows in every `cargo test` run.
 pub fn skipped(test: &str, why: &str) {

@@ -171,3 +171,40 @@ pub fn assert_within(errors: &[(&str, f64)], tolerance: f64, case: &str) {
         );
     }
 }
+
+pub const POOLED_OUTPUTS: [&str; 3] = [
+    "pooled forward",
+    "pooled kernel gradient",
+    "pooled bias gradient",
+];
+
+/// A one-channel input's convolution with its 2x2 max pooling fused (conv1 and pool1):
+/// forward, kernel gradient and bias gradient on `backend`, from x, dL/d pooled (the first
+/// quarter of `dz`) and the parameters.
+pub fn pooled_outputs<B: Backend>(
+    backend: &mut B,
+    conv: &Conv,
+    [x, dz, params]: &[Vec<f32>; 3],
+) -> Vec<Vec<f32>> {
+    backend.plan(std::slice::from_ref(conv)).unwrap();
+    let (pooled_len, slot) = (conv.output().len() / 4, &conv.slot);
+    let (bx, bd, bparams) = (
+        upload(backend, x),
+        upload(backend, &dz[..pooled_len]),
+        upload(backend, params),
+    );
+    let mut pooled = poisoned(backend, pooled_len);
+    backend
+        .conv2d_pooled_forward(conv, &bx, &bparams, &mut pooled)
+        .unwrap();
+    let mut grads = poisoned(backend, slot.bias.end);
+    backend
+        .conv2d_pooled_backward_filter(conv, &bx, &bparams, &bd, &mut grads)
+        .unwrap();
+    let grads = download(backend, &grads, slot.bias.end);
+    vec![
+        download(backend, &pooled, pooled_len),
+        grads[slot.weight.clone()].to_vec(),
+        grads[slot.bias.clone()].to_vec(),
+    ]
+}

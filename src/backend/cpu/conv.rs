@@ -103,6 +103,14 @@ pub(super) fn activate(activation: Activation, z: f32) -> f32 {
     }
 }
 
+/// act'(z) from y = act(z): relu: y > 0; sigmoid: y (1 - y).
+pub(super) fn derivative(activation: Activation, y: f32) -> f32 {
+    match activation {
+        Activation::Relu => f32::from(u8::from(y > 0.0)),
+        Activation::Sigmoid => y * (1.0 - y),
+    }
+}
+
 /// v = activation(v + bias[channel]) over rows of `bias.len()` channels. The activation is
 /// chosen once, outside the loop: matched per value, the compiler computes the sigmoid's
 /// exponential for ReLU layers too.
@@ -226,6 +234,44 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
             winograd::convolve(same, x, transformed, y);
         }
     }
+}
+
+/// pooled = maxpool2(activation(conv(x, kernel) + bias)) for one input channel.
+pub fn pooled_forward(
+    scratch: &mut ConvScratch,
+    conv: &Conv,
+    x: &[f32],
+    params: &[f32],
+    pooled: &mut [f32],
+) {
+    let operands = (
+        x,
+        &params[conv.slot.weight.clone()],
+        &params[conv.slot.bias.clone()],
+    );
+    let tiles = (&mut scratch.tiles[..], scratch.tile_len);
+    one_channel::forward_pooled(conv, operands, tiles, pooled);
+}
+
+/// The kernel and bias gradients of [`pooled_forward`] from dL/d pooled, into `grads` =
+/// [dkernel (9 cout), dbias (cout)]: per-chunk partials added in their order.
+pub fn pooled_backward_filter(
+    scratch: &mut ConvScratch,
+    conv: &Conv,
+    (x, params): (&[f32], &[f32]),
+    d_pooled: &[f32],
+    grads: &mut [f32],
+) {
+    let operands = (
+        x,
+        &params[conv.slot.weight.clone()],
+        &params[conv.slot.bias.clone()],
+    );
+    let size = partial_len(conv);
+    let tiles = (&mut scratch.tiles[..], scratch.tile_len);
+    let partials = (&mut scratch.partials[..], size);
+    let chunks = one_channel::filter_pooled(conv, operands, d_pooled, tiles, partials);
+    sum_in_order(&scratch.partials[..chunks * size], &mut grads[..size]);
 }
 
 /// dx = d loss / d input, from dz = d loss / d (pre-activation output).

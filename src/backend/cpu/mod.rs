@@ -14,7 +14,7 @@ mod winograd;
 
 use rayon::prelude::*;
 
-use super::{Adam, Backend, Conv, ConvAlgorithm, Nhwc, RmsProp};
+use super::{Adam, Backend, Conv, ConvAlgorithm, ConvInput, Nhwc, RmsProp};
 use crate::error::{Error, Result};
 use crate::model::Activation;
 use conv::ConvScratch;
@@ -52,6 +52,27 @@ pub struct CpuBackend {
 impl CpuBackend {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Fails unless `conv` can be pooled in the same pass (one input channel read directly, an
+    /// even output) and `plan` made room for it.
+    fn check_pooled(&self, conv: &Conv) -> Result<()> {
+        let output = conv.output();
+        if conv.read != ConvInput::Direct
+            || conv.slot.in_channels != 1
+            || !output.height.is_multiple_of(2)
+            || !output.width.is_multiple_of(2)
+        {
+            return Err(Error::Backend {
+                backend: self.name(),
+                reason: format!(
+                    "convolution {} cannot be pooled in the same pass: that takes one input \
+                     channel, read directly, and an output of even height and width",
+                    conv.slot.name
+                ),
+            });
+        }
+        self.check_planned(conv)
     }
 
     /// Fails unless `plan` made room for this convolution.
@@ -128,10 +149,7 @@ impl Backend for CpuBackend {
             .zip(y[..len].par_chunks(ELEMENT_CHUNK))
             .for_each(|(grad, y)| {
                 for (g, &y) in grad.iter_mut().zip(y) {
-                    *g *= match activation {
-                        Activation::Relu => f32::from(u8::from(y > 0.0)),
-                        Activation::Sigmoid => y * (1.0 - y),
-                    };
+                    *g *= conv::derivative(activation, y);
                 }
             });
         Ok(())
@@ -165,6 +183,32 @@ impl Backend for CpuBackend {
         self.check_planned(conv)?;
         let grads = &mut grads[conv.slot.weight.start..conv.slot.bias.end];
         conv::backward_filter(&mut self.conv, conv, x, dz, grads);
+        Ok(())
+    }
+
+    fn conv2d_pooled_forward(
+        &mut self,
+        conv: &Conv,
+        x: &Vec<f32>,
+        params: &Vec<f32>,
+        pooled: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.check_pooled(conv)?;
+        conv::pooled_forward(&mut self.conv, conv, x, params, pooled);
+        Ok(())
+    }
+
+    fn conv2d_pooled_backward_filter(
+        &mut self,
+        conv: &Conv,
+        x: &Vec<f32>,
+        params: &Vec<f32>,
+        d_pooled: &Vec<f32>,
+        grads: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.check_pooled(conv)?;
+        let grads = &mut grads[conv.slot.weight.start..conv.slot.bias.end];
+        conv::pooled_backward_filter(&mut self.conv, conv, (x, params), d_pooled, grads);
         Ok(())
     }
 

@@ -19,7 +19,9 @@ use std::ops::Range;
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::conv::{PHASES, TILE_PIXELS, activate, add, add_transposed, chunk_pixels};
+use super::conv::{
+    PHASES, TILE_PIXELS, WORK_CHUNKS, activate, add, add_transposed, chunk_pixels, derivative,
+};
 use super::gather::Gather;
 use super::gemm::{Matrix, gemm};
 use crate::backend::{Conv, ConvInput, Nhwc};
@@ -41,12 +43,14 @@ pub fn writes_one_channel(conv: &Conv) -> bool {
 }
 
 /// Floats of scratch one chunk of work of `conv` needs here: with one input channel, a tile's
-/// windows, three padded source rows and a tile's gradient; with one output channel, the
-/// forward pass's products of a block of rows, with a row above and below.
+/// windows, three padded source rows and a tile's gradient, or what a pass pooled in the same
+/// step needs ([`pooled_scratch_floats`]); with one output channel, the forward pass's
+/// products of a block of rows, with a row above and below.
 pub fn scratch_floats(conv: &Conv) -> usize {
     let width = conv.input.width;
+    let cout = conv.slot.out_channels;
     if reads_one_channel(conv) {
-        9 * TILE_PIXELS + 3 * (width + 2) + 10 * conv.slot.out_channels
+        (9 * TILE_PIXELS + 3 * (width + 2)).max(pooled_scratch_floats(conv)) + 10 * cout
     } else if writes_one_channel(conv) {
         16 * (PRODUCT_ROWS + 2) * width
     } else {
@@ -107,17 +111,15 @@ fn activate_all<S: Simd>(simd: S, activation: Activation, values: &mut [f32]) {
     }
 }
 
-/// One input channel, forward, over the pixels of `y` from `first`, a tile at a time:
+/// One input channel, forward, for the pixels whose windows are `windows`:
 /// y[p, :] = act(bias + sum over the window's taps t of window(p)[t] kernel[t, :]), each
 /// vector of output channels summed in a register over the nine broadcast window values.
 struct OneInputForward<'a> {
-    conv: &'a Conv,
-    x: &'a [f32],
+    activation: Activation,
+    windows: &'a [f32],
     kernel: &'a [f32],
     bias: &'a [f32],
-    first: usize,
     y: &'a mut [f32],
-    scratch: &'a mut [f32],
 }
 
 impl WithSimd for OneInputForward<'_> {
@@ -126,38 +128,31 @@ impl WithSimd for OneInputForward<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let OneInputForward {
-            conv,
-            x,
+            activation,
+            windows,
             kernel,
             bias,
-            first,
             y,
-            scratch,
         } = self;
-        let cout = conv.slot.out_channels;
-        let (windows, padded) = scratch.split_at_mut(9 * TILE_PIXELS);
+        let cout = bias.len();
         let taps: [&[f32]; 9] = std::array::from_fn(|t| &kernel[t * cout..][..cout]);
         let tap_vectors = taps.map(|taps| S::as_simd_f32s(taps).0);
         let (bias_vectors, bias_rest) = S::as_simd_f32s(bias);
-        for (tile, y) in y.chunks_mut(TILE_PIXELS * cout).enumerate() {
-            let windows = &mut windows[..9 * y.len() / cout];
-            windows_3x3(x, conv.input, first + tile * TILE_PIXELS, windows, padded);
-            for (out, window) in y.chunks_exact_mut(cout).zip(windows.chunks_exact(9)) {
-                let values: [S::f32s; 9] = std::array::from_fn(|t| simd.splat_f32s(window[t]));
-                let (out_vectors, out_rest) = S::as_mut_simd_f32s(out);
-                for (v, (out, &bias)) in out_vectors.iter_mut().zip(bias_vectors).enumerate() {
-                    let mut z = bias;
-                    for (value, taps) in values.iter().zip(&tap_vectors) {
-                        z = simd.mul_add_f32s(*value, taps[v], z);
-                    }
-                    *out = z;
+        for (out, window) in y.chunks_exact_mut(cout).zip(windows.chunks_exact(9)) {
+            let values: [S::f32s; 9] = std::array::from_fn(|t| simd.splat_f32s(window[t]));
+            let (out_vectors, out_rest) = S::as_mut_simd_f32s(out);
+            for (v, (out, &bias)) in out_vectors.iter_mut().zip(bias_vectors).enumerate() {
+                let mut z = bias;
+                for (value, taps) in values.iter().zip(&tap_vectors) {
+                    z = simd.mul_add_f32s(*value, taps[v], z);
                 }
-                let first_rest = cout - out_rest.len();
-                for (k, (out, &bias)) in out_rest.iter_mut().zip(bias_rest).enumerate() {
-                    *out = (0..9).fold(bias, |z, t| window[t].mul_add(taps[t][first_rest + k], z));
-                }
-                activate_all(simd, conv.activation, out);
+                *out = z;
             }
+            let first_rest = cout - out_rest.len();
+            for (k, (out, &bias)) in out_rest.iter_mut().zip(bias_rest).enumerate() {
+                *out = (0..9).fold(bias, |z, t| window[t].mul_add(taps[t][first_rest + k], z));
+            }
+            activate_all(simd, activation, out);
         }
     }
 }
@@ -176,15 +171,21 @@ pub fn forward_one_input(
         .zip(tiles.par_chunks_mut(tile_len))
         .enumerate()
         .for_each(|(chunk, (y, scratch))| {
-            Arch::new().dispatch(OneInputForward {
-                conv,
-                x,
-                kernel,
-                bias,
-                first: chunk * per_chunk,
-                y,
-                scratch,
-            })
+            let (windows, padded) = scratch.split_at_mut(9 * TILE_PIXELS);
+            for (tile, y) in y.chunks_mut(TILE_PIXELS * cout).enumerate() {
+                let windows = &mut windows[..9 * y.len() / cout];
+                let first = chunk * per_chunk + tile * TILE_PIXELS;
+                windows_3x3(x, conv.input, first, windows, padded);
+                let activation = conv.activation;
+                let (windows, y) = (&*windows, y);
+                Arch::new().dispatch(OneInputForward {
+                    activation,
+                    windows,
+                    kernel,
+                    bias,
+                    y,
+                });
+            }
         });
 }
 
@@ -237,21 +238,199 @@ pub fn filter_one_input<'a>(
     x: &'a [f32],
     dz: &'a [f32],
 ) -> impl Fn(Range<usize>, &mut [f32], &mut [f32]) + Sync + 'a {
-    let (input, cout) = (conv.input, conv.slot.out_channels);
+    let cout = conv.slot.out_channels;
     move |pixels, tile, partial| {
-        let (windows, rest) = tile.split_at_mut(9 * TILE_PIXELS);
-        let (padded, sums) = rest.split_at_mut(3 * (input.width + 2));
-        let windows = &mut windows[..9 * pixels.len()];
-        windows_3x3(x, input, pixels.start, windows, padded);
-        let sums = &mut sums[..partial.len()];
-        sums.fill(0.0);
-        Arch::new().dispatch(OneInputFilter {
-            windows,
-            dz: &dz[pixels.start * cout..pixels.end * cout],
-            sums,
-        });
-        add(partial, sums);
+        let dz = &dz[pixels.start * cout..pixels.end * cout];
+        add_tile_gradient(conv.input, x, (pixels.start, dz), tile, partial);
     }
+}
+
+/// partial += the kernel-and-bias gradient of the pixels from `first` whose dz is `dz` (at most
+/// TILE_PIXELS of them), summed first in `tile`.
+fn add_tile_gradient(
+    input: Nhwc,
+    x: &[f32],
+    (first, dz): (usize, &[f32]),
+    tile: &mut [f32],
+    partial: &mut [f32],
+) {
+    let cout = partial.len() / 10; // [9 taps, 1, cout] then the bias
+    let (windows, rest) = tile.split_at_mut(9 * TILE_PIXELS);
+    let (padded, sums) = rest.split_at_mut(3 * (input.width + 2));
+    let windows = &mut windows[..9 * dz.len() / cout];
+    windows_3x3(x, input, first, windows, padded);
+    let sums = &mut sums[..partial.len()];
+    sums.fill(0.0);
+    Arch::new().dispatch(OneInputFilter { windows, dz, sums });
+    add(partial, sums);
+}
+
+/// Floats of a pooled pass's scratch for one pooled row: the windows of the two output rows
+/// under it and three padded source rows, those output rows, and (backward) their gradient.
+fn pooled_scratch_floats(conv: &Conv) -> usize {
+    let width = conv.input.width;
+    let rows = 2 * width * conv.slot.out_channels;
+    18 * width + 3 * (width + 2) + 2 * rows
+}
+
+/// Pooled rows per chunk of work: whole rows of the pooled grid, at most WORK_CHUNKS chunks.
+fn pooled_rows_per_chunk(conv: &Conv) -> usize {
+    let input = conv.input;
+    (input.batch * input.height / 2)
+        .div_ceil(WORK_CHUNKS)
+        .max(1)
+}
+
+/// The two output rows under pooled row `pooled_row`, act(conv(x) + bias), into `rows`, and
+/// their windows, into `windows`, which the kernel gradient reads again. The forward pass and
+/// the backward pass compute them alike, so to the same bits.
+fn output_rows(
+    conv: &Conv,
+    (x, kernel, bias): (&[f32], &[f32], &[f32]),
+    pooled_row: usize,
+    (windows, padded): (&mut [f32], &mut [f32]),
+    rows: &mut [f32],
+) {
+    let first = 2 * pooled_row * conv.input.width;
+    windows_3x3(x, conv.input, first, windows, padded);
+    Arch::new().dispatch(OneInputForward {
+        activation: conv.activation,
+        windows,
+        kernel,
+        bias,
+        y: rows,
+    });
+}
+
+/// The maximum of a 2x2 window (row-major) and a one-hot mark of its first maximum (a later
+/// value replaces the best so far only when greater), as the pooling backward pass routes
+/// gradients.
+#[inline(always)]
+fn first_maximum([a, b, c, d]: [f32; 4]) -> (f32, [bool; 4]) {
+    let take_b = b > a;
+    let best = if take_b { b } else { a };
+    let take_c = c > best;
+    let best = if take_c { c } else { best };
+    let take_d = d > best;
+    let best = if take_d { d } else { best };
+    let marks = [
+        !(take_b || take_c || take_d),
+        take_b && !(take_c || take_d),
+        take_c && !take_d,
+        take_d,
+    ];
+    (best, marks)
+}
+
+/// pooled[j, :] = the maximum of window j of `rows`, two output rows of `cout` channels.
+fn pool_rows(rows: &[f32], cout: usize, pooled: &mut [f32]) {
+    let (top, bottom) = rows.split_at(rows.len() / 2);
+    let windows = top
+        .chunks_exact(2 * cout)
+        .zip(bottom.chunks_exact(2 * cout));
+    for ((upper, lower), out) in windows.zip(pooled.chunks_exact_mut(cout)) {
+        let ((a, b), (c, d)) = (upper.split_at(cout), lower.split_at(cout));
+        for (k, out) in out.iter_mut().enumerate() {
+            *out = first_maximum([a[k], b[k], c[k], d[k]]).0;
+        }
+    }
+}
+
+/// dz (two output rows of `cout` channels) = d_pooled[j, :] at the first maximum of window j
+/// of `rows` (the activated outputs) times the activation's derivative there, 0 elsewhere.
+fn route_to_first_maxima(
+    activation: Activation,
+    (rows, cout): (&[f32], usize),
+    d_pooled: &[f32],
+    dz: &mut [f32],
+) {
+    let (top, bottom) = rows.split_at(rows.len() / 2);
+    let (dz_top, dz_bottom) = dz.split_at_mut(rows.len() / 2);
+    let windows = top
+        .chunks_exact(2 * cout)
+        .zip(bottom.chunks_exact(2 * cout));
+    let gradients = dz_top
+        .chunks_exact_mut(2 * cout)
+        .zip(dz_bottom.chunks_exact_mut(2 * cout));
+    for (((upper, lower), (dz_upper, dz_lower)), g) in
+        windows.zip(gradients).zip(d_pooled.chunks_exact(cout))
+    {
+        let ((a, b), (c, d)) = (upper.split_at(cout), lower.split_at(cout));
+        let ((da, db), (dc, dd)) = (dz_upper.split_at_mut(cout), dz_lower.split_at_mut(cout));
+        for k in 0..cout {
+            let (best, marks) = first_maximum([a[k], b[k], c[k], d[k]]);
+            let g = g[k] * derivative(activation, best);
+            [da[k], db[k], dc[k], dd[k]] = marks.map(|first| if first { g } else { 0.0 });
+        }
+    }
+}
+
+/// pooled = maxpool2(act(conv(x, kernel) + bias)) for one input channel: each chunk of whole
+/// pooled rows computes the two output rows under each of its rows in scratch, then keeps
+/// each 2x2 window's maximum; the full-resolution output is never stored.
+pub fn forward_pooled(
+    conv: &Conv,
+    operands: (&[f32], &[f32], &[f32]),
+    (tiles, tile_len): (&mut [f32], usize),
+    pooled: &mut [f32],
+) {
+    let (width, cout) = (conv.input.width, conv.slot.out_channels);
+    let pooled_row_len = width / 2 * cout;
+    let per_chunk = pooled_rows_per_chunk(conv);
+    pooled[..conv.output().len() / 4]
+        .par_chunks_mut(per_chunk * pooled_row_len)
+        .zip(tiles.par_chunks_mut(tile_len))
+        .enumerate()
+        .for_each(|(chunk, (pooled, tile))| {
+            let (windows, rest) = tile.split_at_mut(18 * width);
+            let (padded, rest) = rest.split_at_mut(3 * (width + 2));
+            let rows = &mut rest[..2 * width * cout];
+            for (r, out) in pooled.chunks_exact_mut(pooled_row_len).enumerate() {
+                let scratch = (&mut *windows, &mut *padded);
+                output_rows(conv, operands, chunk * per_chunk + r, scratch, rows);
+                pool_rows(rows, cout, out);
+            }
+        });
+}
+
+/// The kernel-and-bias gradient of [`forward_pooled`] from dL/d pooled, into `partials` (one
+/// per chunk of whole pooled rows, [9, 1, cout] then the bias): each chunk computes the two
+/// output rows under each of its pooled rows again, routes each window's gradient to its
+/// first maximum times the activation's derivative there, and adds those rows' gradient,
+/// summed first over the two rows. Returns the number of chunks.
+pub fn filter_pooled(
+    conv: &Conv,
+    operands: (&[f32], &[f32], &[f32]),
+    d_pooled: &[f32],
+    (tiles, tile_len): (&mut [f32], usize),
+    (partials, size): (&mut [f32], usize),
+) -> usize {
+    let (width, cout) = (conv.input.width, conv.slot.out_channels);
+    let pooled_row_len = width / 2 * cout;
+    let per_chunk = pooled_rows_per_chunk(conv);
+    let d_pooled = &d_pooled[..conv.output().len() / 4];
+    d_pooled
+        .par_chunks(per_chunk * pooled_row_len)
+        .zip(partials.par_chunks_mut(size))
+        .zip(tiles.par_chunks_mut(tile_len))
+        .enumerate()
+        .for_each(|(chunk, ((d_pooled, partial), tile))| {
+            partial.fill(0.0);
+            let (windows, rest) = tile.split_at_mut(18 * width);
+            let (padded, rest) = rest.split_at_mut(3 * (width + 2));
+            let (rows, rest) = rest.split_at_mut(2 * width * cout);
+            let (dz, rest) = rest.split_at_mut(2 * width * cout);
+            let sums = &mut rest[..size];
+            for (r, d_pooled) in d_pooled.chunks_exact(pooled_row_len).enumerate() {
+                let scratch = (&mut *windows, &mut *padded);
+                output_rows(conv, operands, chunk * per_chunk + r, scratch, rows);
+                route_to_first_maxima(conv.activation, (rows, cout), d_pooled, dz);
+                sums.fill(0.0);
+                Arch::new().dispatch(OneInputFilter { windows, dz, sums });
+                add(partial, sums);
+            }
+        });
+    d_pooled.len().div_ceil(per_chunk * pooled_row_len)
 }
 
 /// One output channel read upsampled, forward, with the four 2x2 phase kernels

@@ -252,6 +252,43 @@ fn filter_chunks(pixels: usize, one_channel: bool) -> (usize, usize) {
     (per_chunk, pixels.div_ceil(per_chunk))
 }
 
+/// An error unless `conv` is one that the pooled operations (conv2d_one_input_channel_pooled
+/// and conv2d_pooled_filter_partials_one_channel) compute: a direct convolution of a
+/// one-channel input whose output has an even height and width.
+fn check_pooled(conv: &Conv) -> Result<()> {
+    let out = conv.output();
+    if conv.read != ConvInput::Direct
+        || conv.slot.in_channels != 1
+        || conv.input.channels != 1
+        || !out.height.is_multiple_of(2)
+        || !out.width.is_multiple_of(2)
+    {
+        return Err(Error::Backend {
+            backend: "gpu".into(),
+            reason: format!(
+                "{}: a pooled convolution reads a one-channel input directly into an output of \
+                 even height and width; this one reads {} channels ({:?}) into {}x{}",
+                conv.slot.name, conv.slot.in_channels, conv.read, out.height, out.width
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// (pooled pixels per chunk, chunks) of a pooled convolution's kernel-gradient partials.
+fn pooled_filter_chunks(conv: &Conv) -> (usize, usize) {
+    filter_chunks(conv.output().pixels() / 4, true)
+}
+
+/// Floats of a pooled convolution's kernel-gradient partials (chunks x 10 rows x cout), 0 for a
+/// convolution that is not one.
+fn pooled_partials_len(conv: &Conv) -> usize {
+    if check_pooled(conv).is_err() {
+        return 0;
+    }
+    pooled_filter_chunks(conv).1 * kernels::ONE_CHANNEL_ROWS * conv.slot.out_channels
+}
+
 /// The operands of a convolution's kernel-gradient partials (conv2d.cu): windows gathered
 /// from one tensor times a second operand of `n` columns, with a row or a column of ones
 /// appended for the bias gradient.
@@ -583,6 +620,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             }
             let pass = FilterPass::of(conv, DevicePtr::NULL, DevicePtr::NULL);
             partials = partials.max(pass.partials_len());
+            partials = partials.max(pooled_partials_len(conv));
         }
         self.kernel_scratch = Some(self.alloc(kernel)?);
         self.partials = Some(self.alloc(partials)?);
@@ -791,6 +829,96 @@ impl<D: Device> Backend for GpuBackend<D> {
                 grads,
             ),
         }
+    }
+
+    fn conv2d_pooled_forward(
+        &mut self,
+        conv: &Conv,
+        x: &GpuBuffer,
+        params: &GpuBuffer,
+        pooled: &mut GpuBuffer,
+    ) -> Result<()> {
+        check_pooled(conv)?;
+        let slot = &conv.slot;
+        let cout = slot.out_channels;
+        let [batch, h, w, _] = shape_args(conv.input)?;
+        let groups = cout.div_ceil(kernels::ONE_INPUT_CHANNELS);
+        let runs = conv.input.batch
+            * (conv.input.height / 2)
+            * conv.input.width.div_ceil(kernels::ONE_INPUT_RUN);
+        let blocks = (runs * groups).div_ceil(kernels::WHORL_THREADS) as u32;
+        let padded_kernel = 9 * groups * kernels::ONE_INPUT_CHANNELS;
+        kernels::conv2d_one_input_channel_pooled(
+            &mut self.device,
+            Launch::blocks([blocks, 1, 1], padded_kernel),
+            x.ptr,
+            batch,
+            h,
+            w,
+            params.at(slot.weight.start),
+            int(cout)?,
+            params.at(slot.bias.start),
+            activation_code(Some(conv.activation)),
+            pooled.ptr,
+        )
+    }
+
+    fn conv2d_pooled_backward_filter(
+        &mut self,
+        conv: &Conv,
+        x: &GpuBuffer,
+        params: &GpuBuffer,
+        d_pooled: &GpuBuffer,
+        grads: &mut GpuBuffer,
+    ) -> Result<()> {
+        check_pooled(conv)?;
+        let slot = &conv.slot;
+        let cout = slot.out_channels;
+        let [batch, h, w, _] = shape_args(conv.input)?;
+        let (per_chunk, chunks) = pooled_filter_chunks(conv);
+        let planned = self.partials.as_ref().map_or(0, |p| p.len);
+        if planned < pooled_partials_len(conv) {
+            return Err(Error::Backend {
+                backend: "gpu".into(),
+                reason: format!(
+                    "{}: the kernel-gradient partials need {} floats, plan() allocated {planned}: \
+                     plan() with this convolution first",
+                    slot.name,
+                    pooled_partials_len(conv)
+                ),
+            });
+        }
+        let partials = Self::scratch(&self.partials);
+        let channel_blocks = cout.div_ceil(kernels::POOLED_CHANNELS) as u32;
+        kernels::conv2d_pooled_filter_partials_one_channel(
+            &mut self.device,
+            Launch::blocks(
+                [chunks as u32, channel_blocks, 1],
+                kernels::POOLED_SHARED_FLOATS,
+            ),
+            x.ptr,
+            batch,
+            h,
+            w,
+            params.at(slot.weight.start),
+            int(cout)?,
+            params.at(slot.bias.start),
+            activation_code(Some(conv.activation)),
+            d_pooled.ptr,
+            int(per_chunk)?,
+            partials,
+        )?;
+        // Kernel rows then the bias row, as conv2d_backward_filter's for a direct convolution
+        // with one input channel: exactly the slot's weight and bias ranges.
+        let count = kernels::ONE_CHANNEL_ROWS * cout;
+        kernels::sum_partials(
+            &mut self.device,
+            Launch::per_element(count),
+            partials,
+            int(chunks)?,
+            int(count)?,
+            grads.at(slot.weight.start),
+        )
     }
 
     fn maxpool2_forward(&mut self, input: Nhwc, x: &GpuBuffer, y: &mut GpuBuffer) -> Result<()> {
