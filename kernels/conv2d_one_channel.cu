@@ -32,6 +32,23 @@
 #define ONE_OUTPUT_STEP 2
 #define ONE_OUTPUT_TAPS 20
 
+// conv2d_upsampled_one_output_channel_backward: resident blocks per multiprocessor it is
+// compiled for (a memory-bound pass: 24 warps keep more loads of x in flight), the floats of a
+// staged window (a source
+// pixel's 9 box sums of dz, padded to 12 so that it is three 16-byte reads and a quarter warp's
+// 16-byte stores hit distinct banks), source pixels whose rows of x a warp loads together, the
+// channels per lane in a pass over the chunk (lane, lane + 32), the channels of a pass, and the
+// shared memory: each warp's 32 staged windows, then, in the same memory, one set of sums per
+// warp (9 per channel of the pass and the bias's) for the block's final, fixed-order reduction.
+#define UPSAMPLED_BACKWARD_BLOCKS 3
+#define UPSAMPLED_BACKWARD_WINDOW 12
+#define UPSAMPLED_BACKWARD_UNROLL 4
+#define UPSAMPLED_BACKWARD_GROUPS 2
+#define UPSAMPLED_BACKWARD_CHANNELS (32 * UPSAMPLED_BACKWARD_GROUPS)
+#define UPSAMPLED_BACKWARD_WARPS (WHORL_THREADS / 32)
+#define UPSAMPLED_BACKWARD_WARP_SUMS (9 * UPSAMPLED_BACKWARD_CHANNELS + 1)
+#define UPSAMPLED_BACKWARD_SHARED_FLOATS (UPSAMPLED_BACKWARD_WARPS * UPSAMPLED_BACKWARD_WARP_SUMS)
+
 // conv2d_filter_partials_one_channel: pixels whose windows a block stages at a time (one per
 // thread), pixels whose second-operand rows a warp loads together, the most columns (channels
 // of the second operand, with a ones column) a thread covers in steps of 32, the running sums
@@ -609,4 +626,176 @@ conv2d_pooled_filter_partials_one_channel(const float* __restrict__ x, int batch
             sum += warp_sums[(v * ONE_CHANNEL_ROWS + k) * POOLED_CHANNELS + c];
         out[k * cout + column] = sum;
     }
+}
+
+// conv2d_upsampled_one_output_channel_backward for x the output of XActivation (its derivative
+// folded into each copy).
+template <int XActivation>
+__device__ __forceinline__ void upsampled_one_output_backward(
+    const float* __restrict__ x, int batch, int src_h, int src_w, int cin,
+    const float* __restrict__ dz, const float* __restrict__ kernel, float* __restrict__ dx,
+    int pixels_per_chunk, float* __restrict__ partial) {
+    static_assert(WHORL_THREADS * UPSAMPLED_BACKWARD_WINDOW <= UPSAMPLED_BACKWARD_SHARED_FLOATS,
+                  "the staged windows fit in the shared memory of the sums");
+    WHORL_DYNAMIC_SHARED(float, shared);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    // [32][WINDOW]: this warp's staged windows, while a pass reads the chunk.
+    float* windows = shared + warp * 32 * UPSAMPLED_BACKWARD_WINDOW;
+    float* warp_sums = shared;  // [warp][WARP_SUMS], at the end of a pass
+    const int plane = src_h * src_w, pixels = batch * plane;
+    const int h = 2 * src_h, w = 2 * src_w;
+    const int begin = blockIdx.x * pixels_per_chunk;
+    const int end = min(pixels, begin + pixels_per_chunk);
+    float* out = partial + size_t(blockIdx.x) * (9 * cin + 1);
+    // The box sums B of this lane's pixel of the tile at p0, in tap order (zeros past the
+    // chunk's end). Not read ahead for the next tile: 9 more live registers would cost the
+    // third block on each multiprocessor.
+    float next[9];
+    auto gather = [&](int p0) {
+        const int s = p0 + warp * 32 + lane;
+        const int image = s / plane, within = s % plane;
+        const int row0 = 2 * (within / src_w) - 1, col0 = 2 * (within % src_w) - 1;
+        const float* image_dz = dz + size_t(image) * h * w;
+        float patch[4][4];  // dz[row0 + r, col0 + c]
+        WHORL_UNROLL
+        for (int r = 0; r < 4; ++r)
+            WHORL_UNROLL
+            for (int c = 0; c < 4; ++c) {
+                const int row = row0 + r, col = col0 + c;
+                const bool inside = s < end && row >= 0 && row < h && col >= 0 && col < w;
+                patch[r][c] = inside ? image_dz[row * w + col] : 0.0f;
+            }
+        // Q[2i + a, 2j + b] covers patch rows a, a + 1 and columns b, b + 1.
+        float pairs[4][3];
+        WHORL_UNROLL
+        for (int r = 0; r < 4; ++r)
+            WHORL_UNROLL
+            for (int b = 0; b < 3; ++b) pairs[r][b] = patch[r][b] + patch[r][b + 1];
+        WHORL_UNROLL
+        for (int ky = 0; ky < 3; ++ky)
+            WHORL_UNROLL
+            for (int kx = 0; kx < 3; ++kx)
+                next[ky * 3 + kx] = pairs[2 - ky][2 - kx] + pairs[3 - ky][2 - kx];
+    };
+    for (int c0 = 0; c0 < cin; c0 += UPSAMPLED_BACKWARD_CHANNELS) {
+        // This lane's channels of the pass, c0 + lane + 32 g: their taps and running sums. A
+        // channel past cin has zero taps and reads zeros (its sums stay 0) and is not written.
+        bool exists[UPSAMPLED_BACKWARD_GROUPS];
+        float taps[UPSAMPLED_BACKWARD_GROUPS][9], acc[UPSAMPLED_BACKWARD_GROUPS][9];
+        float bias_sum = 0.0f;
+        WHORL_UNROLL
+        for (int g = 0; g < UPSAMPLED_BACKWARD_GROUPS; ++g) {
+            const int c = c0 + 32 * g + lane;
+            exists[g] = c < cin;
+            WHORL_UNROLL
+            for (int t = 0; t < 9; ++t) {
+                taps[g][t] = exists[g] ? kernel[t * cin + c] : 0.0f;
+                acc[g][t] = 0.0f;
+            }
+        }
+        for (int p0 = begin; p0 < end; p0 += WHORL_THREADS) {
+            gather(p0);
+            __syncwarp();  // the warp's previous windows are no longer read
+            float4* window = reinterpret_cast<float4*>(windows + lane * UPSAMPLED_BACKWARD_WINDOW);
+            window[0] = make_float4(next[0], next[1], next[2], next[3]);
+            window[1] = make_float4(next[4], next[5], next[6], next[7]);
+            window[2] = make_float4(next[8], 0.0f, 0.0f, 0.0f);
+            __syncwarp();
+            const int first = p0 + warp * 32, count = min(32, end - first);
+            for (int q0 = 0; q0 < count; q0 += UPSAMPLED_BACKWARD_UNROLL) {
+                // Element (first + q0 + u, c0 + lane + 32 g) is at + u cin + 32 g.
+                const int at = (first + q0) * cin + c0 + lane;
+                float values[UPSAMPLED_BACKWARD_UNROLL][UPSAMPLED_BACKWARD_GROUPS];
+                WHORL_UNROLL
+                for (int u = 0; u < UPSAMPLED_BACKWARD_UNROLL; ++u)
+                    WHORL_UNROLL
+                    for (int g = 0; g < UPSAMPLED_BACKWARD_GROUPS; ++g)
+                        values[u][g] =
+                            (q0 + u < count && exists[g]) ? x[at + u * cin + 32 * g] : 0.0f;
+                WHORL_UNROLL
+                for (int u = 0; u < UPSAMPLED_BACKWARD_UNROLL; ++u) {
+                    if (q0 + u >= count) break;  // the same for the whole warp
+                    const float4* quads = reinterpret_cast<const float4*>(
+                        windows + (q0 + u) * UPSAMPLED_BACKWARD_WINDOW);
+                    const float4 w0 = quads[0], w1 = quads[1], w2 = quads[2];
+                    const float box[9] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w, w2.x};
+                    bias_sum += box[4];
+                    WHORL_UNROLL
+                    for (int g = 0; g < UPSAMPLED_BACKWARD_GROUPS; ++g) {
+                        float d = 0.0f;
+                        WHORL_UNROLL
+                        for (int t = 0; t < 9; ++t) {
+                            d = fmaf(taps[g][t], box[t], d);
+                            acc[g][t] = fmaf(values[u][g], box[t], acc[g][t]);
+                        }
+                        if (exists[g])
+                            dx[at + u * cin + 32 * g] =
+                                d * activation_slope(values[u][g], XActivation);
+                    }
+                }
+            }
+        }
+        __syncthreads();  // every warp's windows become the warps' sums
+        float* sums = warp_sums + warp * UPSAMPLED_BACKWARD_WARP_SUMS;
+        WHORL_UNROLL
+        for (int g = 0; g < UPSAMPLED_BACKWARD_GROUPS; ++g)
+            WHORL_UNROLL
+            for (int t = 0; t < 9; ++t)
+                sums[t * UPSAMPLED_BACKWARD_CHANNELS + 32 * g + lane] = acc[g][t];
+        if (lane == 0) sums[9 * UPSAMPLED_BACKWARD_CHANNELS] = bias_sum;
+        __syncthreads();
+        for (int e = threadIdx.x; e < UPSAMPLED_BACKWARD_WARP_SUMS; e += WHORL_THREADS) {
+            const int t = e / UPSAMPLED_BACKWARD_CHANNELS, c = c0 + e % UPSAMPLED_BACKWARD_CHANNELS;
+            const bool bias = t == 9;  // written by the first pass
+            if (bias ? c0 > 0 : c >= cin) continue;
+            float sum = 0.0f;
+            for (int v = 0; v < UPSAMPLED_BACKWARD_WARPS; ++v)
+                sum += warp_sums[v * UPSAMPLED_BACKWARD_WARP_SUMS + e];
+            out[bias ? 9 * cin : t * cin + c] = sum;
+        }
+        __syncthreads();  // the sums are read before the next pass stages windows there
+    }
+}
+
+// The backward pass of a 3x3 'same' convolution with one output channel of u = upsample2(x)
+// (conv2d_upsampled_one_output_channel's), x [batch, src_h, src_w, cin], from dz
+// [batch, 2 src_h, 2 src_w] (dL/dz, z the convolution's output before its activation), in one
+// pass over x. With the 2x2 box sums Q[m, n] = dz[m - 1, n - 1] + dz[m - 1, n] + dz[m, n - 1] +
+// dz[m, n] (dz zero outside its image, as upsample2_box_sums) and, for source pixel
+// s = (image, i, j) and tap t = 3 ky + kx, B(s)[t] = Q[2i + 2 - ky, 2j + 2 - kx] (conv2d.cu
+// derives them):
+//   dx[s, ci] = activation'(x[s, ci]) sum over t of kernel[t, ci] B(s)[t], activation' as
+//     activation_slope's (x is the output of x_activation; 1 with WHORL_NO_ACTIVATION)
+//   partial[chunk, t cin + ci] = sum over the chunk's source pixels s of x[s, ci] B(s)[t]
+//   partial[chunk, 9 cin] = sum over them of B(s)[4] (the aligned boxes cover dz once: the bias)
+// the kernel and bias gradients' layout, so that sum_partials with count 9 cin + 1 finishes them.
+// x is read once, each pixel's 4x4 patch of dz (rows 2i - 1 .. 2i + 2, columns 2j - 1 .. 2j + 2)
+// once, dx written once.
+// The block walks its chunk in passes of UPSAMPLED_BACKWARD_CHANNELS channels (one pass for
+// cin <= 64), each in tiles of 256 source pixels: warp v owns pixels 32v .. 32v + 31 of a tile,
+// and lane l stages pixel 32v + l's 9 box sums in the warp's shared memory. The warp then takes
+// its pixels 4 at a time: lane l loads channels c0 + l and c0 + l + 32 of the 4 pixels' rows of
+// x together (coalesced rows, 8 loads in flight), then per pixel reads its box sums (three
+// 16-byte broadcast reads) and, per channel, with the channel's 9 taps in registers, does dx's
+// 9 FMAs (dx written coalesced) and 9 FMAs into the channel's running kernel-gradient sums;
+// every lane adds the centre box sum into a bias sum. Pixels in order; at the end of a pass the
+// warps' sums meet in shared memory and are added in warp order: deterministic, no atomics.
+// Grid: chunks of pixels_per_chunk source pixels; block 256 (at most 80 registers a thread, so
+// that UPSAMPLED_BACKWARD_BLOCKS blocks fit on a multiprocessor); dynamic shared memory
+// UPSAMPLED_BACKWARD_SHARED_FLOATS; batch src_h src_w cin < 2^31.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS, UPSAMPLED_BACKWARD_BLOCKS)
+conv2d_upsampled_one_output_channel_backward(const float* __restrict__ x, int batch, int src_h,
+                                             int src_w, int cin, const float* __restrict__ dz,
+                                             const float* __restrict__ kernel, int x_activation,
+                                             float* __restrict__ dx, int pixels_per_chunk,
+                                             float* __restrict__ partial) {
+    if (x_activation == WHORL_RELU)
+        upsampled_one_output_backward<WHORL_RELU>(x, batch, src_h, src_w, cin, dz, kernel, dx,
+                                                  pixels_per_chunk, partial);
+    else if (x_activation == WHORL_SIGMOID)
+        upsampled_one_output_backward<WHORL_SIGMOID>(x, batch, src_h, src_w, cin, dz, kernel, dx,
+                                                     pixels_per_chunk, partial);
+    else
+        upsampled_one_output_backward<WHORL_NO_ACTIVATION>(x, batch, src_h, src_w, cin, dz,
+                                                           kernel, dx, pixels_per_chunk, partial);
 }

@@ -17,7 +17,7 @@
 
 use crate::backend::{Backend, Conv, ConvInput, Nhwc, Optimizer};
 use crate::error::{Error, Result};
-use crate::model::{Architecture, Hwc, Layer};
+use crate::model::{Activation, Architecture, Hwc, Layer};
 
 /// One step of the compiled graph; `layer` indexes the architecture's layers, and a step
 /// writes activations[layer + 1].
@@ -25,10 +25,13 @@ use crate::model::{Architecture, Hwc, Layer};
 enum Step {
     /// Reads activations[source]: the layer's own input, or, when `conv.read` is Upsampled2,
     /// the input of the upsampling layer before it. `conv.input.batch` is set per call.
+    /// `input_activation`: the activation of the convolution whose output activations[source]
+    /// is, whose derivative this step's backward pass applies to dx ([`Backend::conv2d_backward`]).
     Conv {
         layer: usize,
         source: usize,
         conv: Conv,
+        input_activation: Option<Activation>,
     },
     /// The convolution `conv_layer` of the network's input and the max pooling after it:
     /// reads activations[0], writes activations[conv_layer + 2].
@@ -112,10 +115,15 @@ fn compile(architecture: &Architecture, shapes: &[Hwc], outputs: Outputs) -> Vec
                     slot: slots[layer].clone().expect("a conv layer has parameters"),
                     activation,
                 };
+                let input_activation = match source.checked_sub(1).map(|p| &layers[p]) {
+                    Some(&Layer::Conv2d { activation, .. }) => Some(activation),
+                    _ => None,
+                };
                 steps.push(Step::Conv {
                     layer,
                     source,
                     conv,
+                    input_activation,
                 });
             }
             Layer::MaxPool2 { .. } => steps.push(Step::MaxPool2 { layer }),
@@ -168,6 +176,27 @@ fn conv_steps(steps: &[Step], batch: usize) -> Vec<Conv> {
             _ => None,
         })
         .collect()
+}
+
+/// For each convolution of [`convolutions`], the activation whose derivative its backward
+/// pass in training applies to dx (that of the convolution whose output it reads), if any.
+pub fn input_activations(
+    architecture: &Architecture,
+    height: usize,
+    width: usize,
+) -> Result<Vec<Option<Activation>>> {
+    let shapes = architecture.shapes(height, width)?;
+    let steps = compile(architecture, &shapes, Outputs::Needed);
+    Ok(steps
+        .iter()
+        .filter_map(|step| match *step {
+            Step::Conv {
+                input_activation, ..
+            } => Some(input_activation),
+            Step::PooledConv { .. } => Some(None),
+            _ => None,
+        })
+        .collect())
 }
 
 /// Every convolution the graph runs for `architecture` on batches of `batch` images of
@@ -380,6 +409,7 @@ impl<B: Backend> Network<B> {
                     layer,
                     source,
                     conv,
+                    ..
                 } => {
                     let (x, y) = pair(&mut self.activations, *source, layer + 1);
                     let conv = with_batch(conv, batch);
@@ -480,6 +510,9 @@ impl<B: Backend> Network<B> {
                 &mut self.grad_out,
             )?,
         }
+        // Whether grad_out already holds dL/dz of the next convolution walked back (the step
+        // after it applied its activation's derivative to dx).
+        let mut before_activation = false;
         for step in self.steps.iter().rev() {
             if stop == Some(step.layer()) {
                 return Ok(());
@@ -489,27 +522,41 @@ impl<B: Backend> Network<B> {
                     layer,
                     source,
                     conv,
+                    input_activation,
                 } => {
                     let conv = with_batch(conv, batch);
                     let (x, y) = (&self.activations[*source], &self.activations[layer + 1]);
-                    let output_len = conv.output().len();
                     let backend = &mut self.backend;
-                    backend.activation_backward(
-                        conv.activation,
-                        output_len,
-                        y,
-                        &mut self.grad_out,
-                    )?;
-                    backend.conv2d_backward_filter(&conv, x, &self.grad_out, &mut self.grads)?;
+                    if !before_activation {
+                        let output_len = conv.output().len();
+                        backend.activation_backward(
+                            conv.activation,
+                            output_len,
+                            y,
+                            &mut self.grad_out,
+                        )?;
+                    }
                     if *source == 0 {
+                        backend.conv2d_backward_filter(
+                            &conv,
+                            x,
+                            &self.grad_out,
+                            &mut self.grads,
+                        )?;
                         break;
                     }
-                    backend.conv2d_backward_data(
+                    // x is a convolution's activated output: its derivative goes into dx here,
+                    // unless the walk stops at that layer and wants dL/dx itself.
+                    let x_activation = input_activation.filter(|_| stop != Some(source - 1));
+                    backend.conv2d_backward(
                         &conv,
+                        (x, x_activation),
                         &self.grad_out,
                         &self.params,
+                        &mut self.grads,
                         &mut self.grad_in,
                     )?;
+                    before_activation = x_activation.is_some();
                 }
                 Step::PooledConv { conv, .. } => {
                     // The network's input needs no gradient: the walk ends here.

@@ -14,6 +14,16 @@ pub enum Activation {
     Sigmoid,
 }
 
+impl Activation {
+    /// The name a reader knows it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "ReLU",
+            Activation::Sigmoid => "sigmoid",
+        }
+    }
+}
+
 /// One layer of the graph. Convolutions are 3x3, stride 1, 'same' zero padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layer {

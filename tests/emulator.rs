@@ -12,7 +12,7 @@ use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
 use whorl::backend::gpu::{Device, DevicePtr, GpuBackend, KernelArg};
 use whorl::backend::reference::ReferenceBackend;
-use whorl::backend::{Backend, ConvInput, Optimizer, OptimizerKind};
+use whorl::backend::{Backend, Conv, ConvInput, Optimizer, OptimizerKind};
 use whorl::graph::Network;
 use whorl::model::{Activation, Architecture};
 
@@ -124,6 +124,101 @@ fn pooled_convolution_kernels_are_deterministic_break_ties_and_refuse_other_conv
                 .is_err(),
             "{conv:?}"
         );
+    }
+}
+
+/// Convolutions with one output channel of an upsampled input (conv6's kind), which
+/// conv2d_backward runs as one kernel: those of CONV_CASES, and at odd heights and widths 40
+/// channels (not a multiple of 32), 72 (two passes of 64 over each chunk) and 64 over enough
+/// pixels for three chunks.
+fn fused_backward_cases() -> Vec<Conv> {
+    let mut inputs: Vec<_> = CONV_CASES
+        .iter()
+        .filter(|&&(_, cout)| cout == 1)
+        .map(|&(input, _)| input)
+        .collect();
+    inputs.extend([nhwc(2, 7, 9, 40), nhwc(1, 9, 11, 72), nhwc(2, 47, 45, 64)]);
+    inputs
+        .into_iter()
+        .map(|input| conv(input, 1, ConvInput::Upsampled2, Activation::Sigmoid))
+        .collect()
+}
+
+/// x, dz and the parameters of a backward pass, x as an output of `x_activation` would be:
+/// relu's (zeros where negative) or sigmoid's (in (0, 1)).
+fn fused_backward_inputs(
+    conv: &Conv,
+    x_activation: Option<Activation>,
+    seed: u64,
+) -> [Vec<f32>; 3] {
+    let [mut x, dz, params] = parity::conv_inputs(conv, seed);
+    for v in &mut x {
+        *v = match x_activation {
+            Some(Activation::Relu) => v.max(0.0),
+            Some(Activation::Sigmoid) => 0.5 * (*v + 1.0),
+            None => *v,
+        };
+    }
+    [x, dz, params]
+}
+
+const X_ACTIVATIONS: [Option<Activation>; 3] =
+    [Some(Activation::Relu), Some(Activation::Sigmoid), None];
+
+#[test]
+fn fused_upsampled_backward_kernels_match_the_reference() {
+    for (case, conv) in fused_backward_cases().iter().enumerate() {
+        for x_activation in X_ACTIVATIONS {
+            let inputs = fused_backward_inputs(conv, x_activation, 30 * case as u64);
+            let got = parity::fused_backward_outputs(&mut emulated(), conv, &inputs, x_activation);
+            let expected =
+                parity::fused_backward_outputs(&mut ReferenceBackend, conv, &inputs, x_activation);
+            let errors = parity::errors(&parity::FUSED_BACKWARD_OUTPUTS, &got, &expected);
+            parity::assert_within(&errors, 1e-5, &format!("{x_activation:?}, {conv:?}"));
+        }
+    }
+}
+
+#[test]
+fn fused_upsampled_backward_is_deterministic_and_other_convolutions_run_in_turn() {
+    // Three chunks of 64 channels: the same bits every run.
+    let fused = conv(
+        nhwc(2, 47, 45, 64),
+        1,
+        ConvInput::Upsampled2,
+        Activation::Sigmoid,
+    );
+    let inputs = fused_backward_inputs(&fused, Some(Activation::Relu), 4);
+    let run =
+        || parity::fused_backward_outputs(&mut emulated(), &fused, &inputs, Some(Activation::Relu));
+    let bits = |outputs: &[Vec<f32>]| -> Vec<u32> {
+        outputs.iter().flatten().map(|x| x.to_bits()).collect()
+    };
+    assert_eq!(bits(&run()), bits(&run()));
+    // Not one output channel of an upsampled input: the three operations in turn, with the
+    // reference's results.
+    for (case, other) in [
+        conv(nhwc(2, 5, 7, 3), 5, ConvInput::Upsampled2, Activation::Relu),
+        conv(
+            nhwc(1, 6, 4, 40),
+            2,
+            ConvInput::Upsampled2,
+            Activation::Sigmoid,
+        ),
+        conv(nhwc(2, 5, 7, 3), 1, ConvInput::Direct, Activation::Sigmoid),
+        conv(nhwc(1, 6, 6, 8), 4, ConvInput::Direct, Activation::Relu),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for x_activation in X_ACTIVATIONS {
+            let inputs = fused_backward_inputs(other, x_activation, 40 + case as u64);
+            let got = parity::fused_backward_outputs(&mut emulated(), other, &inputs, x_activation);
+            let expected =
+                parity::fused_backward_outputs(&mut ReferenceBackend, other, &inputs, x_activation);
+            let errors = parity::errors(&parity::FUSED_BACKWARD_OUTPUTS, &got, &expected);
+            parity::assert_within(&errors, 1e-5, &format!("{x_activation:?}, {other:?}"));
+        }
     }
 }
 

@@ -193,6 +193,29 @@ fn pooling_the_first_convolution_changes_no_gradient_and_stores_less() {
 }
 
 #[test]
+fn a_layer_output_gradient_is_taken_before_its_activation() {
+    // In training, a convolution's backward pass applies the derivative of the activation that
+    // produced its input; stopping at that layer (Grad-CAM) must give dL/d(its output) instead,
+    // which is not zero where ReLU cut the output to zero.
+    let arch = Architecture::reference();
+    let params = arch.glorot_uniform(8);
+    let mut net =
+        Network::keeping_every_output(CpuBackend::new(), arch.clone(), 16, 16, 1, &params).unwrap();
+    let image = random(16 * 16, 0.0, 1.0, 9);
+    for name in ["conv3", "conv4"] {
+        let layer = arch.layers.iter().position(|l| l.name() == name).unwrap();
+        net.forward(&image).unwrap();
+        let gradient = net
+            .output_gradient(1, layer, &vec![1.0; image.len()])
+            .unwrap();
+        let output = net.layer_output(1, layer).unwrap();
+        let below_zero = output.iter().zip(&gradient).filter(|(y, _)| **y == 0.0);
+        let nonzero = below_zero.filter(|(_, g)| **g != 0.0).count();
+        assert!(nonzero > 0, "{name}: the gradient is zero wherever ReLU is");
+    }
+}
+
+#[test]
 fn a_few_hundred_steps_cut_the_loss_tenfold() {
     let arch = Architecture::reference();
     let (size, batch) = (16, 4);

@@ -8,6 +8,7 @@
 //! | `conv2d_forward` | reference.rs | cpu/conv.rs `forward` (`forward_same`, `forward_phases`), cpu/one_channel.rs | gpu/mod.rs | conv2d.cu `conv2d_gathered_gemm`, `conv2d_fold_phases_kernel`; conv2d_tf32.cu `conv2d_gathered_gemm_tf32`; conv2d_one_channel.cu `conv2d_one_input_channel` (conv1), `conv2d_upsampled_one_output_channel` (conv6) | ops, emulator, tf32, gpu |
 //! | `conv2d_backward_data` | reference.rs | cpu/conv.rs `backward_data` | gpu/mod.rs | conv2d.cu `conv2d_flip_kernel`, `upsample2_box_sums`, the gathered GEMMs | ops, emulator, tf32, gpu |
 //! | `conv2d_backward_filter` | reference.rs | cpu/conv.rs `backward_filter` (`filter_same`, `filter_box_sums`), cpu/one_channel.rs | gpu/mod.rs | conv2d.cu `conv2d_filter_partials`, `sum_partials`, `sum_partials_upsampled`; conv2d_one_channel.cu `conv2d_filter_partials_one_channel` (conv1, conv6) | ops, emulator, gpu |
+//! | `conv2d_backward` (backward-filter, backward-data and the input's activation derivative) | the three in turn (`backward_in_turn`) | the three in turn | gpu/mod.rs: one kernel for an upsampled input with one output channel (conv6), else the three in turn | conv2d_one_channel.cu `conv2d_upsampled_one_output_channel_backward`; conv2d.cu `sum_partials` | emulator, gpu, model |
 //! | `conv2d_pooled_forward`, `conv2d_pooled_backward_filter` (conv1 with pool1) | reference.rs | cpu/conv.rs `pooled_forward`, `pooled_backward_filter` (cpu/one_channel.rs) | gpu/mod.rs | conv2d_one_channel.cu `conv2d_one_input_channel_pooled`, `conv2d_pooled_filter_partials_one_channel`; conv2d.cu `sum_partials` | ops, emulator, gpu, model |
 //! | `activation_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | elementwise.cu `activation_backward` | ops, emulator |
 //! | `maxpool2_forward`, `maxpool2_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | pool.cu | ops, emulator |
@@ -346,6 +347,29 @@ pub trait Backend {
         grads: &mut Self::Buffer,
     ) -> Result<()>;
 
+    /// The backward pass through a convolution whose input x is the output of an activation
+    /// (`x_activation`, x = activation(z')) or not (None): the kernel and bias gradients of
+    /// [`conv2d_backward_filter`](Self::conv2d_backward_filter) into `grads`, and `dx` =
+    /// [`conv2d_backward_data`](Self::conv2d_backward_data)'s result times the activation's
+    /// derivative at x (dL/dz', as [`activation_backward`](Self::activation_backward) would
+    /// make it). By default the three operations in turn ([`backward_in_turn`]); a backend may
+    /// fuse them, reading x once.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_backward(
+        &mut self,
+        conv: &Conv,
+        (x, x_activation): (&Self::Buffer, Option<Activation>),
+        dz: &Self::Buffer,
+        params: &Self::Buffer,
+        grads: &mut Self::Buffer,
+        dx: &mut Self::Buffer,
+    ) -> Result<()>
+    where
+        Self: Sized,
+    {
+        backward_in_turn(self, conv, (x, x_activation), dz, params, grads, dx)
+    }
+
     /// pooled = maxpool2(activation(conv(x, kernel) + bias)): a convolution of a stored,
     /// one-channel input (the network's) and the 2x2 max pooling after it, as one operation
     /// whose full-resolution output is never stored. The output's height and width are even.
@@ -444,4 +468,23 @@ pub trait Backend {
         momentum: &mut Self::Buffer,
         velocity: &mut Self::Buffer,
     ) -> Result<()>;
+}
+
+/// [`Backend::conv2d_backward`] as three operations: the kernel gradient, backward-data, then
+/// the input's activation derivative on dx.
+pub fn backward_in_turn<B: Backend>(
+    backend: &mut B,
+    conv: &Conv,
+    (x, x_activation): (&B::Buffer, Option<Activation>),
+    dz: &B::Buffer,
+    params: &B::Buffer,
+    grads: &mut B::Buffer,
+    dx: &mut B::Buffer,
+) -> Result<()> {
+    backend.conv2d_backward_filter(conv, x, dz, grads)?;
+    backend.conv2d_backward_data(conv, dz, params, dx)?;
+    match x_activation {
+        Some(activation) => backend.activation_backward(activation, conv.input.len(), x, dx),
+        None => Ok(()),
+    }
 }

@@ -89,7 +89,7 @@ fn shape_text(s: Nhwc) -> String {
 /// no gradient) and backward-filter.
 fn conv_timings<B: Backend>(
     backend: &mut B,
-    conv: &Conv,
+    (conv, input_activation): (&Conv, Option<Activation>),
     repeats: usize,
     peaks: Option<Peaks>,
     out: &mut Vec<KernelTiming>,
@@ -138,7 +138,33 @@ fn conv_timings<B: Backend>(
             b.conv2d_backward_filter(conv, x, dz, &mut grads)
         },
     ));
-    measure(backend, cases, repeats, peaks, out)
+    measure(backend, cases, repeats, peaks, out)?;
+    // The whole backward pass as training runs it, where its input is a convolution's output.
+    let Some(activation) = input_activation else {
+        return Ok(());
+    };
+    let (mut grads, mut dx) = (backend.alloc(count)?, backend.alloc(conv.input.len())?);
+    let whole = Case::new(
+        format!(
+            "{} backward, as in training (both passes and the input's {} derivative)",
+            conv.slot.name,
+            activation.name()
+        ),
+        &shape,
+        work::conv_backward_work(conv, algorithm),
+        |b: &mut B, i| {
+            let (x, dz) = (&inputs[i % ROTATIONS], &grads_out[i % ROTATIONS]);
+            b.conv2d_backward(
+                conv,
+                (x, Some(activation)),
+                dz,
+                &params,
+                &mut grads,
+                &mut dx,
+            )
+        },
+    );
+    measure(backend, vec![whole], repeats, peaks, out)
 }
 
 /// A first convolution and its max pooling as one pass, forward and backward-filter, as
@@ -321,8 +347,9 @@ pub fn kernels<B: Backend>(
     let convs = graph::convolutions(&architecture, size, size, batch)?;
     backend.plan(&convs)?;
     let mut out = Vec::new();
-    for conv in &convs {
-        conv_timings(backend, conv, repeats, peaks, &mut out)?;
+    let input_activations = graph::input_activations(&architecture, size, size)?;
+    for (conv, &activation) in convs.iter().zip(&input_activations) {
+        conv_timings(backend, (conv, activation), repeats, peaks, &mut out)?;
     }
     if graph::pools_first_convolution(&architecture) {
         let pair = (&convs[0], &architecture.layers[1]);

@@ -116,6 +116,26 @@ pub fn conv_work(conv: &Conv, pass: ConvPass, algorithm: ConvAlgorithm) -> Work 
     }
 }
 
+/// A convolution's whole backward pass as training runs it ([`Backend::conv2d_backward`]):
+/// backward-data and the kernel gradient, with the input's activation derivative applied to
+/// dx (2 FLOPs per input value); bytes x and dz read once, dx written once, the kernel read
+/// and its gradient written.
+///
+/// [`Backend::conv2d_backward`]: crate::backend::Backend::conv2d_backward
+pub fn conv_backward_work(conv: &Conv, algorithm: ConvAlgorithm) -> Work {
+    let (data, filter) = (
+        conv_work(conv, ConvPass::BackwardData, algorithm),
+        conv_work(conv, ConvPass::BackwardFilter, algorithm),
+    );
+    let params = conv.slot.bias.end - conv.slot.weight.start;
+    let derivative = 2.0 * conv.input.len() as f64;
+    Work {
+        flops: data.flops + filter.flops + derivative,
+        executed_flops: data.executed_flops + filter.executed_flops + derivative,
+        bytes: floats(2 * conv.input.len() + conv.output().len() + 2 * params),
+    }
+}
+
 /// A first convolution and its 2x2 max pooling as one pass, as training runs them
 /// ([`graph::pools_first_convolution`]): forward, the convolution's arithmetic, the pooling's
 /// comparisons and the pooled output alone written; backward (the kernel gradient), the

@@ -208,3 +208,44 @@ pub fn pooled_outputs<B: Backend>(
         grads[slot.bias.clone()].to_vec(),
     ]
 }
+
+pub const FUSED_BACKWARD_OUTPUTS: [&str; 3] = [
+    "fused backward-data",
+    "fused kernel gradient",
+    "fused bias gradient",
+];
+
+/// dx (times `x_activation`'s derivative at x), the kernel gradient and the bias gradient of
+/// `conv` on `backend`, from one `conv2d_backward`.
+pub fn fused_backward_outputs<B: Backend>(
+    backend: &mut B,
+    conv: &Conv,
+    [x, dz, params]: &[Vec<f32>; 3],
+    x_activation: Option<Activation>,
+) -> Vec<Vec<f32>> {
+    backend.plan(std::slice::from_ref(conv)).unwrap();
+    let (input, slot) = (conv.input.len(), &conv.slot);
+    let (bx, bdz, bparams) = (
+        upload(backend, x),
+        upload(backend, dz),
+        upload(backend, params),
+    );
+    let mut dx = poisoned(backend, input);
+    let mut grads = poisoned(backend, slot.bias.end);
+    backend
+        .conv2d_backward(
+            conv,
+            (&bx, x_activation),
+            &bdz,
+            &bparams,
+            &mut grads,
+            &mut dx,
+        )
+        .unwrap();
+    let grads = download(backend, &grads, slot.bias.end);
+    vec![
+        download(backend, &dx, input),
+        grads[slot.weight.clone()].to_vec(),
+        grads[slot.bias.clone()].to_vec(),
+    ]
+}

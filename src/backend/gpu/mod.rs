@@ -289,6 +289,28 @@ fn pooled_partials_len(conv: &Conv) -> usize {
     pooled_filter_chunks(conv).1 * kernels::ONE_CHANNEL_ROWS * conv.slot.out_channels
 }
 
+/// Whether [`Backend::conv2d_backward`] runs `conv` as one kernel
+/// (conv2d_upsampled_one_output_channel_backward): a convolution with one output channel of an
+/// upsampled input (conv6).
+fn fused_backward(conv: &Conv) -> bool {
+    conv.read == ConvInput::Upsampled2 && conv.slot.out_channels == 1
+}
+
+/// (source pixels per chunk, chunks) of the fused backward pass: blocks of a memory-bound pass,
+/// chunked as the one-channel kernel gradients are.
+fn fused_backward_chunks(conv: &Conv) -> (usize, usize) {
+    filter_chunks(conv.input.pixels(), true)
+}
+
+/// Floats of the fused backward pass's partials (chunks x (9 cin + 1): the kernel and bias
+/// gradients' layout), 0 for a convolution that does not take it.
+fn fused_backward_partials_len(conv: &Conv) -> usize {
+    if !fused_backward(conv) {
+        return 0;
+    }
+    fused_backward_chunks(conv).1 * (9 * conv.slot.in_channels + 1)
+}
+
 /// The operands of a convolution's kernel-gradient partials (conv2d.cu): windows gathered
 /// from one tensor times a second operand of `n` columns, with a row or a column of ones
 /// appended for the bias gradient.
@@ -394,6 +416,22 @@ impl<D: Device> GpuBackend<D> {
         self.precision == Precision::Tf32
             && gather.src_shape.channels.is_multiple_of(4)
             && n.is_multiple_of(4)
+    }
+
+    /// The partials scratch, if `plan()` made it at least `needed` floats long for `conv`.
+    fn planned_partials(&self, conv: &Conv, needed: usize) -> Result<DevicePtr> {
+        let planned = self.partials.as_ref().map_or(0, |p| p.len);
+        if planned < needed {
+            return Err(Error::Backend {
+                backend: "gpu".into(),
+                reason: format!(
+                    "{}: the kernel-gradient partials need {needed} floats, plan() allocated \
+                     {planned}: plan() with this convolution first",
+                    conv.slot.name
+                ),
+            });
+        }
+        Ok(Self::scratch(&self.partials))
     }
 
     fn scratch(slot: &Option<GpuBuffer>) -> DevicePtr {
@@ -621,6 +659,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             let pass = FilterPass::of(conv, DevicePtr::NULL, DevicePtr::NULL);
             partials = partials.max(pass.partials_len());
             partials = partials.max(pooled_partials_len(conv));
+            partials = partials.max(fused_backward_partials_len(conv));
         }
         self.kernel_scratch = Some(self.alloc(kernel)?);
         self.partials = Some(self.alloc(partials)?);
@@ -831,6 +870,55 @@ impl<D: Device> Backend for GpuBackend<D> {
         }
     }
 
+    fn conv2d_backward(
+        &mut self,
+        conv: &Conv,
+        (x, x_activation): (&GpuBuffer, Option<Activation>),
+        dz: &GpuBuffer,
+        params: &GpuBuffer,
+        grads: &mut GpuBuffer,
+        dx: &mut GpuBuffer,
+    ) -> Result<()> {
+        if !fused_backward(conv) {
+            return super::backward_in_turn(self, conv, (x, x_activation), dz, params, grads, dx);
+        }
+        // conv6: dx, its activation's derivative and the per-chunk kernel and bias gradients in
+        // one pass over x, then the chunks added in order into the slot's ranges.
+        let slot = &conv.slot;
+        let cin = slot.in_channels;
+        let [batch, h, w, _] = shape_args(conv.input)?;
+        int(conv.input.len())?; // the kernel indexes x and dx in 32 bits
+        let (per_chunk, chunks) = fused_backward_chunks(conv);
+        let partials = self.planned_partials(conv, fused_backward_partials_len(conv))?;
+        kernels::conv2d_upsampled_one_output_channel_backward(
+            &mut self.device,
+            Launch::blocks(
+                [chunks as u32, 1, 1],
+                kernels::UPSAMPLED_BACKWARD_SHARED_FLOATS,
+            ),
+            x.ptr,
+            batch,
+            h,
+            w,
+            int(cin)?,
+            dz.ptr,
+            params.at(slot.weight.start),
+            activation_code(x_activation),
+            dx.ptr,
+            int(per_chunk)?,
+            partials,
+        )?;
+        let count = 9 * cin + 1;
+        kernels::sum_partials(
+            &mut self.device,
+            Launch::per_element(count),
+            partials,
+            int(chunks)?,
+            int(count)?,
+            grads.at(slot.weight.start),
+        )
+    }
+
     fn conv2d_pooled_forward(
         &mut self,
         conv: &Conv,
@@ -876,19 +964,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         let cout = slot.out_channels;
         let [batch, h, w, _] = shape_args(conv.input)?;
         let (per_chunk, chunks) = pooled_filter_chunks(conv);
-        let planned = self.partials.as_ref().map_or(0, |p| p.len);
-        if planned < pooled_partials_len(conv) {
-            return Err(Error::Backend {
-                backend: "gpu".into(),
-                reason: format!(
-                    "{}: the kernel-gradient partials need {} floats, plan() allocated {planned}: \
-                     plan() with this convolution first",
-                    slot.name,
-                    pooled_partials_len(conv)
-                ),
-            });
-        }
-        let partials = Self::scratch(&self.partials);
+        let partials = self.planned_partials(conv, pooled_partials_len(conv))?;
         let channel_blocks = cout.div_ceil(kernels::POOLED_CHANNELS) as u32;
         kernels::conv2d_pooled_filter_partials_one_channel(
             &mut self.device,
