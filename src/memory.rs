@@ -43,8 +43,9 @@ pub fn check_fits(what: &str, bytes: Option<u128>) -> Result<(), String> {
     }
 }
 
-/// Estimated bytes a network for `batch` images of `size` x `size` allocates for training:
-/// every activation and two gradient buffers of the largest, as the layer graph plans them.
+/// Estimated bytes a network for `batch` images of `size` x `size` allocates for training, from
+/// above: every layer's output and two gradient buffers of the largest (the layer graph stores
+/// fewer: neither the upsampled tensors nor, in training, conv1's output).
 /// None when `size` does not fit the architecture or the count overflows.
 pub fn network_bytes(architecture: &Architecture, size: usize, batch: usize) -> Option<u128> {
     if size > 1 << 30 {
