@@ -151,6 +151,12 @@ pub fn load_native_image(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
     Ok((width, height, clamped(gray)))
 }
 
+/// The side of the square canvas that holds a width x height image: its larger side rounded
+/// up to a multiple of `multiple` (the model's downsampling).
+pub fn canvas_side(width: usize, height: usize, multiple: usize) -> usize {
+    width.max(height).div_ceil(multiple) * multiple
+}
+
 /// A width x height image at the top left of a side x side canvas, the rest filled by repeating
 /// its last column and row.
 pub fn pad(pixels: &[f32], width: usize, height: usize, side: usize) -> Vec<f32> {
@@ -282,7 +288,7 @@ impl Dataset {
         let (files, images, skipped) =
             decode_folder(dir, skip_bad, progress, |_| Ok(()), load_native_image)?;
         let largest = images.iter().map(|&(w, h, _)| w.max(h)).max().unwrap_or(1);
-        let side = largest.div_ceil(multiple) * multiple;
+        let side = canvas_side(largest, largest, multiple);
         memory::check_fits(
             &format!("{} images padded to {side}x{side}", files.len()),
             memory::dataset_bytes(files.len(), side),

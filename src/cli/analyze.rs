@@ -347,7 +347,7 @@ fn gradcam_on<B: Backend>(backend: B, args: &GradcamArgs) -> Result<()> {
         true => {
             let (width, height, pixels) = whorl::data::load_native_image(&args.image)?;
             let multiple = whorl::model::Architecture::reference().downsampling();
-            let side = width.max(height).div_ceil(multiple) * multiple;
+            let side = whorl::data::canvas_side(width, height, multiple);
             (whorl::data::pad(&pixels, width, height, side), side)
         }
     };
