@@ -12,7 +12,7 @@ use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
 use whorl::backend::gpu::{Device, DevicePtr, GpuBackend, KernelArg};
 use whorl::backend::reference::ReferenceBackend;
-use whorl::backend::{Backend, Conv, ConvInput, Optimizer, OptimizerKind};
+use whorl::backend::{Backend, ConvInput, Optimizer, OptimizerKind};
 use whorl::graph::Network;
 use whorl::model::{Activation, Architecture};
 
@@ -82,10 +82,7 @@ fn pooled_convolution_kernels_are_deterministic_break_ties_and_refuse_other_conv
     let errors = parity::errors(&parity::POOLED_OUTPUTS, &first, &expected);
     parity::assert_within(&errors, 1e-5, &format!("{pooled_conv:?}"));
     let second = parity::pooled_outputs(&mut emulated(), &pooled_conv, &inputs);
-    let bits = |outputs: &[Vec<f32>]| -> Vec<u32> {
-        outputs.iter().flatten().map(|x| x.to_bits()).collect()
-    };
-    assert_eq!(bits(&first), bits(&second));
+    assert_eq!(parity::bits(&first), parity::bits(&second));
     // A zero kernel: the four outputs of every window are equal (the bias), and the first of
     // them (row-major) takes the window's gradient, its window of x as the kernel gradient's.
     for activation in [Activation::Relu, Activation::Sigmoid] {
@@ -127,49 +124,11 @@ fn pooled_convolution_kernels_are_deterministic_break_ties_and_refuse_other_conv
     }
 }
 
-/// Convolutions with one output channel of an upsampled input (conv6's kind), which
-/// conv2d_backward runs as one kernel: those of CONV_CASES, and at odd heights and widths 40
-/// channels (not a multiple of 32), 72 (two passes of 64 over each chunk) and 64 over enough
-/// pixels for three chunks.
-fn fused_backward_cases() -> Vec<Conv> {
-    let mut inputs: Vec<_> = CONV_CASES
-        .iter()
-        .filter(|&&(_, cout)| cout == 1)
-        .map(|&(input, _)| input)
-        .collect();
-    inputs.extend([nhwc(2, 7, 9, 40), nhwc(1, 9, 11, 72), nhwc(2, 47, 45, 64)]);
-    inputs
-        .into_iter()
-        .map(|input| conv(input, 1, ConvInput::Upsampled2, Activation::Sigmoid))
-        .collect()
-}
-
-/// x, dz and the parameters of a backward pass, x as an output of `x_activation` would be:
-/// relu's (zeros where negative) or sigmoid's (in (0, 1)).
-fn fused_backward_inputs(
-    conv: &Conv,
-    x_activation: Option<Activation>,
-    seed: u64,
-) -> [Vec<f32>; 3] {
-    let [mut x, dz, params] = parity::conv_inputs(conv, seed);
-    for v in &mut x {
-        *v = match x_activation {
-            Some(Activation::Relu) => v.max(0.0),
-            Some(Activation::Sigmoid) => 0.5 * (*v + 1.0),
-            None => *v,
-        };
-    }
-    [x, dz, params]
-}
-
-const X_ACTIVATIONS: [Option<Activation>; 3] =
-    [Some(Activation::Relu), Some(Activation::Sigmoid), None];
-
 #[test]
 fn fused_upsampled_backward_kernels_match_the_reference() {
-    for (case, conv) in fused_backward_cases().iter().enumerate() {
-        for x_activation in X_ACTIVATIONS {
-            let inputs = fused_backward_inputs(conv, x_activation, 30 * case as u64);
+    for (case, conv) in parity::fused_backward_cases().iter().enumerate() {
+        for x_activation in parity::X_ACTIVATIONS {
+            let inputs = parity::fused_backward_inputs(conv, x_activation, 30 * case as u64);
             let got = parity::fused_backward_outputs(&mut emulated(), conv, &inputs, x_activation);
             let expected =
                 parity::fused_backward_outputs(&mut ReferenceBackend, conv, &inputs, x_activation);
@@ -188,13 +147,10 @@ fn fused_upsampled_backward_is_deterministic_and_other_convolutions_run_in_turn(
         ConvInput::Upsampled2,
         Activation::Sigmoid,
     );
-    let inputs = fused_backward_inputs(&fused, Some(Activation::Relu), 4);
+    let inputs = parity::fused_backward_inputs(&fused, Some(Activation::Relu), 4);
     let run =
         || parity::fused_backward_outputs(&mut emulated(), &fused, &inputs, Some(Activation::Relu));
-    let bits = |outputs: &[Vec<f32>]| -> Vec<u32> {
-        outputs.iter().flatten().map(|x| x.to_bits()).collect()
-    };
-    assert_eq!(bits(&run()), bits(&run()));
+    assert_eq!(parity::bits(&run()), parity::bits(&run()));
     // Not one output channel of an upsampled input: the three operations in turn, with the
     // reference's results.
     for (case, other) in [
@@ -211,8 +167,8 @@ fn fused_upsampled_backward_is_deterministic_and_other_convolutions_run_in_turn(
     .iter()
     .enumerate()
     {
-        for x_activation in X_ACTIVATIONS {
-            let inputs = fused_backward_inputs(other, x_activation, 40 + case as u64);
+        for x_activation in parity::X_ACTIVATIONS {
+            let inputs = parity::fused_backward_inputs(other, x_activation, 40 + case as u64);
             let got = parity::fused_backward_outputs(&mut emulated(), other, &inputs, x_activation);
             let expected =
                 parity::fused_backward_outputs(&mut ReferenceBackend, other, &inputs, x_activation);

@@ -15,7 +15,7 @@ use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::GpuBackend;
 use whorl::backend::gpu::cuda::CudaDevice;
 use whorl::backend::reference::ReferenceBackend;
-use whorl::backend::{Conv, ConvInput, Precision};
+use whorl::backend::{ConvInput, Precision};
 use whorl::graph::{Network, convolutions};
 use whorl::model::{Activation, Architecture};
 
@@ -57,60 +57,17 @@ fn gpu_pooled_convolution_kernels_match_the_reference() {
             parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
             // Deterministic: the same bits on a second run.
             let again = parity::pooled_outputs(&mut gpu(), &conv, &inputs);
-            let bits = |outputs: &[Vec<f32>]| -> Vec<u32> {
-                outputs.iter().flatten().map(|x| x.to_bits()).collect()
-            };
-            assert_eq!(bits(&got), bits(&again), "{conv:?}");
+            assert_eq!(parity::bits(&got), parity::bits(&again), "{conv:?}");
         }
     }
 }
 
-/// One output channel of an upsampled input (conv6's kind), which conv2d_backward runs as one
-/// kernel: those of CONV_CASES, 40 channels (not a multiple of 32), 72 (two passes of 64 over
-/// each chunk) and 64 over three chunks, at odd heights and widths.
-fn fused_backward_cases() -> Vec<Conv> {
-    let mut inputs: Vec<_> = CONV_CASES
-        .iter()
-        .filter(|&&(_, cout)| cout == 1)
-        .map(|&(input, _)| input)
-        .collect();
-    inputs.extend([nhwc(2, 7, 9, 40), nhwc(1, 9, 11, 72), nhwc(2, 47, 45, 64)]);
-    inputs
-        .into_iter()
-        .map(|input| conv(input, 1, ConvInput::Upsampled2, Activation::Sigmoid))
-        .collect()
-}
-
-/// x, dz and the parameters of a backward pass, x as an output of `x_activation` would be:
-/// relu's (zeros where negative) or sigmoid's (in (0, 1)).
-fn fused_backward_inputs(
-    conv: &Conv,
-    x_activation: Option<Activation>,
-    seed: u64,
-) -> [Vec<f32>; 3] {
-    let [mut x, dz, params] = parity::conv_inputs(conv, seed);
-    for v in &mut x {
-        *v = match x_activation {
-            Some(Activation::Relu) => v.max(0.0),
-            Some(Activation::Sigmoid) => 0.5 * (*v + 1.0),
-            None => *v,
-        };
-    }
-    [x, dz, params]
-}
-
-const X_ACTIVATIONS: [Option<Activation>; 3] =
-    [Some(Activation::Relu), Some(Activation::Sigmoid), None];
-
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test gpu -- --ignored"]
 fn gpu_fused_upsampled_backward_matches_the_reference_and_the_cpu_engine() {
-    let bits = |outputs: &[Vec<f32>]| -> Vec<u32> {
-        outputs.iter().flatten().map(|x| x.to_bits()).collect()
-    };
-    for (case, conv) in fused_backward_cases().iter().enumerate() {
-        for x_activation in X_ACTIVATIONS {
-            let inputs = fused_backward_inputs(conv, x_activation, 30 * case as u64);
+    for (case, conv) in parity::fused_backward_cases().iter().enumerate() {
+        for x_activation in parity::X_ACTIVATIONS {
+            let inputs = parity::fused_backward_inputs(conv, x_activation, 30 * case as u64);
             let got = parity::fused_backward_outputs(&mut gpu(), conv, &inputs, x_activation);
             let expected =
                 parity::fused_backward_outputs(&mut ReferenceBackend, conv, &inputs, x_activation);
@@ -118,7 +75,11 @@ fn gpu_fused_upsampled_backward_matches_the_reference_and_the_cpu_engine() {
             parity::assert_within(&errors, 1e-5, &format!("{x_activation:?}, {conv:?}"));
             // Deterministic: the same bits on a second run.
             let again = parity::fused_backward_outputs(&mut gpu(), conv, &inputs, x_activation);
-            assert_eq!(bits(&got), bits(&again), "{x_activation:?}, {conv:?}");
+            assert_eq!(
+                parity::bits(&got),
+                parity::bits(&again),
+                "{x_activation:?}, {conv:?}"
+            );
         }
     }
     // conv6 at the model's shapes, its input conv5's relu output, against the CPU engine.
@@ -133,7 +94,7 @@ fn gpu_fused_upsampled_backward_matches_the_reference_and_the_cpu_engine() {
             (ConvInput::Upsampled2, 1)
         );
         let relu = Some(Activation::Relu);
-        let inputs = fused_backward_inputs(&conv6, relu, batch as u64);
+        let inputs = parity::fused_backward_inputs(&conv6, relu, batch as u64);
         let got = parity::fused_backward_outputs(&mut gpu(), &conv6, &inputs, relu);
         let expected =
             parity::fused_backward_outputs(&mut CpuBackend::new(), &conv6, &inputs, relu);

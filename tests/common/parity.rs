@@ -2,10 +2,10 @@
 //! both, every output (first filled with NaN, so unwritten elements show) compared.
 #![allow(dead_code)]
 
-use whorl::backend::{Adam, Backend, Conv, Nhwc, RmsProp};
+use whorl::backend::{Adam, Backend, Conv, ConvInput, Nhwc, RmsProp};
 use whorl::model::Activation;
 
-use super::{random, relative_error};
+use super::{CONV_CASES, conv, nhwc, random, relative_error};
 
 fn upload<B: Backend>(backend: &mut B, values: &[f32]) -> B::Buffer {
     let mut buffer = backend.alloc(values.len()).unwrap();
@@ -248,4 +248,47 @@ pub fn fused_backward_outputs<B: Backend>(
         grads[slot.weight.clone()].to_vec(),
         grads[slot.bias.clone()].to_vec(),
     ]
+}
+
+/// Convolutions with one output channel of an upsampled input (conv6's kind), which
+/// conv2d_backward runs as one kernel: those of CONV_CASES, and at odd heights and widths 40
+/// channels (not a multiple of 32), 72 (two passes of 64 over each chunk) and 64 over enough
+/// pixels for three chunks.
+pub fn fused_backward_cases() -> Vec<Conv> {
+    let mut inputs: Vec<_> = CONV_CASES
+        .iter()
+        .filter(|&&(_, cout)| cout == 1)
+        .map(|&(input, _)| input)
+        .collect();
+    inputs.extend([nhwc(2, 7, 9, 40), nhwc(1, 9, 11, 72), nhwc(2, 47, 45, 64)]);
+    inputs
+        .into_iter()
+        .map(|input| conv(input, 1, ConvInput::Upsampled2, Activation::Sigmoid))
+        .collect()
+}
+
+/// x, dz and the parameters of a backward pass, x as an output of `x_activation` would be:
+/// relu's (zeros where negative) or sigmoid's (in (0, 1)).
+pub fn fused_backward_inputs(
+    conv: &Conv,
+    x_activation: Option<Activation>,
+    seed: u64,
+) -> [Vec<f32>; 3] {
+    let [mut x, dz, params] = conv_inputs(conv, seed);
+    for v in &mut x {
+        *v = match x_activation {
+            Some(Activation::Relu) => v.max(0.0),
+            Some(Activation::Sigmoid) => 0.5 * (*v + 1.0),
+            None => *v,
+        };
+    }
+    [x, dz, params]
+}
+
+pub const X_ACTIVATIONS: [Option<Activation>; 3] =
+    [Some(Activation::Relu), Some(Activation::Sigmoid), None];
+
+/// Every output's bits, to assert two runs gave the same results.
+pub fn bits(outputs: &[Vec<f32>]) -> Vec<u32> {
+    outputs.iter().flatten().map(|x| x.to_bits()).collect()
 }
