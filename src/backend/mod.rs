@@ -43,7 +43,7 @@ pub mod reference;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Activation, ParamSlot};
 
 /// A batch of channels-last images: [batch, height, width, channels].
@@ -241,6 +241,31 @@ impl Conv {
             channels: self.slot.out_channels,
             ..self.input
         }
+    }
+}
+
+impl Conv {
+    /// Ok when the 2x2 max pooling after the convolution can run in the same pass
+    /// ([`Backend::conv2d_pooled_forward`]): one input channel read directly, an output of even
+    /// height and width. Otherwise an error of `backend` saying so.
+    pub fn check_poolable(&self, backend: impl Into<String>) -> Result<()> {
+        let output = self.output();
+        if self.read == ConvInput::Direct
+            && self.slot.in_channels == 1
+            && output.height.is_multiple_of(2)
+            && output.width.is_multiple_of(2)
+        {
+            return Ok(());
+        }
+        Err(Error::Backend {
+            backend: backend.into(),
+            reason: format!(
+                "convolution {} cannot be pooled in the same pass: that takes one input \
+                 channel, read directly, and an output of even height and width (this one \
+                 reads {} channels {:?} into {}x{})",
+                self.slot.name, self.slot.in_channels, self.read, output.height, output.width
+            ),
+        })
     }
 }
 

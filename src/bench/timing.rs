@@ -143,7 +143,6 @@ fn conv_timings<B: Backend>(
     let Some(activation) = input_activation else {
         return Ok(());
     };
-    let (mut grads, mut dx) = (backend.alloc(count)?, backend.alloc(conv.input.len())?);
     let whole = Case::new(
         format!(
             "{} backward, as in training (both passes and the input's {} derivative)",

@@ -14,7 +14,7 @@ mod winograd;
 
 use rayon::prelude::*;
 
-use super::{Adam, Backend, Conv, ConvAlgorithm, ConvInput, Nhwc, RmsProp};
+use super::{Adam, Backend, Conv, ConvAlgorithm, Nhwc, RmsProp};
 use crate::error::{Error, Result};
 use crate::model::Activation;
 use conv::ConvScratch;
@@ -52,27 +52,6 @@ pub struct CpuBackend {
 impl CpuBackend {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Fails unless `conv` can be pooled in the same pass (one input channel read directly, an
-    /// even output) and `plan` made room for it.
-    fn check_pooled(&self, conv: &Conv) -> Result<()> {
-        let output = conv.output();
-        if conv.read != ConvInput::Direct
-            || conv.slot.in_channels != 1
-            || !output.height.is_multiple_of(2)
-            || !output.width.is_multiple_of(2)
-        {
-            return Err(Error::Backend {
-                backend: self.name(),
-                reason: format!(
-                    "convolution {} cannot be pooled in the same pass: that takes one input \
-                     channel, read directly, and an output of even height and width",
-                    conv.slot.name
-                ),
-            });
-        }
-        self.check_planned(conv)
     }
 
     /// Fails unless `plan` made room for this convolution.
@@ -193,7 +172,8 @@ impl Backend for CpuBackend {
         params: &Vec<f32>,
         pooled: &mut Vec<f32>,
     ) -> Result<()> {
-        self.check_pooled(conv)?;
+        conv.check_poolable(self.name())?;
+        self.check_planned(conv)?;
         conv::pooled_forward(&mut self.conv, conv, x, params, pooled);
         Ok(())
     }
@@ -206,7 +186,8 @@ impl Backend for CpuBackend {
         d_pooled: &Vec<f32>,
         grads: &mut Vec<f32>,
     ) -> Result<()> {
-        self.check_pooled(conv)?;
+        conv.check_poolable(self.name())?;
+        self.check_planned(conv)?;
         let grads = &mut grads[conv.slot.weight.start..conv.slot.bias.end];
         conv::pooled_backward_filter(&mut self.conv, conv, (x, params), d_pooled, grads);
         Ok(())

@@ -238,31 +238,21 @@ pub fn filter_one_input<'a>(
     x: &'a [f32],
     dz: &'a [f32],
 ) -> impl Fn(Range<usize>, &mut [f32], &mut [f32]) + Sync + 'a {
-    let cout = conv.slot.out_channels;
+    let (input, cout) = (conv.input, conv.slot.out_channels);
     move |pixels, tile, partial| {
-        let dz = &dz[pixels.start * cout..pixels.end * cout];
-        add_tile_gradient(conv.input, x, (pixels.start, dz), tile, partial);
+        let (windows, rest) = tile.split_at_mut(9 * TILE_PIXELS);
+        let (padded, sums) = rest.split_at_mut(3 * (input.width + 2));
+        let windows = &mut windows[..9 * pixels.len()];
+        windows_3x3(x, input, pixels.start, windows, padded);
+        let sums = &mut sums[..partial.len()];
+        sums.fill(0.0);
+        Arch::new().dispatch(OneInputFilter {
+            windows,
+            dz: &dz[pixels.start * cout..pixels.end * cout],
+            sums,
+        });
+        add(partial, sums);
     }
-}
-
-/// partial += the kernel-and-bias gradient of the pixels from `first` whose dz is `dz` (at most
-/// TILE_PIXELS of them), summed first in `tile`.
-fn add_tile_gradient(
-    input: Nhwc,
-    x: &[f32],
-    (first, dz): (usize, &[f32]),
-    tile: &mut [f32],
-    partial: &mut [f32],
-) {
-    let cout = partial.len() / 10; // [9 taps, 1, cout] then the bias
-    let (windows, rest) = tile.split_at_mut(9 * TILE_PIXELS);
-    let (padded, sums) = rest.split_at_mut(3 * (input.width + 2));
-    let windows = &mut windows[..9 * dz.len() / cout];
-    windows_3x3(x, input, first, windows, padded);
-    let sums = &mut sums[..partial.len()];
-    sums.fill(0.0);
-    Arch::new().dispatch(OneInputFilter { windows, dz, sums });
-    add(partial, sums);
 }
 
 /// Floats of a pooled pass's scratch for one pooled row: the windows of the two output rows

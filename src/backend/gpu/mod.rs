@@ -252,29 +252,6 @@ fn filter_chunks(pixels: usize, one_channel: bool) -> (usize, usize) {
     (per_chunk, pixels.div_ceil(per_chunk))
 }
 
-/// An error unless `conv` is one that the pooled operations (conv2d_one_input_channel_pooled
-/// and conv2d_pooled_filter_partials_one_channel) compute: a direct convolution of a
-/// one-channel input whose output has an even height and width.
-fn check_pooled(conv: &Conv) -> Result<()> {
-    let out = conv.output();
-    if conv.read != ConvInput::Direct
-        || conv.slot.in_channels != 1
-        || conv.input.channels != 1
-        || !out.height.is_multiple_of(2)
-        || !out.width.is_multiple_of(2)
-    {
-        return Err(Error::Backend {
-            backend: "gpu".into(),
-            reason: format!(
-                "{}: a pooled convolution reads a one-channel input directly into an output of \
-                 even height and width; this one reads {} channels ({:?}) into {}x{}",
-                conv.slot.name, conv.slot.in_channels, conv.read, out.height, out.width
-            ),
-        });
-    }
-    Ok(())
-}
-
 /// (pooled pixels per chunk, chunks) of a pooled convolution's kernel-gradient partials.
 fn pooled_filter_chunks(conv: &Conv) -> (usize, usize) {
     filter_chunks(conv.output().pixels() / 4, true)
@@ -283,7 +260,7 @@ fn pooled_filter_chunks(conv: &Conv) -> (usize, usize) {
 /// Floats of a pooled convolution's kernel-gradient partials (chunks x 10 rows x cout), 0 for a
 /// convolution that is not one.
 fn pooled_partials_len(conv: &Conv) -> usize {
-    if check_pooled(conv).is_err() {
+    if conv.check_poolable("gpu").is_err() {
         return 0;
     }
     pooled_filter_chunks(conv).1 * kernels::ONE_CHANNEL_ROWS * conv.slot.out_channels
@@ -926,7 +903,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         params: &GpuBuffer,
         pooled: &mut GpuBuffer,
     ) -> Result<()> {
-        check_pooled(conv)?;
+        conv.check_poolable("gpu")?;
         let slot = &conv.slot;
         let cout = slot.out_channels;
         let [batch, h, w, _] = shape_args(conv.input)?;
@@ -959,7 +936,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         d_pooled: &GpuBuffer,
         grads: &mut GpuBuffer,
     ) -> Result<()> {
-        check_pooled(conv)?;
+        conv.check_poolable("gpu")?;
         let slot = &conv.slot;
         let cout = slot.out_channels;
         let [batch, h, w, _] = shape_args(conv.input)?;
