@@ -197,12 +197,17 @@ pub(super) fn add_transposed(src: &[f32], rows: usize, cols: usize, dst: &mut [f
     }
 }
 
-/// y = activation(conv(x, kernel) + bias); `kernel` is [3, 3, cin, cout].
-pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32], y: &mut [f32]) {
-    let (kernel, bias) = (
+/// The convolution's kernel and bias in the flat parameter buffer.
+fn kernel_and_bias<'a>(conv: &Conv, params: &'a [f32]) -> (&'a [f32], &'a [f32]) {
+    (
         &params[conv.slot.weight.clone()],
         &params[conv.slot.bias.clone()],
-    );
+    )
+}
+
+/// y = activation(conv(x, kernel) + bias); `kernel` is [3, 3, cin, cout].
+pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32], y: &mut [f32]) {
+    let (kernel, bias) = kernel_and_bias(conv, params);
     match conv.read {
         ConvInput::Direct if one_channel::reads_one_channel(conv) => {
             let tiles = (&mut scratch.tiles[..], scratch.tile_len);
@@ -244,11 +249,8 @@ pub fn pooled_forward(
     params: &[f32],
     pooled: &mut [f32],
 ) {
-    let operands = (
-        x,
-        &params[conv.slot.weight.clone()],
-        &params[conv.slot.bias.clone()],
-    );
+    let (kernel, bias) = kernel_and_bias(conv, params);
+    let operands = (x, kernel, bias);
     let tiles = (&mut scratch.tiles[..], scratch.tile_len);
     one_channel::forward_pooled(conv, operands, tiles, pooled);
 }
@@ -262,11 +264,8 @@ pub fn pooled_backward_filter(
     d_pooled: &[f32],
     grads: &mut [f32],
 ) {
-    let operands = (
-        x,
-        &params[conv.slot.weight.clone()],
-        &params[conv.slot.bias.clone()],
-    );
+    let (kernel, bias) = kernel_and_bias(conv, params);
+    let operands = (x, kernel, bias);
     let size = partial_len(conv);
     let tiles = (&mut scratch.tiles[..], scratch.tile_len);
     let partials = (&mut scratch.partials[..], size);
