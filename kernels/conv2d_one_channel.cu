@@ -32,23 +32,6 @@
 #define ONE_OUTPUT_STEP 2
 #define ONE_OUTPUT_TAPS 20
 
-// conv2d_upsampled_one_output_channel_backward: resident blocks per multiprocessor it is
-// compiled for (a memory-bound pass: 24 warps keep more loads of x in flight), the floats of a
-// staged window (a source
-// pixel's 9 box sums of dz, padded to 12 so that it is three 16-byte reads and a quarter warp's
-// 16-byte stores hit distinct banks), source pixels whose rows of x a warp loads together, the
-// channels per lane in a pass over the chunk (lane, lane + 32), the channels of a pass, and the
-// shared memory: each warp's 32 staged windows, then, in the same memory, one set of sums per
-// warp (9 per channel of the pass and the bias's) for the block's final, fixed-order reduction.
-#define UPSAMPLED_BACKWARD_BLOCKS 3
-#define UPSAMPLED_BACKWARD_WINDOW 12
-#define UPSAMPLED_BACKWARD_UNROLL 4
-#define UPSAMPLED_BACKWARD_GROUPS 2
-#define UPSAMPLED_BACKWARD_CHANNELS (32 * UPSAMPLED_BACKWARD_GROUPS)
-#define UPSAMPLED_BACKWARD_WARPS (WHORL_THREADS / 32)
-#define UPSAMPLED_BACKWARD_WARP_SUMS (9 * UPSAMPLED_BACKWARD_CHANNELS + 1)
-#define UPSAMPLED_BACKWARD_SHARED_FLOATS (UPSAMPLED_BACKWARD_WARPS * UPSAMPLED_BACKWARD_WARP_SUMS)
-
 // conv2d_filter_partials_one_channel: pixels whose windows a block stages at a time (one per
 // thread), pixels whose second-operand rows a warp loads together, the most columns (channels
 // of the second operand, with a ones column) a thread covers in steps of 32, the running sums
@@ -64,6 +47,30 @@
 #define ONE_CHANNEL_WARPS (WHORL_THREADS / 32)
 #define ONE_CHANNEL_SUMS (ONE_CHANNEL_WARPS * ONE_CHANNEL_ROWS * ONE_CHANNEL_MAX_COLUMNS)
 #define ONE_CHANNEL_SHARED_FLOATS ONE_CHANNEL_SUMS
+
+// conv2d_upsampled_one_output_channel_backward: resident blocks per multiprocessor it is
+// compiled for (a memory-bound pass: 24 warps keep more loads of x in flight), the floats of a
+// staged window (a source pixel's 9 box sums of dz, padded to 12 so that it is three 16-byte
+// reads and a quarter warp's 16-byte stores hit distinct banks), source pixels whose rows of x a warp loads together, the
+// channels per lane in a pass over the chunk (lane, lane + 32), the channels of a pass, and the
+// shared memory: each warp's 32 staged windows, then, in the same memory, one set of sums per
+// warp (9 per channel of the pass and the bias's) for the block's final, fixed-order reduction.
+#define UPSAMPLED_BACKWARD_BLOCKS 3
+#define UPSAMPLED_BACKWARD_WINDOW 12
+#define UPSAMPLED_BACKWARD_UNROLL 4
+#define UPSAMPLED_BACKWARD_GROUPS 2
+#define UPSAMPLED_BACKWARD_CHANNELS (32 * UPSAMPLED_BACKWARD_GROUPS)
+#define UPSAMPLED_BACKWARD_WARP_SUMS (9 * UPSAMPLED_BACKWARD_CHANNELS + 1)
+#define UPSAMPLED_BACKWARD_SHARED_FLOATS (ONE_CHANNEL_WARPS * UPSAMPLED_BACKWARD_WARP_SUMS)
+
+// The block's total of one running sum: element `e` of each warp's `per_warp` sums in shared
+// memory, added in warp order, so that a block's partials are the same bits on every run. The
+// kernel gradients below end with it, after a __syncthreads().
+__device__ __forceinline__ float warps_total(const float* warp_sums, int per_warp, int e) {
+    float sum = 0.0f;
+    for (int v = 0; v < ONE_CHANNEL_WARPS; ++v) sum += warp_sums[v * per_warp + e];
+    return sum;
+}
 
 // conv2d_upsampled_one_output_channel's channel loop for one run: lane's channels of the run's
 // 3 x (ONE_OUTPUT_RUN + 2) neighbourhood (at[dr][m]: where each neighbour starts in the
@@ -478,10 +485,8 @@ conv2d_filter_partials_one_channel(const float* __restrict__ src, int grid_n, in
     float* out = partial + size_t(blockIdx.x) * rows * columns;
     for (int e = threadIdx.x; e < rows * columns; e += WHORL_THREADS) {
         const int k = e / columns, c = e % columns;
-        float sum = 0.0f;
-        for (int v = 0; v < ONE_CHANNEL_WARPS; ++v)
-            sum += warp_sums[(v * ONE_CHANNEL_ROWS + k) * ONE_CHANNEL_MAX_COLUMNS + c];
-        out[e] = sum;
+        out[e] = warps_total(warp_sums, ONE_CHANNEL_ROWS * ONE_CHANNEL_MAX_COLUMNS,
+                             k * ONE_CHANNEL_MAX_COLUMNS + c);
     }
 }
 
@@ -621,10 +626,7 @@ conv2d_pooled_filter_partials_one_channel(const float* __restrict__ x, int batch
         const int k = e / POOLED_CHANNELS, c = e % POOLED_CHANNELS;
         const int column = blockIdx.y * POOLED_CHANNELS + c;
         if (column >= cout) continue;
-        float sum = 0.0f;
-        for (int v = 0; v < ONE_CHANNEL_WARPS; ++v)
-            sum += warp_sums[(v * ONE_CHANNEL_ROWS + k) * POOLED_CHANNELS + c];
-        out[k * cout + column] = sum;
+        out[k * cout + column] = warps_total(warp_sums, ONE_CHANNEL_ROWS * POOLED_CHANNELS, e);
     }
 }
 
@@ -748,10 +750,8 @@ __device__ __forceinline__ void upsampled_one_output_backward(
             const int t = e / UPSAMPLED_BACKWARD_CHANNELS, c = c0 + e % UPSAMPLED_BACKWARD_CHANNELS;
             const bool bias = t == 9;  // written by the first pass
             if (bias ? c0 > 0 : c >= cin) continue;
-            float sum = 0.0f;
-            for (int v = 0; v < UPSAMPLED_BACKWARD_WARPS; ++v)
-                sum += warp_sums[v * UPSAMPLED_BACKWARD_WARP_SUMS + e];
-            out[bias ? 9 * cin : t * cin + c] = sum;
+            out[bias ? 9 * cin : t * cin + c] =
+                warps_total(warp_sums, UPSAMPLED_BACKWARD_WARP_SUMS, e);
         }
         __syncthreads();  // the sums are read before the next pass stages windows there
     }
