@@ -252,6 +252,17 @@ fn filter_chunks(pixels: usize, one_channel: bool) -> (usize, usize) {
     (per_chunk, pixels.div_ceil(per_chunk))
 }
 
+/// The launch of conv2d_one_input_channel (`rows` 1) or its pooled form (`rows` 2): a thread
+/// for each run of ONE_INPUT_RUN columns of `rows` rows and group of ONE_INPUT_CHANNELS output
+/// channels, the kernel zero-padded to whole groups in shared memory.
+fn one_input_launch(conv: &Conv, rows: usize) -> Launch {
+    let input = conv.input;
+    let groups = conv.slot.out_channels.div_ceil(kernels::ONE_INPUT_CHANNELS);
+    let runs = input.batch * (input.height / rows) * input.width.div_ceil(kernels::ONE_INPUT_RUN);
+    let blocks = (runs * groups).div_ceil(kernels::WHORL_THREADS) as u32;
+    Launch::blocks([blocks, 1, 1], 9 * groups * kernels::ONE_INPUT_CHANNELS)
+}
+
 /// (pooled pixels per chunk, chunks) of a pooled convolution's kernel-gradient partials.
 fn pooled_filter_chunks(conv: &Conv) -> (usize, usize) {
     filter_chunks(conv.output().pixels() / 4, true)
@@ -686,15 +697,9 @@ impl<D: Device> Backend for GpuBackend<D> {
         let activation = Some(conv.activation);
         if conv.read == ConvInput::Direct && cin == 1 {
             let [batch, h, w, _] = shape_args(conv.input)?;
-            let groups = cout.div_ceil(kernels::ONE_INPUT_CHANNELS);
-            let runs = conv.input.batch
-                * conv.input.height
-                * conv.input.width.div_ceil(kernels::ONE_INPUT_RUN);
-            let blocks = (runs * groups).div_ceil(kernels::WHORL_THREADS) as u32;
-            let padded_kernel = 9 * groups * kernels::ONE_INPUT_CHANNELS;
             return kernels::conv2d_one_input_channel(
                 &mut self.device,
-                Launch::blocks([blocks, 1, 1], padded_kernel),
+                one_input_launch(conv, 1),
                 x.ptr,
                 batch,
                 h,
@@ -907,15 +912,9 @@ impl<D: Device> Backend for GpuBackend<D> {
         let slot = &conv.slot;
         let cout = slot.out_channels;
         let [batch, h, w, _] = shape_args(conv.input)?;
-        let groups = cout.div_ceil(kernels::ONE_INPUT_CHANNELS);
-        let runs = conv.input.batch
-            * (conv.input.height / 2)
-            * conv.input.width.div_ceil(kernels::ONE_INPUT_RUN);
-        let blocks = (runs * groups).div_ceil(kernels::WHORL_THREADS) as u32;
-        let padded_kernel = 9 * groups * kernels::ONE_INPUT_CHANNELS;
         kernels::conv2d_one_input_channel_pooled(
             &mut self.device,
-            Launch::blocks([blocks, 1, 1], padded_kernel),
+            one_input_launch(conv, 2),
             x.ptr,
             batch,
             h,
