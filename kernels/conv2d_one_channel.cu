@@ -31,6 +31,7 @@
 #define ONE_OUTPUT_RUNS (WHORL_THREADS / ONE_OUTPUT_LANES)
 #define ONE_OUTPUT_STEP 2
 #define ONE_OUTPUT_TAPS 20
+static_assert(ONE_OUTPUT_LANES == 2 * ONE_OUTPUT_RUN, "a lane writes one row of one cell");
 
 // conv2d_filter_partials_one_channel: pixels whose windows a block stages at a time (one per
 // thread), pixels whose second-operand rows a warp loads together, the most columns (channels
@@ -70,6 +71,14 @@ __device__ __forceinline__ float warps_total(const float* warp_sums, int per_war
     float sum = 0.0f;
     for (int v = 0; v < ONE_CHANNEL_WARPS; ++v) sum += warp_sums[v * per_warp + e];
     return sum;
+}
+
+// d activation / dz from y = activation(z), as activation_backward (elementwise.cu): relu
+// y > 0 ? 1 : 0, sigmoid y (1 - y); 1 without an activation.
+__device__ __forceinline__ float activation_slope(float y, int activation) {
+    if (activation == WHORL_RELU) return y > 0.0f ? 1.0f : 0.0f;
+    if (activation == WHORL_SIGMOID) return y * (1.0f - y);
+    return 1.0f;
 }
 
 // conv2d_upsampled_one_output_channel's channel loop for one run: lane's channels of the run's
@@ -137,13 +146,17 @@ __device__ __forceinline__ void accumulate_run(const float* __restrict__ plane,
 // from registers, every tap of every cell and output it belongs to (up to 16 FMAs); a channel's
 // 16 phase taps are four 16-byte shared reads. The 8 lanes then add their partial sums with
 // shuffles in a fixed order, and lane 2r + a writes row a of cell r's outputs.
-// Grid ceil(runs / 32), runs = batch src_h ceil(src_w / 4); block 256; dynamic shared memory
-// ONE_OUTPUT_TAPS cin floats (the phase kernel, channel-major).
-extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_upsampled_one_output_channel(const float* __restrict__ x, int batch, int src_h, int src_w,
-                                    int cin, const float* __restrict__ phases,
-                                    const float* __restrict__ bias, int activation,
-                                    float* __restrict__ y) {
+// Scored (the model's output in training, conv2d_upsampled_one_output_channel_scored): each
+// lane also compares its two outputs with the target, writes dz = dL/dz of L = mse(y, target)
+// over `len` values (mse_backward's 2 (y - target) / len times activation_backward's slope,
+// the same bits as those two kernels), and the block adds its lanes' squared errors in a fixed
+// order into partials[block] (dynamic shared memory: ONE_CHANNEL_WARPS floats more).
+template <bool Scored>
+__device__ __forceinline__ void upsampled_one_output(
+    const float* __restrict__ x, int batch, int src_h, int src_w, int cin,
+    const float* __restrict__ phases, const float* __restrict__ bias, int activation,
+    float* __restrict__ y, int len, const float* __restrict__ target, float* __restrict__ dz,
+    float* __restrict__ partials) {
     WHORL_DYNAMIC_SHARED(float, kernel);  // [ci][a][b][dy][dx], ONE_OUTPUT_TAPS floats per ci
     for (int tap = 0; tap < 16; ++tap)
         for (int ci = threadIdx.x; ci < cin; ci += WHORL_THREADS)
@@ -187,17 +200,62 @@ conv2d_upsampled_one_output_channel(const float* __restrict__ x, int batch, int 
             for (int a = 0; a < 2; ++a)
                 for (int b = 0; b < 2; ++b)
                     sums[r][a][b] += __shfl_xor_sync(0xffffffffu, sums[r][a][b], offset);
-    if (!exists) return;
-    const float b0 = bias ? bias[0] : 0.0f;
+    // Lane 2r + a (every lane: 8 lanes, 4 cells, 2 rows) takes row a of cell r's sums.
+    const int r = lane / 2, a = lane % 2, t = t0 + r;
+    float z[2] = {0.0f, 0.0f};
     WHORL_UNROLL
-    for (int r = 0; r < ONE_OUTPUT_RUN; ++r)
-        for (int a = 0; a < 2; ++a) {
-            const int t = t0 + r;
-            if (lane != 2 * r + a || t >= src_w) continue;
-            float* out = y + size_t(2 * source_row + a) * 2 * src_w + 2 * t;
-            out[0] = activate(sums[r][a][0] + b0, activation);
-            out[1] = activate(sums[r][a][1] + b0, activation);
+    for (int cell = 0; cell < ONE_OUTPUT_RUN; ++cell)
+        WHORL_UNROLL
+        for (int row = 0; row < 2; ++row) {
+            const bool mine = lane == 2 * cell + row;
+            z[0] = mine ? sums[cell][row][0] : z[0];
+            z[1] = mine ? sums[cell][row][1] : z[1];
         }
+    float squared = 0.0f;  // Scored: this lane's squared errors
+    if (exists && t < src_w) {
+        const float b0 = bias ? bias[0] : 0.0f;
+        const size_t at = size_t(2 * source_row + a) * 2 * src_w + 2 * t;
+        for (int b = 0; b < 2; ++b) {
+            const float value = activate(z[b] + b0, activation);
+            y[at + b] = value;
+            if (!Scored) continue;
+            const float error = value - target[at + b];
+            dz[at + b] = 2.0f * error / float(len) * activation_slope(value, activation);
+            squared += error * error;
+        }
+    }
+    if (!Scored) return;
+    float* warp_sums = kernel + ONE_OUTPUT_TAPS * cin;
+    for (int offset = 16; offset > 0; offset /= 2)
+        squared += __shfl_down_sync(0xffffffffu, squared, offset);
+    if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = squared;
+    __syncthreads();
+    if (threadIdx.x == 0) partials[blockIdx.x] = warps_total(warp_sums, 1, 0);
+}
+
+// Grid ceil(runs / 32), runs = batch src_h ceil(src_w / 4); block 256; dynamic shared memory
+// ONE_OUTPUT_TAPS cin floats (the phase kernel, channel-major).
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_upsampled_one_output_channel(const float* __restrict__ x, int batch, int src_h, int src_w,
+                                    int cin, const float* __restrict__ phases,
+                                    const float* __restrict__ bias, int activation,
+                                    float* __restrict__ y) {
+    upsampled_one_output<false>(x, batch, src_h, src_w, cin, phases, bias, activation, y, 0,
+                                nullptr, nullptr, nullptr);
+}
+
+// The same, scored against `target` ([batch, 2 src_h, 2 src_w], len values): also dz and one
+// partial sum of squared errors per block (mse_finish adds them). Dynamic shared memory
+// ONE_OUTPUT_TAPS cin + ONE_CHANNEL_WARPS floats.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_upsampled_one_output_channel_scored(const float* __restrict__ x, int batch, int src_h,
+                                           int src_w, int cin, const float* __restrict__ phases,
+                                           const float* __restrict__ bias, int activation,
+                                           float* __restrict__ y, int len,
+                                           const float* __restrict__ target,
+                                           float* __restrict__ dz, float* __restrict__ partials) {
+    upsampled_one_output<true>(x, batch, src_h, src_w, cin, phases, bias, activation, y, len,
+                               target, dz, partials);
 }
 
 // The one place that says how a one-channel convolution's z (the output before its activation)
@@ -223,14 +281,6 @@ __device__ __forceinline__ float first_max_of_four(float y0, float y1, float y2,
     if (y2 > best) best = y2, at = 2;
     if (y3 > best) best = y3, at = 3;
     return best;
-}
-
-// d activation / dz from y = activation(z), as activation_backward (elementwise.cu): relu
-// y > 0 ? 1 : 0, sigmoid y (1 - y); 1 without an activation.
-__device__ __forceinline__ float activation_slope(float y, int activation) {
-    if (activation == WHORL_RELU) return y > 0.0f ? 1.0f : 0.0f;
-    if (activation == WHORL_SIGMOID) return y * (1.0f - y);
-    return 1.0f;
 }
 
 // one_input_channel's taps for one run: the (Rows + 2) x (ONE_INPUT_RUN + 2) inputs around

@@ -1,6 +1,6 @@
 // The mean squared error, reduced deterministically: a fixed grid of blocks each sums a fixed
 // stride of elements (warp shuffles, then shared memory), then one block adds the block sums
-// in order.
+// in a fixed order.
 #include "whorl.cuh"
 
 // One partial sum per warp of a block.
@@ -28,10 +28,22 @@ mse_partials(int len, const float* __restrict__ prediction, const float* __restr
     }
 }
 
-// out[0] = (sum of partial[0 .. blocks], in order) / len. Grid 1, block 1.
-extern "C" __global__ void mse_finish(int blocks, int len, const float* __restrict__ partial,
-                                      float* __restrict__ out) {
+// mse_finish's running sums, one double per thread.
+#define MSE_FINISH_SHARED_FLOATS (2 * WHORL_THREADS)
+
+// out[0] = (sum of partial[0 .. blocks]) / len, in a fixed order: thread i adds partials i,
+// i + 256, ... in double, then thread 0 adds the threads' sums in thread order. Its partials
+// come from mse_partials or from a scored forward kernel (conv2d_one_channel.cu), one per block.
+// Grid 1; block 256; dynamic shared MSE_FINISH_SHARED_FLOATS.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+mse_finish(int blocks, int len, const float* __restrict__ partial, float* __restrict__ out) {
+    WHORL_DYNAMIC_SHARED(double, thread_sums);
+    double sum = 0.0;
+    for (int b = threadIdx.x; b < blocks; b += blockDim.x) sum += partial[b];
+    thread_sums[threadIdx.x] = sum;
+    __syncthreads();
+    if (threadIdx.x != 0) return;
     double total = 0.0;
-    for (int b = 0; b < blocks; ++b) total += partial[b];
+    for (int t = 0; t < int(blockDim.x); ++t) total += thread_sums[t];
     out[0] = float(total / len);
 }

@@ -10,6 +10,10 @@
 //! after the upsampled ones, is never stored either; its backward pass computes it again
 //! from the input. A network for Grad-CAM keeps every output ([`Network::keeping_every_output`]).
 //!
+//! The forward pass ends by scoring the output convolution against the input: the loss and
+//! dL/dz of that convolution come out of the same step ([`Backend::conv2d_forward_scored`]),
+//! and the backward walk starts from that dz.
+//!
 //! Batches go in through two input buffers: while a step runs on one, the next batch is
 //! uploaded into the other ([`Network::load_batch`]), and the step's loss is read only when it
 //! is asked for ([`Network::loss`]), so on a GPU the host prepares and sends batch k + 1 while
@@ -160,6 +164,11 @@ pub struct Network<B: Backend> {
     /// dL/d(output of the current layer) and dL/d(its input), swapped after each layer.
     grad_out: B::Buffer,
     grad_in: B::Buffer,
+    /// Whether grad_out holds dL/dz of the output convolution, as the last forward pass left
+    /// it ([`Backend::conv2d_forward_scored`]); a backward walk uses it up.
+    output_dz_ready: bool,
+    /// Where the last forward pass left its loss, for [`Backend::scored_loss`].
+    loss: B::Buffer,
     pub optimizer: Optimizer,
     /// Optimizer steps taken (Keras's `iterations`); Adam's bias correction counts from it.
     pub iterations: u64,
@@ -276,6 +285,13 @@ impl<B: Backend> Network<B> {
                 format!("{} values given, the model has {count}", params.len()),
             ));
         }
+        if !matches!(architecture.layers.last(), Some(Layer::Conv2d { .. })) {
+            return Err(Error::invalid(
+                "model",
+                "the last layer must be a convolution: the loss and its gradient are computed \
+                 with it",
+            ));
+        }
         let steps = compile(&architecture, &shapes, outputs);
         backend.plan(&conv_steps(&steps, batch_capacity))?;
         let mut device_params = backend.alloc(count)?;
@@ -310,6 +326,7 @@ impl<B: Backend> Network<B> {
         let grad_out = backend.alloc(largest)?;
         let grad_in = backend.alloc(largest)?;
         let next_input = backend.alloc(batch_capacity * shapes[0].len())?;
+        let loss = backend.alloc(1)?;
         Ok(Network {
             backend,
             architecture,
@@ -326,6 +343,8 @@ impl<B: Backend> Network<B> {
             forwarded: None,
             grad_out,
             grad_in,
+            output_dz_ready: false,
+            loss,
             optimizer: Optimizer::default(),
             iterations: 0,
         })
@@ -400,11 +419,34 @@ impl<B: Backend> Network<B> {
         self.loss()
     }
 
-    /// Issues the forward pass on the loaded batch; returns its number of images.
+    /// Issues the forward pass on the loaded batch, scoring the output against the input (the
+    /// loss, and dL/dz of the output convolution for the backward pass); returns its number
+    /// of images.
     pub fn forward_loaded(&mut self) -> Result<usize> {
         let batch = self.take_batch()?;
+        let output_layer = self.architecture.layers.len() - 1;
         for step in &self.steps {
             match step {
+                Step::Conv {
+                    layer,
+                    source,
+                    conv,
+                    ..
+                } if *layer == output_layer => {
+                    let (inputs, output) = self.activations.split_at_mut(layer + 1);
+                    let (x, target) = (&inputs[*source], &inputs[0]);
+                    let conv = with_batch(conv, batch);
+                    self.backend.conv2d_forward_scored(
+                        &conv,
+                        x,
+                        &self.params,
+                        target,
+                        &mut output[0],
+                        &mut self.grad_out,
+                        &mut self.loss,
+                    )?;
+                    self.output_dz_ready = true;
+                }
                 Step::Conv {
                     layer,
                     source,
@@ -443,8 +485,8 @@ impl<B: Backend> Network<B> {
             .ok_or_else(|| Error::invalid("loss", "no forward pass has run"))?;
         let len = batch * self.image_len();
         let last = self.activations.len() - 1;
-        self.backend
-            .mse_loss(len, &self.activations[last], &self.activations[0])
+        let outputs = (&self.activations[last], &self.activations[0]);
+        self.backend.scored_loss(len, outputs, &self.loss)
     }
 
     /// After [`forward`](Self::forward) on a batch of `batch` images: every parameter's gradient
@@ -501,8 +543,12 @@ impl<B: Backend> Network<B> {
     ) -> Result<()> {
         let last = self.activations.len() - 1;
         let len = batch * self.image_len();
+        // Whether grad_out already holds dL/dz of the next convolution walked back (the forward
+        // pass's scoring, or the step after it, applied its activation's derivative).
+        let mut before_activation = false;
         match seed {
             Some(d_output) => self.backend.upload(d_output, &mut self.grad_out)?,
+            None if self.output_dz_ready => before_activation = true,
             None => self.backend.mse_backward(
                 len,
                 &self.activations[last],
@@ -510,9 +556,7 @@ impl<B: Backend> Network<B> {
                 &mut self.grad_out,
             )?,
         }
-        // Whether grad_out already holds dL/dz of the next convolution walked back (the step
-        // after it applied its activation's derivative to dx).
-        let mut before_activation = false;
+        self.output_dz_ready = false;
         for step in self.steps.iter().rev() {
             if stop == Some(step.layer()) {
                 return Ok(());

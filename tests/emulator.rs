@@ -139,6 +139,11 @@ fn fused_upsampled_backward_kernels_match_the_reference() {
 }
 
 #[test]
+fn scored_output_convolution_matches_the_reference_and_the_operations_in_turn() {
+    parity::check_scored(emulated, 1e-5);
+}
+
+#[test]
 fn fused_upsampled_backward_is_deterministic_and_other_convolutions_run_in_turn() {
     // Three chunks of 64 channels: the same bits every run.
     let fused = conv(

@@ -105,6 +105,12 @@ fn gpu_fused_upsampled_backward_matches_the_reference_and_the_cpu_engine() {
 
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test gpu -- --ignored"]
+fn gpu_scored_output_convolution_matches_the_reference_and_the_operations_in_turn() {
+    parity::check_scored(gpu, 1e-5);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test gpu -- --ignored"]
 fn tf32_convolutions_match_the_cpu_engine_at_the_model_shapes_within_2_to_the_minus_10() {
     for conv in convolutions(&Architecture::reference(), 224, 224, 8).unwrap() {
         let inputs = parity::conv_inputs(&conv, 5);

@@ -216,6 +216,31 @@ fn a_layer_output_gradient_is_taken_before_its_activation() {
 }
 
 #[test]
+fn a_backward_pass_without_a_new_forward_pass_computes_the_loss_gradient_again() {
+    // The forward pass leaves dL/dz of the output convolution for the backward pass, which uses
+    // it up; a second backward pass, here after a walk that seeded its own gradient, computes
+    // it again from the stored output and gets the same gradients.
+    let arch = Architecture::reference();
+    let (size, batch) = (16, 2);
+    let params = arch.glorot_uniform(5);
+    let mut net =
+        Network::new(CpuBackend::new(), arch.clone(), size, size, batch, &params).unwrap();
+    let images = random(batch * size * size, 0.0, 1.0, 6);
+    net.forward(&images).unwrap();
+    net.backward(batch).unwrap();
+    let first = net.gradients().unwrap();
+    let conv4 = arch
+        .layers
+        .iter()
+        .position(|l| l.name() == "conv4")
+        .unwrap();
+    net.output_gradient(batch, conv4, &random(images.len(), -1.0, 1.0, 7))
+        .unwrap();
+    net.backward(batch).unwrap();
+    assert_eq!(first, net.gradients().unwrap());
+}
+
+#[test]
 fn a_few_hundred_steps_cut_the_loss_tenfold() {
     let arch = Architecture::reference();
     let (size, batch) = (16, 4);

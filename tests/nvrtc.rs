@@ -14,11 +14,13 @@ use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
 const ARCHITECTURES: [&str; 2] = ["compute_89", "compute_90"];
 /// Kernels that carry the training step's arithmetic: they must not spill.
-const HOT_KERNELS: [&str; 5] = [
+const HOT_KERNELS: [&str; 7] = [
     "conv2d_gathered_gemm",
     "conv2d_filter_partials",
     "conv2d_one_input_channel_pooled",
     "conv2d_pooled_filter_partials_one_channel",
+    "conv2d_upsampled_one_output_channel",
+    "conv2d_upsampled_one_output_channel_scored",
     "conv2d_upsampled_one_output_channel_backward",
 ];
 

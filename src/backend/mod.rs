@@ -14,6 +14,7 @@
 //! | `maxpool2_forward`, `maxpool2_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | pool.cu | ops, emulator |
 //! | `upsample2_forward`, `upsample2_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | pool.cu | ops, emulator |
 //! | `mse_loss`, `mse_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | loss.cu `mse_partials`, `mse_finish`; elementwise.cu `mse_backward` | ops, emulator |
+//! | `conv2d_forward_scored`, `scored_loss` (the output convolution with the loss and dL/dz) | the three in turn, then `mse_loss` | the three in turn, then `mse_loss` | gpu/mod.rs: one kernel for an upsampled input with one output channel (conv6), else the three in turn; the loss from block partials | conv2d_one_channel.cu `conv2d_upsampled_one_output_channel_scored`; loss.cu `mse_partials`, `mse_finish` | emulator, gpu, model |
 //! | optimizer updates | reference.rs | cpu/mod.rs | gpu/mod.rs | elementwise.cu | keras_reference, emulator |
 //!
 //! Tests are files of tests/: ops (CPU engine against the reference and finite differences),
@@ -341,6 +342,44 @@ pub trait Backend {
         y: &mut Self::Buffer,
     ) -> Result<()>;
 
+    /// The model's output convolution as a forward pass ends, scored against `target`: `y` as
+    /// [`conv2d_forward`](Self::conv2d_forward) makes it, and `dz` = dL/dz for the loss
+    /// L = mse(y, target) over y's values, where the backward pass starts: 2 (y - target) / len
+    /// ([`mse_backward`](Self::mse_backward)) times the activation's derivative at y
+    /// ([`activation_backward`](Self::activation_backward)), the same bits as those two. A
+    /// backend may also leave L in `loss` (one value) for
+    /// [`scored_loss`](Self::scored_loss). By default the three operations in turn
+    /// ([`forward_scored_in_turn`]); a backend may fuse them, reading y once.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_forward_scored(
+        &mut self,
+        conv: &Conv,
+        x: &Self::Buffer,
+        params: &Self::Buffer,
+        target: &Self::Buffer,
+        y: &mut Self::Buffer,
+        dz: &mut Self::Buffer,
+        _loss: &mut Self::Buffer,
+    ) -> Result<()>
+    where
+        Self: Sized,
+    {
+        forward_scored_in_turn(self, conv, (x, params, target), y, dz)
+    }
+
+    /// L = mse(y, target) over `len` values after the
+    /// [`conv2d_forward_scored`](Self::conv2d_forward_scored) that wrote `y` and `loss`
+    /// (waits for it): by default [`mse_loss`](Self::mse_loss) of y; a backend that left L in
+    /// `loss` reads it there.
+    fn scored_loss(
+        &mut self,
+        len: usize,
+        (y, target): (&Self::Buffer, &Self::Buffer),
+        _loss: &Self::Buffer,
+    ) -> Result<f64> {
+        self.mse_loss(len, y, target)
+    }
+
     /// In place on `grad` (dL/dy on entry, dL/dz on exit) where y = activation(z):
     /// relu: dz = dy * (y > 0); sigmoid: dz = dy * y * (1 - y).
     fn activation_backward(
@@ -512,4 +551,19 @@ pub fn backward_in_turn<B: Backend>(
         Some(activation) => backend.activation_backward(activation, conv.input.len(), x, dx),
         None => Ok(()),
     }
+}
+
+/// y and dz of [`Backend::conv2d_forward_scored`] as three operations: the forward pass, the
+/// loss's gradient, then the activation's derivative.
+pub fn forward_scored_in_turn<B: Backend>(
+    backend: &mut B,
+    conv: &Conv,
+    (x, params, target): (&B::Buffer, &B::Buffer, &B::Buffer),
+    y: &mut B::Buffer,
+    dz: &mut B::Buffer,
+) -> Result<()> {
+    backend.conv2d_forward(conv, x, params, y)?;
+    let len = conv.output().len();
+    backend.mse_backward(len, y, target, dz)?;
+    backend.activation_backward(conv.activation, len, y, dz)
 }

@@ -85,6 +85,14 @@ fn shape_text(s: Nhwc) -> String {
     format!("{}x{}x{}x{}", s.batch, s.height, s.width, s.channels)
 }
 
+/// ", upsampled input" for a convolution that reads its input upsampled.
+fn upsampled_text(conv: &Conv) -> &'static str {
+    match conv.read {
+        ConvInput::Upsampled2 => ", upsampled input",
+        ConvInput::Direct => "",
+    }
+}
+
 /// A convolution's passes: forward, backward-data (not for the first layer, whose input needs
 /// no gradient) and backward-filter.
 fn conv_timings<B: Backend>(
@@ -101,14 +109,11 @@ fn conv_timings<B: Backend>(
     let mut y = backend.alloc(conv.output().len())?;
     let mut dx = backend.alloc(conv.input.len())?;
     let mut grads = backend.alloc(count)?;
-    let read = match conv.read {
-        ConvInput::Upsampled2 => ", upsampled input",
-        ConvInput::Direct => "",
-    };
     let shape = format!(
-        "{} -> {}{read}",
+        "{} -> {}{}",
         shape_text(conv.input),
-        conv.slot.out_channels
+        conv.slot.out_channels,
+        upsampled_text(conv)
     );
     let name = |pass: ConvPass| format!("{} {}", conv.slot.name, pass.name());
     let algorithm = backend.conv_algorithm();
@@ -164,6 +169,42 @@ fn conv_timings<B: Backend>(
         },
     );
     measure(backend, vec![whole], repeats, peaks, out)
+}
+
+/// The model's output convolution scored against a target (its loss and dL/dz), as training
+/// runs it.
+fn scored_conv_timings<B: Backend>(
+    backend: &mut B,
+    conv: &Conv,
+    repeats: usize,
+    peaks: Option<Peaks>,
+    out: &mut Vec<KernelTiming>,
+) -> Result<()> {
+    let params = filled(backend, conv.slot.bias.end, 7)?;
+    let inputs = rotated(backend, conv.input.len())?;
+    let output = conv.output().len();
+    let target = filled(backend, output, 5)?;
+    let (mut y, mut dz, mut loss) = (
+        backend.alloc(output)?,
+        backend.alloc(output)?,
+        backend.alloc(1)?,
+    );
+    let shape = format!(
+        "{} -> {}{}, scored",
+        shape_text(conv.input),
+        conv.slot.out_channels,
+        upsampled_text(conv)
+    );
+    let name = format!(
+        "{} forward with the loss and dL/dz (fused, as in training)",
+        conv.slot.name
+    );
+    let work = work::scored_conv_work(conv, backend.conv_algorithm());
+    let scored = Case::new(name, &shape, work, |b: &mut B, i| {
+        let x = &inputs[i % ROTATIONS];
+        b.conv2d_forward_scored(conv, x, &params, &target, &mut y, &mut dz, &mut loss)
+    });
+    measure(backend, vec![scored], repeats, peaks, out)
 }
 
 /// A first convolution and its max pooling as one pass, forward and backward-filter, as
@@ -353,6 +394,9 @@ pub fn kernels<B: Backend>(
     if graph::pools_first_convolution(&architecture) {
         let pair = (&convs[0], &architecture.layers[1]);
         pooled_conv_timings(backend, pair, repeats, peaks, &mut out)?;
+    }
+    if let Some(output) = convs.last() {
+        scored_conv_timings(backend, output, repeats, peaks, &mut out)?;
     }
     let shapes = architecture.shapes(size, size)?;
     for (layer, s) in architecture.layers.iter().zip(shapes) {

@@ -18,7 +18,8 @@
 //! Bytes: convolution forward input + kernel and bias + output; backward-data dz + kernel +
 //! dx; backward-filter input + dz + kernel and bias gradients; conv1 pooled in the same pass
 //! ([`pooled_conv_work`]) input + kernel and bias + the pooled tensor, its backward counting
-//! the forward arithmetic it does again. Max pooling: 3 comparisons per
+//! the forward arithmetic it does again; the output convolution scored against its target
+//! ([`scored_conv_work`]) the forward's, the target and dz. Max pooling: 3 comparisons per
 //! output, input + output (backward x + dy + dx). Upsampling: no FLOPs, input + 4 x input.
 //! MSE loss: 3 FLOPs per element, two tensors; its gradient 3 FLOPs, three tensors. Activation
 //! derivative: 2 FLOPs, three tensors. RMSprop: 8 FLOPs and 20 bytes per parameter; Adam: 12
@@ -133,6 +134,23 @@ pub fn conv_backward_work(conv: &Conv, algorithm: ConvAlgorithm) -> Work {
         flops: data.flops + filter.flops + derivative,
         executed_flops: data.executed_flops + filter.executed_flops + derivative,
         bytes: floats(2 * conv.input.len() + conv.output().len() + 2 * params),
+    }
+}
+
+/// The model's output convolution scored against its target as training runs it
+/// ([`Backend::conv2d_forward_scored`]): the forward pass, then per output value the loss's
+/// 3 FLOPs and its gradient's 5 (the MSE's 3 and the activation derivative's 2); bytes the
+/// forward's, the target read and dz written.
+///
+/// [`Backend::conv2d_forward_scored`]: crate::backend::Backend::conv2d_forward_scored
+pub fn scored_conv_work(conv: &Conv, algorithm: ConvAlgorithm) -> Work {
+    let forward = conv_work(conv, ConvPass::Forward, algorithm);
+    let output = conv.output().len();
+    let scoring = 8.0 * output as f64;
+    Work {
+        flops: forward.flops + scoring,
+        executed_flops: forward.executed_flops + scoring,
+        bytes: forward.bytes + floats(2 * output),
     }
 }
 

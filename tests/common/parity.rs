@@ -288,6 +288,121 @@ pub fn fused_backward_inputs(
 pub const X_ACTIVATIONS: [Option<Activation>; 3] =
     [Some(Activation::Relu), Some(Activation::Sigmoid), None];
 
+pub const SCORED_OUTPUTS: [&str; 3] = ["scored forward", "scored dz", "scored loss"];
+
+/// y, dz = dL/dz and the loss L = mse(y, target) of `conv` on `backend`, from one
+/// `conv2d_forward_scored` (the loss read with `scored_loss`).
+pub fn scored_outputs<B: Backend>(
+    backend: &mut B,
+    conv: &Conv,
+    [x, target, params]: &[Vec<f32>; 3],
+) -> Vec<Vec<f32>> {
+    backend.plan(std::slice::from_ref(conv)).unwrap();
+    let output = conv.output().len();
+    let (bx, btarget, bparams) = (
+        upload(backend, x),
+        upload(backend, target),
+        upload(backend, params),
+    );
+    let (mut y, mut dz, mut loss) = (
+        poisoned(backend, output),
+        poisoned(backend, output),
+        poisoned(backend, 1),
+    );
+    backend
+        .conv2d_forward_scored(conv, &bx, &bparams, &btarget, &mut y, &mut dz, &mut loss)
+        .unwrap();
+    let mse = backend.scored_loss(output, (&y, &btarget), &loss).unwrap();
+    vec![
+        download(backend, &y, output),
+        download(backend, &dz, output),
+        vec![mse as f32],
+    ]
+}
+
+/// The same three from the operations in turn: `conv2d_forward`, `mse_backward`,
+/// `activation_backward` and `mse_loss`.
+pub fn outputs_in_turn<B: Backend>(
+    backend: &mut B,
+    conv: &Conv,
+    [x, target, params]: &[Vec<f32>; 3],
+) -> Vec<Vec<f32>> {
+    backend.plan(std::slice::from_ref(conv)).unwrap();
+    let output = conv.output().len();
+    let (bx, btarget, bparams) = (
+        upload(backend, x),
+        upload(backend, target),
+        upload(backend, params),
+    );
+    let (mut y, mut dz) = (poisoned(backend, output), poisoned(backend, output));
+    backend.conv2d_forward(conv, &bx, &bparams, &mut y).unwrap();
+    backend.mse_backward(output, &y, &btarget, &mut dz).unwrap();
+    backend
+        .activation_backward(conv.activation, output, &y, &mut dz)
+        .unwrap();
+    let mse = backend.mse_loss(output, &y, &btarget).unwrap();
+    vec![
+        download(backend, &y, output),
+        download(backend, &dz, output),
+        vec![mse as f32],
+    ]
+}
+
+/// x, the target (in [0, 1], as images are) and the parameters of a scored forward pass.
+pub fn scored_inputs(conv: &Conv, seed: u64) -> [Vec<f32>; 3] {
+    [
+        random(conv.input.len(), -1.0, 1.0, seed),
+        random(conv.output().len(), 0.0, 1.0, seed + 1),
+        random(conv.slot.bias.end, -0.5, 0.5, seed + 2),
+    ]
+}
+
+/// Output convolutions to score: conv6's kind (one output channel of an upsampled input,
+/// one kernel on a GPU), with sigmoid and with ReLU, and others the GPU scores in turn.
+pub fn scored_cases() -> Vec<Conv> {
+    let mut cases = fused_backward_cases();
+    cases.extend([
+        conv(
+            nhwc(2, 5, 7, 24),
+            1,
+            ConvInput::Upsampled2,
+            Activation::Relu,
+        ),
+        conv(
+            nhwc(2, 5, 7, 3),
+            4,
+            ConvInput::Upsampled2,
+            Activation::Sigmoid,
+        ),
+        conv(nhwc(2, 5, 7, 3), 1, ConvInput::Direct, Activation::Sigmoid),
+    ]);
+    cases
+}
+
+/// The scored forward pass on backends made by `make`, for every [`scored_cases`]: y, dz and
+/// the loss within `tolerance` of the float64 reference; y and dz the same bits as the
+/// operations in turn on the same backend and the loss within 1e-6 of theirs; the same bits
+/// on a second run.
+pub fn check_scored<B: Backend>(make: impl Fn() -> B, tolerance: f64) {
+    use whorl::backend::reference::ReferenceBackend;
+    for (case, conv) in scored_cases().iter().enumerate() {
+        let inputs = scored_inputs(conv, 50 + 3 * case as u64);
+        let got = scored_outputs(&mut make(), conv, &inputs);
+        let expected = scored_outputs(&mut ReferenceBackend, conv, &inputs);
+        let errors = errors(&SCORED_OUTPUTS, &got, &expected);
+        assert_within(&errors, tolerance, &format!("{conv:?}"));
+        let in_turn = outputs_in_turn(&mut make(), conv, &inputs);
+        assert_eq!(bits(&got[..2]), bits(&in_turn[..2]), "{conv:?}");
+        let loss_error = relative_error(&got[2], &[f64::from(in_turn[2][0])]);
+        assert!(
+            loss_error < 1e-6,
+            "loss {loss_error:e} from in turn, {conv:?}"
+        );
+        let again = scored_outputs(&mut make(), conv, &inputs);
+        assert_eq!(bits(&got), bits(&again), "{conv:?}");
+    }
+}
+
 /// Every output's bits, to assert two runs gave the same results.
 pub fn bits(outputs: &[Vec<f32>]) -> Vec<u32> {
     outputs.iter().flatten().map(|x| x.to_bits()).collect()

@@ -277,11 +277,29 @@ fn pooled_partials_len(conv: &Conv) -> usize {
     pooled_filter_chunks(conv).1 * kernels::ONE_CHANNEL_ROWS * conv.slot.out_channels
 }
 
-/// Whether [`Backend::conv2d_backward`] runs `conv` as one kernel
-/// (conv2d_upsampled_one_output_channel_backward): a convolution with one output channel of an
-/// upsampled input (conv6).
-fn fused_backward(conv: &Conv) -> bool {
+/// Whether `conv` has one output channel of an upsampled input (conv6): its forward pass,
+/// scored forward pass ([`Backend::conv2d_forward_scored`]) and whole backward pass
+/// ([`Backend::conv2d_backward`]) each run as one kernel (conv2d_one_channel.cu).
+fn one_output_upsampled(conv: &Conv) -> bool {
     conv.read == ConvInput::Upsampled2 && conv.slot.out_channels == 1
+}
+
+/// Blocks of conv2d_upsampled_one_output_channel(_scored) over `conv`: ONE_OUTPUT_RUNS runs of
+/// ONE_OUTPUT_RUN source cells each.
+fn one_output_blocks(conv: &Conv) -> usize {
+    let input = conv.input;
+    let runs = input.batch * input.height * input.width.div_ceil(kernels::ONE_OUTPUT_RUN);
+    runs.div_ceil(kernels::ONE_OUTPUT_RUNS)
+}
+
+/// Partial sums of a loss: the one-output kernel's blocks for a scored `conv`, else
+/// mse_partials's fixed grid.
+fn loss_partials_len(conv: &Conv) -> usize {
+    if one_output_upsampled(conv) {
+        one_output_blocks(conv).max(LOSS_BLOCKS)
+    } else {
+        LOSS_BLOCKS
+    }
 }
 
 /// (source pixels per chunk, chunks) of the fused backward pass: blocks of a memory-bound pass,
@@ -293,7 +311,7 @@ fn fused_backward_chunks(conv: &Conv) -> (usize, usize) {
 /// Floats of the fused backward pass's partials (chunks x (9 cin + 1): the kernel and bias
 /// gradients' layout), 0 for a convolution that does not take it.
 fn fused_backward_partials_len(conv: &Conv) -> usize {
-    if !fused_backward(conv) {
+    if !one_output_upsampled(conv) {
         return 0;
     }
     fused_backward_chunks(conv).1 * (9 * conv.slot.in_channels + 1)
@@ -369,7 +387,7 @@ pub struct GpuBackend<D: Device> {
     partials: Option<GpuBuffer>,
     /// The 2x2 box sums of an upsampled convolution's dz.
     box_sums: Option<GpuBuffer>,
-    /// Per-block loss sums, then the loss.
+    /// The loss of [`Backend::mse_loss`], then per-block sums of squared errors.
     loss: Option<GpuBuffer>,
 }
 
@@ -605,6 +623,80 @@ impl<D: Device> GpuBackend<D> {
         kernels::upsample2_box_sums(&mut self.device, launch, dz.ptr, batch, h, w, c, q)?;
         Ok(q)
     }
+
+    /// An upsampled convolution's kernel folded into its four 2x2 phase kernels (conv2d.cu),
+    /// in the kernel scratch.
+    fn fold_phases(&mut self, conv: &Conv, params: &GpuBuffer) -> Result<DevicePtr> {
+        let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
+        let phases = Self::scratch(&self.kernel_scratch);
+        kernels::conv2d_fold_phases_kernel(
+            &mut self.device,
+            Launch::per_element(16 * cin * cout),
+            params.at(conv.slot.weight.start),
+            int(cin)?,
+            int(cout)?,
+            phases,
+        )?;
+        Ok(phases)
+    }
+
+    /// Where `blocks` sums of squared errors go for `conv`, if `plan()` made room for them.
+    fn loss_partials(&self, conv: &Conv, blocks: usize) -> Result<DevicePtr> {
+        let planned = self.loss.as_ref().map_or(0, |l| l.len.saturating_sub(1));
+        if planned < blocks {
+            return Err(Error::Backend {
+                backend: "gpu".into(),
+                reason: format!(
+                    "{}: the loss needs {blocks} partial sums, plan() made room for {planned}: \
+                     plan() with this convolution first",
+                    conv.slot.name
+                ),
+            });
+        }
+        Ok(Self::scratch(&self.loss).offset(1))
+    }
+
+    /// mse_partials's sums of squared errors over the first `len` values, into the loss
+    /// scratch; returns how many.
+    fn squared_error_partials(
+        &mut self,
+        len: usize,
+        prediction: &GpuBuffer,
+        target: &GpuBuffer,
+    ) -> Result<usize> {
+        let partials = Self::scratch(&self.loss).offset(1);
+        let launch = Launch::blocks([LOSS_BLOCKS as u32, 1, 1], kernels::MSE_SHARED_FLOATS);
+        kernels::mse_partials(
+            &mut self.device,
+            launch,
+            int(len)?,
+            prediction.ptr,
+            target.ptr,
+            partials,
+        )?;
+        Ok(LOSS_BLOCKS)
+    }
+
+    /// out[0] = the mean squared error over `len` values from the first `blocks` partial sums
+    /// in the loss scratch, added in a fixed order.
+    fn finish_mse(&mut self, blocks: usize, len: usize, out: DevicePtr) -> Result<()> {
+        let partials = Self::scratch(&self.loss).offset(1);
+        kernels::mse_finish(
+            &mut self.device,
+            Launch::blocks([1, 1, 1], kernels::MSE_FINISH_SHARED_FLOATS),
+            int(blocks)?,
+            int(len)?,
+            partials,
+            out,
+        )
+    }
+
+    /// The loss at `out` (waits for the operations queued before).
+    fn read_loss(&mut self, out: DevicePtr) -> Result<f64> {
+        let mut value = [0.0f32];
+        self.device.download(out, &mut value)?;
+        Ok(f64::from(value[0]))
+    }
 }
 
 /// Elements of an upsampled convolution's box sums: [batch, 2h + 1, 2w + 1, cout].
@@ -637,7 +729,7 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
 
     fn plan(&mut self, convs: &[Conv]) -> Result<()> {
-        let (mut kernel, mut partials, mut box_sums) = (1, 1, 1);
+        let (mut kernel, mut partials, mut box_sums, mut loss) = (1, 1, 1, LOSS_BLOCKS);
         for conv in convs {
             let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
             kernel = kernel.max(16 * cin * cout);
@@ -648,11 +740,12 @@ impl<D: Device> Backend for GpuBackend<D> {
             partials = partials.max(pass.partials_len());
             partials = partials.max(pooled_partials_len(conv));
             partials = partials.max(fused_backward_partials_len(conv));
+            loss = loss.max(loss_partials_len(conv));
         }
         self.kernel_scratch = Some(self.alloc(kernel)?);
         self.partials = Some(self.alloc(partials)?);
         self.box_sums = Some(self.alloc(box_sums)?);
-        self.loss = Some(self.alloc(LOSS_BLOCKS + 1)?);
+        self.loss = Some(self.alloc(1 + loss)?);
         Ok(())
     }
 
@@ -718,21 +811,10 @@ impl<D: Device> Backend for GpuBackend<D> {
         }
         // Four 2x2 phase convolutions of the small input, one per output parity (conv2d.cu);
         // with one output channel, one direct kernel computes all four (conv2d_one_channel.cu).
-        let phases = Self::scratch(&self.kernel_scratch);
-        kernels::conv2d_fold_phases_kernel(
-            &mut self.device,
-            Launch::per_element(16 * cin * cout),
-            kernel,
-            int(cin)?,
-            int(cout)?,
-            phases,
-        )?;
+        let phases = self.fold_phases(conv, params)?;
         if cout == 1 {
             let [batch, h, w, _] = shape_args(conv.input)?;
-            let runs = conv.input.batch
-                * conv.input.height
-                * conv.input.width.div_ceil(kernels::ONE_OUTPUT_RUN);
-            let blocks = runs.div_ceil(kernels::ONE_OUTPUT_RUNS) as u32;
+            let blocks = one_output_blocks(conv) as u32;
             return kernels::conv2d_upsampled_one_output_channel(
                 &mut self.device,
                 Launch::blocks([blocks, 1, 1], kernels::ONE_OUTPUT_TAPS * cin),
@@ -861,7 +943,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         grads: &mut GpuBuffer,
         dx: &mut GpuBuffer,
     ) -> Result<()> {
-        if !fused_backward(conv) {
+        if !one_output_upsampled(conv) {
             return super::backward_in_turn(self, conv, (x, x_activation), dz, params, grads, dx);
         }
         // conv6: dx, its activation's derivative and the per-chunk kernel and bias gradients in
@@ -1019,29 +1101,62 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
 
     fn mse_loss(&mut self, len: usize, prediction: &GpuBuffer, target: &GpuBuffer) -> Result<f64> {
-        let loss = Self::scratch(&self.loss);
-        let (partials, out) = (loss, loss.offset(LOSS_BLOCKS));
-        let launch = Launch::blocks([LOSS_BLOCKS as u32, 1, 1], kernels::MSE_SHARED_FLOATS);
-        kernels::mse_partials(
+        let out = Self::scratch(&self.loss);
+        let blocks = self.squared_error_partials(len, prediction, target)?;
+        self.finish_mse(blocks, len, out)?;
+        self.read_loss(out)
+    }
+
+    fn conv2d_forward_scored(
+        &mut self,
+        conv: &Conv,
+        x: &GpuBuffer,
+        params: &GpuBuffer,
+        target: &GpuBuffer,
+        y: &mut GpuBuffer,
+        dz: &mut GpuBuffer,
+        loss: &mut GpuBuffer,
+    ) -> Result<()> {
+        let len = conv.output().len();
+        if !one_output_upsampled(conv) {
+            super::forward_scored_in_turn(self, conv, (x, params, target), y, dz)?;
+            let blocks = self.squared_error_partials(len, y, target)?;
+            return self.finish_mse(blocks, len, loss.ptr);
+        }
+        // conv6: y, dz and a sum of squared errors per block in one kernel, then the sums added.
+        let blocks = one_output_blocks(conv);
+        let partials = self.loss_partials(conv, blocks)?;
+        let phases = self.fold_phases(conv, params)?;
+        let slot = &conv.slot;
+        let [batch, h, w, cin] = shape_args(conv.input)?;
+        let shared = kernels::ONE_OUTPUT_TAPS * slot.in_channels + kernels::ONE_CHANNEL_WARPS;
+        kernels::conv2d_upsampled_one_output_channel_scored(
             &mut self.device,
-            launch,
+            Launch::blocks([blocks as u32, 1, 1], shared),
+            x.ptr,
+            batch,
+            h,
+            w,
+            cin,
+            phases,
+            params.at(slot.bias.start),
+            activation_code(Some(conv.activation)),
+            y.ptr,
             int(len)?,
-            prediction.ptr,
             target.ptr,
+            dz.ptr,
             partials,
         )?;
-        let launch = Launch::single_thread();
-        kernels::mse_finish(
-            &mut self.device,
-            launch,
-            int(LOSS_BLOCKS)?,
-            int(len)?,
-            partials,
-            out,
-        )?;
-        let mut value = [0.0f32];
-        self.device.download(out, &mut value)?;
-        Ok(f64::from(value[0]))
+        self.finish_mse(blocks, len, loss.ptr)
+    }
+
+    fn scored_loss(
+        &mut self,
+        _len: usize,
+        _outputs: (&GpuBuffer, &GpuBuffer),
+        loss: &GpuBuffer,
+    ) -> Result<f64> {
+        self.read_loss(loss.ptr)
     }
 
     fn mse_backward(
