@@ -27,10 +27,10 @@
 #include "whorl.cuh"
 
 // Tile of the output: 128 pixels x 64 channels per block of 256 threads (128 x 128 for outputs
-// of more than 64 channels, 256 x 32 for at most 32, so no half of the tile idles), K in steps
+// of more than 64 channels, 256 x 32 for at most 32, so no half of the tile idles), K in slices
 // of 16; each thread accumulates 8 pixels x 4 channels in registers (8 x 8 in the 128 x 128
 // tile, twice the multiply-adds per shared-memory read and per gathered value) and gathers
-// TILE_P / 16 window values per step of K.
+// TILE_P / 16 window values per slice.
 #define GEMM_TILE_P 128
 #define GEMM_TILE_N 64
 #define GEMM_WIDE_TILE_P 128
@@ -39,10 +39,15 @@
 #define GEMM_NARROW_TILE_N 32
 #define GEMM_TILE_K 16
 #define GEMM_THREAD_P 8
-// Shared memory: the A tile, the weight tile and the tile's window origins (4 words a pixel).
-#define GEMM_SHARED_FLOATS (GEMM_TILE_P * (GEMM_TILE_K + 5) + GEMM_TILE_K * GEMM_TILE_N)
-#define GEMM_WIDE_SHARED_FLOATS (GEMM_WIDE_TILE_P * (GEMM_TILE_K + 5) + GEMM_TILE_K * GEMM_WIDE_TILE_N)
-#define GEMM_NARROW_SHARED_FLOATS (GEMM_NARROW_TILE_P * (GEMM_TILE_K + 5) + GEMM_TILE_K * GEMM_NARROW_TILE_N)
+// Resident blocks per multiprocessor the 128 x 128 tile is compiled for (at most 128
+// registers a thread): with one, its stalls on the next slice's loads would idle the SM.
+#define GEMM_WIDE_BLOCKS 2
+// Shared memory: two stages, each a slice of the A tile stored k-major ([TILE_K][TILE_P + 4]:
+// a thread reads its 8 pixels of one k as two 16-byte reads) and of the weight tile
+// ([TILE_K][TILE_N]), then the tile's window origins (4 words a pixel).
+#define GEMM_SHARED_FLOATS (2 * GEMM_TILE_K * (GEMM_TILE_P + 4 + GEMM_TILE_N) + 4 * GEMM_TILE_P)
+#define GEMM_WIDE_SHARED_FLOATS (2 * GEMM_TILE_K * (GEMM_WIDE_TILE_P + 4 + GEMM_WIDE_TILE_N) + 4 * GEMM_WIDE_TILE_P)
+#define GEMM_NARROW_SHARED_FLOATS (2 * GEMM_TILE_K * (GEMM_NARROW_TILE_P + 4 + GEMM_NARROW_TILE_N) + 4 * GEMM_NARROW_TILE_P)
 
 // Kernel-gradient tiles: 64 rows of K x 64 columns per block (128 x 128 where 128 columns pad
 // no more than 64), over 32 pixels at a time; shared memory for the two staged operands (rows
@@ -56,12 +61,19 @@
 #define FILTER_WIDE_SHARED_FLOATS (2 * FILTER_TILE_P * (FILTER_WIDE_TILE + 4) + 4 * FILTER_TILE_P)
 
 // out[p', n] = activation(bias[n] + sum over k of window(p)[k] * weights[k, n]), one
-// TILE_P x TILE_N tile of it per block of 256 threads. Gathering: thread t loads column t % 16
-// of the A tile for pixel rows t / 16 + 16 m (m < TILE_P / 16); the tile's window origins are
-// computed once, before the K loop, into shared memory (registers would hold 4 words a row).
-// Multiplying: thread t computes channels THREAD_N (t % (TILE_N / THREAD_N)) .. + THREAD_N of
-// pixels 8 (t / (TILE_N / THREAD_N)) .. + 8: per step of K, 8 + THREAD_N shared-memory reads
-// feed 8 THREAD_N multiply-adds. Threads that share their pixels read them as broadcasts.
+// TILE_P x TILE_N tile of it per block of 256 threads, K in slices of GEMM_TILE_K through two
+// shared-memory stages: while the block multiplies one slice, each thread's gathers of the
+// next are in flight into registers, stored to the other stage after the multiply (the next
+// weights go there directly); one barrier a slice.
+// Gathering: thread t loads column t % 16 of the A slice for pixel rows t / 16 + 16 m
+// (m < TILE_P / 16), its tap and channel advanced without divisions; the tile's window origins
+// are computed once, before the K loop, into shared memory (registers would hold 4 words a row).
+// Multiplying: thread t computes pixels 8 (t / L) .. + 8, L = TILE_N / THREAD_N threads along the
+// channels, and THREAD_N channels in runs of 4: 4 (t % L) .. + 4, and TILE_N / 2 further on for
+// THREAD_N = 8. Per k, two 16-byte reads of A and one per run of 4 channels feed 8 THREAD_N
+// multiply-adds; threads that share their pixels read them as broadcasts, and a quarter warp's
+// channel reads are 128 consecutive bytes. Every output adds its products in rising k, so the
+// results do not depend on the tile.
 template <int TILE_P, int TILE_N, int THREAD_N>
 __device__ __forceinline__ void gathered_gemm_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
@@ -69,12 +81,17 @@ __device__ __forceinline__ void gathered_gemm_tile(
     const float* __restrict__ weights, int n, const float* __restrict__ bias, int activation,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col) {
     constexpr int gathers = TILE_P * GEMM_TILE_K / WHORL_THREADS;
+    constexpr int weight_loads = GEMM_TILE_K * TILE_N / WHORL_THREADS;
+    constexpr int pitch = TILE_P + 4;
+    constexpr int lanes_n = TILE_N / THREAD_N, runs = THREAD_N / 4;
+    static_assert(THREAD_N % 4 == 0 && (TILE_N / runs) % 4 == 0, "channels in runs of 4");
     WHORL_DYNAMIC_SHARED(float, shared);
-    float* a_tile = shared;                                 // [TILE_P][TILE_K + 1]
-    float* w_tile = shared + TILE_P * (GEMM_TILE_K + 1);    // [TILE_K][TILE_N]
-    WindowOrigin* origins = reinterpret_cast<WindowOrigin*>(w_tile + GEMM_TILE_K * TILE_N);
+    float* a_stages = shared;                                // [2][TILE_K][pitch]
+    float* w_stages = shared + 2 * GEMM_TILE_K * pitch;      // [2][TILE_K][TILE_N]
+    WindowOrigin* origins = reinterpret_cast<WindowOrigin*>(w_stages + 2 * GEMM_TILE_K * TILE_N);
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
+    const int slices = (k_total + GEMM_TILE_K - 1) / GEMM_TILE_K;
     const int p0 = blockIdx.x * TILE_P, n0 = blockIdx.y * TILE_N;
     const int t = threadIdx.x;
     const int gather_column = t % GEMM_TILE_K, gather_row = t / GEMM_TILE_K;
@@ -84,36 +101,76 @@ __device__ __forceinline__ void gathered_gemm_tile(
                                      stride, origin_row, origin_col);
     __syncthreads();
     TapCursor cursor = tap_cursor(gather_column, src_c, window);
-    const int first_column = (t % (TILE_N / THREAD_N)) * THREAD_N;
-    const int first_row = (t / (TILE_N / THREAD_N)) * GEMM_THREAD_P;
-    float acc[GEMM_THREAD_P][THREAD_N];
-    for (int r = 0; r < GEMM_THREAD_P; ++r)
-        for (int c = 0; c < THREAD_N; ++c) acc[r][c] = 0.0f;
-    for (int k0 = 0; k0 < k_total; k0 += GEMM_TILE_K) {
-        const bool k_inside = k0 + gather_column < k_total;
+    const int first_column = (t % lanes_n) * 4;
+    const int first_row = (t / lanes_n) * GEMM_THREAD_P;
+    // A slice of the weights, element t + 256 j of [TILE_K][TILE_N] per thread, straight into
+    // a stage (the weights are small and stay in L2).
+    auto copy_weights = [&](int slice, int stage) {
+        const int k0 = slice * GEMM_TILE_K;
+        WHORL_UNROLL
+        for (int j = 0; j < weight_loads; ++j) {
+            const int e = t + j * WHORL_THREADS;
+            const int k = k0 + e / TILE_N, c = n0 + e % TILE_N;
+            w_stages[stage * GEMM_TILE_K * TILE_N + e] =
+                (k < k_total && c < n) ? weights[k * n + c] : 0.0f;
+        }
+    };
+    // The window values of a slice into registers, gathered[m] for pixel row
+    // gather_row + 16 m, then (store) into a stage.
+    float gathered[gathers];
+    auto gather = [&](int slice) {
+        const bool k_inside = slice * GEMM_TILE_K + gather_column < k_total;
         WHORL_UNROLL
         for (int m = 0; m < gathers; ++m) {
             const WindowOrigin o = origins[gather_row + m * rows_per_pass];
-            float value = k_inside ? window_value(src, o, cursor.ty, cursor.tx, cursor.channel,
+            gathered[m] = k_inside ? window_value(src, o, cursor.ty, cursor.tx, cursor.channel,
                                                   src_h, src_w, src_c)
                                    : 0.0f;
-            a_tile[(gather_row + m * rows_per_pass) * (GEMM_TILE_K + 1) + gather_column] = value;
         }
         advance(cursor, GEMM_TILE_K, src_c, window);
-        for (int e = t; e < GEMM_TILE_K * TILE_N; e += WHORL_THREADS) {
-            int k = k0 + e / TILE_N, c = n0 + e % TILE_N;
-            w_tile[e] = (k < k_total && c < n) ? weights[k * n + c] : 0.0f;
+    };
+    auto store = [&](int stage) {
+        float* a_slice = a_stages + stage * GEMM_TILE_K * pitch;
+        WHORL_UNROLL
+        for (int m = 0; m < gathers; ++m)
+            a_slice[gather_column * pitch + gather_row + m * rows_per_pass] = gathered[m];
+    };
+    float acc[GEMM_THREAD_P][THREAD_N];
+    for (int r = 0; r < GEMM_THREAD_P; ++r)
+        for (int c = 0; c < THREAD_N; ++c) acc[r][c] = 0.0f;
+    gather(0);
+    copy_weights(0, 0);
+    store(0);
+    __syncthreads();
+    for (int slice = 0; slice < slices; ++slice) {
+        const int stage = slice % 2;
+        if (slice + 1 < slices) {
+            gather(slice + 1);
+            copy_weights(slice + 1, 1 - stage);
         }
-        __syncthreads();
+        const float* a_slice = a_stages + stage * GEMM_TILE_K * pitch + first_row;
+        const float* w_slice = w_stages + stage * GEMM_TILE_K * TILE_N + first_column;
         WHORL_UNROLL
         for (int kk = 0; kk < GEMM_TILE_K; ++kk) {
             float a[GEMM_THREAD_P], w[THREAD_N];
+            const float4 a_low = *reinterpret_cast<const float4*>(a_slice + kk * pitch);
+            const float4 a_high = *reinterpret_cast<const float4*>(a_slice + kk * pitch + 4);
+            a[0] = a_low.x, a[1] = a_low.y, a[2] = a_low.z, a[3] = a_low.w;
+            a[4] = a_high.x, a[5] = a_high.y, a[6] = a_high.z, a[7] = a_high.w;
+            WHORL_UNROLL
+            for (int run = 0; run < runs; ++run) {
+                const float4 quad = *reinterpret_cast<const float4*>(
+                    w_slice + kk * TILE_N + run * (TILE_N / runs));
+                w[4 * run] = quad.x, w[4 * run + 1] = quad.y;
+                w[4 * run + 2] = quad.z, w[4 * run + 3] = quad.w;
+            }
+            WHORL_UNROLL
             for (int r = 0; r < GEMM_THREAD_P; ++r)
-                a[r] = a_tile[(first_row + r) * (GEMM_TILE_K + 1) + kk];
-            for (int c = 0; c < THREAD_N; ++c) w[c] = w_tile[kk * TILE_N + first_column + c];
-            for (int r = 0; r < GEMM_THREAD_P; ++r)
+                WHORL_UNROLL
                 for (int c = 0; c < THREAD_N; ++c) acc[r][c] += a[r] * w[c];
         }
+        // Every thread is done with the other stage (the barrier below closed the slice before).
+        if (slice + 1 < slices) store(1 - stage);
         __syncthreads();
     }
     WHORL_UNROLL
@@ -126,8 +183,8 @@ __device__ __forceinline__ void gathered_gemm_tile(
         float* out_pixel = out + (size_t(image * out_h + row) * out_w + col) * n;
         WHORL_UNROLL
         for (int c = 0; c < THREAD_N; ++c) {
-            const int channel = n0 + first_column + c;
-            if (channel >= n) break;
+            const int channel = n0 + (c / 4) * (TILE_N / runs) + first_column + c % 4;
+            if (channel >= n) continue;
             const float b = bias ? bias[channel] : 0.0f;
             out_pixel[channel] = activate(acc[r][c] + b, activation);
         }
@@ -149,7 +206,7 @@ conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int 
 
 // The 128 x 128 tile, for n > 64. Grid: (ceil(pixels / GEMM_WIDE_TILE_P),
 // ceil(n / GEMM_WIDE_TILE_N)); block 256; dynamic shared memory GEMM_WIDE_SHARED_FLOATS.
-extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS, GEMM_WIDE_BLOCKS)
 conv2d_gathered_gemm_wide(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
                           int src_h, int src_w, int src_c, int window, int stride,
                           int origin_row, int origin_col, const float* __restrict__ weights,
