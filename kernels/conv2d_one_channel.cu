@@ -73,14 +73,6 @@ __device__ __forceinline__ float warps_total(const float* warp_sums, int per_war
     return sum;
 }
 
-// d activation / dz from y = activation(z), as activation_backward (elementwise.cu): relu
-// y > 0 ? 1 : 0, sigmoid y (1 - y); 1 without an activation.
-__device__ __forceinline__ float activation_slope(float y, int activation) {
-    if (activation == WHORL_RELU) return y > 0.0f ? 1.0f : 0.0f;
-    if (activation == WHORL_SIGMOID) return y * (1.0f - y);
-    return 1.0f;
-}
-
 // conv2d_upsampled_one_output_channel's channel loop for one run: lane's channels of the run's
 // 3 x (ONE_OUTPUT_RUN + 2) neighbourhood (at[dr][m]: where each neighbour starts in the
 // image, -1 in the zero padding) times the phase kernel, into the run's sums. With Checked

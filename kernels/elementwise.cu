@@ -8,8 +8,7 @@ extern "C" __global__ void activation_backward(int activation, int len, const fl
                                                float* __restrict__ grad) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= len) return;
-    float v = y[i];
-    grad[i] *= activation == WHORL_RELU ? (v > 0.0f ? 1.0f : 0.0f) : v * (1.0f - v);
+    grad[i] *= activation_slope(y[i], activation);
 }
 
 // grad = d mse / d prediction = 2 (prediction - target) / len

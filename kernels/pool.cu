@@ -21,19 +21,23 @@ extern "C" __global__ void maxpool2_forward(int batch, int h, int w, int c, cons
     y[e] = x[first_max(x, e, h, w, c)];
 }
 
-// dx = dy at the window's first maximum (as TensorFlow), 0 elsewhere; each thread writes its
-// window's four elements, so no two threads touch the same element. Grid ceil(len(dy) / 256).
+// dx = dy at the window's first maximum (as TensorFlow) times the derivative there of the
+// activation that produced x (activation_slope; WHORL_NO_ACTIVATION for none), 0 elsewhere;
+// each thread writes its window's four elements, so no two threads touch the same element.
+// Grid ceil(len(dy) / 256).
 extern "C" __global__ void maxpool2_backward(int batch, int h, int w, int c, const float* __restrict__ x,
-                                             const float* __restrict__ dy, float* __restrict__ dx) {
+                                             int activation, const float* __restrict__ dy,
+                                             float* __restrict__ dx) {
     int e = blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= batch * (h / 2) * (w / 2) * c) return;
     int ch = e % c, col = e / c % (w / 2), row = e / (c * (w / 2));
     int top = ((2 * row) * w + 2 * col) * c + ch, bottom = top + w * c;
     int best = first_max(x, e, h, w, c);
-    dx[top] = top == best ? dy[e] : 0.0f;
-    dx[top + c] = top + c == best ? dy[e] : 0.0f;
-    dx[bottom] = bottom == best ? dy[e] : 0.0f;
-    dx[bottom + c] = bottom + c == best ? dy[e] : 0.0f;
+    const float g = dy[e] * activation_slope(x[best], activation);
+    dx[top] = top == best ? g : 0.0f;
+    dx[top + c] = top + c == best ? g : 0.0f;
+    dx[bottom] = bottom == best ? g : 0.0f;
+    dx[bottom + c] = bottom + c == best ? g : 0.0f;
 }
 
 // y[2r + i, 2s + j] = x[r, s]. Grid ceil(len(y) / 256).

@@ -31,6 +31,14 @@ __device__ __forceinline__ float activate(float z, int activation) {
     return z;
 }
 
+// d activation / dz from y = activation(z): relu y > 0 ? 1 : 0, sigmoid y (1 - y); 1 without an
+// activation. Every kernel that applies an activation's derivative takes it from here.
+__device__ __forceinline__ float activation_slope(float y, int activation) {
+    if (activation == WHORL_RELU) return y > 0.0f ? 1.0f : 0.0f;
+    if (activation == WHORL_SIGMOID) return y * (1.0f - y);
+    return 1.0f;
+}
+
 // ---- Gathering convolution windows (implicit im2col), for conv2d.cu and conv2d_tf32.cu ----
 //
 // A grid pixel p = (image, i, j) reads a window of a source tensor whose tap (ty, tx) is source

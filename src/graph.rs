@@ -43,8 +43,11 @@ enum Step {
         conv_layer: usize,
         conv: Conv,
     },
+    /// `input_activation`: the activation of the convolution whose output the pooling reads,
+    /// whose derivative its backward pass applies ([`Backend::maxpool2_backward`]).
     MaxPool2 {
         layer: usize,
+        input_activation: Option<Activation>,
     },
     Upsample2 {
         layer: usize,
@@ -55,7 +58,7 @@ impl Step {
     /// The last layer the step computes: activations[layer + 1] is its output.
     fn layer(&self) -> usize {
         match *self {
-            Step::Conv { layer, .. } | Step::MaxPool2 { layer } | Step::Upsample2 { layer } => {
+            Step::Conv { layer, .. } | Step::MaxPool2 { layer, .. } | Step::Upsample2 { layer } => {
                 layer
             }
             Step::PooledConv { conv_layer, .. } => conv_layer + 1,
@@ -119,18 +122,17 @@ fn compile(architecture: &Architecture, shapes: &[Hwc], outputs: Outputs) -> Vec
                     slot: slots[layer].clone().expect("a conv layer has parameters"),
                     activation,
                 };
-                let input_activation = match source.checked_sub(1).map(|p| &layers[p]) {
-                    Some(&Layer::Conv2d { activation, .. }) => Some(activation),
-                    _ => None,
-                };
                 steps.push(Step::Conv {
                     layer,
                     source,
                     conv,
-                    input_activation,
+                    input_activation: architecture.input_activation(source),
                 });
             }
-            Layer::MaxPool2 { .. } => steps.push(Step::MaxPool2 { layer }),
+            Layer::MaxPool2 { .. } => steps.push(Step::MaxPool2 {
+                layer,
+                input_activation: architecture.input_activation(layer),
+            }),
             Layer::Upsample2 { .. } if folded(layer) => {}
             Layer::Upsample2 { .. } => steps.push(Step::Upsample2 { layer }),
         }
@@ -463,7 +465,7 @@ impl<B: Backend> Network<B> {
                     self.backend
                         .conv2d_pooled_forward(&conv, x, &self.params, pooled)?
                 }
-                Step::MaxPool2 { layer } => {
+                Step::MaxPool2 { layer, .. } => {
                     let input = batch_of(batch, self.shapes[*layer]);
                     let (x, y) = pair(&mut self.activations, *layer, layer + 1);
                     self.backend.maxpool2_forward(input, x, y)?
@@ -614,16 +616,28 @@ impl<B: Backend> Network<B> {
                         &mut self.grads,
                     );
                 }
-                Step::MaxPool2 { layer } => {
+                Step::MaxPool2 {
+                    layer,
+                    input_activation,
+                } => {
                     let input = batch_of(batch, self.shapes[*layer]);
                     let x = &self.activations[*layer];
-                    self.backend
-                        .maxpool2_backward(input, x, &self.grad_out, &mut self.grad_in)?
+                    // As for a convolution: the derivative goes into dx unless the walk stops
+                    // at the layer that produced x.
+                    let x_activation = input_activation.filter(|_| stop != Some(layer - 1));
+                    self.backend.maxpool2_backward(
+                        input,
+                        (x, x_activation),
+                        &self.grad_out,
+                        &mut self.grad_in,
+                    )?;
+                    before_activation = x_activation.is_some();
                 }
                 Step::Upsample2 { layer } => {
                     let input = batch_of(batch, self.shapes[*layer]);
                     self.backend
-                        .upsample2_backward(input, &self.grad_out, &mut self.grad_in)?
+                        .upsample2_backward(input, &self.grad_out, &mut self.grad_in)?;
+                    before_activation = false;
                 }
             }
             std::mem::swap(&mut self.grad_out, &mut self.grad_in);

@@ -133,6 +133,15 @@ impl Architecture {
         1 << pools
     }
 
+    /// The activation that produced the input of `layer`: that of the convolution just before
+    /// it, if the layer before is a convolution.
+    pub fn input_activation(&self, layer: usize) -> Option<Activation> {
+        match layer.checked_sub(1).map(|p| &self.layers[p]) {
+            Some(&Layer::Conv2d { activation, .. }) => Some(activation),
+            _ => None,
+        }
+    }
+
     /// Checks an input size and returns the shape of the input and of every layer's output.
     pub fn shapes(&self, height: usize, width: usize) -> Result<Vec<Hwc>> {
         let factor = self.downsampling();

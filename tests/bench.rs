@@ -98,7 +98,7 @@ fn the_report_has_every_kernel_and_round_trips_through_json() {
         "conv4 backward-data",
         "conv6 backward-filter",
         "pool1 forward",
-        "pool2 backward",
+        "pool2 backward (with the input's ReLU derivative)",
         "mse loss",
         "rmsprop (all parameters)",
         "adam (all parameters)",

@@ -194,15 +194,16 @@ fn pooling_the_first_convolution_changes_no_gradient_and_stores_less() {
 
 #[test]
 fn a_layer_output_gradient_is_taken_before_its_activation() {
-    // In training, a convolution's backward pass applies the derivative of the activation that
-    // produced its input; stopping at that layer (Grad-CAM) must give dL/d(its output) instead,
-    // which is not zero where ReLU cut the output to zero.
+    // In training, a convolution's or a pooling's backward pass applies the derivative of the
+    // activation that produced its input; stopping at that layer (Grad-CAM) must give
+    // dL/d(its output) instead, which is not zero where ReLU cut the output to zero (conv2
+    // feeds a pooling, conv3 and conv4 a convolution).
     let arch = Architecture::reference();
     let params = arch.glorot_uniform(8);
     let mut net =
         Network::keeping_every_output(CpuBackend::new(), arch.clone(), 16, 16, 1, &params).unwrap();
     let image = random(16 * 16, 0.0, 1.0, 9);
-    for name in ["conv3", "conv4"] {
+    for name in ["conv2", "conv3", "conv4"] {
         let layer = arch.layers.iter().position(|l| l.name() == name).unwrap();
         net.forward(&image).unwrap();
         let gradient = net

@@ -236,11 +236,33 @@ fn maxpool2_matches_direct_loops() {
         direct::maxpool2_forward(input, &widen(&x), &mut expected);
         assert_eq!(relative_error(&y, &expected), 0.0, "forward {input:?}");
 
-        let mut dx = vec![f32::NAN; input.len()];
-        cpu.maxpool2_backward(input, &x, &dy, &mut dx).unwrap();
-        let mut expected = vec![0.0; dx.len()];
-        direct::maxpool2_backward(input, &widen(&x), &widen(&dy), &mut expected);
-        assert_eq!(relative_error(&dx, &expected), 0.0, "backward {input:?}");
+        // The routed gradient alone, then times the derivative of the activation that
+        // produced x (x as ReLU's or sigmoid's output would be).
+        for x_activation in [None, Some(Activation::Relu), Some(Activation::Sigmoid)] {
+            let x: Vec<f32> = match x_activation {
+                Some(Activation::Relu) => x.iter().map(|v| v.max(0.0)).collect(),
+                Some(Activation::Sigmoid) => x.iter().map(|v| 0.5 * (v + 1.0)).collect(),
+                None => x.clone(),
+            };
+            let mut dx = vec![f32::NAN; input.len()];
+            cpu.maxpool2_backward(input, (&x, x_activation), &dy, &mut dx)
+                .unwrap();
+            let mut expected = vec![0.0; dx.len()];
+            direct::maxpool2_backward(input, &widen(&x), &widen(&dy), &mut expected);
+            if let Some(activation) = x_activation {
+                direct::activation_backward(activation, &widen(&x), &mut expected);
+            }
+            // Routing is exact; sigmoid's derivative is a float32 product.
+            let tolerance = match x_activation {
+                Some(Activation::Sigmoid) => 1e-6,
+                _ => 0.0,
+            };
+            let error = relative_error(&dx, &expected);
+            assert!(
+                error <= tolerance,
+                "backward {input:?} {x_activation:?}: {error:e}"
+            );
+        }
     }
 }
 
@@ -252,7 +274,7 @@ fn maxpool2_backward_routes_ties_to_the_first_maximum() {
     let dy = vec![10.0, 20.0];
     let mut dx = vec![f32::NAN; 8];
     CpuBackend::new()
-        .maxpool2_backward(input, &x, &dy, &mut dx)
+        .maxpool2_backward(input, (&x, None), &dy, &mut dx)
         .unwrap();
     assert_eq!(dx, [0.0, 20.0, 10.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
 }

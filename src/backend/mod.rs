@@ -11,7 +11,7 @@
 //! | `conv2d_backward` (backward-filter, backward-data and the input's activation derivative) | the three in turn (`backward_in_turn`) | the three in turn | gpu/mod.rs: one kernel for an upsampled input with one output channel (conv6), else the three in turn | conv2d_one_channel.cu `conv2d_upsampled_one_output_channel_backward`; conv2d.cu `sum_partials` | emulator, gpu, model |
 //! | `conv2d_pooled_forward`, `conv2d_pooled_backward_filter` (conv1 with pool1) | reference.rs | cpu/conv.rs `pooled_forward`, `pooled_backward_filter` (cpu/one_channel.rs) | gpu/mod.rs | conv2d_one_channel.cu `conv2d_one_input_channel_pooled`, `conv2d_pooled_filter_partials_one_channel`; conv2d.cu `sum_partials` | ops, emulator, gpu, model |
 //! | `activation_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | elementwise.cu `activation_backward` | ops, emulator |
-//! | `maxpool2_forward`, `maxpool2_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | pool.cu | ops, emulator |
+//! | `maxpool2_forward`, `maxpool2_backward` (with the input's activation derivative) | reference.rs | cpu/mod.rs | gpu/mod.rs | pool.cu | ops, emulator |
 //! | `upsample2_forward`, `upsample2_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | pool.cu | ops, emulator |
 //! | `mse_loss`, `mse_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | loss.cu `mse_partials`, `mse_finish`; elementwise.cu `mse_backward` | ops, emulator |
 //! | `conv2d_forward_scored`, `scored_loss` (the output convolution with the loss and dL/dz) | the three in turn, then `mse_loss` | the three in turn, then `mse_loss` | gpu/mod.rs: one kernel for an upsampled input with one output channel (conv6), else the three in turn; the loss from block partials | conv2d_one_channel.cu `conv2d_upsampled_one_output_channel_scored`; loss.cu `mse_partials`, `mse_finish` | emulator, gpu, model |
@@ -468,11 +468,14 @@ pub trait Backend {
         y: &mut Self::Buffer,
     ) -> Result<()>;
 
-    /// dx = dy at the first maximum of each window in row-major order (as TensorFlow), 0 elsewhere.
+    /// dx = dy at the first maximum of each window in row-major order (as TensorFlow), 0
+    /// elsewhere, times the derivative there of `x_activation`, the activation that produced x
+    /// (dL/dz of that layer, as [`activation_backward`](Self::activation_backward) would make
+    /// it), if any.
     fn maxpool2_backward(
         &mut self,
         input: Nhwc,
-        x: &Self::Buffer,
+        x: (&Self::Buffer, Option<Activation>),
         dy: &Self::Buffer,
         dx: &mut Self::Buffer,
     ) -> Result<()>;

@@ -417,11 +417,15 @@ impl Backend for ReferenceBackend {
     fn maxpool2_backward(
         &mut self,
         input: Nhwc,
-        x: &Vec<f64>,
+        (x, x_activation): (&Vec<f64>, Option<Activation>),
         dy: &Vec<f64>,
         dx: &mut Vec<f64>,
     ) -> Result<()> {
         maxpool2_backward(input, x, dy, dx);
+        if let Some(activation) = x_activation {
+            let len = input.len();
+            activation_backward(activation, &x[..len], &mut dx[..len]);
+        }
         Ok(())
     }
 

@@ -253,10 +253,12 @@ fn pooled_conv_timings<B: Backend>(
     measure(backend, cases, repeats, peaks, out)
 }
 
-/// A pooling or upsampling layer, forward and backward, on an input of shape `input`.
+/// A pooling or upsampling layer, forward and backward, on an input of shape `input`; a
+/// pooling's backward pass with the derivative of `input_activation`, the activation that
+/// produced its input, as training runs it.
 fn resampling_timings<B: Backend>(
     backend: &mut B,
-    layer: &Layer,
+    (layer, input_activation): (&Layer, Option<Activation>),
     input: Nhwc,
     repeats: usize,
     peaks: Option<Peaks>,
@@ -276,10 +278,21 @@ fn resampling_timings<B: Backend>(
                     |b: &mut B, i| b.maxpool2_forward(input, &xs[i % ROTATIONS], &mut y),
                 ),
                 Case::new(
-                    format!("{name} backward"),
+                    match input_activation {
+                        Some(activation) => {
+                            format!(
+                                "{name} backward (with the input's {} derivative)",
+                                activation.name()
+                            )
+                        }
+                        None => format!("{name} backward"),
+                    },
                     &shape,
                     work::maxpool_work(len, true),
-                    |b: &mut B, i| b.maxpool2_backward(input, &xs[i % ROTATIONS], &dy, &mut dx),
+                    |b: &mut B, i| {
+                        let x = (&xs[i % ROTATIONS], input_activation);
+                        b.maxpool2_backward(input, x, &dy, &mut dx)
+                    },
                 ),
             ];
             measure(backend, cases, repeats, peaks, out)
@@ -399,14 +412,15 @@ pub fn kernels<B: Backend>(
         scored_conv_timings(backend, output, repeats, peaks, &mut out)?;
     }
     let shapes = architecture.shapes(size, size)?;
-    for (layer, s) in architecture.layers.iter().zip(shapes) {
+    for (i, (layer, s)) in architecture.layers.iter().zip(shapes).enumerate() {
         let input = Nhwc {
             batch,
             height: s.height,
             width: s.width,
             channels: s.channels,
         };
-        resampling_timings(backend, layer, input, repeats, peaks, &mut out)?;
+        let resampling = (layer, architecture.input_activation(i));
+        resampling_timings(backend, resampling, input, repeats, peaks, &mut out)?;
     }
     let len = batch * size * size;
     let shape = format!("{batch}x{size}x{size}x1");

@@ -87,9 +87,11 @@ pub fn conv_outputs<B: Backend>(
     ]
 }
 
-pub const OTHER_OUTPUTS: [&str; 13] = [
+pub const OTHER_OUTPUTS: [&str; 15] = [
     "maxpool forward",
     "maxpool backward",
+    "maxpool backward with relu's derivative",
+    "maxpool backward with sigmoid's derivative",
     "upsample forward",
     "upsample backward",
     "relu backward",
@@ -103,7 +105,8 @@ pub const OTHER_OUTPUTS: [&str; 13] = [
     "adam velocity",
 ];
 
-/// Pooling, upsampling, activation derivatives, the loss and its gradient, three RMSprop steps
+/// Pooling (its backward pass alone and with the input's ReLU or sigmoid derivative, x in
+/// (0, 1) for sigmoid), upsampling, activation derivatives, the loss and its gradient, three RMSprop steps
 /// and Adam's steps 5 to 7, on `input`-shaped tensors drawn from `seed`.
 pub fn other_outputs<B: Backend>(backend: &mut B, input: Nhwc, seed: u64) -> Vec<Vec<f32>> {
     backend.plan(&[]).unwrap();
@@ -117,11 +120,17 @@ pub fn other_outputs<B: Backend>(backend: &mut B, input: Nhwc, seed: u64) -> Vec
     let mut y = poisoned(backend, len / 4);
     backend.maxpool2_forward(input, &x, &mut y).unwrap();
     out.push(download(backend, &y, len / 4));
-    let mut dx = poisoned(backend, len);
-    backend
-        .maxpool2_backward(input, &x, &small, &mut dx)
-        .unwrap();
-    out.push(download(backend, &dx, len));
+    for x_activation in [None, Some(Activation::Relu), Some(Activation::Sigmoid)] {
+        let x = match x_activation {
+            Some(Activation::Sigmoid) => &target,
+            _ => &x,
+        };
+        let mut dx = poisoned(backend, len);
+        backend
+            .maxpool2_backward(input, (x, x_activation), &small, &mut dx)
+            .unwrap();
+        out.push(download(backend, &dx, len));
+    }
     let mut y = poisoned(backend, 4 * len);
     backend.upsample2_forward(input, &x, &mut y).unwrap();
     out.push(download(backend, &y, 4 * len));

@@ -216,12 +216,14 @@ impl Backend for CpuBackend {
     fn maxpool2_backward(
         &mut self,
         input: Nhwc,
-        x: &Vec<f32>,
+        (x, x_activation): (&Vec<f32>, Option<Activation>),
         dy: &Vec<f32>,
         dx: &mut Vec<f32>,
     ) -> Result<()> {
         // Each output pixel's gradient goes to the first of its four inputs (row-major) that
-        // holds the window's maximum; the other three get zero.
+        // holds the window's maximum, times the activation's derivative there; the other three
+        // get zero.
+        let slope = |y: f32| x_activation.map_or(1.0, |a| conv::derivative(a, y));
         let (w, c) = (input.width, input.channels);
         dx[..input.len()]
             .par_chunks_mut(2 * w * c)
@@ -247,10 +249,11 @@ impl Backend for CpuBackend {
                         } else {
                             3
                         };
-                        da0[ch] = if first == 0 { g[ch] } else { 0.0 };
-                        da1[ch] = if first == 1 { g[ch] } else { 0.0 };
-                        db0[ch] = if first == 2 { g[ch] } else { 0.0 };
-                        db1[ch] = if first == 3 { g[ch] } else { 0.0 };
+                        let routed = g[ch] * slope(m);
+                        da0[ch] = if first == 0 { routed } else { 0.0 };
+                        da1[ch] = if first == 1 { routed } else { 0.0 };
+                        db0[ch] = if first == 2 { routed } else { 0.0 };
+                        db1[ch] = if first == 3 { routed } else { 0.0 };
                     }
                 }
             });

@@ -1064,7 +1064,7 @@ impl<D: Device> Backend for GpuBackend<D> {
     fn maxpool2_backward(
         &mut self,
         input: Nhwc,
-        x: &GpuBuffer,
+        (x, x_activation): (&GpuBuffer, Option<Activation>),
         dy: &GpuBuffer,
         dx: &mut GpuBuffer,
     ) -> Result<()> {
@@ -1078,6 +1078,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             w,
             c,
             x.ptr,
+            activation_code(x_activation),
             dy.ptr,
             dx.ptr,
         )
