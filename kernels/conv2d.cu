@@ -11,6 +11,10 @@
 //   backward-data:            source dz, W = kernel flipped in space, transposed in channels
 //   backward-data, upsampled: source Q = 2x2 box sums of dz (below), 3x3 window, stride 2,
 //                             origin 0, W = the same flipped kernel
+// The _pooled kernels (the plain forward of a convolution followed by 2x2 max pooling) also
+// write pooled[p / 4, n] = the maximum of each 2x2 window of out, the grid's pixels in
+// window-major order (grid_pixel in whorl.cuh) so that a window's four pixels are consecutive
+// rows of a tile.
 //
 // Upsampled convolutions at their true arithmetic. With u = upsample2(x) and, per dimension,
 // y[p] = sum over t in {-1, 0, 1} of w[t] u[p + t]:
@@ -74,12 +78,13 @@
 // multiply-adds; threads that share their pixels read them as broadcasts, and a quarter warp's
 // channel reads are 128 consecutive bytes. Every output adds its products in rising k, so the
 // results do not depend on the tile.
-template <int TILE_P, int TILE_N, int THREAD_N>
+template <int TILE_P, int TILE_N, int THREAD_N, bool Pooling>
 __device__ __forceinline__ void gathered_gemm_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin_row, int origin_col,
     const float* __restrict__ weights, int n, const float* __restrict__ bias, int activation,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col) {
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
     constexpr int gathers = TILE_P * GEMM_TILE_K / WHORL_THREADS;
     constexpr int weight_loads = GEMM_TILE_K * TILE_N / WHORL_THREADS;
     constexpr int pitch = TILE_P + 4;
@@ -96,9 +101,10 @@ __device__ __forceinline__ void gathered_gemm_tile(
     const int t = threadIdx.x;
     const int gather_column = t % GEMM_TILE_K, gather_row = t / GEMM_TILE_K;
     const int rows_per_pass = WHORL_THREADS / GEMM_TILE_K;
+    constexpr bool pooling = Pooling;
     for (int row = t; row < TILE_P; row += WHORL_THREADS)
         origins[row] = window_origin(p0 + row, pixels, grid_h, grid_w, src_h, src_w, src_c,
-                                     stride, origin_row, origin_col);
+                                     stride, origin_row, origin_col, pooling);
     __syncthreads();
     TapCursor cursor = tap_cursor(gather_column, src_c, window);
     const int first_column = (t % lanes_n) * 4;
@@ -177,31 +183,62 @@ __device__ __forceinline__ void gathered_gemm_tile(
     for (int r = 0; r < GEMM_THREAD_P; ++r) {
         const int p = p0 + first_row + r;
         if (p >= pixels) break;
-        const int image = p / (grid_h * grid_w), within = p % (grid_h * grid_w);
-        const int row = out_stride * (within / grid_w) + out_row;
-        const int col = out_stride * (within % grid_w) + out_col;
-        float* out_pixel = out + (size_t(image * out_h + row) * out_w + col) * n;
+        const GridPixel at = grid_pixel(p, grid_h, grid_w, pooling);
+        const int row = out_stride * at.row + out_row, col = out_stride * at.col + out_col;
+        float* out_pixel = out + (size_t(at.image * out_h + row) * out_w + col) * n;
         WHORL_UNROLL
         for (int c = 0; c < THREAD_N; ++c) {
             const int channel = n0 + (c / 4) * (TILE_N / runs) + first_column + c % 4;
             if (channel >= n) continue;
             const float b = bias ? bias[channel] : 0.0f;
-            out_pixel[channel] = activate(acc[r][c] + b, activation);
+            acc[r][c] = activate(acc[r][c] + b, activation);
+            out_pixel[channel] = acc[r][c];
+        }
+    }
+    if (!pooling) return;
+    // A thread's 8 pixels are two whole windows (first_row is a multiple of 8).
+    WHORL_UNROLL
+    for (int w = 0; w < GEMM_THREAD_P / 4; ++w) {
+        const int p = p0 + first_row + 4 * w;
+        if (p >= pixels) break;
+        WHORL_UNROLL
+        for (int c = 0; c < THREAD_N; ++c) {
+            const int channel = n0 + (c / 4) * (TILE_N / runs) + first_column + c % 4;
+            if (channel >= n) continue;
+            pooled[size_t(p / 4) * n + channel] =
+                first_max_of_two(first_max_of_two(acc[4 * w][c], acc[4 * w + 1][c]),
+                                 first_max_of_two(acc[4 * w + 2][c], acc[4 * w + 3][c]));
         }
     }
 }
 
 // The 128 x 64 tile. Grid: (ceil(pixels / GEMM_TILE_P), ceil(n / GEMM_TILE_N)); block 256;
-// dynamic shared memory GEMM_SHARED_FLOATS.
+// dynamic shared memory GEMM_SHARED_FLOATS. Every GEMM kernel here takes `pooled`; only the
+// _pooled one writes it (the others leave it null): its epilogue's extra registers would cost
+// the rest occupancy.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h,
                      int src_w, int src_c, int window, int stride, int origin_row, int origin_col,
                      const float* __restrict__ weights, int n, const float* __restrict__ bias,
                      int activation, float* __restrict__ out, int out_h, int out_w,
-                     int out_stride, int out_row, int out_col) {
-    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4>(
+                     int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
+    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+}
+
+// The 128 x 64 tile pooling in its epilogue (conv2 and pool2), the grid in window-major order.
+// Grid, block and shared memory as conv2d_gathered_gemm's.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_gathered_gemm_pooled(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
+                            int src_h, int src_w, int src_c, int window, int stride,
+                            int origin_row, int origin_col, const float* __restrict__ weights,
+                            int n, const float* __restrict__ bias, int activation,
+                            float* __restrict__ out, int out_h, int out_w, int out_stride,
+                            int out_row, int out_col, float* __restrict__ pooled) {
+    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4, true>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, pooled);
 }
 
 // The 128 x 128 tile, for n > 64. Grid: (ceil(pixels / GEMM_WIDE_TILE_P),
@@ -212,10 +249,10 @@ conv2d_gathered_gemm_wide(const float* __restrict__ src, int grid_n, int grid_h,
                           int origin_row, int origin_col, const float* __restrict__ weights,
                           int n, const float* __restrict__ bias, int activation,
                           float* __restrict__ out, int out_h, int out_w, int out_stride,
-                          int out_row, int out_col) {
-    gathered_gemm_tile<GEMM_WIDE_TILE_P, GEMM_WIDE_TILE_N, 8>(
+                          int out_row, int out_col, float* __restrict__ pooled) {
+    gathered_gemm_tile<GEMM_WIDE_TILE_P, GEMM_WIDE_TILE_N, 8, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
 }
 
 // The 256 x 32 tile, for n <= 32. Grid: (ceil(pixels / GEMM_NARROW_TILE_P), 1); block 256;
@@ -226,10 +263,10 @@ conv2d_gathered_gemm_narrow(const float* __restrict__ src, int grid_n, int grid_
                             int origin_row, int origin_col, const float* __restrict__ weights,
                             int n, const float* __restrict__ bias, int activation,
                             float* __restrict__ out, int out_h, int out_w, int out_stride,
-                            int out_row, int out_col) {
-    gathered_gemm_tile<GEMM_NARROW_TILE_P, GEMM_NARROW_TILE_N, 4>(
+                            int out_row, int out_col, float* __restrict__ pooled) {
+    gathered_gemm_tile<GEMM_NARROW_TILE_P, GEMM_NARROW_TILE_N, 4, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
 }
 
 // flipped[2 - ky, 2 - kx, co, ci] = kernel[ky, kx, ci, co]: backward-data's weights.

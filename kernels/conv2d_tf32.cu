@@ -1,6 +1,7 @@
 // The convolution GEMM of conv2d.cu on tensor cores, in TF32: the same contract as
 // conv2d_gathered_gemm (a window gathered per grid pixel, tap-major K, out[p', n] =
-// activation(bias + window(p) W), scattered by out_stride/out_row/out_col), with operands
+// activation(bias + window(p) W), scattered by out_stride/out_row/out_col; the _pooled kernel
+// writes the 2x2 max pooling of out too, the grid in window-major order), with operands
 // rounded to TF32 (round to nearest) and products accumulated in float32, as cuDNN and
 // PyTorch run convolutions by default on Ampere and newer GPUs.
 //
@@ -31,6 +32,9 @@
 #define TF32_WIDE_SHARED_FLOATS (TF32_STAGES * (TF32_WIDE_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_WIDE_TILE_N + 8)))
 #define TF32_SHARED_FLOATS (TF32_STAGES * (TF32_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_TILE_N + 8)))
 #define TF32_NARROW_SHARED_FLOATS (TF32_STAGES * (TF32_NARROW_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_NARROW_TILE_N + 8)))
+// Blocks an SM the pooling 256 x 64 tile is compiled for: as many as the plain one fits (its
+// epilogue's shuffles would otherwise take it past 128 registers on sm_90, and to one block).
+#define TF32_POOLED_BLOCKS 2
 
 // The 3-stage cp.async pipeline of both kernels here: load(slice, stage) starts the copies of
 // a slice into a stage of shared memory, multiply(stage) consumes one; loads run
@@ -64,9 +68,10 @@ struct GatherRow {
 
 __device__ __forceinline__ GatherRow gather_row(int pixel, int pixels, int grid_h, int grid_w,
                                                 int src_h, int src_w, int src_c, int window,
-                                                int stride, int origin_row, int origin_col) {
+                                                int stride, int origin_row, int origin_col,
+                                                bool pooling) {
     const WindowOrigin o = window_origin(pixel, pixels, grid_h, grid_w, src_h, src_w, src_c,
-                                         stride, origin_row, origin_col);
+                                         stride, origin_row, origin_col, pooling);
     GatherRow r{o.image_offset + (o.row * src_w + o.col) * src_c, 0u};
     for (int ty = 0; ty < window; ++ty)
         for (int tx = 0; tx < window; ++tx) {
@@ -86,12 +91,13 @@ __device__ __forceinline__ GatherRow gather_row(int pixel, int pixels, int grid_
 // fragments are read costs one integer addition a value (the tensor core's truncation clears
 // the low bits); rounding in shared memory when the copies land would cost a third more
 // shared-memory traffic, which is what bounds this loop.
-template <int TILE_P, int TILE_N>
+template <int TILE_P, int TILE_N, bool Pooling>
 __device__ __forceinline__ void tf32_gathered_gemm_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin_row, int origin_col,
     const float* __restrict__ weights, int n, const float* __restrict__ bias, int activation,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col) {
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
     constexpr int WARP_N = 32, WARPS_N = TILE_N / WARP_N, WARPS_P = 8 / WARPS_N;
     constexpr int WARP_P = TILE_P / WARPS_P, MI = WARP_P / 16, NI = WARP_N / 8;
     constexpr int PITCH_B = TILE_N + 8;
@@ -107,6 +113,7 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
     const int thread = threadIdx.x, lane = thread % 32, warp = thread / 32;
     const int g = lane / 4, t = lane % 4;
     const int warp_row = (warp / WARPS_N) * WARP_P, warp_col = (warp % WARPS_N) * WARP_N;
+    constexpr bool pooling = Pooling;
 
     // This thread's copies: pixel rows and K column of the window tile, rows and columns of W;
     // where they go in a stage (offsets in floats) and where W's come from at K = 0.
@@ -115,7 +122,8 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
     WHORL_UNROLL
     for (int i = 0; i < A_COPIES; ++i)
         rows[i] = gather_row(p0 + a_row + i * (WHORL_THREADS / 4), pixels, grid_h, grid_w,
-                             src_h, src_w, src_c, window, stride, origin_row, origin_col);
+                             src_h, src_w, src_c, window, stride, origin_row, origin_col,
+                             pooling);
     TapCursor cursor = tap_cursor(a_column, src_c, window);
     const int a_target = a_row * TF32_PITCH_A + a_column;
     int b_row[B_COPIES], b_target[B_COPIES];
@@ -190,26 +198,41 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
     cp_async_pipeline((k_total + TF32_SLICE - 1) / TF32_SLICE, load_slice, multiply);
 
     // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile; n is a
-    // multiple of 4, so the two columns are both in the output or both past it.
+    // multiple of 4, so the two columns are both in the output or both past it. Pooling: the
+    // four pixels of a window are rows 4q .. 4q + 3 of a tile, lanes g ^ 1 and g ^ 2 hold the
+    // other three, and every lane takes part in the shuffles before any skips its store.
     WHORL_UNROLL
     for (int mi = 0; mi < MI; ++mi) {
         WHORL_UNROLL
         for (int half = 0; half < 2; ++half) {
             const int p = p0 + warp_row + mi * 16 + g + 8 * half;
-            if (p >= pixels) continue;
-            const int image = p / (grid_h * grid_w), within = p % (grid_h * grid_w);
-            const int row = out_stride * (within / grid_w) + out_row;
-            const int col = out_stride * (within % grid_w) + out_col;
-            float* out_pixel = out + (size_t(image * out_h + row) * out_w + col) * n;
+            const GridPixel at = grid_pixel(p, grid_h, grid_w, pooling);
+            const int row = out_stride * at.row + out_row, col = out_stride * at.col + out_col;
+            float* out_pixel = out + (size_t(at.image * out_h + row) * out_w + col) * n;
             WHORL_UNROLL
             for (int ni = 0; ni < NI; ++ni) {
                 const int c = n0 + warp_col + ni * 8 + 2 * t;
-                if (c >= n) continue;
+                const bool stored = p < pixels && c < n;
                 float2 pair;
-                pair.x = activate(acc[mi][ni][2 * half] + (bias ? bias[c] : 0.0f), activation);
-                pair.y = activate(acc[mi][ni][2 * half + 1] + (bias ? bias[c + 1] : 0.0f),
+                pair.x = activate(acc[mi][ni][2 * half] + (bias && c < n ? bias[c] : 0.0f),
                                   activation);
-                *reinterpret_cast<float2*>(out_pixel + c) = pair;
+                pair.y = activate(acc[mi][ni][2 * half + 1] + (bias && c < n ? bias[c + 1] : 0.0f),
+                                  activation);
+                if (stored) *reinterpret_cast<float2*>(out_pixel + c) = pair;
+                if (!pooling) continue;
+                // Corner g % 4 of its window: pair it with corner ^ 1, then the pairs.
+                WHORL_UNROLL
+                for (int step = 1; step <= 2; step *= 2) {
+                    const float2 other{__shfl_xor_sync(0xffffffffu, pair.x, 4 * step),
+                                       __shfl_xor_sync(0xffffffffu, pair.y, 4 * step)};
+                    const bool first = (g & step) == 0;
+                    pair.x = first ? first_max_of_two(pair.x, other.x)
+                                   : first_max_of_two(other.x, pair.x);
+                    pair.y = first ? first_max_of_two(pair.y, other.y)
+                                   : first_max_of_two(other.y, pair.y);
+                }
+                if (stored && g % 4 == 0)
+                    *reinterpret_cast<float2*>(pooled + size_t(p / 4) * n + c) = pair;
             }
         }
     }
@@ -222,10 +245,10 @@ conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n, int gr
     int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
-    int out_col) {
-    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N>(
+    int out_col, float* __restrict__ pooled) {
+    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
 }
 
 // The 256 x 64 tile. Grid: (ceil(pixels / TF32_TILE_P), ceil(n / TF32_TILE_N));
@@ -235,10 +258,24 @@ conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h,
     int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
-    int out_col) {
-    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N>(
+    int out_col, float* __restrict__ pooled) {
+    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+}
+
+// The 256 x 64 tile pooling in its epilogue (conv2 and pool2), the grid in window-major order;
+// the other tiles leave `pooled` null (conv2d.cu says why). Grid, block and shared memory as
+// conv2d_gathered_gemm_tf32's; compiled for TF32_POOLED_BLOCKS blocks an SM.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS, TF32_POOLED_BLOCKS)
+conv2d_gathered_gemm_tf32_pooled(const float* __restrict__ src, int grid_n, int grid_h,
+    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
+    int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
+    int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
+    int out_col, float* __restrict__ pooled) {
+    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, true>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, pooled);
 }
 
 // The 256 x 32 tile. Grid: (ceil(pixels / TF32_NARROW_TILE_P), ceil(n / TF32_NARROW_TILE_N));
@@ -248,10 +285,10 @@ conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int 
     int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
-    int out_col) {
-    tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N>(
+    int out_col, float* __restrict__ pooled) {
+    tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col);
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
 }
 
 // Kernel-gradient partials (conv2d_filter_partials) on tensor cores: partial[chunk, k, c] = sum

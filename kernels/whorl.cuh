@@ -39,6 +39,13 @@ __device__ __forceinline__ float activation_slope(float y, int activation) {
     return 1.0f;
 }
 
+// The first maximum of two values of a 2x2 pooling window, `first` the one earlier in the
+// window's row-major order: the later one replaces it only when strictly greater, as pool.cu's
+// first_max. A window's maximum is ((c0, c1), (c2, c3)) taken pairwise.
+__device__ __forceinline__ float first_max_of_two(float first, float second) {
+    return second > first ? second : first;
+}
+
 // ---- Gathering convolution windows (implicit im2col), for conv2d.cu and conv2d_tf32.cu ----
 //
 // A grid pixel p = (image, i, j) reads a window of a source tensor whose tap (ty, tx) is source
@@ -52,16 +59,32 @@ struct WindowOrigin {
     bool valid;
 };
 
+// Where grid pixel p is: its image, row and column. Row-major, or with `pooling` (a GEMM whose
+// epilogue also max-pools its output) in window-major order: the four pixels of each 2x2
+// window in a row (row-major within it), the windows row-major, so pixel p is in pooled pixel
+// p / 4 (grid_h and grid_w even).
+struct GridPixel {
+    int image, row, col;
+};
+
+__device__ __forceinline__ GridPixel grid_pixel(int p, int grid_h, int grid_w, bool pooling) {
+    const int image = p / (grid_h * grid_w), within = p % (grid_h * grid_w);
+    if (!pooling) return GridPixel{image, within / grid_w, within % grid_w};
+    const int window = within / 4, corner = within % 4, windows_w = grid_w / 2;
+    return GridPixel{image, 2 * (window / windows_w) + corner / 2,
+                     2 * (window % windows_w) + corner % 2};
+}
+
 __device__ __forceinline__ WindowOrigin window_origin(int pixel, int pixels, int grid_h,
                                                       int grid_w, int src_h, int src_w, int src_c,
                                                       int stride, int origin_row,
-                                                      int origin_col) {
+                                                      int origin_col, bool pooling = false) {
     WindowOrigin o;
     o.valid = pixel < pixels;
-    int image = pixel / (grid_h * grid_w), within = pixel % (grid_h * grid_w);
-    o.image_offset = image * src_h * src_w * src_c;
-    o.row = stride * (within / grid_w) + origin_row;
-    o.col = stride * (within % grid_w) + origin_col;
+    const GridPixel at = grid_pixel(pixel, grid_h, grid_w, pooling);
+    o.image_offset = at.image * src_h * src_w * src_c;
+    o.row = stride * at.row + origin_row;
+    o.col = stride * at.col + origin_col;
     return o;
 }
 

@@ -31,11 +31,14 @@ enum Step {
     /// the input of the upsampling layer before it. `conv.input.batch` is set per call.
     /// `input_activation`: the activation of the convolution whose output activations[source]
     /// is, whose derivative this step's backward pass applies to dx ([`Backend::conv2d_backward`]).
+    /// `pooled`: a max pooling layer follows, and the forward pass writes its output,
+    /// activations[layer + 2], in the same call ([`Backend::conv2d_forward_and_pool`]).
     Conv {
         layer: usize,
         source: usize,
         conv: Conv,
         input_activation: Option<Activation>,
+        pooled: bool,
     },
     /// The convolution `conv_layer` of the network's input and the max pooling after it:
     /// reads activations[0], writes activations[conv_layer + 2].
@@ -45,9 +48,12 @@ enum Step {
     },
     /// `input_activation`: the activation of the convolution whose output the pooling reads,
     /// whose derivative its backward pass applies ([`Backend::maxpool2_backward`]).
+    /// `by_convolution`: that convolution's step already wrote the pooled output (`pooled`),
+    /// so the forward pass has nothing left to do here.
     MaxPool2 {
         layer: usize,
         input_activation: Option<Activation>,
+        by_convolution: bool,
     },
     Upsample2 {
         layer: usize,
@@ -127,12 +133,19 @@ fn compile(architecture: &Architecture, shapes: &[Hwc], outputs: Outputs) -> Vec
                     source,
                     conv,
                     input_activation: architecture.input_activation(source),
+                    pooled: matches!(layers.get(layer + 1), Some(Layer::MaxPool2 { .. })),
                 });
             }
-            Layer::MaxPool2 { .. } => steps.push(Step::MaxPool2 {
-                layer,
-                input_activation: architecture.input_activation(layer),
-            }),
+            Layer::MaxPool2 { .. } => {
+                // A convolution just before it is a Conv step with `pooled` (the pooled first
+                // convolution is a PooledConv step and its pooling has no step).
+                let input_activation = architecture.input_activation(layer);
+                steps.push(Step::MaxPool2 {
+                    layer,
+                    input_activation,
+                    by_convolution: input_activation.is_some(),
+                })
+            }
             Layer::Upsample2 { .. } if folded(layer) => {}
             Layer::Upsample2 { .. } => steps.push(Step::Upsample2 { layer }),
         }
@@ -453,6 +466,25 @@ impl<B: Backend> Network<B> {
                     layer,
                     source,
                     conv,
+                    pooled: true,
+                    ..
+                } => {
+                    let (inputs, outputs) = self.activations.split_at_mut(layer + 1);
+                    let (y, pooled) = outputs.split_at_mut(1);
+                    let conv = with_batch(conv, batch);
+                    let (x, params) = (&inputs[*source], &self.params);
+                    self.backend.conv2d_forward_and_pool(
+                        &conv,
+                        x,
+                        params,
+                        &mut y[0],
+                        &mut pooled[0],
+                    )?
+                }
+                Step::Conv {
+                    layer,
+                    source,
+                    conv,
                     ..
                 } => {
                     let (x, y) = pair(&mut self.activations, *source, layer + 1);
@@ -465,6 +497,10 @@ impl<B: Backend> Network<B> {
                     self.backend
                         .conv2d_pooled_forward(&conv, x, &self.params, pooled)?
                 }
+                Step::MaxPool2 {
+                    by_convolution: true,
+                    ..
+                } => {}
                 Step::MaxPool2 { layer, .. } => {
                     let input = batch_of(batch, self.shapes[*layer]);
                     let (x, y) = pair(&mut self.activations, *layer, layer + 1);
@@ -569,6 +605,7 @@ impl<B: Backend> Network<B> {
                     source,
                     conv,
                     input_activation,
+                    ..
                 } => {
                     let conv = with_batch(conv, batch);
                     let (x, y) = (&self.activations[*source], &self.activations[layer + 1]);
@@ -619,6 +656,7 @@ impl<B: Backend> Network<B> {
                 Step::MaxPool2 {
                     layer,
                     input_activation,
+                    ..
                 } => {
                     let input = batch_of(batch, self.shapes[*layer]);
                     let x = &self.activations[*layer];

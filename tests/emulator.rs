@@ -139,6 +139,11 @@ fn fused_upsampled_backward_kernels_match_the_reference() {
 }
 
 #[test]
+fn pooling_in_the_gemm_epilogue_gives_the_bits_of_the_pooling_in_turn() {
+    parity::check_pooled_epilogue(emulated, 1e-5);
+}
+
+#[test]
 fn scored_output_convolution_matches_the_reference_and_the_operations_in_turn() {
     parity::check_scored(emulated, 1e-5);
 }

@@ -111,6 +111,13 @@ fn gpu_scored_output_convolution_matches_the_reference_and_the_operations_in_tur
 
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test gpu -- --ignored"]
+fn gpu_pooling_in_the_gemm_epilogue_gives_the_bits_of_the_pooling_in_turn() {
+    parity::check_pooled_epilogue(gpu, 1e-5);
+    parity::check_pooled_epilogue(|| gpu().with_precision(Precision::Tf32), 1.0 / 1024.0);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test gpu -- --ignored"]
 fn tf32_convolutions_match_the_cpu_engine_at_the_model_shapes_within_2_to_the_minus_10() {
     for conv in convolutions(&Architecture::reference(), 224, 224, 8).unwrap() {
         let inputs = parity::conv_inputs(&conv, 5);

@@ -53,6 +53,12 @@ fn tf32_convolutions_match_the_reference_within_the_tf32_bound() {
 }
 
 #[test]
+fn tf32_pooling_in_the_gemm_epilogue_gives_the_bits_of_the_pooling_in_turn() {
+    let tf32 = || GpuBackend::new(Emulator::new()).with_precision(Precision::Tf32);
+    parity::check_pooled_epilogue(tf32, TF32_BOUND);
+}
+
+#[test]
 fn tf32_convolutions_multiply_exactly_the_operands_rounded_to_tf32() {
     // What a TF32 pass must compute: the float64 convolution of x, dz and the kernel each
     // rounded to TF32 (the bias is added in FP32), up to FP32 accumulation. An operand left

@@ -12,6 +12,7 @@
 //! | `conv2d_pooled_forward`, `conv2d_pooled_backward_filter` (conv1 with pool1) | reference.rs | cpu/conv.rs `pooled_forward`, `pooled_backward_filter` (cpu/one_channel.rs) | gpu/mod.rs | conv2d_one_channel.cu `conv2d_one_input_channel_pooled`, `conv2d_pooled_filter_partials_one_channel`; conv2d.cu `sum_partials` | ops, emulator, gpu, model |
 //! | `activation_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | elementwise.cu `activation_backward` | ops, emulator |
 //! | `maxpool2_forward`, `maxpool2_backward` (with the input's activation derivative) | reference.rs | cpu/mod.rs | gpu/mod.rs | pool.cu | ops, emulator |
+//! | `conv2d_forward_and_pool` (a convolution and the pooling after it, y stored) | the two in turn | the two in turn | gpu/mod.rs: the GEMM's epilogue pools (a plain convolution of more than one input channel, even output), else the two in turn | conv2d.cu `conv2d_gathered_gemm*`, conv2d_tf32.cu `conv2d_gathered_gemm_tf32*` (`pooled`) | emulator, gpu |
 //! | `upsample2_forward`, `upsample2_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | pool.cu | ops, emulator |
 //! | `mse_loss`, `mse_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | loss.cu `mse_partials`, `mse_finish`; elementwise.cu `mse_backward` | ops, emulator |
 //! | `conv2d_forward_scored`, `scored_loss` (the output convolution with the loss and dL/dz) | the three in turn, then `mse_loss` | the three in turn, then `mse_loss` | gpu/mod.rs: one kernel for an upsampled input with one output channel (conv6), else the three in turn; the loss from block partials | conv2d_one_channel.cu `conv2d_upsampled_one_output_channel_scored`; loss.cu `mse_partials`, `mse_finish` | emulator, gpu, model |
@@ -432,6 +433,22 @@ pub trait Backend {
         Self: Sized,
     {
         backward_in_turn(self, conv, (x, x_activation), dz, params, grads, dx)
+    }
+
+    /// `y` as [`conv2d_forward`](Self::conv2d_forward) makes it and `pooled` its 2x2 max pooling
+    /// ([`maxpool2_forward`](Self::maxpool2_forward)): a convolution followed by a pooling
+    /// layer. By default the two in turn; a backend may pool in the convolution's epilogue
+    /// (where the output's height and width are even), reading y no more.
+    fn conv2d_forward_and_pool(
+        &mut self,
+        conv: &Conv,
+        x: &Self::Buffer,
+        params: &Self::Buffer,
+        y: &mut Self::Buffer,
+        pooled: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.conv2d_forward(conv, x, params, y)?;
+        self.maxpool2_forward(conv.output(), y, pooled)
     }
 
     /// pooled = maxpool2(activation(conv(x, kernel) + bias)): a convolution of a stored,

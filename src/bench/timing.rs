@@ -171,6 +171,36 @@ fn conv_timings<B: Backend>(
     measure(backend, vec![whole], repeats, peaks, out)
 }
 
+/// A convolution and the max pooling after it in one call, as training runs them.
+fn conv_and_pool_timings<B: Backend>(
+    backend: &mut B,
+    (conv, pool): (&Conv, &Layer),
+    repeats: usize,
+    peaks: Option<Peaks>,
+    out: &mut Vec<KernelTiming>,
+) -> Result<()> {
+    let params = filled(backend, conv.slot.bias.end, 7)?;
+    let inputs = rotated(backend, conv.input.len())?;
+    let output = conv.output().len();
+    let (mut y, mut pooled) = (backend.alloc(output)?, backend.alloc(output / 4)?);
+    let shape = format!(
+        "{} -> {}, then 2x2 max pooled",
+        shape_text(conv.input),
+        conv.slot.out_channels
+    );
+    let name = format!(
+        "{} forward + {} (one call, as in training)",
+        conv.slot.name,
+        pool.name()
+    );
+    let work = work::conv_and_pool_work(conv, backend.conv_algorithm());
+    let fused = Case::new(name, &shape, work, |b: &mut B, i| {
+        let x = &inputs[i % ROTATIONS];
+        b.conv2d_forward_and_pool(conv, x, &params, &mut y, &mut pooled)
+    });
+    measure(backend, vec![fused], repeats, peaks, out)
+}
+
 /// The model's output convolution scored against a target (its loss and dL/dz), as training
 /// runs it.
 fn scored_conv_timings<B: Backend>(
@@ -410,6 +440,18 @@ pub fn kernels<B: Backend>(
     }
     if let Some(output) = convs.last() {
         scored_conv_timings(backend, output, repeats, peaks, &mut out)?;
+    }
+    // The convolutions a pooling layer follows, but a first one pooled in its own step.
+    let first = usize::from(graph::pools_first_convolution(&architecture));
+    for pair in architecture.layers.windows(2).skip(first) {
+        if let [
+            conv_layer @ Layer::Conv2d { .. },
+            pool @ Layer::MaxPool2 { .. },
+        ] = pair
+            && let Some(conv) = convs.iter().find(|c| c.slot.name == conv_layer.name())
+        {
+            conv_and_pool_timings(backend, (conv, pool), repeats, peaks, &mut out)?;
+        }
     }
     let shapes = architecture.shapes(size, size)?;
     for (i, (layer, s)) in architecture.layers.iter().zip(shapes).enumerate() {

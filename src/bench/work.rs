@@ -19,7 +19,8 @@
 //! dx; backward-filter input + dz + kernel and bias gradients; conv1 pooled in the same pass
 //! ([`pooled_conv_work`]) input + kernel and bias + the pooled tensor, its backward counting
 //! the forward arithmetic it does again; the output convolution scored against its target
-//! ([`scored_conv_work`]) the forward's, the target and dz. Max pooling: 3 comparisons per
+//! ([`scored_conv_work`]) the forward's, the target and dz; a convolution pooled in the same
+//! call ([`conv_and_pool_work`]) the forward's and the pooled output. Max pooling: 3 comparisons per
 //! output, input + output (backward x + dy + dx). Upsampling: no FLOPs, input + 4 x input.
 //! MSE loss: 3 FLOPs per element, two tensors; its gradient 3 FLOPs, three tensors. Activation
 //! derivative: 2 FLOPs, three tensors. RMSprop: 8 FLOPs and 20 bytes per parameter; Adam: 12
@@ -134,6 +135,22 @@ pub fn conv_backward_work(conv: &Conv, algorithm: ConvAlgorithm) -> Work {
         flops: data.flops + filter.flops + derivative,
         executed_flops: data.executed_flops + filter.executed_flops + derivative,
         bytes: floats(2 * conv.input.len() + conv.output().len() + 2 * params),
+    }
+}
+
+/// A convolution and the 2x2 max pooling after it in one call, as training runs them
+/// ([`Backend::conv2d_forward_and_pool`]): the forward pass, then 3 comparisons per pooled
+/// value; bytes the forward's and the pooled output written.
+///
+/// [`Backend::conv2d_forward_and_pool`]: crate::backend::Backend::conv2d_forward_and_pool
+pub fn conv_and_pool_work(conv: &Conv, algorithm: ConvAlgorithm) -> Work {
+    let forward = conv_work(conv, ConvPass::Forward, algorithm);
+    let pooled = conv.output().len() / 4;
+    let comparisons = 3.0 * pooled as f64;
+    Work {
+        flops: forward.flops + comparisons,
+        executed_flops: forward.executed_flops + comparisons,
+        bytes: forward.bytes + floats(pooled),
     }
 }
 

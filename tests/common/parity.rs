@@ -401,14 +401,90 @@ pub fn check_scored<B: Backend>(make: impl Fn() -> B, tolerance: f64) {
         let errors = errors(&SCORED_OUTPUTS, &got, &expected);
         assert_within(&errors, tolerance, &format!("{conv:?}"));
         let in_turn = outputs_in_turn(&mut make(), conv, &inputs);
-        assert_eq!(bits(&got[..2]), bits(&in_turn[..2]), "{conv:?}");
+        assert_same_bits(&got[..2], &in_turn[..2], &format!("{conv:?}"));
         let loss_error = relative_error(&got[2], &[f64::from(in_turn[2][0])]);
         assert!(
             loss_error < 1e-6,
             "loss {loss_error:e} from in turn, {conv:?}"
         );
         let again = scored_outputs(&mut make(), conv, &inputs);
-        assert_eq!(bits(&got), bits(&again), "{conv:?}");
+        assert_same_bits(&got, &again, &format!("{conv:?}"));
+    }
+}
+
+pub const POOLED_EPILOGUE_OUTPUTS: [&str; 2] = ["forward, pooled in its epilogue", "its pooling"];
+
+/// y and its 2x2 max pooling of `conv` on `backend`, from one `conv2d_forward_and_pool`, or
+/// (`in_turn`) from `conv2d_forward` then `maxpool2_forward`.
+pub fn forward_and_pool_outputs<B: Backend>(
+    backend: &mut B,
+    conv: &Conv,
+    [x, params]: &[Vec<f32>; 2],
+    in_turn: bool,
+) -> Vec<Vec<f32>> {
+    backend.plan(std::slice::from_ref(conv)).unwrap();
+    let output = conv.output().len();
+    let (bx, bparams) = (upload(backend, x), upload(backend, params));
+    let (mut y, mut pooled) = (poisoned(backend, output), poisoned(backend, output / 4));
+    if in_turn {
+        backend.conv2d_forward(conv, &bx, &bparams, &mut y).unwrap();
+        backend
+            .maxpool2_forward(conv.output(), &y, &mut pooled)
+            .unwrap();
+    } else {
+        backend
+            .conv2d_forward_and_pool(conv, &bx, &bparams, &mut y, &mut pooled)
+            .unwrap();
+    }
+    vec![
+        download(backend, &y, output),
+        download(backend, &pooled, output / 4),
+    ]
+}
+
+/// Convolutions followed by a max pooling, all with even outputs. The GEMM's regular tile
+/// pools in its epilogue: 48 and 64 output channels over one to four tiles of pixels (the last
+/// one partial, the channels partly filled), input channels that are multiples of 4 (tensor
+/// cores in TF32) and 3, which is not, ReLU and sigmoid. The others pool in turn: 32 and 72
+/// output channels (the narrow and wide tiles), an upsampled input, one input channel.
+pub fn pooled_epilogue_cases() -> Vec<Conv> {
+    let direct = |input, cout| conv(input, cout, ConvInput::Direct, Activation::Relu);
+    vec![
+        direct(nhwc(3, 10, 14, 12), 48),
+        direct(nhwc(2, 12, 8, 16), 64),
+        direct(nhwc(2, 6, 6, 3), 40),
+        conv(nhwc(2, 6, 8, 8), 44, ConvInput::Direct, Activation::Sigmoid),
+        direct(nhwc(2, 6, 10, 8), 32),
+        direct(nhwc(2, 12, 8, 16), 72),
+        conv(nhwc(2, 3, 5, 8), 8, ConvInput::Upsampled2, Activation::Relu),
+        direct(nhwc(2, 6, 8, 1), 8),
+    ]
+}
+
+/// `conv2d_forward_and_pool` on backends made by `make`, for every [`pooled_epilogue_cases`]:
+/// the same bits as the forward pass and the pooling in turn on the same backend, and within
+/// `tolerance` of the float64 reference.
+pub fn check_pooled_epilogue<B: Backend>(make: impl Fn() -> B, tolerance: f64) {
+    use whorl::backend::reference::ReferenceBackend;
+    for (case, conv) in pooled_epilogue_cases().iter().enumerate() {
+        let [x, _, params] = conv_inputs(conv, 70 + 3 * case as u64);
+        let inputs = [x, params];
+        let got = forward_and_pool_outputs(&mut make(), conv, &inputs, false);
+        let in_turn = forward_and_pool_outputs(&mut make(), conv, &inputs, true);
+        assert_same_bits(&got, &in_turn, &format!("{conv:?}"));
+        let expected = forward_and_pool_outputs(&mut ReferenceBackend, conv, &inputs, false);
+        let errors = errors(&POOLED_EPILOGUE_OUTPUTS, &got, &expected);
+        assert_within(&errors, tolerance, &format!("{conv:?}"));
+    }
+}
+
+/// Fails, naming the first element that differs, unless `got` and `expected` are the same bits.
+pub fn assert_same_bits(got: &[Vec<f32>], expected: &[Vec<f32>], case: &str) {
+    let (got, expected) = (bits(got), bits(expected));
+    assert_eq!(got.len(), expected.len(), "{case}: lengths differ");
+    if let Some(i) = got.iter().zip(&expected).position(|(a, b)| a != b) {
+        let (a, b) = (f32::from_bits(got[i]), f32::from_bits(expected[i]));
+        panic!("{case}: element {i} is {a:e}, expected the bits of {b:e}");
     }
 }
 

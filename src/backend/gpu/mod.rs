@@ -206,6 +206,8 @@ impl Gather {
 }
 
 /// Where a GEMM's grid pixel (i, j) lands in its output tensor: (stride i + row, stride j + col).
+/// With `pooled` (not NULL) the GEMM also writes there the 2x2 max pooling of its output,
+/// [batch, height / 2, width / 2, n] (stride 1, height and width even).
 #[derive(Clone, Copy)]
 struct Scatter {
     out: DevicePtr,
@@ -214,6 +216,7 @@ struct Scatter {
     stride: usize,
     row: usize,
     col: usize,
+    pooled: DevicePtr,
 }
 
 impl Scatter {
@@ -226,6 +229,7 @@ impl Scatter {
             stride: 1,
             row: 0,
             col: 0,
+            pooled: DevicePtr::NULL,
         }
     }
 }
@@ -282,6 +286,21 @@ fn pooled_partials_len(conv: &Conv) -> usize {
 /// ([`Backend::conv2d_backward`]) each run as one kernel (conv2d_one_channel.cu).
 fn one_output_upsampled(conv: &Conv) -> bool {
     conv.read == ConvInput::Upsampled2 && conv.slot.out_channels == 1
+}
+
+/// Whether [`Backend::conv2d_forward_and_pool`] pools `conv`'s output in its GEMM's epilogue
+/// (conv2d_gathered_gemm_pooled, conv2d_gathered_gemm_tf32_pooled): a plain convolution of more
+/// than one input channel (a GEMM), an even output, and the regular tile's 33-64 output
+/// channels (conv2's 64), the one tile compiled to pool; others pool in turn.
+fn pools_in_gemm_epilogue(conv: &Conv) -> bool {
+    let output = conv.output();
+    let cout = conv.slot.out_channels;
+    conv.read == ConvInput::Direct
+        && conv.slot.in_channels > 1
+        && output.height.is_multiple_of(2)
+        && output.width.is_multiple_of(2)
+        && cout > kernels::GEMM_NARROW_TILE_N
+        && cout <= kernels::GEMM_TILE_N
 }
 
 /// Blocks of conv2d_upsampled_one_output_channel(_scored) over `conv`: ONE_OUTPUT_RUNS runs of
@@ -489,12 +508,21 @@ impl<D: Device> GpuBackend<D> {
                 kernels::GEMM_SHARED_FLOATS,
             ),
         };
+        let pooling = out.pooled != DevicePtr::NULL;
+        if pooling && (wide || narrow) {
+            return Err(Error::Backend {
+                backend: "gpu".into(),
+                reason: format!("{n} output channels: only the regular GEMM tile pools"),
+            });
+        }
         let kernel = match (on_tensor_cores, wide, narrow) {
             (true, true, _) => kernels::conv2d_gathered_gemm_tf32_wide,
+            (true, false, false) if pooling => kernels::conv2d_gathered_gemm_tf32_pooled,
             (true, false, false) => kernels::conv2d_gathered_gemm_tf32,
             (true, false, true) => kernels::conv2d_gathered_gemm_tf32_narrow,
             (false, true, _) => kernels::conv2d_gathered_gemm_wide,
             (false, false, true) => kernels::conv2d_gathered_gemm_narrow,
+            (false, false, false) if pooling => kernels::conv2d_gathered_gemm_pooled,
             (false, false, false) => kernels::conv2d_gathered_gemm,
         };
         let launch = Launch::blocks(tile_grid([g.pixels(), n], tiles, 1), shared_floats);
@@ -522,6 +550,7 @@ impl<D: Device> GpuBackend<D> {
             int(out.stride)?,
             int(out.row)?,
             int(out.col)?,
+            out.pooled,
         )
     }
 
@@ -622,6 +651,22 @@ impl<D: Device> GpuBackend<D> {
         let launch = Launch::per_element(box_sums_len(conv));
         kernels::upsample2_box_sums(&mut self.device, launch, dz.ptr, batch, h, w, c, q)?;
         Ok(q)
+    }
+
+    /// A plain convolution's forward pass as one GEMM over its input's windows, with bias and
+    /// activation, scattered by `out` (which may pool it too).
+    fn forward_gemm(
+        &mut self,
+        conv: &Conv,
+        x: &GpuBuffer,
+        params: &GpuBuffer,
+        out: Scatter,
+    ) -> Result<()> {
+        let slot = &conv.slot;
+        let gather = Gather::same(x.ptr, conv.input);
+        let (kernel, bias) = (params.at(slot.weight.start), params.at(slot.bias.start));
+        let activation = Some(conv.activation);
+        self.gathered_gemm(&gather, kernel, slot.out_channels, bias, activation, out)
     }
 
     /// An upsampled convolution's kernel folded into its four 2x2 phase kernels (conv2d.cu),
@@ -805,9 +850,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             );
         }
         if conv.read == ConvInput::Direct {
-            let gather = Gather::same(x.ptr, conv.input);
-            let out = Scatter::dense(y.ptr, conv.output());
-            return self.gathered_gemm(&gather, kernel, cout, bias, activation, out);
+            return self.forward_gemm(conv, x, params, Scatter::dense(y.ptr, conv.output()));
         }
         // Four 2x2 phase convolutions of the small input, one per output parity (conv2d.cu);
         // with one output channel, one direct kernel computes all four (conv2d_one_channel.cu).
@@ -844,11 +887,32 @@ impl<D: Device> Backend for GpuBackend<D> {
                 stride: 2,
                 row,
                 col,
+                pooled: DevicePtr::NULL,
             };
             let weights = phases.offset(phase * 4 * cin * cout);
             self.gathered_gemm(&gather, weights, cout, bias, activation, scatter)?;
         }
         Ok(())
+    }
+
+    fn conv2d_forward_and_pool(
+        &mut self,
+        conv: &Conv,
+        x: &GpuBuffer,
+        params: &GpuBuffer,
+        y: &mut GpuBuffer,
+        pooled: &mut GpuBuffer,
+    ) -> Result<()> {
+        let output = conv.output();
+        if !pools_in_gemm_epilogue(conv) {
+            self.conv2d_forward(conv, x, params, y)?;
+            return self.maxpool2_forward(output, y, pooled);
+        }
+        let out = Scatter {
+            pooled: pooled.ptr,
+            ..Scatter::dense(y.ptr, output)
+        };
+        self.forward_gemm(conv, x, params, out)
     }
 
     fn activation_backward(
