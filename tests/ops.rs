@@ -7,7 +7,7 @@ use common::{CONV_CASES, POOLED_CASES, conv, nhwc, parity, random, relative_erro
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::reference as direct;
 use whorl::backend::reference::ReferenceBackend;
-use whorl::backend::{Adam, Backend, Conv, ConvInput, Nhwc, RmsProp};
+use whorl::backend::{Adam, Backend, Conv, ConvInput, Nhwc, RmsProp, backward_in_turn};
 use whorl::model::Activation;
 
 fn planned_cpu(conv: &Conv) -> CpuBackend {
@@ -161,6 +161,50 @@ fn conv2d_backward_filter_is_deterministic_across_thread_counts() {
         let one = grads_with(1);
         assert_eq!(one, grads_with(2), "{read:?} {cin} to {cout}");
         assert_eq!(one, grads_with(5), "{read:?} {cin} to {cout}");
+    }
+}
+
+#[test]
+fn the_whole_backward_pass_of_one_upsampled_output_channel_gives_the_three_passes_bits() {
+    // conv6's kind runs as one pass over x; its results must be those of the kernel gradient,
+    // backward-data and the input's activation derivative in turn, to the bit, on 1 and 3
+    // threads, and follow the float64 reference.
+    for (case, conv) in parity::fused_backward_cases().iter().enumerate() {
+        for x_activation in parity::X_ACTIVATIONS {
+            let [x, dz, params] =
+                parity::fused_backward_inputs(conv, x_activation, 30 * case as u64);
+            let run = |whole: bool, threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let mut cpu = planned_cpu(conv);
+                    let mut grads = vec![f32::NAN; conv.slot.bias.end];
+                    let mut dx = vec![f32::NAN; conv.input.len()];
+                    let x = (&x, x_activation);
+                    if whole {
+                        cpu.conv2d_backward(conv, x, &dz, &params, &mut grads, &mut dx)
+                    } else {
+                        backward_in_turn(&mut cpu, conv, x, &dz, &params, &mut grads, &mut dx)
+                    }
+                    .unwrap();
+                    vec![dx, grads]
+                })
+            };
+            let context = format!("{x_activation:?}, {conv:?}");
+            let whole = run(true, 3);
+            parity::assert_same_bits(&whole, &run(false, 3), &context);
+            parity::assert_same_bits(&whole, &run(true, 1), &context);
+        }
+        let x_activation = Some(Activation::Relu);
+        let inputs = parity::fused_backward_inputs(conv, x_activation, 7);
+        let got =
+            parity::fused_backward_outputs(&mut CpuBackend::new(), conv, &inputs, x_activation);
+        let expected =
+            parity::fused_backward_outputs(&mut ReferenceBackend, conv, &inputs, x_activation);
+        let errors = parity::errors(&parity::FUSED_BACKWARD_OUTPUTS, &got, &expected);
+        parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
     }
 }
 

@@ -300,11 +300,13 @@ pub const X_ACTIVATIONS: [Option<Activation>; 3] =
 pub const SCORED_OUTPUTS: [&str; 3] = ["scored forward", "scored dz", "scored loss"];
 
 /// y, dz = dL/dz and the loss L = mse(y, target) of `conv` on `backend`, from one
-/// `conv2d_forward_scored` (the loss read with `scored_loss`).
+/// `conv2d_forward_scored` (the loss read with `scored_loss`), or (`in_turn`) from
+/// `conv2d_forward`, `mse_backward`, `activation_backward` and `mse_loss`.
 pub fn scored_outputs<B: Backend>(
     backend: &mut B,
     conv: &Conv,
     [x, target, params]: &[Vec<f32>; 3],
+    in_turn: bool,
 ) -> Vec<Vec<f32>> {
     backend.plan(std::slice::from_ref(conv)).unwrap();
     let output = conv.output().len();
@@ -318,38 +320,19 @@ pub fn scored_outputs<B: Backend>(
         poisoned(backend, output),
         poisoned(backend, 1),
     );
-    backend
-        .conv2d_forward_scored(conv, &bx, &bparams, &btarget, &mut y, &mut dz, &mut loss)
-        .unwrap();
-    let mse = backend.scored_loss(output, (&y, &btarget), &loss).unwrap();
-    vec![
-        download(backend, &y, output),
-        download(backend, &dz, output),
-        vec![mse as f32],
-    ]
-}
-
-/// The same three from the operations in turn: `conv2d_forward`, `mse_backward`,
-/// `activation_backward` and `mse_loss`.
-pub fn outputs_in_turn<B: Backend>(
-    backend: &mut B,
-    conv: &Conv,
-    [x, target, params]: &[Vec<f32>; 3],
-) -> Vec<Vec<f32>> {
-    backend.plan(std::slice::from_ref(conv)).unwrap();
-    let output = conv.output().len();
-    let (bx, btarget, bparams) = (
-        upload(backend, x),
-        upload(backend, target),
-        upload(backend, params),
-    );
-    let (mut y, mut dz) = (poisoned(backend, output), poisoned(backend, output));
-    backend.conv2d_forward(conv, &bx, &bparams, &mut y).unwrap();
-    backend.mse_backward(output, &y, &btarget, &mut dz).unwrap();
-    backend
-        .activation_backward(conv.activation, output, &y, &mut dz)
-        .unwrap();
-    let mse = backend.mse_loss(output, &y, &btarget).unwrap();
+    let mse = if in_turn {
+        backend.conv2d_forward(conv, &bx, &bparams, &mut y).unwrap();
+        backend.mse_backward(output, &y, &btarget, &mut dz).unwrap();
+        backend
+            .activation_backward(conv.activation, output, &y, &mut dz)
+            .unwrap();
+        backend.mse_loss(output, &y, &btarget).unwrap()
+    } else {
+        backend
+            .conv2d_forward_scored(conv, &bx, &bparams, &btarget, &mut y, &mut dz, &mut loss)
+            .unwrap();
+        backend.scored_loss(output, (&y, &btarget), &loss).unwrap()
+    };
     vec![
         download(backend, &y, output),
         download(backend, &dz, output),
@@ -396,18 +379,18 @@ pub fn check_scored<B: Backend>(make: impl Fn() -> B, tolerance: f64) {
     use whorl::backend::reference::ReferenceBackend;
     for (case, conv) in scored_cases().iter().enumerate() {
         let inputs = scored_inputs(conv, 50 + 3 * case as u64);
-        let got = scored_outputs(&mut make(), conv, &inputs);
-        let expected = scored_outputs(&mut ReferenceBackend, conv, &inputs);
+        let got = scored_outputs(&mut make(), conv, &inputs, false);
+        let expected = scored_outputs(&mut ReferenceBackend, conv, &inputs, false);
         let errors = errors(&SCORED_OUTPUTS, &got, &expected);
         assert_within(&errors, tolerance, &format!("{conv:?}"));
-        let in_turn = outputs_in_turn(&mut make(), conv, &inputs);
+        let in_turn = scored_outputs(&mut make(), conv, &inputs, true);
         assert_same_bits(&got[..2], &in_turn[..2], &format!("{conv:?}"));
         let loss_error = relative_error(&got[2], &[f64::from(in_turn[2][0])]);
         assert!(
             loss_error < 1e-6,
             "loss {loss_error:e} from in turn, {conv:?}"
         );
-        let again = scored_outputs(&mut make(), conv, &inputs);
+        let again = scored_outputs(&mut make(), conv, &inputs, false);
         assert_same_bits(&got, &again, &format!("{conv:?}"));
     }
 }

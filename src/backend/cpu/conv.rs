@@ -64,7 +64,9 @@ fn kernel_len(conv: &Conv) -> usize {
         ConvInput::Direct => 9 + 16,
         ConvInput::Upsampled2 => 16,
     };
-    (taps * conv.slot.in_channels * conv.slot.out_channels).max(partial_len(conv))
+    let kernel = conv.slot.in_channels * conv.slot.out_channels;
+    // The whole backward pass of one output channel keeps the flipped kernel beside the sums.
+    (taps * kernel).max(9 * kernel + partial_len(conv))
 }
 
 /// Floats of scratch one chunk of work of this convolution needs: for an upsampled input's
@@ -296,11 +298,7 @@ pub fn backward_data(
     dx: &mut [f32],
 ) {
     let (input, cin, cout) = (conv.input, conv.slot.in_channels, conv.slot.out_channels);
-    let flipped = &mut scratch.kernel[..9 * cin * cout];
-    flipped.fill(0.0);
-    for (t, taps) in kernel.chunks_exact(cin * cout).enumerate() {
-        add_transposed(taps, cin, cout, &mut flipped[(8 - t) * cin * cout..]);
-    }
+    flip_kernel(conv, kernel, &mut scratch.kernel[..9 * cin * cout]);
     match conv.read {
         ConvInput::Direct => {
             // A 'same' convolution of dz (cout channels) into cin channels, by Winograd.
@@ -321,6 +319,43 @@ pub fn backward_data(
             gathered_gemm(tiles, &gather, dz, flipped, dx);
         }
     }
+}
+
+/// flipped[2 - ky, 2 - kx, co, ci] = kernel[ky, kx, ci, co]: backward-data's kernel.
+fn flip_kernel(conv: &Conv, kernel: &[f32], flipped: &mut [f32]) {
+    let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
+    flipped.fill(0.0);
+    for (t, taps) in kernel.chunks_exact(cin * cout).enumerate() {
+        add_transposed(taps, cin, cout, &mut flipped[(8 - t) * cin * cout..]);
+    }
+}
+
+/// The whole backward pass of a convolution with one output channel of an upsampled input
+/// (conv6), for [`Backend::conv2d_backward`](crate::backend::Backend::conv2d_backward): the
+/// kernel and bias gradients into `grads` as [`backward_filter`] makes them, and dx as
+/// [`backward_data`] makes it times the derivative at x of `x_activation`, in one pass over the
+/// tiles of source pixels, each tile's box sums of dz gathered once for both
+/// ([`one_channel::backward_one_output`]). The same bits as the three passes.
+pub fn backward_one_output(
+    scratch: &mut ConvScratch,
+    conv: &Conv,
+    x: (&[f32], Option<Activation>),
+    (dz, kernel): (&[f32], &[f32]),
+    grads: &mut [f32],
+    dx: &mut [f32],
+) {
+    let cin = conv.slot.in_channels;
+    let size = partial_len(conv);
+    let chunks = conv.input.pixels().div_ceil(chunk_pixels(conv.input));
+    let (flipped, total) = scratch.kernel.split_at_mut(9 * cin);
+    flip_kernel(conv, kernel, flipped);
+    let tile_work =
+        one_channel::backward_one_output(conv, x, dz, Matrix::row_major(flipped, 9, cin));
+    let partials = &mut scratch.partials[..chunks * size];
+    let tiles = (&mut scratch.tiles[..], scratch.tile_len);
+    chunk_partials_and_rows(conv.input, tiles, (partials, size), (dx, cin), tile_work);
+    sum_in_order(&scratch.partials[..chunks * size], &mut total[..size]);
+    unflip_box_sum_gradient(conv, &total[..size], grads);
 }
 
 /// dkernel[ky, kx, ci, co] = sum over output pixels p of input(p + tap)[ci] * dz[p, co] and
@@ -371,20 +406,52 @@ pub fn backward_filter(
 /// pixels of `grid`, in order, each chunk of work into its own zeroed partial of `size`.
 fn chunk_partials(
     grid: Nhwc,
-    (tiles, tile_len): (&mut [f32], usize),
-    (partials, size): (&mut [f32], usize),
+    tiles: (&mut [f32], usize),
+    partials: (&mut [f32], usize),
     tile_gradient: impl Fn(Range<usize>, &mut [f32], &mut [f32]) + Sync,
 ) {
+    let no_rows = (&mut [][..], 0);
+    chunk_partials_and_rows(
+        grid,
+        tiles,
+        partials,
+        no_rows,
+        |pixels, tile, partial, _| tile_gradient(pixels, tile, partial),
+    );
+}
+
+/// [`chunk_partials`], each tile's call also given its pixels' rows of `out` (`n` values a
+/// pixel) to write: `tile_work(pixels, tile, partial, rows)`.
+fn chunk_partials_and_rows(
+    grid: Nhwc,
+    (tiles, tile_len): (&mut [f32], usize),
+    (partials, size): (&mut [f32], usize),
+    (out, n): (&mut [f32], usize),
+    tile_work: impl Fn(Range<usize>, &mut [f32], &mut [f32], &mut [f32]) + Sync,
+) {
     let per_chunk = chunk_pixels(grid);
+    let chunks = partials.len() / size;
+    let mut rows = Vec::with_capacity(chunks);
+    let mut rest = &mut out[..grid.pixels().min(chunks * per_chunk) * n];
+    for chunk in 0..chunks {
+        let pixels = per_chunk.min(grid.pixels() - chunk * per_chunk);
+        let (these, others) = rest.split_at_mut(pixels * n);
+        rows.push(these);
+        rest = others;
+    }
     partials
         .par_chunks_mut(size)
         .zip(tiles.par_chunks_mut(tile_len))
+        .zip(rows)
         .enumerate()
-        .for_each(|(chunk, (partial, tile))| {
+        .for_each(|(chunk, ((partial, tile), chunk_rows))| {
             partial.fill(0.0);
             let pixels = chunk * per_chunk..grid.pixels().min((chunk + 1) * per_chunk);
             for start in pixels.clone().step_by(TILE_PIXELS) {
-                tile_gradient(start..pixels.end.min(start + TILE_PIXELS), tile, partial);
+                let end = pixels.end.min(start + TILE_PIXELS);
+                let tile_rows =
+                    &mut chunk_rows[(start - pixels.start) * n..(end - pixels.start) * n];
+                tile_work(start..end, tile, partial, tile_rows);
             }
         });
 }

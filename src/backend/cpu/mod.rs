@@ -14,7 +14,7 @@ mod winograd;
 
 use rayon::prelude::*;
 
-use super::{Adam, Backend, Conv, ConvAlgorithm, Nhwc, RmsProp};
+use super::{Adam, Backend, Conv, ConvAlgorithm, ConvInput, Nhwc, RmsProp};
 use crate::error::{Error, Result};
 use crate::model::Activation;
 use conv::ConvScratch;
@@ -162,6 +162,34 @@ impl Backend for CpuBackend {
         self.check_planned(conv)?;
         let grads = &mut grads[conv.slot.weight.start..conv.slot.bias.end];
         conv::backward_filter(&mut self.conv, conv, x, dz, grads);
+        Ok(())
+    }
+
+    fn conv2d_backward(
+        &mut self,
+        conv: &Conv,
+        x: (&Vec<f32>, Option<Activation>),
+        dz: &Vec<f32>,
+        params: &Vec<f32>,
+        grads: &mut Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) -> Result<()> {
+        // One output channel of an upsampled input (conv6): one pass over x (conv.rs);
+        // otherwise the three operations in turn.
+        if conv.read != ConvInput::Upsampled2 || !one_channel::writes_one_channel(conv) {
+            return super::backward_in_turn(self, conv, x, dz, params, grads, dx);
+        }
+        self.check_planned(conv)?;
+        let slot = &conv.slot;
+        let (x, x_activation) = (&x.0[..conv.input.len()], x.1);
+        conv::backward_one_output(
+            &mut self.conv,
+            conv,
+            (x, x_activation),
+            (&dz[..conv.output().len()], &params[slot.weight.clone()]),
+            &mut grads[slot.weight.start..slot.bias.end],
+            &mut dx[..conv.input.len()],
+        );
         Ok(())
     }
 

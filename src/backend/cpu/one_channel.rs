@@ -12,7 +12,8 @@
 //!   output's four products from its 2x2 window; the kernel gradient is the GEMM of the source
 //!   pixels' channels (transposed) with the nine box sums of dz each source pixel's taps see
 //!   (the algebra of `backward_data` in conv.rs). Backward-data is a gathered GEMM of depth 9
-//!   in conv.rs.
+//!   in conv.rs; in training, the whole backward pass takes each tile's box sums once for both
+//!   ([`backward_one_output`]).
 
 use std::ops::Range;
 
@@ -488,22 +489,61 @@ pub fn filter_one_output<'a>(
     x: &'a [f32],
     dz: &'a [f32],
 ) -> impl Fn(Range<usize>, &mut [f32], &mut [f32]) + Sync + 'a {
-    let cin = conv.slot.in_channels;
     let gather = Gather::box_sums(conv.output(), conv.input);
     move |pixels, tile, partial| {
-        let (sums, product) = tile.split_at_mut(9 * TILE_PIXELS);
-        let sums = &mut sums[..9 * pixels.len()];
-        gather.rows(dz, pixels.start, sums);
-        let product = &mut product[..9 * cin];
-        let x = Matrix::row_major(&x[pixels.start * cin..pixels.end * cin], pixels.len(), cin);
-        gemm(
-            x.transposed(),
-            Matrix::row_major(sums, pixels.len(), 9),
-            product,
-            false,
-        );
-        let (dkernel, dbias) = partial.split_at_mut(9 * cin);
-        add_transposed(product, cin, 9, dkernel);
-        dbias[0] += sums.chunks_exact(9).map(|taps| taps[4]).sum::<f32>();
+        add_tile_gradient(conv, &gather, (x, dz), pixels, tile, partial);
+    }
+}
+
+/// [`filter_one_output`]'s work on one tile; returns the tile's box sums of dz, [pixels, 9],
+/// which backward-data reads too.
+fn add_tile_gradient<'t>(
+    conv: &Conv,
+    gather: &Gather,
+    (x, dz): (&[f32], &[f32]),
+    pixels: Range<usize>,
+    tile: &'t mut [f32],
+    partial: &mut [f32],
+) -> &'t [f32] {
+    let cin = conv.slot.in_channels;
+    let (sums, product) = tile.split_at_mut(9 * TILE_PIXELS);
+    let sums = &mut sums[..9 * pixels.len()];
+    gather.rows(dz, pixels.start, sums);
+    let product = &mut product[..9 * cin];
+    let x = Matrix::row_major(&x[pixels.start * cin..pixels.end * cin], pixels.len(), cin);
+    gemm(
+        x.transposed(),
+        Matrix::row_major(sums, pixels.len(), 9),
+        product,
+        false,
+    );
+    let (dkernel, dbias) = partial.split_at_mut(9 * cin);
+    add_transposed(product, cin, 9, dkernel);
+    dbias[0] += sums.chunks_exact(9).map(|taps| taps[4]).sum::<f32>();
+    sums
+}
+
+/// The whole backward pass of a tile with one output channel read upsampled (conv6): the
+/// kernel gradient as [`filter_one_output`], and the tile's rows of dx from the same box sums
+/// times the flipped kernel ([9, cin], as conv.rs's `backward_data` multiplies them), times the
+/// derivative at x of `x_activation`, the activation that produced x (as activation_backward
+/// applies it): the three passes' bits, x and the box sums read once.
+pub(super) fn backward_one_output<'a>(
+    conv: &'a Conv,
+    (x, x_activation): (&'a [f32], Option<Activation>),
+    dz: &'a [f32],
+    flipped: Matrix<'a>,
+) -> impl Fn(Range<usize>, &mut [f32], &mut [f32], &mut [f32]) + Sync + 'a {
+    let cin = conv.slot.in_channels;
+    let gather = Gather::box_sums(conv.output(), conv.input);
+    move |pixels, tile, partial, dx| {
+        let (rows, x_tile) = (pixels.len(), &x[pixels.start * cin..pixels.end * cin]);
+        let sums = add_tile_gradient(conv, &gather, (x, dz), pixels, tile, partial);
+        gemm(Matrix::row_major(sums, rows, 9), flipped, dx, false);
+        if let Some(activation) = x_activation {
+            for (d, &y) in dx.iter_mut().zip(x_tile) {
+                *d *= derivative(activation, y);
+            }
+        }
     }
 }
