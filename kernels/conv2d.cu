@@ -48,7 +48,8 @@
 #define GEMM_WIDE_BLOCKS 2
 // Shared memory: two stages, each a slice of the A tile stored k-major ([TILE_K][TILE_P + 4]:
 // a thread reads its 8 pixels of one k as two 16-byte reads) and of the weight tile
-// ([TILE_K][TILE_N]), then the tile's window origins (4 words a pixel).
+// ([TILE_K][TILE_N]), then the tile's gather rows (2 words a pixel; window origins, 4 words,
+// in the 128 x 128 tile).
 #define GEMM_SHARED_FLOATS (2 * GEMM_TILE_K * (GEMM_TILE_P + 4 + GEMM_TILE_N) + 4 * GEMM_TILE_P)
 #define GEMM_WIDE_SHARED_FLOATS (2 * GEMM_TILE_K * (GEMM_WIDE_TILE_P + 4 + GEMM_WIDE_TILE_N) + 4 * GEMM_WIDE_TILE_P)
 #define GEMM_NARROW_SHARED_FLOATS (2 * GEMM_TILE_K * (GEMM_NARROW_TILE_P + 4 + GEMM_NARROW_TILE_N) + 4 * GEMM_NARROW_TILE_P)
@@ -70,8 +71,9 @@
 // next are in flight into registers, stored to the other stage after the multiply (the next
 // weights go there directly); one barrier a slice.
 // Gathering: thread t loads column t % 16 of the A slice for pixel rows t / 16 + 16 m
-// (m < TILE_P / 16), its tap and channel advanced without divisions; the tile's window origins
-// are computed once, before the K loop, into shared memory (registers would hold 4 words a row).
+// (m < TILE_P / 16), its tap and channel advanced without divisions; the tile's gather rows
+// (GatherRow: an offset and a bit per tap inside the image) are found once, before the K loop,
+// into shared memory.
 // Multiplying: thread t computes pixels 8 (t / L) .. + 8, L = TILE_N / THREAD_N threads along the
 // channels, and THREAD_N channels in runs of 4: 4 (t % L) .. + 4, and TILE_N / 2 further on for
 // THREAD_N = 8. Per k, two 16-byte reads of A and one per run of 4 channels feed 8 THREAD_N
@@ -93,18 +95,27 @@ __device__ __forceinline__ void gathered_gemm_tile(
     WHORL_DYNAMIC_SHARED(float, shared);
     float* a_stages = shared;                                // [2][TILE_K][pitch]
     float* w_stages = shared + 2 * GEMM_TILE_K * pitch;      // [2][TILE_K][TILE_N]
-    WindowOrigin* origins = reinterpret_cast<WindowOrigin*>(w_stages + 2 * GEMM_TILE_K * TILE_N);
+    // The 128 x 128 tile gathers through window origins, bounds checked per value: with the
+    // gather rows' bit tests ptxas needs more registers than the 128 its two blocks an SM allow.
+    constexpr bool bit_rows = TILE_N <= GEMM_TILE_N;
+    GatherRow* rows = reinterpret_cast<GatherRow*>(w_stages + 2 * GEMM_TILE_K * TILE_N);
+    WindowOrigin* origins = reinterpret_cast<WindowOrigin*>(rows);
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
     const int slices = (k_total + GEMM_TILE_K - 1) / GEMM_TILE_K;
     const int p0 = blockIdx.x * TILE_P, n0 = blockIdx.y * TILE_N;
     const int t = threadIdx.x;
-    const int gather_column = t % GEMM_TILE_K, gather_row = t / GEMM_TILE_K;
+    const int gather_column = t % GEMM_TILE_K, first_row_gathered = t / GEMM_TILE_K;
     const int rows_per_pass = WHORL_THREADS / GEMM_TILE_K;
     constexpr bool pooling = Pooling;
-    for (int row = t; row < TILE_P; row += WHORL_THREADS)
-        origins[row] = window_origin(p0 + row, pixels, grid_h, grid_w, src_h, src_w, src_c,
-                                     stride, origin_row, origin_col, pooling);
+    for (int row = t; row < TILE_P; row += WHORL_THREADS) {
+        if constexpr (bit_rows)
+            rows[row] = gather_row(p0 + row, pixels, grid_h, grid_w, src_h, src_w, src_c, window,
+                                   stride, origin_row, origin_col, pooling);
+        else
+            origins[row] = window_origin(p0 + row, pixels, grid_h, grid_w, src_h, src_w, src_c,
+                                         stride, origin_row, origin_col, pooling);
+    }
     __syncthreads();
     TapCursor cursor = tap_cursor(gather_column, src_c, window);
     const int first_column = (t % lanes_n) * 4;
@@ -122,16 +133,24 @@ __device__ __forceinline__ void gathered_gemm_tile(
         }
     };
     // The window values of a slice into registers, gathered[m] for pixel row
-    // gather_row + 16 m, then (store) into a stage.
+    // first_row_gathered + 16 m, then (store) into a stage: per value one bit test and one
+    // addition, the tap's bit and offset found once a slice.
     float gathered[gathers];
     auto gather = [&](int slice) {
         const bool k_inside = slice * GEMM_TILE_K + gather_column < k_total;
+        const unsigned tap = 1u << (cursor.ty * window + cursor.tx);
+        const int tap_offset = (cursor.ty * src_w + cursor.tx) * src_c + cursor.channel;
         WHORL_UNROLL
         for (int m = 0; m < gathers; ++m) {
-            const WindowOrigin o = origins[gather_row + m * rows_per_pass];
-            gathered[m] = k_inside ? window_value(src, o, cursor.ty, cursor.tx, cursor.channel,
-                                                  src_h, src_w, src_c)
-                                   : 0.0f;
+            const int row = first_row_gathered + m * rows_per_pass;
+            if constexpr (bit_rows) {
+                const GatherRow r = rows[row];
+                gathered[m] = k_inside && (r.taps_inside & tap) ? src[r.offset + tap_offset] : 0.0f;
+            } else {
+                gathered[m] = k_inside ? window_value(src, origins[row], cursor.ty, cursor.tx,
+                                                      cursor.channel, src_h, src_w, src_c)
+                                       : 0.0f;
+            }
         }
         advance(cursor, GEMM_TILE_K, src_c, window);
     };
@@ -139,7 +158,7 @@ __device__ __forceinline__ void gathered_gemm_tile(
         float* a_slice = a_stages + stage * GEMM_TILE_K * pitch;
         WHORL_UNROLL
         for (int m = 0; m < gathers; ++m)
-            a_slice[gather_column * pitch + gather_row + m * rows_per_pass] = gathered[m];
+            a_slice[gather_column * pitch + first_row_gathered + m * rows_per_pass] = gathered[m];
     };
     float acc[GEMM_THREAD_P][THREAD_N];
     for (int r = 0; r < GEMM_THREAD_P; ++r)

@@ -88,6 +88,31 @@ __device__ __forceinline__ WindowOrigin window_origin(int pixel, int pixels, int
     return o;
 }
 
+// One gathered pixel row as a gathering thread keeps it: the offset in src of its window's first
+// tap (outside the image where the window starts in the padding) and a bit per tap
+// (ty * window + tx) that lies inside the image. Found once per block, so that the main loop
+// finds a copy's source with one addition and one bit test.
+struct GatherRow {
+    int offset;
+    unsigned taps_inside;
+};
+
+__device__ __forceinline__ GatherRow gather_row(int pixel, int pixels, int grid_h, int grid_w,
+                                                int src_h, int src_w, int src_c, int window,
+                                                int stride, int origin_row, int origin_col,
+                                                bool pooling) {
+    const WindowOrigin o = window_origin(pixel, pixels, grid_h, grid_w, src_h, src_w, src_c,
+                                         stride, origin_row, origin_col, pooling);
+    GatherRow r{o.image_offset + (o.row * src_w + o.col) * src_c, 0u};
+    for (int ty = 0; ty < window; ++ty)
+        for (int tx = 0; tx < window; ++tx) {
+            const int row = o.row + ty, col = o.col + tx;
+            if (o.valid && row >= 0 && col >= 0 && row < src_h && col < src_w)
+                r.taps_inside |= 1u << (ty * window + tx);
+        }
+    return r;
+}
+
 // Where one element of the window is in src: tap (ty, tx), channel; nullptr in the padding.
 __device__ __forceinline__ const float* window_source(const float* __restrict__ src,
                                                       WindowOrigin o, int ty, int tx, int channel,
