@@ -202,22 +202,42 @@ fn conv_steps(steps: &[Step], batch: usize) -> Vec<Conv> {
         .collect()
 }
 
-/// For each convolution of [`convolutions`], the activation whose derivative its backward
-/// pass in training applies to dx (that of the convolution whose output it reads), if any.
-pub fn input_activations(
+/// What a training step does with one convolution of [`convolutions`] besides its own passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvInTraining {
+    /// The activation whose derivative its backward pass applies to dx (that of the
+    /// convolution whose output it reads), if any.
+    pub input_activation: Option<Activation>,
+    /// The max pooling layer whose output its forward pass writes in the same call
+    /// ([`Backend::conv2d_forward_and_pool`]), if any; a first convolution pooled in a step of
+    /// its own ([`pools_first_convolution`]) has none.
+    pub pooling: Option<usize>,
+}
+
+/// For each convolution of [`convolutions`], what training does with it besides its passes.
+pub fn convolutions_in_training(
     architecture: &Architecture,
     height: usize,
     width: usize,
-) -> Result<Vec<Option<Activation>>> {
+) -> Result<Vec<ConvInTraining>> {
     let shapes = architecture.shapes(height, width)?;
     let steps = compile(architecture, &shapes, Outputs::Needed);
     Ok(steps
         .iter()
         .filter_map(|step| match *step {
             Step::Conv {
-                input_activation, ..
-            } => Some(input_activation),
-            Step::PooledConv { .. } => Some(None),
+                layer,
+                input_activation,
+                pooled,
+                ..
+            } => Some(ConvInTraining {
+                input_activation,
+                pooling: pooled.then_some(layer + 1),
+            }),
+            Step::PooledConv { .. } => Some(ConvInTraining {
+                input_activation: None,
+                pooling: None,
+            }),
             _ => None,
         })
         .collect())

@@ -430,9 +430,15 @@ pub fn kernels<B: Backend>(
     let convs = graph::convolutions(&architecture, size, size, batch)?;
     backend.plan(&convs)?;
     let mut out = Vec::new();
-    let input_activations = graph::input_activations(&architecture, size, size)?;
-    for (conv, &activation) in convs.iter().zip(&input_activations) {
-        conv_timings(backend, (conv, activation), repeats, peaks, &mut out)?;
+    let in_training = graph::convolutions_in_training(&architecture, size, size)?;
+    for (conv, context) in convs.iter().zip(&in_training) {
+        conv_timings(
+            backend,
+            (conv, context.input_activation),
+            repeats,
+            peaks,
+            &mut out,
+        )?;
     }
     if graph::pools_first_convolution(&architecture) {
         let pair = (&convs[0], &architecture.layers[1]);
@@ -441,15 +447,9 @@ pub fn kernels<B: Backend>(
     if let Some(output) = convs.last() {
         scored_conv_timings(backend, output, repeats, peaks, &mut out)?;
     }
-    // The convolutions a pooling layer follows, but a first one pooled in its own step.
-    let first = usize::from(graph::pools_first_convolution(&architecture));
-    for pair in architecture.layers.windows(2).skip(first) {
-        if let [
-            conv_layer @ Layer::Conv2d { .. },
-            pool @ Layer::MaxPool2 { .. },
-        ] = pair
-            && let Some(conv) = convs.iter().find(|c| c.slot.name == conv_layer.name())
-        {
+    for (conv, context) in convs.iter().zip(&in_training) {
+        if let Some(pooling) = context.pooling {
+            let pool = &architecture.layers[pooling];
             conv_and_pool_timings(backend, (conv, pool), repeats, peaks, &mut out)?;
         }
     }

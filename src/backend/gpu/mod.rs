@@ -445,18 +445,29 @@ impl<D: Device> GpuBackend<D> {
 
     /// The partials scratch, if `plan()` made it at least `needed` floats long for `conv`.
     fn planned_partials(&self, conv: &Conv, needed: usize) -> Result<DevicePtr> {
-        let planned = self.partials.as_ref().map_or(0, |p| p.len);
+        let what = "the kernel-gradient partials";
+        Self::planned(&self.partials, 0, (conv, what, needed))
+    }
+
+    /// `slot` from float `start` on, if `plan()` made it at least `needed` floats longer for
+    /// `conv`, which needs them for `what`.
+    fn planned(
+        slot: &Option<GpuBuffer>,
+        start: usize,
+        (conv, what, needed): (&Conv, &str, usize),
+    ) -> Result<DevicePtr> {
+        let planned = slot.as_ref().map_or(0, |s| s.len.saturating_sub(start));
         if planned < needed {
             return Err(Error::Backend {
                 backend: "gpu".into(),
                 reason: format!(
-                    "{}: the kernel-gradient partials need {needed} floats, plan() allocated \
-                     {planned}: plan() with this convolution first",
+                    "{}: {what} need {needed} floats, plan() allocated {planned}: plan() with \
+                     this convolution first",
                     conv.slot.name
                 ),
             });
         }
-        Ok(Self::scratch(&self.partials))
+        Ok(Self::scratch(slot).offset(start))
     }
 
     fn scratch(slot: &Option<GpuBuffer>) -> DevicePtr {
@@ -685,20 +696,9 @@ impl<D: Device> GpuBackend<D> {
         Ok(phases)
     }
 
-    /// Where `blocks` sums of squared errors go for `conv`, if `plan()` made room for them.
+    /// Where `blocks` sums of squared errors go for `conv`, after the loss itself.
     fn loss_partials(&self, conv: &Conv, blocks: usize) -> Result<DevicePtr> {
-        let planned = self.loss.as_ref().map_or(0, |l| l.len.saturating_sub(1));
-        if planned < blocks {
-            return Err(Error::Backend {
-                backend: "gpu".into(),
-                reason: format!(
-                    "{}: the loss needs {blocks} partial sums, plan() made room for {planned}: \
-                     plan() with this convolution first",
-                    conv.slot.name
-                ),
-            });
-        }
-        Ok(Self::scratch(&self.loss).offset(1))
+        Self::planned(&self.loss, 1, (conv, "the loss's partial sums", blocks))
     }
 
     /// mse_partials's sums of squared errors over the first `len` values, into the loss
