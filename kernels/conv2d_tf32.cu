@@ -12,14 +12,21 @@
 #include "whorl.cuh"
 
 // Block tiles of TILE_P pixels x TILE_N channels, K in slices of 16 through a 3-stage
-// shared-memory pipeline; 8 warps, TILE_N / 32 along the channels and the rest along the
-// pixels, each warp a (TILE_P / warps along the pixels) x 32 tile of m16n8k8 mma tiles.
-// The tile follows the layer: 128 x 128 for more than 64 output channels, 256 x 64 for 33-64
-// (64 x 32 warp tiles), 256 x 32 for at most 32 (32 x 32), so no warp multiplies columns that
-// do not exist. (A 256 x 128 tile of 64 x 64 warp tiles reads a third fewer shared-memory
-// values per mma, but at 209 registers one block fits an SM, and on an H100 it was 5-10%
-// slower.) Row pitches are padded so a warp's fragment reads hit 32 banks (A: 8 rows of 16
-// bytes at an 80-byte pitch).
+// shared-memory pipeline; WARP_P x WARP_N warp tiles of m16n8k8 mma tiles, TILE_N / WARP_N
+// warps along the channels and the rest along the pixels. Two families, the same tiles:
+// - 8 warps of (TILE_P / warps along the pixels) x 32 (WHORL_THREADS threads). The tile
+//   follows the layer: 128 x 128 for more than 64 output channels, 256 x 64 for 33-64 (64 x 32
+//   warp tiles), 256 x 32 for at most 32 (32 x 32), so no warp multiplies columns that do not
+//   exist.
+// - 4 warps of 64 x 64 (TF32_FOUR_WARPS_THREADS threads) for the 128 x 128 and 256 x 64
+//   tiles: each value a warp reads from shared memory feeds twice the mma of a 64 x 32 warp
+//   tile (a third fewer reads per mma), for fewer warps to hide latency with; which is faster
+//   depends on the GPU and the layer, so the backend times both on first use and keeps the
+//   faster (they give the same bits: every output adds its mma in the same K order). (A
+//   256 x 128 tile of 8 such warps, at 209 registers one block an SM, was 5-10% slower on an
+//   H100.)
+// Row pitches are padded so a warp's fragment reads hit 32 banks (A: 8 rows of 16 bytes at an
+// 80-byte pitch).
 #define TF32_SLICE 16
 #define TF32_STAGES 3
 #define TF32_PITCH_A (TF32_SLICE + 4)
@@ -29,6 +36,7 @@
 #define TF32_TILE_N 64
 #define TF32_NARROW_TILE_P 256
 #define TF32_NARROW_TILE_N 32
+#define TF32_FOUR_WARPS_THREADS 128
 #define TF32_WIDE_SHARED_FLOATS (TF32_STAGES * (TF32_WIDE_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_WIDE_TILE_N + 8)))
 #define TF32_SHARED_FLOATS (TF32_STAGES * (TF32_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_TILE_N + 8)))
 #define TF32_NARROW_SHARED_FLOATS (TF32_STAGES * (TF32_NARROW_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_NARROW_TILE_N + 8)))
@@ -57,28 +65,29 @@ __device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Multipl
     cp_async_wait<0>();
 }
 
-// out[p', n] = activation(bias + window(p) W) for one TILE_P x TILE_N tile per block of 256
-// threads. Copying: thread t fills 4 channels at K column 4 (t % 4) of pixel rows t / 4 + 64 i,
-// and 4 channels of W at row (t + 256 j) / (TILE_N / 4), column 4 ((t + 256 j) % (TILE_N / 4)).
+// out[p', n] = activation(bias + window(p) W) for one TILE_P x TILE_N tile per block of THREADS
+// threads (T). Copying: thread t fills 4 channels at K column 4 (t % 4) of pixel rows
+// t / 4 + (T / 4) i, and 4 channels of W at row (t + T j) / (TILE_N / 4), column
+// 4 ((t + T j) % (TILE_N / 4)).
 // Multiplying: warp w computes pixels WARP_P (w / WARPS_N) .. + WARP_P x channels
 // WARP_N (w % WARPS_N) .. + WARP_N; per 8 of K each lane loads MI A fragments with ldmatrix and
 // NI = WARP_N / 8 B fragments, rounds them to TF32 and issues MI NI mma. Rounding as the
 // fragments are read costs one integer addition a value (the tensor core's truncation clears
 // the low bits); rounding in shared memory when the copies land would cost a third more
 // shared-memory traffic, which is what bounds this loop.
-template <int TILE_P, int TILE_N, bool Pooling>
+template <int TILE_P, int TILE_N, int WARP_N, int THREADS, bool Pooling>
 __device__ __forceinline__ void tf32_gathered_gemm_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin_row, int origin_col,
     const float* __restrict__ weights, int n, const float* __restrict__ bias, int activation,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    constexpr int WARP_N = 32, WARPS_N = TILE_N / WARP_N, WARPS_P = 8 / WARPS_N;
+    constexpr int WARPS_N = TILE_N / WARP_N, WARPS_P = THREADS / 32 / WARPS_N;
     constexpr int WARP_P = TILE_P / WARPS_P, MI = WARP_P / 16, NI = WARP_N / 8;
     constexpr int PITCH_B = TILE_N + 8;
-    constexpr int A_COPIES = TILE_P * TF32_SLICE / 4 / WHORL_THREADS;
+    constexpr int A_COPIES = TILE_P * TF32_SLICE / 4 / THREADS;
     constexpr int B_VECTORS = TF32_SLICE * TILE_N / 4;  // 16-byte copies of W per slice
-    constexpr int B_COPIES = (B_VECTORS + WHORL_THREADS - 1) / WHORL_THREADS;
+    constexpr int B_COPIES = (B_VECTORS + THREADS - 1) / THREADS;
     WHORL_DYNAMIC_SHARED(float, shared);
     float* a_stages = shared;                                   // [stage][TILE_P][PITCH_A]
     float* b_stages = shared + TF32_STAGES * TILE_P * TF32_PITCH_A;  // [stage][SLICE][PITCH_B]
@@ -96,7 +105,7 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
     GatherRow rows[A_COPIES];
     WHORL_UNROLL
     for (int i = 0; i < A_COPIES; ++i)
-        rows[i] = gather_row(p0 + a_row + i * (WHORL_THREADS / 4), pixels, grid_h, grid_w,
+        rows[i] = gather_row(p0 + a_row + i * (THREADS / 4), pixels, grid_h, grid_w,
                              src_h, src_w, src_c, window, stride, origin_row, origin_col,
                              pooling);
     TapCursor cursor = tap_cursor(a_column, src_c, window);
@@ -106,7 +115,7 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
     const float* b_source[B_COPIES];
     WHORL_UNROLL
     for (int j = 0; j < B_COPIES; ++j) {
-        const int vector = thread + j * WHORL_THREADS;
+        const int vector = thread + j * THREADS;
         const int column = (vector % (TILE_N / 4)) * 4;
         b_row[j] = vector / (TILE_N / 4);
         b_target[j] = b_row[j] * PITCH_B + column;
@@ -124,13 +133,13 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
         WHORL_UNROLL
         for (int i = 0; i < A_COPIES; ++i) {
             const bool inside = k_inside && (rows[i].taps_inside & tap);
-            cp_async_16(a_stage + i * (WHORL_THREADS / 4) * TF32_PITCH_A,
+            cp_async_16(a_stage + i * (THREADS / 4) * TF32_PITCH_A,
                         inside ? src + (rows[i].offset + tap_offset) : src, !inside);
         }
         float* b_stage = b_stages + stage * TF32_SLICE * PITCH_B;
         WHORL_UNROLL
         for (int j = 0; j < B_COPIES; ++j) {
-            if (B_VECTORS % WHORL_THREADS != 0 && thread + j * WHORL_THREADS >= B_VECTORS) break;
+            if (B_VECTORS % THREADS != 0 && thread + j * THREADS >= B_VECTORS) break;
             const bool inside = b_copies[j] && k0 + b_row[j] < k_total;
             cp_async_16(b_stage + b_target[j], inside ? b_source[j] + size_t(k0) * n : weights,
                         !inside);
@@ -221,7 +230,7 @@ conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n, int gr
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
     int out_col, float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, false>(
+    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
 }
@@ -234,7 +243,7 @@ conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h,
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
     int out_col, float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, false>(
+    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
 }
@@ -248,7 +257,7 @@ conv2d_gathered_gemm_tf32_pooled(const float* __restrict__ src, int grid_n, int 
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
     int out_col, float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, true>(
+    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, true>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, pooled);
 }
@@ -261,7 +270,33 @@ conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int 
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
     int out_col, float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, false>(
+    tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, WHORL_THREADS, false>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+}
+
+// The 128 x 128 and 256 x 64 tiles in four warps of 64 x 64. Grid, dynamic shared memory and
+// tiles as conv2d_gathered_gemm_tf32_wide's and conv2d_gathered_gemm_tf32's; block
+// TF32_FOUR_WARPS_THREADS.
+extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
+conv2d_gathered_gemm_tf32_wide_four_warps(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights, int n,
+    const float* __restrict__ bias, int activation, float* __restrict__ out, int out_h,
+    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
+    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
+                            false>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+}
+
+extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
+conv2d_gathered_gemm_tf32_four_warps(const float* __restrict__ src, int grid_n, int grid_h,
+    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
+    int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
+    int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
+    int out_col, float* __restrict__ pooled) {
+    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 64, TF32_FOUR_WARPS_THREADS, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
 }

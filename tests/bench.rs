@@ -177,3 +177,22 @@ fn peaks_are_the_datasheet_figures_for_the_precision_in_use() {
         unknown.peaks(Precision::Fp32)
     );
 }
+
+#[test]
+fn the_report_lists_the_gemm_tiles_chosen_by_timing_and_reads_reports_without_them() {
+    let json = r#"{"framework": "whorl 0.1.0", "device": "cuda:0", "batch_size": 128,
+        "size": 224, "repeats": 5, "train_step_ms": 17.8, "train_images_per_s": 7191.0,
+        "inference_ms": 5.2, "inference_images_per_s": 24615.0, "kernels": []}"#;
+    let mut report: BenchReport = serde_json::from_str(json).unwrap();
+    assert!(report.timed_tiles.is_empty());
+    assert!(!whorl::bench::markdown(&report).contains("chosen by timing"));
+    let line = "401408 x 128 GEMM over K = 1152 (TF32): conv2d_gathered_gemm_tf32_wide_four_warps";
+    report.timed_tiles.push(line.to_string());
+    let markdown = whorl::bench::markdown(&report);
+    assert!(
+        markdown.contains("chosen by timing") && markdown.contains(&format!("- {line}\n")),
+        "{markdown}"
+    );
+    let back: BenchReport = serde_json::from_value(serde_json::to_value(&report).unwrap()).unwrap();
+    assert_eq!(back, report);
+}

@@ -14,8 +14,9 @@ use common::{
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::GpuBackend;
 use whorl::backend::gpu::cuda::CudaDevice;
+use whorl::backend::gpu::gemm_tiles::TilePolicy;
 use whorl::backend::reference::ReferenceBackend;
-use whorl::backend::{ConvInput, Precision};
+use whorl::backend::{Backend, ConvInput, Precision};
 use whorl::graph::{Network, convolutions};
 use whorl::model::{Activation, Architecture};
 
@@ -131,6 +132,43 @@ fn tf32_convolutions_match_the_cpu_engine_at_the_model_shapes_within_2_to_the_mi
             &format!("{} in TF32", conv.slot.name),
         );
     }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test gpu -- --ignored"]
+fn gpu_tf32_tile_families_give_the_same_bits_and_the_timed_choice_is_reported() {
+    // Every model convolution at batch 8 and an odd one with partial tiles: eight-warp tiles,
+    // four-warp tiles and the tiles the backend times give the same bits.
+    let mut convs = convolutions(&Architecture::reference(), 224, 224, 8).unwrap();
+    convs.push(conv(
+        nhwc(2, 13, 11, 36),
+        100,
+        ConvInput::Direct,
+        Activation::Relu,
+    ));
+    let tf32 = |policy| {
+        gpu()
+            .with_precision(Precision::Tf32)
+            .with_tile_policy(policy)
+    };
+    let mut timed = tf32(TilePolicy::Timed);
+    for conv in &convs {
+        let inputs = parity::conv_inputs(conv, 6);
+        let eight = parity::conv_outputs(&mut tf32(TilePolicy::Default), conv, &inputs);
+        let four = parity::conv_outputs(&mut tf32(TilePolicy::Last), conv, &inputs);
+        let chosen = parity::conv_outputs(&mut timed, conv, &inputs);
+        let name = &conv.slot.name;
+        parity::assert_same_bits(&four, &eight, &format!("{name}: four warps"));
+        parity::assert_same_bits(&chosen, &eight, &format!("{name}: timed tiles"));
+    }
+    let choices = timed.timed_choices();
+    println!("timed tiles: {choices:#?}");
+    assert!(
+        choices
+            .iter()
+            .any(|c| c.contains("GEMM over K = 1152 (TF32)")),
+        "conv4's forward GEMM was not timed: {choices:?}"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod common;
 use common::{conv, nhwc, parity, tf32};
 use whorl::backend::gpu::GpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
+use whorl::backend::gpu::gemm_tiles::{self, GemmTile, TilePolicy};
 use whorl::backend::reference::ReferenceBackend;
 use whorl::backend::{Backend, ConvInput, Precision};
 use whorl::model::Activation;
@@ -99,4 +100,117 @@ fn channel_counts_that_are_not_multiples_of_4_fall_back_to_exact_fp32() {
     let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
     let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
     parity::assert_within(&errors, 1e-5, "3 -> 5 channels");
+}
+
+fn tf32_tiles(policy: TilePolicy) -> GpuBackend<Emulator> {
+    GpuBackend::new(Emulator::new())
+        .with_precision(Precision::Tf32)
+        .with_tile_policy(policy)
+}
+
+/// The kernels of the two tile families, (eight warps, four warps), for 65 or more output
+/// channels and for 33-64.
+const TILE_FAMILIES: [(GemmTile, GemmTile); 2] = [
+    (GemmTile::Tf32Wide, GemmTile::Tf32WideFourWarps),
+    (GemmTile::Tf32, GemmTile::Tf32FourWarps),
+];
+
+#[test]
+fn the_four_warp_tiles_give_the_bits_of_the_eight_warp_tiles() {
+    // Forward and backward-data on both tile sizes, odd shapes with partial tiles of pixels
+    // and channels: 36 -> 100 runs its forward pass on the 128 x 128 tiles (100 columns reach
+    // the last quarter of the tile, where a four-warp tile's second warp column ends) and its
+    // backward-data (36 columns) on the 256 x 64 ones; the upsampled 104 -> 40 its four phase
+    // GEMMs (scattered at stride 2) on the 256 x 64 tiles and its backward-data over dz's box
+    // sums (104 columns) on the 128 x 128 ones. The backend may then run either family.
+    let cases = [
+        (nhwc(2, 13, 11, 36), 100, ConvInput::Direct),
+        (nhwc(1, 9, 7, 104), 40, ConvInput::Upsampled2),
+    ];
+    for (case, (input, cout, read)) in cases.into_iter().enumerate() {
+        let conv = conv(input, cout, read, Activation::Relu);
+        let inputs = parity::conv_inputs(&conv, 300 + case as u64);
+        let (mut eight, mut four) = (
+            tf32_tiles(TilePolicy::Default),
+            tf32_tiles(TilePolicy::Last),
+        );
+        let expected = parity::conv_outputs(&mut eight, &conv, &inputs);
+        let got = parity::conv_outputs(&mut four, &conv, &inputs);
+        let context = format!("{input:?} -> {cout}, {read:?}");
+        parity::assert_same_bits(&got, &expected, &context);
+        for (eight_warps, four_warps) in TILE_FAMILIES {
+            let (eight_warps, four_warps) = (eight_warps.kernel_name(), four_warps.kernel_name());
+            let launches = |b: &mut GpuBackend<Emulator>, k| b.device().launches(k);
+            assert!(
+                launches(&mut eight, eight_warps) > 0,
+                "{context}: {eight_warps}"
+            );
+            assert_eq!(
+                launches(&mut eight, four_warps),
+                0,
+                "{context}: {four_warps}"
+            );
+            assert!(
+                launches(&mut four, four_warps) > 0,
+                "{context}: {four_warps}"
+            );
+            assert_eq!(
+                launches(&mut four, eight_warps),
+                0,
+                "{context}: {eight_warps}"
+            );
+        }
+    }
+}
+
+#[test]
+fn timed_tiles_are_chosen_once_per_shape_inside_a_running_timer_and_keep_the_bits() {
+    let conv = conv(nhwc(2, 13, 11, 36), 68, ConvInput::Direct, Activation::Relu);
+    let inputs = parity::conv_inputs(&conv, 400);
+    let expected = parity::conv_outputs(&mut tf32_tiles(TilePolicy::Default), &conv, &inputs);
+    let mut timed = tf32_tiles(TilePolicy::Timed);
+    // The candidates are timed inside the caller's timer, as a benchmark's warm-up does.
+    let (got, seconds) = timed
+        .time(|b| Ok(parity::conv_outputs(b, &conv, &inputs)))
+        .unwrap();
+    assert!(seconds > 0.0);
+    parity::assert_same_bits(&got, &expected, "timed tiles");
+    let choices = timed.timed_choices();
+    let shapes = [
+        "286 x 68 GEMM over K = 324 (TF32): conv2d_gathered_gemm_tf32_wide",
+        "286 x 36 GEMM over K = 612 (TF32): conv2d_gathered_gemm_tf32",
+    ];
+    assert_eq!(choices.len(), 2, "{choices:?}");
+    for shape in shapes {
+        assert!(
+            choices.iter().any(|c| c.starts_with(shape)),
+            "{shape} not among {choices:?}"
+        );
+    }
+    // The second time, each shape runs its choice once: no candidate is timed again.
+    let launched = |b: &mut GpuBackend<Emulator>| -> usize {
+        let kernels = TILE_FAMILIES.iter().flat_map(|&(a, b)| [a, b]);
+        kernels.map(|k| b.device().launches(k.kernel_name())).sum()
+    };
+    let before = launched(&mut timed);
+    let again = parity::conv_outputs(&mut timed, &conv, &inputs);
+    assert_eq!(launched(&mut timed) - before, 2);
+    parity::assert_same_bits(&again, &expected, "the timed tiles, again");
+}
+
+#[test]
+fn the_fastest_candidate_wins_and_a_tie_goes_to_the_default() {
+    let candidates = [GemmTile::Tf32Wide, GemmTile::Tf32WideFourWarps];
+    assert_eq!(
+        gemm_tiles::fastest(&candidates, &[2e-3, 1e-3]),
+        GemmTile::Tf32WideFourWarps
+    );
+    assert_eq!(
+        gemm_tiles::fastest(&candidates, &[1e-3, 2e-3]),
+        GemmTile::Tf32Wide
+    );
+    assert_eq!(
+        gemm_tiles::fastest(&candidates, &[1e-3, 1e-3]),
+        GemmTile::Tf32Wide
+    );
 }

@@ -300,6 +300,12 @@ pub trait Backend {
         ConvAlgorithm::Direct
     }
 
+    /// The kernels it chose by timing alternatives on its device so far, one line each (what
+    /// they compute: the kernel), for reports; none where it times nothing.
+    fn timed_choices(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Prepares scratch space for these convolutions (at the largest batch), so no step allocates.
     fn plan(&mut self, convs: &[Conv]) -> Result<()>;
 

@@ -27,6 +27,7 @@ pub fn run<B: Backend>(
     peaks: Option<Peaks>,
 ) -> Result<BenchReport> {
     let kernels = kernels(&mut backend, batch, size, repeats, peaks)?;
+    let timed_tiles = backend.timed_choices();
     let (train, inference) = throughput(backend, batch, size, repeats)?;
     Ok(BenchReport {
         framework: format!("whorl {}", env!("CARGO_PKG_VERSION")),
@@ -39,5 +40,6 @@ pub fn run<B: Backend>(
         inference_ms: 1e3 * inference,
         inference_images_per_s: batch as f64 / inference,
         kernels,
+        timed_tiles,
     })
 }

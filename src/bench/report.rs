@@ -65,6 +65,11 @@ pub struct BenchReport {
     pub inference_ms: f64,
     pub inference_images_per_s: f64,
     pub kernels: Vec<KernelTiming>,
+    /// The GEMM tiles chosen by timing on the device, one line each ("... GEMM over K = ...
+    /// (TF32): kernel"); empty where nothing was timed (the CPU, the emulator) and in reports
+    /// from before whorl timed tiles.
+    #[serde(default)]
+    pub timed_tiles: Vec<String>,
 }
 
 /// The report as markdown tables.
@@ -106,6 +111,12 @@ pub fn markdown(report: &BenchReport) -> String {
         report.inference_ms,
         report.inference_images_per_s
     );
+    if !report.timed_tiles.is_empty() {
+        out += "\nGEMM tiles chosen by timing the candidates on this device at first use:\n\n";
+        for line in &report.timed_tiles {
+            out += &format!("- {line}\n");
+        }
+    }
     out
 }
 

@@ -219,8 +219,8 @@ pub struct CudaDevice {
     next_staging: usize,
     /// Recorded on `stream` by fence(); asynchronous uploads wait for it.
     fence: CudaEvent,
-    /// Recorded on `stream` by timer_start() and timer_stop().
-    timer: (CudaEvent, CudaEvent),
+    /// The start events of the running timers, the newest last, recorded on `stream`.
+    timers: Vec<CudaEvent>,
 }
 
 impl CudaDevice {
@@ -245,8 +245,7 @@ impl CudaDevice {
             ctx.new_event(flags)
                 .map_err(|e| cuda_error("creating an event", e))
         };
-        let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let (fence, timer) = (new_event(None)?, (new_event(timing)?, new_event(timing)?));
+        let fence = new_event(None)?;
         let (ptx, kernels_from) = ptx_for(info.compute_capability)?;
         let module = ctx.load_module(Ptx::from_src(ptx)).map_err(|e| {
             cuda_error(
@@ -265,8 +264,17 @@ impl CudaDevice {
             staging: [None, None],
             next_staging: 0,
             fence,
-            timer,
+            timers: Vec::new(),
         })
+    }
+
+    /// A new event that records time.
+    fn timing_event(&self) -> Result<CudaEvent> {
+        let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        self.stream
+            .context()
+            .new_event(timing)
+            .map_err(|e| cuda_error("creating an event", e))
     }
 
     /// Waits for everything issued to the compute stream.
@@ -478,18 +486,28 @@ impl Device for CudaDevice {
     }
 
     fn timer_start(&mut self) -> Result<()> {
-        self.timer
-            .0
+        let start = self.timing_event()?;
+        start
             .record(&self.stream)
-            .map_err(|e| cuda_error("recording a timing event", e))
+            .map_err(|e| cuda_error("recording a timing event", e))?;
+        self.timers.push(start);
+        Ok(())
     }
 
     fn timer_stop(&mut self) -> Result<f64> {
-        let (start, end) = &self.timer;
+        let start = self
+            .timers
+            .pop()
+            .ok_or_else(|| cuda_error("timing with events", "timer_stop without timer_start"))?;
+        let end = self.timing_event()?;
         let elapsed = end
             .record(&self.stream)
-            .and_then(|()| start.elapsed_ms(end))
+            .and_then(|()| start.elapsed_ms(&end))
             .map_err(|e| cuda_error("timing with events", e))?;
         Ok(f64::from(elapsed) / 1e3)
+    }
+
+    fn times_gpu_kernels(&self) -> bool {
+        true
     }
 }

@@ -63,12 +63,20 @@ pub struct Emulator {
     next_id: usize,
     /// Ids of the allocations given to kernels launched since the last fence.
     used_since_fence: BTreeSet<usize>,
-    timer: Option<Instant>,
+    /// Running timers, the newest last.
+    timers: Vec<Instant>,
+    /// Launches so far, by kernel.
+    launches: BTreeMap<String, usize>,
 }
 
 impl Emulator {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many times `kernel` has been launched.
+    pub fn launches(&self, kernel: &str) -> usize {
+        self.launches.get(kernel).copied().unwrap_or(0)
     }
 
     /// Every kernel the emulator can run.
@@ -202,6 +210,7 @@ impl Device for Emulator {
                 self.used_since_fence.insert(id);
             }
         }
+        *self.launches.entry(kernel.to_string()).or_default() += 1;
         let name = CString::new(kernel).expect("kernel names have no NUL");
         let mut message = vec![0 as c_char; 1024];
         // SAFETY: every pointer argument addresses a live allocation (the backend passes only
@@ -233,15 +242,19 @@ impl Device for Emulator {
     }
 
     fn timer_start(&mut self) -> Result<()> {
-        self.timer = Some(Instant::now());
+        self.timers.push(Instant::now());
         Ok(())
     }
 
     fn timer_stop(&mut self) -> Result<f64> {
         let start = self
-            .timer
-            .take()
+            .timers
+            .pop()
             .ok_or_else(|| self.error("timer_stop without timer_start".into()))?;
         Ok(start.elapsed().as_secs_f64())
+    }
+
+    fn times_gpu_kernels(&self) -> bool {
+        false
     }
 }

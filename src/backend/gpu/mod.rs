@@ -4,11 +4,13 @@
 
 pub mod cuda;
 pub mod emulator;
+pub mod gemm_tiles;
 pub mod kernels;
 
 use super::{Adam, Backend, Conv, ConvInput, Nhwc, Precision, RmsProp};
 use crate::error::{Error, Result};
 use crate::model::Activation;
+use gemm_tiles::{GemmShape, GemmTile, TileChoices, TilePolicy};
 
 /// An address in device memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,11 +91,14 @@ pub trait Device {
         shared_bytes: usize,
         args: &[KernelArg],
     ) -> Result<()>;
-    /// Starts timing the operations issued from now on.
+    /// Starts timing the operations issued from now on. Timers nest: each
+    /// [`timer_stop`](Self::timer_stop) ends the newest running one.
     fn timer_start(&mut self) -> Result<()>;
-    /// Seconds the device spent on the operations issued since [`timer_start`](Self::timer_start),
-    /// once they have finished.
+    /// Seconds the device spent on the operations issued since the newest running
+    /// [`timer_start`](Self::timer_start), once they have finished.
     fn timer_stop(&mut self) -> Result<f64>;
+    /// Whether its timers measure a GPU's kernels, so that timing alternatives is worth it.
+    fn times_gpu_kernels(&self) -> bool;
 }
 
 /// A buffer of float32 values in device memory.
@@ -233,6 +238,20 @@ impl Scatter {
         }
     }
 }
+
+/// One gathered GEMM's operands: out[p, n] = activation(bias + window(p) weights).
+#[derive(Clone, Copy)]
+struct Gemm<'a> {
+    gather: &'a Gather,
+    weights: DevicePtr,
+    n: usize,
+    bias: DevicePtr,
+    activation: Option<Activation>,
+    out: Scatter,
+}
+
+/// Timed launches of each candidate tile at a GEMM shape's first use (after one to warm up).
+const TILE_TIMING_LAUNCHES: usize = 2;
 
 /// Blocks covering a `sizes[0]` x `sizes[1]` matrix in `tiles[0]` x `tiles[1]` tiles, `depth`
 /// deep.
@@ -408,12 +427,21 @@ pub struct GpuBackend<D: Device> {
     box_sums: Option<GpuBuffer>,
     /// The loss of [`Backend::mse_loss`], then per-block sums of squared errors.
     loss: Option<GpuBuffer>,
+    /// The gathered GEMM's tile for each shape (see [`gemm_tiles`]).
+    tiles: TileChoices,
 }
 
 impl<D: Device> GpuBackend<D> {
-    /// The backend in exact FP32; see [`with_precision`](Self::with_precision).
+    /// The backend in exact FP32 (see [`with_precision`](Self::with_precision)); on a GPU, the
+    /// GEMM shapes with several tiles time them at first use ([`TilePolicy::Timed`]).
     pub fn new(device: D) -> Self {
+        let policy = if device.times_gpu_kernels() {
+            TilePolicy::Timed
+        } else {
+            TilePolicy::Default
+        };
         GpuBackend {
+            tiles: TileChoices::new(policy),
             device,
             precision: Precision::Fp32,
             owned: Vec::new(),
@@ -428,6 +456,12 @@ impl<D: Device> GpuBackend<D> {
     /// multiples of 4 on tensor cores (conv2d_tf32.cu), the rest in FP32.
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.precision = precision;
+        self
+    }
+
+    /// How GEMM shapes with several candidate tiles pick one.
+    pub fn with_tile_policy(mut self, policy: TilePolicy) -> Self {
+        self.tiles = TileChoices::new(policy);
         self
     }
 
@@ -486,60 +520,77 @@ impl<D: Device> GpuBackend<D> {
         activation: Option<Activation>,
         out: Scatter,
     ) -> Result<()> {
-        let g = gather.grid;
         let on_tensor_cores = self.on_tensor_cores(gather, n);
-        let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
-        // The tile that fits the output's channels: a wide one above 64, a narrow one for at
-        // most 32, else the regular one.
-        let narrow = n <= kernels::GEMM_NARROW_TILE_N;
-        let wide = n > kernels::GEMM_TILE_N;
-        let (tiles, shared_floats) = match (on_tensor_cores, wide, narrow) {
-            (true, true, _) => (
-                [kernels::TF32_WIDE_TILE_P, kernels::TF32_WIDE_TILE_N],
-                kernels::TF32_WIDE_SHARED_FLOATS,
-            ),
-            (true, false, false) => (
-                [kernels::TF32_TILE_P, kernels::TF32_TILE_N],
-                kernels::TF32_SHARED_FLOATS,
-            ),
-            (true, false, true) => (
-                [kernels::TF32_NARROW_TILE_P, kernels::TF32_NARROW_TILE_N],
-                kernels::TF32_NARROW_SHARED_FLOATS,
-            ),
-            (false, true, _) => (
-                [kernels::GEMM_WIDE_TILE_P, kernels::GEMM_WIDE_TILE_N],
-                kernels::GEMM_WIDE_SHARED_FLOATS,
-            ),
-            (false, false, true) => (
-                [kernels::GEMM_NARROW_TILE_P, kernels::GEMM_NARROW_TILE_N],
-                kernels::GEMM_NARROW_SHARED_FLOATS,
-            ),
-            (false, false, false) => (
-                [kernels::GEMM_TILE_P, kernels::GEMM_TILE_N],
-                kernels::GEMM_SHARED_FLOATS,
-            ),
-        };
         let pooling = out.pooled != DevicePtr::NULL;
-        if pooling && (wide || narrow) {
+        let candidates = GemmTile::candidates(on_tensor_cores, n, pooling);
+        if candidates.is_empty() {
             return Err(Error::Backend {
                 backend: "gpu".into(),
-                reason: format!("{n} output channels: only the regular GEMM tile pools"),
+                reason: format!("{n} output channels: only the 33-64 channel GEMM tiles pool"),
             });
         }
-        let kernel = match (on_tensor_cores, wide, narrow) {
-            (true, true, _) => kernels::conv2d_gathered_gemm_tf32_wide,
-            (true, false, false) if pooling => kernels::conv2d_gathered_gemm_tf32_pooled,
-            (true, false, false) => kernels::conv2d_gathered_gemm_tf32,
-            (true, false, true) => kernels::conv2d_gathered_gemm_tf32_narrow,
-            (false, true, _) => kernels::conv2d_gathered_gemm_wide,
-            (false, false, true) => kernels::conv2d_gathered_gemm_narrow,
-            (false, false, false) if pooling => kernels::conv2d_gathered_gemm_pooled,
-            (false, false, false) => kernels::conv2d_gathered_gemm,
+        let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
+        let shape = GemmShape {
+            gather: [
+                grid_n,
+                grid_h,
+                grid_w,
+                src_h,
+                src_w,
+                src_c,
+                window,
+                stride,
+                gather.origin_row,
+                gather.origin_col,
+            ],
+            n,
+            out_stride: out.stride,
+            on_tensor_cores,
+            pooling,
         };
-        let launch = Launch::blocks(tile_grid([g.pixels(), n], tiles, 1), shared_floats);
-        kernel(
+        let gemm = Gemm {
+            gather,
+            weights,
+            n,
+            bias,
+            activation,
+            out,
+        };
+        let tile = match self.tiles.pick(&shape, candidates) {
+            Some(tile) => tile,
+            None => {
+                // Every candidate once to warm up, then TILE_TIMING_LAUNCHES times on the clock;
+                // they write the same bits, so the output stands whichever is last.
+                let mut times = Vec::with_capacity(candidates.len());
+                for &tile in candidates {
+                    self.launch_gemm(tile, &gemm)?;
+                    let ((), seconds) = self.time(|b| {
+                        (0..TILE_TIMING_LAUNCHES).try_for_each(|_| b.launch_gemm(tile, &gemm))
+                    })?;
+                    times.push(seconds);
+                }
+                let tile = gemm_tiles::fastest(candidates, &times);
+                self.tiles.insert(shape, tile);
+                tile
+            }
+        };
+        self.launch_gemm(tile, &gemm)
+    }
+
+    /// One launch of a GEMM on `tile`.
+    fn launch_gemm(&mut self, tile: GemmTile, gemm: &Gemm) -> Result<()> {
+        let Gemm {
+            gather,
+            weights,
+            n,
+            bias,
+            activation,
+            out,
+        } = *gemm;
+        let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
+        tile.kernel()(
             &mut self.device,
-            launch,
+            tile.launch(gather.grid.pixels(), n),
             gather.src,
             grid_n,
             grid_h,
@@ -771,6 +822,13 @@ impl<D: Device> Backend for GpuBackend<D> {
 
     fn precision(&self) -> Precision {
         self.precision
+    }
+
+    fn timed_choices(&self) -> Vec<String> {
+        let choices = self.tiles.timed().into_iter();
+        choices
+            .map(|(shape, tile)| format!("{}: {}", shape.describe(), tile.kernel_name()))
+            .collect()
     }
 
     fn plan(&mut self, convs: &[Conv]) -> Result<()> {

@@ -1,0 +1,253 @@
+//! The gathered GEMM's compiled tiles (kernels/conv2d.cu in FP32, kernels/conv2d_tf32.cu in
+//! TF32) and the choice among them for one GEMM shape.
+//!
+//! Each shape has one or more candidate tiles, the first the default. Where there are several
+//! (the TF32 128 x 128 and 256 x 64 tiles, in eight warps of 64 x 32 or four warps of
+//! 64 x 64), which is faster depends on the GPU and the layer: fewer, larger warp tiles read a
+//! third less shared memory per mma, more warps hide more latency. So on a GPU the backend
+//! times every candidate at the shape's first use and keeps the fastest, as cuDNN's benchmark
+//! mode does. The candidates of a shape give the same bits (every output adds its products in
+//! the same order), so the choice changes the speed and never the result; the emulator
+//! checks that, and keeps the default, since its timings say nothing about a GPU.
+
+use std::collections::HashMap;
+
+use super::{Device, DevicePtr, Launch, kernels};
+use crate::error::Result;
+
+/// A compiled tile of the gathered GEMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmTile {
+    /// FP32, 128 x 128, for more than 64 output channels.
+    Fp32Wide,
+    /// FP32, 128 x 64, for 33-64.
+    Fp32,
+    /// FP32, 128 x 64, pooling its output in the epilogue.
+    Fp32Pooled,
+    /// FP32, 256 x 32, for at most 32.
+    Fp32Narrow,
+    /// TF32, 128 x 128 in eight warps of 64 x 32.
+    Tf32Wide,
+    /// TF32, 128 x 128 in four warps of 64 x 64.
+    Tf32WideFourWarps,
+    /// TF32, 256 x 64 in eight warps of 64 x 32.
+    Tf32,
+    /// TF32, 256 x 64 in four warps of 64 x 64.
+    Tf32FourWarps,
+    /// TF32, 256 x 64 pooling its output in the epilogue.
+    Tf32Pooled,
+    /// TF32, 256 x 32 in eight warps of 32 x 32.
+    Tf32Narrow,
+}
+
+/// The launch function every gathered-GEMM kernel has (build.rs generates them from the .cu
+/// signatures): device, launch, src, the gather's 8 dimensions and its window origin, weights,
+/// n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, pooled.
+pub type GemmKernel<D> = fn(
+    &mut D,
+    Launch,
+    DevicePtr,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    DevicePtr,
+    i32,
+    DevicePtr,
+    i32,
+    DevicePtr,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    DevicePtr,
+) -> Result<()>;
+
+impl GemmTile {
+    /// The tiles a GEMM of `n` output channels may run on, the default first: on tensor cores
+    /// or not, pooling its output in the epilogue or not (only the 33-64 channel tiles pool).
+    pub fn candidates(on_tensor_cores: bool, n: usize, pooling: bool) -> &'static [GemmTile] {
+        use GemmTile::*;
+        let narrow = n <= kernels::GEMM_NARROW_TILE_N;
+        let wide = n > kernels::GEMM_TILE_N;
+        match (on_tensor_cores, wide, narrow, pooling) {
+            (_, true, _, true) | (_, _, true, true) => &[],
+            (true, true, _, false) => &[Tf32Wide, Tf32WideFourWarps],
+            (true, false, false, true) => &[Tf32Pooled],
+            (true, false, false, false) => &[Tf32, Tf32FourWarps],
+            (true, false, true, false) => &[Tf32Narrow],
+            (false, true, _, false) => &[Fp32Wide],
+            (false, false, false, true) => &[Fp32Pooled],
+            (false, false, false, false) => &[Fp32],
+            (false, false, true, false) => &[Fp32Narrow],
+        }
+    }
+
+    /// The kernel's name in kernels/*.cu.
+    pub fn kernel_name(self) -> &'static str {
+        use GemmTile::*;
+        match self {
+            Fp32Wide => "conv2d_gathered_gemm_wide",
+            Fp32 => "conv2d_gathered_gemm",
+            Fp32Pooled => "conv2d_gathered_gemm_pooled",
+            Fp32Narrow => "conv2d_gathered_gemm_narrow",
+            Tf32Wide => "conv2d_gathered_gemm_tf32_wide",
+            Tf32WideFourWarps => "conv2d_gathered_gemm_tf32_wide_four_warps",
+            Tf32 => "conv2d_gathered_gemm_tf32",
+            Tf32FourWarps => "conv2d_gathered_gemm_tf32_four_warps",
+            Tf32Pooled => "conv2d_gathered_gemm_tf32_pooled",
+            Tf32Narrow => "conv2d_gathered_gemm_tf32_narrow",
+        }
+    }
+
+    /// Its typed launch function.
+    pub fn kernel<D: Device>(self) -> GemmKernel<D> {
+        use GemmTile::*;
+        match self {
+            Fp32Wide => kernels::conv2d_gathered_gemm_wide,
+            Fp32 => kernels::conv2d_gathered_gemm,
+            Fp32Pooled => kernels::conv2d_gathered_gemm_pooled,
+            Fp32Narrow => kernels::conv2d_gathered_gemm_narrow,
+            Tf32Wide => kernels::conv2d_gathered_gemm_tf32_wide,
+            Tf32WideFourWarps => kernels::conv2d_gathered_gemm_tf32_wide_four_warps,
+            Tf32 => kernels::conv2d_gathered_gemm_tf32,
+            Tf32FourWarps => kernels::conv2d_gathered_gemm_tf32_four_warps,
+            Tf32Pooled => kernels::conv2d_gathered_gemm_tf32_pooled,
+            Tf32Narrow => kernels::conv2d_gathered_gemm_tf32_narrow,
+        }
+    }
+
+    /// Pixels and channels of its tile, and floats of dynamic shared memory per block.
+    fn dimensions(self) -> (usize, usize, usize) {
+        use GemmTile::*;
+        use kernels::*;
+        match self {
+            Fp32Wide => (GEMM_WIDE_TILE_P, GEMM_WIDE_TILE_N, GEMM_WIDE_SHARED_FLOATS),
+            Fp32 | Fp32Pooled => (GEMM_TILE_P, GEMM_TILE_N, GEMM_SHARED_FLOATS),
+            Fp32Narrow => (
+                GEMM_NARROW_TILE_P,
+                GEMM_NARROW_TILE_N,
+                GEMM_NARROW_SHARED_FLOATS,
+            ),
+            Tf32Wide | Tf32WideFourWarps => {
+                (TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, TF32_WIDE_SHARED_FLOATS)
+            }
+            Tf32 | Tf32FourWarps | Tf32Pooled => (TF32_TILE_P, TF32_TILE_N, TF32_SHARED_FLOATS),
+            Tf32Narrow => (
+                TF32_NARROW_TILE_P,
+                TF32_NARROW_TILE_N,
+                TF32_NARROW_SHARED_FLOATS,
+            ),
+        }
+    }
+
+    /// Its launch over a GEMM of `pixels` rows and `n` columns: blocks of the tile, threads
+    /// per block, dynamic shared memory.
+    pub fn launch(self, pixels: usize, n: usize) -> Launch {
+        let (tile_p, tile_n, shared_floats) = self.dimensions();
+        let threads = match self {
+            GemmTile::Tf32WideFourWarps | GemmTile::Tf32FourWarps => {
+                kernels::TF32_FOUR_WARPS_THREADS
+            }
+            _ => kernels::WHORL_THREADS,
+        };
+        Launch {
+            grid: [pixels.div_ceil(tile_p) as u32, n.div_ceil(tile_n) as u32, 1],
+            block: [threads as u32, 1, 1],
+            shared_bytes: 4 * shared_floats,
+        }
+    }
+}
+
+/// What a GEMM's speed depends on: the gather's dimensions and window origin, the output's
+/// channels and scatter stride, the precision and whether it pools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmShape {
+    pub gather: [i32; 10],
+    pub n: usize,
+    pub out_stride: usize,
+    pub on_tensor_cores: bool,
+    pub pooling: bool,
+}
+
+impl GemmShape {
+    /// E.g. "401408 x 128 GEMM over K = 1152 (TF32)".
+    pub fn describe(&self) -> String {
+        let [grid_n, grid_h, grid_w, _, _, src_c, window, ..] = self.gather.map(i64::from);
+        let precision = if self.on_tensor_cores { "TF32" } else { "FP32" };
+        format!(
+            "{} x {} GEMM over K = {} ({precision})",
+            grid_n * grid_h * grid_w,
+            self.n,
+            window * window * src_c
+        )
+    }
+}
+
+/// How a shape with several candidate tiles picks one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TilePolicy {
+    /// The first candidate: the emulator's default, since its timings say nothing about a GPU.
+    Default,
+    /// The last candidate (the four-warp tiles where a shape has them): to check that the
+    /// candidates give the same bits.
+    Last,
+    /// The fastest candidate, timed at the shape's first use: a GPU's default.
+    Timed,
+}
+
+/// The tile each GEMM shape runs on.
+#[derive(Debug)]
+pub struct TileChoices {
+    policy: TilePolicy,
+    /// The timed choices.
+    timed: HashMap<GemmShape, GemmTile>,
+}
+
+impl TileChoices {
+    pub fn new(policy: TilePolicy) -> Self {
+        TileChoices {
+            policy,
+            timed: HashMap::new(),
+        }
+    }
+
+    /// The tile of `shape` among its `candidates` (not empty), unless it must be timed first.
+    pub fn pick(&self, shape: &GemmShape, candidates: &[GemmTile]) -> Option<GemmTile> {
+        match (self.policy, candidates) {
+            (_, [only]) | (TilePolicy::Default, [only, ..]) => Some(*only),
+            (TilePolicy::Last, [.., last]) => Some(*last),
+            _ => self.timed.get(shape).copied(),
+        }
+    }
+
+    pub fn insert(&mut self, shape: GemmShape, tile: GemmTile) {
+        self.timed.insert(shape, tile);
+    }
+
+    /// Every timed choice, as (shape, tile), in a fixed order.
+    pub fn timed(&self) -> Vec<(GemmShape, GemmTile)> {
+        let mut all: Vec<_> = self.timed.iter().map(|(s, t)| (*s, *t)).collect();
+        all.sort_by_key(|(s, _)| (s.gather, s.n, s.out_stride, s.on_tensor_cores, s.pooling));
+        all
+    }
+}
+
+/// The fastest of `times` (seconds per candidate, in the candidates' order); the earlier one
+/// on a tie.
+pub fn fastest(candidates: &[GemmTile], times: &[f64]) -> GemmTile {
+    let mut best = 0;
+    for (i, &t) in times.iter().enumerate() {
+        if t < times[best] {
+            best = i;
+        }
+    }
+    candidates[best]
+}
