@@ -186,7 +186,8 @@ fn the_report_lists_the_gemm_tiles_chosen_by_timing_and_reads_reports_without_th
     let mut report: BenchReport = serde_json::from_str(json).unwrap();
     assert!(report.timed_tiles.is_empty());
     assert!(!whorl::bench::markdown(&report).contains("chosen by timing"));
-    let line = "401408 x 128 GEMM over K = 1152 (TF32): conv2d_gathered_gemm_tf32_wide_four_warps";
+    let line = "401408 x 128 GEMM over K = 1152 (TF32): conv2d_gathered_gemm_tf32_wide_four_warps \
+                (0.801 ms; conv2d_gathered_gemm_tf32_wide 0.953 ms)";
     report.timed_tiles.push(line.to_string());
     let markdown = whorl::bench::markdown(&report);
     assert!(

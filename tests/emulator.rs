@@ -6,10 +6,11 @@ mod common;
 
 use common::{
     CONV_CASES, POOLED_CASES, conv, nhwc, parity, pipelined_losses, random, relative_error, tf32,
-    widen,
+    tiles, widen,
 };
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
+use whorl::backend::gpu::gemm_tiles::GemmTile;
 use whorl::backend::gpu::{Device, DevicePtr, GpuBackend, KernelArg};
 use whorl::backend::reference::ReferenceBackend;
 use whorl::backend::{Backend, ConvInput, Optimizer, OptimizerKind};
@@ -55,6 +56,13 @@ fn convolution_kernels_match_the_reference() {
             parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
         }
     }
+}
+
+#[test]
+fn the_fp32_gemm_tiles_a_shape_may_run_give_the_same_bits() {
+    // More than 64 columns: the 128 x 128 tile or two columns of 128 x 64 tiles.
+    let new = |policy| emulated().with_tile_policy(policy);
+    tiles::check_candidates_agree(new, &[(GemmTile::Fp32Wide, GemmTile::Fp32)]);
 }
 
 #[test]

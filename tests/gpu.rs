@@ -136,9 +136,10 @@ fn tf32_convolutions_match_the_cpu_engine_at_the_model_shapes_within_2_to_the_mi
 
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test gpu -- --ignored"]
-fn gpu_tf32_tile_families_give_the_same_bits_and_the_timed_choice_is_reported() {
-    // Every model convolution at batch 8 and an odd one with partial tiles: eight-warp tiles,
-    // four-warp tiles and the tiles the backend times give the same bits.
+fn gpu_tile_candidates_give_the_same_bits_and_the_timed_choices_are_reported() {
+    // Every model convolution at batch 8 and an odd one with partial tiles, in both
+    // precisions: the default tiles, the last candidates (TF32: four warps) and the tiles the
+    // backend times give the same bits.
     let mut convs = convolutions(&Architecture::reference(), 224, 224, 8).unwrap();
     convs.push(conv(
         nhwc(2, 13, 11, 36),
@@ -146,29 +147,25 @@ fn gpu_tf32_tile_families_give_the_same_bits_and_the_timed_choice_is_reported() 
         ConvInput::Direct,
         Activation::Relu,
     ));
-    let tf32 = |policy| {
-        gpu()
-            .with_precision(Precision::Tf32)
-            .with_tile_policy(policy)
-    };
-    let mut timed = tf32(TilePolicy::Timed);
-    for conv in &convs {
-        let inputs = parity::conv_inputs(conv, 6);
-        let eight = parity::conv_outputs(&mut tf32(TilePolicy::Default), conv, &inputs);
-        let four = parity::conv_outputs(&mut tf32(TilePolicy::Last), conv, &inputs);
-        let chosen = parity::conv_outputs(&mut timed, conv, &inputs);
-        let name = &conv.slot.name;
-        parity::assert_same_bits(&four, &eight, &format!("{name}: four warps"));
-        parity::assert_same_bits(&chosen, &eight, &format!("{name}: timed tiles"));
+    for precision in [Precision::Fp32, Precision::Tf32] {
+        let new = |policy| gpu().with_precision(precision).with_tile_policy(policy);
+        let mut timed = new(TilePolicy::Timed);
+        for conv in &convs {
+            let inputs = parity::conv_inputs(conv, 6);
+            let default = parity::conv_outputs(&mut new(TilePolicy::Default), conv, &inputs);
+            let last = parity::conv_outputs(&mut new(TilePolicy::Last), conv, &inputs);
+            let chosen = parity::conv_outputs(&mut timed, conv, &inputs);
+            let name = format!("{} in {precision:?}", conv.slot.name);
+            parity::assert_same_bits(&last, &default, &format!("{name}: last candidates"));
+            parity::assert_same_bits(&chosen, &default, &format!("{name}: timed tiles"));
+        }
+        let choices = timed.timed_choices();
+        println!("timed tiles in {precision:?}: {choices:#?}");
+        assert!(
+            choices.iter().any(|c| c.contains("GEMM over K = 1152")),
+            "conv4's forward GEMM was not timed: {choices:?}"
+        );
     }
-    let choices = timed.timed_choices();
-    println!("timed tiles: {choices:#?}");
-    assert!(
-        choices
-            .iter()
-            .any(|c| c.contains("GEMM over K = 1152 (TF32)")),
-        "conv4's forward GEMM was not timed: {choices:?}"
-    );
 }
 
 #[test]

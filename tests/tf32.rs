@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{conv, nhwc, parity, tf32};
+use common::{conv, nhwc, parity, tf32, tiles};
 use whorl::backend::gpu::GpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
 use whorl::backend::gpu::gemm_tiles::{self, GemmTile, TilePolicy};
@@ -117,50 +117,7 @@ const TILE_FAMILIES: [(GemmTile, GemmTile); 2] = [
 
 #[test]
 fn the_four_warp_tiles_give_the_bits_of_the_eight_warp_tiles() {
-    // Forward and backward-data on both tile sizes, odd shapes with partial tiles of pixels
-    // and channels: 36 -> 100 runs its forward pass on the 128 x 128 tiles (100 columns reach
-    // the last quarter of the tile, where a four-warp tile's second warp column ends) and its
-    // backward-data (36 columns) on the 256 x 64 ones; the upsampled 104 -> 40 its four phase
-    // GEMMs (scattered at stride 2) on the 256 x 64 tiles and its backward-data over dz's box
-    // sums (104 columns) on the 128 x 128 ones. The backend may then run either family.
-    let cases = [
-        (nhwc(2, 13, 11, 36), 100, ConvInput::Direct),
-        (nhwc(1, 9, 7, 104), 40, ConvInput::Upsampled2),
-    ];
-    for (case, (input, cout, read)) in cases.into_iter().enumerate() {
-        let conv = conv(input, cout, read, Activation::Relu);
-        let inputs = parity::conv_inputs(&conv, 300 + case as u64);
-        let (mut eight, mut four) = (
-            tf32_tiles(TilePolicy::Default),
-            tf32_tiles(TilePolicy::Last),
-        );
-        let expected = parity::conv_outputs(&mut eight, &conv, &inputs);
-        let got = parity::conv_outputs(&mut four, &conv, &inputs);
-        let context = format!("{input:?} -> {cout}, {read:?}");
-        parity::assert_same_bits(&got, &expected, &context);
-        for (eight_warps, four_warps) in TILE_FAMILIES {
-            let (eight_warps, four_warps) = (eight_warps.kernel_name(), four_warps.kernel_name());
-            let launches = |b: &mut GpuBackend<Emulator>, k| b.device().launches(k);
-            assert!(
-                launches(&mut eight, eight_warps) > 0,
-                "{context}: {eight_warps}"
-            );
-            assert_eq!(
-                launches(&mut eight, four_warps),
-                0,
-                "{context}: {four_warps}"
-            );
-            assert!(
-                launches(&mut four, four_warps) > 0,
-                "{context}: {four_warps}"
-            );
-            assert_eq!(
-                launches(&mut four, eight_warps),
-                0,
-                "{context}: {eight_warps}"
-            );
-        }
-    }
+    tiles::check_candidates_agree(tf32_tiles, &TILE_FAMILIES);
 }
 
 #[test]
@@ -176,16 +133,20 @@ fn timed_tiles_are_chosen_once_per_shape_inside_a_running_timer_and_keep_the_bit
     assert!(seconds > 0.0);
     parity::assert_same_bits(&got, &expected, "timed tiles");
     let choices = timed.timed_choices();
+    // "<shape>: <kept kernel> (<ms>; <the other kernel> <ms>)", for both tile sizes.
     let shapes = [
-        "286 x 68 GEMM over K = 324 (TF32): conv2d_gathered_gemm_tf32_wide",
-        "286 x 36 GEMM over K = 612 (TF32): conv2d_gathered_gemm_tf32",
+        "286 x 68 GEMM over K = 324 (TF32): ",
+        "286 x 36 GEMM over K = 612 (TF32): ",
     ];
     assert_eq!(choices.len(), 2, "{choices:?}");
-    for shape in shapes {
-        assert!(
-            choices.iter().any(|c| c.starts_with(shape)),
-            "{shape} not among {choices:?}"
-        );
+    for (shape, (eight_warps, four_warps)) in shapes.into_iter().zip(TILE_FAMILIES) {
+        let line = choices.iter().find(|c| c.starts_with(shape));
+        let line = line.unwrap_or_else(|| panic!("{shape} not among {choices:?}"));
+        for kernel in [eight_warps, four_warps] {
+            let name = format!("{} ", kernel.kernel_name());
+            assert!(line.contains(&name), "{name} missing from {line}");
+        }
+        assert_eq!(line.matches(" ms").count(), 2, "{line}");
     }
     // The second time, each shape runs its choice once: no candidate is timed again.
     let launched = |b: &mut GpuBackend<Emulator>| -> usize {
@@ -199,18 +160,18 @@ fn timed_tiles_are_chosen_once_per_shape_inside_a_running_timer_and_keep_the_bit
 }
 
 #[test]
-fn the_fastest_candidate_wins_and_a_tie_goes_to_the_default() {
-    let candidates = [GemmTile::Tf32Wide, GemmTile::Tf32WideFourWarps];
+fn the_fastest_candidate_wins_a_tie_goes_to_the_default_and_both_times_are_reported() {
+    let (eight, four) = (GemmTile::Tf32Wide, GemmTile::Tf32WideFourWarps);
+    assert_eq!(gemm_tiles::fastest(&[(eight, 2e-3), (four, 1e-3)]), four);
+    assert_eq!(gemm_tiles::fastest(&[(eight, 1e-3), (four, 2e-3)]), eight);
+    assert_eq!(gemm_tiles::fastest(&[(eight, 1e-3), (four, 1e-3)]), eight);
+    let timed = gemm_tiles::TimedTile {
+        tile: four,
+        times: vec![(eight, 2e-3), (four, 1e-3)],
+    };
     assert_eq!(
-        gemm_tiles::fastest(&candidates, &[2e-3, 1e-3]),
-        GemmTile::Tf32WideFourWarps
-    );
-    assert_eq!(
-        gemm_tiles::fastest(&candidates, &[1e-3, 2e-3]),
-        GemmTile::Tf32Wide
-    );
-    assert_eq!(
-        gemm_tiles::fastest(&candidates, &[1e-3, 1e-3]),
-        GemmTile::Tf32Wide
+        timed.describe(2),
+        "conv2d_gathered_gemm_tf32_wide_four_warps (0.500 ms; conv2d_gathered_gemm_tf32_wide \
+         1.000 ms)"
     );
 }

@@ -277,3 +277,4 @@ pub fn path(p: &std::path::Path) -> &str {
 }
 
 pub mod parity;
+pub mod tiles;

@@ -1,10 +1,11 @@
 //! The gathered GEMM's compiled tiles (kernels/conv2d.cu in FP32, kernels/conv2d_tf32.cu in
 //! TF32) and the choice among them for one GEMM shape.
 //!
-//! Each shape has one or more candidate tiles, the first the default. Where there are several
-//! (the TF32 128 x 128 and 256 x 64 tiles, in eight warps of 64 x 32 or four warps of
-//! 64 x 64), which is faster depends on the GPU and the layer: fewer, larger warp tiles read a
-//! third less shared memory per mma, more warps hide more latency. So on a GPU the backend
+//! Each shape has one or more candidate tiles, the first the default. Where there are several,
+//! which is faster depends on the GPU and the layer: the TF32 128 x 128 and 256 x 64 tiles in
+//! eight warps of 64 x 32 or four of 64 x 64 (larger warp tiles read a third less shared
+//! memory per mma, more warps hide more latency), and an FP32 GEMM of more than 64 columns on
+//! the 128 x 128 tile or on 128 x 64 ones (more blocks). So on a GPU the backend
 //! times every candidate at the shape's first use and keeps the fastest, as cuDNN's benchmark
 //! mode does. The candidates of a shape give the same bits (every output adds its products in
 //! the same order), so the choice changes the speed and never the result; the emulator
@@ -83,7 +84,7 @@ impl GemmTile {
             (true, false, false, true) => &[Tf32Pooled],
             (true, false, false, false) => &[Tf32, Tf32FourWarps],
             (true, false, true, false) => &[Tf32Narrow],
-            (false, true, _, false) => &[Fp32Wide],
+            (false, true, _, false) => &[Fp32Wide, Fp32],
             (false, false, false, true) => &[Fp32Pooled],
             (false, false, false, false) => &[Fp32],
             (false, false, true, false) => &[Fp32Narrow],
@@ -203,12 +204,39 @@ pub enum TilePolicy {
     Timed,
 }
 
+/// A timed choice: the tile kept, and every candidate's seconds for the timed launches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimedTile {
+    pub tile: GemmTile,
+    pub times: Vec<(GemmTile, f64)>,
+}
+
+impl TimedTile {
+    /// E.g. "conv2d_gathered_gemm_tf32_wide_four_warps (0.801 ms; conv2d_gathered_gemm_tf32_wide
+    /// 0.953 ms)": the kept kernel first, each time per launch.
+    pub fn describe(&self, launches: usize) -> String {
+        let ms = |seconds: f64| 1e3 * seconds / launches as f64;
+        let kept = self.times.iter().find(|(t, _)| *t == self.tile);
+        let others: Vec<String> = self
+            .times
+            .iter()
+            .filter(|(t, _)| *t != self.tile)
+            .map(|(t, s)| format!("{} {:.3} ms", t.kernel_name(), ms(*s)))
+            .collect();
+        format!(
+            "{} ({:.3} ms; {})",
+            self.tile.kernel_name(),
+            kept.map_or(f64::NAN, |(_, s)| ms(*s)),
+            others.join(", ")
+        )
+    }
+}
+
 /// The tile each GEMM shape runs on.
 #[derive(Debug)]
 pub struct TileChoices {
     policy: TilePolicy,
-    /// The timed choices.
-    timed: HashMap<GemmShape, GemmTile>,
+    timed: HashMap<GemmShape, TimedTile>,
 }
 
 impl TileChoices {
@@ -224,30 +252,32 @@ impl TileChoices {
         match (self.policy, candidates) {
             (_, [only]) | (TilePolicy::Default, [only, ..]) => Some(*only),
             (TilePolicy::Last, [.., last]) => Some(*last),
-            _ => self.timed.get(shape).copied(),
+            _ => self.timed.get(shape).map(|t| t.tile),
         }
     }
 
-    pub fn insert(&mut self, shape: GemmShape, tile: GemmTile) {
-        self.timed.insert(shape, tile);
+    /// Keeps the fastest of `times` (seconds per candidate) for `shape`, and returns it.
+    pub fn keep_fastest(&mut self, shape: GemmShape, times: Vec<(GemmTile, f64)>) -> GemmTile {
+        let tile = fastest(&times);
+        self.timed.insert(shape, TimedTile { tile, times });
+        tile
     }
 
-    /// Every timed choice, as (shape, tile), in a fixed order.
-    pub fn timed(&self) -> Vec<(GemmShape, GemmTile)> {
-        let mut all: Vec<_> = self.timed.iter().map(|(s, t)| (*s, *t)).collect();
+    /// Every timed choice, as (shape, choice), in a fixed order.
+    pub fn timed(&self) -> Vec<(GemmShape, TimedTile)> {
+        let mut all: Vec<_> = self.timed.iter().map(|(s, t)| (*s, t.clone())).collect();
         all.sort_by_key(|(s, _)| (s.gather, s.n, s.out_stride, s.on_tensor_cores, s.pooling));
         all
     }
 }
 
-/// The fastest of `times` (seconds per candidate, in the candidates' order); the earlier one
-/// on a tie.
-pub fn fastest(candidates: &[GemmTile], times: &[f64]) -> GemmTile {
-    let mut best = 0;
-    for (i, &t) in times.iter().enumerate() {
-        if t < times[best] {
-            best = i;
+/// The fastest of `times` (each candidate with its seconds); the earlier one on a tie.
+pub fn fastest(times: &[(GemmTile, f64)]) -> GemmTile {
+    let mut best = times[0];
+    for &(tile, seconds) in &times[1..] {
+        if seconds < best.1 {
+            best = (tile, seconds);
         }
     }
-    candidates[best]
+    best.0
 }

@@ -567,11 +567,9 @@ impl<D: Device> GpuBackend<D> {
                     let ((), seconds) = self.time(|b| {
                         (0..TILE_TIMING_LAUNCHES).try_for_each(|_| b.launch_gemm(tile, &gemm))
                     })?;
-                    times.push(seconds);
+                    times.push((tile, seconds));
                 }
-                let tile = gemm_tiles::fastest(candidates, &times);
-                self.tiles.insert(shape, tile);
-                tile
+                self.tiles.keep_fastest(shape, times)
             }
         };
         self.launch_gemm(tile, &gemm)
@@ -827,7 +825,10 @@ impl<D: Device> Backend for GpuBackend<D> {
     fn timed_choices(&self) -> Vec<String> {
         let choices = self.tiles.timed().into_iter();
         choices
-            .map(|(shape, tile)| format!("{}: {}", shape.describe(), tile.kernel_name()))
+            .map(|(shape, timed)| {
+                let kept = timed.describe(TILE_TIMING_LAUNCHES);
+                format!("{}: {kept}", shape.describe())
+            })
             .collect()
     }
 
