@@ -19,10 +19,11 @@
 //   warp tiles), 256 x 32 for at most 32 (32 x 32), so no warp multiplies columns that do not
 //   exist.
 // - 4 warps of 64 x 64 (TF32_FOUR_WARPS_THREADS threads) for the 128 x 128 and 256 x 64
-//   tiles: each value a warp reads from shared memory feeds twice the mma of a 64 x 32 warp
-//   tile (a third fewer reads per mma), for fewer warps to hide latency with; which is faster
-//   depends on the GPU and the layer, so the backend times both on first use and keeps the
-//   faster (they give the same bits: every output adds its mma in the same K order). (A
+//   tiles, of 64 x 32 for the 256 x 32 one: each value a warp reads from shared memory feeds
+//   twice the mma of an eight-warp tile's warp (a third or a quarter fewer reads per mma), for
+//   fewer warps to hide latency with; which is faster depends on the GPU and the layer, so the
+//   backend times both on first use and keeps the faster (they give the same bits: every
+//   output adds its mma in the same K order). (A
 //   256 x 128 tile of 8 such warps, at 209 registers one block an SM, was 5-10% slower on an
 //   H100.)
 // Row pitches are padded so a warp's fragment reads hit 32 banks (A: 8 rows of 16 bytes at an
@@ -275,8 +276,9 @@ conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int 
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
 }
 
-// The 128 x 128 and 256 x 64 tiles in four warps of 64 x 64. Grid, dynamic shared memory and
-// tiles as conv2d_gathered_gemm_tf32_wide's and conv2d_gathered_gemm_tf32's; block
+// The 128 x 128 and 256 x 64 tiles in four warps of 64 x 64, the 256 x 32 tile in four warps of
+// 64 x 32. Grid, dynamic shared memory and tiles as conv2d_gathered_gemm_tf32_wide's,
+// conv2d_gathered_gemm_tf32's and conv2d_gathered_gemm_tf32_narrow's; block
 // TF32_FOUR_WARPS_THREADS.
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
 conv2d_gathered_gemm_tf32_wide_four_warps(const float* __restrict__ src, int grid_n,
@@ -297,6 +299,18 @@ conv2d_gathered_gemm_tf32_four_warps(const float* __restrict__ src, int grid_n, 
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
     int out_col, float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 64, TF32_FOUR_WARPS_THREADS, false>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+}
+
+extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
+conv2d_gathered_gemm_tf32_narrow_four_warps(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights, int n,
+    const float* __restrict__ bias, int activation, float* __restrict__ out, int out_h,
+    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
+    tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, TF32_FOUR_WARPS_THREADS,
+                            false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
 }

@@ -109,10 +109,11 @@ fn tf32_tiles(policy: TilePolicy) -> GpuBackend<Emulator> {
 }
 
 /// The kernels of the two tile families, (eight warps, four warps), for 65 or more output
-/// channels and for 33-64.
-const TILE_FAMILIES: [(GemmTile, GemmTile); 2] = [
+/// channels, for 33-64 and for at most 32.
+const TILE_FAMILIES: [(GemmTile, GemmTile); 3] = [
     (GemmTile::Tf32Wide, GemmTile::Tf32WideFourWarps),
     (GemmTile::Tf32, GemmTile::Tf32FourWarps),
+    (GemmTile::Tf32Narrow, GemmTile::Tf32NarrowFourWarps),
 ];
 
 #[test]

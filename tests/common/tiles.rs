@@ -9,12 +9,13 @@ use whorl::model::Activation;
 
 use super::{conv, nhwc, parity};
 
-/// Forward and backward-data on GEMMs of both more than 64 columns and 33-64, odd shapes with
-/// partial tiles of pixels and channels: 36 -> 100 runs its forward pass on the 128 x 128 tiles
-/// (100 columns reach the last quarter of the tile, where a four-warp tile's second warp
-/// column ends) and its backward-data (36 columns) on the 33-64 ones; the upsampled 104 -> 40
-/// its four phase GEMMs (scattered at stride 2) on the 33-64 tiles and its backward-data over
-/// dz's box sums (104 columns) on the 128 x 128 ones.
+/// Forward and backward-data on GEMMs of more than 64 columns, 33-64 and at most 32, odd
+/// shapes with partial tiles of pixels and channels: 36 -> 100 runs its forward pass on the
+/// 128 x 128 tiles (100 columns reach the last quarter of the tile, where a four-warp tile's
+/// second warp column ends) and its backward-data (36 columns) on the 33-64 ones; the
+/// upsampled 104 -> 40 its four phase GEMMs (scattered at stride 2) on the 33-64 tiles and its
+/// backward-data over dz's box sums (104 columns) on the 128 x 128 ones; 20 -> 28 both passes
+/// on the at-most-32 tiles.
 pub fn check_candidates_agree(
     new: impl Fn(TilePolicy) -> GpuBackend<Emulator>,
     families: &[(GemmTile, GemmTile)],
@@ -22,7 +23,11 @@ pub fn check_candidates_agree(
     let cases = [
         (nhwc(2, 13, 11, 36), 100, ConvInput::Direct),
         (nhwc(1, 9, 7, 104), 40, ConvInput::Upsampled2),
+        (nhwc(2, 15, 11, 20), 28, ConvInput::Direct),
     ];
+    // Launches of each family's default by the default backends, and of its default and other
+    // by the last-candidate backends, over all cases.
+    let mut launches = vec![[0; 3]; families.len()];
     for (case, (input, cout, read)) in cases.into_iter().enumerate() {
         let conv = conv(input, cout, read, Activation::Relu);
         let inputs = parity::conv_inputs(&conv, 300 + case as u64);
@@ -31,12 +36,16 @@ pub fn check_candidates_agree(
         let got = parity::conv_outputs(&mut last, &conv, &inputs);
         let context = format!("{input:?} -> {cout}, {read:?}");
         parity::assert_same_bits(&got, &expected, &context);
-        // Each backend ran its own candidate of every family.
-        for &(default, other) in families {
+        for (count, &(default, other)) in launches.iter_mut().zip(families) {
             let (default, other) = (default.kernel_name(), other.kernel_name());
-            assert!(first.device().launches(default) > 0, "{context}: {default}");
-            assert!(last.device().launches(other) > 0, "{context}: {other}");
-            assert_eq!(last.device().launches(default), 0, "{context}: {default}");
+            count[0] += first.device().launches(default);
+            count[1] += last.device().launches(default);
+            count[2] += last.device().launches(other);
         }
+    }
+    // Each backend ran its own candidate of every family.
+    for (count, (default, other)) in launches.iter().zip(families) {
+        let context = format!("{default:?} / {other:?}: launches {count:?}");
+        assert!(count[0] > 0 && count[1] == 0 && count[2] > 0, "{context}");
     }
 }

@@ -2,9 +2,10 @@
 //! TF32) and the choice among them for one GEMM shape.
 //!
 //! Each shape has one or more candidate tiles, the first the default. Where there are several,
-//! which is faster depends on the GPU and the layer: the TF32 128 x 128 and 256 x 64 tiles in
-//! eight warps of 64 x 32 or four of 64 x 64 (larger warp tiles read a third less shared
-//! memory per mma, more warps hide more latency), and an FP32 GEMM of more than 64 columns on
+//! which is faster depends on the GPU and the layer: the TF32 tiles in eight warps or in four
+//! with twice the warp tile (128 x 128 and 256 x 64 in 64 x 32 or 64 x 64 warp tiles, 256 x 32
+//! in 32 x 32 or 64 x 32: larger warp tiles read less shared memory per mma, more warps hide
+//! more latency), and an FP32 GEMM of more than 64 columns on
 //! the 128 x 128 tile or on 128 x 64 ones (more blocks). So on a GPU the backend
 //! times every candidate at the shape's first use and keeps the fastest, as cuDNN's benchmark
 //! mode does. The candidates of a shape give the same bits (every output adds its products in
@@ -39,6 +40,8 @@ pub enum GemmTile {
     Tf32Pooled,
     /// TF32, 256 x 32 in eight warps of 32 x 32.
     Tf32Narrow,
+    /// TF32, 256 x 32 in four warps of 64 x 32.
+    Tf32NarrowFourWarps,
 }
 
 /// The launch function every gathered-GEMM kernel has (build.rs generates them from the .cu
@@ -83,7 +86,7 @@ impl GemmTile {
             (true, true, _, false) => &[Tf32Wide, Tf32WideFourWarps],
             (true, false, false, true) => &[Tf32Pooled],
             (true, false, false, false) => &[Tf32, Tf32FourWarps],
-            (true, false, true, false) => &[Tf32Narrow],
+            (true, false, true, false) => &[Tf32Narrow, Tf32NarrowFourWarps],
             (false, true, _, false) => &[Fp32Wide, Fp32],
             (false, false, false, true) => &[Fp32Pooled],
             (false, false, false, false) => &[Fp32],
@@ -105,6 +108,7 @@ impl GemmTile {
             Tf32FourWarps => "conv2d_gathered_gemm_tf32_four_warps",
             Tf32Pooled => "conv2d_gathered_gemm_tf32_pooled",
             Tf32Narrow => "conv2d_gathered_gemm_tf32_narrow",
+            Tf32NarrowFourWarps => "conv2d_gathered_gemm_tf32_narrow_four_warps",
         }
     }
 
@@ -122,6 +126,7 @@ impl GemmTile {
             Tf32FourWarps => kernels::conv2d_gathered_gemm_tf32_four_warps,
             Tf32Pooled => kernels::conv2d_gathered_gemm_tf32_pooled,
             Tf32Narrow => kernels::conv2d_gathered_gemm_tf32_narrow,
+            Tf32NarrowFourWarps => kernels::conv2d_gathered_gemm_tf32_narrow_four_warps,
         }
     }
 
@@ -141,7 +146,7 @@ impl GemmTile {
                 (TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, TF32_WIDE_SHARED_FLOATS)
             }
             Tf32 | Tf32FourWarps | Tf32Pooled => (TF32_TILE_P, TF32_TILE_N, TF32_SHARED_FLOATS),
-            Tf32Narrow => (
+            Tf32Narrow | Tf32NarrowFourWarps => (
                 TF32_NARROW_TILE_P,
                 TF32_NARROW_TILE_N,
                 TF32_NARROW_SHARED_FLOATS,
@@ -154,9 +159,9 @@ impl GemmTile {
     pub fn launch(self, pixels: usize, n: usize) -> Launch {
         let (tile_p, tile_n, shared_floats) = self.dimensions();
         let threads = match self {
-            GemmTile::Tf32WideFourWarps | GemmTile::Tf32FourWarps => {
-                kernels::TF32_FOUR_WARPS_THREADS
-            }
+            GemmTile::Tf32WideFourWarps
+            | GemmTile::Tf32FourWarps
+            | GemmTile::Tf32NarrowFourWarps => kernels::TF32_FOUR_WARPS_THREADS,
             _ => kernels::WHORL_THREADS,
         };
         Launch {
