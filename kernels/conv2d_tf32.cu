@@ -344,21 +344,26 @@ __device__ __forceinline__ void advance_pixels(GridCursor& at, int step, int gri
     }
 }
 
-// One 128 x COLUMNS tile of the partials per block of 256 threads (COLUMNS 64 or 128).
-// Copying: thread t fills, for pixel t / 16 of each slice, 4 window values at rows
-// 4 (t % 16) + 64 i and 4 values of second at columns 4 (t % 16) + 64 j; the ones are plain
-// stores, made once. Multiplying: 8 warps, COLUMNS / 32 along the columns, each a
-// (128 / warps along the rows) x 32 tile of 16 x 8 mma tiles (32 x 32 or 64 x 32).
-template <int COLUMNS>
+// One 128 x COLUMNS tile of the partials per block of THREADS threads (COLUMNS 64 or 128;
+// THREADS 256, or TF32_FOUR_WARPS_THREADS for the four-warp form of the 128 x 128 tile, which
+// the backend times against the eight-warp one as it does the GEMM's: the same bits).
+// Copying: thread t fills, for pixels t / 16 + (THREADS / 16) c of each slice, 4 window
+// values at rows 4 (t % 16) + 64 i and 4 values of second at columns 4 (t % 16) + 64 j; the
+// ones are plain stores, made once. Multiplying: THREADS / 32 warps, COLUMNS / WARP_N along
+// the columns, each a (128 / warps along the rows) x WARP_N tile of 16 x 8 mma tiles (32 x 32
+// or 64 x 32 in eight warps, 64 x 64 in four).
+template <int COLUMNS, int WARP_N, int THREADS>
 __device__ __forceinline__ void tf32_filter_partials_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin, const float* __restrict__ second, int n,
     int ones, int pixels_per_chunk, float* __restrict__ partial) {
-    constexpr int ROWS = TF32_FILTER_ROWS, WARP_N = 32;
-    constexpr int WARPS_N = COLUMNS / WARP_N, WARPS_M = 8 / WARPS_N;
+    constexpr int ROWS = TF32_FILTER_ROWS;
+    constexpr int WARPS_N = COLUMNS / WARP_N, WARPS_M = THREADS / 32 / WARPS_N;
     constexpr int WARP_M = ROWS / WARPS_M, MI = WARP_M / 16, NI = WARP_N / 8;
     constexpr int PITCH_A = ROWS + 8, PITCH_B = COLUMNS + 8;
     constexpr int A_COPIES = ROWS / 64, B_COPIES = COLUMNS / 64;
+    // Pixels of a slice each thread copies, THREADS / 16 apart.
+    constexpr int PIXEL_COPIES = TF32_FILTER_SLICE * 16 / THREADS, PIXEL_STEP = THREADS / 16;
     WHORL_DYNAMIC_SHARED(float, shared);
     float* a_stages = shared;  // [stage][pixel][row k]
     // [stage][pixel][column]
@@ -374,9 +379,9 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
     const int g = lane / 4, t = lane % 4;
     const int warp_row = (warp / WARPS_N) * WARP_M, warp_col = (warp % WARPS_N) * WARP_N;
 
-    // This thread's copies, for the pixel at slice offset copy_pixel: the window at rows k and
-    // k + 64 (their taps and channels fixed for the block) and second at columns n0 + offset +
-    // 64 j.
+    // This thread's copies, for the pixels at slice offsets copy_pixel + PIXEL_STEP c: the
+    // window at rows k and k + 64 (their taps and channels fixed for the block) and second at
+    // columns n0 + offset + 64 j.
     const int copy_pixel = thread / 16, offset = (thread % 16) * 4;
     // Each window copy's tap (its row and column relative to the pixel's window origin) and
     // its offset in src from that origin.
@@ -393,55 +398,65 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
     // past second (c >= n: the ones column at c = n with FILTER_ONES_COLUMN, zeros after it),
     // every slice holds the same values: a pixel past the chunk multiplies them by the zeros
     // its other operand is filled with. Stored once in every stage.
-    for (int stage = 0; stage < TF32_STAGES; ++stage) {
-        WHORL_UNROLL
-        for (int i = 0; i < A_COPIES; ++i)
-            if (k[i] >= k_total) {
-                float* target = a_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * PITCH_A +
-                                offset + 64 * i;
-                target[0] = k[i] == k_total && ones == FILTER_ONES_ROW ? 1.0f : 0.0f;
-                target[1] = target[2] = target[3] = 0.0f;
-            }
-        WHORL_UNROLL
-        for (int j = 0; j < B_COPIES; ++j) {
-            const int c = n0 + offset + 64 * j;
-            if (c >= n) {
-                float* target = b_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * PITCH_B +
-                                offset + 64 * j;
-                target[0] = c == n && ones == FILTER_ONES_COLUMN ? 1.0f : 0.0f;
-                target[1] = target[2] = target[3] = 0.0f;
+    for (int stage = 0; stage < TF32_STAGES; ++stage)
+        for (int c = 0; c < PIXEL_COPIES; ++c) {
+            const int slot = stage * TF32_FILTER_SLICE + copy_pixel + PIXEL_STEP * c;
+            WHORL_UNROLL
+            for (int i = 0; i < A_COPIES; ++i)
+                if (k[i] >= k_total) {
+                    float* target = a_stages + slot * PITCH_A + offset + 64 * i;
+                    target[0] = k[i] == k_total && ones == FILTER_ONES_ROW ? 1.0f : 0.0f;
+                    target[1] = target[2] = target[3] = 0.0f;
+                }
+            WHORL_UNROLL
+            for (int j = 0; j < B_COPIES; ++j) {
+                const int column = n0 + offset + 64 * j;
+                if (column >= n) {
+                    float* target = b_stages + slot * PITCH_B + offset + 64 * j;
+                    target[0] = column == n && ones == FILTER_ONES_COLUMN ? 1.0f : 0.0f;
+                    target[1] = target[2] = target[3] = 0.0f;
+                }
             }
         }
+    GridCursor at[PIXEL_COPIES];
+    WHORL_UNROLL
+    for (int c = 0; c < PIXEL_COPIES; ++c) {
+        at[c].pixel = begin + copy_pixel + PIXEL_STEP * c;
+        at[c].image = at[c].pixel / (grid_h * grid_w);
+        at[c].row = at[c].pixel / grid_w % grid_h;
+        at[c].col = at[c].pixel % grid_w;
     }
-    GridCursor at;
-    at.pixel = begin + copy_pixel;
-    at.image = at.pixel / (grid_h * grid_w);
-    at.row = at.pixel / grid_w % grid_h;
-    at.col = at.pixel % grid_w;
 
     auto load_slice = [&](int, int stage) {
-        const bool pixel_inside = at.pixel < end;
-        // The pixel's window origin in src (row and column of tap (0, 0) less `origin`).
-        const int source_row = stride * at.row, source_col = stride * at.col;
-        const int origin_offset = ((at.image * src_h + source_row) * src_w + source_col) * src_c;
-        float* a_target = a_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * PITCH_A + offset;
         WHORL_UNROLL
-        for (int i = 0; i < A_COPIES; ++i) {
-            if (k[i] >= k_total) continue;
-            const int row = source_row + tap_row[i], col = source_col + tap_col[i];
-            const bool inside = pixel_inside && row >= 0 && col >= 0 && row < src_h && col < src_w;
-            cp_async_16(a_target + 64 * i, inside ? src + (origin_offset + tap_offset[i]) : src,
-                        !inside);
+        for (int c = 0; c < PIXEL_COPIES; ++c) {
+            const GridCursor& here = at[c];
+            const bool pixel_inside = here.pixel < end;
+            // The pixel's window origin in src (row and column of tap (0, 0) less `origin`).
+            const int source_row = stride * here.row, source_col = stride * here.col;
+            const int origin_offset =
+                ((here.image * src_h + source_row) * src_w + source_col) * src_c;
+            const int slot = stage * TF32_FILTER_SLICE + copy_pixel + PIXEL_STEP * c;
+            float* a_target = a_stages + slot * PITCH_A + offset;
+            WHORL_UNROLL
+            for (int i = 0; i < A_COPIES; ++i) {
+                if (k[i] >= k_total) continue;
+                const int row = source_row + tap_row[i], col = source_col + tap_col[i];
+                const bool inside =
+                    pixel_inside && row >= 0 && col >= 0 && row < src_h && col < src_w;
+                cp_async_16(a_target + 64 * i,
+                            inside ? src + (origin_offset + tap_offset[i]) : src, !inside);
+            }
+            float* b_target = b_stages + slot * PITCH_B + offset;
+            const float* b_source = second + size_t(here.pixel) * n + n0 + offset;
+            WHORL_UNROLL
+            for (int j = 0; j < B_COPIES; ++j) {
+                if (n0 + offset + 64 * j >= n) continue;
+                cp_async_16(b_target + 64 * j, pixel_inside ? b_source + 64 * j : second,
+                            !pixel_inside);
+            }
+            advance_pixels(at[c], TF32_FILTER_SLICE, grid_h, grid_w);
         }
-        float* b_target = b_stages + (stage * TF32_FILTER_SLICE + copy_pixel) * PITCH_B + offset;
-        const float* b_source = second + size_t(at.pixel) * n + n0 + offset;
-        WHORL_UNROLL
-        for (int j = 0; j < B_COPIES; ++j) {
-            if (n0 + offset + 64 * j >= n) continue;
-            cp_async_16(b_target + 64 * j, pixel_inside ? b_source + 64 * j : second,
-                        !pixel_inside);
-        }
-        advance_pixels(at, TF32_FILTER_SLICE, grid_h, grid_w);
     };
 
     float acc[MI][NI][4] = {};
@@ -506,7 +521,7 @@ conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_
                             int src_h, int src_w, int src_c, int window, int stride, int origin,
                             const float* __restrict__ second, int n, int ones,
                             int pixels_per_chunk, float* __restrict__ partial) {
-    tf32_filter_partials_tile<TF32_FILTER_COLUMNS>(
+    tf32_filter_partials_tile<TF32_FILTER_COLUMNS, 32, WHORL_THREADS>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n, ones,
         pixels_per_chunk, partial);
 }
@@ -516,7 +531,20 @@ conv2d_filter_partials_tf32_wide(const float* __restrict__ src, int grid_n, int 
                                  int grid_w, int src_h, int src_w, int src_c, int window,
                                  int stride, int origin, const float* __restrict__ second, int n,
                                  int ones, int pixels_per_chunk, float* __restrict__ partial) {
-    tf32_filter_partials_tile<TF32_FILTER_WIDE_COLUMNS>(
+    tf32_filter_partials_tile<TF32_FILTER_WIDE_COLUMNS, 32, WHORL_THREADS>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n, ones,
+        pixels_per_chunk, partial);
+}
+
+// The 128 x 128 tile in four warps of 64 x 64. Grid and dynamic shared memory as
+// conv2d_filter_partials_tf32_wide's; block TF32_FOUR_WARPS_THREADS.
+extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
+conv2d_filter_partials_tf32_wide_four_warps(const float* __restrict__ src, int grid_n,
+                                            int grid_h, int grid_w, int src_h, int src_w,
+                                            int src_c, int window, int stride, int origin,
+                                            const float* __restrict__ second, int n, int ones,
+                                            int pixels_per_chunk, float* __restrict__ partial) {
+    tf32_filter_partials_tile<TF32_FILTER_WIDE_COLUMNS, 64, TF32_FOUR_WARPS_THREADS>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n, ones,
         pixels_per_chunk, partial);
 }

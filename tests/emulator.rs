@@ -10,7 +10,6 @@ use common::{
 };
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
-use whorl::backend::gpu::gemm_tiles::GemmTile;
 use whorl::backend::gpu::{Device, DevicePtr, GpuBackend, KernelArg};
 use whorl::backend::reference::ReferenceBackend;
 use whorl::backend::{Backend, ConvInput, Optimizer, OptimizerKind};
@@ -62,7 +61,8 @@ fn convolution_kernels_match_the_reference() {
 fn the_fp32_gemm_tiles_a_shape_may_run_give_the_same_bits() {
     // More than 64 columns: the 128 x 128 tile or two columns of 128 x 64 tiles.
     let new = |policy| emulated().with_tile_policy(policy);
-    tiles::check_candidates_agree(new, &[(GemmTile::Fp32Wide, GemmTile::Fp32)]);
+    let family = ("conv2d_gathered_gemm_wide", "conv2d_gathered_gemm");
+    tiles::check_candidates_agree(new, &[family]);
 }
 
 #[test]

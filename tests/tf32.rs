@@ -108,12 +108,25 @@ fn tf32_tiles(policy: TilePolicy) -> GpuBackend<Emulator> {
         .with_tile_policy(policy)
 }
 
-/// The kernels of the two tile families, (eight warps, four warps), for 65 or more output
-/// channels, for 33-64 and for at most 32.
-const TILE_FAMILIES: [(GemmTile, GemmTile); 3] = [
-    (GemmTile::Tf32Wide, GemmTile::Tf32WideFourWarps),
-    (GemmTile::Tf32, GemmTile::Tf32FourWarps),
-    (GemmTile::Tf32Narrow, GemmTile::Tf32NarrowFourWarps),
+/// The kernels of the tile families, (eight warps, four warps): the gathered GEMM's for more
+/// than 64 output channels, for 33-64 and for at most 32, and the wide kernel-gradient partials.
+const TILE_FAMILIES: [(&str, &str); 4] = [
+    (
+        "conv2d_gathered_gemm_tf32_wide",
+        "conv2d_gathered_gemm_tf32_wide_four_warps",
+    ),
+    (
+        "conv2d_gathered_gemm_tf32",
+        "conv2d_gathered_gemm_tf32_four_warps",
+    ),
+    (
+        "conv2d_gathered_gemm_tf32_narrow",
+        "conv2d_gathered_gemm_tf32_narrow_four_warps",
+    ),
+    (
+        "conv2d_filter_partials_tf32_wide",
+        "conv2d_filter_partials_tf32_wide_four_warps",
+    ),
 ];
 
 #[test]
@@ -134,29 +147,37 @@ fn timed_tiles_are_chosen_once_per_shape_inside_a_running_timer_and_keep_the_bit
     assert!(seconds > 0.0);
     parity::assert_same_bits(&got, &expected, "timed tiles");
     let choices = timed.timed_choices();
-    // "<shape>: <kept kernel> (<ms>; <the other kernel> <ms>)", for both tile sizes.
+    // "<shape>: <kept kernel> (<ms>; <the other kernel> <ms>)": forward on the 128 x 128
+    // tiles, backward-data (36 columns) on the 256 x 64 ones, the kernel gradient (9 x 36 + 1
+    // rows of 68 columns) on the wide partials tiles.
     let shapes = [
-        "286 x 68 GEMM over K = 324 (TF32): ",
-        "286 x 36 GEMM over K = 612 (TF32): ",
+        ("286 x 68 GEMM over K = 324 (TF32): ", TILE_FAMILIES[0]),
+        ("286 x 36 GEMM over K = 612 (TF32): ", TILE_FAMILIES[1]),
+        (
+            "325 x 68 kernel-gradient partials over 286 pixels in 1 chunk (TF32): ",
+            TILE_FAMILIES[3],
+        ),
     ];
-    assert_eq!(choices.len(), 2, "{choices:?}");
-    for (shape, (eight_warps, four_warps)) in shapes.into_iter().zip(TILE_FAMILIES) {
+    assert_eq!(choices.len(), shapes.len(), "{choices:?}");
+    for (shape, (eight_warps, four_warps)) in shapes {
         let line = choices.iter().find(|c| c.starts_with(shape));
         let line = line.unwrap_or_else(|| panic!("{shape} not among {choices:?}"));
         for kernel in [eight_warps, four_warps] {
-            let name = format!("{} ", kernel.kernel_name());
-            assert!(line.contains(&name), "{name} missing from {line}");
+            assert!(
+                line.contains(&format!("{kernel} ")),
+                "{kernel} missing from {line}"
+            );
         }
         assert_eq!(line.matches(" ms").count(), 2, "{line}");
     }
     // The second time, each shape runs its choice once: no candidate is timed again.
     let launched = |b: &mut GpuBackend<Emulator>| -> usize {
         let kernels = TILE_FAMILIES.iter().flat_map(|&(a, b)| [a, b]);
-        kernels.map(|k| b.device().launches(k.kernel_name())).sum()
+        kernels.map(|k| b.device().launches(k)).sum()
     };
     let before = launched(&mut timed);
     let again = parity::conv_outputs(&mut timed, &conv, &inputs);
-    assert_eq!(launched(&mut timed) - before, 2);
+    assert_eq!(launched(&mut timed) - before, shapes.len());
     parity::assert_same_bits(&again, &expected, "the timed tiles, again");
 }
 

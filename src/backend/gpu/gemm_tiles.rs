@@ -1,21 +1,37 @@
-//! The gathered GEMM's compiled tiles (kernels/conv2d.cu in FP32, kernels/conv2d_tf32.cu in
-//! TF32) and the choice among them for one GEMM shape.
+//! The GEMM kernels' compiled tiles: the gathered GEMM (forward and backward-data) and the
+//! kernel-gradient partials, in FP32 (kernels/conv2d.cu) and TF32 (kernels/conv2d_tf32.cu), and
+//! the choice among them for one shape.
 //!
 //! Each shape has one or more candidate tiles, the first the default. Where there are several,
 //! which is faster depends on the GPU and the layer: the TF32 tiles in eight warps or in four
-//! with twice the warp tile (128 x 128 and 256 x 64 in 64 x 32 or 64 x 64 warp tiles, 256 x 32
-//! in 32 x 32 or 64 x 32: larger warp tiles read less shared memory per mma, more warps hide
-//! more latency), and an FP32 GEMM of more than 64 columns on
-//! the 128 x 128 tile or on 128 x 64 ones (more blocks). So on a GPU the backend
-//! times every candidate at the shape's first use and keeps the fastest, as cuDNN's benchmark
-//! mode does. The candidates of a shape give the same bits (every output adds its products in
-//! the same order), so the choice changes the speed and never the result; the emulator
-//! checks that, and keeps the default, since its timings say nothing about a GPU.
+//! with twice the warp tile (the gathered GEMM's 128 x 128 and 256 x 64 in 64 x 32 or 64 x 64
+//! warp tiles, 256 x 32 in 32 x 32 or 64 x 32, the partials' 128 x 128 in 64 x 32 or 64 x 64:
+//! larger warp tiles read less shared memory per mma, more warps hide more latency), and an
+//! FP32 GEMM of more than 64 columns on the 128 x 128 tile or on 128 x 64 ones (more blocks).
+//! So on a GPU the backend times every candidate at the shape's first use and keeps the
+//! fastest, as cuDNN's benchmark mode does. The candidates of a shape give the same bits (every
+//! output adds its products in the same order), so the choice changes the speed and never the
+//! result; the emulator checks that, and keeps the default, since its timings say nothing
+//! about a GPU.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
 
 use super::{Device, DevicePtr, Launch, kernels};
 use crate::error::Result;
+
+/// A compiled tile, as the choice among candidates needs it.
+pub trait Tile: Copy + Eq + Debug {
+    /// The kernel's name in kernels/*.cu.
+    fn kernel_name(self) -> &'static str;
+}
+
+/// What a kernel's speed depends on, as a key for its choice.
+pub trait Shape: Copy + Eq + Hash + Ord {
+    /// What is computed, e.g. "401408 x 128 GEMM over K = 1152 (TF32)".
+    fn describe(&self) -> String;
+}
 
 /// A compiled tile of the gathered GEMM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -94,24 +110,6 @@ impl GemmTile {
         }
     }
 
-    /// The kernel's name in kernels/*.cu.
-    pub fn kernel_name(self) -> &'static str {
-        use GemmTile::*;
-        match self {
-            Fp32Wide => "conv2d_gathered_gemm_wide",
-            Fp32 => "conv2d_gathered_gemm",
-            Fp32Pooled => "conv2d_gathered_gemm_pooled",
-            Fp32Narrow => "conv2d_gathered_gemm_narrow",
-            Tf32Wide => "conv2d_gathered_gemm_tf32_wide",
-            Tf32WideFourWarps => "conv2d_gathered_gemm_tf32_wide_four_warps",
-            Tf32 => "conv2d_gathered_gemm_tf32",
-            Tf32FourWarps => "conv2d_gathered_gemm_tf32_four_warps",
-            Tf32Pooled => "conv2d_gathered_gemm_tf32_pooled",
-            Tf32Narrow => "conv2d_gathered_gemm_tf32_narrow",
-            Tf32NarrowFourWarps => "conv2d_gathered_gemm_tf32_narrow_four_warps",
-        }
-    }
-
     /// Its typed launch function.
     pub fn kernel<D: Device>(self) -> GemmKernel<D> {
         use GemmTile::*;
@@ -172,9 +170,28 @@ impl GemmTile {
     }
 }
 
+impl Tile for GemmTile {
+    fn kernel_name(self) -> &'static str {
+        use GemmTile::*;
+        match self {
+            Fp32Wide => "conv2d_gathered_gemm_wide",
+            Fp32 => "conv2d_gathered_gemm",
+            Fp32Pooled => "conv2d_gathered_gemm_pooled",
+            Fp32Narrow => "conv2d_gathered_gemm_narrow",
+            Tf32Wide => "conv2d_gathered_gemm_tf32_wide",
+            Tf32WideFourWarps => "conv2d_gathered_gemm_tf32_wide_four_warps",
+            Tf32 => "conv2d_gathered_gemm_tf32",
+            Tf32FourWarps => "conv2d_gathered_gemm_tf32_four_warps",
+            Tf32Pooled => "conv2d_gathered_gemm_tf32_pooled",
+            Tf32Narrow => "conv2d_gathered_gemm_tf32_narrow",
+            Tf32NarrowFourWarps => "conv2d_gathered_gemm_tf32_narrow_four_warps",
+        }
+    }
+}
+
 /// What a GEMM's speed depends on: the gather's dimensions and window origin, the output's
 /// channels and scatter stride, the precision and whether it pools.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GemmShape {
     pub gather: [i32; 10],
     pub n: usize,
@@ -183,9 +200,9 @@ pub struct GemmShape {
     pub pooling: bool,
 }
 
-impl GemmShape {
+impl Shape for GemmShape {
     /// E.g. "401408 x 128 GEMM over K = 1152 (TF32)".
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let [grid_n, grid_h, grid_w, _, _, src_c, window, ..] = self.gather.map(i64::from);
         let precision = if self.on_tensor_cores { "TF32" } else { "FP32" };
         format!(
@@ -193,6 +210,150 @@ impl GemmShape {
             grid_n * grid_h * grid_w,
             self.n,
             window * window * src_c
+        )
+    }
+}
+
+/// A compiled tile of the kernel-gradient partials (window(p)[k] * second[p, c] summed over
+/// chunks of pixels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FilterTile {
+    /// FP32, FILTER_TILE_K x FILTER_TILE_N.
+    Fp32,
+    /// FP32, FILTER_WIDE_TILE x FILTER_WIDE_TILE.
+    Fp32Wide,
+    /// TF32, 128 x 64 in eight warps of 32 x 32.
+    Tf32,
+    /// TF32, 128 x 128 in eight warps of 64 x 32.
+    Tf32Wide,
+    /// TF32, 128 x 128 in four warps of 64 x 64.
+    Tf32WideFourWarps,
+}
+
+/// The launch function every kernel-gradient partials kernel has: device, launch, src, the
+/// gather's 8 dimensions and its origin, second, n, ones, pixels_per_chunk, partial.
+pub type FilterKernel<D> = fn(
+    &mut D,
+    Launch,
+    DevicePtr,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    DevicePtr,
+    i32,
+    i32,
+    i32,
+    DevicePtr,
+) -> Result<()>;
+
+impl FilterTile {
+    /// The tiles partials may run on, the default first: on tensor cores or not, on the wide
+    /// tile (128 columns and more) or not.
+    pub fn candidates(on_tensor_cores: bool, wide: bool) -> &'static [FilterTile] {
+        use FilterTile::*;
+        match (on_tensor_cores, wide) {
+            (true, true) => &[Tf32Wide, Tf32WideFourWarps],
+            (true, false) => &[Tf32],
+            (false, true) => &[Fp32Wide],
+            (false, false) => &[Fp32],
+        }
+    }
+
+    /// Its typed launch function.
+    pub fn kernel<D: Device>(self) -> FilterKernel<D> {
+        use FilterTile::*;
+        match self {
+            Fp32 => kernels::conv2d_filter_partials,
+            Fp32Wide => kernels::conv2d_filter_partials_wide,
+            Tf32 => kernels::conv2d_filter_partials_tf32,
+            Tf32Wide => kernels::conv2d_filter_partials_tf32_wide,
+            Tf32WideFourWarps => kernels::conv2d_filter_partials_tf32_wide_four_warps,
+        }
+    }
+
+    /// Its launch over partials of `rows` x `columns` in `chunks` chunks.
+    pub fn launch(self, rows: usize, columns: usize, chunks: usize) -> Launch {
+        use FilterTile::*;
+        use kernels::*;
+        let (tile_rows, tile_columns, shared_floats) = match self {
+            Fp32 => (FILTER_TILE_K, FILTER_TILE_N, FILTER_SHARED_FLOATS),
+            Fp32Wide => (
+                FILTER_WIDE_TILE,
+                FILTER_WIDE_TILE,
+                FILTER_WIDE_SHARED_FLOATS,
+            ),
+            Tf32 => (
+                TF32_FILTER_ROWS,
+                TF32_FILTER_COLUMNS,
+                TF32_FILTER_SHARED_FLOATS,
+            ),
+            Tf32Wide | Tf32WideFourWarps => (
+                TF32_FILTER_ROWS,
+                TF32_FILTER_WIDE_COLUMNS,
+                TF32_FILTER_WIDE_SHARED_FLOATS,
+            ),
+        };
+        let threads = match self {
+            Tf32WideFourWarps => TF32_FOUR_WARPS_THREADS,
+            _ => WHORL_THREADS,
+        };
+        Launch {
+            grid: [
+                rows.div_ceil(tile_rows) as u32,
+                columns.div_ceil(tile_columns) as u32,
+                chunks as u32,
+            ],
+            block: [threads as u32, 1, 1],
+            shared_bytes: 4 * shared_floats,
+        }
+    }
+}
+
+impl Tile for FilterTile {
+    fn kernel_name(self) -> &'static str {
+        use FilterTile::*;
+        match self {
+            Fp32 => "conv2d_filter_partials",
+            Fp32Wide => "conv2d_filter_partials_wide",
+            Tf32 => "conv2d_filter_partials_tf32",
+            Tf32Wide => "conv2d_filter_partials_tf32_wide",
+            Tf32WideFourWarps => "conv2d_filter_partials_tf32_wide_four_warps",
+        }
+    }
+}
+
+/// What kernel-gradient partials' speed depends on: the gather's dimensions and origin, the
+/// partials' rows and columns, the pixels per chunk and the chunks, the precision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FilterShape {
+    pub gather: [i32; 9],
+    pub rows: usize,
+    pub columns: usize,
+    pub pixels_per_chunk: usize,
+    pub chunks: usize,
+    pub on_tensor_cores: bool,
+}
+
+impl Shape for FilterShape {
+    /// E.g. "1153 x 128 kernel-gradient partials over 401408 pixels in 128 chunks (TF32)".
+    fn describe(&self) -> String {
+        let [grid_n, grid_h, grid_w, ..] = self.gather.map(i64::from);
+        let precision = if self.on_tensor_cores { "TF32" } else { "FP32" };
+        let chunks = match self.chunks {
+            1 => "1 chunk".to_string(),
+            chunks => format!("{chunks} chunks"),
+        };
+        format!(
+            "{} x {} kernel-gradient partials over {} pixels in {chunks} ({precision})",
+            self.rows,
+            self.columns,
+            grid_n * grid_h * grid_w,
         )
     }
 }
@@ -211,12 +372,12 @@ pub enum TilePolicy {
 
 /// A timed choice: the tile kept, and every candidate's seconds for the timed launches.
 #[derive(Clone, Debug, PartialEq)]
-pub struct TimedTile {
-    pub tile: GemmTile,
-    pub times: Vec<(GemmTile, f64)>,
+pub struct TimedTile<T> {
+    pub tile: T,
+    pub times: Vec<(T, f64)>,
 }
 
-impl TimedTile {
+impl<T: Tile> TimedTile<T> {
     /// E.g. "conv2d_gathered_gemm_tf32_wide_four_warps (0.801 ms; conv2d_gathered_gemm_tf32_wide
     /// 0.953 ms)": the kept kernel first, each time per launch.
     pub fn describe(&self, launches: usize) -> String {
@@ -237,14 +398,14 @@ impl TimedTile {
     }
 }
 
-/// The tile each GEMM shape runs on.
+/// The tile each shape of one kernel family runs on.
 #[derive(Debug)]
-pub struct TileChoices {
+pub struct TileChoices<S, T> {
     policy: TilePolicy,
-    timed: HashMap<GemmShape, TimedTile>,
+    timed: HashMap<S, TimedTile<T>>,
 }
 
-impl TileChoices {
+impl<S: Shape, T: Tile> TileChoices<S, T> {
     pub fn new(policy: TilePolicy) -> Self {
         TileChoices {
             policy,
@@ -253,7 +414,7 @@ impl TileChoices {
     }
 
     /// The tile of `shape` among its `candidates` (not empty), unless it must be timed first.
-    pub fn pick(&self, shape: &GemmShape, candidates: &[GemmTile]) -> Option<GemmTile> {
+    pub fn pick(&self, shape: &S, candidates: &[T]) -> Option<T> {
         match (self.policy, candidates) {
             (_, [only]) | (TilePolicy::Default, [only, ..]) => Some(*only),
             (TilePolicy::Last, [.., last]) => Some(*last),
@@ -262,22 +423,26 @@ impl TileChoices {
     }
 
     /// Keeps the fastest of `times` (seconds per candidate) for `shape`, and returns it.
-    pub fn keep_fastest(&mut self, shape: GemmShape, times: Vec<(GemmTile, f64)>) -> GemmTile {
+    pub fn keep_fastest(&mut self, shape: S, times: Vec<(T, f64)>) -> T {
         let tile = fastest(&times);
         self.timed.insert(shape, TimedTile { tile, times });
         tile
     }
 
-    /// Every timed choice, as (shape, choice), in a fixed order.
-    pub fn timed(&self) -> Vec<(GemmShape, TimedTile)> {
-        let mut all: Vec<_> = self.timed.iter().map(|(s, t)| (*s, t.clone())).collect();
-        all.sort_by_key(|(s, _)| (s.gather, s.n, s.out_stride, s.on_tensor_cores, s.pooling));
-        all
+    /// Every timed choice as a line, "<shape>: <kept kernel> (<ms>; <others> <ms>)", for
+    /// `launches` timed launches a candidate, in the shapes' order.
+    pub fn describe(&self, launches: usize) -> Vec<String> {
+        let mut all: Vec<_> = self.timed.iter().collect();
+        all.sort_by_key(|(shape, _)| **shape);
+        let line = |(shape, timed): (&S, &TimedTile<T>)| {
+            format!("{}: {}", shape.describe(), timed.describe(launches))
+        };
+        all.into_iter().map(line).collect()
     }
 }
 
 /// The fastest of `times` (each candidate with its seconds); the earlier one on a tie.
-pub fn fastest(times: &[(GemmTile, f64)]) -> GemmTile {
+pub fn fastest<T: Copy>(times: &[(T, f64)]) -> T {
     let mut best = times[0];
     for &(tile, seconds) in &times[1..] {
         if seconds < best.1 {

@@ -10,7 +10,9 @@ pub mod kernels;
 use super::{Adam, Backend, Conv, ConvInput, Nhwc, Precision, RmsProp};
 use crate::error::{Error, Result};
 use crate::model::Activation;
-use gemm_tiles::{GemmShape, GemmTile, TileChoices, TilePolicy};
+use gemm_tiles::{
+    FilterShape, FilterTile, GemmShape, GemmTile, Shape, Tile, TileChoices, TilePolicy,
+};
 
 /// An address in device memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,16 +255,6 @@ struct Gemm<'a> {
 /// Timed launches of each candidate tile at a GEMM shape's first use (after one to warm up).
 const TILE_TIMING_LAUNCHES: usize = 2;
 
-/// Blocks covering a `sizes[0]` x `sizes[1]` matrix in `tiles[0]` x `tiles[1]` tiles, `depth`
-/// deep.
-fn tile_grid(sizes: [usize; 2], tiles: [usize; 2], depth: usize) -> [u32; 3] {
-    [
-        sizes[0].div_ceil(tiles[0]) as u32,
-        sizes[1].div_ceil(tiles[1]) as u32,
-        depth as u32,
-    ]
-}
-
 /// Kernel-gradient chunks for a grid of `pixels`: (pixels per chunk, chunks).
 fn filter_chunks(pixels: usize, one_channel: bool) -> (usize, usize) {
     let (chunk_pixels, max_chunks) = if one_channel {
@@ -427,8 +419,10 @@ pub struct GpuBackend<D: Device> {
     box_sums: Option<GpuBuffer>,
     /// The loss of [`Backend::mse_loss`], then per-block sums of squared errors.
     loss: Option<GpuBuffer>,
-    /// The gathered GEMM's tile for each shape (see [`gemm_tiles`]).
-    tiles: TileChoices,
+    /// The gathered GEMM's and the kernel-gradient partials' tile for each shape (see
+    /// [`gemm_tiles`]).
+    gemm_tiles: TileChoices<GemmShape, GemmTile>,
+    filter_tiles: TileChoices<FilterShape, FilterTile>,
 }
 
 impl<D: Device> GpuBackend<D> {
@@ -441,7 +435,8 @@ impl<D: Device> GpuBackend<D> {
             TilePolicy::Default
         };
         GpuBackend {
-            tiles: TileChoices::new(policy),
+            gemm_tiles: TileChoices::new(policy),
+            filter_tiles: TileChoices::new(policy),
             device,
             precision: Precision::Fp32,
             owned: Vec::new(),
@@ -461,8 +456,32 @@ impl<D: Device> GpuBackend<D> {
 
     /// How GEMM shapes with several candidate tiles pick one.
     pub fn with_tile_policy(mut self, policy: TilePolicy) -> Self {
-        self.tiles = TileChoices::new(policy);
+        self.gemm_tiles = TileChoices::new(policy);
+        self.filter_tiles = TileChoices::new(policy);
         self
+    }
+
+    /// The tile `shape` runs on among `candidates` (not empty): picked by its `choices`, or each
+    /// candidate timed (one launch to warm up, then TILE_TIMING_LAUNCHES on the clock) and the
+    /// fastest kept. Candidates write the same bits, so the output stands whichever ran last.
+    fn choose_tile<S: Shape, T: Tile>(
+        &mut self,
+        choices: fn(&mut Self) -> &mut TileChoices<S, T>,
+        shape: S,
+        candidates: &[T],
+        launch: impl Fn(&mut Self, T) -> Result<()>,
+    ) -> Result<T> {
+        if let Some(tile) = choices(self).pick(&shape, candidates) {
+            return Ok(tile);
+        }
+        let mut times = Vec::with_capacity(candidates.len());
+        for &tile in candidates {
+            launch(self, tile)?;
+            let ((), seconds) =
+                self.time(|b| (0..TILE_TIMING_LAUNCHES).try_for_each(|_| launch(b, tile)))?;
+            times.push((tile, seconds));
+        }
+        Ok(choices(self).keep_fastest(shape, times))
     }
 
     pub fn device(&mut self) -> &mut D {
@@ -556,22 +575,8 @@ impl<D: Device> GpuBackend<D> {
             activation,
             out,
         };
-        let tile = match self.tiles.pick(&shape, candidates) {
-            Some(tile) => tile,
-            None => {
-                // Every candidate once to warm up, then TILE_TIMING_LAUNCHES times on the clock;
-                // they write the same bits, so the output stands whichever is last.
-                let mut times = Vec::with_capacity(candidates.len());
-                for &tile in candidates {
-                    self.launch_gemm(tile, &gemm)?;
-                    let ((), seconds) = self.time(|b| {
-                        (0..TILE_TIMING_LAUNCHES).try_for_each(|_| b.launch_gemm(tile, &gemm))
-                    })?;
-                    times.push((tile, seconds));
-                }
-                self.tiles.keep_fastest(shape, times)
-            }
-        };
+        let launch = |b: &mut Self, tile| b.launch_gemm(tile, &gemm);
+        let tile = self.choose_tile(|b| &mut b.gemm_tiles, shape, candidates, launch)?;
         self.launch_gemm(tile, &gemm)
     }
 
@@ -656,50 +661,50 @@ impl<D: Device> GpuBackend<D> {
         };
         let padded = |tile: usize| columns.div_ceil(tile) * tile;
         let wide = padded(wide_columns) <= padded(regular_columns);
-        let (tiles, shared_floats) = match (on_tensor_cores, wide) {
-            (true, true) => (
-                [kernels::TF32_FILTER_ROWS, kernels::TF32_FILTER_WIDE_COLUMNS],
-                kernels::TF32_FILTER_WIDE_SHARED_FLOATS,
-            ),
-            (true, false) => (
-                [kernels::TF32_FILTER_ROWS, kernels::TF32_FILTER_COLUMNS],
-                kernels::TF32_FILTER_SHARED_FLOATS,
-            ),
-            (false, true) => (
-                [kernels::FILTER_WIDE_TILE, kernels::FILTER_WIDE_TILE],
-                kernels::FILTER_WIDE_SHARED_FLOATS,
-            ),
-            (false, false) => (
-                [kernels::FILTER_TILE_K, kernels::FILTER_TILE_N],
-                kernels::FILTER_SHARED_FLOATS,
-            ),
+        let candidates = FilterTile::candidates(on_tensor_cores, wide);
+        let shape = FilterShape {
+            gather: [
+                grid_n,
+                grid_h,
+                grid_w,
+                src_h,
+                src_w,
+                src_c,
+                window,
+                stride,
+                gather.origin_row,
+            ],
+            rows,
+            columns,
+            pixels_per_chunk: per_chunk,
+            chunks,
+            on_tensor_cores,
         };
-        let launch = Launch::blocks(tile_grid([rows, columns], tiles, chunks), shared_floats);
-        let kernel = match (on_tensor_cores, wide) {
-            (true, true) => kernels::conv2d_filter_partials_tf32_wide,
-            (true, false) => kernels::conv2d_filter_partials_tf32,
-            (false, true) => kernels::conv2d_filter_partials_wide,
-            (false, false) => kernels::conv2d_filter_partials,
+        let (ones, n, per_chunk) = (int(ones)?, int(n)?, int(per_chunk)?);
+        let partials = Self::scratch(&self.partials);
+        let launch = |b: &mut Self, tile: FilterTile| {
+            tile.kernel()(
+                &mut b.device,
+                tile.launch(rows, columns, chunks),
+                gather.src,
+                grid_n,
+                grid_h,
+                grid_w,
+                src_h,
+                src_w,
+                src_c,
+                window,
+                stride,
+                gather.origin_row,
+                second,
+                n,
+                ones,
+                per_chunk,
+                partials,
+            )
         };
-        kernel(
-            &mut self.device,
-            launch,
-            gather.src,
-            grid_n,
-            grid_h,
-            grid_w,
-            src_h,
-            src_w,
-            src_c,
-            window,
-            stride,
-            gather.origin_row,
-            second,
-            int(n)?,
-            int(ones)?,
-            int(per_chunk)?,
-            Self::scratch(&self.partials),
-        )?;
+        let tile = self.choose_tile(|b| &mut b.filter_tiles, shape, candidates, launch)?;
+        launch(self, tile)?;
         Ok(chunks)
     }
 
@@ -823,12 +828,10 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
 
     fn timed_choices(&self) -> Vec<String> {
-        let choices = self.tiles.timed().into_iter();
-        choices
-            .map(|(shape, timed)| {
-                let kept = timed.describe(TILE_TIMING_LAUNCHES);
-                format!("{}: {kept}", shape.describe())
-            })
+        let gemms = self.gemm_tiles.describe(TILE_TIMING_LAUNCHES);
+        gemms
+            .into_iter()
+            .chain(self.filter_tiles.describe(TILE_TIMING_LAUNCHES))
             .collect()
     }
 
