@@ -168,6 +168,17 @@ pub fn pad(pixels: &[f32], width: usize, height: usize, side: usize) -> Vec<f32>
         .collect()
 }
 
+/// The width x height image at the top left of a side x side canvas (what [`pad`] padded), as
+/// its own row-major pixels.
+pub fn top_left(canvas: &[f32], side: usize, width: usize, height: usize) -> Vec<f32> {
+    canvas
+        .chunks(side)
+        .take(height)
+        .flat_map(|row| &row[..width])
+        .copied()
+        .collect()
+}
+
 /// A folder of images, decoded and resized, held in memory.
 pub struct Dataset {
     pub dir: PathBuf,
@@ -327,12 +338,7 @@ impl Dataset {
     /// itself, or its reconstruction): width x height, row-major.
     pub fn region(&self, index: usize, canvas: &[f32]) -> Vec<f32> {
         let (width, height) = self.extents[index];
-        canvas
-            .chunks(self.size)
-            .take(height)
-            .flat_map(|row| &row[..width])
-            .copied()
-            .collect()
+        top_left(canvas, self.size, width, height)
     }
 
     pub fn len(&self) -> usize {

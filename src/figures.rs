@@ -112,15 +112,20 @@ pub fn panel_grid(
                 let x0 = (label_width + c as u32 * (tile + gap)) as i32;
                 root.draw_text(&panel.caption, &text(12), (x0, y0 + 2))
                     .map_err(|e| error(e.to_string()))?;
+                // Scaled to fit the tile, its aspect kept, at the tile's top left.
+                let (w, h) = panel.image.dimensions();
+                let scale = f64::from(tile) / f64::from(w.max(h));
+                let fit = |side: u32| ((f64::from(side) * scale).round() as u32).clamp(1, tile);
+                let (w, h) = (fit(w), fit(h));
                 let scaled = image::imageops::resize(
                     &panel.image,
-                    tile,
-                    tile,
+                    w,
+                    h,
                     image::imageops::FilterType::Triangle,
                 );
                 let element: BitMapElement<(i32, i32)> = BitMapElement::with_owned_buffer(
                     (x0, y0 + caption as i32),
-                    (tile, tile),
+                    (w, h),
                     scaled.into_raw(),
                 )
                 .ok_or_else(|| error("an image buffer of the wrong size".into()))?;

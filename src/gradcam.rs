@@ -21,10 +21,33 @@ use crate::model::Layer;
 #[derive(Clone, Debug)]
 pub struct CamMap {
     pub layer: &'static str,
+    /// width x height, row-major.
     pub values: Vec<f32>,
-    pub size: usize,
+    pub width: usize,
+    pub height: usize,
     /// True when no channel helps the target anywhere (all zero): nothing to normalise.
     pub flat: bool,
+}
+
+impl CamMap {
+    /// The map of the width x height image at the top left of this map's square canvas (a
+    /// model trained on crops sees an image padded to a square): that region, normalised to
+    /// its own peak, flat where nothing in it is above zero.
+    pub fn top_left(&self, width: usize, height: usize) -> CamMap {
+        let values = crate::data::top_left(&self.values, self.width, width, height);
+        let peak = values.iter().fold(0.0f32, |m, &v| m.max(v));
+        let flat = !(peak > 0.0 && peak.is_finite());
+        CamMap {
+            layer: self.layer,
+            values: values
+                .into_iter()
+                .map(|v| if flat { 0.0 } else { v / peak })
+                .collect(),
+            width,
+            height,
+            flat,
+        }
+    }
 }
 
 /// The index of the convolution layer called `name`.
@@ -97,20 +120,22 @@ pub fn grad_cam<B: Backend>(net: &mut Network<B>, image: &[f32], layer: usize) -
             .into_iter()
             .map(|v| v.clamp(0.0, 1.0))
             .collect(),
-        size,
+        width: size,
+        height: size,
         flat,
     })
 }
 
-/// One row per map: the input, the jet heat map, and the two overlaid; a colour bar.
+/// One row per map: the input, the jet heat map, and the two overlaid; a colour bar. The image
+/// has each map's width and height.
 pub fn figure(title: &str, image: &[f32], maps: &[CamMap]) -> Result<image::RgbImage> {
     use crate::figures::{Panel, colorize, gray, panel_grid};
     let rows: Vec<(String, Vec<Panel>)> = maps
         .iter()
         .map(|map| {
-            let side = map.size as u32;
-            let heat = colorize(&map.values, side, side);
-            let mut overlay = gray(image, side, side);
+            let (width, height) = (map.width as u32, map.height as u32);
+            let heat = colorize(&map.values, width, height);
+            let mut overlay = gray(image, width, height);
             for (o, h) in overlay.pixels_mut().zip(heat.pixels()) {
                 for c in 0..3 {
                     o[c] = ((u16::from(o[c]) + u16::from(h[c])) / 2) as u8;
@@ -124,7 +149,7 @@ pub fn figure(title: &str, image: &[f32], maps: &[CamMap]) -> Result<image::RgbI
             let panels = vec![
                 Panel {
                     caption: "input".into(),
-                    image: gray(image, side, side),
+                    image: gray(image, width, height),
                 },
                 Panel {
                     caption: "Grad-CAM".into(),

@@ -6,7 +6,7 @@ mod common;
 use common::{path, whorl_ok as whorl};
 
 use whorl::backend::cpu::CpuBackend;
-use whorl::gradcam::{conv_layer, grad_cam};
+use whorl::gradcam::{CamMap, conv_layer, grad_cam};
 use whorl::graph::Network;
 use whorl::model::Architecture;
 
@@ -201,6 +201,39 @@ fn grad_cam_maps_are_normalised_differ_by_layer_and_ignore_a_blank_half() {
         "conv4 puts {left} of {total} on the blank half"
     );
     assert!(conv_layer(&net, "pool1").is_err() && conv_layer(&net, "conv9").is_err());
+}
+
+#[test]
+fn a_grad_cam_map_of_a_padded_image_is_its_own_region_on_its_own_scale() {
+    // A 4 x 4 canvas map whose peak (0.8) lies in the padding beyond a 3 x 2 image.
+    let canvas = CamMap {
+        layer: "conv4",
+        values: vec![
+            0.1, 0.4, 0.2, 0.8, //
+            0.0, 0.3, 0.1, 0.5, //
+            0.6, 0.6, 0.6, 0.6, //
+            0.6, 0.6, 0.6, 0.6,
+        ],
+        width: 4,
+        height: 4,
+        flat: false,
+    };
+    let map = canvas.top_left(3, 2);
+    assert_eq!((map.width, map.height, map.flat), (3, 2, false));
+    let expected = [0.25, 1.0, 0.5, 0.0, 0.75, 0.25];
+    for (got, want) in map.values.iter().zip(expected) {
+        assert!((got - want).abs() < 1e-6, "{:?}", map.values);
+    }
+    assert_eq!(map.values.len(), 6);
+    // Nothing above zero in the image's region: flat, all zero.
+    let dark = CamMap {
+        values: vec![0.0, 0.0, 0.9, 0.0, 0.0, 0.9, 0.9, 0.9, 0.9],
+        width: 3,
+        height: 3,
+        ..canvas
+    };
+    let map = dark.top_left(2, 2);
+    assert!(map.flat && map.values == [0.0; 4], "{map:?}");
 }
 
 #[test]

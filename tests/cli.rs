@@ -940,6 +940,51 @@ fn a_run_on_crops_trains_at_the_images_own_resolution_and_keeps_its_crops_when_r
     let one = image::open(saved.join("print-000.png")).unwrap();
     assert_eq!((one.width(), one.height()), (40, 40));
 
+    // Grad-CAM of a 40 x 20 print shows the print, not its padded square canvas: the heat
+    // map's panel (jet colours, never white) is 192 x 96 at its tile's top left, white below.
+    let wide = dir.path().join("wide.png");
+    image::imageops::crop_imm(&one.to_luma8(), 0, 0, 40, 20)
+        .to_image()
+        .save(&wide)
+        .unwrap();
+    let cam = dir.path().join("cam.png");
+    let grad_cam = |image: &std::path::Path| {
+        common::whorl_ok(&[
+            "gradcam",
+            "--model",
+            path(&run),
+            "--image",
+            path(image),
+            "--layer",
+            "conv4",
+            "--out",
+            path(&cam),
+            "--device",
+            "cpu",
+        ]);
+        image::open(&cam).unwrap().to_rgb8()
+    };
+    // The heat panel's tile starts at (110 + 192 + 8, 34 + 18) (figures::panel_grid).
+    let (x, y) = (310 + 96, 52);
+    let white = image::Rgb([255u8, 255, 255]);
+    let wide_cam = grad_cam(&wide);
+    assert_ne!(
+        *wide_cam.get_pixel(x, y + 48),
+        white,
+        "the map's upper half"
+    );
+    assert_eq!(
+        *wide_cam.get_pixel(x, y + 144),
+        white,
+        "below a 40 x 20 map"
+    );
+    let square_cam = grad_cam(&data.join("print-000.png"));
+    assert_ne!(
+        *square_cam.get_pixel(x, y + 144),
+        white,
+        "a square map fills its tile"
+    );
+
     let resume = |flag: &str, value: &str| {
         whorl(&[
             "train",

@@ -338,17 +338,23 @@ pub(crate) fn run_gradcam(args: GradcamArgs) -> Result<ExitCode> {
 
 fn gradcam_on<B: Backend>(backend: B, args: &GradcamArgs) -> Result<()> {
     let weights = load_weights(&args.model)?;
-    // A model trained on crops sees the image at its own resolution, on a square canvas.
-    let (image, size) = match weights.meta.crop {
+    // A model trained on crops sees the image at its own resolution, on a square canvas; the
+    // figure shows the image's own region (width x height) of it.
+    let (image, size, (width, height)) = match weights.meta.crop {
         false => {
             let size = weights.meta.input_size;
-            (whorl::data::load_image(&args.image, size)?, size)
+            (
+                whorl::data::load_image(&args.image, size)?,
+                size,
+                (size, size),
+            )
         }
         true => {
             let (width, height, pixels) = whorl::data::load_native_image(&args.image)?;
             let multiple = whorl::model::Architecture::reference().downsampling();
             let side = whorl::data::canvas_side(width, height, multiple);
-            (whorl::data::pad(&pixels, width, height, side), side)
+            let canvas = whorl::data::pad(&pixels, width, height, side);
+            (canvas, side, (width, height))
         }
     };
     let architecture = whorl::model::Architecture::reference();
@@ -370,8 +376,9 @@ fn gradcam_on<B: Backend>(backend: B, args: &GradcamArgs) -> Result<()> {
     };
     let maps = layers
         .into_iter()
-        .map(|layer| gradcam::grad_cam(&mut net, &seen, layer))
+        .map(|layer| Ok(gradcam::grad_cam(&mut net, &seen, layer)?.top_left(width, height)))
         .collect::<Result<Vec<_>>>()?;
+    let image = whorl::data::top_left(&image, size, width, height);
     let title = format!(
         "Grad-CAM of the reconstruction by {} (target: sum of the output): {}",
         model_name(&args.model),
