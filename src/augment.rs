@@ -84,14 +84,7 @@ fn image_rng(seed: u64, epoch: usize, image: usize) -> ChaCha8Rng {
 /// Bilinear sample of a side x side image at (x, y), edges repeated beyond it.
 fn sample(image: &[f32], side: usize, x: f32, y: f32) -> f32 {
     let last = (side - 1) as f32;
-    let (x, y) = (x.clamp(0.0, last), y.clamp(0.0, last));
-    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
-    let (x1, y1) = ((x0 + 1).min(side - 1), (y0 + 1).min(side - 1));
-    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-    let at = |x: usize, y: usize| image[y * side + x];
-    let top = at(x0, y0) + fx * (at(x1, y0) - at(x0, y0));
-    let bottom = at(x0, y1) + fx * (at(x1, y1) - at(x0, y1));
-    top + fy * (bottom - top)
+    crate::bilinear::sample(image, side, side, x.clamp(0.0, last), y.clamp(0.0, last))
 }
 
 /// Changes `image` (side x side, values in [0, 1]) in place by `kinds`, drawn for image `index`

@@ -7,6 +7,7 @@ pub mod atomic;
 pub mod augment;
 pub mod backend;
 pub mod bench;
+pub mod bilinear;
 pub mod bundled;
 pub mod checkpoint;
 pub mod data;

@@ -25,12 +25,7 @@ fn sample(map: &[f32], width: usize, height: usize, x: f32, y: f32, outside: f32
     if !(x >= 0.0 && y >= 0.0 && x < (width - 1) as f32 && y < (height - 1) as f32) {
         return outside;
     }
-    let (x0, y0) = (x as usize, y as usize);
-    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-    let at = |dx: usize, dy: usize| map[(y0 + dy) * width + x0 + dx];
-    let top = at(0, 0) + fx * (at(1, 0) - at(0, 0));
-    let bottom = at(0, 1) + fx * (at(1, 1) - at(0, 1));
-    top + fy * (bottom - top)
+    crate::bilinear::sample(map, width, height, x, y)
 }
 
 /// Renders one impression of `master` on `sensor`, with what it shows of the finger's `skin`.
