@@ -241,17 +241,6 @@ impl Scatter {
     }
 }
 
-/// One gathered GEMM's operands: out[p, n] = activation(bias + window(p) weights).
-#[derive(Clone, Copy)]
-struct Gemm<'a> {
-    gather: &'a Gather,
-    weights: DevicePtr,
-    n: usize,
-    bias: DevicePtr,
-    activation: Option<Activation>,
-    out: Scatter,
-}
-
 /// Timed launches of each candidate tile at a GEMM shape's first use (after one to warm up).
 const TILE_TIMING_LAUNCHES: usize = 2;
 
@@ -567,56 +556,40 @@ impl<D: Device> GpuBackend<D> {
             on_tensor_cores,
             pooling,
         };
-        let gemm = Gemm {
-            gather,
-            weights,
-            n,
-            bias,
-            activation,
-            out,
+        let pixels = gather.grid.pixels();
+        let (columns, activation) = (int(n)?, activation_code(activation));
+        let (out_h, out_w) = (int(out.height)?, int(out.width)?);
+        let (out_stride, out_row, out_col) = (int(out.stride)?, int(out.row)?, int(out.col)?);
+        let launch = |b: &mut Self, tile: GemmTile| {
+            tile.kernel()(
+                &mut b.device,
+                tile.launch(pixels, n),
+                gather.src,
+                grid_n,
+                grid_h,
+                grid_w,
+                src_h,
+                src_w,
+                src_c,
+                window,
+                stride,
+                gather.origin_row,
+                gather.origin_col,
+                weights,
+                columns,
+                bias,
+                activation,
+                out.out,
+                out_h,
+                out_w,
+                out_stride,
+                out_row,
+                out_col,
+                out.pooled,
+            )
         };
-        let launch = |b: &mut Self, tile| b.launch_gemm(tile, &gemm);
         let tile = self.choose_tile(|b| &mut b.gemm_tiles, shape, candidates, launch)?;
-        self.launch_gemm(tile, &gemm)
-    }
-
-    /// One launch of a GEMM on `tile`.
-    fn launch_gemm(&mut self, tile: GemmTile, gemm: &Gemm) -> Result<()> {
-        let Gemm {
-            gather,
-            weights,
-            n,
-            bias,
-            activation,
-            out,
-        } = *gemm;
-        let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
-        tile.kernel()(
-            &mut self.device,
-            tile.launch(gather.grid.pixels(), n),
-            gather.src,
-            grid_n,
-            grid_h,
-            grid_w,
-            src_h,
-            src_w,
-            src_c,
-            window,
-            stride,
-            gather.origin_row,
-            gather.origin_col,
-            weights,
-            int(n)?,
-            bias,
-            activation_code(activation),
-            out.out,
-            int(out.height)?,
-            int(out.width)?,
-            int(out.stride)?,
-            int(out.row)?,
-            int(out.col)?,
-            out.pooled,
-        )
+        launch(self, tile)
     }
 
     /// Partial sums of window(p)[k] * second[p, c] over chunks of the gather's grid pixels,
