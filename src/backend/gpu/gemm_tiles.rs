@@ -189,11 +189,13 @@ impl Tile for GemmTile {
     }
 }
 
-/// What a GEMM's speed depends on: the gather's dimensions and window origin, the output's
-/// channels and scatter stride, the precision and whether it pools.
+/// What a GEMM's speed depends on: the gather's dimensions (grid batch, height, width; source
+/// height, width, channels; window, stride) and window origin, the output's channels and
+/// scatter stride, the precision and whether it pools.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GemmShape {
-    pub gather: [i32; 10],
+    pub gather: [i32; 8],
+    pub origin: (i32, i32),
     pub n: usize,
     pub out_stride: usize,
     pub on_tensor_cores: bool,
@@ -328,11 +330,13 @@ impl Tile for FilterTile {
     }
 }
 
-/// What kernel-gradient partials' speed depends on: the gather's dimensions and origin, the
-/// partials' rows and columns, the pixels per chunk and the chunks, the precision.
+/// What kernel-gradient partials' speed depends on: the gather's dimensions (as
+/// [`GemmShape`]'s) and origin, the partials' rows and columns, the pixels per chunk and the
+/// chunks, the precision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FilterShape {
-    pub gather: [i32; 9],
+    pub gather: [i32; 8],
+    pub origin: i32,
     pub rows: usize,
     pub columns: usize,
     pub pixels_per_chunk: usize,

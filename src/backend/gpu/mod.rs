@@ -539,18 +539,8 @@ impl<D: Device> GpuBackend<D> {
         }
         let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
         let shape = GemmShape {
-            gather: [
-                grid_n,
-                grid_h,
-                grid_w,
-                src_h,
-                src_w,
-                src_c,
-                window,
-                stride,
-                gather.origin_row,
-                gather.origin_col,
-            ],
+            gather: gather.dims()?,
+            origin: (gather.origin_row, gather.origin_col),
             n,
             out_stride: out.stride,
             on_tensor_cores,
@@ -636,17 +626,8 @@ impl<D: Device> GpuBackend<D> {
         let wide = padded(wide_columns) <= padded(regular_columns);
         let candidates = FilterTile::candidates(on_tensor_cores, wide);
         let shape = FilterShape {
-            gather: [
-                grid_n,
-                grid_h,
-                grid_w,
-                src_h,
-                src_w,
-                src_c,
-                window,
-                stride,
-                gather.origin_row,
-            ],
+            gather: gather.dims()?,
+            origin: gather.origin_row,
             rows,
             columns,
             pixels_per_chunk: per_chunk,
