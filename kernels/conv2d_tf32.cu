@@ -11,8 +11,8 @@
 // stay on the CUDA-core kernel.
 #include "whorl.cuh"
 
-// Block tiles of TILE_P pixels x TILE_N channels, K in slices of 16 through a 3-stage
-// shared-memory pipeline; WARP_P x WARP_N warp tiles of m16n8k8 mma tiles, TILE_N / WARP_N
+// Block tiles of TILE_P pixels x TILE_N channels, K in slices of 16 through a shared-memory
+// pipeline of STAGES (TF32_STAGES, 3) stages; WARP_P x WARP_N warp tiles of m16n8k8 mma tiles, TILE_N / WARP_N
 // warps along the channels and the rest along the pixels. Two families, the same tiles:
 // - 8 warps of (TILE_P / warps along the pixels) x 32 (WHORL_THREADS threads). The tile
 //   follows the layer: 128 x 128 for more than 64 output channels, 256 x 64 for 33-64 (64 x 32
@@ -23,13 +23,18 @@
 //   twice the mma of an eight-warp tile's warp (a third or a quarter fewer reads per mma), for
 //   fewer warps to hide latency with; which is faster depends on the GPU and the layer, so the
 //   backend times both on first use and keeps the faster (they give the same bits: every
-//   output adds its mma in the same K order). (A
+//   output adds its mma in the same K order). The 128 x 128 one also comes on a deeper
+//   pipeline (TF32_DEEP_STAGES), to keep more copies in flight for its fewer warps. (A
 //   256 x 128 tile of 8 such warps, at 209 registers one block an SM, was 5-10% slower on an
 //   H100.)
 // Row pitches are padded so a warp's fragment reads hit 32 banks (A: 8 rows of 16 bytes at an
 // 80-byte pitch).
 #define TF32_SLICE 16
 #define TF32_STAGES 3
+// The deeper pipeline of the four-warp 128 x 128 tile's second form: 4 slices (64 of K) in
+// flight while one is multiplied, where CUTLASS keeps 64-96; 92.5 KiB of shared memory, within
+// the 99 KiB a block may have on sm_89.
+#define TF32_DEEP_STAGES 5
 #define TF32_PITCH_A (TF32_SLICE + 4)
 #define TF32_WIDE_TILE_P 128
 #define TF32_WIDE_TILE_N 128
@@ -39,29 +44,30 @@
 #define TF32_NARROW_TILE_N 32
 #define TF32_FOUR_WARPS_THREADS 128
 #define TF32_WIDE_SHARED_FLOATS (TF32_STAGES * (TF32_WIDE_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_WIDE_TILE_N + 8)))
+#define TF32_WIDE_DEEP_SHARED_FLOATS (TF32_DEEP_STAGES * (TF32_WIDE_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_WIDE_TILE_N + 8)))
 #define TF32_SHARED_FLOATS (TF32_STAGES * (TF32_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_TILE_N + 8)))
 #define TF32_NARROW_SHARED_FLOATS (TF32_STAGES * (TF32_NARROW_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_NARROW_TILE_N + 8)))
 // Blocks an SM the pooling 256 x 64 tile is compiled for: as many as the plain one fits (its
 // epilogue's shuffles would otherwise take it past 128 registers on sm_90, and to one block).
 #define TF32_POOLED_BLOCKS 2
 
-// The 3-stage cp.async pipeline of both kernels here: load(slice, stage) starts the copies of
-// a slice into a stage of shared memory, multiply(stage) consumes one; loads run
-// TF32_STAGES - 1 slices ahead of the multiplications.
-template <typename Load, typename Multiply>
+// The STAGES-stage cp.async pipeline of both kernels here: load(slice, stage) starts the
+// copies of a slice into a stage of shared memory, multiply(stage) consumes one; loads run
+// STAGES - 1 slices ahead of the multiplications.
+template <int STAGES, typename Load, typename Multiply>
 __device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Multiply multiply) {
-    for (int stage = 0; stage < TF32_STAGES - 1; ++stage) {
+    for (int stage = 0; stage < STAGES - 1; ++stage) {
         if (stage < slices) load(stage, stage);
         cp_async_commit();
     }
     for (int slice = 0; slice < slices; ++slice) {
-        cp_async_wait<TF32_STAGES - 2>();
+        cp_async_wait<STAGES - 2>();
         __syncthreads();
         // Every warp is past slice - 1, so its stage can be refilled.
-        const int next = slice + TF32_STAGES - 1;
-        if (next < slices) load(next, next % TF32_STAGES);
+        const int next = slice + STAGES - 1;
+        if (next < slices) load(next, next % STAGES);
         cp_async_commit();
-        multiply(slice % TF32_STAGES);
+        multiply(slice % STAGES);
     }
     cp_async_wait<0>();
 }
@@ -76,7 +82,7 @@ __device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Multipl
 // fragments are read costs one integer addition a value (the tensor core's truncation clears
 // the low bits); rounding in shared memory when the copies land would cost a third more
 // shared-memory traffic, which is what bounds this loop.
-template <int TILE_P, int TILE_N, int WARP_N, int THREADS, bool Pooling>
+template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int STAGES, bool Pooling>
 __device__ __forceinline__ void tf32_gathered_gemm_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin_row, int origin_col,
@@ -91,7 +97,7 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
     constexpr int B_COPIES = (B_VECTORS + THREADS - 1) / THREADS;
     WHORL_DYNAMIC_SHARED(float, shared);
     float* a_stages = shared;                                   // [stage][TILE_P][PITCH_A]
-    float* b_stages = shared + TF32_STAGES * TILE_P * TF32_PITCH_A;  // [stage][SLICE][PITCH_B]
+    float* b_stages = shared + STAGES * TILE_P * TF32_PITCH_A;  // [stage][SLICE][PITCH_B]
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
     const int p0 = blockIdx.x * TILE_P, n0 = blockIdx.y * TILE_N;
@@ -180,7 +186,7 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
             }
         }
     };
-    cp_async_pipeline((k_total + TF32_SLICE - 1) / TF32_SLICE, load_slice, multiply);
+    cp_async_pipeline<STAGES>((k_total + TF32_SLICE - 1) / TF32_SLICE, load_slice, multiply);
 
     // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile; n is a
     // multiple of 4, so the two columns are both in the output or both past it. Pooling: the
@@ -231,7 +237,8 @@ conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n, int gr
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
     int out_col, float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS, false>(
+    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS, TF32_STAGES,
+                            false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
 }
@@ -244,7 +251,7 @@ conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h,
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
     int out_col, float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, false>(
+    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
 }
@@ -258,7 +265,7 @@ conv2d_gathered_gemm_tf32_pooled(const float* __restrict__ src, int grid_n, int 
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
     int out_col, float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, true>(
+    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_STAGES, true>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, pooled);
 }
@@ -271,7 +278,8 @@ conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int 
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
     int out_col, float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, WHORL_THREADS, false>(
+    tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, WHORL_THREADS,
+                            TF32_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
 }
@@ -287,7 +295,7 @@ conv2d_gathered_gemm_tf32_wide_four_warps(const float* __restrict__ src, int gri
     const float* __restrict__ bias, int activation, float* __restrict__ out, int out_h,
     int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
-                            false>(
+                            TF32_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
 }
@@ -298,7 +306,8 @@ conv2d_gathered_gemm_tf32_four_warps(const float* __restrict__ src, int grid_n, 
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
     int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
     int out_col, float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 64, TF32_FOUR_WARPS_THREADS, false>(
+    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 64, TF32_FOUR_WARPS_THREADS, TF32_STAGES,
+                            false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
 }
@@ -310,7 +319,22 @@ conv2d_gathered_gemm_tf32_narrow_four_warps(const float* __restrict__ src, int g
     const float* __restrict__ bias, int activation, float* __restrict__ out, int out_h,
     int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, TF32_FOUR_WARPS_THREADS,
-                            false>(
+                            TF32_STAGES, false>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
+        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+}
+
+// The 128 x 128 tile in four warps of 64 x 64 on a TF32_DEEP_STAGES-stage pipeline. Grid as
+// conv2d_gathered_gemm_tf32_wide's; block TF32_FOUR_WARPS_THREADS; dynamic shared memory
+// TF32_WIDE_DEEP_SHARED_FLOATS.
+extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
+conv2d_gathered_gemm_tf32_wide_four_warps_deep(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights, int n,
+    const float* __restrict__ bias, int activation, float* __restrict__ out, int out_h,
+    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
+    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
+                            TF32_DEEP_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
 }
@@ -489,8 +513,8 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
             }
         }
     };
-    cp_async_pipeline((end - begin + TF32_FILTER_SLICE - 1) / TF32_FILTER_SLICE, load_slice,
-                      multiply);
+    cp_async_pipeline<TF32_STAGES>((end - begin + TF32_FILTER_SLICE - 1) / TF32_FILTER_SLICE,
+                                   load_slice, multiply);
 
     // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile.
     WHORL_UNROLL

@@ -61,7 +61,7 @@ fn convolution_kernels_match_the_reference() {
 fn the_fp32_gemm_tiles_a_shape_may_run_give_the_same_bits() {
     // More than 64 columns: the 128 x 128 tile or two columns of 128 x 64 tiles.
     let new = |policy| emulated().with_tile_policy(policy);
-    let family = ("conv2d_gathered_gemm_wide", "conv2d_gathered_gemm");
+    let family: &[&str] = &["conv2d_gathered_gemm_wide", "conv2d_gathered_gemm"];
     tiles::check_candidates_agree(new, &[family]);
 }
 
@@ -344,6 +344,22 @@ fn the_emulator_catches_broken_kernels() {
     );
     result.unwrap();
     assert_eq!(out, [0.0], "one thread reads only what it wrote");
+
+    // A launch giving a kernel less dynamic shared memory than it uses: 64 floats written into
+    // 48, and the same launch with enough, which runs.
+    let args =
+        |b: &[whorl::backend::gpu::DevicePtr]| vec![KernelArg::Ptr(b[0]), KernelArg::Ptr(b[1])];
+    let (result, _) = launch_broken("broken_shared_overrun", 64, args, 48 * 4);
+    let message = result.unwrap_err();
+    assert!(
+        message.contains("broken_shared_overrun")
+            && message.contains("past its end")
+            && message.contains("192 bytes of dynamic shared memory"),
+        "{message}"
+    );
+    let (result, out) = launch_broken("broken_shared_overrun", 64, args, 64 * 4);
+    result.unwrap();
+    assert_eq!(out, (0..64).rev().map(|i| i as f32).collect::<Vec<_>>());
 
     let (result, _) = launch_broken(
         "broken_divergent_barrier",

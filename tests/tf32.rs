@@ -108,29 +108,31 @@ fn tf32_tiles(policy: TilePolicy) -> GpuBackend<Emulator> {
         .with_tile_policy(policy)
 }
 
-/// The kernels of the tile families, (eight warps, four warps): the gathered GEMM's for more
-/// than 64 output channels, for 33-64 and for at most 32, and the wide kernel-gradient partials.
-const TILE_FAMILIES: [(&str, &str); 4] = [
-    (
+/// The kernels of the tile families, eight warps first: the gathered GEMM's for more than 64
+/// output channels (and four warps on a deeper pipeline), for 33-64 and for at most 32, and the
+/// wide kernel-gradient partials.
+const TILE_FAMILIES: [&[&str]; 4] = [
+    &[
         "conv2d_gathered_gemm_tf32_wide",
         "conv2d_gathered_gemm_tf32_wide_four_warps",
-    ),
-    (
+        "conv2d_gathered_gemm_tf32_wide_four_warps_deep",
+    ],
+    &[
         "conv2d_gathered_gemm_tf32",
         "conv2d_gathered_gemm_tf32_four_warps",
-    ),
-    (
+    ],
+    &[
         "conv2d_gathered_gemm_tf32_narrow",
         "conv2d_gathered_gemm_tf32_narrow_four_warps",
-    ),
-    (
+    ],
+    &[
         "conv2d_filter_partials_tf32_wide",
         "conv2d_filter_partials_tf32_wide_four_warps",
-    ),
+    ],
 ];
 
 #[test]
-fn the_four_warp_tiles_give_the_bits_of_the_eight_warp_tiles() {
+fn every_candidate_tile_gives_the_bits_of_the_eight_warp_tiles() {
     tiles::check_candidates_agree(tf32_tiles, &TILE_FAMILIES);
 }
 
@@ -147,7 +149,7 @@ fn timed_tiles_are_chosen_once_per_shape_inside_a_running_timer_and_keep_the_bit
     assert!(seconds > 0.0);
     parity::assert_same_bits(&got, &expected, "timed tiles");
     let choices = timed.timed_choices();
-    // "<shape>: <kept kernel> (<ms>; <the other kernel> <ms>)": forward on the 128 x 128
+    // "<shape>: <kept kernel> (<ms>; <each other kernel> <ms>)": forward on the 128 x 128
     // tiles, backward-data (36 columns) on the 256 x 64 ones, the kernel gradient (9 x 36 + 1
     // rows of 68 columns) on the wide partials tiles.
     let shapes = [
@@ -159,20 +161,18 @@ fn timed_tiles_are_chosen_once_per_shape_inside_a_running_timer_and_keep_the_bit
         ),
     ];
     assert_eq!(choices.len(), shapes.len(), "{choices:?}");
-    for (shape, (eight_warps, four_warps)) in shapes {
+    for (shape, family) in shapes {
         let line = choices.iter().find(|c| c.starts_with(shape));
         let line = line.unwrap_or_else(|| panic!("{shape} not among {choices:?}"));
-        for kernel in [eight_warps, four_warps] {
-            assert!(
-                line.contains(&format!("{kernel} ")),
-                "{kernel} missing from {line}"
-            );
+        for kernel in family {
+            let name = format!("{kernel} ");
+            assert!(line.contains(&name), "{kernel} missing from {line}");
         }
-        assert_eq!(line.matches(" ms").count(), 2, "{line}");
+        assert_eq!(line.matches(" ms").count(), family.len(), "{line}");
     }
     // The second time, each shape runs its choice once: no candidate is timed again.
     let launched = |b: &mut GpuBackend<Emulator>| -> usize {
-        let kernels = TILE_FAMILIES.iter().flat_map(|&(a, b)| [a, b]);
+        let kernels = TILE_FAMILIES.iter().flat_map(|family| family.iter());
         kernels.map(|k| b.device().launches(k)).sum()
     };
     let before = launched(&mut timed);

@@ -65,9 +65,20 @@ struct Scheduler {
     Fiber* current = nullptr;
     EntryPoint entry = nullptr;
     void** args = nullptr;
+    // The block's dynamic shared memory, between canaries (SHARED_GUARD, SHARED_TAIL_GUARD).
     std::vector<unsigned char> shared;
     std::string error;
 };
+
+// Canaries around a block's dynamic shared memory: SHARED_GUARD bytes before it (a multiple
+// of 16, so the memory keeps the allocation's 16-byte alignment) and SHARED_TAIL_GUARD after
+// it, the most a block may have on any GPU whorl runs on (227 KiB, sm_90), so that a launch
+// giving a kernel less than it uses is reported rather than overrunning the heap. Their pattern
+// is a NaN with a payload of its own: a read past the memory poisons results, a write over it
+// is reported.
+constexpr size_t SHARED_GUARD = 256;
+constexpr size_t SHARED_TAIL_GUARD = 227 * 1024;
+constexpr uint32_t SHARED_CANARY = 0x7fc0beefu;
 
 thread_local Scheduler scheduler;
 
@@ -249,6 +260,30 @@ std::string run_warp(size_t warp, size_t threads) {
     }
 }
 
+// Fills the canaries around the current OS thread's dynamic shared memory.
+void fill_shared_guards() {
+    const size_t shared_end = scheduler.shared.size() - SHARED_TAIL_GUARD;
+    for (size_t i = 0; i + 4 <= scheduler.shared.size(); i += 4)
+        if (i < SHARED_GUARD || i >= shared_end)
+            std::memcpy(&scheduler.shared[i], &SHARED_CANARY, 4);
+}
+
+// "" if the canaries around the dynamic shared memory are whole, else what overwrote them.
+std::string shared_guards_broken() {
+    const size_t shared_end = scheduler.shared.size() - SHARED_TAIL_GUARD;
+    for (size_t i = 0; i + 4 <= scheduler.shared.size(); i += 4) {
+        if (i >= SHARED_GUARD && i < shared_end) continue;
+        uint32_t word;
+        std::memcpy(&word, &scheduler.shared[i], 4);
+        if (word != SHARED_CANARY)
+            return "wrote outside the launch's " + std::to_string(shared_end - SHARED_GUARD) +
+                   " bytes of dynamic shared memory (" +
+                   (i < SHARED_GUARD ? "before it" : "past its end") +
+                   "): the launch must give the kernel all it uses";
+    }
+    return "";
+}
+
 // Runs every fiber of the current block to completion; "" or the first error.
 std::string run_block(size_t threads) {
     for (size_t i = 0; i < threads; ++i) {
@@ -259,7 +294,8 @@ std::string run_block(size_t threads) {
         start_fiber(f);
     }
     const float poison = std::nanf("");
-    for (size_t i = 0; i + 4 <= scheduler.shared.size(); i += 4)
+    const size_t shared_end = scheduler.shared.size() - SHARED_TAIL_GUARD;
+    for (size_t i = SHARED_GUARD; i + 4 <= shared_end; i += 4)
         std::memcpy(&scheduler.shared[i], &poison, 4);
     for (;;) {
         for (size_t warp = 0; warp * 32 < threads; ++warp) {
@@ -297,7 +333,7 @@ std::string run_block(size_t threads) {
 
 }  // namespace
 
-void* dynamic_shared() { return scheduler.shared.data(); }
+void* dynamic_shared() { return scheduler.shared.data() + SHARED_GUARD; }
 
 void syncthreads(const char* file, int line) {
     Fiber* f = scheduler.current;
@@ -368,7 +404,8 @@ extern "C" int whorl_emu_launch(const char* name, const unsigned grid[3], const 
     std::string first_error;
     auto worker = [&]() {
         scheduler.fibers.resize(std::max(scheduler.fibers.size(), threads));
-        scheduler.shared.assign(shared_bytes, 0);
+        scheduler.shared.assign(SHARED_GUARD + shared_bytes + SHARED_TAIL_GUARD, 0);
+        fill_shared_guards();
         scheduler.entry = entry;
         scheduler.args = args;
         scheduler.error.clear();
@@ -385,6 +422,12 @@ extern "C" int whorl_emu_launch(const char* name, const unsigned grid[3], const 
                 next = blocks;
                 return;
             }
+        }
+        // Once the OS thread's blocks are done: every block wrote into the same memory.
+        std::string broken = shared_guards_broken();
+        if (!broken.empty()) {
+            std::lock_guard<std::mutex> guard(lock);
+            if (first_error.empty()) first_error = std::string(name) + ": " + broken;
         }
     };
     size_t workers = std::min<size_t>(blocks, std::max(1u, std::thread::hardware_concurrency()));

@@ -16,37 +16,42 @@ use super::{conv, nhwc, parity};
 /// upsampled 104 -> 40 its four phase GEMMs (scattered at stride 2) on the 33-64 tiles and its
 /// backward-data over dz's box sums (104 columns) on the 128 x 128 ones; 20 -> 28 both passes
 /// on the at-most-32 tiles. The kernel gradients of the first two have 100 and 105 columns
-/// (the wide partials tiles), the third's 28. `families` are kernel names, (a family's
-/// default, another candidate).
+/// (the wide partials tiles), the third's 28. `families` are kernel names, each family's
+/// default first: every other candidate runs every case and must give the default's bits.
 pub fn check_candidates_agree(
     new: impl Fn(TilePolicy) -> GpuBackend<Emulator>,
-    families: &[(&str, &str)],
+    families: &[&[&str]],
 ) {
     let cases = [
         (nhwc(2, 13, 11, 36), 100, ConvInput::Direct),
         (nhwc(1, 9, 7, 104), 40, ConvInput::Upsampled2),
         (nhwc(2, 15, 11, 20), 28, ConvInput::Direct),
     ];
-    // Launches of each family's default by the default backends, and of its default and other
-    // by the last-candidate backends, over all cases.
-    let mut launches = vec![[0; 3]; families.len()];
-    for (case, (input, cout, read)) in cases.into_iter().enumerate() {
-        let conv = conv(input, cout, read, Activation::Relu);
-        let inputs = parity::conv_inputs(&conv, 300 + case as u64);
-        let (mut first, mut last) = (new(TilePolicy::Default), new(TilePolicy::Last));
-        let expected = parity::conv_outputs(&mut first, &conv, &inputs);
-        let got = parity::conv_outputs(&mut last, &conv, &inputs);
-        let context = format!("{input:?} -> {cout}, {read:?}");
-        parity::assert_same_bits(&got, &expected, &context);
-        for (count, &(default, other)) in launches.iter_mut().zip(families) {
-            count[0] += first.device().launches(default);
-            count[1] += last.device().launches(default);
-            count[2] += last.device().launches(other);
+    let candidates = families.iter().map(|f| f.len()).max().unwrap_or(1);
+    for index in 1..candidates {
+        // Over all cases: launches of each family's default by the default backends, and of its
+        // default and of candidate `index` by the backends running that candidate.
+        let mut launches = vec![[0; 3]; families.len()];
+        for (case, (input, cout, read)) in cases.into_iter().enumerate() {
+            let conv = conv(input, cout, read, Activation::Relu);
+            let inputs = parity::conv_inputs(&conv, 300 + case as u64);
+            let mut default = new(TilePolicy::Default);
+            let mut other = new(TilePolicy::Candidate(index));
+            let expected = parity::conv_outputs(&mut default, &conv, &inputs);
+            let got = parity::conv_outputs(&mut other, &conv, &inputs);
+            let context = format!("{input:?} -> {cout}, {read:?}, candidate {index}");
+            parity::assert_same_bits(&got, &expected, &context);
+            for (count, family) in launches.iter_mut().zip(families) {
+                let chosen = family[index.min(family.len() - 1)];
+                count[0] += default.device().launches(family[0]);
+                count[1] += other.device().launches(family[0]);
+                count[2] += other.device().launches(chosen);
+            }
         }
-    }
-    // Each backend ran its own candidate of every family.
-    for (count, (default, other)) in launches.iter().zip(families) {
-        let context = format!("{default} / {other}: launches {count:?}");
-        assert!(count[0] > 0 && count[1] == 0 && count[2] > 0, "{context}");
+        for (count, family) in launches.iter().zip(families) {
+            let context = format!("{family:?}, candidate {index}: launches {count:?}");
+            let runs_its_own = family.len() == 1 || (count[1] == 0 && count[2] > 0);
+            assert!(count[0] > 0 && runs_its_own, "{context}");
+        }
     }
 }

@@ -17,6 +17,17 @@ extern "C" __global__ void broken_missing_barrier(const float* in, float* out) {
     out[t] = staged[blockDim.x - 1 - t];
 }
 
+// Stages each thread's value in dynamic shared memory, then reverses the block's values: a
+// launch with less than a float per thread of shared memory has its last threads write past
+// it, which the emulator reports.
+extern "C" __global__ void broken_shared_overrun(const float* in, float* out) {
+    WHORL_DYNAMIC_SHARED(float, staged);
+    int t = threadIdx.x;
+    staged[t] = in[t];
+    __syncthreads();
+    out[t] = staged[blockDim.x - 1 - t];
+}
+
 // Even and odd threads wait at different barriers: barrier divergence.
 extern "C" __global__ void broken_divergent_barrier(float* out) {
     if (threadIdx.x % 2 == 0) {

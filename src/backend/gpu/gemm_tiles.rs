@@ -6,7 +6,8 @@
 //! which is faster depends on the GPU and the layer: the TF32 tiles in eight warps or in four
 //! with twice the warp tile (the gathered GEMM's 128 x 128 and 256 x 64 in 64 x 32 or 64 x 64
 //! warp tiles, 256 x 32 in 32 x 32 or 64 x 32, the partials' 128 x 128 in 64 x 32 or 64 x 64:
-//! larger warp tiles read less shared memory per mma, more warps hide more latency), and an
+//! larger warp tiles read less shared memory per mma, more warps hide more latency; the
+//! gathered GEMM's four-warp 128 x 128 also on a deeper copy pipeline), and an
 //! FP32 GEMM of more than 64 columns on the 128 x 128 tile or on 128 x 64 ones (more blocks).
 //! So on a GPU the backend times every candidate at the shape's first use and keeps the
 //! fastest, as cuDNN's benchmark mode does. The candidates of a shape give the same bits (every
@@ -48,6 +49,8 @@ pub enum GemmTile {
     Tf32Wide,
     /// TF32, 128 x 128 in four warps of 64 x 64.
     Tf32WideFourWarps,
+    /// TF32, 128 x 128 in four warps of 64 x 64 on a deeper pipeline (TF32_DEEP_STAGES).
+    Tf32WideFourWarpsDeep,
     /// TF32, 256 x 64 in eight warps of 64 x 32.
     Tf32,
     /// TF32, 256 x 64 in four warps of 64 x 64.
@@ -99,7 +102,7 @@ impl GemmTile {
         let wide = n > kernels::GEMM_TILE_N;
         match (on_tensor_cores, wide, narrow, pooling) {
             (_, true, _, true) | (_, _, true, true) => &[],
-            (true, true, _, false) => &[Tf32Wide, Tf32WideFourWarps],
+            (true, true, _, false) => &[Tf32Wide, Tf32WideFourWarps, Tf32WideFourWarpsDeep],
             (true, false, false, true) => &[Tf32Pooled],
             (true, false, false, false) => &[Tf32, Tf32FourWarps],
             (true, false, true, false) => &[Tf32Narrow, Tf32NarrowFourWarps],
@@ -120,6 +123,7 @@ impl GemmTile {
             Fp32Narrow => kernels::conv2d_gathered_gemm_narrow,
             Tf32Wide => kernels::conv2d_gathered_gemm_tf32_wide,
             Tf32WideFourWarps => kernels::conv2d_gathered_gemm_tf32_wide_four_warps,
+            Tf32WideFourWarpsDeep => kernels::conv2d_gathered_gemm_tf32_wide_four_warps_deep,
             Tf32 => kernels::conv2d_gathered_gemm_tf32,
             Tf32FourWarps => kernels::conv2d_gathered_gemm_tf32_four_warps,
             Tf32Pooled => kernels::conv2d_gathered_gemm_tf32_pooled,
@@ -143,6 +147,11 @@ impl GemmTile {
             Tf32Wide | Tf32WideFourWarps => {
                 (TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, TF32_WIDE_SHARED_FLOATS)
             }
+            Tf32WideFourWarpsDeep => (
+                TF32_WIDE_TILE_P,
+                TF32_WIDE_TILE_N,
+                TF32_WIDE_DEEP_SHARED_FLOATS,
+            ),
             Tf32 | Tf32FourWarps | Tf32Pooled => (TF32_TILE_P, TF32_TILE_N, TF32_SHARED_FLOATS),
             Tf32Narrow | Tf32NarrowFourWarps => (
                 TF32_NARROW_TILE_P,
@@ -158,6 +167,7 @@ impl GemmTile {
         let (tile_p, tile_n, shared_floats) = self.dimensions();
         let threads = match self {
             GemmTile::Tf32WideFourWarps
+            | GemmTile::Tf32WideFourWarpsDeep
             | GemmTile::Tf32FourWarps
             | GemmTile::Tf32NarrowFourWarps => kernels::TF32_FOUR_WARPS_THREADS,
             _ => kernels::WHORL_THREADS,
@@ -180,6 +190,7 @@ impl Tile for GemmTile {
             Fp32Narrow => "conv2d_gathered_gemm_narrow",
             Tf32Wide => "conv2d_gathered_gemm_tf32_wide",
             Tf32WideFourWarps => "conv2d_gathered_gemm_tf32_wide_four_warps",
+            Tf32WideFourWarpsDeep => "conv2d_gathered_gemm_tf32_wide_four_warps_deep",
             Tf32 => "conv2d_gathered_gemm_tf32",
             Tf32FourWarps => "conv2d_gathered_gemm_tf32_four_warps",
             Tf32Pooled => "conv2d_gathered_gemm_tf32_pooled",
@@ -367,9 +378,9 @@ impl Shape for FilterShape {
 pub enum TilePolicy {
     /// The first candidate: the emulator's default, since its timings say nothing about a GPU.
     Default,
-    /// The last candidate (the four-warp tiles where a shape has them): to check that the
-    /// candidates give the same bits.
-    Last,
+    /// The candidate at this index, or the last where a shape has fewer: to check that every
+    /// candidate gives the default's bits.
+    Candidate(usize),
     /// The fastest candidate, timed at the shape's first use: a GPU's default.
     Timed,
 }
@@ -421,7 +432,7 @@ impl<S: Shape, T: Tile> TileChoices<S, T> {
     pub fn pick(&self, shape: &S, candidates: &[T]) -> Option<T> {
         match (self.policy, candidates) {
             (_, [only]) | (TilePolicy::Default, [only, ..]) => Some(*only),
-            (TilePolicy::Last, [.., last]) => Some(*last),
+            (TilePolicy::Candidate(i), _) => candidates.get(i).or(candidates.last()).copied(),
             _ => self.timed.get(shape).map(|t| t.tile),
         }
     }
