@@ -3,12 +3,15 @@
 //! the choice among them for one shape.
 //!
 //! Each shape has one or more candidate tiles, the first the default. Where there are several,
-//! which is faster depends on the GPU and the layer: the TF32 tiles in eight warps or in four
-//! with twice the warp tile (the gathered GEMM's 128 x 128 and 256 x 64 in 64 x 32 or 64 x 64
-//! warp tiles, 256 x 32 in 32 x 32 or 64 x 32, the partials' 128 x 128 in 64 x 32 or 64 x 64:
-//! larger warp tiles read less shared memory per mma, more warps hide more latency; the
-//! gathered GEMM's four-warp 128 x 128 also on a deeper copy pipeline), and an
-//! FP32 GEMM of more than 64 columns on the 128 x 128 tile or on 128 x 64 ones (more blocks).
+//! which is faster depends on the GPU and the layer:
+//! - the TF32 tiles in eight warps or in four with twice the warp tile (the gathered GEMM's
+//!   128 x 128 and 256 x 64 in 64 x 32 or 64 x 64 warp tiles, 256 x 32 in 32 x 32 or 64 x 32,
+//!   the partials' 128 x 128 in 64 x 32 or 64 x 64): larger warp tiles read less shared memory
+//!   per mma, more warps hide more latency;
+//! - the gathered GEMM's four-warp 128 x 128 tile on a deeper copy pipeline, too;
+//! - an FP32 GEMM of more than 64 columns on the 128 x 128 tile or on 128 x 64 ones (more
+//!   blocks).
+//!
 //! So on a GPU the backend times every candidate at the shape's first use and keeps the
 //! fastest, as cuDNN's benchmark mode does. The candidates of a shape give the same bits (every
 //! output adds its products in the same order), so the choice changes the speed and never the
