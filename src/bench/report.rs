@@ -65,9 +65,9 @@ pub struct BenchReport {
     pub inference_ms: f64,
     pub inference_images_per_s: f64,
     pub kernels: Vec<KernelTiming>,
-    /// The GEMM tiles chosen by timing on the device, one line each ("<m> x <n> GEMM over
-    /// K = <k> (TF32): <kept kernel> (<ms>; <other kernel> <ms>)"); empty where nothing was
-    /// timed (the CPU, the emulator) and in reports from before whorl timed tiles.
+    /// The GEMM tiles chosen by timing on the device, one line each (`M x N GEMM over K = K
+    /// (TF32): KEPT (MS ms; OTHER MS ms)`); empty where nothing was timed (the CPU, the
+    /// emulator) and in reports from before whorl timed tiles.
     #[serde(default)]
     pub timed_tiles: Vec<String>,
 }

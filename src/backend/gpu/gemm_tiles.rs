@@ -447,8 +447,8 @@ impl<S: Shape, T: Tile> TileChoices<S, T> {
         tile
     }
 
-    /// Every timed choice as a line, "<shape>: <kept kernel> (<ms>; <others> <ms>)", for
-    /// `launches` timed launches a candidate, in the shapes' order.
+    /// Every timed choice as a line, `SHAPE: KEPT (MS ms; OTHER MS ms, ...)`, for `launches`
+    /// timed launches a candidate, in the shapes' order.
     pub fn describe(&self, launches: usize) -> Vec<String> {
         let mut all: Vec<_> = self.timed.iter().collect();
         all.sort_by_key(|(shape, _)| **shape);
