@@ -230,7 +230,7 @@ impl Shape for GemmShape {
     }
 }
 
-/// A compiled tile of the kernel-gradient partials (window(p)[k] * second[p, c] summed over
+/// A compiled tile of the kernel-gradient partials (`window(p)[k] * second[p, c]` summed over
 /// chunks of pixels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FilterTile {
