@@ -81,6 +81,12 @@ fn rotated<B: Backend>(backend: &mut B, len: usize) -> Result<Vec<B::Buffer>> {
     (0..ROTATIONS).map(|r| filled(backend, len, r)).collect()
 }
 
+/// A convolution's parameters and its ROTATIONS inputs, as every convolution row fills them.
+fn conv_operands<B: Backend>(backend: &mut B, conv: &Conv) -> Result<(B::Buffer, Vec<B::Buffer>)> {
+    let params = filled(backend, conv.slot.bias.end, 7)?;
+    Ok((params, rotated(backend, conv.input.len())?))
+}
+
 fn shape_text(s: Nhwc) -> String {
     format!("{}x{}x{}x{}", s.batch, s.height, s.width, s.channels)
 }
@@ -103,8 +109,7 @@ fn conv_timings<B: Backend>(
     out: &mut Vec<KernelTiming>,
 ) -> Result<()> {
     let count = conv.slot.bias.end;
-    let params = filled(backend, count, 7)?;
-    let inputs = rotated(backend, conv.input.len())?;
+    let (params, inputs) = conv_operands(backend, conv)?;
     let grads_out = rotated(backend, conv.output().len())?;
     let mut y = backend.alloc(conv.output().len())?;
     let mut dx = backend.alloc(conv.input.len())?;
@@ -179,8 +184,7 @@ fn conv_and_pool_timings<B: Backend>(
     peaks: Option<Peaks>,
     out: &mut Vec<KernelTiming>,
 ) -> Result<()> {
-    let params = filled(backend, conv.slot.bias.end, 7)?;
-    let inputs = rotated(backend, conv.input.len())?;
+    let (params, inputs) = conv_operands(backend, conv)?;
     let output = conv.output().len();
     let (mut y, mut pooled) = (backend.alloc(output)?, backend.alloc(output / 4)?);
     let shape = format!(
@@ -210,8 +214,7 @@ fn scored_conv_timings<B: Backend>(
     peaks: Option<Peaks>,
     out: &mut Vec<KernelTiming>,
 ) -> Result<()> {
-    let params = filled(backend, conv.slot.bias.end, 7)?;
-    let inputs = rotated(backend, conv.input.len())?;
+    let (params, inputs) = conv_operands(backend, conv)?;
     let output = conv.output().len();
     let target = filled(backend, output, 5)?;
     let (mut y, mut dz, mut loss) = (
@@ -247,8 +250,7 @@ fn pooled_conv_timings<B: Backend>(
     out: &mut Vec<KernelTiming>,
 ) -> Result<()> {
     let count = conv.slot.bias.end;
-    let params = filled(backend, count, 7)?;
-    let inputs = rotated(backend, conv.input.len())?;
+    let (params, inputs) = conv_operands(backend, conv)?;
     let d_pooled = rotated(backend, conv.output().len() / 4)?;
     let mut pooled = backend.alloc(conv.output().len() / 4)?;
     let mut grads = backend.alloc(count)?;
