@@ -116,6 +116,12 @@ impl GemmTile {
         }
     }
 
+    /// Whether a GEMM of `n` output channels can pool its output in the epilogue: only the
+    /// 33-64 channel tiles are compiled to, in either precision.
+    pub fn pools(n: usize) -> bool {
+        !Self::candidates(false, n, true).is_empty()
+    }
+
     /// Its typed launch function.
     pub fn kernel<D: Device>(self) -> GemmKernel<D> {
         use GemmTile::*;

@@ -290,17 +290,15 @@ fn one_output_upsampled(conv: &Conv) -> bool {
 
 /// Whether [`Backend::conv2d_forward_and_pool`] pools `conv`'s output in its GEMM's epilogue
 /// (conv2d_gathered_gemm_pooled, conv2d_gathered_gemm_tf32_pooled): a plain convolution of more
-/// than one input channel (a GEMM), an even output, and the regular tile's 33-64 output
-/// channels (conv2's 64), the one tile compiled to pool; others pool in turn.
+/// than one input channel (a GEMM), an even output, and output channels a pooling tile takes
+/// ([`GemmTile::pools`]: conv2's 64); others pool in turn.
 fn pools_in_gemm_epilogue(conv: &Conv) -> bool {
     let output = conv.output();
-    let cout = conv.slot.out_channels;
     conv.read == ConvInput::Direct
         && conv.slot.in_channels > 1
         && output.height.is_multiple_of(2)
         && output.width.is_multiple_of(2)
-        && cout > kernels::GEMM_NARROW_TILE_N
-        && cout <= kernels::GEMM_TILE_N
+        && GemmTile::pools(conv.slot.out_channels)
 }
 
 /// Blocks of conv2d_upsampled_one_output_channel(_scored) over `conv`: ONE_OUTPUT_RUNS runs of
