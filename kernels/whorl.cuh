@@ -155,9 +155,10 @@ __device__ __forceinline__ void advance(TapCursor& cursor, int step, int src_c, 
 
 // ---- Tensor cores and asynchronous copies (Ampere and newer) ----
 //
-// Small wrappers over the PTX instructions a TF32 tensor-core kernel needs. NVRTC compiles them
-// to inline PTX for compute_80 and newer; the emulator (kernels/emu/cuda_emu.h) defines the same
-// functions as checked C++, so a kernel written against them runs and is verified on the CPU.
+// Small wrappers over the PTX instructions the TF32 tensor-core kernels and the FP32 Winograd
+// kernel's copies need. NVRTC compiles them to inline PTX for compute_80 and newer; the
+// emulator (kernels/emu/cuda_emu.h) defines the same functions as checked C++, so a kernel
+// written against them runs and is verified on the CPU.
 //
 // tf32_round(x): x rounded to TF32 (10 mantissa bits, nearest, ties away from zero; the low 13
 //   bits are zero), as a 32-bit register ready for an mma operand: half a TF32 unit added to
@@ -187,6 +188,9 @@ __device__ __forceinline__ void advance(TapCursor& cursor, int step, int src_c, 
 //   memory, both 16-byte aligned; with zero_fill the destination gets zeros and global_src is not
 //   read (it must still be an aligned address, e.g. the tensor's base): the padding of a tile.
 //   cp.async.cg.shared.global (cached in L2 only).
+// cp_async_4(shared_dst, global_src, zero_fill): the same for 4 bytes, both 4-byte aligned:
+//   one float of a gather. cp.async.ca.shared.global (cached in L1 too, where neighbouring
+//   windows find it again).
 // cp_async_commit(): the copies started since the last commit form one group.
 //   cp.async.commit_group.
 // cp_async_wait<N>(): waits until at most the newest N committed groups of this thread are still
@@ -219,6 +223,15 @@ __device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global
     unsigned shared_address = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
     int source_bytes = zero_fill ? 0 : 16;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address),
+                 "l"(global_src), "r"(source_bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void cp_async_4(void* shared_dst, const void* global_src,
+                                           bool zero_fill) {
+    unsigned shared_address = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
+    int source_bytes = zero_fill ? 0 : 4;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(shared_address),
                  "l"(global_src), "r"(source_bytes)
                  : "memory");
 }

@@ -12,7 +12,7 @@ use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
 use whorl::backend::gpu::{Device, DevicePtr, GpuBackend, KernelArg};
 use whorl::backend::reference::ReferenceBackend;
-use whorl::backend::{Backend, ConvInput, Optimizer, OptimizerKind};
+use whorl::backend::{Backend, ConvInput, Optimizer, OptimizerKind, Precision};
 use whorl::graph::Network;
 use whorl::model::{Activation, Architecture};
 
@@ -63,6 +63,62 @@ fn the_fp32_gemm_tiles_a_shape_may_run_give_the_same_bits() {
     let new = |policy| emulated().with_tile_policy(policy);
     let family: &[&str] = &["conv2d_gathered_gemm_wide", "conv2d_gathered_gemm"];
     tiles::check_candidates_agree(new, &[family]);
+}
+
+/// The FP32 GEMM kernels a plain convolution's forward and backward-data passes would run.
+const FP32_GEMMS: [&str; 4] = [
+    "conv2d_gathered_gemm",
+    "conv2d_gathered_gemm_wide",
+    "conv2d_gathered_gemm_narrow",
+    "conv2d_gathered_gemm_pooled",
+];
+
+#[test]
+fn fp32_plain_convolutions_run_by_winograd_and_match_the_reference() {
+    // Tiles cut by odd heights and widths, input channels that fill no chunk of 8 or end in a
+    // partial one (5, 12, 37), output channels that fill no column block of 32 or spill into a
+    // second (5, 8, 37, 64), several blocks of 32 tiles; one input channel (backward-data only).
+    let cases = [
+        (nhwc(2, 7, 9, 5), 37),
+        (nhwc(1, 13, 10, 12), 8),
+        (nhwc(3, 6, 8, 9), 64),
+        (nhwc(2, 5, 6, 1), 12),
+    ];
+    for (case, (input, cout)) in cases.into_iter().enumerate() {
+        let conv = conv(input, cout, ConvInput::Direct, Activation::Relu);
+        let inputs = parity::conv_inputs(&conv, 40 + case as u64);
+        let mut backend = emulated();
+        let got = parity::conv_outputs(&mut backend, &conv, &inputs);
+        let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
+        let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
+        parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
+        // Forward (but with one input channel, direct loops) and backward-data by Winograd, no
+        // GEMM.
+        let passes = if input.channels > 1 { 2 } else { 1 };
+        let device = backend.device();
+        assert_eq!(device.launches("conv2d_winograd"), passes, "{conv:?}");
+        let gemms: usize = FP32_GEMMS.iter().map(|k| device.launches(k)).sum();
+        assert_eq!(gemms, 0, "{conv:?}");
+    }
+    // The forward pass pooled in its epilogue: the pooling's bits in turn, one launch.
+    let pooled = conv(nhwc(3, 6, 10, 9), 40, ConvInput::Direct, Activation::Relu);
+    let [x, _, params] = parity::conv_inputs(&pooled, 50);
+    let mut backend = emulated();
+    let got = parity::forward_and_pool_outputs(
+        &mut backend,
+        &pooled,
+        &[x.clone(), params.clone()],
+        false,
+    );
+    assert_eq!(backend.device().launches("conv2d_winograd"), 1);
+    assert_eq!(backend.device().launches("maxpool2_forward"), 0);
+    let in_turn = parity::forward_and_pool_outputs(&mut emulated(), &pooled, &[x, params], true);
+    parity::assert_same_bits(&got, &in_turn, &format!("{pooled:?}"));
+    // TF32 runs the same passes on tensor cores.
+    let mut tf32 = emulated().with_precision(Precision::Tf32);
+    let conv = conv(nhwc(1, 6, 6, 8), 16, ConvInput::Direct, Activation::Relu);
+    parity::conv_outputs(&mut tf32, &conv, &parity::conv_inputs(&conv, 60));
+    assert_eq!(tf32.device().launches("conv2d_winograd"), 0);
 }
 
 #[test]
@@ -701,6 +757,15 @@ fn cp_async_destinations_read_nan_until_a_wait_retires_their_group() {
     );
     let message = result.unwrap_err();
     assert!(message.contains("not 16-byte aligned"), "{message}");
+    let (result, _) = launch_broken(
+        "broken_misaligned_cp_async_4",
+        1,
+        |b| vec![KernelArg::Ptr(b[0]), KernelArg::Ptr(b[1])],
+        0,
+    );
+    let message = result.unwrap_err();
+    assert!(message.contains("cp.async of 4 bytes"), "{message}");
+    assert!(message.contains("not 4-byte aligned"), "{message}");
 }
 
 /// |C - AB| allowed for a TF32 GEMM against float64: sqrt(K) 2^-11 max|A| max|B|, the

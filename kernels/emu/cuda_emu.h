@@ -306,16 +306,28 @@ __device__ void ldmatrix_x4(unsigned registers[4], const void* shared_row,
                                  static_cast<int>(site.line()));
 }
 
-__device__ void cp_async_16(void* shared_dst, const void* global_src, bool zero_fill,
-                            std::source_location site = std::source_location::current()) {
-    if (reinterpret_cast<uintptr_t>(shared_dst) % 16 != 0 ||
-        reinterpret_cast<uintptr_t>(global_src) % 16 != 0) {
-        ::whorl_emu::report("cp.async of 16 bytes at " + std::string(site.file_name()) + ":" +
-                            std::to_string(site.line()) +
-                            " from or to an address that is not 16-byte aligned");
+// A cp.async of `bytes` (4 or 16), both addresses aligned to it.
+__device__ void cp_async_bytes(void* shared_dst, const void* global_src, bool zero_fill,
+                               size_t bytes, std::source_location site) {
+    if (reinterpret_cast<uintptr_t>(shared_dst) % bytes != 0 ||
+        reinterpret_cast<uintptr_t>(global_src) % bytes != 0) {
+        ::whorl_emu::report("cp.async of " + std::to_string(bytes) + " bytes at " +
+                            std::string(site.file_name()) + ":" + std::to_string(site.line()) +
+                            " from or to an address that is not " + std::to_string(bytes) +
+                            "-byte aligned");
         return;
     }
-    ::whorl_emu::async_copies().issue(shared_dst, global_src, 16, zero_fill);
+    ::whorl_emu::async_copies().issue(shared_dst, global_src, bytes, zero_fill);
+}
+
+__device__ void cp_async_16(void* shared_dst, const void* global_src, bool zero_fill,
+                            std::source_location site = std::source_location::current()) {
+    cp_async_bytes(shared_dst, global_src, zero_fill, 16, site);
+}
+
+__device__ void cp_async_4(void* shared_dst, const void* global_src, bool zero_fill,
+                           std::source_location site = std::source_location::current()) {
+    cp_async_bytes(shared_dst, global_src, zero_fill, 4, site);
 }
 
 __device__ void cp_async_commit() { ::whorl_emu::async_copies().commit(); }

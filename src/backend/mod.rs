@@ -87,7 +87,9 @@ pub enum Precision {
     /// accumulation: what PyTorch and TensorFlow run by default on Ampere and newer GPUs.
     #[default]
     Tf32,
-    /// Exact float32 arithmetic on the CUDA cores.
+    /// Float32 operands and sums on the CUDA cores (the GPU runs the plain convolutions'
+    /// forward and backward-data passes by Winograd's F(2x2, 3x3) in this precision, as the
+    /// CPU engine runs its convolutions).
     Fp32,
 }
 
@@ -274,8 +276,12 @@ impl Conv {
 /// How an engine computes its convolutions, for counting the arithmetic it executes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvAlgorithm {
-    /// Sums over each tap, as written (the GPU kernels, the reference).
+    /// Sums over each tap, as written (the GPU's TF32 kernels, the reference).
     Direct,
+    /// Winograd's F(2x2, 3x3) for the forward pass of a plain convolution with several input
+    /// channels and the backward-data pass of any plain one, at 4/9 of the multiplies; the
+    /// other passes as `Direct` (the GPU in FP32).
+    WinogradForwardAndData,
     /// Winograd's F(2x2, 3x3) (the CPU engine): every pass of a plain convolution with several
     /// input channels (and backward-data of any plain one) at 4/9 of the multiplies, and the
     /// forward pass of an upsampled input with several output channels at 1/4.

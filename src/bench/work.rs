@@ -84,15 +84,20 @@ pub fn conv_flops(conv: &Conv) -> f64 {
 /// Winograd 4/9 for the plain passes and 1/4 for an upsampled input's forward, but for the
 /// one-channel layers' direct loops.
 pub fn conv_executed_flops(conv: &Conv, pass: ConvPass, algorithm: ConvAlgorithm) -> f64 {
-    let winograd = algorithm == ConvAlgorithm::Winograd;
+    let winograd_plain = match algorithm {
+        ConvAlgorithm::Direct => false,
+        ConvAlgorithm::Winograd => true,
+        ConvAlgorithm::WinogradForwardAndData => pass != ConvPass::BackwardFilter,
+    };
+    let winograd_upsampled = algorithm == ConvAlgorithm::Winograd;
     let one_channel = match conv.read {
         ConvInput::Direct => conv.slot.in_channels == 1 && pass != ConvPass::BackwardData,
         ConvInput::Upsampled2 => conv.slot.out_channels == 1,
     };
     let share = match (conv.read, pass) {
-        (ConvInput::Direct, _) if winograd && !one_channel => 4.0 / 9.0,
+        (ConvInput::Direct, _) if winograd_plain && !one_channel => 4.0 / 9.0,
         (ConvInput::Direct, _) => 1.0,
-        (ConvInput::Upsampled2, ConvPass::Forward) if winograd && !one_channel => 0.25,
+        (ConvInput::Upsampled2, ConvPass::Forward) if winograd_upsampled && !one_channel => 0.25,
         (ConvInput::Upsampled2, ConvPass::Forward) => 4.0 / 9.0,
         (ConvInput::Upsampled2, _) => 0.25,
     };

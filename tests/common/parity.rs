@@ -425,11 +425,13 @@ pub fn forward_and_pool_outputs<B: Backend>(
     ]
 }
 
-/// Convolutions followed by a max pooling, all with even outputs. The GEMM's regular tile
-/// pools in its epilogue: 48 and 64 output channels over one to four tiles of pixels (the last
-/// one partial, the channels partly filled), input channels that are multiples of 4 (tensor
-/// cores in TF32) and 3, which is not, ReLU and sigmoid. The others pool in turn: 32 and 72
-/// output channels (the narrow and wide tiles), an upsampled input, one input channel.
+/// Convolutions followed by a max pooling, all with even outputs. In TF32 the GEMM's regular
+/// tile pools in its epilogue: 48 and 64 output channels over one to four tiles of pixels (the
+/// last one partial, the channels partly filled), input channels that are multiples of 4
+/// (tensor cores) and 3, which is not, ReLU and sigmoid; 32 and 72 output channels (the narrow
+/// and wide tiles) pool in turn. In FP32 every plain convolution of several input channels
+/// pools in its Winograd kernel's epilogue. The others pool in turn: an upsampled input, one
+/// input channel.
 pub fn pooled_epilogue_cases() -> Vec<Conv> {
     let direct = |input, cout| conv(input, cout, ConvInput::Direct, Activation::Relu);
     vec![

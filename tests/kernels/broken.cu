@@ -54,3 +54,12 @@ extern "C" __global__ void broken_misaligned_cp_async(const float* in, float* ou
     cp_async_wait<0>();
     out[threadIdx.x] = staged[1];
 }
+
+// Copies 4 bytes with cp.async from 2 bytes past a float: a 4-byte copy needs 4-byte alignment.
+extern "C" __global__ void broken_misaligned_cp_async_4(const float* in, float* out) {
+    __shared__ __align__(16) float staged[2];
+    cp_async_4(staged, reinterpret_cast<const char*>(in) + 2, false);
+    cp_async_commit();
+    cp_async_wait<0>();
+    out[threadIdx.x] = staged[0];
+}

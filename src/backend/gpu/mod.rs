@@ -7,7 +7,7 @@ pub mod emulator;
 pub mod gemm_tiles;
 pub mod kernels;
 
-use super::{Adam, Backend, Conv, ConvInput, Nhwc, Precision, RmsProp};
+use super::{Adam, Backend, Conv, ConvAlgorithm, ConvInput, Nhwc, Precision, RmsProp};
 use crate::error::{Error, Result};
 use crate::model::Activation;
 use gemm_tiles::{
@@ -301,6 +301,23 @@ fn pools_in_gemm_epilogue(conv: &Conv) -> bool {
         && GemmTile::pools(conv.slot.out_channels)
 }
 
+/// The padded shape (rows, columns) of the Winograd transform of a kernel for a pass of `src_c`
+/// input and `n` output channels: rows to whole chunks, columns to whole column blocks of
+/// conv2d_winograd, so that it reads them unchecked.
+fn winograd_transform_shape(src_c: usize, n: usize) -> (usize, usize) {
+    (
+        src_c.next_multiple_of(kernels::WINOGRAD_CHUNK),
+        n.next_multiple_of(kernels::WINOGRAD_COLUMNS),
+    )
+}
+
+/// Floats of the Winograd transforms of `conv`'s kernel: forward and backward-data's.
+fn winograd_transform_len(conv: &Conv) -> usize {
+    let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
+    let len = |(rows, columns): (usize, usize)| 16 * rows * columns;
+    len(winograd_transform_shape(cin, cout)).max(len(winograd_transform_shape(cout, cin)))
+}
+
 /// Blocks of conv2d_upsampled_one_output_channel(_scored) over `conv`: ONE_OUTPUT_RUNS runs of
 /// ONE_OUTPUT_RUN source cells each.
 fn one_output_blocks(conv: &Conv) -> usize {
@@ -413,7 +430,7 @@ pub struct GpuBackend<D: Device> {
 }
 
 impl<D: Device> GpuBackend<D> {
-    /// The backend in exact FP32 (see [`with_precision`](Self::with_precision)); on a GPU, the
+    /// The backend in FP32 (see [`with_precision`](Self::with_precision)); on a GPU, the
     /// GEMM shapes with several tiles time them at first use ([`TilePolicy::Timed`]).
     pub fn new(device: D) -> Self {
         let policy = if device.times_gpu_kernels() {
@@ -481,6 +498,76 @@ impl<D: Device> GpuBackend<D> {
         self.precision == Precision::Tf32
             && gather.src_shape.channels.is_multiple_of(4)
             && n.is_multiple_of(4)
+    }
+
+    /// Whether `conv`'s forward pass (with `backward_data` false) or backward-data runs by
+    /// Winograd's F(2x2, 3x3) (conv2d_winograd.cu): in FP32, a plain convolution's
+    /// backward-data, and its forward pass with more than one input channel (one runs as
+    /// direct loops), as the CPU engine does. TF32 runs them on tensor cores.
+    fn by_winograd(&self, conv: &Conv, backward_data: bool) -> bool {
+        self.precision == Precision::Fp32
+            && conv.read == ConvInput::Direct
+            && (backward_data || conv.slot.in_channels > 1)
+    }
+
+    /// A plain convolution's pass by Winograd's F(2x2, 3x3) (conv2d_winograd.cu): forward, x
+    /// into the output with bias and activation (and its 2x2 max pooling into `pooled` unless
+    /// that is null), or with `backward_data`, dz into dx through the flipped kernel. The
+    /// kernel's transform goes to the kernel scratch first.
+    fn winograd(
+        &mut self,
+        conv: &Conv,
+        backward_data: bool,
+        (src, params): (DevicePtr, &GpuBuffer),
+        out: DevicePtr,
+        pooled: DevicePtr,
+    ) -> Result<()> {
+        let slot = &conv.slot;
+        let (cin, cout) = (slot.in_channels, slot.out_channels);
+        let (input, n) = match backward_data {
+            false => (conv.input, cout),
+            true => (conv.output(), cin),
+        };
+        let (rows, columns) = winograd_transform_shape(input.channels, n);
+        let needed = (conv, "the kernel's Winograd transform", 16 * rows * columns);
+        let u = Self::planned(&self.kernel_scratch, 0, needed)?;
+        kernels::conv2d_winograd_kernel_transform(
+            &mut self.device,
+            Launch::per_element(rows * columns),
+            params.at(slot.weight.start),
+            int(cin)?,
+            int(cout)?,
+            i32::from(backward_data),
+            int(rows)?,
+            int(columns)?,
+            u,
+        )?;
+        let (bias, activation) = match backward_data {
+            false => (params.at(slot.bias.start), Some(conv.activation)),
+            true => (DevicePtr::NULL, None),
+        };
+        int(input.len())?; // the kernel indexes its source in 32 bits
+        let tiles = input.batch * input.height.div_ceil(2) * input.width.div_ceil(2);
+        let blocks =
+            tiles.div_ceil(kernels::WINOGRAD_TILES) * (columns / kernels::WINOGRAD_COLUMNS);
+        let [batch, h, w, src_c] = shape_args(input)?;
+        kernels::conv2d_winograd(
+            &mut self.device,
+            Launch::blocks([int(blocks)? as u32, 1, 1], kernels::WINOGRAD_SHARED_FLOATS),
+            src,
+            batch,
+            h,
+            w,
+            src_c,
+            u,
+            int(rows)?,
+            int(columns)?,
+            int(n)?,
+            bias,
+            activation_code(activation),
+            out,
+            pooled,
+        )
     }
 
     /// The partials scratch, if `plan()` made it at least `needed` floats long for `conv`.
@@ -779,6 +866,13 @@ impl<D: Device> Backend for GpuBackend<D> {
         self.precision
     }
 
+    fn conv_algorithm(&self) -> ConvAlgorithm {
+        match self.precision {
+            Precision::Fp32 => ConvAlgorithm::WinogradForwardAndData,
+            Precision::Tf32 => ConvAlgorithm::Direct,
+        }
+    }
+
     fn timed_choices(&self) -> Vec<String> {
         let gemms = self.gemm_tiles.describe(TILE_TIMING_LAUNCHES);
         gemms
@@ -791,7 +885,9 @@ impl<D: Device> Backend for GpuBackend<D> {
         let (mut kernel, mut partials, mut box_sums, mut loss) = (1, 1, 1, LOSS_BLOCKS);
         for conv in convs {
             let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-            kernel = kernel.max(16 * cin * cout);
+            kernel = kernel
+                .max(16 * cin * cout)
+                .max(winograd_transform_len(conv));
             if conv.read == ConvInput::Upsampled2 {
                 box_sums = box_sums.max(box_sums_len(conv));
             }
@@ -863,6 +959,9 @@ impl<D: Device> Backend for GpuBackend<D> {
                 y.ptr,
             );
         }
+        if self.by_winograd(conv, false) {
+            return self.winograd(conv, false, (x.ptr, params), y.ptr, DevicePtr::NULL);
+        }
         if conv.read == ConvInput::Direct {
             return self.forward_gemm(conv, x, params, Scatter::dense(y.ptr, conv.output()));
         }
@@ -918,6 +1017,10 @@ impl<D: Device> Backend for GpuBackend<D> {
         pooled: &mut GpuBuffer,
     ) -> Result<()> {
         let output = conv.output();
+        let even = output.height.is_multiple_of(2) && output.width.is_multiple_of(2);
+        if self.by_winograd(conv, false) && even {
+            return self.winograd(conv, false, (x.ptr, params), y.ptr, pooled.ptr);
+        }
         if !pools_in_gemm_epilogue(conv) {
             self.conv2d_forward(conv, x, params, y)?;
             return self.maxpool2_forward(output, y, pooled);
@@ -953,6 +1056,9 @@ impl<D: Device> Backend for GpuBackend<D> {
         params: &GpuBuffer,
         dx: &mut GpuBuffer,
     ) -> Result<()> {
+        if self.by_winograd(conv, true) {
+            return self.winograd(conv, true, (dz.ptr, params), dx.ptr, DevicePtr::NULL);
+        }
         let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
         let flipped = Self::scratch(&self.kernel_scratch);
         kernels::conv2d_flip_kernel(

@@ -1,0 +1,275 @@
+// 3x3 'same' convolutions by Winograd's minimal filtering F(2x2, 3x3) in FP32 on the CUDA
+// cores: the forward and backward-data passes of the plain convolutions in FP32 mode, the
+// algebra of the CPU engine (src/backend/cpu/winograd.rs). Each 2x2 block of outputs (a tile)
+// is
+//
+//     Y = A^T [ sum over input channels c of U[c] ⊙ V[c] ] A,   U = G g G^T,   V = B^T d B
+//
+// over the tile's 4x4 input window d (from row 2 ti - 1, column 2 tj - 1; zeros outside the
+// image) and each 3x3 kernel g: 16 GEMMs M[ξ] (tiles x cout) = V[ξ] (tiles x cin) U[ξ]
+// (cin x cout), one per position ξ = 4a + b of the 4x4 transformed tile. That is 16 multiplies
+// per 2x2 outputs and channel pair instead of 36: 4/9 of the direct arithmetic. In one
+// dimension, for y0 = d0 g0 + d1 g1 + d2 g2 and y1 = d1 g0 + d2 g1 + d3 g2 (a correlation):
+//
+//     B^T d = (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
+//     G g   = (g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2)
+//     A^T m = (m0 + m1 + m2, m1 - m2 - m3)
+//
+// Backward-data is the 'same' convolution of dz with the kernel flipped in space and
+// transposed in channels, so it is the same kernel over U of the flipped kernel.
+#include "whorl.cuh"
+
+// A block computes 32 tiles x 32 output channels, all 16 positions, over input channels in
+// chunks of 8. Thread t multiplies for position t / 16: 8 tiles x 8 channels.
+#define WINOGRAD_TILES 32
+#define WINOGRAD_COLUMNS 32
+#define WINOGRAD_CHUNK 8
+#define WINOGRAD_THREAD_TILES 8
+// Shared memory: two stages, each V[16][CHUNK][TILE_PITCH] (tiles padded to 36 so that a
+// warp's accesses of 4 tiles x 8 channels hit 32 banks) and U[16][CHUNK][COLUMNS]; then the
+// windows' pixels as copied, [16][CHUNK][TILE_PITCH]. After the K loop, M[16][TILES][COLUMNS]
+// in the same space. 86 KiB: one block on sm_89 (99 KiB at most), two on sm_90.
+#define WINOGRAD_TILE_PITCH 36
+#define WINOGRAD_TILE_GRID_FLOATS (16 * WINOGRAD_CHUNK * WINOGRAD_TILE_PITCH)
+#define WINOGRAD_STAGE_FLOATS (WINOGRAD_TILE_GRID_FLOATS + 16 * WINOGRAD_CHUNK * WINOGRAD_COLUMNS)
+#define WINOGRAD_SHARED_FLOATS (2 * WINOGRAD_STAGE_FLOATS + WINOGRAD_TILE_GRID_FLOATS)
+// Resident blocks per multiprocessor it is compiled for (at most 128 registers a thread).
+#define WINOGRAD_BLOCKS 2
+
+// B^T d in one dimension, over values `stride` apart.
+__device__ __forceinline__ void winograd_input_1d(const float* d, int stride, float* out) {
+    out[0] = d[0] - d[2 * stride];
+    out[stride] = d[stride] + d[2 * stride];
+    out[2 * stride] = d[2 * stride] - d[stride];
+    out[3 * stride] = d[stride] - d[3 * stride];
+}
+
+// A^T m in one dimension: the two outputs of four products.
+__device__ __forceinline__ void winograd_output_1d(float m0, float m1, float m2, float m3,
+                                                   float* y) {
+    y[0] = m0 + m1 + m2;
+    y[1] = m1 - m2 - m3;
+}
+
+// u[ξ, r, c] = (G g G^T)[ξ] for the kernel g that multiplies input channel r into output
+// channel c of the pass: kernel[ky, kx, r, c] forward, and with `flip` (backward-data, whose
+// input is dz) kernel[2 - ky, 2 - kx, c, r]; zero in the padding (r >= the pass's input
+// channels or c >= its outputs), so the main kernel reads whole chunks and column blocks.
+// One thread per (r, c) of the rows x columns padded matrix; grid ceil(rows columns / 256),
+// block 256.
+extern "C" __global__ void conv2d_winograd_kernel_transform(const float* __restrict__ kernel,
+                                                            int cin, int cout, int flip,
+                                                            int rows, int columns,
+                                                            float* __restrict__ u) {
+    int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= rows * columns) return;
+    const int r = e / columns, c = e % columns;
+    const int pass_in = flip ? cout : cin, pass_out = flip ? cin : cout;
+    float g[3][3];
+    for (int ky = 0; ky < 3; ++ky)
+        for (int kx = 0; kx < 3; ++kx) {
+            const int tap = flip ? (2 - ky) * 3 + 2 - kx : ky * 3 + kx;
+            const int ci = flip ? c : r, co = flip ? r : c;
+            g[ky][kx] = r < pass_in && c < pass_out ? kernel[(tap * cin + ci) * cout + co] : 0.0f;
+        }
+    // G g G^T: G over the rows, then over the columns.
+    float half[4][3];
+    for (int kx = 0; kx < 3; ++kx) {
+        half[0][kx] = g[0][kx];
+        half[1][kx] = 0.5f * (g[0][kx] + g[1][kx] + g[2][kx]);
+        half[2][kx] = 0.5f * (g[0][kx] - g[1][kx] + g[2][kx]);
+        half[3][kx] = g[2][kx];
+    }
+    for (int a = 0; a < 4; ++a) {
+        const float row[4] = {half[a][0], 0.5f * (half[a][0] + half[a][1] + half[a][2]),
+                              0.5f * (half[a][0] - half[a][1] + half[a][2]), half[a][2]};
+        for (int b = 0; b < 4; ++b) u[((4 * a + b) * rows + r) * columns + c] = row[b];
+    }
+}
+
+// out = activation(bias + the convolution of src with the kernel whose transform is u), and
+// with `pooled` also pooled = its 2x2 max pooling (an even output: a tile is a pooling window).
+// Grid: ceil(n / WINOGRAD_COLUMNS) x ceil(tiles / WINOGRAD_TILES) blocks in x, column blocks
+// fastest (the blocks that read the same tiles run together and share them in L2); block 256;
+// dynamic shared memory WINOGRAD_SHARED_FLOATS. `rows` and `columns` are u's padded sizes:
+// src_c rounded up to a chunk, n to a column block.
+//
+// Per chunk of 8 input channels, double-buffered: thread t copies the window of tile t / 8 at
+// channel t % 8 with cp.async, 16 floats (its offset and a bit per window pixel inside the
+// image found once, before the K loop; 8 threads copy a pixel's 8 channels, 32 consecutive
+// bytes), and four 16-byte pieces of U's chunk. The next chunk's copies are in flight while
+// the block multiplies: per channel, thread t reads 8 tiles and 8 channels of its position
+// (four 16-byte reads) for 64 multiply-adds. Then each thread transforms the window it copied
+// itself (so no barrier between its copy and its transform) into the other stage's V. Every M
+// adds its products in rising channel order. Last, the block stores M and each thread turns
+// 4 tiles x 1 channel of it into outputs (A^T M A, bias, activation): a warp writes 32
+// consecutive channels of a pixel.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS, WINOGRAD_BLOCKS)
+conv2d_winograd(const float* __restrict__ src, int batch, int h, int w, int src_c,
+                const float* __restrict__ u, int rows, int columns, int n,
+                const float* __restrict__ bias, int activation, float* __restrict__ out,
+                float* __restrict__ pooled) {
+    WHORL_DYNAMIC_SHARED(float, shared);
+    static_assert(16 * WINOGRAD_TILES * WINOGRAD_COLUMNS <= 2 * WINOGRAD_STAGE_FLOATS,
+                  "M fits in the two stages");
+    const int tiles_h = (h + 1) / 2, tiles_w = (w + 1) / 2;
+    const int tiles = batch * tiles_h * tiles_w;
+    const int column_blocks = columns / WINOGRAD_COLUMNS;
+    const int n0 = (blockIdx.x % column_blocks) * WINOGRAD_COLUMNS;
+    const int tile0 = (blockIdx.x / column_blocks) * WINOGRAD_TILES;
+    const int t = threadIdx.x;
+    const int chunks = rows / WINOGRAD_CHUNK;
+
+    // The window this thread transforms: its first pixel's offset, and bit 4 dy + dx for each
+    // pixel inside the image.
+    const int my_tile = t / WINOGRAD_CHUNK, my_channel = t % WINOGRAD_CHUNK;
+    int window_offset = 0;
+    unsigned inside = 0;
+    if (tile0 + my_tile < tiles) {
+        const int tile = tile0 + my_tile;
+        const int image = tile / (tiles_h * tiles_w), within = tile % (tiles_h * tiles_w);
+        const int row = 2 * (within / tiles_w) - 1, col = 2 * (within % tiles_w) - 1;
+        window_offset = ((image * h + row) * w + col) * src_c + my_channel;
+        for (int dy = 0; dy < 4; ++dy)
+            for (int dx = 0; dx < 4; ++dx)
+                if (row + dy >= 0 && row + dy < h && col + dx >= 0 && col + dx < w)
+                    inside |= 1u << (4 * dy + dx);
+    }
+    // The window's 16 pixels at this thread's channel of a chunk into shared memory, pixel
+    // 4 dy + dx at [pixel][channel][tile]; zeros outside the image and past the channels.
+    float* window =
+        shared + 2 * WINOGRAD_STAGE_FLOATS + my_channel * WINOGRAD_TILE_PITCH + my_tile;
+    constexpr int window_pixel_pitch = WINOGRAD_CHUNK * WINOGRAD_TILE_PITCH;
+    auto copy_window = [&](int chunk) {
+        const bool channel_inside = chunk * WINOGRAD_CHUNK + my_channel < src_c;
+        const int offset = window_offset + chunk * WINOGRAD_CHUNK;
+        WHORL_UNROLL
+        for (int i = 0; i < 16; ++i) {
+            const bool copied = channel_inside && (inside >> i & 1u);
+            cp_async_4(window + i * window_pixel_pitch,
+                       copied ? src + offset + ((i / 4) * w + i % 4) * src_c : src, !copied);
+        }
+    };
+    // V = B^T d B of the window this thread copied (landed) into a stage, position ξ at
+    // [ξ][channel][tile].
+    auto store_transformed = [&](int stage) {
+        float d[16], rows_done[16], v[16];
+        WHORL_UNROLL
+        for (int i = 0; i < 16; ++i) d[i] = window[i * window_pixel_pitch];
+        WHORL_UNROLL
+        for (int dx = 0; dx < 4; ++dx) winograd_input_1d(d + dx, 4, rows_done + dx);
+        WHORL_UNROLL
+        for (int a = 0; a < 4; ++a) winograd_input_1d(rows_done + 4 * a, 1, v + 4 * a);
+        float* v_stage = shared + stage * WINOGRAD_STAGE_FLOATS;
+        WHORL_UNROLL
+        for (int xi = 0; xi < 16; ++xi)
+            v_stage[(xi * WINOGRAD_CHUNK + my_channel) * WINOGRAD_TILE_PITCH + my_tile] = v[xi];
+    };
+    // U's chunk: 16 x CHUNK rows of COLUMNS floats in 16-byte pieces, piece t + 256 j for
+    // thread t: row t / 8 + 32 j (position t / 64 + 4 j, channel t / 8 % 8), quarter t % 8.
+    constexpr int pieces_per_row = WINOGRAD_COLUMNS / 4;
+    constexpr int rows_per_pass = WHORL_THREADS / pieces_per_row;
+    constexpr int positions_per_pass = rows_per_pass / WINOGRAD_CHUNK;
+    const int u_row = t / pieces_per_row, u_quarter = t % pieces_per_row;
+    const size_t u_first_row = size_t(u_row / WINOGRAD_CHUNK) * rows + u_row % WINOGRAD_CHUNK;
+    const float* u_source = u + u_first_row * columns + n0 + 4 * u_quarter;
+    const size_t u_pass_stride = size_t(positions_per_pass) * rows * columns;
+    auto copy_u = [&](int chunk, int stage) {
+        float* u_stage = shared + stage * WINOGRAD_STAGE_FLOATS + WINOGRAD_TILE_GRID_FLOATS +
+                         u_row * WINOGRAD_COLUMNS + 4 * u_quarter;
+        const float* from = u_source + size_t(chunk) * WINOGRAD_CHUNK * columns;
+        WHORL_UNROLL
+        for (int j = 0; j < 16 * WINOGRAD_CHUNK / rows_per_pass; ++j)
+            cp_async_16(u_stage + j * rows_per_pass * WINOGRAD_COLUMNS, from + j * u_pass_stride,
+                        false);
+        cp_async_commit();
+    };
+
+    const int xi = t / 16, first_tile = (t % 16) / 4 * WINOGRAD_THREAD_TILES;
+    const int first_column = (t % 4) * 8;
+    float acc[WINOGRAD_THREAD_TILES][8];
+    for (int i = 0; i < WINOGRAD_THREAD_TILES; ++i)
+        for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
+
+    copy_window(0);
+    copy_u(0, 0);
+    cp_async_wait<0>();
+    store_transformed(0);
+    __syncthreads();
+    for (int chunk = 0; chunk < chunks; ++chunk) {
+        const int stage = chunk % 2;
+        const bool next = chunk + 1 < chunks;
+        if (next) {
+            copy_window(chunk + 1);
+            copy_u(chunk + 1, 1 - stage);
+        }
+        const float* v_stage = shared + stage * WINOGRAD_STAGE_FLOATS;
+        const float* u_stage = v_stage + WINOGRAD_TILE_GRID_FLOATS;
+        WHORL_UNROLL
+        for (int c = 0; c < WINOGRAD_CHUNK; ++c) {
+            const float* v_row = v_stage + (xi * WINOGRAD_CHUNK + c) * WINOGRAD_TILE_PITCH;
+            const float* u_row = u_stage + (xi * WINOGRAD_CHUNK + c) * WINOGRAD_COLUMNS;
+            const float4 v_low = *reinterpret_cast<const float4*>(v_row + first_tile);
+            const float4 v_high = *reinterpret_cast<const float4*>(v_row + first_tile + 4);
+            const float4 u_low = *reinterpret_cast<const float4*>(u_row + first_column);
+            const float4 u_high = *reinterpret_cast<const float4*>(u_row + first_column + 4);
+            const float v[8] = {v_low.x, v_low.y, v_low.z, v_low.w,
+                                v_high.x, v_high.y, v_high.z, v_high.w};
+            const float g[8] = {u_low.x, u_low.y, u_low.z, u_low.w,
+                                u_high.x, u_high.y, u_high.z, u_high.w};
+            WHORL_UNROLL
+            for (int i = 0; i < WINOGRAD_THREAD_TILES; ++i)
+                WHORL_UNROLL
+                for (int j = 0; j < 8; ++j) acc[i][j] += v[i] * g[j];
+        }
+        // The other stage was last read before the barrier that closed the previous chunk.
+        cp_async_wait<0>();
+        if (next) store_transformed(1 - stage);
+        __syncthreads();
+    }
+
+    // M[ξ][tile][column] over the stages (every thread is past its last read of them).
+    float* m = shared;
+    WHORL_UNROLL
+    for (int i = 0; i < WINOGRAD_THREAD_TILES; ++i) {
+        float* m_row = m + (xi * WINOGRAD_TILES + first_tile + i) * WINOGRAD_COLUMNS;
+        *reinterpret_cast<float4*>(m_row + first_column) =
+            make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+        *reinterpret_cast<float4*>(m_row + first_column + 4) =
+            make_float4(acc[i][4], acc[i][5], acc[i][6], acc[i][7]);
+    }
+    __syncthreads();
+    const int column = t % WINOGRAD_COLUMNS, channel = n0 + column;
+    if (channel >= n) return;
+    const float b = bias ? bias[channel] : 0.0f;
+    for (int k = t / WINOGRAD_COLUMNS; k < WINOGRAD_TILES; k += WHORL_THREADS / WINOGRAD_COLUMNS) {
+        const int tile = tile0 + k;
+        if (tile >= tiles) break;
+        float products[16], half[8], y[4];
+        WHORL_UNROLL
+        for (int p = 0; p < 16; ++p)
+            products[p] = m[(p * WINOGRAD_TILES + k) * WINOGRAD_COLUMNS + column];
+        // A^T over the rows (half[4 i + b] for output row i), then over the columns (y[2 i + j]).
+        WHORL_UNROLL
+        for (int col = 0; col < 4; ++col) {
+            float pair[2];
+            winograd_output_1d(products[col], products[4 + col], products[8 + col],
+                               products[12 + col], pair);
+            half[col] = pair[0];
+            half[4 + col] = pair[1];
+        }
+        winograd_output_1d(half[0], half[1], half[2], half[3], y);
+        winograd_output_1d(half[4], half[5], half[6], half[7], y + 2);
+        const int image = tile / (tiles_h * tiles_w), within = tile % (tiles_h * tiles_w);
+        const int ti = within / tiles_w, tj = within % tiles_w;
+        WHORL_UNROLL
+        for (int q = 0; q < 4; ++q) {
+            y[q] = activate(y[q] + b, activation);
+            const int row = 2 * ti + q / 2, col = 2 * tj + q % 2;
+            if (row < h && col < w) out[(size_t(image * h + row) * w + col) * n + channel] = y[q];
+        }
+        if (pooled && 2 * ti + 1 < h && 2 * tj + 1 < w)
+            pooled[(size_t(image * (h / 2) + ti) * (w / 2) + tj) * n + channel] =
+                first_max_of_two(first_max_of_two(y[0], y[1]), first_max_of_two(y[2], y[3]));
+    }
+}
