@@ -1,7 +1,9 @@
-//! The tensor-core kernels, checked in machine code: their PTX is assembled by ptxas for sm_89
+//! The convolution kernels, checked in machine code: their PTX is assembled by ptxas for sm_89
 //! (Ada, L40S) and sm_90 (Hopper, H100), disassembled by nvdisasm, and every TF32 tensor-core
 //! kernel must have HMMA (mma.sync) and LDGSTS (cp.async) instructions in its main loop — the
-//! innermost loop holding its HMMAs — and no local-memory traffic (LDL/STL: register spills).
+//! innermost loop holding at least half its HMMAs — and no local-memory traffic (LDL/STL:
+//! register spills); every FP32 convolution kernel's main loop must be mostly FFMA, with at
+//! most a quarter of index arithmetic.
 //!
 //! Checked: the kernels the binary ships (build.rs's PTX of kernels/), and the tiled GEMM of
 //! tests/kernels/tensor_core_gemm.cu, compiled here by NVRTC, which proves the check on a kernel
@@ -29,6 +31,28 @@ fn runs_on_tensor_cores(kernel: &str) -> bool {
 /// The least share of HMMA among the instructions of a tensor-core kernel's main loop. The test
 /// GEMM's small warp tile (32 x 32, operands rounded as they are read) reaches 7-8%.
 const MIN_HMMA_SHARE: f64 = 0.05;
+
+/// The FP32 convolution kernels whose main loop multiplies on the CUDA cores: the gathered
+/// GEMMs, the kernel-gradient partials and the Winograd kernel.
+const FP32_CONV_KERNELS: [&str; 7] = [
+    "conv2d_gathered_gemm",
+    "conv2d_gathered_gemm_wide",
+    "conv2d_gathered_gemm_narrow",
+    "conv2d_gathered_gemm_pooled",
+    "conv2d_filter_partials",
+    "conv2d_filter_partials_wide",
+    "conv2d_winograd",
+];
+
+/// Index arithmetic: integer instructions, and MUFU (reciprocals of integer divisions).
+const INTEGER_OPCODES: [&str; 11] = [
+    "IMAD", "IADD3", "VIADD", "ISETP", "LOP3", "SHF", "LEA", "SEL", "IABS", "IMNMX", "MUFU",
+];
+
+/// An FP32 convolution kernel's main loop: at least this share FFMA, at most this share index
+/// arithmetic (they reach 59-81% and 10-20% on sm_89 and sm_90).
+const MIN_FFMA_SHARE: f64 = 0.5;
+const MAX_INTEGER_SHARE: f64 = 0.25;
 
 /// Test kernels compiled here, which must hold at least one tensor-core kernel.
 const TEST_SOURCES: [&str; 1] = ["tests/kernels/tensor_core_gemm.cu"];
@@ -64,12 +88,14 @@ impl Sass {
         top.join(", ")
     }
 
-    /// The innermost loop holding an HMMA.
-    fn main_loop(&self) -> Option<(usize, usize)> {
+    /// The main loop of a kernel that multiplies with `opcode` (HMMA, FFMA): the innermost loop
+    /// holding at least half of the kernel's `opcode` instructions.
+    fn main_loop(&self, opcode: &str) -> Option<(usize, usize)> {
+        let total = self.count(0..=self.opcodes.len().saturating_sub(1), &[opcode]);
         self.loops
             .iter()
             .copied()
-            .filter(|&(first, last)| self.count(first..=last, &["HMMA"]) > 0)
+            .filter(|&(first, last)| total > 0 && 2 * self.count(first..=last, &[opcode]) >= total)
             .min_by_key(|&(first, last)| last - first)
     }
 }
@@ -186,20 +212,10 @@ fn test_source_ptx(source: &str, arch: &'static str) -> String {
 
 #[test]
 fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
-    let (ptxas, nvdisasm) = match tools() {
-        Ok(tools) => tools,
-        Err(why) => {
-            let why = format!("{why} (source scripts/nvrtc-env.sh, as .ci/run does)");
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI must check the machine code: {why}"
-            );
-            common::skipped(
-                "tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills",
-                &why,
-            );
-            return;
-        }
+    let Some((ptxas, nvdisasm)) =
+        tools_or_skip("tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills")
+    else {
+        return;
     };
     let (mut checked_shipped_kernels, mut checked_test_kernels) = (0, 0);
     for (arch, shipped) in EMBEDDED_PTX {
@@ -213,7 +229,7 @@ fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
                 }
                 let all = 0..=sass.opcodes.len() - 1;
                 let spills = sass.count(all.clone(), &["LDL", "STL"]);
-                let main_loop = sass.main_loop();
+                let main_loop = sass.main_loop("HMMA");
                 let (first, last) = main_loop.unwrap_or((0, 0));
                 let body = first..=last;
                 let (hmma, ldgsts) = (
@@ -256,6 +272,57 @@ fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
     );
 }
 
+/// The tools, or the test skipped (failed in CI) with the reason.
+fn tools_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
+    match tools() {
+        Ok(tools) => Some(tools),
+        Err(why) => {
+            let why = format!("{why} (source scripts/nvrtc-env.sh, as .ci/run does)");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must check the machine code: {why}"
+            );
+            common::skipped(test, &why);
+            None
+        }
+    }
+}
+
+#[test]
+fn fp32_convolution_main_loops_are_multiply_adds_not_index_arithmetic() {
+    let Some((ptxas, nvdisasm)) =
+        tools_or_skip("fp32_convolution_main_loops_are_multiply_adds_not_index_arithmetic")
+    else {
+        return;
+    };
+    for (arch, shipped) in EMBEDDED_PTX {
+        let sm = arch.replace("compute", "sm");
+        let kernels = disassemble(&ptxas, &nvdisasm, shipped, &sm);
+        for kernel in FP32_CONV_KERNELS {
+            let sass = &kernels[kernel];
+            let (first, last) = sass
+                .main_loop("FFMA")
+                .unwrap_or_else(|| panic!("{sm} {kernel}: no loop holds its FFMAs"));
+            let body = first..=last;
+            let length = body.clone().count() as f64;
+            let ffma = sass.count(body.clone(), &["FFMA"]) as f64 / length;
+            let integer = sass.count(body.clone(), &INTEGER_OPCODES) as f64 / length;
+            println!(
+                "{sm} {kernel}: main loop {length} instructions, FFMA {:.0}%, index arithmetic \
+                 {:.0}%; {}",
+                100.0 * ffma,
+                100.0 * integer,
+                sass.mix(body)
+            );
+            assert!(ffma >= MIN_FFMA_SHARE, "{sm} {kernel}: FFMA only {ffma:.3}");
+            assert!(
+                integer <= MAX_INTEGER_SHARE,
+                "{sm} {kernel}: index arithmetic {integer:.3} of the main loop"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_listing_parser_finds_the_innermost_loop_that_holds_hmma() {
     // Two kernels as nvdisasm prints them: `outer` nests a loop of HMMAs in a loop of copies,
@@ -283,9 +350,9 @@ fn the_listing_parser_finds_the_innermost_loop_that_holds_hmma() {
     let outer = &kernels["outer"];
     assert_eq!(outer.opcodes.len(), 9);
     assert_eq!(outer.loops, [(2, 4), (1, 6)]);
-    assert_eq!(outer.main_loop(), Some((2, 4)));
+    assert_eq!(outer.main_loop("HMMA"), Some((2, 4)));
     assert_eq!(outer.count(0..=8, &["LDL", "STL"]), 1);
     let plain = &kernels["plain"];
     assert_eq!(plain.opcodes, ["HFMA2", "BRA"]);
-    assert_eq!(plain.main_loop(), None);
+    assert_eq!(plain.main_loop("HMMA"), None);
 }
