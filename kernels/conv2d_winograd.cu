@@ -273,3 +273,252 @@ conv2d_winograd(const float* __restrict__ src, int batch, int h, int w, int src_
                 first_max_of_two(first_max_of_two(y[0], y[1]), first_max_of_two(y[2], y[3]));
     }
 }
+
+// ---- The kernel gradient ----
+//
+// dW = G^T [ sum over tiles of (B^T d B) ⊙ (A dz A^T) ] G, with d a tile's 4x4 input window and
+// dz its 2x2 block of the output's gradient (zero outside the image): the transpose of the
+// forward algebra. In one dimension, for any g: sum over i of dz_i y_i = dz^T A^T [(G g) ⊙
+// (B^T d)] = g^T G^T [(A dz) ⊙ (B^T d)], and it is also sum over k of g_k (sum over i of
+// dz_i d_{i+k}) = g^T dW, so dW = G^T [(A dz) ⊙ (B^T d)], with
+//
+//     A dz   = (z0, z0 + z1, z0 - z1, -z1)
+//     G^T u  = (u0 + (u1 + u2) / 2, (u1 - u2) / 2, (u1 + u2) / 2 + u3)
+//
+// So the kernel gradient is 16 GEMMs too, Ũ[ξ] (cin x cout) = sum over tiles of V[ξ][tile]^T
+// Z[ξ][tile], Z = A dz A^T, reduced over chunks of tiles in a fixed order and turned into dW by
+// conv2d_winograd_filter_gradient. The bias gradient, the sum of dz, is Z[5] (A's row 1 is
+// (1, 1)) summed over tiles.
+#define WINOGRAD_FILTER_CHANNELS 32
+#define WINOGRAD_FILTER_STEP 8
+// Shared memory: two stages, each V and Z of a step ([16][STEP][CHANNELS] each); then the
+// windows as copied ([16][STEP][CHANNELS]) and dz's 2x2 blocks ([4][STEP][CHANNELS]). 84 KiB.
+#define WINOGRAD_FILTER_GRID_FLOATS (16 * WINOGRAD_FILTER_STEP * WINOGRAD_FILTER_CHANNELS)
+#define WINOGRAD_FILTER_DZ_FLOATS (4 * WINOGRAD_FILTER_STEP * WINOGRAD_FILTER_CHANNELS)
+#define WINOGRAD_FILTER_SHARED_FLOATS (5 * WINOGRAD_FILTER_GRID_FLOATS + WINOGRAD_FILTER_DZ_FLOATS)
+
+// A dz in one dimension, into values `stride` apart.
+__device__ __forceinline__ void winograd_gradient_1d(float z0, float z1, float* out, int stride) {
+    out[0] = z0;
+    out[stride] = z0 + z1;
+    out[2 * stride] = z0 - z1;
+    out[3 * stride] = -z1;
+}
+
+// G^T u in one dimension, over values `stride` apart: three kernel taps of four products.
+__device__ __forceinline__ void winograd_filter_1d(const float* u, int stride, float* out) {
+    const float sum = 0.5f * (u[stride] + u[2 * stride]);
+    out[0] = u[0] + sum;
+    out[1] = 0.5f * (u[stride] - u[2 * stride]);
+    out[2] = sum + u[3 * stride];
+}
+
+// A thread's tile as the steps advance: image, tile row and tile column, moved on without
+// divisions inside the loop.
+struct TileCursor {
+    int image, ti, tj;
+};
+
+__device__ __forceinline__ TileCursor tile_cursor(int tile, int tiles_h, int tiles_w) {
+    const int within = tile % (tiles_h * tiles_w);
+    return TileCursor{tile / (tiles_h * tiles_w), within / tiles_w, within % tiles_w};
+}
+
+__device__ __forceinline__ void advance_tiles(TileCursor& at, int step, int tiles_h,
+                                              int tiles_w) {
+    at.tj += step;
+    while (at.tj >= tiles_w) {
+        at.tj -= tiles_w;
+        if (++at.ti == tiles_h) {
+            at.ti = 0;
+            ++at.image;
+        }
+    }
+}
+
+// partial[chunk, ξ, ci, co] = Ũ[ξ][ci][co] over the chunk's tiles, and (blocks of the first
+// input-channel block) bias_partial[chunk, co] = the sum of dz over them. rows and columns are
+// cin and cout rounded up to whole blocks of channels. Grid: ceil(cin / 32) ceil(cout / 32)
+// blocks in x, input-channel blocks fastest, chunks in y; block 256; dynamic shared memory
+// WINOGRAD_FILTER_SHARED_FLOATS; tiles_per_chunk a multiple of WINOGRAD_FILTER_STEP.
+//
+// Per step of 8 tiles, double-buffered as the forward kernel: thread t copies with cp.async the
+// window of tile t / 32 at input channel t % 32 (a warp copies 32 consecutive channels of a
+// pixel) and dz's 2x2 block of the same tile at output channel t % 32, and after the block's
+// multiply transforms what it copied into V and Z of the other stage. Multiplying: thread t
+// computes position t / 16 for 8 input x 8 output channels: per tile, four 16-byte reads for 64
+// multiply-adds. Every sum adds its tiles in rising order.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS, WINOGRAD_BLOCKS)
+conv2d_winograd_filter_partials(const float* __restrict__ x, int batch, int h, int w, int cin,
+                                const float* __restrict__ dz, int cout, int tiles_per_chunk,
+                                float* __restrict__ partial, float* __restrict__ bias_partial) {
+    WHORL_DYNAMIC_SHARED(float, shared);
+    constexpr int grid_floats = WINOGRAD_FILTER_GRID_FLOATS;
+    constexpr int step_tiles = WINOGRAD_FILTER_STEP, channels = WINOGRAD_FILTER_CHANNELS;
+    const int tiles_h = (h + 1) / 2, tiles_w = (w + 1) / 2;
+    const int tiles = batch * tiles_h * tiles_w;
+    const int ci_blocks = (cin + channels - 1) / channels;
+    const int co_blocks = (cout + channels - 1) / channels;
+    const int rows = ci_blocks * channels, columns = co_blocks * channels;
+    const int ci0 = (blockIdx.x % ci_blocks) * channels;
+    const int co0 = (blockIdx.x / ci_blocks) * channels;
+    const int chunk = blockIdx.y;
+    const int begin = chunk * tiles_per_chunk;
+    const int end = min(tiles, begin + tiles_per_chunk);
+    const int steps = (end - begin + step_tiles - 1) / step_tiles;
+    const int t = threadIdx.x;
+
+    // Copying and transforming: tile `mine` of each step, channel `lane` (input for the window,
+    // output for dz), from shared slot [pixel][mine][lane].
+    const int mine = t / channels, lane = t % channels;
+    const bool ci_inside = ci0 + lane < cin, co_inside = co0 + lane < cout;
+    float* window = shared + 4 * grid_floats + mine * channels + lane;
+    float* dz_block = window + grid_floats;
+    constexpr int pixel_pitch = step_tiles * channels;
+    int tile = begin + mine;
+    TileCursor at = tile_cursor(tile, tiles_h, tiles_w);
+    auto copy_step = [&]() {
+        const int row = 2 * at.ti, col = 2 * at.tj;
+        const bool valid = tile < end;
+        const int pixel = at.image * h * w;
+        WHORL_UNROLL
+        for (int i = 0; i < 16; ++i) {
+            const int r = row - 1 + i / 4, c = col - 1 + i % 4;
+            const bool copied = valid && ci_inside && r >= 0 && r < h && c >= 0 && c < w;
+            const int at_x = (pixel + r * w + c) * cin + ci0 + lane;
+            cp_async_4(window + i * pixel_pitch, x + (copied ? at_x : 0), !copied);
+        }
+        WHORL_UNROLL
+        for (int i = 0; i < 4; ++i) {
+            const int r = row + i / 2, c = col + i % 2;
+            const bool copied = valid && co_inside && r < h && c < w;
+            const int at_dz = (pixel + r * w + c) * cout + co0 + lane;
+            cp_async_4(dz_block + i * pixel_pitch, dz + (copied ? at_dz : 0), !copied);
+        }
+        cp_async_commit();
+        advance_tiles(at, step_tiles, tiles_h, tiles_w);
+        tile += step_tiles;
+    };
+    // V = B^T d B and Z = A dz A^T of what this thread copied (landed) into a stage, position ξ
+    // at [ξ][mine][lane]; the bias sums take Z[5].
+    float bias_sum = 0.0f;
+    auto store_transformed = [&](int stage) {
+        float d[16], half[16], v[16], z[16], z_rows[8];
+        WHORL_UNROLL
+        for (int i = 0; i < 16; ++i) d[i] = window[i * pixel_pitch];
+        WHORL_UNROLL
+        for (int dx = 0; dx < 4; ++dx) winograd_input_1d(d + dx, 4, half + dx);
+        WHORL_UNROLL
+        for (int a = 0; a < 4; ++a) winograd_input_1d(half + 4 * a, 1, v + 4 * a);
+        const float z00 = dz_block[0], z01 = dz_block[pixel_pitch];
+        const float z10 = dz_block[2 * pixel_pitch], z11 = dz_block[3 * pixel_pitch];
+        winograd_gradient_1d(z00, z10, z_rows, 2);
+        winograd_gradient_1d(z01, z11, z_rows + 1, 2);
+        WHORL_UNROLL
+        for (int a = 0; a < 4; ++a)
+            winograd_gradient_1d(z_rows[2 * a], z_rows[2 * a + 1], z + 4 * a, 1);
+        bias_sum += z[5];
+        float* v_stage = shared + stage * 2 * grid_floats + mine * channels + lane;
+        float* z_stage = v_stage + grid_floats;
+        WHORL_UNROLL
+        for (int xi = 0; xi < 16; ++xi) {
+            v_stage[xi * pixel_pitch] = v[xi];
+            z_stage[xi * pixel_pitch] = z[xi];
+        }
+    };
+
+    const int xi = t / 16, first_ci = (t % 16) / 4 * 8, first_co = (t % 4) * 8;
+    float acc[8][8];
+    for (int i = 0; i < 8; ++i)
+        for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
+    if (steps > 0) {
+        copy_step();
+        cp_async_wait<0>();
+        store_transformed(0);
+    }
+    __syncthreads();
+    for (int step = 0; step < steps; ++step) {
+        const int stage = step % 2;
+        const bool next = step + 1 < steps;
+        if (next) copy_step();
+        const float* v_stage = shared + stage * 2 * grid_floats + xi * pixel_pitch;
+        const float* z_stage = v_stage + grid_floats;
+        WHORL_UNROLL
+        for (int s = 0; s < step_tiles; ++s) {
+            const float* v_tile = v_stage + s * channels + first_ci;
+            const float* z_tile = z_stage + s * channels + first_co;
+            const float4 v_low = *reinterpret_cast<const float4*>(v_tile);
+            const float4 v_high = *reinterpret_cast<const float4*>(v_tile + 4);
+            const float4 z_low = *reinterpret_cast<const float4*>(z_tile);
+            const float4 z_high = *reinterpret_cast<const float4*>(z_tile + 4);
+            const float v[8] = {v_low.x, v_low.y, v_low.z, v_low.w,
+                                v_high.x, v_high.y, v_high.z, v_high.w};
+            const float z[8] = {z_low.x, z_low.y, z_low.z, z_low.w,
+                                z_high.x, z_high.y, z_high.z, z_high.w};
+            WHORL_UNROLL
+            for (int i = 0; i < 8; ++i)
+                WHORL_UNROLL
+                for (int j = 0; j < 8; ++j) acc[i][j] += v[i] * z[j];
+        }
+        // The other stage was last read before the barrier that closed the previous step.
+        cp_async_wait<0>();
+        if (next) store_transformed(1 - stage);
+        __syncthreads();
+    }
+
+    float* out = partial + ((size_t(chunk) * 16 + xi) * rows + ci0 + first_ci) * columns + co0 +
+                 first_co;
+    WHORL_UNROLL
+    for (int i = 0; i < 8; ++i) {
+        *reinterpret_cast<float4*>(out + i * columns) =
+            make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+        *reinterpret_cast<float4*>(out + i * columns + 4) =
+            make_float4(acc[i][4], acc[i][5], acc[i][6], acc[i][7]);
+    }
+    if (ci0 != 0) return;
+    // The bias sums of the step's 8 tile slots, added in slot order (shared memory is free:
+    // the loop ended with a barrier).
+    shared[t] = bias_sum;
+    __syncthreads();
+    if (mine != 0) return;
+    float sum = 0.0f;
+    for (int s = 0; s < step_tiles; ++s) sum += shared[s * channels + lane];
+    bias_partial[size_t(chunk) * columns + co0 + lane] = sum;
+}
+
+// grads[tap, ci, co] = (G^T Ũ G)[tap] with Ũ[ξ] = the sum over chunks, in order, of
+// partial[chunk, ξ, ci, co]; grads[9 cin cout + co] (the bias) = the sum over chunks, in order,
+// of bias_partial[chunk, co]. rows and columns as conv2d_winograd_filter_partials's. One thread
+// per (ci, co), then one per co of the bias; grid ceil((cin + 1) cout / 256), block 256.
+extern "C" __global__ void conv2d_winograd_filter_gradient(const float* __restrict__ partial,
+                                                           const float* __restrict__ bias_partial,
+                                                           int chunks, int cin, int cout,
+                                                           int rows, int columns,
+                                                           float* __restrict__ grads) {
+    int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (cin + 1) * cout) return;
+    if (e >= cin * cout) {
+        const int co = e - cin * cout;
+        float sum = 0.0f;
+        for (int c = 0; c < chunks; ++c) sum += bias_partial[size_t(c) * columns + co];
+        grads[9 * cin * cout + co] = sum;
+        return;
+    }
+    const int ci = e / cout, co = e % cout;
+    float u[16];
+    for (int p = 0; p < 16; ++p) {
+        float sum = 0.0f;
+        for (int c = 0; c < chunks; ++c)
+            sum += partial[((size_t(c) * 16 + p) * rows + ci) * columns + co];
+        u[p] = sum;
+    }
+    // G^T over the rows (half[4 ky + b]), then over the columns.
+    float half[12], taps[9];
+    for (int b = 0; b < 4; ++b) {
+        float column[3];
+        winograd_filter_1d(u + b, 4, column);
+        for (int ky = 0; ky < 3; ++ky) half[4 * ky + b] = column[ky];
+    }
+    for (int ky = 0; ky < 3; ++ky) winograd_filter_1d(half + 4 * ky, 1, taps + 3 * ky);
+    for (int tap = 0; tap < 9; ++tap) grads[(tap * cin + ci) * cout + co] = taps[tap];
+}

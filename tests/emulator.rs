@@ -65,24 +65,28 @@ fn the_fp32_gemm_tiles_a_shape_may_run_give_the_same_bits() {
     tiles::check_candidates_agree(new, &[family]);
 }
 
-/// The FP32 GEMM kernels a plain convolution's forward and backward-data passes would run.
-const FP32_GEMMS: [&str; 4] = [
+/// The FP32 GEMM kernels a plain convolution's passes would run.
+const FP32_GEMMS: [&str; 6] = [
     "conv2d_gathered_gemm",
     "conv2d_gathered_gemm_wide",
     "conv2d_gathered_gemm_narrow",
     "conv2d_gathered_gemm_pooled",
+    "conv2d_filter_partials",
+    "conv2d_filter_partials_wide",
 ];
 
 #[test]
-fn fp32_plain_convolutions_run_by_winograd_and_match_the_reference() {
+fn fp32_plain_convolutions_run_all_three_passes_by_winograd_and_match_the_reference() {
     // Tiles cut by odd heights and widths, input channels that fill no chunk of 8 or end in a
     // partial one (5, 12, 37), output channels that fill no column block of 32 or spill into a
-    // second (5, 8, 37, 64), several blocks of 32 tiles; one input channel (backward-data only).
+    // second (5, 8, 37, 64), several blocks of 32 tiles; one input channel (backward-data only);
+    // a kernel gradient over 97 chunks of 3 steps of 8 tiles, the last chunk partial.
     let cases = [
         (nhwc(2, 7, 9, 5), 37),
         (nhwc(1, 13, 10, 12), 8),
         (nhwc(3, 6, 8, 9), 64),
         (nhwc(2, 5, 6, 1), 12),
+        (nhwc(2, 66, 70, 3), 33),
     ];
     for (case, (input, cout)) in cases.into_iter().enumerate() {
         let conv = conv(input, cout, ConvInput::Direct, Activation::Relu);
@@ -92,11 +96,13 @@ fn fp32_plain_convolutions_run_by_winograd_and_match_the_reference() {
         let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
         let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
         parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
-        // Forward (but with one input channel, direct loops) and backward-data by Winograd, no
-        // GEMM.
-        let passes = if input.channels > 1 { 2 } else { 1 };
+        // Backward-data by Winograd, and the forward pass and kernel gradient but with one
+        // input channel (direct loops); no GEMM.
+        let several = usize::from(input.channels > 1);
         let device = backend.device();
-        assert_eq!(device.launches("conv2d_winograd"), passes, "{conv:?}");
+        assert_eq!(device.launches("conv2d_winograd"), 1 + several, "{conv:?}");
+        let filter = device.launches("conv2d_winograd_filter_partials");
+        assert_eq!(filter, several, "{conv:?}");
         let gemms: usize = FP32_GEMMS.iter().map(|k| device.launches(k)).sum();
         assert_eq!(gemms, 0, "{conv:?}");
     }

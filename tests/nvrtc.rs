@@ -14,7 +14,7 @@ use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
 const ARCHITECTURES: [&str; 2] = ["compute_89", "compute_90"];
 /// Kernels that carry the training step's arithmetic: they must not spill.
-const HOT_KERNELS: [&str; 17] = [
+const HOT_KERNELS: [&str; 18] = [
     "conv2d_gathered_gemm",
     "conv2d_gathered_gemm_wide",
     "conv2d_gathered_gemm_narrow",
@@ -27,6 +27,7 @@ const HOT_KERNELS: [&str; 17] = [
     "conv2d_filter_partials_tf32_wide_four_warps",
     "conv2d_filter_partials",
     "conv2d_winograd",
+    "conv2d_winograd_filter_partials",
     "conv2d_one_input_channel_pooled",
     "conv2d_pooled_filter_partials_one_channel",
     "conv2d_upsampled_one_output_channel",

@@ -278,10 +278,9 @@ impl Conv {
 pub enum ConvAlgorithm {
     /// Sums over each tap, as written (the GPU's TF32 kernels, the reference).
     Direct,
-    /// Winograd's F(2x2, 3x3) for the forward pass of a plain convolution with several input
-    /// channels and the backward-data pass of any plain one, at 4/9 of the multiplies; the
-    /// other passes as `Direct` (the GPU in FP32).
-    WinogradForwardAndData,
+    /// Winograd's F(2x2, 3x3) for the plain convolutions' passes as `Winograd`, an upsampled
+    /// input's passes as `Direct` (the GPU in FP32).
+    WinogradPlain,
     /// Winograd's F(2x2, 3x3) (the CPU engine): every pass of a plain convolution with several
     /// input channels (and backward-data of any plain one) at 4/9 of the multiplies, and the
     /// forward pass of an upsampled input with several output channels at 1/4.

@@ -9,11 +9,11 @@
 //! - executed, the arithmetic whorl's engines actually do: an upsampled convolution's forward
 //!   is four 2x2 "phase" convolutions (4/9 of nominal) and its backward passes are 3x3 passes
 //!   at the source resolution over 2x2 box sums of dz (1/4 of nominal, the box sums' few adds
-//!   per element of dz not counted); on an engine that runs Winograd's F(2x2, 3x3) (the CPU),
-//!   the plain convolutions' passes execute 4/9 of nominal but for conv1's forward and kernel
-//!   gradient (one input channel, direct loops), and an upsampled input's forward 1/4 but for
-//!   conv6's (one output channel, phase convolutions), the transforms' adds not counted; every
-//!   other pass executes its nominal count.
+//!   per element of dz not counted); on an engine that runs Winograd's F(2x2, 3x3) (the CPU,
+//!   and the GPU in FP32), the plain convolutions' passes execute 4/9 of nominal but for
+//!   conv1's forward and kernel gradient (one input channel, direct loops), and on the CPU an
+//!   upsampled input's forward 1/4 but for conv6's (one output channel, phase convolutions),
+//!   the transforms' adds not counted; every other pass executes its nominal count.
 //!
 //! Bytes: convolution forward input + kernel and bias + output; backward-data dz + kernel +
 //! dx; backward-filter input + dz + kernel and bias gradients; conv1 pooled in the same pass
@@ -81,14 +81,10 @@ pub fn conv_flops(conv: &Conv) -> f64 {
 
 /// The arithmetic a pass executes on an engine that computes convolutions by `algorithm`:
 /// nominal, except an upsampled input's 4/9 (forward) and 1/4 (backward passes), and with
-/// Winograd 4/9 for the plain passes and 1/4 for an upsampled input's forward, but for the
-/// one-channel layers' direct loops.
+/// Winograd 4/9 for the plain passes (and with `Winograd`, not `WinogradPlain`, 1/4 for an
+/// upsampled input's forward), but for the one-channel layers' direct loops.
 pub fn conv_executed_flops(conv: &Conv, pass: ConvPass, algorithm: ConvAlgorithm) -> f64 {
-    let winograd_plain = match algorithm {
-        ConvAlgorithm::Direct => false,
-        ConvAlgorithm::Winograd => true,
-        ConvAlgorithm::WinogradForwardAndData => pass != ConvPass::BackwardFilter,
-    };
+    let winograd_plain = algorithm != ConvAlgorithm::Direct;
     let winograd_upsampled = algorithm == ConvAlgorithm::Winograd;
     let one_channel = match conv.read {
         ConvInput::Direct => conv.slot.in_channels == 1 && pass != ConvPass::BackwardData,

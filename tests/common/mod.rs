@@ -6,14 +6,17 @@ use rand_chacha::ChaCha8Rng;
 use whorl::backend::{Conv, ConvInput, Nhwc};
 use whorl::model::{Activation, ParamSlot};
 
-/// max |actual - expected| / max |expected|: the error relative to the tensor's scale.
+/// max |actual - expected| / max |expected|: the error relative to the tensor's scale. A NaN
+/// anywhere in `actual` fails (f64::max would skip it).
 pub fn relative_error(actual: &[f32], expected: &[f64]) -> f64 {
     assert_eq!(actual.len(), expected.len(), "tensor lengths differ");
     let scale = expected.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let worst = actual
         .iter()
         .zip(expected)
-        .fold(0.0f64, |m, (&a, &e)| m.max((f64::from(a) - e).abs()));
+        .map(|(&a, &e)| (f64::from(a) - e).abs())
+        .try_fold(0.0f64, |m, d| (!d.is_nan()).then_some(m.max(d)));
+    let worst = worst.unwrap_or(f64::NAN);
     assert!(worst.is_finite(), "non-finite values in the result");
     if scale == 0.0 { worst } else { worst / scale }
 }

@@ -318,6 +318,43 @@ fn winograd_transform_len(conv: &Conv) -> usize {
     len(winograd_transform_shape(cin, cout)).max(len(winograd_transform_shape(cout, cin)))
 }
 
+/// Blocks of conv2d_winograd_filter_partials that a kernel gradient's chunks aim at (at most
+/// MAX_CHUNKS chunks): a few waves of a large GPU.
+const WINOGRAD_FILTER_BLOCKS: usize = 1024;
+
+/// The chunks of tiles of `conv`'s kernel gradient by Winograd: (tiles per chunk, a whole
+/// number of steps; chunks).
+fn winograd_filter_chunks(conv: &Conv) -> (usize, usize) {
+    let input = conv.input;
+    let tiles = input.batch * input.height.div_ceil(2) * input.width.div_ceil(2);
+    let blocks = |channels: usize| channels.div_ceil(kernels::WINOGRAD_FILTER_CHANNELS);
+    let per_chunk_blocks = blocks(conv.slot.in_channels) * blocks(conv.slot.out_channels);
+    let chunks = WINOGRAD_FILTER_BLOCKS
+        .div_ceil(per_chunk_blocks)
+        .clamp(1, MAX_CHUNKS);
+    let per_chunk = tiles
+        .div_ceil(chunks)
+        .next_multiple_of(kernels::WINOGRAD_FILTER_STEP);
+    (per_chunk, tiles.div_ceil(per_chunk))
+}
+
+/// The padded (rows, columns) of a Winograd kernel gradient's partials: cin and cout rounded up
+/// to whole blocks of channels.
+fn winograd_filter_shape(conv: &Conv) -> (usize, usize) {
+    let padded = |c: usize| c.next_multiple_of(kernels::WINOGRAD_FILTER_CHANNELS);
+    (
+        padded(conv.slot.in_channels),
+        padded(conv.slot.out_channels),
+    )
+}
+
+/// Floats of the partials of `conv`'s kernel gradient by Winograd: per chunk, 16 positions of
+/// rows x columns, then per chunk a bias row of columns.
+fn winograd_filter_partials_len(conv: &Conv) -> usize {
+    let (rows, columns) = winograd_filter_shape(conv);
+    winograd_filter_chunks(conv).1 * (16 * rows + 1) * columns
+}
+
 /// Blocks of conv2d_upsampled_one_output_channel(_scored) over `conv`: ONE_OUTPUT_RUNS runs of
 /// ONE_OUTPUT_RUN source cells each.
 fn one_output_blocks(conv: &Conv) -> usize {
@@ -500,10 +537,10 @@ impl<D: Device> GpuBackend<D> {
             && n.is_multiple_of(4)
     }
 
-    /// Whether `conv`'s forward pass (with `backward_data` false) or backward-data runs by
-    /// Winograd's F(2x2, 3x3) (conv2d_winograd.cu): in FP32, a plain convolution's
-    /// backward-data, and its forward pass with more than one input channel (one runs as
-    /// direct loops), as the CPU engine does. TF32 runs them on tensor cores.
+    /// Whether `conv`'s backward-data pass (`backward_data`), or its forward pass and kernel
+    /// gradient, run by Winograd's F(2x2, 3x3) (conv2d_winograd.cu): in FP32, a plain
+    /// convolution's backward-data, and its other passes with more than one input channel (one
+    /// runs as direct loops), as the CPU engine does. TF32 runs them on tensor cores.
     fn by_winograd(&self, conv: &Conv, backward_data: bool) -> bool {
         self.precision == Precision::Fp32
             && conv.read == ConvInput::Direct
@@ -567,6 +604,55 @@ impl<D: Device> GpuBackend<D> {
             activation_code(activation),
             out,
             pooled,
+        )
+    }
+
+    /// A plain convolution's kernel and bias gradients by Winograd's F(2x2, 3x3)
+    /// (conv2d_winograd.cu): per chunk of tiles, the 16 transformed products and the sums of
+    /// dz, then the chunks added in order and transformed back, into the slot's ranges.
+    fn winograd_filter(
+        &mut self,
+        conv: &Conv,
+        x: &GpuBuffer,
+        dz: &GpuBuffer,
+        grads: &mut GpuBuffer,
+    ) -> Result<()> {
+        let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
+        let (rows, columns) = winograd_filter_shape(conv);
+        let (per_chunk, chunks) = winograd_filter_chunks(conv);
+        let partials = self.planned_partials(conv, winograd_filter_partials_len(conv))?;
+        let bias_partials = partials.offset(chunks * 16 * rows * columns);
+        int(conv.input.len().max(conv.output().len()))?; // the kernel indexes x and dz in 32 bits
+        let [batch, h, w, _] = shape_args(conv.input)?;
+        let channel_blocks = (rows * columns) / kernels::WINOGRAD_FILTER_CHANNELS.pow(2);
+        kernels::conv2d_winograd_filter_partials(
+            &mut self.device,
+            Launch::blocks(
+                [int(channel_blocks)? as u32, int(chunks)? as u32, 1],
+                kernels::WINOGRAD_FILTER_SHARED_FLOATS,
+            ),
+            x.ptr,
+            batch,
+            h,
+            w,
+            int(cin)?,
+            dz.ptr,
+            int(cout)?,
+            int(per_chunk)?,
+            partials,
+            bias_partials,
+        )?;
+        kernels::conv2d_winograd_filter_gradient(
+            &mut self.device,
+            Launch::per_element((cin + 1) * cout),
+            partials,
+            bias_partials,
+            int(chunks)?,
+            int(cin)?,
+            int(cout)?,
+            int(rows)?,
+            int(columns)?,
+            grads.at(conv.slot.weight.start),
         )
     }
 
@@ -868,7 +954,7 @@ impl<D: Device> Backend for GpuBackend<D> {
 
     fn conv_algorithm(&self) -> ConvAlgorithm {
         match self.precision {
-            Precision::Fp32 => ConvAlgorithm::WinogradForwardAndData,
+            Precision::Fp32 => ConvAlgorithm::WinogradPlain,
             Precision::Tf32 => ConvAlgorithm::Direct,
         }
     }
@@ -895,6 +981,9 @@ impl<D: Device> Backend for GpuBackend<D> {
             partials = partials.max(pass.partials_len());
             partials = partials.max(pooled_partials_len(conv));
             partials = partials.max(fused_backward_partials_len(conv));
+            if conv.read == ConvInput::Direct {
+                partials = partials.max(winograd_filter_partials_len(conv));
+            }
             loss = loss.max(loss_partials_len(conv));
         }
         self.kernel_scratch = Some(self.alloc(kernel)?);
@@ -1084,6 +1173,9 @@ impl<D: Device> Backend for GpuBackend<D> {
         dz: &GpuBuffer,
         grads: &mut GpuBuffer,
     ) -> Result<()> {
+        if self.by_winograd(conv, false) {
+            return self.winograd_filter(conv, x, dz, grads);
+        }
         let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
         let partials = Self::scratch(&self.partials);
         let grads = grads.at(conv.slot.weight.start);
