@@ -44,6 +44,17 @@ __device__ __forceinline__ void winograd_input_1d(const float* d, int stride, fl
     out[3 * stride] = d[stride] - d[3 * stride];
 }
 
+// v = B^T d B of the 4x4 window d whose pixel 4 dy + dx is at window[(4 dy + dx) pitch].
+__device__ __forceinline__ void winograd_input_tile(const float* window, int pitch, float v[16]) {
+    float d[16], half[16];
+    WHORL_UNROLL
+    for (int i = 0; i < 16; ++i) d[i] = window[i * pitch];
+    WHORL_UNROLL
+    for (int dx = 0; dx < 4; ++dx) winograd_input_1d(d + dx, 4, half + dx);
+    WHORL_UNROLL
+    for (int a = 0; a < 4; ++a) winograd_input_1d(half + 4 * a, 1, v + 4 * a);
+}
+
 // A^T m in one dimension: the two outputs of four products.
 __device__ __forceinline__ void winograd_output_1d(float m0, float m1, float m2, float m3,
                                                    float* y) {
@@ -153,13 +164,8 @@ conv2d_winograd(const float* __restrict__ src, int batch, int h, int w, int src_
     // V = B^T d B of the window this thread copied (landed) into a stage, position ξ at
     // [ξ][channel][tile].
     auto store_transformed = [&](int stage) {
-        float d[16], rows_done[16], v[16];
-        WHORL_UNROLL
-        for (int i = 0; i < 16; ++i) d[i] = window[i * window_pixel_pitch];
-        WHORL_UNROLL
-        for (int dx = 0; dx < 4; ++dx) winograd_input_1d(d + dx, 4, rows_done + dx);
-        WHORL_UNROLL
-        for (int a = 0; a < 4; ++a) winograd_input_1d(rows_done + 4 * a, 1, v + 4 * a);
+        float v[16];
+        winograd_input_tile(window, window_pixel_pitch, v);
         float* v_stage = shared + stage * WINOGRAD_STAGE_FLOATS;
         WHORL_UNROLL
         for (int xi = 0; xi < 16; ++xi)
@@ -403,13 +409,8 @@ conv2d_winograd_filter_partials(const float* __restrict__ x, int batch, int h, i
     // at [ξ][mine][lane]; the bias sums take Z[5].
     float bias_sum = 0.0f;
     auto store_transformed = [&](int stage) {
-        float d[16], half[16], v[16], z[16], z_rows[8];
-        WHORL_UNROLL
-        for (int i = 0; i < 16; ++i) d[i] = window[i * pixel_pitch];
-        WHORL_UNROLL
-        for (int dx = 0; dx < 4; ++dx) winograd_input_1d(d + dx, 4, half + dx);
-        WHORL_UNROLL
-        for (int a = 0; a < 4; ++a) winograd_input_1d(half + 4 * a, 1, v + 4 * a);
+        float v[16], z[16], z_rows[8];
+        winograd_input_tile(window, pixel_pitch, v);
         const float z00 = dz_block[0], z01 = dz_block[pixel_pitch];
         const float z10 = dz_block[2 * pixel_pitch], z11 = dz_block[3 * pixel_pitch];
         winograd_gradient_1d(z00, z10, z_rows, 2);
