@@ -1,6 +1,6 @@
 // 3x3 'same' convolutions in NHWC as tiled GEMMs over gathered input windows (implicit im2col).
-// (In FP32 the plain convolutions' forward and backward-data passes run by Winograd's
-// F(2x2, 3x3) instead: conv2d_winograd.cu.)
+// (In FP32 the plain convolutions' three passes run by Winograd's F(2x2, 3x3) instead:
+// conv2d_winograd.cu.)
 //
 // One GEMM kernel serves every pass. For each pixel p = (image, i, j) of a grid it gathers a
 // window of a source tensor into a row A[p, k], k = tap * channels + channel (tap-major), with

@@ -1,7 +1,6 @@
 // 3x3 'same' convolutions by Winograd's minimal filtering F(2x2, 3x3) in FP32 on the CUDA
-// cores: the forward and backward-data passes of the plain convolutions in FP32 mode, the
-// algebra of the CPU engine (src/backend/cpu/winograd.rs). Each 2x2 block of outputs (a tile)
-// is
+// cores: the three passes of the plain convolutions in FP32 mode, the algebra of the CPU
+// engine (src/backend/cpu/winograd.rs). Each 2x2 block of outputs (a tile) is
 //
 //     Y = A^T [ sum over input channels c of U[c] ⊙ V[c] ] A,   U = G g G^T,   V = B^T d B
 //

@@ -87,9 +87,8 @@ pub enum Precision {
     /// accumulation: what PyTorch and TensorFlow run by default on Ampere and newer GPUs.
     #[default]
     Tf32,
-    /// Float32 operands and sums on the CUDA cores (the GPU runs the plain convolutions'
-    /// forward and backward-data passes by Winograd's F(2x2, 3x3) in this precision, as the
-    /// CPU engine runs its convolutions).
+    /// Float32 operands and sums on the CUDA cores (the GPU runs the plain convolutions by
+    /// Winograd's F(2x2, 3x3) in this precision, as the CPU engine runs its convolutions).
     Fp32,
 }
 

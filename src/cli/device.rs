@@ -18,8 +18,8 @@ pub(crate) struct Compute {
 
     /// How a GPU multiplies in its convolutions: tf32 (tensor cores, operands rounded to TF32,
     /// sums in float32: what PyTorch and TensorFlow do by default) or fp32 (float32 operands
-    /// and sums on the CUDA cores, the plain convolutions' forward and backward-data passes by
-    /// Winograd's F(2x2, 3x3) as on the CPU). The CPU always computes in FP32.
+    /// and sums on the CUDA cores, the plain convolutions by Winograd's F(2x2, 3x3) as on the
+    /// CPU). The CPU always computes in FP32.
     #[arg(long, value_enum, default_value_t = Precision::Tf32)]
     pub(crate) precision: Precision,
 }
