@@ -23,7 +23,6 @@
 #define WINOGRAD_TILES 32
 #define WINOGRAD_COLUMNS 32
 #define WINOGRAD_CHUNK 8
-#define WINOGRAD_THREAD_TILES 8
 // Shared memory: two stages, each V[16][CHUNK][TILE_PITCH] (tiles padded to 36 so that a
 // warp's accesses of 4 tiles x 8 channels hit 32 banks) and U[16][CHUNK][COLUMNS]; then the
 // windows' pixels as copied, [16][CHUNK][TILE_PITCH]. After the K loop, M[16][TILES][COLUMNS]
@@ -59,6 +58,46 @@ __device__ __forceinline__ void winograd_output_1d(float m0, float m1, float m2,
                                                    float* y) {
     y[0] = m0 + m1 + m2;
     y[1] = m1 - m2 - m3;
+}
+
+// A tile's image, tile row and tile column; the kernel gradient moves it on from step to step
+// without divisions (advance_tiles).
+struct TileCursor {
+    int image, ti, tj;
+};
+
+__device__ __forceinline__ TileCursor tile_cursor(int tile, int tiles_h, int tiles_w) {
+    const int within = tile % (tiles_h * tiles_w);
+    return TileCursor{tile / (tiles_h * tiles_w), within / tiles_w, within % tiles_w};
+}
+
+// acc[i][j] += a[i] b[j] for 8 values of a and of b, each read from shared memory as two
+// 16-byte reads: one step of a thread's 8 x 8 share of the 16 GEMMs.
+__device__ __forceinline__ void multiply_add_8x8(float acc[8][8], const float* a,
+                                                 const float* b) {
+    const float4 a_low = *reinterpret_cast<const float4*>(a);
+    const float4 a_high = *reinterpret_cast<const float4*>(a + 4);
+    const float4 b_low = *reinterpret_cast<const float4*>(b);
+    const float4 b_high = *reinterpret_cast<const float4*>(b + 4);
+    const float av[8] = {a_low.x,  a_low.y,  a_low.z,  a_low.w,
+                         a_high.x, a_high.y, a_high.z, a_high.w};
+    const float bv[8] = {b_low.x,  b_low.y,  b_low.z,  b_low.w,
+                         b_high.x, b_high.y, b_high.z, b_high.w};
+    WHORL_UNROLL
+    for (int i = 0; i < 8; ++i)
+        WHORL_UNROLL
+        for (int j = 0; j < 8; ++j) acc[i][j] += av[i] * bv[j];
+}
+
+// out[i * stride + j] = acc[i][j], each row as two 16-byte writes.
+__device__ __forceinline__ void store_8x8(float* out, int stride, const float acc[8][8]) {
+    WHORL_UNROLL
+    for (int i = 0; i < 8; ++i) {
+        *reinterpret_cast<float4*>(out + i * stride) =
+            make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+        *reinterpret_cast<float4*>(out + i * stride + 4) =
+            make_float4(acc[i][4], acc[i][5], acc[i][6], acc[i][7]);
+    }
 }
 
 // u[ξ, r, c] = (G g G^T)[ξ] for the kernel g that multiplies input channel r into output
@@ -136,10 +175,9 @@ conv2d_winograd(const float* __restrict__ src, int batch, int h, int w, int src_
     int window_offset = 0;
     unsigned inside = 0;
     if (tile0 + my_tile < tiles) {
-        const int tile = tile0 + my_tile;
-        const int image = tile / (tiles_h * tiles_w), within = tile % (tiles_h * tiles_w);
-        const int row = 2 * (within / tiles_w) - 1, col = 2 * (within % tiles_w) - 1;
-        window_offset = ((image * h + row) * w + col) * src_c + my_channel;
+        const TileCursor at = tile_cursor(tile0 + my_tile, tiles_h, tiles_w);
+        const int row = 2 * at.ti - 1, col = 2 * at.tj - 1;
+        window_offset = ((at.image * h + row) * w + col) * src_c + my_channel;
         for (int dy = 0; dy < 4; ++dy)
             for (int dx = 0; dx < 4; ++dx)
                 if (row + dy >= 0 && row + dy < h && col + dx >= 0 && col + dx < w)
@@ -190,10 +228,10 @@ conv2d_winograd(const float* __restrict__ src, int batch, int h, int w, int src_
         cp_async_commit();
     };
 
-    const int xi = t / 16, first_tile = (t % 16) / 4 * WINOGRAD_THREAD_TILES;
+    const int xi = t / 16, first_tile = (t % 16) / 4 * 8;
     const int first_column = (t % 4) * 8;
-    float acc[WINOGRAD_THREAD_TILES][8];
-    for (int i = 0; i < WINOGRAD_THREAD_TILES; ++i)
+    float acc[8][8];
+    for (int i = 0; i < 8; ++i)
         for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
 
     copy_window(0);
@@ -214,18 +252,7 @@ conv2d_winograd(const float* __restrict__ src, int batch, int h, int w, int src_
         for (int c = 0; c < WINOGRAD_CHUNK; ++c) {
             const float* v_row = v_stage + (xi * WINOGRAD_CHUNK + c) * WINOGRAD_TILE_PITCH;
             const float* u_row = u_stage + (xi * WINOGRAD_CHUNK + c) * WINOGRAD_COLUMNS;
-            const float4 v_low = *reinterpret_cast<const float4*>(v_row + first_tile);
-            const float4 v_high = *reinterpret_cast<const float4*>(v_row + first_tile + 4);
-            const float4 u_low = *reinterpret_cast<const float4*>(u_row + first_column);
-            const float4 u_high = *reinterpret_cast<const float4*>(u_row + first_column + 4);
-            const float v[8] = {v_low.x, v_low.y, v_low.z, v_low.w,
-                                v_high.x, v_high.y, v_high.z, v_high.w};
-            const float g[8] = {u_low.x, u_low.y, u_low.z, u_low.w,
-                                u_high.x, u_high.y, u_high.z, u_high.w};
-            WHORL_UNROLL
-            for (int i = 0; i < WINOGRAD_THREAD_TILES; ++i)
-                WHORL_UNROLL
-                for (int j = 0; j < 8; ++j) acc[i][j] += v[i] * g[j];
+            multiply_add_8x8(acc, v_row + first_tile, u_row + first_column);
         }
         // The other stage was last read before the barrier that closed the previous chunk.
         cp_async_wait<0>();
@@ -235,14 +262,8 @@ conv2d_winograd(const float* __restrict__ src, int batch, int h, int w, int src_
 
     // M[ξ][tile][column] over the stages (every thread is past its last read of them).
     float* m = shared;
-    WHORL_UNROLL
-    for (int i = 0; i < WINOGRAD_THREAD_TILES; ++i) {
-        float* m_row = m + (xi * WINOGRAD_TILES + first_tile + i) * WINOGRAD_COLUMNS;
-        *reinterpret_cast<float4*>(m_row + first_column) =
-            make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
-        *reinterpret_cast<float4*>(m_row + first_column + 4) =
-            make_float4(acc[i][4], acc[i][5], acc[i][6], acc[i][7]);
-    }
+    store_8x8(m + (xi * WINOGRAD_TILES + first_tile) * WINOGRAD_COLUMNS + first_column,
+              WINOGRAD_COLUMNS, acc);
     __syncthreads();
     const int column = t % WINOGRAD_COLUMNS, channel = n0 + column;
     if (channel >= n) return;
@@ -265,16 +286,16 @@ conv2d_winograd(const float* __restrict__ src, int batch, int h, int w, int src_
         }
         winograd_output_1d(half[0], half[1], half[2], half[3], y);
         winograd_output_1d(half[4], half[5], half[6], half[7], y + 2);
-        const int image = tile / (tiles_h * tiles_w), within = tile % (tiles_h * tiles_w);
-        const int ti = within / tiles_w, tj = within % tiles_w;
+        const TileCursor at = tile_cursor(tile, tiles_h, tiles_w);
         WHORL_UNROLL
         for (int q = 0; q < 4; ++q) {
             y[q] = activate(y[q] + b, activation);
-            const int row = 2 * ti + q / 2, col = 2 * tj + q % 2;
-            if (row < h && col < w) out[(size_t(image * h + row) * w + col) * n + channel] = y[q];
+            const int row = 2 * at.ti + q / 2, col = 2 * at.tj + q % 2;
+            if (row < h && col < w)
+                out[(size_t(at.image * h + row) * w + col) * n + channel] = y[q];
         }
-        if (pooled && 2 * ti + 1 < h && 2 * tj + 1 < w)
-            pooled[(size_t(image * (h / 2) + ti) * (w / 2) + tj) * n + channel] =
+        if (pooled && 2 * at.ti + 1 < h && 2 * at.tj + 1 < w)
+            pooled[(size_t(at.image * (h / 2) + at.ti) * (w / 2) + at.tj) * n + channel] =
                 first_max_of_two(first_max_of_two(y[0], y[1]), first_max_of_two(y[2], y[3]));
     }
 }
@@ -318,16 +339,6 @@ __device__ __forceinline__ void winograd_filter_1d(const float* u, int stride, f
     out[2] = sum + u[3 * stride];
 }
 
-// A thread's tile as the steps advance: image, tile row and tile column, moved on without
-// divisions inside the loop.
-struct TileCursor {
-    int image, ti, tj;
-};
-
-__device__ __forceinline__ TileCursor tile_cursor(int tile, int tiles_h, int tiles_w) {
-    const int within = tile % (tiles_h * tiles_w);
-    return TileCursor{tile / (tiles_h * tiles_w), within / tiles_w, within % tiles_w};
-}
 
 __device__ __forceinline__ void advance_tiles(TileCursor& at, int step, int tiles_h,
                                               int tiles_w) {
@@ -445,20 +456,8 @@ conv2d_winograd_filter_partials(const float* __restrict__ x, int batch, int h, i
         const float* z_stage = v_stage + grid_floats;
         WHORL_UNROLL
         for (int s = 0; s < step_tiles; ++s) {
-            const float* v_tile = v_stage + s * channels + first_ci;
-            const float* z_tile = z_stage + s * channels + first_co;
-            const float4 v_low = *reinterpret_cast<const float4*>(v_tile);
-            const float4 v_high = *reinterpret_cast<const float4*>(v_tile + 4);
-            const float4 z_low = *reinterpret_cast<const float4*>(z_tile);
-            const float4 z_high = *reinterpret_cast<const float4*>(z_tile + 4);
-            const float v[8] = {v_low.x, v_low.y, v_low.z, v_low.w,
-                                v_high.x, v_high.y, v_high.z, v_high.w};
-            const float z[8] = {z_low.x, z_low.y, z_low.z, z_low.w,
-                                z_high.x, z_high.y, z_high.z, z_high.w};
-            WHORL_UNROLL
-            for (int i = 0; i < 8; ++i)
-                WHORL_UNROLL
-                for (int j = 0; j < 8; ++j) acc[i][j] += v[i] * z[j];
+            multiply_add_8x8(acc, v_stage + s * channels + first_ci,
+                             z_stage + s * channels + first_co);
         }
         // The other stage was last read before the barrier that closed the previous step.
         cp_async_wait<0>();
@@ -466,15 +465,9 @@ conv2d_winograd_filter_partials(const float* __restrict__ x, int batch, int h, i
         __syncthreads();
     }
 
-    float* out = partial + ((size_t(chunk) * 16 + xi) * rows + ci0 + first_ci) * columns + co0 +
-                 first_co;
-    WHORL_UNROLL
-    for (int i = 0; i < 8; ++i) {
-        *reinterpret_cast<float4*>(out + i * columns) =
-            make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
-        *reinterpret_cast<float4*>(out + i * columns + 4) =
-            make_float4(acc[i][4], acc[i][5], acc[i][6], acc[i][7]);
-    }
+    store_8x8(partial + ((size_t(chunk) * 16 + xi) * rows + ci0 + first_ci) * columns + co0 +
+                  first_co,
+              columns, acc);
     if (ci0 != 0) return;
     // The bias sums of the step's 8 tile slots, added in slot order (shared memory is free:
     // the loop ended with a barrier).
