@@ -301,6 +301,11 @@ fn pools_in_gemm_epilogue(conv: &Conv) -> bool {
         && GemmTile::pools(conv.slot.out_channels)
 }
 
+/// The Winograd tiles (2x2 blocks of outputs) over `input`'s pixels.
+fn winograd_tiles(input: Nhwc) -> usize {
+    input.batch * input.height.div_ceil(2) * input.width.div_ceil(2)
+}
+
 /// The padded shape (rows, columns) of the Winograd transform of a kernel for a pass of `src_c`
 /// input and `n` output channels: rows to whole chunks, columns to whole column blocks of
 /// conv2d_winograd, so that it reads them unchecked.
@@ -325,8 +330,7 @@ const WINOGRAD_FILTER_BLOCKS: usize = 1024;
 /// The chunks of tiles of `conv`'s kernel gradient by Winograd: (tiles per chunk, a whole
 /// number of steps; chunks).
 fn winograd_filter_chunks(conv: &Conv) -> (usize, usize) {
-    let input = conv.input;
-    let tiles = input.batch * input.height.div_ceil(2) * input.width.div_ceil(2);
+    let tiles = winograd_tiles(conv.input);
     let blocks = |channels: usize| channels.div_ceil(kernels::WINOGRAD_FILTER_CHANNELS);
     let per_chunk_blocks = blocks(conv.slot.in_channels) * blocks(conv.slot.out_channels);
     let chunks = WINOGRAD_FILTER_BLOCKS
@@ -584,9 +588,8 @@ impl<D: Device> GpuBackend<D> {
             true => (DevicePtr::NULL, None),
         };
         int(input.len())?; // the kernel indexes its source in 32 bits
-        let tiles = input.batch * input.height.div_ceil(2) * input.width.div_ceil(2);
-        let blocks =
-            tiles.div_ceil(kernels::WINOGRAD_TILES) * (columns / kernels::WINOGRAD_COLUMNS);
+        let blocks = winograd_tiles(input).div_ceil(kernels::WINOGRAD_TILES)
+            * (columns / kernels::WINOGRAD_COLUMNS);
         let [batch, h, w, src_c] = shape_args(input)?;
         kernels::conv2d_winograd(
             &mut self.device,
@@ -971,9 +974,10 @@ impl<D: Device> Backend for GpuBackend<D> {
         let (mut kernel, mut partials, mut box_sums, mut loss) = (1, 1, 1, LOSS_BLOCKS);
         for conv in convs {
             let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-            kernel = kernel
-                .max(16 * cin * cout)
-                .max(winograd_transform_len(conv));
+            kernel = kernel.max(16 * cin * cout);
+            if self.by_winograd(conv, true) {
+                kernel = kernel.max(winograd_transform_len(conv));
+            }
             if conv.read == ConvInput::Upsampled2 {
                 box_sums = box_sums.max(box_sums_len(conv));
             }
@@ -981,7 +985,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             partials = partials.max(pass.partials_len());
             partials = partials.max(pooled_partials_len(conv));
             partials = partials.max(fused_backward_partials_len(conv));
-            if conv.read == ConvInput::Direct {
+            if self.by_winograd(conv, false) {
                 partials = partials.max(winograd_filter_partials_len(conv));
             }
             loss = loss.max(loss_partials_len(conv));
