@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    CONV_CASES, POOLED_CASES, conv, nhwc, parity, pipelined_losses, random, relative_error, tf32,
-    tiles, widen,
+    CONV_CASES, FP32_GEMM_KERNELS, POOLED_CASES, conv, nhwc, parity, pipelined_losses, random,
+    relative_error, tf32, tiles, widen,
 };
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
@@ -65,16 +65,6 @@ fn the_fp32_gemm_tiles_a_shape_may_run_give_the_same_bits() {
     tiles::check_candidates_agree(new, &[family]);
 }
 
-/// The FP32 GEMM kernels a plain convolution's passes would run.
-const FP32_GEMMS: [&str; 6] = [
-    "conv2d_gathered_gemm",
-    "conv2d_gathered_gemm_wide",
-    "conv2d_gathered_gemm_narrow",
-    "conv2d_gathered_gemm_pooled",
-    "conv2d_filter_partials",
-    "conv2d_filter_partials_wide",
-];
-
 #[test]
 fn fp32_plain_convolutions_run_all_three_passes_by_winograd_and_match_the_reference() {
     // Tiles cut by odd heights and widths, input channels that fill no chunk of 8 or end in a
@@ -103,7 +93,7 @@ fn fp32_plain_convolutions_run_all_three_passes_by_winograd_and_match_the_refere
         assert_eq!(device.launches("conv2d_winograd"), 1 + several, "{conv:?}");
         let filter = device.launches("conv2d_winograd_filter_partials");
         assert_eq!(filter, several, "{conv:?}");
-        let gemms: usize = FP32_GEMMS.iter().map(|k| device.launches(k)).sum();
+        let gemms: usize = FP32_GEMM_KERNELS.iter().map(|k| device.launches(k)).sum();
         assert_eq!(gemms, 0, "{conv:?}");
     }
     // The forward pass pooled in its epilogue: the pooling's bits in turn, one launch.

@@ -32,18 +32,9 @@ fn runs_on_tensor_cores(kernel: &str) -> bool {
 /// GEMM's small warp tile (32 x 32, operands rounded as they are read) reaches 7-8%.
 const MIN_HMMA_SHARE: f64 = 0.05;
 
-/// The FP32 convolution kernels whose main loop multiplies on the CUDA cores: the gathered
-/// GEMMs, the kernel-gradient partials and the Winograd kernels.
-const FP32_CONV_KERNELS: [&str; 8] = [
-    "conv2d_gathered_gemm",
-    "conv2d_gathered_gemm_wide",
-    "conv2d_gathered_gemm_narrow",
-    "conv2d_gathered_gemm_pooled",
-    "conv2d_filter_partials",
-    "conv2d_filter_partials_wide",
-    "conv2d_winograd",
-    "conv2d_winograd_filter_partials",
-];
+/// The FP32 convolution kernels whose main loop multiplies on the CUDA cores: the GEMMs
+/// (common::FP32_GEMM_KERNELS) and these Winograd kernels.
+const WINOGRAD_KERNELS: [&str; 2] = ["conv2d_winograd", "conv2d_winograd_filter_partials"];
 
 /// Index arithmetic: integer instructions, and MUFU (reciprocals of integer divisions).
 const INTEGER_OPCODES: [&str; 11] = [
@@ -299,8 +290,8 @@ fn fp32_convolution_main_loops_are_multiply_adds_not_index_arithmetic() {
     for (arch, shipped) in EMBEDDED_PTX {
         let sm = arch.replace("compute", "sm");
         let kernels = disassemble(&ptxas, &nvdisasm, shipped, &sm);
-        for kernel in FP32_CONV_KERNELS {
-            let sass = &kernels[kernel];
+        for kernel in common::FP32_GEMM_KERNELS.iter().chain(&WINOGRAD_KERNELS) {
+            let sass = &kernels[*kernel];
             let (first, last) = sass
                 .main_loop("FFMA")
                 .unwrap_or_else(|| panic!("{sm} {kernel}: no loop holds its FFMAs"));

@@ -30,6 +30,17 @@ pub fn tf32(value: f32) -> f32 {
     f32::from_bits((value.to_bits() + 0x1000) & !0x1fff)
 }
 
+/// The FP32 convolution kernels that are GEMMs: the gathered GEMMs and the kernel-gradient
+/// partials (the plain convolutions run by Winograd instead in FP32).
+pub const FP32_GEMM_KERNELS: [&str; 6] = [
+    "conv2d_gathered_gemm",
+    "conv2d_gathered_gemm_wide",
+    "conv2d_gathered_gemm_narrow",
+    "conv2d_gathered_gemm_pooled",
+    "conv2d_filter_partials",
+    "conv2d_filter_partials_wide",
+];
+
 /// Uniform values in [low, high), reproducible from `seed`.
 pub fn random(len: usize, low: f32, high: f32, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
