@@ -222,7 +222,7 @@ fn fused_upsampled_backward_is_deterministic_and_other_convolutions_run_in_turn(
         || parity::fused_backward_outputs(&mut emulated(), &fused, &inputs, Some(Activation::Relu));
     assert_eq!(parity::bits(&run()), parity::bits(&run()));
     // Not one output channel of an upsampled input: the three operations in turn, with the
-    // reference's results.
+    // reference's results; an upsampled input's box sums of dz made once for both passes.
     for (case, other) in [
         conv(nhwc(2, 5, 7, 3), 5, ConvInput::Upsampled2, Activation::Relu),
         conv(
@@ -239,11 +239,15 @@ fn fused_upsampled_backward_is_deterministic_and_other_convolutions_run_in_turn(
     {
         for x_activation in parity::X_ACTIVATIONS {
             let inputs = parity::fused_backward_inputs(other, x_activation, 40 + case as u64);
-            let got = parity::fused_backward_outputs(&mut emulated(), other, &inputs, x_activation);
+            let mut backend = emulated();
+            let got = parity::fused_backward_outputs(&mut backend, other, &inputs, x_activation);
             let expected =
                 parity::fused_backward_outputs(&mut ReferenceBackend, other, &inputs, x_activation);
             let errors = parity::errors(&parity::FUSED_BACKWARD_OUTPUTS, &got, &expected);
             parity::assert_within(&errors, 1e-5, &format!("{x_activation:?}, {other:?}"));
+            let box_sums = backend.device().launches("upsample2_box_sums");
+            let upsampled = usize::from(other.read == ConvInput::Upsampled2);
+            assert_eq!(box_sums, upsampled, "{other:?}");
         }
     }
 }

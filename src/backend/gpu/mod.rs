@@ -846,6 +846,81 @@ impl<D: Device> GpuBackend<D> {
         Ok(q)
     }
 
+    /// What `conv`'s backward passes read of dz: dz itself, or for an upsampled convolution its
+    /// box sums, made here.
+    fn dz_or_box_sums(&mut self, conv: &Conv, dz: &GpuBuffer) -> Result<DevicePtr> {
+        match conv.read {
+            ConvInput::Direct => Ok(dz.ptr),
+            ConvInput::Upsampled2 => self.box_sums(conv, dz),
+        }
+    }
+
+    /// Backward-data as a GEMM of the flipped kernel over the windows of dz, or of an upsampled
+    /// convolution's box sums at the source resolution (conv2d.cu).
+    fn backward_data_gemm(
+        &mut self,
+        conv: &Conv,
+        dz_or_box_sums: DevicePtr,
+        params: &GpuBuffer,
+        dx: &mut GpuBuffer,
+    ) -> Result<()> {
+        let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
+        let flipped = Self::scratch(&self.kernel_scratch);
+        kernels::conv2d_flip_kernel(
+            &mut self.device,
+            Launch::per_element(9 * cin * cout),
+            params.at(conv.slot.weight.start),
+            int(cin)?,
+            int(cout)?,
+            flipped,
+        )?;
+        let gather = match conv.read {
+            ConvInput::Direct => Gather::same(dz_or_box_sums, conv.output()),
+            ConvInput::Upsampled2 => Gather::box_sums(dz_or_box_sums, conv),
+        };
+        let out = Scatter::dense(dx.ptr, conv.input);
+        self.gathered_gemm(&gather, flipped, cin, DevicePtr::NULL, None, out)
+    }
+
+    /// The kernel and bias gradients as GEMM partials over x's windows times dz, or an upsampled
+    /// convolution's over the windows of dz's box sums times x (conv2d.cu), then the chunks
+    /// added in order into the slot's ranges.
+    fn backward_filter_gemm(
+        &mut self,
+        conv: &Conv,
+        x: &GpuBuffer,
+        dz_or_box_sums: DevicePtr,
+        grads: &mut GpuBuffer,
+    ) -> Result<()> {
+        let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
+        let partials = Self::scratch(&self.partials);
+        let grads = grads.at(conv.slot.weight.start);
+        let chunks = self.filter_partials(&FilterPass::of(conv, x.ptr, dz_or_box_sums))?;
+        match conv.read {
+            // Kernel rows then the bias row: exactly the slot's weight and bias ranges.
+            ConvInput::Direct => {
+                let count = (9 * cin + 1) * cout;
+                kernels::sum_partials(
+                    &mut self.device,
+                    Launch::per_element(count),
+                    partials,
+                    int(chunks)?,
+                    int(count)?,
+                    grads,
+                )
+            }
+            ConvInput::Upsampled2 => kernels::sum_partials_upsampled(
+                &mut self.device,
+                Launch::per_element((9 * cin + 1) * cout),
+                partials,
+                int(chunks)?,
+                int(cin)?,
+                int(cout)?,
+                grads,
+            ),
+        }
+    }
+
     /// A plain convolution's forward pass as one GEMM over its input's windows, with bias and
     /// activation, scattered by `out` (which may pool it too).
     fn forward_gemm(
@@ -1152,22 +1227,8 @@ impl<D: Device> Backend for GpuBackend<D> {
         if self.by_winograd(conv, true) {
             return self.winograd(conv, true, (dz.ptr, params), dx.ptr, DevicePtr::NULL);
         }
-        let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-        let flipped = Self::scratch(&self.kernel_scratch);
-        kernels::conv2d_flip_kernel(
-            &mut self.device,
-            Launch::per_element(9 * cin * cout),
-            params.at(conv.slot.weight.start),
-            int(cin)?,
-            int(cout)?,
-            flipped,
-        )?;
-        let gather = match conv.read {
-            ConvInput::Direct => Gather::same(dz.ptr, conv.output()),
-            ConvInput::Upsampled2 => Gather::box_sums(self.box_sums(conv, dz)?, conv),
-        };
-        let out = Scatter::dense(dx.ptr, conv.input);
-        self.gathered_gemm(&gather, flipped, cin, DevicePtr::NULL, None, out)
+        let dz_or_box_sums = self.dz_or_box_sums(conv, dz)?;
+        self.backward_data_gemm(conv, dz_or_box_sums, params, dx)
     }
 
     fn conv2d_backward_filter(
@@ -1180,38 +1241,8 @@ impl<D: Device> Backend for GpuBackend<D> {
         if self.by_winograd(conv, false) {
             return self.winograd_filter(conv, x, dz, grads);
         }
-        let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-        let partials = Self::scratch(&self.partials);
-        let grads = grads.at(conv.slot.weight.start);
-        // Upsampled: over the box sums of dz at the source resolution (conv2d.cu).
-        let dz_or_box_sums = match conv.read {
-            ConvInput::Direct => dz.ptr,
-            ConvInput::Upsampled2 => self.box_sums(conv, dz)?,
-        };
-        let chunks = self.filter_partials(&FilterPass::of(conv, x.ptr, dz_or_box_sums))?;
-        match conv.read {
-            // Kernel rows then the bias row: exactly the slot's weight and bias ranges.
-            ConvInput::Direct => {
-                let count = (9 * cin + 1) * cout;
-                kernels::sum_partials(
-                    &mut self.device,
-                    Launch::per_element(count),
-                    partials,
-                    int(chunks)?,
-                    int(count)?,
-                    grads,
-                )
-            }
-            ConvInput::Upsampled2 => kernels::sum_partials_upsampled(
-                &mut self.device,
-                Launch::per_element((9 * cin + 1) * cout),
-                partials,
-                int(chunks)?,
-                int(cin)?,
-                int(cout)?,
-                grads,
-            ),
-        }
+        let dz_or_box_sums = self.dz_or_box_sums(conv, dz)?;
+        self.backward_filter_gemm(conv, x, dz_or_box_sums, grads)
     }
 
     fn conv2d_backward(
@@ -1223,6 +1254,16 @@ impl<D: Device> Backend for GpuBackend<D> {
         grads: &mut GpuBuffer,
         dx: &mut GpuBuffer,
     ) -> Result<()> {
+        if conv.read == ConvInput::Upsampled2 && !one_output_upsampled(conv) {
+            // conv5: both passes read the box sums of dz, made once.
+            let box_sums = self.box_sums(conv, dz)?;
+            self.backward_filter_gemm(conv, x, box_sums, grads)?;
+            self.backward_data_gemm(conv, box_sums, params, dx)?;
+            return match x_activation {
+                Some(activation) => self.activation_backward(activation, conv.input.len(), x, dx),
+                None => Ok(()),
+            };
+        }
         if !one_output_upsampled(conv) {
             return super::backward_in_turn(self, conv, (x, x_activation), dz, params, grads, dx);
         }
