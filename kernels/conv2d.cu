@@ -6,7 +6,9 @@
 // window of a source tensor into a row A[p, k], k = tap * channels + channel (tap-major), with
 // tap (ty, tx) reading source pixel (stride i + origin_row + ty, stride j + origin_col + tx),
 // and computes out[p', n] = epilogue(sum over k of A[p, k] * W[k, n]), p' = (image,
-// out_stride i + out_row, out_stride j + out_col) of the output tensor:
+// out_stride i + out_row, out_stride j + out_col) of the output tensor, the epilogue
+// activation(bias + sum) or, with slope_at (backward-data into an activated tensor y),
+// sum times activation'(y[p', n]) (epilogue_output in whorl.cuh):
 //   forward:                  source x, 3x3 window, stride 1, origin -1; W = kernel [9 cin, cout]
 //   forward, upsampled x:     four 2x2 "phase" convolutions of the small x (below), one per
 //                             output parity, each writing every other output pixel
@@ -67,8 +69,8 @@
 #define FILTER_SHARED_FLOATS (2 * FILTER_TILE_P * (FILTER_TILE_K + 4) + 4 * FILTER_TILE_P)
 #define FILTER_WIDE_SHARED_FLOATS (2 * FILTER_TILE_P * (FILTER_WIDE_TILE + 4) + 4 * FILTER_TILE_P)
 
-// out[p', n] = activation(bias[n] + sum over k of window(p)[k] * weights[k, n]), one
-// TILE_P x TILE_N tile of it per block of 256 threads, K in slices of GEMM_TILE_K through two
+// out[p', n] = epilogue_output(bias[n] + sum over k of window(p)[k] * weights[k, n]) (with
+// slope_at only if Slope), one TILE_P x TILE_N tile of it per block of 256 threads, K in slices of GEMM_TILE_K through two
 // shared-memory stages: while the block multiplies one slice, each thread's gathers of the
 // next are in flight into registers, stored to the other stage after the multiply (the next
 // weights go there directly); one barrier a slice.
@@ -82,13 +84,13 @@
 // multiply-adds; threads that share their pixels read them as broadcasts, and a quarter warp's
 // channel reads are 128 consecutive bytes. Every output adds its products in rising k, so the
 // results do not depend on the tile.
-template <int TILE_P, int TILE_N, int THREAD_N, bool Pooling>
+template <int TILE_P, int TILE_N, int THREAD_N, bool Pooling, bool Slope>
 __device__ __forceinline__ void gathered_gemm_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin_row, int origin_col,
     const float* __restrict__ weights, int n, const float* __restrict__ bias, int activation,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+    const float* __restrict__ slope_at, float* __restrict__ out, int out_h, int out_w,
+    int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
     constexpr int gathers = TILE_P * GEMM_TILE_K / WHORL_THREADS;
     constexpr int weight_loads = GEMM_TILE_K * TILE_N / WHORL_THREADS;
     constexpr int pitch = TILE_P + 4;
@@ -200,20 +202,23 @@ __device__ __forceinline__ void gathered_gemm_tile(
         if (slice + 1 < slices) store(1 - stage);
         __syncthreads();
     }
+    // Without Slope the tile takes no slope_at: the 128 x 128 tile (its loads would take it
+    // past its 128 registers) and the pooling one (a forward pass).
+    const float* slope = Slope ? slope_at : nullptr;
     WHORL_UNROLL
     for (int r = 0; r < GEMM_THREAD_P; ++r) {
         const int p = p0 + first_row + r;
         if (p >= pixels) break;
         const GridPixel at = grid_pixel(p, grid_h, grid_w, pooling);
         const int row = out_stride * at.row + out_row, col = out_stride * at.col + out_col;
-        float* out_pixel = out + (size_t(at.image * out_h + row) * out_w + col) * n;
+        const size_t pixel = (size_t(at.image * out_h + row) * out_w + col) * n;
         WHORL_UNROLL
         for (int c = 0; c < THREAD_N; ++c) {
             const int channel = n0 + (c / 4) * (TILE_N / runs) + first_column + c % 4;
             if (channel >= n) continue;
             const float b = bias ? bias[channel] : 0.0f;
-            acc[r][c] = activate(acc[r][c] + b, activation);
-            out_pixel[channel] = acc[r][c];
+            acc[r][c] = epilogue_output(acc[r][c] + b, activation, slope, pixel + channel);
+            out[pixel + channel] = acc[r][c];
         }
     }
     if (!pooling) return;
@@ -241,11 +246,13 @@ extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h,
                      int src_w, int src_c, int window, int stride, int origin_row, int origin_col,
                      const float* __restrict__ weights, int n, const float* __restrict__ bias,
-                     int activation, float* __restrict__ out, int out_h, int out_w,
-                     int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
-    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4, false>(
+                     int activation, const float* __restrict__ slope_at, float* __restrict__ out,
+                     int out_h, int out_w, int out_stride, int out_row, int out_col,
+                     float* __restrict__ pooled) {
+    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4, false, true>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
+        nullptr);
 }
 
 // The 128 x 64 tile pooling in its epilogue (conv2 and pool2), the grid in window-major order.
@@ -255,11 +262,13 @@ conv2d_gathered_gemm_pooled(const float* __restrict__ src, int grid_n, int grid_
                             int src_h, int src_w, int src_c, int window, int stride,
                             int origin_row, int origin_col, const float* __restrict__ weights,
                             int n, const float* __restrict__ bias, int activation,
-                            float* __restrict__ out, int out_h, int out_w, int out_stride,
-                            int out_row, int out_col, float* __restrict__ pooled) {
-    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4, true>(
+                            const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
+                            int out_w, int out_stride, int out_row, int out_col,
+                            float* __restrict__ pooled) {
+    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4, true, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, pooled);
+        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
+        pooled);
 }
 
 // The 128 x 128 tile, for n > 64. Grid: (ceil(pixels / GEMM_WIDE_TILE_P),
@@ -269,11 +278,13 @@ conv2d_gathered_gemm_wide(const float* __restrict__ src, int grid_n, int grid_h,
                           int src_h, int src_w, int src_c, int window, int stride,
                           int origin_row, int origin_col, const float* __restrict__ weights,
                           int n, const float* __restrict__ bias, int activation,
-                          float* __restrict__ out, int out_h, int out_w, int out_stride,
-                          int out_row, int out_col, float* __restrict__ pooled) {
-    gathered_gemm_tile<GEMM_WIDE_TILE_P, GEMM_WIDE_TILE_N, 8, false>(
+                          const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
+                          int out_w, int out_stride, int out_row, int out_col,
+                          float* __restrict__ pooled) {
+    gathered_gemm_tile<GEMM_WIDE_TILE_P, GEMM_WIDE_TILE_N, 8, false, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
+        nullptr);
 }
 
 // The 256 x 32 tile, for n <= 32. Grid: (ceil(pixels / GEMM_NARROW_TILE_P), 1); block 256;
@@ -283,11 +294,13 @@ conv2d_gathered_gemm_narrow(const float* __restrict__ src, int grid_n, int grid_
                             int src_h, int src_w, int src_c, int window, int stride,
                             int origin_row, int origin_col, const float* __restrict__ weights,
                             int n, const float* __restrict__ bias, int activation,
-                            float* __restrict__ out, int out_h, int out_w, int out_stride,
-                            int out_row, int out_col, float* __restrict__ pooled) {
-    gathered_gemm_tile<GEMM_NARROW_TILE_P, GEMM_NARROW_TILE_N, 4, false>(
+                            const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
+                            int out_w, int out_stride, int out_row, int out_col,
+                            float* __restrict__ pooled) {
+    gathered_gemm_tile<GEMM_NARROW_TILE_P, GEMM_NARROW_TILE_N, 4, false, true>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
+        nullptr);
 }
 
 // flipped[2 - ky, 2 - kx, co, ci] = kernel[ky, kx, ci, co]: backward-data's weights.

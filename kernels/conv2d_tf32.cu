@@ -1,7 +1,7 @@
 // The convolution GEMM of conv2d.cu on tensor cores, in TF32: the same contract as
 // conv2d_gathered_gemm (a window gathered per grid pixel, tap-major K, out[p', n] =
-// activation(bias + window(p) W), scattered by out_stride/out_row/out_col; the _pooled kernel
-// writes the 2x2 max pooling of out too, the grid in window-major order), with operands
+// epilogue_output(bias + window(p) W), scattered by out_stride/out_row/out_col; the _pooled
+// kernel writes the 2x2 max pooling of out too, the grid in window-major order), with operands
 // rounded to TF32 (round to nearest) and products accumulated in float32, as cuDNN and
 // PyTorch run convolutions by default on Ampere and newer GPUs.
 //
@@ -72,8 +72,8 @@ __device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Multipl
     cp_async_wait<0>();
 }
 
-// out[p', n] = activation(bias + window(p) W) for one TILE_P x TILE_N tile per block of THREADS
-// threads (T). Copying: thread t fills 4 channels at K column 4 (t % 4) of pixel rows
+// out[p', n] = epilogue_output(bias + window(p) W) for one TILE_P x TILE_N tile per block of
+// THREADS threads (T). Copying: thread t fills 4 channels at K column 4 (t % 4) of pixel rows
 // t / 4 + (T / 4) i, and 4 channels of W at row (t + T j) / (TILE_N / 4), column
 // 4 ((t + T j) % (TILE_N / 4)).
 // Multiplying: warp w computes pixels WARP_P (w / WARPS_N) .. + WARP_P x channels
@@ -87,8 +87,8 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin_row, int origin_col,
     const float* __restrict__ weights, int n, const float* __restrict__ bias, int activation,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+    const float* __restrict__ slope_at, float* __restrict__ out, int out_h, int out_w,
+    int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
     constexpr int WARPS_N = TILE_N / WARP_N, WARPS_P = THREADS / 32 / WARPS_N;
     constexpr int WARP_P = TILE_P / WARPS_P, MI = WARP_P / 16, NI = WARP_N / 8;
     constexpr int PITCH_B = TILE_N + 8;
@@ -199,17 +199,19 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
             const int p = p0 + warp_row + mi * 16 + g + 8 * half;
             const GridPixel at = grid_pixel(p, grid_h, grid_w, pooling);
             const int row = out_stride * at.row + out_row, col = out_stride * at.col + out_col;
-            float* out_pixel = out + (size_t(at.image * out_h + row) * out_w + col) * n;
+            const size_t pixel = (size_t(at.image * out_h + row) * out_w + col) * n;
             WHORL_UNROLL
             for (int ni = 0; ni < NI; ++ni) {
                 const int c = n0 + warp_col + ni * 8 + 2 * t;
                 const bool stored = p < pixels && c < n;
+                const float* slope = stored ? slope_at : nullptr;
                 float2 pair;
-                pair.x = activate(acc[mi][ni][2 * half] + (bias && c < n ? bias[c] : 0.0f),
-                                  activation);
-                pair.y = activate(acc[mi][ni][2 * half + 1] + (bias && c < n ? bias[c + 1] : 0.0f),
-                                  activation);
-                if (stored) *reinterpret_cast<float2*>(out_pixel + c) = pair;
+                pair.x = epilogue_output(acc[mi][ni][2 * half] + (bias && c < n ? bias[c] : 0.0f),
+                                         activation, slope, pixel + c);
+                pair.y = epilogue_output(
+                    acc[mi][ni][2 * half + 1] + (bias && c < n ? bias[c + 1] : 0.0f), activation,
+                    slope, pixel + c + 1);
+                if (stored) *reinterpret_cast<float2*>(out + pixel + c) = pair;
                 if (!pooling) continue;
                 // Corner g % 4 of its window: pair it with corner ^ 1, then the pairs.
                 WHORL_UNROLL
@@ -235,12 +237,13 @@ extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n, int grid_h,
     int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
-    int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
-    int out_col, float* __restrict__ pooled) {
+    int activation, const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
+    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS, TF32_STAGES,
                             false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
+        nullptr);
 }
 
 // The 256 x 64 tile. Grid: (ceil(pixels / TF32_TILE_P), ceil(n / TF32_TILE_N));
@@ -249,11 +252,12 @@ extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h,
     int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
-    int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
-    int out_col, float* __restrict__ pooled) {
+    int activation, const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
+    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
+        nullptr);
 }
 
 // The 256 x 64 tile pooling in its epilogue (conv2 and pool2), the grid in window-major order;
@@ -263,11 +267,12 @@ extern "C" __global__ void __launch_bounds__(WHORL_THREADS, TF32_POOLED_BLOCKS)
 conv2d_gathered_gemm_tf32_pooled(const float* __restrict__ src, int grid_n, int grid_h,
     int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
-    int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
-    int out_col, float* __restrict__ pooled) {
+    int activation, const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
+    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_STAGES, true>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, pooled);
+        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
+        pooled);
 }
 
 // The 256 x 32 tile. Grid: (ceil(pixels / TF32_NARROW_TILE_P), ceil(n / TF32_NARROW_TILE_N));
@@ -276,12 +281,13 @@ extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int grid_h,
     int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
-    int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
-    int out_col, float* __restrict__ pooled) {
+    int activation, const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
+    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, WHORL_THREADS,
                             TF32_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
+        nullptr);
 }
 
 // The 128 x 128 and 256 x 64 tiles in four warps of 64 x 64, the 256 x 32 tile in four warps of
@@ -292,36 +298,41 @@ extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
 conv2d_gathered_gemm_tf32_wide_four_warps(const float* __restrict__ src, int grid_n,
     int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
     int origin_row, int origin_col, const float* __restrict__ weights, int n,
-    const float* __restrict__ bias, int activation, float* __restrict__ out, int out_h,
-    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
                             TF32_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
+        nullptr);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
 conv2d_gathered_gemm_tf32_four_warps(const float* __restrict__ src, int grid_n, int grid_h,
     int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
     int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
-    int activation, float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row,
-    int out_col, float* __restrict__ pooled) {
+    int activation, const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
+    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 64, TF32_FOUR_WARPS_THREADS, TF32_STAGES,
                             false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
+        nullptr);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
 conv2d_gathered_gemm_tf32_narrow_four_warps(const float* __restrict__ src, int grid_n,
     int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
     int origin_row, int origin_col, const float* __restrict__ weights, int n,
-    const float* __restrict__ bias, int activation, float* __restrict__ out, int out_h,
-    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, TF32_FOUR_WARPS_THREADS,
                             TF32_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
+        nullptr);
 }
 
 // The 128 x 128 tile in four warps of 64 x 64 on a TF32_DEEP_STAGES-stage pipeline. Grid as
@@ -331,12 +342,14 @@ extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
 conv2d_gathered_gemm_tf32_wide_four_warps_deep(const float* __restrict__ src, int grid_n,
     int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
     int origin_row, int origin_col, const float* __restrict__ weights, int n,
-    const float* __restrict__ bias, int activation, float* __restrict__ out, int out_h,
-    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
                             TF32_DEEP_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, nullptr);
+        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
+        nullptr);
 }
 
 // Kernel-gradient partials (conv2d_filter_partials) on tensor cores: partial[chunk, k, c] = sum

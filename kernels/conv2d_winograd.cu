@@ -137,7 +137,8 @@ extern "C" __global__ void conv2d_winograd_kernel_transform(const float* __restr
 }
 
 // out = activation(bias + the convolution of src with the kernel whose transform is u), and
-// with `pooled` also pooled = its 2x2 max pooling (an even output: a tile is a pooling window).
+// with `pooled` also pooled = its 2x2 max pooling (an even output: a tile is a pooling window);
+// with `slope_at` (backward-data, no bias), the convolution times activation'(slope_at).
 // Grid: ceil(n / WINOGRAD_COLUMNS) x ceil(tiles / WINOGRAD_TILES) blocks in x, column blocks
 // fastest (the blocks that read the same tiles run together and share them in L2); block 256;
 // dynamic shared memory WINOGRAD_SHARED_FLOATS. `rows` and `columns` are u's padded sizes:
@@ -151,13 +152,14 @@ extern "C" __global__ void conv2d_winograd_kernel_transform(const float* __restr
 // (four 16-byte reads) for 64 multiply-adds. Then each thread transforms the window it copied
 // itself (so no barrier between its copy and its transform) into the other stage's V. Every M
 // adds its products in rising channel order. Last, the block stores M and each thread turns
-// 4 tiles x 1 channel of it into outputs (A^T M A, bias, activation): a warp writes 32
-// consecutive channels of a pixel.
+// 4 tiles x 1 channel of it into outputs (A^T M A, then epilogue_output: bias and activation,
+// or backward-data's activation slope at slope_at): a warp writes 32 consecutive channels of a
+// pixel.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS, WINOGRAD_BLOCKS)
 conv2d_winograd(const float* __restrict__ src, int batch, int h, int w, int src_c,
                 const float* __restrict__ u, int rows, int columns, int n,
-                const float* __restrict__ bias, int activation, float* __restrict__ out,
-                float* __restrict__ pooled) {
+                const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+                float* __restrict__ out, float* __restrict__ pooled) {
     WHORL_DYNAMIC_SHARED(float, shared);
     static_assert(16 * WINOGRAD_TILES * WINOGRAD_COLUMNS <= 2 * WINOGRAD_STAGE_FLOATS,
                   "M fits in the two stages");
@@ -289,10 +291,11 @@ conv2d_winograd(const float* __restrict__ src, int batch, int h, int w, int src_
         const TileCursor at = tile_cursor(tile, tiles_h, tiles_w);
         WHORL_UNROLL
         for (int q = 0; q < 4; ++q) {
-            y[q] = activate(y[q] + b, activation);
             const int row = 2 * at.ti + q / 2, col = 2 * at.tj + q % 2;
-            if (row < h && col < w)
-                out[(size_t(at.image * h + row) * w + col) * n + channel] = y[q];
+            const bool inside = row < h && col < w;
+            const size_t element = (size_t(at.image * h + row) * w + col) * n + channel;
+            y[q] = epilogue_output(y[q] + b, activation, inside ? slope_at : nullptr, element);
+            if (inside) out[element] = y[q];
         }
         if (pooled && 2 * at.ti + 1 < h && 2 * at.tj + 1 < w)
             pooled[(size_t(at.image * (h / 2) + at.ti) * (w / 2) + at.tj) * n + channel] =

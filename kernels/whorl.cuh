@@ -39,6 +39,15 @@ __device__ __forceinline__ float activation_slope(float y, int activation) {
     return 1.0f;
 }
 
+// A GEMM epilogue's output for one sum z (its bias added) stored at element `at`:
+// activation(z) in a forward pass; with slope_at (backward-data into the activated output y of
+// the layer before), z times the activation's derivative there, activation_slope(slope_at[at]):
+// the bits of activation_backward after the pass, without its pass over dx.
+__device__ __forceinline__ float epilogue_output(float z, int activation,
+                                                 const float* __restrict__ slope_at, size_t at) {
+    return slope_at ? z * activation_slope(slope_at[at], activation) : activate(z, activation);
+}
+
 // The first maximum of two values of a 2x2 pooling window, `first` the one earlier in the
 // window's row-major order: the later one replaces it only when strictly greater, as pool.cu's
 // first_max. A window's maximum is ((c0, c1), (c2, c3)) taken pairwise.

@@ -253,6 +253,45 @@ fn fused_upsampled_backward_is_deterministic_and_other_convolutions_run_in_turn(
 }
 
 #[test]
+fn backward_data_applies_the_input_activations_derivative_in_its_epilogue() {
+    // Every kernel that computes dx in conv2d_backward multiplies it by the derivative of x's
+    // activation in its epilogue: no activation_backward launch, and the bits of the three
+    // operations in turn. FP32: Winograd (plain inputs, one and two column blocks) and the
+    // narrow and wide GEMM tiles (upsampled inputs, 8 and 72 input channels); TF32: the
+    // tensor-core GEMM's 256 x 32, 256 x 64 and 128 x 128 tiles, and the CUDA-core GEMM for 3
+    // channels.
+    let cases = [
+        (nhwc(2, 7, 9, 8), 12, ConvInput::Direct),
+        (nhwc(2, 5, 7, 8), 12, ConvInput::Upsampled2),
+        (nhwc(1, 6, 5, 3), 5, ConvInput::Direct),
+        (nhwc(1, 5, 6, 72), 8, ConvInput::Upsampled2),
+        (nhwc(1, 6, 7, 40), 16, ConvInput::Direct),
+    ];
+    for precision in [Precision::Fp32, Precision::Tf32] {
+        for (case, &(input, cout, read)) in cases.iter().enumerate() {
+            let conv = conv(input, cout, read, Activation::Relu);
+            for x_activation in parity::X_ACTIVATIONS {
+                let seed = 70 + case as u64;
+                let inputs = parity::fused_backward_inputs(&conv, x_activation, seed);
+                let mut backend = emulated().with_precision(precision);
+                let got =
+                    parity::backward_outputs(&mut backend, &conv, &inputs, x_activation, false);
+                let context = format!("{precision:?}, {x_activation:?}, {conv:?}");
+                assert_eq!(
+                    backend.device().launches("activation_backward"),
+                    0,
+                    "{context}"
+                );
+                let mut in_turn = emulated().with_precision(precision);
+                let expected =
+                    parity::backward_outputs(&mut in_turn, &conv, &inputs, x_activation, true);
+                parity::assert_same_bits(&got, &expected, &context);
+            }
+        }
+    }
+}
+
+#[test]
 fn pooling_upsampling_loss_and_optimizer_kernels_match_the_reference() {
     for (case, input) in [nhwc(1, 2, 2, 1), nhwc(2, 6, 10, 3), nhwc(3, 8, 14, 33)]
         .into_iter()
@@ -304,6 +343,11 @@ fn emulated_training_follows_the_cpu_engine(kind: OptimizerKind) {
         .map(|step| random(batch * size * size, 0.0, 1.0, 40 + step))
         .collect();
     let losses = pipelined_losses(&mut gpu, &batches);
+    // Every activation derivative is applied inside the convolution and pooling kernels, and
+    // conv5 makes the box sums of dz once a step.
+    let device = gpu.backend().device();
+    assert_eq!(device.launches("activation_backward"), 0);
+    assert_eq!(device.launches("upsample2_box_sums"), batches.len());
     for (step, (images, &a)) in batches.iter().zip(&losses).enumerate() {
         let b = cpu.train_step(images).unwrap();
         assert!(

@@ -53,7 +53,7 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<ExitCode> {
             let name = cpu.name();
             bench::run(cpu, &name, args.batch_size, args.size, args.repeats, None)
         }
-        Backends::Gpu(mut gpu) => {
+        Backends::Gpu(gpu) => {
             let name = gpu.name();
             let precision = gpu.precision();
             let peaks = gpu.device().info().peaks(precision);

@@ -2,7 +2,7 @@
 //! both, every output (first filled with NaN, so unwritten elements show) compared.
 #![allow(dead_code)]
 
-use whorl::backend::{Adam, Backend, Conv, ConvInput, Nhwc, RmsProp};
+use whorl::backend::{Adam, Backend, Conv, ConvInput, Nhwc, RmsProp, backward_in_turn};
 use whorl::model::Activation;
 
 use super::{CONV_CASES, conv, nhwc, random, relative_error};
@@ -229,8 +229,20 @@ pub const FUSED_BACKWARD_OUTPUTS: [&str; 3] = [
 pub fn fused_backward_outputs<B: Backend>(
     backend: &mut B,
     conv: &Conv,
+    inputs: &[Vec<f32>; 3],
+    x_activation: Option<Activation>,
+) -> Vec<Vec<f32>> {
+    backward_outputs(backend, conv, inputs, x_activation, false)
+}
+
+/// The outputs of [`fused_backward_outputs`], or (`in_turn`) from `backward_in_turn`: the
+/// kernel gradient, backward-data, then the activation's derivative.
+pub fn backward_outputs<B: Backend>(
+    backend: &mut B,
+    conv: &Conv,
     [x, dz, params]: &[Vec<f32>; 3],
     x_activation: Option<Activation>,
+    in_turn: bool,
 ) -> Vec<Vec<f32>> {
     backend.plan(std::slice::from_ref(conv)).unwrap();
     let (input, slot) = (conv.input.len(), &conv.slot);
@@ -241,16 +253,14 @@ pub fn fused_backward_outputs<B: Backend>(
     );
     let mut dx = poisoned(backend, input);
     let mut grads = poisoned(backend, slot.bias.end);
-    backend
-        .conv2d_backward(
-            conv,
-            (&bx, x_activation),
-            &bdz,
-            &bparams,
-            &mut grads,
-            &mut dx,
-        )
-        .unwrap();
+    let x = (&bx, x_activation);
+    if in_turn {
+        backward_in_turn(backend, conv, x, &bdz, &bparams, &mut grads, &mut dx).unwrap();
+    } else {
+        backend
+            .conv2d_backward(conv, x, &bdz, &bparams, &mut grads, &mut dx)
+            .unwrap();
+    }
     let grads = download(backend, &grads, slot.bias.end);
     vec![
         download(backend, &dx, input),

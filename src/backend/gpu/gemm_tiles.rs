@@ -66,9 +66,19 @@ pub enum GemmTile {
     Tf32NarrowFourWarps,
 }
 
+/// What a GEMM's epilogue does besides storing its sums, as far as the choice of tile goes:
+/// nothing more, also pool them (the pooling tiles), or multiply them by an activation's slope
+/// (slope_at: the tiles that do not pool, but for the FP32 128 x 128 one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileEpilogue {
+    Store,
+    Pool,
+    Slope,
+}
+
 /// The launch function every gathered-GEMM kernel has (build.rs generates them from the .cu
 /// signatures): device, launch, src, the gather's 8 dimensions and its window origin, weights,
-/// n, bias, activation, out, out_h, out_w, out_stride, out_row, out_col, pooled.
+/// n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col, pooled.
 pub type GemmKernel<D> = fn(
     &mut D,
     Launch,
@@ -88,6 +98,7 @@ pub type GemmKernel<D> = fn(
     DevicePtr,
     i32,
     DevicePtr,
+    DevicePtr,
     i32,
     i32,
     i32,
@@ -98,17 +109,24 @@ pub type GemmKernel<D> = fn(
 
 impl GemmTile {
     /// The tiles a GEMM of `n` output channels may run on, the default first: on tensor cores
-    /// or not, pooling its output in the epilogue or not (only the 33-64 channel tiles pool).
-    pub fn candidates(on_tensor_cores: bool, n: usize, pooling: bool) -> &'static [GemmTile] {
+    /// or not, with `epilogue` (only the 33-64 channel tiles pool; the FP32 128 x 128 tile
+    /// takes no activation slope).
+    pub fn candidates(
+        on_tensor_cores: bool,
+        n: usize,
+        epilogue: TileEpilogue,
+    ) -> &'static [GemmTile] {
         use GemmTile::*;
         let narrow = n <= kernels::GEMM_NARROW_TILE_N;
         let wide = n > kernels::GEMM_TILE_N;
+        let pooling = epilogue == TileEpilogue::Pool;
         match (on_tensor_cores, wide, narrow, pooling) {
             (_, true, _, true) | (_, _, true, true) => &[],
             (true, true, _, false) => &[Tf32Wide, Tf32WideFourWarps, Tf32WideFourWarpsDeep],
             (true, false, false, true) => &[Tf32Pooled],
             (true, false, false, false) => &[Tf32, Tf32FourWarps],
             (true, false, true, false) => &[Tf32Narrow, Tf32NarrowFourWarps],
+            (false, true, _, false) if epilogue == TileEpilogue::Slope => &[Fp32],
             (false, true, _, false) => &[Fp32Wide, Fp32],
             (false, false, false, true) => &[Fp32Pooled],
             (false, false, false, false) => &[Fp32],
@@ -119,7 +137,7 @@ impl GemmTile {
     /// Whether a GEMM of `n` output channels can pool its output in the epilogue: only the
     /// 33-64 channel tiles are compiled to, in either precision.
     pub fn pools(n: usize) -> bool {
-        !Self::candidates(false, n, true).is_empty()
+        !Self::candidates(false, n, TileEpilogue::Pool).is_empty()
     }
 
     /// Its typed launch function.

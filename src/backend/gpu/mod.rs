@@ -11,7 +11,8 @@ use super::{Adam, Backend, Conv, ConvAlgorithm, ConvInput, Nhwc, Precision, RmsP
 use crate::error::{Error, Result};
 use crate::model::Activation;
 use gemm_tiles::{
-    FilterShape, FilterTile, GemmShape, GemmTile, Shape, Tile, TileChoices, TilePolicy,
+    FilterShape, FilterTile, GemmShape, GemmTile, Shape, Tile, TileChoices, TileEpilogue,
+    TilePolicy,
 };
 
 /// An address in device memory.
@@ -142,6 +143,38 @@ fn activation_code(activation: Option<Activation>) -> i32 {
         Some(Activation::Sigmoid) => kernels::WHORL_SIGMOID,
     };
     code as i32
+}
+
+/// What a convolution kernel's epilogue makes of each sum before it stores it (epilogue_output
+/// in whorl.cuh).
+#[derive(Clone, Copy)]
+enum Epilogue {
+    /// activation(sum + bias), the bias null for none: a forward pass.
+    Activate(DevicePtr, Option<Activation>),
+    /// Backward-data into `x`, a tensor the activation made (or none): the sum times the
+    /// activation's derivative at x's same element, so that dx needs no pass of its own
+    /// (activation_backward's bits).
+    Slope(DevicePtr, Option<Activation>),
+}
+
+impl Epilogue {
+    /// A forward pass's: the slot's bias and the convolution's activation.
+    fn forward(conv: &Conv, params: &GpuBuffer) -> Epilogue {
+        Epilogue::Activate(params.at(conv.slot.bias.start), Some(conv.activation))
+    }
+
+    /// The kernels' bias, activation and slope_at arguments.
+    fn args(self) -> (DevicePtr, i32, DevicePtr) {
+        match self {
+            Epilogue::Activate(bias, activation) => {
+                (bias, activation_code(activation), DevicePtr::NULL)
+            }
+            Epilogue::Slope(x, Some(activation)) => {
+                (DevicePtr::NULL, activation_code(Some(activation)), x)
+            }
+            Epilogue::Slope(_, None) => (DevicePtr::NULL, activation_code(None), DevicePtr::NULL),
+        }
+    }
 }
 
 /// A window gathered from a source tensor for each pixel of a grid (see conv2d.cu): tap
@@ -529,8 +562,8 @@ impl<D: Device> GpuBackend<D> {
         Ok(choices(self).keep_fastest(shape, times))
     }
 
-    pub fn device(&mut self) -> &mut D {
-        &mut self.device
+    pub fn device(&self) -> &D {
+        &self.device
     }
 
     /// Whether a GEMM over `gather` with `n` columns runs on tensor cores: in TF32, where 16-byte
@@ -552,16 +585,16 @@ impl<D: Device> GpuBackend<D> {
     }
 
     /// A plain convolution's pass by Winograd's F(2x2, 3x3) (conv2d_winograd.cu): forward, x
-    /// into the output with bias and activation (and its 2x2 max pooling into `pooled` unless
-    /// that is null), or with `backward_data`, dz into dx through the flipped kernel. The
+    /// into the output (and its 2x2 max pooling into `pooled` unless that is null), or with
+    /// `backward_data`, dz into dx through the flipped kernel; `epilogue` applied to each. The
     /// kernel's transform goes to the kernel scratch first.
     fn winograd(
         &mut self,
         conv: &Conv,
         backward_data: bool,
         (src, params): (DevicePtr, &GpuBuffer),
-        out: DevicePtr,
-        pooled: DevicePtr,
+        epilogue: Epilogue,
+        (out, pooled): (DevicePtr, DevicePtr),
     ) -> Result<()> {
         let slot = &conv.slot;
         let (cin, cout) = (slot.in_channels, slot.out_channels);
@@ -583,10 +616,7 @@ impl<D: Device> GpuBackend<D> {
             int(columns)?,
             u,
         )?;
-        let (bias, activation) = match backward_data {
-            false => (params.at(slot.bias.start), Some(conv.activation)),
-            true => (DevicePtr::NULL, None),
-        };
+        let (bias, activation, slope_at) = epilogue.args();
         int(input.len())?; // the kernel indexes its source in 32 bits
         let blocks = winograd_tiles(input).div_ceil(kernels::WINOGRAD_TILES)
             * (columns / kernels::WINOGRAD_COLUMNS);
@@ -604,7 +634,8 @@ impl<D: Device> GpuBackend<D> {
             int(columns)?,
             int(n)?,
             bias,
-            activation_code(activation),
+            activation,
+            slope_at,
             out,
             pooled,
         )
@@ -698,13 +729,18 @@ impl<D: Device> GpuBackend<D> {
         gather: &Gather,
         weights: DevicePtr,
         n: usize,
-        bias: DevicePtr,
-        activation: Option<Activation>,
+        epilogue: Epilogue,
         out: Scatter,
     ) -> Result<()> {
         let on_tensor_cores = self.on_tensor_cores(gather, n);
         let pooling = out.pooled != DevicePtr::NULL;
-        let candidates = GemmTile::candidates(on_tensor_cores, n, pooling);
+        let (bias, activation, slope_at) = epilogue.args();
+        let tile_epilogue = match (pooling, slope_at != DevicePtr::NULL) {
+            (true, _) => TileEpilogue::Pool,
+            (false, true) => TileEpilogue::Slope,
+            (false, false) => TileEpilogue::Store,
+        };
+        let candidates = GemmTile::candidates(on_tensor_cores, n, tile_epilogue);
         if candidates.is_empty() {
             return Err(Error::Backend {
                 backend: "gpu".into(),
@@ -721,7 +757,7 @@ impl<D: Device> GpuBackend<D> {
             pooling,
         };
         let pixels = gather.grid.pixels();
-        let (columns, activation) = (int(n)?, activation_code(activation));
+        let columns = int(n)?;
         let (out_h, out_w) = (int(out.height)?, int(out.width)?);
         let (out_stride, out_row, out_col) = (int(out.stride)?, int(out.row)?, int(out.col)?);
         let launch = |b: &mut Self, tile: GemmTile| {
@@ -743,6 +779,7 @@ impl<D: Device> GpuBackend<D> {
                 columns,
                 bias,
                 activation,
+                slope_at,
                 out.out,
                 out_h,
                 out_w,
@@ -855,6 +892,24 @@ impl<D: Device> GpuBackend<D> {
         }
     }
 
+    /// Backward-data with `epilogue`: by Winograd where [`Self::by_winograd`] says so, else as a
+    /// GEMM.
+    fn backward_data(
+        &mut self,
+        conv: &Conv,
+        dz: &GpuBuffer,
+        params: &GpuBuffer,
+        epilogue: Epilogue,
+        dx: &mut GpuBuffer,
+    ) -> Result<()> {
+        if self.by_winograd(conv, true) {
+            let out = (dx.ptr, DevicePtr::NULL);
+            return self.winograd(conv, true, (dz.ptr, params), epilogue, out);
+        }
+        let dz_or_box_sums = self.dz_or_box_sums(conv, dz)?;
+        self.backward_data_gemm(conv, dz_or_box_sums, params, epilogue, dx)
+    }
+
     /// Backward-data as a GEMM of the flipped kernel over the windows of dz, or of an upsampled
     /// convolution's box sums at the source resolution (conv2d.cu).
     fn backward_data_gemm(
@@ -862,6 +917,7 @@ impl<D: Device> GpuBackend<D> {
         conv: &Conv,
         dz_or_box_sums: DevicePtr,
         params: &GpuBuffer,
+        epilogue: Epilogue,
         dx: &mut GpuBuffer,
     ) -> Result<()> {
         let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
@@ -879,7 +935,7 @@ impl<D: Device> GpuBackend<D> {
             ConvInput::Upsampled2 => Gather::box_sums(dz_or_box_sums, conv),
         };
         let out = Scatter::dense(dx.ptr, conv.input);
-        self.gathered_gemm(&gather, flipped, cin, DevicePtr::NULL, None, out)
+        self.gathered_gemm(&gather, flipped, cin, epilogue, out)
     }
 
     /// The kernel and bias gradients as GEMM partials over x's windows times dz, or an upsampled
@@ -932,9 +988,9 @@ impl<D: Device> GpuBackend<D> {
     ) -> Result<()> {
         let slot = &conv.slot;
         let gather = Gather::same(x.ptr, conv.input);
-        let (kernel, bias) = (params.at(slot.weight.start), params.at(slot.bias.start));
-        let activation = Some(conv.activation);
-        self.gathered_gemm(&gather, kernel, slot.out_channels, bias, activation, out)
+        let kernel = params.at(slot.weight.start);
+        let epilogue = Epilogue::forward(conv, params);
+        self.gathered_gemm(&gather, kernel, slot.out_channels, epilogue, out)
     }
 
     /// An upsampled convolution's kernel folded into its four 2x2 phase kernels (conv2d.cu),
@@ -1128,7 +1184,14 @@ impl<D: Device> Backend for GpuBackend<D> {
             );
         }
         if self.by_winograd(conv, false) {
-            return self.winograd(conv, false, (x.ptr, params), y.ptr, DevicePtr::NULL);
+            let epilogue = Epilogue::forward(conv, params);
+            return self.winograd(
+                conv,
+                false,
+                (x.ptr, params),
+                epilogue,
+                (y.ptr, DevicePtr::NULL),
+            );
         }
         if conv.read == ConvInput::Direct {
             return self.forward_gemm(conv, x, params, Scatter::dense(y.ptr, conv.output()));
@@ -1171,7 +1234,8 @@ impl<D: Device> Backend for GpuBackend<D> {
                 pooled: DevicePtr::NULL,
             };
             let weights = phases.offset(phase * 4 * cin * cout);
-            self.gathered_gemm(&gather, weights, cout, bias, activation, scatter)?;
+            let epilogue = Epilogue::Activate(bias, activation);
+            self.gathered_gemm(&gather, weights, cout, epilogue, scatter)?;
         }
         Ok(())
     }
@@ -1187,7 +1251,8 @@ impl<D: Device> Backend for GpuBackend<D> {
         let output = conv.output();
         let even = output.height.is_multiple_of(2) && output.width.is_multiple_of(2);
         if self.by_winograd(conv, false) && even {
-            return self.winograd(conv, false, (x.ptr, params), y.ptr, pooled.ptr);
+            let epilogue = Epilogue::forward(conv, params);
+            return self.winograd(conv, false, (x.ptr, params), epilogue, (y.ptr, pooled.ptr));
         }
         if !pools_in_gemm_epilogue(conv) {
             self.conv2d_forward(conv, x, params, y)?;
@@ -1224,11 +1289,8 @@ impl<D: Device> Backend for GpuBackend<D> {
         params: &GpuBuffer,
         dx: &mut GpuBuffer,
     ) -> Result<()> {
-        if self.by_winograd(conv, true) {
-            return self.winograd(conv, true, (dz.ptr, params), dx.ptr, DevicePtr::NULL);
-        }
-        let dz_or_box_sums = self.dz_or_box_sums(conv, dz)?;
-        self.backward_data_gemm(conv, dz_or_box_sums, params, dx)
+        let plain = Epilogue::Slope(DevicePtr::NULL, None);
+        self.backward_data(conv, dz, params, plain, dx)
     }
 
     fn conv2d_backward_filter(
@@ -1254,18 +1316,17 @@ impl<D: Device> Backend for GpuBackend<D> {
         grads: &mut GpuBuffer,
         dx: &mut GpuBuffer,
     ) -> Result<()> {
-        if conv.read == ConvInput::Upsampled2 && !one_output_upsampled(conv) {
-            // conv5: both passes read the box sums of dz, made once.
-            let box_sums = self.box_sums(conv, dz)?;
-            self.backward_filter_gemm(conv, x, box_sums, grads)?;
-            self.backward_data_gemm(conv, box_sums, params, dx)?;
-            return match x_activation {
-                Some(activation) => self.activation_backward(activation, conv.input.len(), x, dx),
-                None => Ok(()),
-            };
-        }
         if !one_output_upsampled(conv) {
-            return super::backward_in_turn(self, conv, (x, x_activation), dz, params, grads, dx);
+            // The kernel gradient, then dx with the activation's derivative in its epilogue.
+            let epilogue = Epilogue::Slope(x.ptr, x_activation);
+            if conv.read == ConvInput::Upsampled2 {
+                // conv5: both passes read the box sums of dz, made once.
+                let box_sums = self.box_sums(conv, dz)?;
+                self.backward_filter_gemm(conv, x, box_sums, grads)?;
+                return self.backward_data_gemm(conv, box_sums, params, epilogue, dx);
+            }
+            self.conv2d_backward_filter(conv, x, dz, grads)?;
+            return self.backward_data(conv, dz, params, epilogue, dx);
         }
         // conv6: dx, its activation's derivative and the per-chunk kernel and bias gradients in
         // one pass over x, then the chunks added in order into the slot's ranges.
