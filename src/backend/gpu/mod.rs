@@ -723,7 +723,7 @@ impl<D: Device> GpuBackend<D> {
             .ptr
     }
 
-    /// out[p, n] = activation(bias + window(p) weights) over the gather's grid.
+    /// out[p, n] = epilogue(window(p) weights) over the gather's grid, scattered by `out`.
     fn gathered_gemm(
         &mut self,
         gather: &Gather,
