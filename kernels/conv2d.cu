@@ -70,10 +70,10 @@
 #define FILTER_WIDE_SHARED_FLOATS (2 * FILTER_TILE_P * (FILTER_WIDE_TILE + 4) + 4 * FILTER_TILE_P)
 
 // out[p', n] = epilogue_output(bias[n] + sum over k of window(p)[k] * weights[k, n]) (with
-// slope_at only if Slope), one TILE_P x TILE_N tile of it per block of 256 threads, K in slices of GEMM_TILE_K through two
-// shared-memory stages: while the block multiplies one slice, each thread's gathers of the
-// next are in flight into registers, stored to the other stage after the multiply (the next
-// weights go there directly); one barrier a slice.
+// slope_at only if Slope), one TILE_P x TILE_N tile of it per block of 256 threads, K in
+// slices of GEMM_TILE_K through two shared-memory stages: while the block multiplies one
+// slice, each thread's gathers of the next are in flight into registers, stored to the other
+// stage after the multiply (the next weights go there directly); one barrier a slice.
 // Gathering: thread t loads column t % 16 of the A slice for pixel rows t / 16 + 16 m
 // (m < TILE_P / 16), its tap and channel advanced without divisions; the tile's gather rows
 // (GatherRow: an offset and a bit per tap inside the image) are found once, before the K loop,
