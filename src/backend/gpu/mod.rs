@@ -648,7 +648,7 @@ impl<D: Device> GpuBackend<D> {
         &mut self,
         conv: &Conv,
         x: &GpuBuffer,
-        dz: &GpuBuffer,
+        dz: DevicePtr,
         grads: &mut GpuBuffer,
     ) -> Result<()> {
         let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
@@ -670,7 +670,7 @@ impl<D: Device> GpuBackend<D> {
             h,
             w,
             int(cin)?,
-            dz.ptr,
+            dz,
             int(cout)?,
             int(per_chunk)?,
             partials,
@@ -892,62 +892,45 @@ impl<D: Device> GpuBackend<D> {
         }
     }
 
-    /// Backward-data with `epilogue`: by Winograd where [`Self::by_winograd`] says so, else as a
-    /// GEMM.
+    /// Backward-data into dx with `epilogue`, from what [`Self::dz_or_box_sums`] gave: by
+    /// Winograd where [`Self::by_winograd`] says so (dz), else as a GEMM of the flipped kernel
+    /// over the windows of dz, or of an upsampled convolution's box sums at the source
+    /// resolution (conv2d.cu).
     fn backward_data(
         &mut self,
         conv: &Conv,
-        dz: &GpuBuffer,
+        dz_or_box_sums: DevicePtr,
         params: &GpuBuffer,
         epilogue: Epilogue,
         dx: &mut GpuBuffer,
     ) -> Result<()> {
         if self.by_winograd(conv, true) {
             let out = (dx.ptr, DevicePtr::NULL);
-            return self.winograd(conv, true, (dz.ptr, params), epilogue, out);
+            return self.winograd(conv, true, (dz_or_box_sums, params), epilogue, out);
         }
-        let dz_or_box_sums = self.dz_or_box_sums(conv, dz)?;
-        self.backward_data_gemm(conv, dz_or_box_sums, params, epilogue, dx)
-    }
-
-    /// Backward-data as a GEMM of the flipped kernel over the windows of dz, or of an upsampled
-    /// convolution's box sums at the source resolution (conv2d.cu).
-    fn backward_data_gemm(
-        &mut self,
-        conv: &Conv,
-        dz_or_box_sums: DevicePtr,
-        params: &GpuBuffer,
-        epilogue: Epilogue,
-        dx: &mut GpuBuffer,
-    ) -> Result<()> {
-        let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-        let flipped = Self::scratch(&self.kernel_scratch);
-        kernels::conv2d_flip_kernel(
-            &mut self.device,
-            Launch::per_element(9 * cin * cout),
-            params.at(conv.slot.weight.start),
-            int(cin)?,
-            int(cout)?,
-            flipped,
-        )?;
+        let flipped = self.rearranged_kernel(conv, params, kernels::conv2d_flip_kernel, 9)?;
         let gather = match conv.read {
             ConvInput::Direct => Gather::same(dz_or_box_sums, conv.output()),
             ConvInput::Upsampled2 => Gather::box_sums(dz_or_box_sums, conv),
         };
         let out = Scatter::dense(dx.ptr, conv.input);
-        self.gathered_gemm(&gather, flipped, cin, epilogue, out)
+        self.gathered_gemm(&gather, flipped, conv.slot.in_channels, epilogue, out)
     }
 
-    /// The kernel and bias gradients as GEMM partials over x's windows times dz, or an upsampled
-    /// convolution's over the windows of dz's box sums times x (conv2d.cu), then the chunks
-    /// added in order into the slot's ranges.
-    fn backward_filter_gemm(
+    /// The kernel and bias gradients into the slot's ranges, from what [`Self::dz_or_box_sums`]
+    /// gave: by Winograd where [`Self::by_winograd`] says so (dz), else as GEMM partials over
+    /// x's windows times dz, or an upsampled convolution's over the windows of dz's box sums
+    /// times x (conv2d.cu), the chunks then added in order.
+    fn backward_filter(
         &mut self,
         conv: &Conv,
         x: &GpuBuffer,
         dz_or_box_sums: DevicePtr,
         grads: &mut GpuBuffer,
     ) -> Result<()> {
+        if self.by_winograd(conv, false) {
+            return self.winograd_filter(conv, x, dz_or_box_sums, grads);
+        }
         let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
         let partials = Self::scratch(&self.partials);
         let grads = grads.at(conv.slot.weight.start);
@@ -996,17 +979,24 @@ impl<D: Device> GpuBackend<D> {
     /// An upsampled convolution's kernel folded into its four 2x2 phase kernels (conv2d.cu),
     /// in the kernel scratch.
     fn fold_phases(&mut self, conv: &Conv, params: &GpuBuffer) -> Result<DevicePtr> {
+        self.rearranged_kernel(conv, params, kernels::conv2d_fold_phases_kernel, 16)
+    }
+
+    /// `conv`'s kernel rearranged by `rearrange` (conv2d.cu: its flip or its phases, one thread
+    /// per element of a taps x cin x cout range) into the kernel scratch.
+    fn rearranged_kernel(
+        &mut self,
+        conv: &Conv,
+        params: &GpuBuffer,
+        rearrange: fn(&mut D, Launch, DevicePtr, i32, i32, DevicePtr) -> Result<()>,
+        taps: usize,
+    ) -> Result<DevicePtr> {
         let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-        let phases = Self::scratch(&self.kernel_scratch);
-        kernels::conv2d_fold_phases_kernel(
-            &mut self.device,
-            Launch::per_element(16 * cin * cout),
-            params.at(conv.slot.weight.start),
-            int(cin)?,
-            int(cout)?,
-            phases,
-        )?;
-        Ok(phases)
+        let out = Self::scratch(&self.kernel_scratch);
+        let kernel = params.at(conv.slot.weight.start);
+        let launch = Launch::per_element(taps * cin * cout);
+        rearrange(&mut self.device, launch, kernel, int(cin)?, int(cout)?, out)?;
+        Ok(out)
     }
 
     /// Where `blocks` sums of squared errors go for `conv`, after the loss itself.
@@ -1234,8 +1224,13 @@ impl<D: Device> Backend for GpuBackend<D> {
                 pooled: DevicePtr::NULL,
             };
             let weights = phases.offset(phase * 4 * cin * cout);
-            let epilogue = Epilogue::Activate(bias, activation);
-            self.gathered_gemm(&gather, weights, cout, epilogue, scatter)?;
+            self.gathered_gemm(
+                &gather,
+                weights,
+                cout,
+                Epilogue::forward(conv, params),
+                scatter,
+            )?;
         }
         Ok(())
     }
@@ -1289,8 +1284,9 @@ impl<D: Device> Backend for GpuBackend<D> {
         params: &GpuBuffer,
         dx: &mut GpuBuffer,
     ) -> Result<()> {
+        let dz_or_box_sums = self.dz_or_box_sums(conv, dz)?;
         let plain = Epilogue::Slope(DevicePtr::NULL, None);
-        self.backward_data(conv, dz, params, plain, dx)
+        self.backward_data(conv, dz_or_box_sums, params, plain, dx)
     }
 
     fn conv2d_backward_filter(
@@ -1300,11 +1296,8 @@ impl<D: Device> Backend for GpuBackend<D> {
         dz: &GpuBuffer,
         grads: &mut GpuBuffer,
     ) -> Result<()> {
-        if self.by_winograd(conv, false) {
-            return self.winograd_filter(conv, x, dz, grads);
-        }
         let dz_or_box_sums = self.dz_or_box_sums(conv, dz)?;
-        self.backward_filter_gemm(conv, x, dz_or_box_sums, grads)
+        self.backward_filter(conv, x, dz_or_box_sums, grads)
     }
 
     fn conv2d_backward(
@@ -1317,16 +1310,12 @@ impl<D: Device> Backend for GpuBackend<D> {
         dx: &mut GpuBuffer,
     ) -> Result<()> {
         if !one_output_upsampled(conv) {
-            // The kernel gradient, then dx with the activation's derivative in its epilogue.
+            // The kernel gradient, then dx with the activation's derivative in its epilogue;
+            // an upsampled convolution's box sums of dz made once for both (conv5).
+            let dz_or_box_sums = self.dz_or_box_sums(conv, dz)?;
+            self.backward_filter(conv, x, dz_or_box_sums, grads)?;
             let epilogue = Epilogue::Slope(x.ptr, x_activation);
-            if conv.read == ConvInput::Upsampled2 {
-                // conv5: both passes read the box sums of dz, made once.
-                let box_sums = self.box_sums(conv, dz)?;
-                self.backward_filter_gemm(conv, x, box_sums, grads)?;
-                return self.backward_data_gemm(conv, box_sums, params, epilogue, dx);
-            }
-            self.conv2d_backward_filter(conv, x, dz, grads)?;
-            return self.backward_data(conv, dz, params, epilogue, dx);
+            return self.backward_data(conv, dz_or_box_sums, params, epilogue, dx);
         }
         // conv6: dx, its activation's derivative and the per-chunk kernel and bias gradients in
         // one pass over x, then the chunks added in order into the slot's ranges.
