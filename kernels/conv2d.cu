@@ -349,10 +349,47 @@ extern "C" __global__ void upsample2_box_sums(const float* __restrict__ dz, int 
     q[e] = sum;
 }
 
+// partial[chunk, ch] = sum over the chunk's source pixels s = (image, i, j) (pixels_per_chunk
+// of the batch src_h src_w, in order) of q[image, 2i + 1, 2j + 1, ch], q upsample2_box_sums's
+// of a 2 src_h x 2 src_w dz: the aligned box sums, which cover every element of dz once, so
+// that sum_partials over the chunks gives an upsampled convolution's bias gradient, the sum of
+// dz per channel (db = sum over s of Q[2s + 1], above).
+// Thread t adds channel t % span of pixels lane, lane + lanes, ... of the chunk (lane = t / span,
+// span = min(c, 256), lanes = 256 / span; more channels than 256 take rounds), then the lanes'
+// sums of a channel are added in lane order: deterministic.
+// Grid: chunks; block 256.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+upsample2_bias_partials(const float* __restrict__ q, int batch, int src_h, int src_w, int c,
+                        int pixels_per_chunk, float* __restrict__ partial) {
+    __shared__ float lane_sums[WHORL_THREADS];
+    const int span = min(c, WHORL_THREADS), lanes = WHORL_THREADS / span;
+    const int lane = threadIdx.x / span, first = threadIdx.x % span;
+    const int begin = blockIdx.x * pixels_per_chunk;
+    const int end = min(batch * src_h * src_w, begin + pixels_per_chunk);
+    const int q_w = 2 * src_w + 1, q_plane = (2 * src_h + 1) * q_w;
+    for (int ch = first; ch - first < c; ch += span) {
+        float sum = 0.0f;
+        if (lane < lanes && ch < c) {
+            for (GridCursor at = grid_cursor(begin + lane, src_h, src_w); at.index < end;
+                 advance_cursor(at, lanes, src_h, src_w)) {
+                const int pixel = at.image * q_plane + (2 * at.row + 1) * q_w + 2 * at.col + 1;
+                sum += q[size_t(pixel) * c + ch];
+            }
+        }
+        lane_sums[threadIdx.x] = sum;
+        __syncthreads();
+        if (lane == 0 && ch < c) {
+            float total = 0.0f;
+            for (int v = 0; v < lanes; ++v) total += lane_sums[v * span + first];
+            partial[size_t(blockIdx.x) * c + ch] = total;
+        }
+        __syncthreads();
+    }
+}
+
 // Partial products of one chunk of grid pixels: partial[chunk, k, c] = sum over its pixels p of
-// window(p)[k] * g[p, c], where g = second[p, c] for c < n. With FILTER_ONES_ROW, row k = K (one
-// past the window) is all ones, so that row is the sum of g; with FILTER_ONES_COLUMN, column
-// c = n of g is all ones, so that column is the sum of the windows.
+// window(p)[k] * second[p, c] for c < n. With ones_row, row k = K (one past the window) is all
+// ones, so that row is the sum of second (a plain convolution's bias gradient, second = dz).
 // One TILE x TILE tile (TILE 64 or 128) per block of 256 threads. Staging: threads t < 32 find
 // the window origins of the tile's 32 pixels (the only divisions in the loop); thread t then
 // stages column t % TILE of both operands for pixels t / TILE + (256 / TILE) m, its tap and
@@ -363,7 +400,7 @@ template <int TILE>
 __device__ __forceinline__ void filter_partials_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin, const float* __restrict__ second, int n,
-    int ones, int pixels_per_chunk, float* __restrict__ partial) {
+    int ones_row, int pixels_per_chunk, float* __restrict__ partial) {
     constexpr int R = TILE / 16, PITCH = TILE + 4;
     WHORL_DYNAMIC_SHARED(float, shared);
     float* a_tile = shared;                            // [pixels][k]: window values
@@ -371,16 +408,14 @@ __device__ __forceinline__ void filter_partials_tile(
     WindowOrigin* origins = reinterpret_cast<WindowOrigin*>(g_tile + FILTER_TILE_P * PITCH);
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
-    const int rows = ones == FILTER_ONES_ROW ? k_total + 1 : k_total;
-    const int columns = ones == FILTER_ONES_COLUMN ? n + 1 : n;
+    const int rows = ones_row ? k_total + 1 : k_total;
     const int k0 = blockIdx.x * TILE, n0 = blockIdx.y * TILE, chunk = blockIdx.z;
     const int begin = chunk * pixels_per_chunk;
     const int end = min(pixels, begin + pixels_per_chunk);
     const int t = threadIdx.x, first_column = (t % 16) * R, first_row = (t / 16) * R;
     const int column = t % TILE, k = k0 + column, g_column = n0 + column;
     const int tap = k / src_c, ty = tap / window, tx = tap % window, channel = k % src_c;
-    const bool ones_row = ones == FILTER_ONES_ROW && k == k_total;
-    const bool ones_column = ones == FILTER_ONES_COLUMN && g_column == n;
+    const bool is_ones_row = ones_row && k == k_total;
     float acc[R][R];
     for (int r = 0; r < R; ++r)
         for (int c = 0; c < R; ++c) acc[r][c] = 0.0f;
@@ -393,12 +428,10 @@ __device__ __forceinline__ void filter_partials_tile(
             const WindowOrigin o = origins[q];
             float value = 0.0f;
             if (k < k_total) value = window_value(src, o, ty, tx, channel, src_h, src_w, src_c);
-            else if (ones_row && o.valid) value = 1.0f;
+            else if (is_ones_row && o.valid) value = 1.0f;
             a_tile[q * PITCH + column] = value;
-            float g = 0.0f;
-            if (o.valid && g_column < n) g = second[size_t(p0 + q) * n + g_column];
-            else if (o.valid && ones_column) g = 1.0f;
-            g_tile[q * PITCH + column] = g;
+            g_tile[q * PITCH + column] =
+                o.valid && g_column < n ? second[size_t(p0 + q) * n + g_column] : 0.0f;
         }
         __syncthreads();
         WHORL_UNROLL
@@ -415,33 +448,33 @@ __device__ __forceinline__ void filter_partials_tile(
         const int k = k0 + first_row + r;
         for (int c = 0; c < R; ++c) {
             const int column = n0 + first_column + c;
-            if (k < rows && column < columns)
-                partial[(size_t(chunk) * rows + k) * columns + column] = acc[r][c];
+            if (k < rows && column < n)
+                partial[(size_t(chunk) * rows + k) * n + column] = acc[r][c];
         }
     }
 }
 
-// The 64 x 64 tile. Grid: (ceil(rows / FILTER_TILE_K), ceil(columns / FILTER_TILE_N), chunks);
+// The 64 x 64 tile. Grid: (ceil(rows / FILTER_TILE_K), ceil(n / FILTER_TILE_N), chunks);
 // block 256; dynamic shared memory FILTER_SHARED_FLOATS.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_filter_partials(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
                        int src_h, int src_w, int src_c, int window, int stride, int origin,
-                       const float* __restrict__ second, int n, int ones, int pixels_per_chunk,
+                       const float* __restrict__ second, int n, int ones_row, int pixels_per_chunk,
                        float* __restrict__ partial) {
     filter_partials_tile<FILTER_TILE_K>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window,
-                                        stride, origin, second, n, ones, pixels_per_chunk,
+                                        stride, origin, second, n, ones_row, pixels_per_chunk,
                                         partial);
 }
 
-// The 128 x 128 tile. Grid: (ceil(rows / FILTER_WIDE_TILE), ceil(columns / FILTER_WIDE_TILE),
+// The 128 x 128 tile. Grid: (ceil(rows / FILTER_WIDE_TILE), ceil(n / FILTER_WIDE_TILE),
 // chunks); block 256; dynamic shared memory FILTER_WIDE_SHARED_FLOATS.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_filter_partials_wide(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
                             int src_h, int src_w, int src_c, int window, int stride, int origin,
-                            const float* __restrict__ second, int n, int ones,
+                            const float* __restrict__ second, int n, int ones_row,
                             int pixels_per_chunk, float* __restrict__ partial) {
     filter_partials_tile<FILTER_WIDE_TILE>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c,
-                                           window, stride, origin, second, n, ones,
+                                           window, stride, origin, second, n, ones_row,
                                            pixels_per_chunk, partial);
 }
 
@@ -456,22 +489,17 @@ extern "C" __global__ void sum_partials(const float* __restrict__ partial, int c
     out[e] = sum;
 }
 
-// An upsampled convolution's kernel and bias gradients from the partials of the pass over the
-// box sums q (rows a * cout + co for q's window tap a = 8 - tap, columns ci and a ones column):
-// grads[tap, ci, co] = sum over chunks, in order, of partial[chunk, (8 - tap) cout + co, ci];
-// grads[9 cin cout + co] (the bias) = the same sums at a = 4 (the centre), column cin.
-// One thread per element of grads; grid ceil((9 cin + 1) cout / 256), block 256.
+// An upsampled convolution's kernel gradient from the partials of the pass over the box sums
+// q (rows a * cout + co for q's window tap a = 8 - tap, columns ci): grads[tap, ci, co] = sum
+// over chunks, in order, of partial[chunk, (8 - tap) cout + co, ci].
+// One thread per element of grads; grid ceil(9 cin cout / 256), block 256.
 extern "C" __global__ void sum_partials_upsampled(const float* __restrict__ partial, int chunks,
                                                   int cin, int cout, float* __restrict__ grads) {
     int e = blockIdx.x * blockDim.x + threadIdx.x;
-    if (e >= (9 * cin + 1) * cout) return;
-    int tap = e / (cin * cout), ci = e / cout % cin, co = e % cout;
-    if (tap == 9) {  // the bias row
-        tap = 4;
-        ci = cin;
-    }
-    const size_t at = size_t((8 - tap) * cout + co) * (cin + 1) + ci;
-    const size_t stride = size_t(9 * cout) * (cin + 1);
+    if (e >= 9 * cin * cout) return;
+    const int tap = e / (cin * cout), ci = e / cout % cin, co = e % cout;
+    const size_t at = size_t((8 - tap) * cout + co) * cin + ci;
+    const size_t stride = size_t(9 * cout) * cin;
     float sum = 0.0f;
     for (int c = 0; c < chunks; ++c) sum += partial[c * stride + at];
     grads[e] = sum;

@@ -35,10 +35,10 @@ static_assert(ONE_OUTPUT_LANES == 2 * ONE_OUTPUT_RUN, "a lane writes one row of 
 
 // conv2d_filter_partials_one_channel: pixels whose windows a block stages at a time (one per
 // thread), pixels whose second-operand rows a warp loads together, the most columns (channels
-// of the second operand, with a ones column) a thread covers in steps of 32, the running sums
-// per column (9 taps and the ones row), and the shared memory: the staged windows (those 10
-// values each, padded to 12), then, in the same memory, one set of sums per warp for the
-// block's final, fixed-order reduction.
+// of the second operand) a thread covers in steps of 32, the running sums per column (9 taps
+// and the ones row), and the shared memory: the staged windows (those 10 values each, padded
+// to 12), then, in the same memory, one set of sums per warp for the block's final,
+// fixed-order reduction.
 #define ONE_CHANNEL_TILE_P WHORL_THREADS
 #define ONE_CHANNEL_UNROLL 8
 #define ONE_CHANNEL_ROWS 10
@@ -428,11 +428,10 @@ conv2d_one_input_channel_pooled(const float* __restrict__ x, int batch, int h, i
 }
 
 // conv2d_filter_partials (conv2d.cu) for a one-channel source: the same partials, the same
-// layout, the same sum kernels after it, when the window has 9 values. With FILTER_ONES_ROW,
-// partial[chunk, k, c] = sum over the chunk's pixels p of window(p)[k] second[p, c] for k < 9
-// and the sum of second[p, c] at k = 9 (conv1: x's windows, dz the second operand); with
-// FILTER_ONES_COLUMN, rows k < 9 and columns c <= n, column n the sum of window(p)[k] (conv6:
-// the windows of dz's box sums, x the second operand).
+// layout, the same sum kernels after it, when the window has 9 values: partial[chunk, k, c] =
+// sum over the chunk's pixels p of window(p)[k] second[p, c] for k < 9 and, with ones_row, the
+// sum of second[p, c] at k = 9 (conv1: x's windows, dz the second operand; conv6: the windows
+// of dz's box sums, x the second operand, no ones row).
 // The block stages the windows of 256 pixels at a time in shared memory, one per thread (each
 // thread reads the next tile's window into registers while the block works on this one); warp
 // v then takes pixels 32v .. 32v + 31 of them, 8 at a time: lane l loads columns l, l + 32,
@@ -440,11 +439,11 @@ conv2d_one_input_channel_pooled(const float* __restrict__ x, int batch, int h, i
 // in flight), then adds each column times the pixel's window (three 16-byte broadcast reads)
 // into ONE_CHANNEL_ROWS running sums per column, pixels in order. At the end the warps' sums
 // meet in shared memory and are added in warp order: deterministic.
-// Grid: chunks; block 256; dynamic shared memory ONE_CHANNEL_SHARED_FLOATS; columns <= 96.
+// Grid: chunks; block 256; dynamic shared memory ONE_CHANNEL_SHARED_FLOATS; n <= 96.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_filter_partials_one_channel(const float* __restrict__ src, int grid_n, int grid_h,
                                    int grid_w, int src_h, int src_w, int stride, int origin,
-                                   const float* __restrict__ second, int n, int ones,
+                                   const float* __restrict__ second, int n, int ones_row,
                                    int pixels_per_chunk, float* __restrict__ partial) {
     static_assert(ONE_CHANNEL_TILE_P * ONE_CHANNEL_WINDOW <= ONE_CHANNEL_SHARED_FLOATS,
                   "the staged windows fit in the shared memory of the sums");
@@ -452,8 +451,7 @@ conv2d_filter_partials_one_channel(const float* __restrict__ src, int grid_n, in
     float* windows = shared;    // [TILE_P][WINDOW], while the chunk is read
     float* warp_sums = shared;  // [warp][ROWS][MAX_COLUMNS], at the end
     const int pixels = grid_n * grid_h * grid_w;
-    const int rows = ones == FILTER_ONES_ROW ? ONE_CHANNEL_ROWS : 9;
-    const int columns = ones == FILTER_ONES_COLUMN ? n + 1 : n;
+    const int rows = ones_row ? ONE_CHANNEL_ROWS : 9;
     const int begin = blockIdx.x * pixels_per_chunk;
     const int end = min(pixels, begin + pixels_per_chunk);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -465,20 +463,15 @@ conv2d_filter_partials_one_channel(const float* __restrict__ src, int grid_n, in
         WHORL_UNROLL
         for (int tap = 0; tap < 9; ++tap)
             next[tap] = window_value(src, o, tap / 3, tap % 3, 0, src_h, src_w, 1);
-        next[9] = (o.valid && ones == FILTER_ONES_ROW) ? 1.0f : 0.0f;
+        next[9] = (o.valid && ones_row) ? 1.0f : 0.0f;
         next[10] = next[11] = 0.0f;
     };
-    // This lane's columns: read from the second operand, or a constant (1 in the ones column,
-    // 0 past the columns; a staged window past the chunk's end is zeros, so a pixel past it
-    // may take the constant too).
+    // This lane's columns that the second operand has (a lane past them adds zeros).
     bool reads[ONE_CHANNEL_GROUPS];
-    float constant[ONE_CHANNEL_GROUPS];
     float acc[ONE_CHANNEL_GROUPS][ONE_CHANNEL_ROWS];
     WHORL_UNROLL
     for (int g = 0; g < ONE_CHANNEL_GROUPS; ++g) {
-        const int c = lane + 32 * g;
-        reads[g] = c < n;
-        constant[g] = (c == n && ones == FILTER_ONES_COLUMN) ? 1.0f : 0.0f;
+        reads[g] = lane + 32 * g < n;
         WHORL_UNROLL
         for (int k = 0; k < ONE_CHANNEL_ROWS; ++k) acc[g][k] = 0.0f;
     }
@@ -499,7 +492,7 @@ conv2d_filter_partials_one_channel(const float* __restrict__ src, int grid_n, in
             for (int u = 0; u < ONE_CHANNEL_UNROLL; ++u)
                 WHORL_UNROLL
                 for (int g = 0; g < ONE_CHANNEL_GROUPS; ++g)
-                    values[u][g] = (q0 + u < last && reads[g]) ? rows[u * n + 32 * g] : constant[g];
+                    values[u][g] = (q0 + u < last && reads[g]) ? rows[u * n + 32 * g] : 0.0f;
             WHORL_UNROLL
             for (int u = 0; u < ONE_CHANNEL_UNROLL; ++u) {
                 const float4* quads =
@@ -511,7 +504,7 @@ conv2d_filter_partials_one_channel(const float* __restrict__ src, int grid_n, in
                 // the last group adds zeros.
                 WHORL_UNROLL
                 for (int g = 0; g < ONE_CHANNEL_GROUPS; ++g) {
-                    if (32 * g >= columns) break;
+                    if (32 * g >= n) break;
                     WHORL_UNROLL
                     for (int k = 0; k < ONE_CHANNEL_ROWS; ++k)
                         acc[g][k] += window[k] * values[u][g];
@@ -524,9 +517,9 @@ conv2d_filter_partials_one_channel(const float* __restrict__ src, int grid_n, in
         for (int k = 0; k < ONE_CHANNEL_ROWS; ++k)
             warp_sums[(warp * ONE_CHANNEL_ROWS + k) * ONE_CHANNEL_MAX_COLUMNS + lane + 32 * g] = acc[g][k];
     __syncthreads();
-    float* out = partial + size_t(blockIdx.x) * rows * columns;
-    for (int e = threadIdx.x; e < rows * columns; e += WHORL_THREADS) {
-        const int k = e / columns, c = e % columns;
+    float* out = partial + size_t(blockIdx.x) * rows * n;
+    for (int e = threadIdx.x; e < rows * n; e += WHORL_THREADS) {
+        const int k = e / n, c = e % n;
         out[e] = warps_total(warp_sums, ONE_CHANNEL_ROWS * ONE_CHANNEL_MAX_COLUMNS,
                              k * ONE_CHANNEL_MAX_COLUMNS + c);
     }

@@ -353,8 +353,8 @@ conv2d_gathered_gemm_tf32_wide_four_warps_deep(const float* __restrict__ src, in
 }
 
 // Kernel-gradient partials (conv2d_filter_partials) on tensor cores: partial[chunk, k, c] = sum
-// over the chunk's grid pixels p of window(p)[k] * second[p, c], with a row (FILTER_ONES_ROW)
-// or a column (FILTER_ONES_COLUMN) of ones appended, operands rounded to TF32. The pixels are
+// over the chunk's grid pixels p of window(p)[k] * second[p, c], with ones_row a row of ones
+// appended to the window (row K: the sum of second), operands rounded to TF32. The pixels are
 // the reduction: they run in slices of 16 through a 3-stage cp.async pipeline.
 #define TF32_FILTER_ROWS 128
 #define TF32_FILTER_COLUMNS 64
@@ -363,37 +363,19 @@ conv2d_gathered_gemm_tf32_wide_four_warps_deep(const float* __restrict__ src, in
 #define TF32_FILTER_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_ROWS + 8 + TF32_FILTER_COLUMNS + 8))
 #define TF32_FILTER_WIDE_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_ROWS + 8 + TF32_FILTER_WIDE_COLUMNS + 8))
 
-// Where a copying thread's pixel is: its image and position in the grid, advanced by whole
-// slices without divisions.
-struct GridCursor {
-    int pixel, image, row, col;
-};
-
-__device__ __forceinline__ void advance_pixels(GridCursor& at, int step, int grid_h, int grid_w) {
-    at.pixel += step;
-    at.col += step;
-    while (at.col >= grid_w) {
-        at.col -= grid_w;
-        if (++at.row == grid_h) {
-            at.row = 0;
-            ++at.image;
-        }
-    }
-}
-
 // One 128 x COLUMNS tile of the partials per block of THREADS threads (COLUMNS 64 or 128;
 // THREADS 256, or TF32_FOUR_WARPS_THREADS for the four-warp form of the 128 x 128 tile, which
 // the backend times against the eight-warp one as it does the GEMM's: the same bits).
 // Copying: thread t fills, for pixels t / 16 + (THREADS / 16) c of each slice, 4 window
 // values at rows 4 (t % 16) + 64 i and 4 values of second at columns 4 (t % 16) + 64 j; the
-// ones are plain stores, made once. Multiplying: THREADS / 32 warps, COLUMNS / WARP_N along
+// ones row is plain stores, made once. Multiplying: THREADS / 32 warps, COLUMNS / WARP_N along
 // the columns, each a (128 / warps along the rows) x WARP_N tile of 16 x 8 mma tiles (32 x 32
 // or 64 x 32 in eight warps, 64 x 64 in four).
 template <int COLUMNS, int WARP_N, int THREADS>
 __device__ __forceinline__ void tf32_filter_partials_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin, const float* __restrict__ second, int n,
-    int ones, int pixels_per_chunk, float* __restrict__ partial) {
+    int ones_row, int pixels_per_chunk, float* __restrict__ partial) {
     constexpr int ROWS = TF32_FILTER_ROWS;
     constexpr int WARPS_N = COLUMNS / WARP_N, WARPS_M = THREADS / 32 / WARPS_N;
     constexpr int WARP_M = ROWS / WARPS_M, MI = WARP_M / 16, NI = WARP_N / 8;
@@ -407,8 +389,7 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
     float* b_stages = shared + TF32_STAGES * TF32_FILTER_SLICE * PITCH_A;
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
-    const int rows = ones == FILTER_ONES_ROW ? k_total + 1 : k_total;
-    const int columns = ones == FILTER_ONES_COLUMN ? n + 1 : n;
+    const int rows = ones_row ? k_total + 1 : k_total;
     const int k0 = blockIdx.x * ROWS, n0 = blockIdx.y * COLUMNS;
     const int chunk = blockIdx.z;
     const int begin = chunk * pixels_per_chunk, end = min(pixels, begin + pixels_per_chunk);
@@ -431,10 +412,9 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
         tap_col[i] = tap % window + origin;
         tap_offset[i] = (tap_row[i] * src_w + tap_col[i]) * src_c + k[i] % src_c;
     }
-    // Past the window (k >= K: the ones row at k = K with FILTER_ONES_ROW, zeros after it) and
-    // past second (c >= n: the ones column at c = n with FILTER_ONES_COLUMN, zeros after it),
-    // every slice holds the same values: a pixel past the chunk multiplies them by the zeros
-    // its other operand is filled with. Stored once in every stage.
+    // Past the window (k >= K: the ones row at k = K with ones_row, zeros after it) and past
+    // second (zeros), every slice holds the same values: a pixel past the chunk multiplies them
+    // by the zeros its other operand is filled with. Stored once in every stage.
     for (int stage = 0; stage < TF32_STAGES; ++stage)
         for (int c = 0; c < PIXEL_COPIES; ++c) {
             const int slot = stage * TF32_FILTER_SLICE + copy_pixel + PIXEL_STEP * c;
@@ -442,7 +422,7 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
             for (int i = 0; i < A_COPIES; ++i)
                 if (k[i] >= k_total) {
                     float* target = a_stages + slot * PITCH_A + offset + 64 * i;
-                    target[0] = k[i] == k_total && ones == FILTER_ONES_ROW ? 1.0f : 0.0f;
+                    target[0] = k[i] == k_total && ones_row ? 1.0f : 0.0f;
                     target[1] = target[2] = target[3] = 0.0f;
                 }
             WHORL_UNROLL
@@ -450,25 +430,20 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
                 const int column = n0 + offset + 64 * j;
                 if (column >= n) {
                     float* target = b_stages + slot * PITCH_B + offset + 64 * j;
-                    target[0] = column == n && ones == FILTER_ONES_COLUMN ? 1.0f : 0.0f;
-                    target[1] = target[2] = target[3] = 0.0f;
+                    target[0] = target[1] = target[2] = target[3] = 0.0f;
                 }
             }
         }
     GridCursor at[PIXEL_COPIES];
     WHORL_UNROLL
-    for (int c = 0; c < PIXEL_COPIES; ++c) {
-        at[c].pixel = begin + copy_pixel + PIXEL_STEP * c;
-        at[c].image = at[c].pixel / (grid_h * grid_w);
-        at[c].row = at[c].pixel / grid_w % grid_h;
-        at[c].col = at[c].pixel % grid_w;
-    }
+    for (int c = 0; c < PIXEL_COPIES; ++c)
+        at[c] = grid_cursor(begin + copy_pixel + PIXEL_STEP * c, grid_h, grid_w);
 
     auto load_slice = [&](int, int stage) {
         WHORL_UNROLL
         for (int c = 0; c < PIXEL_COPIES; ++c) {
             const GridCursor& here = at[c];
-            const bool pixel_inside = here.pixel < end;
+            const bool pixel_inside = here.index < end;
             // The pixel's window origin in src (row and column of tap (0, 0) less `origin`).
             const int source_row = stride * here.row, source_col = stride * here.col;
             const int origin_offset =
@@ -485,14 +460,14 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
                             inside ? src + (origin_offset + tap_offset[i]) : src, !inside);
             }
             float* b_target = b_stages + slot * PITCH_B + offset;
-            const float* b_source = second + size_t(here.pixel) * n + n0 + offset;
+            const float* b_source = second + size_t(here.index) * n + n0 + offset;
             WHORL_UNROLL
             for (int j = 0; j < B_COPIES; ++j) {
                 if (n0 + offset + 64 * j >= n) continue;
                 cp_async_16(b_target + 64 * j, pixel_inside ? b_source + 64 * j : second,
                             !pixel_inside);
             }
-            advance_pixels(at[c], TF32_FILTER_SLICE, grid_h, grid_w);
+            advance_cursor(at[c], TF32_FILTER_SLICE, grid_h, grid_w);
         }
     };
 
@@ -541,8 +516,8 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
                 WHORL_UNROLL
                 for (int e = 0; e < 2; ++e) {
                     const int column = n0 + warp_col + ni * 8 + 2 * t + e;
-                    if (column < columns)
-                        partial[(size_t(chunk) * rows + row) * columns + column] =
+                    if (column < n)
+                        partial[(size_t(chunk) * rows + row) * n + column] =
                             acc[mi][ni][2 * half + e];
                 }
             }
@@ -550,27 +525,27 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
     }
 }
 
-// The 128 x 64 and 128 x 128 tiles. Grid: (ceil(rows / 128), ceil(columns / COLUMNS),
+// The 128 x 64 and 128 x 128 tiles. Grid: (ceil(rows / 128), ceil(n / COLUMNS),
 // chunks); block 256; dynamic shared memory TF32_FILTER_SHARED_FLOATS or
 // TF32_FILTER_WIDE_SHARED_FLOATS (above 48 KiB: the launch opts in).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
                             int src_h, int src_w, int src_c, int window, int stride, int origin,
-                            const float* __restrict__ second, int n, int ones,
+                            const float* __restrict__ second, int n, int ones_row,
                             int pixels_per_chunk, float* __restrict__ partial) {
     tf32_filter_partials_tile<TF32_FILTER_COLUMNS, 32, WHORL_THREADS>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n, ones,
-        pixels_per_chunk, partial);
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n,
+        ones_row, pixels_per_chunk, partial);
 }
 
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_filter_partials_tf32_wide(const float* __restrict__ src, int grid_n, int grid_h,
                                  int grid_w, int src_h, int src_w, int src_c, int window,
                                  int stride, int origin, const float* __restrict__ second, int n,
-                                 int ones, int pixels_per_chunk, float* __restrict__ partial) {
+                                 int ones_row, int pixels_per_chunk, float* __restrict__ partial) {
     tf32_filter_partials_tile<TF32_FILTER_WIDE_COLUMNS, 32, WHORL_THREADS>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n, ones,
-        pixels_per_chunk, partial);
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n,
+        ones_row, pixels_per_chunk, partial);
 }
 
 // The 128 x 128 tile in four warps of 64 x 64. Grid and dynamic shared memory as
@@ -579,9 +554,9 @@ extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
 conv2d_filter_partials_tf32_wide_four_warps(const float* __restrict__ src, int grid_n,
                                             int grid_h, int grid_w, int src_h, int src_w,
                                             int src_c, int window, int stride, int origin,
-                                            const float* __restrict__ second, int n, int ones,
+                                            const float* __restrict__ second, int n, int ones_row,
                                             int pixels_per_chunk, float* __restrict__ partial) {
     tf32_filter_partials_tile<TF32_FILTER_WIDE_COLUMNS, 64, TF32_FOUR_WARPS_THREADS>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n, ones,
-        pixels_per_chunk, partial);
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n,
+        ones_row, pixels_per_chunk, partial);
 }

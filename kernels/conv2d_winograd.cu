@@ -60,17 +60,6 @@ __device__ __forceinline__ void winograd_output_1d(float m0, float m1, float m2,
     y[1] = m1 - m2 - m3;
 }
 
-// A tile's image, tile row and tile column; the kernel gradient moves it on from step to step
-// without divisions (advance_tiles).
-struct TileCursor {
-    int image, ti, tj;
-};
-
-__device__ __forceinline__ TileCursor tile_cursor(int tile, int tiles_h, int tiles_w) {
-    const int within = tile % (tiles_h * tiles_w);
-    return TileCursor{tile / (tiles_h * tiles_w), within / tiles_w, within % tiles_w};
-}
-
 // acc[i][j] += a[i] b[j] for 8 values of a and of b, each read from shared memory as two
 // 16-byte reads: one step of a thread's 8 x 8 share of the 16 GEMMs.
 __device__ __forceinline__ void multiply_add_8x8(float acc[8][8], const float* a,
@@ -177,8 +166,8 @@ conv2d_winograd(const float* __restrict__ src, int batch, int h, int w, int src_
     int window_offset = 0;
     unsigned inside = 0;
     if (tile0 + my_tile < tiles) {
-        const TileCursor at = tile_cursor(tile0 + my_tile, tiles_h, tiles_w);
-        const int row = 2 * at.ti - 1, col = 2 * at.tj - 1;
+        const GridCursor at = grid_cursor(tile0 + my_tile, tiles_h, tiles_w);
+        const int row = 2 * at.row - 1, col = 2 * at.col - 1;
         window_offset = ((at.image * h + row) * w + col) * src_c + my_channel;
         for (int dy = 0; dy < 4; ++dy)
             for (int dx = 0; dx < 4; ++dx)
@@ -288,17 +277,17 @@ conv2d_winograd(const float* __restrict__ src, int batch, int h, int w, int src_
         }
         winograd_output_1d(half[0], half[1], half[2], half[3], y);
         winograd_output_1d(half[4], half[5], half[6], half[7], y + 2);
-        const TileCursor at = tile_cursor(tile, tiles_h, tiles_w);
+        const GridCursor at = grid_cursor(tile, tiles_h, tiles_w);
         WHORL_UNROLL
         for (int q = 0; q < 4; ++q) {
-            const int row = 2 * at.ti + q / 2, col = 2 * at.tj + q % 2;
+            const int row = 2 * at.row + q / 2, col = 2 * at.col + q % 2;
             const bool inside = row < h && col < w;
             const size_t element = (size_t(at.image * h + row) * w + col) * n + channel;
             y[q] = epilogue_output(y[q] + b, activation, inside ? slope_at : nullptr, element);
             if (inside) out[element] = y[q];
         }
-        if (pooled && 2 * at.ti + 1 < h && 2 * at.tj + 1 < w)
-            pooled[(size_t(at.image * (h / 2) + at.ti) * (w / 2) + at.tj) * n + channel] =
+        if (pooled && 2 * at.row + 1 < h && 2 * at.col + 1 < w)
+            pooled[(size_t(at.image * (h / 2) + at.row) * (w / 2) + at.col) * n + channel] =
                 first_max_of_two(first_max_of_two(y[0], y[1]), first_max_of_two(y[2], y[3]));
     }
 }
@@ -342,19 +331,6 @@ __device__ __forceinline__ void winograd_filter_1d(const float* u, int stride, f
     out[2] = sum + u[3 * stride];
 }
 
-
-__device__ __forceinline__ void advance_tiles(TileCursor& at, int step, int tiles_h,
-                                              int tiles_w) {
-    at.tj += step;
-    while (at.tj >= tiles_w) {
-        at.tj -= tiles_w;
-        if (++at.ti == tiles_h) {
-            at.ti = 0;
-            ++at.image;
-        }
-    }
-}
-
 // partial[chunk, ξ, ci, co] = Ũ[ξ][ci][co] over the chunk's tiles, and (blocks of the first
 // input-channel block) bias_partial[chunk, co] = the sum of dz over them. rows and columns are
 // cin and cout rounded up to whole blocks of channels. Grid: ceil(cin / 32) ceil(cout / 32)
@@ -394,11 +370,10 @@ conv2d_winograd_filter_partials(const float* __restrict__ x, int batch, int h, i
     float* window = shared + 4 * grid_floats + mine * channels + lane;
     float* dz_block = window + grid_floats;
     constexpr int pixel_pitch = step_tiles * channels;
-    int tile = begin + mine;
-    TileCursor at = tile_cursor(tile, tiles_h, tiles_w);
+    GridCursor at = grid_cursor(begin + mine, tiles_h, tiles_w);
     auto copy_step = [&]() {
-        const int row = 2 * at.ti, col = 2 * at.tj;
-        const bool valid = tile < end;
+        const int row = 2 * at.row, col = 2 * at.col;
+        const bool valid = at.index < end;
         const int pixel = at.image * h * w;
         WHORL_UNROLL
         for (int i = 0; i < 16; ++i) {
@@ -415,8 +390,7 @@ conv2d_winograd_filter_partials(const float* __restrict__ x, int batch, int h, i
             cp_async_4(dz_block + i * pixel_pitch, dz + (copied ? at_dz : 0), !copied);
         }
         cp_async_commit();
-        advance_tiles(at, step_tiles, tiles_h, tiles_w);
-        tile += step_tiles;
+        advance_cursor(at, step_tiles, tiles_h, tiles_w);
     };
     // V = B^T d B and Z = A dz A^T of what this thread copied (landed) into a stage, position ξ
     // at [ξ][mine][lane]; the bias sums take Z[5].

@@ -18,11 +18,6 @@
 #define WHORL_RELU 1
 #define WHORL_SIGMOID 2
 
-// Where the bias gradient comes from in the kernel-gradient partials (conv2d.cu,
-// conv2d_tf32.cu): a row of ones appended to the window (the sum of dz over pixels), or a
-// column of ones appended to the second operand.
-#define FILTER_ONES_ROW 0
-#define FILTER_ONES_COLUMN 1
 
 // An epilogue's activation of z, by code.
 __device__ __forceinline__ float activate(float z, int activation) {
@@ -53,6 +48,31 @@ __device__ __forceinline__ float epilogue_output(float z, int activation,
 // first_max. A window's maximum is ((c0, c1), (c2, c3)) taken pairwise.
 __device__ __forceinline__ float first_max_of_two(float first, float second) {
     return second > first ? second : first;
+}
+
+// Where an index of a batch of grid_h x grid_w grids is (a pixel, or a Winograd tile of 2x2
+// pixels): the index, its image, row and column. A kernel that walks a range in steps finds
+// them once with grid_cursor and moves them on with advance_cursor, without divisions.
+struct GridCursor {
+    int index, image, row, col;
+};
+
+__device__ __forceinline__ GridCursor grid_cursor(int index, int grid_h, int grid_w) {
+    const int within = index % (grid_h * grid_w);
+    return GridCursor{index, index / (grid_h * grid_w), within / grid_w, within % grid_w};
+}
+
+__device__ __forceinline__ void advance_cursor(GridCursor& at, int step, int grid_h,
+                                               int grid_w) {
+    at.index += step;
+    at.col += step;
+    while (at.col >= grid_w) {
+        at.col -= grid_w;
+        if (++at.row == grid_h) {
+            at.row = 0;
+            ++at.image;
+        }
+    }
 }
 
 // ---- Gathering convolution windows (implicit im2col), for conv2d.cu and conv2d_tf32.cu ----

@@ -58,6 +58,32 @@ fn convolution_kernels_match_the_reference() {
 }
 
 #[test]
+fn upsampled_kernel_gradients_take_the_bias_from_the_box_sums_over_several_chunks() {
+    // An upsampled convolution's kernel gradient is a GEMM of exactly cin columns; its bias
+    // gradient adds dz's aligned box sums per chunk of source pixels (upsample2_bias_partials).
+    // Here: more source pixels than one chunk (1024), in FP32 and on tensor cores, with box
+    // sums of 5 channels (51 pixels side by side in a block) and of 260 (more than a block's
+    // threads: two rounds of channels).
+    for (input, cout) in [(nhwc(2, 24, 24, 4), 5), (nhwc(1, 34, 34, 4), 260)] {
+        let conv = conv(input, cout, ConvInput::Upsampled2, Activation::Relu);
+        let inputs = parity::conv_inputs(&conv, 70);
+        let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
+        for precision in [Precision::Fp32, Precision::Tf32] {
+            let mut backend = emulated().with_precision(precision);
+            let got = parity::conv_outputs(&mut backend, &conv, &inputs);
+            let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
+            let (_, bias) = errors[3];
+            assert!(bias < 1e-5, "{precision:?} {conv:?}: {errors:?}");
+            let (_, kernel) = errors[2];
+            assert!(kernel < 1e-3, "{precision:?} {conv:?}: {errors:?}");
+            let device = backend.device();
+            assert_eq!(device.launches("upsample2_bias_partials"), 1);
+            assert_eq!(device.launches("sum_partials"), 1, "the bias alone");
+        }
+    }
+}
+
+#[test]
 fn the_fp32_gemm_tiles_a_shape_may_run_give_the_same_bits() {
     // More than 64 columns: the 128 x 128 tile or two columns of 128 x 64 tiles.
     let new = |policy| emulated().with_tile_policy(policy);

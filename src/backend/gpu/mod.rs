@@ -426,19 +426,21 @@ fn fused_backward_partials_len(conv: &Conv) -> usize {
 }
 
 /// The operands of a convolution's kernel-gradient partials (conv2d.cu): windows gathered
-/// from one tensor times a second operand of `n` columns, with a row or a column of ones
-/// appended for the bias gradient.
+/// from one tensor times a second operand of `n` columns, with `ones_row` a row of ones
+/// appended to the windows, whose products are the bias gradient.
 struct FilterPass {
     gather: Gather,
     second: DevicePtr,
     n: usize,
-    ones: usize,
+    ones_row: bool,
 }
 
 impl FilterPass {
     /// A direct convolution: x's windows times dz (`dz_or_box_sums`), a ones row. An upsampled
-    /// one: the windows of dz's box sums (`dz_or_box_sums`) at the source resolution times x, a
-    /// ones column.
+    /// one: the windows of dz's box sums (`dz_or_box_sums`) at the source resolution times x,
+    /// exactly cin columns; its bias gradient comes from the box sums on their own
+    /// (upsample2_bias_partials), since a ones column would cost the GEMM a block of columns
+    /// (129 of 64-column tiles for conv5, a third more work).
     fn of(conv: &Conv, x: DevicePtr, dz_or_box_sums: DevicePtr) -> FilterPass {
         let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
         match conv.read {
@@ -446,23 +448,29 @@ impl FilterPass {
                 gather: Gather::same(x, conv.input),
                 second: dz_or_box_sums,
                 n: cout,
-                ones: kernels::FILTER_ONES_ROW,
+                ones_row: true,
             },
             ConvInput::Upsampled2 => FilterPass {
                 gather: Gather::box_sums(dz_or_box_sums, conv),
                 second: x,
                 n: cin,
-                ones: kernels::FILTER_ONES_COLUMN,
+                ones_row: false,
             },
         }
     }
 
     /// Rows and columns of each chunk's partials.
     fn shape(&self) -> (usize, usize) {
-        if self.ones == kernels::FILTER_ONES_ROW {
-            (self.gather.k() + 1, self.n)
+        (self.gather.k() + usize::from(self.ones_row), self.n)
+    }
+
+    /// Floats of each chunk's bias partials after the partials (upsample2_bias_partials's: one
+    /// per channel of the box sums), 0 with a ones row.
+    fn bias_len(&self) -> usize {
+        if self.ones_row {
+            0
         } else {
-            (self.gather.k(), self.n + 1)
+            self.gather.src_shape.channels
         }
     }
 
@@ -477,10 +485,10 @@ impl FilterPass {
         filter_chunks(self.gather.grid.pixels(), self.one_channel())
     }
 
-    /// Floats of the partials: chunks x rows x columns.
+    /// Floats of the partials, chunks x rows x columns, then the bias partials.
     fn partials_len(&self) -> usize {
         let (rows, columns) = self.shape();
-        self.chunks().1 * rows * columns
+        self.chunks().1 * (rows * columns + self.bias_len())
     }
 }
 
@@ -794,9 +802,11 @@ impl<D: Device> GpuBackend<D> {
     }
 
     /// Partial sums of window(p)[k] * second[p, c] over chunks of the gather's grid pixels,
-    /// with a row or a column of ones appended (conv2d_filter_partials); returns the chunks.
+    /// with a row of ones appended where the pass has one (conv2d_filter_partials); returns the
+    /// chunks.
     fn filter_partials(&mut self, pass: &FilterPass) -> Result<usize> {
-        let (gather, second, n, ones) = (&pass.gather, pass.second, pass.n, pass.ones);
+        let (gather, second, n) = (&pass.gather, pass.second, pass.n);
+        let ones_row = i32::from(pass.ones_row);
         let (rows, columns) = pass.shape();
         let (per_chunk, chunks) = pass.chunks();
         if pass.one_channel() {
@@ -815,7 +825,7 @@ impl<D: Device> GpuBackend<D> {
                 gather.origin_row,
                 second,
                 int(n)?,
-                int(ones)?,
+                ones_row,
                 int(per_chunk)?,
                 Self::scratch(&self.partials),
             )?;
@@ -824,7 +834,7 @@ impl<D: Device> GpuBackend<D> {
         let on_tensor_cores = self.on_tensor_cores(gather, n);
         let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
         // The wide tile where it pads no more columns than the regular one (128 columns; not
-        // 129, which a ones column makes of 128).
+        // 96, which it would pad to 128).
         let (wide_columns, regular_columns) = if on_tensor_cores {
             (
                 kernels::TF32_FILTER_WIDE_COLUMNS,
@@ -845,7 +855,7 @@ impl<D: Device> GpuBackend<D> {
             chunks,
             on_tensor_cores,
         };
-        let (ones, n, per_chunk) = (int(ones)?, int(n)?, int(per_chunk)?);
+        let (n, per_chunk) = (int(n)?, int(per_chunk)?);
         let partials = Self::scratch(&self.partials);
         let launch = |b: &mut Self, tile: FilterTile| {
             tile.kernel()(
@@ -863,7 +873,7 @@ impl<D: Device> GpuBackend<D> {
                 gather.origin_row,
                 second,
                 n,
-                ones,
+                ones_row,
                 per_chunk,
                 partials,
             )
@@ -933,8 +943,9 @@ impl<D: Device> GpuBackend<D> {
         }
         let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
         let partials = Self::scratch(&self.partials);
-        let grads = grads.at(conv.slot.weight.start);
-        let chunks = self.filter_partials(&FilterPass::of(conv, x.ptr, dz_or_box_sums))?;
+        let weights = grads.at(conv.slot.weight.start);
+        let pass = FilterPass::of(conv, x.ptr, dz_or_box_sums);
+        let chunks = self.filter_partials(&pass)?;
         match conv.read {
             // Kernel rows then the bias row: exactly the slot's weight and bias ranges.
             ConvInput::Direct => {
@@ -945,19 +956,52 @@ impl<D: Device> GpuBackend<D> {
                     partials,
                     int(chunks)?,
                     int(count)?,
-                    grads,
+                    weights,
                 )
             }
-            ConvInput::Upsampled2 => kernels::sum_partials_upsampled(
-                &mut self.device,
-                Launch::per_element((9 * cin + 1) * cout),
-                partials,
-                int(chunks)?,
-                int(cin)?,
-                int(cout)?,
-                grads,
-            ),
+            ConvInput::Upsampled2 => {
+                kernels::sum_partials_upsampled(
+                    &mut self.device,
+                    Launch::per_element(9 * cin * cout),
+                    partials,
+                    int(chunks)?,
+                    int(cin)?,
+                    int(cout)?,
+                    weights,
+                )?;
+                let bias_partials = self.upsampled_bias_partials(conv, &pass)?;
+                kernels::sum_partials(
+                    &mut self.device,
+                    Launch::per_element(cout),
+                    bias_partials,
+                    int(chunks)?,
+                    int(cout)?,
+                    grads.at(conv.slot.bias.start),
+                )
+            }
         }
+    }
+
+    /// An upsampled convolution's bias gradient per chunk of `pass`'s source pixels: the sums
+    /// of dz from its aligned box sums, the windows `pass` gathers (upsample2_bias_partials),
+    /// into the partials scratch after the pass's own partials. Returns where they are.
+    fn upsampled_bias_partials(&mut self, conv: &Conv, pass: &FilterPass) -> Result<DevicePtr> {
+        let (rows, columns) = pass.shape();
+        let (per_chunk, chunks) = pass.chunks();
+        let out = Self::scratch(&self.partials).offset(chunks * rows * columns);
+        let [batch, src_h, src_w, _] = shape_args(conv.input)?;
+        kernels::upsample2_bias_partials(
+            &mut self.device,
+            Launch::blocks([int(chunks)? as u32, 1, 1], 0),
+            pass.gather.src,
+            batch,
+            src_h,
+            src_w,
+            int(conv.slot.out_channels)?,
+            int(per_chunk)?,
+            out,
+        )?;
+        Ok(out)
     }
 
     /// A plain convolution's forward pass as one GEMM over its input's windows, with bias and
