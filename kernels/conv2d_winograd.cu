@@ -60,6 +60,32 @@ __device__ __forceinline__ void winograd_output_1d(float m0, float m1, float m2,
     y[1] = m1 - m2 - m3;
 }
 
+// The two-stage main loop of both Winograd kernels. copy(step, stage) issues a step's cp.async
+// copies into the copying threads' staging memory and commits them; once they land,
+// transform(stage) turns what each thread copied itself into a stage (so no barrier between
+// its copy and its transform); multiply(stage) is the block's work on a stage. The block
+// multiplies step s's stage while step s + 1 is copied, then transforms it into the other.
+template <typename Copy, typename Multiply, typename Transform>
+__device__ __forceinline__ void winograd_two_stages(int steps, Copy copy, Multiply multiply,
+                                                    Transform transform) {
+    if (steps > 0) {
+        copy(0, 0);
+        cp_async_wait<0>();
+        transform(0);
+    }
+    __syncthreads();
+    for (int step = 0; step < steps; ++step) {
+        const int stage = step % 2;
+        const bool next = step + 1 < steps;
+        if (next) copy(step + 1, 1 - stage);
+        multiply(stage);
+        // The other stage was last read before the barrier that closed the previous step.
+        cp_async_wait<0>();
+        if (next) transform(1 - stage);
+        __syncthreads();
+    }
+}
+
 // acc[i][j] += a[i] b[j] for 8 values of a and of b, each read from shared memory as two
 // 16-byte reads: one step of a thread's 8 x 8 share of the 16 GEMMs.
 __device__ __forceinline__ void multiply_add_8x8(float acc[8][8], const float* a,
@@ -225,18 +251,11 @@ conv2d_winograd(const float* __restrict__ src, int batch, int h, int w, int src_
     for (int i = 0; i < 8; ++i)
         for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
 
-    copy_window(0);
-    copy_u(0, 0);
-    cp_async_wait<0>();
-    store_transformed(0);
-    __syncthreads();
-    for (int chunk = 0; chunk < chunks; ++chunk) {
-        const int stage = chunk % 2;
-        const bool next = chunk + 1 < chunks;
-        if (next) {
-            copy_window(chunk + 1);
-            copy_u(chunk + 1, 1 - stage);
-        }
+    auto copy = [&](int chunk, int stage) {
+        copy_window(chunk);
+        copy_u(chunk, stage);
+    };
+    auto multiply = [&](int stage) {
         const float* v_stage = shared + stage * WINOGRAD_STAGE_FLOATS;
         const float* u_stage = v_stage + WINOGRAD_TILE_GRID_FLOATS;
         WHORL_UNROLL
@@ -245,11 +264,8 @@ conv2d_winograd(const float* __restrict__ src, int batch, int h, int w, int src_
             const float* u_row = u_stage + (xi * WINOGRAD_CHUNK + c) * WINOGRAD_COLUMNS;
             multiply_add_8x8(acc, v_row + first_tile, u_row + first_column);
         }
-        // The other stage was last read before the barrier that closed the previous chunk.
-        cp_async_wait<0>();
-        if (next) store_transformed(1 - stage);
-        __syncthreads();
-    }
+    };
+    winograd_two_stages(chunks, copy, multiply, store_transformed);
 
     // M[ξ][tile][column] over the stages (every thread is past its last read of them).
     float* m = shared;
@@ -371,7 +387,7 @@ conv2d_winograd_filter_partials(const float* __restrict__ x, int batch, int h, i
     float* dz_block = window + grid_floats;
     constexpr int pixel_pitch = step_tiles * channels;
     GridCursor at = grid_cursor(begin + mine, tiles_h, tiles_w);
-    auto copy_step = [&]() {
+    auto copy_step = [&](int, int) {
         const int row = 2 * at.row, col = 2 * at.col;
         const bool valid = at.index < end;
         const int pixel = at.image * h * w;
@@ -419,16 +435,7 @@ conv2d_winograd_filter_partials(const float* __restrict__ x, int batch, int h, i
     float acc[8][8];
     for (int i = 0; i < 8; ++i)
         for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
-    if (steps > 0) {
-        copy_step();
-        cp_async_wait<0>();
-        store_transformed(0);
-    }
-    __syncthreads();
-    for (int step = 0; step < steps; ++step) {
-        const int stage = step % 2;
-        const bool next = step + 1 < steps;
-        if (next) copy_step();
+    auto multiply = [&](int stage) {
         const float* v_stage = shared + stage * 2 * grid_floats + xi * pixel_pitch;
         const float* z_stage = v_stage + grid_floats;
         WHORL_UNROLL
@@ -436,11 +443,8 @@ conv2d_winograd_filter_partials(const float* __restrict__ x, int batch, int h, i
             multiply_add_8x8(acc, v_stage + s * channels + first_ci,
                              z_stage + s * channels + first_co);
         }
-        // The other stage was last read before the barrier that closed the previous step.
-        cp_async_wait<0>();
-        if (next) store_transformed(1 - stage);
-        __syncthreads();
-    }
+    };
+    winograd_two_stages(steps, copy_step, multiply, store_transformed);
 
     store_8x8(partial + ((size_t(chunk) * 16 + xi) * rows + ci0 + first_ci) * columns + co0 +
                   first_co,
