@@ -50,6 +50,20 @@ __device__ __forceinline__ float first_max_of_two(float first, float second) {
     return second > first ? second : first;
 }
 
+// Adds `step` to the lowest digit of a three-digit mixed-radix number (minor < minor_radix,
+// middle < middle_radix, major unbounded), carrying without divisions: the cursors below.
+__device__ __forceinline__ void advance_digits(int& minor, int& middle, int& major, int step,
+                                               int minor_radix, int middle_radix) {
+    minor += step;
+    while (minor >= minor_radix) {
+        minor -= minor_radix;
+        if (++middle == middle_radix) {
+            middle = 0;
+            ++major;
+        }
+    }
+}
+
 // Where an index of a batch of grid_h x grid_w grids is (a pixel, or a Winograd tile of 2x2
 // pixels): the index, its image, row and column. A kernel that walks a range in steps finds
 // them once with grid_cursor and moves them on with advance_cursor, without divisions.
@@ -65,14 +79,7 @@ __device__ __forceinline__ GridCursor grid_cursor(int index, int grid_h, int gri
 __device__ __forceinline__ void advance_cursor(GridCursor& at, int step, int grid_h,
                                                int grid_w) {
     at.index += step;
-    at.col += step;
-    while (at.col >= grid_w) {
-        at.col -= grid_w;
-        if (++at.row == grid_h) {
-            at.row = 0;
-            ++at.image;
-        }
-    }
+    advance_digits(at.col, at.row, at.image, step, grid_w, grid_h);
 }
 
 // ---- Gathering convolution windows (implicit im2col), for conv2d.cu and conv2d_tf32.cu ----
@@ -171,14 +178,7 @@ __device__ __forceinline__ TapCursor tap_cursor(int k, int src_c, int window) {
 }
 
 __device__ __forceinline__ void advance(TapCursor& cursor, int step, int src_c, int window) {
-    cursor.channel += step;
-    while (cursor.channel >= src_c) {
-        cursor.channel -= src_c;
-        if (++cursor.tx == window) {
-            cursor.tx = 0;
-            ++cursor.ty;
-        }
-    }
+    advance_digits(cursor.channel, cursor.tx, cursor.ty, step, src_c, window);
 }
 
 
