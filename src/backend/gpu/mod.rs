@@ -888,7 +888,9 @@ impl<D: Device> GpuBackend<D> {
         let out = conv.output();
         let q = Self::scratch(&self.box_sums);
         let [batch, h, w, c] = shape_args(out)?;
-        let launch = Launch::per_element(box_sums_len(conv));
+        // A thread for each pixel of q and quad of 4 channels.
+        let launch =
+            Launch::per_element(box_sums_len(conv) / out.channels * out.channels.div_ceil(4));
         kernels::upsample2_box_sums(&mut self.device, launch, dz.ptr, batch, h, w, c, q)?;
         Ok(q)
     }
