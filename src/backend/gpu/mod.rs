@@ -833,8 +833,8 @@ impl<D: Device> GpuBackend<D> {
         }
         let on_tensor_cores = self.on_tensor_cores(gather, n);
         let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
-        // The wide tile where it pads no more columns than the regular one (128 columns; not
-        // 96, which it would pad to 128).
+        // The wide tile where it pads no more columns than the regular one (128 columns; not 64
+        // or fewer, which one regular tile holds).
         let (wide_columns, regular_columns) = if on_tensor_cores {
             (
                 kernels::TF32_FILTER_WIDE_COLUMNS,
