@@ -15,7 +15,7 @@ use super::{conv, nhwc, parity};
 /// second warp column ends) and its backward-data (36 columns) on the 33-64 ones; the
 /// upsampled 104 -> 40 its four phase GEMMs (scattered at stride 2) on the 33-64 tiles and its
 /// backward-data over dz's box sums (104 columns) on the 128 x 128 ones; 20 -> 28 both passes
-/// on the at-most-32 tiles. The kernel gradients of the first two have 100 and 105 columns
+/// on the at-most-32 tiles. The kernel gradients of the first two have 100 and 104 columns
 /// (the wide partials tiles), the third's 28. (In FP32 the plain convolutions' three passes
 /// run by Winograd, not on these GEMMs; the upsampled case's GEMMs remain.) `families` are
 /// kernel names, each family's default first: every other candidate runs every case and must

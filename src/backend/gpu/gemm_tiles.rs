@@ -271,7 +271,7 @@ pub enum FilterTile {
 }
 
 /// The launch function every kernel-gradient partials kernel has: device, launch, src, the
-/// gather's 8 dimensions and its origin, second, n, ones, pixels_per_chunk, partial.
+/// gather's 8 dimensions and its origin, second, n, ones_row, pixels_per_chunk, partial.
 pub type FilterKernel<D> = fn(
     &mut D,
     Launch,
