@@ -332,6 +332,34 @@ extern "C" __global__ void conv2d_fold_phases_kernel(const float* __restrict__ k
     phases[e] = sum;
 }
 
+// Channels ch .. ch + 3 of the c at `at`, zeros past c: one 16-byte load with `vector` (c a
+// multiple of 4 and the tensor 16-byte aligned), else a load each.
+__device__ __forceinline__ float4 load_quad(const float* __restrict__ at, bool vector, int ch,
+                                            int c) {
+    if (vector) return *reinterpret_cast<const float4*>(at);
+    float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int k = 0; k < 4 && ch + k < c; ++k) v[k] = at[k];
+    return make_float4(v[0], v[1], v[2], v[3]);
+}
+
+// Stores the channels of `v` below c as load_quad reads them.
+__device__ __forceinline__ void store_quad(float* __restrict__ at, float4 v, bool vector, int ch,
+                                           int c) {
+    if (vector) {
+        *reinterpret_cast<float4*>(at) = v;
+        return;
+    }
+    const float values[4] = {v.x, v.y, v.z, v.w};
+    for (int k = 0; k < 4 && ch + k < c; ++k) at[k] = values[k];
+}
+
+__device__ __forceinline__ void add_quad(float4& sum, float4 v) {
+    sum.x += v.x;
+    sum.y += v.y;
+    sum.z += v.z;
+    sum.w += v.w;
+}
+
 // q[image, i, j, c] = dz[i - 1, j - 1] + dz[i - 1, j] + dz[i, j - 1] + dz[i, j] (channel c, dz
 // zero outside its h x w image, added in that order) for i <= h, j <= w: the 2x2 box sums the
 // backward passes of an upsampled convolution read. One thread per pixel of q and quad of 4
@@ -349,62 +377,64 @@ extern "C" __global__ void upsample2_box_sums(const float* __restrict__ dz, int 
     const bool vector = c % 4 == 0 && reinterpret_cast<size_t>(dz) % 16 == 0 &&
                         reinterpret_cast<size_t>(q) % 16 == 0;
     const float* plane = dz + size_t(image) * h * w * c + ch;
-    float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     for (int row = i - 1; row <= i; ++row)
-        for (int col = j - 1; col <= j; ++col) {
-            if (row < 0 || col < 0 || row >= h || col >= w) continue;
-            const float* at = plane + (row * w + col) * c;
-            if (vector) {
-                const float4 quad = *reinterpret_cast<const float4*>(at);
-                sum[0] += quad.x;
-                sum[1] += quad.y;
-                sum[2] += quad.z;
-                sum[3] += quad.w;
-            } else {
-                for (int k = 0; k < 4 && ch + k < c; ++k) sum[k] += at[k];
-            }
-        }
-    float* out = q + size_t(pixel) * c + ch;
-    if (vector) {
-        *reinterpret_cast<float4*>(out) = make_float4(sum[0], sum[1], sum[2], sum[3]);
-    } else {
-        for (int k = 0; k < 4 && ch + k < c; ++k) out[k] = sum[k];
-    }
+        for (int col = j - 1; col <= j; ++col)
+            if (row >= 0 && col >= 0 && row < h && col < w)
+                add_quad(sum, load_quad(plane + (row * w + col) * c, vector, ch, c));
+    store_quad(q + size_t(pixel) * c + ch, sum, vector, ch, c);
 }
+
+// Pixels whose loads upsample2_bias_partials keeps in flight together, per thread.
+#define BIAS_PARTIALS_UNROLL 8
 
 // partial[chunk, ch] = sum over the chunk's source pixels s = (image, i, j) (pixels_per_chunk
 // of the batch src_h src_w, in order) of q[image, 2i + 1, 2j + 1, ch], q upsample2_box_sums's
 // of a 2 src_h x 2 src_w dz: the aligned box sums, which cover every element of dz once, so
 // that sum_partials over the chunks gives an upsampled convolution's bias gradient, the sum of
 // dz per channel (db = sum over s of Q[2s + 1], above).
-// Thread t adds channel t % span of pixels lane, lane + lanes, ... of the chunk (lane = t / span,
-// span = min(c, 256), lanes = 256 / span; more channels than 256 take rounds), then the lanes'
-// sums of a channel are added in lane order: deterministic.
+// Thread t adds quad t % span of the channels (4 channels; span = min(ceil(c / 4), 256)) over
+// pixels lane, lane + lanes, ... of the chunk (lane = t / span, lanes = 256 / span), loading
+// BIAS_PARTIALS_UNROLL pixels together (a block is one chunk: its loads in flight hide the
+// memory's latency) and adding them in pixel order; then the lanes' sums of a quad are added
+// in lane order: deterministic. More quads than 256 take rounds.
 // Grid: chunks; block 256.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 upsample2_bias_partials(const float* __restrict__ q, int batch, int src_h, int src_w, int c,
                         int pixels_per_chunk, float* __restrict__ partial) {
-    __shared__ float lane_sums[WHORL_THREADS];
-    const int span = min(c, WHORL_THREADS), lanes = WHORL_THREADS / span;
+    __shared__ float4 lane_sums[WHORL_THREADS];
+    const int quads = (c + 3) / 4;
+    const int span = min(quads, WHORL_THREADS), lanes = WHORL_THREADS / span;
     const int lane = threadIdx.x / span, first = threadIdx.x % span;
     const int begin = blockIdx.x * pixels_per_chunk;
     const int end = min(batch * src_h * src_w, begin + pixels_per_chunk);
     const int q_w = 2 * src_w + 1, q_plane = (2 * src_h + 1) * q_w;
-    for (int ch = first; ch - first < c; ch += span) {
-        float sum = 0.0f;
-        if (lane < lanes && ch < c) {
-            for (GridCursor at = grid_cursor(begin + lane, src_h, src_w); at.index < end;
-                 advance_cursor(at, lanes, src_h, src_w)) {
-                const int pixel = at.image * q_plane + (2 * at.row + 1) * q_w + 2 * at.col + 1;
-                sum += q[size_t(pixel) * c + ch];
+    const bool vector = c % 4 == 0 && reinterpret_cast<size_t>(q) % 16 == 0;
+    for (int quad = first; quad - first < quads; quad += span) {
+        const int ch = 4 * quad;
+        float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (lane < lanes && quad < quads) {
+            GridCursor at = grid_cursor(begin + lane, src_h, src_w);
+            while (at.index < end) {
+                float4 values[BIAS_PARTIALS_UNROLL];
+                WHORL_UNROLL
+                for (int u = 0; u < BIAS_PARTIALS_UNROLL; ++u) {
+                    values[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    if (at.index >= end) continue;
+                    const int pixel = at.image * q_plane + (2 * at.row + 1) * q_w + 2 * at.col + 1;
+                    values[u] = load_quad(q + size_t(pixel) * c + ch, vector, ch, c);
+                    advance_cursor(at, lanes, src_h, src_w);
+                }
+                WHORL_UNROLL
+                for (int u = 0; u < BIAS_PARTIALS_UNROLL; ++u) add_quad(sum, values[u]);
             }
         }
         lane_sums[threadIdx.x] = sum;
         __syncthreads();
-        if (lane == 0 && ch < c) {
-            float total = 0.0f;
-            for (int v = 0; v < lanes; ++v) total += lane_sums[v * span + first];
-            partial[size_t(blockIdx.x) * c + ch] = total;
+        if (lane == 0 && quad < quads) {
+            float4 total = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            for (int v = 0; v < lanes; ++v) add_quad(total, lane_sums[v * span + first]);
+            store_quad(partial + size_t(blockIdx.x) * c + ch, total, false, ch, c);
         }
         __syncthreads();
     }

@@ -61,10 +61,16 @@ fn convolution_kernels_match_the_reference() {
 fn upsampled_kernel_gradients_take_the_bias_from_the_box_sums_over_several_chunks() {
     // An upsampled convolution's kernel gradient is a GEMM of exactly cin columns; its bias
     // gradient adds dz's aligned box sums per chunk of source pixels (upsample2_bias_partials).
-    // Here: more source pixels than one chunk (1024), in FP32 and on tensor cores, with box
-    // sums of 5 channels (51 pixels side by side in a block) and of 260 (more than a block's
-    // threads: two rounds of channels).
-    for (input, cout) in [(nhwc(2, 24, 24, 4), 5), (nhwc(1, 34, 34, 4), 260)] {
+    // Here, in FP32 and on tensor cores: more source pixels than one chunk (1024), with box
+    // sums of 5 channels (two quads, one load a channel: 128 pixels side by side in a block)
+    // and of 260 (65 quads of 16-byte loads: 3 pixels side by side, 61 threads idle); and box
+    // sums of 1028 channels, more quads than a block's threads: two rounds.
+    let cases = [
+        (nhwc(2, 24, 24, 4), 5),
+        (nhwc(1, 34, 34, 4), 260),
+        (nhwc(1, 3, 5, 4), 1028),
+    ];
+    for (input, cout) in cases {
         let conv = conv(input, cout, ConvInput::Upsampled2, Activation::Relu);
         let inputs = parity::conv_inputs(&conv, 70);
         let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
