@@ -1201,8 +1201,9 @@ impl<D: Device> Backend for GpuBackend<D> {
     ) -> Result<()> {
         let slot = &conv.slot;
         let (cin, cout) = (slot.in_channels, slot.out_channels);
-        let (kernel, bias) = (params.at(slot.weight.start), params.at(slot.bias.start));
-        let activation = Some(conv.activation);
+        let kernel = params.at(slot.weight.start);
+        let epilogue = Epilogue::forward(conv, params);
+        let (bias, activation, _) = epilogue.args();
         if conv.read == ConvInput::Direct && cin == 1 {
             let [batch, h, w, _] = shape_args(conv.input)?;
             return kernels::conv2d_one_input_channel(
@@ -1215,19 +1216,13 @@ impl<D: Device> Backend for GpuBackend<D> {
                 kernel,
                 int(cout)?,
                 bias,
-                activation_code(activation),
+                activation,
                 y.ptr,
             );
         }
         if self.by_winograd(conv, false) {
-            let epilogue = Epilogue::forward(conv, params);
-            return self.winograd(
-                conv,
-                false,
-                (x.ptr, params),
-                epilogue,
-                (y.ptr, DevicePtr::NULL),
-            );
+            let out = (y.ptr, DevicePtr::NULL);
+            return self.winograd(conv, false, (x.ptr, params), epilogue, out);
         }
         if conv.read == ConvInput::Direct {
             return self.forward_gemm(conv, x, params, Scatter::dense(y.ptr, conv.output()));
@@ -1248,7 +1243,7 @@ impl<D: Device> Backend for GpuBackend<D> {
                 int(cin)?,
                 phases,
                 bias,
-                activation_code(activation),
+                activation,
                 y.ptr,
             );
         }
@@ -1270,13 +1265,7 @@ impl<D: Device> Backend for GpuBackend<D> {
                 pooled: DevicePtr::NULL,
             };
             let weights = phases.offset(phase * 4 * cin * cout);
-            self.gathered_gemm(
-                &gather,
-                weights,
-                cout,
-                Epilogue::forward(conv, params),
-                scatter,
-            )?;
+            self.gathered_gemm(&gather, weights, cout, epilogue, scatter)?;
         }
         Ok(())
     }
