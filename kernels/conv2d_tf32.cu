@@ -11,9 +11,10 @@
 // stay on the CUDA-core kernel.
 #include "whorl.cuh"
 
-// Block tiles of TILE_P pixels x TILE_N channels, K in slices of 16 through a shared-memory
-// pipeline of STAGES (TF32_STAGES, 3) stages; WARP_P x WARP_N warp tiles of m16n8k8 mma tiles, TILE_N / WARP_N
-// warps along the channels and the rest along the pixels. Two families, the same tiles:
+// Block tiles of TILE_P pixels x TILE_N channels, K in slices of SLICE (TF32_SLICE, 16)
+// through a shared-memory pipeline of STAGES (TF32_STAGES, 3) stages; WARP_P x WARP_N warp
+// tiles of m16n8k8 mma tiles, TILE_N / WARP_N warps along the channels and the rest along the
+// pixels. Two families, the same tiles:
 // - 8 warps of (TILE_P / warps along the pixels) x 32 (WHORL_THREADS threads). The tile
 //   follows the layer: 128 x 128 for more than 64 output channels, 256 x 64 for 33-64 (64 x 32
 //   warp tiles), 256 x 32 for at most 32 (32 x 32), so no warp multiplies columns that do not
@@ -23,19 +24,16 @@
 //   twice the mma of an eight-warp tile's warp (a third or a quarter fewer reads per mma), for
 //   fewer warps to hide latency with; which is faster depends on the GPU and the layer, so the
 //   backend times both on first use and keeps the faster (they give the same bits: every
-//   output adds its mma in the same K order). The 128 x 128 one also comes on a deeper
-//   pipeline (TF32_DEEP_STAGES), to keep more copies in flight for its fewer warps. (A
-//   256 x 128 tile of 8 such warps, at 209 registers one block an SM, was 5-10% slower on an
-//   H100.)
-// Row pitches are padded so a warp's fragment reads hit 32 banks (A: 8 rows of 16 bytes at an
-// 80-byte pitch).
+//   output adds its mma in the same K order). The 128 x 128 one also comes on slices of
+//   TF32_LONG_SLICE (CUTLASS's 128 x 128 x 32 tile of 64 x 64 x 32 warp tiles): half the
+//   barriers and copy set-ups per mma, as many bytes in flight as 5 stages of 16. (A 256 x 128
+//   tile of 8 such warps, at 209 registers one block an SM, was 5-10% slower on an H100.)
+// Both operands are K-contiguous in shared memory (the windows, and W as the backend passes
+// it: transposed to [n][K] and rounded to TF32 by tf32_weights_k_major), so ldmatrix reads the
+// fragments of both, and only A's are rounded in the main loop.
 #define TF32_SLICE 16
+#define TF32_LONG_SLICE 32
 #define TF32_STAGES 3
-// The deeper pipeline of the four-warp 128 x 128 tile's second form: 4 slices (64 of K) in
-// flight while one is multiplied, where CUTLASS keeps 64-96; 92.5 KiB of shared memory, within
-// the 99 KiB a block may have on sm_89.
-#define TF32_DEEP_STAGES 5
-#define TF32_PITCH_A (TF32_SLICE + 4)
 #define TF32_WIDE_TILE_P 128
 #define TF32_WIDE_TILE_N 128
 #define TF32_TILE_P 256
@@ -43,61 +41,76 @@
 #define TF32_NARROW_TILE_P 256
 #define TF32_NARROW_TILE_N 32
 #define TF32_FOUR_WARPS_THREADS 128
-#define TF32_WIDE_SHARED_FLOATS (TF32_STAGES * (TF32_WIDE_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_WIDE_TILE_N + 8)))
-#define TF32_WIDE_DEEP_SHARED_FLOATS (TF32_DEEP_STAGES * (TF32_WIDE_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_WIDE_TILE_N + 8)))
-#define TF32_SHARED_FLOATS (TF32_STAGES * (TF32_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_TILE_N + 8)))
-#define TF32_NARROW_SHARED_FLOATS (TF32_STAGES * (TF32_NARROW_TILE_P * TF32_PITCH_A + TF32_SLICE * (TF32_NARROW_TILE_N + 8)))
+#define TF32_WIDE_SHARED_FLOATS (TF32_STAGES * TF32_SLICE * (TF32_WIDE_TILE_P + TF32_WIDE_TILE_N))
+#define TF32_WIDE_LONG_SHARED_FLOATS (TF32_STAGES * TF32_LONG_SLICE * (TF32_WIDE_TILE_P + TF32_WIDE_TILE_N))
+#define TF32_SHARED_FLOATS (TF32_STAGES * TF32_SLICE * (TF32_TILE_P + TF32_TILE_N))
+#define TF32_NARROW_SHARED_FLOATS (TF32_STAGES * TF32_SLICE * (TF32_NARROW_TILE_P + TF32_NARROW_TILE_N))
 // Blocks an SM the pooling 256 x 64 tile is compiled for: as many as the plain one fits (its
 // epilogue's shuffles would otherwise take it past 128 registers on sm_90, and to one block).
 #define TF32_POOLED_BLOCKS 2
 
-// The STAGES-stage cp.async pipeline of both kernels here: load(slice, stage) starts the
-// copies of a slice into a stage of shared memory, multiply(stage) consumes one; loads run
-// STAGES - 1 slices ahead of the multiplications.
+// The STAGES-stage cp.async pipeline of the kernels here: load(slice, stage) starts the copies
+// of a slice into a stage of shared memory, multiply(stage) consumes one; loads run STAGES - 1
+// slices ahead of the multiplications, the stages taken in turn.
 template <int STAGES, typename Load, typename Multiply>
 __device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Multiply multiply) {
     for (int stage = 0; stage < STAGES - 1; ++stage) {
         if (stage < slices) load(stage, stage);
         cp_async_commit();
     }
+    int read_stage = 0, write_stage = STAGES - 1;
     for (int slice = 0; slice < slices; ++slice) {
         cp_async_wait<STAGES - 2>();
         __syncthreads();
-        // Every warp is past slice - 1, so its stage can be refilled.
-        const int next = slice + STAGES - 1;
-        if (next < slices) load(next, next % STAGES);
+        // Every warp is past slice - 1, so its stage (write_stage) can be refilled.
+        if (slice + STAGES - 1 < slices) load(slice + STAGES - 1, write_stage);
         cp_async_commit();
-        multiply(slice % STAGES);
+        multiply(read_stage);
+        write_stage = read_stage;
+        read_stage = read_stage == STAGES - 1 ? 0 : read_stage + 1;
     }
     cp_async_wait<0>();
 }
 
+// Where float `column` (a multiple of 4) of row `row` is in a shared-memory tile of rows of
+// SLICE floats (K-contiguous, no padding): its 16-byte chunk is stored at chunk
+// (column / 4) ^ swizzle(row), swizzle(row) = (row / (8 / chunks)) % chunks, so the 8 rows an
+// ldmatrix matrix reads at one column fill the 8 16-byte bank groups (128 bytes) once: with 4
+// chunks a row, rows 2i and 2i + 1 share 128 bytes and rows 0, 2, 4, 6 take each chunk
+// position once. The swizzle repeats every 8 rows.
+template <int SLICE>
+__device__ __forceinline__ int tf32_tile_offset(int row, int column) {
+    constexpr int CHUNKS = SLICE / 4, ROWS_PER_128_BYTES = 8 / CHUNKS;
+    return row * SLICE + 4 * ((column / 4) ^ ((row / ROWS_PER_128_BYTES) % CHUNKS));
+}
+
 // out[p', n] = epilogue_output(bias + window(p) W) for one TILE_P x TILE_N tile per block of
-// THREADS threads (T). Copying: thread t fills 4 channels at K column 4 (t % 4) of pixel rows
-// t / 4 + (T / 4) i, and 4 channels of W at row (t + T j) / (TILE_N / 4), column
-// 4 ((t + T j) % (TILE_N / 4)).
+// THREADS threads (T), with weights_k_major = W transposed ([n][K]) and rounded to TF32.
+// Copying, C = SLICE / 4 chunks of 16 bytes a row: thread t fills chunk t % C (4 channels at K
+// column 4 (t % C)) of pixel rows t / C + (T / C) i, and of W's rows (output channels)
+// t / C + (T / C) j.
 // Multiplying: warp w computes pixels WARP_P (w / WARPS_N) .. + WARP_P x channels
-// WARP_N (w % WARPS_N) .. + WARP_N; per 8 of K each lane loads MI A fragments with ldmatrix and
-// NI = WARP_N / 8 B fragments, rounds them to TF32 and issues MI NI mma. Rounding as the
-// fragments are read costs one integer addition a value (the tensor core's truncation clears
-// the low bits); rounding in shared memory when the copies land would cost a third more
-// shared-memory traffic, which is what bounds this loop.
-template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int STAGES, bool Pooling>
+// WARP_N (w % WARPS_N) .. + WARP_N; per 8 of K each lane loads MI A fragments and NI B
+// fragments with ldmatrix (two B fragments a load), rounds the A fragments to TF32 and issues
+// MI NI mma. Rounding A as its fragments are read costs one integer addition a value (the
+// tensor core's truncation clears the low bits); rounding in shared memory when the copies
+// land would cost a third more shared-memory traffic, which is what bounds this loop.
+template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int STAGES, int SLICE, bool Pooling>
 __device__ __forceinline__ void tf32_gathered_gemm_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin_row, int origin_col,
-    const float* __restrict__ weights, int n, const float* __restrict__ bias, int activation,
-    const float* __restrict__ slope_at, float* __restrict__ out, int out_h, int out_w,
-    int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
+    const float* __restrict__ weights_k_major, int n, const float* __restrict__ bias,
+    int activation, const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
+    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
     constexpr int WARPS_N = TILE_N / WARP_N, WARPS_P = THREADS / 32 / WARPS_N;
     constexpr int WARP_P = TILE_P / WARPS_P, MI = WARP_P / 16, NI = WARP_N / 8;
-    constexpr int PITCH_B = TILE_N + 8;
-    constexpr int A_COPIES = TILE_P * TF32_SLICE / 4 / THREADS;
-    constexpr int B_VECTORS = TF32_SLICE * TILE_N / 4;  // 16-byte copies of W per slice
+    constexpr int CHUNKS = SLICE / 4, ROW_STEP = THREADS / CHUNKS;
+    constexpr int A_COPIES = TILE_P / ROW_STEP;
+    constexpr int B_VECTORS = TILE_N * CHUNKS;  // 16-byte copies of W per slice
     constexpr int B_COPIES = (B_VECTORS + THREADS - 1) / THREADS;
     WHORL_DYNAMIC_SHARED(float, shared);
-    float* a_stages = shared;                                   // [stage][TILE_P][PITCH_A]
-    float* b_stages = shared + STAGES * TILE_P * TF32_PITCH_A;  // [stage][SLICE][PITCH_B]
+    float* a_stages = shared;                           // [stage][TILE_P][SLICE], swizzled
+    float* b_stages = shared + STAGES * TILE_P * SLICE; // [stage][TILE_N][SLICE], swizzled
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
     const int p0 = blockIdx.x * TILE_P, n0 = blockIdx.y * TILE_N;
@@ -106,77 +119,81 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
     const int warp_row = (warp / WARPS_N) * WARP_P, warp_col = (warp % WARPS_N) * WARP_N;
     constexpr bool pooling = Pooling;
 
-    // This thread's copies: pixel rows and K column of the window tile, rows and columns of W;
-    // where they go in a stage (offsets in floats) and where W's come from at K = 0.
-    const int a_column = (thread % 4) * 4, a_row = thread / 4;
+    // This thread's copies: pixel rows and K column of the window tile, rows of W; where they
+    // go in a stage (ROW_STEP rows apart, a multiple of 8: the same swizzle) and where W's
+    // first comes from.
+    const int copy_column = (thread % CHUNKS) * 4, copy_row = thread / CHUNKS;
     GatherRow rows[A_COPIES];
     WHORL_UNROLL
     for (int i = 0; i < A_COPIES; ++i)
-        rows[i] = gather_row(p0 + a_row + i * (THREADS / 4), pixels, grid_h, grid_w,
-                             src_h, src_w, src_c, window, stride, origin_row, origin_col,
-                             pooling);
-    TapCursor cursor = tap_cursor(a_column, src_c, window);
-    const int a_target = a_row * TF32_PITCH_A + a_column;
-    int b_row[B_COPIES], b_target[B_COPIES];
-    bool b_copies[B_COPIES];
-    const float* b_source[B_COPIES];
-    WHORL_UNROLL
-    for (int j = 0; j < B_COPIES; ++j) {
-        const int vector = thread + j * THREADS;
-        const int column = (vector % (TILE_N / 4)) * 4;
-        b_row[j] = vector / (TILE_N / 4);
-        b_target[j] = b_row[j] * PITCH_B + column;
-        b_copies[j] = vector < B_VECTORS && n0 + column < n;
-        b_source[j] = b_copies[j] ? weights + size_t(b_row[j]) * n + n0 + column : weights;
-    }
+        rows[i] = gather_row(p0 + copy_row + i * ROW_STEP, pixels, grid_h, grid_w, src_h, src_w,
+                             src_c, window, stride, origin_row, origin_col, pooling);
+    TapCursor cursor = tap_cursor(copy_column, src_c, window);
+    const int copy_target = tf32_tile_offset<SLICE>(copy_row, copy_column);
+    const float* b_source = weights_k_major + size_t(n0 + copy_row) * k_total + copy_column;
 
     // Starts copying slice `slice` into `stage`; the cursor is at its K.
     auto load_slice = [&](int slice, int stage) {
-        const int k0 = slice * TF32_SLICE;
-        float* a_stage = a_stages + stage * TILE_P * TF32_PITCH_A + a_target;
-        const bool k_inside = k0 + a_column < k_total;
+        const int k0 = slice * SLICE;
+        const bool k_inside = k0 + copy_column < k_total;
         const unsigned tap = 1u << (cursor.ty * window + cursor.tx);
         const int tap_offset = (cursor.ty * src_w + cursor.tx) * src_c + cursor.channel;
+        float* a_stage = a_stages + stage * TILE_P * SLICE + copy_target;
         WHORL_UNROLL
         for (int i = 0; i < A_COPIES; ++i) {
             const bool inside = k_inside && (rows[i].taps_inside & tap);
-            cp_async_16(a_stage + i * (THREADS / 4) * TF32_PITCH_A,
+            cp_async_16(a_stage + i * ROW_STEP * SLICE,
                         inside ? src + (rows[i].offset + tap_offset) : src, !inside);
         }
-        float* b_stage = b_stages + stage * TF32_SLICE * PITCH_B;
+        float* b_stage = b_stages + stage * TILE_N * SLICE + copy_target;
         WHORL_UNROLL
         for (int j = 0; j < B_COPIES; ++j) {
             if (B_VECTORS % THREADS != 0 && thread + j * THREADS >= B_VECTORS) break;
-            const bool inside = b_copies[j] && k0 + b_row[j] < k_total;
-            cp_async_16(b_stage + b_target[j], inside ? b_source[j] + size_t(k0) * n : weights,
+            const bool inside = k_inside && n0 + copy_row + j * ROW_STEP < n;
+            cp_async_16(b_stage + j * ROW_STEP * SLICE,
+                        inside ? b_source + (size_t(j) * ROW_STEP * k_total + k0)
+                               : weights_k_major,
                         !inside);
         }
-        advance(cursor, TF32_SLICE, src_c, window);
+        advance(cursor, SLICE, src_c, window);
     };
 
     float acc[MI][NI][4] = {};
 
-    // Lane l of an ldmatrix points at row l % 8 + 8 ((l / 8) % 2), column 4 (l / 16) of a
-    // 16 x 8 A tile: the four 8 x 4 matrices are then a[0..3] of the m16n8k8 fragment.
-    const int ldmatrix_row = lane % 8 + 8 * ((lane / 8) % 2), ldmatrix_column = 4 * (lane / 16);
+    // Where this lane's ldmatrix rows are for each 8 of K (the swizzle repeats every 8 rows, so
+    // the warp's next 16 rows are 16 SLICE floats on). A: lane l points at row
+    // l % 8 + 8 ((l / 8) % 2), column 4 (l / 16) of a 16 x 8 tile, so the four 8 x 4 matrices
+    // are a[0..3] of the m16n8k8 fragment. B ([n][K]): lane l points at row (channel)
+    // l % 8 + 8 (l / 16), column 4 ((l / 8) % 2) of 16 channels x 8, so the matrices are b[0]
+    // and b[1] of the first 8 channels, then of the next 8.
+    int a_read[SLICE / 8], b_read[SLICE / 8];
+    WHORL_UNROLL
+    for (int ks = 0; ks < SLICE; ks += 8) {
+        a_read[ks / 8] = tf32_tile_offset<SLICE>(warp_row + lane % 8 + 8 * ((lane / 8) % 2),
+                                                 ks + 4 * (lane / 16));
+        b_read[ks / 8] = tf32_tile_offset<SLICE>(warp_col + lane % 8 + 8 * (lane / 16),
+                                                 ks + 4 * ((lane / 8) % 2));
+    }
     auto multiply = [&](int stage) {
-        const float* a_tile = a_stages + stage * TILE_P * TF32_PITCH_A;
-        const float* b_tile = b_stages + stage * TF32_SLICE * PITCH_B;
+        const float* a_tile = a_stages + stage * TILE_P * SLICE;
+        const float* b_tile = b_stages + stage * TILE_N * SLICE;
         WHORL_UNROLL
-        for (int ks = 0; ks < TF32_SLICE; ks += 8) {
+        for (int ks = 0; ks < SLICE; ks += 8) {
             unsigned a[MI][4], b[NI][2];
             WHORL_UNROLL
             for (int mi = 0; mi < MI; ++mi) {
-                ldmatrix_x4(a[mi], a_tile + (warp_row + mi * 16 + ldmatrix_row) * TF32_PITCH_A +
-                                       ks + ldmatrix_column);
+                ldmatrix_x4(a[mi], a_tile + a_read[ks / 8] + mi * 16 * SLICE);
                 WHORL_UNROLL
                 for (int i = 0; i < 4; ++i) a[mi][i] = tf32_round(__uint_as_float(a[mi][i]));
             }
             WHORL_UNROLL
-            for (int ni = 0; ni < NI; ++ni) {
-                const float* column = b_tile + (ks + t) * PITCH_B + warp_col + ni * 8 + g;
-                b[ni][0] = tf32_round(column[0]);
-                b[ni][1] = tf32_round(column[4 * PITCH_B]);
+            for (int ni = 0; ni < NI; ni += 2) {
+                unsigned pair[4];
+                ldmatrix_x4(pair, b_tile + b_read[ks / 8] + ni * 8 * SLICE);
+                b[ni][0] = pair[0];
+                b[ni][1] = pair[1];
+                b[ni + 1][0] = pair[2];
+                b[ni + 1][1] = pair[3];
             }
             WHORL_UNROLL
             for (int mi = 0; mi < MI; ++mi) {
@@ -186,7 +203,7 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
             }
         }
     };
-    cp_async_pipeline<STAGES>((k_total + TF32_SLICE - 1) / TF32_SLICE, load_slice, multiply);
+    cp_async_pipeline<STAGES>((k_total + SLICE - 1) / SLICE, load_slice, multiply);
 
     // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile; n is a
     // multiple of 4, so the two columns are both in the output or both past it. Pooling: the
@@ -236,14 +253,15 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n, int grid_h,
     int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-    int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
-    int activation, const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
-    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
+    int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS, TF32_STAGES,
-                            false>(
+                            TF32_SLICE, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
-        nullptr);
+        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
+        out_col, nullptr);
 }
 
 // The 256 x 64 tile. Grid: (ceil(pixels / TF32_TILE_P), ceil(n / TF32_TILE_N));
@@ -251,13 +269,15 @@ conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n, int gr
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h,
     int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-    int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
-    int activation, const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
-    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_STAGES, false>(
+    int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_STAGES, TF32_SLICE,
+                            false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
-        nullptr);
+        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
+        out_col, nullptr);
 }
 
 // The 256 x 64 tile pooling in its epilogue (conv2 and pool2), the grid in window-major order;
@@ -266,13 +286,15 @@ conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h,
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS, TF32_POOLED_BLOCKS)
 conv2d_gathered_gemm_tf32_pooled(const float* __restrict__ src, int grid_n, int grid_h,
     int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-    int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
-    int activation, const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
-    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_STAGES, true>(
+    int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_STAGES, TF32_SLICE,
+                            true>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
-        pooled);
+        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
+        out_col, pooled);
 }
 
 // The 256 x 32 tile. Grid: (ceil(pixels / TF32_NARROW_TILE_P), ceil(n / TF32_NARROW_TILE_N));
@@ -280,14 +302,15 @@ conv2d_gathered_gemm_tf32_pooled(const float* __restrict__ src, int grid_n, int 
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int grid_h,
     int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-    int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
-    int activation, const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
-    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
+    int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, WHORL_THREADS,
-                            TF32_STAGES, false>(
+                            TF32_STAGES, TF32_SLICE, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
-        nullptr);
+        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
+        out_col, nullptr);
 }
 
 // The 128 x 128 and 256 x 64 tiles in four warps of 64 x 64, the 256 x 32 tile in four warps of
@@ -297,59 +320,72 @@ conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
 conv2d_gathered_gemm_tf32_wide_four_warps(const float* __restrict__ src, int grid_n,
     int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights, int n,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
-                            TF32_STAGES, false>(
+                            TF32_STAGES, TF32_SLICE, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
-        nullptr);
+        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
+        out_col, nullptr);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
 conv2d_gathered_gemm_tf32_four_warps(const float* __restrict__ src, int grid_n, int grid_h,
     int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-    int origin_col, const float* __restrict__ weights, int n, const float* __restrict__ bias,
-    int activation, const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
-    int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
+    int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 64, TF32_FOUR_WARPS_THREADS, TF32_STAGES,
-                            false>(
+                            TF32_SLICE, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
-        nullptr);
+        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
+        out_col, nullptr);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
 conv2d_gathered_gemm_tf32_narrow_four_warps(const float* __restrict__ src, int grid_n,
     int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights, int n,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, TF32_FOUR_WARPS_THREADS,
-                            TF32_STAGES, false>(
+                            TF32_STAGES, TF32_SLICE, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
-        nullptr);
+        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
+        out_col, nullptr);
 }
 
-// The 128 x 128 tile in four warps of 64 x 64 on a TF32_DEEP_STAGES-stage pipeline. Grid as
+// The 128 x 128 tile in four warps of 64 x 64 on slices of TF32_LONG_SLICE. Grid as
 // conv2d_gathered_gemm_tf32_wide's; block TF32_FOUR_WARPS_THREADS; dynamic shared memory
-// TF32_WIDE_DEEP_SHARED_FLOATS.
+// TF32_WIDE_LONG_SHARED_FLOATS (96 KiB: within the 99 KiB a block may have on sm_89).
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
-conv2d_gathered_gemm_tf32_wide_four_warps_deep(const float* __restrict__ src, int grid_n,
+conv2d_gathered_gemm_tf32_wide_four_warps_long(const float* __restrict__ src, int grid_n,
     int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights, int n,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
-                            TF32_DEEP_STAGES, false>(
+                            TF32_STAGES, TF32_LONG_SLICE, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
-        nullptr);
+        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
+        out_col, nullptr);
+}
+
+// The gathered GEMM's B operand from weights [k][n] (a kernel, its flip or a phase): transposed
+// to [n][k], so a 16-byte copy is 4 of K and ldmatrix reads the fragments, and rounded to TF32
+// once per GEMM instead of at every fragment read (the bits the mma multiplied before).
+// One thread per element of out: out[c][r] = tf32_round(weights[r][c]).
+extern "C" __global__ void tf32_weights_k_major(const float* __restrict__ weights, int k, int n,
+                                                float* __restrict__ out) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= k * n) return;
+    const int c = i / k, r = i % k;
+    out[i] = __uint_as_float(tf32_round(weights[size_t(r) * n + c]));
 }
 
 // Kernel-gradient partials (conv2d_filter_partials) on tensor cores: partial[chunk, k, c] = sum

@@ -22,7 +22,7 @@ const HOT_KERNELS: [&str; 18] = [
     "conv2d_gathered_gemm_tf32_pooled",
     "conv2d_gathered_gemm_tf32_four_warps",
     "conv2d_gathered_gemm_tf32_wide_four_warps",
-    "conv2d_gathered_gemm_tf32_wide_four_warps_deep",
+    "conv2d_gathered_gemm_tf32_wide_four_warps_long",
     "conv2d_gathered_gemm_tf32_narrow_four_warps",
     "conv2d_filter_partials_tf32_wide_four_warps",
     "conv2d_filter_partials",

@@ -8,7 +8,8 @@
 //!   128 x 128 and 256 x 64 in 64 x 32 or 64 x 64 warp tiles, 256 x 32 in 32 x 32 or 64 x 32,
 //!   the partials' 128 x 128 in 64 x 32 or 64 x 64): larger warp tiles read less shared memory
 //!   per mma, more warps hide more latency;
-//! - the gathered GEMM's four-warp 128 x 128 tile on a deeper copy pipeline, too;
+//! - the gathered GEMM's four-warp 128 x 128 tile on slices of 32 of K, too (half the
+//!   barriers per mma; the others take 16);
 //! - an FP32 GEMM of more than 64 columns on the 128 x 128 tile or on 128 x 64 ones (more
 //!   blocks).
 //!
@@ -52,8 +53,8 @@ pub enum GemmTile {
     Tf32Wide,
     /// TF32, 128 x 128 in four warps of 64 x 64.
     Tf32WideFourWarps,
-    /// TF32, 128 x 128 in four warps of 64 x 64 on a deeper pipeline (TF32_DEEP_STAGES).
-    Tf32WideFourWarpsDeep,
+    /// TF32, 128 x 128 in four warps of 64 x 64 on slices of TF32_LONG_SLICE of K.
+    Tf32WideFourWarpsLong,
     /// TF32, 256 x 64 in eight warps of 64 x 32.
     Tf32,
     /// TF32, 256 x 64 in four warps of 64 x 64.
@@ -122,7 +123,7 @@ impl GemmTile {
         let pooling = epilogue == TileEpilogue::Pool;
         match (on_tensor_cores, wide, narrow, pooling) {
             (_, true, _, true) | (_, _, true, true) => &[],
-            (true, true, _, false) => &[Tf32Wide, Tf32WideFourWarps, Tf32WideFourWarpsDeep],
+            (true, true, _, false) => &[Tf32Wide, Tf32WideFourWarps, Tf32WideFourWarpsLong],
             (true, false, false, true) => &[Tf32Pooled],
             (true, false, false, false) => &[Tf32, Tf32FourWarps],
             (true, false, true, false) => &[Tf32Narrow, Tf32NarrowFourWarps],
@@ -150,7 +151,7 @@ impl GemmTile {
             Fp32Narrow => kernels::conv2d_gathered_gemm_narrow,
             Tf32Wide => kernels::conv2d_gathered_gemm_tf32_wide,
             Tf32WideFourWarps => kernels::conv2d_gathered_gemm_tf32_wide_four_warps,
-            Tf32WideFourWarpsDeep => kernels::conv2d_gathered_gemm_tf32_wide_four_warps_deep,
+            Tf32WideFourWarpsLong => kernels::conv2d_gathered_gemm_tf32_wide_four_warps_long,
             Tf32 => kernels::conv2d_gathered_gemm_tf32,
             Tf32FourWarps => kernels::conv2d_gathered_gemm_tf32_four_warps,
             Tf32Pooled => kernels::conv2d_gathered_gemm_tf32_pooled,
@@ -174,10 +175,10 @@ impl GemmTile {
             Tf32Wide | Tf32WideFourWarps => {
                 (TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, TF32_WIDE_SHARED_FLOATS)
             }
-            Tf32WideFourWarpsDeep => (
+            Tf32WideFourWarpsLong => (
                 TF32_WIDE_TILE_P,
                 TF32_WIDE_TILE_N,
-                TF32_WIDE_DEEP_SHARED_FLOATS,
+                TF32_WIDE_LONG_SHARED_FLOATS,
             ),
             Tf32 | Tf32FourWarps | Tf32Pooled => (TF32_TILE_P, TF32_TILE_N, TF32_SHARED_FLOATS),
             Tf32Narrow | Tf32NarrowFourWarps => (
@@ -194,7 +195,7 @@ impl GemmTile {
         let (tile_p, tile_n, shared_floats) = self.dimensions();
         let threads = match self {
             GemmTile::Tf32WideFourWarps
-            | GemmTile::Tf32WideFourWarpsDeep
+            | GemmTile::Tf32WideFourWarpsLong
             | GemmTile::Tf32FourWarps
             | GemmTile::Tf32NarrowFourWarps => kernels::TF32_FOUR_WARPS_THREADS,
             _ => kernels::WHORL_THREADS,
@@ -217,7 +218,7 @@ impl Tile for GemmTile {
             Fp32Narrow => "conv2d_gathered_gemm_narrow",
             Tf32Wide => "conv2d_gathered_gemm_tf32_wide",
             Tf32WideFourWarps => "conv2d_gathered_gemm_tf32_wide_four_warps",
-            Tf32WideFourWarpsDeep => "conv2d_gathered_gemm_tf32_wide_four_warps_deep",
+            Tf32WideFourWarpsLong => "conv2d_gathered_gemm_tf32_wide_four_warps_long",
             Tf32 => "conv2d_gathered_gemm_tf32",
             Tf32FourWarps => "conv2d_gathered_gemm_tf32_four_warps",
             Tf32Pooled => "conv2d_gathered_gemm_tf32_pooled",

@@ -499,6 +499,8 @@ pub struct GpuBackend<D: Device> {
     owned: Vec<DevicePtr>,
     /// A transformed kernel for backward-data (flipped, or folded through an upsampling).
     kernel_scratch: Option<GpuBuffer>,
+    /// A TF32 GEMM's weights as its B operand (tf32_weights_k_major); TF32 only.
+    tf32_weights: Option<GpuBuffer>,
     /// Per-chunk kernel gradients.
     partials: Option<GpuBuffer>,
     /// The 2x2 box sums of an upsampled convolution's dz.
@@ -527,6 +529,7 @@ impl<D: Device> GpuBackend<D> {
             precision: Precision::Fp32,
             owned: Vec::new(),
             kernel_scratch: None,
+            tf32_weights: None,
             partials: None,
             box_sums: None,
             loss: None,
@@ -741,6 +744,10 @@ impl<D: Device> GpuBackend<D> {
         out: Scatter,
     ) -> Result<()> {
         let on_tensor_cores = self.on_tensor_cores(gather, n);
+        let weights = match on_tensor_cores {
+            true => self.tf32_weights_k_major(gather, weights, n)?,
+            false => weights,
+        };
         let pooling = out.pooled != DevicePtr::NULL;
         let (bias, activation, slope_at) = epilogue.args();
         let tile_epilogue = match (pooling, slope_at != DevicePtr::NULL) {
@@ -799,6 +806,32 @@ impl<D: Device> GpuBackend<D> {
         };
         let tile = self.choose_tile(|b| &mut b.gemm_tiles, shape, candidates, launch)?;
         launch(self, tile)
+    }
+
+    /// `weights` ([K][n], K the gather's window rows) as a TF32 GEMM's B operand: transposed to
+    /// [n][K] and rounded to TF32 (tf32_weights_k_major), in the TF32 weights scratch.
+    fn tf32_weights_k_major(
+        &mut self,
+        gather: &Gather,
+        weights: DevicePtr,
+        n: usize,
+    ) -> Result<DevicePtr> {
+        let k = gather.window * gather.window * gather.src_shape.channels;
+        let planned = self.tf32_weights.as_ref().map_or(0, |s| s.len);
+        if planned < k * n {
+            return Err(Error::Backend {
+                backend: "gpu".into(),
+                reason: format!(
+                    "a TF32 GEMM's {k} x {n} weights need {} floats, plan() allocated {planned}: \
+                     plan() in TF32 with this convolution first",
+                    k * n
+                ),
+            });
+        }
+        let out = Self::scratch(&self.tf32_weights);
+        let launch = Launch::per_element(k * n);
+        kernels::tf32_weights_k_major(&mut self.device, launch, weights, int(k)?, int(n)?, out)?;
+        Ok(out)
     }
 
     /// Partial sums of window(p)[k] * second[p, c] over chunks of the gather's grid pixels,
@@ -1158,6 +1191,13 @@ impl<D: Device> Backend for GpuBackend<D> {
             loss = loss.max(loss_partials_len(conv));
         }
         self.kernel_scratch = Some(self.alloc(kernel)?);
+        if self.precision == Precision::Tf32 {
+            // The largest GEMM B operand: 9 cin x cout (forward), 9 cout x cin (backward-data).
+            let weights = convs
+                .iter()
+                .map(|c| 9 * c.slot.in_channels * c.slot.out_channels);
+            self.tf32_weights = Some(self.alloc(weights.max().unwrap_or(1))?);
+        }
         self.partials = Some(self.alloc(partials)?);
         self.box_sums = Some(self.alloc(box_sums)?);
         self.loss = Some(self.alloc(1 + loss)?);
