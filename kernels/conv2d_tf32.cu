@@ -88,7 +88,8 @@ __device__ __forceinline__ int tf32_tile_offset(int row, int column) {
 // THREADS threads (T), with weights_k_major = W transposed ([n][K]) and rounded to TF32.
 // Copying, C = SLICE / 4 chunks of 16 bytes a row: thread t fills chunk t % C (4 channels at K
 // column 4 (t % C)) of pixel rows t / C + (T / C) i, and of W's rows (output channels)
-// t / C + (T / C) j.
+// t / C + (T / C) j. The windows are copied through L1 (cp_async_16_cached): the block's
+// next taps read mostly the same pixels again.
 // Multiplying: warp w computes pixels WARP_P (w / WARPS_N) .. + WARP_P x channels
 // WARP_N (w % WARPS_N) .. + WARP_N; per 8 of K each lane loads MI A fragments and NI B
 // fragments with ldmatrix (two B fragments a load), rounds the A fragments to TF32 and issues
@@ -142,8 +143,8 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
         WHORL_UNROLL
         for (int i = 0; i < A_COPIES; ++i) {
             const bool inside = k_inside && (rows[i].taps_inside & tap);
-            cp_async_16(a_stage + i * ROW_STEP * SLICE,
-                        inside ? src + (rows[i].offset + tap_offset) : src, !inside);
+            cp_async_16_cached(a_stage + i * ROW_STEP * SLICE,
+                               inside ? src + (rows[i].offset + tap_offset) : src, !inside);
         }
         float* b_stage = b_stages + stage * TILE_N * SLICE + copy_target;
         WHORL_UNROLL

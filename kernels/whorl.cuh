@@ -217,6 +217,10 @@ __device__ __forceinline__ void advance(TapCursor& cursor, int step, int src_c, 
 //   memory, both 16-byte aligned; with zero_fill the destination gets zeros and global_src is not
 //   read (it must still be an aligned address, e.g. the tensor's base): the padding of a tile.
 //   cp.async.cg.shared.global (cached in L2 only).
+// cp_async_16_cached(shared_dst, global_src, zero_fill): the same, cached in L1 too
+//   (cp.async.ca): for a convolution's windows, which overlap, so that a block's later taps
+//   find much of what its earlier ones read (CUTLASS's implicit-GEMM convolutions copy their
+//   activations so, and the filter through L2 only).
 // cp_async_4(shared_dst, global_src, zero_fill): the same for 4 bytes, both 4-byte aligned:
 //   one float of a gather. cp.async.ca.shared.global (cached in L1 too, where neighbouring
 //   windows find it again).
@@ -252,6 +256,15 @@ __device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global
     unsigned shared_address = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
     int source_bytes = zero_fill ? 0 : 16;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address),
+                 "l"(global_src), "r"(source_bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void cp_async_16_cached(void* shared_dst, const void* global_src,
+                                                   bool zero_fill) {
+    unsigned shared_address = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
+    int source_bytes = zero_fill ? 0 : 16;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address),
                  "l"(global_src), "r"(source_bytes)
                  : "memory");
 }

@@ -1,7 +1,7 @@
 // cp.async on the CPU: the asynchronous global-to-shared copies of kernels/whorl.cuh's
-// cp_async_16 / cp_async_4 / cp_async_commit / cp_async_wait<N>, made as strict as PTX allows
-// so that a kernel which reads a copy's destination too early gets NaN instead of the right
-// value.
+// cp_async_16 (and _cached) / cp_async_4 / cp_async_commit / cp_async_wait<N>, made as strict
+// as PTX allows so that a kernel which reads a copy's destination too early gets NaN instead of
+// the right value.
 //
 // Each thread keeps its own copies. Issuing one fills its destination with NaN at once and
 // keeps the source bytes (or zeros, for a zero-filling copy); cp.async.commit_group closes the

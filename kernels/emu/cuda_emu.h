@@ -325,6 +325,12 @@ __device__ void cp_async_16(void* shared_dst, const void* global_src, bool zero_
     cp_async_bytes(shared_dst, global_src, zero_fill, 16, site);
 }
 
+// Caching in L1 or not is a speed matter only: the same copy as cp_async_16.
+__device__ void cp_async_16_cached(void* shared_dst, const void* global_src, bool zero_fill,
+                                   std::source_location site = std::source_location::current()) {
+    cp_async_bytes(shared_dst, global_src, zero_fill, 16, site);
+}
+
 __device__ void cp_async_4(void* shared_dst, const void* global_src, bool zero_fill,
                            std::source_location site = std::source_location::current()) {
     cp_async_bytes(shared_dst, global_src, zero_fill, 4, site);
