@@ -24,10 +24,12 @@
 //   twice the mma of an eight-warp tile's warp (a third or a quarter fewer reads per mma), for
 //   fewer warps to hide latency with; which is faster depends on the GPU and the layer, so the
 //   backend times both on first use and keeps the faster (they give the same bits: every
-//   output adds its mma in the same K order). The 128 x 128 one also comes on slices of
-//   TF32_LONG_SLICE (CUTLASS's 128 x 128 x 32 tile of 64 x 64 x 32 warp tiles): half the
-//   barriers and copy set-ups per mma, as many bytes in flight as 5 stages of 16. (A 256 x 128
-//   tile of 8 such warps, at 209 registers one block an SM, was 5-10% slower on an H100.)
+//   output adds its mma in the same K order). (A 256 x 128 tile of 8 such warps, at 209
+//   registers one block an SM, was 5-10% slower on an H100.)
+// The 128 x 128 tile of either family also comes on slices of TF32_LONG_SLICE (in four warps,
+// CUTLASS's 128 x 128 x 32 tile of 64 x 64 x 32 warp tiles): half the barriers and copy set-ups
+// per mma, 96 KiB of shared memory (two blocks an SM on an H100, as registers allow the eight-
+// warp tile anyway; one on sm_89).
 // Both operands are K-contiguous in shared memory (the windows, and W as the backend passes
 // it: transposed to [n][K] and rounded to TF32 by tf32_weights_k_major), so ldmatrix reads the
 // fragments of both, and only A's are rounded in the main loop.
@@ -260,6 +262,23 @@ conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n, int gr
     float* __restrict__ pooled) {
     tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS, TF32_STAGES,
                             TF32_SLICE, false>(
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
+        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
+        out_col, nullptr);
+}
+
+// The 128 x 128 tile on slices of TF32_LONG_SLICE. Grid and block as
+// conv2d_gathered_gemm_tf32_wide's; dynamic shared memory TF32_WIDE_LONG_SHARED_FLOATS (96 KiB:
+// within the 99 KiB a block may have on sm_89).
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_gathered_gemm_tf32_wide_long(const float* __restrict__ src, int grid_n, int grid_h,
+    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
+    int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS, TF32_STAGES,
+                            TF32_LONG_SLICE, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
         out_col, nullptr);

@@ -14,7 +14,7 @@ use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
 const ARCHITECTURES: [&str; 2] = ["compute_89", "compute_90"];
 /// Kernels that carry the training step's arithmetic: they must not spill.
-const HOT_KERNELS: [&str; 18] = [
+const HOT_KERNELS: [&str; 19] = [
     "conv2d_gathered_gemm",
     "conv2d_gathered_gemm_wide",
     "conv2d_gathered_gemm_narrow",
@@ -23,6 +23,7 @@ const HOT_KERNELS: [&str; 18] = [
     "conv2d_gathered_gemm_tf32_four_warps",
     "conv2d_gathered_gemm_tf32_wide_four_warps",
     "conv2d_gathered_gemm_tf32_wide_four_warps_long",
+    "conv2d_gathered_gemm_tf32_wide_long",
     "conv2d_gathered_gemm_tf32_narrow_four_warps",
     "conv2d_filter_partials_tf32_wide_four_warps",
     "conv2d_filter_partials",

@@ -109,11 +109,12 @@ fn tf32_tiles(policy: TilePolicy) -> GpuBackend<Emulator> {
 }
 
 /// The kernels of the tile families, eight warps first: the gathered GEMM's for more than 64
-/// output channels (and four warps on slices of 32 of K), for 33-64 and for at most 32, and the
+/// output channels (and on slices of 32 of K), for 33-64 and for at most 32, and the
 /// wide kernel-gradient partials.
 const TILE_FAMILIES: [&[&str]; 4] = [
     &[
         "conv2d_gathered_gemm_tf32_wide",
+        "conv2d_gathered_gemm_tf32_wide_long",
         "conv2d_gathered_gemm_tf32_wide_four_warps",
         "conv2d_gathered_gemm_tf32_wide_four_warps_long",
     ],

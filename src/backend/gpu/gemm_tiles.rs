@@ -8,8 +8,9 @@
 //!   128 x 128 and 256 x 64 in 64 x 32 or 64 x 64 warp tiles, 256 x 32 in 32 x 32 or 64 x 32,
 //!   the partials' 128 x 128 in 64 x 32 or 64 x 64): larger warp tiles read less shared memory
 //!   per mma, more warps hide more latency;
-//! - the gathered GEMM's four-warp 128 x 128 tile on slices of 32 of K, too (half the
-//!   barriers per mma; the others take 16);
+//! - the gathered GEMM's 128 x 128 tiles on slices of 32 of K, too (half the barriers and copy
+//!   set-ups per mma, for 96 KiB of shared memory: two blocks an SM on an H100, one on sm_89;
+//!   the others take 16);
 //! - an FP32 GEMM of more than 64 columns on the 128 x 128 tile or on 128 x 64 ones (more
 //!   blocks).
 //!
@@ -51,6 +52,8 @@ pub enum GemmTile {
     Fp32Narrow,
     /// TF32, 128 x 128 in eight warps of 64 x 32.
     Tf32Wide,
+    /// TF32, 128 x 128 in eight warps of 64 x 32 on slices of TF32_LONG_SLICE of K.
+    Tf32WideLong,
     /// TF32, 128 x 128 in four warps of 64 x 64.
     Tf32WideFourWarps,
     /// TF32, 128 x 128 in four warps of 64 x 64 on slices of TF32_LONG_SLICE of K.
@@ -123,7 +126,12 @@ impl GemmTile {
         let pooling = epilogue == TileEpilogue::Pool;
         match (on_tensor_cores, wide, narrow, pooling) {
             (_, true, _, true) | (_, _, true, true) => &[],
-            (true, true, _, false) => &[Tf32Wide, Tf32WideFourWarps, Tf32WideFourWarpsLong],
+            (true, true, _, false) => &[
+                Tf32Wide,
+                Tf32WideLong,
+                Tf32WideFourWarps,
+                Tf32WideFourWarpsLong,
+            ],
             (true, false, false, true) => &[Tf32Pooled],
             (true, false, false, false) => &[Tf32, Tf32FourWarps],
             (true, false, true, false) => &[Tf32Narrow, Tf32NarrowFourWarps],
@@ -150,6 +158,7 @@ impl GemmTile {
             Fp32Pooled => kernels::conv2d_gathered_gemm_pooled,
             Fp32Narrow => kernels::conv2d_gathered_gemm_narrow,
             Tf32Wide => kernels::conv2d_gathered_gemm_tf32_wide,
+            Tf32WideLong => kernels::conv2d_gathered_gemm_tf32_wide_long,
             Tf32WideFourWarps => kernels::conv2d_gathered_gemm_tf32_wide_four_warps,
             Tf32WideFourWarpsLong => kernels::conv2d_gathered_gemm_tf32_wide_four_warps_long,
             Tf32 => kernels::conv2d_gathered_gemm_tf32,
@@ -175,7 +184,7 @@ impl GemmTile {
             Tf32Wide | Tf32WideFourWarps => {
                 (TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, TF32_WIDE_SHARED_FLOATS)
             }
-            Tf32WideFourWarpsLong => (
+            Tf32WideLong | Tf32WideFourWarpsLong => (
                 TF32_WIDE_TILE_P,
                 TF32_WIDE_TILE_N,
                 TF32_WIDE_LONG_SHARED_FLOATS,
@@ -217,6 +226,7 @@ impl Tile for GemmTile {
             Fp32Pooled => "conv2d_gathered_gemm_pooled",
             Fp32Narrow => "conv2d_gathered_gemm_narrow",
             Tf32Wide => "conv2d_gathered_gemm_tf32_wide",
+            Tf32WideLong => "conv2d_gathered_gemm_tf32_wide_long",
             Tf32WideFourWarps => "conv2d_gathered_gemm_tf32_wide_four_warps",
             Tf32WideFourWarpsLong => "conv2d_gathered_gemm_tf32_wide_four_warps_long",
             Tf32 => "conv2d_gathered_gemm_tf32",
