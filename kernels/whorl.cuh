@@ -251,31 +251,26 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned r[4], const void* shared_ro
                  : "r"(shared_address));
 }
 
+// One cp.async of BYTES bytes; CACHE is "cg" (L2 only) or "ca" (L1 too), as PTX spells it.
+#define WHORL_CP_ASYNC(CACHE, BYTES, shared_dst, global_src, zero_fill)                          \
+    asm volatile("cp.async." CACHE ".shared.global [%0], [%1], " #BYTES ", %2;" ::"r"(          \
+                     static_cast<unsigned>(__cvta_generic_to_shared(shared_dst))),              \
+                 "l"(global_src), "r"((zero_fill) ? 0 : BYTES)                                  \
+                 : "memory")
+
 __device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global_src,
                                             bool zero_fill) {
-    unsigned shared_address = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
-    int source_bytes = zero_fill ? 0 : 16;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address),
-                 "l"(global_src), "r"(source_bytes)
-                 : "memory");
+    WHORL_CP_ASYNC("cg", 16, shared_dst, global_src, zero_fill);
 }
 
 __device__ __forceinline__ void cp_async_16_cached(void* shared_dst, const void* global_src,
                                                    bool zero_fill) {
-    unsigned shared_address = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
-    int source_bytes = zero_fill ? 0 : 16;
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address),
-                 "l"(global_src), "r"(source_bytes)
-                 : "memory");
+    WHORL_CP_ASYNC("ca", 16, shared_dst, global_src, zero_fill);
 }
 
 __device__ __forceinline__ void cp_async_4(void* shared_dst, const void* global_src,
                                            bool zero_fill) {
-    unsigned shared_address = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
-    int source_bytes = zero_fill ? 0 : 4;
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(shared_address),
-                 "l"(global_src), "r"(source_bytes)
-                 : "memory");
+    WHORL_CP_ASYNC("ca", 4, shared_dst, global_src, zero_fill);
 }
 
 __device__ __forceinline__ void cp_async_commit() {
