@@ -490,10 +490,20 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
                 }
             }
         }
-    GridCursor at[PIXEL_COPIES];
+    // Which copies exist (past the window and past second, the stored values stand), and for
+    // each pixel copy its cursor and where its row of second is, both moved on a slice at a time.
+    bool window_copies[A_COPIES], second_copies[B_COPIES];
     WHORL_UNROLL
-    for (int c = 0; c < PIXEL_COPIES; ++c)
+    for (int i = 0; i < A_COPIES; ++i) window_copies[i] = k[i] < k_total;
+    WHORL_UNROLL
+    for (int j = 0; j < B_COPIES; ++j) second_copies[j] = n0 + offset + 64 * j < n;
+    GridCursor at[PIXEL_COPIES];
+    const float* second_row[PIXEL_COPIES];
+    WHORL_UNROLL
+    for (int c = 0; c < PIXEL_COPIES; ++c) {
         at[c] = grid_cursor(begin + copy_pixel + PIXEL_STEP * c, grid_h, grid_w);
+        second_row[c] = second + size_t(at[c].index) * n + n0 + offset;
+    }
 
     auto load_slice = [&](int, int stage) {
         WHORL_UNROLL
@@ -508,21 +518,22 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
             float* a_target = a_stages + slot * PITCH_A + offset;
             WHORL_UNROLL
             for (int i = 0; i < A_COPIES; ++i) {
-                if (k[i] >= k_total) continue;
-                const int row = source_row + tap_row[i], col = source_col + tap_col[i];
-                const bool inside =
-                    pixel_inside && row >= 0 && col >= 0 && row < src_h && col < src_w;
+                if (!window_copies[i]) continue;
+                // Unsigned: a row or column before the image is past it too.
+                const bool inside = pixel_inside &&
+                                    unsigned(source_row + tap_row[i]) < unsigned(src_h) &&
+                                    unsigned(source_col + tap_col[i]) < unsigned(src_w);
                 cp_async_16(a_target + 64 * i,
                             inside ? src + (origin_offset + tap_offset[i]) : src, !inside);
             }
             float* b_target = b_stages + slot * PITCH_B + offset;
-            const float* b_source = second + size_t(here.index) * n + n0 + offset;
             WHORL_UNROLL
             for (int j = 0; j < B_COPIES; ++j) {
-                if (n0 + offset + 64 * j >= n) continue;
-                cp_async_16(b_target + 64 * j, pixel_inside ? b_source + 64 * j : second,
+                if (!second_copies[j]) continue;
+                cp_async_16(b_target + 64 * j, pixel_inside ? second_row[c] + 64 * j : second,
                             !pixel_inside);
             }
+            second_row[c] += size_t(TF32_FILTER_SLICE) * n;
             advance_cursor(at[c], TF32_FILTER_SLICE, grid_h, grid_w);
         }
     };
