@@ -544,21 +544,31 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
         const float* b_tile = b_stages + stage * TF32_FILTER_SLICE * PITCH_B;
         WHORL_UNROLL
         for (int ks = 0; ks < TF32_FILTER_SLICE; ks += 8) {
-            // A is [row k][pixel]: its fragment's (row, column) is (k, pixel) of the tile.
+            // A is [row k][pixel]: its fragment's (row, column) is (k, pixel) of the tile, with
+            // fragment rows g and g + 8 of a 16-row block the tile's rows 2g and 2g + 1, so
+            // that a lane reads a[0], a[1] (and a[2], a[3], 4 pixels on) as one 8-byte pair.
             unsigned a[MI][4], b[NI][2];
             WHORL_UNROLL
             for (int mi = 0; mi < MI; ++mi) {
-                const float* a_pixels = a_tile + (ks + t) * PITCH_A + warp_row + mi * 16 + g;
-                a[mi][0] = tf32_round(a_pixels[0]);
-                a[mi][1] = tf32_round(a_pixels[8]);
-                a[mi][2] = tf32_round(a_pixels[4 * PITCH_A]);
-                a[mi][3] = tf32_round(a_pixels[4 * PITCH_A + 8]);
+                const float* a_pixels = a_tile + (ks + t) * PITCH_A + warp_row + mi * 16 + 2 * g;
+                const float2 first = *reinterpret_cast<const float2*>(a_pixels);
+                const float2 fifth = *reinterpret_cast<const float2*>(a_pixels + 4 * PITCH_A);
+                a[mi][0] = tf32_round(first.x);
+                a[mi][1] = tf32_round(first.y);
+                a[mi][2] = tf32_round(fifth.x);
+                a[mi][3] = tf32_round(fifth.y);
             }
+            // B alike: fragment column g of 8-column blocks 2m and 2m + 1 is the tile's column
+            // 16m + 2g and 16m + 2g + 1, one 8-byte pair for b[2m][i] and b[2m + 1][i].
             WHORL_UNROLL
-            for (int ni = 0; ni < NI; ++ni) {
-                const float* b_pixels = b_tile + (ks + t) * PITCH_B + warp_col + ni * 8 + g;
-                b[ni][0] = tf32_round(b_pixels[0]);
-                b[ni][1] = tf32_round(b_pixels[4 * PITCH_B]);
+            for (int ni = 0; ni < NI; ni += 2) {
+                const float* b_pixels = b_tile + (ks + t) * PITCH_B + warp_col + ni * 8 + 2 * g;
+                const float2 first = *reinterpret_cast<const float2*>(b_pixels);
+                const float2 fifth = *reinterpret_cast<const float2*>(b_pixels + 4 * PITCH_B);
+                b[ni][0] = tf32_round(first.x);
+                b[ni + 1][0] = tf32_round(first.y);
+                b[ni][1] = tf32_round(fifth.x);
+                b[ni + 1][1] = tf32_round(fifth.y);
             }
             WHORL_UNROLL
             for (int mi = 0; mi < MI; ++mi) {
@@ -571,18 +581,21 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
     cp_async_pipeline<TF32_STAGES>((end - begin + TF32_FILTER_SLICE - 1) / TF32_FILTER_SLICE,
                                    load_slice, multiply);
 
-    // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile.
+    // Lane (g, t) holds fragment rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile:
+    // the tile's rows 2g and 2g + 1 of the 16-row block, and of block ni's columns, 2t + e is
+    // the tile's column 16 (ni / 2) + 2 (2t + e) + ni % 2 (the pairing above).
     WHORL_UNROLL
     for (int mi = 0; mi < MI; ++mi) {
         WHORL_UNROLL
         for (int half = 0; half < 2; ++half) {
-            const int row = k0 + warp_row + mi * 16 + g + 8 * half;
+            const int row = k0 + warp_row + mi * 16 + 2 * g + half;
             if (row >= rows) continue;
             WHORL_UNROLL
             for (int ni = 0; ni < NI; ++ni) {
                 WHORL_UNROLL
                 for (int e = 0; e < 2; ++e) {
-                    const int column = n0 + warp_col + ni * 8 + 2 * t + e;
+                    const int column =
+                        n0 + warp_col + 16 * (ni / 2) + 2 * (2 * t + e) + ni % 2;
                     if (column < n)
                         partial[(size_t(chunk) * rows + row) * n + column] =
                             acc[mi][ni][2 * half + e];
