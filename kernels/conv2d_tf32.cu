@@ -468,35 +468,33 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
         tap_col[i] = tap % window + origin;
         tap_offset[i] = (tap_row[i] * src_w + tap_col[i]) * src_c + k[i] % src_c;
     }
-    // Past the window (k >= K: the ones row at k = K with ones_row, zeros after it) and past
-    // second (zeros), every slice holds the same values: a pixel past the chunk multiplies them
-    // by the zeros its other operand is filled with. Stored once in every stage.
-    for (int stage = 0; stage < TF32_STAGES; ++stage)
-        for (int c = 0; c < PIXEL_COPIES; ++c) {
-            const int slot = stage * TF32_FILTER_SLICE + copy_pixel + PIXEL_STEP * c;
-            WHORL_UNROLL
-            for (int i = 0; i < A_COPIES; ++i)
-                if (k[i] >= k_total) {
-                    float* target = a_stages + slot * PITCH_A + offset + 64 * i;
-                    target[0] = k[i] == k_total && ones_row ? 1.0f : 0.0f;
-                    target[1] = target[2] = target[3] = 0.0f;
-                }
-            WHORL_UNROLL
-            for (int j = 0; j < B_COPIES; ++j) {
-                const int column = n0 + offset + 64 * j;
-                if (column >= n) {
-                    float* target = b_stages + slot * PITCH_B + offset + 64 * j;
-                    target[0] = target[1] = target[2] = target[3] = 0.0f;
-                }
-            }
-        }
-    // Which copies exist (past the window and past second, the stored values stand), and for
-    // each pixel copy its cursor and where its row of second is, both moved on a slice at a time.
+    // Which copies exist: past the window (k >= K: the ones row at k = K with ones_row, zeros
+    // after it) and past second (zeros), every slice holds the same values, stored once in
+    // every stage (a pixel past the chunk multiplies them by the zeros its other operand is
+    // filled with), and nothing is copied there.
     bool window_copies[A_COPIES], second_copies[B_COPIES];
     WHORL_UNROLL
     for (int i = 0; i < A_COPIES; ++i) window_copies[i] = k[i] < k_total;
     WHORL_UNROLL
     for (int j = 0; j < B_COPIES; ++j) second_copies[j] = n0 + offset + 64 * j < n;
+    for (int stage = 0; stage < TF32_STAGES; ++stage)
+        for (int c = 0; c < PIXEL_COPIES; ++c) {
+            const int slot = stage * TF32_FILTER_SLICE + copy_pixel + PIXEL_STEP * c;
+            WHORL_UNROLL
+            for (int i = 0; i < A_COPIES; ++i)
+                if (!window_copies[i]) {
+                    float* target = a_stages + slot * PITCH_A + offset + 64 * i;
+                    target[0] = k[i] == k_total && ones_row ? 1.0f : 0.0f;
+                    target[1] = target[2] = target[3] = 0.0f;
+                }
+            WHORL_UNROLL
+            for (int j = 0; j < B_COPIES; ++j)
+                if (!second_copies[j]) {
+                    float* target = b_stages + slot * PITCH_B + offset + 64 * j;
+                    target[0] = target[1] = target[2] = target[3] = 0.0f;
+                }
+        }
+    // Each pixel copy's cursor and where its row of second is, both moved on a slice at a time.
     GridCursor at[PIXEL_COPIES];
     const float* second_row[PIXEL_COPIES];
     WHORL_UNROLL

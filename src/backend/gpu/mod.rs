@@ -614,7 +614,11 @@ impl<D: Device> GpuBackend<D> {
             true => (conv.output(), cin),
         };
         let (rows, columns) = winograd_transform_shape(input.channels, n);
-        let needed = (conv, "the kernel's Winograd transform", 16 * rows * columns);
+        let needed = (
+            slot.name,
+            "the kernel's Winograd transform",
+            16 * rows * columns,
+        );
         let u = Self::planned(&self.kernel_scratch, 0, needed)?;
         kernels::conv2d_winograd_kernel_transform(
             &mut self.device,
@@ -704,24 +708,23 @@ impl<D: Device> GpuBackend<D> {
     /// The partials scratch, if `plan()` made it at least `needed` floats long for `conv`.
     fn planned_partials(&self, conv: &Conv, needed: usize) -> Result<DevicePtr> {
         let what = "the kernel-gradient partials";
-        Self::planned(&self.partials, 0, (conv, what, needed))
+        Self::planned(&self.partials, 0, (conv.slot.name, what, needed))
     }
 
     /// `slot` from float `start` on, if `plan()` made it at least `needed` floats longer for
-    /// `conv`, which needs them for `what`.
+    /// `who` (a layer, or what runs for it), which needs them for `what`.
     fn planned(
         slot: &Option<GpuBuffer>,
         start: usize,
-        (conv, what, needed): (&Conv, &str, usize),
+        (who, what, needed): (&str, &str, usize),
     ) -> Result<DevicePtr> {
         let planned = slot.as_ref().map_or(0, |s| s.len.saturating_sub(start));
         if planned < needed {
             return Err(Error::Backend {
                 backend: "gpu".into(),
                 reason: format!(
-                    "{}: {what} need {needed} floats, plan() allocated {planned}: plan() with \
-                     this convolution first",
-                    conv.slot.name
+                    "{who}: {what} need {needed} floats, plan() allocated {planned}: plan() \
+                     with this convolution first"
                 ),
             });
         }
@@ -816,19 +819,9 @@ impl<D: Device> GpuBackend<D> {
         weights: DevicePtr,
         n: usize,
     ) -> Result<DevicePtr> {
-        let k = gather.window * gather.window * gather.src_shape.channels;
-        let planned = self.tf32_weights.as_ref().map_or(0, |s| s.len);
-        if planned < k * n {
-            return Err(Error::Backend {
-                backend: "gpu".into(),
-                reason: format!(
-                    "a TF32 GEMM's {k} x {n} weights need {} floats, plan() allocated {planned}: \
-                     plan() in TF32 with this convolution first",
-                    k * n
-                ),
-            });
-        }
-        let out = Self::scratch(&self.tf32_weights);
+        let k = gather.k();
+        let who = format!("a TF32 GEMM of {k} x {n} weights");
+        let out = Self::planned(&self.tf32_weights, 0, (&who, "the TF32 weights", k * n))?;
         let launch = Launch::per_element(k * n);
         kernels::tf32_weights_k_major(&mut self.device, launch, weights, int(k)?, int(n)?, out)?;
         Ok(out)
@@ -1080,7 +1073,11 @@ impl<D: Device> GpuBackend<D> {
 
     /// Where `blocks` sums of squared errors go for `conv`, after the loss itself.
     fn loss_partials(&self, conv: &Conv, blocks: usize) -> Result<DevicePtr> {
-        Self::planned(&self.loss, 1, (conv, "the loss's partial sums", blocks))
+        Self::planned(
+            &self.loss,
+            1,
+            (conv.slot.name, "the loss's partial sums", blocks),
+        )
     }
 
     /// mse_partials's sums of squared errors over the first `len` values, into the loss
