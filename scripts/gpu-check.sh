@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One command to validate whorl on a GPU machine. It runs the GPU tests, a short training run on
 # the GPU in TF32 and in FP32 compared with the same run on the CPU, the benchmarks in both
-# precisions and, when PyTorch is importable, the PyTorch baseline (FP32 and TF32); it writes
-# report.md and report.json under bench/results/DATE-DEVICE/.
+# precisions, when PyTorch is importable, the PyTorch baseline (FP32 and TF32) and, when Nsight
+# Compute reads the GPU's counters, one profile of each convolution kernel and launch shape of
+# the benchmark in each precision; it writes report.md and report.json under
+# bench/results/DATE-DEVICE/.
 #
 #   scripts/gpu-check.sh                 build here (needs Rust) and check
 #   scripts/gpu-check.sh --build DIR     build the release binary and the GPU test binary into
@@ -13,7 +15,8 @@
 # Every stage runs even when one before it fails, so one report shows everything; the exit
 # status is 0 only when the GPU tests pass, both GPU loss curves agree with the CPU's within
 # 1e-2 and the benchmarks ran.
-# GPU_CHECK_RESULTS names another folder for the results (tests/scripts.rs uses it).
+# GPU_CHECK_RESULTS names another folder for the results (tests/scripts.rs uses it);
+# GPU_CHECK_PROFILE_SECONDS bounds each precision's profiling run (default 150).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,10 +100,31 @@ for pair in "fp32 bench-torch.json" "tf32 bench-torch-tf32.json"; do
     fi
 done
 
-python3 - "$out" "$device" "$tests_status" "$train_status" "$bench_status" <<'PY'
+echo "== kernel profiles (Nsight Compute)"
+# Each convolution kernel's first launch of each shape (grid, block, shared memory) in one
+# benchmark run per precision: throughput against the GPU's peaks, occupancy, where warps wait
+# and what the memory system did. The clocks are left alone, as the benchmark's are. A profile
+# is evidence for the next change, not a pass or fail: a failed or cut-short run is reported.
+profile_status="not run (ncu is not on PATH)"
+if command -v ncu >/dev/null; then
+    profile_status="ran"
+    for precision in fp32 tf32; do
+        timeout "${GPU_CHECK_PROFILE_SECONDS:-150}" ncu --clock-control none \
+            --kernel-name regex:'^conv2d_' --filter-mode per-launch-config --launch-count 1 \
+            --section SpeedOfLight --section LaunchStats --section Occupancy \
+            --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+            --section WarpStateStats --section SchedulerStats \
+            "$whorl" bench --device cuda --precision "$precision" --repeats 1 \
+            >"$out/ncu-$precision.txt" 2>&1 || profile_status="FAILED or cut short (ncu-*.txt)"
+    done
+fi
+echo "kernel profiles: $profile_status"
+
+python3 - "$out" "$device" "$tests_status" "$train_status" "$bench_status" "$profile_status" <<'PY'
 import csv, json, os, sys
 out, device = sys.argv[1], sys.argv[2]
 tests_status, train_status, bench_status = map(int, sys.argv[3:6])
+profile_status = sys.argv[6]
 def history(name):
     path = os.path.join(out, f"train-{name}", "history.csv")
     if not os.path.exists(path):
@@ -123,6 +147,7 @@ report = {
     "device": device,
     "gpu_tests_passed": tests_status == 0,
     "benchmarks_ran": bench_status == 0,
+    "kernel_profiles": profile_status,
     "training": {"epochs": rows, **training},
 }
 for name in ("bench-whorl-fp32.json", "bench-whorl-tf32.json", "bench-torch.json", "bench-torch-tf32.json"):
@@ -134,6 +159,7 @@ with open(os.path.join(out, "report.md"), "w") as f:
     f.write(f"# whorl GPU check: {device}\n\n")
     f.write("```\n" + open(os.path.join(out, "info.txt")).read() + "```\n\n")
     f.write(f"GPU tests (`gpu-tests --ignored`): {'passed' if tests_status == 0 else 'FAILED'} (gpu-tests.txt)\n\n")
+    f.write(f"Kernel profiles (Nsight Compute, ncu-fp32.txt and ncu-tf32.txt): {profile_status}\n\n")
     f.write("| GPU precision | epoch | train loss GPU | train loss CPU | val loss GPU | val loss CPU | s GPU | s CPU |\n|---|---|---|---|---|---|---|---|\n")
     for r in rows:
         f.write("| " + " | ".join(r) + " |\n")

@@ -1,7 +1,7 @@
 //! The scripts that run on a GPU machine, run here on the CPU: scripts/gpu-check.sh as a GPU
-//! machine without Rust runs it (`--bin DIR`), with a stand-in `nvidia-smi` and GPU-test binary
-//! (it must go through every stage, write its report and fail, since the GPU tests fail), and
-//! scripts/recipe-study.sh on a tiny synthetic set.
+//! machine without Rust runs it (`--bin DIR`), with a stand-in `nvidia-smi`, `ncu` and GPU-test
+//! binary (it must go through every stage, write its report and fail, since the GPU tests
+//! fail), and scripts/recipe-study.sh on a tiny synthetic set.
 
 mod common;
 
@@ -38,6 +38,8 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
         &tools.join("nvidia-smi"),
         "#!/bin/sh\necho 'Stand-in GPU'\n",
     );
+    // The stand-in profiler prints the command it was given, as its report would name it.
+    executable(&tools.join("ncu"), "#!/bin/sh\necho \"ncu $*\"\n");
     executable(
         &bin.join("gpu-tests"),
         "#!/bin/sh\necho 'test result: FAILED. 0 passed; 1 failed'\nexit 101\n",
@@ -74,9 +76,24 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
         report.contains("| GPU precision | epoch | train loss GPU | train loss CPU |"),
         "{report}"
     );
+    assert!(
+        report.contains("Kernel profiles (Nsight Compute, ncu-fp32.txt and ncu-tf32.txt): ran"),
+        "{report}"
+    );
+    for precision in ["fp32", "tf32"] {
+        let profile = std::fs::read_to_string(run.join(format!("ncu-{precision}.txt"))).unwrap();
+        for wanted in [
+            "--clock-control none".to_string(),
+            "--filter-mode per-launch-config --launch-count 1".to_string(),
+            format!("bench --device cuda --precision {precision} --repeats 1"),
+        ] {
+            assert!(profile.contains(&wanted), "{wanted} in {profile}");
+        }
+    }
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
     assert_eq!(json["gpu_tests_passed"], false);
+    assert_eq!(json["kernel_profiles"], "ran");
     for precision in ["fp32", "tf32"] {
         assert_eq!(
             json["training"][precision]["agree_within_1e-2"], false,
