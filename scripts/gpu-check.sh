@@ -109,7 +109,7 @@ profile_status="not run (ncu is not on PATH)"
 if command -v ncu >/dev/null; then
     profile_status="ran"
     for precision in fp32 tf32; do
-        timeout "${GPU_CHECK_PROFILE_SECONDS:-150}" ncu --clock-control none \
+        timeout -k 10 "${GPU_CHECK_PROFILE_SECONDS:-150}" ncu --clock-control none \
             --kernel-name regex:'^conv2d_' --filter-mode per-launch-config --launch-count 1 \
             --section SpeedOfLight --section LaunchStats --section Occupancy \
             --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
