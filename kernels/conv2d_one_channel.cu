@@ -22,17 +22,6 @@
 #define POOLED_CHANNELS 32
 #define POOLED_SHARED_FLOATS (POOLED_TILE * POOLED_PATCH)
 
-// conv2d_upsampled_one_output_channel: lanes sharing a run of cells (each a slice of the
-// channels), cells per run, runs per block, channels a lane reads per step (at a stride of
-// ONE_OUTPUT_LANES, so one address serves all of them), and the shared floats per channel of
-// the phase kernel (its 16 taps, padded so that 8 lanes reading 16 bytes each hit distinct banks).
-#define ONE_OUTPUT_LANES 8
-#define ONE_OUTPUT_RUN 4
-#define ONE_OUTPUT_RUNS (WHORL_THREADS / ONE_OUTPUT_LANES)
-#define ONE_OUTPUT_STEP 2
-#define ONE_OUTPUT_TAPS 20
-static_assert(ONE_OUTPUT_LANES == 2 * ONE_OUTPUT_RUN, "a lane writes one row of one cell");
-
 // conv2d_filter_partials_one_channel: pixels whose windows a block stages at a time (one per
 // thread), pixels whose second-operand rows a warp loads together, the most columns (channels
 // of the second operand) a thread covers in steps of 32, the running sums per column (9 taps
@@ -48,6 +37,29 @@ static_assert(ONE_OUTPUT_LANES == 2 * ONE_OUTPUT_RUN, "a lane writes one row of 
 #define ONE_CHANNEL_WARPS (WHORL_THREADS / 32)
 #define ONE_CHANNEL_SUMS (ONE_CHANNEL_WARPS * ONE_CHANNEL_ROWS * ONE_CHANNEL_MAX_COLUMNS)
 #define ONE_CHANNEL_SHARED_FLOATS ONE_CHANNEL_SUMS
+
+// conv2d_upsampled_one_output_channel: resident blocks per multiprocessor it is compiled for
+// (80 registers a thread; the shared memory allows 5 on an H100, 2 on sm_89), source cells
+// across a block's strip, cell rows it walks down, source pixels a staged row holds (the strip
+// and one neighbour each side), channels a step stages (a chunk: each lane multiplies half of
+// them), stages of the copy pipeline, floats per pixel of a row of products (16, padded to 17
+// so that the outputs' reads spread over the banks), the pixels of a row each warp multiplies,
+// the pixels between a thread's copies of a row and its copies, and the shared memory: the
+// stages, then three rows of products.
+#define ONE_OUTPUT_BLOCKS 3
+#define ONE_OUTPUT_STRIP 56
+#define ONE_OUTPUT_ROWS 16
+#define ONE_OUTPUT_PIXELS (ONE_OUTPUT_STRIP + 2)
+#define ONE_OUTPUT_CHUNK 64
+#define ONE_OUTPUT_STAGES 2
+#define ONE_OUTPUT_PRODUCTS 17
+#define ONE_OUTPUT_WARP_PIXELS ((ONE_OUTPUT_PIXELS + ONE_CHANNEL_WARPS - 1) / ONE_CHANNEL_WARPS)
+#define ONE_OUTPUT_STAGE_FLOATS (ONE_OUTPUT_PIXELS * ONE_OUTPUT_CHUNK)
+#define ONE_OUTPUT_ROW_FLOATS (ONE_OUTPUT_PIXELS * ONE_OUTPUT_PRODUCTS)
+#define ONE_OUTPUT_COPY_STEP (WHORL_THREADS / (ONE_OUTPUT_CHUNK / 4))
+#define ONE_OUTPUT_COPIES ((ONE_OUTPUT_PIXELS + ONE_OUTPUT_COPY_STEP - 1) / ONE_OUTPUT_COPY_STEP)
+#define ONE_OUTPUT_SHARED_FLOATS (ONE_OUTPUT_STAGES * ONE_OUTPUT_STAGE_FLOATS + 3 * ONE_OUTPUT_ROW_FLOATS)
+static_assert(4 * ONE_OUTPUT_STRIP <= WHORL_THREADS, "a thread per output of a cell row");
 
 // conv2d_upsampled_one_output_channel_backward: resident blocks per multiprocessor it is
 // compiled for (a memory-bound pass: 24 warps keep more loads of x in flight), the floats of a
@@ -73,56 +85,59 @@ __device__ __forceinline__ float warps_total(const float* warp_sums, int per_war
     return sum;
 }
 
-// conv2d_upsampled_one_output_channel's channel loop for one run: lane's channels of the run's
-// 3 x (ONE_OUTPUT_RUN + 2) neighbourhood (at[dr][m]: where each neighbour starts in the
-// image, -1 in the zero padding) times the phase kernel, into the run's sums. With Checked
-// false every neighbour is inside the image and every step's channels exist (cin is a multiple
-// of ONE_OUTPUT_STEP ONE_OUTPUT_LANES), and the reads are not checked.
-template <bool Checked>
-__device__ __forceinline__ void accumulate_run(const float* __restrict__ plane,
-                                               const int (&at)[3][ONE_OUTPUT_RUN + 2],
-                                               int lane, int cin, const float* kernel,
-                                               float (&sums)[ONE_OUTPUT_RUN][2][2]) {
-    for (int c0 = lane; c0 < cin; c0 += ONE_OUTPUT_STEP * ONE_OUTPUT_LANES) {
-        float values[ONE_OUTPUT_STEP][3][ONE_OUTPUT_RUN + 2];
-        WHORL_UNROLL
-        for (int k = 0; k < ONE_OUTPUT_STEP; ++k) {
-            const int ci = c0 + k * ONE_OUTPUT_LANES;
-            WHORL_UNROLL
-            for (int dr = 0; dr < 3; ++dr)
-                WHORL_UNROLL
-                for (int m = 0; m < ONE_OUTPUT_RUN + 2; ++m)
-                    values[k][dr][m] = (!Checked || (at[dr][m] >= 0 && ci < cin))
-                                           ? plane[at[dr][m] + ci]
-                                           : 0.0f;
+// A thread's copies of a staged row (ONE_OUTPUT_PIXELS pixels t0 - 1 .. of a source row, a
+// chunk of ONE_OUTPUT_CHUNK channels each): one quad of channels (16 bytes; four floats apart
+// unless Quads, cin a multiple of 4) of every ONE_OUTPUT_COPY_STEP-th pixel. Where each starts
+// in a source row (its column times cin plus the quad's first channel), whether its column is
+// in the image, and where the quad goes in a stage are the same for every row and chunk.
+struct RowCopies {
+    int offset[ONE_OUTPUT_COPIES];
+    bool inside[ONE_OUTPUT_COPIES];
+    bool last;  // whether the last copy's pixel exists (the others' always do)
+    int quad;
+};
+
+__device__ __forceinline__ RowCopies row_copies(int t0, int src_w, int cin) {
+    static_assert((ONE_OUTPUT_COPIES - 1) * ONE_OUTPUT_COPY_STEP < ONE_OUTPUT_PIXELS,
+                  "only the last copy's pixel may be missing");
+    RowCopies copies;
+    copies.quad = threadIdx.x % (ONE_OUTPUT_CHUNK / 4);
+    WHORL_UNROLL
+    for (int n = 0; n < ONE_OUTPUT_COPIES; ++n) {
+        const int m = threadIdx.x / (ONE_OUTPUT_CHUNK / 4) + n * ONE_OUTPUT_COPY_STEP;
+        const int col = t0 - 1 + m;
+        copies.inside[n] = col >= 0 && col < src_w;
+        copies.offset[n] = col * cin + 4 * copies.quad;
+        copies.last = m < ONE_OUTPUT_PIXELS;  // kept from the last copy
+    }
+    return copies;
+}
+
+// Copies the chunk's channels of source row `row` (of one image's plane of src_h rows of src_w
+// pixels of cin channels) into a stage, zeros outside the image and past cin.
+template <bool Quads>
+__device__ __forceinline__ void stage_source_row(float* stage, const RowCopies& copies,
+                                                 const float* __restrict__ plane, int row,
+                                                 int chunk, int src_h, int src_w, int cin) {
+    const int c = chunk * ONE_OUTPUT_CHUNK + 4 * copies.quad;
+    const bool row_inside = row >= 0 && row < src_h;
+    // An aligned address in the tensor, which zero-filling copies name and do not read.
+    const float* source = plane + size_t(row_inside ? row : 0) * src_w * cin +
+                          chunk * ONE_OUTPUT_CHUNK;
+    float* dst = stage + threadIdx.x / (ONE_OUTPUT_CHUNK / 4) * ONE_OUTPUT_CHUNK + 4 * copies.quad;
+    WHORL_UNROLL
+    for (int n = 0; n < ONE_OUTPUT_COPIES; ++n, dst += ONE_OUTPUT_COPY_STEP * ONE_OUTPUT_CHUNK) {
+        if (n == ONE_OUTPUT_COPIES - 1 && !copies.last) break;
+        const bool inside = row_inside && copies.inside[n];
+        if (Quads) {
+            const bool copied = inside && c < cin;
+            cp_async_16(dst, copied ? source + copies.offset[n] : source, !copied);
+            continue;
         }
         WHORL_UNROLL
-        for (int k = 0; k < ONE_OUTPUT_STEP; ++k) {
-            // A channel past cin has only zeros: any channel's taps leave the sums as they are.
-            const int ci = min(c0 + k * ONE_OUTPUT_LANES, cin - 1);
-            const float4* quads = reinterpret_cast<const float4*>(kernel + ci * ONE_OUTPUT_TAPS);
-            float taps[16];  // [a][b][dy][dx]
-            WHORL_UNROLL
-            for (int i = 0; i < 4; ++i) {
-                const float4 quad = quads[i];
-                taps[4 * i] = quad.x;
-                taps[4 * i + 1] = quad.y;
-                taps[4 * i + 2] = quad.z;
-                taps[4 * i + 3] = quad.w;
-            }
-            // Tap (dy, dx) of output (a, b) of cell r is neighbour (a + dy, r + b + dx).
-            WHORL_UNROLL
-            for (int r = 0; r < ONE_OUTPUT_RUN; ++r)
-                WHORL_UNROLL
-                for (int a = 0; a < 2; ++a)
-                    WHORL_UNROLL
-                    for (int b = 0; b < 2; ++b)
-                        WHORL_UNROLL
-                        for (int dy = 0; dy < 2; ++dy)
-                            WHORL_UNROLL
-                            for (int dx = 0; dx < 2; ++dx)
-                                sums[r][a][b] += taps[((a * 2 + b) * 2 + dy) * 2 + dx] *
-                                                 values[k][a + dy][r + b + dx];
+        for (int e = 0; e < 4; ++e) {
+            const bool copied = inside && c + e < cin;
+            cp_async_4(dst + e, copied ? source + copies.offset[n] + e : source, !copied);
         }
     }
 }
@@ -130,124 +145,175 @@ __device__ __forceinline__ void accumulate_run(const float* __restrict__ plane,
 // y[image, 2s + a, 2t + b] = activation(bias + sum over dy, dx in {0, 1} and channels ci of
 // phases[a, b, dy, dx, ci] x[image, s - 1 + a + dy, t - 1 + b + dx, ci]): a 3x3 convolution
 // with one output channel of upsample2(x), as the four 2x2 phase convolutions of x (conv2d.cu
-// derives them; conv2d_fold_phases_kernel folds the kernel, cout = 1).
-// Each run of ONE_OUTPUT_RUN cells (image, s, t0 .. t0 + 3) of a source row owns the four
-// outputs each of its cells is the centre of, and 8 lanes share it: lane l reads channels
-// l, l + 8, ... of the run's 3 x 6 neighbourhood (the 8 lanes read 32 contiguous bytes of each
-// pixel), two channels a step with all 36 reads issued together, and each value read feeds,
-// from registers, every tap of every cell and output it belongs to (up to 16 FMAs); a channel's
-// 16 phase taps are four 16-byte shared reads. The 8 lanes then add their partial sums with
-// shuffles in a fixed order, and lane 2r + a writes row a of cell r's outputs.
+// derives them; conv2d_fold_phases_kernel folds the kernel, cout = 1). Each source pixel
+// (r, c) enters 16 of those sums, once per tap (a, b, dy, dx), so it is computed as
+//   P[r, c, tap] = sum over ci of phases[tap, ci] x[r, c, ci]   (a 1 x cin by cin x 16 product)
+//   z[2s + a, 2t + b] = sum over dy, dx of P[s - 1 + a + dy, t - 1 + b + dx, (a, b, dy, dx)],
+// and every value of x is read once from memory and multiplied 16 times from shared memory.
+// A block takes ONE_OUTPUT_ROWS cell rows (s0 ..) of a strip of ONE_OUTPUT_STRIP cells
+// (t0 ..) of one image and walks down the source rows s0 - 1 .. s0 + ONE_OUTPUT_ROWS: each step
+// copies the next row's chunk of channels (cp.async, two stages) while the warps multiply this
+// one: lane (tap j, half h) keeps the phase kernel's 32 values of tap j for the channel quads
+// 2q + h of the chunk in registers and adds, for each of its warp's pixels, those channels
+// times x (one 16-byte shared read gives 4 FMAs; the two halves read neighbouring quads, one
+// wavefront), and the halves' sums make P. Three rows of P are kept; once row r is done, thread
+// (a, u) of the cell row r - 1 adds its output's four products and writes it (2 ONE_OUTPUT_STRIP
+// consecutive floats of an output row per a). Sums are in a fixed order: the same bits on
+// every run.
 // Scored (the model's output in training, conv2d_upsampled_one_output_channel_scored): each
-// lane also compares its two outputs with the target, writes dz = dL/dz of L = mse(y, target)
+// thread also compares its outputs with the target, writes dz = dL/dz of L = mse(y, target)
 // over `len` values (mse_backward's 2 (y - target) / len times activation_backward's slope,
-// the same bits as those two kernels), and the block adds its lanes' squared errors in a fixed
-// order into partials[block] (dynamic shared memory: ONE_CHANNEL_WARPS floats more).
-template <bool Scored>
+// the same bits as those two kernels), and the block adds its threads' squared errors in a
+// fixed order into partials[block] (dynamic shared memory: ONE_CHANNEL_WARPS floats more).
+template <bool Scored, bool Quads>
 __device__ __forceinline__ void upsampled_one_output(
-    const float* __restrict__ x, int batch, int src_h, int src_w, int cin,
+    const float* __restrict__ x, int src_h, int src_w, int cin,
     const float* __restrict__ phases, const float* __restrict__ bias, int activation,
     float* __restrict__ y, int len, const float* __restrict__ target, float* __restrict__ dz,
     float* __restrict__ partials) {
-    WHORL_DYNAMIC_SHARED(float, kernel);  // [ci][a][b][dy][dx], ONE_OUTPUT_TAPS floats per ci
-    for (int tap = 0; tap < 16; ++tap)
-        for (int ci = threadIdx.x; ci < cin; ci += WHORL_THREADS)
-            kernel[ci * ONE_OUTPUT_TAPS + tap] = phases[tap * cin + ci];
-    __syncthreads();
-    const int lane = threadIdx.x % ONE_OUTPUT_LANES;
-    const int runs_per_row = (src_w + ONE_OUTPUT_RUN - 1) / ONE_OUTPUT_RUN;
-    const int run = blockIdx.x * ONE_OUTPUT_RUNS + threadIdx.x / ONE_OUTPUT_LANES;
-    const int source_row = run / runs_per_row;  // image * src_h + s
-    const int s = source_row % src_h, t0 = run % runs_per_row * ONE_OUTPUT_RUN;
-    const bool exists = source_row < batch * src_h;
-    float sums[ONE_OUTPUT_RUN][2][2];  // [cell][a][b]
-    WHORL_UNROLL
-    for (int r = 0; r < ONE_OUTPUT_RUN; ++r)
-        for (int a = 0; a < 2; ++a)
-            for (int b = 0; b < 2; ++b) sums[r][a][b] = 0.0f;
-    if (exists) {
-        const float* plane = x + size_t(source_row - s) * src_w * cin;
-        // Where neighbour (s - 1 + dr, t0 - 1 + m) starts in the image, -1 in the zero padding.
-        int at[3][ONE_OUTPUT_RUN + 2];
-        WHORL_UNROLL
-        for (int dr = 0; dr < 3; ++dr) {
+    WHORL_DYNAMIC_SHARED(float, shared);
+    float* products = shared + ONE_OUTPUT_STAGES * ONE_OUTPUT_STAGE_FLOATS;  // 3 rows
+    const int strips = (src_w + ONE_OUTPUT_STRIP - 1) / ONE_OUTPUT_STRIP;
+    const int segments = (src_h + ONE_OUTPUT_ROWS - 1) / ONE_OUTPUT_ROWS;
+    const int image = blockIdx.x / (strips * segments);
+    const int s0 = blockIdx.x / strips % segments * ONE_OUTPUT_ROWS;
+    const int t0 = blockIdx.x % strips * ONE_OUTPUT_STRIP;
+    const int rows = min(ONE_OUTPUT_ROWS, src_h - s0) + 2;  // source rows s0 - 1 ..
+    const int chunks = (cin + ONE_OUTPUT_CHUNK - 1) / ONE_OUTPUT_CHUNK;
+    const float* plane = x + size_t(image) * src_h * src_w * cin;
+    const int warp = threadIdx.x / 32, tap = threadIdx.x % 16, half = threadIdx.x / 16 % 2;
+    // Output thread (a, u): output row 2s + a, columns 2 t0 + u; cell t0 + u / 2, column b.
+    const int a = threadIdx.x / (2 * ONE_OUTPUT_STRIP), u = threadIdx.x % (2 * ONE_OUTPUT_STRIP);
+    const int b = u % 2;
+    const bool writes = a < 2 && t0 + u / 2 < src_w;
+    const float b0 = bias ? bias[0] : 0.0f;
+    float squared = 0.0f;  // Scored: this thread's squared errors
+
+    float weights[ONE_OUTPUT_CHUNK / 8][4];  // channels 8 q + 4 half + e of the chunk
+    float sums[ONE_OUTPUT_WARP_PIXELS];      // pixels warp + ONE_CHANNEL_WARPS i of the row
+    // Whether this warp's last pixel exists (the others always do).
+    const bool last_pixel =
+        warp + ONE_CHANNEL_WARPS * (ONE_OUTPUT_WARP_PIXELS - 1) < ONE_OUTPUT_PIXELS;
+    static_assert(ONE_CHANNEL_WARPS * (ONE_OUTPUT_WARP_PIXELS - 1) < ONE_OUTPUT_PIXELS,
+                  "only the last pixel of a warp may be missing");
+    const RowCopies copies = row_copies(t0, src_w, cin);
+    stage_source_row<Quads>(shared, copies, plane, s0 - 1, 0, src_h, src_w, cin);
+    cp_async_commit();
+    int row = 0, chunk = 0;  // this step's row (source row s0 - 1 + row) and chunk
+    for (int step = 0; step < rows * chunks; ++step) {
+        const int next_row = chunk + 1 == chunks ? row + 1 : row;
+        const int next_chunk = chunk + 1 == chunks ? 0 : chunk + 1;
+        float* next_stage = shared + (step + 1) % ONE_OUTPUT_STAGES * ONE_OUTPUT_STAGE_FLOATS;
+        if (next_row < rows)
+            stage_source_row<Quads>(next_stage, copies, plane, s0 - 1 + next_row, next_chunk,
+                                    src_h, src_w, cin);
+        cp_async_commit();
+        if (chunks > 1 || step == 0) {
             WHORL_UNROLL
-            for (int m = 0; m < ONE_OUTPUT_RUN + 2; ++m) {
-                const int row = s - 1 + dr, col = t0 - 1 + m;
-                const bool inside = row >= 0 && row < src_h && col >= 0 && col < src_w;
-                at[dr][m] = inside ? (row * src_w + col) * cin : -1;
+            for (int q = 0; q < ONE_OUTPUT_CHUNK / 8; ++q)
+                WHORL_UNROLL
+                for (int e = 0; e < 4; ++e) {
+                    const int c = chunk * ONE_OUTPUT_CHUNK + 8 * q + 4 * half + e;
+                    weights[q][e] = c < cin ? phases[tap * cin + c] : 0.0f;
+                }
+        }
+        if (chunk == 0) {
+            WHORL_UNROLL
+            for (int i = 0; i < ONE_OUTPUT_WARP_PIXELS; ++i) sums[i] = 0.0f;
+        }
+        cp_async_wait<ONE_OUTPUT_STAGES - 1>();
+        __syncthreads();
+        const float* stage = shared + step % ONE_OUTPUT_STAGES * ONE_OUTPUT_STAGE_FLOATS + 4 * half;
+        WHORL_UNROLL
+        for (int q = 0; q < ONE_OUTPUT_CHUNK / 8; ++q)
+            WHORL_UNROLL
+            for (int i = 0; i < ONE_OUTPUT_WARP_PIXELS; ++i) {
+                const int m = warp + ONE_CHANNEL_WARPS * i;
+                if (i == ONE_OUTPUT_WARP_PIXELS - 1 && !last_pixel) continue;
+                const float4 v =
+                    *reinterpret_cast<const float4*>(stage + m * ONE_OUTPUT_CHUNK + 8 * q);
+                sums[i] = fmaf(weights[q][0], v.x, sums[i]);
+                sums[i] = fmaf(weights[q][1], v.y, sums[i]);
+                sums[i] = fmaf(weights[q][2], v.z, sums[i]);
+                sums[i] = fmaf(weights[q][3], v.w, sums[i]);
+            }
+        if (chunk + 1 == chunks) {
+            // P of this row: half 0's sum plus half 1's, stored by the lanes of half 0.
+            float* product_row = products + row % 3 * ONE_OUTPUT_ROW_FLOATS;
+            WHORL_UNROLL
+            for (int i = 0; i < ONE_OUTPUT_WARP_PIXELS; ++i) {
+                const float total = sums[i] + __shfl_down_sync(0xffffffffu, sums[i], 16);
+                const int m = warp + ONE_CHANNEL_WARPS * i;
+                if (half == 0 && (i < ONE_OUTPUT_WARP_PIXELS - 1 || last_pixel))
+                    product_row[m * ONE_OUTPUT_PRODUCTS + tap] = total;
             }
         }
-        const bool inside = s >= 1 && s + 1 < src_h && t0 >= 1 && t0 + ONE_OUTPUT_RUN < src_w;
-        if (inside && cin % (ONE_OUTPUT_STEP * ONE_OUTPUT_LANES) == 0)
-            accumulate_run<false>(plane, at, lane, cin, kernel, sums);
-        else
-            accumulate_run<true>(plane, at, lane, cin, kernel, sums);
-    }
-    // The runs of a warp's four 8-lane groups add their lanes' sums separately.
-    WHORL_UNROLL
-    for (int offset = ONE_OUTPUT_LANES / 2; offset > 0; offset /= 2)
-        WHORL_UNROLL
-        for (int r = 0; r < ONE_OUTPUT_RUN; ++r)
-            for (int a = 0; a < 2; ++a)
-                for (int b = 0; b < 2; ++b)
-                    sums[r][a][b] += __shfl_xor_sync(0xffffffffu, sums[r][a][b], offset);
-    // Lane 2r + a (every lane: 8 lanes, 4 cells, 2 rows) takes row a of cell r's sums.
-    const int r = lane / 2, a = lane % 2, t = t0 + r;
-    float z[2] = {0.0f, 0.0f};
-    WHORL_UNROLL
-    for (int cell = 0; cell < ONE_OUTPUT_RUN; ++cell)
-        WHORL_UNROLL
-        for (int row = 0; row < 2; ++row) {
-            const bool mine = lane == 2 * cell + row;
-            z[0] = mine ? sums[cell][row][0] : z[0];
-            z[1] = mine ? sums[cell][row][1] : z[1];
+        __syncthreads();
+        if (chunk + 1 == chunks && row >= 2 && writes) {
+            // Cell row s = s0 + row - 2 reads product rows row - 2 + a + dy.
+            const int s = s0 + row - 2;
+            float z = 0.0f;
+            WHORL_UNROLL
+            for (int dy = 0; dy < 2; ++dy)
+                WHORL_UNROLL
+                for (int dx = 0; dx < 2; ++dx) {
+                    const float* product_row =
+                        products + (row - 2 + a + dy) % 3 * ONE_OUTPUT_ROW_FLOATS;
+                    z += product_row[(u / 2 + b + dx) * ONE_OUTPUT_PRODUCTS +
+                                     ((a * 2 + b) * 2 + dy) * 2 + dx];
+                }
+            const size_t at = (size_t(image) * 2 * src_h + 2 * s + a) * 2 * src_w + 2 * t0 + u;
+            const float value = activate(z + b0, activation);
+            y[at] = value;
+            if (Scored) {
+                const float error = value - target[at];
+                dz[at] = 2.0f * error / float(len) * activation_slope(value, activation);
+                squared += error * error;
+            }
         }
-    float squared = 0.0f;  // Scored: this lane's squared errors
-    if (exists && t < src_w) {
-        const float b0 = bias ? bias[0] : 0.0f;
-        const size_t at = size_t(2 * source_row + a) * 2 * src_w + 2 * t;
-        for (int b = 0; b < 2; ++b) {
-            const float value = activate(z[b] + b0, activation);
-            y[at + b] = value;
-            if (!Scored) continue;
-            const float error = value - target[at + b];
-            dz[at + b] = 2.0f * error / float(len) * activation_slope(value, activation);
-            squared += error * error;
-        }
+        row = next_row;
+        chunk = next_chunk;
     }
     if (!Scored) return;
-    float* warp_sums = kernel + ONE_OUTPUT_TAPS * cin;
+    float* warp_sums = shared + ONE_OUTPUT_SHARED_FLOATS;
     for (int offset = 16; offset > 0; offset /= 2)
         squared += __shfl_down_sync(0xffffffffu, squared, offset);
-    if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = squared;
+    if (threadIdx.x % 32 == 0) warp_sums[warp] = squared;
     __syncthreads();
     if (threadIdx.x == 0) partials[blockIdx.x] = warps_total(warp_sums, 1, 0);
 }
 
-// Grid ceil(runs / 32), runs = batch src_h ceil(src_w / 4); block 256; dynamic shared memory
-// ONE_OUTPUT_TAPS cin floats (the phase kernel, channel-major).
-extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_upsampled_one_output_channel(const float* __restrict__ x, int batch, int src_h, int src_w,
-                                    int cin, const float* __restrict__ phases,
+// Grid batch ceil(src_h / ONE_OUTPUT_ROWS) ceil(src_w / ONE_OUTPUT_STRIP); block 256; dynamic
+// shared memory ONE_OUTPUT_SHARED_FLOATS floats.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS, ONE_OUTPUT_BLOCKS)
+conv2d_upsampled_one_output_channel(const float* __restrict__ x, int src_h, int src_w, int cin,
+                                    const float* __restrict__ phases,
                                     const float* __restrict__ bias, int activation,
                                     float* __restrict__ y) {
-    upsampled_one_output<false>(x, batch, src_h, src_w, cin, phases, bias, activation, y, 0,
-                                nullptr, nullptr, nullptr);
+    if (cin % 4 == 0)
+        upsampled_one_output<false, true>(x, src_h, src_w, cin, phases, bias, activation, y, 0,
+                                          nullptr, nullptr, nullptr);
+    else
+        upsampled_one_output<false, false>(x, src_h, src_w, cin, phases, bias, activation, y, 0,
+                                           nullptr, nullptr, nullptr);
 }
 
 // The same, scored against `target` ([batch, 2 src_h, 2 src_w], len values): also dz and one
 // partial sum of squared errors per block (mse_finish adds them). Dynamic shared memory
-// ONE_OUTPUT_TAPS cin + ONE_CHANNEL_WARPS floats.
-extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_upsampled_one_output_channel_scored(const float* __restrict__ x, int batch, int src_h,
-                                           int src_w, int cin, const float* __restrict__ phases,
+// ONE_OUTPUT_SHARED_FLOATS + ONE_CHANNEL_WARPS floats.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS, ONE_OUTPUT_BLOCKS)
+conv2d_upsampled_one_output_channel_scored(const float* __restrict__ x, int src_h, int src_w,
+                                           int cin, const float* __restrict__ phases,
                                            const float* __restrict__ bias, int activation,
                                            float* __restrict__ y, int len,
                                            const float* __restrict__ target,
                                            float* __restrict__ dz, float* __restrict__ partials) {
-    upsampled_one_output<true>(x, batch, src_h, src_w, cin, phases, bias, activation, y, len,
-                               target, dz, partials);
+    if (cin % 4 == 0)
+        upsampled_one_output<true, true>(x, src_h, src_w, cin, phases, bias, activation, y, len,
+                                         target, dz, partials);
+    else
+        upsampled_one_output<true, false>(x, src_h, src_w, cin, phases, bias, activation, y, len,
+                                          target, dz, partials);
 }
 
 // The one place that says how a one-channel convolution's z (the output before its activation)

@@ -392,12 +392,13 @@ fn winograd_filter_partials_len(conv: &Conv) -> usize {
     winograd_filter_chunks(conv).1 * (16 * rows + 1) * columns
 }
 
-/// Blocks of conv2d_upsampled_one_output_channel(_scored) over `conv`: ONE_OUTPUT_RUNS runs of
-/// ONE_OUTPUT_RUN source cells each.
+/// Blocks of conv2d_upsampled_one_output_channel(_scored) over `conv`: per image, strips of
+/// ONE_OUTPUT_STRIP source columns by ONE_OUTPUT_ROWS source rows.
 fn one_output_blocks(conv: &Conv) -> usize {
     let input = conv.input;
-    let runs = input.batch * input.height * input.width.div_ceil(kernels::ONE_OUTPUT_RUN);
-    runs.div_ceil(kernels::ONE_OUTPUT_RUNS)
+    input.batch
+        * input.height.div_ceil(kernels::ONE_OUTPUT_ROWS)
+        * input.width.div_ceil(kernels::ONE_OUTPUT_STRIP)
 }
 
 /// Partial sums of a loss: the one-output kernel's blocks for a scored `conv`, else
@@ -1268,13 +1269,12 @@ impl<D: Device> Backend for GpuBackend<D> {
         // with one output channel, one direct kernel computes all four (conv2d_one_channel.cu).
         let phases = self.fold_phases(conv, params)?;
         if cout == 1 {
-            let [batch, h, w, _] = shape_args(conv.input)?;
+            let [_, h, w, _] = shape_args(conv.input)?;
             let blocks = one_output_blocks(conv) as u32;
             return kernels::conv2d_upsampled_one_output_channel(
                 &mut self.device,
-                Launch::blocks([blocks, 1, 1], kernels::ONE_OUTPUT_TAPS * cin),
+                Launch::blocks([blocks, 1, 1], kernels::ONE_OUTPUT_SHARED_FLOATS),
                 x.ptr,
-                batch,
                 h,
                 w,
                 int(cin)?,
@@ -1572,13 +1572,12 @@ impl<D: Device> Backend for GpuBackend<D> {
         let partials = self.loss_partials(conv, blocks)?;
         let phases = self.fold_phases(conv, params)?;
         let slot = &conv.slot;
-        let [batch, h, w, cin] = shape_args(conv.input)?;
-        let shared = kernels::ONE_OUTPUT_TAPS * slot.in_channels + kernels::ONE_CHANNEL_WARPS;
+        let [_, h, w, cin] = shape_args(conv.input)?;
+        let shared = kernels::ONE_OUTPUT_SHARED_FLOATS + kernels::ONE_CHANNEL_WARPS;
         kernels::conv2d_upsampled_one_output_channel_scored(
             &mut self.device,
             Launch::blocks([blocks as u32, 1, 1], shared),
             x.ptr,
-            batch,
             h,
             w,
             cin,
