@@ -609,14 +609,13 @@ conv2d_filter_partials_one_channel(const float* __restrict__ src, int grid_n, in
 // its patch, the window's 4 z (36 FMAs), their activations and first maximum, and the maximum's
 // window times g into ONE_CHANNEL_ROWS running sums, pixels in order. At the end the warps' sums
 // meet in shared memory and are added in warp order: deterministic, no atomics.
-// Grid (chunks, ceil(cout / 32)) over the batch (h / 2) (w / 2) pooled pixels, pixels_per_chunk
-// each; block 256; dynamic shared memory POOLED_SHARED_FLOATS.
-extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_pooled_filter_partials_one_channel(const float* __restrict__ x, int batch, int h, int w,
-                                          const float* __restrict__ kernel, int cout,
-                                          const float* __restrict__ bias, int activation,
-                                          const float* __restrict__ d_pooled,
-                                          int pixels_per_chunk, float* __restrict__ partial) {
+// The activation is a template parameter, so that its code (and the sigmoid's slow paths) is
+// not branched over for each of a window's four outputs.
+template <int Activation>
+__device__ __forceinline__ void pooled_filter_partials_one_channel(
+    const float* __restrict__ x, int batch, int h, int w, const float* __restrict__ kernel,
+    int cout, const float* __restrict__ bias, const float* __restrict__ d_pooled,
+    int pixels_per_chunk, float* __restrict__ partial) {
     static_assert(POOLED_CHANNELS == 32, "a lane per channel");
     static_assert(ONE_CHANNEL_WARPS * ONE_CHANNEL_ROWS * POOLED_CHANNELS <= POOLED_SHARED_FLOATS,
                   "the warps' sums fit in the shared memory of the staged patches");
@@ -697,11 +696,11 @@ conv2d_pooled_filter_partials_one_channel(const float* __restrict__ x, int batch
                             WHORL_UNROLL
                             for (int tx = 0; tx < 3; ++tx)
                                 z = one_input_tap(z, weights[ty * 3 + tx], v[a + ty][b + tx]);
-                        y[a][b] = activate(z, activation);
+                        y[a][b] = activate(z, Activation);
                     }
                 int at;
                 const float best = first_max_of_four(y[0][0], y[0][1], y[1][0], y[1][1], at);
-                const float g = grad[u] * activation_slope(best, activation);
+                const float g = grad[u] * activation_slope(best, Activation);
                 const bool down = at >= 2, right = at % 2 == 1;
                 WHORL_UNROLL
                 for (int ty = 0; ty < 3; ++ty) {
@@ -729,6 +728,26 @@ conv2d_pooled_filter_partials_one_channel(const float* __restrict__ x, int batch
         if (column >= cout) continue;
         out[k * cout + column] = warps_total(warp_sums, ONE_CHANNEL_ROWS * POOLED_CHANNELS, e);
     }
+}
+
+// Grid (chunks, ceil(cout / 32)) over the batch (h / 2) (w / 2) pooled pixels, pixels_per_chunk
+// each; block 256; dynamic shared memory POOLED_SHARED_FLOATS.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_pooled_filter_partials_one_channel(const float* __restrict__ x, int batch, int h, int w,
+                                          const float* __restrict__ kernel, int cout,
+                                          const float* __restrict__ bias, int activation,
+                                          const float* __restrict__ d_pooled,
+                                          int pixels_per_chunk, float* __restrict__ partial) {
+    if (activation == WHORL_RELU)
+        pooled_filter_partials_one_channel<WHORL_RELU>(x, batch, h, w, kernel, cout, bias,
+                                                       d_pooled, pixels_per_chunk, partial);
+    else if (activation == WHORL_SIGMOID)
+        pooled_filter_partials_one_channel<WHORL_SIGMOID>(x, batch, h, w, kernel, cout, bias,
+                                                          d_pooled, pixels_per_chunk, partial);
+    else
+        pooled_filter_partials_one_channel<WHORL_NO_ACTIVATION>(x, batch, h, w, kernel, cout,
+                                                                bias, d_pooled,
+                                                                pixels_per_chunk, partial);
 }
 
 // conv2d_upsampled_one_output_channel_backward for x the output of XActivation (its derivative
