@@ -43,9 +43,9 @@
 // across a block's strip, cell rows it walks down, source pixels a staged row holds (the strip
 // and one neighbour each side), channels a step stages (a chunk: each lane multiplies half of
 // them), stages of the copy pipeline, floats per pixel of a row of products (16, padded to 17
-// so that the outputs' reads spread over the banks), the pixels of a row each warp multiplies,
-// the pixels between a thread's copies of a row and its copies, and the shared memory: the
-// stages, then three rows of products.
+// so that the outputs' reads spread over the banks), a stage's and a row of products' floats,
+// the pixels between a thread's copies of a row, and the shared memory: the stages, then three
+// rows of products. Then the pixels of a row each warp multiplies and a thread's copies of it.
 #define ONE_OUTPUT_BLOCKS 3
 #define ONE_OUTPUT_STRIP 56
 #define ONE_OUTPUT_ROWS 16
@@ -53,12 +53,14 @@
 #define ONE_OUTPUT_CHUNK 64
 #define ONE_OUTPUT_STAGES 2
 #define ONE_OUTPUT_PRODUCTS 17
-#define ONE_OUTPUT_WARP_PIXELS ((ONE_OUTPUT_PIXELS + ONE_CHANNEL_WARPS - 1) / ONE_CHANNEL_WARPS)
 #define ONE_OUTPUT_STAGE_FLOATS (ONE_OUTPUT_PIXELS * ONE_OUTPUT_CHUNK)
 #define ONE_OUTPUT_ROW_FLOATS (ONE_OUTPUT_PIXELS * ONE_OUTPUT_PRODUCTS)
 #define ONE_OUTPUT_COPY_STEP (WHORL_THREADS / (ONE_OUTPUT_CHUNK / 4))
-#define ONE_OUTPUT_COPIES ((ONE_OUTPUT_PIXELS + ONE_OUTPUT_COPY_STEP - 1) / ONE_OUTPUT_COPY_STEP)
 #define ONE_OUTPUT_SHARED_FLOATS (ONE_OUTPUT_STAGES * ONE_OUTPUT_STAGE_FLOATS + 3 * ONE_OUTPUT_ROW_FLOATS)
+constexpr int ONE_OUTPUT_WARP_PIXELS =
+    (ONE_OUTPUT_PIXELS + ONE_CHANNEL_WARPS - 1) / ONE_CHANNEL_WARPS;
+constexpr int ONE_OUTPUT_COPIES =
+    (ONE_OUTPUT_PIXELS + ONE_OUTPUT_COPY_STEP - 1) / ONE_OUTPUT_COPY_STEP;
 static_assert(4 * ONE_OUTPUT_STRIP <= WHORL_THREADS, "a thread per output of a cell row");
 
 // conv2d_upsampled_one_output_channel_backward: resident blocks per multiprocessor it is
