@@ -361,14 +361,14 @@ pub fn scored_inputs(conv: &Conv, seed: u64) -> [Vec<f32>; 3] {
 
 /// Output convolutions to score: conv6's kind (one output channel of an upsampled input,
 /// one kernel on a GPU), with sigmoid and with ReLU, also wider than a block's strip of source
-/// columns (56 on a GPU) and taller than its rows (16): 61 columns of 6 channels (copied a
-/// float at a time), 58 of 68 (a strip of 2 columns; two chunks of channels, the second of 4);
-/// and others the GPU scores in turn.
+/// columns (56 on a GPU) and taller than its rows (38): 40 rows of 61 columns of 6 channels
+/// (copied a float at a time), 58 columns of 68 (a strip of 2 columns; two chunks of channels,
+/// the second of 4); and others the GPU scores in turn.
 pub fn scored_cases() -> Vec<Conv> {
     let mut cases = fused_backward_cases();
     cases.extend([
         conv(
-            nhwc(1, 18, 61, 6),
+            nhwc(1, 40, 61, 6),
             1,
             ConvInput::Upsampled2,
             Activation::Sigmoid,
