@@ -179,12 +179,12 @@ __device__ __forceinline__ void upsampled_one_output(
     float* products = shared + ONE_OUTPUT_STAGES * ONE_OUTPUT_STAGE_FLOATS;  // 3 rows
     const int strips = (src_w + ONE_OUTPUT_STRIP - 1) / ONE_OUTPUT_STRIP;
     const int segments = (src_h + ONE_OUTPUT_ROWS - 1) / ONE_OUTPUT_ROWS;
-    const int image = blockIdx.x / (strips * segments);
-    const int s0 = blockIdx.x / strips % segments * ONE_OUTPUT_ROWS;
-    const int t0 = blockIdx.x % strips * ONE_OUTPUT_STRIP;
+    // The block's image, row segment and strip: a point of a batch of segments x strips grids.
+    const GridCursor block = grid_cursor(blockIdx.x, segments, strips);
+    const int s0 = block.row * ONE_OUTPUT_ROWS, t0 = block.col * ONE_OUTPUT_STRIP;
     const int rows = min(ONE_OUTPUT_ROWS, src_h - s0) + 2;  // source rows s0 - 1 ..
     const int chunks = (cin + ONE_OUTPUT_CHUNK - 1) / ONE_OUTPUT_CHUNK;
-    const float* plane = x + size_t(image) * src_h * src_w * cin;
+    const float* plane = x + size_t(block.image) * src_h * src_w * cin;
     const int warp = threadIdx.x / 32, tap = threadIdx.x % 16, half = threadIdx.x / 16 % 2;
     // Output thread (a, u): output row 2s + a, columns 2 t0 + u; cell t0 + u / 2, column b.
     const int a = threadIdx.x / (2 * ONE_OUTPUT_STRIP), u = threadIdx.x % (2 * ONE_OUTPUT_STRIP);
@@ -266,7 +266,8 @@ __device__ __forceinline__ void upsampled_one_output(
                     z += product_row[(u / 2 + b + dx) * ONE_OUTPUT_PRODUCTS +
                                      ((a * 2 + b) * 2 + dy) * 2 + dx];
                 }
-            const size_t at = (size_t(image) * 2 * src_h + 2 * s + a) * 2 * src_w + 2 * t0 + u;
+            const size_t at =
+                (size_t(block.image) * 2 * src_h + 2 * s + a) * 2 * src_w + 2 * t0 + u;
             const float value = activate(z + b0, activation);
             y[at] = value;
             if (Scored) {
