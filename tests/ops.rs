@@ -133,9 +133,28 @@ fn upsampled_convolutions_match_direct_loops_when_work_chunks_span_images() {
 }
 
 #[test]
+fn upsampled_convolutions_match_direct_loops_when_an_image_spans_pieces_of_work() {
+    // 117 source columns make 30 tiles of 4 across, more than a piece of work takes, so each
+    // image's 9 rows (3 tile rows, the last partial) are several pieces, and the last tile of
+    // each row has one column.
+    let conv = conv(
+        nhwc(2, 9, 117, 5),
+        6,
+        ConvInput::Upsampled2,
+        Activation::Relu,
+    );
+    let inputs = parity::conv_inputs(&conv, 90);
+    let got = parity::conv_outputs(&mut CpuBackend::new(), &conv, &inputs);
+    let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
+    let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
+    parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
+}
+
+#[test]
 fn conv2d_backward_filter_is_deterministic_across_thread_counts() {
     // Each algorithm: Winograd (plain, 4 channels in), direct loops (plain, one channel in),
-    // box sums as a GEMM (upsampled), and as a GEMM of width 9 (upsampled, one channel out).
+    // Winograd over box sums (upsampled), and box sums as a GEMM of width 9 (upsampled, one
+    // channel out).
     for (read, cin, cout) in [
         (ConvInput::Direct, 4, 6),
         (ConvInput::Direct, 1, 6),

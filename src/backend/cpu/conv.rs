@@ -3,11 +3,12 @@
 //!   multiplies for a plain input, 1/4 for an upsampled one.
 //! - backward-data: [`backward_data`], a 3x3 'same' convolution of dz with the flipped kernel,
 //!   by Winograd; of an upsampled input, a 3x3 pass at the source's resolution over 2x2 box
-//!   sums of dz (1/4 of the work) as a gathered GEMM: each source pixel's box sums gathered
-//!   into one row of a tile ([`super::gather`]), tiles multiplied by the kernel
-//!   ([`super::gemm`]).
-//! - backward-filter: [`backward_filter`], Winograd's algebra read backward for a plain input;
-//!   for an upsampled input, [`filter_box_sums`], box sums of dz against x (1/4 of the work).
+//!   sums of dz (1/4 of the work), by Winograd's F(4, 2) over the box sums
+//!   ([`super::box_sum_winograd`]: 9/16 of that), or for one output channel as a gathered
+//!   GEMM: each source pixel's box sums gathered into one row of a tile ([`super::gather`]),
+//!   tiles multiplied by the kernel ([`super::gemm`]).
+//! - backward-filter: [`backward_filter`], Winograd's algebra read backward, for a plain input
+//!   by F(2x2, 3x3), for an upsampled input by F(4, 2) over the box sums of dz.
 //!
 //! The one-channel convolutions, one input channel (conv1) and one output channel read
 //! upsampled (conv6), run their forward and kernel-gradient passes in [`super::one_channel`].
@@ -20,6 +21,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::super::{Conv, ConvInput, Nhwc};
+use super::box_sum_winograd::{self, BoxSumConv};
 use super::gather::Gather;
 use super::gemm::{Matrix, gemm};
 use super::one_channel;
@@ -62,21 +64,22 @@ fn kernel_len(conv: &Conv) -> usize {
     let taps = match conv.read {
         // The flipped kernel and its Winograd transform.
         ConvInput::Direct => 9 + 16,
-        ConvInput::Upsampled2 => 16,
+        // The flipped kernel and its 36 transforms for the box sums, or four 2x2 phase kernels.
+        ConvInput::Upsampled2 => 9 + 36,
     };
     let kernel = conv.slot.in_channels * conv.slot.out_channels;
     // The whole backward pass of one output channel keeps the flipped kernel beside the sums.
     (taps * kernel).max(9 * kernel + partial_len(conv))
 }
 
-/// Floats of scratch one chunk of work of this convolution needs: for an upsampled input's
-/// backward passes, a tile of gathered box sums (and room for a kernel gradient's product), or
-/// what the one-channel passes need. Winograd's pieces keep their own scratch.
+/// Floats of scratch one chunk of work of this convolution needs: for the backward passes of
+/// an upsampled input with one output channel, a tile of gathered box sums (and room for a
+/// kernel gradient's product), or what the one-channel passes need. Winograd's pieces keep
+/// their own scratch.
 fn tile_len(conv: &Conv) -> usize {
-    let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-    let gathered = match conv.read {
-        ConvInput::Direct => 0,
-        ConvInput::Upsampled2 => TILE_PIXELS * 9 * cout + 9 * cin,
+    let gathered = match one_channel::writes_one_channel(conv) {
+        true => TILE_PIXELS * 9 + 9 * conv.slot.in_channels,
+        false => 0,
     };
     gathered.max(one_channel::scratch_floats(conv))
 }
@@ -289,7 +292,8 @@ pub fn pooled_backward_filter(
 /// (B[2s] = O[s - 1], B[2s + 1] = E[s], B[2s + 2] = O[s]): the same flipped kernel over a 3-tap
 /// window at stride 2 of the pair sums B. In two dimensions the pair sums multiply into the
 /// 2x2 box sums of the 4x4 window of dz from (2i - 1, 2j - 1) ([`Gather::box_sums`]): a 3x3
-/// pass at the source's resolution instead of one at the upsampled resolution.
+/// pass at the source's resolution instead of one at the upsampled resolution, computed by
+/// Winograd's F(4, 2) ([`box_sum_winograd`]), or for one output channel as a gathered GEMM.
 pub fn backward_data(
     scratch: &mut ConvScratch,
     conv: &Conv,
@@ -312,11 +316,17 @@ pub fn backward_data(
             same.transform_kernel(flipped, transformed);
             winograd::convolve(same, dz, transformed, dx);
         }
-        ConvInput::Upsampled2 => {
+        ConvInput::Upsampled2 if one_channel::writes_one_channel(conv) => {
             let gather = Gather::box_sums(conv.output(), input);
             let flipped = Matrix::row_major(&scratch.kernel, 9 * cout, cin);
             let tiles = (&mut scratch.tiles[..], scratch.tile_len);
             gathered_gemm(tiles, &gather, dz, flipped, dx);
+        }
+        ConvInput::Upsampled2 => {
+            let boxes = BoxSumConv { input, cout };
+            let (flipped, transformed) = scratch.kernel.split_at_mut(9 * cin * cout);
+            boxes.transform_kernel(flipped, transformed);
+            box_sum_winograd::backward_data(boxes, dz, transformed, dx);
         }
     }
 }
@@ -388,15 +398,20 @@ pub fn backward_filter(
             winograd::kernel_gradient(same, (x, dz), sums, grads);
         }
         ConvInput::Upsampled2 => {
-            if one_channel::writes_one_channel(conv) {
+            let summed = if one_channel::writes_one_channel(conv) {
                 let tile_gradient = one_channel::filter_one_output(conv, x, dz);
                 chunk_partials(conv.input, tiles, (partials, size), tile_gradient);
+                chunks
             } else {
-                let tile_gradient = filter_box_sums(conv, x, dz);
-                chunk_partials(conv.input, tiles, (partials, size), tile_gradient);
-            }
+                let boxes = BoxSumConv {
+                    input: conv.input,
+                    cout: conv.slot.out_channels,
+                };
+                let partials = (&mut scratch.partials[..], size);
+                box_sum_winograd::kernel_gradient(boxes, (x, dz), partials)
+            };
             let total = &mut scratch.kernel[..size];
-            sum_in_order(&scratch.partials[..chunks * size], total);
+            sum_in_order(&scratch.partials[..summed * size], total);
             unflip_box_sum_gradient(conv, total, grads);
         }
     }
@@ -470,31 +485,6 @@ pub(super) fn sum_in_order(partials: &[f32], total: &mut [f32]) {
                     .sum();
             }
         });
-}
-
-/// A tile's gradient for an upsampled input (see [`backward_data`] for the box sums B):
-/// dw[t] = sum over p of dz[p] u[p + t] = sum over s of x[s] (dz[2s - t] + dz[2s + 1 - t]),
-/// so dw[2 - r] = sum over s of x[s] B[2s + r] per dimension, and dbias is the sum of the
-/// aligned boxes (r = 1 in both dimensions), which cover dz once. Accumulated flipped and
-/// transposed: partial[r, rc, co, ci] += box_sums(dz)^T x, then [`unflip_box_sum_gradient`].
-fn filter_box_sums<'a>(
-    conv: &'a Conv,
-    x: &'a [f32],
-    dz: &'a [f32],
-) -> impl Fn(Range<usize>, &mut [f32], &mut [f32]) + Sync + 'a {
-    let (input, cin, cout) = (conv.input, conv.slot.in_channels, conv.slot.out_channels);
-    let gather = Gather::box_sums(conv.output(), input);
-    move |pixels, tile, partial| {
-        let rows = &mut tile[..pixels.len() * 9 * cout];
-        gather.rows(dz, pixels.start, rows);
-        let x = &x[pixels.start * cin..pixels.end * cin];
-        let (dkernel, dbias) = partial.split_at_mut(9 * cin * cout);
-        let sums = Matrix::row_major(rows, pixels.len(), 9 * cout).transposed();
-        gemm(sums, Matrix::row_major(x, pixels.len(), cin), dkernel, true);
-        for row in rows.chunks_exact(9 * cout) {
-            add(dbias, &row[4 * cout..5 * cout]);
-        }
-    }
 }
 
 /// grads[ky, kx, ci, co] = total[2 - ky, 2 - kx, co, ci], and the bias as it is.

@@ -231,9 +231,9 @@ impl WithSimd for OneInputFilter<'_> {
     }
 }
 
-/// A tile's gradient with one input channel, laid out as conv.rs's `filter_same` accumulates
-/// it ([9, 1, cout] then the bias): the tile's sum is formed in `tile` and then added to
-/// `partial`, as the GEMM path adds a tile's product, to keep the float32 sums short.
+/// A tile's gradient with one input channel, laid out as the kernel gradient is ([9, 1,
+/// cout] then the bias): the tile's sum is formed in `tile` and then added to `partial`, to
+/// keep the float32 sums short.
 pub fn filter_one_input<'a>(
     conv: &'a Conv,
     x: &'a [f32],
@@ -481,7 +481,7 @@ pub fn forward_one_output(
 }
 
 /// A tile's gradient with one output channel read upsampled, laid out as conv.rs's
-/// `filter_box_sums` accumulates it ([9 flipped taps, 1, cin] then the bias): the GEMM
+/// `unflip_box_sum_gradient` reads it ([9 flipped taps, 1, cin] then the bias): the GEMM
 /// x^T box_sums(dz) of the tile's source pixels, [cin, 9], added transposed, and the bias's
 /// share, the aligned boxes (tap 4), which cover dz once.
 pub fn filter_one_output<'a>(

@@ -68,10 +68,50 @@ pub struct SameConv<'a> {
 
 /// Some whole tile rows of one image: a piece of work.
 #[derive(Clone, Copy)]
-struct Piece {
-    image: usize,
-    first_tile_row: usize,
-    tile_rows: usize,
+pub(super) struct Piece {
+    pub(super) image: usize,
+    pub(super) first_tile_row: usize,
+    pub(super) tile_rows: usize,
+}
+
+impl Piece {
+    /// Every piece of work over `batch` images of `tiles_down` tile rows, `per_piece` tile
+    /// rows a piece (the last of an image may have fewer), image by image, top to bottom.
+    pub(super) fn all(batch: usize, tiles_down: usize, per_piece: usize) -> Vec<Piece> {
+        (0..batch)
+            .flat_map(|image| {
+                (0..tiles_down)
+                    .step_by(per_piece)
+                    .map(move |first_tile_row| Piece {
+                        image,
+                        first_tile_row,
+                        tile_rows: per_piece.min(tiles_down - first_tile_row),
+                    })
+            })
+            .collect()
+    }
+}
+
+/// Runs `work(pieces, scratch, partial)` on groups of consecutive `pieces`, at most
+/// WORK_CHUNKS groups and the same ones whatever the thread count, each group into its own
+/// partial of `size` values of `partials`, with a scratch of `scratch_len` floats per thread.
+/// Returns the number of groups, whose partials the caller adds in order.
+pub(super) fn for_each_group(
+    pieces: &[Piece],
+    (partials, size): (&mut [f32], usize),
+    scratch_len: usize,
+    work: impl Fn(&[Piece], &mut [f32], &mut [f32]) + Sync,
+) -> usize {
+    let per_group = pieces.len().div_ceil(WORK_CHUNKS).max(1);
+    let groups = pieces.len().div_ceil(per_group);
+    pieces
+        .par_chunks(per_group)
+        .zip(partials[..groups * size].par_chunks_mut(size))
+        .for_each_init(
+            || vec![0.0; scratch_len],
+            |scratch, (pieces, partial)| work(pieces, scratch, partial),
+        );
+    groups
 }
 
 impl SameConv<'_> {
@@ -108,18 +148,8 @@ impl SameConv<'_> {
 
     /// Every piece of work, image by image, top to bottom.
     fn pieces(&self) -> Vec<Piece> {
-        let (down, per_piece) = (self.tiles_down(), self.tile_rows_per_piece());
-        (0..self.input.batch)
-            .flat_map(|image| {
-                (0..down)
-                    .step_by(per_piece)
-                    .map(move |first_tile_row| Piece {
-                        image,
-                        first_tile_row,
-                        tile_rows: per_piece.min(down - first_tile_row),
-                    })
-            })
-            .collect()
+        let per_piece = self.tile_rows_per_piece();
+        Piece::all(self.input.batch, self.tiles_down(), per_piece)
     }
 
     /// Floats of scratch one piece of work needs: its transformed inputs [tiles, positions,
@@ -208,28 +238,24 @@ pub fn kernel_gradient(
 ) {
     let (cin, cout) = (conv.input.channels, conv.cout);
     let size = conv.transformed_len();
-    let pieces = conv.pieces();
-    let per_group = pieces.len().div_ceil(WORK_CHUNKS).max(1);
-    let groups = pieces.len().div_ceil(per_group);
-    pieces
-        .par_chunks(per_group)
-        .zip(partials[..groups * size].par_chunks_mut(size))
-        .for_each_init(
-            || vec![0.0; conv.scratch_len()],
-            |scratch, (pieces, partial)| {
-                partial.fill(0.0);
-                for &piece in pieces {
-                    Arch::new().dispatch(Filter {
-                        conv,
-                        x,
-                        dz,
-                        piece,
-                        partial: &mut *partial,
-                        scratch: &mut *scratch,
-                    });
-                }
-            },
-        );
+    let groups = for_each_group(
+        &conv.pieces(),
+        (partials, size),
+        conv.scratch_len(),
+        |pieces, scratch, partial| {
+            partial.fill(0.0);
+            for &piece in pieces {
+                Arch::new().dispatch(Filter {
+                    conv,
+                    x,
+                    dz,
+                    piece,
+                    partial: &mut *partial,
+                    scratch: &mut *scratch,
+                });
+            }
+        },
+    );
     let total = &mut total[..size];
     sum_in_order(&partials[..groups * size], total);
     // dg[ky, kx] = sum over a, b of G[a, ky] G[b, kx] dU[4a + b], in float64.
@@ -325,7 +351,7 @@ fn output_transform_backward(out: &mut [f32], rows: [&[f32]; 2]) {
 /// The channels of pixel (row, col) of one image of `t` [N, height, width, c], or `zeros`
 /// outside the image.
 #[inline(always)]
-fn pixel<'a>(
+pub(super) fn pixel<'a>(
     t: &'a [f32],
     shape: Nhwc,
     image: usize,
