@@ -37,7 +37,7 @@ use rayon::prelude::*;
 use super::super::Nhwc;
 use super::conv::add;
 use super::gemm::{Matrix, gemm};
-use super::winograd::{Piece, for_each_group, pixel};
+use super::winograd::{Piece, for_each_group, pixel, with_scratch};
 
 /// Source pixels along a tile's side.
 const TILE: usize = 4;
@@ -160,16 +160,21 @@ impl BoxSumConv {
     /// multiply.
     pub fn transform_kernel(&self, flipped: &[f32], u: &mut [f32]) {
         let taps = self.cout * self.input.channels;
+        let mut sum = vec![0.0f64; taps];
         for (g, u) in u[..GROUPS * taps].chunks_exact_mut(taps).enumerate() {
             let (d, e) = (g / DISTINCT, g % DISTINCT);
-            for (i, u) in u.iter_mut().enumerate() {
-                let mut sum = 0.0;
-                for r in 0..3 {
-                    for c in 0..3 {
-                        sum += W[d][r] * W[e][c] * f64::from(flipped[(3 * r + c) * taps + i]);
+            sum.fill(0.0);
+            for (tap, f) in flipped.chunks_exact(taps).take(9).enumerate() {
+                // W is sparse: at most 4 of the 9 taps reach a group.
+                let weight = W[d][tap / 3] * W[e][tap % 3];
+                if weight != 0.0 {
+                    for (s, &f) in sum.iter_mut().zip(f) {
+                        *s += weight * f64::from(f);
                     }
                 }
-                *u = sum as f32;
+            }
+            for (u, &s) in u.iter_mut().zip(&sum) {
+                *u = s as f32;
             }
         }
     }
@@ -192,9 +197,8 @@ pub fn backward_data(conv: BoxSumConv, dz: &[f32], u: &[f32], dx: &mut [f32]) {
         .chunks_mut(image_len)
         .flat_map(|dx| dx.chunks_mut(piece_len));
     let pieces: Vec<(Piece, &mut [f32])> = conv.pieces().into_iter().zip(outputs).collect();
-    pieces.into_par_iter().for_each_init(
-        || vec![0.0; conv.piece_scratch_len()],
-        |scratch, (piece, dx)| {
+    pieces.into_par_iter().for_each(|(piece, dx)| {
+        with_scratch(conv.piece_scratch_len(), |scratch| {
             Arch::new().dispatch(Data {
                 conv,
                 dz,
@@ -203,35 +207,29 @@ pub fn backward_data(conv: BoxSumConv, dz: &[f32], u: &[f32], dx: &mut [f32]) {
                 dx,
                 scratch,
             })
-        },
-    );
+        })
+    });
 }
 
-/// Floats of the scratch [`kernel_gradient`] gives each thread.
-fn gradient_scratch_len(conv: &BoxSumConv) -> usize {
-    conv.transformed_len() + conv.cout + conv.piece_scratch_len()
-}
-
-/// The kernel gradient of the box sums, flipped and transposed as conv.rs's `backward_data`
-/// multiplies them ([9, cout, cin], then the bias gradient [cout]): per group of pieces
-/// ([`for_each_group`]), dU and the bias summed over its tiles, then df = W^T dU W into the
-/// group's partial of `size` values. Returns the number of groups, whose partials the caller
+/// The kernel and bias gradients, per group of pieces ([`for_each_group`]) into its partial
+/// of `size` values laid out as the gradients are ([3, 3, cin, cout], then [cout]): the
+/// group's dU [36, cout, cin] and bias summed over its tiles in this thread's scratch, then
+/// df = W^T dU W ([`Untransform`]). Returns the number of groups, whose partials the caller
 /// adds in order.
 pub fn kernel_gradient(
     conv: BoxSumConv,
     (x, dz): (&[f32], &[f32]),
     (partials, size): (&mut [f32], usize),
 ) -> usize {
-    let (cin, cout) = (conv.input.channels, conv.cout);
-    let taps = cin * cout;
     let pieces = conv.pieces();
-    let scratch_len = gradient_scratch_len(&conv);
+    let sums_len = conv.transformed_len() + conv.cout;
+    let scratch_len = sums_len + conv.piece_scratch_len();
     for_each_group(
         &pieces,
         (partials, size),
         scratch_len,
         |pieces, scratch, partial| {
-            let (sums, scratch) = scratch.split_at_mut(conv.transformed_len() + cout);
+            let (sums, scratch) = scratch.split_at_mut(sums_len);
             sums.fill(0.0);
             for &piece in pieces {
                 Arch::new().dispatch(Filter {
@@ -243,28 +241,54 @@ pub fn kernel_gradient(
                     scratch: &mut *scratch,
                 });
             }
-            let (du, dbias) = sums.split_at(GROUPS * taps);
-            let (df, partial_bias) = partial.split_at_mut(9 * taps);
-            let mut tap_sum = vec![0.0f64; taps];
-            for (tap, df) in df.chunks_exact_mut(taps).enumerate() {
-                let (r, c) = (tap / 3, tap % 3);
-                tap_sum.fill(0.0);
-                for (g, du) in du.chunks_exact(taps).enumerate() {
-                    // W is sparse: each tap takes 16 of the 36 groups.
-                    let weight = W[g / DISTINCT][r] * W[g % DISTINCT][c];
-                    if weight != 0.0 {
-                        for (s, &d) in tap_sum.iter_mut().zip(du) {
-                            *s += weight * f64::from(d);
-                        }
-                    }
-                }
-                for (g, &s) in df.iter_mut().zip(&tap_sum) {
-                    *g = s as f32;
-                }
-            }
-            partial_bias[..cout].copy_from_slice(dbias);
+            Arch::new().dispatch(Untransform {
+                conv,
+                sums,
+                grads: partial,
+            });
         },
     )
+}
+
+/// The kernel and bias gradients from a group's sums: for each tap (ky, kx), the flipped tap
+/// (r, c) = (2 - ky, 2 - kx) of df = W^T dU W in float64, its channels transposed back.
+struct Untransform<'a> {
+    conv: BoxSumConv,
+    sums: &'a [f32],
+    grads: &'a mut [f32],
+}
+
+impl WithSimd for Untransform<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let Untransform { conv, sums, grads } = self;
+        let (cin, cout) = (conv.input.channels, conv.cout);
+        let taps = cin * cout;
+        let (du, dbias) = sums.split_at(GROUPS * taps);
+        let mut tap_sum = vec![0.0f64; taps];
+        for (tap, dkernel) in grads[..9 * taps].chunks_exact_mut(taps).enumerate() {
+            let (r, c) = (2 - tap / 3, 2 - tap % 3);
+            tap_sum.fill(0.0);
+            for (g, du) in du.chunks_exact(taps).enumerate() {
+                // W is sparse: each tap takes 16 of the 36 groups.
+                let weight = W[g / DISTINCT][r] * W[g % DISTINCT][c];
+                if weight != 0.0 {
+                    for (s, &d) in tap_sum.iter_mut().zip(du) {
+                        *s += weight * f64::from(d);
+                    }
+                }
+            }
+            // tap_sum is [cout, cin]; the kernel gradient [cin, cout].
+            for (ci, row) in dkernel.chunks_exact_mut(cout).enumerate() {
+                for (co, g) in row.iter_mut().enumerate() {
+                    *g = tap_sum[co * cin + ci] as f32;
+                }
+            }
+        }
+        grads[9 * taps..][..cout].copy_from_slice(dbias);
+    }
 }
 
 /// backward-data on a piece, whose rows of dx are `dx` (from row TILE first_tile_row).

@@ -397,22 +397,21 @@ pub fn backward_filter(
             let sums = (&mut scratch.partials[..], &mut scratch.kernel[..]);
             winograd::kernel_gradient(same, (x, dz), sums, grads);
         }
-        ConvInput::Upsampled2 => {
-            let summed = if one_channel::writes_one_channel(conv) {
-                let tile_gradient = one_channel::filter_one_output(conv, x, dz);
-                chunk_partials(conv.input, tiles, (partials, size), tile_gradient);
-                chunks
-            } else {
-                let boxes = BoxSumConv {
-                    input: conv.input,
-                    cout: conv.slot.out_channels,
-                };
-                let partials = (&mut scratch.partials[..], size);
-                box_sum_winograd::kernel_gradient(boxes, (x, dz), partials)
-            };
+        ConvInput::Upsampled2 if one_channel::writes_one_channel(conv) => {
+            let tile_gradient = one_channel::filter_one_output(conv, x, dz);
+            chunk_partials(conv.input, tiles, (partials, size), tile_gradient);
             let total = &mut scratch.kernel[..size];
-            sum_in_order(&scratch.partials[..summed * size], total);
+            sum_in_order(&scratch.partials[..chunks * size], total);
             unflip_box_sum_gradient(conv, total, grads);
+        }
+        ConvInput::Upsampled2 => {
+            let boxes = BoxSumConv {
+                input: conv.input,
+                cout: conv.slot.out_channels,
+            };
+            let partials = (&mut scratch.partials[..], size);
+            let groups = box_sum_winograd::kernel_gradient(boxes, (x, dz), partials);
+            sum_in_order(&scratch.partials[..groups * size], &mut grads[..size]);
         }
     }
 }

@@ -32,6 +32,8 @@
 //! in L2; outputs do not depend on how the work is cut, and the kernel gradient's pieces are
 //! added in a fixed order.
 
+use std::cell::RefCell;
+
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
@@ -94,8 +96,8 @@ impl Piece {
 
 /// Runs `work(pieces, scratch, partial)` on groups of consecutive `pieces`, at most
 /// WORK_CHUNKS groups and the same ones whatever the thread count, each group into its own
-/// partial of `size` values of `partials`, with a scratch of `scratch_len` floats per thread.
-/// Returns the number of groups, whose partials the caller adds in order.
+/// partial of `size` values of `partials`, with a scratch of `scratch_len` floats
+/// ([`with_scratch`]). Returns the number of groups, whose partials the caller adds in order.
 pub(super) fn for_each_group(
     pieces: &[Piece],
     (partials, size): (&mut [f32], usize),
@@ -107,11 +109,28 @@ pub(super) fn for_each_group(
     pieces
         .par_chunks(per_group)
         .zip(partials[..groups * size].par_chunks_mut(size))
-        .for_each_init(
-            || vec![0.0; scratch_len],
-            |scratch, (pieces, partial)| work(pieces, scratch, partial),
-        );
+        .for_each(|(pieces, partial)| {
+            with_scratch(scratch_len, |scratch| work(pieces, scratch, partial));
+        });
     groups
+}
+
+thread_local! {
+    /// Each thread's scratch for the pieces of work it takes, kept from call to call.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `work` on `len` floats of this thread's scratch, which grows to the largest length
+/// asked for and stays, so that a step allocates (and the system zeroes pages) only the first
+/// time. What `work` finds there is left from earlier work.
+pub(super) fn with_scratch<R>(len: usize, work: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        if scratch.len() < len {
+            scratch.resize(len, 0.0);
+        }
+        work(&mut scratch[..len])
+    })
 }
 
 impl SameConv<'_> {
@@ -204,9 +223,8 @@ pub fn convolve(conv: SameConv, x: &[f32], u: &[f32], y: &mut [f32]) {
         .chunks_mut(image_len)
         .flat_map(|y| y.chunks_mut(piece_len));
     let pieces: Vec<(Piece, &mut [f32])> = conv.pieces().into_iter().zip(outputs).collect();
-    pieces.into_par_iter().for_each_init(
-        || vec![0.0; conv.scratch_len()],
-        |scratch, (piece, y)| {
+    pieces.into_par_iter().for_each(|(piece, y)| {
+        with_scratch(conv.scratch_len(), |scratch| {
             Arch::new().dispatch(Forward {
                 conv,
                 x,
@@ -215,8 +233,8 @@ pub fn convolve(conv: SameConv, x: &[f32], u: &[f32], y: &mut [f32]) {
                 y,
                 scratch,
             })
-        },
-    );
+        })
+    });
 }
 
 /// The kernel and bias gradient, into `grads` = [dkernel [3, 3, cin, cout], dbias [cout]], of
