@@ -5,9 +5,9 @@
 //!
 //! | operation ([`Backend`] method) | float64 reference | CPU engine | GPU | CUDA kernels (kernels/) | tests |
 //! |---|---|---|---|---|---|
-//! | `conv2d_forward` | reference.rs | cpu/conv.rs `forward`, cpu/winograd.rs, cpu/one_channel.rs | gpu/mod.rs | conv2d.cu `conv2d_gathered_gemm`, `conv2d_fold_phases_kernel`; conv2d_tf32.cu `conv2d_gathered_gemm_tf32`; conv2d_one_channel.cu `conv2d_one_input_channel` (conv1), `conv2d_upsampled_one_output_channel` (conv6) | ops, emulator, tf32, gpu |
-//! | `conv2d_backward_data` | reference.rs | cpu/conv.rs `backward_data`, cpu/box_sum_winograd.rs | gpu/mod.rs | conv2d.cu `conv2d_flip_kernel`, `upsample2_box_sums`, the gathered GEMMs | ops, emulator, tf32, gpu |
-//! | `conv2d_backward_filter` | reference.rs | cpu/conv.rs `backward_filter`, cpu/winograd.rs, cpu/box_sum_winograd.rs, cpu/one_channel.rs | gpu/mod.rs | conv2d.cu `conv2d_filter_partials`, `sum_partials`, `sum_partials_upsampled`, `upsample2_bias_partials`; conv2d_one_channel.cu `conv2d_filter_partials_one_channel` (conv1, conv6) | ops, emulator, gpu |
+//! | `conv2d_forward` | reference.rs | cpu/conv.rs `forward`, cpu/winograd.rs, cpu/upsampled_winograd.rs, cpu/one_channel.rs | gpu/mod.rs | conv2d.cu `conv2d_gathered_gemm`, `conv2d_fold_phases_kernel`; conv2d_tf32.cu `conv2d_gathered_gemm_tf32`; conv2d_one_channel.cu `conv2d_one_input_channel` (conv1), `conv2d_upsampled_one_output_channel` (conv6) | ops, emulator, tf32, gpu |
+//! | `conv2d_backward_data` | reference.rs | cpu/conv.rs `backward_data`, cpu/upsampled_winograd.rs | gpu/mod.rs | conv2d.cu `conv2d_flip_kernel`, `upsample2_box_sums`, the gathered GEMMs | ops, emulator, tf32, gpu |
+//! | `conv2d_backward_filter` | reference.rs | cpu/conv.rs `backward_filter`, cpu/winograd.rs, cpu/upsampled_winograd.rs, cpu/one_channel.rs | gpu/mod.rs | conv2d.cu `conv2d_filter_partials`, `sum_partials`, `sum_partials_upsampled`, `upsample2_bias_partials`; conv2d_one_channel.cu `conv2d_filter_partials_one_channel` (conv1, conv6) | ops, emulator, gpu |
 //! | `conv2d_backward` (backward-filter, backward-data and the input's activation derivative) | the three in turn (`backward_in_turn`) | cpu/conv.rs `backward_one_output` (cpu/one_channel.rs) for one output channel of an upsampled input (conv6), else the three in turn | gpu/mod.rs: one kernel for an upsampled input with one output channel (conv6), else the kernel gradient, then backward-data with the derivative in its epilogue (an upsampled input's box sums of dz made once for both) | conv2d_one_channel.cu `conv2d_upsampled_one_output_channel_backward`; whorl.cuh `epilogue_output` in the backward-data kernels; conv2d.cu `sum_partials` | emulator, gpu, model |
 //! | `conv2d_pooled_forward`, `conv2d_pooled_backward_filter` (conv1 with pool1) | reference.rs | cpu/conv.rs `pooled_forward`, `pooled_backward_filter` (cpu/one_channel.rs) | gpu/mod.rs | conv2d_one_channel.cu `conv2d_one_input_channel_pooled`, `conv2d_pooled_filter_partials_one_channel`; conv2d.cu `sum_partials` | ops, emulator, gpu, model |
 //! | `activation_backward` | reference.rs | cpu/mod.rs | gpu/mod.rs | elementwise.cu `activation_backward` | ops, emulator |
@@ -281,9 +281,10 @@ pub enum ConvAlgorithm {
     /// input's passes as `Direct` (the GPU in FP32).
     WinogradPlain,
     /// Winograd's F(2x2, 3x3) (the CPU engine): every pass of a plain convolution with several
-    /// input channels (and backward-data of any plain one) at 4/9 of the multiplies, and the
-    /// forward pass of an upsampled input with several output channels at 1/4; its backward
-    /// passes by F(4, 2) over the box sums of dz at 9/64.
+    /// input channels (and backward-data of any plain one) at 4/9 of the multiplies; and for
+    /// an upsampled input with several output channels, its forward pass by F(3, 2) over the
+    /// output's phases at 16/81, its backward passes by F(4, 2) over the box sums of dz at
+    /// 9/64.
     Winograd,
 }
 

@@ -87,8 +87,8 @@ pub fn markdown(report: &BenchReport) -> String {
             upsampled input at its full size); executed GFLOP/s count the arithmetic whorl does \
             (4/9 of nominal for an upsampled convolution's forward, 1/4 for its backward \
             passes; on the CPU, by Winograd's F(2x2, 3x3), 4/9 for the plain convolutions' \
-            passes but conv1's, 1/4 for conv5's forward and, by F(4, 2) over the box sums, 9/64 \
-            for its backward passes); % of peak uses the executed count, against the CUDA cores' FP32 peak, or \
+            passes but conv1's, and for conv5 16/81 (forward, by F(3, 2) over the output's \
+            phases) and 9/64 (backward, by F(4, 2) over the box sums)); % of peak uses the executed count, against the CUDA cores' FP32 peak, or \
             with TF32 convolutions the tensor cores' dense TF32 peak (conv1 and conv6, one \
             channel wide, run on the CUDA cores in either precision).\n\n";
     out += "| kernel | shape | ms | nominal GFLOP/s | executed GFLOP/s | GB/s | % of peak |\n\

@@ -12,10 +12,11 @@
 //!   per element of dz not counted); on an engine that runs Winograd's F(2x2, 3x3) (the CPU,
 //!   and the GPU in FP32), the plain convolutions' passes execute 4/9 of nominal but for
 //!   conv1's forward and kernel gradient (one input channel, direct loops), and on the CPU an
-//!   upsampled input's forward 1/4 and its backward passes 9/64 (Winograd's F(4, 2) over the
-//!   box sums: 81 multiplies per 4x4 source pixels instead of 144) but for conv6's (one
-//!   output channel: phase convolutions and box sums), the transforms' adds not counted; every
-//!   other pass executes its nominal count.
+//!   upsampled input's forward 16/81 (Winograd's F(3, 2) over the output's phases: 64
+//!   multiplies per 3x3 source pixels instead of 324) and its backward passes 9/64 (F(4, 2)
+//!   over the box sums: 81 per 4x4 source pixels instead of 144) but for conv6's (one output
+//!   channel: phase convolutions and box sums), the transforms' adds not counted; every other
+//!   pass executes its nominal count.
 //!
 //! Bytes: convolution forward input + kernel and bias + output; backward-data dz + kernel +
 //! dx; backward-filter input + dz + kernel and bias gradients; conv1 pooled in the same pass
@@ -83,7 +84,7 @@ pub fn conv_flops(conv: &Conv) -> f64 {
 
 /// The arithmetic a pass executes on an engine that computes convolutions by `algorithm`:
 /// nominal, except an upsampled input's 4/9 (forward) and 1/4 (backward passes), and with
-/// Winograd 4/9 for the plain passes (and with `Winograd`, not `WinogradPlain`, 1/4 for an
+/// Winograd 4/9 for the plain passes (and with `Winograd`, not `WinogradPlain`, 16/81 for an
 /// upsampled input's forward and 9/64 for its backward passes), but for the one-channel
 /// layers' direct loops.
 pub fn conv_executed_flops(conv: &Conv, pass: ConvPass, algorithm: ConvAlgorithm) -> f64 {
@@ -96,7 +97,9 @@ pub fn conv_executed_flops(conv: &Conv, pass: ConvPass, algorithm: ConvAlgorithm
     let share = match (conv.read, pass) {
         (ConvInput::Direct, _) if winograd_plain && !one_channel => 4.0 / 9.0,
         (ConvInput::Direct, _) => 1.0,
-        (ConvInput::Upsampled2, ConvPass::Forward) if winograd_upsampled && !one_channel => 0.25,
+        (ConvInput::Upsampled2, ConvPass::Forward) if winograd_upsampled && !one_channel => {
+            16.0 / 81.0
+        }
         (ConvInput::Upsampled2, ConvPass::Forward) => 4.0 / 9.0,
         (ConvInput::Upsampled2, _) if winograd_upsampled && !one_channel => 9.0 / 64.0,
         (ConvInput::Upsampled2, _) => 0.25,

@@ -1,10 +1,11 @@
 //! Convolutions on the CPU, one function per pass:
-//! - forward: [`forward`], by Winograd's F(2x2, 3x3) ([`super::winograd`]): 4/9 of the
-//!   multiplies for a plain input, 1/4 for an upsampled one.
+//! - forward: [`forward`], by Winograd's F(2x2, 3x3) ([`super::winograd`]) for a plain input
+//!   (4/9 of the multiplies); for an upsampled one by F(4, 2) over the output's phases at the
+//!   source's resolution ([`super::upsampled_winograd`]: 25/144).
 //! - backward-data: [`backward_data`], a 3x3 'same' convolution of dz with the flipped kernel,
 //!   by Winograd; of an upsampled input, a 3x3 pass at the source's resolution over 2x2 box
 //!   sums of dz (1/4 of the work), by Winograd's F(4, 2) over the box sums
-//!   ([`super::box_sum_winograd`]: 9/16 of that), or for one output channel as a gathered
+//!   ([`super::upsampled_winograd`]: 9/16 of that), or for one output channel as a gathered
 //!   GEMM: each source pixel's box sums gathered into one row of a tile ([`super::gather`]),
 //!   tiles multiplied by the kernel ([`super::gemm`]).
 //! - backward-filter: [`backward_filter`], Winograd's algebra read backward, for a plain input
@@ -21,10 +22,10 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::super::{Conv, ConvInput, Nhwc};
-use super::box_sum_winograd::{self, BoxSumConv};
 use super::gather::Gather;
 use super::gemm::{Matrix, gemm};
 use super::one_channel;
+use super::upsampled_winograd::{self, UpsampledConv};
 use super::winograd::{self, SameConv};
 use crate::model::Activation;
 
@@ -64,8 +65,9 @@ fn kernel_len(conv: &Conv) -> usize {
     let taps = match conv.read {
         // The flipped kernel and its Winograd transform.
         ConvInput::Direct => 9 + 16,
-        // The flipped kernel and its 36 transforms for the box sums, or four 2x2 phase kernels.
-        ConvInput::Upsampled2 => 9 + 36,
+        // The forward pass's 100 kernel transforms (the backward passes: the flipped kernel and
+        // its 36 transforms; one output channel: four 2x2 phase kernels).
+        ConvInput::Upsampled2 => 100,
     };
     let kernel = conv.slot.in_channels * conv.slot.out_channels;
     // The whole backward pass of one output channel keeps the flipped kernel beside the sums.
@@ -232,16 +234,25 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
             let phase_kernels = &scratch.kernel[..16 * tap];
             one_channel::forward_one_output(conv, (x, phase_kernels, bias), tiles, y);
         }
-        read => {
+        ConvInput::Direct => {
             let same = SameConv {
                 input: conv.input,
-                upsampled: read == ConvInput::Upsampled2,
                 cout: conv.slot.out_channels,
                 epilogue: Some((bias, conv.activation)),
             };
             let transformed = &mut scratch.kernel[..same.transformed_len()];
             same.transform_kernel(kernel, transformed);
             winograd::convolve(same, x, transformed, y);
+        }
+        ConvInput::Upsampled2 => {
+            let upsampled = UpsampledConv {
+                input: conv.input,
+                cout: conv.slot.out_channels,
+            };
+            let transformed = &mut scratch.kernel[..upsampled.forward_transformed_len()];
+            upsampled.transform_forward_kernel(kernel, transformed);
+            let epilogue = (bias, conv.activation);
+            upsampled_winograd::forward(upsampled, (x, transformed), epilogue, y);
         }
     }
 }
@@ -293,7 +304,7 @@ pub fn pooled_backward_filter(
 /// window at stride 2 of the pair sums B. In two dimensions the pair sums multiply into the
 /// 2x2 box sums of the 4x4 window of dz from (2i - 1, 2j - 1) ([`Gather::box_sums`]): a 3x3
 /// pass at the source's resolution instead of one at the upsampled resolution, computed by
-/// Winograd's F(4, 2) ([`box_sum_winograd`]), or for one output channel as a gathered GEMM.
+/// Winograd's F(4, 2) ([`upsampled_winograd`]), or for one output channel as a gathered GEMM.
 pub fn backward_data(
     scratch: &mut ConvScratch,
     conv: &Conv,
@@ -308,7 +319,6 @@ pub fn backward_data(
             // A 'same' convolution of dz (cout channels) into cin channels, by Winograd.
             let same = SameConv {
                 input: conv.output(),
-                upsampled: false,
                 cout: cin,
                 epilogue: None,
             };
@@ -323,10 +333,10 @@ pub fn backward_data(
             gathered_gemm(tiles, &gather, dz, flipped, dx);
         }
         ConvInput::Upsampled2 => {
-            let boxes = BoxSumConv { input, cout };
+            let boxes = UpsampledConv { input, cout };
             let (flipped, transformed) = scratch.kernel.split_at_mut(9 * cin * cout);
             boxes.transform_kernel(flipped, transformed);
-            box_sum_winograd::backward_data(boxes, dz, transformed, dx);
+            upsampled_winograd::backward_data(boxes, dz, transformed, dx);
         }
     }
 }
@@ -390,7 +400,6 @@ pub fn backward_filter(
         ConvInput::Direct => {
             let same = SameConv {
                 input: conv.input,
-                upsampled: false,
                 cout: conv.slot.out_channels,
                 epilogue: None,
             };
@@ -405,12 +414,12 @@ pub fn backward_filter(
             unflip_box_sum_gradient(conv, total, grads);
         }
         ConvInput::Upsampled2 => {
-            let boxes = BoxSumConv {
+            let boxes = UpsampledConv {
                 input: conv.input,
                 cout: conv.slot.out_channels,
             };
             let partials = (&mut scratch.partials[..], size);
-            let groups = box_sum_winograd::kernel_gradient(boxes, (x, dz), partials);
+            let groups = upsampled_winograd::kernel_gradient(boxes, (x, dz), partials);
             sum_in_order(&scratch.partials[..groups * size], &mut grads[..size]);
         }
     }

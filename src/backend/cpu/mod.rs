@@ -1,17 +1,17 @@
-//! The CPU engine: convolutions in [`conv`] (plain ones, and an upsampled input's forward
-//! pass, by Winograd's F(2x2, 3x3) in [`winograd`]; an upsampled input's backward passes by
-//! F(4, 2) over box sums in [`box_sum_winograd`]; the one-channel layers in [`one_channel`],
-//! with [`gather`] and [`gemm`]), element-wise and pooling operations here, every operation
-//! spread over threads with rayon.
+//! The CPU engine: convolutions in [`conv`] (plain ones by Winograd's F(2x2, 3x3) in
+//! [`winograd`]; an upsampled input's by F(4, 2) at the source's resolution in
+//! [`upsampled_winograd`]; the one-channel layers in [`one_channel`], with [`gather`] and
+//! [`gemm`]), element-wise and pooling operations here, every operation spread over threads
+//! with rayon.
 //!
 //! Work is cut into a fixed number of pieces whatever the thread count, and every reduction
 //! adds its pieces in a fixed order, so a run gives the same bits on 1 thread or 64.
 
-mod box_sum_winograd;
 mod conv;
 mod gather;
 mod gemm;
 mod one_channel;
+mod upsampled_winograd;
 mod winograd;
 
 use rayon::prelude::*;

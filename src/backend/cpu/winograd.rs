@@ -14,17 +14,6 @@
 //!     G g   = (g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2)
 //!     A^T m = (m0 + m1 + m2, m1 - m2 - m3)
 //!
-//! A convolution of an upsampled input, y = conv3x3(upsample2(x)), has its forward pass here
-//! too, cheaper still: the output tile (2i, 2j) reads upsampled rows 2i - 1 .. 2i + 2, which
-//! are source rows i - 1, i, i, i + 1, so its window is d = E s E^T, with s the 3x3 window of x
-//! around (i, j) and E repeating its middle row (and column). Then
-//!
-//!     B^T E s = (s0 - s1, 2 s1, 0, s1 - s2)
-//!
-//! and V vanishes in row and column 2: each tile needs 9 GEMMs, not 16, which is 9 multiplies
-//! per 2x2 outputs and channel pair, 1/4 of the nominal 36 (the four 2x2 phase convolutions
-//! would do 16). The factor 2 moves into the kernel transform, exactly.
-//!
 //! The plain convolutions with several input channels run all three passes here: forward;
 //! backward-data, itself a 'same' convolution of dz with the flipped kernel; and
 //! backward-filter, the same algebra read backward ([`kernel_gradient`]). Tiles are taken a few
@@ -53,17 +42,14 @@ const G: [[f64; 3]; 4] = [
     [0.0, 0.0, 1.0],
 ];
 
-/// The positions ξ = 4a + b (a, b in {0, 1, 3}) where a tile of an upsampled input has a
-/// transformed value, and the factor each position's kernel transform takes for the 2 s1.
-const UPSAMPLED_POSITIONS: [(usize, f64); 3] = [(0, 1.0), (1, 2.0), (3, 1.0)];
+/// Positions of a transformed tile.
+const POSITIONS: usize = 16;
 
-/// A 3x3 'same' convolution: its input's shape (the stored input, read upsampled x2 if
-/// `upsampled`), its output channels, and what follows the channel sums (bias and activation,
-/// or nothing for a gradient).
+/// A 3x3 'same' convolution: its input's shape, its output channels, and what follows the
+/// channel sums (bias and activation, or nothing for a gradient).
 #[derive(Clone, Copy)]
 pub struct SameConv<'a> {
     pub input: Nhwc,
-    pub upsampled: bool,
     pub cout: usize,
     pub epilogue: Option<(&'a [f32], Activation)>,
 }
@@ -134,30 +120,13 @@ pub(super) fn with_scratch<R>(len: usize, work: impl FnOnce(&mut [f32]) -> R) ->
 }
 
 impl SameConv<'_> {
-    /// Tiles per row: one per source pixel of an upsampled input, else one per 2 pixels.
+    /// Tiles per row: one per 2 pixels.
     fn tiles_across(&self) -> usize {
-        match self.upsampled {
-            true => self.input.width,
-            false => self.input.width.div_ceil(2),
-        }
+        self.input.width.div_ceil(2)
     }
 
     fn tiles_down(&self) -> usize {
-        match self.upsampled {
-            true => self.input.height,
-            false => self.input.height.div_ceil(2),
-        }
-    }
-
-    /// The output's height and width.
-    fn output_size(&self) -> (usize, usize) {
-        let scale = if self.upsampled { 2 } else { 1 };
-        (scale * self.input.height, scale * self.input.width)
-    }
-
-    /// Positions of a transformed tile that carry values.
-    fn positions(&self) -> usize {
-        if self.upsampled { 9 } else { 16 }
+        self.input.height.div_ceil(2)
     }
 
     /// Tile rows per piece of work.
@@ -177,46 +146,50 @@ impl SameConv<'_> {
     fn scratch_len(&self) -> usize {
         let tiles = self.tile_rows_per_piece() * self.tiles_across();
         let cin = self.input.channels;
-        self.positions() * tiles * (cin + self.cout) + 16 * cin
+        POSITIONS * tiles * (cin + self.cout) + 16 * cin
     }
 
-    /// Values of a transformed kernel [positions, cin, cout], or of its gradient with the
-    /// bias's.
+    /// Values of a transformed kernel [16, cin, cout], or of its gradient with the bias's.
     pub fn transformed_len(&self) -> usize {
-        self.positions() * self.input.channels * self.cout + self.cout
+        POSITIONS * self.input.channels * self.cout + self.cout
     }
 
-    /// u[p, ci, co] = (G g G^T)[a, b] at each position p = (a, b) that carries values (times
-    /// the factors of [`UPSAMPLED_POSITIONS`] for an upsampled input), for each 3x3 kernel g
-    /// of `kernel` [3, 3, cin, cout], summed in float64 and rounded once.
+    /// u[4 a + b, ci, co] = (G g G^T)[a, b] for each 3x3 kernel g of `kernel` [3, 3, cin,
+    /// cout].
     pub fn transform_kernel(&self, kernel: &[f32], u: &mut [f32]) {
         let taps = self.input.channels * self.cout;
-        for (p, u) in u[..self.positions() * taps]
-            .chunks_exact_mut(taps)
-            .enumerate()
-        {
-            let ((a, row_factor), (b, column_factor)) = match self.upsampled {
-                false => ((p / 4, 1.0), (p % 4, 1.0)),
-                true => (UPSAMPLED_POSITIONS[p / 3], UPSAMPLED_POSITIONS[p % 3]),
-            };
-            for (i, u) in u.iter_mut().enumerate() {
-                let mut sum = 0.0;
-                for ky in 0..3 {
-                    for kx in 0..3 {
-                        let g = f64::from(kernel[(3 * ky + kx) * taps + i]);
-                        sum += G[a][ky] * G[b][kx] * g;
-                    }
+        transform_taps(&G, kernel, &mut u[..POSITIONS * taps]);
+    }
+}
+
+/// u[p rows.len() + q, i] = sum over taps (r, c) of rows[p][r] rows[q][c] kernel[3 r + c, i]:
+/// a kernel of 9 taps of `u.len() / rows.len()^2` values each transformed by `rows` along both
+/// dimensions, summed in float64 over the taps the rows reach and rounded once.
+pub(super) fn transform_taps(rows: &[[f64; 3]], kernel: &[f32], u: &mut [f32]) {
+    let positions = rows.len() * rows.len();
+    let taps = u.len() / positions;
+    let mut sum = vec![0.0f64; taps];
+    for (xi, u) in u.chunks_exact_mut(taps).enumerate() {
+        let (p, q) = (xi / rows.len(), xi % rows.len());
+        sum.fill(0.0);
+        for (tap, k) in kernel.chunks_exact(taps).take(9).enumerate() {
+            let weight = rows[p][tap / 3] * rows[q][tap % 3];
+            if weight != 0.0 {
+                for (s, &k) in sum.iter_mut().zip(k) {
+                    *s += weight * f64::from(k);
                 }
-                *u = (row_factor * column_factor * sum) as f32;
             }
+        }
+        for (u, &s) in u.iter_mut().zip(&sum) {
+            *u = s as f32;
         }
     }
 }
 
-/// y = epilogue(conv3x3(x, u)) (of upsample2(x) if `conv.upsampled`) with the transformed
-/// kernel `u` [positions, cin, cout] ([`SameConv::transform_kernel`]).
+/// y = epilogue(conv3x3(x, u)) with the transformed kernel `u` [16, cin, cout]
+/// ([`SameConv::transform_kernel`]).
 pub fn convolve(conv: SameConv, x: &[f32], u: &[f32], y: &mut [f32]) {
-    let (height, width) = conv.output_size();
+    let (height, width) = (conv.input.height, conv.input.width);
     let image_len = height * width * conv.cout;
     let piece_len = 2 * conv.tile_rows_per_piece() * width * conv.cout;
     let outputs = y[..conv.input.batch * image_len]
@@ -385,66 +358,30 @@ pub(super) fn pixel<'a>(
     &t[at * shape.channels..][..shape.channels]
 }
 
-/// V[t, side a + b, :] for each tile t of the piece: its window of x, 4x4 from
-/// (2 ti - 1, 2 tj - 1) transformed by B^T, or for an upsampled input the 3x3 source window
-/// around (i, j) transformed by (B^T E) ([`upsampled_transform`]), down its columns into `half`
-/// [side^2, cin], then along its rows.
+/// V[t, 4 a + b, :] for each tile t of the piece: its window of x, 4x4 from
+/// (2 ti - 1, 2 tj - 1), transformed by B^T down its columns into `half` [16, cin], then along
+/// its rows.
 #[inline(always)]
 fn transform_windows(conv: &SameConv, x: &[f32], piece: Piece, v: &mut [f32], half: &mut [f32]) {
     let cin = conv.input.channels;
     let across = conv.tiles_across();
-    let (side, stride) = if conv.upsampled { (3, 1) } else { (4, 2) };
-    let transform = |out: &mut [f32], rows: &[&[f32]]| match conv.upsampled {
-        true => upsampled_transform(out, rows),
-        false => input_transform(out, rows),
-    };
     let zeros = vec![0.0; cin];
-    for (t, v) in v.chunks_exact_mut(side * side * cin).enumerate() {
+    for (t, v) in v.chunks_exact_mut(POSITIONS * cin).enumerate() {
         let (ti, tj) = (piece.first_tile_row + t / across, t % across);
-        let (top, left) = ((stride * ti) as isize - 1, (stride * tj) as isize - 1);
-        // half[side q + a, :]: column q of the window transformed down its rows (the arrays
-        // hold four rows; an upsampled input's windows use three).
-        for q in 0..side {
-            let column: [&[f32]; 4] = std::array::from_fn(|r| match r < side {
-                true => pixel(
-                    x,
-                    conv.input,
-                    piece.image,
-                    (top + r as isize, left + q as isize),
-                    &zeros,
-                ),
-                false => &zeros,
+        let (top, left) = ((2 * ti) as isize - 1, (2 * tj) as isize - 1);
+        // half[4 q + a, :]: column q of the window transformed down its rows.
+        for q in 0..4 {
+            let column: [&[f32]; 4] = std::array::from_fn(|r| {
+                let at = (top + r as isize, left + q as isize);
+                pixel(x, conv.input, piece.image, at, &zeros)
             });
-            transform(&mut half[side * q * cin..][..side * cin], &column[..side]);
+            input_transform(&mut half[4 * q * cin..][..4 * cin], &column);
         }
-        for a in 0..side {
-            let row: [&[f32]; 4] = std::array::from_fn(|q| match q < side {
-                true => &half[(side * q + a) * cin..][..cin],
-                false => &zeros,
-            });
-            transform(&mut v[side * a * cin..][..side * cin], &row[..side]);
+        for a in 0..4 {
+            let row: [&[f32]; 4] = std::array::from_fn(|q| &half[(4 * q + a) * cin..][..cin]);
+            input_transform(&mut v[4 * a * cin..][..4 * cin], &row);
         }
     }
-}
-
-/// Where row (or column) a of a transformed tile sits among an upsampled input's three.
-fn compact(a: usize) -> Option<usize> {
-    UPSAMPLED_POSITIONS
-        .iter()
-        .position(|&(position, _)| position == a)
-}
-
-/// (B^T E) over three rows of channels, the factor 2 left to the kernel: (r0 - r1, r1,
-/// r1 - r2), into `out` [3, c].
-#[inline(always)]
-fn upsampled_transform(out: &mut [f32], rows: &[&[f32]]) {
-    let &[r0, r1, r2] = rows else {
-        unreachable!("B^T E combines three rows")
-    };
-    let mut outs = out.chunks_exact_mut(r0.len());
-    difference(outs.next().unwrap(), r0, r1);
-    outs.next().unwrap().copy_from_slice(r1);
-    difference(outs.next().unwrap(), r1, r2);
 }
 
 impl WithSimd for Forward<'_> {
@@ -460,37 +397,24 @@ impl WithSimd for Forward<'_> {
             y,
             scratch,
         } = self;
-        let (cin, cout) = (conv.input.channels, conv.cout);
-        let width = conv.output_size().1;
+        let (cin, cout, width) = (conv.input.channels, conv.cout, conv.input.width);
         let across = conv.tiles_across();
         let tiles = piece.tile_rows * across;
-        let positions = conv.positions();
-        let (v, rest) = scratch.split_at_mut(positions * tiles * cin);
-        let (m, half) = rest.split_at_mut(positions * tiles * cout);
+        let (v, rest) = scratch.split_at_mut(POSITIONS * tiles * cin);
+        let (m, half) = rest.split_at_mut(POSITIONS * tiles * cout);
         transform_windows(&conv, x, piece, v, half);
         // M[ξ] = V[ξ] U[ξ]: the channel sums of every tile at transformed position ξ.
         for (xi, m) in m.chunks_exact_mut(tiles * cout).enumerate() {
-            let v = Matrix::strided(&v[xi * cin..], tiles, cin, positions * cin);
+            let v = Matrix::strided(&v[xi * cin..], tiles, cin, POSITIONS * cin);
             let u = Matrix::row_major(&u[xi * cin * cout..], cin, cout);
             gemm(v, u, m, false);
         }
         // Y = A^T M A, then the epilogue, for the outputs inside the image.
         let mut rows = vec![0.0; 8 * cout];
         let mut block = vec![0.0; 2 * cout];
-        let zeros = vec![0.0; cout];
-        // Where M holds position (a, b) of a tile: an upsampled input's tiles have zeros in row
-        // and column 2, and their other positions in 3 x 3.
-        let held: [[Option<usize>; 4]; 4] = std::array::from_fn(|a| {
-            std::array::from_fn(|b| match conv.upsampled {
-                false => Some(4 * a + b),
-                true => compact(a).zip(compact(b)).map(|(a, b)| 3 * a + b),
-            })
-        });
         for t in 0..tiles {
             let (local_row, tj) = (t / across, t % across);
-            let at = |a: usize, b: usize| -> &[f32] {
-                held[a][b].map_or(&zeros[..], |xi| &m[(xi * tiles + t) * cout..][..cout])
-            };
+            let at = |a: usize, b: usize| &m[((4 * a + b) * tiles + t) * cout..][..cout];
             // rows[a', b, :] = (A^T M)[a', b]
             let (first, second) = rows.split_at_mut(4 * cout);
             for b in 0..4 {
@@ -535,8 +459,8 @@ impl WithSimd for Filter<'_> {
         let (cin, cout) = (conv.input.channels, conv.cout);
         let across = conv.tiles_across();
         let tiles = piece.tile_rows * across;
-        let (v, rest) = scratch.split_at_mut(16 * tiles * cin);
-        let (dm, half) = rest.split_at_mut(16 * tiles * cout);
+        let (v, rest) = scratch.split_at_mut(POSITIONS * tiles * cin);
+        let (dm, half) = rest.split_at_mut(POSITIONS * tiles * cout);
         transform_windows(&conv, x, piece, v, half);
         // dM[ξ, t, :] = (A dY A^T)[a, b] of tile t's 2x2 block dY of dz.
         let out_shape = Nhwc {
@@ -571,9 +495,9 @@ impl WithSimd for Filter<'_> {
             }
         }
         // dU[ξ] += V[ξ]^T dM[ξ]
-        let (du, partial_bias) = partial.split_at_mut(16 * cin * cout);
+        let (du, partial_bias) = partial.split_at_mut(POSITIONS * cin * cout);
         for (xi, du) in du.chunks_exact_mut(cin * cout).enumerate() {
-            let v = Matrix::strided(&v[xi * cin..], tiles, cin, 16 * cin).transposed();
+            let v = Matrix::strided(&v[xi * cin..], tiles, cin, POSITIONS * cin).transposed();
             let dm = Matrix::row_major(&dm[xi * tiles * cout..], tiles, cout);
             gemm(v, dm, du, true);
         }

@@ -1,43 +1,65 @@
-//! The backward passes of a 3x3 'same' convolution of an upsampled input,
-//! y = conv3x3(upsample2(x)), by a Winograd algorithm over the 2x2 box sums of dz: 9/16 of the
-//! multiplies of the box sums' 3x3 pass at the source's resolution.
+//! A 3x3 'same' convolution of an upsampled input, y = conv3x3(upsample2(x)), by Winograd's
+//! minimal filtering of two taps at the source's resolution: the forward pass over the
+//! output's two phases per dimension by F(3, 2), the backward passes over the 2x2 box sums of
+//! dz by F(4, 2). F(m, 2) computes m outputs of a correlation of two taps,
+//! y_k = g0 d_k + g1 d_{k+1}, in m + 1 multiplies instead of 2m: y = A^T [(G g) ⊙ (B^T d)]. On
+//! the points 0, 1, -1 and infinity,
 //!
-//! Per dimension (conv.rs's `backward_data` derives it), with B[m] = dz[m - 1] + dz[m] and f
-//! the flipped kernel, dx[s] = f0 B[2s] + f1 B[2s + 1] + f2 B[2s + 2]. Over a tile of four
-//! source pixels s0 + k (k in 0..4), with b_j = B[2 s0 + j] (j in 0..9, from the ten values
+//!     F(3, 2):  B^T d = (d0 - d2, d1 + d2, d2 - d1, d3 - d1)
+//!               G g   = (g0, (g0 + g1) / 2, (g0 - g1) / 2, g1)
+//!               A^T m = (m0 + m1 + m2, m1 - m2, m1 + m2 + m3)
+//!
+//! and with the point 2 as well,
+//!
+//!     F(4, 2):  B^T d = (2 d0 - d1 - 2 d2 + d3, -2 d1 - d2 + d3, 2 d1 - 3 d2 + d3, d3 - d1,
+//!                        2 d1 - d2 - 2 d3 + d4)
+//!               G g   = (g0 / 2, -(g0 + g1) / 2, (g1 - g0) / 6, (g0 + 2 g1) / 6, g1)
+//!               A^T m = (m0 + m1 + m2 + m3, m1 - m2 + 2 m3, m1 + m2 + 4 m3, m1 - m2 + 8 m3 + m4)
+//!
+//! Both passes take square tiles of source pixels and, as in winograd.rs, turn the sum over
+//! channels into a GEMM per transformed position.
+//!
+//! **Forward.** Per dimension, with w the kernel's three taps, y[2s] = w0 x[s - 1] +
+//! (w1 + w2) x[s] and y[2s + 1] = (w0 + w1) x[s] + w2 x[s + 1]: each output phase is a
+//! correlation of two taps of the source. Over a tile of three source pixels s0 + k, the even
+//! outputs read x[s0 - 1 ..= s0 + 2] and the odd ones x[s0 ..= s0 + 3], each by F(3, 2): 8
+//! positions per dimension for 6 outputs, 64 per 3x3 tile (6x6 outputs) where the nominal
+//! count is 324 multiplies per channel pair: 16/81 of it (the four 2x2 phase convolutions take
+//! 144, F(2x2, 3x3) over the upsampled windows 81). F(4, 2) would take 100 per 4x4 tile, 12%
+//! fewer multiplies, but its outputs' float32 error is about eight times larger (A^T's 8): at
+//! conv5's shape 5e-6 of the outputs' scale instead of 6e-7.
+//!
+//! **Backward.** Per dimension (conv.rs's `backward_data` derives it), with B[m] = dz[m - 1] +
+//! dz[m] and f the flipped kernel, dx[s] = f0 B[2s] + f1 B[2s + 1] + f2 B[2s + 2]. Over a tile
+//! of four source pixels, with b_j = B[2 s0 + j] (j in 0..9, from the ten values
 //! dz[2 s0 - 1 ..= 2 s0 + 8]):
 //!
 //!     dx[s0 + k] = (f0 d_k + f2 d_{k+1}) + f1 e_k,   d_j = b_{2j} (5 values), e_k = b_{2k+1}
 //!
-//! The first part is a correlation of two taps and four outputs, Winograd's F(4, 2) on the
-//! points 0, 1, -1, 2 and infinity: 5 multiplies instead of 8; the second part is 4. So a
-//! tile has 9 transformed positions per dimension,
+//! F(4, 2) over the even box sums and the middle tap over the odd ones: 9 transformed
+//! positions per dimension,
 //!
 //!     dx_tile = O [ (W f) ⊙ (T z) ],   T z = (B^T d, e),   W f = (G (f0, f2), f1 four times),
-//!     O = [A^T | I]   with
-//!
-//!     B^T d = (2 d0 - d1 - 2 d2 + d3, -2 d1 - d2 + d3, 2 d1 - 3 d2 + d3, d3 - d1,
-//!              2 d1 - d2 - 2 d3 + d4)
-//!     G g   = (g0 / 2, -(g0 + g1) / 2, (g1 - g0) / 6, (g0 + 2 g1) / 6, g1)
-//!     A^T m = (m0 + m1 + m2 + m3, m1 - m2 + 2 m3, m1 + m2 + 4 m3, m1 - m2 + 8 m3 + m4)
+//!     O = [A^T | I],
 //!
 //! and in two dimensions 81 positions for a 4x4 tile of source pixels, where the box sums take
-//! 9 x 16 = 144 multiplies per channel pair: as in winograd.rs, the sum over dz's channels
-//! becomes a GEMM per position. The four middle positions of a side all multiply f1, so the 81
-//! positions take 6 x 6 = 36 distinct kernel transforms; the positions that share one (a
-//! group: 1, 4 or 16 of them) are stored together, and each group is one GEMM over all its
-//! positions and tiles. The kernel gradient is the same algebra read backward:
-//! dU[g] = sum over the group's positions ξ and tiles of V[ξ]^T X[ξ] with V = T z T^T and
-//! X = O^T x O (x the tile's source pixels), then df = W^T dU W. The bias gradient sums dz,
-//! which the aligned boxes (positions e_k e_l) cover once.
+//! 9 x 16 = 144 multiplies per channel pair: 9/64 of the nominal count. The four middle
+//! positions of a side all multiply f1, so the 81 positions take 6 x 6 = 36 distinct kernel
+//! transforms; the positions that share one (a group: 1, 4 or 16 of them) are stored
+//! together, and each group is one GEMM over all its positions and tiles. The kernel gradient
+//! is the same algebra read backward: dU[g] = sum over the group's positions ξ and tiles of
+//! V[ξ]^T X[ξ] with V = T z T^T and X = O^T x O (x the tile's source pixels), then
+//! df = W^T dU W. The bias gradient sums dz, which the aligned boxes (positions e_k e_l) cover
+//! once.
 
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
 use super::super::Nhwc;
-use super::conv::add;
+use super::conv::{add, add_bias_and_activate};
 use super::gemm::{Matrix, gemm};
-use super::winograd::{Piece, for_each_group, pixel, with_scratch};
+use super::winograd::{Piece, for_each_group, pixel, transform_taps, with_scratch};
+use crate::model::Activation;
 
 /// Source pixels along a tile's side.
 const TILE: usize = 4;
@@ -54,16 +76,54 @@ const GROUPS: usize = DISTINCT * DISTINCT;
 /// Tiles a piece of work aims at: whole tile rows of one image, at least this many tiles.
 const TILES_PER_PIECE: usize = 28;
 
-/// W, the kernel transform along one dimension: row d of the 6 x 3 matrix over the flipped
-/// taps (f0, f1, f2), d = [`distinct`] of a position.
-const W: [[f64; 3]; DISTINCT] = [
-    [0.5, 0.0, 0.0],
-    [-0.5, 0.0, -0.5],
-    [-1.0 / 6.0, 0.0, 1.0 / 6.0],
-    [1.0 / 6.0, 0.0, 1.0 / 3.0],
-    [0.0, 0.0, 1.0],
-    [0.0, 1.0, 0.0],
+/// G of F(4, 2), row p of the 5 x 2 matrix over the taps (g0, g1).
+const G: [[f64; 2]; 5] = [
+    [0.5, 0.0],
+    [-0.5, -0.5],
+    [-1.0 / 6.0, 1.0 / 6.0],
+    [1.0 / 6.0, 1.0 / 3.0],
+    [0.0, 1.0],
 ];
+
+/// W, the backward passes' kernel transform along one dimension: row d of the 6 x 3 matrix
+/// over the flipped taps (f0, f1, f2), d = [`distinct`] of a position: G over (f0, f2), then
+/// f1.
+const W: [[f64; 3]; DISTINCT] = {
+    let mut w = [[0.0, 1.0, 0.0]; DISTINCT];
+    let mut p = 0;
+    while p < 5 {
+        w[p] = [G[p][0], 0.0, G[p][1]];
+        p += 1;
+    }
+    w
+};
+
+/// G of F(3, 2), row p of the 4 x 2 matrix over the taps (g0, g1).
+const G3: [[f64; 2]; 4] = [[1.0, 0.0], [0.5, 0.5], [0.5, -0.5], [0.0, 1.0]];
+
+/// Source pixels along a side of the forward pass's tiles.
+const PHASE_TILE: usize = 3;
+/// Transformed positions along a side of the forward pass: F(3, 2) for the even outputs, then
+/// for the odd ones.
+const PHASE_SIDE: usize = 8;
+/// Source pixels along the forward pass's window: x[s0 - 1 ..= s0 + 3].
+const PHASE_WINDOW: usize = PHASE_TILE + 2;
+/// Outputs along a side of the forward pass's tiles.
+const OUTPUTS: usize = 2 * PHASE_TILE;
+
+/// The forward pass's kernel transform along one dimension: row p of the 8 x 3 matrix over the
+/// taps (w0, w1, w2): G over the even outputs' taps (w0, w1 + w2), then over the odd ones'
+/// (w0 + w1, w2).
+const PHASE_W: [[f64; 3]; PHASE_SIDE] = {
+    let mut w = [[0.0; 3]; PHASE_SIDE];
+    let mut p = 0;
+    while p < 4 {
+        w[p] = [G3[p][0], G3[p][1], G3[p][1]];
+        w[4 + p] = [G3[p][0], G3[p][0], G3[p][1]];
+        p += 1;
+    }
+    w
+};
 
 /// The kernel transform of position p along a side.
 const fn distinct(p: usize) -> usize {
@@ -109,30 +169,31 @@ const SLOTS: [[usize; SIDE]; SIDE] = {
     slots
 };
 
-/// The backward passes of a convolution of an upsampled input: the source's shape (x and
-/// dx), and the channels of dz.
+/// A convolution of an upsampled input: the source's shape (x and dx), and the output's
+/// channels (y and dz).
 #[derive(Clone, Copy)]
-pub struct BoxSumConv {
+pub struct UpsampledConv {
     pub input: Nhwc,
     pub cout: usize,
 }
 
-impl BoxSumConv {
-    fn tiles_across(&self) -> usize {
-        self.input.width.div_ceil(TILE)
+impl UpsampledConv {
+    /// Tiles of `tile` x `tile` source pixels across a row.
+    fn tiles_across(&self, tile: usize) -> usize {
+        self.input.width.div_ceil(tile)
     }
 
-    fn tile_rows_per_piece(&self) -> usize {
-        TILES_PER_PIECE.div_ceil(self.tiles_across())
+    fn tile_rows_per_piece(&self, tile: usize) -> usize {
+        TILES_PER_PIECE.div_ceil(self.tiles_across(tile))
     }
 
-    fn pieces(&self) -> Vec<Piece> {
-        let down = self.input.height.div_ceil(TILE);
-        Piece::all(self.input.batch, down, self.tile_rows_per_piece())
+    fn pieces(&self, tile: usize) -> Vec<Piece> {
+        let down = self.input.height.div_ceil(tile);
+        Piece::all(self.input.batch, down, self.tile_rows_per_piece(tile))
     }
 
-    /// dz's shape: the upsampled grid of cout channels.
-    fn dz_shape(&self) -> Nhwc {
+    /// The output's shape (y and dz): the upsampled grid of cout channels.
+    fn output_shape(&self) -> Nhwc {
         Nhwc {
             height: 2 * self.input.height,
             width: 2 * self.input.width,
@@ -145,38 +206,42 @@ impl BoxSumConv {
     /// products or transformed source pixels [81, tiles, cin], and one tile's half-transformed
     /// window [10, 9, max(cin, cout)].
     fn piece_scratch_len(&self) -> usize {
-        let tiles = self.tile_rows_per_piece() * self.tiles_across();
+        let tiles = self.tile_rows_per_piece(TILE) * self.tiles_across(TILE);
         let (cin, cout) = (self.input.channels, self.cout);
         POSITIONS * tiles * (cin + cout) + WINDOW * SIDE * cin.max(cout)
     }
 
-    /// Values of a transformed kernel: [36, cout, cin].
+    /// Values of the backward passes' transformed kernel: [36, cout, cin].
     pub fn transformed_len(&self) -> usize {
         GROUPS * self.cout * self.input.channels
     }
 
-    /// u[6 d + e, co, ci] = sum over taps (r, c) of W[d][r] W[e][c] flipped[(r, c), co, ci],
-    /// in float64 and rounded once, from the flipped kernel [9, cout, cin] that the box sums
-    /// multiply.
+    /// u[6 d + e, co, ci] = sum over taps (r, c) of W[d][r] W[e][c] flipped[(r, c), co, ci]
+    /// from the flipped kernel [9, cout, cin] that the box sums multiply.
     pub fn transform_kernel(&self, flipped: &[f32], u: &mut [f32]) {
-        let taps = self.cout * self.input.channels;
-        let mut sum = vec![0.0f64; taps];
-        for (g, u) in u[..GROUPS * taps].chunks_exact_mut(taps).enumerate() {
-            let (d, e) = (g / DISTINCT, g % DISTINCT);
-            sum.fill(0.0);
-            for (tap, f) in flipped.chunks_exact(taps).take(9).enumerate() {
-                // W is sparse: at most 4 of the 9 taps reach a group.
-                let weight = W[d][tap / 3] * W[e][tap % 3];
-                if weight != 0.0 {
-                    for (s, &f) in sum.iter_mut().zip(f) {
-                        *s += weight * f64::from(f);
-                    }
-                }
-            }
-            for (u, &s) in u.iter_mut().zip(&sum) {
-                *u = s as f32;
-            }
-        }
+        transform_taps(&W, flipped, &mut u[..self.transformed_len()]);
+    }
+
+    /// Values of the forward pass's transformed kernel: [64, cin, cout].
+    pub fn forward_transformed_len(&self) -> usize {
+        PHASE_SIDE * PHASE_SIDE * self.input.channels * self.cout
+    }
+
+    /// u[8 p + q, ci, co] = sum over taps (ky, kx) of PHASE_W[p][ky] PHASE_W[q][kx]
+    /// kernel[ky, kx, ci, co].
+    pub fn transform_forward_kernel(&self, kernel: &[f32], u: &mut [f32]) {
+        transform_taps(&PHASE_W, kernel, &mut u[..self.forward_transformed_len()]);
+    }
+
+    /// Floats of scratch one piece of the forward pass needs: transformed windows of x [64,
+    /// tiles, cin], the products [64, tiles, cout], and one tile's half-transformed window
+    /// ([5, 8, cin]) or outputs ([6, 8, cout] and a row of 6 outputs).
+    fn forward_scratch_len(&self) -> usize {
+        let tiles = self.tile_rows_per_piece(PHASE_TILE) * self.tiles_across(PHASE_TILE);
+        let (cin, cout) = (self.input.channels, self.cout);
+        let positions = PHASE_SIDE * PHASE_SIDE;
+        let half = (PHASE_WINDOW * PHASE_SIDE * cin).max((OUTPUTS * PHASE_SIDE + OUTPUTS) * cout);
+        positions * tiles * (cin + cout) + half
     }
 
     /// The first row and the rows of group g's matrix in V, M or X ([81, tiles, c]): its
@@ -187,16 +252,47 @@ impl BoxSumConv {
     }
 }
 
+/// y = activation(conv3x3(upsample2(x)) + bias) with the forward pass's transformed kernel
+/// `u` [64, cin, cout] ([`UpsampledConv::transform_forward_kernel`]).
+pub fn forward(
+    conv: UpsampledConv,
+    (x, u): (&[f32], &[f32]),
+    epilogue: (&[f32], Activation),
+    y: &mut [f32],
+) {
+    let out = conv.output_shape();
+    let image_len = out.height * out.width * out.channels;
+    let piece_len = OUTPUTS * conv.tile_rows_per_piece(PHASE_TILE) * out.width * out.channels;
+    let outputs = y[..conv.input.batch * image_len]
+        .chunks_mut(image_len)
+        .flat_map(|y| y.chunks_mut(piece_len));
+    let pieces = conv.pieces(PHASE_TILE);
+    let pieces: Vec<(Piece, &mut [f32])> = pieces.into_iter().zip(outputs).collect();
+    pieces.into_par_iter().for_each(|(piece, y)| {
+        with_scratch(conv.forward_scratch_len(), |scratch| {
+            Arch::new().dispatch(Forward {
+                conv,
+                x,
+                u,
+                epilogue,
+                piece,
+                y,
+                scratch,
+            })
+        })
+    });
+}
+
 /// dx = the box sums of dz times the flipped kernel (conv.rs's `backward_data`), with the
-/// transformed kernel `u` [36, cout, cin] ([`BoxSumConv::transform_kernel`]).
-pub fn backward_data(conv: BoxSumConv, dz: &[f32], u: &[f32], dx: &mut [f32]) {
+/// transformed kernel `u` [36, cout, cin] ([`UpsampledConv::transform_kernel`]).
+pub fn backward_data(conv: UpsampledConv, dz: &[f32], u: &[f32], dx: &mut [f32]) {
     let (height, width, cin) = (conv.input.height, conv.input.width, conv.input.channels);
     let image_len = height * width * cin;
-    let piece_len = TILE * conv.tile_rows_per_piece() * width * cin;
+    let piece_len = TILE * conv.tile_rows_per_piece(TILE) * width * cin;
     let outputs = dx[..conv.input.batch * image_len]
         .chunks_mut(image_len)
         .flat_map(|dx| dx.chunks_mut(piece_len));
-    let pieces: Vec<(Piece, &mut [f32])> = conv.pieces().into_iter().zip(outputs).collect();
+    let pieces: Vec<(Piece, &mut [f32])> = conv.pieces(TILE).into_iter().zip(outputs).collect();
     pieces.into_par_iter().for_each(|(piece, dx)| {
         with_scratch(conv.piece_scratch_len(), |scratch| {
             Arch::new().dispatch(Data {
@@ -217,11 +313,11 @@ pub fn backward_data(conv: BoxSumConv, dz: &[f32], u: &[f32], dx: &mut [f32]) {
 /// df = W^T dU W ([`Untransform`]). Returns the number of groups, whose partials the caller
 /// adds in order.
 pub fn kernel_gradient(
-    conv: BoxSumConv,
+    conv: UpsampledConv,
     (x, dz): (&[f32], &[f32]),
     (partials, size): (&mut [f32], usize),
 ) -> usize {
-    let pieces = conv.pieces();
+    let pieces = conv.pieces(TILE);
     let sums_len = conv.transformed_len() + conv.cout;
     let scratch_len = sums_len + conv.piece_scratch_len();
     for_each_group(
@@ -253,7 +349,7 @@ pub fn kernel_gradient(
 /// The kernel and bias gradients from a group's sums: for each tap (ky, kx), the flipped tap
 /// (r, c) = (2 - ky, 2 - kx) of df = W^T dU W in float64, its channels transposed back.
 struct Untransform<'a> {
-    conv: BoxSumConv,
+    conv: UpsampledConv,
     sums: &'a [f32],
     grads: &'a mut [f32],
 }
@@ -293,7 +389,7 @@ impl WithSimd for Untransform<'_> {
 
 /// backward-data on a piece, whose rows of dx are `dx` (from row TILE first_tile_row).
 struct Data<'a> {
-    conv: BoxSumConv,
+    conv: UpsampledConv,
     dz: &'a [f32],
     u: &'a [f32],
     piece: Piece,
@@ -301,10 +397,22 @@ struct Data<'a> {
     scratch: &'a mut [f32],
 }
 
+/// The forward pass of a piece, whose outputs are `y` (its output rows, from row
+/// 6 first_tile_row).
+struct Forward<'a> {
+    conv: UpsampledConv,
+    x: &'a [f32],
+    u: &'a [f32],
+    epilogue: (&'a [f32], Activation),
+    piece: Piece,
+    y: &'a mut [f32],
+    scratch: &'a mut [f32],
+}
+
 /// The kernel gradient of a piece, added into `sums`: dU [36, cout, cin], then the bias's
 /// [cout].
 struct Filter<'a> {
-    conv: BoxSumConv,
+    conv: UpsampledConv,
     x: &'a [f32],
     dz: &'a [f32],
     piece: Piece,
@@ -353,23 +461,38 @@ fn consecutive<const N: usize>(c: usize) -> [usize; N] {
     std::array::from_fn(|row| row * c)
 }
 
+/// B^T of F(4, 2) over five values.
+#[inline(always)]
+fn f42_input([d0, d1, d2, d3, d4]: [f32; 5]) -> [f32; 5] {
+    [
+        2.0 * (d0 - d2) - d1 + d3,
+        d3 - d2 - 2.0 * d1,
+        2.0 * d1 - 3.0 * d2 + d3,
+        d3 - d1,
+        2.0 * (d1 - d3) - d2 + d4,
+    ]
+}
+
+/// A^T of F(4, 2) over five products.
+#[inline(always)]
+fn f42_output([m0, m1, m2, m3, m4]: [f32; 5]) -> [f32; 4] {
+    let (sum, difference) = (m1 + m2, m1 - m2);
+    [
+        m0 + sum + m3,
+        difference + 2.0 * m3,
+        sum + 4.0 * m3,
+        difference + 8.0 * m3 + m4,
+    ]
+}
+
 /// T over the ten rows of channels of a window's line of dz, into the nine rows `out`: the
 /// pair sums b_j = r_j + r_{j+1}, then B^T over the even ones and the odd ones as they are.
 #[inline(always)]
 fn window_transform(rows: &[&[f32]; WINDOW], out: (&mut [f32], [usize; SIDE])) {
     lanewise(rows, out, |r| {
         let [d0, e0, d1, e1, d2, e2, d3, e3, d4] = std::array::from_fn(|j| r[j] + r[j + 1]);
-        [
-            2.0 * (d0 - d2) - d1 + d3,
-            d3 - d2 - 2.0 * d1,
-            2.0 * d1 - 3.0 * d2 + d3,
-            d3 - d1,
-            2.0 * (d1 - d3) - d2 + d4,
-            e0,
-            e1,
-            e2,
-            e3,
-        ]
+        let [t0, t1, t2, t3, t4] = f42_input([d0, d1, d2, d3, d4]);
+        [t0, t1, t2, t3, t4, e0, e1, e2, e3]
     });
 }
 
@@ -378,13 +501,8 @@ fn window_transform(rows: &[&[f32]; WINDOW], out: (&mut [f32], [usize; SIDE])) {
 #[inline(always)]
 fn output_transform(m: &[&[f32]; SIDE], out: (&mut [f32], [usize; TILE])) {
     lanewise(m, out, |m| {
-        let (sum, difference) = (m[1] + m[2], m[1] - m[2]);
-        [
-            m[0] + sum + m[3] + m[5],
-            difference + 2.0 * m[3] + m[6],
-            sum + 4.0 * m[3] + m[7],
-            difference + 8.0 * m[3] + m[4] + m[8],
-        ]
+        let y = f42_output([m[0], m[1], m[2], m[3], m[4]]);
+        [y[0] + m[5], y[1] + m[6], y[2] + m[7], y[3] + m[8]]
     });
 }
 
@@ -407,6 +525,41 @@ fn source_transform(x: &[&[f32]; TILE], out: (&mut [f32], [usize; SIDE])) {
     });
 }
 
+/// B^T of F(3, 2) over four values.
+#[inline(always)]
+fn f32_input([d0, d1, d2, d3]: [f32; 4]) -> [f32; 4] {
+    [d0 - d2, d1 + d2, d2 - d1, d3 - d1]
+}
+
+/// A^T of F(3, 2) over four products.
+#[inline(always)]
+fn f32_output([m0, m1, m2, m3]: [f32; 4]) -> [f32; 3] {
+    [m0 + m1 + m2, m1 - m2, m1 + m2 + m3]
+}
+
+/// The forward pass's input transform over the five rows of a tile's line of source pixels,
+/// into the eight rows `out`: B^T over the even outputs' window (rows 0..4), then over the odd
+/// outputs' (rows 1..5).
+#[inline(always)]
+fn phase_input_transform(rows: &[&[f32]; PHASE_WINDOW], out: (&mut [f32], [usize; PHASE_SIDE])) {
+    lanewise(rows, out, |[z0, z1, z2, z3, z4]| {
+        let [a0, a1, a2, a3] = f32_input([z0, z1, z2, z3]);
+        let [b0, b1, b2, b3] = f32_input([z1, z2, z3, z4]);
+        [a0, a1, a2, a3, b0, b1, b2, b3]
+    });
+}
+
+/// The forward pass's output transform over eight rows, into the six rows `out`: A^T over each
+/// phase's four, the even outputs and the odd ones interleaved.
+#[inline(always)]
+fn phase_output_transform(m: &[&[f32]; PHASE_SIDE], out: (&mut [f32], [usize; OUTPUTS])) {
+    lanewise(m, out, |m| {
+        let [e0, e1, e2] = f32_output([m[0], m[1], m[2], m[3]]);
+        let [o0, o1, o2] = f32_output([m[4], m[5], m[6], m[7]]);
+        [e0, o0, e1, o1, e2, o2]
+    });
+}
+
 /// Where tile t's values at positions (p, 0..9) start in V, M or X ([81, tiles, c]).
 fn slots_of_row(p: usize, t: usize, tiles: usize, c: usize) -> [usize; SIDE] {
     std::array::from_fn(|q| (SLOTS[p][q] * tiles + t) * c)
@@ -416,8 +569,14 @@ fn slots_of_row(p: usize, t: usize, tiles: usize, c: usize) -> [usize; SIDE] {
 /// from (8 ti - 1, 8 tj - 1): down the window's columns into `half` [10, 9, cout], then along
 /// its rows.
 #[inline(always)]
-fn transform_windows(conv: &BoxSumConv, dz: &[f32], piece: Piece, v: &mut [f32], half: &mut [f32]) {
-    let (cout, across, shape) = (conv.cout, conv.tiles_across(), conv.dz_shape());
+fn transform_windows(
+    conv: &UpsampledConv,
+    dz: &[f32],
+    piece: Piece,
+    v: &mut [f32],
+    half: &mut [f32],
+) {
+    let (cout, across, shape) = (conv.cout, conv.tiles_across(TILE), conv.output_shape());
     let tiles = piece.tile_rows * across;
     let zeros = vec![0.0; cout];
     for t in 0..tiles {
@@ -438,6 +597,84 @@ fn transform_windows(conv: &BoxSumConv, dz: &[f32], piece: Piece, v: &mut [f32],
     }
 }
 
+impl WithSimd for Forward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let Forward {
+            conv,
+            x,
+            u,
+            epilogue: (bias, activation),
+            piece,
+            y,
+            scratch,
+        } = self;
+        let (cin, cout, width) = (conv.input.channels, conv.cout, conv.output_shape().width);
+        let across = conv.tiles_across(PHASE_TILE);
+        let tiles = piece.tile_rows * across;
+        let positions = PHASE_SIDE * PHASE_SIDE;
+        let (v, rest) = scratch.split_at_mut(positions * tiles * cin);
+        let (m, half) = rest.split_at_mut(positions * tiles * cout);
+        // V[(p, q), t, :]: tile t's 5x5 window of x from (3 ti - 1, 3 tj - 1), transformed down
+        // its columns into `half` [5, 8, cin], then along its rows.
+        let zeros = vec![0.0; cin];
+        for t in 0..tiles {
+            let (ti, tj) = (piece.first_tile_row + t / across, t % across);
+            let (top, left) = (
+                (PHASE_TILE * ti) as isize - 1,
+                (PHASE_TILE * tj) as isize - 1,
+            );
+            for q in 0..PHASE_WINDOW {
+                let column = std::array::from_fn(|r| {
+                    let at = (top + r as isize, left + q as isize);
+                    pixel(x, conv.input, piece.image, at, &zeros)
+                });
+                let out = &mut half[q * PHASE_SIDE * cin..][..PHASE_SIDE * cin];
+                phase_input_transform(&column, (out, consecutive(cin)));
+            }
+            for p in 0..PHASE_SIDE {
+                let row = std::array::from_fn(|q| &half[(q * PHASE_SIDE + p) * cin..][..cin]);
+                let at = std::array::from_fn(|q| ((PHASE_SIDE * p + q) * tiles + t) * cin);
+                phase_input_transform(&row, (&mut *v, at));
+            }
+        }
+        // M[ξ] = V[ξ] U[ξ]: the sums over x's channels of every tile at position ξ.
+        for (xi, m) in m.chunks_exact_mut(tiles * cout).enumerate() {
+            let v = Matrix::row_major(&v[xi * tiles * cin..], tiles, cin);
+            let u = Matrix::row_major(&u[xi * cin * cout..], cin, cout);
+            gemm(v, u, m, false);
+        }
+        // y_tile = the output transform down the columns into `lines` [6, 8, cout], then along
+        // the rows, and the epilogue, for the outputs inside the image.
+        let (lines, block) = half.split_at_mut(OUTPUTS * PHASE_SIDE * cout);
+        let block = &mut block[..OUTPUTS * cout];
+        for t in 0..tiles {
+            let (local_row, tj) = (t / across, t % across);
+            for q in 0..PHASE_SIDE {
+                let column = std::array::from_fn(|p| {
+                    &m[((PHASE_SIDE * p + q) * tiles + t) * cout..][..cout]
+                });
+                let at = std::array::from_fn(|r| (r * PHASE_SIDE + q) * cout);
+                phase_output_transform(&column, (&mut *lines, at));
+            }
+            for (r, line) in lines.chunks_exact(PHASE_SIDE * cout).enumerate() {
+                let row = OUTPUTS * local_row + r;
+                if row * width * cout >= y.len() {
+                    break;
+                }
+                let line = std::array::from_fn(|q| &line[q * cout..][..cout]);
+                phase_output_transform(&line, (&mut *block, consecutive(cout)));
+                let cols = (width - OUTPUTS * tj).min(OUTPUTS);
+                let out = &mut y[(row * width + OUTPUTS * tj) * cout..][..cols * cout];
+                out.copy_from_slice(&block[..cols * cout]);
+                add_bias_and_activate(out, bias, activation);
+            }
+        }
+    }
+}
+
 impl WithSimd for Data<'_> {
     type Output = ();
 
@@ -452,7 +689,7 @@ impl WithSimd for Data<'_> {
             scratch,
         } = self;
         let (cin, cout, width) = (conv.input.channels, conv.cout, conv.input.width);
-        let across = conv.tiles_across();
+        let across = conv.tiles_across(TILE);
         let tiles = piece.tile_rows * across;
         let (v, rest) = scratch.split_at_mut(POSITIONS * tiles * cout);
         let (m, half) = rest.split_at_mut(POSITIONS * tiles * cin);
@@ -460,7 +697,7 @@ impl WithSimd for Data<'_> {
         // M[ξ] = V[ξ] U[g] for the positions ξ of each group g and every tile: the sums over
         // dz's channels.
         for (g, u) in u.chunks_exact(cout * cin).take(GROUPS).enumerate() {
-            let (first, rows) = BoxSumConv::group_rows(g, tiles);
+            let (first, rows) = UpsampledConv::group_rows(g, tiles);
             let v = Matrix::row_major(&v[first * cout..], rows, cout);
             let u = Matrix::row_major(u, cout, cin);
             gemm(v, u, &mut m[first * cin..][..rows * cin], false);
@@ -505,7 +742,7 @@ impl WithSimd for Filter<'_> {
             scratch,
         } = self;
         let (cin, cout) = (conv.input.channels, conv.cout);
-        let across = conv.tiles_across();
+        let across = conv.tiles_across(TILE);
         let tiles = piece.tile_rows * across;
         let (v, rest) = scratch.split_at_mut(POSITIONS * tiles * cout);
         let (xt, half) = rest.split_at_mut(POSITIONS * tiles * cin);
@@ -533,13 +770,13 @@ impl WithSimd for Filter<'_> {
         // dU[g] += V^T X over the positions of each group g and every tile.
         let (du, dbias) = sums.split_at_mut(GROUPS * cout * cin);
         for (g, du) in du.chunks_exact_mut(cout * cin).enumerate() {
-            let (first, rows) = BoxSumConv::group_rows(g, tiles);
+            let (first, rows) = UpsampledConv::group_rows(g, tiles);
             let v = Matrix::row_major(&v[first * cout..], rows, cout).transposed();
             let xt = Matrix::row_major(&xt[first * cin..], rows, cin);
             gemm(v, xt, du, true);
         }
         // The aligned boxes of the tiles' source pixels: the last group, (e_k e_l).
-        let (first, _) = BoxSumConv::group_rows(GROUPS - 1, tiles);
+        let (first, _) = UpsampledConv::group_rows(GROUPS - 1, tiles);
         for values in v[first * cout..].chunks_exact(cout) {
             add(dbias, values);
         }
