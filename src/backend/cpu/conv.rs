@@ -1,7 +1,7 @@
 //! Convolutions on the CPU, one function per pass:
 //! - forward: [`forward`], by Winograd's F(2x2, 3x3) ([`super::winograd`]) for a plain input
-//!   (4/9 of the multiplies); for an upsampled one by F(4, 2) over the output's phases at the
-//!   source's resolution ([`super::upsampled_winograd`]: 25/144).
+//!   (4/9 of the multiplies); for an upsampled one by F(3, 2) over the output's phases at the
+//!   source's resolution ([`super::upsampled_winograd`]: 16/81).
 //! - backward-data: [`backward_data`], a 3x3 'same' convolution of dz with the flipped kernel,
 //!   by Winograd; of an upsampled input, a 3x3 pass at the source's resolution over 2x2 box
 //!   sums of dz (1/4 of the work), by Winograd's F(4, 2) over the box sums
@@ -65,9 +65,9 @@ fn kernel_len(conv: &Conv) -> usize {
     let taps = match conv.read {
         // The flipped kernel and its Winograd transform.
         ConvInput::Direct => 9 + 16,
-        // The forward pass's 100 kernel transforms (the backward passes: the flipped kernel and
+        // The forward pass's 64 kernel transforms (the backward passes: the flipped kernel and
         // its 36 transforms; one output channel: four 2x2 phase kernels).
-        ConvInput::Upsampled2 => 100,
+        ConvInput::Upsampled2 => 64,
     };
     let kernel = conv.slot.in_channels * conv.slot.out_channels;
     // The whole backward pass of one output channel keeps the flipped kernel beside the sums.
