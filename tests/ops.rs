@@ -26,11 +26,7 @@ fn convolutions_match_direct_loops() {
             .zip([Activation::Relu, Activation::Sigmoid])
         {
             let conv = conv(input, cout, read, activation);
-            let inputs = parity::conv_inputs(&conv, 10 * case as u64);
-            let got = parity::conv_outputs(&mut CpuBackend::new(), &conv, &inputs);
-            let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
-            let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
-            parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
+            assert_cpu_passes_match_direct_loops(&conv, 10 * case as u64);
         }
     }
 }
@@ -124,28 +120,30 @@ fn upsampled_convolutions_match_direct_loops_when_work_chunks_span_images() {
             ConvInput::Upsampled2,
             Activation::Relu,
         );
-        let inputs = parity::conv_inputs(&conv, seed);
-        let got = parity::conv_outputs(&mut CpuBackend::new(), &conv, &inputs);
-        let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
-        let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
-        parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
+        assert_cpu_passes_match_direct_loops(&conv, seed);
     }
 }
 
 #[test]
 fn upsampled_convolutions_match_direct_loops_when_an_image_spans_pieces_of_work() {
-    // 117 source columns make 30 tiles of 4 across, more than a piece of work takes, so each
-    // image's 9 rows (3 tile rows, the last partial) are several pieces, and the last tile of
-    // each row has one column.
+    // 117 source columns make 30 tiles of 4 (the backward passes) and 39 of 3 (the forward)
+    // across, more than a piece of work takes, so each image's 9 rows are several pieces; the
+    // backward passes' last tile row has one row and the last tile of each row one column.
     let conv = conv(
         nhwc(2, 9, 117, 5),
         6,
         ConvInput::Upsampled2,
         Activation::Relu,
     );
-    let inputs = parity::conv_inputs(&conv, 90);
-    let got = parity::conv_outputs(&mut CpuBackend::new(), &conv, &inputs);
-    let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
+    assert_cpu_passes_match_direct_loops(&conv, 90);
+}
+
+/// The CPU engine's forward, backward-data and kernel-gradient passes of `conv` against the
+/// float64 direct loops, on random inputs from `seed`, within 1e-5 of each result's scale.
+fn assert_cpu_passes_match_direct_loops(conv: &Conv, seed: u64) {
+    let inputs = parity::conv_inputs(conv, seed);
+    let got = parity::conv_outputs(&mut CpuBackend::new(), conv, &inputs);
+    let expected = parity::conv_outputs(&mut ReferenceBackend, conv, &inputs);
     let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
     parity::assert_within(&errors, 1e-5, &format!("{conv:?}"));
 }

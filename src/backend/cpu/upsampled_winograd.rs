@@ -58,7 +58,7 @@ use rayon::prelude::*;
 use super::super::Nhwc;
 use super::conv::{add, add_bias_and_activate};
 use super::gemm::{Matrix, gemm};
-use super::winograd::{Piece, for_each_group, pixel, transform_taps, with_scratch};
+use super::winograd::{Piece, for_each_group, pixel, transform_taps, weighted_sum, with_scratch};
 use crate::model::Activation;
 
 /// Source pixels along a tile's side.
@@ -366,16 +366,8 @@ impl WithSimd for Untransform<'_> {
         let mut tap_sum = vec![0.0f64; taps];
         for (tap, dkernel) in grads[..9 * taps].chunks_exact_mut(taps).enumerate() {
             let (r, c) = (2 - tap / 3, 2 - tap % 3);
-            tap_sum.fill(0.0);
-            for (g, du) in du.chunks_exact(taps).enumerate() {
-                // W is sparse: each tap takes 16 of the 36 groups.
-                let weight = W[g / DISTINCT][r] * W[g % DISTINCT][c];
-                if weight != 0.0 {
-                    for (s, &d) in tap_sum.iter_mut().zip(du) {
-                        *s += weight * f64::from(d);
-                    }
-                }
-            }
+            let weight = |g: usize| W[g / DISTINCT][r] * W[g % DISTINCT][c];
+            weighted_sum(du.chunks_exact(taps), weight, &mut tap_sum);
             // tap_sum is [cout, cin]; the kernel gradient [cin, cout].
             for (ci, row) in dkernel.chunks_exact_mut(cout).enumerate() {
                 for (co, g) in row.iter_mut().enumerate() {
@@ -565,9 +557,76 @@ fn slots_of_row(p: usize, t: usize, tiles: usize, c: usize) -> [usize; SIDE] {
     std::array::from_fn(|q| (SLOTS[p][q] * tiles + t) * c)
 }
 
+/// A tensor's pixels as the windows of one image's tiles read them: zeros outside the image.
+#[derive(Clone, Copy)]
+struct Pixels<'a> {
+    t: &'a [f32],
+    shape: Nhwc,
+    image: usize,
+    zeros: &'a [f32],
+}
+
+/// One tile's W x W window of `pixels` from (top, left), transformed by `transform` down its
+/// columns into `half` [W, P, c], then along its rows: row p of the result into `out` at
+/// `at(p)`.
+#[inline(always)]
+fn transform_window<const W: usize, const P: usize>(
+    pixels: Pixels,
+    (top, left): (isize, isize),
+    transform: impl Fn(&[&[f32]; W], (&mut [f32], [usize; P])),
+    half: &mut [f32],
+    (out, at): (&mut [f32], impl Fn(usize) -> [usize; P]),
+) {
+    let c = pixels.shape.channels;
+    for q in 0..W {
+        let column = std::array::from_fn(|r| {
+            let at = (top + r as isize, left + q as isize);
+            pixel(pixels.t, pixels.shape, pixels.image, at, pixels.zeros)
+        });
+        transform(&column, (&mut half[q * P * c..][..P * c], consecutive(c)));
+    }
+    for p in 0..P {
+        let row = std::array::from_fn(|q| &half[(q * P + p) * c..][..c]);
+        transform(&row, (&mut *out, at(p)));
+    }
+}
+
+/// One tile's outputs from its transformed positions `at(p, q)` ([P, P] of c channels):
+/// `transform` down the columns into `lines` [O, P, c], then along each row into `block`
+/// [O, c]; written into `out`, rows of `width` pixels, from (top, left) for the pixels inside
+/// the image, with the epilogue after.
+#[inline(always)]
+fn untransform_tile<'m, const P: usize, const O: usize>(
+    at: impl Fn(usize, usize) -> &'m [f32],
+    transform: impl Fn(&[&[f32]; P], (&mut [f32], [usize; O])),
+    (lines, block): (&mut [f32], &mut [f32]),
+    (out, width, (top, left)): (&mut [f32], usize, (usize, usize)),
+    epilogue: Option<(&[f32], Activation)>,
+) {
+    let c = at(0, 0).len();
+    for q in 0..P {
+        let column = std::array::from_fn(|p| at(p, q));
+        let at = std::array::from_fn(|r| (r * P + q) * c);
+        transform(&column, (&mut *lines, at));
+    }
+    for (r, line) in lines[..O * P * c].chunks_exact(P * c).enumerate() {
+        let row = top + r;
+        if row * width * c >= out.len() {
+            break;
+        }
+        let line = std::array::from_fn(|q| &line[q * c..][..c]);
+        transform(&line, (&mut *block, consecutive(c)));
+        let cols = (width - left).min(O);
+        let out = &mut out[(row * width + left) * c..][..cols * c];
+        out.copy_from_slice(&block[..cols * c]);
+        if let Some((bias, activation)) = epilogue {
+            add_bias_and_activate(out, bias, activation);
+        }
+    }
+}
+
 /// V[(p, q), t, :] = (T z T^T)[p, q] for each tile t of the piece, z its 10x10 window of dz
-/// from (8 ti - 1, 8 tj - 1): down the window's columns into `half` [10, 9, cout], then along
-/// its rows.
+/// from (8 ti - 1, 8 tj - 1) ([`transform_window`]).
 #[inline(always)]
 fn transform_windows(
     conv: &UpsampledConv,
@@ -579,21 +638,17 @@ fn transform_windows(
     let (cout, across, shape) = (conv.cout, conv.tiles_across(TILE), conv.output_shape());
     let tiles = piece.tile_rows * across;
     let zeros = vec![0.0; cout];
+    let pixels = Pixels {
+        t: dz,
+        shape,
+        image: piece.image,
+        zeros: &zeros,
+    };
     for t in 0..tiles {
         let (ti, tj) = (piece.first_tile_row + t / across, t % across);
-        let (top, left) = ((2 * TILE * ti) as isize - 1, (2 * TILE * tj) as isize - 1);
-        for q in 0..WINDOW {
-            let column = std::array::from_fn(|r| {
-                let at = (top + r as isize, left + q as isize);
-                pixel(dz, shape, piece.image, at, &zeros)
-            });
-            let out = &mut half[q * SIDE * cout..][..SIDE * cout];
-            window_transform(&column, (out, consecutive(cout)));
-        }
-        for p in 0..SIDE {
-            let row = std::array::from_fn(|q| &half[(q * SIDE + p) * cout..][..cout]);
-            window_transform(&row, (&mut *v, slots_of_row(p, t, tiles, cout)));
-        }
+        let corner = ((2 * TILE * ti) as isize - 1, (2 * TILE * tj) as isize - 1);
+        let at = |p| slots_of_row(p, t, tiles, cout);
+        transform_window(pixels, corner, window_transform, half, (&mut *v, at));
     }
 }
 
@@ -617,28 +672,23 @@ impl WithSimd for Forward<'_> {
         let positions = PHASE_SIDE * PHASE_SIDE;
         let (v, rest) = scratch.split_at_mut(positions * tiles * cin);
         let (m, half) = rest.split_at_mut(positions * tiles * cout);
-        // V[(p, q), t, :]: tile t's 5x5 window of x from (3 ti - 1, 3 tj - 1), transformed down
-        // its columns into `half` [5, 8, cin], then along its rows.
+        // V[(p, q), t, :]: tile t's 5x5 window of x from (3 ti - 1, 3 tj - 1), transformed by
+        // the two phases' B^T ([`transform_window`]).
         let zeros = vec![0.0; cin];
+        let pixels = Pixels {
+            t: x,
+            shape: conv.input,
+            image: piece.image,
+            zeros: &zeros,
+        };
         for t in 0..tiles {
             let (ti, tj) = (piece.first_tile_row + t / across, t % across);
-            let (top, left) = (
+            let corner = (
                 (PHASE_TILE * ti) as isize - 1,
                 (PHASE_TILE * tj) as isize - 1,
             );
-            for q in 0..PHASE_WINDOW {
-                let column = std::array::from_fn(|r| {
-                    let at = (top + r as isize, left + q as isize);
-                    pixel(x, conv.input, piece.image, at, &zeros)
-                });
-                let out = &mut half[q * PHASE_SIDE * cin..][..PHASE_SIDE * cin];
-                phase_input_transform(&column, (out, consecutive(cin)));
-            }
-            for p in 0..PHASE_SIDE {
-                let row = std::array::from_fn(|q| &half[(q * PHASE_SIDE + p) * cin..][..cin]);
-                let at = std::array::from_fn(|q| ((PHASE_SIDE * p + q) * tiles + t) * cin);
-                phase_input_transform(&row, (&mut *v, at));
-            }
+            let at = |p| std::array::from_fn(|q| ((PHASE_SIDE * p + q) * tiles + t) * cin);
+            transform_window(pixels, corner, phase_input_transform, half, (&mut *v, at));
         }
         // M[ξ] = V[ξ] U[ξ]: the sums over x's channels of every tile at position ξ.
         for (xi, m) in m.chunks_exact_mut(tiles * cout).enumerate() {
@@ -646,31 +696,19 @@ impl WithSimd for Forward<'_> {
             let u = Matrix::row_major(&u[xi * cin * cout..], cin, cout);
             gemm(v, u, m, false);
         }
-        // y_tile = the output transform down the columns into `lines` [6, 8, cout], then along
-        // the rows, and the epilogue, for the outputs inside the image.
+        // y_tile = the phases' A^T on both sides, then the epilogue ([`untransform_tile`]).
         let (lines, block) = half.split_at_mut(OUTPUTS * PHASE_SIDE * cout);
-        let block = &mut block[..OUTPUTS * cout];
         for t in 0..tiles {
             let (local_row, tj) = (t / across, t % across);
-            for q in 0..PHASE_SIDE {
-                let column = std::array::from_fn(|p| {
-                    &m[((PHASE_SIDE * p + q) * tiles + t) * cout..][..cout]
-                });
-                let at = std::array::from_fn(|r| (r * PHASE_SIDE + q) * cout);
-                phase_output_transform(&column, (&mut *lines, at));
-            }
-            for (r, line) in lines.chunks_exact(PHASE_SIDE * cout).enumerate() {
-                let row = OUTPUTS * local_row + r;
-                if row * width * cout >= y.len() {
-                    break;
-                }
-                let line = std::array::from_fn(|q| &line[q * cout..][..cout]);
-                phase_output_transform(&line, (&mut *block, consecutive(cout)));
-                let cols = (width - OUTPUTS * tj).min(OUTPUTS);
-                let out = &mut y[(row * width + OUTPUTS * tj) * cout..][..cols * cout];
-                out.copy_from_slice(&block[..cols * cout]);
-                add_bias_and_activate(out, bias, activation);
-            }
+            let at = |p: usize, q: usize| &m[((PHASE_SIDE * p + q) * tiles + t) * cout..][..cout];
+            let corner = (OUTPUTS * local_row, OUTPUTS * tj);
+            untransform_tile(
+                at,
+                phase_output_transform,
+                (&mut *lines, &mut *block),
+                (&mut *y, width, corner),
+                Some((bias, activation)),
+            );
         }
     }
 }
@@ -702,28 +740,19 @@ impl WithSimd for Data<'_> {
             let u = Matrix::row_major(u, cout, cin);
             gemm(v, u, &mut m[first * cin..][..rows * cin], false);
         }
-        // dx_tile = O M O^T: down the columns into `lines` [4, 9, cin], then along the rows,
-        // for the source pixels inside the image.
+        // dx_tile = O M O^T ([`untransform_tile`]).
         let (lines, block) = half.split_at_mut(TILE * SIDE * cin);
-        let block = &mut block[..TILE * cin];
         for t in 0..tiles {
             let (local_row, tj) = (t / across, t % across);
-            for q in 0..SIDE {
-                let column = std::array::from_fn(|p| &m[(SLOTS[p][q] * tiles + t) * cin..][..cin]);
-                let at = std::array::from_fn(|k| (k * SIDE + q) * cin);
-                output_transform(&column, (&mut *lines, at));
-            }
-            for (k, line) in lines.chunks_exact(SIDE * cin).enumerate() {
-                let row = TILE * local_row + k;
-                if row * width * cin >= dx.len() {
-                    break;
-                }
-                let line = std::array::from_fn(|q| &line[q * cin..][..cin]);
-                output_transform(&line, (&mut *block, consecutive(cin)));
-                let cols = (width - TILE * tj).min(TILE);
-                dx[(row * width + TILE * tj) * cin..][..cols * cin]
-                    .copy_from_slice(&block[..cols * cin]);
-            }
+            let at = |p: usize, q: usize| &m[(SLOTS[p][q] * tiles + t) * cin..][..cin];
+            let corner = (TILE * local_row, TILE * tj);
+            untransform_tile(
+                at,
+                output_transform,
+                (&mut *lines, &mut *block),
+                (&mut *dx, width, corner),
+                None,
+            );
         }
     }
 }
@@ -747,25 +776,19 @@ impl WithSimd for Filter<'_> {
         let (v, rest) = scratch.split_at_mut(POSITIONS * tiles * cout);
         let (xt, half) = rest.split_at_mut(POSITIONS * tiles * cin);
         transform_windows(&conv, dz, piece, v, half);
-        // X[ξ, t, :] = (O^T x O)[p, q] of tile t's 4x4 source pixels (zeros outside the image):
-        // down the tile's columns into `lines` [4, 9, cin], then along the rows.
+        // X[ξ, t, :] = (O^T x O)[p, q] of tile t's 4x4 source pixels ([`transform_window`]).
         let zeros = vec![0.0; cin];
-        let lines = &mut half[..TILE * SIDE * cin];
+        let pixels = Pixels {
+            t: x,
+            shape: conv.input,
+            image: piece.image,
+            zeros: &zeros,
+        };
         for t in 0..tiles {
             let (ti, tj) = (piece.first_tile_row + t / across, t % across);
-            let (top, left) = ((TILE * ti) as isize, (TILE * tj) as isize);
-            for l in 0..TILE {
-                let column = std::array::from_fn(|k| {
-                    let at = (top + k as isize, left + l as isize);
-                    pixel(x, conv.input, piece.image, at, &zeros)
-                });
-                let out = &mut lines[l * SIDE * cin..][..SIDE * cin];
-                source_transform(&column, (out, consecutive(cin)));
-            }
-            for p in 0..SIDE {
-                let row = std::array::from_fn(|l| &lines[(l * SIDE + p) * cin..][..cin]);
-                source_transform(&row, (&mut *xt, slots_of_row(p, t, tiles, cin)));
-            }
+            let corner = ((TILE * ti) as isize, (TILE * tj) as isize);
+            let at = |p| slots_of_row(p, t, tiles, cin);
+            transform_window(pixels, corner, source_transform, half, (&mut *xt, at));
         }
         // dU[g] += V^T X over the positions of each group g and every tile.
         let (du, dbias) = sums.split_at_mut(GROUPS * cout * cin);

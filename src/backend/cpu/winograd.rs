@@ -171,17 +171,33 @@ pub(super) fn transform_taps(rows: &[[f64; 3]], kernel: &[f32], u: &mut [f32]) {
     let mut sum = vec![0.0f64; taps];
     for (xi, u) in u.chunks_exact_mut(taps).enumerate() {
         let (p, q) = (xi / rows.len(), xi % rows.len());
-        sum.fill(0.0);
-        for (tap, k) in kernel.chunks_exact(taps).take(9).enumerate() {
-            let weight = rows[p][tap / 3] * rows[q][tap % 3];
-            if weight != 0.0 {
-                for (s, &k) in sum.iter_mut().zip(k) {
-                    *s += weight * f64::from(k);
-                }
-            }
-        }
+        let kernel_taps = kernel.chunks_exact(taps).take(9);
+        weighted_sum(
+            kernel_taps,
+            |tap| rows[p][tap / 3] * rows[q][tap % 3],
+            &mut sum,
+        );
         for (u, &s) in u.iter_mut().zip(&sum) {
             *u = s as f32;
+        }
+    }
+}
+
+/// sum = the sum over j of weight(j) parts[j], in float64, in the order of the parts, over
+/// those whose weight is not zero (the transforms' matrices are sparse; the others would add
+/// only zeros).
+pub(super) fn weighted_sum<'a>(
+    parts: impl Iterator<Item = &'a [f32]>,
+    weight: impl Fn(usize) -> f64,
+    sum: &mut [f64],
+) {
+    sum.fill(0.0);
+    for (j, part) in parts.enumerate() {
+        let weight = weight(j);
+        if weight != 0.0 {
+            for (s, &v) in sum.iter_mut().zip(part) {
+                *s += weight * f64::from(v);
+            }
         }
     }
 }
@@ -251,14 +267,13 @@ pub fn kernel_gradient(
     sum_in_order(&partials[..groups * size], total);
     // dg[ky, kx] = sum over a, b of G[a, ky] G[b, kx] dU[4a + b], in float64.
     let taps = cin * cout;
+    let mut sum = vec![0.0f64; taps];
     for (tap, dkernel) in grads[..9 * taps].chunks_exact_mut(taps).enumerate() {
         let (ky, kx) = (tap / 3, tap % 3);
-        for (i, g) in dkernel.iter_mut().enumerate() {
-            let mut sum = 0.0;
-            for (xi, du) in total.chunks_exact(taps).take(16).enumerate() {
-                sum += G[xi / 4][ky] * G[xi % 4][kx] * f64::from(du[i]);
-            }
-            *g = sum as f32;
+        let positions = total.chunks_exact(taps).take(POSITIONS);
+        weighted_sum(positions, |xi| G[xi / 4][ky] * G[xi % 4][kx], &mut sum);
+        for (g, &s) in dkernel.iter_mut().zip(&sum) {
+            *g = s as f32;
         }
     }
     grads[9 * taps..][..cout].copy_from_slice(&total[16 * taps..]);
