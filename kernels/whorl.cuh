@@ -282,3 +282,88 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(PendingGroups) : "memory");
 }
 #endif
+
+
+// ---- Warpgroup tensor cores (Hopper, sm_90a) ----
+//
+// wgmma: an asynchronous matrix multiply-add issued by a warpgroup (four consecutive warps,
+// 128 threads, the first warp a multiple of 4), B read from shared memory through a matrix
+// descriptor. Compiled only where NVRTC targets compute_90a (WHORL_WARPGROUP_MMA is then
+// defined); the emulator defines the same functions as checked C++.
+//
+// shared_address(p): p's byte address in the block's shared memory (cvta.to.shared).
+// wgmma_descriptor_128b(tile): the descriptor of a K-major operand of TF32 values at `tile` in
+//   shared memory: rows of 32 values (128 bytes) whose 16-byte chunk c is stored at chunk
+//   c ^ (row % 8) (the 128-byte swizzle; tf32_tile_offset<32> in conv2d_tf32.cu), groups of 8
+//   rows 1024 bytes apart, each group 1024-byte aligned. Start address shared_address / 16 in
+//   bits 0-13, leading byte offset 1 (16 bytes; unused by swizzled K-major layouts) in bits
+//   16-29, stride byte offset 1024 / 16 in bits 32-45, base offset 0, layout type 1 (128-byte
+//   swizzle) in bits 62-63. The swizzle applies to the address bits, so the descriptor of
+//   values 8k..8k+7 of every row is that of tile + 8k.
+// wgmma_fence(): orders this warpgroup's register accesses before the wgmma that follow
+//   (required before the first wgmma and after the A fragments or the accumulators were
+//   written by other instructions). wgmma.fence.sync.aligned.
+// wgmma_tf32_m64n64k8(d, a, b): D (64 x 64) += A (64 x 8) B (8 x 64) in float32 for the
+//   warpgroup, asynchronously: d and a must not be touched until a wgmma_wait retires it, nor
+//   B's shared memory written. A in registers, TF32 values: warp q of the warpgroup holds rows
+//   16q..16q+15 as an m16n8k8 A fragment (a[0] = A[16q + g][t], a[1] = A[16q + g + 8][t],
+//   a[2] = A[16q + g][t + 4], a[3] = A[16q + g + 8][t + 4], g = lane / 4, t = lane % 4). B
+//   through descriptor b: its 64 columns as K-major rows of 8 values. D: lane (g, t) of warp q
+//   holds d[4j + i] = D[16q + g + 8 (i / 2)][8j + 2t + i % 2], j = 0..7 (the m16n8 C fragment
+//   of each 8-column block).
+//   wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32 (scale-d 1: accumulate).
+// wgmma_commit(): the wgmma issued since the last commit form one group.
+//   wgmma.commit_group.sync.aligned.
+// wgmma_wait<N>(): waits until at most the newest N committed groups of the warpgroup are in
+//   flight; the others' D is then in its registers. wgmma.wait_group.sync.aligned N.
+// fence_async_proxy_shared(): makes this thread's writes to shared memory (stores, landed
+//   cp.async copies) visible to the asynchronous proxy that wgmma reads B through; call it
+//   after cp_async_wait and before the __syncthreads() that precedes the wgmma.
+//   fence.proxy.async.shared::cta.
+#if !defined(WHORL_EMULATOR) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define WHORL_WARPGROUP_MMA 1
+
+__device__ __forceinline__ unsigned shared_address(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ unsigned long long wgmma_descriptor_128b(const float* tile) {
+    return static_cast<unsigned long long>((shared_address(tile) & 0x3ffffu) >> 4) |
+           (1ull << 16) | (static_cast<unsigned long long>(1024 >> 4) << 32) | (1ull << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+
+__device__ __forceinline__ void wgmma_tf32_m64n64k8(float d[32], const unsigned a[4],
+                                                    unsigned long long b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+        "{%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]),
+          "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]),
+          "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]),
+          "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b)
+        : "memory");
+}
+
+__device__ __forceinline__ void wgmma_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+
+template <int PendingGroups>
+__device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(PendingGroups) : "memory");
+}
+
+__device__ __forceinline__ void fence_async_proxy_shared() {
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+#endif

@@ -933,3 +933,187 @@ fn the_emulator_catches_broken_tensor_core_kernels() {
         );
     }
 }
+
+/// The dynamic shared memory of tests/kernels/warpgroup_mma.cu's products: B's 64 x 32 floats
+/// and room to align them to 1024 bytes.
+const WARPGROUP_SHARED_BYTES: usize = 64 * 32 * 4 + 1024;
+
+/// D = A B by `kernel` of tests/kernels/warpgroup_mma.cu on one block of `threads` threads (64
+/// rows per warpgroup of 128), A (rows x 32) row-major, B (32 x 64) given K-major (64 x 32):
+/// the launch's result and D (rows x 64, row-major).
+fn warpgroup_product(
+    kernel: &str,
+    threads: u32,
+    a: &[f32],
+    b_k_major: &[f32],
+) -> (Result<(), String>, Vec<f32>) {
+    let mut device = Emulator::new();
+    let d = vec![0.0; a.len() / 32 * 64];
+    let buffers = uploaded(&mut device, &[a, b_k_major, &d]);
+    let args: Vec<KernelArg> = buffers.iter().map(|&p| KernelArg::Ptr(p)).collect();
+    let result = device.launch(
+        kernel,
+        [1, 1, 1],
+        [threads, 1, 1],
+        WARPGROUP_SHARED_BYTES,
+        &args,
+    );
+    let mut product = d;
+    device.download(buffers[2], &mut product).unwrap();
+    (result.map_err(|e| e.to_string()), product)
+}
+
+/// A B in float64 with A's values through `operand` (what the tensor cores multiply), B given
+/// K-major (64 x 32).
+fn warpgroup_reference(a: &[f32], b_k_major: &[f32], operand: fn(f32) -> f32) -> Vec<f64> {
+    (0..a.len() / 32 * 64)
+        .map(|ij| {
+            let (i, j) = (ij / 64, ij % 64);
+            (0..32).fold(0.0, |s, k| {
+                s + f64::from(operand(a[i * 32 + k])) * f64::from(b_k_major[j * 32 + k])
+            })
+        })
+        .collect()
+}
+
+/// Operands for the warpgroup products: A (`rows` x 32) with mantissa bits below TF32's, so
+/// rounding and truncation differ; B K-major (64 x 32), TF32 values.
+fn warpgroup_operands(rows: usize) -> (Vec<f32>, Vec<f32>) {
+    let a = random(rows * 32, -2.0, 2.0, rows as u64);
+    let b = random(64 * 32, -2.0, 2.0, 5)
+        .into_iter()
+        .map(tf32)
+        .collect();
+    (a, b)
+}
+
+#[test]
+fn wgmma_gives_each_warp_its_rows_of_the_product_with_the_bits_of_mma_sync() {
+    // One warpgroup, and two (warps 4-7 hold rows 64-127). B reaches the tensor cores through
+    // the descriptors of its 128-byte swizzle, in two groups of two wgmma each.
+    for threads in [128, 256] {
+        let (a, b) = warpgroup_operands(64 * threads as usize / 128);
+        let (result, d) = warpgroup_product("warpgroup_product", threads, &a, &b);
+        result.unwrap();
+        let error = relative_error(&d, &warpgroup_reference(&a, &b, tf32));
+        assert!(error < 1e-6, "{threads} threads: error {error:e}");
+        let (result, by_mma_sync) =
+            warpgroup_product("warpgroup_product_by_mma_sync", threads, &a, &b);
+        result.unwrap();
+        let case = format!("wgmma and mma.sync, {threads} threads");
+        parity::assert_same_bits(&[d], &[by_mma_sync], &case);
+    }
+
+    // The descriptors of a tile 3 KiB into dynamic shared memory, 8 values (32 bytes) along
+    // its rows at a time: start address / 16, leading byte offset 1, stride 1024 / 16, layout 1.
+    let mut device = Emulator::new();
+    let out = device.alloc(8).unwrap();
+    let shared = 3 * 1024 + 128;
+    device
+        .launch(
+            "wgmma_descriptor_fields",
+            [1, 1, 1],
+            [1, 1, 1],
+            shared,
+            &[KernelArg::Ptr(out)],
+        )
+        .unwrap();
+    let mut fields = vec![0.0f32; 8];
+    device.download(out, &mut fields).unwrap();
+    for k in 0..4 {
+        let (low, high) = (fields[2 * k].to_bits(), fields[2 * k + 1].to_bits());
+        assert_eq!(low, ((3 * 1024 + 32 * k as u32) >> 4) | 1 << 16, "k = {k}");
+        assert_eq!(high, (1024 >> 4) | 1 << 30, "k = {k}");
+    }
+    let error = device
+        .launch(
+            "broken_shared_address_of_static_shared",
+            [1, 1, 1],
+            [32, 1, 1],
+            shared,
+            &[KernelArg::Ptr(out)],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("outside the block's dynamic shared memory"),
+        "{error}"
+    );
+}
+
+/// How the emulator must show a broken warpgroup kernel's mistake.
+enum Caught {
+    /// D reads NaN everywhere.
+    Nan,
+    /// D is off from the product by more than this, relative to its scale.
+    WrongNumbers(f64),
+    /// The launch fails with a message holding this.
+    Reported(&'static str),
+}
+
+#[test]
+fn the_emulator_catches_broken_warpgroup_mma_kernels() {
+    let (a, b) = warpgroup_operands(128);
+    let expected = warpgroup_reference(&a, &b, tf32);
+    for (kernel, caught) in [
+        ("broken_warpgroup_read_before_wait", Caught::Nan),
+        ("broken_warpgroup_short_wait", Caught::Nan),
+        (
+            "broken_warpgroup_no_swizzle_descriptor",
+            Caught::Reported("descriptor of layout type 0"),
+        ),
+        // Rows n of groups after the first read row n / 8 + n % 8 of the tile.
+        ("broken_warpgroup_stride_of_128", Caught::WrongNumbers(0.1)),
+        // Truncated operands: checked against the truncated product below too.
+        ("broken_warpgroup_unrounded", Caught::WrongNumbers(1e-4)),
+        (
+            "broken_warpgroup_no_proxy_fence",
+            Caught::Reported("no fence_async_proxy_shared in that thread"),
+        ),
+        (
+            "broken_warpgroup_no_wgmma_fence",
+            Caught::Reported("without a wgmma_fence"),
+        ),
+        // B read as the zeros written over it: D is 0.
+        ("broken_warpgroup_overwritten_b", Caught::WrongNumbers(0.99)),
+        // The same values, but landed after the issue and not fenced: reported when the wait
+        // reads them.
+        (
+            "broken_warpgroup_unfenced_refill",
+            Caught::Reported("retiring it"),
+        ),
+        (
+            "broken_warpgroup_no_commit",
+            Caught::Reported("2 never committed"),
+        ),
+        (
+            "broken_warpgroup_no_wait",
+            Caught::Reported("4 wgmma not retired when it exits"),
+        ),
+    ] {
+        let (result, d) = warpgroup_product(kernel, 256, &a, &b);
+        match caught {
+            Caught::Nan => {
+                result.unwrap();
+                assert!(d.iter().all(|v| v.is_nan()), "{kernel}: D must read NaN");
+            }
+            Caught::WrongNumbers(off) => {
+                result.unwrap();
+                let error = relative_error(&d, &expected);
+                println!("{kernel}: error {error:e}");
+                assert!(error > off, "{kernel}: error {error:e}, not above {off:e}");
+            }
+            Caught::Reported(text) => {
+                let message = result.unwrap_err();
+                assert!(
+                    message.contains(kernel) && message.contains(text),
+                    "{kernel}: {message}"
+                );
+            }
+        }
+    }
+    let (result, d) = warpgroup_product("broken_warpgroup_unrounded", 256, &a, &b);
+    result.unwrap();
+    let error = relative_error(&d, &warpgroup_reference(&a, &b, truncated_to_tf32));
+    assert!(error < 1e-6, "the tensor cores truncate: error {error:e}");
+}

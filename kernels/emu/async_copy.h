@@ -7,8 +7,14 @@
 // keeps the source bytes (or zeros, for a zero-filling copy); cp.async.commit_group closes the
 // open group; cp.async.wait_group N lands every copy of all but the newest N committed groups.
 // Copies never committed are never landed by a wait (PTX does not wait for them either).
+//
+// A landed copy is visible to the threads of the block (after a barrier), but not yet to the
+// asynchronous proxy through which wgmma reads shared memory: the thread that waited for it must
+// call fence_async_proxy_shared first. AsyncProxy keeps, for the block's dynamic shared memory,
+// which words hold landed copies that their thread has not fenced since.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -16,6 +22,61 @@
 #include <vector>
 
 namespace whorl_emu {
+
+// The block's dynamic shared memory as the asynchronous proxy sees it: for every 32-bit word,
+// the thread whose cp.async last landed there, and that thread's count of proxy fences then. A
+// word is unfenced while its thread has not fenced since: a fence only advances a counter, so
+// fencing costs nothing however much a thread has copied.
+class AsyncProxy {
+  public:
+    // A block starts: `bytes` of dynamic shared memory at `memory`, `threads` threads, no word
+    // landed.
+    void reset(const unsigned char* memory, size_t bytes, size_t threads) {
+        memory_ = memory;
+        bytes_ = bytes;
+        if (landed_any_ || words_.size() != (bytes + 3) / 4) words_.assign((bytes + 3) / 4, {});
+        landed_any_ = false;
+        fences_.assign(threads, 0);
+    }
+
+    const unsigned char* memory() const { return memory_; }
+    size_t bytes() const { return bytes_; }
+
+    // Thread `thread`'s cp.async copy of `bytes` to `destination` landed. Copies to other memory
+    // (static __shared__ arrays, which wgmma does not read here) are not tracked.
+    void landed(unsigned thread, const unsigned char* destination, size_t bytes) {
+        if (destination < memory_ || destination >= memory_ + bytes_) return;
+        const size_t first = (destination - memory_) / 4;
+        const size_t end = std::min(words_.size(), first + (bytes + 3) / 4);
+        for (size_t word = first; word < end; ++word) words_[word] = {thread + 1, fences_[thread]};
+        landed_any_ = true;
+    }
+
+    // fence.proxy.async.shared::cta in thread `thread`: its landed copies become visible.
+    void fence(unsigned thread) { ++fences_[thread]; }
+
+    // The thread whose landed copy at byte `offset` it has not fenced since, or -1.
+    long unfenced_writer(size_t offset) const {
+        const Word& word = words_[offset / 4];
+        if (word.writer == 0 || word.fences != fences_[word.writer - 1]) return -1;
+        return static_cast<long>(word.writer) - 1;
+    }
+
+  private:
+    struct Word {
+        // 1 + the thread whose copy landed here last, 0 if none has.
+        unsigned writer;
+        // That thread's fences when it landed.
+        unsigned fences;
+    };
+    const unsigned char* memory_ = nullptr;
+    size_t bytes_ = 0;
+    std::vector<Word> words_;
+    // Whether words_ holds anything to clear at the next block.
+    bool landed_any_ = false;
+    // Per thread of the block, its proxy fences so far.
+    std::vector<unsigned> fences_;
+};
 
 class AsyncCopies {
   public:
@@ -38,14 +99,17 @@ class AsyncCopies {
     // cp.async.commit_group: the copies issued since the last commit form one group.
     void commit() { ++committed_; }
 
-    // cp.async.wait_group N: lands every copy of the committed groups but the newest N.
-    void wait(int pending_groups) {
+    // cp.async.wait_group N in thread `thread`: lands every copy of the committed groups but the
+    // newest N, each unfenced in `proxy` until the thread's next proxy fence.
+    void wait(int pending_groups, AsyncProxy& proxy, unsigned thread) {
         size_t kept = 0;
         for (Copy& copy : copies_) {
-            if (copy.group < committed_ - pending_groups)
+            if (copy.group < committed_ - pending_groups) {
                 std::memcpy(copy.destination, copy.data, copy.bytes);
-            else
+                proxy.landed(thread, copy.destination, copy.bytes);
+            } else {
                 copies_[kept++] = copy;
+            }
         }
         copies_.resize(kept);
     }
@@ -64,5 +128,8 @@ class AsyncCopies {
 
 // The copies of the thread (fiber) running now.
 AsyncCopies& async_copies();
+
+// The asynchronous proxy's view of the current block's dynamic shared memory.
+AsyncProxy& async_proxy();
 
 }  // namespace whorl_emu

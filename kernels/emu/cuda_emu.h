@@ -19,6 +19,7 @@
 
 #include "async_copy.h"
 #include "mma.h"
+#include "wgmma.h"
 
 #define WHORL_EMULATOR 1
 
@@ -46,8 +47,9 @@ extern thread_local uint3 block_index;
 extern thread_local dim3 block_dim;
 extern thread_local dim3 grid_dim;
 
-// The block's dynamic shared memory, poisoned with NaN at every block start.
+// The block's dynamic shared memory, poisoned with NaN at every block start, and its size.
 void* dynamic_shared();
+size_t dynamic_shared_bytes();
 
 // A block-wide barrier; `site` identifies the __syncthreads() call for divergence checks.
 void syncthreads(const char* file, int line);
@@ -76,6 +78,11 @@ T warp_value(WarpOp op, unsigned mask, T value, int argument, int width, const c
     T out;
     std::memcpy(&out, &bits, 4);
     return out;
+}
+
+// The current thread's rank in its block, x fastest: warp w is ranks 32w..32w+31.
+inline unsigned thread_rank() {
+    return thread_index.x + block_dim.x * (thread_index.y + block_dim.y * thread_index.z);
 }
 
 }  // namespace whorl_emu
@@ -341,5 +348,78 @@ __device__ void cp_async_commit() { ::whorl_emu::async_copies().commit(); }
 template <int PendingGroups>
 __device__ void cp_async_wait() {
     static_assert(PendingGroups >= 0, "cp.async.wait_group takes a count of groups");
-    ::whorl_emu::async_copies().wait(PendingGroups);
+    ::whorl_emu::async_copies().wait(PendingGroups, ::whorl_emu::async_proxy(),
+                                     ::whorl_emu::thread_rank());
+}
+
+// Hopper's warpgroup tensor cores, as kernels/whorl.cuh wraps them for NVRTC (see there for what
+// each does). wgmma.h says how they are modelled and what is checked.
+#define WHORL_WARPGROUP_MMA 1
+
+// A shared-memory address is the byte offset from the block's dynamic shared memory here: the
+// emulator's other shared memory (static __shared__ arrays) has none.
+__device__ unsigned shared_address(const void* p,
+                                   std::source_location site = std::source_location::current()) {
+    const uintptr_t base = reinterpret_cast<uintptr_t>(::whorl_emu::dynamic_shared());
+    const uintptr_t at = reinterpret_cast<uintptr_t>(p);
+    if (at < base || at >= base + ::whorl_emu::dynamic_shared_bytes()) {
+        ::whorl_emu::report("shared_address at " +
+                            ::whorl_emu::call_site(site.file_name(), site.line()) +
+                            " of a pointer outside the block's dynamic shared memory (the "
+                            "emulator gives shared addresses of dynamic shared memory only)");
+        return 0;
+    }
+    return static_cast<unsigned>(at - base);
+}
+
+__device__ unsigned long long wgmma_descriptor_128b(
+    const float* tile, std::source_location site = std::source_location::current()) {
+    return static_cast<unsigned long long>((shared_address(tile, site) & 0x3ffffu) >> 4) |
+           (1ull << 16) | (static_cast<unsigned long long>(1024 >> 4) << 32) | (1ull << 62);
+}
+
+namespace whorl_emu {
+
+// wgmma.fence, wgmma.commit_group and wgmma.wait_group: warp collectives on the warp's queue.
+inline void wgmma_sync(WarpCollective complete, int pending_groups, std::source_location site) {
+    WgmmaSyncLane lane{&wgmma_queue(), pending_groups, site.file_name(),
+                       static_cast<int>(site.line())};
+    warp_collective(&lane, complete, site.file_name(), static_cast<int>(site.line()));
+}
+
+}  // namespace whorl_emu
+
+__device__ void wgmma_fence(std::source_location site = std::source_location::current()) {
+    ::whorl_emu::wgmma_sync(&::whorl_emu::complete_wgmma_fence, 0, site);
+}
+
+// The warp's share of the warpgroup's wgmma, which must be four whole warps of the block.
+__device__ void wgmma_tf32_m64n64k8(float d[32], const unsigned a[4], unsigned long long b,
+                                    std::source_location site = std::source_location::current()) {
+    const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
+    const unsigned warpgroup = ::whorl_emu::thread_rank() / 128;
+    if (128 * (warpgroup + 1) > threads)
+        ::whorl_emu::report("wgmma at " + ::whorl_emu::call_site(site.file_name(), site.line()) +
+                            " in a block of " + std::to_string(threads) + " threads: warpgroup " +
+                            std::to_string(warpgroup) +
+                            " is not four whole warps (128 threads)");
+    ::whorl_emu::WgmmaIssueLane lane{&::whorl_emu::wgmma_queue(), a, d, b, site.file_name(),
+                                     static_cast<int>(site.line())};
+    ::whorl_emu::warp_collective(&lane, &::whorl_emu::complete_wgmma_issue, site.file_name(),
+                                 static_cast<int>(site.line()));
+}
+
+__device__ void wgmma_commit(std::source_location site = std::source_location::current()) {
+    ::whorl_emu::wgmma_sync(&::whorl_emu::complete_wgmma_commit, 0, site);
+}
+
+template <int PendingGroups>
+__device__ void wgmma_wait(std::source_location site = std::source_location::current()) {
+    static_assert(PendingGroups >= 0, "wgmma.wait_group takes a count of groups");
+    ::whorl_emu::wgmma_sync(&::whorl_emu::complete_wgmma_wait, PendingGroups, site);
+}
+
+// fence.proxy.async.shared::cta: this thread's landed cp.async copies become visible to wgmma.
+__device__ void fence_async_proxy_shared() {
+    ::whorl_emu::async_proxy().fence(::whorl_emu::thread_rank());
 }

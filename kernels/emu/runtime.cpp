@@ -67,6 +67,10 @@ struct Scheduler {
     void** args = nullptr;
     // The block's dynamic shared memory, between canaries (SHARED_GUARD, SHARED_TAIL_GUARD).
     std::vector<unsigned char> shared;
+    // Which of it the asynchronous proxy (wgmma) may not see yet.
+    AsyncProxy proxy;
+    // Each warp's wgmma in flight.
+    std::vector<WgmmaQueue> wgmma;
     std::string error;
 };
 
@@ -297,6 +301,9 @@ std::string run_block(size_t threads) {
     const size_t shared_end = scheduler.shared.size() - SHARED_TAIL_GUARD;
     for (size_t i = SHARED_GUARD; i + 4 <= shared_end; i += 4)
         std::memcpy(&scheduler.shared[i], &poison, 4);
+    scheduler.proxy.reset(&scheduler.shared[SHARED_GUARD], shared_end - SHARED_GUARD, threads);
+    scheduler.wgmma.resize((threads + 31) / 32);
+    for (WgmmaQueue& queue : scheduler.wgmma) queue.reset();
     for (;;) {
         for (size_t warp = 0; warp * 32 < threads; ++warp) {
             std::string failure = run_warp(warp, threads);
@@ -318,7 +325,16 @@ std::string run_block(size_t threads) {
                 waiting = &f;
             }
         }
-        if (done == threads) return "";
+        if (done == threads) {
+            for (size_t warp = 0; warp < scheduler.wgmma.size(); ++warp) {
+                std::string unretired = scheduler.wgmma[warp].unretired();
+                if (!unretired.empty())
+                    return "warp " + std::to_string(warp) + " of block (" +
+                           std::to_string(block_index.x) + "," + std::to_string(block_index.y) +
+                           "," + std::to_string(block_index.z) + "): " + unretired;
+            }
+            return "";
+        }
         if (waiting && at_barrier + done == threads) {
             if (done > 0)
                 return "barrier divergence: " + thread_name(*finished) +
@@ -334,6 +350,10 @@ std::string run_block(size_t threads) {
 }  // namespace
 
 void* dynamic_shared() { return scheduler.shared.data() + SHARED_GUARD; }
+
+size_t dynamic_shared_bytes() {
+    return scheduler.shared.size() - SHARED_GUARD - SHARED_TAIL_GUARD;
+}
 
 void syncthreads(const char* file, int line) {
     Fiber* f = scheduler.current;
@@ -351,6 +371,12 @@ void warp_collective(void* lane_data, WarpCollective complete, const char* file,
 }
 
 AsyncCopies& async_copies() { return scheduler.current->copies; }
+
+AsyncProxy& async_proxy() { return scheduler.proxy; }
+
+WgmmaQueue& wgmma_queue() {
+    return scheduler.wgmma[(scheduler.current - scheduler.fibers.data()) / 32];
+}
 
 void report(const std::string& message) {
     if (scheduler.error.empty()) scheduler.error = message;
