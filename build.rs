@@ -1,7 +1,8 @@
 //! Builds the kernels two ways:
 //! - PTX for real GPUs: NVRTC (loaded at build time through cudarc) compiles kernels/*.cu, as
-//!   one self-contained source, for compute_89 (Ada, L40S) and compute_90 (Hopper, H100); the
-//!   binary embeds both and picks the one for the GPU it runs on. A kernel that does not
+//!   one self-contained source, for compute_89 (Ada, L40S, and newer GPUs) and compute_90a
+//!   (Hopper, H100 and H200: with the warpgroup-MMA kernels, which only sm_90 runs); the binary
+//!   embeds both and picks the one for the GPU it runs on. A kernel that does not
 //!   compile fails the build with NVRTC's log. Without libnvrtc, a cargo warning says so and
 //!   the binary compiles the embedded source at first use with the NVRTC it finds then.
 //! - The CUDA-on-CPU emulator: g++ compiles every kernels/*.cu (and the deliberately broken
@@ -26,7 +27,7 @@ fn cuda_sources(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// PTX targets embedded in the binary.
-const PTX_TARGETS: [&str; 2] = ["compute_89", "compute_90"];
+const PTX_TARGETS: [&str; 2] = ["compute_89", "compute_90a"];
 
 /// Every kernels/*.cu with kernels/whorl.cuh inlined: a source NVRTC compiles with no include
 /// path, at build time or at run time.

@@ -53,9 +53,12 @@
 
 // The STAGES-stage cp.async pipeline of the kernels here: load(slice, stage) starts the copies
 // of a slice into a stage of shared memory, multiply(stage) consumes one; loads run STAGES - 1
-// slices ahead of the multiplications, the stages taken in turn.
-template <int STAGES, typename Load, typename Multiply>
-__device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Multiply multiply) {
+// slices ahead of the multiplications, the stages taken in turn. landed() runs in every thread
+// once its copies of the next stage have landed, before the barrier that hands them to the
+// block (the wgmma tiles make them visible to the asynchronous proxy there).
+template <int STAGES, typename Load, typename Multiply, typename Landed>
+__device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Multiply multiply,
+                                                  Landed landed) {
     for (int stage = 0; stage < STAGES - 1; ++stage) {
         if (stage < slices) load(stage, stage);
         cp_async_commit();
@@ -63,6 +66,7 @@ __device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Multipl
     int read_stage = 0, write_stage = STAGES - 1;
     for (int slice = 0; slice < slices; ++slice) {
         cp_async_wait<STAGES - 2>();
+        landed();
         __syncthreads();
         // Every warp is past slice - 1, so its stage (write_stage) can be refilled.
         if (slice + STAGES - 1 < slices) load(slice + STAGES - 1, write_stage);
@@ -72,6 +76,11 @@ __device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Multipl
         read_stage = read_stage == STAGES - 1 ? 0 : read_stage + 1;
     }
     cp_async_wait<0>();
+}
+
+template <int STAGES, typename Load, typename Multiply>
+__device__ __forceinline__ void cp_async_pipeline(int slices, Load load, Multiply multiply) {
+    cp_async_pipeline<STAGES>(slices, load, multiply, [] {});
 }
 
 // Where float `column` (a multiple of 4) of row `row` is in a shared-memory tile of rows of
@@ -86,40 +95,202 @@ __device__ __forceinline__ int tf32_tile_offset(int row, int column) {
     return row * SLICE + 4 * ((column / 4) ^ ((row / ROWS_PER_128_BYTES) % CHUNKS));
 }
 
-// out[p', n] = epilogue_output(bias + window(p) W) for one TILE_P x TILE_N tile per block of
-// THREADS threads (T), with weights_k_major = W transposed ([n][K]) and rounded to TF32.
+// How a block's warps share its TILE_P x TILE_N tile and multiply one stage of it. Each layout
+// is a struct of what a lane keeps (its first accumulator row and column in the tile, where its
+// fragments are in a stage) and three functions overloaded on it:
+// - place_warps(warps, warp, lane): fills it in for the lane;
+// - multiply_stage(warps, a_tile, b_tile, acc): adds a stage's SLICE of K to the lane's
+//   accumulators acc[MI][NI][4], the m16n8 C fragments of rows row + ROW_STEP mi .. + 16 and
+//   columns column + 8 ni .. + 8, each output's products in k order;
+// - stages_at(warps, shared): where the pipeline's stages start in dynamic shared memory;
+// - hand_over(warps): what a thread does between its copies landing and the barrier.
+// Both layouts multiply in the same k order, so they give the same bits.
+
+// Warp tiles of mma.sync: WARP_P x WARP_N per warp, TILE_N / WARP_N warps along the channels and
+// the rest along the pixels. Per 8 of K each lane loads MI A fragments and NI B fragments with
+// ldmatrix (two B fragments a load), rounds the A fragments to TF32 and issues MI NI mma.
+// Rounding A as its fragments are read costs one integer addition a value (the tensor core's
+// truncation clears the low bits); rounding in shared memory when the copies land would cost a
+// third more shared-memory traffic, which is what bounds this loop.
+template <int TILE_P_, int TILE_N_, int WARP_N, int THREADS_, int SLICE_>
+struct MmaSyncWarps {
+    static constexpr int TILE_P = TILE_P_, TILE_N = TILE_N_, THREADS = THREADS_, SLICE = SLICE_;
+    static constexpr int WARPS_N = TILE_N / WARP_N, WARPS_P = THREADS / 32 / WARPS_N;
+    static constexpr int MI = TILE_P / WARPS_P / 16, NI = WARP_N / 8, ROW_STEP = 16;
+    int row, column;
+    // This lane's ldmatrix rows for each 8 of K.
+    int a_read[SLICE / 8], b_read[SLICE / 8];
+};
+
+// Warp w computes pixels WARP_P (w / WARPS_N) .. + WARP_P x channels WARP_N (w % WARPS_N) ..
+// + WARP_N. The swizzle repeats every 8 rows, so a warp's next 16 rows are 16 SLICE floats on.
+// A: lane l points at row l % 8 + 8 ((l / 8) % 2), column 4 (l / 16) of a 16 x 8 tile, so the
+// four 8 x 4 matrices are a[0..3] of the m16n8k8 fragment. B ([n][K]): lane l points at row
+// (channel) l % 8 + 8 (l / 16), column 4 ((l / 8) % 2) of 16 channels x 8, so the matrices are
+// b[0] and b[1] of the first 8 channels, then of the next 8.
+template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int SLICE>
+__device__ __forceinline__ void place_warps(
+    MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE>& warps, int warp, int lane) {
+    using Warps = MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE>;
+    warps.row = (warp / Warps::WARPS_N) * (TILE_P / Warps::WARPS_P);
+    warps.column = (warp % Warps::WARPS_N) * WARP_N;
+    WHORL_UNROLL
+    for (int ks = 0; ks < SLICE; ks += 8) {
+        warps.a_read[ks / 8] = tf32_tile_offset<SLICE>(warps.row + lane % 8 + 8 * ((lane / 8) % 2),
+                                                       ks + 4 * (lane / 16));
+        warps.b_read[ks / 8] = tf32_tile_offset<SLICE>(warps.column + lane % 8 + 8 * (lane / 16),
+                                                       ks + 4 * ((lane / 8) % 2));
+    }
+}
+
+template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int SLICE, int MI, int NI>
+__device__ __forceinline__ void multiply_stage(
+    const MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE>& warps, const float* a_tile,
+    const float* b_tile, float (&acc)[MI][NI][4]) {
+    WHORL_UNROLL
+    for (int ks = 0; ks < SLICE; ks += 8) {
+        unsigned a[MI][4], b[NI][2];
+        WHORL_UNROLL
+        for (int mi = 0; mi < MI; ++mi) {
+            ldmatrix_x4(a[mi], a_tile + warps.a_read[ks / 8] + mi * 16 * SLICE);
+            WHORL_UNROLL
+            for (int i = 0; i < 4; ++i) a[mi][i] = tf32_round(__uint_as_float(a[mi][i]));
+        }
+        WHORL_UNROLL
+        for (int ni = 0; ni < NI; ni += 2) {
+            unsigned pair[4];
+            ldmatrix_x4(pair, b_tile + warps.b_read[ks / 8] + ni * 8 * SLICE);
+            b[ni][0] = pair[0];
+            b[ni][1] = pair[1];
+            b[ni + 1][0] = pair[2];
+            b[ni + 1][1] = pair[3];
+        }
+        WHORL_UNROLL
+        for (int mi = 0; mi < MI; ++mi) {
+            WHORL_UNROLL
+            for (int ni = 0; ni < NI; ++ni)
+                mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
+        }
+    }
+}
+
+template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int SLICE>
+__device__ __forceinline__ float* stages_at(
+    const MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE>&, float* shared) {
+    return shared;
+}
+
+template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int SLICE>
+__device__ __forceinline__ void hand_over(
+    const MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE>&) {}
+
+#ifdef WHORL_WARPGROUP_MMA
+// Warpgroups of wgmma (Hopper, sm_90a): THREADS / 128 warpgroups along the pixels, each
+// TILE_P / warpgroups rows (MI blocks of 64) x all TILE_N channels (TILE_N / 64 wgmma of 64
+// columns per block and 8 of K). Warp q of a warpgroup holds rows 16q .. + 16 of each 64-row
+// block: it loads and rounds its A fragments with ldmatrix as the warp tiles do, while the
+// tensor cores read B straight from the stage through a descriptor of its 128-byte swizzle
+// (so SLICE is 32: rows of 128 bytes, the swizzle tf32_tile_offset<32> writes). A stage's wgmma
+// form one group, retired before the stage goes back to the copies; the copies are fenced for
+// the asynchronous proxy before the barrier that hands a stage over.
+template <int TILE_P_, int TILE_N_, int THREADS_>
+struct WgmmaWarpgroups {
+    static constexpr int TILE_P = TILE_P_, TILE_N = TILE_N_, THREADS = THREADS_, SLICE = 32;
+    static constexpr int WARPGROUPS = THREADS / 128, MI = TILE_P / WARPGROUPS / 64;
+    static constexpr int NI = TILE_N / 8, ROW_STEP = 64;
+    static_assert(THREADS % 128 == 0 && MI >= 1 && TILE_N % 64 == 0,
+                  "whole warpgroups, 64-row blocks and 64-column wgmma");
+    int row, column;
+    // This lane's ldmatrix rows for each 8 of K.
+    int a_read[SLICE / 8];
+};
+
+template <int TILE_P, int TILE_N, int THREADS>
+__device__ __forceinline__ void place_warps(WgmmaWarpgroups<TILE_P, TILE_N, THREADS>& warps,
+                                            int warp, int lane) {
+    using Warps = WgmmaWarpgroups<TILE_P, TILE_N, THREADS>;
+    warps.row = (warp / 4) * (TILE_P / Warps::WARPGROUPS) + (warp % 4) * 16;
+    warps.column = 0;
+    WHORL_UNROLL
+    for (int ks = 0; ks < Warps::SLICE; ks += 8)
+        warps.a_read[ks / 8] = tf32_tile_offset<Warps::SLICE>(
+            warps.row + lane % 8 + 8 * ((lane / 8) % 2), ks + 4 * (lane / 16));
+}
+
+template <int TILE_P, int TILE_N, int THREADS, int MI, int NI>
+__device__ __forceinline__ void multiply_stage(
+    const WgmmaWarpgroups<TILE_P, TILE_N, THREADS>& warps, const float* a_tile,
+    const float* b_tile, float (&acc)[MI][NI][4]) {
+    constexpr int SLICE = WgmmaWarpgroups<TILE_P, TILE_N, THREADS>::SLICE;
+    unsigned a[SLICE / 8][MI][4];
+    WHORL_UNROLL
+    for (int ks = 0; ks < SLICE; ks += 8) {
+        WHORL_UNROLL
+        for (int mi = 0; mi < MI; ++mi) {
+            ldmatrix_x4(a[ks / 8][mi], a_tile + warps.a_read[ks / 8] + mi * 64 * SLICE);
+            WHORL_UNROLL
+            for (int i = 0; i < 4; ++i)
+                a[ks / 8][mi][i] = tf32_round(__uint_as_float(a[ks / 8][mi][i]));
+        }
+    }
+    wgmma_fence();
+    WHORL_UNROLL
+    for (int ks = 0; ks < SLICE; ks += 8) {
+        WHORL_UNROLL
+        for (int mi = 0; mi < MI; ++mi) {
+            WHORL_UNROLL
+            for (int h = 0; h < TILE_N / 64; ++h)
+                wgmma_tf32_m64n64k8(acc[mi][8 * h], a[ks / 8][mi],
+                                    wgmma_descriptor_128b(b_tile + h * 64 * SLICE + ks));
+        }
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+}
+
+// The descriptors need the stages' 8-row groups 1024-byte aligned: the kernels' dynamic shared
+// memory has TF32_WGMMA_ALIGNMENT_FLOATS to spare for it.
+template <int TILE_P, int TILE_N, int THREADS>
+__device__ __forceinline__ float* stages_at(const WgmmaWarpgroups<TILE_P, TILE_N, THREADS>&,
+                                            float* shared) {
+    return shared + (1024u - shared_address(shared) % 1024u) % 1024u / 4;
+}
+
+template <int TILE_P, int TILE_N, int THREADS>
+__device__ __forceinline__ void hand_over(const WgmmaWarpgroups<TILE_P, TILE_N, THREADS>&) {
+    fence_async_proxy_shared();
+}
+#endif
+
+// out[p', n] = epilogue_output(bias + window(p) W) for one Warps::TILE_P x TILE_N tile per
+// block of THREADS threads (T), with weights_k_major = W transposed ([n][K]) and rounded to
+// TF32, K in slices of SLICE through a STAGES-stage pipeline.
 // Copying, C = SLICE / 4 chunks of 16 bytes a row: thread t fills chunk t % C (4 channels at K
 // column 4 (t % C)) of pixel rows t / C + (T / C) i, and of W's rows (output channels)
 // t / C + (T / C) j. The windows are copied through L1 (cp_async_16_cached): the block's
 // next taps read mostly the same pixels again.
-// Multiplying: warp w computes pixels WARP_P (w / WARPS_N) .. + WARP_P x channels
-// WARP_N (w % WARPS_N) .. + WARP_N; per 8 of K each lane loads MI A fragments and NI B
-// fragments with ldmatrix (two B fragments a load), rounds the A fragments to TF32 and issues
-// MI NI mma. Rounding A as its fragments are read costs one integer addition a value (the
-// tensor core's truncation clears the low bits); rounding in shared memory when the copies
-// land would cost a third more shared-memory traffic, which is what bounds this loop.
-template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int STAGES, int SLICE, bool Pooling>
+template <typename Warps, int STAGES, bool Pooling>
 __device__ __forceinline__ void tf32_gathered_gemm_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin_row, int origin_col,
     const float* __restrict__ weights_k_major, int n, const float* __restrict__ bias,
     int activation, const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
     int out_w, int out_stride, int out_row, int out_col, float* __restrict__ pooled) {
-    constexpr int WARPS_N = TILE_N / WARP_N, WARPS_P = THREADS / 32 / WARPS_N;
-    constexpr int WARP_P = TILE_P / WARPS_P, MI = WARP_P / 16, NI = WARP_N / 8;
-    constexpr int CHUNKS = SLICE / 4, ROW_STEP = THREADS / CHUNKS;
+    constexpr int TILE_P = Warps::TILE_P, TILE_N = Warps::TILE_N, THREADS = Warps::THREADS;
+    constexpr int SLICE = Warps::SLICE, CHUNKS = SLICE / 4, ROW_STEP = THREADS / CHUNKS;
     constexpr int A_COPIES = TILE_P / ROW_STEP;
     constexpr int B_VECTORS = TILE_N * CHUNKS;  // 16-byte copies of W per slice
     constexpr int B_COPIES = (B_VECTORS + THREADS - 1) / THREADS;
+    const int thread = threadIdx.x, lane = thread % 32;
+    const int g = lane / 4, t = lane % 4;
+    Warps warps;
+    place_warps(warps, thread / 32, lane);
     WHORL_DYNAMIC_SHARED(float, shared);
-    float* a_stages = shared;                           // [stage][TILE_P][SLICE], swizzled
-    float* b_stages = shared + STAGES * TILE_P * SLICE; // [stage][TILE_N][SLICE], swizzled
+    float* a_stages = stages_at(warps, shared);         // [stage][TILE_P][SLICE], swizzled
+    float* b_stages = a_stages + STAGES * TILE_P * SLICE; // [stage][TILE_N][SLICE], swizzled
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
     const int p0 = blockIdx.x * TILE_P, n0 = blockIdx.y * TILE_N;
-    const int thread = threadIdx.x, lane = thread % 32, warp = thread / 32;
-    const int g = lane / 4, t = lane % 4;
-    const int warp_row = (warp / WARPS_N) * WARP_P, warp_col = (warp % WARPS_N) * WARP_N;
     constexpr bool pooling = Pooling;
 
     // This thread's copies: pixel rows and K column of the window tile, rows of W; where they
@@ -161,68 +332,30 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
         advance(cursor, SLICE, src_c, window);
     };
 
-    float acc[MI][NI][4] = {};
-
-    // Where this lane's ldmatrix rows are for each 8 of K (the swizzle repeats every 8 rows, so
-    // the warp's next 16 rows are 16 SLICE floats on). A: lane l points at row
-    // l % 8 + 8 ((l / 8) % 2), column 4 (l / 16) of a 16 x 8 tile, so the four 8 x 4 matrices
-    // are a[0..3] of the m16n8k8 fragment. B ([n][K]): lane l points at row (channel)
-    // l % 8 + 8 (l / 16), column 4 ((l / 8) % 2) of 16 channels x 8, so the matrices are b[0]
-    // and b[1] of the first 8 channels, then of the next 8.
-    int a_read[SLICE / 8], b_read[SLICE / 8];
-    WHORL_UNROLL
-    for (int ks = 0; ks < SLICE; ks += 8) {
-        a_read[ks / 8] = tf32_tile_offset<SLICE>(warp_row + lane % 8 + 8 * ((lane / 8) % 2),
-                                                 ks + 4 * (lane / 16));
-        b_read[ks / 8] = tf32_tile_offset<SLICE>(warp_col + lane % 8 + 8 * (lane / 16),
-                                                 ks + 4 * ((lane / 8) % 2));
-    }
+    float acc[Warps::MI][Warps::NI][4] = {};
     auto multiply = [&](int stage) {
-        const float* a_tile = a_stages + stage * TILE_P * SLICE;
-        const float* b_tile = b_stages + stage * TILE_N * SLICE;
-        WHORL_UNROLL
-        for (int ks = 0; ks < SLICE; ks += 8) {
-            unsigned a[MI][4], b[NI][2];
-            WHORL_UNROLL
-            for (int mi = 0; mi < MI; ++mi) {
-                ldmatrix_x4(a[mi], a_tile + a_read[ks / 8] + mi * 16 * SLICE);
-                WHORL_UNROLL
-                for (int i = 0; i < 4; ++i) a[mi][i] = tf32_round(__uint_as_float(a[mi][i]));
-            }
-            WHORL_UNROLL
-            for (int ni = 0; ni < NI; ni += 2) {
-                unsigned pair[4];
-                ldmatrix_x4(pair, b_tile + b_read[ks / 8] + ni * 8 * SLICE);
-                b[ni][0] = pair[0];
-                b[ni][1] = pair[1];
-                b[ni + 1][0] = pair[2];
-                b[ni + 1][1] = pair[3];
-            }
-            WHORL_UNROLL
-            for (int mi = 0; mi < MI; ++mi) {
-                WHORL_UNROLL
-                for (int ni = 0; ni < NI; ++ni)
-                    mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
-            }
-        }
+        multiply_stage(warps, a_stages + stage * TILE_P * SLICE, b_stages + stage * TILE_N * SLICE,
+                       acc);
     };
-    cp_async_pipeline<STAGES>((k_total + SLICE - 1) / SLICE, load_slice, multiply);
+    cp_async_pipeline<STAGES>((k_total + SLICE - 1) / SLICE, load_slice, multiply,
+                              [&] { hand_over(warps); });
 
-    // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile; n is a
+    // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile (with either
+    // warp layout); n is a
     // multiple of 4, so the two columns are both in the output or both past it. Pooling: the
     // four pixels of a window are rows 4q .. 4q + 3 of a tile, lanes g ^ 1 and g ^ 2 hold the
     // other three, and every lane takes part in the shuffles before any skips its store.
     WHORL_UNROLL
-    for (int mi = 0; mi < MI; ++mi) {
+    for (int mi = 0; mi < Warps::MI; ++mi) {
         WHORL_UNROLL
         for (int half = 0; half < 2; ++half) {
-            const int p = p0 + warp_row + mi * 16 + g + 8 * half;
+            const int p = p0 + warps.row + mi * Warps::ROW_STEP + g + 8 * half;
             const GridPixel at = grid_pixel(p, grid_h, grid_w, pooling);
             const int row = out_stride * at.row + out_row, col = out_stride * at.col + out_col;
             const size_t pixel = (size_t(at.image * out_h + row) * out_w + col) * n;
             WHORL_UNROLL
-            for (int ni = 0; ni < NI; ++ni) {
-                const int c = n0 + warp_col + ni * 8 + 2 * t;
+            for (int ni = 0; ni < Warps::NI; ++ni) {
+                const int c = n0 + warps.column + ni * 8 + 2 * t;
                 const bool stored = p < pixels && c < n;
                 const float* slope = stored ? slope_at : nullptr;
                 float2 pair;
@@ -260,8 +393,8 @@ conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n, int gr
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS, TF32_STAGES,
-                            TF32_SLICE, false>(
+    using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS, TF32_SLICE>;
+    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
         out_col, nullptr);
@@ -277,8 +410,9 @@ conv2d_gathered_gemm_tf32_wide_long(const float* __restrict__ src, int grid_n, i
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS, TF32_STAGES,
-                            TF32_LONG_SLICE, false>(
+    using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS,
+                               TF32_LONG_SLICE>;
+    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
         out_col, nullptr);
@@ -293,8 +427,8 @@ conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h,
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_STAGES, TF32_SLICE,
-                            false>(
+    using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_SLICE>;
+    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
         out_col, nullptr);
@@ -310,8 +444,8 @@ conv2d_gathered_gemm_tf32_pooled(const float* __restrict__ src, int grid_n, int 
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_STAGES, TF32_SLICE,
-                            true>(
+    using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_SLICE>;
+    tf32_gathered_gemm_tile<Warps, TF32_STAGES, true>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
         out_col, pooled);
@@ -326,8 +460,9 @@ conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int 
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, WHORL_THREADS,
-                            TF32_STAGES, TF32_SLICE, false>(
+    using Warps = MmaSyncWarps<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, WHORL_THREADS,
+                               TF32_SLICE>;
+    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
         out_col, nullptr);
@@ -344,8 +479,9 @@ conv2d_gathered_gemm_tf32_wide_four_warps(const float* __restrict__ src, int gri
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
-                            TF32_STAGES, TF32_SLICE, false>(
+    using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
+                               TF32_SLICE>;
+    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
         out_col, nullptr);
@@ -358,8 +494,8 @@ conv2d_gathered_gemm_tf32_four_warps(const float* __restrict__ src, int grid_n, 
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_TILE_P, TF32_TILE_N, 64, TF32_FOUR_WARPS_THREADS, TF32_STAGES,
-                            TF32_SLICE, false>(
+    using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 64, TF32_FOUR_WARPS_THREADS, TF32_SLICE>;
+    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
         out_col, nullptr);
@@ -372,8 +508,9 @@ conv2d_gathered_gemm_tf32_narrow_four_warps(const float* __restrict__ src, int g
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, TF32_FOUR_WARPS_THREADS,
-                            TF32_STAGES, TF32_SLICE, false>(
+    using Warps = MmaSyncWarps<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, TF32_FOUR_WARPS_THREADS,
+                               TF32_SLICE>;
+    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
         out_col, nullptr);
@@ -389,11 +526,66 @@ conv2d_gathered_gemm_tf32_wide_four_warps_long(const float* __restrict__ src, in
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    tf32_gathered_gemm_tile<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
-                            TF32_STAGES, TF32_LONG_SLICE, false>(
+    using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
+                               TF32_LONG_SLICE>;
+    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
         out_col, nullptr);
+}
+
+// Hopper's warpgroup tiles (WgmmaWarpgroups, sm_90a only: elsewhere these kernels trap, and
+// the backend never offers them): 128 x 128 in two warpgroups of 64 x 128 for more than 64
+// output channels, 128 x 64 in two of 64 x 64 for 33-64, plain or pooling in the epilogue.
+// Grid: (ceil(pixels / 128), ceil(n / TILE_N)); block TF32_WGMMA_THREADS; dynamic shared memory
+// TF32_WGMMA_WIDE_SHARED_FLOATS or TF32_WGMMA_SHARED_FLOATS.
+#define TF32_WGMMA_THREADS 256
+#define TF32_WGMMA_TILE_P 128
+#define TF32_WGMMA_WIDE_TILE_N 128
+#define TF32_WGMMA_TILE_N 64
+#define TF32_WGMMA_ALIGNMENT_FLOATS 256
+#define TF32_WGMMA_WIDE_SHARED_FLOATS (TF32_STAGES * TF32_LONG_SLICE * (TF32_WGMMA_TILE_P + TF32_WGMMA_WIDE_TILE_N) + TF32_WGMMA_ALIGNMENT_FLOATS)
+#define TF32_WGMMA_SHARED_FLOATS (TF32_STAGES * TF32_LONG_SLICE * (TF32_WGMMA_TILE_P + TF32_WGMMA_TILE_N) + TF32_WGMMA_ALIGNMENT_FLOATS)
+
+#ifdef WHORL_WARPGROUP_MMA
+#define WHORL_WGMMA_TILE(TILE_N, POOLING)                                                        \
+    tf32_gathered_gemm_tile<WgmmaWarpgroups<TF32_WGMMA_TILE_P, TILE_N, TF32_WGMMA_THREADS>,      \
+                            TF32_STAGES, POOLING>(                                               \
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row,            \
+        origin_col, weights_k_major, n, bias, activation, slope_at, out, out_h, out_w,           \
+        out_stride, out_row, out_col, POOLING ? pooled : nullptr)
+#else
+#define WHORL_WGMMA_TILE(TILE_N, POOLING) __trap()
+#endif
+
+extern "C" __global__ void __launch_bounds__(TF32_WGMMA_THREADS)
+conv2d_gathered_gemm_tf32_wgmma_wide(const float* __restrict__ src, int grid_n, int grid_h,
+    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
+    int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    WHORL_WGMMA_TILE(TF32_WGMMA_WIDE_TILE_N, false);
+}
+
+extern "C" __global__ void __launch_bounds__(TF32_WGMMA_THREADS)
+conv2d_gathered_gemm_tf32_wgmma(const float* __restrict__ src, int grid_n, int grid_h,
+    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
+    int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    WHORL_WGMMA_TILE(TF32_WGMMA_TILE_N, false);
+}
+
+extern "C" __global__ void __launch_bounds__(TF32_WGMMA_THREADS)
+conv2d_gathered_gemm_tf32_wgmma_pooled(const float* __restrict__ src, int grid_n, int grid_h,
+    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
+    int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    WHORL_WGMMA_TILE(TF32_WGMMA_TILE_N, true);
 }
 
 // The gathered GEMM's B operand from weights [k][n] (a kernel, its flip or a phase): transposed

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One command to validate whorl on a GPU machine. It runs the GPU tests, a short training run on
 # the GPU in TF32 and in FP32 compared with the same run on the CPU, the benchmarks in both
-# precisions, when PyTorch is importable, the PyTorch baseline (FP32 and TF32) and, when Nsight
-# Compute reads the GPU's counters, one profile of each convolution kernel and launch shape of
-# the benchmark in each precision; it writes report.md and report.json under
+# precisions (TF32 once more with Hopper's warpgroup tiles among the candidates), when PyTorch
+# is importable, the PyTorch baseline (FP32 and TF32) and, when Nsight Compute reads the GPU's
+# counters, one profile of each convolution kernel and launch shape of the benchmark in each
+# precision; it writes report.md and report.json under
 # bench/results/DATE-DEVICE/.
 #
 #   scripts/gpu-check.sh                 build here (needs Rust) and check
@@ -87,6 +88,10 @@ for precision in fp32 tf32; do
     "$whorl" bench --device cuda --precision "$precision" --json "$out/bench-whorl-$precision.json" \
         2>&1 | tee "$out/bench-whorl-$precision.md" || bench_status=$?
 done
+# Hopper's warpgroup tiles (wgmma), timed beside the others: not used in training until checked.
+"$whorl" bench --device cuda --precision tf32 --warpgroup-tiles \
+    --json "$out/bench-whorl-tf32-warpgroup.json" \
+    2>&1 | tee "$out/bench-whorl-tf32-warpgroup.md" || bench_status=$?
 if [ -f bench/torch_baseline.py ] && python3 -c 'import torch' 2>/dev/null; then
     python3 bench/torch_baseline.py --device cuda --json "$out/bench-torch.json" 2>&1 \
         | tee "$out/bench-torch.md" || bench_status=$?
@@ -109,12 +114,13 @@ profile_status="not run (ncu is not on PATH)"
 if command -v ncu >/dev/null; then
     profile_status="ran"
     for precision in fp32 tf32; do
+        warpgroup_tiles=$([ "$precision" = tf32 ] && echo --warpgroup-tiles || true)
         timeout -k 10 "${GPU_CHECK_PROFILE_SECONDS:-150}" ncu --clock-control none \
             --kernel-name regex:'^conv2d_' --filter-mode per-launch-config --launch-count 1 \
             --section SpeedOfLight --section LaunchStats --section Occupancy \
             --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
             --section WarpStateStats --section SchedulerStats \
-            "$whorl" bench --device cuda --precision "$precision" --repeats 1 \
+            "$whorl" bench --device cuda --precision "$precision" --repeats 1 $warpgroup_tiles \
             >"$out/ncu-$precision.txt" 2>&1 || profile_status="FAILED or cut short (ncu-*.txt)"
     done
 fi
@@ -168,7 +174,7 @@ with open(os.path.join(out, "report.md"), "w") as f:
     if train_status != 0:
         f.write(" — a training run FAILED (train-*.txt)")
     f.write("\n\n")
-    for name in ("bench-whorl-fp32.md", "bench-whorl-tf32.md", "bench-torch.md", "compare.md"):
+    for name in ("bench-whorl-fp32.md", "bench-whorl-tf32.md", "bench-whorl-tf32-warpgroup.md", "bench-torch.md", "compare.md"):
         path = os.path.join(out, name)
         if os.path.exists(path):
             f.write(f"## {name[:-3]}\n\n" + open(path).read() + "\n")

@@ -12,9 +12,9 @@ use common::{
     CONV_CASES, POOLED_CASES, conv, nhwc, parity, pipelined_losses, random, relative_error, widen,
 };
 use whorl::backend::cpu::CpuBackend;
-use whorl::backend::gpu::GpuBackend;
 use whorl::backend::gpu::cuda::CudaDevice;
 use whorl::backend::gpu::gemm_tiles::TilePolicy;
+use whorl::backend::gpu::{Device, GpuBackend};
 use whorl::backend::reference::ReferenceBackend;
 use whorl::backend::{Backend, ConvInput, Precision};
 use whorl::graph::{Network, convolutions};
@@ -131,6 +131,38 @@ fn tf32_convolutions_match_the_cpu_engine_at_the_model_shapes_within_2_to_the_mi
             1.0 / 2048.0,
             &format!("{} in TF32", conv.slot.name),
         );
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test gpu -- --ignored"]
+fn warpgroup_tiles_match_the_cpu_engine_at_the_model_shapes_within_2_to_the_minus_11() {
+    // Hopper's wgmma tiles (compute_90a), each model convolution's last candidate where it has
+    // one: within TF32's bound of the CPU engine, and whether they give the mma.sync tiles'
+    // bits (which decides whether training may time them against each other) is printed.
+    let test = "warpgroup_tiles_match_the_cpu_engine_at_the_model_shapes_within_2_to_the_minus_11";
+    if !gpu().device().runs_warpgroup_mma() {
+        common::skipped(
+            test,
+            "this GPU does not run the warpgroup tiles (sm_90 only)",
+        );
+        return;
+    }
+    for conv in convolutions(&Architecture::reference(), 224, 224, 8).unwrap() {
+        let inputs = parity::conv_inputs(&conv, 7);
+        let tf32 = || gpu().with_precision(Precision::Tf32);
+        let mut warpgroups = tf32()
+            .with_warpgroup_tiles(true)
+            .with_tile_policy(TilePolicy::Candidate(usize::MAX));
+        let got = parity::conv_outputs(&mut warpgroups, &conv, &inputs);
+        let expected = parity::conv_outputs(&mut CpuBackend::new(), &conv, &inputs);
+        let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
+        let name = format!("{} on the warpgroup tiles", conv.slot.name);
+        parity::assert_within(&errors, 1.0 / 2048.0, &name);
+        let mma_sync = parity::conv_outputs(&mut tf32(), &conv, &inputs);
+        let same = parity::bits(&got) == parity::bits(&mma_sync);
+        let verdict = if same { "give" } else { "differ from" };
+        println!("{name}: {verdict} the mma.sync tiles' bits");
     }
 }
 

@@ -1,5 +1,5 @@
 //! Every kernel of kernels/ compiles with NVRTC for Ada (compute_89, L40S) and Hopper
-//! (compute_90, H100). With ptxas at hand (WHORL_PTXAS), each kernel's registers, shared memory
+//! (compute_90a, H100: with the warpgroup-MMA kernels). With ptxas at hand (WHORL_PTXAS), each kernel's registers, shared memory
 //! and spills are printed, and a local-memory spill in a hot kernel fails the test.
 //!
 //! Without libnvrtc (a machine with no CUDA) the test says it was skipped and why; in CI
@@ -12,9 +12,9 @@ use std::process::Command;
 
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
-const ARCHITECTURES: [&str; 2] = ["compute_89", "compute_90"];
+const ARCHITECTURES: [&str; 2] = ["compute_89", "compute_90a"];
 /// Kernels that carry the training step's arithmetic: they must not spill.
-const HOT_KERNELS: [&str; 19] = [
+const HOT_KERNELS: [&str; 22] = [
     "conv2d_gathered_gemm",
     "conv2d_gathered_gemm_wide",
     "conv2d_gathered_gemm_narrow",
@@ -25,6 +25,9 @@ const HOT_KERNELS: [&str; 19] = [
     "conv2d_gathered_gemm_tf32_wide_four_warps_long",
     "conv2d_gathered_gemm_tf32_wide_long",
     "conv2d_gathered_gemm_tf32_narrow_four_warps",
+    "conv2d_gathered_gemm_tf32_wgmma",
+    "conv2d_gathered_gemm_tf32_wgmma_pooled",
+    "conv2d_gathered_gemm_tf32_wgmma_wide",
     "conv2d_filter_partials_tf32_wide_four_warps",
     "conv2d_filter_partials",
     "conv2d_winograd",

@@ -1,9 +1,10 @@
 //! The convolution kernels, checked in machine code: their PTX is assembled by ptxas for sm_89
-//! (Ada, L40S) and sm_90 (Hopper, H100), disassembled by nvdisasm, and every TF32 tensor-core
+//! (Ada, L40S) and sm_90a (Hopper, H100), disassembled by nvdisasm, and every TF32 tensor-core
 //! kernel must have HMMA (mma.sync) and LDGSTS (cp.async) instructions in its main loop — the
 //! innermost loop holding at least half its HMMAs — and no local-memory traffic (LDL/STL:
-//! register spills); every FP32 convolution kernel's main loop must be mostly FFMA, with at
-//! most a quarter of index arithmetic.
+//! register spills); the warpgroup kernels (wgmma, sm_90a only) alike with HGMMA; every FP32
+//! convolution kernel's main loop must be mostly FFMA, with at most a quarter of index
+//! arithmetic.
 //!
 //! Checked: the kernels the binary ships (build.rs's PTX of kernels/), and the tiled GEMM of
 //! tests/kernels/tensor_core_gemm.cu, compiled here by NVRTC, which proves the check on a kernel
@@ -29,9 +30,22 @@ fn runs_on_tensor_cores(kernel: &str) -> bool {
     kernel.contains("tf32") && !kernel.starts_with("broken_") && !PREPARE_OPERANDS.contains(&kernel)
 }
 
-/// The least share of HMMA among the instructions of a tensor-core kernel's main loop. The test
-/// GEMM's small warp tile (32 x 32, operands rounded as they are read) reaches 7-8%.
-const MIN_HMMA_SHARE: f64 = 0.05;
+/// The least number of m16n8k8 mma per instruction of a tensor-core kernel's main loop (for
+/// mma.sync, HMMA's share of it). The test GEMM's small warp tile (32 x 32, operands rounded as
+/// they are read) reaches 0.07-0.08.
+const MIN_MMA_PER_INSTRUCTION: f64 = 0.05;
+
+/// The tensor-core instruction of a kernel's main loop and how many m16n8k8 mma each one does
+/// per warp, on the architectures it is compiled for: HGMMA (wgmma) on sm_90a for the
+/// warpgroup kernels, which trap elsewhere (their 64 x 64 x 8, per warp 16 x 64 x 8: eight
+/// mma); HMMA (mma.sync m16n8k8) everywhere for the others.
+fn tensor_core_opcode(kernel: &str, sm: &str) -> Option<(&'static str, usize)> {
+    match (kernel.contains("wgmma"), sm) {
+        (true, "sm_90a") => Some(("HGMMA", 8)),
+        (true, _) => None,
+        (false, _) => Some(("HMMA", 1)),
+    }
+}
 
 /// The FP32 convolution kernels whose main loop multiplies on the CUDA cores: the GEMMs
 /// (common::FP32_GEMM_KERNELS) and these Winograd kernels.
@@ -211,42 +225,51 @@ fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
         return;
     };
     let (mut checked_shipped_kernels, mut checked_test_kernels) = (0, 0);
+    let mut warpgroup_kernels = 0;
     for (arch, shipped) in EMBEDDED_PTX {
         let sm = arch.replace("compute", "sm");
         let sources = std::iter::once(("kernels/".to_string(), shipped.to_string()))
             .chain(TEST_SOURCES.map(|s| (s.to_string(), test_source_ptx(s, arch))));
         for (origin, ptx) in sources {
             for (kernel, sass) in disassemble(&ptxas, &nvdisasm, &ptx, &sm) {
+                let Some((mma, mma_per_instruction)) = tensor_core_opcode(&kernel, &sm) else {
+                    continue;
+                };
                 if !runs_on_tensor_cores(&kernel) {
                     continue;
                 }
                 let all = 0..=sass.opcodes.len() - 1;
                 let spills = sass.count(all.clone(), &["LDL", "STL"]);
-                let main_loop = sass.main_loop("HMMA");
+                let main_loop = sass.main_loop(mma);
                 let (first, last) = main_loop.unwrap_or((0, 0));
                 let body = first..=last;
                 let (hmma, ldgsts) = (
-                    sass.count(body.clone(), &["HMMA"]),
+                    sass.count(body.clone(), &[mma]),
                     sass.count(body.clone(), &["LDGSTS"]),
                 );
-                let share = hmma as f64 / body.clone().count() as f64;
+                // m16n8k8 mma a main-loop instruction.
+                let share = (mma_per_instruction * hmma) as f64 / body.clone().count() as f64;
                 println!(
                     "{sm} {origin} {kernel}: {} instructions, {spills} LDL/STL; main loop {} \
-                     instructions: HMMA {hmma} ({:.0}%), LDGSTS {ldgsts}; {}",
+                     instructions: {mma} {hmma} ({:.0} mma per 100 instructions), LDGSTS \
+                     {ldgsts}; {}",
                     sass.opcodes.len(),
                     body.clone().count(),
                     100.0 * share,
                     sass.mix(body),
                 );
-                assert!(main_loop.is_some(), "{sm} {kernel}: no loop holds an HMMA");
+                assert!(main_loop.is_some(), "{sm} {kernel}: no loop holds an {mma}");
+                if mma == "HGMMA" {
+                    warpgroup_kernels += 1;
+                }
                 assert!(
                     ldgsts > 0,
                     "{sm} {kernel}: no LDGSTS (cp.async) in the main loop"
                 );
                 assert_eq!(spills, 0, "{sm} {kernel}: local-memory traffic (spills)");
                 assert!(
-                    share >= MIN_HMMA_SHARE,
-                    "{sm} {kernel}: HMMA only {share:.3} of the main loop"
+                    share >= MIN_MMA_PER_INSTRUCTION,
+                    "{sm} {kernel}: only {share:.3} mma an instruction in the main loop"
                 );
                 if origin == "kernels/" {
                     checked_shipped_kernels += 1;
@@ -259,6 +282,10 @@ fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
     if checked_shipped_kernels == 0 {
         println!("no kernel of kernels/ is named *tf32* yet: only the test kernels were checked");
     }
+    assert_eq!(
+        warpgroup_kernels, 3,
+        "the three warpgroup GEMM kernels, checked on sm_90a"
+    );
     assert!(
         checked_test_kernels >= 2,
         "the test kernels must hold a tensor-core kernel per architecture"

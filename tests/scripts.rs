@@ -89,7 +89,11 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
         ] {
             assert!(profile.contains(&wanted), "{wanted} in {profile}");
         }
+        // TF32's profile and one more TF32 benchmark take Hopper's warpgroup tiles too.
+        let warpgroups = profile.contains("--warpgroup-tiles");
+        assert_eq!(warpgroups, precision == "tf32", "{profile}");
     }
+    assert!(run.join("bench-whorl-tf32-warpgroup.md").is_file());
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
     assert_eq!(json["gpu_tests_passed"], false);

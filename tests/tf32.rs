@@ -60,6 +60,23 @@ fn tf32_pooling_in_the_gemm_epilogue_gives_the_bits_of_the_pooling_in_turn() {
 }
 
 #[test]
+fn the_warpgroup_tile_pools_in_its_epilogue_with_the_bits_of_the_pooling_in_turn() {
+    // The pooling tiles are [conv2d_gathered_gemm_tf32_pooled, the warpgroup one]; pooling in
+    // turn runs the plain 33-64 channel candidate 1 (four warps), whose bits it must give.
+    let warpgroup = || tf32_tiles(TilePolicy::Candidate(1));
+    parity::check_pooled_epilogue(warpgroup, TF32_BOUND);
+    let conv = &parity::pooled_epilogue_cases()[0];
+    let [x, _, params] = parity::conv_inputs(conv, 70);
+    let mut backend = warpgroup();
+    parity::forward_and_pool_outputs(&mut backend, conv, &[x, params], false);
+    let kernel = "conv2d_gathered_gemm_tf32_wgmma_pooled";
+    assert!(
+        backend.device().launches(kernel) > 0,
+        "{kernel} did not run"
+    );
+}
+
+#[test]
 fn tf32_convolutions_multiply_exactly_the_operands_rounded_to_tf32() {
     // What a TF32 pass must compute: the float64 convolution of x, dz and the kernel each
     // rounded to TF32 (the bias is added in FP32), up to FP32 accumulation. An operand left
@@ -102,25 +119,30 @@ fn channel_counts_that_are_not_multiples_of_4_fall_back_to_exact_fp32() {
     parity::assert_within(&errors, 1e-5, "3 -> 5 channels");
 }
 
+/// TF32 tiles picked by `policy`, Hopper's warpgroup tiles among the candidates (the emulator
+/// runs them).
 fn tf32_tiles(policy: TilePolicy) -> GpuBackend<Emulator> {
     GpuBackend::new(Emulator::new())
         .with_precision(Precision::Tf32)
+        .with_warpgroup_tiles(true)
         .with_tile_policy(policy)
 }
 
 /// The kernels of the tile families, eight warps first: the gathered GEMM's for more than 64
-/// output channels (and on slices of 32 of K), for 33-64 and for at most 32, and the
-/// wide kernel-gradient partials.
+/// output channels (and on slices of 32 of K, and in warpgroups), for 33-64 (and in
+/// warpgroups) and for at most 32, and the wide kernel-gradient partials.
 const TILE_FAMILIES: [&[&str]; 4] = [
     &[
         "conv2d_gathered_gemm_tf32_wide",
         "conv2d_gathered_gemm_tf32_wide_long",
         "conv2d_gathered_gemm_tf32_wide_four_warps",
         "conv2d_gathered_gemm_tf32_wide_four_warps_long",
+        "conv2d_gathered_gemm_tf32_wgmma_wide",
     ],
     &[
         "conv2d_gathered_gemm_tf32",
         "conv2d_gathered_gemm_tf32_four_warps",
+        "conv2d_gathered_gemm_tf32_wgmma",
     ],
     &[
         "conv2d_gathered_gemm_tf32_narrow",

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use whorl::backend::Backend;
+use whorl::backend::gpu::Device;
 use whorl::model::Architecture;
 use whorl::{Error, Result, bench};
 
@@ -32,6 +33,14 @@ pub(crate) struct BenchArgs {
     /// Also write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub(crate) json: Option<PathBuf>,
+
+    /// On a Hopper GPU (compute capability 9.0: H100, H200), time the warpgroup tiles (wgmma)
+    /// too among the TF32 GEMMs' candidates, and keep them where they are fastest. Training
+    /// does not use them yet: they have been checked in the emulator only, and a GPU may round
+    /// their sums otherwise than the other tiles', so a choice between them could change a
+    /// run's last bits. Without a Hopper GPU, or with --precision fp32, nothing changes.
+    #[arg(long)]
+    pub(crate) warpgroup_tiles: bool,
 }
 
 pub(crate) fn run_bench(args: BenchArgs) -> Result<ExitCode> {
@@ -50,14 +59,24 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<ExitCode> {
         .map_err(|why| Error::invalid("--batch-size", why))?;
     let report = on_device(&args.compute, false, |backend| match backend {
         Backends::Cpu(cpu) => {
+            if args.warpgroup_tiles {
+                println!("--warpgroup-tiles: the CPU has none; benchmarking as without it");
+            }
             let name = cpu.name();
             bench::run(cpu, &name, args.batch_size, args.size, args.repeats, None)
         }
         Backends::Gpu(gpu) => {
+            if args.warpgroup_tiles && !gpu.device().runs_warpgroup_mma() {
+                println!(
+                    "--warpgroup-tiles: this GPU does not run them (compute capability 9.0 \
+                     only); benchmarking as without it"
+                );
+            }
+            let gpu = (*gpu).with_warpgroup_tiles(args.warpgroup_tiles);
             let name = gpu.name();
             let precision = gpu.precision();
             let peaks = gpu.device().info().peaks(precision);
-            bench::run(*gpu, &name, args.batch_size, args.size, args.repeats, peaks)
+            bench::run(gpu, &name, args.batch_size, args.size, args.repeats, peaks)
         }
     })?;
     print!("{}", bench::markdown(&report));

@@ -1,11 +1,12 @@
 //! Real GPUs through cudarc: the [`Device`] trait over the CUDA driver API, loaded dynamically,
 //! so building and running on the CPU needs no CUDA toolkit or driver.
 //!
-//! Kernels: build.rs embeds PTX for compute_89 (Ada, L40S) and compute_90 (Hopper, H100). On a
-//! GPU of compute capability 9.0 or more the compute_90 PTX is loaded, on 8.9 the compute_89
-//! one, and the driver compiles it for the exact chip; for anything else, or when the binary
-//! was built without NVRTC, the embedded kernel source is compiled at first use by the NVRTC
-//! found at run time, for the GPU's own architecture.
+//! Kernels: build.rs embeds PTX for compute_89 (Ada, L40S) and compute_90a (Hopper, H100 and
+//! H200, with the warpgroup-MMA kernels, which run on sm_90 only). On a GPU of compute
+//! capability 9.0 the compute_90a PTX is loaded, on 8.9 and on newer GPUs the compute_89 one,
+//! and the driver compiles it for the exact chip; for anything else, or when the binary was
+//! built without NVRTC, the embedded kernel source is compiled at first use by the NVRTC found
+//! at run time, for the GPU's own architecture (compute_90a on 9.0).
 //!
 //! Streams: kernels, plain copies and downloads go to one stream, in order. Asynchronous
 //! uploads (the next batch) are copied from pinned host memory on a second stream, so they
@@ -32,8 +33,8 @@ pub const EMBEDDED_PTX: [(&str, &str); 2] = [
         include_str!(concat!(env!("OUT_DIR"), "/whorl_compute_89.ptx")),
     ),
     (
-        "compute_90",
-        include_str!(concat!(env!("OUT_DIR"), "/whorl_compute_90.ptx")),
+        "compute_90a",
+        include_str!(concat!(env!("OUT_DIR"), "/whorl_compute_90a.ptx")),
     ),
 ];
 /// Every kernel in one self-contained source, for compiling at run time.
@@ -154,16 +155,30 @@ pub fn nvrtc_version() -> Option<(i32, i32)> {
     }
 }
 
-/// The PTX for a GPU of compute capability (major, minor), and where it came from.
-fn ptx_for((major, minor): (i32, i32)) -> Result<(String, String)> {
+/// The PTX target of a GPU of compute capability (major, minor): Hopper's arch-specific
+/// compute_90a on 9.0 (its wgmma runs there only), else compute_MAJORMINOR.
+fn ptx_target((major, minor): (i32, i32)) -> String {
+    match (major, minor) {
+        (9, 0) => "compute_90a".into(),
+        _ => format!("compute_{major}{minor}"),
+    }
+}
+
+/// The PTX for a GPU of compute capability (major, minor), where it came from, and whether it
+/// holds the warpgroup-MMA kernels (its target is compute_90a).
+fn ptx_for((major, minor): (i32, i32)) -> Result<(String, String, bool)> {
     let capability = major * 10 + minor;
     let embedded = match capability {
-        90.. => Some(EMBEDDED_PTX[1]),
-        89 => Some(EMBEDDED_PTX[0]),
+        90 => Some(EMBEDDED_PTX[1]),
+        89.. => Some(EMBEDDED_PTX[0]),
         _ => None,
     };
     if let Some((target, ptx)) = embedded.filter(|(_, ptx)| !ptx.is_empty()) {
-        return Ok((ptx.to_string(), format!("embedded PTX for {target}")));
+        return Ok((
+            ptx.to_string(),
+            format!("embedded PTX for {target}"),
+            target == "compute_90a",
+        ));
     }
     let version = nvrtc_version().ok_or_else(|| {
         cuda_error(
@@ -174,7 +189,7 @@ fn ptx_for((major, minor): (i32, i32)) -> Result<(String, String)> {
             ),
         )
     })?;
-    let arch = format!("compute_{capability}");
+    let arch = ptx_target((major, minor));
     let options = CompileOptions {
         options: vec![format!("--gpu-architecture={arch}")],
         name: Some("whorl_kernels.cu".into()),
@@ -188,6 +203,7 @@ fn ptx_for((major, minor): (i32, i32)) -> Result<(String, String)> {
             "compiled at first use for {arch} by NVRTC {}.{}",
             version.0, version.1
         ),
+        arch == "compute_90a",
     ))
 }
 
@@ -204,6 +220,8 @@ const DEFAULT_SHARED_BYTES: usize = 48 * 1024;
 pub struct CudaDevice {
     info: GpuInfo,
     kernels_from: String,
+    /// Whether the loaded kernels were compiled for compute_90a (the warpgroup-MMA ones run).
+    warpgroup_mma: bool,
     /// Kernels, plain copies and downloads, in order.
     stream: Arc<CudaStream>,
     /// Asynchronous uploads.
@@ -246,7 +264,7 @@ impl CudaDevice {
                 .map_err(|e| cuda_error("creating an event", e))
         };
         let fence = new_event(None)?;
-        let (ptx, kernels_from) = ptx_for(info.compute_capability)?;
+        let (ptx, kernels_from, warpgroup_mma) = ptx_for(info.compute_capability)?;
         let module = ctx.load_module(Ptx::from_src(ptx)).map_err(|e| {
             cuda_error(
                 "loading the kernels (is the driver older than the NVRTC that compiled them?)",
@@ -256,6 +274,7 @@ impl CudaDevice {
         Ok(CudaDevice {
             info,
             kernels_from,
+            warpgroup_mma,
             stream,
             copy_stream,
             module,
@@ -509,5 +528,9 @@ impl Device for CudaDevice {
 
     fn times_gpu_kernels(&self) -> bool {
         true
+    }
+
+    fn runs_warpgroup_mma(&self) -> bool {
+        self.warpgroup_mma
     }
 }

@@ -257,4 +257,9 @@ impl Device for Emulator {
     fn times_gpu_kernels(&self) -> bool {
         false
     }
+
+    /// The emulator runs the warpgroup MMA wrappers as C++ (kernels/emu/).
+    fn runs_warpgroup_mma(&self) -> bool {
+        true
+    }
 }

@@ -12,7 +12,9 @@
 //!   set-ups per mma, for 96 KiB of shared memory: two blocks an SM on an H100, one on sm_89;
 //!   the others take 16);
 //! - an FP32 GEMM of more than 64 columns on the 128 x 128 tile or on 128 x 64 ones (more
-//!   blocks).
+//!   blocks);
+//! - on Hopper (the compute_90a kernels), the TF32 GEMMs of more than 32 columns on warpgroup
+//!   tiles too (wgmma: B read by the tensor cores straight from shared memory).
 //!
 //! So on a GPU the backend times every candidate at the shape's first use and keeps the
 //! fastest, as cuDNN's benchmark mode does. The candidates of a shape give the same bits (every
@@ -68,6 +70,13 @@ pub enum GemmTile {
     Tf32Narrow,
     /// TF32, 256 x 32 in four warps of 64 x 32.
     Tf32NarrowFourWarps,
+    /// TF32 on Hopper's warpgroup MMA (wgmma, sm_90a), 128 x 128 in two warpgroups of
+    /// 64 x 128 on slices of TF32_LONG_SLICE of K.
+    Tf32WgmmaWide,
+    /// The same, 128 x 64 in two warpgroups of 64 x 64.
+    Tf32Wgmma,
+    /// The same, pooling its output in the epilogue.
+    Tf32WgmmaPooled,
 }
 
 /// What a GEMM's epilogue does besides storing its sums, as far as the choice of tile goes:
@@ -113,40 +122,48 @@ pub type GemmKernel<D> = fn(
 
 impl GemmTile {
     /// The tiles a GEMM of `n` output channels may run on, the default first: on tensor cores
-    /// or not, with `epilogue` (only the 33-64 channel tiles pool; the FP32 128 x 128 tile
-    /// takes no activation slope).
+    /// or not, with Hopper's warpgroup tiles too where the device runs them (`warpgroups`), with
+    /// `epilogue` (only the 33-64 channel tiles pool; the FP32 128 x 128 tile takes no
+    /// activation slope).
     pub fn candidates(
         on_tensor_cores: bool,
+        warpgroups: bool,
         n: usize,
         epilogue: TileEpilogue,
-    ) -> &'static [GemmTile] {
+    ) -> Vec<GemmTile> {
         use GemmTile::*;
         let narrow = n <= kernels::GEMM_NARROW_TILE_N;
         let wide = n > kernels::GEMM_TILE_N;
         let pooling = epilogue == TileEpilogue::Pool;
-        match (on_tensor_cores, wide, narrow, pooling) {
-            (_, true, _, true) | (_, _, true, true) => &[],
-            (true, true, _, false) => &[
-                Tf32Wide,
-                Tf32WideLong,
-                Tf32WideFourWarps,
-                Tf32WideFourWarpsLong,
-            ],
-            (true, false, false, true) => &[Tf32Pooled],
-            (true, false, false, false) => &[Tf32, Tf32FourWarps],
-            (true, false, true, false) => &[Tf32Narrow, Tf32NarrowFourWarps],
-            (false, true, _, false) if epilogue == TileEpilogue::Slope => &[Fp32],
-            (false, true, _, false) => &[Fp32Wide, Fp32],
-            (false, false, false, true) => &[Fp32Pooled],
-            (false, false, false, false) => &[Fp32],
-            (false, false, true, false) => &[Fp32Narrow],
-        }
+        let (tiles, warpgroup_tiles): (&[GemmTile], &[GemmTile]) =
+            match (on_tensor_cores, wide, narrow, pooling) {
+                (_, true, _, true) | (_, _, true, true) => (&[], &[]),
+                (true, true, _, false) => (
+                    &[
+                        Tf32Wide,
+                        Tf32WideLong,
+                        Tf32WideFourWarps,
+                        Tf32WideFourWarpsLong,
+                    ],
+                    &[Tf32WgmmaWide],
+                ),
+                (true, false, false, true) => (&[Tf32Pooled], &[Tf32WgmmaPooled]),
+                (true, false, false, false) => (&[Tf32, Tf32FourWarps], &[Tf32Wgmma]),
+                (true, false, true, false) => (&[Tf32Narrow, Tf32NarrowFourWarps], &[]),
+                (false, true, _, false) if epilogue == TileEpilogue::Slope => (&[Fp32], &[]),
+                (false, true, _, false) => (&[Fp32Wide, Fp32], &[]),
+                (false, false, false, true) => (&[Fp32Pooled], &[]),
+                (false, false, false, false) => (&[Fp32], &[]),
+                (false, false, true, false) => (&[Fp32Narrow], &[]),
+            };
+        let warpgroup_tiles = if warpgroups { warpgroup_tiles } else { &[] };
+        tiles.iter().chain(warpgroup_tiles).copied().collect()
     }
 
     /// Whether a GEMM of `n` output channels can pool its output in the epilogue: only the
     /// 33-64 channel tiles are compiled to, in either precision.
     pub fn pools(n: usize) -> bool {
-        !Self::candidates(false, n, TileEpilogue::Pool).is_empty()
+        !Self::candidates(false, false, n, TileEpilogue::Pool).is_empty()
     }
 
     /// Its typed launch function.
@@ -166,6 +183,9 @@ impl GemmTile {
             Tf32Pooled => kernels::conv2d_gathered_gemm_tf32_pooled,
             Tf32Narrow => kernels::conv2d_gathered_gemm_tf32_narrow,
             Tf32NarrowFourWarps => kernels::conv2d_gathered_gemm_tf32_narrow_four_warps,
+            Tf32WgmmaWide => kernels::conv2d_gathered_gemm_tf32_wgmma_wide,
+            Tf32Wgmma => kernels::conv2d_gathered_gemm_tf32_wgmma,
+            Tf32WgmmaPooled => kernels::conv2d_gathered_gemm_tf32_wgmma_pooled,
         }
     }
 
@@ -195,6 +215,16 @@ impl GemmTile {
                 TF32_NARROW_TILE_N,
                 TF32_NARROW_SHARED_FLOATS,
             ),
+            Tf32WgmmaWide => (
+                TF32_WGMMA_TILE_P,
+                TF32_WGMMA_WIDE_TILE_N,
+                TF32_WGMMA_WIDE_SHARED_FLOATS,
+            ),
+            Tf32Wgmma | Tf32WgmmaPooled => (
+                TF32_WGMMA_TILE_P,
+                TF32_WGMMA_TILE_N,
+                TF32_WGMMA_SHARED_FLOATS,
+            ),
         }
     }
 
@@ -207,6 +237,9 @@ impl GemmTile {
             | GemmTile::Tf32WideFourWarpsLong
             | GemmTile::Tf32FourWarps
             | GemmTile::Tf32NarrowFourWarps => kernels::TF32_FOUR_WARPS_THREADS,
+            GemmTile::Tf32WgmmaWide | GemmTile::Tf32Wgmma | GemmTile::Tf32WgmmaPooled => {
+                kernels::TF32_WGMMA_THREADS
+            }
             _ => kernels::WHORL_THREADS,
         };
         Launch {
@@ -234,6 +267,9 @@ impl Tile for GemmTile {
             Tf32Pooled => "conv2d_gathered_gemm_tf32_pooled",
             Tf32Narrow => "conv2d_gathered_gemm_tf32_narrow",
             Tf32NarrowFourWarps => "conv2d_gathered_gemm_tf32_narrow_four_warps",
+            Tf32WgmmaWide => "conv2d_gathered_gemm_tf32_wgmma_wide",
+            Tf32Wgmma => "conv2d_gathered_gemm_tf32_wgmma",
+            Tf32WgmmaPooled => "conv2d_gathered_gemm_tf32_wgmma_pooled",
         }
     }
 }

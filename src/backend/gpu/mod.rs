@@ -102,6 +102,9 @@ pub trait Device {
     fn timer_stop(&mut self) -> Result<f64>;
     /// Whether its timers measure a GPU's kernels, so that timing alternatives is worth it.
     fn times_gpu_kernels(&self) -> bool;
+    /// Whether it runs the kernels of Hopper's warpgroup MMA (wgmma, compiled for compute_90a
+    /// only), so that the warpgroup tiles are among the candidates.
+    fn runs_warpgroup_mma(&self) -> bool;
 }
 
 /// A buffer of float32 values in device memory.
@@ -497,6 +500,8 @@ impl FilterPass {
 pub struct GpuBackend<D: Device> {
     device: D,
     precision: Precision,
+    /// Whether Hopper's warpgroup tiles are among the TF32 GEMMs' candidates.
+    warpgroup_tiles: bool,
     owned: Vec<DevicePtr>,
     /// A transformed kernel for backward-data (flipped, or folded through an upsampling).
     kernel_scratch: Option<GpuBuffer>,
@@ -528,6 +533,7 @@ impl<D: Device> GpuBackend<D> {
             filter_tiles: TileChoices::new(policy),
             device,
             precision: Precision::Fp32,
+            warpgroup_tiles: false,
             owned: Vec::new(),
             kernel_scratch: None,
             tf32_weights: None,
@@ -541,6 +547,16 @@ impl<D: Device> GpuBackend<D> {
     /// multiples of 4 on tensor cores (conv2d_tf32.cu), the rest in FP32.
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.precision = precision;
+        self
+    }
+
+    /// Whether the TF32 GEMMs may run on Hopper's warpgroup tiles (wgmma), where the device
+    /// runs them: not by default until a GPU run has checked them (they have only run in the
+    /// emulator, and a GPU's tensor cores may round a wgmma's sums otherwise than an mma.sync's,
+    /// so a timed choice between the two could change a run's bits); `whorl bench
+    /// --warpgroup-tiles` times them.
+    pub fn with_warpgroup_tiles(mut self, warpgroup_tiles: bool) -> Self {
+        self.warpgroup_tiles = warpgroup_tiles;
         self
     }
 
@@ -759,7 +775,8 @@ impl<D: Device> GpuBackend<D> {
             (false, true) => TileEpilogue::Slope,
             (false, false) => TileEpilogue::Store,
         };
-        let candidates = GemmTile::candidates(on_tensor_cores, n, tile_epilogue);
+        let warpgroups = self.warpgroup_tiles && self.device.runs_warpgroup_mma();
+        let candidates = GemmTile::candidates(on_tensor_cores, warpgroups, n, tile_epilogue);
         if candidates.is_empty() {
             return Err(Error::Backend {
                 backend: "gpu".into(),
@@ -808,7 +825,7 @@ impl<D: Device> GpuBackend<D> {
                 out.pooled,
             )
         };
-        let tile = self.choose_tile(|b| &mut b.gemm_tiles, shape, candidates, launch)?;
+        let tile = self.choose_tile(|b| &mut b.gemm_tiles, shape, &candidates, launch)?;
         launch(self, tile)
     }
 
