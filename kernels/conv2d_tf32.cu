@@ -536,10 +536,14 @@ conv2d_gathered_gemm_tf32_wide_four_warps_long(const float* __restrict__ src, in
 
 // Hopper's warpgroup tiles (WgmmaWarpgroups, sm_90a only: elsewhere these kernels trap, and
 // the backend never offers them): 128 x 128 in two warpgroups of 64 x 128 for more than 64
-// output channels, 128 x 64 in two of 64 x 64 for 33-64, plain or pooling in the epilogue.
-// Grid: (ceil(pixels / 128), ceil(n / TILE_N)); block TF32_WGMMA_THREADS; dynamic shared memory
-// TF32_WGMMA_WIDE_SHARED_FLOATS or TF32_WGMMA_SHARED_FLOATS.
+// output channels, or in one warpgroup of two 64 x 128 blocks (_one_warpgroup: twice the
+// wgmma per copy, barrier and ldmatrix address of a warp, for half the warps to hide latency);
+// 128 x 64 in two of 64 x 64 for 33-64, plain or pooling in the epilogue.
+// Grid: (ceil(pixels / 128), ceil(n / TILE_N)); block TF32_WGMMA_THREADS (one warpgroup:
+// TF32_WGMMA_ONE_WARPGROUP_THREADS); dynamic shared memory TF32_WGMMA_WIDE_SHARED_FLOATS or
+// TF32_WGMMA_SHARED_FLOATS.
 #define TF32_WGMMA_THREADS 256
+#define TF32_WGMMA_ONE_WARPGROUP_THREADS 128
 #define TF32_WGMMA_TILE_P 128
 #define TF32_WGMMA_WIDE_TILE_N 128
 #define TF32_WGMMA_TILE_N 64
@@ -548,14 +552,14 @@ conv2d_gathered_gemm_tf32_wide_four_warps_long(const float* __restrict__ src, in
 #define TF32_WGMMA_SHARED_FLOATS (TF32_STAGES * TF32_LONG_SLICE * (TF32_WGMMA_TILE_P + TF32_WGMMA_TILE_N) + TF32_WGMMA_ALIGNMENT_FLOATS)
 
 #ifdef WHORL_WARPGROUP_MMA
-#define WHORL_WGMMA_TILE(TILE_N, POOLING)                                                        \
-    tf32_gathered_gemm_tile<WgmmaWarpgroups<TF32_WGMMA_TILE_P, TILE_N, TF32_WGMMA_THREADS>,      \
+#define WHORL_WGMMA_TILE(TILE_N, THREADS, POOLING)                                               \
+    tf32_gathered_gemm_tile<WgmmaWarpgroups<TF32_WGMMA_TILE_P, TILE_N, THREADS>,                 \
                             TF32_STAGES, POOLING>(                                               \
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row,            \
         origin_col, weights_k_major, n, bias, activation, slope_at, out, out_h, out_w,           \
         out_stride, out_row, out_col, POOLING ? pooled : nullptr)
 #else
-#define WHORL_WGMMA_TILE(TILE_N, POOLING) __trap()
+#define WHORL_WGMMA_TILE(TILE_N, THREADS, POOLING) __trap()
 #endif
 
 extern "C" __global__ void __launch_bounds__(TF32_WGMMA_THREADS)
@@ -565,7 +569,17 @@ conv2d_gathered_gemm_tf32_wgmma_wide(const float* __restrict__ src, int grid_n, 
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    WHORL_WGMMA_TILE(TF32_WGMMA_WIDE_TILE_N, false);
+    WHORL_WGMMA_TILE(TF32_WGMMA_WIDE_TILE_N, TF32_WGMMA_THREADS, false);
+}
+
+extern "C" __global__ void __launch_bounds__(TF32_WGMMA_ONE_WARPGROUP_THREADS)
+conv2d_gathered_gemm_tf32_wgmma_wide_one_warpgroup(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    WHORL_WGMMA_TILE(TF32_WGMMA_WIDE_TILE_N, TF32_WGMMA_ONE_WARPGROUP_THREADS, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_WGMMA_THREADS)
@@ -575,7 +589,7 @@ conv2d_gathered_gemm_tf32_wgmma(const float* __restrict__ src, int grid_n, int g
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    WHORL_WGMMA_TILE(TF32_WGMMA_TILE_N, false);
+    WHORL_WGMMA_TILE(TF32_WGMMA_TILE_N, TF32_WGMMA_THREADS, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_WGMMA_THREADS)
@@ -585,7 +599,7 @@ conv2d_gathered_gemm_tf32_wgmma_pooled(const float* __restrict__ src, int grid_n
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    WHORL_WGMMA_TILE(TF32_WGMMA_TILE_N, true);
+    WHORL_WGMMA_TILE(TF32_WGMMA_TILE_N, TF32_WGMMA_THREADS, true);
 }
 
 // The gathered GEMM's B operand from weights [k][n] (a kernel, its flip or a phase): transposed

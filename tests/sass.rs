@@ -283,8 +283,8 @@ fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
         println!("no kernel of kernels/ is named *tf32* yet: only the test kernels were checked");
     }
     assert_eq!(
-        warpgroup_kernels, 3,
-        "the three warpgroup GEMM kernels, checked on sm_90a"
+        warpgroup_kernels, 4,
+        "the four warpgroup GEMM kernels, checked on sm_90a"
     );
     assert!(
         checked_test_kernels >= 2,

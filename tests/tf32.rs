@@ -138,6 +138,7 @@ const TILE_FAMILIES: [&[&str]; 4] = [
         "conv2d_gathered_gemm_tf32_wide_four_warps",
         "conv2d_gathered_gemm_tf32_wide_four_warps_long",
         "conv2d_gathered_gemm_tf32_wgmma_wide",
+        "conv2d_gathered_gemm_tf32_wgmma_wide_one_warpgroup",
     ],
     &[
         "conv2d_gathered_gemm_tf32",

@@ -73,6 +73,8 @@ pub enum GemmTile {
     /// TF32 on Hopper's warpgroup MMA (wgmma, sm_90a), 128 x 128 in two warpgroups of
     /// 64 x 128 on slices of TF32_LONG_SLICE of K.
     Tf32WgmmaWide,
+    /// The same in one warpgroup of two 64 x 128 blocks.
+    Tf32WgmmaWideOneWarpgroup,
     /// The same, 128 x 64 in two warpgroups of 64 x 64.
     Tf32Wgmma,
     /// The same, pooling its output in the epilogue.
@@ -145,7 +147,7 @@ impl GemmTile {
                         Tf32WideFourWarps,
                         Tf32WideFourWarpsLong,
                     ],
-                    &[Tf32WgmmaWide],
+                    &[Tf32WgmmaWide, Tf32WgmmaWideOneWarpgroup],
                 ),
                 (true, false, false, true) => (&[Tf32Pooled], &[Tf32WgmmaPooled]),
                 (true, false, false, false) => (&[Tf32, Tf32FourWarps], &[Tf32Wgmma]),
@@ -184,6 +186,9 @@ impl GemmTile {
             Tf32Narrow => kernels::conv2d_gathered_gemm_tf32_narrow,
             Tf32NarrowFourWarps => kernels::conv2d_gathered_gemm_tf32_narrow_four_warps,
             Tf32WgmmaWide => kernels::conv2d_gathered_gemm_tf32_wgmma_wide,
+            Tf32WgmmaWideOneWarpgroup => {
+                kernels::conv2d_gathered_gemm_tf32_wgmma_wide_one_warpgroup
+            }
             Tf32Wgmma => kernels::conv2d_gathered_gemm_tf32_wgmma,
             Tf32WgmmaPooled => kernels::conv2d_gathered_gemm_tf32_wgmma_pooled,
         }
@@ -215,7 +220,7 @@ impl GemmTile {
                 TF32_NARROW_TILE_N,
                 TF32_NARROW_SHARED_FLOATS,
             ),
-            Tf32WgmmaWide => (
+            Tf32WgmmaWide | Tf32WgmmaWideOneWarpgroup => (
                 TF32_WGMMA_TILE_P,
                 TF32_WGMMA_WIDE_TILE_N,
                 TF32_WGMMA_WIDE_SHARED_FLOATS,
@@ -240,6 +245,7 @@ impl GemmTile {
             GemmTile::Tf32WgmmaWide | GemmTile::Tf32Wgmma | GemmTile::Tf32WgmmaPooled => {
                 kernels::TF32_WGMMA_THREADS
             }
+            GemmTile::Tf32WgmmaWideOneWarpgroup => kernels::TF32_WGMMA_ONE_WARPGROUP_THREADS,
             _ => kernels::WHORL_THREADS,
         };
         Launch {
@@ -268,6 +274,7 @@ impl Tile for GemmTile {
             Tf32Narrow => "conv2d_gathered_gemm_tf32_narrow",
             Tf32NarrowFourWarps => "conv2d_gathered_gemm_tf32_narrow_four_warps",
             Tf32WgmmaWide => "conv2d_gathered_gemm_tf32_wgmma_wide",
+            Tf32WgmmaWideOneWarpgroup => "conv2d_gathered_gemm_tf32_wgmma_wide_one_warpgroup",
             Tf32Wgmma => "conv2d_gathered_gemm_tf32_wgmma",
             Tf32WgmmaPooled => "conv2d_gathered_gemm_tf32_wgmma_pooled",
         }
