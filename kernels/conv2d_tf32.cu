@@ -97,7 +97,7 @@ __device__ __forceinline__ int tf32_tile_offset(int row, int column) {
 
 // How a block's warps share its TILE_P x TILE_N tile and multiply one stage of it. Each layout
 // is a struct of what a lane keeps (its first accumulator row and column in the tile, where its
-// fragments are in a stage) and three functions overloaded on it:
+// fragments are in a stage) and four functions overloaded on it:
 // - place_warps(warps, warp, lane): fills it in for the lane;
 // - multiply_stage(warps, a_tile, b_tile, acc): adds a stage's SLICE of K to the lane's
 //   accumulators acc[MI][NI][4], the m16n8 C fragments of rows row + ROW_STEP mi .. + 16 and
@@ -105,6 +105,22 @@ __device__ __forceinline__ int tf32_tile_offset(int row, int column) {
 // - stages_at(warps, shared): where the pipeline's stages start in dynamic shared memory;
 // - hand_over(warps): what a thread does between its copies landing and the barrier.
 // Both layouts multiply in the same k order, so they give the same bits.
+
+// Where lane `lane`'s ldmatrix row of an m16n8k8 A fragment is in a stage of rows of SLICE
+// floats: for the fragment of rows row .. + 16 and columns ks .. + 8, lane l points at row
+// row + l % 8 + 8 ((l / 8) % 2), column ks + 4 (l / 16), so the four 8 x 4 matrices are
+// a[0..3]. The swizzle repeats every 8 rows, so the next 16 rows are 16 SLICE floats on.
+template <int SLICE>
+__device__ __forceinline__ int a_fragment_offset(int row, int ks, int lane) {
+    return tf32_tile_offset<SLICE>(row + lane % 8 + 8 * ((lane / 8) % 2), ks + 4 * (lane / 16));
+}
+
+// An A fragment by ldmatrix from `at` (a_fragment_offset's row), rounded to TF32.
+__device__ __forceinline__ void load_rounded_a_fragment(unsigned a[4], const float* at) {
+    ldmatrix_x4(a, at);
+    WHORL_UNROLL
+    for (int i = 0; i < 4; ++i) a[i] = tf32_round(__uint_as_float(a[i]));
+}
 
 // Warp tiles of mma.sync: WARP_P x WARP_N per warp, TILE_N / WARP_N warps along the channels and
 // the rest along the pixels. Per 8 of K each lane loads MI A fragments and NI B fragments with
@@ -123,11 +139,9 @@ struct MmaSyncWarps {
 };
 
 // Warp w computes pixels WARP_P (w / WARPS_N) .. + WARP_P x channels WARP_N (w % WARPS_N) ..
-// + WARP_N. The swizzle repeats every 8 rows, so a warp's next 16 rows are 16 SLICE floats on.
-// A: lane l points at row l % 8 + 8 ((l / 8) % 2), column 4 (l / 16) of a 16 x 8 tile, so the
-// four 8 x 4 matrices are a[0..3] of the m16n8k8 fragment. B ([n][K]): lane l points at row
-// (channel) l % 8 + 8 (l / 16), column 4 ((l / 8) % 2) of 16 channels x 8, so the matrices are
-// b[0] and b[1] of the first 8 channels, then of the next 8.
+// + WARP_N. A as a_fragment_offset says. B ([n][K]): lane l points at row (channel)
+// l % 8 + 8 (l / 16), column 4 ((l / 8) % 2) of 16 channels x 8, so the matrices are b[0] and
+// b[1] of the first 8 channels, then of the next 8.
 template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int SLICE>
 __device__ __forceinline__ void place_warps(
     MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE>& warps, int warp, int lane) {
@@ -136,8 +150,7 @@ __device__ __forceinline__ void place_warps(
     warps.column = (warp % Warps::WARPS_N) * WARP_N;
     WHORL_UNROLL
     for (int ks = 0; ks < SLICE; ks += 8) {
-        warps.a_read[ks / 8] = tf32_tile_offset<SLICE>(warps.row + lane % 8 + 8 * ((lane / 8) % 2),
-                                                       ks + 4 * (lane / 16));
+        warps.a_read[ks / 8] = a_fragment_offset<SLICE>(warps.row, ks, lane);
         warps.b_read[ks / 8] = tf32_tile_offset<SLICE>(warps.column + lane % 8 + 8 * (lane / 16),
                                                        ks + 4 * ((lane / 8) % 2));
     }
@@ -151,11 +164,8 @@ __device__ __forceinline__ void multiply_stage(
     for (int ks = 0; ks < SLICE; ks += 8) {
         unsigned a[MI][4], b[NI][2];
         WHORL_UNROLL
-        for (int mi = 0; mi < MI; ++mi) {
-            ldmatrix_x4(a[mi], a_tile + warps.a_read[ks / 8] + mi * 16 * SLICE);
-            WHORL_UNROLL
-            for (int i = 0; i < 4; ++i) a[mi][i] = tf32_round(__uint_as_float(a[mi][i]));
-        }
+        for (int mi = 0; mi < MI; ++mi)
+            load_rounded_a_fragment(a[mi], a_tile + warps.a_read[ks / 8] + mi * 16 * SLICE);
         WHORL_UNROLL
         for (int ni = 0; ni < NI; ni += 2) {
             unsigned pair[4];
@@ -213,8 +223,7 @@ __device__ __forceinline__ void place_warps(WgmmaWarpgroups<TILE_P, TILE_N, THRE
     warps.column = 0;
     WHORL_UNROLL
     for (int ks = 0; ks < Warps::SLICE; ks += 8)
-        warps.a_read[ks / 8] = tf32_tile_offset<Warps::SLICE>(
-            warps.row + lane % 8 + 8 * ((lane / 8) % 2), ks + 4 * (lane / 16));
+        warps.a_read[ks / 8] = a_fragment_offset<Warps::SLICE>(warps.row, ks, lane);
 }
 
 template <int TILE_P, int TILE_N, int THREADS, int MI, int NI>
@@ -226,12 +235,9 @@ __device__ __forceinline__ void multiply_stage(
     WHORL_UNROLL
     for (int ks = 0; ks < SLICE; ks += 8) {
         WHORL_UNROLL
-        for (int mi = 0; mi < MI; ++mi) {
-            ldmatrix_x4(a[ks / 8][mi], a_tile + warps.a_read[ks / 8] + mi * 64 * SLICE);
-            WHORL_UNROLL
-            for (int i = 0; i < 4; ++i)
-                a[ks / 8][mi][i] = tf32_round(__uint_as_float(a[ks / 8][mi][i]));
-        }
+        for (int mi = 0; mi < MI; ++mi)
+            load_rounded_a_fragment(a[ks / 8][mi],
+                                    a_tile + warps.a_read[ks / 8] + mi * 64 * SLICE);
     }
     wgmma_fence();
     WHORL_UNROLL
@@ -253,7 +259,7 @@ __device__ __forceinline__ void multiply_stage(
 template <int TILE_P, int TILE_N, int THREADS>
 __device__ __forceinline__ float* stages_at(const WgmmaWarpgroups<TILE_P, TILE_N, THREADS>&,
                                             float* shared) {
-    return shared + (1024u - shared_address(shared) % 1024u) % 1024u / 4;
+    return swizzle_aligned(shared);
 }
 
 template <int TILE_P, int TILE_N, int THREADS>
@@ -341,8 +347,8 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
                               [&] { hand_over(warps); });
 
     // Lane (g, t) holds rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile (with either
-    // warp layout); n is a
-    // multiple of 4, so the two columns are both in the output or both past it. Pooling: the
+    // warp layout); n is a multiple of 4, so the two columns are both in the output or both
+    // past it. Pooling: the
     // four pixels of a window are rows 4q .. 4q + 3 of a tile, lanes g ^ 1 and g ^ 2 hold the
     // other three, and every lane takes part in the shuffles before any skips its store.
     WHORL_UNROLL

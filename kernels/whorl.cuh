@@ -320,6 +320,9 @@ __device__ __forceinline__ void cp_async_wait() {
 //   cp.async copies) visible to the asynchronous proxy that wgmma reads B through; call it
 //   after cp_async_wait and before the __syncthreads() that precedes the wgmma.
 //   fence.proxy.async.shared::cta.
+// swizzle_aligned(shared): the first float at or after `shared` whose shared address is a
+//   multiple of 1024, where the 128-byte swizzle's groups of 8 rows may start (a kernel gives
+//   its dynamic shared memory 1 KiB to spare for it).
 #if !defined(WHORL_EMULATOR) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define WHORL_WARPGROUP_MMA 1
 
@@ -365,5 +368,11 @@ __device__ __forceinline__ void wgmma_wait() {
 
 __device__ __forceinline__ void fence_async_proxy_shared() {
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+#endif
+
+#ifdef WHORL_WARPGROUP_MMA
+__device__ __forceinline__ float* swizzle_aligned(float* shared) {
+    return shared + (1024u - shared_address(shared) % 1024u) % 1024u / 4;
 }
 #endif

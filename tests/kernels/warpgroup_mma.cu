@@ -69,7 +69,7 @@ template <WgmmaMistake mistake>
 __device__ void warpgroup_product_tile(const float* a, const float* b_k_major, float* d) {
     WHORL_DYNAMIC_SHARED(float, shared);
     // The descriptor's swizzle needs B's groups of 8 rows 1024-byte aligned.
-    float* tile = shared + (1024u - shared_address(shared) % 1024u) % 1024u / 4;
+    float* tile = swizzle_aligned(shared);
     const int thread = threadIdx.x, lane = thread % 32, warp = thread / 32;
     auto copy_b = [&] {
         for (int chunk = thread; chunk < 64 * 8; chunk += blockDim.x) {

@@ -26,6 +26,9 @@ use super::{Device, DevicePtr, KernelArg};
 use crate::backend::Precision;
 use crate::error::{Error, Result};
 
+/// Hopper's arch-specific PTX target, the one whose kernels include the warpgroup-MMA tiles.
+const WARPGROUP_MMA_TARGET: &str = "compute_90a";
+
 /// The embedded PTX, per target (empty when built without NVRTC).
 pub const EMBEDDED_PTX: [(&str, &str); 2] = [
     (
@@ -33,7 +36,7 @@ pub const EMBEDDED_PTX: [(&str, &str); 2] = [
         include_str!(concat!(env!("OUT_DIR"), "/whorl_compute_89.ptx")),
     ),
     (
-        "compute_90a",
+        WARPGROUP_MMA_TARGET,
         include_str!(concat!(env!("OUT_DIR"), "/whorl_compute_90a.ptx")),
     ),
 ];
@@ -159,7 +162,7 @@ pub fn nvrtc_version() -> Option<(i32, i32)> {
 /// compute_90a on 9.0 (its wgmma runs there only), else compute_MAJORMINOR.
 fn ptx_target((major, minor): (i32, i32)) -> String {
     match (major, minor) {
-        (9, 0) => "compute_90a".into(),
+        (9, 0) => WARPGROUP_MMA_TARGET.into(),
         _ => format!("compute_{major}{minor}"),
     }
 }
@@ -177,7 +180,7 @@ fn ptx_for((major, minor): (i32, i32)) -> Result<(String, String, bool)> {
         return Ok((
             ptx.to_string(),
             format!("embedded PTX for {target}"),
-            target == "compute_90a",
+            target == WARPGROUP_MMA_TARGET,
         ));
     }
     let version = nvrtc_version().ok_or_else(|| {
@@ -203,7 +206,7 @@ fn ptx_for((major, minor): (i32, i32)) -> Result<(String, String, bool)> {
             "compiled at first use for {arch} by NVRTC {}.{}",
             version.0, version.1
         ),
-        arch == "compute_90a",
+        arch == WARPGROUP_MMA_TARGET,
     ))
 }
 
