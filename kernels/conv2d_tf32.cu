@@ -195,30 +195,44 @@ __device__ __forceinline__ void hand_over(
     const MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE>&) {}
 
 #ifdef WHORL_WARPGROUP_MMA
+// wgmma_tf32_m64nk8<N>: the wgmma of N (64 or 128) columns.
+template <int N>
+__device__ __forceinline__ void wgmma_tf32_m64nk8(float* d, const unsigned a[4],
+                                                  unsigned long long b) {
+    static_assert(N == 64 || N == 128, "whorl.cuh wraps wgmma of 64 and 128 columns");
+    if constexpr (N == 128)
+        wgmma_tf32_m64n128k8(d, a, b);
+    else
+        wgmma_tf32_m64n64k8(d, a, b);
+}
+
 // Warpgroups of wgmma (Hopper, sm_90a): THREADS / 128 warpgroups along the pixels, each
-// TILE_P / warpgroups rows (MI blocks of 64) x all TILE_N channels (TILE_N / 64 wgmma of 64
-// columns per block and 8 of K). Warp q of a warpgroup holds rows 16q .. + 16 of each 64-row
-// block: it loads and rounds its A fragments with ldmatrix as the warp tiles do, while the
-// tensor cores read B straight from the stage through a descriptor of its 128-byte swizzle
-// (so SLICE is 32: rows of 128 bytes, the swizzle tf32_tile_offset<32> writes). A stage's wgmma
-// form one group, retired before the stage goes back to the copies; the copies are fenced for
-// the asynchronous proxy before the barrier that hands a stage over.
-template <int TILE_P_, int TILE_N_, int THREADS_>
+// TILE_P / warpgroups rows (MI blocks of 64) x all TILE_N channels (per block and 8 of K,
+// TILE_N / WGMMA_N wgmma of WGMMA_N columns: one of 128 reads A once where two of 64 read it
+// twice, for 64 accumulators a thread held at once). Warp q of a warpgroup
+// holds rows 16q .. + 16 of each 64-row block: it loads and rounds its A fragments with
+// ldmatrix as the warp tiles do, while the tensor cores read B straight from the stage through
+// a descriptor of its 128-byte swizzle (so SLICE is 32: rows of 128 bytes, the swizzle
+// tf32_tile_offset<32> writes). A stage's wgmma form one group, retired before the stage goes
+// back to the copies; the copies are fenced for the asynchronous proxy before the barrier that
+// hands a stage over.
+template <int TILE_P_, int TILE_N_, int THREADS_, int WGMMA_N_>
 struct WgmmaWarpgroups {
     static constexpr int TILE_P = TILE_P_, TILE_N = TILE_N_, THREADS = THREADS_, SLICE = 32;
+    static constexpr int WGMMA_N = WGMMA_N_;
     static constexpr int WARPGROUPS = THREADS / 128, MI = TILE_P / WARPGROUPS / 64;
     static constexpr int NI = TILE_N / 8, ROW_STEP = 64;
-    static_assert(THREADS % 128 == 0 && MI >= 1 && TILE_N % 64 == 0,
-                  "whole warpgroups, 64-row blocks and 64-column wgmma");
+    static_assert(THREADS % 128 == 0 && MI >= 1 && TILE_N % WGMMA_N == 0,
+                  "whole warpgroups, 64-row blocks and wgmma of WGMMA_N columns");
     int row, column;
     // This lane's ldmatrix rows for each 8 of K.
     int a_read[SLICE / 8];
 };
 
-template <int TILE_P, int TILE_N, int THREADS>
-__device__ __forceinline__ void place_warps(WgmmaWarpgroups<TILE_P, TILE_N, THREADS>& warps,
+template <int TILE_P, int TILE_N, int THREADS, int WGMMA_N>
+__device__ __forceinline__ void place_warps(WgmmaWarpgroups<TILE_P, TILE_N, THREADS, WGMMA_N>& warps,
                                             int warp, int lane) {
-    using Warps = WgmmaWarpgroups<TILE_P, TILE_N, THREADS>;
+    using Warps = WgmmaWarpgroups<TILE_P, TILE_N, THREADS, WGMMA_N>;
     warps.row = (warp / 4) * (TILE_P / Warps::WARPGROUPS) + (warp % 4) * 16;
     warps.column = 0;
     WHORL_UNROLL
@@ -226,11 +240,11 @@ __device__ __forceinline__ void place_warps(WgmmaWarpgroups<TILE_P, TILE_N, THRE
         warps.a_read[ks / 8] = a_fragment_offset<Warps::SLICE>(warps.row, ks, lane);
 }
 
-template <int TILE_P, int TILE_N, int THREADS, int MI, int NI>
+template <int TILE_P, int TILE_N, int THREADS, int WGMMA_N, int MI, int NI>
 __device__ __forceinline__ void multiply_stage(
-    const WgmmaWarpgroups<TILE_P, TILE_N, THREADS>& warps, const float* a_tile,
+    const WgmmaWarpgroups<TILE_P, TILE_N, THREADS, WGMMA_N>& warps, const float* a_tile,
     const float* b_tile, float (&acc)[MI][NI][4]) {
-    constexpr int SLICE = WgmmaWarpgroups<TILE_P, TILE_N, THREADS>::SLICE;
+    constexpr int SLICE = WgmmaWarpgroups<TILE_P, TILE_N, THREADS, WGMMA_N>::SLICE;
     unsigned a[SLICE / 8][MI][4];
     WHORL_UNROLL
     for (int ks = 0; ks < SLICE; ks += 8) {
@@ -245,9 +259,10 @@ __device__ __forceinline__ void multiply_stage(
         WHORL_UNROLL
         for (int mi = 0; mi < MI; ++mi) {
             WHORL_UNROLL
-            for (int h = 0; h < TILE_N / 64; ++h)
-                wgmma_tf32_m64n64k8(acc[mi][8 * h], a[ks / 8][mi],
-                                    wgmma_descriptor_128b(b_tile + h * 64 * SLICE + ks));
+            for (int h = 0; h < TILE_N / WGMMA_N; ++h)
+                wgmma_tf32_m64nk8<WGMMA_N>(
+                    acc[mi][WGMMA_N / 8 * h], a[ks / 8][mi],
+                    wgmma_descriptor_128b(b_tile + h * WGMMA_N * SLICE + ks));
         }
     }
     wgmma_commit();
@@ -256,14 +271,14 @@ __device__ __forceinline__ void multiply_stage(
 
 // The descriptors need the stages' 8-row groups 1024-byte aligned: the kernels' dynamic shared
 // memory has TF32_WGMMA_ALIGNMENT_FLOATS to spare for it.
-template <int TILE_P, int TILE_N, int THREADS>
-__device__ __forceinline__ float* stages_at(const WgmmaWarpgroups<TILE_P, TILE_N, THREADS>&,
+template <int TILE_P, int TILE_N, int THREADS, int WGMMA_N>
+__device__ __forceinline__ float* stages_at(const WgmmaWarpgroups<TILE_P, TILE_N, THREADS, WGMMA_N>&,
                                             float* shared) {
     return swizzle_aligned(shared);
 }
 
-template <int TILE_P, int TILE_N, int THREADS>
-__device__ __forceinline__ void hand_over(const WgmmaWarpgroups<TILE_P, TILE_N, THREADS>&) {
+template <int TILE_P, int TILE_N, int THREADS, int WGMMA_N>
+__device__ __forceinline__ void hand_over(const WgmmaWarpgroups<TILE_P, TILE_N, THREADS, WGMMA_N>&) {
     fence_async_proxy_shared();
 }
 #endif
@@ -541,9 +556,11 @@ conv2d_gathered_gemm_tf32_wide_four_warps_long(const float* __restrict__ src, in
 }
 
 // Hopper's warpgroup tiles (WgmmaWarpgroups, sm_90a only: elsewhere these kernels trap, and
-// the backend never offers them): 128 x 128 in two warpgroups of 64 x 128 for more than 64
-// output channels, or in one warpgroup of two 64 x 128 blocks (_one_warpgroup: twice the
-// wgmma per copy, barrier and ldmatrix address of a warp, for half the warps to hide latency);
+// the backend never offers them): 128 x 128 in two warpgroups of 64 x 128 (wgmma of 64 columns:
+// 128 columns would need more than 128 registers, and so one block an SM) for more than 64
+// output channels, or in one warpgroup of two 64 x 128 blocks (_one_warpgroup, by wgmma of 128
+// columns: twice the wgmma per copy, barrier and ldmatrix address of a warp, for half the warps
+// to hide latency);
 // 128 x 64 in two of 64 x 64 for 33-64, plain or pooling in the epilogue.
 // Grid: (ceil(pixels / 128), ceil(n / TILE_N)); block TF32_WGMMA_THREADS (one warpgroup:
 // TF32_WGMMA_ONE_WARPGROUP_THREADS); dynamic shared memory TF32_WGMMA_WIDE_SHARED_FLOATS or
@@ -554,28 +571,31 @@ conv2d_gathered_gemm_tf32_wide_four_warps_long(const float* __restrict__ src, in
 #define TF32_WGMMA_WIDE_TILE_N 128
 #define TF32_WGMMA_TILE_N 64
 #define TF32_WGMMA_ALIGNMENT_FLOATS 256
+// Blocks an SM the two-warpgroup 128 x 128 tile is compiled for (at most 128 registers a
+// thread), as its shared memory allows.
+#define TF32_WGMMA_BLOCKS 2
 #define TF32_WGMMA_WIDE_SHARED_FLOATS (TF32_STAGES * TF32_LONG_SLICE * (TF32_WGMMA_TILE_P + TF32_WGMMA_WIDE_TILE_N) + TF32_WGMMA_ALIGNMENT_FLOATS)
 #define TF32_WGMMA_SHARED_FLOATS (TF32_STAGES * TF32_LONG_SLICE * (TF32_WGMMA_TILE_P + TF32_WGMMA_TILE_N) + TF32_WGMMA_ALIGNMENT_FLOATS)
 
 #ifdef WHORL_WARPGROUP_MMA
-#define WHORL_WGMMA_TILE(TILE_N, THREADS, POOLING)                                               \
-    tf32_gathered_gemm_tile<WgmmaWarpgroups<TF32_WGMMA_TILE_P, TILE_N, THREADS>,                 \
+#define WHORL_WGMMA_TILE(TILE_N, THREADS, WGMMA_N, POOLING)                                      \
+    tf32_gathered_gemm_tile<WgmmaWarpgroups<TF32_WGMMA_TILE_P, TILE_N, THREADS, WGMMA_N>,        \
                             TF32_STAGES, POOLING>(                                               \
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row,            \
         origin_col, weights_k_major, n, bias, activation, slope_at, out, out_h, out_w,           \
         out_stride, out_row, out_col, POOLING ? pooled : nullptr)
 #else
-#define WHORL_WGMMA_TILE(TILE_N, THREADS, POOLING) __trap()
+#define WHORL_WGMMA_TILE(TILE_N, THREADS, WGMMA_N, POOLING) __trap()
 #endif
 
-extern "C" __global__ void __launch_bounds__(TF32_WGMMA_THREADS)
+extern "C" __global__ void __launch_bounds__(TF32_WGMMA_THREADS, TF32_WGMMA_BLOCKS)
 conv2d_gathered_gemm_tf32_wgmma_wide(const float* __restrict__ src, int grid_n, int grid_h,
     int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
     int origin_col, const float* __restrict__ weights_k_major, int n,
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    WHORL_WGMMA_TILE(TF32_WGMMA_WIDE_TILE_N, TF32_WGMMA_THREADS, false);
+    WHORL_WGMMA_TILE(TF32_WGMMA_WIDE_TILE_N, TF32_WGMMA_THREADS, 64, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_WGMMA_ONE_WARPGROUP_THREADS)
@@ -585,7 +605,7 @@ conv2d_gathered_gemm_tf32_wgmma_wide_one_warpgroup(const float* __restrict__ src
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    WHORL_WGMMA_TILE(TF32_WGMMA_WIDE_TILE_N, TF32_WGMMA_ONE_WARPGROUP_THREADS, false);
+    WHORL_WGMMA_TILE(TF32_WGMMA_WIDE_TILE_N, TF32_WGMMA_ONE_WARPGROUP_THREADS, 128, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_WGMMA_THREADS)
@@ -595,7 +615,7 @@ conv2d_gathered_gemm_tf32_wgmma(const float* __restrict__ src, int grid_n, int g
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    WHORL_WGMMA_TILE(TF32_WGMMA_TILE_N, TF32_WGMMA_THREADS, false);
+    WHORL_WGMMA_TILE(TF32_WGMMA_TILE_N, TF32_WGMMA_THREADS, 64, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_WGMMA_THREADS)
@@ -605,7 +625,7 @@ conv2d_gathered_gemm_tf32_wgmma_pooled(const float* __restrict__ src, int grid_n
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    WHORL_WGMMA_TILE(TF32_WGMMA_TILE_N, TF32_WGMMA_THREADS, true);
+    WHORL_WGMMA_TILE(TF32_WGMMA_TILE_N, TF32_WGMMA_THREADS, 64, true);
 }
 
 // The gathered GEMM's B operand from weights [k][n] (a kernel, its flip or a phase): transposed
@@ -623,7 +643,8 @@ extern "C" __global__ void tf32_weights_k_major(const float* __restrict__ weight
 // Kernel-gradient partials (conv2d_filter_partials) on tensor cores: partial[chunk, k, c] = sum
 // over the chunk's grid pixels p of window(p)[k] * second[p, c], with ones_row a row of ones
 // appended to the window (row K: the sum of second), operands rounded to TF32. The pixels are
-// the reduction: they run in slices of 16 through a 3-stage cp.async pipeline.
+// the reduction: they run in slices through a cp.async pipeline, the window as A ([pixel][row
+// k] in a stage) and second as B ([pixel][column]).
 #define TF32_FILTER_ROWS 128
 #define TF32_FILTER_COLUMNS 64
 #define TF32_FILTER_WIDE_COLUMNS 128
@@ -631,39 +652,196 @@ extern "C" __global__ void tf32_weights_k_major(const float* __restrict__ weight
 #define TF32_FILTER_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_ROWS + 8 + TF32_FILTER_COLUMNS + 8))
 #define TF32_FILTER_WIDE_SHARED_FLOATS (TF32_STAGES * TF32_FILTER_SLICE * (TF32_FILTER_ROWS + 8 + TF32_FILTER_WIDE_COLUMNS + 8))
 
-// One 128 x COLUMNS tile of the partials per block of THREADS threads (COLUMNS 64 or 128;
-// THREADS 256, or TF32_FOUR_WARPS_THREADS for the four-warp form of the 128 x 128 tile, which
-// the backend times against the eight-warp one as it does the GEMM's: the same bits).
-// Copying: thread t fills, for pixels t / 16 + (THREADS / 16) c of each slice, 4 window
-// values at rows 4 (t % 16) + 64 i and 4 values of second at columns 4 (t % 16) + 64 j; the
-// ones row is plain stores, made once. Multiplying: THREADS / 32 warps, COLUMNS / WARP_N along
-// the columns, each a (128 / warps along the rows) x WARP_N tile of 16 x 8 mma tiles (32 x 32
-// or 64 x 32 in eight warps, 64 x 64 in four).
+// How a block's warps share the partials' 128 x COLUMNS tile, as the GEMM's layouts do: a
+// struct of what a lane keeps and functions overloaded on it:
+// - place_filter_warps(warps, warp): its first accumulator row and column;
+// - multiply_filter_stage(warps, a_tile, b_tile, acc, lane): adds a stage's SLICE pixels to the
+//   lane's accumulators acc[MI][NI][4], each output's products in pixel order;
+// - filter_column(warps, ni, t, e): the tile column of lane (g, t)'s values e (0 or 1) of its
+//   8-column block ni (the m16n8 C fragment's column 2t + e).
+// Rows are alike in both: fragment rows g and g + 8 of a 16-row block are the tile's rows 2g
+// and 2g + 1 (so that a lane reads a[0], a[1], and a[2], a[3] 4 pixels on, as 8-byte pairs).
+// Both multiply in the same pixel order, so they give the same bits.
+
+// Lane (g, t)'s A fragment of the 16 rows from `row` and pixels ks .. + 8 of a stage
+// ([pixel][row k], rows PITCH floats apart), rounded to TF32.
+template <int PITCH>
+__device__ __forceinline__ void load_filter_a_fragment(unsigned a[4], const float* a_tile,
+                                                       int ks, int row, int g, int t) {
+    const float* a_pixels = a_tile + (ks + t) * PITCH + row + 2 * g;
+    const float2 first = *reinterpret_cast<const float2*>(a_pixels);
+    const float2 fifth = *reinterpret_cast<const float2*>(a_pixels + 4 * PITCH);
+    a[0] = tf32_round(first.x);
+    a[1] = tf32_round(first.y);
+    a[2] = tf32_round(fifth.x);
+    a[3] = tf32_round(fifth.y);
+}
+
+// Warp tiles of mma.sync: THREADS / 32 warps, COLUMNS / WARP_N along the columns, each a
+// (128 / warps along the rows) x WARP_N tile of 16 x 8 mma tiles (32 x 32 or 64 x 32 in eight
+// warps, 64 x 64 in four); slices of TF32_FILTER_SLICE pixels, TF32_STAGES stages. B's
+// fragments are read from the stage: fragment column g of 8-column blocks 2m and 2m + 1 is the
+// tile's column 16m + 2g and 16m + 2g + 1, one 8-byte pair for b[2m][i] and b[2m + 1][i].
+template <int COLUMNS_, int WARP_N, int THREADS_>
+struct FilterMmaSyncWarps {
+    static constexpr int COLUMNS = COLUMNS_, THREADS = THREADS_;
+    static constexpr int SLICE = TF32_FILTER_SLICE, STAGES = TF32_STAGES;
+    static constexpr int WARPS_N = COLUMNS / WARP_N, WARPS_M = THREADS / 32 / WARPS_N;
+    static constexpr int MI = TF32_FILTER_ROWS / WARPS_M / 16, NI = WARP_N / 8;
+    int row, column;
+};
+
 template <int COLUMNS, int WARP_N, int THREADS>
+__device__ __forceinline__ void place_filter_warps(
+    FilterMmaSyncWarps<COLUMNS, WARP_N, THREADS>& warps, int warp) {
+    using Warps = FilterMmaSyncWarps<COLUMNS, WARP_N, THREADS>;
+    warps.row = (warp / Warps::WARPS_N) * (TF32_FILTER_ROWS / Warps::WARPS_M);
+    warps.column = (warp % Warps::WARPS_N) * WARP_N;
+}
+
+template <int COLUMNS, int WARP_N, int THREADS, int MI, int NI>
+__device__ __forceinline__ void multiply_filter_stage(
+    const FilterMmaSyncWarps<COLUMNS, WARP_N, THREADS>& warps, const float* a_tile,
+    const float* b_tile, float (&acc)[MI][NI][4], int lane) {
+    constexpr int PITCH_A = TF32_FILTER_ROWS + 8, PITCH_B = COLUMNS + 8;
+    const int g = lane / 4, t = lane % 4;
+    WHORL_UNROLL
+    for (int ks = 0; ks < TF32_FILTER_SLICE; ks += 8) {
+        unsigned a[MI][4], b[NI][2];
+        WHORL_UNROLL
+        for (int mi = 0; mi < MI; ++mi)
+            load_filter_a_fragment<PITCH_A>(a[mi], a_tile, ks, warps.row + mi * 16, g, t);
+        WHORL_UNROLL
+        for (int ni = 0; ni < NI; ni += 2) {
+            const float* b_pixels = b_tile + (ks + t) * PITCH_B + warps.column + ni * 8 + 2 * g;
+            const float2 first = *reinterpret_cast<const float2*>(b_pixels);
+            const float2 fifth = *reinterpret_cast<const float2*>(b_pixels + 4 * PITCH_B);
+            b[ni][0] = tf32_round(first.x);
+            b[ni + 1][0] = tf32_round(first.y);
+            b[ni][1] = tf32_round(fifth.x);
+            b[ni + 1][1] = tf32_round(fifth.y);
+        }
+        WHORL_UNROLL
+        for (int mi = 0; mi < MI; ++mi) {
+            WHORL_UNROLL
+            for (int ni = 0; ni < NI; ++ni)
+                mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
+        }
+    }
+}
+
+template <int COLUMNS, int WARP_N, int THREADS>
+__device__ __forceinline__ int filter_column(const FilterMmaSyncWarps<COLUMNS, WARP_N, THREADS>&
+                                                 warps, int ni, int t, int e) {
+    return warps.column + 16 * (ni / 2) + 2 * (2 * t + e) + ni % 2;
+}
+
+// The partials' warpgroup tiles (below): slices of 32 pixels in two stages, then the transposed
+// B tile and room to align it.
+#define TF32_WGMMA_FILTER_SLICE 32
+#define TF32_WGMMA_FILTER_STAGES 2
+#define TF32_WGMMA_FILTER_SHARED_FLOATS (TF32_WGMMA_FILTER_STAGES * TF32_WGMMA_FILTER_SLICE * (TF32_FILTER_ROWS + 8 + TF32_FILTER_COLUMNS + 8) + TF32_FILTER_COLUMNS * TF32_WGMMA_FILTER_SLICE + TF32_WGMMA_ALIGNMENT_FLOATS)
+#define TF32_WGMMA_FILTER_WIDE_SHARED_FLOATS (TF32_WGMMA_FILTER_STAGES * TF32_WGMMA_FILTER_SLICE * (TF32_FILTER_ROWS + 8 + TF32_FILTER_WIDE_COLUMNS + 8) + TF32_FILTER_WIDE_COLUMNS * TF32_WGMMA_FILTER_SLICE + TF32_WGMMA_ALIGNMENT_FLOATS)
+
+#ifdef WHORL_WARPGROUP_MMA
+// Warpgroups of wgmma (Hopper, sm_90a): two warpgroups of 64 rows x all COLUMNS columns, warp q
+// of a warpgroup rows 16q .. + 16, one wgmma of COLUMNS columns per 8 pixels; slices of 32
+// pixels, two stages (87 KiB of shared memory with 128 columns; its 133 registers a thread
+// leave one block an SM, where 128 would spill). The tensor cores read B K-major only (pixels
+// contiguous per column), and second comes pixel-major, so each stage's B is transposed (and
+// rounded to TF32) into a 128-byte-swizzled tile after the stages: thread t moves 4 pixels x 1
+// column at a time, column t % COLUMNS (a quarter-warp's 8 columns fill the 32 banks on both
+// sides), fences its stores for the asynchronous proxy, and a barrier hands the tile to the
+// wgmma, which are retired before the next stage's transpose.
+template <int COLUMNS_>
+struct FilterWgmmaWarpgroups {
+    static constexpr int COLUMNS = COLUMNS_, THREADS = 256;
+    static constexpr int SLICE = TF32_WGMMA_FILTER_SLICE, STAGES = TF32_WGMMA_FILTER_STAGES;
+    static constexpr int MI = 1, NI = COLUMNS / 8;
+    static_assert(COLUMNS == 64 || COLUMNS == 128, "one wgmma of 64 or 128 columns");
+    int row, column;
+};
+
+template <int COLUMNS>
+__device__ __forceinline__ void place_filter_warps(FilterWgmmaWarpgroups<COLUMNS>& warps,
+                                                   int warp) {
+    warps.row = (warp / 4) * 64 + (warp % 4) * 16;
+    warps.column = 0;
+}
+
+template <int COLUMNS, int MI, int NI>
+__device__ __forceinline__ void multiply_filter_stage(const FilterWgmmaWarpgroups<COLUMNS>& warps,
+                                                      const float* a_tile, const float* b_tile,
+                                                      float (&acc)[MI][NI][4], int lane) {
+    using Warps = FilterWgmmaWarpgroups<COLUMNS>;
+    constexpr int PITCH_A = TF32_FILTER_ROWS + 8, PITCH_B = COLUMNS + 8, SLICE = Warps::SLICE;
+    // The transposed tile: [column][pixel], after the stages, 1024-byte aligned.
+    WHORL_DYNAMIC_SHARED(float, shared);
+    float* b_k_major = swizzle_aligned(
+        shared + Warps::STAGES * SLICE * (PITCH_A + PITCH_B));
+    WHORL_UNROLL
+    for (int r = 0; r < COLUMNS * SLICE / 4 / Warps::THREADS; ++r) {
+        const int item = threadIdx.x + r * Warps::THREADS;
+        const int column = item % COLUMNS, pixel = 4 * (item / COLUMNS);
+        const float* from = b_tile + pixel * PITCH_B + column;
+        const float4 values{__uint_as_float(tf32_round(from[0])),
+                            __uint_as_float(tf32_round(from[PITCH_B])),
+                            __uint_as_float(tf32_round(from[2 * PITCH_B])),
+                            __uint_as_float(tf32_round(from[3 * PITCH_B]))};
+        store_wgmma_operand(b_k_major + tf32_tile_offset<SLICE>(column, pixel), values);
+    }
+    fence_async_proxy_shared();
+    __syncthreads();
+    const int g = lane / 4, t = lane % 4;
+    unsigned a[SLICE / 8][4];
+    WHORL_UNROLL
+    for (int ks = 0; ks < SLICE; ks += 8)
+        load_filter_a_fragment<PITCH_A>(a[ks / 8], a_tile, ks, warps.row, g, t);
+    wgmma_fence();
+    WHORL_UNROLL
+    for (int ks = 0; ks < SLICE; ks += 8) {
+        wgmma_tf32_m64nk8<COLUMNS>(acc[0][0], a[ks / 8], wgmma_descriptor_128b(b_k_major + ks));
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+}
+
+template <int COLUMNS>
+__device__ __forceinline__ int filter_column(const FilterWgmmaWarpgroups<COLUMNS>&, int ni, int t,
+                                             int e) {
+    return 8 * ni + 2 * t + e;
+}
+#endif
+
+// One 128 x COLUMNS tile of the partials per block of Warps::THREADS threads (T), pixels in
+// slices of Warps::SLICE (S) through Warps::STAGES stages.
+// Copying: thread t fills, for pixels t / 16 + (T / 16) c of each slice, 4 window values at
+// rows 4 (t % 16) + 64 i and 4 values of second at columns 4 (t % 16) + 64 j; the ones row is
+// plain stores, made once.
+template <typename Warps>
 __device__ __forceinline__ void tf32_filter_partials_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin, const float* __restrict__ second, int n,
     int ones_row, int pixels_per_chunk, float* __restrict__ partial) {
-    constexpr int ROWS = TF32_FILTER_ROWS;
-    constexpr int WARPS_N = COLUMNS / WARP_N, WARPS_M = THREADS / 32 / WARPS_N;
-    constexpr int WARP_M = ROWS / WARPS_M, MI = WARP_M / 16, NI = WARP_N / 8;
+    constexpr int ROWS = TF32_FILTER_ROWS, COLUMNS = Warps::COLUMNS, THREADS = Warps::THREADS;
+    constexpr int SLICE = Warps::SLICE, STAGES = Warps::STAGES;
     constexpr int PITCH_A = ROWS + 8, PITCH_B = COLUMNS + 8;
     constexpr int A_COPIES = ROWS / 64, B_COPIES = COLUMNS / 64;
     // Pixels of a slice each thread copies, THREADS / 16 apart.
-    constexpr int PIXEL_COPIES = TF32_FILTER_SLICE * 16 / THREADS, PIXEL_STEP = THREADS / 16;
+    constexpr int PIXEL_COPIES = SLICE * 16 / THREADS, PIXEL_STEP = THREADS / 16;
     WHORL_DYNAMIC_SHARED(float, shared);
-    float* a_stages = shared;  // [stage][pixel][row k]
-    // [stage][pixel][column]
-    float* b_stages = shared + TF32_STAGES * TF32_FILTER_SLICE * PITCH_A;
+    float* a_stages = shared;                            // [stage][pixel][row k]
+    float* b_stages = shared + STAGES * SLICE * PITCH_A;  // [stage][pixel][column]
     const int pixels = grid_n * grid_h * grid_w;
     const int k_total = window * window * src_c;
     const int rows = ones_row ? k_total + 1 : k_total;
     const int k0 = blockIdx.x * ROWS, n0 = blockIdx.y * COLUMNS;
     const int chunk = blockIdx.z;
     const int begin = chunk * pixels_per_chunk, end = min(pixels, begin + pixels_per_chunk);
-    const int thread = threadIdx.x, lane = thread % 32, warp = thread / 32;
+    const int thread = threadIdx.x, lane = thread % 32;
     const int g = lane / 4, t = lane % 4;
-    const int warp_row = (warp / WARPS_N) * WARP_M, warp_col = (warp % WARPS_N) * WARP_N;
+    Warps warps;
+    place_filter_warps(warps, thread / 32);
 
     // This thread's copies, for the pixels at slice offsets copy_pixel + PIXEL_STEP c: the
     // window at rows k and k + 64 (their taps and channels fixed for the block) and second at
@@ -689,9 +867,9 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
     for (int i = 0; i < A_COPIES; ++i) window_copies[i] = k[i] < k_total;
     WHORL_UNROLL
     for (int j = 0; j < B_COPIES; ++j) second_copies[j] = n0 + offset + 64 * j < n;
-    for (int stage = 0; stage < TF32_STAGES; ++stage)
+    for (int stage = 0; stage < STAGES; ++stage)
         for (int c = 0; c < PIXEL_COPIES; ++c) {
-            const int slot = stage * TF32_FILTER_SLICE + copy_pixel + PIXEL_STEP * c;
+            const int slot = stage * SLICE + copy_pixel + PIXEL_STEP * c;
             WHORL_UNROLL
             for (int i = 0; i < A_COPIES; ++i)
                 if (!window_copies[i]) {
@@ -724,7 +902,7 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
             const int source_row = stride * here.row, source_col = stride * here.col;
             const int origin_offset =
                 ((here.image * src_h + source_row) * src_w + source_col) * src_c;
-            const int slot = stage * TF32_FILTER_SLICE + copy_pixel + PIXEL_STEP * c;
+            const int slot = stage * SLICE + copy_pixel + PIXEL_STEP * c;
             float* a_target = a_stages + slot * PITCH_A + offset;
             WHORL_UNROLL
             for (int i = 0; i < A_COPIES; ++i) {
@@ -743,69 +921,31 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
                 cp_async_16(b_target + 64 * j, pixel_inside ? second_row[c] + 64 * j : second,
                             !pixel_inside);
             }
-            second_row[c] += size_t(TF32_FILTER_SLICE) * n;
-            advance_cursor(at[c], TF32_FILTER_SLICE, grid_h, grid_w);
+            second_row[c] += size_t(SLICE) * n;
+            advance_cursor(at[c], SLICE, grid_h, grid_w);
         }
     };
 
-    float acc[MI][NI][4] = {};
+    float acc[Warps::MI][Warps::NI][4] = {};
     auto multiply = [&](int stage) {
-        const float* a_tile = a_stages + stage * TF32_FILTER_SLICE * PITCH_A;
-        const float* b_tile = b_stages + stage * TF32_FILTER_SLICE * PITCH_B;
-        WHORL_UNROLL
-        for (int ks = 0; ks < TF32_FILTER_SLICE; ks += 8) {
-            // A is [row k][pixel]: its fragment's (row, column) is (k, pixel) of the tile, with
-            // fragment rows g and g + 8 of a 16-row block the tile's rows 2g and 2g + 1, so
-            // that a lane reads a[0], a[1] (and a[2], a[3], 4 pixels on) as one 8-byte pair.
-            unsigned a[MI][4], b[NI][2];
-            WHORL_UNROLL
-            for (int mi = 0; mi < MI; ++mi) {
-                const float* a_pixels = a_tile + (ks + t) * PITCH_A + warp_row + mi * 16 + 2 * g;
-                const float2 first = *reinterpret_cast<const float2*>(a_pixels);
-                const float2 fifth = *reinterpret_cast<const float2*>(a_pixels + 4 * PITCH_A);
-                a[mi][0] = tf32_round(first.x);
-                a[mi][1] = tf32_round(first.y);
-                a[mi][2] = tf32_round(fifth.x);
-                a[mi][3] = tf32_round(fifth.y);
-            }
-            // B alike: fragment column g of 8-column blocks 2m and 2m + 1 is the tile's column
-            // 16m + 2g and 16m + 2g + 1, one 8-byte pair for b[2m][i] and b[2m + 1][i].
-            WHORL_UNROLL
-            for (int ni = 0; ni < NI; ni += 2) {
-                const float* b_pixels = b_tile + (ks + t) * PITCH_B + warp_col + ni * 8 + 2 * g;
-                const float2 first = *reinterpret_cast<const float2*>(b_pixels);
-                const float2 fifth = *reinterpret_cast<const float2*>(b_pixels + 4 * PITCH_B);
-                b[ni][0] = tf32_round(first.x);
-                b[ni + 1][0] = tf32_round(first.y);
-                b[ni][1] = tf32_round(fifth.x);
-                b[ni + 1][1] = tf32_round(fifth.y);
-            }
-            WHORL_UNROLL
-            for (int mi = 0; mi < MI; ++mi) {
-                WHORL_UNROLL
-                for (int ni = 0; ni < NI; ++ni)
-                    mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
-            }
-        }
+        multiply_filter_stage(warps, a_stages + stage * SLICE * PITCH_A,
+                              b_stages + stage * SLICE * PITCH_B, acc, lane);
     };
-    cp_async_pipeline<TF32_STAGES>((end - begin + TF32_FILTER_SLICE - 1) / TF32_FILTER_SLICE,
-                                   load_slice, multiply);
+    cp_async_pipeline<STAGES>((end - begin + SLICE - 1) / SLICE, load_slice, multiply);
 
     // Lane (g, t) holds fragment rows g and g + 8 x columns 2t, 2t + 1 of each 16 x 8 tile:
-    // the tile's rows 2g and 2g + 1 of the 16-row block, and of block ni's columns, 2t + e is
-    // the tile's column 16 (ni / 2) + 2 (2t + e) + ni % 2 (the pairing above).
+    // the tile's rows 2g and 2g + 1 of the 16-row block, and the columns filter_column says.
     WHORL_UNROLL
-    for (int mi = 0; mi < MI; ++mi) {
+    for (int mi = 0; mi < Warps::MI; ++mi) {
         WHORL_UNROLL
         for (int half = 0; half < 2; ++half) {
-            const int row = k0 + warp_row + mi * 16 + 2 * g + half;
+            const int row = k0 + warps.row + mi * 16 + 2 * g + half;
             if (row >= rows) continue;
             WHORL_UNROLL
-            for (int ni = 0; ni < NI; ++ni) {
+            for (int ni = 0; ni < Warps::NI; ++ni) {
                 WHORL_UNROLL
                 for (int e = 0; e < 2; ++e) {
-                    const int column =
-                        n0 + warp_col + 16 * (ni / 2) + 2 * (2 * t + e) + ni % 2;
+                    const int column = n0 + filter_column(warps, ni, t, e);
                     if (column < n)
                         partial[(size_t(chunk) * rows + row) * n + column] =
                             acc[mi][ni][2 * half + e];
@@ -815,15 +955,15 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
     }
 }
 
-// The 128 x 64 and 128 x 128 tiles. Grid: (ceil(rows / 128), ceil(n / COLUMNS),
-// chunks); block 256; dynamic shared memory TF32_FILTER_SHARED_FLOATS or
-// TF32_FILTER_WIDE_SHARED_FLOATS (above 48 KiB: the launch opts in).
+// The 128 x 64 and 128 x 128 tiles. Grid: (ceil(rows / 128), ceil(n / COLUMNS), chunks);
+// block 256; dynamic shared memory TF32_FILTER_SHARED_FLOATS or TF32_FILTER_WIDE_SHARED_FLOATS
+// (above 48 KiB: the launch opts in).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
                             int src_h, int src_w, int src_c, int window, int stride, int origin,
                             const float* __restrict__ second, int n, int ones_row,
                             int pixels_per_chunk, float* __restrict__ partial) {
-    tf32_filter_partials_tile<TF32_FILTER_COLUMNS, 32, WHORL_THREADS>(
+    tf32_filter_partials_tile<FilterMmaSyncWarps<TF32_FILTER_COLUMNS, 32, WHORL_THREADS>>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n,
         ones_row, pixels_per_chunk, partial);
 }
@@ -833,7 +973,7 @@ conv2d_filter_partials_tf32_wide(const float* __restrict__ src, int grid_n, int 
                                  int grid_w, int src_h, int src_w, int src_c, int window,
                                  int stride, int origin, const float* __restrict__ second, int n,
                                  int ones_row, int pixels_per_chunk, float* __restrict__ partial) {
-    tf32_filter_partials_tile<TF32_FILTER_WIDE_COLUMNS, 32, WHORL_THREADS>(
+    tf32_filter_partials_tile<FilterMmaSyncWarps<TF32_FILTER_WIDE_COLUMNS, 32, WHORL_THREADS>>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n,
         ones_row, pixels_per_chunk, partial);
 }
@@ -846,7 +986,39 @@ conv2d_filter_partials_tf32_wide_four_warps(const float* __restrict__ src, int g
                                             int src_c, int window, int stride, int origin,
                                             const float* __restrict__ second, int n, int ones_row,
                                             int pixels_per_chunk, float* __restrict__ partial) {
-    tf32_filter_partials_tile<TF32_FILTER_WIDE_COLUMNS, 64, TF32_FOUR_WARPS_THREADS>(
+    tf32_filter_partials_tile<
+        FilterMmaSyncWarps<TF32_FILTER_WIDE_COLUMNS, 64, TF32_FOUR_WARPS_THREADS>>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n,
         ones_row, pixels_per_chunk, partial);
+}
+
+// The 128 x 64 and 128 x 128 tiles on Hopper's warpgroups (FilterWgmmaWarpgroups; sm_90a only:
+// elsewhere they trap, and the backend never offers them). Grid as conv2d_filter_partials_tf32's
+// and _wide's; block 256; dynamic shared memory TF32_WGMMA_FILTER_SHARED_FLOATS or
+// TF32_WGMMA_FILTER_WIDE_SHARED_FLOATS.
+
+#ifdef WHORL_WARPGROUP_MMA
+#define WHORL_WGMMA_FILTER_TILE(COLUMNS)                                                        \
+    tf32_filter_partials_tile<FilterWgmmaWarpgroups<COLUMNS>>(                                  \
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n,    \
+        ones_row, pixels_per_chunk, partial)
+#else
+#define WHORL_WGMMA_FILTER_TILE(COLUMNS) __trap()
+#endif
+
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_filter_partials_tf32_wgmma(const float* __restrict__ src, int grid_n, int grid_h,
+                                  int grid_w, int src_h, int src_w, int src_c, int window,
+                                  int stride, int origin, const float* __restrict__ second, int n,
+                                  int ones_row, int pixels_per_chunk, float* __restrict__ partial) {
+    WHORL_WGMMA_FILTER_TILE(TF32_FILTER_COLUMNS);
+}
+
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_filter_partials_tf32_wgmma_wide(const float* __restrict__ src, int grid_n, int grid_h,
+                                       int grid_w, int src_h, int src_w, int src_c, int window,
+                                       int stride, int origin, const float* __restrict__ second,
+                                       int n, int ones_row, int pixels_per_chunk,
+                                       float* __restrict__ partial) {
+    WHORL_WGMMA_FILTER_TILE(TF32_FILTER_WIDE_COLUMNS);
 }

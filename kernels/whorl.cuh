@@ -312,13 +312,18 @@ __device__ __forceinline__ void cp_async_wait() {
 //   holds d[4j + i] = D[16q + g + 8 (i / 2)][8j + 2t + i % 2], j = 0..7 (the m16n8 C fragment
 //   of each 8-column block).
 //   wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32 (scale-d 1: accumulate).
+// wgmma_tf32_m64n128k8(d, a, b): the same for 128 columns of B and D (d[4j + i], j = 0..15):
+//   one instruction where two m64n64k8 would read A twice. ...m64n128k8.f32.tf32.tf32.
 // wgmma_commit(): the wgmma issued since the last commit form one group.
 //   wgmma.commit_group.sync.aligned.
 // wgmma_wait<N>(): waits until at most the newest N committed groups of the warpgroup are in
 //   flight; the others' D is then in its registers. wgmma.wait_group.sync.aligned N.
-// fence_async_proxy_shared(): makes this thread's writes to shared memory (stores, landed
-//   cp.async copies) visible to the asynchronous proxy that wgmma reads B through; call it
-//   after cp_async_wait and before the __syncthreads() that precedes the wgmma.
+// store_wgmma_operand(at, value): a 16-byte store to shared memory of B values that a wgmma will
+//   read (a plain store; the emulator tracks it for the fence below).
+// fence_async_proxy_shared(): makes this thread's writes to shared memory (operand stores,
+//   landed cp.async copies) visible to the asynchronous proxy that wgmma reads B through; call
+//   it after the stores or cp_async_wait and before the __syncthreads() that precedes the
+//   wgmma.
 //   fence.proxy.async.shared::cta.
 // swizzle_aligned(shared): the first float at or after `shared` whose shared address is a
 //   multiple of 1024, where the 128-byte swizzle's groups of 8 rows may start (a kernel gives
@@ -357,6 +362,31 @@ __device__ __forceinline__ void wgmma_tf32_m64n64k8(float d[32], const unsigned 
         : "memory");
 }
 
+__device__ __forceinline__ void wgmma_tf32_m64n128k8(float d[64], const unsigned a[4],
+                                                     unsigned long long b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, "
+        "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, "
+        "%36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, "
+        "%53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "{%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+          "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
+          "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),
+          "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]),
+          "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),
+          "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),
+          "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]),
+          "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b)
+        : "memory");
+}
+
 __device__ __forceinline__ void wgmma_commit() {
     asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
 }
@@ -364,6 +394,10 @@ __device__ __forceinline__ void wgmma_commit() {
 template <int PendingGroups>
 __device__ __forceinline__ void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(PendingGroups) : "memory");
+}
+
+__device__ __forceinline__ void store_wgmma_operand(float* at, float4 value) {
+    *reinterpret_cast<float4*>(at) = value;
 }
 
 __device__ __forceinline__ void fence_async_proxy_shared() {

@@ -934,9 +934,9 @@ fn the_emulator_catches_broken_tensor_core_kernels() {
     }
 }
 
-/// The dynamic shared memory of tests/kernels/warpgroup_mma.cu's products: B's 64 x 32 floats
-/// and room to align them to 1024 bytes.
-const WARPGROUP_SHARED_BYTES: usize = 64 * 32 * 4 + 1024;
+/// The dynamic shared memory of tests/kernels/warpgroup_mma.cu's products: at most 128 x 32
+/// floats of B and room to align them to 1024 bytes.
+const WARPGROUP_SHARED_BYTES: usize = 128 * 32 * 4 + 1024;
 
 /// D = A B by `kernel` of tests/kernels/warpgroup_mma.cu on one block of `threads` threads (64
 /// rows per warpgroup of 128), A (rows x 32) row-major, B (32 x 64) given K-major (64 x 32):
@@ -947,8 +947,19 @@ fn warpgroup_product(
     a: &[f32],
     b_k_major: &[f32],
 ) -> (Result<(), String>, Vec<f32>) {
+    warpgroup_product_of_width(kernel, threads, a, b_k_major, 64)
+}
+
+/// [`warpgroup_product`] by a kernel whose D has `columns` columns.
+fn warpgroup_product_of_width(
+    kernel: &str,
+    threads: u32,
+    a: &[f32],
+    b_k_major: &[f32],
+    columns: usize,
+) -> (Result<(), String>, Vec<f32>) {
     let mut device = Emulator::new();
-    let d = vec![0.0; a.len() / 32 * 64];
+    let d = vec![0.0; a.len() / 32 * columns];
     let buffers = uploaded(&mut device, &[a, b_k_major, &d]);
     let args: Vec<KernelArg> = buffers.iter().map(|&p| KernelArg::Ptr(p)).collect();
     let result = device.launch(
@@ -1001,7 +1012,16 @@ fn wgmma_gives_each_warp_its_rows_of_the_product_with_the_bits_of_mma_sync() {
             warpgroup_product("warpgroup_product_by_mma_sync", threads, &a, &b);
         result.unwrap();
         let case = format!("wgmma and mma.sync, {threads} threads");
-        parity::assert_same_bits(&[d], &[by_mma_sync], &case);
+        parity::assert_same_bits(std::slice::from_ref(&d), &[by_mma_sync], &case);
+
+        // One m64n128k8 per 8 of K over B's columns twice: both halves of each row of its D
+        // are the 64-column product's row, bit for bit.
+        let (result, wide) =
+            warpgroup_product_of_width("warpgroup_product_128_columns", threads, &a, &b, 128);
+        result.unwrap();
+        let twice: Vec<f32> = d.chunks(64).flat_map(|row| [row, row].concat()).collect();
+        let case = format!("wgmma m64n128k8 and m64n64k8, {threads} threads");
+        parity::assert_same_bits(&[wide], &[twice], &case);
     }
 
     // The descriptors of a tile 3 KiB into dynamic shared memory, 8 values (32 bytes) along

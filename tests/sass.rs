@@ -35,15 +35,30 @@ fn runs_on_tensor_cores(kernel: &str) -> bool {
 /// they are read) reaches 0.07-0.08.
 const MIN_MMA_PER_INSTRUCTION: f64 = 0.05;
 
-/// The tensor-core instruction of a kernel's main loop and how many m16n8k8 mma each one does
-/// per warp, on the architectures it is compiled for: HGMMA (wgmma) on sm_90a for the
-/// warpgroup kernels, which trap elsewhere (their 64 x 64 x 8, per warp 16 x 64 x 8: eight
-/// mma); HMMA (mma.sync m16n8k8) everywhere for the others.
-fn tensor_core_opcode(kernel: &str, sm: &str) -> Option<(&'static str, usize)> {
+/// The tensor-core instruction of a kernel's main loop on the architectures it is compiled for:
+/// HGMMA (wgmma) on sm_90a for the warpgroup kernels, which trap elsewhere; HMMA (mma.sync
+/// m16n8k8) everywhere for the others.
+fn tensor_core_opcode(kernel: &str, sm: &str) -> Option<&'static str> {
     match (kernel.contains("wgmma"), sm) {
-        (true, "sm_90a") => Some(("HGMMA", 8)),
+        (true, "sm_90a") => Some("HGMMA"),
         (true, _) => None,
-        (false, _) => Some(("HMMA", 1)),
+        (false, _) => Some("HMMA"),
+    }
+}
+
+/// How many m16n8k8 mma a tensor-core instruction does per warp: an HGMMA.64xNx8 (a warp's
+/// share 16 x N x 8) N / 8, an HMMA.1688 one.
+fn mma_per_instruction(instruction: &str) -> usize {
+    let shape = instruction.split('.').nth(1).unwrap_or_default();
+    match instruction.split('.').next() {
+        Some("HGMMA") => {
+            let columns = shape
+                .split('x')
+                .nth(1)
+                .and_then(|n| n.parse::<usize>().ok());
+            columns.unwrap_or_else(|| panic!("no 64xNx8 shape in {instruction}")) / 8
+        }
+        _ => 1,
     }
 }
 
@@ -68,6 +83,8 @@ const TEST_SOURCES: [&str; 1] = ["tests/kernels/tensor_core_gemm.cu"];
 /// loops, as (first, last) instruction indices of each backward branch's span.
 struct Sass {
     opcodes: Vec<String>,
+    /// Each instruction's opcode with its modifiers ("HGMMA.64x128x8.F32.TF32").
+    instructions: Vec<String>,
     loops: Vec<(usize, usize)>,
 }
 
@@ -77,6 +94,15 @@ impl Sass {
             .iter()
             .filter(|op| opcodes.contains(&op.as_str()))
             .count()
+    }
+
+    /// The m16n8k8 mma a range's `opcode` instructions do per warp.
+    fn mma(&self, range: std::ops::RangeInclusive<usize>, opcode: &str) -> usize {
+        self.instructions[range]
+            .iter()
+            .filter(|instruction| instruction.split('.').next() == Some(opcode))
+            .map(|instruction| mma_per_instruction(instruction))
+            .sum()
     }
 
     /// The most frequent opcodes of a range, with their counts, most frequent first.
@@ -116,7 +142,7 @@ fn parse_listing(listing: &str) -> BTreeMap<String, Sass> {
             .next()
             .unwrap_or_default()
             .to_string();
-        let mut opcodes = Vec::new();
+        let (mut opcodes, mut instructions) = (Vec::new(), Vec::new());
         let mut labels = BTreeMap::new();
         let mut branches = Vec::new();
         for line in section.lines().map(str::trim) {
@@ -142,18 +168,28 @@ fn parse_listing(listing: &str) -> BTreeMap<String, Sass> {
                 branches.push((opcodes.len(), target.to_string()));
             }
             opcodes.push(opcode);
+            instructions.push(instruction.to_string());
         }
         let loops = branches
             .iter()
             .filter_map(|(at, target)| labels.get(target).map(|&first| (first, *at)))
             .filter(|&(first, last)| first < last)
             .collect();
-        kernels.insert(name, Sass { opcodes, loops });
+        kernels.insert(
+            name,
+            Sass {
+                opcodes,
+                instructions,
+                loops,
+            },
+        );
     }
     kernels
 }
 
-/// Assembles `ptx` for `sm` and disassembles it.
+/// Assembles `ptx` for `sm` and disassembles it. ptxas must not have serialized any wgmma (it
+/// warns "wgmma.mma_async instructions are serialized" where a kernel's registers or fences
+/// would let the tensor cores race the warp, and makes each wait for the one before).
 fn disassemble(ptxas: &Path, nvdisasm: &Path, ptx: &str, sm: &str) -> BTreeMap<String, Sass> {
     let dir = tempfile::tempdir().unwrap();
     let (source, cubin) = (dir.path().join("k.ptx"), dir.path().join("k.cubin"));
@@ -168,6 +204,12 @@ fn disassemble(ptxas: &Path, nvdisasm: &Path, ptx: &str, sm: &str) -> BTreeMap<S
             "{} failed:\n{}",
             tool.display(),
             String::from_utf8_lossy(&output.stderr)
+        );
+        let warnings = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !warnings.contains("serialized"),
+            "{} on {sm}:\n{warnings}",
+            tool.display()
         );
         String::from_utf8(output.stdout).unwrap()
     };
@@ -232,7 +274,7 @@ fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
             .chain(TEST_SOURCES.map(|s| (s.to_string(), test_source_ptx(s, arch))));
         for (origin, ptx) in sources {
             for (kernel, sass) in disassemble(&ptxas, &nvdisasm, &ptx, &sm) {
-                let Some((mma, mma_per_instruction)) = tensor_core_opcode(&kernel, &sm) else {
+                let Some(mma) = tensor_core_opcode(&kernel, &sm) else {
                     continue;
                 };
                 if !runs_on_tensor_cores(&kernel) {
@@ -248,7 +290,7 @@ fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
                     sass.count(body.clone(), &["LDGSTS"]),
                 );
                 // m16n8k8 mma a main-loop instruction.
-                let share = (mma_per_instruction * hmma) as f64 / body.clone().count() as f64;
+                let share = sass.mma(body.clone(), mma) as f64 / body.clone().count() as f64;
                 println!(
                     "{sm} {origin} {kernel}: {} instructions, {spills} LDL/STL; main loop {} \
                      instructions: {mma} {hmma} ({:.0} mma per 100 instructions), LDGSTS \
@@ -283,8 +325,8 @@ fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
         println!("no kernel of kernels/ is named *tf32* yet: only the test kernels were checked");
     }
     assert_eq!(
-        warpgroup_kernels, 4,
-        "the four warpgroup GEMM kernels, checked on sm_90a"
+        warpgroup_kernels, 6,
+        "the four warpgroup GEMM kernels and two kernel-gradient ones, checked on sm_90a"
     );
     assert!(
         checked_test_kernels >= 2,

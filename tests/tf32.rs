@@ -130,8 +130,9 @@ fn tf32_tiles(policy: TilePolicy) -> GpuBackend<Emulator> {
 
 /// The kernels of the tile families, eight warps first: the gathered GEMM's for more than 64
 /// output channels (and on slices of 32 of K, and in warpgroups), for 33-64 (and in
-/// warpgroups) and for at most 32, and the wide kernel-gradient partials.
-const TILE_FAMILIES: [&[&str]; 4] = [
+/// warpgroups) and for at most 32, and the kernel-gradient partials' wide and 64-column ones
+/// (and in warpgroups).
+const TILE_FAMILIES: [&[&str]; 5] = [
     &[
         "conv2d_gathered_gemm_tf32_wide",
         "conv2d_gathered_gemm_tf32_wide_long",
@@ -152,6 +153,11 @@ const TILE_FAMILIES: [&[&str]; 4] = [
     &[
         "conv2d_filter_partials_tf32_wide",
         "conv2d_filter_partials_tf32_wide_four_warps",
+        "conv2d_filter_partials_tf32_wgmma_wide",
+    ],
+    &[
+        "conv2d_filter_partials_tf32",
+        "conv2d_filter_partials_tf32_wgmma",
     ],
 ];
 

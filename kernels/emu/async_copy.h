@@ -10,8 +10,9 @@
 //
 // A landed copy is visible to the threads of the block (after a barrier), but not yet to the
 // asynchronous proxy through which wgmma reads shared memory: the thread that waited for it must
-// call fence_async_proxy_shared first. AsyncProxy keeps, for the block's dynamic shared memory,
-// which words hold landed copies that their thread has not fenced since.
+// call fence_async_proxy_shared first; so must a thread that stored a wgmma operand
+// (store_wgmma_operand). AsyncProxy keeps, for the block's dynamic shared memory, which words
+// hold such writes that their thread has not fenced since.
 #pragma once
 
 #include <algorithm>
@@ -24,7 +25,8 @@
 namespace whorl_emu {
 
 // The block's dynamic shared memory as the asynchronous proxy sees it: for every 32-bit word,
-// the thread whose cp.async last landed there, and that thread's count of proxy fences then. A
+// the thread whose cp.async or operand store last wrote it, and that thread's count of proxy
+// fences then. A
 // word is unfenced while its thread has not fenced since: a fence only advances a counter, so
 // fencing costs nothing however much a thread has copied.
 class AsyncProxy {
@@ -42,9 +44,10 @@ class AsyncProxy {
     const unsigned char* memory() const { return memory_; }
     size_t bytes() const { return bytes_; }
 
-    // Thread `thread`'s cp.async copy of `bytes` to `destination` landed. Copies to other memory
-    // (static __shared__ arrays, which wgmma does not read here) are not tracked.
-    void landed(unsigned thread, const unsigned char* destination, size_t bytes) {
+    // Thread `thread` wrote `bytes` at `destination`: a cp.async copy landed, or an operand
+    // store. Writes to other memory (static __shared__ arrays, which wgmma does not read here)
+    // are not tracked.
+    void written(unsigned thread, const unsigned char* destination, size_t bytes) {
         if (destination < memory_ || destination >= memory_ + bytes_) return;
         const size_t first = (destination - memory_) / 4;
         const size_t end = std::min(words_.size(), first + (bytes + 3) / 4);
@@ -52,10 +55,10 @@ class AsyncProxy {
         landed_any_ = true;
     }
 
-    // fence.proxy.async.shared::cta in thread `thread`: its landed copies become visible.
+    // fence.proxy.async.shared::cta in thread `thread`: its writes become visible.
     void fence(unsigned thread) { ++fences_[thread]; }
 
-    // The thread whose landed copy at byte `offset` it has not fenced since, or -1.
+    // The thread whose write at byte `offset` it has not fenced since, or -1.
     long unfenced_writer(size_t offset) const {
         const Word& word = words_[offset / 4];
         if (word.writer == 0 || word.fences != fences_[word.writer - 1]) return -1;
@@ -64,9 +67,9 @@ class AsyncProxy {
 
   private:
     struct Word {
-        // 1 + the thread whose copy landed here last, 0 if none has.
+        // 1 + the thread that wrote here last, 0 if none has.
         unsigned writer;
-        // That thread's fences when it landed.
+        // That thread's fences when it wrote.
         unsigned fences;
     };
     const unsigned char* memory_ = nullptr;
@@ -106,7 +109,7 @@ class AsyncCopies {
         for (Copy& copy : copies_) {
             if (copy.group < committed_ - pending_groups) {
                 std::memcpy(copy.destination, copy.data, copy.bytes);
-                proxy.landed(thread, copy.destination, copy.bytes);
+                proxy.written(thread, copy.destination, copy.bytes);
             } else {
                 copies_[kept++] = copy;
             }

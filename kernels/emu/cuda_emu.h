@@ -393,20 +393,34 @@ __device__ void wgmma_fence(std::source_location site = std::source_location::cu
     ::whorl_emu::wgmma_sync(&::whorl_emu::complete_wgmma_fence, 0, site);
 }
 
-// The warp's share of the warpgroup's wgmma, which must be four whole warps of the block.
+namespace whorl_emu {
+
+// The warp's share of the warpgroup's wgmma of `columns` columns, which must be four whole warps
+// of the block.
+inline void wgmma_tf32(int columns, float* d, const unsigned a[4], unsigned long long b,
+                       std::source_location site) {
+    const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
+    const unsigned warpgroup = thread_rank() / 128;
+    if (128 * (warpgroup + 1) > threads)
+        report("wgmma at " + call_site(site.file_name(), site.line()) + " in a block of " +
+               std::to_string(threads) + " threads: warpgroup " + std::to_string(warpgroup) +
+               " is not four whole warps (128 threads)");
+    WgmmaIssueLane lane{&wgmma_queue(), columns, a, d, b, site.file_name(),
+                        static_cast<int>(site.line())};
+    warp_collective(&lane, &complete_wgmma_issue, site.file_name(),
+                    static_cast<int>(site.line()));
+}
+
+}  // namespace whorl_emu
+
 __device__ void wgmma_tf32_m64n64k8(float d[32], const unsigned a[4], unsigned long long b,
                                     std::source_location site = std::source_location::current()) {
-    const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
-    const unsigned warpgroup = ::whorl_emu::thread_rank() / 128;
-    if (128 * (warpgroup + 1) > threads)
-        ::whorl_emu::report("wgmma at " + ::whorl_emu::call_site(site.file_name(), site.line()) +
-                            " in a block of " + std::to_string(threads) + " threads: warpgroup " +
-                            std::to_string(warpgroup) +
-                            " is not four whole warps (128 threads)");
-    ::whorl_emu::WgmmaIssueLane lane{&::whorl_emu::wgmma_queue(), a, d, b, site.file_name(),
-                                     static_cast<int>(site.line())};
-    ::whorl_emu::warp_collective(&lane, &::whorl_emu::complete_wgmma_issue, site.file_name(),
-                                 static_cast<int>(site.line()));
+    ::whorl_emu::wgmma_tf32(64, d, a, b, site);
+}
+
+__device__ void wgmma_tf32_m64n128k8(float d[64], const unsigned a[4], unsigned long long b,
+                                     std::source_location site = std::source_location::current()) {
+    ::whorl_emu::wgmma_tf32(128, d, a, b, site);
 }
 
 __device__ void wgmma_commit(std::source_location site = std::source_location::current()) {
@@ -419,7 +433,15 @@ __device__ void wgmma_wait(std::source_location site = std::source_location::cur
     ::whorl_emu::wgmma_sync(&::whorl_emu::complete_wgmma_wait, PendingGroups, site);
 }
 
-// fence.proxy.async.shared::cta: this thread's landed cp.async copies become visible to wgmma.
+// A 16-byte store of B for a wgmma: tracked as unfenced until this thread's next proxy fence.
+__device__ void store_wgmma_operand(float* at, float4 value) {
+    std::memcpy(at, &value, sizeof value);
+    ::whorl_emu::async_proxy().written(::whorl_emu::thread_rank(),
+                                       reinterpret_cast<const unsigned char*>(at), sizeof value);
+}
+
+// fence.proxy.async.shared::cta: this thread's landed cp.async copies and operand stores become
+// visible to wgmma.
 __device__ void fence_async_proxy_shared() {
     ::whorl_emu::async_proxy().fence(::whorl_emu::thread_rank());
 }

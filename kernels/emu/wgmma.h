@@ -1,12 +1,12 @@
-// Hopper's warpgroup MMA on the CPU: kernels/whorl.cuh's wgmma_fence / wgmma_tf32_m64n64k8 /
-// wgmma_commit / wgmma_wait<N>, B read from shared memory through a matrix descriptor, made as
+// Hopper's warpgroup MMA on the CPU: kernels/whorl.cuh's wgmma_fence / wgmma_tf32_m64n64k8 and
+// wgmma_tf32_m64n128k8 / wgmma_commit / wgmma_wait<N>, B read from shared memory through a matrix descriptor, made as
 // strict as PTX allows so that a kernel which breaks the instruction's contract gets NaN, wrong
 // numbers or a reported error rather than the right answer by luck.
 //
-// A wgmma m64n64k8 is issued by a warpgroup (four warps), but each warp's share is independent:
-// warp q of the warpgroup multiplies its own A fragment (rows 16q..16q+15, in its registers) by
-// all of B into its own rows of D. So each warp keeps its own wgmma (WgmmaQueue), and each wgmma
-// is, per warp, a warp collective of an m16 x n64 x k8 product:
+// A wgmma m64nNk8 (N = 64 or 128 columns) is issued by a warpgroup (four warps), but each warp's
+// share is independent: warp q of the warpgroup multiplies its own A fragment (rows 16q..16q+15,
+// in its registers) by all of B into its own rows of D. So each warp keeps its own wgmma
+// (WgmmaQueue), and each wgmma is, per warp, a warp collective of an m16 x nN x k8 product:
 // - issuing records the 32 lanes' A registers (by value), their accumulators' addresses and the
 //   descriptor in the warp's open group, and fills the accumulators with NaN: a kernel that reads
 //   D before a wait retires the wgmma sees NaN;
@@ -22,7 +22,7 @@
 // The descriptor is decoded as the hardware reads wgmma_descriptor_128b's: start address / 16 in
 // bits 0-13, stride byte offset (SBO) / 16 in bits 32-45, base offset in bits 49-51 (must be 0),
 // layout type in bits 62-63 (must be 1, the 128-byte swizzle, the only one whorl.cuh describes).
-// Column n (0..63) of B is row n of a K-major tile; its value k (0..7) is at byte
+// Column n (0..N-1) of B is row n of a K-major tile; its value k (0..7) is at byte
 //   linear ^ (((linear >> 7) & 7) << 4),  linear = start + (n / 8) SBO + (n % 8) 128 + 4k,
 // of the dynamic shared memory: the 16-byte chunk XORed with the row's place in its group of 8
 // rows, taken from the address bits, so the start must be in the first row of a 1024-byte
@@ -30,8 +30,8 @@
 //
 // Reported: a wgmma without a wgmma_fence since the warp's last wgmma_wait (or the kernel's
 // start); a descriptor of another layout, a start that is not in a group's first row, or B bytes
-// outside the dynamic shared memory; B bytes that a cp.async landed in a thread which has not
-// called fence_async_proxy_shared since (async_copy.h's AsyncProxy), checked when the wgmma is
+// outside the dynamic shared memory; B bytes that a cp.async landed or store_wgmma_operand
+// stored in a thread which has not called fence_async_proxy_shared since (async_copy.h's AsyncProxy), checked when the wgmma is
 // issued (the fence must come before it) and again when it reads them; lanes that give a wgmma
 // different descriptors; accumulators that overlap a pending wgmma's without being the same; and
 // (runtime.cpp) a warp that ends the kernel with wgmma not retired.
@@ -57,10 +57,13 @@ inline std::string call_site(const char* file, int line) {
     return std::string(file) + ":" + std::to_string(line);
 }
 
-// The byte offsets in dynamic shared memory (`shared_bytes` of it) of B[k][n] as `descriptor`
-// reads them, into offsets[n][k]; "" or what is wrong with the descriptor.
-inline std::string wgmma_b_offsets(uint64_t descriptor, size_t shared_bytes,
-                                   uint32_t offsets[64][8]) {
+// The widest wgmma modelled: m64n128k8.
+constexpr int WGMMA_MAX_COLUMNS = 128;
+
+// The byte offsets in dynamic shared memory (`shared_bytes` of it) of B[k][n], n < `columns`, as
+// `descriptor` reads them, into offsets[n][k]; "" or what is wrong with the descriptor.
+inline std::string wgmma_b_offsets(uint64_t descriptor, size_t shared_bytes, int columns,
+                                   uint32_t offsets[WGMMA_MAX_COLUMNS][8]) {
     const unsigned layout = descriptor >> 62, base_offset = (descriptor >> 49) & 7;
     const uint32_t start = (descriptor & 0x3fff) << 4, stride = ((descriptor >> 32) & 0x3fff) << 4;
     if (layout != 1)
@@ -73,7 +76,7 @@ inline std::string wgmma_b_offsets(uint64_t descriptor, size_t shared_bytes,
         return "a descriptor whose start address " + std::to_string(start) + " is row " +
                std::to_string((start >> 7) & 7) +
                " of its group of 8 rows: the 128-byte swizzle needs each group 1024-byte aligned";
-    for (uint32_t n = 0; n < 64; ++n)
+    for (uint32_t n = 0; n < uint32_t(columns); ++n)
         for (uint32_t k = 0; k < 8; ++k) {
             const uint32_t linear = start + (n / 8) * stride + (n % 8) * 128 + 4 * k;
             const uint32_t physical = linear ^ (((linear >> 7) & 7) << 4);
@@ -88,11 +91,13 @@ inline std::string wgmma_b_offsets(uint64_t descriptor, size_t shared_bytes,
 
 class WgmmaQueue;
 
-// One lane's part of a wgmma m64n64k8: its A fragment, its 32 accumulators, the descriptor of B.
+// One lane's part of a wgmma m64nNk8: its A fragment, its N / 2 accumulators, the descriptor of
+// B.
 struct WgmmaIssueLane {
     WgmmaQueue* queue;  // its warp's
+    int columns;        // N
     const uint32_t* a;  // 4 registers
-    float* d;           // 32 values
+    float* d;           // N / 2 values
     uint64_t descriptor;
     const char* file;
     int line;
@@ -132,6 +137,7 @@ class WgmmaQueue {
                           "kernel's start): the tensor cores may read its registers before the "
                           "instructions that wrote them";
         Op op;
+        op.columns = first.columns;
         op.group = committed_;
         op.file = first.file;
         op.line = first.line;
@@ -139,11 +145,12 @@ class WgmmaQueue {
             if (static_cast<const WgmmaIssueLane*>(lanes[lane])->descriptor != first.descriptor)
                 return site + ": lanes 0 and " + std::to_string(lane) +
                        " give different descriptors of B";
-        std::string error = wgmma_b_offsets(first.descriptor, proxy.bytes(), op.b);
+        std::string error = wgmma_b_offsets(first.descriptor, proxy.bytes(), op.columns, op.b);
         if (!error.empty()) return site + " with " + error;
         error = unfenced_b(op, proxy, "the wgmma's issue");
         if (!error.empty()) return error;
         const float poison = std::nanf("");
+        const int values = op.columns / 2;
         for (int lane = 0; lane < 32; ++lane) {
             const auto& mine = *static_cast<const WgmmaIssueLane*>(lanes[lane]);
             std::memcpy(op.a[lane], mine.a, sizeof op.a[lane]);
@@ -151,17 +158,17 @@ class WgmmaQueue {
             bool continues_chain = false;
             for (const Op& pending : ops_) {
                 const float* other = pending.d[lane];
-                if (other == mine.d)
+                if (other == mine.d && pending.columns == op.columns)
                     continues_chain = true;
-                else if (other < mine.d + 32 && mine.d < other + 32)
+                else if (other < mine.d + values && mine.d < other + pending.columns / 2)
                     return site + ": lane " + std::to_string(lane) +
                            "'s accumulators overlap those of the pending wgmma at " +
                            call_site(pending.file, pending.line) + " without being the same";
             }
             // C of a chain's first wgmma is what the accumulators hold now; the others' C is
             // the result of the wgmma before them, handed on when it retires.
-            if (!continues_chain) std::memcpy(op.c[lane], mine.d, sizeof op.c[lane]);
-            for (int i = 0; i < 32; ++i) mine.d[i] = poison;
+            if (!continues_chain) std::memcpy(op.c[lane], mine.d, values * sizeof(float));
+            for (int i = 0; i < values; ++i) mine.d[i] = poison;
         }
         ops_.push_back(op);
         return "";
@@ -198,10 +205,11 @@ class WgmmaQueue {
   private:
     // One wgmma as this warp issued it.
     struct Op {
+        int columns;        // N
         uint32_t a[32][4];  // each lane's A fragment
-        float* d[32];       // each lane's 32 accumulators
-        float c[32][32];    // each lane's C: see issue()
-        uint32_t b[64][8];  // the shared-memory byte of B[k][n] at b[n][k]
+        float* d[32];       // each lane's N / 2 accumulators
+        float c[32][WGMMA_MAX_COLUMNS / 2];  // each lane's C: see issue()
+        uint32_t b[WGMMA_MAX_COLUMNS][8];    // the shared-memory byte of B[k][n] at b[n][k]
         int group;          // the groups committed before it was issued: the group it belongs to
         const char* file;
         int line;
@@ -210,15 +218,16 @@ class WgmmaQueue {
     // "" if every byte of B that `op` reads is visible to the asynchronous proxy, else which is
     // not; `when` names the instruction by which it must be.
     static std::string unfenced_b(const Op& op, const AsyncProxy& proxy, const std::string& when) {
-        for (int n = 0; n < 64; ++n)
+        for (int n = 0; n < op.columns; ++n)
             for (int k = 0; k < 8; ++k) {
                 const long writer = proxy.unfenced_writer(op.b[n][k]);
                 if (writer >= 0)
                     return "wgmma at " + call_site(op.file, op.line) + " reads B at byte " +
-                           std::to_string(op.b[n][k]) + " of shared memory, which a cp.async of " +
-                           "thread " + std::to_string(writer) +
-                           " landed with no fence_async_proxy_shared in that thread between the "
-                           "landing and " + when +
+                           std::to_string(op.b[n][k]) + " of shared memory, which thread " +
+                           std::to_string(writer) +
+                           " wrote (a landed cp.async or store_wgmma_operand) with no "
+                           "fence_async_proxy_shared in that thread between the write and " +
+                           when +
                            ": the asynchronous proxy the tensor cores read through may not see it";
             }
         return "";
@@ -228,7 +237,7 @@ class WgmmaQueue {
     // that one's C, or into the accumulators where the chain ends.
     void complete(size_t index, const AsyncProxy& proxy) {
         Op& op = ops_[index];
-        float a[16][8], b[8][64];
+        float a[16][8], b[8][WGMMA_MAX_COLUMNS];
         for (int lane = 0; lane < 32; ++lane) {
             const int g = lane / 4, t = lane % 4;
             a[g][t] = tf32_operand(op.a[lane][0]);
@@ -236,7 +245,7 @@ class WgmmaQueue {
             a[g][t + 4] = tf32_operand(op.a[lane][2]);
             a[g + 8][t + 4] = tf32_operand(op.a[lane][3]);
         }
-        for (int n = 0; n < 64; ++n)
+        for (int n = 0; n < op.columns; ++n)
             for (int k = 0; k < 8; ++k) {
                 uint32_t bits;
                 std::memcpy(&bits, proxy.memory() + op.b[n][k], 4);
@@ -250,7 +259,7 @@ class WgmmaQueue {
                     out = ops_[later].c[lane];
                     break;
                 }
-            for (int j = 0; j < 8; ++j)
+            for (int j = 0; j < op.columns / 8; ++j)
                 for (int i = 0; i < 4; ++i) {
                     const int row = g + 8 * (i / 2), column = 8 * j + 2 * t + i % 2;
                     float sum = op.c[lane][4 * j + i];
@@ -269,7 +278,7 @@ class WgmmaQueue {
 // The wgmma of the current thread's warp.
 WgmmaQueue& wgmma_queue();
 
-// The warp collectives of wgmma_tf32_m64n64k8, wgmma_fence, wgmma_commit and wgmma_wait<N>
+// The warp collectives of wgmma_tf32_m64n64k8 and _m64n128k8, wgmma_fence, wgmma_commit and wgmma_wait<N>
 // (lanes[i] is lane i's WgmmaIssueLane or WgmmaSyncLane).
 inline void complete_wgmma_issue(void* const lanes[32]) {
     auto* queue = static_cast<const WgmmaIssueLane*>(lanes[0])->queue;

@@ -56,13 +56,14 @@ __device__ void load_a_fragments(unsigned (&fragments)[4][4], const float* a, in
     }
 }
 
-// Stores lane (g, t)'s accumulators of rows row0 .. + 16 of D (64 columns):
+// Stores lane (g, t)'s accumulators of rows row0 .. + 16 of D (COLUMNS columns):
 // acc[4j + i] = D[row0 + g + 8 (i / 2)][8j + 2t + i % 2].
-__device__ void store_d(float* d, const float (&acc)[32], int row0, int lane) {
+template <int COLUMNS>
+__device__ void store_d(float* d, const float (&acc)[COLUMNS / 2], int row0, int lane) {
     const int g = lane / 4, t = lane % 4;
-    for (int j = 0; j < 8; ++j)
+    for (int j = 0; j < COLUMNS / 8; ++j)
         for (int i = 0; i < 4; ++i)
-            d[(row0 + g + 8 * (i / 2)) * 64 + 8 * j + 2 * t + i % 2] = acc[4 * j + i];
+            d[(row0 + g + 8 * (i / 2)) * COLUMNS + 8 * j + 2 * t + i % 2] = acc[4 * j + i];
 }
 
 template <WgmmaMistake mistake>
@@ -98,7 +99,7 @@ __device__ void warpgroup_product_tile(const float* a, const float* b_k_major, f
         wgmma_tf32_m64n64k8(acc, a_fragments[ks], descriptor);
         if (ks % 2 == 1 && !(mistake == WgmmaMistake::NoCommit && ks == 3)) wgmma_commit();
     }
-    if (mistake == WgmmaMistake::ReadBeforeWait) store_d(d, acc, row0, lane);
+    if (mistake == WgmmaMistake::ReadBeforeWait) store_d<64>(d, acc, row0, lane);
     if (mistake == WgmmaMistake::OverwrittenB) {
         // Every warp has issued its wgmma; the block then reuses B's memory.
         __syncthreads();
@@ -112,15 +113,43 @@ __device__ void warpgroup_product_tile(const float* a, const float* b_k_major, f
     }
     if (mistake != WgmmaMistake::NoWait) {
         wgmma_wait<1>();
-        if (mistake == WgmmaMistake::ShortWait) store_d(d, acc, row0, lane);
+        if (mistake == WgmmaMistake::ShortWait) store_d<64>(d, acc, row0, lane);
         wgmma_wait<0>();
     }
     if (mistake != WgmmaMistake::ReadBeforeWait && mistake != WgmmaMistake::ShortWait)
-        store_d(d, acc, row0, lane);
+        store_d<64>(d, acc, row0, lane);
 }
 
 extern "C" __global__ void warpgroup_product(const float* a, const float* b_k_major, float* d) {
     warpgroup_product_tile<WgmmaMistake::None>(a, b_k_major, d);
+}
+
+// The product by one wgmma m64n128k8 per 8 of K, over B's 64 columns twice (rows n and n + 64
+// of the shared tile are both B's column n): D (rows x 128) holds the product twice over. B
+// takes 16 KiB of shared memory here.
+extern "C" __global__ void warpgroup_product_128_columns(const float* a, const float* b_k_major,
+                                                         float* d) {
+    WHORL_DYNAMIC_SHARED(float, shared);
+    float* tile = swizzle_aligned(shared);
+    const int thread = threadIdx.x, lane = thread % 32;
+    for (int chunk = thread; chunk < 128 * 8; chunk += blockDim.x) {
+        const int n = chunk / 8, c = chunk % 8;
+        cp_async_16(tile + n * 32 + 4 * (c ^ (n % 8)), b_k_major + n % 64 * 32 + 4 * c, false);
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+    fence_async_proxy_shared();
+    __syncthreads();
+    const int row0 = first_row_of_warp(thread / 32);
+    unsigned a_fragments[4][4];
+    load_a_fragments(a_fragments, a, row0, lane, true);
+    float acc[64] = {};
+    wgmma_fence();
+    for (int ks = 0; ks < 4; ++ks)
+        wgmma_tf32_m64n128k8(acc, a_fragments[ks], wgmma_descriptor_128b(tile + 8 * ks));
+    wgmma_commit();
+    wgmma_wait<0>();
+    store_d<128>(d, acc, row0, lane);
 }
 
 // The same product by mma.sync m16n8k8, B's fragments read from global memory: each warp's
@@ -139,7 +168,7 @@ extern "C" __global__ void warpgroup_product_by_mma_sync(const float* a, const f
             const unsigned b_fragment[2] = {__float_as_uint(column[0]), __float_as_uint(column[4])};
             mma_tf32_m16n8k8(acc + 4 * j, a_fragments[ks], b_fragment, acc + 4 * j);
         }
-    store_d(d, acc, row0, lane);
+    store_d<64>(d, acc, row0, lane);
 }
 
 // out[2k], out[2k + 1]: the low and high 32 bits (as a float's bits) of the descriptor of values

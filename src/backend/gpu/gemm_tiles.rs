@@ -14,7 +14,8 @@
 //! - an FP32 GEMM of more than 64 columns on the 128 x 128 tile or on 128 x 64 ones (more
 //!   blocks);
 //! - on Hopper (the compute_90a kernels), the TF32 GEMMs of more than 32 columns on warpgroup
-//!   tiles too (wgmma: B read by the tensor cores straight from shared memory).
+//!   tiles too (wgmma: B read by the tensor cores straight from shared memory), and the TF32
+//!   partials (their B transposed in shared memory first).
 //!
 //! So on a GPU the backend times every candidate at the shape's first use and keeps the
 //! fastest, as cuDNN's benchmark mode does. The candidates of a shape give the same bits (every
@@ -322,6 +323,11 @@ pub enum FilterTile {
     Tf32Wide,
     /// TF32, 128 x 128 in four warps of 64 x 64.
     Tf32WideFourWarps,
+    /// TF32 on Hopper's warpgroup MMA (wgmma, sm_90a), 128 x 64 in two warpgroups of 64 x 64,
+    /// B transposed in shared memory.
+    Tf32Wgmma,
+    /// The same, 128 x 128 in two warpgroups of 64 x 128.
+    Tf32WgmmaWide,
 }
 
 /// The launch function every kernel-gradient partials kernel has: device, launch, src, the
@@ -347,16 +353,20 @@ pub type FilterKernel<D> = fn(
 ) -> Result<()>;
 
 impl FilterTile {
-    /// The tiles partials may run on, the default first: on tensor cores or not, on the wide
-    /// tile (128 columns and more) or not.
-    pub fn candidates(on_tensor_cores: bool, wide: bool) -> &'static [FilterTile] {
+    /// The tiles partials may run on, the default first: on tensor cores or not, with Hopper's
+    /// warpgroup tiles too where the device runs them (`warpgroups`), on the wide tile (128
+    /// columns and more) or not.
+    pub fn candidates(on_tensor_cores: bool, warpgroups: bool, wide: bool) -> Vec<FilterTile> {
         use FilterTile::*;
-        match (on_tensor_cores, wide) {
-            (true, true) => &[Tf32Wide, Tf32WideFourWarps],
-            (true, false) => &[Tf32],
-            (false, true) => &[Fp32Wide],
-            (false, false) => &[Fp32],
-        }
+        let (tiles, warpgroup_tiles): (&[FilterTile], &[FilterTile]) = match (on_tensor_cores, wide)
+        {
+            (true, true) => (&[Tf32Wide, Tf32WideFourWarps], &[Tf32WgmmaWide]),
+            (true, false) => (&[Tf32], &[Tf32Wgmma]),
+            (false, true) => (&[Fp32Wide], &[]),
+            (false, false) => (&[Fp32], &[]),
+        };
+        let warpgroup_tiles = if warpgroups { warpgroup_tiles } else { &[] };
+        tiles.iter().chain(warpgroup_tiles).copied().collect()
     }
 
     /// Its typed launch function.
@@ -368,6 +378,8 @@ impl FilterTile {
             Tf32 => kernels::conv2d_filter_partials_tf32,
             Tf32Wide => kernels::conv2d_filter_partials_tf32_wide,
             Tf32WideFourWarps => kernels::conv2d_filter_partials_tf32_wide_four_warps,
+            Tf32Wgmma => kernels::conv2d_filter_partials_tf32_wgmma,
+            Tf32WgmmaWide => kernels::conv2d_filter_partials_tf32_wgmma_wide,
         }
     }
 
@@ -391,6 +403,16 @@ impl FilterTile {
                 TF32_FILTER_ROWS,
                 TF32_FILTER_WIDE_COLUMNS,
                 TF32_FILTER_WIDE_SHARED_FLOATS,
+            ),
+            Tf32Wgmma => (
+                TF32_FILTER_ROWS,
+                TF32_FILTER_COLUMNS,
+                TF32_WGMMA_FILTER_SHARED_FLOATS,
+            ),
+            Tf32WgmmaWide => (
+                TF32_FILTER_ROWS,
+                TF32_FILTER_WIDE_COLUMNS,
+                TF32_WGMMA_FILTER_WIDE_SHARED_FLOATS,
             ),
         };
         let threads = match self {
@@ -418,6 +440,8 @@ impl Tile for FilterTile {
             Tf32 => "conv2d_filter_partials_tf32",
             Tf32Wide => "conv2d_filter_partials_tf32_wide",
             Tf32WideFourWarps => "conv2d_filter_partials_tf32_wide_four_warps",
+            Tf32Wgmma => "conv2d_filter_partials_tf32_wgmma",
+            Tf32WgmmaWide => "conv2d_filter_partials_tf32_wgmma_wide",
         }
     }
 }

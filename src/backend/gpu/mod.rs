@@ -500,7 +500,7 @@ impl FilterPass {
 pub struct GpuBackend<D: Device> {
     device: D,
     precision: Precision,
-    /// Whether Hopper's warpgroup tiles are among the TF32 GEMMs' candidates.
+    /// Whether Hopper's warpgroup tiles are among the TF32 GEMMs' and partials' candidates.
     warpgroup_tiles: bool,
     owned: Vec<DevicePtr>,
     /// A transformed kernel for backward-data (flipped, or folded through an upsampling).
@@ -550,7 +550,8 @@ impl<D: Device> GpuBackend<D> {
         self
     }
 
-    /// Whether the TF32 GEMMs may run on Hopper's warpgroup tiles (wgmma), where the device
+    /// Whether the TF32 GEMMs and kernel-gradient partials may run on Hopper's warpgroup tiles
+    /// (wgmma), where the device
     /// runs them: not by default until a GPU run has checked them (they have only run in the
     /// emulator, and a GPU's tensor cores may round a wgmma's sums otherwise than an mma.sync's,
     /// so a timed choice between the two could change a run's bits); `whorl bench
@@ -889,7 +890,8 @@ impl<D: Device> GpuBackend<D> {
         };
         let padded = |tile: usize| columns.div_ceil(tile) * tile;
         let wide = padded(wide_columns) <= padded(regular_columns);
-        let candidates = FilterTile::candidates(on_tensor_cores, wide);
+        let warpgroups = self.warpgroup_tiles && self.device.runs_warpgroup_mma();
+        let candidates = FilterTile::candidates(on_tensor_cores, warpgroups, wide);
         let shape = FilterShape {
             gather: gather.dims()?,
             origin: gather.origin_row,
@@ -922,7 +924,7 @@ impl<D: Device> GpuBackend<D> {
                 partials,
             )
         };
-        let tile = self.choose_tile(|b| &mut b.filter_tiles, shape, candidates, launch)?;
+        let tile = self.choose_tile(|b| &mut b.filter_tiles, shape, &candidates, launch)?;
         launch(self, tile)?;
         Ok(chunks)
     }
