@@ -746,7 +746,7 @@ __device__ __forceinline__ int filter_column(const FilterMmaSyncWarps<COLUMNS, W
 #ifdef WHORL_WARPGROUP_MMA
 // Warpgroups of wgmma (Hopper, sm_90a): two warpgroups of 64 rows x all COLUMNS columns, warp q
 // of a warpgroup rows 16q .. + 16, one wgmma of COLUMNS columns per 8 pixels; slices of 32
-// pixels, two stages (87 KiB of shared memory with 128 columns; its 133 registers a thread
+// pixels, two stages (85 KiB of shared memory with 128 columns; its 130 registers a thread
 // leave one block an SM, where 128 would spill). The tensor cores read B K-major only (pixels
 // contiguous per column), and second comes pixel-major, so each stage's B is transposed (and
 // rounded to TF32) into a 128-byte-swizzled tile after the stages: thread t moves 4 pixels x 1
