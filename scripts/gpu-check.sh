@@ -68,7 +68,10 @@ echo "GPU check on $device -> $out"
 
 echo "== GPU tests"
 tests_status=0
-"$gpu_tests" --ignored --test-threads 1 2>&1 | tee "$out/gpu-tests.txt" || tests_status=$?
+# Uncaptured: the tests print what they find (whether the warpgroup tiles give the mma.sync
+# tiles' bits, the timed tile choices, why a test was skipped).
+"$gpu_tests" --ignored --test-threads 1 --nocapture 2>&1 | tee "$out/gpu-tests.txt" ||
+    tests_status=$?
 
 echo "== training: the same short run on the GPU (TF32 and FP32) and on the CPU"
 export WHORL_CACHE="$out/cache"

@@ -40,9 +40,10 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
     );
     // The stand-in profiler prints the command it was given, as its report would name it.
     executable(&tools.join("ncu"), "#!/bin/sh\necho \"ncu $*\"\n");
+    // The stand-in GPU tests print how they were run, then fail.
     executable(
         &bin.join("gpu-tests"),
-        "#!/bin/sh\necho 'test result: FAILED. 0 passed; 1 failed'\nexit 101\n",
+        "#!/bin/sh\necho \"gpu-tests $*\"\necho 'test result: FAILED. 0 passed; 1 failed'\nexit 101\n",
     );
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_whorl"), bin.join("whorl")).unwrap();
     let path = format!("{}:{}", tools.display(), std::env::var("PATH").unwrap());
@@ -66,6 +67,13 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
             .to_string_lossy()
             .ends_with("-stand-in-gpu"),
         "{run:?}"
+    );
+    // Uncaptured: what the GPU tests print (whether the warpgroup tiles give the mma.sync tiles'
+    // bits, the timed tile choices, a skipped test's reason) is what the run is for.
+    let tests = std::fs::read_to_string(run.join("gpu-tests.txt")).unwrap();
+    assert!(
+        tests.contains("--ignored") && tests.contains("--nocapture"),
+        "{tests}"
     );
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(
