@@ -206,15 +206,38 @@ __device__ __forceinline__ void wgmma_tf32_m64nk8(float* d, const unsigned a[4],
         wgmma_tf32_m64n64k8(d, a, b);
 }
 
+// acc += A B over one stage of 32 of K, by the warpgroup, retired before it returns:
+// a[ks / 8][mi] is the warp's A fragment of 64-row block mi and K ks .. + 8; B comes from
+// b_k_major, NI * 8 rows of 32 K values with the 128-byte swizzle, by wgmma of WGMMA_N columns.
+template <int WGMMA_N, int MI, int NI>
+__device__ __forceinline__ void wgmma_stage(float (&acc)[MI][NI][4],
+                                            const unsigned (&a)[4][MI][4],
+                                            const float* b_k_major) {
+    wgmma_fence();
+    WHORL_UNROLL
+    for (int ks = 0; ks < 32; ks += 8) {
+        WHORL_UNROLL
+        for (int mi = 0; mi < MI; ++mi) {
+            WHORL_UNROLL
+            for (int h = 0; h < NI * 8 / WGMMA_N; ++h)
+                wgmma_tf32_m64nk8<WGMMA_N>(
+                    acc[mi][WGMMA_N / 8 * h], a[ks / 8][mi],
+                    wgmma_descriptor_128b(b_k_major + h * WGMMA_N * 32 + ks));
+        }
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+}
+
 // Warpgroups of wgmma (Hopper, sm_90a): THREADS / 128 warpgroups along the pixels, each
 // TILE_P / warpgroups rows (MI blocks of 64) x all TILE_N channels (per block and 8 of K,
 // TILE_N / WGMMA_N wgmma of WGMMA_N columns: one of 128 reads A once where two of 64 read it
-// twice, for 64 accumulators a thread held at once). Warp q of a warpgroup
-// holds rows 16q .. + 16 of each 64-row block: it loads and rounds its A fragments with
-// ldmatrix as the warp tiles do, while the tensor cores read B straight from the stage through
-// a descriptor of its 128-byte swizzle (so SLICE is 32: rows of 128 bytes, the swizzle
-// tf32_tile_offset<32> writes). A stage's wgmma form one group, retired before the stage goes
-// back to the copies; the copies are fenced for the asynchronous proxy before the barrier that
+// twice, for 64 accumulators a thread held at once). Warp q of a warpgroup holds rows
+// 16q .. + 16 of each 64-row block: it loads and rounds its A fragments with ldmatrix as the
+// warp tiles do, while the tensor cores read B straight from the stage through a descriptor of
+// its 128-byte swizzle (so SLICE is 32: rows of 128 bytes, the swizzle tf32_tile_offset<32>
+// writes). A stage's wgmma form one group (wgmma_stage), retired before the stage goes back to
+// the copies; the copies are fenced for the asynchronous proxy before the barrier that
 // hands a stage over.
 template <int TILE_P_, int TILE_N_, int THREADS_, int WGMMA_N_>
 struct WgmmaWarpgroups {
@@ -230,8 +253,8 @@ struct WgmmaWarpgroups {
 };
 
 template <int TILE_P, int TILE_N, int THREADS, int WGMMA_N>
-__device__ __forceinline__ void place_warps(WgmmaWarpgroups<TILE_P, TILE_N, THREADS, WGMMA_N>& warps,
-                                            int warp, int lane) {
+__device__ __forceinline__ void place_warps(
+    WgmmaWarpgroups<TILE_P, TILE_N, THREADS, WGMMA_N>& warps, int warp, int lane) {
     using Warps = WgmmaWarpgroups<TILE_P, TILE_N, THREADS, WGMMA_N>;
     warps.row = (warp / 4) * (TILE_P / Warps::WARPGROUPS) + (warp % 4) * 16;
     warps.column = 0;
@@ -253,32 +276,20 @@ __device__ __forceinline__ void multiply_stage(
             load_rounded_a_fragment(a[ks / 8][mi],
                                     a_tile + warps.a_read[ks / 8] + mi * 64 * SLICE);
     }
-    wgmma_fence();
-    WHORL_UNROLL
-    for (int ks = 0; ks < SLICE; ks += 8) {
-        WHORL_UNROLL
-        for (int mi = 0; mi < MI; ++mi) {
-            WHORL_UNROLL
-            for (int h = 0; h < TILE_N / WGMMA_N; ++h)
-                wgmma_tf32_m64nk8<WGMMA_N>(
-                    acc[mi][WGMMA_N / 8 * h], a[ks / 8][mi],
-                    wgmma_descriptor_128b(b_tile + h * WGMMA_N * SLICE + ks));
-        }
-    }
-    wgmma_commit();
-    wgmma_wait<0>();
+    wgmma_stage<WGMMA_N>(acc, a, b_tile);
 }
 
 // The descriptors need the stages' 8-row groups 1024-byte aligned: the kernels' dynamic shared
 // memory has TF32_WGMMA_ALIGNMENT_FLOATS to spare for it.
 template <int TILE_P, int TILE_N, int THREADS, int WGMMA_N>
-__device__ __forceinline__ float* stages_at(const WgmmaWarpgroups<TILE_P, TILE_N, THREADS, WGMMA_N>&,
-                                            float* shared) {
+__device__ __forceinline__ float* stages_at(
+    const WgmmaWarpgroups<TILE_P, TILE_N, THREADS, WGMMA_N>&, float* shared) {
     return swizzle_aligned(shared);
 }
 
 template <int TILE_P, int TILE_N, int THREADS, int WGMMA_N>
-__device__ __forceinline__ void hand_over(const WgmmaWarpgroups<TILE_P, TILE_N, THREADS, WGMMA_N>&) {
+__device__ __forceinline__ void hand_over(
+    const WgmmaWarpgroups<TILE_P, TILE_N, THREADS, WGMMA_N>&) {
     fence_async_proxy_shared();
 }
 #endif
@@ -793,17 +804,11 @@ __device__ __forceinline__ void multiply_filter_stage(const FilterWgmmaWarpgroup
     fence_async_proxy_shared();
     __syncthreads();
     const int g = lane / 4, t = lane % 4;
-    unsigned a[SLICE / 8][4];
+    unsigned a[SLICE / 8][MI][4];
     WHORL_UNROLL
     for (int ks = 0; ks < SLICE; ks += 8)
-        load_filter_a_fragment<PITCH_A>(a[ks / 8], a_tile, ks, warps.row, g, t);
-    wgmma_fence();
-    WHORL_UNROLL
-    for (int ks = 0; ks < SLICE; ks += 8) {
-        wgmma_tf32_m64nk8<COLUMNS>(acc[0][0], a[ks / 8], wgmma_descriptor_128b(b_k_major + ks));
-    }
-    wgmma_commit();
-    wgmma_wait<0>();
+        load_filter_a_fragment<PITCH_A>(a[ks / 8][0], a_tile, ks, warps.row, g, t);
+    wgmma_stage<COLUMNS>(acc, a, b_k_major);
 }
 
 template <int COLUMNS>

@@ -1,6 +1,7 @@
 //! Every kernel of kernels/ compiles with NVRTC for Ada (compute_89, L40S) and Hopper
-//! (compute_90a, H100: with the warpgroup-MMA kernels). With ptxas at hand (WHORL_PTXAS), each kernel's registers, shared memory
-//! and spills are printed, and a local-memory spill in a hot kernel fails the test.
+//! (compute_90a, H100: with the warpgroup-MMA kernels). With ptxas at hand (WHORL_PTXAS), each
+//! kernel's registers, shared memory and spills are printed, and a local-memory spill in a hot
+//! kernel fails the test.
 //!
 //! Without libnvrtc (a machine with no CUDA) the test says it was skipped and why; in CI
 //! (CI=true) it must run: .ci/run installs NVRTC from PyPI into the clone.

@@ -79,28 +79,37 @@ const MAX_INTEGER_SHARE: f64 = 0.25;
 /// Test kernels compiled here, which must hold at least one tensor-core kernel.
 const TEST_SOURCES: [&str; 1] = ["tests/kernels/tensor_core_gemm.cu"];
 
-/// One kernel's machine code: each instruction's opcode (without modifiers, e.g. HMMA), and the
-/// loops, as (first, last) instruction indices of each backward branch's span.
+/// One kernel's machine code: each instruction's opcode with its modifiers
+/// ("HGMMA.64x128x8.F32.TF32"), and the loops, as (first, last) instruction indices of each
+/// backward branch's span.
 struct Sass {
-    opcodes: Vec<String>,
-    /// Each instruction's opcode with its modifiers ("HGMMA.64x128x8.F32.TF32").
     instructions: Vec<String>,
     loops: Vec<(usize, usize)>,
 }
 
+/// An instruction's opcode without its modifiers (HGMMA).
+fn opcode(instruction: &str) -> &str {
+    instruction.split('.').next().unwrap_or_default()
+}
+
 impl Sass {
+    /// Each instruction's opcode without its modifiers.
+    fn opcodes(&self) -> Vec<&str> {
+        self.instructions.iter().map(|i| opcode(i)).collect()
+    }
+
     fn count(&self, range: std::ops::RangeInclusive<usize>, opcodes: &[&str]) -> usize {
-        self.opcodes[range]
+        self.instructions[range]
             .iter()
-            .filter(|op| opcodes.contains(&op.as_str()))
+            .filter(|instruction| opcodes.contains(&opcode(instruction)))
             .count()
     }
 
-    /// The m16n8k8 mma a range's `opcode` instructions do per warp.
-    fn mma(&self, range: std::ops::RangeInclusive<usize>, opcode: &str) -> usize {
+    /// The m16n8k8 mma a range's `wanted` instructions do per warp.
+    fn mma(&self, range: std::ops::RangeInclusive<usize>, wanted: &str) -> usize {
         self.instructions[range]
             .iter()
-            .filter(|instruction| instruction.split('.').next() == Some(opcode))
+            .filter(|instruction| opcode(instruction) == wanted)
             .map(|instruction| mma_per_instruction(instruction))
             .sum()
     }
@@ -108,8 +117,8 @@ impl Sass {
     /// The most frequent opcodes of a range, with their counts, most frequent first.
     fn mix(&self, range: std::ops::RangeInclusive<usize>) -> String {
         let mut counts = BTreeMap::<&str, usize>::new();
-        for op in &self.opcodes[range] {
-            *counts.entry(op).or_default() += 1;
+        for instruction in &self.instructions[range] {
+            *counts.entry(opcode(instruction)).or_default() += 1;
         }
         let mut counts: Vec<_> = counts.into_iter().collect();
         counts.sort_by_key(|&(op, n)| (std::cmp::Reverse(n), op));
@@ -124,7 +133,7 @@ impl Sass {
     /// The main loop of a kernel that multiplies with `opcode` (HMMA, FFMA): the innermost loop
     /// holding at least half of the kernel's `opcode` instructions.
     fn main_loop(&self, opcode: &str) -> Option<(usize, usize)> {
-        let total = self.count(0..=self.opcodes.len().saturating_sub(1), &[opcode]);
+        let total = self.count(0..=self.instructions.len().saturating_sub(1), &[opcode]);
         self.loops
             .iter()
             .copied()
@@ -142,12 +151,12 @@ fn parse_listing(listing: &str) -> BTreeMap<String, Sass> {
             .next()
             .unwrap_or_default()
             .to_string();
-        let (mut opcodes, mut instructions) = (Vec::new(), Vec::new());
+        let mut instructions = Vec::new();
         let mut labels = BTreeMap::new();
         let mut branches = Vec::new();
         for line in section.lines().map(str::trim) {
             if let Some(label) = line.strip_suffix(':').filter(|l| l.starts_with(".L_x_")) {
-                labels.insert(label.to_string(), opcodes.len());
+                labels.insert(label.to_string(), instructions.len());
                 continue;
             }
             // "/*0a40*/  @!P0 BRA `(.L_x_3) ;": an address, an optional predicate, the opcode.
@@ -158,16 +167,10 @@ fn parse_listing(listing: &str) -> BTreeMap<String, Sass> {
             let Some(instruction) = words.next() else {
                 continue;
             };
-            let opcode = instruction
-                .split('.')
-                .next()
-                .unwrap_or_default()
-                .to_string();
             let target = line.split("`(").nth(1).and_then(|t| t.split(')').next());
-            if let (true, Some(target)) = (opcode == "BRA", target) {
-                branches.push((opcodes.len(), target.to_string()));
+            if let (true, Some(target)) = (opcode(instruction) == "BRA", target) {
+                branches.push((instructions.len(), target.to_string()));
             }
-            opcodes.push(opcode);
             instructions.push(instruction.to_string());
         }
         let loops = branches
@@ -178,7 +181,6 @@ fn parse_listing(listing: &str) -> BTreeMap<String, Sass> {
         kernels.insert(
             name,
             Sass {
-                opcodes,
                 instructions,
                 loops,
             },
@@ -280,7 +282,7 @@ fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
                 if !runs_on_tensor_cores(&kernel) {
                     continue;
                 }
-                let all = 0..=sass.opcodes.len() - 1;
+                let all = 0..=sass.instructions.len() - 1;
                 let spills = sass.count(all.clone(), &["LDL", "STL"]);
                 let main_loop = sass.main_loop(mma);
                 let (first, last) = main_loop.unwrap_or((0, 0));
@@ -295,7 +297,7 @@ fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
                     "{sm} {origin} {kernel}: {} instructions, {spills} LDL/STL; main loop {} \
                      instructions: {mma} {hmma} ({:.0} mma per 100 instructions), LDGSTS \
                      {ldgsts}; {}",
-                    sass.opcodes.len(),
+                    sass.instructions.len(),
                     body.clone().count(),
                     100.0 * share,
                     sass.mix(body),
@@ -410,11 +412,11 @@ fn the_listing_parser_finds_the_innermost_loop_that_holds_hmma() {
 ";
     let kernels = parse_listing(listing);
     let outer = &kernels["outer"];
-    assert_eq!(outer.opcodes.len(), 9);
+    assert_eq!(outer.instructions.len(), 9);
     assert_eq!(outer.loops, [(2, 4), (1, 6)]);
     assert_eq!(outer.main_loop("HMMA"), Some((2, 4)));
     assert_eq!(outer.count(0..=8, &["LDL", "STL"]), 1);
     let plain = &kernels["plain"];
-    assert_eq!(plain.opcodes, ["HFMA2", "BRA"]);
+    assert_eq!(plain.opcodes(), ["HFMA2", "BRA"]);
     assert_eq!(plain.main_loop("HMMA"), None);
 }

@@ -387,14 +387,6 @@ inline void wgmma_sync(WarpCollective complete, int pending_groups, std::source_
     warp_collective(&lane, complete, site.file_name(), static_cast<int>(site.line()));
 }
 
-}  // namespace whorl_emu
-
-__device__ void wgmma_fence(std::source_location site = std::source_location::current()) {
-    ::whorl_emu::wgmma_sync(&::whorl_emu::complete_wgmma_fence, 0, site);
-}
-
-namespace whorl_emu {
-
 // The warp's share of the warpgroup's wgmma of `columns` columns, which must be four whole warps
 // of the block.
 inline void wgmma_tf32(int columns, float* d, const unsigned a[4], unsigned long long b,
@@ -412,6 +404,10 @@ inline void wgmma_tf32(int columns, float* d, const unsigned a[4], unsigned long
 }
 
 }  // namespace whorl_emu
+
+__device__ void wgmma_fence(std::source_location site = std::source_location::current()) {
+    ::whorl_emu::wgmma_sync(&::whorl_emu::complete_wgmma_fence, 0, site);
+}
 
 __device__ void wgmma_tf32_m64n64k8(float d[32], const unsigned a[4], unsigned long long b,
                                     std::source_location site = std::source_location::current()) {

@@ -36,10 +36,10 @@ pub(crate) struct BenchArgs {
 
     /// On a Hopper GPU (compute capability 9.0: H100, H200), time the warpgroup tiles (wgmma)
     /// too among the TF32 GEMMs' and kernel gradients' candidates, and keep them where they
-    /// are fastest. Training
-    /// does not use them yet: they have been checked in the emulator only, and a GPU may round
-    /// their sums otherwise than the other tiles', so a choice between them could change a
-    /// run's last bits. Without a Hopper GPU, or with --precision fp32, nothing changes.
+    /// are fastest. Training does not use them yet: they have been checked in the emulator
+    /// only, and a GPU may round their sums otherwise than the other tiles', so a choice
+    /// between them could change a run's last bits. Without a Hopper GPU, or with
+    /// --precision fp32, nothing changes.
     #[arg(long)]
     pub(crate) warpgroup_tiles: bool,
 }

@@ -82,6 +82,13 @@ pub enum GemmTile {
     Tf32WgmmaPooled,
 }
 
+/// A shape's candidates: `tiles`, then `warpgroup_tiles` where `warpgroups` (the device runs
+/// them and the backend was asked to offer them).
+fn with_warpgroup_tiles<T: Copy>(tiles: &[T], warpgroup_tiles: &[T], warpgroups: bool) -> Vec<T> {
+    let warpgroup_tiles = if warpgroups { warpgroup_tiles } else { &[] };
+    tiles.iter().chain(warpgroup_tiles).copied().collect()
+}
+
 /// What a GEMM's epilogue does besides storing its sums, as far as the choice of tile goes:
 /// nothing more, also pool them (the pooling tiles), or multiply them by an activation's slope
 /// (slope_at: the tiles that do not pool, but for the FP32 128 x 128 one).
@@ -159,8 +166,7 @@ impl GemmTile {
                 (false, false, false, false) => (&[Fp32], &[]),
                 (false, false, true, false) => (&[Fp32Narrow], &[]),
             };
-        let warpgroup_tiles = if warpgroups { warpgroup_tiles } else { &[] };
-        tiles.iter().chain(warpgroup_tiles).copied().collect()
+        with_warpgroup_tiles(tiles, warpgroup_tiles, warpgroups)
     }
 
     /// Whether a GEMM of `n` output channels can pool its output in the epilogue: only the
@@ -365,8 +371,7 @@ impl FilterTile {
             (false, true) => (&[Fp32Wide], &[]),
             (false, false) => (&[Fp32], &[]),
         };
-        let warpgroup_tiles = if warpgroups { warpgroup_tiles } else { &[] };
-        tiles.iter().chain(warpgroup_tiles).copied().collect()
+        with_warpgroup_tiles(tiles, warpgroup_tiles, warpgroups)
     }
 
     /// Its typed launch function.
