@@ -205,6 +205,17 @@ __device__ __forceinline__ void advance(TapCursor& cursor, int step, int src_c, 
 //   A and B must be TF32 values (from tf32_round now or when they were stored): the tensor
 //   core truncates any other float.
 //   mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32.
+// bf16_pair(low, high): low and high rounded to BF16 (8 significant bits, nearest, ties to
+//   even) in one register, low in the low half: two values of an mma operand.
+//   cvt.rn.bf16x2.f32 (which takes the high half's value first).
+// mma_bf16_m16n8k16(d, a, b, c): d = a b + c for one warp, A 16 x 16 (row), B 16 x 8 (col) of
+//   BF16, C and D 16 x 8 in float32, each a and b register two values (bf16_pair), laid out as
+//   in the PTX ISA ("Matrix Fragments for mma.m16n8k16", .bf16):
+//     a[0] = A[g][2t, 2t + 1]       a[1] = A[g + 8][2t, 2t + 1]
+//     a[2] = A[g][2t + 8, 2t + 9]   a[3] = A[g + 8][2t + 8, 2t + 9]
+//     b[0] = B[2t, 2t + 1][g]       b[1] = B[2t + 8, 2t + 9][g]
+//     c and d as mma_tf32_m16n8k8's.
+//   mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32.
 // ldmatrix_x4(r, shared_row): four 8 x 8 matrices of 16-bit values from shared memory, for one
 //   warp: lanes 8i..8i+7 each point at one 16-byte row of matrix i (16-byte aligned), and lane l
 //   gets in r[i] the 32-bit word l % 4 of row l / 4 of matrix i. Read as TF32 (rows of 4
@@ -238,6 +249,22 @@ __device__ __forceinline__ void mma_tf32_m16n8k8(float d[4], const unsigned a[4]
                                                  const unsigned b[2], const float c[4]) {
     asm volatile(
         "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]),
+          "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+
+__device__ __forceinline__ unsigned bf16_pair(float low, float high) {
+    unsigned pair;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(pair) : "f"(high), "f"(low));
+    return pair;
+}
+
+__device__ __forceinline__ void mma_bf16_m16n8k16(float d[4], const unsigned a[4],
+                                                  const unsigned b[2], const float c[4]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
         "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};"
         : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]),
@@ -283,6 +310,32 @@ __device__ __forceinline__ void cp_async_wait() {
 }
 #endif
 
+// bf16_round(x): x rounded to BF16 (nearest, ties to even) as a float32 (the low 16 bits zero),
+//   for a finite x: what bf16_pair keeps of it, for operands stored rounded.
+__device__ __forceinline__ float bf16_round(float value) {
+    const unsigned bits = __float_as_uint(value);
+    return __uint_as_float((bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u);
+}
+
+// An m16n8k16 BF16 fragment of lane (g, t) from the m16n8k8 (TF32 layout) fragments of K 0-7
+// (k0) and 8-15 (k1), as read, float32 bits. Take the BF16 fragment's K 2t, 2t + 1, 2t + 8,
+// 2t + 9 to be K t, t + 4, 8 + t, 12 + t (a permutation of 0-15): then its A pairs are
+// (a[0], a[2]) and (a[1], a[3]) of each m16n8k8 fragment, its B pairs (b[0], b[1]). A and B
+// permuted alike leave the sum over K as it is, so kernels that read TF32 fragments multiply
+// in BF16 by pairing them, one mma per 16 of K.
+__device__ __forceinline__ void bf16_a_fragment(unsigned a[4], const unsigned k0[4],
+                                                const unsigned k1[4]) {
+    a[0] = bf16_pair(__uint_as_float(k0[0]), __uint_as_float(k0[2]));
+    a[1] = bf16_pair(__uint_as_float(k0[1]), __uint_as_float(k0[3]));
+    a[2] = bf16_pair(__uint_as_float(k1[0]), __uint_as_float(k1[2]));
+    a[3] = bf16_pair(__uint_as_float(k1[1]), __uint_as_float(k1[3]));
+}
+
+__device__ __forceinline__ void bf16_b_fragment(unsigned b[2], const unsigned k0[2],
+                                                const unsigned k1[2]) {
+    b[0] = bf16_pair(__uint_as_float(k0[0]), __uint_as_float(k0[1]));
+    b[1] = bf16_pair(__uint_as_float(k1[0]), __uint_as_float(k1[1]));
+}
 
 // ---- Warpgroup tensor cores (Hopper, sm_90a) ----
 //

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    CONV_CASES, FP32_GEMM_KERNELS, POOLED_CASES, conv, nhwc, parity, pipelined_losses, random,
-    relative_error, tf32, tiles, widen,
+    CONV_CASES, FP32_GEMM_KERNELS, POOLED_CASES, bf16, conv, nhwc, parity, pipelined_losses,
+    random, relative_error, tf32, tiles, widen,
 };
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
@@ -763,6 +763,106 @@ fn the_tf32_mma_follows_the_ptx_fragment_layout_and_truncates_unrounded_operands
         .unwrap_err()
         .to_string();
     assert!(error.contains("needs all 32 lanes"), "{error}");
+}
+
+/// Two (row, column) positions: the values of one register of BF16 pairs, low half first.
+type Pair = [(usize, usize); 2];
+
+/// The m16n8k16 BF16 fragments of lane `lane` (g = lane / 4, t = lane % 4): A's (row, k) and
+/// B's (k, column) pairs, as the PTX ISA lays them out.
+fn m16n8k16_fragments(lane: usize) -> ([Pair; 4], [Pair; 2]) {
+    let (g, t) = (lane / 4, lane % 4);
+    let a = |row: usize, k: usize| [(row, k), (row, k + 1)];
+    let b = |k: usize| [(k, g), (k + 1, g)];
+    (
+        [
+            a(g, 2 * t),
+            a(g + 8, 2 * t),
+            a(g, 2 * t + 8),
+            a(g + 8, 2 * t + 8),
+        ],
+        [b(2 * t), b(2 * t + 8)],
+    )
+}
+
+/// C + A B in float64 over `k` of K, A (16 x k) and B (k x 8) row-major, their values through
+/// `operand` (what the tensor cores multiply).
+fn mma_reference(a: &[f32], b: &[f32], c: &[f32], k: usize, operand: fn(f32) -> f32) -> Vec<f64> {
+    (0..16 * 8)
+        .map(|ij| {
+            let (i, j) = (ij / 8, ij % 8);
+            (0..k).fold(f64::from(c[ij]), |s, l| {
+                s + f64::from(operand(a[i * k + l])) * f64::from(operand(b[l * 8 + j]))
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_bf16_mma_follows_the_ptx_fragment_layout_and_rounds_to_nearest_even() {
+    let a = random(16 * 16, -2.0, 2.0, 11);
+    let b = random(16 * 8, -2.0, 2.0, 12);
+    let c = random(16 * 8, -1.0, 1.0, 13);
+    let (mut a_regs, mut b_regs, mut c_regs) = (vec![], vec![], vec![]);
+    for lane in 0..32 {
+        let (fa, fb) = m16n8k16_fragments(lane);
+        a_regs.extend(fa.iter().flatten().map(|&(i, k)| a[i * 16 + k]));
+        b_regs.extend(fb.iter().flatten().map(|&(k, j)| b[k * 8 + j]));
+        c_regs.extend(m16n8k8_fragments(lane).2.map(|(i, j)| c[i * 8 + j]));
+    }
+    let mut device = Emulator::new();
+    let buffers = uploaded(&mut device, &[&a_regs, &b_regs, &c_regs, &c_regs]);
+    let args: Vec<KernelArg> = buffers.iter().map(|&p| KernelArg::Ptr(p)).collect();
+    device
+        .launch("mma_bf16_fragments", [1, 1, 1], [32, 1, 1], 0, &args)
+        .unwrap();
+    let mut d_regs = vec![0.0; 128];
+    device.download(buffers[3], &mut d_regs).unwrap();
+    let mut d = vec![0.0f32; 16 * 8];
+    for lane in 0..32 {
+        for (r, (i, j)) in m16n8k8_fragments(lane).2.into_iter().enumerate() {
+            d[i * 8 + j] = d_regs[lane * 4 + r];
+        }
+    }
+    let rounded = mma_reference(&a, &b, &c, 16, bf16);
+    assert!(relative_error(&d, &rounded) < 1e-6);
+    let tf32_apart = relative_error(&d, &mma_reference(&a, &b, &c, 16, tf32));
+    assert!(
+        tf32_apart > 1e-4,
+        "the operands must be BF16, not TF32 ({tf32_apart:e})"
+    );
+}
+
+#[test]
+fn bf16_fragments_paired_from_tf32_fragments_multiply_as_a_bf16_mma() {
+    // The convolution kernels read m16n8k8 (TF32 layout) fragments and pair two of them into an
+    // m16n8k16 BF16 one (bf16_a_fragment, bf16_b_fragment): the product must be A B with the
+    // operands rounded to BF16, and A paired across rows instead must not be.
+    let a = random(16 * 16, -2.0, 2.0, 21);
+    let b = random(16 * 8, -2.0, 2.0, 22);
+    let zeros = vec![0.0f32; 16 * 8];
+    let expected = mma_reference(&a, &b, &zeros, 16, bf16);
+    let mut device = Emulator::new();
+    let buffers = uploaded(&mut device, &[&a, &b, &zeros]);
+    let mut product = |mistake: i32| {
+        let mut args = vec![KernelArg::I32(mistake)];
+        args.extend(buffers.iter().map(|&p| KernelArg::Ptr(p)));
+        device
+            .launch(
+                "bf16_mma_of_tf32_fragments",
+                [1, 1, 1],
+                [32, 1, 1],
+                0,
+                &args,
+            )
+            .unwrap();
+        let mut d = vec![0.0; 16 * 8];
+        device.download(buffers[2], &mut d).unwrap();
+        d
+    };
+    assert!(relative_error(&product(0), &expected) < 1e-6);
+    let broken = relative_error(&product(1), &expected);
+    assert!(broken > 0.1, "A paired across rows gives A B ({broken:e})");
 }
 
 /// Runs `kernel(input, output)` on one warp, `input` holding `values`; returns the

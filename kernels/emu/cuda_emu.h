@@ -298,9 +298,22 @@ __device__ unsigned tf32_round(float value) { return (__float_as_uint(value) + 0
 __device__ void mma_tf32_m16n8k8(float d[4], const unsigned a[4], const unsigned b[2],
                                  const float c[4],
                                  std::source_location site = std::source_location::current()) {
-    ::whorl_emu::MmaTf32Lane lane{a, b, c, d};
+    ::whorl_emu::MmaLane lane{a, b, c, d};
     ::whorl_emu::warp_collective(&lane, &::whorl_emu::complete_mma_tf32_m16n8k8, site.file_name(),
                                  static_cast<int>(site.line()));
+}
+
+// cvt.rn.bf16x2.f32: round to nearest even, as __float2bfloat16 does.
+__device__ unsigned bf16_pair(float low, float high) {
+    return static_cast<unsigned>(__float2bfloat16(high).bits) << 16 | __float2bfloat16(low).bits;
+}
+
+__device__ void mma_bf16_m16n8k16(float d[4], const unsigned a[4], const unsigned b[2],
+                                  const float c[4],
+                                  std::source_location site = std::source_location::current()) {
+    ::whorl_emu::MmaLane lane{a, b, c, d};
+    ::whorl_emu::warp_collective(&lane, &::whorl_emu::complete_mma_bf16_m16n8k16,
+                                 site.file_name(), static_cast<int>(site.line()));
 }
 
 __device__ void ldmatrix_x4(unsigned registers[4], const void* shared_row,

@@ -37,19 +37,19 @@ inline float tf32_operand(uint32_t bits) {
     return value;
 }
 
-// One lane's operands and result of an m16n8k8 TF32 mma.
-struct MmaTf32Lane {
+// One lane's operands and result of an m16n8k8 TF32 or m16n8k16 BF16 mma.
+struct MmaLane {
     const uint32_t* a;  // 4 registers
     const uint32_t* b;  // 2 registers
     const float* c;     // 4 values
     float* d;           // 4 values, may be c
 };
 
-// Completes an m16n8k8 TF32 mma for the 32 lanes of a warp (`lanes[i]` is lane i's MmaTf32Lane).
+// Completes an m16n8k8 TF32 mma for the 32 lanes of a warp (`lanes[i]` is lane i's MmaLane).
 inline void complete_mma_tf32_m16n8k8(void* const lanes[32]) {
     float a[16][8], b[8][8], c[16][8];
     for (int lane = 0; lane < 32; ++lane) {
-        const MmaTf32Lane& f = *static_cast<const MmaTf32Lane*>(lanes[lane]);
+        const MmaLane& f = *static_cast<const MmaLane*>(lanes[lane]);
         int g = lane / 4, t = lane % 4;
         a[g][t] = tf32_operand(f.a[0]);
         a[g + 8][t] = tf32_operand(f.a[1]);
@@ -70,12 +70,61 @@ inline void complete_mma_tf32_m16n8k8(void* const lanes[32]) {
             d[i][j] = sum;
         }
     for (int lane = 0; lane < 32; ++lane) {
-        float* out = static_cast<const MmaTf32Lane*>(lanes[lane])->d;
+        float* out = static_cast<const MmaLane*>(lanes[lane])->d;
         int g = lane / 4, t = lane % 4;
         out[0] = d[g][2 * t];
         out[1] = d[g][2 * t + 1];
         out[2] = d[g + 8][2 * t];
         out[3] = d[g + 8][2 * t + 1];
+    }
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, the same way. Each A and B register
+// holds two BF16 values, the lower-indexed one in its low half ("Matrix Fragments for
+// mma.m16n8k16", .bf16):
+//   A (16 x 16, row): a0 = A[g][2t, 2t + 1]      a1 = A[g + 8][2t, 2t + 1]
+//                     a2 = A[g][2t + 8, 2t + 9]  a3 = A[g + 8][2t + 8, 2t + 9]
+//   B (16 x 8, col):  b0 = B[2t, 2t + 1][g]      b1 = B[2t + 8, 2t + 9][g]
+//   C, D: as the m16n8k8's.
+// Products of two BF16 values are exact in float32; they are added to C in float32, in k order.
+
+// The float32 value of the BF16 in the low (half 0) or high (half 1) 16 bits of a register.
+inline float bf16_operand(uint32_t bits, int half) {
+    uint32_t value_bits = half ? bits & 0xffff0000u : bits << 16;
+    float value;
+    std::memcpy(&value, &value_bits, 4);
+    return value;
+}
+
+// Completes an m16n8k16 BF16 mma for the 32 lanes of a warp (`lanes[i]` is lane i's
+// MmaLane, its registers read as BF16 pairs).
+inline void complete_mma_bf16_m16n8k16(void* const lanes[32]) {
+    float a[16][16], b[16][8], c[16][8];
+    for (int lane = 0; lane < 32; ++lane) {
+        const MmaLane& f = *static_cast<const MmaLane*>(lanes[lane]);
+        int g = lane / 4, t = lane % 4;
+        for (int half = 0; half < 2; ++half) {
+            a[g][2 * t + half] = bf16_operand(f.a[0], half);
+            a[g + 8][2 * t + half] = bf16_operand(f.a[1], half);
+            a[g][2 * t + 8 + half] = bf16_operand(f.a[2], half);
+            a[g + 8][2 * t + 8 + half] = bf16_operand(f.a[3], half);
+            b[2 * t + half][g] = bf16_operand(f.b[0], half);
+            b[2 * t + 8 + half][g] = bf16_operand(f.b[1], half);
+        }
+        c[g][2 * t] = f.c[0];
+        c[g][2 * t + 1] = f.c[1];
+        c[g + 8][2 * t] = f.c[2];
+        c[g + 8][2 * t + 1] = f.c[3];
+    }
+    for (int lane = 0; lane < 32; ++lane) {
+        float* out = static_cast<const MmaLane*>(lanes[lane])->d;
+        int g = lane / 4, t = lane % 4;
+        for (int r = 0; r < 4; ++r) {
+            int i = g + 8 * (r / 2), j = 2 * t + r % 2;
+            float sum = c[i][j];
+            for (int k = 0; k < 16; ++k) sum += a[i][k] * b[k][j];
+            out[r] = sum;
+        }
     }
 }
 

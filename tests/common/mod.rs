@@ -30,6 +30,11 @@ pub fn tf32(value: f32) -> f32 {
     f32::from_bits((value.to_bits() + 0x1000) & !0x1fff)
 }
 
+/// BF16 as cvt.rn.bf16x2.f32 rounds: 7 mantissa bits, nearest, ties to even.
+pub fn bf16(value: f32) -> f32 {
+    half::bf16::from_f32(value).to_f32()
+}
+
 /// The FP32 convolution kernels that are GEMMs: the gathered GEMMs and the kernel-gradient
 /// partials (the plain convolutions run by Winograd instead in FP32).
 pub const FP32_GEMM_KERNELS: [&str; 6] = [
