@@ -1,9 +1,10 @@
-// The convolution GEMM of conv2d.cu on tensor cores, in TF32: the same contract as
+// The convolution GEMM of conv2d.cu on tensor cores, in TF32 or BF16: the same contract as
 // conv2d_gathered_gemm (a window gathered per grid pixel, tap-major K, out[p', n] =
 // epilogue_output(bias + window(p) W), scattered by out_stride/out_row/out_col; the _pooled
 // kernel writes the 2x2 max pooling of out too, the grid in window-major order), with operands
 // rounded to TF32 (round to nearest) and products accumulated in float32, as cuDNN and
-// PyTorch run convolutions by default on Ampere and newer GPUs.
+// PyTorch run convolutions by default on Ampere and newer GPUs; the _bf16 kernels round the
+// operands to BF16 instead (Operands, below).
 //
 // Needs src_c and n multiples of 4: a 16-byte copy is then 4 channels of one tap of one pixel
 // (never across a tap) or 4 adjacent output channels of W, so the tiles fill by cp.async.
@@ -31,7 +32,7 @@
 // per mma, 96 KiB of shared memory (two blocks an SM on an H100, as registers allow the eight-
 // warp tile anyway; one on sm_89).
 // Both operands are K-contiguous in shared memory (the windows, and W as the backend passes
-// it: transposed to [n][K] and rounded to TF32 by tf32_weights_k_major), so ldmatrix reads the
+// it: transposed to [n][K] and rounded by tensor_core_weights_k_major), so ldmatrix reads the
 // fragments of both, and only A's are rounded in the main loop.
 #define TF32_SLICE 16
 #define TF32_LONG_SLICE 32
@@ -50,6 +51,66 @@
 // Blocks an SM the pooling 256 x 64 tile is compiled for: as many as the plain one fits (its
 // epilogue's shuffles would otherwise take it past 128 registers on sm_90, and to one block).
 #define TF32_POOLED_BLOCKS 2
+
+// What the mma.sync tiles multiply (their template argument):
+// - Tf32: m16n8k8, an mma per 8 of K, operands rounded to TF32 (tf32_round) as they are read,
+//   or before where they were stored rounded;
+// - Bf16: m16n8k16, an mma per 16 of K, operands rounded to BF16: each lane pairs the two
+//   m16n8k8 fragments it reads for TF32 (bf16_a_fragment, bf16_b_fragment), so the stages,
+//   copies and fragment reads are the same. Half the mma for the same K, each at TF32's
+//   issue rate (BF16's tensor-core peak is twice TF32's from Ampere on): faster where the
+//   tensor cores bound the loop (the L40S's 362 dense TFLOP/s against 183), for 3 fewer
+//   significant bits (8; products still exact and summed in float32).
+enum class Operands { Tf32, Bf16 };
+
+// K of one mma.
+template <Operands OPERANDS>
+constexpr int MMA_K = OPERANDS == Operands::Bf16 ? 16 : 8;
+
+// Registers read as float32 bits, rounded to TF32 in place.
+template <int R>
+__device__ __forceinline__ void round_to_tf32(unsigned (&registers)[R]) {
+    WHORL_UNROLL
+    for (int i = 0; i < R; ++i) registers[i] = tf32_round(__uint_as_float(registers[i]));
+}
+
+// One mma's A operand of a lane (a) from the m16n8k8 fragments of its K, as read (float32
+// bits): rounded to TF32, or paired into BF16.
+template <Operands OPERANDS>
+__device__ __forceinline__ void a_operand(unsigned (&a)[4],
+                                          unsigned (&read)[MMA_K<OPERANDS> / 8][4]) {
+    if constexpr (OPERANDS == Operands::Bf16) {
+        bf16_a_fragment(a, read[0], read[1]);
+    } else {
+        round_to_tf32(read[0]);
+        WHORL_UNROLL
+        for (int i = 0; i < 4; ++i) a[i] = read[0][i];
+    }
+}
+
+// The same for B, whose values may have been stored rounded (STORED_ROUNDED: to TF32 for TF32,
+// where it is then used as read; to BF16 for BF16, where pairing keeps them).
+template <Operands OPERANDS, bool STORED_ROUNDED>
+__device__ __forceinline__ void b_operand(unsigned (&b)[2],
+                                          unsigned (&read)[MMA_K<OPERANDS> / 8][2]) {
+    if constexpr (OPERANDS == Operands::Bf16) {
+        bf16_b_fragment(b, read[0], read[1]);
+    } else {
+        if constexpr (!STORED_ROUNDED) round_to_tf32(read[0]);
+        b[0] = read[0][0];
+        b[1] = read[0][1];
+    }
+}
+
+// acc += a b by one mma of OPERANDS.
+template <Operands OPERANDS>
+__device__ __forceinline__ void tensor_core_mma(float (&acc)[4], const unsigned (&a)[4],
+                                                const unsigned (&b)[2]) {
+    if constexpr (OPERANDS == Operands::Bf16)
+        mma_bf16_m16n8k16(acc, a, b, acc);
+    else
+        mma_tf32_m16n8k8(acc, a, b, acc);
+}
 
 // The STAGES-stage cp.async pipeline of the kernels here: load(slice, stage) starts the copies
 // of a slice into a stage of shared memory, multiply(stage) consumes one; loads run STAGES - 1
@@ -115,22 +176,18 @@ __device__ __forceinline__ int a_fragment_offset(int row, int ks, int lane) {
     return tf32_tile_offset<SLICE>(row + lane % 8 + 8 * ((lane / 8) % 2), ks + 4 * (lane / 16));
 }
 
-// An A fragment by ldmatrix from `at` (a_fragment_offset's row), rounded to TF32.
-__device__ __forceinline__ void load_rounded_a_fragment(unsigned a[4], const float* at) {
-    ldmatrix_x4(a, at);
-    WHORL_UNROLL
-    for (int i = 0; i < 4; ++i) a[i] = tf32_round(__uint_as_float(a[i]));
-}
-
 // Warp tiles of mma.sync: WARP_P x WARP_N per warp, TILE_N / WARP_N warps along the channels and
-// the rest along the pixels. Per 8 of K each lane loads MI A fragments and NI B fragments with
-// ldmatrix (two B fragments a load), rounds the A fragments to TF32 and issues MI NI mma.
-// Rounding A as its fragments are read costs one integer addition a value (the tensor core's
-// truncation clears the low bits); rounding in shared memory when the copies land would cost a
-// third more shared-memory traffic, which is what bounds this loop.
-template <int TILE_P_, int TILE_N_, int WARP_N, int THREADS_, int SLICE_>
+// the rest along the pixels. Per mma's K (8 for TF32, 16 for BF16) each lane loads MI A
+// fragments and NI B fragments of each 8 of K with ldmatrix (two B fragments a load), rounds
+// them (a_operand, b_operand: B was stored rounded) and issues MI NI mma.
+// Rounding A as its fragments are read costs one integer addition a value in TF32 (the tensor
+// core's truncation clears the low bits), one conversion a pair in BF16; rounding in shared
+// memory when the copies land would cost a third more shared-memory traffic, which is what
+// bounds this loop on an H100.
+template <int TILE_P_, int TILE_N_, int WARP_N, int THREADS_, int SLICE_, Operands OPERANDS_>
 struct MmaSyncWarps {
     static constexpr int TILE_P = TILE_P_, TILE_N = TILE_N_, THREADS = THREADS_, SLICE = SLICE_;
+    static constexpr Operands OPERANDS = OPERANDS_;
     static constexpr int WARPS_N = TILE_N / WARP_N, WARPS_P = THREADS / 32 / WARPS_N;
     static constexpr int MI = TILE_P / WARPS_P / 16, NI = WARP_N / 8, ROW_STEP = 16;
     int row, column;
@@ -142,10 +199,10 @@ struct MmaSyncWarps {
 // + WARP_N. A as a_fragment_offset says. B ([n][K]): lane l points at row (channel)
 // l % 8 + 8 (l / 16), column 4 ((l / 8) % 2) of 16 channels x 8, so the matrices are b[0] and
 // b[1] of the first 8 channels, then of the next 8.
-template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int SLICE>
+template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int SLICE, Operands OPERANDS>
 __device__ __forceinline__ void place_warps(
-    MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE>& warps, int warp, int lane) {
-    using Warps = MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE>;
+    MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE, OPERANDS>& warps, int warp, int lane) {
+    using Warps = MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE, OPERANDS>;
     warps.row = (warp / Warps::WARPS_N) * (TILE_P / Warps::WARPS_P);
     warps.column = (warp % Warps::WARPS_N) * WARP_N;
     WHORL_UNROLL
@@ -156,43 +213,55 @@ __device__ __forceinline__ void place_warps(
     }
 }
 
-template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int SLICE, int MI, int NI>
+template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int SLICE, Operands OPERANDS, int MI,
+          int NI>
 __device__ __forceinline__ void multiply_stage(
-    const MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE>& warps, const float* a_tile,
-    const float* b_tile, float (&acc)[MI][NI][4]) {
+    const MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE, OPERANDS>& warps,
+    const float* a_tile, const float* b_tile, float (&acc)[MI][NI][4]) {
+    constexpr int K = MMA_K<OPERANDS>, K8 = K / 8;
     WHORL_UNROLL
-    for (int ks = 0; ks < SLICE; ks += 8) {
+    for (int ks = 0; ks < SLICE; ks += K) {
         unsigned a[MI][4], b[NI][2];
         WHORL_UNROLL
-        for (int mi = 0; mi < MI; ++mi)
-            load_rounded_a_fragment(a[mi], a_tile + warps.a_read[ks / 8] + mi * 16 * SLICE);
+        for (int mi = 0; mi < MI; ++mi) {
+            unsigned read[K8][4];
+            WHORL_UNROLL
+            for (int h = 0; h < K8; ++h)
+                ldmatrix_x4(read[h], a_tile + warps.a_read[ks / 8 + h] + mi * 16 * SLICE);
+            a_operand<OPERANDS>(a[mi], read);
+        }
         WHORL_UNROLL
         for (int ni = 0; ni < NI; ni += 2) {
-            unsigned pair[4];
-            ldmatrix_x4(pair, b_tile + warps.b_read[ks / 8] + ni * 8 * SLICE);
-            b[ni][0] = pair[0];
-            b[ni][1] = pair[1];
-            b[ni + 1][0] = pair[2];
-            b[ni + 1][1] = pair[3];
+            unsigned read[2][K8][2];
+            WHORL_UNROLL
+            for (int h = 0; h < K8; ++h) {
+                unsigned pair[4];
+                ldmatrix_x4(pair, b_tile + warps.b_read[ks / 8 + h] + ni * 8 * SLICE);
+                read[0][h][0] = pair[0];
+                read[0][h][1] = pair[1];
+                read[1][h][0] = pair[2];
+                read[1][h][1] = pair[3];
+            }
+            b_operand<OPERANDS, true>(b[ni], read[0]);
+            b_operand<OPERANDS, true>(b[ni + 1], read[1]);
         }
         WHORL_UNROLL
         for (int mi = 0; mi < MI; ++mi) {
             WHORL_UNROLL
-            for (int ni = 0; ni < NI; ++ni)
-                mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
+            for (int ni = 0; ni < NI; ++ni) tensor_core_mma<OPERANDS>(acc[mi][ni], a[mi], b[ni]);
         }
     }
 }
 
-template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int SLICE>
+template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int SLICE, Operands OPERANDS>
 __device__ __forceinline__ float* stages_at(
-    const MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE>&, float* shared) {
+    const MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE, OPERANDS>&, float* shared) {
     return shared;
 }
 
-template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int SLICE>
+template <int TILE_P, int TILE_N, int WARP_N, int THREADS, int SLICE, Operands OPERANDS>
 __device__ __forceinline__ void hand_over(
-    const MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE>&) {}
+    const MmaSyncWarps<TILE_P, TILE_N, WARP_N, THREADS, SLICE, OPERANDS>&) {}
 
 #ifdef WHORL_WARPGROUP_MMA
 // wgmma_tf32_m64nk8<N>: the wgmma of N (64 or 128) columns.
@@ -272,9 +341,10 @@ __device__ __forceinline__ void multiply_stage(
     WHORL_UNROLL
     for (int ks = 0; ks < SLICE; ks += 8) {
         WHORL_UNROLL
-        for (int mi = 0; mi < MI; ++mi)
-            load_rounded_a_fragment(a[ks / 8][mi],
-                                    a_tile + warps.a_read[ks / 8] + mi * 64 * SLICE);
+        for (int mi = 0; mi < MI; ++mi) {
+            ldmatrix_x4(a[ks / 8][mi], a_tile + warps.a_read[ks / 8] + mi * 64 * SLICE);
+            round_to_tf32(a[ks / 8][mi]);
+        }
     }
     wgmma_stage<WGMMA_N>(acc, a, b_tile);
 }
@@ -416,94 +486,44 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
     }
 }
 
-// The 128 x 128 tile. Grid: (ceil(pixels / TF32_WIDE_TILE_P), ceil(n / TF32_WIDE_TILE_N));
-// block 256; dynamic shared memory TF32_WIDE_SHARED_FLOATS (above 48 KiB: the launch opts in).
+// The entry points, one tile of one layout each: WHORL_GATHERED_GEMM(Warps, POOLING) runs the
+// kernel's tile on layout Warps, pooling in the epilogue or not.
+#define WHORL_GATHERED_GEMM(Warps, POOLING)                                                      \
+    tf32_gathered_gemm_tile<Warps, TF32_STAGES, POOLING>(                                        \
+        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row,            \
+        origin_col, weights_k_major, n, bias, activation, slope_at, out, out_h, out_w,           \
+        out_stride, out_row, out_col, POOLING ? pooled : nullptr)
+
+// TF32. The 128 x 128 tile, in eight warps of 64 x 32 (_wide) or four of 64 x 64
+// (_wide_four_warps), on slices of TF32_SLICE or TF32_LONG_SLICE (_long) of K. Grid:
+// (ceil(pixels / TF32_WIDE_TILE_P), ceil(n / TF32_WIDE_TILE_N)); block WHORL_THREADS or
+// TF32_FOUR_WARPS_THREADS; dynamic shared memory TF32_WIDE_SHARED_FLOATS or, on the long
+// slices, TF32_WIDE_LONG_SHARED_FLOATS (96 KiB: within the 99 KiB a block may have on sm_89;
+// above 48 KiB the launch opts in).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n, int grid_h,
-    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-    int origin_col, const float* __restrict__ weights_k_major, int n,
+conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS, TF32_SLICE>;
-    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
-        out_col, nullptr);
+    using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS, TF32_SLICE,
+                               Operands::Tf32>;
+    WHORL_GATHERED_GEMM(Warps, false);
 }
 
-// The 128 x 128 tile on slices of TF32_LONG_SLICE. Grid and block as
-// conv2d_gathered_gemm_tf32_wide's; dynamic shared memory TF32_WIDE_LONG_SHARED_FLOATS (96 KiB:
-// within the 99 KiB a block may have on sm_89).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_tf32_wide_long(const float* __restrict__ src, int grid_n, int grid_h,
-    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-    int origin_col, const float* __restrict__ weights_k_major, int n,
+conv2d_gathered_gemm_tf32_wide_long(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
     using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS,
-                               TF32_LONG_SLICE>;
-    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
-        out_col, nullptr);
+                               TF32_LONG_SLICE, Operands::Tf32>;
+    WHORL_GATHERED_GEMM(Warps, false);
 }
 
-// The 256 x 64 tile. Grid: (ceil(pixels / TF32_TILE_P), ceil(n / TF32_TILE_N));
-// block 256; dynamic shared memory TF32_SHARED_FLOATS (above 48 KiB: the launch opts in).
-extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n, int grid_h,
-    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-    int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
-    using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_SLICE>;
-    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
-        out_col, nullptr);
-}
-
-// The 256 x 64 tile pooling in its epilogue (conv2 and pool2), the grid in window-major order;
-// the other tiles leave `pooled` null (conv2d.cu says why). Grid, block and shared memory as
-// conv2d_gathered_gemm_tf32's; compiled for TF32_POOLED_BLOCKS blocks an SM.
-extern "C" __global__ void __launch_bounds__(WHORL_THREADS, TF32_POOLED_BLOCKS)
-conv2d_gathered_gemm_tf32_pooled(const float* __restrict__ src, int grid_n, int grid_h,
-    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-    int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
-    using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_SLICE>;
-    tf32_gathered_gemm_tile<Warps, TF32_STAGES, true>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
-        out_col, pooled);
-}
-
-// The 256 x 32 tile. Grid: (ceil(pixels / TF32_NARROW_TILE_P), ceil(n / TF32_NARROW_TILE_N));
-// block 256; dynamic shared memory TF32_NARROW_SHARED_FLOATS (above 48 KiB: the launch opts in).
-extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n, int grid_h,
-    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-    int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
-    using Warps = MmaSyncWarps<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, WHORL_THREADS,
-                               TF32_SLICE>;
-    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
-        out_col, nullptr);
-}
-
-// The 128 x 128 and 256 x 64 tiles in four warps of 64 x 64, the 256 x 32 tile in four warps of
-// 64 x 32. Grid, dynamic shared memory and tiles as conv2d_gathered_gemm_tf32_wide's,
-// conv2d_gathered_gemm_tf32's and conv2d_gathered_gemm_tf32_narrow's; block
-// TF32_FOUR_WARPS_THREADS.
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
 conv2d_gathered_gemm_tf32_wide_four_warps(const float* __restrict__ src, int grid_n,
     int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
@@ -512,25 +532,62 @@ conv2d_gathered_gemm_tf32_wide_four_warps(const float* __restrict__ src, int gri
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
     using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
-                               TF32_SLICE>;
-    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
-        out_col, nullptr);
+                               TF32_SLICE, Operands::Tf32>;
+    WHORL_GATHERED_GEMM(Warps, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
-conv2d_gathered_gemm_tf32_four_warps(const float* __restrict__ src, int grid_n, int grid_h,
-    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-    int origin_col, const float* __restrict__ weights_k_major, int n,
+conv2d_gathered_gemm_tf32_wide_four_warps_long(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
-    using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 64, TF32_FOUR_WARPS_THREADS, TF32_SLICE>;
-    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
-        out_col, nullptr);
+    using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
+                               TF32_LONG_SLICE, Operands::Tf32>;
+    WHORL_GATHERED_GEMM(Warps, false);
+}
+
+// The 256 x 64 tile in eight warps of 64 x 32 or four of 64 x 64. Grid: (ceil(pixels /
+// TF32_TILE_P), ceil(n / TF32_TILE_N)); block WHORL_THREADS or TF32_FOUR_WARPS_THREADS; dynamic
+// shared memory TF32_SHARED_FLOATS.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_SLICE,
+                               Operands::Tf32>;
+    WHORL_GATHERED_GEMM(Warps, false);
+}
+
+extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
+conv2d_gathered_gemm_tf32_four_warps(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 64, TF32_FOUR_WARPS_THREADS, TF32_SLICE,
+                               Operands::Tf32>;
+    WHORL_GATHERED_GEMM(Warps, false);
+}
+
+// The 256 x 32 tile in eight warps of 32 x 32 or four of 64 x 32. Grid: (ceil(pixels /
+// TF32_NARROW_TILE_P), ceil(n / TF32_NARROW_TILE_N)); block WHORL_THREADS or
+// TF32_FOUR_WARPS_THREADS; dynamic shared memory TF32_NARROW_SHARED_FLOATS.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    using Warps = MmaSyncWarps<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, WHORL_THREADS,
+                               TF32_SLICE, Operands::Tf32>;
+    WHORL_GATHERED_GEMM(Warps, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
@@ -541,29 +598,109 @@ conv2d_gathered_gemm_tf32_narrow_four_warps(const float* __restrict__ src, int g
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
     using Warps = MmaSyncWarps<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, TF32_FOUR_WARPS_THREADS,
-                               TF32_SLICE>;
-    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
-        out_col, nullptr);
+                               TF32_SLICE, Operands::Tf32>;
+    WHORL_GATHERED_GEMM(Warps, false);
 }
 
-// The 128 x 128 tile in four warps of 64 x 64 on slices of TF32_LONG_SLICE. Grid as
-// conv2d_gathered_gemm_tf32_wide's; block TF32_FOUR_WARPS_THREADS; dynamic shared memory
-// TF32_WIDE_LONG_SHARED_FLOATS (96 KiB: within the 99 KiB a block may have on sm_89).
+// BF16: the same tiles on slices of TF32_SLICE (grids, blocks and shared memory as the TF32
+// kernels of the same name but _bf16 for _tf32).
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_gathered_gemm_bf16_wide(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS, TF32_SLICE,
+                               Operands::Bf16>;
+    WHORL_GATHERED_GEMM(Warps, false);
+}
+
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
-conv2d_gathered_gemm_tf32_wide_four_warps_long(const float* __restrict__ src, int grid_n,
+conv2d_gathered_gemm_bf16_wide_four_warps(const float* __restrict__ src, int grid_n,
     int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
     int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
     const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
     float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
     float* __restrict__ pooled) {
     using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
-                               TF32_LONG_SLICE>;
-    tf32_gathered_gemm_tile<Warps, TF32_STAGES, false>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights_k_major, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row,
-        out_col, nullptr);
+                               TF32_SLICE, Operands::Bf16>;
+    WHORL_GATHERED_GEMM(Warps, false);
+}
+
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_gathered_gemm_bf16(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_SLICE,
+                               Operands::Bf16>;
+    WHORL_GATHERED_GEMM(Warps, false);
+}
+
+extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
+conv2d_gathered_gemm_bf16_four_warps(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 64, TF32_FOUR_WARPS_THREADS, TF32_SLICE,
+                               Operands::Bf16>;
+    WHORL_GATHERED_GEMM(Warps, false);
+}
+
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_gathered_gemm_bf16_narrow(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    using Warps = MmaSyncWarps<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, WHORL_THREADS,
+                               TF32_SLICE, Operands::Bf16>;
+    WHORL_GATHERED_GEMM(Warps, false);
+}
+
+extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
+conv2d_gathered_gemm_bf16_narrow_four_warps(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    using Warps = MmaSyncWarps<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, TF32_FOUR_WARPS_THREADS,
+                               TF32_SLICE, Operands::Bf16>;
+    WHORL_GATHERED_GEMM(Warps, false);
+}
+
+// The 256 x 64 tile in eight warps pooling in its epilogue (conv2 and pool2), the grid in
+// window-major order; the other tiles leave `pooled` null (conv2d.cu says why). Grid, block and
+// shared memory as conv2d_gathered_gemm_tf32's; compiled for TF32_POOLED_BLOCKS blocks an SM.
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS, TF32_POOLED_BLOCKS)
+conv2d_gathered_gemm_tf32_pooled(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_SLICE,
+                               Operands::Tf32>;
+    WHORL_GATHERED_GEMM(Warps, true);
+}
+
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS, TF32_POOLED_BLOCKS)
+conv2d_gathered_gemm_bf16_pooled(const float* __restrict__ src, int grid_n,
+    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
+    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
+    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
+    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
+    float* __restrict__ pooled) {
+    using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_SLICE,
+                               Operands::Bf16>;
+    WHORL_GATHERED_GEMM(Warps, true);
 }
 
 // Hopper's warpgroup tiles (WgmmaWarpgroups, sm_90a only: elsewhere these kernels trap, and
@@ -590,11 +727,8 @@ conv2d_gathered_gemm_tf32_wide_four_warps_long(const float* __restrict__ src, in
 
 #ifdef WHORL_WARPGROUP_MMA
 #define WHORL_WGMMA_TILE(TILE_N, THREADS, WGMMA_N, POOLING)                                      \
-    tf32_gathered_gemm_tile<WgmmaWarpgroups<TF32_WGMMA_TILE_P, TILE_N, THREADS, WGMMA_N>,        \
-                            TF32_STAGES, POOLING>(                                               \
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row,            \
-        origin_col, weights_k_major, n, bias, activation, slope_at, out, out_h, out_w,           \
-        out_stride, out_row, out_col, POOLING ? pooled : nullptr)
+    using Warps = WgmmaWarpgroups<TF32_WGMMA_TILE_P, TILE_N, THREADS, WGMMA_N>;                  \
+    WHORL_GATHERED_GEMM(Warps, POOLING)
 #else
 #define WHORL_WGMMA_TILE(TILE_N, THREADS, WGMMA_N, POOLING) __trap()
 #endif
@@ -641,19 +775,21 @@ conv2d_gathered_gemm_tf32_wgmma_pooled(const float* __restrict__ src, int grid_n
 
 // The gathered GEMM's B operand from weights [k][n] (a kernel, its flip or a phase): transposed
 // to [n][k], so a 16-byte copy is 4 of K and ldmatrix reads the fragments, and rounded to TF32
-// once per GEMM instead of at every fragment read (the bits the mma multiplied before).
-// One thread per element of out: out[c][r] = tf32_round(weights[r][c]).
-extern "C" __global__ void tf32_weights_k_major(const float* __restrict__ weights, int k, int n,
-                                                float* __restrict__ out) {
+// (or with `bf16` non-zero to BF16) once per GEMM instead of at every fragment read (the bits
+// the mma multiplied before). One thread per element of out: out[c][r] = round(weights[r][c]).
+extern "C" __global__ void tensor_core_weights_k_major(const float* __restrict__ weights, int k,
+                                                       int n, int bf16, float* __restrict__ out) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= k * n) return;
     const int c = i / k, r = i % k;
-    out[i] = __uint_as_float(tf32_round(weights[size_t(r) * n + c]));
+    const float weight = weights[size_t(r) * n + c];
+    out[i] = bf16 ? bf16_round(weight) : __uint_as_float(tf32_round(weight));
 }
 
 // Kernel-gradient partials (conv2d_filter_partials) on tensor cores: partial[chunk, k, c] = sum
 // over the chunk's grid pixels p of window(p)[k] * second[p, c], with ones_row a row of ones
-// appended to the window (row K: the sum of second), operands rounded to TF32. The pixels are
+// appended to the window (row K: the sum of second), operands rounded to TF32 (or BF16: the
+// _bf16 kernels). The pixels are
 // the reduction: they run in slices through a cp.async pipeline, the window as A ([pixel][row
 // k] in a stage) and second as B ([pixel][column]).
 #define TF32_FILTER_ROWS 128
@@ -674,18 +810,18 @@ extern "C" __global__ void tf32_weights_k_major(const float* __restrict__ weight
 // and 2g + 1 (so that a lane reads a[0], a[1], and a[2], a[3] 4 pixels on, as 8-byte pairs).
 // Both multiply in the same pixel order, so they give the same bits.
 
-// Lane (g, t)'s A fragment of the 16 rows from `row` and pixels ks .. + 8 of a stage
-// ([pixel][row k], rows PITCH floats apart), rounded to TF32.
+// Lane (g, t)'s m16n8k8 A fragment of the 16 rows from `row` and pixels ks .. + 8 of a stage
+// ([pixel][row k], rows PITCH floats apart), as stored (float32 bits).
 template <int PITCH>
-__device__ __forceinline__ void load_filter_a_fragment(unsigned a[4], const float* a_tile,
+__device__ __forceinline__ void load_filter_a_fragment(unsigned (&a)[4], const float* a_tile,
                                                        int ks, int row, int g, int t) {
     const float* a_pixels = a_tile + (ks + t) * PITCH + row + 2 * g;
     const float2 first = *reinterpret_cast<const float2*>(a_pixels);
     const float2 fifth = *reinterpret_cast<const float2*>(a_pixels + 4 * PITCH);
-    a[0] = tf32_round(first.x);
-    a[1] = tf32_round(first.y);
-    a[2] = tf32_round(fifth.x);
-    a[3] = tf32_round(fifth.y);
+    a[0] = __float_as_uint(first.x);
+    a[1] = __float_as_uint(first.y);
+    a[2] = __float_as_uint(fifth.x);
+    a[3] = __float_as_uint(fifth.y);
 }
 
 // Warp tiles of mma.sync: THREADS / 32 warps, COLUMNS / WARP_N along the columns, each a
@@ -693,57 +829,71 @@ __device__ __forceinline__ void load_filter_a_fragment(unsigned a[4], const floa
 // warps, 64 x 64 in four); slices of TF32_FILTER_SLICE pixels, TF32_STAGES stages. B's
 // fragments are read from the stage: fragment column g of 8-column blocks 2m and 2m + 1 is the
 // tile's column 16m + 2g and 16m + 2g + 1, one 8-byte pair for b[2m][i] and b[2m + 1][i].
-template <int COLUMNS_, int WARP_N, int THREADS_>
+template <int COLUMNS_, int WARP_N, int THREADS_, Operands OPERANDS_>
 struct FilterMmaSyncWarps {
     static constexpr int COLUMNS = COLUMNS_, THREADS = THREADS_;
+    static constexpr Operands OPERANDS = OPERANDS_;
     static constexpr int SLICE = TF32_FILTER_SLICE, STAGES = TF32_STAGES;
     static constexpr int WARPS_N = COLUMNS / WARP_N, WARPS_M = THREADS / 32 / WARPS_N;
     static constexpr int MI = TF32_FILTER_ROWS / WARPS_M / 16, NI = WARP_N / 8;
     int row, column;
 };
 
-template <int COLUMNS, int WARP_N, int THREADS>
+template <int COLUMNS, int WARP_N, int THREADS, Operands OPERANDS>
 __device__ __forceinline__ void place_filter_warps(
-    FilterMmaSyncWarps<COLUMNS, WARP_N, THREADS>& warps, int warp) {
-    using Warps = FilterMmaSyncWarps<COLUMNS, WARP_N, THREADS>;
+    FilterMmaSyncWarps<COLUMNS, WARP_N, THREADS, OPERANDS>& warps, int warp) {
+    using Warps = FilterMmaSyncWarps<COLUMNS, WARP_N, THREADS, OPERANDS>;
     warps.row = (warp / Warps::WARPS_N) * (TF32_FILTER_ROWS / Warps::WARPS_M);
     warps.column = (warp % Warps::WARPS_N) * WARP_N;
 }
 
-template <int COLUMNS, int WARP_N, int THREADS, int MI, int NI>
+template <int COLUMNS, int WARP_N, int THREADS, Operands OPERANDS, int MI, int NI>
 __device__ __forceinline__ void multiply_filter_stage(
-    const FilterMmaSyncWarps<COLUMNS, WARP_N, THREADS>& warps, const float* a_tile,
+    const FilterMmaSyncWarps<COLUMNS, WARP_N, THREADS, OPERANDS>& warps, const float* a_tile,
     const float* b_tile, float (&acc)[MI][NI][4], int lane) {
     constexpr int PITCH_A = TF32_FILTER_ROWS + 8, PITCH_B = COLUMNS + 8;
+    constexpr int K = MMA_K<OPERANDS>, K8 = K / 8;
     const int g = lane / 4, t = lane % 4;
     WHORL_UNROLL
-    for (int ks = 0; ks < TF32_FILTER_SLICE; ks += 8) {
+    for (int ks = 0; ks < TF32_FILTER_SLICE; ks += K) {
         unsigned a[MI][4], b[NI][2];
         WHORL_UNROLL
-        for (int mi = 0; mi < MI; ++mi)
-            load_filter_a_fragment<PITCH_A>(a[mi], a_tile, ks, warps.row + mi * 16, g, t);
+        for (int mi = 0; mi < MI; ++mi) {
+            unsigned read[K8][4];
+            WHORL_UNROLL
+            for (int h = 0; h < K8; ++h)
+                load_filter_a_fragment<PITCH_A>(read[h], a_tile, ks + 8 * h, warps.row + mi * 16,
+                                                g, t);
+            a_operand<OPERANDS>(a[mi], read);
+        }
         WHORL_UNROLL
         for (int ni = 0; ni < NI; ni += 2) {
-            const float* b_pixels = b_tile + (ks + t) * PITCH_B + warps.column + ni * 8 + 2 * g;
-            const float2 first = *reinterpret_cast<const float2*>(b_pixels);
-            const float2 fifth = *reinterpret_cast<const float2*>(b_pixels + 4 * PITCH_B);
-            b[ni][0] = tf32_round(first.x);
-            b[ni + 1][0] = tf32_round(first.y);
-            b[ni][1] = tf32_round(fifth.x);
-            b[ni + 1][1] = tf32_round(fifth.y);
+            unsigned read[2][K8][2];
+            WHORL_UNROLL
+            for (int h = 0; h < K8; ++h) {
+                const float* b_pixels =
+                    b_tile + (ks + 8 * h + t) * PITCH_B + warps.column + ni * 8 + 2 * g;
+                const float2 first = *reinterpret_cast<const float2*>(b_pixels);
+                const float2 fifth = *reinterpret_cast<const float2*>(b_pixels + 4 * PITCH_B);
+                read[0][h][0] = __float_as_uint(first.x);
+                read[1][h][0] = __float_as_uint(first.y);
+                read[0][h][1] = __float_as_uint(fifth.x);
+                read[1][h][1] = __float_as_uint(fifth.y);
+            }
+            b_operand<OPERANDS, false>(b[ni], read[0]);
+            b_operand<OPERANDS, false>(b[ni + 1], read[1]);
         }
         WHORL_UNROLL
         for (int mi = 0; mi < MI; ++mi) {
             WHORL_UNROLL
-            for (int ni = 0; ni < NI; ++ni)
-                mma_tf32_m16n8k8(acc[mi][ni], a[mi], b[ni], acc[mi][ni]);
+            for (int ni = 0; ni < NI; ++ni) tensor_core_mma<OPERANDS>(acc[mi][ni], a[mi], b[ni]);
         }
     }
 }
 
-template <int COLUMNS, int WARP_N, int THREADS>
-__device__ __forceinline__ int filter_column(const FilterMmaSyncWarps<COLUMNS, WARP_N, THREADS>&
-                                                 warps, int ni, int t, int e) {
+template <int COLUMNS, int WARP_N, int THREADS, Operands OPERANDS>
+__device__ __forceinline__ int filter_column(
+    const FilterMmaSyncWarps<COLUMNS, WARP_N, THREADS, OPERANDS>& warps, int ni, int t, int e) {
     return warps.column + 16 * (ni / 2) + 2 * (2 * t + e) + ni % 2;
 }
 
@@ -806,8 +956,10 @@ __device__ __forceinline__ void multiply_filter_stage(const FilterWgmmaWarpgroup
     const int g = lane / 4, t = lane % 4;
     unsigned a[SLICE / 8][MI][4];
     WHORL_UNROLL
-    for (int ks = 0; ks < SLICE; ks += 8)
+    for (int ks = 0; ks < SLICE; ks += 8) {
         load_filter_a_fragment<PITCH_A>(a[ks / 8][0], a_tile, ks, warps.row, g, t);
+        round_to_tf32(a[ks / 8][0]);
+    }
     wgmma_stage<COLUMNS>(acc, a, b_k_major);
 }
 
@@ -960,41 +1112,74 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
     }
 }
 
-// The 128 x 64 and 128 x 128 tiles. Grid: (ceil(rows / 128), ceil(n / COLUMNS), chunks);
-// block 256; dynamic shared memory TF32_FILTER_SHARED_FLOATS or TF32_FILTER_WIDE_SHARED_FLOATS
-// (above 48 KiB: the launch opts in).
+// The entry points, one tile of one layout each: WHORL_FILTER_PARTIALS(Warps) runs the
+// kernel's tile on layout Warps.
+#define WHORL_FILTER_PARTIALS(Warps)                                                             \
+    tf32_filter_partials_tile<Warps>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window,   \
+                                     stride, origin, second, n, ones_row, pixels_per_chunk,      \
+                                     partial)
+
+// The 128 x 64 tile in eight warps of 32 x 32, the 128 x 128 one in eight warps of 64 x 32
+// (_wide) or four of 64 x 64 (_wide_four_warps), in TF32 or BF16. Grid: (ceil(rows / 128),
+// ceil(n / COLUMNS), chunks); block WHORL_THREADS or TF32_FOUR_WARPS_THREADS; dynamic shared
+// memory TF32_FILTER_SHARED_FLOATS or TF32_FILTER_WIDE_SHARED_FLOATS (above 48 KiB: the launch
+// opts in).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
-                            int src_h, int src_w, int src_c, int window, int stride, int origin,
-                            const float* __restrict__ second, int n, int ones_row,
-                            int pixels_per_chunk, float* __restrict__ partial) {
-    tf32_filter_partials_tile<FilterMmaSyncWarps<TF32_FILTER_COLUMNS, 32, WHORL_THREADS>>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n,
-        ones_row, pixels_per_chunk, partial);
+conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_h,
+    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin,
+    const float* __restrict__ second, int n, int ones_row, int pixels_per_chunk,
+    float* __restrict__ partial) {
+    using Warps = FilterMmaSyncWarps<TF32_FILTER_COLUMNS, 32, WHORL_THREADS, Operands::Tf32>;
+    WHORL_FILTER_PARTIALS(Warps);
 }
 
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
 conv2d_filter_partials_tf32_wide(const float* __restrict__ src, int grid_n, int grid_h,
-                                 int grid_w, int src_h, int src_w, int src_c, int window,
-                                 int stride, int origin, const float* __restrict__ second, int n,
-                                 int ones_row, int pixels_per_chunk, float* __restrict__ partial) {
-    tf32_filter_partials_tile<FilterMmaSyncWarps<TF32_FILTER_WIDE_COLUMNS, 32, WHORL_THREADS>>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n,
-        ones_row, pixels_per_chunk, partial);
+    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin,
+    const float* __restrict__ second, int n, int ones_row, int pixels_per_chunk,
+    float* __restrict__ partial) {
+    using Warps = FilterMmaSyncWarps<TF32_FILTER_WIDE_COLUMNS, 32, WHORL_THREADS,
+                                     Operands::Tf32>;
+    WHORL_FILTER_PARTIALS(Warps);
 }
 
-// The 128 x 128 tile in four warps of 64 x 64. Grid and dynamic shared memory as
-// conv2d_filter_partials_tf32_wide's; block TF32_FOUR_WARPS_THREADS.
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
-conv2d_filter_partials_tf32_wide_four_warps(const float* __restrict__ src, int grid_n,
-                                            int grid_h, int grid_w, int src_h, int src_w,
-                                            int src_c, int window, int stride, int origin,
-                                            const float* __restrict__ second, int n, int ones_row,
-                                            int pixels_per_chunk, float* __restrict__ partial) {
-    tf32_filter_partials_tile<
-        FilterMmaSyncWarps<TF32_FILTER_WIDE_COLUMNS, 64, TF32_FOUR_WARPS_THREADS>>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n,
-        ones_row, pixels_per_chunk, partial);
+conv2d_filter_partials_tf32_wide_four_warps(const float* __restrict__ src, int grid_n, int grid_h,
+    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin,
+    const float* __restrict__ second, int n, int ones_row, int pixels_per_chunk,
+    float* __restrict__ partial) {
+    using Warps = FilterMmaSyncWarps<TF32_FILTER_WIDE_COLUMNS, 64, TF32_FOUR_WARPS_THREADS,
+                                     Operands::Tf32>;
+    WHORL_FILTER_PARTIALS(Warps);
+}
+
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_filter_partials_bf16(const float* __restrict__ src, int grid_n, int grid_h,
+    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin,
+    const float* __restrict__ second, int n, int ones_row, int pixels_per_chunk,
+    float* __restrict__ partial) {
+    using Warps = FilterMmaSyncWarps<TF32_FILTER_COLUMNS, 32, WHORL_THREADS, Operands::Bf16>;
+    WHORL_FILTER_PARTIALS(Warps);
+}
+
+extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
+conv2d_filter_partials_bf16_wide(const float* __restrict__ src, int grid_n, int grid_h,
+    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin,
+    const float* __restrict__ second, int n, int ones_row, int pixels_per_chunk,
+    float* __restrict__ partial) {
+    using Warps = FilterMmaSyncWarps<TF32_FILTER_WIDE_COLUMNS, 32, WHORL_THREADS,
+                                     Operands::Bf16>;
+    WHORL_FILTER_PARTIALS(Warps);
+}
+
+extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
+conv2d_filter_partials_bf16_wide_four_warps(const float* __restrict__ src, int grid_n, int grid_h,
+    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin,
+    const float* __restrict__ second, int n, int ones_row, int pixels_per_chunk,
+    float* __restrict__ partial) {
+    using Warps = FilterMmaSyncWarps<TF32_FILTER_WIDE_COLUMNS, 64, TF32_FOUR_WARPS_THREADS,
+                                     Operands::Bf16>;
+    WHORL_FILTER_PARTIALS(Warps);
 }
 
 // The 128 x 64 and 128 x 128 tiles on Hopper's warpgroups (FilterWgmmaWarpgroups; sm_90a only:
@@ -1004,9 +1189,8 @@ conv2d_filter_partials_tf32_wide_four_warps(const float* __restrict__ src, int g
 
 #ifdef WHORL_WARPGROUP_MMA
 #define WHORL_WGMMA_FILTER_TILE(COLUMNS)                                                        \
-    tf32_filter_partials_tile<FilterWgmmaWarpgroups<COLUMNS>>(                                  \
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n,    \
-        ones_row, pixels_per_chunk, partial)
+    using Warps = FilterWgmmaWarpgroups<COLUMNS>;                                                 \
+    WHORL_FILTER_PARTIALS(Warps)
 #else
 #define WHORL_WGMMA_FILTER_TILE(COLUMNS) __trap()
 #endif

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command to validate whorl on a GPU machine. It runs the GPU tests, a short training run on
-# the GPU in TF32 and in FP32 compared with the same run on the CPU, the benchmarks in both
-# precisions (TF32 once more with Hopper's warpgroup tiles among the candidates), when PyTorch
+# the GPU in TF32, BF16 and FP32 compared with the same run on the CPU, the benchmarks in the
+# three precisions (TF32 once more with Hopper's warpgroup tiles among the candidates), when PyTorch
 # is importable, the PyTorch baseline (FP32 and TF32) and, when Nsight Compute reads the GPU's
 # counters, one profile of each convolution kernel and launch shape of the benchmark in each
 # precision; it writes report.md and report.json under
@@ -14,8 +14,8 @@
 #                                        driver and python3; run from the repository root)
 #
 # Every stage runs even when one before it fails, so one report shows everything; the exit
-# status is 0 only when the GPU tests pass, both GPU loss curves agree with the CPU's within
-# 1e-2 and the benchmarks ran.
+# status is 0 only when the GPU tests pass, the GPU loss curves agree with the CPU's (within
+# 1e-2 in TF32 and FP32, 3e-2 in BF16, with 3 fewer significant bits) and the benchmarks ran.
 # GPU_CHECK_RESULTS names another folder for the results (tests/scripts.rs uses it);
 # GPU_CHECK_PROFILE_SECONDS bounds each precision's profiling run (default 150).
 set -euo pipefail
@@ -73,10 +73,10 @@ tests_status=0
 "$gpu_tests" --ignored --test-threads 1 --nocapture 2>&1 | tee "$out/gpu-tests.txt" ||
     tests_status=$?
 
-echo "== training: the same short run on the GPU (TF32 and FP32) and on the CPU"
+echo "== training: the same short run on the GPU (TF32, BF16 and FP32) and on the CPU"
 export WHORL_CACHE="$out/cache"
 train_status=0
-for run in cuda-tf32 cuda-fp32 cpu-fp32; do
+for run in cuda-tf32 cuda-bf16 cuda-fp32 cpu-fp32; do
     "$whorl" train --device "${run%-*}" --precision "${run#*-}" --synth-fingers 32 \
         --synth-impressions 4 --size 64 --epochs 3 --batch-size 16 --out "$out/train-$run" \
         --quiet 2>&1 | tee "$out/train-$run.txt" || train_status=$?
@@ -87,7 +87,7 @@ rm -rf "$out"/train-*/checkpoints "$out"/train-*/.lock
 
 echo "== benchmarks"
 bench_status=0
-for precision in fp32 tf32; do
+for precision in fp32 tf32 bf16; do
     "$whorl" bench --device cuda --precision "$precision" --json "$out/bench-whorl-$precision.json" \
         2>&1 | tee "$out/bench-whorl-$precision.md" || bench_status=$?
 done
@@ -142,16 +142,17 @@ def history(name):
         return list(csv.DictReader(f))
 cpu = history("cpu-fp32")
 training, rows, agree = {}, [], train_status == 0
-for precision in ("fp32", "tf32"):
+tolerances = {"fp32": 1e-2, "tf32": 1e-2, "bf16": 3e-2}
+for precision, tolerance in tolerances.items():
     gpu, worst = history(f"cuda-{precision}"), 0.0
     for g, c in zip(gpu, cpu):
         for key in ("train_loss", "val_loss"):
             a, b = float(g[key]), float(c[key])
             worst = max(worst, abs(a - b) / abs(b))
         rows.append((precision.upper(), g["epoch"], g["train_loss"], c["train_loss"], g["val_loss"], c["val_loss"], g["seconds"], c["seconds"]))
-    ok = len(gpu) == len(cpu) > 0 and worst < 1e-2
+    ok = len(gpu) == len(cpu) > 0 and worst < tolerance
     agree = agree and ok
-    training[precision] = {"worst_relative_difference": worst, "agree_within_1e-2": ok}
+    training[precision] = {"worst_relative_difference": worst, "tolerance": tolerance, "agree": ok}
 report = {
     "device": device,
     "gpu_tests_passed": tests_status == 0,
@@ -159,7 +160,7 @@ report = {
     "kernel_profiles": profile_status,
     "training": {"epochs": rows, **training},
 }
-for name in ("bench-whorl-fp32.json", "bench-whorl-tf32.json", "bench-torch.json", "bench-torch-tf32.json"):
+for name in ("bench-whorl-fp32.json", "bench-whorl-tf32.json", "bench-whorl-bf16.json", "bench-torch.json", "bench-torch-tf32.json"):
     path = os.path.join(out, name)
     if os.path.exists(path):
         report[name[:-5]] = json.load(open(path))
@@ -173,11 +174,11 @@ with open(os.path.join(out, "report.md"), "w") as f:
     for r in rows:
         f.write("| " + " | ".join(r) + " |\n")
     for precision, t in training.items():
-        f.write(f"\n{precision.upper()}: worst relative difference from the CPU's curve {t['worst_relative_difference']:.2e} ({'agree' if t['agree_within_1e-2'] else 'DISAGREE'} within 1e-2)")
+        f.write(f"\n{precision.upper()}: worst relative difference from the CPU's curve {t['worst_relative_difference']:.2e} ({'agree' if t['agree'] else 'DISAGREE'} within {t['tolerance']:g})")
     if train_status != 0:
         f.write(" — a training run FAILED (train-*.txt)")
     f.write("\n\n")
-    for name in ("bench-whorl-fp32.md", "bench-whorl-tf32.md", "bench-whorl-tf32-warpgroup.md", "bench-torch.md", "compare.md"):
+    for name in ("bench-whorl-fp32.md", "bench-whorl-tf32.md", "bench-whorl-tf32-warpgroup.md", "bench-whorl-bf16.md", "bench-torch.md", "compare.md"):
         path = os.path.join(out, name)
         if os.path.exists(path):
             f.write(f"## {name[:-3]}\n\n" + open(path).read() + "\n")

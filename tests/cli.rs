@@ -392,6 +392,8 @@ fn help_explains_every_training_flag() {
         "--optimizer",
         "bilinear",
         "[default: 200]",
+        "--precision",
+        "bf16 (tensor cores",
     ] {
         assert!(help.contains(flag), "train --help lacks {flag}");
     }

@@ -115,6 +115,7 @@ fn gpu_scored_output_convolution_matches_the_reference_and_the_operations_in_tur
 fn gpu_pooling_in_the_gemm_epilogue_gives_the_bits_of_the_pooling_in_turn() {
     parity::check_pooled_epilogue(gpu, 1e-5);
     parity::check_pooled_epilogue(|| gpu().with_precision(Precision::Tf32), 1.0 / 1024.0);
+    parity::check_pooled_epilogue(|| gpu().with_precision(Precision::Bf16), 1.0 / 128.0);
 }
 
 #[test]
@@ -131,6 +132,20 @@ fn tf32_convolutions_match_the_cpu_engine_at_the_model_shapes_within_2_to_the_mi
             1.0 / 2048.0,
             &format!("{} in TF32", conv.slot.name),
         );
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test --release --test gpu -- --ignored"]
+fn bf16_convolutions_match_the_cpu_engine_at_the_model_shapes_within_2_to_the_minus_7() {
+    for conv in convolutions(&Architecture::reference(), 224, 224, 8).unwrap() {
+        let inputs = parity::conv_inputs(&conv, 5);
+        let mut bf16 = gpu().with_precision(Precision::Bf16);
+        let got = parity::conv_outputs(&mut bf16, &conv, &inputs);
+        let expected = parity::conv_outputs(&mut CpuBackend::new(), &conv, &inputs);
+        let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
+        println!("{} in BF16: {errors:?}", conv.slot.name);
+        parity::assert_within(&errors, 1.0 / 128.0, &format!("{} in BF16", conv.slot.name));
     }
 }
 
@@ -169,8 +184,8 @@ fn warpgroup_tiles_match_the_cpu_engine_at_the_model_shapes_within_2_to_the_minu
 #[test]
 #[ignore = "needs a CUDA GPU: cargo test --release --test gpu -- --ignored"]
 fn gpu_tile_candidates_give_the_same_bits_and_the_timed_choices_are_reported() {
-    // Every model convolution at batch 8 and an odd one with partial tiles, in both
-    // precisions: the default tiles, every other candidate and the tiles the backend times
+    // Every model convolution at batch 8 and an odd one with partial tiles, in every
+    // precision: the default tiles, every other candidate and the tiles the backend times
     // give the same bits.
     let mut convs = convolutions(&Architecture::reference(), 224, 224, 8).unwrap();
     convs.push(conv(
@@ -179,7 +194,7 @@ fn gpu_tile_candidates_give_the_same_bits_and_the_timed_choices_are_reported() {
         ConvInput::Direct,
         Activation::Relu,
     ));
-    for precision in [Precision::Fp32, Precision::Tf32] {
+    for precision in [Precision::Fp32, Precision::Tf32, Precision::Bf16] {
         let new = |policy| gpu().with_precision(precision).with_tile_policy(policy);
         let mut timed = new(TilePolicy::Timed);
         for conv in &convs {
@@ -197,10 +212,10 @@ fn gpu_tile_candidates_give_the_same_bits_and_the_timed_choices_are_reported() {
         }
         let choices = timed.timed_choices();
         println!("timed tiles in {precision:?}: {choices:#?}");
-        // conv4's forward pass in TF32; in FP32, where conv2-conv4 run by Winograd, conv5's
-        // backward-data over the box sums (K = 9 x 64).
+        // conv4's forward pass on tensor cores; in FP32, where conv2-conv4 run by Winograd,
+        // conv5's backward-data over the box sums (K = 9 x 64).
         let (k, pass) = match precision {
-            Precision::Tf32 => (1152, "conv4's forward"),
+            Precision::Tf32 | Precision::Bf16 => (1152, "conv4's forward"),
             Precision::Fp32 => (576, "conv5's backward-data"),
         };
         assert!(

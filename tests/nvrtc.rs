@@ -15,7 +15,7 @@ use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
 const ARCHITECTURES: [&str; 2] = ["compute_89", "compute_90a"];
 /// Kernels that carry the training step's arithmetic: they must not spill.
-const HOT_KERNELS: [&str; 25] = [
+const HOT_KERNELS: [&str; 28] = [
     "conv2d_gathered_gemm",
     "conv2d_gathered_gemm_wide",
     "conv2d_gathered_gemm_narrow",
@@ -33,6 +33,9 @@ const HOT_KERNELS: [&str; 25] = [
     "conv2d_filter_partials_tf32_wide_four_warps",
     "conv2d_filter_partials_tf32_wgmma",
     "conv2d_filter_partials_tf32_wgmma_wide",
+    "conv2d_gathered_gemm_bf16_wide_four_warps",
+    "conv2d_gathered_gemm_bf16_pooled",
+    "conv2d_filter_partials_bf16_wide_four_warps",
     "conv2d_filter_partials",
     "conv2d_winograd",
     "conv2d_winograd_filter_partials",

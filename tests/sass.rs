@@ -1,8 +1,9 @@
 //! The convolution kernels, checked in machine code: their PTX is assembled by ptxas for sm_89
-//! (Ada, L40S) and sm_90a (Hopper, H100), disassembled by nvdisasm, and every TF32 tensor-core
-//! kernel must have HMMA (mma.sync) and LDGSTS (cp.async) instructions in its main loop — the
-//! innermost loop holding at least half its HMMAs — and no local-memory traffic (LDL/STL:
-//! register spills); the warpgroup kernels (wgmma, sm_90a only) alike with HGMMA; every FP32
+//! (Ada, L40S) and sm_90a (Hopper, H100), disassembled by nvdisasm, and every TF32 and BF16
+//! tensor-core kernel must have HMMA (mma.sync) and LDGSTS (cp.async) instructions in its main
+//! loop — the innermost loop holding at least half its HMMAs; the BF16 kernels' all
+//! HMMA.16816.F32.BF16 — and no local-memory traffic (LDL/STL: register spills); the warpgroup
+//! kernels (wgmma, sm_90a only) alike with HGMMA; every FP32
 //! convolution kernel's main loop must be mostly FFMA, with at most a quarter of index
 //! arithmetic.
 //!
@@ -23,12 +24,14 @@ use std::process::Command;
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 use whorl::backend::gpu::cuda::EMBEDDED_PTX;
 
-/// TF32 tensor-core kernels: names containing "tf32", except the deliberately broken ones of
-/// tests/kernels/ and those that prepare an operand rather than multiply.
+/// Tensor-core kernels: names containing "tf32" or "bf16", except the deliberately broken ones
+/// of tests/kernels/.
 fn runs_on_tensor_cores(kernel: &str) -> bool {
-    const PREPARE_OPERANDS: [&str; 1] = ["tf32_weights_k_major"];
-    kernel.contains("tf32") && !kernel.starts_with("broken_") && !PREPARE_OPERANDS.contains(&kernel)
+    (kernel.contains("tf32") || kernel.contains("bf16")) && !kernel.starts_with("broken_")
 }
+
+/// The mma.sync of the BF16 kernels.
+const BF16_MMA: &str = "HMMA.16816.F32.BF16";
 
 /// The least number of m16n8k8 mma per instruction of a tensor-core kernel's main loop (for
 /// mma.sync, HMMA's share of it). The test GEMM's small warp tile (32 x 32, operands rounded as
@@ -46,8 +49,8 @@ fn tensor_core_opcode(kernel: &str, sm: &str) -> Option<&'static str> {
     }
 }
 
-/// How many m16n8k8 mma a tensor-core instruction does per warp: an HGMMA.64xNx8 (a warp's
-/// share 16 x N x 8) N / 8, an HMMA.1688 one.
+/// How many m16n8k8 mma's worth of K a tensor-core instruction does per warp: an HGMMA.64xNx8
+/// (a warp's share 16 x N x 8) N / 8, an HMMA.1688 one, an HMMA.16816 (m16n8k16) two.
 fn mma_per_instruction(instruction: &str) -> usize {
     let shape = instruction.split('.').nth(1).unwrap_or_default();
     match instruction.split('.').next() {
@@ -58,6 +61,7 @@ fn mma_per_instruction(instruction: &str) -> usize {
                 .and_then(|n| n.parse::<usize>().ok());
             columns.unwrap_or_else(|| panic!("no 64xNx8 shape in {instruction}")) / 8
         }
+        _ if shape == "16816" => 2,
         _ => 1,
     }
 }
@@ -269,7 +273,7 @@ fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
         return;
     };
     let (mut checked_shipped_kernels, mut checked_test_kernels) = (0, 0);
-    let mut warpgroup_kernels = 0;
+    let (mut warpgroup_kernels, mut bf16_kernels) = (0, 0);
     for (arch, shipped) in EMBEDDED_PTX {
         let sm = arch.replace("compute", "sm");
         let sources = std::iter::once(("kernels/".to_string(), shipped.to_string()))
@@ -300,11 +304,19 @@ fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
                     sass.instructions.len(),
                     body.clone().count(),
                     100.0 * share,
-                    sass.mix(body),
+                    sass.mix(body.clone()),
                 );
                 assert!(main_loop.is_some(), "{sm} {kernel}: no loop holds an {mma}");
                 if mma == "HGMMA" {
                     warpgroup_kernels += 1;
+                }
+                if kernel.contains("bf16") {
+                    let all_bf16 = sass.instructions[body.clone()]
+                        .iter()
+                        .filter(|i| opcode(i) == "HMMA")
+                        .all(|i| i == BF16_MMA);
+                    assert!(all_bf16, "{sm} {kernel}: an HMMA other than {BF16_MMA}");
+                    bf16_kernels += 1;
                 }
                 assert!(
                     ldgsts > 0,
@@ -329,6 +341,11 @@ fn tensor_core_kernels_run_hmma_and_ldgsts_in_their_main_loop_without_spills() {
     assert_eq!(
         warpgroup_kernels, 6,
         "the four warpgroup GEMM kernels and two kernel-gradient ones, checked on sm_90a"
+    );
+    assert_eq!(
+        bf16_kernels,
+        2 * 10,
+        "the seven BF16 GEMM kernels and three kernel-gradient ones, on sm_89 and sm_90a"
     );
     assert!(
         checked_test_kernels >= 2,

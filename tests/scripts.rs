@@ -101,14 +101,17 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
         let warpgroups = profile.contains("--warpgroup-tiles");
         assert_eq!(warpgroups, precision == "tf32", "{profile}");
     }
-    assert!(run.join("bench-whorl-tf32-warpgroup.md").is_file());
+    for bench in ["bench-whorl-tf32-warpgroup.md", "bench-whorl-bf16.md"] {
+        assert!(run.join(bench).is_file(), "{bench}");
+    }
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
     assert_eq!(json["gpu_tests_passed"], false);
     assert_eq!(json["kernel_profiles"], "ran");
-    for precision in ["fp32", "tf32"] {
+    for (precision, tolerance) in [("fp32", 1e-2), ("tf32", 1e-2), ("bf16", 3e-2)] {
+        assert_eq!(json["training"][precision]["agree"], false, "{json}");
         assert_eq!(
-            json["training"][precision]["agree_within_1e-2"], false,
+            json["training"][precision]["tolerance"], tolerance,
             "{json}"
         );
     }

@@ -1,12 +1,12 @@
-//! The TF32 tensor-core convolutions (kernels/conv2d_tf32.cu: the gathered GEMM of forward and
-//! backward-data, and the kernel-gradient partials), run by the emulator, whose
+//! The TF32 and BF16 tensor-core convolutions (kernels/conv2d_tf32.cu: the gathered GEMM of
+//! forward and backward-data, and the kernel-gradient partials), run by the emulator, whose
 //! mma.sync truncates any operand not rounded to TF32 and whose cp.async destinations hold NaN
-//! until their wait: against the float64 reference within TF32's bound, and visibly rounded
-//! (so the tensor-core path, not the FP32 one, ran).
+//! until their wait: against the float64 reference within TF32's (BF16's) bound, and visibly
+//! rounded (so the tensor-core path, not the FP32 one, ran).
 
 mod common;
 
-use common::{conv, nhwc, parity, tf32, tiles};
+use common::{bf16, conv, nhwc, parity, tf32, tiles};
 use whorl::backend::gpu::GpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
 use whorl::backend::gpu::gemm_tiles::{self, GemmTile, TilePolicy};
@@ -20,8 +20,24 @@ use whorl::model::Activation;
 /// truncated operands bias a long positive sum far beyond this.
 const TF32_BOUND: f64 = 1.0 / 1024.0;
 
+/// BF16 keeps 8 significant bits: each rounded operand errs by at most 2^-8 relative and a
+/// product by 2^-7; the sums err by less (1-4e-3 in these cases).
+const BF16_BOUND: f64 = 1.0 / 128.0;
+
 #[test]
 fn tf32_convolutions_match_the_reference_within_the_tf32_bound() {
+    check_against_the_reference(Precision::Tf32, TF32_BOUND, 2f64.powi(-16));
+}
+
+#[test]
+fn bf16_convolutions_match_the_reference_within_the_bf16_bound() {
+    // Errors above TF32's bound show BF16's rounding, not TF32's.
+    check_against_the_reference(Precision::Bf16, BF16_BOUND, TF32_BOUND / 4.0);
+}
+
+/// Convolutions in `precision` (TF32 or BF16) against the float64 reference: within `bound`,
+/// and the three passes above `rounded` (so they ran on the tensor cores in that precision).
+fn check_against_the_reference(precision: Precision, bound: f64, rounded: f64) {
     // Channel counts that are multiples of 4, odd image sizes, partial tiles of pixels and of
     // channels (68 > 64), K spanning several 16-wide slices, and an upsampled input.
     let cases = [
@@ -30,24 +46,26 @@ fn tf32_convolutions_match_the_reference_within_the_tf32_bound() {
         (nhwc(2, 7, 5, 16), 20, ConvInput::Upsampled2),
         (nhwc(1, 1, 1, 4), 4, ConvInput::Upsampled2),
     ];
+    let name = precision.name().to_uppercase();
     for (case, (input, cout, read)) in cases.into_iter().enumerate() {
         let conv = conv(input, cout, read, Activation::Relu);
         let inputs = parity::conv_inputs(&conv, 100 + case as u64);
-        let mut tf32 = GpuBackend::new(Emulator::new()).with_precision(Precision::Tf32);
-        assert_eq!(tf32.precision(), Precision::Tf32);
-        assert!(tf32.name().contains("TF32"), "{}", tf32.name());
-        let got = parity::conv_outputs(&mut tf32, &conv, &inputs);
+        let mut backend = GpuBackend::new(Emulator::new()).with_precision(precision);
+        assert_eq!(backend.precision(), precision);
+        assert!(backend.name().contains(&name), "{}", backend.name());
+        let got = parity::conv_outputs(&mut backend, &conv, &inputs);
         let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
         let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
         let cin = input.channels;
         let context = format!("{input:?} -> {cout}, {read:?}: {errors:?}");
-        for (name, error) in &errors {
-            assert!(*error < TF32_BOUND, "{name}: {context}");
+        println!("{name} {context}");
+        for (output, error) in &errors {
+            assert!(*error < bound, "{output}: {context}");
         }
-        for (name, error) in &errors[..3] {
+        for (output, error) in &errors[..3] {
             assert!(
-                *error > 2f64.powi(-16),
-                "{name} shows no TF32 rounding, so it ran in FP32 ({cin} channels): {context}"
+                *error > rounded,
+                "{output} shows no {name} rounding ({cin} channels): {context}"
             );
         }
     }
@@ -57,6 +75,12 @@ fn tf32_convolutions_match_the_reference_within_the_tf32_bound() {
 fn tf32_pooling_in_the_gemm_epilogue_gives_the_bits_of_the_pooling_in_turn() {
     let tf32 = || GpuBackend::new(Emulator::new()).with_precision(Precision::Tf32);
     parity::check_pooled_epilogue(tf32, TF32_BOUND);
+}
+
+#[test]
+fn bf16_pooling_in_the_gemm_epilogue_gives_the_bits_of_the_pooling_in_turn() {
+    let bf16 = || GpuBackend::new(Emulator::new()).with_precision(Precision::Bf16);
+    parity::check_pooled_epilogue(bf16, BF16_BOUND);
 }
 
 #[test]
@@ -78,13 +102,24 @@ fn the_warpgroup_tile_pools_in_its_epilogue_with_the_bits_of_the_pooling_in_turn
 
 #[test]
 fn tf32_convolutions_multiply_exactly_the_operands_rounded_to_tf32() {
-    // What a TF32 pass must compute: the float64 convolution of x, dz and the kernel each
-    // rounded to TF32 (the bias is added in FP32), up to FP32 accumulation. An operand left
-    // unrounded, which the tensor core truncates, errs by ~2^-12 relative and fails this bound.
-    // Direct convolutions only: the upsampled passes round sums of taps and of dz as well.
-    // Output channels 12, 68 and 72 and input channels 8, 36 and 28 reach the 256 x 32,
-    // 128 x 128 and 256 x 64 tiles of the gathered GEMM; the kernel gradients (9 cin + 1 rows
-    // x cout columns) the 128 x 64 and 128 x 128 tiles.
+    // An operand left unrounded, which the tensor core truncates, errs by ~2^-12 relative and
+    // fails this bound.
+    check_exact_operands(Precision::Tf32, tf32);
+}
+
+#[test]
+fn bf16_convolutions_multiply_exactly_the_operands_rounded_to_bf16() {
+    // A fragment paired wrongly multiplies other operands, and fails this bound by far.
+    check_exact_operands(Precision::Bf16, bf16);
+}
+
+/// What a pass in `precision` must compute: the float64 convolution of x, dz and the kernel
+/// each rounded as `round` does (the bias is added in FP32), up to FP32 accumulation.
+/// Direct convolutions only: the upsampled passes round sums of taps and of dz as well.
+/// Output channels 12, 68 and 72 and input channels 8, 36 and 28 reach the 256 x 32,
+/// 128 x 128 and 256 x 64 tiles of the gathered GEMM; the kernel gradients (9 cin + 1 rows
+/// x cout columns) the 128 x 64 and 128 x 128 tiles.
+fn check_exact_operands(precision: Precision, round: fn(f32) -> f32) {
     let cases = [
         (nhwc(2, 9, 11, 8), 12),
         (nhwc(3, 13, 6, 36), 68),
@@ -96,12 +131,12 @@ fn tf32_convolutions_multiply_exactly_the_operands_rounded_to_tf32() {
         let [x, dz, params] = &inputs;
         let mut rounded_params = params.clone();
         for w in &mut rounded_params[conv.slot.weight.clone()] {
-            *w = tf32(*w);
+            *w = round(*w);
         }
-        let round = |v: &Vec<f32>| v.iter().map(|&e| tf32(e)).collect::<Vec<f32>>();
-        let rounded = [round(x), round(dz), rounded_params];
-        let mut tf32_backend = GpuBackend::new(Emulator::new()).with_precision(Precision::Tf32);
-        let got = parity::conv_outputs(&mut tf32_backend, &conv, &inputs);
+        let round_all = |v: &Vec<f32>| v.iter().map(|&e| round(e)).collect::<Vec<f32>>();
+        let rounded = [round_all(x), round_all(dz), rounded_params];
+        let mut backend = GpuBackend::new(Emulator::new()).with_precision(precision);
+        let got = parity::conv_outputs(&mut backend, &conv, &inputs);
         let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &rounded);
         let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
         parity::assert_within(&errors, 2f64.powi(-16), &format!("{input:?} -> {cout}"));
@@ -164,6 +199,36 @@ const TILE_FAMILIES: [&[&str]; 5] = [
 #[test]
 fn every_candidate_tile_gives_the_bits_of_the_eight_warp_tiles() {
     tiles::check_candidates_agree(tf32_tiles, &TILE_FAMILIES);
+}
+
+/// The BF16 kernels of the tile families with several candidates, eight warps first.
+const BF16_TILE_FAMILIES: [&[&str]; 4] = [
+    &[
+        "conv2d_gathered_gemm_bf16_wide",
+        "conv2d_gathered_gemm_bf16_wide_four_warps",
+    ],
+    &[
+        "conv2d_gathered_gemm_bf16",
+        "conv2d_gathered_gemm_bf16_four_warps",
+    ],
+    &[
+        "conv2d_gathered_gemm_bf16_narrow",
+        "conv2d_gathered_gemm_bf16_narrow_four_warps",
+    ],
+    &[
+        "conv2d_filter_partials_bf16_wide",
+        "conv2d_filter_partials_bf16_wide_four_warps",
+    ],
+];
+
+#[test]
+fn every_bf16_candidate_tile_gives_the_bits_of_the_eight_warp_tiles() {
+    let bf16_tiles = |policy| {
+        GpuBackend::new(Emulator::new())
+            .with_precision(Precision::Bf16)
+            .with_tile_policy(policy)
+    };
+    tiles::check_candidates_agree(bf16_tiles, &BF16_TILE_FAMILIES);
 }
 
 #[test]

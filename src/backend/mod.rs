@@ -81,12 +81,16 @@ pub enum ConvInput {
 }
 
 /// How a GPU multiplies in its convolutions. The CPU always computes in FP32.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Precision {
     /// Operands rounded to TF32 (10-bit mantissa, round to nearest) on tensor cores, float32
     /// accumulation: what PyTorch and TensorFlow run by default on Ampere and newer GPUs.
     #[default]
     Tf32,
+    /// Operands rounded to BF16 (7-bit mantissa, round to nearest even) on tensor cores,
+    /// float32 accumulation, weights and everything else: twice TF32's tensor-core rate, for
+    /// 8 significant bits instead of 11.
+    Bf16,
     /// Float32 operands and sums on the CUDA cores (the GPU runs the plain convolutions by
     /// Winograd's F(2x2, 3x3) in this precision, as the CPU engine runs its convolutions).
     Fp32,
@@ -96,8 +100,14 @@ impl Precision {
     pub fn name(self) -> &'static str {
         match self {
             Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
             Precision::Fp32 => "fp32",
         }
+    }
+
+    /// Whether its convolutions run on tensor cores (TF32 and BF16).
+    pub fn on_tensor_cores(self) -> bool {
+        self != Precision::Fp32
     }
 }
 

@@ -18,7 +18,7 @@ pub struct KernelTiming {
     pub executed_gflops: f64,
     pub gbs: f64,
     pub work: Work,
-    /// Share of the device's FP32 (or, with TF32 convolutions, TF32) peak reached by the
+    /// Share of the device's FP32 (or, with TF32 or BF16 convolutions, that) peak reached by the
     /// executed arithmetic (or of its memory bandwidth, for kernels with no FLOPs), if the
     /// peaks are known.
     pub percent_of_peak: Option<f64>,
@@ -89,8 +89,8 @@ pub fn markdown(report: &BenchReport) -> String {
             passes; on the CPU, by Winograd's F(2x2, 3x3), 4/9 for the plain convolutions' \
             passes but conv1's, and for conv5 16/81 (forward, by F(3, 2) over the output's \
             phases) and 9/64 (backward, by F(4, 2) over the box sums)); % of peak uses the executed count, against the CUDA cores' FP32 peak, or \
-            with TF32 convolutions the tensor cores' dense TF32 peak (conv1 and conv6, one \
-            channel wide, run on the CUDA cores in either precision).\n\n";
+            with TF32 or BF16 convolutions the tensor cores' dense peak in that precision (conv1 \
+            and conv6, one channel wide, run on the CUDA cores in every precision).\n\n";
     out += "| kernel | shape | ms | nominal GFLOP/s | executed GFLOP/s | GB/s | % of peak |\n\
             |---|---|---:|---:|---:|---:|---:|\n";
     for k in &report.kernels {

@@ -17,9 +17,10 @@ pub(crate) struct Compute {
     pub(crate) device: String,
 
     /// How a GPU multiplies in its convolutions: tf32 (tensor cores, operands rounded to TF32,
-    /// sums in float32: what PyTorch and TensorFlow do by default) or fp32 (float32 operands
-    /// and sums on the CUDA cores, the plain convolutions by Winograd's F(2x2, 3x3) as on the
-    /// CPU). The CPU always computes in FP32.
+    /// sums in float32: what PyTorch and TensorFlow do by default), bf16 (tensor cores,
+    /// operands rounded to BF16 at twice TF32's rate, sums, weights and everything else in
+    /// float32) or fp32 (float32 operands and sums on the CUDA cores, the plain convolutions by
+    /// Winograd's F(2x2, 3x3) as on the CPU). The CPU always computes in FP32.
     #[arg(long, value_enum, default_value_t = Precision::Tf32)]
     pub(crate) precision: Precision,
 }

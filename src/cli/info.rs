@@ -38,9 +38,10 @@ pub(crate) fn run_info() -> Result<ExitCode> {
                     gpu.memory_bytes as f64 / (1u64 << 30) as f64
                 );
                 let precision = if major >= 8 {
-                    "TF32 on tensor cores by default (--precision fp32: FP32 on the CUDA cores)"
+                    "TF32 on tensor cores by default (--precision bf16: BF16 on tensor cores; \
+                     --precision fp32: FP32 on the CUDA cores)"
                 } else {
-                    "FP32 only (TF32 needs compute capability 8.0 or more)"
+                    "FP32 only (TF32 and BF16 need compute capability 8.0 or more)"
                 };
                 println!("  convolutions: {precision}");
             }

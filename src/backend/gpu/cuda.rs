@@ -65,7 +65,7 @@ pub struct GpuInfo {
 }
 
 /// A device's peaks: FLOP/s of the unit the convolutions run on (the CUDA cores in FP32, the
-/// tensor cores in TF32 where the chip's rate is known) and memory bandwidth in bytes/s.
+/// tensor cores in TF32 or BF16 where the chip's rate is known) and memory bandwidth in bytes/s.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Peaks {
     pub flops: f64,
@@ -86,13 +86,15 @@ fn tf32_flops_per_sm_clock(compute_capability: (i32, i32)) -> Option<f64> {
 
 impl GpuInfo {
     /// Peaks from the device's properties: SMs x 128 FP32 lanes (Ampere to Hopper) x 2 FLOPs x
-    /// clock, or in TF32 SMs x the tensor cores' rate x clock (the FP32 rate where the chip's
-    /// tensor rate is not listed); and the memory bus width x 2 (double data rate) x memory
+    /// clock, or in TF32 and BF16 SMs x the tensor cores' rate x clock (the FP32 rate where the
+    /// chip's tensor rate is not listed); and the memory bus width x 2 (double data rate) x memory
     /// clock. The README lists the published figures beside them. None where the driver
     /// reports no clocks.
     pub fn peaks(&self, precision: Precision) -> Option<Peaks> {
         let per_sm_clock = match precision {
             Precision::Tf32 => tf32_flops_per_sm_clock(self.compute_capability),
+            // BF16 runs at twice TF32's rate on the tensor cores of every chip listed there.
+            Precision::Bf16 => tf32_flops_per_sm_clock(self.compute_capability).map(|f| 2.0 * f),
             Precision::Fp32 => None,
         };
         let sm_clocks = f64::from(self.multiprocessors) * f64::from(self.clock_khz) * 1e3;

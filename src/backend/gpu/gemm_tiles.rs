@@ -1,10 +1,10 @@
 //! The GEMM kernels' compiled tiles: the gathered GEMM (forward and backward-data) and the
-//! kernel-gradient partials, in FP32 (kernels/conv2d.cu) and TF32 (kernels/conv2d_tf32.cu), and
-//! the choice among them for one shape.
+//! kernel-gradient partials, in FP32 (kernels/conv2d.cu), TF32 and BF16
+//! (kernels/conv2d_tf32.cu), and the choice among them for one shape.
 //!
 //! Each shape has one or more candidate tiles, the first the default. Where there are several,
 //! which is faster depends on the GPU and the layer:
-//! - the TF32 tiles in eight warps or in four with twice the warp tile (the gathered GEMM's
+//! - the TF32 and BF16 tiles in eight warps or in four with twice the warp tile (the gathered GEMM's
 //!   128 x 128 and 256 x 64 in 64 x 32 or 64 x 64 warp tiles, 256 x 32 in 32 x 32 or 64 x 32,
 //!   the partials' 128 x 128 in 64 x 32 or 64 x 64): larger warp tiles read less shared memory
 //!   per mma, more warps hide more latency;
@@ -28,6 +28,7 @@ use std::fmt::Debug;
 use std::hash::Hash;
 
 use super::{Device, DevicePtr, Launch, kernels};
+use crate::backend::Precision;
 use crate::error::Result;
 
 /// A compiled tile, as the choice among candidates needs it.
@@ -80,6 +81,20 @@ pub enum GemmTile {
     Tf32Wgmma,
     /// The same, pooling its output in the epilogue.
     Tf32WgmmaPooled,
+    /// BF16, 128 x 128 in eight warps of 64 x 32.
+    Bf16Wide,
+    /// BF16, 128 x 128 in four warps of 64 x 64.
+    Bf16WideFourWarps,
+    /// BF16, 256 x 64 in eight warps of 64 x 32.
+    Bf16,
+    /// BF16, 256 x 64 in four warps of 64 x 64.
+    Bf16FourWarps,
+    /// BF16, 256 x 64 pooling its output in the epilogue.
+    Bf16Pooled,
+    /// BF16, 256 x 32 in eight warps of 32 x 32.
+    Bf16Narrow,
+    /// BF16, 256 x 32 in four warps of 64 x 32.
+    Bf16NarrowFourWarps,
 }
 
 /// A shape's candidates: `tiles`, then `warpgroup_tiles` where `warpgroups` (the device runs
@@ -131,24 +146,25 @@ pub type GemmKernel<D> = fn(
 ) -> Result<()>;
 
 impl GemmTile {
-    /// The tiles a GEMM of `n` output channels may run on, the default first: on tensor cores
-    /// or not, with Hopper's warpgroup tiles too where the device runs them (`warpgroups`), with
-    /// `epilogue` (only the 33-64 channel tiles pool; the FP32 128 x 128 tile takes no
-    /// activation slope).
+    /// The tiles a GEMM of `n` output channels may run on, the default first: in `precision`
+    /// (TF32 and BF16 on tensor cores), with Hopper's warpgroup tiles too (TF32) where the
+    /// device runs them (`warpgroups`), with `epilogue` (only the 33-64 channel tiles pool; the
+    /// FP32 128 x 128 tile takes no activation slope).
     pub fn candidates(
-        on_tensor_cores: bool,
+        precision: Precision,
         warpgroups: bool,
         n: usize,
         epilogue: TileEpilogue,
     ) -> Vec<GemmTile> {
         use GemmTile::*;
+        use Precision as P;
         let narrow = n <= kernels::GEMM_NARROW_TILE_N;
         let wide = n > kernels::GEMM_TILE_N;
         let pooling = epilogue == TileEpilogue::Pool;
         let (tiles, warpgroup_tiles): (&[GemmTile], &[GemmTile]) =
-            match (on_tensor_cores, wide, narrow, pooling) {
+            match (precision, wide, narrow, pooling) {
                 (_, true, _, true) | (_, _, true, true) => (&[], &[]),
-                (true, true, _, false) => (
+                (P::Tf32, true, _, false) => (
                     &[
                         Tf32Wide,
                         Tf32WideLong,
@@ -157,22 +173,26 @@ impl GemmTile {
                     ],
                     &[Tf32WgmmaWide, Tf32WgmmaWideOneWarpgroup],
                 ),
-                (true, false, false, true) => (&[Tf32Pooled], &[Tf32WgmmaPooled]),
-                (true, false, false, false) => (&[Tf32, Tf32FourWarps], &[Tf32Wgmma]),
-                (true, false, true, false) => (&[Tf32Narrow, Tf32NarrowFourWarps], &[]),
-                (false, true, _, false) if epilogue == TileEpilogue::Slope => (&[Fp32], &[]),
-                (false, true, _, false) => (&[Fp32Wide, Fp32], &[]),
-                (false, false, false, true) => (&[Fp32Pooled], &[]),
-                (false, false, false, false) => (&[Fp32], &[]),
-                (false, false, true, false) => (&[Fp32Narrow], &[]),
+                (P::Tf32, false, false, true) => (&[Tf32Pooled], &[Tf32WgmmaPooled]),
+                (P::Tf32, false, false, false) => (&[Tf32, Tf32FourWarps], &[Tf32Wgmma]),
+                (P::Tf32, false, true, false) => (&[Tf32Narrow, Tf32NarrowFourWarps], &[]),
+                (P::Bf16, true, _, false) => (&[Bf16Wide, Bf16WideFourWarps], &[]),
+                (P::Bf16, false, false, true) => (&[Bf16Pooled], &[]),
+                (P::Bf16, false, false, false) => (&[Bf16, Bf16FourWarps], &[]),
+                (P::Bf16, false, true, false) => (&[Bf16Narrow, Bf16NarrowFourWarps], &[]),
+                (P::Fp32, true, _, false) if epilogue == TileEpilogue::Slope => (&[Fp32], &[]),
+                (P::Fp32, true, _, false) => (&[Fp32Wide, Fp32], &[]),
+                (P::Fp32, false, false, true) => (&[Fp32Pooled], &[]),
+                (P::Fp32, false, false, false) => (&[Fp32], &[]),
+                (P::Fp32, false, true, false) => (&[Fp32Narrow], &[]),
             };
         with_warpgroup_tiles(tiles, warpgroup_tiles, warpgroups)
     }
 
     /// Whether a GEMM of `n` output channels can pool its output in the epilogue: only the
-    /// 33-64 channel tiles are compiled to, in either precision.
+    /// 33-64 channel tiles are compiled to, in every precision.
     pub fn pools(n: usize) -> bool {
-        !Self::candidates(false, false, n, TileEpilogue::Pool).is_empty()
+        !Self::candidates(Precision::Fp32, false, n, TileEpilogue::Pool).is_empty()
     }
 
     /// Its typed launch function.
@@ -198,6 +218,13 @@ impl GemmTile {
             }
             Tf32Wgmma => kernels::conv2d_gathered_gemm_tf32_wgmma,
             Tf32WgmmaPooled => kernels::conv2d_gathered_gemm_tf32_wgmma_pooled,
+            Bf16Wide => kernels::conv2d_gathered_gemm_bf16_wide,
+            Bf16WideFourWarps => kernels::conv2d_gathered_gemm_bf16_wide_four_warps,
+            Bf16 => kernels::conv2d_gathered_gemm_bf16,
+            Bf16FourWarps => kernels::conv2d_gathered_gemm_bf16_four_warps,
+            Bf16Pooled => kernels::conv2d_gathered_gemm_bf16_pooled,
+            Bf16Narrow => kernels::conv2d_gathered_gemm_bf16_narrow,
+            Bf16NarrowFourWarps => kernels::conv2d_gathered_gemm_bf16_narrow_four_warps,
         }
     }
 
@@ -213,7 +240,7 @@ impl GemmTile {
                 GEMM_NARROW_TILE_N,
                 GEMM_NARROW_SHARED_FLOATS,
             ),
-            Tf32Wide | Tf32WideFourWarps => {
+            Tf32Wide | Tf32WideFourWarps | Bf16Wide | Bf16WideFourWarps => {
                 (TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, TF32_WIDE_SHARED_FLOATS)
             }
             Tf32WideLong | Tf32WideFourWarpsLong => (
@@ -221,8 +248,10 @@ impl GemmTile {
                 TF32_WIDE_TILE_N,
                 TF32_WIDE_LONG_SHARED_FLOATS,
             ),
-            Tf32 | Tf32FourWarps | Tf32Pooled => (TF32_TILE_P, TF32_TILE_N, TF32_SHARED_FLOATS),
-            Tf32Narrow | Tf32NarrowFourWarps => (
+            Tf32 | Tf32FourWarps | Tf32Pooled | Bf16 | Bf16FourWarps | Bf16Pooled => {
+                (TF32_TILE_P, TF32_TILE_N, TF32_SHARED_FLOATS)
+            }
+            Tf32Narrow | Tf32NarrowFourWarps | Bf16Narrow | Bf16NarrowFourWarps => (
                 TF32_NARROW_TILE_P,
                 TF32_NARROW_TILE_N,
                 TF32_NARROW_SHARED_FLOATS,
@@ -244,15 +273,17 @@ impl GemmTile {
     /// per block, dynamic shared memory.
     pub fn launch(self, pixels: usize, n: usize) -> Launch {
         let (tile_p, tile_n, shared_floats) = self.dimensions();
+        use GemmTile::*;
         let threads = match self {
-            GemmTile::Tf32WideFourWarps
-            | GemmTile::Tf32WideFourWarpsLong
-            | GemmTile::Tf32FourWarps
-            | GemmTile::Tf32NarrowFourWarps => kernels::TF32_FOUR_WARPS_THREADS,
-            GemmTile::Tf32WgmmaWide | GemmTile::Tf32Wgmma | GemmTile::Tf32WgmmaPooled => {
-                kernels::TF32_WGMMA_THREADS
-            }
-            GemmTile::Tf32WgmmaWideOneWarpgroup => kernels::TF32_WGMMA_ONE_WARPGROUP_THREADS,
+            Tf32WideFourWarps
+            | Tf32WideFourWarpsLong
+            | Tf32FourWarps
+            | Tf32NarrowFourWarps
+            | Bf16WideFourWarps
+            | Bf16FourWarps
+            | Bf16NarrowFourWarps => kernels::TF32_FOUR_WARPS_THREADS,
+            Tf32WgmmaWide | Tf32Wgmma | Tf32WgmmaPooled => kernels::TF32_WGMMA_THREADS,
+            Tf32WgmmaWideOneWarpgroup => kernels::TF32_WGMMA_ONE_WARPGROUP_THREADS,
             _ => kernels::WHORL_THREADS,
         };
         Launch {
@@ -284,20 +315,27 @@ impl Tile for GemmTile {
             Tf32WgmmaWideOneWarpgroup => "conv2d_gathered_gemm_tf32_wgmma_wide_one_warpgroup",
             Tf32Wgmma => "conv2d_gathered_gemm_tf32_wgmma",
             Tf32WgmmaPooled => "conv2d_gathered_gemm_tf32_wgmma_pooled",
+            Bf16Wide => "conv2d_gathered_gemm_bf16_wide",
+            Bf16WideFourWarps => "conv2d_gathered_gemm_bf16_wide_four_warps",
+            Bf16 => "conv2d_gathered_gemm_bf16",
+            Bf16FourWarps => "conv2d_gathered_gemm_bf16_four_warps",
+            Bf16Pooled => "conv2d_gathered_gemm_bf16_pooled",
+            Bf16Narrow => "conv2d_gathered_gemm_bf16_narrow",
+            Bf16NarrowFourWarps => "conv2d_gathered_gemm_bf16_narrow_four_warps",
         }
     }
 }
 
 /// What a GEMM's speed depends on: the gather's dimensions (grid batch, height, width; source
 /// height, width, channels; window, stride) and window origin, the output's channels and
-/// scatter stride, the precision and whether it pools.
+/// scatter stride, the precision it multiplies in and whether it pools.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GemmShape {
     pub gather: [i32; 8],
     pub origin: (i32, i32),
     pub n: usize,
     pub out_stride: usize,
-    pub on_tensor_cores: bool,
+    pub precision: Precision,
     pub pooling: bool,
 }
 
@@ -305,7 +343,7 @@ impl Shape for GemmShape {
     /// E.g. "401408 x 128 GEMM over K = 1152 (TF32)".
     fn describe(&self) -> String {
         let [grid_n, grid_h, grid_w, _, _, src_c, window, ..] = self.gather.map(i64::from);
-        let precision = if self.on_tensor_cores { "TF32" } else { "FP32" };
+        let precision = self.precision.name().to_uppercase();
         format!(
             "{} x {} GEMM over K = {} ({precision})",
             grid_n * grid_h * grid_w,
@@ -334,6 +372,12 @@ pub enum FilterTile {
     Tf32Wgmma,
     /// The same, 128 x 128 in two warpgroups of 64 x 128.
     Tf32WgmmaWide,
+    /// BF16, 128 x 64 in eight warps of 32 x 32.
+    Bf16,
+    /// BF16, 128 x 128 in eight warps of 64 x 32.
+    Bf16Wide,
+    /// BF16, 128 x 128 in four warps of 64 x 64.
+    Bf16WideFourWarps,
 }
 
 /// The launch function every kernel-gradient partials kernel has: device, launch, src, the
@@ -359,17 +403,19 @@ pub type FilterKernel<D> = fn(
 ) -> Result<()>;
 
 impl FilterTile {
-    /// The tiles partials may run on, the default first: on tensor cores or not, with Hopper's
-    /// warpgroup tiles too where the device runs them (`warpgroups`), on the wide tile (128
-    /// columns and more) or not.
-    pub fn candidates(on_tensor_cores: bool, warpgroups: bool, wide: bool) -> Vec<FilterTile> {
+    /// The tiles partials may run on, the default first: in `precision` (TF32 and BF16 on
+    /// tensor cores), with Hopper's warpgroup tiles too (TF32) where the device runs them
+    /// (`warpgroups`), on the wide tile (128 columns and more) or not.
+    pub fn candidates(precision: Precision, warpgroups: bool, wide: bool) -> Vec<FilterTile> {
         use FilterTile::*;
-        let (tiles, warpgroup_tiles): (&[FilterTile], &[FilterTile]) = match (on_tensor_cores, wide)
-        {
-            (true, true) => (&[Tf32Wide, Tf32WideFourWarps], &[Tf32WgmmaWide]),
-            (true, false) => (&[Tf32], &[Tf32Wgmma]),
-            (false, true) => (&[Fp32Wide], &[]),
-            (false, false) => (&[Fp32], &[]),
+        use Precision as P;
+        let (tiles, warpgroup_tiles): (&[FilterTile], &[FilterTile]) = match (precision, wide) {
+            (P::Tf32, true) => (&[Tf32Wide, Tf32WideFourWarps], &[Tf32WgmmaWide]),
+            (P::Tf32, false) => (&[Tf32], &[Tf32Wgmma]),
+            (P::Bf16, true) => (&[Bf16Wide, Bf16WideFourWarps], &[]),
+            (P::Bf16, false) => (&[Bf16], &[]),
+            (P::Fp32, true) => (&[Fp32Wide], &[]),
+            (P::Fp32, false) => (&[Fp32], &[]),
         };
         with_warpgroup_tiles(tiles, warpgroup_tiles, warpgroups)
     }
@@ -385,6 +431,9 @@ impl FilterTile {
             Tf32WideFourWarps => kernels::conv2d_filter_partials_tf32_wide_four_warps,
             Tf32Wgmma => kernels::conv2d_filter_partials_tf32_wgmma,
             Tf32WgmmaWide => kernels::conv2d_filter_partials_tf32_wgmma_wide,
+            Bf16 => kernels::conv2d_filter_partials_bf16,
+            Bf16Wide => kernels::conv2d_filter_partials_bf16_wide,
+            Bf16WideFourWarps => kernels::conv2d_filter_partials_bf16_wide_four_warps,
         }
     }
 
@@ -399,12 +448,12 @@ impl FilterTile {
                 FILTER_WIDE_TILE,
                 FILTER_WIDE_SHARED_FLOATS,
             ),
-            Tf32 => (
+            Tf32 | Bf16 => (
                 TF32_FILTER_ROWS,
                 TF32_FILTER_COLUMNS,
                 TF32_FILTER_SHARED_FLOATS,
             ),
-            Tf32Wide | Tf32WideFourWarps => (
+            Tf32Wide | Tf32WideFourWarps | Bf16Wide | Bf16WideFourWarps => (
                 TF32_FILTER_ROWS,
                 TF32_FILTER_WIDE_COLUMNS,
                 TF32_FILTER_WIDE_SHARED_FLOATS,
@@ -421,7 +470,7 @@ impl FilterTile {
             ),
         };
         let threads = match self {
-            Tf32WideFourWarps => TF32_FOUR_WARPS_THREADS,
+            Tf32WideFourWarps | Bf16WideFourWarps => TF32_FOUR_WARPS_THREADS,
             _ => WHORL_THREADS,
         };
         Launch {
@@ -447,13 +496,16 @@ impl Tile for FilterTile {
             Tf32WideFourWarps => "conv2d_filter_partials_tf32_wide_four_warps",
             Tf32Wgmma => "conv2d_filter_partials_tf32_wgmma",
             Tf32WgmmaWide => "conv2d_filter_partials_tf32_wgmma_wide",
+            Bf16 => "conv2d_filter_partials_bf16",
+            Bf16Wide => "conv2d_filter_partials_bf16_wide",
+            Bf16WideFourWarps => "conv2d_filter_partials_bf16_wide_four_warps",
         }
     }
 }
 
 /// What kernel-gradient partials' speed depends on: the gather's dimensions (as
 /// [`GemmShape`]'s) and origin, the partials' rows and columns, the pixels per chunk and the
-/// chunks, the precision.
+/// chunks, the precision they multiply in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FilterShape {
     pub gather: [i32; 8],
@@ -462,14 +514,14 @@ pub struct FilterShape {
     pub columns: usize,
     pub pixels_per_chunk: usize,
     pub chunks: usize,
-    pub on_tensor_cores: bool,
+    pub precision: Precision,
 }
 
 impl Shape for FilterShape {
     /// E.g. "1153 x 128 kernel-gradient partials over 401408 pixels in 128 chunks (TF32)".
     fn describe(&self) -> String {
         let [grid_n, grid_h, grid_w, ..] = self.gather.map(i64::from);
-        let precision = if self.on_tensor_cores { "TF32" } else { "FP32" };
+        let precision = self.precision.name().to_uppercase();
         let chunks = match self.chunks {
             1 => "1 chunk".to_string(),
             chunks => format!("{chunks} chunks"),

@@ -505,8 +505,9 @@ pub struct GpuBackend<D: Device> {
     owned: Vec<DevicePtr>,
     /// A transformed kernel for backward-data (flipped, or folded through an upsampling).
     kernel_scratch: Option<GpuBuffer>,
-    /// A TF32 GEMM's weights as its B operand (tf32_weights_k_major); TF32 only.
-    tf32_weights: Option<GpuBuffer>,
+    /// A tensor-core GEMM's weights as its B operand (tensor_core_weights_k_major); TF32 and
+    /// BF16 only.
+    tensor_core_weights: Option<GpuBuffer>,
     /// Per-chunk kernel gradients.
     partials: Option<GpuBuffer>,
     /// The 2x2 box sums of an upsampled convolution's dz.
@@ -536,15 +537,15 @@ impl<D: Device> GpuBackend<D> {
             warpgroup_tiles: false,
             owned: Vec::new(),
             kernel_scratch: None,
-            tf32_weights: None,
+            tensor_core_weights: None,
             partials: None,
             box_sums: None,
             loss: None,
         }
     }
 
-    /// Convolutions in `precision`: TF32 runs the GEMM-shaped passes whose channel counts are
-    /// multiples of 4 on tensor cores (conv2d_tf32.cu), the rest in FP32.
+    /// Convolutions in `precision`: TF32 and BF16 run the GEMM-shaped passes whose channel
+    /// counts are multiples of 4 on tensor cores (conv2d_tf32.cu), the rest in FP32.
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.precision = precision;
         self
@@ -552,7 +553,7 @@ impl<D: Device> GpuBackend<D> {
 
     /// Whether the TF32 GEMMs and kernel-gradient partials may run on Hopper's warpgroup tiles
     /// (wgmma), where the device
-    /// runs them: not by default until a GPU run has checked them (they have only run in the
+    /// runs them (in TF32): not by default until a GPU run has checked them (they have only run in the
     /// emulator, and a GPU's tensor cores may round a wgmma's sums otherwise than an mma.sync's,
     /// so a timed choice between the two could change a run's bits); `whorl bench
     /// --warpgroup-tiles` times them.
@@ -595,18 +596,22 @@ impl<D: Device> GpuBackend<D> {
         &self.device
     }
 
-    /// Whether a GEMM over `gather` with `n` columns runs on tensor cores: in TF32, where 16-byte
-    /// copies fit its channels (multiples of 4).
-    fn on_tensor_cores(&self, gather: &Gather, n: usize) -> bool {
-        self.precision == Precision::Tf32
-            && gather.src_shape.channels.is_multiple_of(4)
-            && n.is_multiple_of(4)
+    /// The precision a GEMM over `gather` with `n` columns multiplies in: the backend's on
+    /// tensor cores (TF32, BF16) where 16-byte copies fit its channels (multiples of 4), else
+    /// FP32.
+    fn gemm_precision(&self, gather: &Gather, n: usize) -> Precision {
+        let fits = gather.src_shape.channels.is_multiple_of(4) && n.is_multiple_of(4);
+        if fits {
+            self.precision
+        } else {
+            Precision::Fp32
+        }
     }
 
     /// Whether `conv`'s backward-data pass (`backward_data`), or its forward pass and kernel
     /// gradient, run by Winograd's F(2x2, 3x3) (conv2d_winograd.cu): in FP32, a plain
     /// convolution's backward-data, and its other passes with more than one input channel (one
-    /// runs as direct loops), as the CPU engine does. TF32 runs them on tensor cores.
+    /// runs as direct loops), as the CPU engine does. TF32 and BF16 run them on tensor cores.
     fn by_winograd(&self, conv: &Conv, backward_data: bool) -> bool {
         self.precision == Precision::Fp32
             && conv.read == ConvInput::Direct
@@ -764,9 +769,9 @@ impl<D: Device> GpuBackend<D> {
         epilogue: Epilogue,
         out: Scatter,
     ) -> Result<()> {
-        let on_tensor_cores = self.on_tensor_cores(gather, n);
-        let weights = match on_tensor_cores {
-            true => self.tf32_weights_k_major(gather, weights, n)?,
+        let precision = self.gemm_precision(gather, n);
+        let weights = match precision.on_tensor_cores() {
+            true => self.tensor_core_weights_k_major(gather, weights, n, precision)?,
             false => weights,
         };
         let pooling = out.pooled != DevicePtr::NULL;
@@ -777,7 +782,7 @@ impl<D: Device> GpuBackend<D> {
             (false, false) => TileEpilogue::Store,
         };
         let warpgroups = self.warpgroup_tiles && self.device.runs_warpgroup_mma();
-        let candidates = GemmTile::candidates(on_tensor_cores, warpgroups, n, tile_epilogue);
+        let candidates = GemmTile::candidates(precision, warpgroups, n, tile_epilogue);
         if candidates.is_empty() {
             return Err(Error::Backend {
                 backend: "gpu".into(),
@@ -790,7 +795,7 @@ impl<D: Device> GpuBackend<D> {
             origin: (gather.origin_row, gather.origin_col),
             n,
             out_stride: out.stride,
-            on_tensor_cores,
+            precision,
             pooling,
         };
         let pixels = gather.grid.pixels();
@@ -830,19 +835,24 @@ impl<D: Device> GpuBackend<D> {
         launch(self, tile)
     }
 
-    /// `weights` ([K][n], K the gather's window rows) as a TF32 GEMM's B operand: transposed to
-    /// [n][K] and rounded to TF32 (tf32_weights_k_major), in the TF32 weights scratch.
-    fn tf32_weights_k_major(
+    /// `weights` ([K][n], K the gather's window rows) as a tensor-core GEMM's B operand:
+    /// transposed to [n][K] and rounded to `precision` (TF32 or BF16;
+    /// tensor_core_weights_k_major), in the tensor-core weights scratch.
+    fn tensor_core_weights_k_major(
         &mut self,
         gather: &Gather,
         weights: DevicePtr,
         n: usize,
+        precision: Precision,
     ) -> Result<DevicePtr> {
         let k = gather.k();
-        let who = format!("a TF32 GEMM of {k} x {n} weights");
-        let out = Self::planned(&self.tf32_weights, 0, (&who, "the TF32 weights", k * n))?;
+        let who = format!("a tensor-core GEMM of {k} x {n} weights");
+        let what = "the tensor-core weights";
+        let out = Self::planned(&self.tensor_core_weights, 0, (&who, what, k * n))?;
         let launch = Launch::per_element(k * n);
-        kernels::tf32_weights_k_major(&mut self.device, launch, weights, int(k)?, int(n)?, out)?;
+        let bf16 = i32::from(precision == Precision::Bf16);
+        let (k, n) = (int(k)?, int(n)?);
+        kernels::tensor_core_weights_k_major(&mut self.device, launch, weights, k, n, bf16, out)?;
         Ok(out)
     }
 
@@ -876,11 +886,11 @@ impl<D: Device> GpuBackend<D> {
             )?;
             return Ok(chunks);
         }
-        let on_tensor_cores = self.on_tensor_cores(gather, n);
+        let precision = self.gemm_precision(gather, n);
         let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
         // The wide tile where it pads no more columns than the regular one (128 columns; not 64
         // or fewer, which one regular tile holds).
-        let (wide_columns, regular_columns) = if on_tensor_cores {
+        let (wide_columns, regular_columns) = if precision.on_tensor_cores() {
             (
                 kernels::TF32_FILTER_WIDE_COLUMNS,
                 kernels::TF32_FILTER_COLUMNS,
@@ -891,7 +901,7 @@ impl<D: Device> GpuBackend<D> {
         let padded = |tile: usize| columns.div_ceil(tile) * tile;
         let wide = padded(wide_columns) <= padded(regular_columns);
         let warpgroups = self.warpgroup_tiles && self.device.runs_warpgroup_mma();
-        let candidates = FilterTile::candidates(on_tensor_cores, warpgroups, wide);
+        let candidates = FilterTile::candidates(precision, warpgroups, wide);
         let shape = FilterShape {
             gather: gather.dims()?,
             origin: gather.origin_row,
@@ -899,7 +909,7 @@ impl<D: Device> GpuBackend<D> {
             columns,
             pixels_per_chunk: per_chunk,
             chunks,
-            on_tensor_cores,
+            precision,
         };
         let (n, per_chunk) = (int(n)?, int(per_chunk)?);
         let partials = Self::scratch(&self.partials);
@@ -1163,6 +1173,7 @@ impl<D: Device> Backend for GpuBackend<D> {
     fn name(&self) -> String {
         let precision = match self.precision {
             Precision::Tf32 => "TF32 convolutions on tensor cores",
+            Precision::Bf16 => "BF16 convolutions on tensor cores",
             Precision::Fp32 => "FP32",
         };
         format!("{} ({precision})", self.device.name())
@@ -1175,7 +1186,7 @@ impl<D: Device> Backend for GpuBackend<D> {
     fn conv_algorithm(&self) -> ConvAlgorithm {
         match self.precision {
             Precision::Fp32 => ConvAlgorithm::WinogradPlain,
-            Precision::Tf32 => ConvAlgorithm::Direct,
+            Precision::Tf32 | Precision::Bf16 => ConvAlgorithm::Direct,
         }
     }
 
@@ -1208,12 +1219,12 @@ impl<D: Device> Backend for GpuBackend<D> {
             loss = loss.max(loss_partials_len(conv));
         }
         self.kernel_scratch = Some(self.alloc(kernel)?);
-        if self.precision == Precision::Tf32 {
+        if self.precision.on_tensor_cores() {
             // The largest GEMM B operand: 9 cin x cout (forward), 9 cout x cin (backward-data).
             let weights = convs
                 .iter()
                 .map(|c| 9 * c.slot.in_channels * c.slot.out_channels);
-            self.tf32_weights = Some(self.alloc(weights.max().unwrap_or(1))?);
+            self.tensor_core_weights = Some(self.alloc(weights.max().unwrap_or(1))?);
         }
         self.partials = Some(self.alloc(partials)?);
         self.box_sums = Some(self.alloc(box_sums)?);
