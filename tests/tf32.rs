@@ -7,12 +7,14 @@
 mod common;
 
 use common::{bf16, conv, nhwc, parity, tf32, tiles};
+use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::GpuBackend;
 use whorl::backend::gpu::emulator::Emulator;
 use whorl::backend::gpu::gemm_tiles::{self, GemmTile, TilePolicy};
 use whorl::backend::reference::ReferenceBackend;
 use whorl::backend::{Backend, ConvInput, Precision};
-use whorl::model::Activation;
+use whorl::graph::Network;
+use whorl::model::{Activation, Architecture};
 
 /// TF32 keeps 11 significant bits, so each rounded operand errs by at most 2^-11 relative and a
 /// product by 2^-10; a sum of many products errs by less, relative to its own scale (2-5e-4 in
@@ -291,4 +293,36 @@ fn the_fastest_candidate_wins_a_tie_goes_to_the_default_and_both_times_are_repor
         "conv2d_gathered_gemm_tf32_wide_four_warps (0.500 ms; conv2d_gathered_gemm_tf32_wide \
          1.000 ms)"
     );
+}
+
+#[test]
+fn emulated_training_on_tensor_cores_follows_the_cpu_engine() {
+    // The whole model, a few RMSprop steps at 12x12: TF32 and BF16 losses stay within their
+    // rounding of the CPU engine's FP32 ones, the GEMMs on that precision's kernels.
+    let arch = Architecture::reference();
+    let (size, batch) = (12, 3);
+    let params = arch.glorot_uniform(9);
+    let batches: Vec<Vec<f32>> = (0..3)
+        .map(|step| common::random(batch * size * size, 0.0, 1.0, 60 + step))
+        .collect();
+    let mut cpu =
+        Network::new(CpuBackend::new(), arch.clone(), size, size, batch, &params).unwrap();
+    let expected: Vec<f64> = batches.iter().map(|b| cpu.train_step(b).unwrap()).collect();
+    for (precision, bound, kernel) in [
+        (Precision::Tf32, 1e-4, "conv2d_gathered_gemm_tf32_wide"),
+        (Precision::Bf16, 1e-3, "conv2d_gathered_gemm_bf16_wide"),
+    ] {
+        let backend = GpuBackend::new(Emulator::new()).with_precision(precision);
+        let mut gpu = Network::new(backend, arch.clone(), size, size, batch, &params).unwrap();
+        for (step, (images, &b)) in batches.iter().zip(&expected).enumerate() {
+            let a = gpu.train_step(images).unwrap();
+            println!("{precision:?} step {step}: {a} (CPU {b})");
+            assert!(
+                (a - b).abs() < bound * b,
+                "{precision:?} step {step}: {a} vs the CPU's {b}"
+            );
+        }
+        let launches = gpu.backend().device().launches(kernel);
+        assert!(launches > 0, "{precision:?}: {kernel} did not run");
+    }
 }
