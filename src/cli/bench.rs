@@ -39,7 +39,7 @@ pub(crate) struct BenchArgs {
     /// are fastest. Training does not use them yet: they have been checked in the emulator
     /// only, and a GPU may round their sums otherwise than the other tiles', so a choice
     /// between them could change a run's last bits. Without a Hopper GPU, or with
-    /// --precision fp32, nothing changes.
+    /// --precision bf16 or fp32, nothing changes.
     #[arg(long)]
     pub(crate) warpgroup_tiles: bool,
 }
