@@ -18,9 +18,10 @@ def median_seconds(step, repeats, timer=None):
     return statistics.median(timer(step) for _ in range(repeats))
 
 
-def report(framework, device, batch, size, repeats, train_s, infer_s):
+def report(framework, device, batch, size, repeats, train_s, infer_s, precision="fp32"):
     return {
         "framework": framework,
+        "precision": precision,
         "device": device,
         "batch_size": batch,
         "size": size,
@@ -34,15 +35,14 @@ def report(framework, device, batch, size, repeats, train_s, infer_s):
 
 
 def print_and_write(reports, path):
-    """Prints one line per report; writes the first to `path` and any second (TF32) beside it,
-    as PATH-tf32.json."""
+    """Prints one line per report; writes the first to `path` and each other beside it as
+    PATH-SUFFIX.json, SUFFIX its "precision" (e.g. PATH-tf32.json)."""
     for r in reports:
         print(f"| {r['framework']} | {r['device']} | batch {r['batch_size']} | "
               f"train {r['train_images_per_s']:.1f} images/s | "
               f"inference {r['inference_images_per_s']:.1f} images/s |")
     if path:
-        with open(path, "w") as f:
-            json.dump(reports[0], f, indent=2)
-        if len(reports) > 1:
-            with open(path.replace(".json", "-tf32.json"), "w") as f:
-                json.dump(reports[1], f, indent=2)
+        for i, r in enumerate(reports):
+            target = path if i == 0 else path.replace(".json", f"-{r['precision']}.json")
+            with open(target, "w") as f:
+                json.dump(r, f, indent=2)

@@ -2,12 +2,15 @@
 """The reference autoencoder in PyTorch, timed like `whorl bench`: the training step (forward,
 MSE, backward, RMSprop with Keras's epsilon inside the square root, approximated by PyTorch's
 RMSprop with eps=1e-7 outside it, which costs the same) and inference, NHWC (channels_last),
-float32, cudnn.benchmark on, with TF32 allowed and not allowed on the GPU. Writes the same JSON
-fields as `whorl bench --json` (no per-kernel rows), so `whorl compare` prints the ratios:
+float32, cudnn.benchmark on; on the GPU with TF32 not allowed, allowed, and the forward pass
+and loss under BF16 autocast. Writes the same JSON fields as `whorl bench --json` (no
+per-kernel rows), so `whorl compare` prints the ratios:
 
     python3 bench/torch_baseline.py --device cuda --json torch.json
-    whorl bench --device cuda --json whorl.json
+    whorl bench --device cuda --precision fp32 --json whorl.json
     whorl compare whorl.json torch.json
+
+(torch-tf32.json and torch-bf16.json beside it, for whorl's --precision tf32 and bf16.)
 """
 import argparse
 
@@ -39,9 +42,14 @@ def cuda_event_timer(call):
     return start.elapsed_time(end) / 1e3
 
 
-def measure(device, batch, size, repeats, tf32):
+def measure(device, batch, size, repeats, precision):
+    """The training step and inference in `precision`: fp32, tf32 (TF32 allowed in
+    convolutions and matrix products) or bf16 (the forward pass and loss under BF16 autocast,
+    float32 weights and optimizer, as a framework's mixed precision runs them)."""
+    tf32 = precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(13)
     net = model().to(device).to(memory_format=torch.channels_last)
@@ -50,20 +58,21 @@ def measure(device, batch, size, repeats, tf32):
 
     def train():
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.mean((net(images) - images) ** 2)
+        with autocast:
+            loss = torch.mean((net(images) - images) ** 2)
         loss.backward()
         optimizer.step()
 
     def infer():
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             net(images)
 
     timer = cuda_event_timer if device.type == "cuda" else None
     train_s = median_seconds(train, repeats, timer)
     infer_s = median_seconds(infer, repeats, timer)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    framework = f"pytorch {torch.__version__}" + (" TF32" if tf32 and device.type == "cuda" else "")
-    return report(framework, name, batch, size, repeats, train_s, infer_s)
+    framework = f"pytorch {torch.__version__}" + ("" if precision == "fp32" else f" {precision.upper()}")
+    return report(framework, name, batch, size, repeats, train_s, infer_s, precision)
 
 
 def main():
@@ -72,12 +81,12 @@ def main():
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--json", help="write the FP32 report here (and the TF32 one beside it, -tf32.json)")
+    parser.add_argument("--json", help="write the FP32 report here (on a GPU the TF32 and BF16 "
+                        "ones beside it, -tf32.json and -bf16.json)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    reports = [measure(device, args.batch_size, args.size, args.repeats, tf32=False)]
-    if device.type == "cuda":
-        reports.append(measure(device, args.batch_size, args.size, args.repeats, tf32=True))
+    precisions = ["fp32", "tf32", "bf16"] if device.type == "cuda" else ["fp32"]
+    reports = [measure(device, args.batch_size, args.size, args.repeats, p) for p in precisions]
     print_and_write(reports, args.json)
 
 

@@ -33,7 +33,8 @@
 // warp tile anyway; one on sm_89).
 // Both operands are K-contiguous in shared memory (the windows, and W as the backend passes
 // it: transposed to [n][K] and rounded by tensor_core_weights_k_major), so ldmatrix reads the
-// fragments of both, and only A's are rounded in the main loop.
+// fragments of both, and only A's are rounded in the main loop (in BF16 B's are paired too,
+// which keeps their rounded values).
 #define TF32_SLICE 16
 #define TF32_LONG_SLICE 32
 #define TF32_STAGES 3

@@ -2,7 +2,7 @@
 # One command to validate whorl on a GPU machine. It runs the GPU tests, a short training run on
 # the GPU in TF32, BF16 and FP32 compared with the same run on the CPU, the benchmarks in the
 # three precisions (TF32 once more with Hopper's warpgroup tiles among the candidates), when PyTorch
-# is importable, the PyTorch baseline (FP32 and TF32) and, when Nsight Compute reads the GPU's
+# is importable, the PyTorch baseline (FP32, TF32 and BF16 autocast) and, when Nsight Compute reads the GPU's
 # counters, one profile of each convolution kernel and launch shape of the benchmark in each
 # precision; it writes report.md and report.json under
 # bench/results/DATE-DEVICE/.
@@ -101,7 +101,7 @@ if [ -f bench/torch_baseline.py ] && python3 -c 'import torch' 2>/dev/null; then
 else
     echo "no PyTorch baseline run (torch is not importable)" | tee "$out/bench-torch.md"
 fi
-for pair in "fp32 bench-torch.json" "tf32 bench-torch-tf32.json"; do
+for pair in "fp32 bench-torch.json" "tf32 bench-torch-tf32.json" "bf16 bench-torch-bf16.json"; do
     whorl_json="$out/bench-whorl-${pair% *}.json" torch_json="$out/${pair#* }"
     if [ -f "$whorl_json" ] && [ -f "$torch_json" ]; then
         "$whorl" compare "$whorl_json" "$torch_json" | tee -a "$out/compare.md"
@@ -160,7 +160,7 @@ report = {
     "kernel_profiles": profile_status,
     "training": {"epochs": rows, **training},
 }
-for name in ("bench-whorl-fp32.json", "bench-whorl-tf32.json", "bench-whorl-bf16.json", "bench-torch.json", "bench-torch-tf32.json"):
+for name in ("bench-whorl-fp32.json", "bench-whorl-tf32.json", "bench-whorl-bf16.json", "bench-torch.json", "bench-torch-tf32.json", "bench-torch-bf16.json"):
     path = os.path.join(out, name)
     if os.path.exists(path):
         report[name[:-5]] = json.load(open(path))
