@@ -109,36 +109,65 @@ fn every_kernel_compiles_with_nvrtc_for_ada_and_hopper() {
     if ptxas.is_none() {
         eprintln!("no WHORL_PTXAS: registers and spills not checked (.ci/run sets it)");
     }
-    for source in kernel_sources() {
-        let text = std::fs::read_to_string(&source).unwrap();
-        for arch in ARCHITECTURES {
-            let options = CompileOptions {
-                arch: Some(arch),
-                include_paths: vec![include.display().to_string()],
-                name: Some(source.file_name().unwrap().to_string_lossy().into_owned()),
-                ..Default::default()
-            };
-            let ptx = compile_ptx_with_opts(&text, options)
-                .unwrap_or_else(|e| panic!("{} for {arch}: {e:?}", source.display()))
-                .to_src();
-            let entries = text.matches("__global__").count();
-            assert_eq!(
-                ptx.matches(".entry ").count(),
-                entries,
-                "{} for {arch}",
-                source.display()
-            );
-            let Some(ptxas) = &ptxas else { continue };
-            let sm = arch.replace("compute", "sm");
-            for (kernel, registers, shared, spills) in ptxas_report(ptxas, &ptx, &sm) {
-                println!(
-                    "{sm} {kernel:<32} {registers:>4} registers {shared:>6} B smem {spills:>4} B spills"
-                );
-                assert!(
-                    spills == 0 || !HOT_KERNELS.contains(&kernel.as_str()),
-                    "{kernel} spills {spills} bytes to local memory on {sm}"
-                );
-            }
-        }
+    // Each source for each architecture on a thread of its own (NVRTC and ptxas take minutes
+    // in all, one core each); the reports are printed in order.
+    let jobs: Vec<(PathBuf, &'static str)> = kernel_sources()
+        .into_iter()
+        .flat_map(|source| ARCHITECTURES.map(|arch| (source.clone(), arch)))
+        .collect();
+    let reports: Vec<String> = std::thread::scope(|scope| {
+        let threads: Vec<_> = jobs
+            .iter()
+            .map(|(source, arch)| {
+                scope.spawn(|| compile_and_report(source, arch, &include, ptxas.as_deref()))
+            })
+            .collect();
+        let joined = threads.into_iter().map(|thread| thread.join());
+        joined
+            .map(|report| report.unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    for report in reports {
+        print!("{report}");
     }
+}
+
+/// Compiles `source` with NVRTC for `arch` (its entry points all in the PTX) and, with ptxas,
+/// reports each kernel's registers, shared memory and spills, failing on a hot kernel's spill.
+fn compile_and_report(
+    source: &Path,
+    arch: &'static str,
+    include: &Path,
+    ptxas: Option<&Path>,
+) -> String {
+    let text = std::fs::read_to_string(source).unwrap();
+    let options = CompileOptions {
+        arch: Some(arch),
+        include_paths: vec![include.display().to_string()],
+        name: Some(source.file_name().unwrap().to_string_lossy().into_owned()),
+        ..Default::default()
+    };
+    let ptx = compile_ptx_with_opts(&text, options)
+        .unwrap_or_else(|e| panic!("{} for {arch}: {e:?}", source.display()))
+        .to_src();
+    let entries = text.matches("__global__").count();
+    assert_eq!(
+        ptx.matches(".entry ").count(),
+        entries,
+        "{} for {arch}",
+        source.display()
+    );
+    let mut report = String::new();
+    let Some(ptxas) = ptxas else { return report };
+    let sm = arch.replace("compute", "sm");
+    for (kernel, registers, shared, spills) in ptxas_report(ptxas, &ptx, &sm) {
+        report += &format!(
+            "{sm} {kernel:<32} {registers:>4} registers {shared:>6} B smem {spills:>4} B spills\n"
+        );
+        assert!(
+            spills == 0 || !HOT_KERNELS.contains(&kernel.as_str()),
+            "{kernel} spills {spills} bytes to local memory on {sm}"
+        );
+    }
+    report
 }
