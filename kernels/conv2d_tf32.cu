@@ -811,18 +811,22 @@ extern "C" __global__ void tensor_core_weights_k_major(const float* __restrict__
 // and 2g + 1 (so that a lane reads a[0], a[1], and a[2], a[3] 4 pixels on, as 8-byte pairs).
 // Both multiply in the same pixel order, so they give the same bits.
 
-// Lane (g, t)'s m16n8k8 A fragment of the 16 rows from `row` and pixels ks .. + 8 of a stage
-// ([pixel][row k], rows PITCH floats apart), as stored (float32 bits).
+// Lane (g, t)'s values of a stage ([pixel][position], PITCH floats apart) at pixels ks + t and
+// ks + t + 4 and positions from + 2g and from + 2g + 1, as stored (float32 bits), as two 8-byte
+// pairs: v = (t, 2g), (t, 2g + 1), (t + 4, 2g), (t + 4, 2g + 1). With positions the window's
+// rows that is the m16n8k8 A fragment of the 16 rows from `from` and pixels ks .. + 8 (as
+// the layouts pair rows); with them second's columns, the B fragments of the 8-column blocks 2m
+// and 2m + 1 from `from` = 16m are (v[0], v[2]) and (v[1], v[3]).
 template <int PITCH>
-__device__ __forceinline__ void load_filter_a_fragment(unsigned (&a)[4], const float* a_tile,
-                                                       int ks, int row, int g, int t) {
-    const float* a_pixels = a_tile + (ks + t) * PITCH + row + 2 * g;
-    const float2 first = *reinterpret_cast<const float2*>(a_pixels);
-    const float2 fifth = *reinterpret_cast<const float2*>(a_pixels + 4 * PITCH);
-    a[0] = __float_as_uint(first.x);
-    a[1] = __float_as_uint(first.y);
-    a[2] = __float_as_uint(fifth.x);
-    a[3] = __float_as_uint(fifth.y);
+__device__ __forceinline__ void load_filter_pairs(unsigned (&v)[4], const float* tile, int ks,
+                                                  int from, int g, int t) {
+    const float* pixels = tile + (ks + t) * PITCH + from + 2 * g;
+    const float2 first = *reinterpret_cast<const float2*>(pixels);
+    const float2 fifth = *reinterpret_cast<const float2*>(pixels + 4 * PITCH);
+    v[0] = __float_as_uint(first.x);
+    v[1] = __float_as_uint(first.y);
+    v[2] = __float_as_uint(fifth.x);
+    v[3] = __float_as_uint(fifth.y);
 }
 
 // Warp tiles of mma.sync: THREADS / 32 warps, COLUMNS / WARP_N along the columns, each a
@@ -863,8 +867,7 @@ __device__ __forceinline__ void multiply_filter_stage(
             unsigned read[K8][4];
             WHORL_UNROLL
             for (int h = 0; h < K8; ++h)
-                load_filter_a_fragment<PITCH_A>(read[h], a_tile, ks + 8 * h, warps.row + mi * 16,
-                                                g, t);
+                load_filter_pairs<PITCH_A>(read[h], a_tile, ks + 8 * h, warps.row + mi * 16, g, t);
             a_operand<OPERANDS>(a[mi], read);
         }
         WHORL_UNROLL
@@ -872,14 +875,12 @@ __device__ __forceinline__ void multiply_filter_stage(
             unsigned read[2][K8][2];
             WHORL_UNROLL
             for (int h = 0; h < K8; ++h) {
-                const float* b_pixels =
-                    b_tile + (ks + 8 * h + t) * PITCH_B + warps.column + ni * 8 + 2 * g;
-                const float2 first = *reinterpret_cast<const float2*>(b_pixels);
-                const float2 fifth = *reinterpret_cast<const float2*>(b_pixels + 4 * PITCH_B);
-                read[0][h][0] = __float_as_uint(first.x);
-                read[1][h][0] = __float_as_uint(first.y);
-                read[0][h][1] = __float_as_uint(fifth.x);
-                read[1][h][1] = __float_as_uint(fifth.y);
+                unsigned v[4];
+                load_filter_pairs<PITCH_B>(v, b_tile, ks + 8 * h, warps.column + ni * 8, g, t);
+                read[0][h][0] = v[0];
+                read[0][h][1] = v[2];
+                read[1][h][0] = v[1];
+                read[1][h][1] = v[3];
             }
             b_operand<OPERANDS, false>(b[ni], read[0]);
             b_operand<OPERANDS, false>(b[ni + 1], read[1]);
@@ -958,7 +959,7 @@ __device__ __forceinline__ void multiply_filter_stage(const FilterWgmmaWarpgroup
     unsigned a[SLICE / 8][MI][4];
     WHORL_UNROLL
     for (int ks = 0; ks < SLICE; ks += 8) {
-        load_filter_a_fragment<PITCH_A>(a[ks / 8][0], a_tile, ks, warps.row, g, t);
+        load_filter_pairs<PITCH_A>(a[ks / 8][0], a_tile, ks, warps.row, g, t);
         round_to_tf32(a[ks / 8][0]);
     }
     wgmma_stage<COLUMNS>(acc, a, b_k_major);
