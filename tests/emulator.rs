@@ -694,6 +694,24 @@ fn m16n8k8_fragments(lane: usize) -> Fragments {
     )
 }
 
+/// C (16 x 8, row-major) as the 32 lanes' m16n8 C fragments, lane-major (4 values a lane).
+fn c_fragments(c: &[f32]) -> Vec<f32> {
+    (0..32)
+        .flat_map(|lane| m16n8k8_fragments(lane).2.map(|(i, j)| c[i * 8 + j]))
+        .collect()
+}
+
+/// D (16 x 8, row-major) from the 32 lanes' m16n8 D fragments, lane-major.
+fn from_c_fragments(registers: &[f32]) -> Vec<f32> {
+    let mut d = vec![0.0f32; 16 * 8];
+    for lane in 0..32 {
+        for (r, (i, j)) in m16n8k8_fragments(lane).2.into_iter().enumerate() {
+            d[i * 8 + j] = registers[lane * 4 + r];
+        }
+    }
+    d
+}
+
 /// The low 13 bits of a float dropped: what the tensor core reads of an unrounded operand.
 fn truncated_to_tf32(value: f32) -> f32 {
     f32::from_bits(value.to_bits() & !0x1fff)
@@ -705,13 +723,13 @@ fn the_tf32_mma_follows_the_ptx_fragment_layout_and_truncates_unrounded_operands
     let a = random(16 * 8, -2.0, 2.0, 1);
     let b = random(8 * 8, -2.0, 2.0, 2);
     let c = random(16 * 8, -1.0, 1.0, 3);
-    let (mut a_regs, mut b_regs, mut c_regs) = (vec![], vec![], vec![]);
+    let (mut a_regs, mut b_regs) = (vec![], vec![]);
     for lane in 0..32 {
-        let (fa, fb, fc) = m16n8k8_fragments(lane);
+        let (fa, fb, _) = m16n8k8_fragments(lane);
         a_regs.extend(fa.map(|(i, k)| a[i * 8 + k]));
         b_regs.extend(fb.map(|(k, j)| b[k * 8 + j]));
-        c_regs.extend(fc.map(|(i, j)| c[i * 8 + j]));
     }
+    let c_regs = c_fragments(&c);
     let mut device = Emulator::new();
     let buffers = uploaded(&mut device, &[&a_regs, &b_regs, &c_regs, &c_regs]);
     let mut product = |round: bool| {
@@ -722,24 +740,9 @@ fn the_tf32_mma_follows_the_ptx_fragment_layout_and_truncates_unrounded_operands
             .unwrap();
         let mut d_regs = vec![0.0; 128];
         device.download(buffers[3], &mut d_regs).unwrap();
-        let mut d = vec![0.0f32; 16 * 8];
-        for lane in 0..32 {
-            for (r, (i, j)) in m16n8k8_fragments(lane).2.into_iter().enumerate() {
-                d[i * 8 + j] = d_regs[lane * 4 + r];
-            }
-        }
-        d
+        from_c_fragments(&d_regs)
     };
-    let expected = |operand: fn(f32) -> f32| -> Vec<f64> {
-        (0..16 * 8)
-            .map(|ij| {
-                let (i, j) = (ij / 8, ij % 8);
-                (0..8).fold(f64::from(c[ij]), |s, k| {
-                    s + f64::from(operand(a[i * 8 + k])) * f64::from(operand(b[k * 8 + j]))
-                })
-            })
-            .collect()
-    };
+    let expected = |operand| mma_reference(&a, &b, &c, 8, operand);
     let (rounded, truncated) = (expected(tf32), expected(truncated_to_tf32));
     assert!(relative_error(&product(true), &rounded) < 1e-6);
     assert!(relative_error(&product(false), &truncated) < 1e-6);
@@ -803,27 +806,14 @@ fn the_bf16_mma_follows_the_ptx_fragment_layout_and_rounds_to_nearest_even() {
     let a = random(16 * 16, -2.0, 2.0, 11);
     let b = random(16 * 8, -2.0, 2.0, 12);
     let c = random(16 * 8, -1.0, 1.0, 13);
-    let (mut a_regs, mut b_regs, mut c_regs) = (vec![], vec![], vec![]);
+    let (mut a_regs, mut b_regs) = (vec![], vec![]);
     for lane in 0..32 {
         let (fa, fb) = m16n8k16_fragments(lane);
         a_regs.extend(fa.iter().flatten().map(|&(i, k)| a[i * 16 + k]));
         b_regs.extend(fb.iter().flatten().map(|&(k, j)| b[k * 8 + j]));
-        c_regs.extend(m16n8k8_fragments(lane).2.map(|(i, j)| c[i * 8 + j]));
     }
-    let mut device = Emulator::new();
-    let buffers = uploaded(&mut device, &[&a_regs, &b_regs, &c_regs, &c_regs]);
-    let args: Vec<KernelArg> = buffers.iter().map(|&p| KernelArg::Ptr(p)).collect();
-    device
-        .launch("mma_bf16_fragments", [1, 1, 1], [32, 1, 1], 0, &args)
-        .unwrap();
-    let mut d_regs = vec![0.0; 128];
-    device.download(buffers[3], &mut d_regs).unwrap();
-    let mut d = vec![0.0f32; 16 * 8];
-    for lane in 0..32 {
-        for (r, (i, j)) in m16n8k8_fragments(lane).2.into_iter().enumerate() {
-            d[i * 8 + j] = d_regs[lane * 4 + r];
-        }
-    }
+    let d_regs = run_tile("mma_bf16_fragments", &a_regs, &b_regs, &c_fragments(&c), 0);
+    let d = from_c_fragments(&d_regs);
     let rounded = mma_reference(&a, &b, &c, 16, bf16);
     assert!(relative_error(&d, &rounded) < 1e-6);
     let tf32_apart = relative_error(&d, &mma_reference(&a, &b, &c, 16, tf32));
@@ -842,26 +832,10 @@ fn bf16_fragments_paired_from_tf32_fragments_multiply_as_a_bf16_mma() {
     let b = random(16 * 8, -2.0, 2.0, 22);
     let zeros = vec![0.0f32; 16 * 8];
     let expected = mma_reference(&a, &b, &zeros, 16, bf16);
-    let mut device = Emulator::new();
-    let buffers = uploaded(&mut device, &[&a, &b, &zeros]);
-    let mut product = |mistake: i32| {
-        let mut args = vec![KernelArg::I32(mistake)];
-        args.extend(buffers.iter().map(|&p| KernelArg::Ptr(p)));
-        device
-            .launch(
-                "bf16_mma_of_tf32_fragments",
-                [1, 1, 1],
-                [32, 1, 1],
-                0,
-                &args,
-            )
-            .unwrap();
-        let mut d = vec![0.0; 16 * 8];
-        device.download(buffers[2], &mut d).unwrap();
-        d
-    };
-    assert!(relative_error(&product(0), &expected) < 1e-6);
-    let broken = relative_error(&product(1), &expected);
+    let product = |kernel| run_tile(kernel, &a, &b, &zeros, 0);
+    assert!(relative_error(&product("bf16_mma_of_tf32_fragments"), &expected) < 1e-6);
+    let mixed_rows = product("broken_bf16_mma_of_tf32_fragments_mixed_rows");
+    let broken = relative_error(&mixed_rows, &expected);
     assert!(broken > 0.1, "A paired across rows gives A B ({broken:e})");
 }
 

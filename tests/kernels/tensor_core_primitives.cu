@@ -59,29 +59,28 @@ extern "C" __global__ void ldmatrix_x4_words(const float* in, float* out) {
     for (int i = 0; i < 4; ++i) out[4 * lane + i] = __uint_as_float(words[i]);
 }
 
-// d = a b + c by one m16n8k16 BF16 mma, with the fragments as given: lane l's registers hold
+// cd = a b + cd by one m16n8k16 BF16 mma, with the fragments as given: lane l's registers hold
 // the pairs (a[8l + 2i], a[8l + 2i + 1]) (i = 0..3) and (b[4l + 2i], b[4l + 2i + 1]) (i = 0..1),
-// made by bf16_pair (low half first); c[4l..4l+4) as the mma_tf32_fragments'.
-extern "C" __global__ void mma_bf16_fragments(const float* a, const float* b, const float* c,
-                                              float* d) {
+// made by bf16_pair (low half first); C and D as cd[4l..4l+4), the mma_tf32_fragments' layout.
+extern "C" __global__ void mma_bf16_fragments(const float* a, const float* b, float* cd) {
     const int lane = threadIdx.x;
     unsigned a_frag[4], b_frag[2];
-    float c_frag[4], d_frag[4];
+    float acc[4];
     for (int i = 0; i < 4; ++i) {
         a_frag[i] = bf16_pair(a[8 * lane + 2 * i], a[8 * lane + 2 * i + 1]);
-        c_frag[i] = c[4 * lane + i];
+        acc[i] = cd[4 * lane + i];
     }
     for (int i = 0; i < 2; ++i) b_frag[i] = bf16_pair(b[4 * lane + 2 * i], b[4 * lane + 2 * i + 1]);
-    mma_bf16_m16n8k16(d_frag, a_frag, b_frag, c_frag);
-    for (int i = 0; i < 4; ++i) d[4 * lane + i] = d_frag[i];
+    mma_bf16_m16n8k16(acc, a_frag, b_frag, acc);
+    for (int i = 0; i < 4; ++i) cd[4 * lane + i] = acc[i];
 }
 
 // D = A B (A 16 x 16, B 16 x 8, D 16 x 8, row-major) by one m16n8k16 BF16 mma whose fragments
 // are paired from the m16n8k8 (TF32 layout) fragments of K 0-7 and 8-15 by bf16_a_fragment and
-// bf16_b_fragment, as the convolution kernels make them; with `mistake` non-zero, A's pairs
-// are (a[0], a[1]) and (a[2], a[3]) instead (rows g and g + 8 mixed), which must show.
-extern "C" __global__ void bf16_mma_of_tf32_fragments(int mistake, const float* a,
-                                                      const float* b, float* d) {
+// bf16_b_fragment, as the convolution kernels make them; with MIXED_ROWS, A's pairs are
+// (a[0], a[1]) and (a[2], a[3]) instead (rows g and g + 8 mixed), which must show.
+template <bool MIXED_ROWS>
+__device__ void bf16_mma_of_tf32_fragments_tile(const float* a, const float* b, float* d) {
     const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
     unsigned a_k8[2][4], b_k8[2][2];
     for (int h = 0; h < 2; ++h) {
@@ -96,7 +95,7 @@ extern "C" __global__ void bf16_mma_of_tf32_fragments(int mistake, const float* 
     unsigned a_frag[4], b_frag[2];
     bf16_a_fragment(a_frag, a_k8[0], a_k8[1]);
     bf16_b_fragment(b_frag, b_k8[0], b_k8[1]);
-    if (mistake) {
+    if (MIXED_ROWS) {
         for (int h = 0; h < 2; ++h) {
             a_frag[2 * h] = bf16_pair(__uint_as_float(a_k8[h][0]), __uint_as_float(a_k8[h][1]));
             a_frag[2 * h + 1] =
@@ -106,4 +105,14 @@ extern "C" __global__ void bf16_mma_of_tf32_fragments(int mistake, const float* 
     float acc[4] = {};
     mma_bf16_m16n8k16(acc, a_frag, b_frag, acc);
     for (int r = 0; r < 4; ++r) d[(g + 8 * (r / 2)) * 8 + 2 * t + r % 2] = acc[r];
+}
+
+extern "C" __global__ void bf16_mma_of_tf32_fragments(const float* a, const float* b, float* d) {
+    bf16_mma_of_tf32_fragments_tile<false>(a, b, d);
+}
+
+extern "C" __global__ void broken_bf16_mma_of_tf32_fragments_mixed_rows(const float* a,
+                                                                        const float* b,
+                                                                        float* d) {
+    bf16_mma_of_tf32_fragments_tile<true>(a, b, d);
 }

@@ -4,8 +4,8 @@
 //!
 //! Each shape has one or more candidate tiles, the first the default. Where there are several,
 //! which is faster depends on the GPU and the layer:
-//! - the TF32 and BF16 tiles in eight warps or in four with twice the warp tile (the gathered GEMM's
-//!   128 x 128 and 256 x 64 in 64 x 32 or 64 x 64 warp tiles, 256 x 32 in 32 x 32 or 64 x 32,
+//! - the TF32 and BF16 tiles in eight warps or in four with twice the warp tile (the gathered
+//!   GEMM's 128 x 128 and 256 x 64 in 64 x 32 or 64 x 64 warp tiles, 256 x 32 in 32 x 32 or 64 x 32,
 //!   the partials' 128 x 128 in 64 x 32 or 64 x 64): larger warp tiles read less shared memory
 //!   per mma, more warps hide more latency;
 //! - the gathered GEMM's 128 x 128 tiles on slices of 32 of K, too (half the barriers and copy

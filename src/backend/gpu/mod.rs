@@ -552,11 +552,10 @@ impl<D: Device> GpuBackend<D> {
     }
 
     /// Whether the TF32 GEMMs and kernel-gradient partials may run on Hopper's warpgroup tiles
-    /// (wgmma), where the device
-    /// runs them (in TF32): not by default until a GPU run has checked them (they have only run in the
-    /// emulator, and a GPU's tensor cores may round a wgmma's sums otherwise than an mma.sync's,
-    /// so a timed choice between the two could change a run's bits); `whorl bench
-    /// --warpgroup-tiles` times them.
+    /// (wgmma), where the device runs them: not by default until a GPU run has checked them
+    /// (they have only run in the emulator, and a GPU's tensor cores may round a wgmma's sums
+    /// otherwise than an mma.sync's, so a timed choice between the two could change a run's
+    /// bits); `whorl bench --warpgroup-tiles` times them.
     pub fn with_warpgroup_tiles(mut self, warpgroup_tiles: bool) -> Self {
         self.warpgroup_tiles = warpgroup_tiles;
         self
@@ -594,6 +593,11 @@ impl<D: Device> GpuBackend<D> {
 
     pub fn device(&self) -> &D {
         &self.device
+    }
+
+    /// Whether the warpgroup tiles are among the candidates: asked for, and the device runs them.
+    fn offers_warpgroup_tiles(&self) -> bool {
+        self.warpgroup_tiles && self.device.runs_warpgroup_mma()
     }
 
     /// The precision a GEMM over `gather` with `n` columns multiplies in: the backend's on
@@ -781,7 +785,7 @@ impl<D: Device> GpuBackend<D> {
             (false, true) => TileEpilogue::Slope,
             (false, false) => TileEpilogue::Store,
         };
-        let warpgroups = self.warpgroup_tiles && self.device.runs_warpgroup_mma();
+        let warpgroups = self.offers_warpgroup_tiles();
         let candidates = GemmTile::candidates(precision, warpgroups, n, tile_epilogue);
         if candidates.is_empty() {
             return Err(Error::Backend {
@@ -900,8 +904,7 @@ impl<D: Device> GpuBackend<D> {
         };
         let padded = |tile: usize| columns.div_ceil(tile) * tile;
         let wide = padded(wide_columns) <= padded(regular_columns);
-        let warpgroups = self.warpgroup_tiles && self.device.runs_warpgroup_mma();
-        let candidates = FilterTile::candidates(precision, warpgroups, wide);
+        let candidates = FilterTile::candidates(precision, self.offers_warpgroup_tiles(), wide);
         let shape = FilterShape {
             gather: gather.dims()?,
             origin: gather.origin_row,
