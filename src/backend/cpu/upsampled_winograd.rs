@@ -415,35 +415,41 @@ struct Filter<'a> {
 /// Channels a transform takes at a time, in vector registers.
 const LANES: usize = 16;
 
-/// out[at[o] + k] = f(the inputs' values at channel k)[o] for every channel k: blocks of LANES
-/// channels copied into arrays, so that the compiler keeps them in vector registers (the
-/// slices could alias, as far as it knows), then the remainder one channel at a time.
-#[inline(always)]
-fn lanewise<const I: usize, const O: usize>(
-    inputs: &[&[f32]; I],
-    (out, at): (&mut [f32], [usize; O]),
-    f: impl Fn([f32; I]) -> [f32; O] + Copy,
-) {
-    let c = inputs[0].len();
-    let whole = c / LANES * LANES;
-    for k in (0..whole).step_by(LANES) {
-        let block: [[f32; LANES]; I] =
-            std::array::from_fn(|i| inputs[i][k..k + LANES].try_into().unwrap());
-        let mut results = [[0.0; LANES]; O];
-        for lane in 0..LANES {
-            let values = f(std::array::from_fn(|i| block[i][lane]));
-            for (result, value) in results.iter_mut().zip(values) {
-                result[lane] = value;
+/// A transform along one line of a tile, channel by channel: the values of I rows at one
+/// channel to the values of O rows. A type, not a closure or a fn item, so that every call is
+/// direct and inlines into the caller that [`Arch::dispatch`] compiled for the machine's
+/// vector width (a fn item called through `Fn` is a shim the compiler may keep out of line,
+/// compiled for plain SSE2).
+trait Line<const I: usize, const O: usize> {
+    fn values(inputs: [f32; I]) -> [f32; O];
+
+    /// out[at[o] + k] = values(the inputs' values at channel k)[o] for every channel k: blocks
+    /// of LANES channels copied into arrays, so that the compiler keeps them in vector
+    /// registers (the slices could alias, as far as it knows), then the remainder one channel
+    /// at a time.
+    #[inline(always)]
+    fn lanewise(inputs: &[&[f32]; I], (out, at): (&mut [f32], [usize; O])) {
+        let c = inputs[0].len();
+        let whole = c / LANES * LANES;
+        for k in (0..whole).step_by(LANES) {
+            let block: [[f32; LANES]; I] =
+                std::array::from_fn(|i| inputs[i][k..k + LANES].try_into().unwrap());
+            let mut results = [[0.0; LANES]; O];
+            for lane in 0..LANES {
+                let values = Self::values(std::array::from_fn(|i| block[i][lane]));
+                for (result, value) in results.iter_mut().zip(values) {
+                    result[lane] = value;
+                }
+            }
+            for (result, at) in results.iter().zip(at) {
+                out[at + k..][..LANES].copy_from_slice(result);
             }
         }
-        for (result, at) in results.iter().zip(at) {
-            out[at + k..][..LANES].copy_from_slice(result);
-        }
-    }
-    for k in whole..c {
-        let values = f(std::array::from_fn(|i| inputs[i][k]));
-        for (value, at) in values.into_iter().zip(at) {
-            out[at + k] = value;
+        for k in whole..c {
+            let values = Self::values(std::array::from_fn(|i| inputs[i][k]));
+            for (value, at) in values.into_iter().zip(at) {
+                out[at + k] = value;
+            }
         }
     }
 }
@@ -477,31 +483,36 @@ fn f42_output([m0, m1, m2, m3, m4]: [f32; 5]) -> [f32; 4] {
     ]
 }
 
-/// T over the ten rows of channels of a window's line of dz, into the nine rows `out`: the
-/// pair sums b_j = r_j + r_{j+1}, then B^T over the even ones and the odd ones as they are.
-#[inline(always)]
-fn window_transform(rows: &[&[f32]; WINDOW], out: (&mut [f32], [usize; SIDE])) {
-    lanewise(rows, out, |r| {
+/// T over the ten rows of a window's line of dz, into nine: the pair sums
+/// b_j = r_j + r_{j+1}, then B^T over the even ones and the odd ones as they are.
+struct WindowTransform;
+
+impl Line<WINDOW, SIDE> for WindowTransform {
+    #[inline(always)]
+    fn values(r: [f32; WINDOW]) -> [f32; SIDE] {
         let [d0, e0, d1, e1, d2, e2, d3, e3, d4] = std::array::from_fn(|j| r[j] + r[j + 1]);
         let [t0, t1, t2, t3, t4] = f42_input([d0, d1, d2, d3, d4]);
         [t0, t1, t2, t3, t4, e0, e1, e2, e3]
-    });
+    }
 }
 
-/// O over nine rows of channels, into the four rows `out`: A^T over the first five, plus the
-/// last four.
-#[inline(always)]
-fn output_transform(m: &[&[f32]; SIDE], out: (&mut [f32], [usize; TILE])) {
-    lanewise(m, out, |m| {
+/// O over nine rows, into four: A^T over the first five, plus the last four.
+struct OutputTransform;
+
+impl Line<SIDE, TILE> for OutputTransform {
+    #[inline(always)]
+    fn values(m: [f32; SIDE]) -> [f32; TILE] {
         let y = f42_output([m[0], m[1], m[2], m[3], m[4]]);
         [y[0] + m[5], y[1] + m[6], y[2] + m[7], y[3] + m[8]]
-    });
+    }
 }
 
-/// O^T over four rows of channels (a tile's line of source pixels), into the nine rows `out`.
-#[inline(always)]
-fn source_transform(x: &[&[f32]; TILE], out: (&mut [f32], [usize; SIDE])) {
-    lanewise(x, out, |[x0, x1, x2, x3]| {
+/// O^T over four rows (a tile's line of source pixels), into nine.
+struct SourceTransform;
+
+impl Line<TILE, SIDE> for SourceTransform {
+    #[inline(always)]
+    fn values([x0, x1, x2, x3]: [f32; TILE]) -> [f32; SIDE] {
         let (even, odd) = (x0 + x2, x1 + x3);
         [
             x0,
@@ -514,7 +525,7 @@ fn source_transform(x: &[&[f32]; TILE], out: (&mut [f32], [usize; SIDE])) {
             x2,
             x3,
         ]
-    });
+    }
 }
 
 /// B^T of F(3, 2) over four values.
@@ -530,26 +541,30 @@ fn f32_output([m0, m1, m2, m3]: [f32; 4]) -> [f32; 3] {
 }
 
 /// The forward pass's input transform over the five rows of a tile's line of source pixels,
-/// into the eight rows `out`: B^T over the even outputs' window (rows 0..4), then over the odd
-/// outputs' (rows 1..5).
-#[inline(always)]
-fn phase_input_transform(rows: &[&[f32]; PHASE_WINDOW], out: (&mut [f32], [usize; PHASE_SIDE])) {
-    lanewise(rows, out, |[z0, z1, z2, z3, z4]| {
+/// into eight: B^T over the even outputs' window (rows 0..4), then over the odd outputs' (rows
+/// 1..5).
+struct PhaseInputTransform;
+
+impl Line<PHASE_WINDOW, PHASE_SIDE> for PhaseInputTransform {
+    #[inline(always)]
+    fn values([z0, z1, z2, z3, z4]: [f32; PHASE_WINDOW]) -> [f32; PHASE_SIDE] {
         let [a0, a1, a2, a3] = f32_input([z0, z1, z2, z3]);
         let [b0, b1, b2, b3] = f32_input([z1, z2, z3, z4]);
         [a0, a1, a2, a3, b0, b1, b2, b3]
-    });
+    }
 }
 
-/// The forward pass's output transform over eight rows, into the six rows `out`: A^T over each
-/// phase's four, the even outputs and the odd ones interleaved.
-#[inline(always)]
-fn phase_output_transform(m: &[&[f32]; PHASE_SIDE], out: (&mut [f32], [usize; OUTPUTS])) {
-    lanewise(m, out, |m| {
+/// The forward pass's output transform over eight rows, into six: A^T over each phase's four,
+/// the even outputs and the odd ones interleaved.
+struct PhaseOutputTransform;
+
+impl Line<PHASE_SIDE, OUTPUTS> for PhaseOutputTransform {
+    #[inline(always)]
+    fn values(m: [f32; PHASE_SIDE]) -> [f32; OUTPUTS] {
         let [e0, e1, e2] = f32_output([m[0], m[1], m[2], m[3]]);
         let [o0, o1, o2] = f32_output([m[4], m[5], m[6], m[7]]);
         [e0, o0, e1, o1, e2, o2]
-    });
+    }
 }
 
 /// Where tile t's values at positions (p, 0..9) start in V, M or X ([81, tiles, c]).
@@ -566,14 +581,12 @@ struct Pixels<'a> {
     zeros: &'a [f32],
 }
 
-/// One tile's W x W window of `pixels` from (top, left), transformed by `transform` down its
-/// columns into `half` [W, P, c], then along its rows: row p of the result into `out` at
-/// `at(p)`.
+/// One tile's W x W window of `pixels` from (top, left), transformed by T down its columns
+/// into `half` [W, P, c], then along its rows: row p of the result into `out` at `at(p)`.
 #[inline(always)]
-fn transform_window<const W: usize, const P: usize>(
+fn transform_window<const W: usize, const P: usize, T: Line<W, P>>(
     pixels: Pixels,
     (top, left): (isize, isize),
-    transform: impl Fn(&[&[f32]; W], (&mut [f32], [usize; P])),
     half: &mut [f32],
     (out, at): (&mut [f32], impl Fn(usize) -> [usize; P]),
 ) {
@@ -583,22 +596,21 @@ fn transform_window<const W: usize, const P: usize>(
             let at = (top + r as isize, left + q as isize);
             pixel(pixels.t, pixels.shape, pixels.image, at, pixels.zeros)
         });
-        transform(&column, (&mut half[q * P * c..][..P * c], consecutive(c)));
+        T::lanewise(&column, (&mut half[q * P * c..][..P * c], consecutive(c)));
     }
     for p in 0..P {
         let row = std::array::from_fn(|q| &half[(q * P + p) * c..][..c]);
-        transform(&row, (&mut *out, at(p)));
+        T::lanewise(&row, (&mut *out, at(p)));
     }
 }
 
-/// One tile's outputs from its transformed positions `at(p, q)` ([P, P] of c channels):
-/// `transform` down the columns into `lines` [O, P, c], then along each row into `block`
-/// [O, c]; written into `out`, rows of `width` pixels, from (top, left) for the pixels inside
-/// the image, with the epilogue after.
+/// One tile's outputs from its transformed positions `at(p, q)` ([P, P] of c channels): T
+/// down the columns into `lines` [O, P, c], then along each row into `block` [O, c]; written
+/// into `out`, rows of `width` pixels, from (top, left) for the pixels inside the image, with
+/// the epilogue after.
 #[inline(always)]
-fn untransform_tile<'m, const P: usize, const O: usize>(
+fn untransform_tile<'m, const P: usize, const O: usize, T: Line<P, O>>(
     at: impl Fn(usize, usize) -> &'m [f32],
-    transform: impl Fn(&[&[f32]; P], (&mut [f32], [usize; O])),
     (lines, block): (&mut [f32], &mut [f32]),
     (out, width, (top, left)): (&mut [f32], usize, (usize, usize)),
     epilogue: Option<(&[f32], Activation)>,
@@ -607,7 +619,7 @@ fn untransform_tile<'m, const P: usize, const O: usize>(
     for q in 0..P {
         let column = std::array::from_fn(|p| at(p, q));
         let at = std::array::from_fn(|r| (r * P + q) * c);
-        transform(&column, (&mut *lines, at));
+        T::lanewise(&column, (&mut *lines, at));
     }
     for (r, line) in lines[..O * P * c].chunks_exact(P * c).enumerate() {
         let row = top + r;
@@ -615,7 +627,7 @@ fn untransform_tile<'m, const P: usize, const O: usize>(
             break;
         }
         let line = std::array::from_fn(|q| &line[q * c..][..c]);
-        transform(&line, (&mut *block, consecutive(c)));
+        T::lanewise(&line, (&mut *block, consecutive(c)));
         let cols = (width - left).min(O);
         let out = &mut out[(row * width + left) * c..][..cols * c];
         out.copy_from_slice(&block[..cols * c]);
@@ -648,7 +660,7 @@ fn transform_windows(
         let (ti, tj) = (piece.first_tile_row + t / across, t % across);
         let corner = ((2 * TILE * ti) as isize - 1, (2 * TILE * tj) as isize - 1);
         let at = |p| slots_of_row(p, t, tiles, cout);
-        transform_window(pixels, corner, window_transform, half, (&mut *v, at));
+        transform_window::<WINDOW, SIDE, WindowTransform>(pixels, corner, half, (&mut *v, at));
     }
 }
 
@@ -688,7 +700,12 @@ impl WithSimd for Forward<'_> {
                 (PHASE_TILE * tj) as isize - 1,
             );
             let at = |p| std::array::from_fn(|q| ((PHASE_SIDE * p + q) * tiles + t) * cin);
-            transform_window(pixels, corner, phase_input_transform, half, (&mut *v, at));
+            transform_window::<PHASE_WINDOW, PHASE_SIDE, PhaseInputTransform>(
+                pixels,
+                corner,
+                half,
+                (&mut *v, at),
+            );
         }
         // M[ξ] = V[ξ] U[ξ]: the sums over x's channels of every tile at position ξ.
         for (xi, m) in m.chunks_exact_mut(tiles * cout).enumerate() {
@@ -702,9 +719,8 @@ impl WithSimd for Forward<'_> {
             let (local_row, tj) = (t / across, t % across);
             let at = |p: usize, q: usize| &m[((PHASE_SIDE * p + q) * tiles + t) * cout..][..cout];
             let corner = (OUTPUTS * local_row, OUTPUTS * tj);
-            untransform_tile(
+            untransform_tile::<PHASE_SIDE, OUTPUTS, PhaseOutputTransform>(
                 at,
-                phase_output_transform,
                 (&mut *lines, &mut *block),
                 (&mut *y, width, corner),
                 Some((bias, activation)),
@@ -746,9 +762,8 @@ impl WithSimd for Data<'_> {
             let (local_row, tj) = (t / across, t % across);
             let at = |p: usize, q: usize| &m[(SLOTS[p][q] * tiles + t) * cin..][..cin];
             let corner = (TILE * local_row, TILE * tj);
-            untransform_tile(
+            untransform_tile::<SIDE, TILE, OutputTransform>(
                 at,
-                output_transform,
                 (&mut *lines, &mut *block),
                 (&mut *dx, width, corner),
                 None,
@@ -788,7 +803,7 @@ impl WithSimd for Filter<'_> {
             let (ti, tj) = (piece.first_tile_row + t / across, t % across);
             let corner = ((TILE * ti) as isize, (TILE * tj) as isize);
             let at = |p| slots_of_row(p, t, tiles, cin);
-            transform_window(pixels, corner, source_transform, half, (&mut *xt, at));
+            transform_window::<TILE, SIDE, SourceTransform>(pixels, corner, half, (&mut *xt, at));
         }
         // dU[g] += V^T X over the positions of each group g and every tile.
         let (du, dbias) = sums.split_at_mut(GROUPS * cout * cin);
