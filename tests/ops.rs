@@ -182,11 +182,20 @@ fn conv2d_backward_filter_is_deterministic_across_thread_counts() {
 }
 
 #[test]
-fn the_whole_backward_pass_of_one_upsampled_output_channel_gives_the_three_passes_bits() {
-    // conv6's kind runs as one pass over x; its results must be those of the kernel gradient,
-    // backward-data and the input's activation derivative in turn, to the bit, on 1 and 3
-    // threads, and follow the float64 reference.
-    for (case, conv) in parity::fused_backward_cases().iter().enumerate() {
+fn the_whole_backward_pass_gives_the_three_passes_bits() {
+    // conv6's kind runs as one pass over x, the others as the kernel gradient and then
+    // backward-data with the input's activation derivative in its epilogue; the results must be
+    // those of the kernel gradient, backward-data and the input's activation derivative in turn,
+    // to the bit, on 1 and 3 threads, and follow the float64 reference.
+    let several_outputs = CONV_CASES
+        .iter()
+        .filter(|&&(_, cout)| cout > 1)
+        .flat_map(|&(input, cout)| READS.map(|read| conv(input, cout, read, Activation::Relu)));
+    let cases: Vec<Conv> = parity::fused_backward_cases()
+        .into_iter()
+        .chain(several_outputs)
+        .collect();
+    for (case, conv) in cases.iter().enumerate() {
         for x_activation in parity::X_ACTIVATIONS {
             let [x, dz, params] =
                 parity::fused_backward_inputs(conv, x_activation, 30 * case as u64);

@@ -137,6 +137,40 @@ pub(super) fn add_bias_and_activate(values: &mut [f32], bias: &[f32], activation
     }
 }
 
+/// What a Winograd pass does to its outputs after the channel sums.
+#[derive(Clone, Copy)]
+pub(super) enum Epilogue<'a> {
+    /// Nothing: a gradient as it is.
+    None,
+    /// y = activation(sum + bias[channel]): a forward pass.
+    BiasAndActivation(&'a [f32], Activation),
+    /// dx = sum * activation'(x) at the same place, where x = activation(z') is the pass's
+    /// output shape (all of it, not the piece): backward-data times the input's activation
+    /// derivative, the multiplication [`Backend::activation_backward`] would do after it.
+    ///
+    /// [`Backend::activation_backward`]: super::super::Backend::activation_backward
+    InputDerivative(&'a [f32], Activation),
+}
+
+impl Epilogue<'_> {
+    /// Applies the epilogue to `out`, which starts at value `at` of the pass's output.
+    #[inline(always)]
+    pub(super) fn apply(self, out: &mut [f32], at: usize) {
+        match self {
+            Epilogue::None => {}
+            Epilogue::BiasAndActivation(bias, activation) => {
+                add_bias_and_activate(out, bias, activation)
+            }
+            Epilogue::InputDerivative(x, activation) => {
+                let x = &x[at..][..out.len()];
+                for (g, &x) in out.iter_mut().zip(x) {
+                    *g *= derivative(activation, x);
+                }
+            }
+        }
+    }
+}
+
 /// Pixels per chunk of work over `grid`: whole image rows, at most WORK_CHUNKS chunks.
 pub(super) fn chunk_pixels(grid: Nhwc) -> usize {
     (grid.batch * grid.height).div_ceil(WORK_CHUNKS).max(1) * grid.width
@@ -238,7 +272,7 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
             let same = SameConv {
                 input: conv.input,
                 cout: conv.slot.out_channels,
-                epilogue: Some((bias, conv.activation)),
+                epilogue: Epilogue::BiasAndActivation(bias, conv.activation),
             };
             let transformed = &mut scratch.kernel[..same.transformed_len()];
             same.transform_kernel(kernel, transformed);
@@ -251,7 +285,7 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
             };
             let transformed = &mut scratch.kernel[..upsampled.forward_transformed_len()];
             upsampled.transform_forward_kernel(kernel, transformed);
-            let epilogue = (bias, conv.activation);
+            let epilogue = Epilogue::BiasAndActivation(bias, conv.activation);
             upsampled_winograd::forward(upsampled, (x, transformed), epilogue, y);
         }
     }
@@ -305,11 +339,12 @@ pub fn pooled_backward_filter(
 /// 2x2 box sums of the 4x4 window of dz from (2i - 1, 2j - 1) ([`Gather::box_sums`]): a 3x3
 /// pass at the source's resolution instead of one at the upsampled resolution, computed by
 /// Winograd's F(4, 2) ([`upsampled_winograd`]), or for one output channel as a gathered GEMM.
+/// Then `epilogue` on dx: [`Epilogue::None`], or the input's activation derivative.
 pub fn backward_data(
     scratch: &mut ConvScratch,
     conv: &Conv,
-    dz: &[f32],
-    kernel: &[f32],
+    (dz, kernel): (&[f32], &[f32]),
+    epilogue: Epilogue,
     dx: &mut [f32],
 ) {
     let (input, cin, cout) = (conv.input, conv.slot.in_channels, conv.slot.out_channels);
@@ -320,7 +355,7 @@ pub fn backward_data(
             let same = SameConv {
                 input: conv.output(),
                 cout: cin,
-                epilogue: None,
+                epilogue,
             };
             let (flipped, transformed) = scratch.kernel.split_at_mut(9 * cin * cout);
             same.transform_kernel(flipped, transformed);
@@ -331,12 +366,17 @@ pub fn backward_data(
             let flipped = Matrix::row_major(&scratch.kernel, 9 * cout, cin);
             let tiles = (&mut scratch.tiles[..], scratch.tile_len);
             gathered_gemm(tiles, &gather, dz, flipped, dx);
+            let chunk = chunk_pixels(input) * cin;
+            dx[..input.len()]
+                .par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(i, dx)| epilogue.apply(dx, i * chunk));
         }
         ConvInput::Upsampled2 => {
             let boxes = UpsampledConv { input, cout };
             let (flipped, transformed) = scratch.kernel.split_at_mut(9 * cin * cout);
             boxes.transform_kernel(flipped, transformed);
-            upsampled_winograd::backward_data(boxes, dz, transformed, dx);
+            upsampled_winograd::backward_data(boxes, (dz, transformed), epilogue, dx);
         }
     }
 }
@@ -401,7 +441,7 @@ pub fn backward_filter(
             let same = SameConv {
                 input: conv.input,
                 cout: conv.slot.out_channels,
-                epilogue: None,
+                epilogue: Epilogue::None,
             };
             let sums = (&mut scratch.partials[..], &mut scratch.kernel[..]);
             winograd::kernel_gradient(same, (x, dz), sums, grads);

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use super::{Adam, Backend, Conv, ConvAlgorithm, ConvInput, Nhwc, RmsProp};
 use crate::error::{Error, Result};
 use crate::model::Activation;
-use conv::ConvScratch;
+use conv::{ConvScratch, Epilogue};
 
 /// Elements per piece of work in element-wise operations.
 const ELEMENT_CHUNK: usize = 1 << 14;
@@ -144,13 +144,8 @@ impl Backend for CpuBackend {
         dx: &mut Vec<f32>,
     ) -> Result<()> {
         self.check_planned(conv)?;
-        conv::backward_data(
-            &mut self.conv,
-            conv,
-            dz,
-            &params[conv.slot.weight.clone()],
-            dx,
-        );
+        let kernel = &params[conv.slot.weight.clone()];
+        conv::backward_data(&mut self.conv, conv, (dz, kernel), Epilogue::None, dx);
         Ok(())
     }
 
@@ -176,22 +171,34 @@ impl Backend for CpuBackend {
         grads: &mut Vec<f32>,
         dx: &mut Vec<f32>,
     ) -> Result<()> {
-        // One output channel of an upsampled input (conv6): one pass over x (conv.rs);
-        // otherwise the three operations in turn.
-        if conv.read != ConvInput::Upsampled2 || !one_channel::writes_one_channel(conv) {
-            return super::backward_in_turn(self, conv, x, dz, params, grads, dx);
-        }
-        self.check_planned(conv)?;
-        let slot = &conv.slot;
+        // One output channel of an upsampled input (conv6): one pass over x (conv.rs). Else,
+        // after an activation, the kernel gradient, then backward-data with the activation's
+        // derivative in its epilogue; otherwise the two passes in turn.
+        let one_output =
+            conv.read == ConvInput::Upsampled2 && one_channel::writes_one_channel(conv);
         let (x, x_activation) = (&x.0[..conv.input.len()], x.1);
-        conv::backward_one_output(
-            &mut self.conv,
-            conv,
-            (x, x_activation),
-            (&dz[..conv.output().len()], &params[slot.weight.clone()]),
-            &mut grads[slot.weight.start..slot.bias.end],
-            &mut dx[..conv.input.len()],
-        );
+        let kernel = &params[conv.slot.weight.clone()];
+        if one_output {
+            self.check_planned(conv)?;
+            let slot = &conv.slot;
+            conv::backward_one_output(
+                &mut self.conv,
+                conv,
+                (x, x_activation),
+                (&dz[..conv.output().len()], kernel),
+                &mut grads[slot.weight.start..slot.bias.end],
+                &mut dx[..conv.input.len()],
+            );
+            return Ok(());
+        }
+        let epilogue = match x_activation {
+            Some(activation) => Epilogue::InputDerivative(x, activation),
+            None => Epilogue::None,
+        };
+        self.check_planned(conv)?;
+        let grads = &mut grads[conv.slot.weight.start..conv.slot.bias.end];
+        conv::backward_filter(&mut self.conv, conv, x, dz, grads);
+        conv::backward_data(&mut self.conv, conv, (dz, kernel), epilogue, dx);
         Ok(())
     }
 

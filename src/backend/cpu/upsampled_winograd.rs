@@ -56,10 +56,9 @@ use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
 use super::super::Nhwc;
-use super::conv::{add, add_bias_and_activate};
+use super::conv::{Epilogue, add};
 use super::gemm::{Matrix, gemm};
 use super::winograd::{Piece, for_each_group, pixel, transform_taps, weighted_sum, with_scratch};
-use crate::model::Activation;
 
 /// Source pixels along a tile's side.
 const TILE: usize = 4;
@@ -252,14 +251,9 @@ impl UpsampledConv {
     }
 }
 
-/// y = activation(conv3x3(upsample2(x)) + bias) with the forward pass's transformed kernel
-/// `u` [64, cin, cout] ([`UpsampledConv::transform_forward_kernel`]).
-pub fn forward(
-    conv: UpsampledConv,
-    (x, u): (&[f32], &[f32]),
-    epilogue: (&[f32], Activation),
-    y: &mut [f32],
-) {
+/// y = epilogue(conv3x3(upsample2(x))) with the forward pass's transformed kernel `u`
+/// [64, cin, cout] ([`UpsampledConv::transform_forward_kernel`]).
+pub fn forward(conv: UpsampledConv, (x, u): (&[f32], &[f32]), epilogue: Epilogue, y: &mut [f32]) {
     let out = conv.output_shape();
     let image_len = out.height * out.width * out.channels;
     let piece_len = OUTPUTS * conv.tile_rows_per_piece(PHASE_TILE) * out.width * out.channels;
@@ -283,9 +277,14 @@ pub fn forward(
     });
 }
 
-/// dx = the box sums of dz times the flipped kernel (conv.rs's `backward_data`), with the
-/// transformed kernel `u` [36, cout, cin] ([`UpsampledConv::transform_kernel`]).
-pub fn backward_data(conv: UpsampledConv, dz: &[f32], u: &[f32], dx: &mut [f32]) {
+/// dx = epilogue(the box sums of dz times the flipped kernel) (conv.rs's `backward_data`),
+/// with the transformed kernel `u` [36, cout, cin] ([`UpsampledConv::transform_kernel`]).
+pub fn backward_data(
+    conv: UpsampledConv,
+    (dz, u): (&[f32], &[f32]),
+    epilogue: Epilogue,
+    dx: &mut [f32],
+) {
     let (height, width, cin) = (conv.input.height, conv.input.width, conv.input.channels);
     let image_len = height * width * cin;
     let piece_len = TILE * conv.tile_rows_per_piece(TILE) * width * cin;
@@ -299,6 +298,7 @@ pub fn backward_data(conv: UpsampledConv, dz: &[f32], u: &[f32], dx: &mut [f32])
                 conv,
                 dz,
                 u,
+                epilogue,
                 piece,
                 dx,
                 scratch,
@@ -384,6 +384,7 @@ struct Data<'a> {
     conv: UpsampledConv,
     dz: &'a [f32],
     u: &'a [f32],
+    epilogue: Epilogue<'a>,
     piece: Piece,
     dx: &'a mut [f32],
     scratch: &'a mut [f32],
@@ -395,7 +396,7 @@ struct Forward<'a> {
     conv: UpsampledConv,
     x: &'a [f32],
     u: &'a [f32],
-    epilogue: (&'a [f32], Activation),
+    epilogue: Epilogue<'a>,
     piece: Piece,
     y: &'a mut [f32],
     scratch: &'a mut [f32],
@@ -607,13 +608,13 @@ fn transform_window<const W: usize, const P: usize, T: Line<W, P>>(
 /// One tile's outputs from its transformed positions `at(p, q)` ([P, P] of c channels): T
 /// down the columns into `lines` [O, P, c], then along each row into `block` [O, c]; written
 /// into `out`, rows of `width` pixels, from (top, left) for the pixels inside the image, with
-/// the epilogue after.
+/// the epilogue after (`out` starts at value `first_output` of the pass's output).
 #[inline(always)]
 fn untransform_tile<'m, const P: usize, const O: usize, T: Line<P, O>>(
     at: impl Fn(usize, usize) -> &'m [f32],
     (lines, block): (&mut [f32], &mut [f32]),
     (out, width, (top, left)): (&mut [f32], usize, (usize, usize)),
-    epilogue: Option<(&[f32], Activation)>,
+    (epilogue, first_output): (Epilogue, usize),
 ) {
     let c = at(0, 0).len();
     for q in 0..P {
@@ -629,11 +630,10 @@ fn untransform_tile<'m, const P: usize, const O: usize, T: Line<P, O>>(
         let line = std::array::from_fn(|q| &line[q * c..][..c]);
         T::lanewise(&line, (&mut *block, consecutive(c)));
         let cols = (width - left).min(O);
-        let out = &mut out[(row * width + left) * c..][..cols * c];
+        let at = (row * width + left) * c;
+        let out = &mut out[at..][..cols * c];
         out.copy_from_slice(&block[..cols * c]);
-        if let Some((bias, activation)) = epilogue {
-            add_bias_and_activate(out, bias, activation);
-        }
+        epilogue.apply(out, first_output + at);
     }
 }
 
@@ -673,12 +673,13 @@ impl WithSimd for Forward<'_> {
             conv,
             x,
             u,
-            epilogue: (bias, activation),
+            epilogue,
             piece,
             y,
             scratch,
         } = self;
-        let (cin, cout, width) = (conv.input.channels, conv.cout, conv.output_shape().width);
+        let out = conv.output_shape();
+        let (cin, cout, width) = (conv.input.channels, conv.cout, out.width);
         let across = conv.tiles_across(PHASE_TILE);
         let tiles = piece.tile_rows * across;
         let positions = PHASE_SIDE * PHASE_SIDE;
@@ -714,6 +715,8 @@ impl WithSimd for Forward<'_> {
             gemm(v, u, m, false);
         }
         // y_tile = the phases' A^T on both sides, then the epilogue ([`untransform_tile`]).
+        let first_output =
+            (piece.image * out.height + OUTPUTS * piece.first_tile_row) * width * cout;
         let (lines, block) = half.split_at_mut(OUTPUTS * PHASE_SIDE * cout);
         for t in 0..tiles {
             let (local_row, tj) = (t / across, t % across);
@@ -723,7 +726,7 @@ impl WithSimd for Forward<'_> {
                 at,
                 (&mut *lines, &mut *block),
                 (&mut *y, width, corner),
-                Some((bias, activation)),
+                (epilogue, first_output),
             );
         }
     }
@@ -738,6 +741,7 @@ impl WithSimd for Data<'_> {
             conv,
             dz,
             u,
+            epilogue,
             piece,
             dx,
             scratch,
@@ -756,7 +760,9 @@ impl WithSimd for Data<'_> {
             let u = Matrix::row_major(u, cout, cin);
             gemm(v, u, &mut m[first * cin..][..rows * cin], false);
         }
-        // dx_tile = O M O^T ([`untransform_tile`]).
+        // dx_tile = O M O^T, then the epilogue ([`untransform_tile`]).
+        let first_output =
+            (piece.image * conv.input.height + TILE * piece.first_tile_row) * width * cin;
         let (lines, block) = half.split_at_mut(TILE * SIDE * cin);
         for t in 0..tiles {
             let (local_row, tj) = (t / across, t % across);
@@ -766,7 +772,7 @@ impl WithSimd for Data<'_> {
                 at,
                 (&mut *lines, &mut *block),
                 (&mut *dx, width, corner),
-                None,
+                (epilogue, first_output),
             );
         }
     }

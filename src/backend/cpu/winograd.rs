@@ -27,9 +27,8 @@ use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
 use super::super::Nhwc;
-use super::conv::{WORK_CHUNKS, add, add_bias_and_activate, sum_in_order};
+use super::conv::{Epilogue, WORK_CHUNKS, add, sum_in_order};
 use super::gemm::{Matrix, gemm};
-use crate::model::Activation;
 
 /// Tiles a piece of work aims at: whole tile rows of one image, at least this many tiles.
 const TILES_PER_PIECE: usize = 64;
@@ -46,12 +45,13 @@ const G: [[f64; 3]; 4] = [
 const POSITIONS: usize = 16;
 
 /// A 3x3 'same' convolution: its input's shape, its output channels, and what follows the
-/// channel sums (bias and activation, or nothing for a gradient).
+/// channel sums (bias and activation; nothing for a gradient, or the derivative of the
+/// activation before it).
 #[derive(Clone, Copy)]
 pub struct SameConv<'a> {
     pub input: Nhwc,
     pub cout: usize,
-    pub epilogue: Option<(&'a [f32], Activation)>,
+    pub epilogue: Epilogue<'a>,
 }
 
 /// Some whole tile rows of one image: a piece of work.
@@ -424,7 +424,10 @@ impl WithSimd for Forward<'_> {
             let u = Matrix::row_major(&u[xi * cin * cout..], cin, cout);
             gemm(v, u, m, false);
         }
-        // Y = A^T M A, then the epilogue, for the outputs inside the image.
+        // Y = A^T M A, then the epilogue, for the outputs inside the image. y starts at value
+        // first_output of the whole output.
+        let first_output =
+            (piece.image * conv.input.height + 2 * piece.first_tile_row) * width * cout;
         let mut rows = vec![0.0; 8 * cout];
         let mut block = vec![0.0; 2 * cout];
         for t in 0..tiles {
@@ -450,9 +453,8 @@ impl WithSimd for Forward<'_> {
                 let cols = (width - 2 * tj).min(2);
                 let out = &mut y[(out_row * width + 2 * tj) * cout..][..cols * cout];
                 out.copy_from_slice(&block[..cols * cout]);
-                if let Some((bias, activation)) = conv.epilogue {
-                    add_bias_and_activate(out, bias, activation);
-                }
+                conv.epilogue
+                    .apply(out, first_output + (out_row * width + 2 * tj) * cout);
             }
         }
     }
