@@ -118,9 +118,21 @@ pub(super) fn derivative(activation: Activation, y: f32) -> f32 {
     }
 }
 
+/// grad[i] *= act'(z) at y[i] = act(z): dL/dy to dL/dz, what every pass that ends in an
+/// activation's derivative multiplies (so fused and separate passes give the same bits).
+/// Inlined, as the epilogues below are, so that it runs at the vector width of the caller that
+/// `pulp` compiled for the machine.
+#[inline(always)]
+pub(super) fn times_derivative(activation: Activation, grad: &mut [f32], y: &[f32]) {
+    for (g, &y) in grad.iter_mut().zip(y) {
+        *g *= derivative(activation, y);
+    }
+}
+
 /// v = activation(v + bias[channel]) over rows of `bias.len()` channels. The activation is
 /// chosen once, outside the loop: matched per value, the compiler computes the sigmoid's
-/// exponential for ReLU layers too.
+/// exponential for ReLU layers too. Inlined, as [`times_derivative`] is.
+#[inline(always)]
 pub(super) fn add_bias_and_activate(values: &mut [f32], bias: &[f32], activation: Activation) {
     let rows = values.chunks_exact_mut(bias.len());
     match activation {
@@ -162,10 +174,7 @@ impl Epilogue<'_> {
                 add_bias_and_activate(out, bias, activation)
             }
             Epilogue::InputDerivative(x, activation) => {
-                let x = &x[at..][..out.len()];
-                for (g, &x) in out.iter_mut().zip(x) {
-                    *g *= derivative(activation, x);
-                }
+                times_derivative(activation, out, &x[at..][..out.len()])
             }
         }
     }

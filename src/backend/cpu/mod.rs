@@ -128,11 +128,7 @@ impl Backend for CpuBackend {
         grad[..len]
             .par_chunks_mut(ELEMENT_CHUNK)
             .zip(y[..len].par_chunks(ELEMENT_CHUNK))
-            .for_each(|(grad, y)| {
-                for (g, &y) in grad.iter_mut().zip(y) {
-                    *g *= conv::derivative(activation, y);
-                }
-            });
+            .for_each(|(grad, y)| conv::times_derivative(activation, grad, y));
         Ok(())
     }
 
@@ -178,8 +174,8 @@ impl Backend for CpuBackend {
             conv.read == ConvInput::Upsampled2 && one_channel::writes_one_channel(conv);
         let (x, x_activation) = (&x.0[..conv.input.len()], x.1);
         let kernel = &params[conv.slot.weight.clone()];
+        self.check_planned(conv)?;
         if one_output {
-            self.check_planned(conv)?;
             let slot = &conv.slot;
             conv::backward_one_output(
                 &mut self.conv,
@@ -195,7 +191,6 @@ impl Backend for CpuBackend {
             Some(activation) => Epilogue::InputDerivative(x, activation),
             None => Epilogue::None,
         };
-        self.check_planned(conv)?;
         let grads = &mut grads[conv.slot.weight.start..conv.slot.bias.end];
         conv::backward_filter(&mut self.conv, conv, x, dz, grads);
         conv::backward_data(&mut self.conv, conv, (dz, kernel), epilogue, dx);

@@ -22,6 +22,7 @@ use rayon::prelude::*;
 
 use super::conv::{
     PHASES, TILE_PIXELS, WORK_CHUNKS, activate, add, add_transposed, chunk_pixels, derivative,
+    times_derivative,
 };
 use super::gather::Gather;
 use super::gemm::{Matrix, gemm};
@@ -541,9 +542,7 @@ pub(super) fn backward_one_output<'a>(
         let sums = add_tile_gradient(conv, &gather, (x, dz), pixels, tile, partial);
         gemm(Matrix::row_major(sums, rows, 9), flipped, dx, false);
         if let Some(activation) = x_activation {
-            for (d, &y) in dx.iter_mut().zip(x_tile) {
-                *d *= derivative(activation, y);
-            }
+            times_derivative(activation, dx, x_tile);
         }
     }
 }
