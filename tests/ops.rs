@@ -191,9 +191,20 @@ fn the_whole_backward_pass_gives_the_three_passes_bits() {
         .iter()
         .filter(|&&(_, cout)| cout > 1)
         .flat_map(|&(input, cout)| READS.map(|read| conv(input, cout, read, Activation::Relu)));
+    // An upsampled input's passes share their transform of dz, in groups of pieces of work:
+    // 117 columns make a piece of each row of 4x4 tiles, 9 images of 30 rows 72 pieces, more
+    // than the 64 groups, so groups hold two pieces, each with its rows of dx (the last of each
+    // image two rows).
+    let many_pieces = conv(
+        nhwc(9, 30, 117, 3),
+        4,
+        ConvInput::Upsampled2,
+        Activation::Relu,
+    );
     let cases: Vec<Conv> = parity::fused_backward_cases()
         .into_iter()
         .chain(several_outputs)
+        .chain([many_pieces])
         .collect();
     for (case, conv) in cases.iter().enumerate() {
         for x_activation in parity::X_ACTIVATIONS {

@@ -390,6 +390,37 @@ pub fn backward_data(
     }
 }
 
+/// The whole backward pass of a convolution of several output channels, for
+/// [`Backend::conv2d_backward`](crate::backend::Backend::conv2d_backward): the kernel and bias
+/// gradients into `grads` as [`backward_filter`] makes them, and dx as [`backward_data`] makes
+/// it with `epilogue`. An upsampled input's two passes share one transform of dz
+/// ([`upsampled_winograd::kernel_gradient`] with backward-data's part); the others run in turn.
+/// The same bits as the two passes.
+pub fn backward(
+    scratch: &mut ConvScratch,
+    conv: &Conv,
+    x: &[f32],
+    (dz, kernel): (&[f32], &[f32]),
+    (epilogue, grads): (Epilogue, &mut [f32]),
+    dx: &mut [f32],
+) {
+    if conv.read == ConvInput::Direct || one_channel::writes_one_channel(conv) {
+        backward_filter(scratch, conv, x, dz, grads);
+        backward_data(scratch, conv, (dz, kernel), epilogue, dx);
+        return;
+    }
+    let (input, cin, cout) = (conv.input, conv.slot.in_channels, conv.slot.out_channels);
+    flip_kernel(conv, kernel, &mut scratch.kernel[..9 * cin * cout]);
+    let boxes = UpsampledConv { input, cout };
+    let (flipped, transformed) = scratch.kernel.split_at_mut(9 * cin * cout);
+    boxes.transform_kernel(flipped, transformed);
+    let size = partial_len(conv);
+    let partials = (&mut scratch.partials[..], size);
+    let data = Some((&transformed[..], epilogue, dx));
+    let groups = upsampled_winograd::kernel_gradient(boxes, (x, dz), data, partials);
+    sum_in_order(&scratch.partials[..groups * size], &mut grads[..size]);
+}
+
 /// flipped[2 - ky, 2 - kx, co, ci] = kernel[ky, kx, ci, co]: backward-data's kernel.
 fn flip_kernel(conv: &Conv, kernel: &[f32], flipped: &mut [f32]) {
     let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
@@ -468,7 +499,7 @@ pub fn backward_filter(
                 cout: conv.slot.out_channels,
             };
             let partials = (&mut scratch.partials[..], size);
-            let groups = upsampled_winograd::kernel_gradient(boxes, (x, dz), partials);
+            let groups = upsampled_winograd::kernel_gradient(boxes, (x, dz), None, partials);
             sum_in_order(&scratch.partials[..groups * size], &mut grads[..size]);
         }
     }

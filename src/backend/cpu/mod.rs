@@ -167,9 +167,9 @@ impl Backend for CpuBackend {
         grads: &mut Vec<f32>,
         dx: &mut Vec<f32>,
     ) -> Result<()> {
-        // One output channel of an upsampled input (conv6): one pass over x (conv.rs). Else,
-        // after an activation, the kernel gradient, then backward-data with the activation's
-        // derivative in its epilogue; otherwise the two passes in turn.
+        // One output channel of an upsampled input (conv6): one pass over x (conv.rs). Else
+        // the kernel gradient and backward-data (with the activation's derivative in its
+        // epilogue after an activation), an upsampled input's from one transform of dz.
         let one_output =
             conv.read == ConvInput::Upsampled2 && one_channel::writes_one_channel(conv);
         let (x, x_activation) = (&x.0[..conv.input.len()], x.1);
@@ -192,8 +192,7 @@ impl Backend for CpuBackend {
             None => Epilogue::None,
         };
         let grads = &mut grads[conv.slot.weight.start..conv.slot.bias.end];
-        conv::backward_filter(&mut self.conv, conv, x, dz, grads);
-        conv::backward_data(&mut self.conv, conv, (dz, kernel), epilogue, dx);
+        conv::backward(&mut self.conv, conv, x, (dz, kernel), (epilogue, grads), dx);
         Ok(())
     }
 

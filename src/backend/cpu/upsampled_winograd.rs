@@ -191,6 +191,17 @@ impl UpsampledConv {
         Piece::all(self.input.batch, down, self.tile_rows_per_piece(tile))
     }
 
+    /// The backward passes' pieces, each with its rows of dx.
+    fn pieces_with_rows<'a>(&self, dx: &'a mut [f32]) -> Vec<(Piece, &'a mut [f32])> {
+        let (height, width, cin) = (self.input.height, self.input.width, self.input.channels);
+        let image_len = height * width * cin;
+        let piece_len = TILE * self.tile_rows_per_piece(TILE) * width * cin;
+        let rows = dx[..self.input.batch * image_len]
+            .chunks_mut(image_len)
+            .flat_map(|dx| dx.chunks_mut(piece_len));
+        self.pieces(TILE).into_iter().zip(rows).collect()
+    }
+
     /// The output's shape (y and dz): the upsampled grid of cout channels.
     fn output_shape(&self) -> Nhwc {
         Nhwc {
@@ -285,55 +296,66 @@ pub fn backward_data(
     epilogue: Epilogue,
     dx: &mut [f32],
 ) {
-    let (height, width, cin) = (conv.input.height, conv.input.width, conv.input.channels);
-    let image_len = height * width * cin;
-    let piece_len = TILE * conv.tile_rows_per_piece(TILE) * width * cin;
-    let outputs = dx[..conv.input.batch * image_len]
-        .chunks_mut(image_len)
-        .flat_map(|dx| dx.chunks_mut(piece_len));
-    let pieces: Vec<(Piece, &mut [f32])> = conv.pieces(TILE).into_iter().zip(outputs).collect();
-    pieces.into_par_iter().for_each(|(piece, dx)| {
-        with_scratch(conv.piece_scratch_len(), |scratch| {
-            Arch::new().dispatch(Data {
-                conv,
-                dz,
-                u,
-                epilogue,
-                piece,
-                dx,
-                scratch,
+    conv.pieces_with_rows(dx)
+        .into_par_iter()
+        .for_each(|(piece, dx)| {
+            with_scratch(conv.piece_scratch_len(), |scratch| {
+                Arch::new().dispatch(Backward {
+                    conv,
+                    dz,
+                    piece,
+                    data: Some(PieceData { u, epilogue, dx }),
+                    filter: None,
+                    scratch,
+                })
             })
-        })
-    });
+        });
 }
 
 /// The kernel and bias gradients, per group of pieces ([`for_each_group`]) into its partial
 /// of `size` values laid out as the gradients are ([3, 3, cin, cout], then [cout]): the
 /// group's dU [36, cout, cin] and bias summed over its tiles in this thread's scratch, then
-/// df = W^T dU W ([`Untransform`]). Returns the number of groups, whose partials the caller
-/// adds in order.
+/// df = W^T dU W ([`Untransform`]). With `data` (the transformed kernel u, the epilogue and
+/// dx), backward-data's dx as well, as [`backward_data`] makes it, from the same transformed
+/// windows of dz: the two passes of the backward pass for one transform. Returns the number of
+/// groups, whose partials the caller adds in order.
 pub fn kernel_gradient(
     conv: UpsampledConv,
     (x, dz): (&[f32], &[f32]),
+    data: Option<(&[f32], Epilogue, &mut [f32])>,
     (partials, size): (&mut [f32], usize),
 ) -> usize {
-    let pieces = conv.pieces(TILE);
+    let mut pieces: Vec<(Piece, Option<PieceData>)> = match data {
+        Some((u, epilogue, dx)) => conv
+            .pieces_with_rows(dx)
+            .into_iter()
+            .map(|(piece, dx)| (piece, Some(PieceData { u, epilogue, dx })))
+            .collect(),
+        None => conv
+            .pieces(TILE)
+            .into_iter()
+            .map(|piece| (piece, None))
+            .collect(),
+    };
     let sums_len = conv.transformed_len() + conv.cout;
     let scratch_len = sums_len + conv.piece_scratch_len();
     for_each_group(
-        &pieces,
+        &mut pieces,
         (partials, size),
         scratch_len,
         |pieces, scratch, partial| {
             let (sums, scratch) = scratch.split_at_mut(sums_len);
             sums.fill(0.0);
-            for &piece in pieces {
-                Arch::new().dispatch(Filter {
+            for (piece, data) in pieces {
+                Arch::new().dispatch(Backward {
                     conv,
-                    x,
                     dz,
-                    piece,
-                    sums: &mut *sums,
+                    piece: *piece,
+                    data: data.take(),
+                    filter: Some(PieceFilter {
+                        x,
+                        sums: &mut *sums,
+                    }),
                     scratch: &mut *scratch,
                 });
             }
@@ -379,15 +401,30 @@ impl WithSimd for Untransform<'_> {
     }
 }
 
-/// backward-data on a piece, whose rows of dx are `dx` (from row TILE first_tile_row).
-struct Data<'a> {
+/// A piece of the backward passes: its windows of dz transformed once, for backward-data, the
+/// kernel gradient, or both.
+struct Backward<'a> {
     conv: UpsampledConv,
     dz: &'a [f32],
+    piece: Piece,
+    data: Option<PieceData<'a>>,
+    filter: Option<PieceFilter<'a>>,
+    scratch: &'a mut [f32],
+}
+
+/// backward-data on a piece: the transformed kernel, the epilogue, and the piece's rows of dx
+/// (from row TILE first_tile_row).
+struct PieceData<'a> {
     u: &'a [f32],
     epilogue: Epilogue<'a>,
-    piece: Piece,
     dx: &'a mut [f32],
-    scratch: &'a mut [f32],
+}
+
+/// The kernel gradient of a piece: x, and the sums it adds into, dU [36, cout, cin] then the
+/// bias's [cout].
+struct PieceFilter<'a> {
+    x: &'a [f32],
+    sums: &'a mut [f32],
 }
 
 /// The forward pass of a piece, whose outputs are `y` (its output rows, from row
@@ -399,17 +436,6 @@ struct Forward<'a> {
     epilogue: Epilogue<'a>,
     piece: Piece,
     y: &'a mut [f32],
-    scratch: &'a mut [f32],
-}
-
-/// The kernel gradient of a piece, added into `sums`: dU [36, cout, cin], then the bias's
-/// [cout].
-struct Filter<'a> {
-    conv: UpsampledConv,
-    x: &'a [f32],
-    dz: &'a [f32],
-    piece: Piece,
-    sums: &'a mut [f32],
     scratch: &'a mut [f32],
 }
 
@@ -732,97 +758,109 @@ impl WithSimd for Forward<'_> {
     }
 }
 
-impl WithSimd for Data<'_> {
+impl WithSimd for Backward<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, _: S) {
-        let Data {
+        let Backward {
             conv,
             dz,
-            u,
-            epilogue,
             piece,
-            dx,
+            data,
+            filter,
             scratch,
         } = self;
-        let (cin, cout, width) = (conv.input.channels, conv.cout, conv.input.width);
-        let across = conv.tiles_across(TILE);
-        let tiles = piece.tile_rows * across;
-        let (v, rest) = scratch.split_at_mut(POSITIONS * tiles * cout);
-        let (m, half) = rest.split_at_mut(POSITIONS * tiles * cin);
+        let tiles = piece.tile_rows * conv.tiles_across(TILE);
+        let (v, rest) = scratch.split_at_mut(POSITIONS * tiles * conv.cout);
+        let (products, half) = rest.split_at_mut(POSITIONS * tiles * conv.input.channels);
         transform_windows(&conv, dz, piece, v, half);
-        // M[ξ] = V[ξ] U[g] for the positions ξ of each group g and every tile: the sums over
-        // dz's channels.
-        for (g, u) in u.chunks_exact(cout * cin).take(GROUPS).enumerate() {
-            let (first, rows) = UpsampledConv::group_rows(g, tiles);
-            let v = Matrix::row_major(&v[first * cout..], rows, cout);
-            let u = Matrix::row_major(u, cout, cin);
-            gemm(v, u, &mut m[first * cin..][..rows * cin], false);
+        if let Some(filter) = filter {
+            add_kernel_gradient(&conv, piece, filter, v, (products, half));
         }
-        // dx_tile = O M O^T, then the epilogue ([`untransform_tile`]).
-        let first_output =
-            (piece.image * conv.input.height + TILE * piece.first_tile_row) * width * cin;
-        let (lines, block) = half.split_at_mut(TILE * SIDE * cin);
-        for t in 0..tiles {
-            let (local_row, tj) = (t / across, t % across);
-            let at = |p: usize, q: usize| &m[(SLOTS[p][q] * tiles + t) * cin..][..cin];
-            let corner = (TILE * local_row, TILE * tj);
-            untransform_tile::<SIDE, TILE, OutputTransform>(
-                at,
-                (&mut *lines, &mut *block),
-                (&mut *dx, width, corner),
-                (epilogue, first_output),
-            );
+        if let Some(data) = data {
+            write_dx(&conv, piece, data, v, (products, half));
         }
     }
 }
 
-impl WithSimd for Filter<'_> {
-    type Output = ();
+/// backward-data's rows of dx of a piece from its transformed windows of dz V, with `m` for
+/// the products [81, tiles, cin] and `half` for a tile's half-transformed outputs.
+#[inline(always)]
+fn write_dx(
+    conv: &UpsampledConv,
+    piece: Piece,
+    PieceData { u, epilogue, dx }: PieceData,
+    v: &[f32],
+    (m, half): (&mut [f32], &mut [f32]),
+) {
+    let (cin, cout, width) = (conv.input.channels, conv.cout, conv.input.width);
+    let across = conv.tiles_across(TILE);
+    let tiles = piece.tile_rows * across;
+    // M[ξ] = V[ξ] U[g] for the positions ξ of each group g and every tile: the sums over
+    // dz's channels.
+    for (g, u) in u.chunks_exact(cout * cin).take(GROUPS).enumerate() {
+        let (first, rows) = UpsampledConv::group_rows(g, tiles);
+        let v = Matrix::row_major(&v[first * cout..], rows, cout);
+        let u = Matrix::row_major(u, cout, cin);
+        gemm(v, u, &mut m[first * cin..][..rows * cin], false);
+    }
+    // dx_tile = O M O^T, then the epilogue ([`untransform_tile`]).
+    let first_output =
+        (piece.image * conv.input.height + TILE * piece.first_tile_row) * width * cin;
+    let (lines, block) = half.split_at_mut(TILE * SIDE * cin);
+    for t in 0..tiles {
+        let (local_row, tj) = (t / across, t % across);
+        let at = |p: usize, q: usize| &m[(SLOTS[p][q] * tiles + t) * cin..][..cin];
+        let corner = (TILE * local_row, TILE * tj);
+        untransform_tile::<SIDE, TILE, OutputTransform>(
+            at,
+            (&mut *lines, &mut *block),
+            (&mut *dx, width, corner),
+            (epilogue, first_output),
+        );
+    }
+}
 
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
-        let Filter {
-            conv,
-            x,
-            dz,
-            piece,
-            sums,
-            scratch,
-        } = self;
-        let (cin, cout) = (conv.input.channels, conv.cout);
-        let across = conv.tiles_across(TILE);
-        let tiles = piece.tile_rows * across;
-        let (v, rest) = scratch.split_at_mut(POSITIONS * tiles * cout);
-        let (xt, half) = rest.split_at_mut(POSITIONS * tiles * cin);
-        transform_windows(&conv, dz, piece, v, half);
-        // X[ξ, t, :] = (O^T x O)[p, q] of tile t's 4x4 source pixels ([`transform_window`]).
-        let zeros = vec![0.0; cin];
-        let pixels = Pixels {
-            t: x,
-            shape: conv.input,
-            image: piece.image,
-            zeros: &zeros,
-        };
-        for t in 0..tiles {
-            let (ti, tj) = (piece.first_tile_row + t / across, t % across);
-            let corner = ((TILE * ti) as isize, (TILE * tj) as isize);
-            let at = |p| slots_of_row(p, t, tiles, cin);
-            transform_window::<TILE, SIDE, SourceTransform>(pixels, corner, half, (&mut *xt, at));
-        }
-        // dU[g] += V^T X over the positions of each group g and every tile.
-        let (du, dbias) = sums.split_at_mut(GROUPS * cout * cin);
-        for (g, du) in du.chunks_exact_mut(cout * cin).enumerate() {
-            let (first, rows) = UpsampledConv::group_rows(g, tiles);
-            let v = Matrix::row_major(&v[first * cout..], rows, cout).transposed();
-            let xt = Matrix::row_major(&xt[first * cin..], rows, cin);
-            gemm(v, xt, du, true);
-        }
-        // The aligned boxes of the tiles' source pixels: the last group, (e_k e_l).
-        let (first, _) = UpsampledConv::group_rows(GROUPS - 1, tiles);
-        for values in v[first * cout..].chunks_exact(cout) {
-            add(dbias, values);
-        }
+/// The kernel gradient of a piece added into its sums from its transformed windows of dz V,
+/// with `xt` for the transformed source pixels [81, tiles, cin] and `half` for a tile's
+/// half-transformed pixels.
+#[inline(always)]
+fn add_kernel_gradient(
+    conv: &UpsampledConv,
+    piece: Piece,
+    PieceFilter { x, sums }: PieceFilter,
+    v: &[f32],
+    (xt, half): (&mut [f32], &mut [f32]),
+) {
+    let (cin, cout) = (conv.input.channels, conv.cout);
+    let across = conv.tiles_across(TILE);
+    let tiles = piece.tile_rows * across;
+    // X[ξ, t, :] = (O^T x O)[p, q] of tile t's 4x4 source pixels ([`transform_window`]).
+    let zeros = vec![0.0; cin];
+    let pixels = Pixels {
+        t: x,
+        shape: conv.input,
+        image: piece.image,
+        zeros: &zeros,
+    };
+    for t in 0..tiles {
+        let (ti, tj) = (piece.first_tile_row + t / across, t % across);
+        let corner = ((TILE * ti) as isize, (TILE * tj) as isize);
+        let at = |p| slots_of_row(p, t, tiles, cin);
+        transform_window::<TILE, SIDE, SourceTransform>(pixels, corner, half, (&mut *xt, at));
+    }
+    // dU[g] += V^T X over the positions of each group g and every tile.
+    let (du, dbias) = sums.split_at_mut(GROUPS * cout * cin);
+    for (g, du) in du.chunks_exact_mut(cout * cin).enumerate() {
+        let (first, rows) = UpsampledConv::group_rows(g, tiles);
+        let v = Matrix::row_major(&v[first * cout..], rows, cout).transposed();
+        let xt = Matrix::row_major(&xt[first * cin..], rows, cin);
+        gemm(v, xt, du, true);
+    }
+    // The aligned boxes of the tiles' source pixels: the last group, (e_k e_l).
+    let (first, _) = UpsampledConv::group_rows(GROUPS - 1, tiles);
+    for values in v[first * cout..].chunks_exact(cout) {
+        add(dbias, values);
     }
 }

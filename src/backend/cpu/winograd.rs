@@ -80,20 +80,21 @@ impl Piece {
     }
 }
 
-/// Runs `work(pieces, scratch, partial)` on groups of consecutive `pieces`, at most
+/// Runs `work(pieces, scratch, partial)` on groups of consecutive `pieces` (pieces of work,
+/// with what each one writes where it writes more than its group's partial), at most
 /// WORK_CHUNKS groups and the same ones whatever the thread count, each group into its own
 /// partial of `size` values of `partials`, with a scratch of `scratch_len` floats
 /// ([`with_scratch`]). Returns the number of groups, whose partials the caller adds in order.
-pub(super) fn for_each_group(
-    pieces: &[Piece],
+pub(super) fn for_each_group<T: Send>(
+    pieces: &mut [T],
     (partials, size): (&mut [f32], usize),
     scratch_len: usize,
-    work: impl Fn(&[Piece], &mut [f32], &mut [f32]) + Sync,
+    work: impl Fn(&mut [T], &mut [f32], &mut [f32]) + Sync,
 ) -> usize {
     let per_group = pieces.len().div_ceil(WORK_CHUNKS).max(1);
     let groups = pieces.len().div_ceil(per_group);
     pieces
-        .par_chunks(per_group)
+        .par_chunks_mut(per_group)
         .zip(partials[..groups * size].par_chunks_mut(size))
         .for_each(|(pieces, partial)| {
             with_scratch(scratch_len, |scratch| work(pieces, scratch, partial));
@@ -246,12 +247,12 @@ pub fn kernel_gradient(
     let (cin, cout) = (conv.input.channels, conv.cout);
     let size = conv.transformed_len();
     let groups = for_each_group(
-        &conv.pieces(),
+        &mut conv.pieces(),
         (partials, size),
         conv.scratch_len(),
         |pieces, scratch, partial| {
             partial.fill(0.0);
-            for &piece in pieces {
+            for &mut piece in pieces {
                 Arch::new().dispatch(Filter {
                     conv,
                     x,
