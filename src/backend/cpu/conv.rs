@@ -10,6 +10,8 @@
 //!   tiles multiplied by the kernel ([`super::gemm`]).
 //! - backward-filter: [`backward_filter`], Winograd's algebra read backward, for a plain input
 //!   by F(2x2, 3x3), for an upsampled input by F(4, 2) over the box sums of dz.
+//! - the whole backward pass as training runs it: [`backward`], the two passes, an upsampled
+//!   input's from one transform of dz; [`backward_one_output`] for one output channel.
 //!
 //! The one-channel convolutions, one input channel (conv1) and one output channel read
 //! upsampled (conv6), run their forward and kernel-gradient passes in [`super::one_channel`].
