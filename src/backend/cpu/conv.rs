@@ -290,14 +290,11 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
             winograd::convolve(same, x, transformed, y);
         }
         ConvInput::Upsampled2 => {
-            let upsampled = UpsampledConv {
-                input: conv.input,
-                cout: conv.slot.out_channels,
-            };
-            let transformed = &mut scratch.kernel[..upsampled.forward_transformed_len()];
-            upsampled.transform_forward_kernel(kernel, transformed);
+            let phases = upsampled(conv);
+            let transformed = &mut scratch.kernel[..phases.forward_transformed_len()];
+            phases.transform_forward_kernel(kernel, transformed);
             let epilogue = Epilogue::BiasAndActivation(bias, conv.activation);
-            upsampled_winograd::forward(upsampled, (x, transformed), epilogue, y);
+            upsampled_winograd::forward(phases, (x, transformed), epilogue, y);
         }
     }
 }
@@ -384,8 +381,8 @@ pub fn backward_data(
                 .for_each(|(i, dx)| epilogue.apply(dx, i * chunk));
         }
         ConvInput::Upsampled2 => {
-            let boxes = UpsampledConv { input, cout };
             let (flipped, transformed) = scratch.kernel.split_at_mut(9 * cin * cout);
+            let boxes = upsampled(conv);
             boxes.transform_kernel(flipped, transformed);
             upsampled_winograd::backward_data(boxes, (dz, transformed), epilogue, dx);
         }
@@ -411,16 +408,36 @@ pub fn backward(
         backward_data(scratch, conv, (dz, kernel), epilogue, dx);
         return;
     }
-    let (input, cin, cout) = (conv.input, conv.slot.in_channels, conv.slot.out_channels);
+    let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
     flip_kernel(conv, kernel, &mut scratch.kernel[..9 * cin * cout]);
-    let boxes = UpsampledConv { input, cout };
     let (flipped, transformed) = scratch.kernel.split_at_mut(9 * cin * cout);
-    boxes.transform_kernel(flipped, transformed);
-    let size = partial_len(conv);
-    let partials = (&mut scratch.partials[..], size);
+    upsampled(conv).transform_kernel(flipped, transformed);
     let data = Some((&transformed[..], epilogue, dx));
-    let groups = upsampled_winograd::kernel_gradient(boxes, (x, dz), data, partials);
-    sum_in_order(&scratch.partials[..groups * size], &mut grads[..size]);
+    upsampled_kernel_gradient(&mut scratch.partials, conv, (x, dz), data, grads);
+}
+
+/// An upsampled input's convolution as [`upsampled_winograd`] takes it.
+fn upsampled(conv: &Conv) -> UpsampledConv {
+    UpsampledConv {
+        input: conv.input,
+        cout: conv.slot.out_channels,
+    }
+}
+
+/// An upsampled input's kernel and bias gradients into `grads`
+/// ([`upsampled_winograd::kernel_gradient`], its groups' partials added in order), and with
+/// `data` backward-data's dx from the same transforms of dz.
+fn upsampled_kernel_gradient(
+    partials: &mut [f32],
+    conv: &Conv,
+    (x, dz): (&[f32], &[f32]),
+    data: Option<(&[f32], Epilogue, &mut [f32])>,
+    grads: &mut [f32],
+) {
+    let size = partial_len(conv);
+    let groups =
+        upsampled_winograd::kernel_gradient(upsampled(conv), (x, dz), data, (partials, size));
+    sum_in_order(&partials[..groups * size], &mut grads[..size]);
 }
 
 /// flipped[2 - ky, 2 - kx, co, ci] = kernel[ky, kx, ci, co]: backward-data's kernel.
@@ -496,13 +513,7 @@ pub fn backward_filter(
             unflip_box_sum_gradient(conv, total, grads);
         }
         ConvInput::Upsampled2 => {
-            let boxes = UpsampledConv {
-                input: conv.input,
-                cout: conv.slot.out_channels,
-            };
-            let partials = (&mut scratch.partials[..], size);
-            let groups = upsampled_winograd::kernel_gradient(boxes, (x, dz), None, partials);
-            sum_in_order(&scratch.partials[..groups * size], &mut grads[..size]);
+            upsampled_kernel_gradient(&mut scratch.partials, conv, (x, dz), None, grads);
         }
     }
 }

@@ -191,15 +191,20 @@ impl UpsampledConv {
         Piece::all(self.input.batch, down, self.tile_rows_per_piece(tile))
     }
 
-    /// The backward passes' pieces, each with its rows of dx.
-    fn pieces_with_rows<'a>(&self, dx: &'a mut [f32]) -> Vec<(Piece, &'a mut [f32])> {
-        let (height, width, cin) = (self.input.height, self.input.width, self.input.channels);
-        let image_len = height * width * cin;
-        let piece_len = TILE * self.tile_rows_per_piece(TILE) * width * cin;
-        let rows = dx[..self.input.batch * image_len]
+    /// The pieces of tiles of `tile` source pixels, each with its rows of `out`, a tensor of
+    /// shape `grid` that has `rows` rows for each row of tiles: y's for the forward pass, dx's
+    /// for the backward passes.
+    fn pieces_with_rows<'a>(
+        &self,
+        tile: usize,
+        (out, grid, rows): (&'a mut [f32], Nhwc, usize),
+    ) -> Vec<(Piece, &'a mut [f32])> {
+        let image_len = grid.height * grid.width * grid.channels;
+        let piece_len = rows * self.tile_rows_per_piece(tile) * grid.width * grid.channels;
+        let outputs = out[..grid.batch * image_len]
             .chunks_mut(image_len)
-            .flat_map(|dx| dx.chunks_mut(piece_len));
-        self.pieces(TILE).into_iter().zip(rows).collect()
+            .flat_map(|out| out.chunks_mut(piece_len));
+        self.pieces(tile).into_iter().zip(outputs).collect()
     }
 
     /// The output's shape (y and dz): the upsampled grid of cout channels.
@@ -265,14 +270,7 @@ impl UpsampledConv {
 /// y = epilogue(conv3x3(upsample2(x))) with the forward pass's transformed kernel `u`
 /// [64, cin, cout] ([`UpsampledConv::transform_forward_kernel`]).
 pub fn forward(conv: UpsampledConv, (x, u): (&[f32], &[f32]), epilogue: Epilogue, y: &mut [f32]) {
-    let out = conv.output_shape();
-    let image_len = out.height * out.width * out.channels;
-    let piece_len = OUTPUTS * conv.tile_rows_per_piece(PHASE_TILE) * out.width * out.channels;
-    let outputs = y[..conv.input.batch * image_len]
-        .chunks_mut(image_len)
-        .flat_map(|y| y.chunks_mut(piece_len));
-    let pieces = conv.pieces(PHASE_TILE);
-    let pieces: Vec<(Piece, &mut [f32])> = pieces.into_iter().zip(outputs).collect();
+    let pieces = conv.pieces_with_rows(PHASE_TILE, (y, conv.output_shape(), OUTPUTS));
     pieces.into_par_iter().for_each(|(piece, y)| {
         with_scratch(conv.forward_scratch_len(), |scratch| {
             Arch::new().dispatch(Forward {
@@ -296,7 +294,7 @@ pub fn backward_data(
     epilogue: Epilogue,
     dx: &mut [f32],
 ) {
-    conv.pieces_with_rows(dx)
+    conv.pieces_with_rows(TILE, (dx, conv.input, TILE))
         .into_par_iter()
         .for_each(|(piece, dx)| {
             with_scratch(conv.piece_scratch_len(), |scratch| {
@@ -327,7 +325,7 @@ pub fn kernel_gradient(
 ) -> usize {
     let mut pieces: Vec<(Piece, Option<PieceData>)> = match data {
         Some((u, epilogue, dx)) => conv
-            .pieces_with_rows(dx)
+            .pieces_with_rows(TILE, (dx, conv.input, TILE))
             .into_iter()
             .map(|(piece, dx)| (piece, Some(PieceData { u, epilogue, dx })))
             .collect(),
@@ -663,30 +661,28 @@ fn untransform_tile<'m, const P: usize, const O: usize, T: Line<P, O>>(
     }
 }
 
-/// V[(p, q), t, :] = (T z T^T)[p, q] for each tile t of the piece, z its 10x10 window of dz
-/// from (8 ti - 1, 8 tj - 1) ([`transform_window`]).
+/// Each tile t of a piece (`across` tiles a row) transformed by T ([`transform_window`]): its
+/// W x W window of `tensor` (of shape `shape`, zeros outside the image) from row
+/// step ti - before and column step tj - before, row p of the result into `out` at `at(t, p)`.
 #[inline(always)]
-fn transform_windows(
-    conv: &UpsampledConv,
-    dz: &[f32],
-    piece: Piece,
-    v: &mut [f32],
+fn transform_tile_windows<const W: usize, const P: usize, T: Line<W, P>>(
+    (tensor, shape): (&[f32], Nhwc),
+    (piece, across): (Piece, usize),
+    (step, before): (usize, isize),
     half: &mut [f32],
+    (out, at): (&mut [f32], impl Fn(usize, usize) -> [usize; P]),
 ) {
-    let (cout, across, shape) = (conv.cout, conv.tiles_across(TILE), conv.output_shape());
-    let tiles = piece.tile_rows * across;
-    let zeros = vec![0.0; cout];
+    let zeros = vec![0.0; shape.channels];
     let pixels = Pixels {
-        t: dz,
+        t: tensor,
         shape,
         image: piece.image,
         zeros: &zeros,
     };
-    for t in 0..tiles {
+    for t in 0..piece.tile_rows * across {
         let (ti, tj) = (piece.first_tile_row + t / across, t % across);
-        let corner = ((2 * TILE * ti) as isize - 1, (2 * TILE * tj) as isize - 1);
-        let at = |p| slots_of_row(p, t, tiles, cout);
-        transform_window::<WINDOW, SIDE, WindowTransform>(pixels, corner, half, (&mut *v, at));
+        let corner = ((step * ti) as isize - before, (step * tj) as isize - before);
+        transform_window::<W, P, T>(pixels, corner, half, (&mut *out, |p| at(t, p)));
     }
 }
 
@@ -712,28 +708,15 @@ impl WithSimd for Forward<'_> {
         let (v, rest) = scratch.split_at_mut(positions * tiles * cin);
         let (m, half) = rest.split_at_mut(positions * tiles * cout);
         // V[(p, q), t, :]: tile t's 5x5 window of x from (3 ti - 1, 3 tj - 1), transformed by
-        // the two phases' B^T ([`transform_window`]).
-        let zeros = vec![0.0; cin];
-        let pixels = Pixels {
-            t: x,
-            shape: conv.input,
-            image: piece.image,
-            zeros: &zeros,
-        };
-        for t in 0..tiles {
-            let (ti, tj) = (piece.first_tile_row + t / across, t % across);
-            let corner = (
-                (PHASE_TILE * ti) as isize - 1,
-                (PHASE_TILE * tj) as isize - 1,
-            );
-            let at = |p| std::array::from_fn(|q| ((PHASE_SIDE * p + q) * tiles + t) * cin);
-            transform_window::<PHASE_WINDOW, PHASE_SIDE, PhaseInputTransform>(
-                pixels,
-                corner,
-                half,
-                (&mut *v, at),
-            );
-        }
+        // the two phases' B^T.
+        let at = |t, p| std::array::from_fn(|q| ((PHASE_SIDE * p + q) * tiles + t) * cin);
+        transform_tile_windows::<PHASE_WINDOW, PHASE_SIDE, PhaseInputTransform>(
+            (x, conv.input),
+            (piece, across),
+            (PHASE_TILE, 1),
+            half,
+            (&mut *v, at),
+        );
         // M[ξ] = V[ξ] U[ξ]: the sums over x's channels of every tile at position ξ.
         for (xi, m) in m.chunks_exact_mut(tiles * cout).enumerate() {
             let v = Matrix::row_major(&v[xi * tiles * cin..], tiles, cin);
@@ -771,10 +754,19 @@ impl WithSimd for Backward<'_> {
             filter,
             scratch,
         } = self;
-        let tiles = piece.tile_rows * conv.tiles_across(TILE);
-        let (v, rest) = scratch.split_at_mut(POSITIONS * tiles * conv.cout);
+        let (across, cout) = (conv.tiles_across(TILE), conv.cout);
+        let tiles = piece.tile_rows * across;
+        let (v, rest) = scratch.split_at_mut(POSITIONS * tiles * cout);
         let (products, half) = rest.split_at_mut(POSITIONS * tiles * conv.input.channels);
-        transform_windows(&conv, dz, piece, v, half);
+        // V[(p, q), t, :] = (T z T^T)[p, q] of tile t's 10x10 window z of dz from
+        // (8 ti - 1, 8 tj - 1).
+        transform_tile_windows::<WINDOW, SIDE, WindowTransform>(
+            (dz, conv.output_shape()),
+            (piece, across),
+            (2 * TILE, 1),
+            half,
+            (&mut *v, |t, p| slots_of_row(p, t, tiles, cout)),
+        );
         if let Some(filter) = filter {
             add_kernel_gradient(&conv, piece, filter, v, (products, half));
         }
@@ -836,20 +828,14 @@ fn add_kernel_gradient(
     let (cin, cout) = (conv.input.channels, conv.cout);
     let across = conv.tiles_across(TILE);
     let tiles = piece.tile_rows * across;
-    // X[ξ, t, :] = (O^T x O)[p, q] of tile t's 4x4 source pixels ([`transform_window`]).
-    let zeros = vec![0.0; cin];
-    let pixels = Pixels {
-        t: x,
-        shape: conv.input,
-        image: piece.image,
-        zeros: &zeros,
-    };
-    for t in 0..tiles {
-        let (ti, tj) = (piece.first_tile_row + t / across, t % across);
-        let corner = ((TILE * ti) as isize, (TILE * tj) as isize);
-        let at = |p| slots_of_row(p, t, tiles, cin);
-        transform_window::<TILE, SIDE, SourceTransform>(pixels, corner, half, (&mut *xt, at));
-    }
+    // X[ξ, t, :] = (O^T x O)[p, q] of tile t's 4x4 source pixels.
+    transform_tile_windows::<TILE, SIDE, SourceTransform>(
+        (x, conv.input),
+        (piece, across),
+        (TILE, 0),
+        half,
+        (&mut *xt, |t, p| slots_of_row(p, t, tiles, cin)),
+    );
     // dU[g] += V^T X over the positions of each group g and every tile.
     let (du, dbias) = sums.split_at_mut(GROUPS * cout * cin);
     for (g, du) in du.chunks_exact_mut(cout * cin).enumerate() {
