@@ -572,18 +572,18 @@ fn chunk_partials_and_rows(
         });
 }
 
-/// total[i] = the sum over partials (each total.len() long) of partial[i], in their order.
+/// total[i] = the sum over partials (each total.len() long) of partial[i], in their order:
+/// from -0.0 (as `Iterator::sum` starts), each block of 1024 values adding one partial's
+/// block at a time.
 pub(super) fn sum_in_order(partials: &[f32], total: &mut [f32]) {
     let size = total.len();
     total
         .par_chunks_mut(1024)
         .enumerate()
         .for_each(|(block, out)| {
-            for (i, g) in out.iter_mut().enumerate() {
-                *g = partials
-                    .chunks_exact(size)
-                    .map(|p| p[block * 1024 + i])
-                    .sum();
+            out.fill(-0.0);
+            for partial in partials.chunks_exact(size) {
+                add(out, &partial[block * 1024..][..out.len()]);
             }
         });
 }
