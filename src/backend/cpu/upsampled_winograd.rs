@@ -58,7 +58,7 @@ use rayon::prelude::*;
 use super::super::Nhwc;
 use super::conv::{Epilogue, add};
 use super::gemm::{Matrix, gemm};
-use super::winograd::{Piece, for_each_group, pixel, transform_taps, weighted_sum, with_scratch};
+use super::winograd::{Piece, for_each_group, transform_taps, weighted_sum, with_scratch};
 
 /// Source pixels along a tile's side.
 const TILE: usize = 4;
@@ -218,12 +218,17 @@ impl UpsampledConv {
     }
 
     /// Floats of scratch one piece needs: transformed windows of dz [81, tiles, cout], the
-    /// products or transformed source pixels [81, tiles, cin], and one tile's half-transformed
-    /// window [10, 9, max(cin, cout)].
+    /// products or transformed source pixels [81, tiles, cin], and a tile row's
+    /// half-transformed strip of dz [9, columns, cout] or of x [9, columns, cin], or its
+    /// half-transformed outputs [4, 9, across, cin] and one tile's row of outputs [4, cin].
     fn piece_scratch_len(&self) -> usize {
-        let tiles = self.tile_rows_per_piece(TILE) * self.tiles_across(TILE);
+        let across = self.tiles_across(TILE);
+        let tiles = self.tile_rows_per_piece(TILE) * across;
         let (cin, cout) = (self.input.channels, self.cout);
-        POSITIONS * tiles * (cin + cout) + WINDOW * SIDE * cin.max(cout)
+        let half = (SIDE * strip_columns::<WINDOW>(2 * TILE, across) * cout)
+            .max(SIDE * strip_columns::<TILE>(TILE, across) * cin)
+            .max((TILE * SIDE * across + TILE) * cin);
+        POSITIONS * tiles * (cin + cout) + half
     }
 
     /// Values of the backward passes' transformed kernel: [36, cout, cin].
@@ -249,13 +254,16 @@ impl UpsampledConv {
     }
 
     /// Floats of scratch one piece of the forward pass needs: transformed windows of x [64,
-    /// tiles, cin], the products [64, tiles, cout], and one tile's half-transformed window
-    /// ([5, 8, cin]) or outputs ([6, 8, cout] and a row of 6 outputs).
+    /// tiles, cin], the products [64, tiles, cout], and a tile row's half-transformed strip of
+    /// x ([8, columns, cin]) or outputs ([6, 8, across, cout] and one tile's row of 6
+    /// outputs).
     fn forward_scratch_len(&self) -> usize {
-        let tiles = self.tile_rows_per_piece(PHASE_TILE) * self.tiles_across(PHASE_TILE);
+        let across = self.tiles_across(PHASE_TILE);
+        let tiles = self.tile_rows_per_piece(PHASE_TILE) * across;
         let (cin, cout) = (self.input.channels, self.cout);
         let positions = PHASE_SIDE * PHASE_SIDE;
-        let half = (PHASE_WINDOW * PHASE_SIDE * cin).max((OUTPUTS * PHASE_SIDE + OUTPUTS) * cout);
+        let strip = PHASE_SIDE * strip_columns::<PHASE_WINDOW>(PHASE_TILE, across) * cin;
+        let half = strip.max((OUTPUTS * PHASE_SIDE * across + OUTPUTS) * cout);
         positions * tiles * (cin + cout) + half
     }
 
@@ -597,92 +605,104 @@ fn slots_of_row(p: usize, t: usize, tiles: usize, c: usize) -> [usize; SIDE] {
     std::array::from_fn(|q| (SLOTS[p][q] * tiles + t) * c)
 }
 
-/// A tensor's pixels as the windows of one image's tiles read them: zeros outside the image.
-#[derive(Clone, Copy)]
-struct Pixels<'a> {
-    t: &'a [f32],
-    shape: Nhwc,
-    image: usize,
-    zeros: &'a [f32],
-}
-
-/// One tile's W x W window of `pixels` from (top, left), transformed by T down its columns
-/// into `half` [W, P, c], then along its rows: row p of the result into `out` at `at(p)`.
+/// The outputs of a piece's tiles (`across` tiles a row) from their transformed positions:
+/// `m` [P x P slots, tiles, c], position (p, q) of every tile at slot `slot(p, q)`. For each
+/// tile row, T runs down the columns of all its tiles at once into `lines` [O, P, across, c],
+/// then along each tile's rows into `out` (rows of `width` pixels, O rows and O columns a
+/// tile; through `block` [O, c] where a tile reaches past the image's right edge), rows past
+/// the image's bottom left out; then the epilogue over each output row (`out` starts at value
+/// `first_output` of the pass's output).
 #[inline(always)]
-fn transform_window<const W: usize, const P: usize, T: Line<W, P>>(
-    pixels: Pixels,
-    (top, left): (isize, isize),
-    half: &mut [f32],
-    (out, at): (&mut [f32], impl Fn(usize) -> [usize; P]),
-) {
-    let c = pixels.shape.channels;
-    for q in 0..W {
-        let column = std::array::from_fn(|r| {
-            let at = (top + r as isize, left + q as isize);
-            pixel(pixels.t, pixels.shape, pixels.image, at, pixels.zeros)
-        });
-        T::lanewise(&column, (&mut half[q * P * c..][..P * c], consecutive(c)));
-    }
-    for p in 0..P {
-        let row = std::array::from_fn(|q| &half[(q * P + p) * c..][..c]);
-        T::lanewise(&row, (&mut *out, at(p)));
-    }
-}
-
-/// One tile's outputs from its transformed positions `at(p, q)` ([P, P] of c channels): T
-/// down the columns into `lines` [O, P, c], then along each row into `block` [O, c]; written
-/// into `out`, rows of `width` pixels, from (top, left) for the pixels inside the image, with
-/// the epilogue after (`out` starts at value `first_output` of the pass's output).
-#[inline(always)]
-fn untransform_tile<'m, const P: usize, const O: usize, T: Line<P, O>>(
-    at: impl Fn(usize, usize) -> &'m [f32],
+fn untransform_tiles<const P: usize, const O: usize, T: Line<P, O>>(
+    (m, slot, c): (&[f32], impl Fn(usize, usize) -> usize, usize),
+    (piece, across): (Piece, usize),
     (lines, block): (&mut [f32], &mut [f32]),
-    (out, width, (top, left)): (&mut [f32], usize, (usize, usize)),
+    (out, width): (&mut [f32], usize),
     (epilogue, first_output): (Epilogue, usize),
 ) {
-    let c = at(0, 0).len();
-    for q in 0..P {
-        let column = std::array::from_fn(|p| at(p, q));
-        let at = std::array::from_fn(|r| (r * P + q) * c);
-        T::lanewise(&column, (&mut *lines, at));
-    }
-    for (r, line) in lines[..O * P * c].chunks_exact(P * c).enumerate() {
-        let row = top + r;
-        if row * width * c >= out.len() {
-            break;
+    let tiles = piece.tile_rows * across;
+    let row_len = across * c;
+    for local_row in 0..piece.tile_rows {
+        let first_tile = local_row * across;
+        for q in 0..P {
+            let column =
+                std::array::from_fn(|p| &m[(slot(p, q) * tiles + first_tile) * c..][..row_len]);
+            let at = std::array::from_fn(|r| (r * P + q) * row_len);
+            T::lanewise(&column, (&mut *lines, at));
         }
-        let line = std::array::from_fn(|q| &line[q * c..][..c]);
-        T::lanewise(&line, (&mut *block, consecutive(c)));
-        let cols = (width - left).min(O);
-        let at = (row * width + left) * c;
-        let out = &mut out[at..][..cols * c];
-        out.copy_from_slice(&block[..cols * c]);
-        epilogue.apply(out, first_output + at);
+        for r in 0..O {
+            let row = O * local_row + r;
+            if row * width * c >= out.len() {
+                return;
+            }
+            for tj in 0..across {
+                let line = std::array::from_fn(|q| &lines[(r * P + q) * row_len + tj * c..][..c]);
+                let at = (row * width + O * tj) * c;
+                let cols = (width - O * tj).min(O);
+                if cols == O {
+                    T::lanewise(&line, (&mut *out, std::array::from_fn(|o| at + o * c)));
+                } else {
+                    T::lanewise(&line, (&mut *block, consecutive(c)));
+                    out[at..][..cols * c].copy_from_slice(&block[..cols * c]);
+                }
+            }
+            let at = row * width * c;
+            epilogue.apply(&mut out[at..][..width * c], first_output + at);
+        }
     }
 }
 
-/// Each tile t of a piece (`across` tiles a row) transformed by T ([`transform_window`]): its
-/// W x W window of `tensor` (of shape `shape`, zeros outside the image) from row
-/// step ti - before and column step tj - before, row p of the result into `out` at `at(t, p)`.
+/// Columns of the strip that a row of `across` tiles reads: their W x W windows, `step`
+/// apart.
+const fn strip_columns<const W: usize>(step: usize, across: usize) -> usize {
+    step * (across - 1) + W
+}
+
+/// Each tile t of a piece (`across` tiles a row) transformed by T: its W x W window of
+/// `tensor` (of shape `shape`, zeros outside the image) from row step ti - before and column
+/// step tj - before, row p of the result into `out` at `at(t, p)`. T runs down the columns
+/// of each tile row's strip of W rows at once, every column of the image in one call, into
+/// `half` [P, columns, c] (the strip's columns from image column -before, those outside the
+/// image zero), then along each tile's rows.
 #[inline(always)]
 fn transform_tile_windows<const W: usize, const P: usize, T: Line<W, P>>(
     (tensor, shape): (&[f32], Nhwc),
     (piece, across): (Piece, usize),
-    (step, before): (usize, isize),
+    (step, before): (usize, usize),
     half: &mut [f32],
     (out, at): (&mut [f32], impl Fn(usize, usize) -> [usize; P]),
 ) {
-    let zeros = vec![0.0; shape.channels];
-    let pixels = Pixels {
-        t: tensor,
-        shape,
-        image: piece.image,
-        zeros: &zeros,
-    };
-    for t in 0..piece.tile_rows * across {
-        let (ti, tj) = (piece.first_tile_row + t / across, t % across);
-        let corner = ((step * ti) as isize - before, (step * tj) as isize - before);
-        transform_window::<W, P, T>(pixels, corner, half, (&mut *out, |p| at(t, p)));
+    let c = shape.channels;
+    let columns = strip_columns::<W>(step, across);
+    let inside = shape.width.min(columns - before);
+    let half = &mut half[..P * columns * c];
+    for line in half.chunks_exact_mut(columns * c) {
+        line[..before * c].fill(0.0);
+        line[(before + inside) * c..].fill(0.0);
+    }
+    let zeros = vec![0.0; inside * c];
+    let row_len = shape.width * c;
+    let image = &tensor[piece.image * shape.height * row_len..][..shape.height * row_len];
+    for local_row in 0..piece.tile_rows {
+        let top = step * (piece.first_tile_row + local_row);
+        let rows = std::array::from_fn(|r| match (top + r).checked_sub(before) {
+            Some(row) if row < shape.height => &image[row * row_len..][..inside * c],
+            _ => &zeros[..],
+        });
+        T::lanewise(
+            &rows,
+            (
+                &mut *half,
+                std::array::from_fn(|p| (p * columns + before) * c),
+            ),
+        );
+        for tj in 0..across {
+            let t = local_row * across + tj;
+            for p in 0..P {
+                let row = std::array::from_fn(|q| &half[(p * columns + step * tj + q) * c..][..c]);
+                T::lanewise(&row, (&mut *out, at(t, p)));
+            }
+        }
     }
 }
 
@@ -723,21 +743,17 @@ impl WithSimd for Forward<'_> {
             let u = Matrix::row_major(&u[xi * cin * cout..], cin, cout);
             gemm(v, u, m, false);
         }
-        // y_tile = the phases' A^T on both sides, then the epilogue ([`untransform_tile`]).
+        // y_tile = the phases' A^T on both sides, then the epilogue ([`untransform_tiles`]).
         let first_output =
             (piece.image * out.height + OUTPUTS * piece.first_tile_row) * width * cout;
-        let (lines, block) = half.split_at_mut(OUTPUTS * PHASE_SIDE * cout);
-        for t in 0..tiles {
-            let (local_row, tj) = (t / across, t % across);
-            let at = |p: usize, q: usize| &m[((PHASE_SIDE * p + q) * tiles + t) * cout..][..cout];
-            let corner = (OUTPUTS * local_row, OUTPUTS * tj);
-            untransform_tile::<PHASE_SIDE, OUTPUTS, PhaseOutputTransform>(
-                at,
-                (&mut *lines, &mut *block),
-                (&mut *y, width, corner),
-                (epilogue, first_output),
-            );
-        }
+        let (lines, block) = half.split_at_mut(OUTPUTS * PHASE_SIDE * across * cout);
+        untransform_tiles::<PHASE_SIDE, OUTPUTS, PhaseOutputTransform>(
+            (m, |p, q| PHASE_SIDE * p + q, cout),
+            (piece, across),
+            (lines, block),
+            (y, width),
+            (epilogue, first_output),
+        );
     }
 }
 
@@ -777,7 +793,7 @@ impl WithSimd for Backward<'_> {
 }
 
 /// backward-data's rows of dx of a piece from its transformed windows of dz V, with `m` for
-/// the products [81, tiles, cin] and `half` for a tile's half-transformed outputs.
+/// the products [81, tiles, cin] and `half` for a tile row's half-transformed outputs.
 #[inline(always)]
 fn write_dx(
     conv: &UpsampledConv,
@@ -797,26 +813,22 @@ fn write_dx(
         let u = Matrix::row_major(u, cout, cin);
         gemm(v, u, &mut m[first * cin..][..rows * cin], false);
     }
-    // dx_tile = O M O^T, then the epilogue ([`untransform_tile`]).
+    // dx_tile = O M O^T, then the epilogue ([`untransform_tiles`]).
     let first_output =
         (piece.image * conv.input.height + TILE * piece.first_tile_row) * width * cin;
-    let (lines, block) = half.split_at_mut(TILE * SIDE * cin);
-    for t in 0..tiles {
-        let (local_row, tj) = (t / across, t % across);
-        let at = |p: usize, q: usize| &m[(SLOTS[p][q] * tiles + t) * cin..][..cin];
-        let corner = (TILE * local_row, TILE * tj);
-        untransform_tile::<SIDE, TILE, OutputTransform>(
-            at,
-            (&mut *lines, &mut *block),
-            (&mut *dx, width, corner),
-            (epilogue, first_output),
-        );
-    }
+    let (lines, block) = half.split_at_mut(TILE * SIDE * across * cin);
+    untransform_tiles::<SIDE, TILE, OutputTransform>(
+        (m, |p, q| SLOTS[p][q], cin),
+        (piece, across),
+        (lines, block),
+        (dx, width),
+        (epilogue, first_output),
+    );
 }
 
 /// The kernel gradient of a piece added into its sums from its transformed windows of dz V,
-/// with `xt` for the transformed source pixels [81, tiles, cin] and `half` for a tile's
-/// half-transformed pixels.
+/// with `xt` for the transformed source pixels [81, tiles, cin] and `half` for a tile row's
+/// half-transformed strip of source pixels.
 #[inline(always)]
 fn add_kernel_gradient(
     conv: &UpsampledConv,
