@@ -193,8 +193,8 @@ fn the_whole_backward_pass_gives_the_three_passes_bits() {
         .flat_map(|&(input, cout)| READS.map(|read| conv(input, cout, read, Activation::Relu)));
     // An upsampled input's passes share their transform of dz, in groups of pieces of work:
     // 117 columns make a piece of each row of 4x4 tiles, 9 images of 30 rows 72 pieces, more
-    // than the 64 groups, so groups hold two pieces, each with its rows of dx (the last of each
-    // image two rows).
+    // than its 16 groups, so groups hold five pieces (the last two) across images, each with
+    // its rows of dx (the last of each image two rows).
     let many_pieces = conv(
         nhwc(9, 30, 117, 3),
         4,

@@ -82,16 +82,17 @@ impl Piece {
 
 /// Runs `work(pieces, scratch, partial)` on groups of consecutive `pieces` (pieces of work,
 /// with what each one writes where it writes more than its group's partial), at most
-/// WORK_CHUNKS groups and the same ones whatever the thread count, each group into its own
-/// partial of `size` values of `partials`, with a scratch of `scratch_len` floats
-/// ([`with_scratch`]). Returns the number of groups, whose partials the caller adds in order.
+/// `most_groups` groups (at most WORK_CHUNKS) and the same ones whatever the thread count, each
+/// group into its own partial of `size` values of `partials`, with a scratch of `scratch_len`
+/// floats ([`with_scratch`]). Returns the number of groups, whose partials the caller adds in
+/// order.
 pub(super) fn for_each_group<T: Send>(
-    pieces: &mut [T],
+    (pieces, most_groups): (&mut [T], usize),
     (partials, size): (&mut [f32], usize),
     scratch_len: usize,
     work: impl Fn(&mut [T], &mut [f32], &mut [f32]) + Sync,
 ) -> usize {
-    let per_group = pieces.len().div_ceil(WORK_CHUNKS).max(1);
+    let per_group = pieces.len().div_ceil(most_groups.min(WORK_CHUNKS)).max(1);
     let groups = pieces.len().div_ceil(per_group);
     pieces
         .par_chunks_mut(per_group)
@@ -247,7 +248,7 @@ pub fn kernel_gradient(
     let (cin, cout) = (conv.input.channels, conv.cout);
     let size = conv.transformed_len();
     let groups = for_each_group(
-        &mut conv.pieces(),
+        (&mut conv.pieces(), WORK_CHUNKS),
         (partials, size),
         conv.scratch_len(),
         |pieces, scratch, partial| {
