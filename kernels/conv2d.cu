@@ -72,9 +72,9 @@
 // out[p', n] = epilogue_output(bias[n] + sum over k of window(p)[k] * weights[k, n]) (with
 // slope_at only if Slope), one TILE_P x TILE_N tile of it per block of 256 threads, K in
 // slices of GEMM_TILE_K through two shared-memory stages: while the block multiplies one
-// slice, each thread's gathers of the next are in flight into registers, stored to the other
-// stage after the multiply (the next weights go there directly); one barrier a slice.
-// Gathering: thread t loads column t % 16 of the A slice for pixel rows t / 16 + 16 m
+// slice, the next one's cp.async copies (zero-filling the padding) are in flight into the other
+// stage; one barrier a slice.
+// Gathering: thread t copies column t % 16 of the A slice for pixel rows t / 16 + 16 m
 // (m < TILE_P / 16), its tap and channel advanced without divisions; the tile's gather rows
 // (GatherRow: an offset and a bit per tap inside the image) are found once, before the K loop,
 // into shared memory.
@@ -99,8 +99,9 @@ __device__ __forceinline__ void gathered_gemm_tile(
     WHORL_DYNAMIC_SHARED(float, shared);
     float* a_stages = shared;                                // [2][TILE_K][pitch]
     float* w_stages = shared + 2 * GEMM_TILE_K * pitch;      // [2][TILE_K][TILE_N]
-    // The 128 x 128 tile gathers through window origins, bounds checked per value: with the
-    // gather rows' bit tests ptxas needs more registers than the 128 its two blocks an SM allow.
+    // The 128 x 128 tile gathers through window origins, bounds checked per value: the gather
+    // rows' bit tests would cost it most of its margin under the 128 registers its two blocks
+    // an SM allow (so it compiles without spills down to 96 registers; with them it spills at 112).
     constexpr bool bit_rows = TILE_N <= GEMM_TILE_N;
     GatherRow* rows = reinterpret_cast<GatherRow*>(w_stages + 2 * GEMM_TILE_K * TILE_N);
     WindowOrigin* origins = reinterpret_cast<WindowOrigin*>(rows);
@@ -124,59 +125,56 @@ __device__ __forceinline__ void gathered_gemm_tile(
     TapCursor cursor = tap_cursor(gather_column, src_c, window);
     const int first_column = (t % lanes_n) * 4;
     const int first_row = (t / lanes_n) * GEMM_THREAD_P;
-    // A slice of the weights, element t + 256 j of [TILE_K][TILE_N] per thread, straight into
-    // a stage (the weights are small and stay in L2).
-    auto copy_weights = [&](int slice, int stage) {
-        const int k0 = slice * GEMM_TILE_K;
-        WHORL_UNROLL
-        for (int j = 0; j < weight_loads; ++j) {
-            const int e = t + j * WHORL_THREADS;
-            const int k = k0 + e / TILE_N, c = n0 + e % TILE_N;
-            w_stages[stage * GEMM_TILE_K * TILE_N + e] =
-                (k < k_total && c < n) ? weights[k * n + c] : 0.0f;
-        }
-    };
-    // The window values of a slice into registers, gathered[m] for pixel row
-    // first_row_gathered + 16 m, then (store) into a stage: per value one bit test and one
-    // addition, the tap's bit and offset found once a slice.
-    float gathered[gathers];
-    auto gather = [&](int slice) {
+    // A slice into a stage by cp.async, one group a slice: the window values, thread t's
+    // column gather_column for pixel rows first_row_gathered + 16 m (per value one bit test and
+    // one addition, the tap's bit and offset found once a slice; the padding zero-filled), and
+    // the weights, element t + 256 j of [TILE_K][TILE_N] (small, they stay in L2). No value
+    // passes through a register: the 128 x 128 tile keeps its 128 for its sums and operands.
+    // Thread t copies column n0 + t % TILE_N of the weight tile, rows t / TILE_N + 256 j / TILE_N.
+    constexpr int weight_row_step = WHORL_THREADS / TILE_N;
+    static_assert(WHORL_THREADS % TILE_N == 0, "a thread copies one column of the weights");
+    const int first_weight_row = t / TILE_N;
+    const bool weight_column_inside = n0 + t % TILE_N < n;
+    const float* weight_column = weights + n0 + t % TILE_N;
+    auto copy_slice = [&](int slice, int stage) {
+        float* a_slice = a_stages + stage * GEMM_TILE_K * pitch;
         const bool k_inside = slice * GEMM_TILE_K + gather_column < k_total;
         const unsigned tap = 1u << (cursor.ty * window + cursor.tx);
         const int tap_offset = (cursor.ty * src_w + cursor.tx) * src_c + cursor.channel;
         WHORL_UNROLL
         for (int m = 0; m < gathers; ++m) {
             const int row = first_row_gathered + m * rows_per_pass;
+            const float* at = nullptr;
             if constexpr (bit_rows) {
                 const GatherRow r = rows[row];
-                gathered[m] = k_inside && (r.taps_inside & tap) ? src[r.offset + tap_offset] : 0.0f;
-            } else {
-                gathered[m] = k_inside ? window_value(src, origins[row], cursor.ty, cursor.tx,
-                                                      cursor.channel, src_h, src_w, src_c)
-                                       : 0.0f;
+                if (k_inside && (r.taps_inside & tap)) at = src + r.offset + tap_offset;
+            } else if (k_inside) {
+                at = window_source(src, origins[row], cursor.ty, cursor.tx, cursor.channel, src_h,
+                                   src_w, src_c);
             }
+            cp_async_4(a_slice + gather_column * pitch + row, at ? at : src, !at);
         }
         advance(cursor, GEMM_TILE_K, src_c, window);
-    };
-    auto store = [&](int stage) {
-        float* a_slice = a_stages + stage * GEMM_TILE_K * pitch;
         WHORL_UNROLL
-        for (int m = 0; m < gathers; ++m)
-            a_slice[gather_column * pitch + first_row_gathered + m * rows_per_pass] = gathered[m];
+        for (int j = 0; j < weight_loads; ++j) {
+            const int k = slice * GEMM_TILE_K + first_weight_row + j * weight_row_step;
+            const bool inside = weight_column_inside && k < k_total;
+            cp_async_4(w_stages + stage * GEMM_TILE_K * TILE_N + t + j * WHORL_THREADS,
+                       inside ? weight_column + size_t(k) * n : weights, !inside);
+        }
+        cp_async_commit();
     };
     float acc[GEMM_THREAD_P][THREAD_N];
     for (int r = 0; r < GEMM_THREAD_P; ++r)
         for (int c = 0; c < THREAD_N; ++c) acc[r][c] = 0.0f;
-    gather(0);
-    copy_weights(0, 0);
-    store(0);
-    __syncthreads();
+    copy_slice(0, 0);
     for (int slice = 0; slice < slices; ++slice) {
         const int stage = slice % 2;
-        if (slice + 1 < slices) {
-            gather(slice + 1);
-            copy_weights(slice + 1, 1 - stage);
-        }
+        // The slice has landed, and every thread is done with the other stage (it multiplied
+        // the slice before): the next slice's copies fly while this one is multiplied.
+        cp_async_wait<0>();
+        __syncthreads();
+        if (slice + 1 < slices) copy_slice(slice + 1, 1 - stage);
         const float* a_slice = a_stages + stage * GEMM_TILE_K * pitch + first_row;
         const float* w_slice = w_stages + stage * GEMM_TILE_K * TILE_N + first_column;
         WHORL_UNROLL
@@ -198,9 +196,6 @@ __device__ __forceinline__ void gathered_gemm_tile(
                 WHORL_UNROLL
                 for (int c = 0; c < THREAD_N; ++c) acc[r][c] += a[r] * w[c];
         }
-        // Every thread is done with the other stage (the barrier below closed the slice before).
-        if (slice + 1 < slices) store(1 - stage);
-        __syncthreads();
     }
     // Without Slope the tile takes no slope_at: the 128 x 128 tile (its loads would take it
     // past its 128 registers) and the pooling one (a forward pass).
