@@ -128,39 +128,46 @@ __device__ __forceinline__ void gathered_gemm_tile(
     // A slice into a stage by cp.async, one group a slice: the window values, thread t's
     // column gather_column for pixel rows first_row_gathered + 16 m (per value one bit test and
     // one addition, the tap's bit and offset found once a slice; the padding zero-filled), and
-    // the weights, element t + 256 j of [TILE_K][TILE_N] (small, they stay in L2). No value
-    // passes through a register: the 128 x 128 tile keeps its 128 for its sums and operands.
-    // Thread t copies column n0 + t % TILE_N of the weight tile, rows t / TILE_N + 256 j / TILE_N.
+    // the weights, column n0 + t % TILE_N for rows t / TILE_N + j 256 / TILE_N of the slice
+    // (element t + 256 j of [TILE_K][TILE_N]; small, they stay in L2). No value passes through
+    // a register: the 128 x 128 tile keeps its 128 for its sums and operands. Each copy's
+    // destination is a constant offset from the thread's first one in the stage.
     constexpr int weight_row_step = WHORL_THREADS / TILE_N;
     static_assert(WHORL_THREADS % TILE_N == 0, "a thread copies one column of the weights");
     const int first_weight_row = t / TILE_N;
     const bool weight_column_inside = n0 + t % TILE_N < n;
     const float* weight_column = weights + n0 + t % TILE_N;
+    float* const a_first = a_stages + gather_column * pitch + first_row_gathered;
+    float* const w_first = w_stages + t;
     auto copy_slice = [&](int slice, int stage) {
-        float* a_slice = a_stages + stage * GEMM_TILE_K * pitch;
+        float* a_dst = a_first + stage * GEMM_TILE_K * pitch;
         const bool k_inside = slice * GEMM_TILE_K + gather_column < k_total;
         const unsigned tap = 1u << (cursor.ty * window + cursor.tx);
         const int tap_offset = (cursor.ty * src_w + cursor.tx) * src_c + cursor.channel;
         WHORL_UNROLL
         for (int m = 0; m < gathers; ++m) {
             const int row = first_row_gathered + m * rows_per_pass;
-            const float* at = nullptr;
             if constexpr (bit_rows) {
                 const GatherRow r = rows[row];
-                if (k_inside && (r.taps_inside & tap)) at = src + r.offset + tap_offset;
-            } else if (k_inside) {
-                at = window_source(src, origins[row], cursor.ty, cursor.tx, cursor.channel, src_h,
-                                   src_w, src_c);
+                const bool inside = k_inside && (r.taps_inside & tap);
+                cp_async_4(a_dst + m * rows_per_pass, src + (inside ? r.offset + tap_offset : 0),
+                           !inside);
+            } else {
+                const float* at = k_inside ? window_source(src, origins[row], cursor.ty, cursor.tx,
+                                                           cursor.channel, src_h, src_w, src_c)
+                                           : nullptr;
+                cp_async_4(a_dst + m * rows_per_pass, at ? at : src, !at);
             }
-            cp_async_4(a_slice + gather_column * pitch + row, at ? at : src, !at);
         }
         advance(cursor, GEMM_TILE_K, src_c, window);
+        const int k0 = slice * GEMM_TILE_K + first_weight_row;
+        const float* w_src = weight_column + size_t(k0) * n;
+        float* w_dst = w_first + stage * GEMM_TILE_K * TILE_N;
         WHORL_UNROLL
         for (int j = 0; j < weight_loads; ++j) {
-            const int k = slice * GEMM_TILE_K + first_weight_row + j * weight_row_step;
-            const bool inside = weight_column_inside && k < k_total;
-            cp_async_4(w_stages + stage * GEMM_TILE_K * TILE_N + t + j * WHORL_THREADS,
-                       inside ? weight_column + size_t(k) * n : weights, !inside);
+            const bool inside = weight_column_inside && k0 + j * weight_row_step < k_total;
+            cp_async_4(w_dst + j * WHORL_THREADS, inside ? w_src + j * weight_row_step * n : weights,
+                       !inside);
         }
         cp_async_commit();
     };
