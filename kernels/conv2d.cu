@@ -166,8 +166,8 @@ __device__ __forceinline__ void gathered_gemm_tile(
         WHORL_UNROLL
         for (int j = 0; j < weight_loads; ++j) {
             const bool inside = weight_column_inside && k0 + j * weight_row_step < k_total;
-            cp_async_4(w_dst + j * WHORL_THREADS, inside ? w_src + j * weight_row_step * n : weights,
-                       !inside);
+            const float* from = inside ? w_src + j * weight_row_step * n : weights;
+            cp_async_4(w_dst + j * WHORL_THREADS, from, !inside);
         }
         cp_async_commit();
     };
