@@ -204,8 +204,10 @@ __device__ __forceinline__ void gathered_gemm_tile(
                 for (int c = 0; c < THREAD_N; ++c) acc[r][c] += a[r] * w[c];
         }
     }
-    // Without Slope the tile takes no slope_at: the 128 x 128 tile (its loads would take it
-    // past its 128 registers) and the pooling one (a forward pass).
+    // Without Slope the tile takes no slope_at: the 128 x 128 tile (its slope loads took it
+    // past its 128 registers while it gathered through registers; with its cp.async copies it
+    // would compile without spills down to 112 with them, but gemm_tiles.rs keeps slope GEMMs
+    // on the 128 x 64 tile until a GPU has timed it) and the pooling one (a forward pass).
     const float* slope = Slope ? slope_at : nullptr;
     WHORL_UNROLL
     for (int r = 0; r < GEMM_THREAD_P; ++r) {
