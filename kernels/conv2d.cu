@@ -70,7 +70,7 @@
 #define FILTER_WIDE_SHARED_FLOATS (2 * FILTER_TILE_P * (FILTER_WIDE_TILE + 4) + 4 * FILTER_TILE_P)
 
 // out[p', n] = epilogue_output(bias[n] + sum over k of window(p)[k] * weights[k, n]) (with
-// slope_at only if Slope), one TILE_P x TILE_N tile of it per block of 256 threads, K in
+// slope_at unless Pooling), one TILE_P x TILE_N tile of it per block of 256 threads, K in
 // slices of GEMM_TILE_K through two shared-memory stages: while the block multiplies one
 // slice, the next one's cp.async copies (zero-filling the padding) are in flight into the other
 // stage; one barrier a slice.
@@ -84,7 +84,7 @@
 // multiply-adds; threads that share their pixels read them as broadcasts, and a quarter warp's
 // channel reads are 128 consecutive bytes. Every output adds its products in rising k, so the
 // results do not depend on the tile.
-template <int TILE_P, int TILE_N, int THREAD_N, bool Pooling, bool Slope>
+template <int TILE_P, int TILE_N, int THREAD_N, bool Pooling>
 __device__ __forceinline__ void gathered_gemm_tile(
     const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,
     int src_c, int window, int stride, int origin_row, int origin_col,
@@ -101,7 +101,8 @@ __device__ __forceinline__ void gathered_gemm_tile(
     float* w_stages = shared + 2 * GEMM_TILE_K * pitch;      // [2][TILE_K][TILE_N]
     // The 128 x 128 tile gathers through window origins, bounds checked per value: the gather
     // rows' bit tests would cost it most of its margin under the 128 registers its two blocks
-    // an SM allow (so it compiles without spills down to 96 registers; with them it spills at 112).
+    // an SM allow (so it compiles without spills down to 104 registers; with them it spills at
+    // 112).
     constexpr bool bit_rows = TILE_N <= GEMM_TILE_N;
     GatherRow* rows = reinterpret_cast<GatherRow*>(w_stages + 2 * GEMM_TILE_K * TILE_N);
     WindowOrigin* origins = reinterpret_cast<WindowOrigin*>(rows);
@@ -204,11 +205,8 @@ __device__ __forceinline__ void gathered_gemm_tile(
                 for (int c = 0; c < THREAD_N; ++c) acc[r][c] += a[r] * w[c];
         }
     }
-    // Without Slope the tile takes no slope_at: the 128 x 128 tile (its slope loads took it
-    // past its 128 registers while it gathered through registers; with its cp.async copies it
-    // would compile without spills down to 112 with them, but gemm_tiles.rs keeps slope GEMMs
-    // on the 128 x 64 tile until a GPU has timed it) and the pooling one (a forward pass).
-    const float* slope = Slope ? slope_at : nullptr;
+    // The pooling tile takes no slope_at: it runs forward passes, which have no input slope.
+    const float* slope = Pooling ? nullptr : slope_at;
     WHORL_UNROLL
     for (int r = 0; r < GEMM_THREAD_P; ++r) {
         const int p = p0 + first_row + r;
@@ -253,7 +251,7 @@ conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int 
                      int activation, const float* __restrict__ slope_at, float* __restrict__ out,
                      int out_h, int out_w, int out_stride, int out_row, int out_col,
                      float* __restrict__ pooled) {
-    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4, false, true>(
+    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
         nullptr);
@@ -269,7 +267,7 @@ conv2d_gathered_gemm_pooled(const float* __restrict__ src, int grid_n, int grid_
                             const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
                             int out_w, int out_stride, int out_row, int out_col,
                             float* __restrict__ pooled) {
-    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4, true, false>(
+    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4, true>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
         pooled);
@@ -285,7 +283,7 @@ conv2d_gathered_gemm_wide(const float* __restrict__ src, int grid_n, int grid_h,
                           const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
                           int out_w, int out_stride, int out_row, int out_col,
                           float* __restrict__ pooled) {
-    gathered_gemm_tile<GEMM_WIDE_TILE_P, GEMM_WIDE_TILE_N, 8, false, false>(
+    gathered_gemm_tile<GEMM_WIDE_TILE_P, GEMM_WIDE_TILE_N, 8, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
         nullptr);
@@ -301,7 +299,7 @@ conv2d_gathered_gemm_narrow(const float* __restrict__ src, int grid_n, int grid_
                             const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
                             int out_w, int out_stride, int out_row, int out_col,
                             float* __restrict__ pooled) {
-    gathered_gemm_tile<GEMM_NARROW_TILE_P, GEMM_NARROW_TILE_N, 4, false, true>(
+    gathered_gemm_tile<GEMM_NARROW_TILE_P, GEMM_NARROW_TILE_N, 4, false>(
         src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
         weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
         nullptr);

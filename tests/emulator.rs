@@ -289,7 +289,7 @@ fn backward_data_applies_the_input_activations_derivative_in_its_epilogue() {
     // Every kernel that computes dx in conv2d_backward multiplies it by the derivative of x's
     // activation in its epilogue: no activation_backward launch, and the bits of the three
     // operations in turn. FP32: Winograd (plain inputs, one and two column blocks) and the
-    // narrow and wide GEMM tiles (upsampled inputs, 8 and 72 input channels); TF32: the
+    // GEMM's 256 x 32 and 128 x 128 tiles (upsampled inputs, 8 and 72 input channels); TF32: the
     // tensor-core GEMM's 256 x 32, 256 x 64 and 128 x 128 tiles, and the CUDA-core GEMM for 3
     // channels.
     let cases = [

@@ -104,14 +104,13 @@ fn with_warpgroup_tiles<T: Copy>(tiles: &[T], warpgroup_tiles: &[T], warpgroups:
     tiles.iter().chain(warpgroup_tiles).copied().collect()
 }
 
-/// What a GEMM's epilogue does besides storing its sums, as far as the choice of tile goes:
-/// nothing more, also pool them (the pooling tiles), or multiply them by an activation's slope
-/// (slope_at: the tiles that do not pool, but for the FP32 128 x 128 one).
+/// What a GEMM's epilogue does besides its bias, activation or activation's slope, as far as
+/// the choice of tile goes: store the sums, or also pool them (the pooling tiles, which take
+/// no slope: they run forward passes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TileEpilogue {
     Store,
     Pool,
-    Slope,
 }
 
 /// The launch function every gathered-GEMM kernel has (build.rs generates them from the .cu
@@ -148,8 +147,7 @@ pub type GemmKernel<D> = fn(
 impl GemmTile {
     /// The tiles a GEMM of `n` output channels may run on, the default first: in `precision`
     /// (TF32 and BF16 on tensor cores), with Hopper's warpgroup tiles too (TF32) where the
-    /// device runs them (`warpgroups`), with `epilogue` (only the 33-64 channel tiles pool; the
-    /// FP32 128 x 128 tile takes no activation slope).
+    /// device runs them (`warpgroups`), with `epilogue` (only the 33-64 channel tiles pool).
     pub fn candidates(
         precision: Precision,
         warpgroups: bool,
@@ -180,7 +178,6 @@ impl GemmTile {
                 (P::Bf16, false, false, true) => (&[Bf16Pooled], &[]),
                 (P::Bf16, false, false, false) => (&[Bf16, Bf16FourWarps], &[]),
                 (P::Bf16, false, true, false) => (&[Bf16Narrow, Bf16NarrowFourWarps], &[]),
-                (P::Fp32, true, _, false) if epilogue == TileEpilogue::Slope => (&[Fp32], &[]),
                 (P::Fp32, true, _, false) => (&[Fp32Wide, Fp32], &[]),
                 (P::Fp32, false, false, true) => (&[Fp32Pooled], &[]),
                 (P::Fp32, false, false, false) => (&[Fp32], &[]),

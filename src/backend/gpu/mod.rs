@@ -780,10 +780,9 @@ impl<D: Device> GpuBackend<D> {
         };
         let pooling = out.pooled != DevicePtr::NULL;
         let (bias, activation, slope_at) = epilogue.args();
-        let tile_epilogue = match (pooling, slope_at != DevicePtr::NULL) {
-            (true, _) => TileEpilogue::Pool,
-            (false, true) => TileEpilogue::Slope,
-            (false, false) => TileEpilogue::Store,
+        let tile_epilogue = match pooling {
+            true => TileEpilogue::Pool,
+            false => TileEpilogue::Store,
         };
         let warpgroups = self.offers_warpgroup_tiles();
         let candidates = GemmTile::candidates(precision, warpgroups, n, tile_epilogue);
