@@ -8,10 +8,14 @@
 # bench/results/DATE-DEVICE/.
 #
 #   scripts/gpu-check.sh                 build here (needs Rust) and check
-#   scripts/gpu-check.sh --build DIR     build the release binary and the GPU test binary into
-#                                        DIR, for a GPU machine without Rust (no GPU needed)
-#   scripts/gpu-check.sh --bin DIR       check with the binaries in DIR (needs only the CUDA
-#                                        driver and python3; run from the repository root)
+#   scripts/gpu-check.sh --build DIR     build the release binary and the GPU test binary, for a
+#                                        GPU machine without Rust (no GPU needed), stripped and
+#                                        packed into DIR/whorl-binaries.tar.gz (about 20 MB: each
+#                                        binary embeds the PTX of every kernel for two targets,
+#                                        80 MB unpacked)
+#   scripts/gpu-check.sh --bin DIR       check with the binaries in DIR (whorl and gpu-tests, or
+#                                        that archive of them; needs only the CUDA driver and
+#                                        python3; run from the repository root)
 #
 # Every stage runs even when one before it fails, so one report shows everything; the exit
 # status is 0 only when the GPU tests pass, the GPU loss curves agree with the CPU's (within
@@ -32,18 +36,31 @@ for line in sys.stdin:
         print(m["executable"])' | tail -n 1
 }
 
+# What --build writes and --bin unpacks: the two binaries, stripped.
+archive=whorl-binaries.tar.gz
+
 case "${1:-}" in
     --build)
         dir="${2:?--build needs a folder}"
         mkdir -p "$dir"
         tests="$(build)"
-        cp target/release/whorl "$dir/whorl"
-        cp "$tests" "$dir/gpu-tests"
-        echo "binaries in $dir: whorl, gpu-tests (copy them to the GPU machine; run scripts/gpu-check.sh --bin $dir there)"
+        staging="$(mktemp -d)"
+        trap 'rm -rf "$staging"' EXIT
+        cp target/release/whorl "$staging/whorl"
+        cp "$tests" "$staging/gpu-tests"
+        strip "$staging/whorl" "$staging/gpu-tests"
+        tar -czf "$dir/$archive" -C "$staging" whorl gpu-tests
+        echo "binaries in $dir/$archive ($(du -h "$dir/$archive" | cut -f1)): copy $dir to the GPU machine and run scripts/gpu-check.sh --bin $dir there"
         exit 0
         ;;
     --bin)
         dir="${2:?--bin needs a folder}"
+        if [ -f "$dir/$archive" ]; then
+            unpacked="$(mktemp -d)"
+            trap 'rm -rf "$unpacked"' EXIT
+            tar -xzf "$dir/$archive" -C "$unpacked"
+            dir="$unpacked"
+        fi
         whorl="$dir/whorl"
         gpu_tests="$dir/gpu-tests"
         ;;

@@ -1,7 +1,8 @@
 //! The scripts that run on a GPU machine, run here on the CPU: scripts/gpu-check.sh as a GPU
-//! machine without Rust runs it (`--bin DIR`), with a stand-in `nvidia-smi`, `ncu` and GPU-test
-//! binary (it must go through every stage, write its report and fail, since the GPU tests
-//! fail), and scripts/recipe-study.sh on a tiny synthetic set.
+//! machine without Rust runs it (`--bin DIR`, DIR holding the archive `--build` packs), with a
+//! stand-in `nvidia-smi`, `ncu` and GPU-test binary (it must go through every stage, write its
+//! report and fail, since the GPU tests fail), and scripts/recipe-study.sh on a tiny synthetic
+//! set.
 
 mod common;
 
@@ -26,12 +27,13 @@ fn executable(path: &Path, script: &str) {
 #[test]
 fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
     let dir = tempfile::tempdir().unwrap();
-    let (tools, bin, results) = (
+    let (tools, binaries, bin, results) = (
         dir.path().join("tools"),
+        dir.path().join("binaries"),
         dir.path().join("bin"),
         dir.path().join("results"),
     );
-    for folder in [&tools, &bin] {
+    for folder in [&tools, &binaries, &bin] {
         std::fs::create_dir(folder).unwrap();
     }
     executable(
@@ -42,10 +44,22 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
     executable(&tools.join("ncu"), "#!/bin/sh\necho \"ncu $*\"\n");
     // The stand-in GPU tests print how they were run, then fail.
     executable(
-        &bin.join("gpu-tests"),
+        &binaries.join("gpu-tests"),
         "#!/bin/sh\necho \"gpu-tests $*\"\necho 'test result: FAILED. 0 passed; 1 failed'\nexit 101\n",
     );
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_whorl"), bin.join("whorl")).unwrap();
+    let whorl = format!("#!/bin/sh\nexec '{}' \"$@\"\n", env!("CARGO_BIN_EXE_whorl"));
+    executable(&binaries.join("whorl"), &whorl);
+    // Packed as `--build` packs them.
+    let archive = bin.join("whorl-binaries.tar.gz");
+    let packed = Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&binaries)
+        .args(["whorl", "gpu-tests"])
+        .status()
+        .unwrap();
+    assert!(packed.success());
     let path = format!("{}:{}", tools.display(), std::env::var("PATH").unwrap());
     let output = Command::new("bash")
         .args(["scripts/gpu-check.sh", "--bin", common::path(&bin)])
