@@ -104,15 +104,6 @@ fn with_warpgroup_tiles<T: Copy>(tiles: &[T], warpgroup_tiles: &[T], warpgroups:
     tiles.iter().chain(warpgroup_tiles).copied().collect()
 }
 
-/// What a GEMM's epilogue does besides its bias, activation or activation's slope, as far as
-/// the choice of tile goes: store the sums, or also pool them (the pooling tiles, which take
-/// no slope: they run forward passes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TileEpilogue {
-    Store,
-    Pool,
-}
-
 /// The launch function every gathered-GEMM kernel has (build.rs generates them from the .cu
 /// signatures): device, launch, src, the gather's 8 dimensions and its window origin, weights,
 /// n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col, pooled.
@@ -147,18 +138,18 @@ pub type GemmKernel<D> = fn(
 impl GemmTile {
     /// The tiles a GEMM of `n` output channels may run on, the default first: in `precision`
     /// (TF32 and BF16 on tensor cores), with Hopper's warpgroup tiles too (TF32) where the
-    /// device runs them (`warpgroups`), with `epilogue` (only the 33-64 channel tiles pool).
+    /// device runs them (`warpgroups`), `pooling` its output in the epilogue too (only the
+    /// 33-64 channel tiles pool; they take no activation slope: they run forward passes).
     pub fn candidates(
         precision: Precision,
         warpgroups: bool,
         n: usize,
-        epilogue: TileEpilogue,
+        pooling: bool,
     ) -> Vec<GemmTile> {
         use GemmTile::*;
         use Precision as P;
         let narrow = n <= kernels::GEMM_NARROW_TILE_N;
         let wide = n > kernels::GEMM_TILE_N;
-        let pooling = epilogue == TileEpilogue::Pool;
         let (tiles, warpgroup_tiles): (&[GemmTile], &[GemmTile]) =
             match (precision, wide, narrow, pooling) {
                 (_, true, _, true) | (_, _, true, true) => (&[], &[]),
@@ -189,7 +180,8 @@ impl GemmTile {
     /// Whether a GEMM of `n` output channels can pool its output in the epilogue: only the
     /// 33-64 channel tiles are compiled to, in every precision.
     pub fn pools(n: usize) -> bool {
-        !Self::candidates(Precision::Fp32, false, n, TileEpilogue::Pool).is_empty()
+        let (warpgroups, pooling) = (false, true);
+        !Self::candidates(Precision::Fp32, warpgroups, n, pooling).is_empty()
     }
 
     /// Its typed launch function.

@@ -11,8 +11,7 @@ use super::{Adam, Backend, Conv, ConvAlgorithm, ConvInput, Nhwc, Precision, RmsP
 use crate::error::{Error, Result};
 use crate::model::Activation;
 use gemm_tiles::{
-    FilterShape, FilterTile, GemmShape, GemmTile, Shape, Tile, TileChoices, TileEpilogue,
-    TilePolicy,
+    FilterShape, FilterTile, GemmShape, GemmTile, Shape, Tile, TileChoices, TilePolicy,
 };
 
 /// An address in device memory.
@@ -780,12 +779,8 @@ impl<D: Device> GpuBackend<D> {
         };
         let pooling = out.pooled != DevicePtr::NULL;
         let (bias, activation, slope_at) = epilogue.args();
-        let tile_epilogue = match pooling {
-            true => TileEpilogue::Pool,
-            false => TileEpilogue::Store,
-        };
         let warpgroups = self.offers_warpgroup_tiles();
-        let candidates = GemmTile::candidates(precision, warpgroups, n, tile_epilogue);
+        let candidates = GemmTile::candidates(precision, warpgroups, n, pooling);
         if candidates.is_empty() {
             return Err(Error::Backend {
                 backend: "gpu".into(),
