@@ -211,8 +211,9 @@ pub const CONV_CASES: [(Nhwc, usize); 10] = [
 
 /// (one-channel input shape, output channels) of a convolution with its 2x2 max pooling fused:
 /// a single window, widths that are not a multiple of a run, channel counts that are not
-/// multiples of a vector width, and a grid of many chunks.
-pub const POOLED_CASES: [(Nhwc, usize); 5] = [
+/// multiples of a vector width or whose vectors are odd in number (24: one of 16 channels and
+/// eight past it with AVX-512, three of 8 with AVX2), and a grid of many chunks.
+pub const POOLED_CASES: [(Nhwc, usize); 6] = [
     (
         Nhwc {
             batch: 1,
@@ -257,6 +258,15 @@ pub const POOLED_CASES: [(Nhwc, usize); 5] = [
             channels: 1,
         },
         32,
+    ),
+    (
+        Nhwc {
+            batch: 1,
+            height: 4,
+            width: 6,
+            channels: 1,
+        },
+        24,
     ),
 ];
 

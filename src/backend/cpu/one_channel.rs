@@ -115,13 +115,96 @@ fn activate_all<S: Simd>(simd: S, activation: Activation, values: &mut [f32]) {
 
 /// One input channel, forward, for the pixels whose windows are `windows`:
 /// y[p, :] = act(bias + sum over the window's taps t of window(p)[t] kernel[t, :]), each
-/// vector of output channels summed in a register over the nine broadcast window values.
+/// vector of output channels summed in a register over the nine broadcast window values, the
+/// taps in order. The vectors go two at a time over groups of [`PIXELS_AT_ONCE`] pixels
+/// ([`two_vectors_of_groups`]); the vectors and channels past those pairs, and the pixels past
+/// the groups, a pixel at a time ([`one_pixel`]), to the same bits; then the activation.
 struct OneInputForward<'a> {
     activation: Activation,
     windows: &'a [f32],
     kernel: &'a [f32],
     bias: &'a [f32],
     y: &'a mut [f32],
+}
+
+/// Pixels whose outputs the forward pass sums together: with two vectors each, eight
+/// independent chains of multiply-adds keep both FMA pipes busy. A pixel at a time (a chain of
+/// nine a vector, the taps' vectors reloaded for every pixel) took 3.2 times as long at 32
+/// channels, over two rows of 224 pixels held in cache.
+const PIXELS_AT_ONCE: usize = 4;
+
+/// A one-input-channel kernel [9, cout] and its bias, as rows of values and as vectors.
+struct OneInputKernel<'a, S: Simd> {
+    taps: [&'a [f32]; 9],
+    tap_vectors: [&'a [S::f32s]; 9],
+    bias: &'a [f32],
+    bias_vectors: &'a [S::f32s],
+}
+
+/// Vectors v and v + 1 of the outputs `out` [pixels, cout] before the activation, the pixels
+/// [`PIXELS_AT_ONCE`] at a time (`windows` [pixels, 9], pixels a multiple of it): the taps'
+/// vectors in registers, eight sums in registers over them. Plain index loops over arrays of
+/// constant length, so that the compiler keeps every vector in a register.
+#[inline(always)]
+fn two_vectors_of_groups<S: Simd>(
+    simd: S,
+    (windows, kernel): (&[f32], &OneInputKernel<S>),
+    v: usize,
+    out: &mut [f32],
+) {
+    let cout = kernel.bias.len();
+    let mut taps = [[simd.splat_f32s(0.0); 2]; 9];
+    for (taps, row) in taps.iter_mut().zip(&kernel.tap_vectors) {
+        *taps = [row[v], row[v + 1]];
+    }
+    let bias = [kernel.bias_vectors[v], kernel.bias_vectors[v + 1]];
+    let groups = out.chunks_exact_mut(PIXELS_AT_ONCE * cout);
+    for (out, windows) in groups.zip(windows.chunks_exact(9 * PIXELS_AT_ONCE)) {
+        let windows: &[f32; 9 * PIXELS_AT_ONCE] = windows.try_into().unwrap();
+        let mut sums = [bias; PIXELS_AT_ONCE];
+        for t in 0..9 {
+            for p in 0..PIXELS_AT_ONCE {
+                let value = simd.splat_f32s(windows[9 * p + t]);
+                for i in 0..2 {
+                    sums[p][i] = simd.mul_add_f32s(value, taps[t][i], sums[p][i]);
+                }
+            }
+        }
+        for p in 0..PIXELS_AT_ONCE {
+            let vectors = S::as_mut_simd_f32s(&mut out[p * cout..][..cout]).0;
+            vectors[v] = sums[p][0];
+            vectors[v + 1] = sums[p][1];
+        }
+    }
+}
+
+/// One pixel's outputs before the activation from vector `first` on, then the channels past
+/// the vectors.
+#[inline(always)]
+fn one_pixel<S: Simd>(
+    simd: S,
+    window: &[f32],
+    kernel: &OneInputKernel<S>,
+    first: usize,
+    out: &mut [f32],
+) {
+    let mut values = [simd.splat_f32s(0.0); 9];
+    for (value, &w) in values.iter_mut().zip(window) {
+        *value = simd.splat_f32s(w);
+    }
+    let (out_vectors, out_rest) = S::as_mut_simd_f32s(out);
+    for (v, out) in out_vectors.iter_mut().enumerate().skip(first) {
+        let mut z = kernel.bias_vectors[v];
+        for (value, taps) in values.iter().zip(&kernel.tap_vectors) {
+            z = simd.mul_add_f32s(*value, taps[v], z);
+        }
+        *out = z;
+    }
+    let (bias, taps) = (kernel.bias, &kernel.taps);
+    let first_rest = bias.len() - out_rest.len();
+    for (c, out) in (first_rest..).zip(out_rest) {
+        *out = (0..9).fold(bias[c], |z, t| window[t].mul_add(taps[t][c], z));
+    }
 }
 
 impl WithSimd for OneInputForward<'_> {
@@ -138,24 +221,30 @@ impl WithSimd for OneInputForward<'_> {
         } = self;
         let cout = bias.len();
         let taps: [&[f32]; 9] = std::array::from_fn(|t| &kernel[t * cout..][..cout]);
-        let tap_vectors = taps.map(|taps| S::as_simd_f32s(taps).0);
-        let (bias_vectors, bias_rest) = S::as_simd_f32s(bias);
-        for (out, window) in y.chunks_exact_mut(cout).zip(windows.chunks_exact(9)) {
-            let values: [S::f32s; 9] = std::array::from_fn(|t| simd.splat_f32s(window[t]));
-            let (out_vectors, out_rest) = S::as_mut_simd_f32s(out);
-            for (v, (out, &bias)) in out_vectors.iter_mut().zip(bias_vectors).enumerate() {
-                let mut z = bias;
-                for (value, taps) in values.iter().zip(&tap_vectors) {
-                    z = simd.mul_add_f32s(*value, taps[v], z);
-                }
-                *out = z;
-            }
-            let first_rest = cout - out_rest.len();
-            for (k, (out, &bias)) in out_rest.iter_mut().zip(bias_rest).enumerate() {
-                *out = (0..9).fold(bias, |z, t| window[t].mul_add(taps[t][first_rest + k], z));
-            }
-            activate_all(simd, activation, out);
+        let kernel = OneInputKernel::<S> {
+            taps,
+            tap_vectors: taps.map(|taps| S::as_simd_f32s(taps).0),
+            bias,
+            bias_vectors: S::as_simd_f32s(bias).0,
+        };
+        let grouped = y.len() / cout / PIXELS_AT_ONCE * PIXELS_AT_ONCE;
+        let (grouped_y, last_y) = y.split_at_mut(grouped * cout);
+        let (grouped_windows, last_windows) = windows.split_at(9 * grouped);
+        let paired = kernel.bias_vectors.len() / 2 * 2;
+        for v in (0..paired).step_by(2) {
+            two_vectors_of_groups(simd, (grouped_windows, &kernel), v, grouped_y);
         }
+        if paired * S::F32_LANES < cout {
+            let pixels = grouped_y.chunks_exact_mut(cout);
+            for (out, window) in pixels.zip(grouped_windows.chunks_exact(9)) {
+                one_pixel(simd, window, &kernel, paired, out);
+            }
+        }
+        let last_pixels = last_y.chunks_exact_mut(cout);
+        for (out, window) in last_pixels.zip(last_windows.chunks_exact(9)) {
+            one_pixel(simd, window, &kernel, 0, out);
+        }
+        activate_all(simd, activation, y);
     }
 }
 
