@@ -21,8 +21,7 @@ use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
 use super::conv::{
-    PHASES, TILE_PIXELS, WORK_CHUNKS, activate, add, add_transposed, chunk_pixels, derivative,
-    times_derivative,
+    PHASES, TILE_PIXELS, WORK_CHUNKS, activate, add, add_transposed, chunk_pixels, times_derivative,
 };
 use super::gather::Gather;
 use super::gemm::{Matrix, gemm};
@@ -383,65 +382,117 @@ fn output_rows(
     });
 }
 
-/// The maximum of a 2x2 window (row-major) and a one-hot mark of its first maximum (a later
-/// value replaces the best so far only when greater), as the pooling backward pass routes
-/// gradients.
+/// The maximum of each lane's 2x2 window [a, b, c, d] (row-major) and where it first stands
+/// (a later value replaces the best so far only when greater): whether b, c and d each
+/// replaced the best so far, as the pooling backward pass routes gradients.
 #[inline(always)]
-fn first_maximum([a, b, c, d]: [f32; 4]) -> (f32, [bool; 4]) {
-    let take_b = b > a;
-    let best = if take_b { b } else { a };
-    let take_c = c > best;
-    let best = if take_c { c } else { best };
-    let take_d = d > best;
-    let best = if take_d { d } else { best };
-    let marks = [
-        !(take_b || take_c || take_d),
-        take_b && !(take_c || take_d),
-        take_c && !take_d,
-        take_d,
-    ];
-    (best, marks)
+fn first_maximum<S: Simd>(simd: S, [a, b, c, d]: [S::f32s; 4]) -> (S::f32s, [S::m32s; 3]) {
+    let take_b = simd.greater_than_f32s(b, a);
+    let best = simd.select_f32s(take_b, b, a);
+    let take_c = simd.greater_than_f32s(c, best);
+    let best = simd.select_f32s(take_c, c, best);
+    let take_d = simd.greater_than_f32s(d, best);
+    (simd.select_f32s(take_d, d, best), [take_b, take_c, take_d])
 }
 
-/// pooled[j, :] = the maximum of window j of `rows`, two output rows of `cout` channels.
-fn pool_rows(rows: &[f32], cout: usize, pooled: &mut [f32]) {
-    let (top, bottom) = rows.split_at(rows.len() / 2);
-    let windows = top
-        .chunks_exact(2 * cout)
-        .zip(bottom.chunks_exact(2 * cout));
-    for ((upper, lower), out) in windows.zip(pooled.chunks_exact_mut(cout)) {
-        let ((a, b), (c, d)) = (upper.split_at(cout), lower.split_at(cout));
-        for (k, out) in out.iter_mut().enumerate() {
-            *out = first_maximum([a[k], b[k], c[k], d[k]]).0;
+/// Window j's four values at channels k..k + n (a vector or less) of two output rows of `cout`
+/// channels, `top` and `bottom`.
+#[inline(always)]
+fn window_lanes<S: Simd>(
+    simd: S,
+    (top, bottom): (&[f32], &[f32]),
+    cout: usize,
+    (j, k, n): (usize, usize, usize),
+) -> [S::f32s; 4] {
+    let at = 2 * j * cout + k;
+    [
+        simd.partial_load_f32s(&top[at..][..n]),
+        simd.partial_load_f32s(&top[at + cout..][..n]),
+        simd.partial_load_f32s(&bottom[at..][..n]),
+        simd.partial_load_f32s(&bottom[at + cout..][..n]),
+    ]
+}
+
+/// act'(z) from y = act(z), a vector at a time, to the bits of conv.rs's `derivative`: relu:
+/// 1 where y > 0, else 0; sigmoid: y (1 - y).
+#[inline(always)]
+fn derivative_lanes<S: Simd>(simd: S, activation: Activation, y: S::f32s) -> S::f32s {
+    let (zero, one) = (simd.splat_f32s(0.0), simd.splat_f32s(1.0));
+    match activation {
+        Activation::Relu => simd.select_f32s(simd.greater_than_f32s(y, zero), one, zero),
+        Activation::Sigmoid => simd.mul_f32s(y, simd.sub_f32s(one, y)),
+    }
+}
+
+/// pooled[j, :] = the maximum of window j of `rows`, two output rows of `cout` channels, a
+/// vector of channels at a time.
+struct PoolRows<'a> {
+    rows: &'a [f32],
+    cout: usize,
+    pooled: &'a mut [f32],
+}
+
+impl WithSimd for PoolRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let PoolRows { rows, cout, pooled } = self;
+        let rows = rows.split_at(rows.len() / 2);
+        for (j, out) in pooled.chunks_exact_mut(cout).enumerate() {
+            for k in (0..cout).step_by(S::F32_LANES) {
+                let n = (cout - k).min(S::F32_LANES);
+                let (best, _) = first_maximum(simd, window_lanes(simd, rows, cout, (j, k, n)));
+                simd.partial_store_f32s(&mut out[k..][..n], best);
+            }
         }
     }
 }
 
 /// dz (two output rows of `cout` channels) = d_pooled[j, :] at the first maximum of window j
-/// of `rows` (the activated outputs) times the activation's derivative there, 0 elsewhere.
-fn route_to_first_maxima(
+/// of `rows` (the activated outputs) times the activation's derivative there, 0 elsewhere, a
+/// vector of channels at a time.
+struct RouteToFirstMaxima<'a> {
     activation: Activation,
-    (rows, cout): (&[f32], usize),
-    d_pooled: &[f32],
-    dz: &mut [f32],
-) {
-    let (top, bottom) = rows.split_at(rows.len() / 2);
-    let (dz_top, dz_bottom) = dz.split_at_mut(rows.len() / 2);
-    let windows = top
-        .chunks_exact(2 * cout)
-        .zip(bottom.chunks_exact(2 * cout));
-    let gradients = dz_top
-        .chunks_exact_mut(2 * cout)
-        .zip(dz_bottom.chunks_exact_mut(2 * cout));
-    for (((upper, lower), (dz_upper, dz_lower)), g) in
-        windows.zip(gradients).zip(d_pooled.chunks_exact(cout))
-    {
-        let ((a, b), (c, d)) = (upper.split_at(cout), lower.split_at(cout));
-        let ((da, db), (dc, dd)) = (dz_upper.split_at_mut(cout), dz_lower.split_at_mut(cout));
-        for k in 0..cout {
-            let (best, marks) = first_maximum([a[k], b[k], c[k], d[k]]);
-            let g = g[k] * derivative(activation, best);
-            [da[k], db[k], dc[k], dd[k]] = marks.map(|first| if first { g } else { 0.0 });
+    rows: &'a [f32],
+    cout: usize,
+    d_pooled: &'a [f32],
+    dz: &'a mut [f32],
+}
+
+impl WithSimd for RouteToFirstMaxima<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let RouteToFirstMaxima {
+            activation,
+            rows,
+            cout,
+            d_pooled,
+            dz,
+        } = self;
+        let rows = rows.split_at(rows.len() / 2);
+        let (dz_top, dz_bottom) = dz.split_at_mut(rows.0.len());
+        let zero = simd.splat_f32s(0.0);
+        for (j, g) in d_pooled.chunks_exact(cout).enumerate() {
+            for k in (0..cout).step_by(S::F32_LANES) {
+                let n = (cout - k).min(S::F32_LANES);
+                let window = window_lanes(simd, rows, cout, (j, k, n));
+                let (best, [take_b, take_c, take_d]) = first_maximum(simd, window);
+                let g = simd.partial_load_f32s(&g[k..][..n]);
+                let g = simd.mul_f32s(g, derivative_lanes(simd, activation, best));
+                let later = simd.or_m32s(take_c, take_d);
+                let to_a = simd.select_f32s(simd.or_m32s(take_b, later), zero, g);
+                let to_b = simd.select_f32s(later, zero, simd.select_f32s(take_b, g, zero));
+                let to_c = simd.select_f32s(take_d, zero, simd.select_f32s(take_c, g, zero));
+                let to_d = simd.select_f32s(take_d, g, zero);
+                let at = 2 * j * cout + k;
+                simd.partial_store_f32s(&mut dz_top[at..][..n], to_a);
+                simd.partial_store_f32s(&mut dz_top[at + cout..][..n], to_b);
+                simd.partial_store_f32s(&mut dz_bottom[at..][..n], to_c);
+                simd.partial_store_f32s(&mut dz_bottom[at + cout..][..n], to_d);
+            }
         }
     }
 }
@@ -469,7 +520,11 @@ pub fn forward_pooled(
             for (r, out) in pooled.chunks_exact_mut(pooled_row_len).enumerate() {
                 let scratch = (&mut *windows, &mut *padded);
                 output_rows(conv, operands, chunk * per_chunk + r, scratch, rows);
-                pool_rows(rows, cout, out);
+                Arch::new().dispatch(PoolRows {
+                    rows,
+                    cout,
+                    pooled: out,
+                });
             }
         });
 }
@@ -505,7 +560,13 @@ pub fn filter_pooled(
             for (r, d_pooled) in d_pooled.chunks_exact(pooled_row_len).enumerate() {
                 let scratch = (&mut *windows, &mut *padded);
                 output_rows(conv, operands, chunk * per_chunk + r, scratch, rows);
-                route_to_first_maxima(conv.activation, (rows, cout), d_pooled, dz);
+                Arch::new().dispatch(RouteToFirstMaxima {
+                    activation: conv.activation,
+                    rows,
+                    cout,
+                    d_pooled,
+                    dz,
+                });
                 sums.fill(0.0);
                 Arch::new().dispatch(OneInputFilter { windows, dz, sums });
                 add(partial, sums);
