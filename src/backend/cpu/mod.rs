@@ -1,8 +1,8 @@
 //! The CPU engine: convolutions in [`conv`] (plain ones by Winograd's F(2x2, 3x3) in
 //! [`winograd`]; an upsampled input's by F(4, 2) at the source's resolution in
 //! [`upsampled_winograd`]; the one-channel layers in [`one_channel`], with [`gather`] and
-//! [`gemm`]), element-wise and pooling operations here, every operation spread over threads
-//! with rayon.
+//! [`gemm`]), pooling in [`pool`], element-wise operations here, every operation spread over
+//! threads with rayon.
 //!
 //! Work is cut into a fixed number of pieces whatever the thread count, and every reduction
 //! adds its pieces in a fixed order, so a run gives the same bits on 1 thread or 64.
@@ -11,6 +11,7 @@ mod conv;
 mod gather;
 mod gemm;
 mod one_channel;
+mod pool;
 mod upsampled_winograd;
 mod winograd;
 
@@ -20,6 +21,7 @@ use super::{Adam, Backend, Conv, ConvAlgorithm, ConvInput, Nhwc, RmsProp};
 use crate::error::{Error, Result};
 use crate::model::Activation;
 use conv::{ConvScratch, Epilogue};
+use pool::{PoolRows, RouteToFirstMaxima};
 
 /// Elements per piece of work in element-wise operations.
 const ELEMENT_CHUNK: usize = 1 << 14;
@@ -225,21 +227,17 @@ impl Backend for CpuBackend {
     }
 
     fn maxpool2_forward(&mut self, input: Nhwc, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
-        // Output row r reads input rows 2r and 2r + 1; each output pixel, its four input
-        // pixels' channel vectors.
+        // Output row r reads input rows 2r and 2r + 1.
         let (w, c) = (input.width, input.channels);
         y[..input.len() / 4]
             .par_chunks_mut(w / 2 * c)
             .zip(x[..input.len()].par_chunks(2 * w * c))
-            .for_each(|(y_row, x_rows)| {
-                let (top, bottom) = x_rows.split_at(w * c);
-                for (col, out) in y_row.chunks_exact_mut(c).enumerate() {
-                    let (a0, a1) = top[2 * col * c..][..2 * c].split_at(c);
-                    let (b0, b1) = bottom[2 * col * c..][..2 * c].split_at(c);
-                    for ch in 0..c {
-                        out[ch] = a0[ch].max(a1[ch]).max(b0[ch]).max(b1[ch]);
-                    }
-                }
+            .for_each(|(pooled, rows)| {
+                pulp::Arch::new().dispatch(PoolRows {
+                    rows,
+                    cout: c,
+                    pooled,
+                })
             });
         Ok(())
     }
@@ -254,39 +252,19 @@ impl Backend for CpuBackend {
         // Each output pixel's gradient goes to the first of its four inputs (row-major) that
         // holds the window's maximum, times the activation's derivative there; the other three
         // get zero.
-        let slope = |y: f32| x_activation.map_or(1.0, |a| conv::derivative(a, y));
         let (w, c) = (input.width, input.channels);
         dx[..input.len()]
             .par_chunks_mut(2 * w * c)
             .zip(x[..input.len()].par_chunks(2 * w * c))
             .zip(dy[..input.len() / 4].par_chunks(w / 2 * c))
-            .for_each(|((dx_rows, x_rows), dy_row)| {
-                let (top, bottom) = x_rows.split_at(w * c);
-                let (dx_top, dx_bottom) = dx_rows.split_at_mut(w * c);
-                for (col, g) in dy_row.chunks_exact(c).enumerate() {
-                    let at = 2 * col * c;
-                    let (a0, a1) = top[at..][..2 * c].split_at(c);
-                    let (b0, b1) = bottom[at..][..2 * c].split_at(c);
-                    let (da0, da1) = dx_top[at..][..2 * c].split_at_mut(c);
-                    let (db0, db1) = dx_bottom[at..][..2 * c].split_at_mut(c);
-                    for ch in 0..c {
-                        let m = a0[ch].max(a1[ch]).max(b0[ch]).max(b1[ch]);
-                        let first = if a0[ch] == m {
-                            0
-                        } else if a1[ch] == m {
-                            1
-                        } else if b0[ch] == m {
-                            2
-                        } else {
-                            3
-                        };
-                        let routed = g[ch] * slope(m);
-                        da0[ch] = if first == 0 { routed } else { 0.0 };
-                        da1[ch] = if first == 1 { routed } else { 0.0 };
-                        db0[ch] = if first == 2 { routed } else { 0.0 };
-                        db1[ch] = if first == 3 { routed } else { 0.0 };
-                    }
-                }
+            .for_each(|((dz, rows), d_pooled)| {
+                pulp::Arch::new().dispatch(RouteToFirstMaxima {
+                    activation: x_activation,
+                    rows,
+                    cout: c,
+                    d_pooled,
+                    dz,
+                })
             });
         Ok(())
     }
