@@ -235,7 +235,7 @@ impl Backend for CpuBackend {
             .for_each(|(pooled, rows)| {
                 pulp::Arch::new().dispatch(PoolRows {
                     rows,
-                    cout: c,
+                    channels: c,
                     pooled,
                 })
             });
@@ -257,13 +257,13 @@ impl Backend for CpuBackend {
             .par_chunks_mut(2 * w * c)
             .zip(x[..input.len()].par_chunks(2 * w * c))
             .zip(dy[..input.len() / 4].par_chunks(w / 2 * c))
-            .for_each(|((dz, rows), d_pooled)| {
+            .for_each(|((d_rows, rows), d_pooled)| {
                 pulp::Arch::new().dispatch(RouteToFirstMaxima {
                     activation: x_activation,
                     rows,
-                    cout: c,
+                    channels: c,
                     d_pooled,
-                    dz,
+                    d_rows,
                 })
             });
         Ok(())

@@ -408,7 +408,7 @@ pub fn forward_pooled(
                 output_rows(conv, operands, chunk * per_chunk + r, scratch, rows);
                 Arch::new().dispatch(PoolRows {
                     rows,
-                    cout,
+                    channels: cout,
                     pooled: out,
                 });
             }
@@ -449,9 +449,9 @@ pub fn filter_pooled(
                 Arch::new().dispatch(RouteToFirstMaxima {
                     activation: Some(conv.activation),
                     rows,
-                    cout,
+                    channels: cout,
                     d_pooled,
-                    dz,
+                    d_rows: dz,
                 });
                 sums.fill(0.0);
                 Arch::new().dispatch(OneInputFilter { windows, dz, sums });

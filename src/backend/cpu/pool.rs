@@ -20,21 +20,21 @@ fn first_maximum<S: Simd>(simd: S, [a, b, c, d]: [S::f32s; 4]) -> (S::f32s, [S::
     (simd.select_f32s(take_d, d, best), [take_b, take_c, take_d])
 }
 
-/// Window j's four values at channels k..k + n (a vector or less) of two output rows of `cout`
+/// Window j's four values at channels k..k + n (a vector or less) of two rows of `channels`
 /// channels, `top` and `bottom`.
 #[inline(always)]
 fn window_lanes<S: Simd>(
     simd: S,
     (top, bottom): (&[f32], &[f32]),
-    cout: usize,
+    channels: usize,
     (j, k, n): (usize, usize, usize),
 ) -> [S::f32s; 4] {
-    let at = 2 * j * cout + k;
+    let at = 2 * j * channels + k;
     [
         simd.partial_load_f32s(&top[at..][..n]),
-        simd.partial_load_f32s(&top[at + cout..][..n]),
+        simd.partial_load_f32s(&top[at + channels..][..n]),
         simd.partial_load_f32s(&bottom[at..][..n]),
-        simd.partial_load_f32s(&bottom[at + cout..][..n]),
+        simd.partial_load_f32s(&bottom[at + channels..][..n]),
     ]
 }
 
@@ -50,11 +50,11 @@ fn derivative_lanes<S: Simd>(simd: S, activation: Option<Activation>, y: S::f32s
     }
 }
 
-/// pooled[j, :] = the maximum of window j of `rows`, two rows of `cout` channels, a vector of
+/// pooled[j, :] = the maximum of window j of `rows`, two rows of `channels` channels, a vector of
 /// channels at a time.
 pub(super) struct PoolRows<'a> {
     pub rows: &'a [f32],
-    pub cout: usize,
+    pub channels: usize,
     pub pooled: &'a mut [f32],
 }
 
@@ -63,27 +63,31 @@ impl WithSimd for PoolRows<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let PoolRows { rows, cout, pooled } = self;
+        let PoolRows {
+            rows,
+            channels,
+            pooled,
+        } = self;
         let rows = rows.split_at(rows.len() / 2);
-        for (j, out) in pooled.chunks_exact_mut(cout).enumerate() {
-            for k in (0..cout).step_by(S::F32_LANES) {
-                let n = (cout - k).min(S::F32_LANES);
-                let (best, _) = first_maximum(simd, window_lanes(simd, rows, cout, (j, k, n)));
+        for (j, out) in pooled.chunks_exact_mut(channels).enumerate() {
+            for k in (0..channels).step_by(S::F32_LANES) {
+                let n = (channels - k).min(S::F32_LANES);
+                let (best, _) = first_maximum(simd, window_lanes(simd, rows, channels, (j, k, n)));
                 simd.partial_store_f32s(&mut out[k..][..n], best);
             }
         }
     }
 }
 
-/// dz (two rows of `cout` channels) = d_pooled[j, :] at the first maximum of window j of
+/// d_rows (the gradient of `rows`) = d_pooled[j, :] at the first maximum of window j of
 /// `rows` (the activation's outputs) times the activation's derivative there, 0 elsewhere, a
 /// vector of channels at a time.
 pub(super) struct RouteToFirstMaxima<'a> {
     pub activation: Option<Activation>,
     pub rows: &'a [f32],
-    pub cout: usize,
+    pub channels: usize,
     pub d_pooled: &'a [f32],
-    pub dz: &'a mut [f32],
+    pub d_rows: &'a mut [f32],
 }
 
 impl WithSimd for RouteToFirstMaxima<'_> {
@@ -94,17 +98,17 @@ impl WithSimd for RouteToFirstMaxima<'_> {
         let RouteToFirstMaxima {
             activation,
             rows,
-            cout,
+            channels,
             d_pooled,
-            dz,
+            d_rows,
         } = self;
         let rows = rows.split_at(rows.len() / 2);
-        let (dz_top, dz_bottom) = dz.split_at_mut(rows.0.len());
+        let (d_top, d_bottom) = d_rows.split_at_mut(rows.0.len());
         let zero = simd.splat_f32s(0.0);
-        for (j, g) in d_pooled.chunks_exact(cout).enumerate() {
-            for k in (0..cout).step_by(S::F32_LANES) {
-                let n = (cout - k).min(S::F32_LANES);
-                let window = window_lanes(simd, rows, cout, (j, k, n));
+        for (j, g) in d_pooled.chunks_exact(channels).enumerate() {
+            for k in (0..channels).step_by(S::F32_LANES) {
+                let n = (channels - k).min(S::F32_LANES);
+                let window = window_lanes(simd, rows, channels, (j, k, n));
                 let (best, [take_b, take_c, take_d]) = first_maximum(simd, window);
                 let g = simd.partial_load_f32s(&g[k..][..n]);
                 let g = simd.mul_f32s(g, derivative_lanes(simd, activation, best));
@@ -113,11 +117,11 @@ impl WithSimd for RouteToFirstMaxima<'_> {
                 let to_b = simd.select_f32s(later, zero, simd.select_f32s(take_b, g, zero));
                 let to_c = simd.select_f32s(take_d, zero, simd.select_f32s(take_c, g, zero));
                 let to_d = simd.select_f32s(take_d, g, zero);
-                let at = 2 * j * cout + k;
-                simd.partial_store_f32s(&mut dz_top[at..][..n], to_a);
-                simd.partial_store_f32s(&mut dz_top[at + cout..][..n], to_b);
-                simd.partial_store_f32s(&mut dz_bottom[at..][..n], to_c);
-                simd.partial_store_f32s(&mut dz_bottom[at + cout..][..n], to_d);
+                let at = 2 * j * channels + k;
+                simd.partial_store_f32s(&mut d_top[at..][..n], to_a);
+                simd.partial_store_f32s(&mut d_top[at + channels..][..n], to_b);
+                simd.partial_store_f32s(&mut d_bottom[at..][..n], to_c);
+                simd.partial_store_f32s(&mut d_bottom[at + channels..][..n], to_d);
             }
         }
     }
