@@ -266,18 +266,18 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
             one_channel::forward_one_input(conv, (x, kernel, bias), tiles, y);
         }
         ConvInput::Upsampled2 if one_channel::writes_one_channel(conv) => {
-            let tap = conv.slot.in_channels;
-            let phase_kernels = &mut scratch.kernel[..16 * tap];
-            phase_kernels.fill(0.0);
+            // The phase kernels by channel, [cin, 16]: each channel's 16 taps side by side.
+            let cin = conv.slot.in_channels;
+            let by_channel = &mut scratch.kernel[..16 * cin];
+            by_channel.fill(0.0);
             for_each_phase_tap(|p, t| {
-                add(
-                    &mut phase_kernels[p * tap..][..tap],
-                    &kernel[t * tap..][..tap],
-                );
+                for (c, &w) in kernel[t * cin..][..cin].iter().enumerate() {
+                    by_channel[16 * c + p] += w;
+                }
             });
             let tiles = (&mut scratch.tiles[..], scratch.tile_len);
-            let phase_kernels = &scratch.kernel[..16 * tap];
-            one_channel::forward_one_output(conv, (x, phase_kernels, bias), tiles, y);
+            let by_channel = &scratch.kernel[..16 * cin];
+            one_channel::forward_one_output(conv, (x, by_channel, bias), tiles, y);
         }
         ConvInput::Direct => {
             let same = SameConv {
