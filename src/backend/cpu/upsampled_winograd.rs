@@ -466,14 +466,18 @@ trait Line<const I: usize, const O: usize> {
     /// out[at[o] + k] = values(the inputs' values at channel k)[o] for every channel k: blocks
     /// of LANES channels copied into arrays, so that the compiler keeps them in vector
     /// registers (the slices could alias, as far as it knows), then the remainder one channel
-    /// at a time.
+    /// at a time. The block is filled by a plain loop: built by `std::array::from_fn`, nine
+    /// rows of it were made out of line and copied back through memmove (5% of conv5's
+    /// backward-data).
     #[inline(always)]
     fn lanewise(inputs: &[&[f32]; I], (out, at): (&mut [f32], [usize; O])) {
         let c = inputs[0].len();
         let whole = c / LANES * LANES;
         for k in (0..whole).step_by(LANES) {
-            let block: [[f32; LANES]; I] =
-                std::array::from_fn(|i| inputs[i][k..k + LANES].try_into().unwrap());
+            let mut block = [[0.0; LANES]; I];
+            for (row, input) in block.iter_mut().zip(inputs) {
+                row.copy_from_slice(&input[k..k + LANES]);
+            }
             let mut results = [[0.0; LANES]; O];
             for lane in 0..LANES {
                 let values = Self::values(std::array::from_fn(|i| block[i][lane]));
