@@ -569,8 +569,8 @@ pub fn forward_one_output(
                             let row = (g + a + u - 1 - top) * 16 * width;
                             inside.then(|| &products[row..][..16 * width])
                         };
-                        let sums = (source_rows(0), source_rows(1));
-                        output_row(conv.activation, (bias[0], a), sums, out);
+                        let source_products = (source_rows(0), source_rows(1));
+                        output_row(conv.activation, (bias[0], a), source_products, out);
                     }
                 }
             }
