@@ -74,12 +74,6 @@ const DISTINCT: usize = 6;
 const GROUPS: usize = DISTINCT * DISTINCT;
 /// Tiles a piece of work aims at: whole tile rows of one image, at least this many tiles.
 const TILES_PER_PIECE: usize = 28;
-/// Groups of pieces whose kernel gradients are summed apart, each into its own partial. A
-/// group costs a fixed amount besides its pieces' work (zeroing its 36 sums, turning them into
-/// the kernel's in float64, and its partial's share of the final sum): with WORK_CHUNKS groups
-/// that took 6% of conv5's kernel gradient at batch 32. 16 still give each of up to 16 threads
-/// a group.
-const PIECE_GROUPS: usize = 16;
 
 /// G of F(4, 2), row p of the 5 x 2 matrix over the taps (g0, g1).
 const G: [[f64; 2]; 5] = [
@@ -325,10 +319,10 @@ pub fn backward_data(
 }
 
 /// The kernel and bias gradients, per group of pieces ([`for_each_group`], at most
-/// [`PIECE_GROUPS`]) into its partial of `size` values laid out as the gradients are
-/// ([3, 3, cin, cout], then [cout]): the group's dU [36, cout, cin] and bias summed over its
-/// tiles in this thread's scratch, then df = W^T dU W ([`Untransform`]). With `data` (the
-/// transformed kernel u, the epilogue and dx), backward-data's dx as well, as
+/// [`PIECE_GROUPS`](super::winograd::PIECE_GROUPS)) into its partial of `size` values laid out
+/// as the gradients are ([3, 3, cin, cout], then [cout]): the group's dU [36, cout, cin] and
+/// bias summed over its tiles in this thread's scratch, then df = W^T dU W ([`Untransform`]).
+/// With `data` (the transformed kernel u, the epilogue and dx), backward-data's dx as well, as
 /// [`backward_data`] makes it, from the same transformed windows of dz: the two passes of the
 /// backward pass for one transform. Returns the number of groups, whose partials the caller
 /// adds in order.
@@ -353,7 +347,7 @@ pub fn kernel_gradient(
     let sums_len = conv.transformed_len() + conv.cout;
     let scratch_len = sums_len + conv.piece_scratch_len();
     for_each_group(
-        (&mut pieces, PIECE_GROUPS),
+        &mut pieces,
         (partials, size),
         scratch_len,
         |pieces, scratch, partial| {

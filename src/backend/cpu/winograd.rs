@@ -27,7 +27,7 @@ use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
 use super::super::Nhwc;
-use super::conv::{Epilogue, WORK_CHUNKS, add, sum_in_order};
+use super::conv::{Epilogue, add, sum_in_order};
 use super::gemm::{Matrix, gemm};
 
 /// Tiles a piece of work aims at: whole tile rows of one image, at least this many tiles.
@@ -80,19 +80,26 @@ impl Piece {
     }
 }
 
+/// Groups of pieces of work whose kernel gradients are summed apart, each into its own
+/// partial. A group costs a fixed amount besides its pieces' work (zeroing its partial, its
+/// share of the final sum, and for conv5 turning its 36 sums into the kernel's in float64):
+/// with [`WORK_CHUNKS`](super::conv::WORK_CHUNKS) groups that took 6% of conv5's kernel
+/// gradient and 4-10% of conv2's to conv4's at batch 32. 16 still give each of up to 16
+/// threads a group.
+pub(super) const PIECE_GROUPS: usize = 16;
+
 /// Runs `work(pieces, scratch, partial)` on groups of consecutive `pieces` (pieces of work,
 /// with what each one writes where it writes more than its group's partial), at most
-/// `most_groups` groups (at most WORK_CHUNKS) and the same ones whatever the thread count, each
-/// group into its own partial of `size` values of `partials`, with a scratch of `scratch_len`
-/// floats ([`with_scratch`]). Returns the number of groups, whose partials the caller adds in
-/// order.
+/// [`PIECE_GROUPS`] groups and the same ones whatever the thread count, each group into its
+/// own partial of `size` values of `partials`, with a scratch of `scratch_len` floats
+/// ([`with_scratch`]). Returns the number of groups, whose partials the caller adds in order.
 pub(super) fn for_each_group<T: Send>(
-    (pieces, most_groups): (&mut [T], usize),
+    pieces: &mut [T],
     (partials, size): (&mut [f32], usize),
     scratch_len: usize,
     work: impl Fn(&mut [T], &mut [f32], &mut [f32]) + Sync,
 ) -> usize {
-    let per_group = pieces.len().div_ceil(most_groups.min(WORK_CHUNKS)).max(1);
+    let per_group = pieces.len().div_ceil(PIECE_GROUPS).max(1);
     let groups = pieces.len().div_ceil(per_group);
     pieces
         .par_chunks_mut(per_group)
@@ -235,10 +242,10 @@ pub fn convolve(conv: SameConv, x: &[f32], u: &[f32], y: &mut [f32]) {
 ///     dU[ξ] = sum over tiles of V[ξ]^T dM[ξ],  dM = A dY A^T,  dg = G^T dU G
 ///
 /// with dY the tile's 2x2 block of dz (zeros outside the image): 16 GEMMs of (cin x tiles) by
-/// (tiles x cout) per piece, added into one partial per group of pieces (at most WORK_CHUNKS
-/// groups, the same whatever the thread count), the partials summed in order, then
-/// transformed back. `partials` holds WORK_CHUNKS x [`SameConv::transformed_len`] values,
-/// `total` one.
+/// (tiles x cout) per piece, added into one partial per group of pieces (at most
+/// [`PIECE_GROUPS`] groups, the same whatever the thread count), the partials summed in order,
+/// then transformed back. `partials` holds PIECE_GROUPS x [`SameConv::transformed_len`]
+/// values, `total` one.
 pub fn kernel_gradient(
     conv: SameConv,
     (x, dz): (&[f32], &[f32]),
@@ -248,7 +255,7 @@ pub fn kernel_gradient(
     let (cin, cout) = (conv.input.channels, conv.cout);
     let size = conv.transformed_len();
     let groups = for_each_group(
-        (&mut conv.pieces(), WORK_CHUNKS),
+        &mut conv.pieces(),
         (partials, size),
         conv.scratch_len(),
         |pieces, scratch, partial| {
