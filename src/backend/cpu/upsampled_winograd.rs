@@ -320,7 +320,7 @@ pub fn backward_data(
 
 /// The kernel and bias gradients, per group of pieces ([`for_each_group`], at most
 /// [`PIECE_GROUPS`](super::winograd::PIECE_GROUPS)) into its partial of `size` values laid out
-/// as the gradients are ([3, 3, cin, cout], then [cout]): the group's dU [36, cout, cin] and
+/// as the gradients are ([3, 3, cin, cout], then [cout]): the group's dU [36, cin, cout] and
 /// bias summed over its tiles in this thread's scratch, then df = W^T dU W ([`Untransform`]).
 /// With `data` (the transformed kernel u, the epilogue and dx), backward-data's dx as well, as
 /// [`backward_data`] makes it, from the same transformed windows of dz: the two passes of the
@@ -376,7 +376,7 @@ pub fn kernel_gradient(
 }
 
 /// The kernel and bias gradients from a group's sums: for each tap (ky, kx), the flipped tap
-/// (r, c) = (2 - ky, 2 - kx) of df = W^T dU W in float64, its channels transposed back.
+/// (r, c) = (2 - ky, 2 - kx) of df = W^T dU W in float64, [cin, cout] as the gradient is.
 struct Untransform<'a> {
     conv: UpsampledConv,
     sums: &'a [f32],
@@ -397,11 +397,8 @@ impl WithSimd for Untransform<'_> {
             let (r, c) = (2 - tap / 3, 2 - tap % 3);
             let weight = |g: usize| W[g / DISTINCT][r] * W[g % DISTINCT][c];
             weighted_sum(du.chunks_exact(taps), weight, &mut tap_sum);
-            // tap_sum is [cout, cin]; the kernel gradient [cin, cout].
-            for (ci, row) in dkernel.chunks_exact_mut(cout).enumerate() {
-                for (co, g) in row.iter_mut().enumerate() {
-                    *g = tap_sum[co * cin + ci] as f32;
-                }
+            for (g, &sum) in dkernel.iter_mut().zip(&tap_sum) {
+                *g = sum as f32;
             }
         }
         grads[9 * taps..][..cout].copy_from_slice(dbias);
@@ -427,7 +424,7 @@ struct PieceData<'a> {
     dx: &'a mut [f32],
 }
 
-/// The kernel gradient of a piece: x, and the sums it adds into, dU [36, cout, cin] then the
+/// The kernel gradient of a piece: x, and the sums it adds into, dU [36, cin, cout] then the
 /// bias's [cout].
 struct PieceFilter<'a> {
     x: &'a [f32],
@@ -853,13 +850,14 @@ fn add_kernel_gradient(
         half,
         (&mut *xt, |t, p| slots_of_row(p, t, tiles, cin)),
     );
-    // dU[g] += V^T X over the positions of each group g and every tile.
-    let (du, dbias) = sums.split_at_mut(GROUPS * cout * cin);
-    for (g, du) in du.chunks_exact_mut(cout * cin).enumerate() {
+    // dU[g] += X^T V over the positions of each group g and every tile, [cin, cout] as the
+    // kernel gradient is (as [cout, cin] its untransform wrote the gradient a column at a time).
+    let (du, dbias) = sums.split_at_mut(GROUPS * cin * cout);
+    for (g, du) in du.chunks_exact_mut(cin * cout).enumerate() {
         let (first, rows) = UpsampledConv::group_rows(g, tiles);
-        let v = Matrix::row_major(&v[first * cout..], rows, cout).transposed();
-        let xt = Matrix::row_major(&xt[first * cin..], rows, cin);
-        gemm(v, xt, du, true);
+        let xt = Matrix::row_major(&xt[first * cin..], rows, cin).transposed();
+        let v = Matrix::row_major(&v[first * cout..], rows, cout);
+        gemm(xt, v, du, true);
     }
     // The aligned boxes of the tiles' source pixels: the last group, (e_k e_l).
     let (first, _) = UpsampledConv::group_rows(GROUPS - 1, tiles);
