@@ -349,16 +349,14 @@ fn output_transform(out: [&mut [f32]; 2], m: [&[f32]; 4]) {
     }
 }
 
-/// A over two rows of channels: (r0, r0 + r1, r0 - r1, -r1), into `out` [4, c].
+/// A over two rows of channels: (r0, r0 + r1, r0 - r1, -r1), into the four rows `out`.
 #[inline(always)]
-fn output_transform_backward(out: &mut [f32], rows: [&[f32]; 2]) {
-    let c = rows[0].len();
-    let mut outs = out.chunks_exact_mut(c);
-    let [r0, r1] = rows;
-    outs.next().unwrap().copy_from_slice(r0);
-    sum(outs.next().unwrap(), r0, r1);
-    difference(outs.next().unwrap(), r0, r1);
-    for (o, r) in outs.next().unwrap().iter_mut().zip(r1) {
+fn output_transform_backward(out: [&mut [f32]; 4], [r0, r1]: [&[f32]; 2]) {
+    let [first, second, third, fourth] = out;
+    first.copy_from_slice(r0);
+    sum(second, r0, r1);
+    difference(third, r0, r1);
+    for (o, r) in fourth.iter_mut().zip(r1) {
         *o = -r;
     }
 }
@@ -495,7 +493,7 @@ impl WithSimd for Filter<'_> {
         };
         let zeros = vec![0.0; cout];
         let mut dbias = vec![0.0; cout];
-        let (mut columns, mut row) = (vec![0.0; 8 * cout], vec![0.0; 4 * cout]);
+        let mut columns = vec![0.0; 8 * cout];
         for t in 0..tiles {
             let (ti, tj) = (piece.first_tile_row + t / across, t % across);
             let (top, left) = (2 * ti as isize, 2 * tj as isize);
@@ -505,19 +503,22 @@ impl WithSimd for Filter<'_> {
                 add(&mut dbias, block(r, q));
             }
             // columns[4q + a, :] = (A dY)[a, q]: column q of the block transformed down.
-            for q in 0..2 {
-                let column = [block(0, q as isize), block(1, q as isize)];
-                output_transform_backward(&mut columns[4 * q * cout..][..4 * cout], column);
+            for (q, column) in columns.chunks_exact_mut(4 * cout).enumerate() {
+                let mut rows = column.chunks_exact_mut(cout);
+                let out = std::array::from_fn(|_| rows.next().unwrap());
+                output_transform_backward(out, [block(0, q as isize), block(1, q as isize)]);
             }
+            // dM[4a + b, t, :]: row a of A dY transformed along, straight into dM.
             for a in 0..4 {
                 let pair = [
                     &columns[a * cout..][..cout],
                     &columns[(4 + a) * cout..][..cout],
                 ];
-                output_transform_backward(&mut row, pair);
-                for (b, values) in row.chunks_exact(cout).enumerate() {
-                    dm[((4 * a + b) * tiles + t) * cout..][..cout].copy_from_slice(values);
-                }
+                let mut rows = dm[4 * a * tiles * cout..]
+                    .chunks_exact_mut(tiles * cout)
+                    .map(|position| &mut position[t * cout..][..cout]);
+                let out = std::array::from_fn(|_| rows.next().unwrap());
+                output_transform_backward(out, pair);
             }
         }
         // dU[ξ] += V[ξ]^T dM[ξ]
