@@ -671,3 +671,67 @@ pub(super) fn backward_one_output<'a>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pulp::{Arch, Scalar, Scalar128b, Scalar256b, Simd, WithSimd};
+
+    use super::PhaseProducts;
+
+    /// P[s, k] = sum over c in order of x[s, c] by_channel[c, k], each a chain of fused
+    /// multiply-adds from zero, as every vector width must give it.
+    fn products_in_order(sources: &[f32], by_channel: &[f32], cin: usize) -> Vec<f32> {
+        sources
+            .chunks_exact(cin)
+            .flat_map(|x| {
+                (0..16).map(move |k| {
+                    (0..cin).fold(0.0f32, |sum, c| x[c].mul_add(by_channel[16 * c + k], sum))
+                })
+            })
+            .collect()
+    }
+
+    /// [`PhaseProducts`] with the vectors of `simd`, or with this machine's (None).
+    fn phase_products<S: Simd>(simd: Option<S>, sources: &[f32], by_channel: &[f32]) -> Vec<f32> {
+        let mut products = vec![f32::NAN; sources.len() / (by_channel.len() / 16) * 16];
+        let work = PhaseProducts {
+            sources,
+            by_channel,
+            products: &mut products,
+        };
+        match simd {
+            Some(simd) => work.with_simd(simd),
+            None => Arch::new().dispatch(work),
+        }
+        products
+    }
+
+    #[test]
+    fn phase_products_are_the_same_bits_at_every_vector_width() {
+        // 29 pixels: two groups of twelve and five one at a time; a pixel's 16 products take
+        // 16, 4 or 2 vectors of 1, 4 or 8 lanes, and this machine's (one of 16 with AVX-512).
+        let cin = 5;
+        let value = |i: usize| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 1.7;
+        let sources: Vec<f32> = (0..29 * cin).map(value).collect();
+        let by_channel: Vec<f32> = (0..16 * cin).map(|i| value(i + 31)).collect();
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        let expected = bits(products_in_order(&sources, &by_channel, cin));
+        let (x, k) = (&sources[..], &by_channel[..]);
+        assert_eq!(bits(phase_products(Some(Scalar), x, k)), expected, "1 lane");
+        assert_eq!(
+            bits(phase_products(Some(Scalar128b), x, k)),
+            expected,
+            "4 lanes"
+        );
+        assert_eq!(
+            bits(phase_products(Some(Scalar256b), x, k)),
+            expected,
+            "8 lanes"
+        );
+        assert_eq!(
+            bits(phase_products(None::<Scalar>, x, k)),
+            expected,
+            "this machine"
+        );
+    }
+}
