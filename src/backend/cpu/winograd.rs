@@ -194,7 +194,8 @@ pub(super) fn transform_taps(rows: &[[f64; 3]], kernel: &[f32], u: &mut [f32]) {
 
 /// sum = the sum over j of weight(j) parts[j], in float64, in the order of the parts, over
 /// those whose weight is not zero (the transforms' matrices are sparse; the others would add
-/// only zeros).
+/// only zeros). Inlined, so that inside a vector dispatch it runs at that dispatch's width.
+#[inline(always)]
 pub(super) fn weighted_sum<'a>(
     parts: impl Iterator<Item = &'a [f32]>,
     weight: impl Fn(usize) -> f64,
