@@ -488,37 +488,42 @@ impl WithSimd for PhaseProducts<'_> {
             products,
         } = self;
         let cin = by_channel.len() / 16;
-        let per_pixel = 16 / S::F32_LANES;
         let weights = S::as_simd_f32s(by_channel).0;
         let out = S::as_mut_simd_f32s(products).0;
         let pixels = sources.len() / cin;
         let grouped = pixels / PRODUCT_PIXELS * PRODUCT_PIXELS;
         for s in (0..grouped).step_by(PRODUCT_PIXELS) {
-            let rows: [&[f32]; PRODUCT_PIXELS] =
-                std::array::from_fn(|p| &sources[(s + p) * cin..][..cin]);
-            for h in 0..per_pixel {
-                let mut sums = [simd.splat_f32s(0.0); PRODUCT_PIXELS];
-                for c in 0..cin {
-                    let w = weights[c * per_pixel + h];
-                    for p in 0..PRODUCT_PIXELS {
-                        sums[p] = simd.mul_add_f32s(w, simd.splat_f32s(rows[p][c]), sums[p]);
-                    }
-                }
-                for p in 0..PRODUCT_PIXELS {
-                    out[(s + p) * per_pixel + h] = sums[p];
-                }
-            }
+            products_of_pixels::<PRODUCT_PIXELS, S>(simd, (sources, cin), weights, s, out);
         }
         for s in grouped..pixels {
-            let row = &sources[s * cin..][..cin];
-            for h in 0..per_pixel {
-                let mut sum = simd.splat_f32s(0.0);
-                for c in 0..cin {
-                    let w = weights[c * per_pixel + h];
-                    sum = simd.mul_add_f32s(w, simd.splat_f32s(row[c]), sum);
-                }
-                out[s * per_pixel + h] = sum;
+            products_of_pixels::<1, S>(simd, (sources, cin), weights, s, out);
+        }
+    }
+}
+
+/// [`PhaseProducts`] for the N pixels from `first`: each vector of their 16 products summed in
+/// a register over the channels, the N sums side by side. Plain index loops over arrays of
+/// constant length, so that the compiler keeps every sum in a register.
+#[inline(always)]
+fn products_of_pixels<const N: usize, S: Simd>(
+    simd: S,
+    (sources, cin): (&[f32], usize),
+    weights: &[S::f32s],
+    first: usize,
+    out: &mut [S::f32s],
+) {
+    let per_pixel = 16 / S::F32_LANES;
+    let rows: [&[f32]; N] = std::array::from_fn(|p| &sources[(first + p) * cin..][..cin]);
+    for h in 0..per_pixel {
+        let mut sums = [simd.splat_f32s(0.0); N];
+        for c in 0..cin {
+            let w = weights[c * per_pixel + h];
+            for p in 0..N {
+                sums[p] = simd.mul_add_f32s(w, simd.splat_f32s(rows[p][c]), sums[p]);
             }
+        }
+        for p in 0..N {
+            out[(first + p) * per_pixel + h] = sums[p];
         }
     }
 }
@@ -569,7 +574,7 @@ pub fn forward_one_output(
                             let row = (g + a + u - 1 - top) * 16 * width;
                             inside.then(|| &products[row..][..16 * width])
                         };
-                        let source_products = (source_rows(0), source_rows(1));
+                        let source_products = [source_rows(0), source_rows(1)];
                         output_row(conv.activation, (bias[0], a), source_products, out);
                     }
                 }
@@ -584,11 +589,11 @@ pub fn forward_one_output(
 fn output_row(
     activation: Activation,
     (bias, a): (f32, usize),
-    rows: (Option<&[f32]>, Option<&[f32]>),
+    rows: [Option<&[f32]>; 2],
     out: &mut [f32],
 ) {
     let width = out.len() / 2;
-    let rows = [rows.0, rows.1].map(|row| row.map(|row| row.as_chunks::<16>().0));
+    let rows = rows.map(|row| row.map(|row| row.as_chunks::<16>().0));
     let (even, odd) = (4 * (2 * a), 4 * (2 * a + 1));
     for (j, out) in out.as_chunks_mut::<2>().0.iter_mut().enumerate() {
         let (mut z_even, mut z_odd) = (bias, bias);
