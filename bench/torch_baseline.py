@@ -3,8 +3,11 @@
 MSE, backward, RMSprop with Keras's epsilon inside the square root, approximated by PyTorch's
 RMSprop with eps=1e-7 outside it, which costs the same) and inference, NHWC (channels_last),
 float32, cudnn.benchmark on; on the GPU with TF32 not allowed, allowed, and the forward pass
-and loss under BF16 autocast. Writes the same JSON fields as `whorl bench --json` (no
-per-kernel rows), so `whorl compare` prints the ratios:
+and loss under BF16 autocast. On the GPU in FP32 and TF32 it also times cuDNN on each
+convolution pass that `whorl bench` times (forward, backward-data, backward-filter), at the
+same shapes and under the same names, upsampled inputs stored at full size as PyTorch runs
+them. Writes the same JSON fields as `whorl bench --json`, so `whorl compare` prints the
+ratios, for the whole step and pass by pass:
 
     python3 bench/torch_baseline.py --device cuda --json torch.json
     whorl bench --device cuda --precision fp32 --json whorl.json
@@ -15,9 +18,10 @@ per-kernel rows), so `whorl compare` prints the ratios:
 import argparse
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from baseline import median_seconds, print_and_write, report
+from baseline import conv_pass_row, conv_passes, median_seconds, print_and_write, report
 
 
 def model() -> nn.Module:
@@ -40,6 +44,31 @@ def cuda_event_timer(call):
     end.record()
     torch.cuda.synchronize()
     return start.elapsed_time(end) / 1e3
+
+
+def conv_pass_rows(device, batch, size, repeats, timer):
+    """cuDNN's time for each convolution pass of `conv_passes`, as rows of the report, in the
+    precision the caller allowed: the forward pass with its bias, backward-data alone, the
+    kernel and bias gradients together (as `whorl bench` times them)."""
+    rows = []
+    for conv_pass in conv_passes(batch, size):
+        side, cin, cout = conv_pass["side"], conv_pass["cin"], conv_pass["cout"]
+        x = torch.rand(batch, cin, side, side, device=device).to(memory_format=torch.channels_last)
+        w = (torch.rand(cout, cin, 3, 3, device=device) - 0.5).to(memory_format=torch.channels_last)
+        b = torch.zeros(cout, device=device)
+        dy = torch.rand(batch, cout, side, side, device=device).to(memory_format=torch.channels_last)
+        wanted = {"forward": None, "backward-data": [True, False, False],
+                  "backward-filter": [False, True, True]}[conv_pass["pass"]]
+
+        def call():
+            if wanted is None:
+                return F.conv2d(x, w, b, padding=1)
+            return torch.ops.aten.convolution_backward(
+                dy, x, w, [cout], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, wanted)
+
+        rows.append(conv_pass_row(conv_pass, median_seconds(call, repeats, timer)))
+        del x, w, b, dy
+    return rows
 
 
 def measure(device, batch, size, repeats, precision):
@@ -70,9 +99,11 @@ def measure(device, batch, size, repeats, precision):
     timer = cuda_event_timer if device.type == "cuda" else None
     train_s = median_seconds(train, repeats, timer)
     infer_s = median_seconds(infer, repeats, timer)
+    passes = device.type == "cuda" and precision in ("fp32", "tf32")
+    kernels = conv_pass_rows(device, batch, size, repeats, timer) if passes else []
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     framework = f"pytorch {torch.__version__}" + ("" if precision == "fp32" else f" {precision.upper()}")
-    return report(framework, name, batch, size, repeats, train_s, infer_s, precision)
+    return report(framework, name, batch, size, repeats, train_s, infer_s, precision, kernels)
 
 
 def main():

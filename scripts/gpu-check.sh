@@ -2,7 +2,8 @@
 # One command to validate whorl on a GPU machine. It runs the GPU tests, a short training run on
 # the GPU in TF32, BF16 and FP32 compared with the same run on the CPU, the benchmarks in the
 # three precisions (TF32 once more with Hopper's warpgroup tiles among the candidates), when PyTorch
-# is importable, the PyTorch baseline (FP32, TF32 and BF16 autocast) and, when Nsight Compute reads the GPU's
+# is importable, the PyTorch baseline (FP32, TF32 and BF16 autocast; in FP32 and TF32 also
+# cuDNN on each convolution pass, which compare.md sets beside whorl's) and, when Nsight Compute reads the GPU's
 # counters, one profile of each convolution kernel and launch shape of the benchmark in each
 # precision; it writes report.md and report.json under
 # bench/results/DATE-DEVICE/.

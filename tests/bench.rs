@@ -231,3 +231,47 @@ fn the_report_lists_the_gemm_tiles_chosen_by_timing_and_reads_reports_without_th
     let back: BenchReport = serde_json::from_value(serde_json::to_value(&report).unwrap()).unwrap();
     assert_eq!(back, report);
 }
+
+#[test]
+fn the_pytorch_baselines_pass_rows_carry_whorls_names_and_nominal_flops() {
+    // bench/baseline.py's rows, as bench/torch_baseline.py writes them with cuDNN's times (here
+    // a stand-in millisecond each: this machine has no GPU and no PyTorch).
+    let script = "import json, sys; sys.path.insert(0, 'bench'); import baseline as b; \
+                  rows = [b.conv_pass_row(p, 1e-3) for p in b.conv_passes(1, 16)]; \
+                  print(json.dumps(b.report('pytorch', 'gpu', 1, 16, 1, 0.1, 0.05, 'fp32', rows)))";
+    let output = std::process::Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3 runs the baseline scripts");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let torch: BenchReport = serde_json::from_slice(&output.stdout).unwrap();
+    let whorl = run(CpuBackend::new(), "cpu", 1, 16, 1, None).unwrap();
+    // "convN PASS", not the fused rows ("conv2 forward + pool2 ...").
+    let is_pass = |name: &str| match name.split_once(' ') {
+        Some((layer, pass)) => {
+            layer.starts_with("conv")
+                && ["forward", "backward-data", "backward-filter"].contains(&pass)
+        }
+        None => false,
+    };
+    let whorl_passes: Vec<_> = whorl.kernels.iter().filter(|k| is_pass(&k.name)).collect();
+    assert_eq!(
+        whorl_passes.len(),
+        17,
+        "six layers, conv1 without backward-data"
+    );
+    assert_eq!(torch.kernels.len(), whorl_passes.len());
+    for (ours, theirs) in whorl_passes.iter().zip(&torch.kernels) {
+        assert_eq!(ours.name, theirs.name);
+        assert_eq!(ours.work.flops, theirs.work.flops, "{}", ours.name);
+        assert_eq!(theirs.median_ms, 1.0);
+    }
+    let table = whorl::bench::compare(&whorl, &torch);
+    let rows = table.lines().filter(|line| line.contains(" ms | ")).count();
+    assert_eq!(rows, 17, "{table}");
+    assert!(table.contains("| conv5 backward-data ms |"), "{table}");
+}
