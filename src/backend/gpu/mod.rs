@@ -1,11 +1,15 @@
 //! The GPU backend: every operation as a launch of a kernel from kernels/*.cu, through a small
 //! [`Device`] trait (memory, copies, launches by name). Launch shapes and buffer planning live
-//! here once, for every device: the CPU emulator ([`emulator::Emulator`]) and real GPUs.
+//! here once, for every device: the CPU emulator ([`emulator::Emulator`]) and real GPUs. The
+//! kernel gradients' partial sums are in [`kernel_gradient`], the FP32 passes by Winograd's
+//! F(2x2, 3x3) in [`winograd`], the choice of GEMM tiles in [`gemm_tiles`].
 
 pub mod cuda;
 pub mod emulator;
 pub mod gemm_tiles;
+mod kernel_gradient;
 pub mod kernels;
+mod winograd;
 
 use super::{Adam, Backend, Conv, ConvAlgorithm, ConvInput, Nhwc, Precision, RmsProp};
 use crate::error::{Error, Result};
@@ -13,6 +17,8 @@ use crate::model::Activation;
 use gemm_tiles::{
     FilterShape, FilterTile, GemmShape, GemmTile, Shape, Tile, TileChoices, TilePolicy,
 };
+use kernel_gradient::FilterPass;
+use winograd::{winograd_filter_partials_len, winograd_transform_len};
 
 /// An address in device memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -336,64 +342,6 @@ fn pools_in_gemm_epilogue(conv: &Conv) -> bool {
         && GemmTile::pools(conv.slot.out_channels)
 }
 
-/// The Winograd tiles (2x2 blocks of outputs) over `input`'s pixels.
-fn winograd_tiles(input: Nhwc) -> usize {
-    input.batch * input.height.div_ceil(2) * input.width.div_ceil(2)
-}
-
-/// The padded shape (rows, columns) of the Winograd transform of a kernel for a pass of `src_c`
-/// input and `n` output channels: rows to whole chunks, columns to whole column blocks of
-/// conv2d_winograd, so that it reads them unchecked.
-fn winograd_transform_shape(src_c: usize, n: usize) -> (usize, usize) {
-    (
-        src_c.next_multiple_of(kernels::WINOGRAD_CHUNK),
-        n.next_multiple_of(kernels::WINOGRAD_COLUMNS),
-    )
-}
-
-/// Floats of the Winograd transforms of `conv`'s kernel: forward and backward-data's.
-fn winograd_transform_len(conv: &Conv) -> usize {
-    let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-    let len = |(rows, columns): (usize, usize)| 16 * rows * columns;
-    len(winograd_transform_shape(cin, cout)).max(len(winograd_transform_shape(cout, cin)))
-}
-
-/// Blocks of conv2d_winograd_filter_partials that a kernel gradient's chunks aim at (at most
-/// MAX_CHUNKS chunks): a few waves of a large GPU.
-const WINOGRAD_FILTER_BLOCKS: usize = 1024;
-
-/// The chunks of tiles of `conv`'s kernel gradient by Winograd: (tiles per chunk, a whole
-/// number of steps; chunks).
-fn winograd_filter_chunks(conv: &Conv) -> (usize, usize) {
-    let tiles = winograd_tiles(conv.input);
-    let blocks = |channels: usize| channels.div_ceil(kernels::WINOGRAD_FILTER_CHANNELS);
-    let per_chunk_blocks = blocks(conv.slot.in_channels) * blocks(conv.slot.out_channels);
-    let chunks = WINOGRAD_FILTER_BLOCKS
-        .div_ceil(per_chunk_blocks)
-        .clamp(1, MAX_CHUNKS);
-    let per_chunk = tiles
-        .div_ceil(chunks)
-        .next_multiple_of(kernels::WINOGRAD_FILTER_STEP);
-    (per_chunk, tiles.div_ceil(per_chunk))
-}
-
-/// The padded (rows, columns) of a Winograd kernel gradient's partials: cin and cout rounded up
-/// to whole blocks of channels.
-fn winograd_filter_shape(conv: &Conv) -> (usize, usize) {
-    let padded = |c: usize| c.next_multiple_of(kernels::WINOGRAD_FILTER_CHANNELS);
-    (
-        padded(conv.slot.in_channels),
-        padded(conv.slot.out_channels),
-    )
-}
-
-/// Floats of the partials of `conv`'s kernel gradient by Winograd: per chunk, 16 positions of
-/// rows x columns, then per chunk a bias row of columns.
-fn winograd_filter_partials_len(conv: &Conv) -> usize {
-    let (rows, columns) = winograd_filter_shape(conv);
-    winograd_filter_chunks(conv).1 * (16 * rows + 1) * columns
-}
-
 /// Blocks of conv2d_upsampled_one_output_channel(_scored) over `conv`: per image, strips of
 /// ONE_OUTPUT_STRIP source columns by ONE_OUTPUT_ROWS source rows.
 fn one_output_blocks(conv: &Conv) -> usize {
@@ -426,73 +374,6 @@ fn fused_backward_partials_len(conv: &Conv) -> usize {
         return 0;
     }
     fused_backward_chunks(conv).1 * (9 * conv.slot.in_channels + 1)
-}
-
-/// The operands of a convolution's kernel-gradient partials (conv2d.cu): windows gathered
-/// from one tensor times a second operand of `n` columns, with `ones_row` a row of ones
-/// appended to the windows, whose products are the bias gradient.
-struct FilterPass {
-    gather: Gather,
-    second: DevicePtr,
-    n: usize,
-    ones_row: bool,
-}
-
-impl FilterPass {
-    /// A direct convolution: x's windows times dz (`dz_or_box_sums`), a ones row. An upsampled
-    /// one: the windows of dz's box sums (`dz_or_box_sums`) at the source resolution times x,
-    /// exactly cin columns; its bias gradient comes from the box sums on their own
-    /// (upsample2_bias_partials), since a ones column would cost the GEMM a block of columns
-    /// (129 of 64-column tiles for conv5, a third more work).
-    fn of(conv: &Conv, x: DevicePtr, dz_or_box_sums: DevicePtr) -> FilterPass {
-        let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-        match conv.read {
-            ConvInput::Direct => FilterPass {
-                gather: Gather::same(x, conv.input),
-                second: dz_or_box_sums,
-                n: cout,
-                ones_row: true,
-            },
-            ConvInput::Upsampled2 => FilterPass {
-                gather: Gather::box_sums(dz_or_box_sums, conv),
-                second: x,
-                n: cin,
-                ones_row: false,
-            },
-        }
-    }
-
-    /// Rows and columns of each chunk's partials.
-    fn shape(&self) -> (usize, usize) {
-        (self.gather.k() + usize::from(self.ones_row), self.n)
-    }
-
-    /// Floats of each chunk's bias partials after the partials (upsample2_bias_partials's: one
-    /// per channel of the box sums), 0 with a ones row.
-    fn bias_len(&self) -> usize {
-        if self.ones_row {
-            0
-        } else {
-            self.gather.src_shape.channels
-        }
-    }
-
-    /// Whether the windows come from a one-channel tensor (conv1's and conv6's passes) that
-    /// conv2d_filter_partials_one_channel takes, rather than the tiled kernels.
-    fn one_channel(&self) -> bool {
-        self.gather.src_shape.channels == 1 && self.shape().1 <= kernels::ONE_CHANNEL_MAX_COLUMNS
-    }
-
-    /// (pixels per chunk, chunks) of the gather's grid.
-    fn chunks(&self) -> (usize, usize) {
-        filter_chunks(self.gather.grid.pixels(), self.one_channel())
-    }
-
-    /// Floats of the partials, chunks x rows x columns, then the bias partials.
-    fn partials_len(&self) -> usize {
-        let (rows, columns) = self.shape();
-        self.chunks().1 * (rows * columns + self.bias_len())
-    }
 }
 
 /// The backend over a device: buffers are device memory, operations are kernel launches.
@@ -609,126 +490,6 @@ impl<D: Device> GpuBackend<D> {
         } else {
             Precision::Fp32
         }
-    }
-
-    /// Whether `conv`'s backward-data pass (`backward_data`), or its forward pass and kernel
-    /// gradient, run by Winograd's F(2x2, 3x3) (conv2d_winograd.cu): in FP32, a plain
-    /// convolution's backward-data, and its other passes with more than one input channel (one
-    /// runs as direct loops), as the CPU engine does. TF32 and BF16 run them on tensor cores.
-    fn by_winograd(&self, conv: &Conv, backward_data: bool) -> bool {
-        self.precision == Precision::Fp32
-            && conv.read == ConvInput::Direct
-            && (backward_data || conv.slot.in_channels > 1)
-    }
-
-    /// A plain convolution's pass by Winograd's F(2x2, 3x3) (conv2d_winograd.cu): forward, x
-    /// into the output (and its 2x2 max pooling into `pooled` unless that is null), or with
-    /// `backward_data`, dz into dx through the flipped kernel; `epilogue` applied to each. The
-    /// kernel's transform goes to the kernel scratch first.
-    fn winograd(
-        &mut self,
-        conv: &Conv,
-        backward_data: bool,
-        (src, params): (DevicePtr, &GpuBuffer),
-        epilogue: Epilogue,
-        (out, pooled): (DevicePtr, DevicePtr),
-    ) -> Result<()> {
-        let slot = &conv.slot;
-        let (cin, cout) = (slot.in_channels, slot.out_channels);
-        let (input, n) = match backward_data {
-            false => (conv.input, cout),
-            true => (conv.output(), cin),
-        };
-        let (rows, columns) = winograd_transform_shape(input.channels, n);
-        let needed = (
-            slot.name,
-            "the kernel's Winograd transform",
-            16 * rows * columns,
-        );
-        let u = Self::planned(&self.kernel_scratch, 0, needed)?;
-        kernels::conv2d_winograd_kernel_transform(
-            &mut self.device,
-            Launch::per_element(rows * columns),
-            params.at(slot.weight.start),
-            int(cin)?,
-            int(cout)?,
-            i32::from(backward_data),
-            int(rows)?,
-            int(columns)?,
-            u,
-        )?;
-        let (bias, activation, slope_at) = epilogue.args();
-        int(input.len())?; // the kernel indexes its source in 32 bits
-        let blocks = winograd_tiles(input).div_ceil(kernels::WINOGRAD_TILES)
-            * (columns / kernels::WINOGRAD_COLUMNS);
-        let [batch, h, w, src_c] = shape_args(input)?;
-        kernels::conv2d_winograd(
-            &mut self.device,
-            Launch::blocks([int(blocks)? as u32, 1, 1], kernels::WINOGRAD_SHARED_FLOATS),
-            src,
-            batch,
-            h,
-            w,
-            src_c,
-            u,
-            int(rows)?,
-            int(columns)?,
-            int(n)?,
-            bias,
-            activation,
-            slope_at,
-            out,
-            pooled,
-        )
-    }
-
-    /// A plain convolution's kernel and bias gradients by Winograd's F(2x2, 3x3)
-    /// (conv2d_winograd.cu): per chunk of tiles, the 16 transformed products and the sums of
-    /// dz, then the chunks added in order and transformed back, into the slot's ranges.
-    fn winograd_filter(
-        &mut self,
-        conv: &Conv,
-        x: &GpuBuffer,
-        dz: DevicePtr,
-        grads: &mut GpuBuffer,
-    ) -> Result<()> {
-        let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-        let (rows, columns) = winograd_filter_shape(conv);
-        let (per_chunk, chunks) = winograd_filter_chunks(conv);
-        let partials = self.planned_partials(conv, winograd_filter_partials_len(conv))?;
-        let bias_partials = partials.offset(chunks * 16 * rows * columns);
-        int(conv.input.len().max(conv.output().len()))?; // the kernel indexes x and dz in 32 bits
-        let [batch, h, w, _] = shape_args(conv.input)?;
-        let channel_blocks = (rows * columns) / kernels::WINOGRAD_FILTER_CHANNELS.pow(2);
-        kernels::conv2d_winograd_filter_partials(
-            &mut self.device,
-            Launch::blocks(
-                [int(channel_blocks)? as u32, int(chunks)? as u32, 1],
-                kernels::WINOGRAD_FILTER_SHARED_FLOATS,
-            ),
-            x.ptr,
-            batch,
-            h,
-            w,
-            int(cin)?,
-            dz,
-            int(cout)?,
-            int(per_chunk)?,
-            partials,
-            bias_partials,
-        )?;
-        kernels::conv2d_winograd_filter_gradient(
-            &mut self.device,
-            Launch::per_element((cin + 1) * cout),
-            partials,
-            bias_partials,
-            int(chunks)?,
-            int(cin)?,
-            int(cout)?,
-            int(rows)?,
-            int(columns)?,
-            grads.at(conv.slot.weight.start),
-        )
     }
 
     /// The partials scratch, if `plan()` made it at least `needed` floats long for `conv`.
@@ -854,88 +615,6 @@ impl<D: Device> GpuBackend<D> {
         Ok(out)
     }
 
-    /// Partial sums of window(p)[k] * second[p, c] over chunks of the gather's grid pixels,
-    /// with a row of ones appended where the pass has one (conv2d_filter_partials); returns the
-    /// chunks.
-    fn filter_partials(&mut self, pass: &FilterPass) -> Result<usize> {
-        let (gather, second, n) = (&pass.gather, pass.second, pass.n);
-        let ones_row = i32::from(pass.ones_row);
-        let (rows, columns) = pass.shape();
-        let (per_chunk, chunks) = pass.chunks();
-        if pass.one_channel() {
-            let [grid_n, grid_h, grid_w, src_h, src_w, _, _, stride] = gather.dims()?;
-            let launch = Launch::blocks([chunks as u32, 1, 1], kernels::ONE_CHANNEL_SHARED_FLOATS);
-            kernels::conv2d_filter_partials_one_channel(
-                &mut self.device,
-                launch,
-                gather.src,
-                grid_n,
-                grid_h,
-                grid_w,
-                src_h,
-                src_w,
-                stride,
-                gather.origin_row,
-                second,
-                int(n)?,
-                ones_row,
-                int(per_chunk)?,
-                Self::scratch(&self.partials),
-            )?;
-            return Ok(chunks);
-        }
-        let precision = self.gemm_precision(gather, n);
-        let [grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride] = gather.dims()?;
-        // The wide tile where it pads no more columns than the regular one (128 columns; not 64
-        // or fewer, which one regular tile holds).
-        let (wide_columns, regular_columns) = if precision.on_tensor_cores() {
-            (
-                kernels::TF32_FILTER_WIDE_COLUMNS,
-                kernels::TF32_FILTER_COLUMNS,
-            )
-        } else {
-            (kernels::FILTER_WIDE_TILE, kernels::FILTER_TILE_N)
-        };
-        let padded = |tile: usize| columns.div_ceil(tile) * tile;
-        let wide = padded(wide_columns) <= padded(regular_columns);
-        let candidates = FilterTile::candidates(precision, self.offers_warpgroup_tiles(), wide);
-        let shape = FilterShape {
-            gather: gather.dims()?,
-            origin: gather.origin_row,
-            rows,
-            columns,
-            pixels_per_chunk: per_chunk,
-            chunks,
-            precision,
-        };
-        let (n, per_chunk) = (int(n)?, int(per_chunk)?);
-        let partials = Self::scratch(&self.partials);
-        let launch = |b: &mut Self, tile: FilterTile| {
-            tile.kernel()(
-                &mut b.device,
-                tile.launch(rows, columns, chunks),
-                gather.src,
-                grid_n,
-                grid_h,
-                grid_w,
-                src_h,
-                src_w,
-                src_c,
-                window,
-                stride,
-                gather.origin_row,
-                second,
-                n,
-                ones_row,
-                per_chunk,
-                partials,
-            )
-        };
-        let tile = self.choose_tile(|b| &mut b.filter_tiles, shape, &candidates, launch)?;
-        launch(self, tile)?;
-        Ok(chunks)
-    }
-
     /// q = the 2x2 box sums of an upsampled convolution's dz (upsample2_box_sums).
     fn box_sums(&mut self, conv: &Conv, dz: &GpuBuffer) -> Result<DevicePtr> {
         let out = conv.output();
@@ -980,83 +659,6 @@ impl<D: Device> GpuBackend<D> {
         };
         let out = Scatter::dense(dx.ptr, conv.input);
         self.gathered_gemm(&gather, flipped, conv.slot.in_channels, epilogue, out)
-    }
-
-    /// The kernel and bias gradients into the slot's ranges, from what [`Self::dz_or_box_sums`]
-    /// gave: by Winograd where [`Self::by_winograd`] says so (dz), else as GEMM partials over
-    /// x's windows times dz, or an upsampled convolution's over the windows of dz's box sums
-    /// times x (conv2d.cu), the chunks then added in order.
-    fn backward_filter(
-        &mut self,
-        conv: &Conv,
-        x: &GpuBuffer,
-        dz_or_box_sums: DevicePtr,
-        grads: &mut GpuBuffer,
-    ) -> Result<()> {
-        if self.by_winograd(conv, false) {
-            return self.winograd_filter(conv, x, dz_or_box_sums, grads);
-        }
-        let (cin, cout) = (conv.slot.in_channels, conv.slot.out_channels);
-        let partials = Self::scratch(&self.partials);
-        let weights = grads.at(conv.slot.weight.start);
-        let pass = FilterPass::of(conv, x.ptr, dz_or_box_sums);
-        let chunks = self.filter_partials(&pass)?;
-        match conv.read {
-            // Kernel rows then the bias row: exactly the slot's weight and bias ranges.
-            ConvInput::Direct => {
-                let count = (9 * cin + 1) * cout;
-                kernels::sum_partials(
-                    &mut self.device,
-                    Launch::per_element(count),
-                    partials,
-                    int(chunks)?,
-                    int(count)?,
-                    weights,
-                )
-            }
-            ConvInput::Upsampled2 => {
-                kernels::sum_partials_upsampled(
-                    &mut self.device,
-                    Launch::per_element(9 * cin * cout),
-                    partials,
-                    int(chunks)?,
-                    int(cin)?,
-                    int(cout)?,
-                    weights,
-                )?;
-                let bias_partials = self.upsampled_bias_partials(conv, &pass)?;
-                kernels::sum_partials(
-                    &mut self.device,
-                    Launch::per_element(cout),
-                    bias_partials,
-                    int(chunks)?,
-                    int(cout)?,
-                    grads.at(conv.slot.bias.start),
-                )
-            }
-        }
-    }
-
-    /// An upsampled convolution's bias gradient per chunk of `pass`'s source pixels: the sums
-    /// of dz from its aligned box sums, the windows `pass` gathers (upsample2_bias_partials),
-    /// into the partials scratch after the pass's own partials. Returns where they are.
-    fn upsampled_bias_partials(&mut self, conv: &Conv, pass: &FilterPass) -> Result<DevicePtr> {
-        let (rows, columns) = pass.shape();
-        let (per_chunk, chunks) = pass.chunks();
-        let out = Self::scratch(&self.partials).offset(chunks * rows * columns);
-        let [batch, src_h, src_w, _] = shape_args(conv.input)?;
-        kernels::upsample2_bias_partials(
-            &mut self.device,
-            Launch::blocks([int(chunks)? as u32, 1, 1], 0),
-            pass.gather.src,
-            batch,
-            src_h,
-            src_w,
-            int(conv.slot.out_channels)?,
-            int(per_chunk)?,
-            out,
-        )?;
-        Ok(out)
     }
 
     /// A plain convolution's forward pass as one GEMM over its input's windows, with bias and
