@@ -537,6 +537,8 @@ fn info_and_devices_report_a_missing_gpu_cleanly() {
         "18446744073709551615",
     ]);
     assert_flag_error(&huge, &["--batch-size", "memory"]);
+    let no_repeats = whorl(&["bench", "--device", "cpu", "--repeats", "0"]);
+    assert_flag_error(&no_repeats, &["--repeats", "at least 1"]);
     assert_flag_error(
         &run("tpu"),
         &["--device", "expected cpu, cuda, cuda:N or auto"],

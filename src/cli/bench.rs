@@ -48,6 +48,9 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<ExitCode> {
     if args.batch_size == 0 {
         return Err(Error::invalid("--batch-size", "must be at least 1"));
     }
+    if args.repeats == 0 {
+        return Err(Error::invalid("--repeats", "must be at least 1"));
+    }
     let architecture = Architecture::reference();
     architecture.shapes(args.size, args.size)?;
     // The benchmark holds the network and, per kernel, about three more batches of its tensors.
