@@ -54,7 +54,8 @@ enum Command {
     /// (markdown on screen, JSON with --json).
     Bench(BenchArgs),
     /// Compare two benchmark JSON files (whorl's, or bench/torch_baseline.py's or
-    /// bench/keras_baseline.py's): ratio table.
+    /// bench/keras_baseline.py's): the first's speed-up over the second, for the training step,
+    /// inference and every kernel both name, each under 1 marked "slower".
     Compare {
         /// The benchmark whose speed-up is reported.
         first: PathBuf,

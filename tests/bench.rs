@@ -274,4 +274,19 @@ fn the_pytorch_baselines_pass_rows_carry_whorls_names_and_nominal_flops() {
     let rows = table.lines().filter(|line| line.contains(" ms | ")).count();
     assert_eq!(rows, 17, "{table}");
     assert!(table.contains("| conv5 backward-data ms |"), "{table}");
+    // A pass the other framework runs faster is marked; one it runs slower is not.
+    let mut torch = torch;
+    torch.kernels[0].median_ms = 1e-6;
+    torch.kernels[1].median_ms = 1e6;
+    let table = whorl::bench::compare(&whorl, &torch);
+    let row = |name: &str| {
+        let start = format!("| {name} ms |");
+        table
+            .lines()
+            .find(|line| line.starts_with(&start))
+            .unwrap()
+            .to_string()
+    };
+    assert!(row("conv1 forward").ends_with("x (slower) |"), "{table}");
+    assert!(row("conv1 backward-filter").ends_with("x |"), "{table}");
 }

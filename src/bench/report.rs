@@ -122,27 +122,34 @@ pub fn markdown(report: &BenchReport) -> String {
 }
 
 /// Ratios of two reports' throughputs (a / b), and of their kernels' times (b / a) where the
-/// names match.
+/// names match: a's speed-up over b, each under 1 marked "slower".
 pub fn compare(a: &BenchReport, b: &BenchReport) -> String {
     let mut out = format!(
-        "| | {} ({}) | {} ({}) | ratio |\n|---|---:|---:|---:|\n",
-        a.framework, a.device, b.framework, b.device
+        "| | {} ({}) | {} ({}) | {}'s speed-up |\n|---|---:|---:|---:|\n",
+        a.framework, a.device, b.framework, b.device, a.framework
     );
-    let mut row = |what: &str, x: f64, y: f64, ratio: f64| {
-        out += &format!("| {what} | {x:.1} | {y:.1} | {ratio:.2}x |\n");
+    // "slower" where the ratio prints below 1.00x.
+    let speed_up = |ratio: f64| {
+        let slower = if ratio < 0.995 { " (slower)" } else { "" };
+        format!("{ratio:.2}x{slower}")
     };
     let (ta, tb) = (a.train_images_per_s, b.train_images_per_s);
-    row("training images/s", ta, tb, ta / tb);
+    out += &format!(
+        "| training images/s | {ta:.1} | {tb:.1} | {} |\n",
+        speed_up(ta / tb)
+    );
     let (ia, ib) = (a.inference_images_per_s, b.inference_images_per_s);
-    row("inference images/s", ia, ib, ia / ib);
+    out += &format!(
+        "| inference images/s | {ia:.1} | {ib:.1} | {} |\n",
+        speed_up(ia / ib)
+    );
     for k in &a.kernels {
         if let Some(other) = b.kernels.iter().find(|o| o.name == k.name) {
+            let (x, y) = (k.median_ms, other.median_ms);
             out += &format!(
-                "| {} ms | {:.3} | {:.3} | {:.2}x |\n",
+                "| {} ms | {x:.3} | {y:.3} | {} |\n",
                 k.name,
-                k.median_ms,
-                other.median_ms,
-                other.median_ms / k.median_ms
+                speed_up(y / x)
             );
         }
     }
