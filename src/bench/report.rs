@@ -133,16 +133,19 @@ pub fn compare(a: &BenchReport, b: &BenchReport) -> String {
         let slower = if ratio < 0.995 { " (slower)" } else { "" };
         format!("{ratio:.2}x{slower}")
     };
-    let (ta, tb) = (a.train_images_per_s, b.train_images_per_s);
-    out += &format!(
-        "| training images/s | {ta:.1} | {tb:.1} | {} |\n",
-        speed_up(ta / tb)
-    );
-    let (ia, ib) = (a.inference_images_per_s, b.inference_images_per_s);
-    out += &format!(
-        "| inference images/s | {ia:.1} | {ib:.1} | {} |\n",
-        speed_up(ia / ib)
-    );
+    for (what, x, y) in [
+        ("training", a.train_images_per_s, b.train_images_per_s),
+        (
+            "inference",
+            a.inference_images_per_s,
+            b.inference_images_per_s,
+        ),
+    ] {
+        out += &format!(
+            "| {what} images/s | {x:.1} | {y:.1} | {} |\n",
+            speed_up(x / y)
+        );
+    }
     for k in &a.kernels {
         if let Some(other) = b.kernels.iter().find(|o| o.name == k.name) {
             let (x, y) = (k.median_ms, other.median_ms);
