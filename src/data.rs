@@ -68,6 +68,7 @@ pub fn walk_images(dir: &Path, skip_bad: bool) -> Result<Walk> {
                     return Err(Error::BadImage {
                         path,
                         reason: format!("cannot read: {e} (a dangling link?)"),
+                        in_folder: true,
                     });
                 }
             };
@@ -110,6 +111,7 @@ fn decode_gray(path: &Path) -> Result<ImageBuffer<Luma<f32>, Vec<f32>>> {
     let bad = |reason: String| Error::BadImage {
         path: path.to_path_buf(),
         reason,
+        in_folder: false,
     };
     let decoded = image::ImageReader::open(path)
         .map_err(|e| bad(format!("cannot open: {e}")))?
@@ -250,7 +252,14 @@ fn decode_folder(
                 kept.push(path);
                 images.push(image);
             }
-            Err(Error::BadImage { path, reason }) if skip_bad => skipped.push((path, reason)),
+            Err(Error::BadImage { path, reason, .. }) if skip_bad => skipped.push((path, reason)),
+            Err(Error::BadImage { path, reason, .. }) => {
+                return Err(Error::BadImage {
+                    path,
+                    reason,
+                    in_folder: true,
+                });
+            }
             Err(error) => return Err(error),
         }
     }
@@ -316,6 +325,13 @@ impl Dataset {
             extents: images.iter().map(|&(w, h, _)| (w, h)).collect(),
             skipped,
         })
+    }
+
+    /// Warns of every entry passed over, on standard error.
+    pub fn warn_skipped(&self) {
+        for (path, reason) in &self.skipped {
+            eprintln!("warning: skipped {}: {reason}", path.display());
+        }
     }
 
     /// Moves every image onto a larger square canvas of `side`, padded as [`Dataset::load_native`]

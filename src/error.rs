@@ -19,8 +19,17 @@ pub enum Error {
     #[error("{path}: no images found (looked for .tif, .tiff, .bmp, .png, .jpg, .jpeg, .pgm)")]
     EmptyDataDir { path: PathBuf },
 
-    #[error("{path}: unreadable image: {reason} (pass --skip-bad to skip unreadable files)")]
-    BadImage { path: PathBuf, reason: String },
+    /// An image that cannot be used. `in_folder`: it was found in a folder of images, which
+    /// every command that reads one can pass over with --skip-bad.
+    #[error(
+        "{path}: unreadable image: {reason}{}",
+        if *in_folder { " (pass --skip-bad to skip unreadable files)" } else { "" }
+    )]
+    BadImage {
+        path: PathBuf,
+        reason: String,
+        in_folder: bool,
+    },
 
     #[error(
         "{path}: {found} usable images, but a validation split of {val_split} needs at least {needed}"

@@ -408,9 +408,7 @@ fn start<'a, B: Backend>(
     };
     let canvas = dataset.size * dataset.size;
     normalize::normalize_batch(config.normalize, &mut dataset.pixels, canvas);
-    for (path, reason) in &dataset.skipped {
-        eprintln!("warning: skipped {}: {reason}", path.display());
-    }
+    dataset.warn_skipped();
     let split = data::split(
         dataset.len(),
         config.val_split,

@@ -219,6 +219,9 @@ fn bad_input_gives_a_clear_error_never_a_panic() {
         &train(&["--data", path(&data), "--size", "18"]),
         &["--size", "18x18"],
     );
+    let crop = train(&["--data", path(&data), "--crop", "18"]);
+    assert_flag_error(&crop, &["--crop", "18x18"]);
+    assert!(!text(&crop).contains("--size"), "{}", text(&crop));
     assert_flag_error(
         &train(&["--data", path(&data), "--device", "cuda"]),
         &["--device"],
@@ -369,6 +372,59 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_exactly() {
 
 fn history_losses_count(run: &Path) -> usize {
     std::fs::read_to_string(run.join("history.csv")).map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn an_unreadable_image_suggests_skip_bad_only_to_commands_that_have_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::write_striped_images(&data, 3, 16);
+    let broken = data.join("broken.png");
+    std::fs::write(&broken, b"\x89PNG but not really").unwrap();
+    let figure = dir.path().join("figure.png");
+    // The bundled model: nothing to train first.
+    let run = |command: &str, extra: &[&str]| {
+        let mut args = vec![command, "--device", "cpu"];
+        args.extend_from_slice(extra);
+        whorl(&args)
+    };
+    let reconstruct = |extra: &[&str]| {
+        let mut args = vec![
+            "--data",
+            path(&data),
+            "--out",
+            path(&figure),
+            "--count",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        run("reconstruct", &args)
+    };
+    assert_user_error(&reconstruct(&[]), &["broken.png", "--skip-bad"]);
+    let skipped = reconstruct(&["--skip-bad"]);
+    assert!(skipped.status.success(), "{}", text(&skipped));
+    assert!(text(&skipped).contains("warning: skipped") && text(&skipped).contains("broken.png"));
+    assert!(figure.exists());
+
+    let eval = run(
+        "eval",
+        &["--data", path(&data), "--no-identity", "--skip-bad"],
+    );
+    assert!(eval.status.success(), "{}", text(&eval));
+    assert!(text(&eval).contains("warning: skipped") && text(&eval).contains("broken.png"));
+
+    // One image, no folder to skip it in: the error names the file and no flag.
+    let gradcam = run(
+        "gradcam",
+        &[
+            "--image",
+            path(&broken),
+            "--out",
+            path(&dir.path().join("g.png")),
+        ],
+    );
+    assert_user_error(&gradcam, &["broken.png", "unreadable image"]);
+    assert!(!text(&gradcam).contains("--skip-bad"), "{}", text(&gradcam));
 }
 
 #[test]

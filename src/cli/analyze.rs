@@ -93,6 +93,10 @@ pub(crate) struct ReconstructArgs {
     #[arg(long, value_name = "DIR")]
     pub(crate) save_dir: Option<PathBuf>,
 
+    /// Skip images that fail to decode instead of stopping.
+    #[arg(long)]
+    pub(crate) skip_bad: bool,
+
     #[arg(long, help = NATIVE_RESOLUTION_HELP)]
     pub(crate) native_resolution: bool,
 }
@@ -212,16 +216,25 @@ fn eval_on<B: Backend>(backend: B, args: &EvalArgs) -> Result<Vec<evaluate::SetR
 
 /// A folder of images as the model sees them: resized to its input size, or with
 /// `native_resolution` each at its own resolution on a canvas padded to a multiple of the
-/// model's downsampling.
+/// model's downsampling; what was passed over is warned of.
 fn load_set(
     dir: &Path,
     meta: &CheckpointMeta,
     native_resolution: bool,
     skip_bad: bool,
 ) -> Result<Dataset> {
-    if !native_resolution {
-        return Dataset::load(dir, meta.input_size, skip_bad, false);
-    }
+    let dataset = if native_resolution {
+        load_native_set(dir, skip_bad)?
+    } else {
+        Dataset::load(dir, meta.input_size, skip_bad, false)?
+    };
+    dataset.warn_skipped();
+    Ok(dataset)
+}
+
+/// A folder of images each at its own resolution, on a canvas that one image at a time
+/// through the network fits in memory.
+fn load_native_set(dir: &Path, skip_bad: bool) -> Result<Dataset> {
     let architecture = whorl::model::Architecture::reference();
     let dataset = Dataset::load_native(
         dir,
@@ -273,13 +286,13 @@ pub(crate) fn run_reconstruct(args: ReconstructArgs) -> Result<ExitCode> {
 }
 
 fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> {
-    let weights = load_weights(&args.model)?;
-    let native = native_resolution(args.native_resolution, &weights.meta);
-    let dataset = load_set(&args.data, &weights.meta, native, false)?;
-    let mut net = evaluate::network(backend, &weights, dataset.size, batch(native))?;
     if args.count == 0 {
         return Err(Error::invalid("--count", "must be at least 1"));
     }
+    let weights = load_weights(&args.model)?;
+    let native = native_resolution(args.native_resolution, &weights.meta);
+    let dataset = load_set(&args.data, &weights.meta, native, args.skip_bad)?;
+    let mut net = evaluate::network(backend, &weights, dataset.size, batch(native))?;
     let mut order: Vec<usize> = (0..dataset.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(args.seed));
     order.truncate(args.count);

@@ -55,6 +55,10 @@ pub(crate) struct DemoArgs {
     /// Leave out the bundled model's NIST NBIS identity scores (about 0.15 s an image).
     #[arg(long)]
     pub(crate) no_identity: bool,
+
+    /// Skip real prints that fail to decode instead of stopping.
+    #[arg(long)]
+    pub(crate) skip_bad: bool,
 }
 
 /// The demo's training length: what two CPU cores train in about a minute.
@@ -125,14 +129,14 @@ fn scores(
     model: &ModelArgs,
     name: &str,
     sets: &[(&str, &Path)],
-    identity: bool,
+    (identity, skip_bad): (bool, bool),
 ) -> Result<Vec<SetReport>> {
     let mut reports = eval_reports(&EvalArgs {
         model: model.clone(),
         data: sets.iter().map(|(_, dir)| dir.to_path_buf()).collect(),
         split: None,
         out: None,
-        skip_bad: false,
+        skip_bad,
         no_identity: !identity,
         native_resolution: false,
     })?;
@@ -143,7 +147,12 @@ fn scores(
 }
 
 /// Draws `count` reconstructions of `data` by `model`.
-fn draw(model: &ModelArgs, data: &Path, out: &Path, count: usize) -> Result<()> {
+fn draw(
+    model: &ModelArgs,
+    data: &Path,
+    out: &Path,
+    (count, skip_bad): (usize, bool),
+) -> Result<()> {
     run_reconstruct(ReconstructArgs {
         model: model.clone(),
         data: data.to_path_buf(),
@@ -151,6 +160,7 @@ fn draw(model: &ModelArgs, data: &Path, out: &Path, count: usize) -> Result<()> 
         count,
         seed: 13,
         save_dir: None,
+        skip_bad,
         native_resolution: false,
     })
     .map(drop)
@@ -217,19 +227,36 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
              --real-prints DIR to show some"
         ),
     }
-    let mut reports = scores(&trained, "trained here", &sets, false)?;
-    reports.extend(scores(&bundled, "bundled", &sets, !args.no_identity)?);
+    let mut reports = scores(&trained, "trained here", &sets, (false, args.skip_bad))?;
+    let identity = !args.no_identity;
+    reports.extend(scores(
+        &bundled,
+        "bundled",
+        &sets,
+        (identity, args.skip_bad),
+    )?);
     println!();
     print!("{}", evaluate::table(&reports));
     let metrics = args.out.join("metrics.json");
     evaluate::write(&reports, &metrics)?;
 
     let figure = |name: &str| args.out.join(format!("{name}.png"));
-    draw(&trained, &test_dir, &figure("reconstructions"), 8)?;
-    draw(&bundled, &test_dir, &figure("reconstructions-bundled"), 8)?;
+    let sample = (8, args.skip_bad);
+    draw(&trained, &test_dir, &figure("reconstructions"), sample)?;
+    draw(
+        &bundled,
+        &test_dir,
+        &figure("reconstructions-bundled"),
+        sample,
+    )?;
     if let Some(dir) = &real {
-        draw(&trained, dir, &figure("reconstructions-real"), 8)?;
-        draw(&bundled, dir, &figure("reconstructions-real-bundled"), 8)?;
+        draw(&trained, dir, &figure("reconstructions-real"), sample)?;
+        draw(
+            &bundled,
+            dir,
+            &figure("reconstructions-real-bundled"),
+            sample,
+        )?;
     }
     let first = whorl::data::find_images(&test_dir)?
         .into_iter()

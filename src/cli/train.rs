@@ -243,7 +243,7 @@ fn resolve(args: &TrainArgs, resume: Option<(&Path, &Checkpoint)>) -> Result<Tra
     if batch_size == 0 {
         return Err(Error::invalid("--batch-size", "must be at least 1"));
     }
-    check_training_fits(args, resume, size, batch_size)?;
+    check_training_fits(args, resume, (size, size_flag), batch_size)?;
     let out_dir = match (&args.out, &args.resume) {
         (Some(out), _) => out.clone(),
         (None, Some(resumed)) => {
@@ -277,15 +277,20 @@ fn resolve(args: &TrainArgs, resume: Option<(&Path, &Checkpoint)>) -> Result<Tra
 }
 
 /// Checks that a training batch fits in memory, naming the flag or checkpoint field that set the
-/// batch size.
+/// batch size. `size_flag` is the flag that sets the size: --crop or --size.
 fn check_training_fits(
     args: &TrainArgs,
     resume: Option<(&Path, &Checkpoint)>,
-    size: usize,
+    (size, size_flag): (usize, &'static str),
     batch_size: usize,
 ) -> Result<()> {
     let architecture = Architecture::reference();
-    architecture.shapes(size, size)?;
+    architecture
+        .shapes(size, size)
+        .map_err(|error| match error {
+            Error::InvalidArgument { reason, .. } => Error::invalid(size_flag, reason),
+            other => other,
+        })?;
     let need = whorl::memory::network_bytes(&architecture, size, batch_size);
     let what = format!("{batch_size} images of {size}x{size}");
     let Err(why) = whorl::memory::check_fits(&what, need) else {
@@ -296,7 +301,9 @@ fn check_training_fits(
             path: dir.join(checkpoint::META_FILE),
             reason: format!("field batch_size = {batch_size}: {why} (pass a smaller --batch-size)"),
         }),
-        _ if args.size.is_some() && args.batch_size.is_none() => Err(Error::invalid("--size", why)),
+        _ if args.crop.or(args.size).is_some() && args.batch_size.is_none() => {
+            Err(Error::invalid(size_flag, why))
+        }
         _ => Err(Error::invalid("--batch-size", why)),
     }
 }
