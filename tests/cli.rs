@@ -428,6 +428,74 @@ fn an_unreadable_image_suggests_skip_bad_only_to_commands_that_have_it() {
 }
 
 #[test]
+fn an_output_that_cannot_be_written_fails_before_the_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::write_striped_images(&data, 2, 16);
+    // A file where the outputs' folder should be: no output below it can be written.
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, b"").unwrap();
+    let inside = |name: &str| path(&blocker.join(name)).to_string();
+    let (json, png) = (inside("scores.json"), inside("figure.png"));
+    let eval = whorl(&[
+        "eval",
+        "--device",
+        "cpu",
+        "--data",
+        path(&data),
+        "--out",
+        &json,
+    ]);
+    assert_user_error(&eval, &["blocker"]);
+    assert!(
+        !text(&eval).contains("SSIM"),
+        "scored first: {}",
+        text(&eval)
+    );
+    let image = path(&data.join("print-000.png")).to_string();
+    for output in [
+        whorl(&[
+            "reconstruct",
+            "--device",
+            "cpu",
+            "--data",
+            path(&data),
+            "--out",
+            &png,
+        ]),
+        whorl(&[
+            "gradcam", "--device", "cpu", "--image", &image, "--out", &png,
+        ]),
+    ] {
+        assert_user_error(&output, &["blocker"]);
+        assert!(
+            !text(&output).contains("model:"),
+            "loaded first: {}",
+            text(&output)
+        );
+    }
+    let bench = whorl(&[
+        "bench",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "1",
+        "--size",
+        "8",
+        "--repeats",
+        "1",
+        "--json",
+        &json,
+    ]);
+    assert_user_error(&bench, &["blocker"]);
+    assert!(
+        !text(&bench).contains("training step"),
+        "timed first: {}",
+        text(&bench)
+    );
+}
+
+#[test]
 fn help_explains_every_training_flag() {
     let output = whorl(&["train", "--help"]);
     assert!(output.status.success());

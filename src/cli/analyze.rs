@@ -165,6 +165,9 @@ pub(crate) fn eval_reports(args: &EvalArgs) -> Result<Vec<evaluate::SetReport>> 
 }
 
 pub(crate) fn run_eval(args: EvalArgs) -> Result<ExitCode> {
+    if let Some(path) = &args.out {
+        whorl::atomic::check_writable(path)?;
+    }
     let reports = eval_reports(&args)?;
     print!("{}", evaluate::table(&reports));
     if let Some(path) = &args.out {
@@ -277,6 +280,10 @@ fn short_name(path: &Path) -> String {
 }
 
 pub(crate) fn run_reconstruct(args: ReconstructArgs) -> Result<ExitCode> {
+    whorl::atomic::check_writable(&args.out)?;
+    if let Some(dir) = &args.save_dir {
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    }
     with_backend!(&args.model.compute, false, reconstruct_on(&args))?;
     println!("figure written to {}", args.out.display());
     if let Some(dir) = &args.save_dir {
@@ -326,7 +333,6 @@ fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> 
     let figure = evaluate::reconstruction_figure(&title, &dataset, &order, &reconstructions)?;
     figures::save_png(&figure, &args.out)?;
     if let (Some(dir), Some(all)) = (&args.save_dir, &all) {
-        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         for (i, (file, recon)) in dataset.files.iter().zip(all.chunks(n)).enumerate() {
             let (width, height) = dataset.extents[i];
             let stem = file
@@ -344,6 +350,7 @@ fn reconstruct_on<B: Backend>(backend: B, args: &ReconstructArgs) -> Result<()> 
 }
 
 pub(crate) fn run_gradcam(args: GradcamArgs) -> Result<ExitCode> {
+    whorl::atomic::check_writable(&args.out)?;
     with_backend!(&args.model.compute, false, gradcam_on(&args))?;
     println!("Grad-CAM figure written to {}", args.out.display());
     Ok(ExitCode::SUCCESS)

@@ -51,6 +51,9 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<ExitCode> {
     if args.repeats == 0 {
         return Err(Error::invalid("--repeats", "must be at least 1"));
     }
+    if let Some(path) = &args.json {
+        whorl::atomic::check_writable(path)?;
+    }
     let architecture = Architecture::reference();
     architecture.shapes(args.size, args.size)?;
     // The benchmark holds the network and, per kernel, about three more batches of its tensors.
