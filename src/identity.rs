@@ -17,6 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, ImageFormat};
+use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use crate::data::Dataset;
@@ -112,6 +113,11 @@ pub fn scores(
     reconstructions: &[f32],
 ) -> Vec<Option<IdentityScore>> {
     let side = dataset.size;
+    let bar = ProgressBar::new(indices.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("minutiae (NBIS) {pos}/{len} images [{bar:30}] {per_sec}")
+            .expect("valid template"),
+    );
     let found: Vec<(Option<Minutiae>, Option<Minutiae>)> = indices
         .par_iter()
         .zip(reconstructions.par_chunks(side * side))
@@ -119,12 +125,15 @@ pub fn scores(
             let (width, height) = dataset.extents[i];
             let shape = (width as u32, height as u32);
             let native = image::image_dimensions(&dataset.files[i]).unwrap_or(shape);
-            (
+            let pair = (
                 minutiae(&dataset.region(i, dataset.image(i)), shape, native),
                 minutiae(&dataset.region(i, recon), shape, native),
-            )
+            );
+            bar.inc(1);
+            pair
         })
         .collect();
+    bar.finish_and_clear();
     let fingers = fingers(dataset, indices);
     let usable = |q: usize| found[q].0.as_ref().filter(|m| !m.is_empty());
     (0..indices.len())

@@ -28,7 +28,9 @@ pub fn run<B: Backend>(
 ) -> Result<BenchReport> {
     let kernels = kernels(&mut backend, batch, size, repeats, peaks)?;
     let timed_tiles = backend.timed_choices();
+    let progress = timing::spinner("timing the training step and inference");
     let (train, inference) = throughput(backend, batch, size, repeats)?;
+    progress.finish_and_clear();
     Ok(BenchReport {
         framework: format!("whorl {}", env!("CARGO_PKG_VERSION")),
         device: device.to_string(),

@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use indicatif::{ProgressBar, ProgressStyle};
+
 use super::report::KernelTiming;
 use super::work::{self, ConvPass, Work};
 use crate::backend::gpu::cuda::Peaks;
@@ -46,6 +48,12 @@ fn median(mut samples: Vec<f64>) -> f64 {
     samples[samples.len() / 2]
 }
 
+/// The kernel table as it is timed, and a spinner on the terminal naming the row being timed.
+struct Table {
+    rows: Vec<KernelTiming>,
+    progress: ProgressBar,
+}
+
 /// Median device seconds ([`Backend::time`]: CUDA events on a GPU) of `repeats` calls of each
 /// case after one warm-up.
 fn measure<B: Backend>(
@@ -53,19 +61,32 @@ fn measure<B: Backend>(
     cases: Vec<Case<'_, B>>,
     repeats: usize,
     peaks: Option<Peaks>,
-    out: &mut Vec<KernelTiming>,
+    out: &mut Table,
 ) -> Result<()> {
     for mut case in cases {
+        out.progress.set_message(case.name.clone());
         backend.time(|b| (case.run)(b, 0))?;
         let samples = (0..repeats.max(1))
             .map(|i| Ok(backend.time(|b| (case.run)(b, i + 1))?.1))
             .collect::<Result<Vec<_>>>()?;
         let seconds = median(samples);
-        out.push(KernelTiming::new(
+        out.rows.push(KernelTiming::new(
             case.name, case.shape, seconds, case.work, peaks,
         ));
     }
     Ok(())
+}
+
+/// A spinner on standard error (drawn only on a terminal): `what`, then its message (the row
+/// being timed), and the time since it started.
+pub(super) fn spinner(what: &str) -> ProgressBar {
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_style(
+        ProgressStyle::with_template(&format!("{{spinner}} {what} {{msg}} ({{elapsed}})"))
+            .expect("valid template"),
+    );
+    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+    spinner
 }
 
 fn filled<B: Backend>(backend: &mut B, len: usize, seed: usize) -> Result<B::Buffer> {
@@ -106,7 +127,7 @@ fn conv_timings<B: Backend>(
     (conv, input_activation): (&Conv, Option<Activation>),
     repeats: usize,
     peaks: Option<Peaks>,
-    out: &mut Vec<KernelTiming>,
+    out: &mut Table,
 ) -> Result<()> {
     let count = conv.slot.bias.end;
     let (params, inputs) = conv_operands(backend, conv)?;
@@ -182,7 +203,7 @@ fn conv_and_pool_timings<B: Backend>(
     (conv, pool): (&Conv, &Layer),
     repeats: usize,
     peaks: Option<Peaks>,
-    out: &mut Vec<KernelTiming>,
+    out: &mut Table,
 ) -> Result<()> {
     let (params, inputs) = conv_operands(backend, conv)?;
     let output = conv.output().len();
@@ -212,7 +233,7 @@ fn scored_conv_timings<B: Backend>(
     conv: &Conv,
     repeats: usize,
     peaks: Option<Peaks>,
-    out: &mut Vec<KernelTiming>,
+    out: &mut Table,
 ) -> Result<()> {
     let (params, inputs) = conv_operands(backend, conv)?;
     let output = conv.output().len();
@@ -247,7 +268,7 @@ fn pooled_conv_timings<B: Backend>(
     (conv, pool): (&Conv, &Layer),
     repeats: usize,
     peaks: Option<Peaks>,
-    out: &mut Vec<KernelTiming>,
+    out: &mut Table,
 ) -> Result<()> {
     let count = conv.slot.bias.end;
     let (params, inputs) = conv_operands(backend, conv)?;
@@ -294,7 +315,7 @@ fn resampling_timings<B: Backend>(
     input: Nhwc,
     repeats: usize,
     peaks: Option<Peaks>,
-    out: &mut Vec<KernelTiming>,
+    out: &mut Table,
 ) -> Result<()> {
     let (len, name, shape) = (input.len(), layer.name(), shape_text(input));
     let xs = rotated(backend, len)?;
@@ -360,7 +381,7 @@ fn loss_and_update_timings<B: Backend>(
     parameters: usize,
     repeats: usize,
     peaks: Option<Peaks>,
-    out: &mut Vec<KernelTiming>,
+    out: &mut Table,
 ) -> Result<()> {
     let (predictions, target) = (rotated(backend, len)?, filled(backend, len, 5)?);
     let (mut loss_grad, mut activation_grad) = (backend.alloc(len)?, backend.alloc(len)?);
@@ -431,7 +452,10 @@ pub fn kernels<B: Backend>(
     let architecture = Architecture::reference();
     let convs = graph::convolutions(&architecture, size, size, batch)?;
     backend.plan(&convs)?;
-    let mut out = Vec::new();
+    let mut out = Table {
+        rows: Vec::new(),
+        progress: spinner("timing"),
+    };
     let in_training = graph::convolutions_in_training(&architecture, size, size)?;
     for (conv, context) in convs.iter().zip(&in_training) {
         conv_timings(
@@ -470,7 +494,8 @@ pub fn kernels<B: Backend>(
     let shape = format!("{batch}x{size}x{size}x1");
     let parameters = architecture.param_count();
     loss_and_update_timings(backend, len, &shape, parameters, repeats, peaks, &mut out)?;
-    Ok(out)
+    out.progress.finish_and_clear();
+    Ok(out.rows)
 }
 
 /// Median seconds of a whole training step and of a forward pass, after one warm-up each, in

@@ -229,7 +229,7 @@ fn load_set(
     let dataset = if native_resolution {
         load_native_set(dir, skip_bad)?
     } else {
-        Dataset::load(dir, meta.input_size, skip_bad, false)?
+        Dataset::load(dir, meta.input_size, skip_bad, true)?
     };
     dataset.warn_skipped();
     Ok(dataset)
@@ -243,7 +243,7 @@ fn load_native_set(dir: &Path, skip_bad: bool) -> Result<Dataset> {
         dir,
         architecture.downsampling(),
         skip_bad,
-        false,
+        true,
         "--native-resolution",
     )?;
     let side = dataset.size;
