@@ -242,10 +242,12 @@ fn the_demo_runs_end_to_end() {
     let out = dir.path().join("demo");
     let real = dir.path().join("real");
     common::write_striped_images(&real, 3, 40);
+    std::fs::write(real.join("broken.png"), b"\x89PNG but not really").unwrap();
     whorl(&[
         "demo",
         "--real-prints",
         path(&real),
+        "--skip-bad",
         "--no-identity",
         "--out",
         path(&out),
@@ -289,6 +291,17 @@ fn the_demo_runs_end_to_end() {
     for label in ["bundled: real prints", "trained here: real prints"] {
         assert!((-1.0..=1.0).contains(&ssim(label)), "{label}");
     }
+    let real_set = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["label"] == "bundled: real prints")
+        .unwrap();
+    assert_eq!(
+        real_set["images"].as_array().unwrap().len(),
+        3,
+        "broken.png skipped"
+    );
     let gradcam = image::open(out.join("gradcam.png")).unwrap();
     assert!(
         gradcam.height() > gradcam.width(),
