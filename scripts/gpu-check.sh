@@ -3,9 +3,10 @@
 # the GPU in TF32, BF16 and FP32 compared with the same run on the CPU, the benchmarks in the
 # three precisions (TF32 once more with Hopper's warpgroup tiles among the candidates), when PyTorch
 # is importable, the PyTorch baseline (FP32, TF32 and BF16 autocast; in FP32 and TF32 also
-# cuDNN on each convolution pass, which compare.md sets beside whorl's) and, when Nsight Compute reads the GPU's
-# counters, one profile of each convolution kernel and launch shape of the benchmark in each
-# precision; it writes report.md and report.json under
+# cuDNN on each convolution pass, which compare.md sets beside whorl's), when compute-sanitizer
+# is there, a tiny training run under its memcheck (TF32, FP32) and racecheck (TF32) and, when
+# Nsight Compute reads the GPU's counters, one profile of each convolution kernel and launch
+# shape of the benchmark in each precision; it writes report.md and report.json under
 # bench/results/DATE-DEVICE/.
 #
 #   scripts/gpu-check.sh                 build here (needs Rust) and check
@@ -20,9 +21,10 @@
 #
 # Every stage runs even when one before it fails, so one report shows everything; the exit
 # status is 0 only when the GPU tests pass, the GPU loss curves agree with the CPU's (within
-# 1e-2 in TF32 and FP32, 3e-2 in BF16, with 3 fewer significant bits) and the benchmarks ran.
-# GPU_CHECK_RESULTS names another folder for the results (tests/scripts.rs uses it);
-# GPU_CHECK_PROFILE_SECONDS bounds each precision's profiling run (default 150).
+# 1e-2 in TF32 and FP32, 3e-2 in BF16, with 3 fewer significant bits), the benchmarks ran and
+# compute-sanitizer found nothing. GPU_CHECK_RESULTS names another folder for the results
+# (tests/scripts.rs uses it); GPU_CHECK_SANITIZER_SECONDS bounds each sanitizer run (default 45)
+# and GPU_CHECK_PROFILE_SECONDS each precision's profiling run (default 150).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -126,6 +128,35 @@ for pair in "fp32 bench-torch.json" "tf32 bench-torch-tf32.json" "bf16 bench-tor
     fi
 done
 
+echo "== compute-sanitizer: memcheck in TF32 and FP32, racecheck in TF32"
+# Every kernel a training step launches, under NVIDIA's checker: out-of-bounds and misaligned
+# accesses (memcheck) and shared-memory races (racecheck), on one epoch of a tiny synthetic set
+# so that each run takes seconds under the tool. A run that finds an error fails the check; one
+# cut short by GPU_CHECK_SANITIZER_SECONDS (default 45 each) is reported, not failed.
+sanitizer_status="not run (compute-sanitizer is not on PATH)"
+sanitizer_errors=0
+if command -v compute-sanitizer >/dev/null; then
+    sanitizer_status=""
+    export WHORL_CACHE="$out/cache"
+    for check in memcheck-tf32 memcheck-fp32 racecheck-tf32; do
+        check_status=0
+        timeout -k 10 "${GPU_CHECK_SANITIZER_SECONDS:-45}" compute-sanitizer --tool "${check%-*}" \
+            --error-exitcode 99 "$whorl" train --device cuda --precision "${check#*-}" \
+            --synth-fingers 4 --synth-impressions 2 --size 32 --epochs 1 --batch-size 4 \
+            --out "$out/sanitizer-run" --overwrite --quiet >"$out/sanitizer-$check.txt" 2>&1 ||
+            check_status=$?
+        case "$check_status" in
+            0) result="clean" ;;
+            99) result="ERRORS" sanitizer_errors=1 ;;
+            124 | 137) result="cut short" ;;
+            *) result="FAILED (status $check_status)" sanitizer_errors=1 ;;
+        esac
+        sanitizer_status="$sanitizer_status${sanitizer_status:+, }$check $result"
+    done
+    rm -rf "$out/cache" "$out/sanitizer-run"
+fi
+echo "compute-sanitizer: $sanitizer_status"
+
 echo "== kernel profiles (Nsight Compute)"
 # Each convolution kernel's first launch of each shape (grid, block, shared memory) in one
 # benchmark run per precision: throughput against the GPU's peaks, occupancy, where warps wait
@@ -147,11 +178,13 @@ if command -v ncu >/dev/null; then
 fi
 echo "kernel profiles: $profile_status"
 
-python3 - "$out" "$device" "$tests_status" "$train_status" "$bench_status" "$profile_status" <<'PY'
+python3 - "$out" "$device" "$tests_status" "$train_status" "$bench_status" "$profile_status" \
+    "$sanitizer_status" "$sanitizer_errors" <<'PY'
 import csv, json, os, sys
 out, device = sys.argv[1], sys.argv[2]
 tests_status, train_status, bench_status = map(int, sys.argv[3:6])
-profile_status = sys.argv[6]
+profile_status, sanitizer_status = sys.argv[6], sys.argv[7]
+sanitizer_clean = sys.argv[8] == "0"
 def history(name):
     path = os.path.join(out, f"train-{name}", "history.csv")
     if not os.path.exists(path):
@@ -176,6 +209,7 @@ report = {
     "gpu_tests_passed": tests_status == 0,
     "benchmarks_ran": bench_status == 0,
     "kernel_profiles": profile_status,
+    "compute_sanitizer": {"runs": sanitizer_status, "clean": sanitizer_clean},
     "training": {"epochs": rows, **training},
 }
 for name in ("bench-whorl-fp32.json", "bench-whorl-tf32.json", "bench-whorl-bf16.json", "bench-torch.json", "bench-torch-tf32.json", "bench-torch-bf16.json"):
@@ -187,6 +221,7 @@ with open(os.path.join(out, "report.md"), "w") as f:
     f.write(f"# whorl GPU check: {device}\n\n")
     f.write("```\n" + open(os.path.join(out, "info.txt")).read() + "```\n\n")
     f.write(f"GPU tests (`gpu-tests --ignored`): {'passed' if tests_status == 0 else 'FAILED'} (gpu-tests.txt)\n\n")
+    f.write(f"compute-sanitizer (sanitizer-*.txt): {sanitizer_status}\n\n")
     f.write(f"Kernel profiles (Nsight Compute, ncu-fp32.txt and ncu-tf32.txt): {profile_status}\n\n")
     f.write("| GPU precision | epoch | train loss GPU | train loss CPU | val loss GPU | val loss CPU | s GPU | s CPU |\n|---|---|---|---|---|---|---|---|\n")
     for r in rows:
@@ -201,5 +236,5 @@ with open(os.path.join(out, "report.md"), "w") as f:
         if os.path.exists(path):
             f.write(f"## {name[:-3]}\n\n" + open(path).read() + "\n")
 print(open(os.path.join(out, "report.md")).read())
-sys.exit(0 if tests_status == 0 and agree and bench_status == 0 else 1)
+sys.exit(0 if tests_status == 0 and agree and bench_status == 0 and sanitizer_clean else 1)
 PY

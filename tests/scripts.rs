@@ -1,6 +1,6 @@
 //! The scripts that run on a GPU machine, run here on the CPU: scripts/gpu-check.sh as a GPU
 //! machine without Rust runs it (`--bin DIR`, DIR holding the archive `--build` packs), with a
-//! stand-in `nvidia-smi`, `ncu` and GPU-test binary (it must go through every stage, write its
+//! stand-in `nvidia-smi`, `ncu`, `compute-sanitizer` and GPU-test binary (it must go through every stage, write its
 //! report and fail, since the GPU tests fail), and scripts/recipe-study.sh on a tiny synthetic
 //! set.
 
@@ -42,6 +42,12 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
     );
     // The stand-in profiler prints the command it was given, as its report would name it.
     executable(&tools.join("ncu"), "#!/bin/sh\necho \"ncu $*\"\n");
+    // The stand-in sanitizer prints its command too, and finds a race (its error status is the
+    // one the script asks for).
+    executable(
+        &tools.join("compute-sanitizer"),
+        "#!/bin/sh\necho \"compute-sanitizer $*\"\ncase \"$*\" in *racecheck*) exit 99;; esac\n",
+    );
     // The stand-in GPU tests print how they were run, then fail.
     executable(
         &binaries.join("gpu-tests"),
@@ -115,6 +121,27 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
         let warpgroups = profile.contains("--warpgroup-tiles");
         assert_eq!(warpgroups, precision == "tf32", "{profile}");
     }
+    assert!(
+        report.contains(
+            "compute-sanitizer (sanitizer-*.txt): memcheck-tf32 clean, memcheck-fp32 clean, \
+             racecheck-tf32 ERRORS"
+        ),
+        "{report}"
+    );
+    for (check, tool, precision) in [
+        ("memcheck-tf32", "memcheck", "tf32"),
+        ("memcheck-fp32", "memcheck", "fp32"),
+        ("racecheck-tf32", "racecheck", "tf32"),
+    ] {
+        let log = std::fs::read_to_string(run.join(format!("sanitizer-{check}.txt"))).unwrap();
+        for wanted in [
+            format!("--tool {tool} --error-exitcode 99"),
+            format!("train --device cuda --precision {precision}"),
+        ] {
+            assert!(log.contains(&wanted), "{wanted} in {log}");
+        }
+    }
+    assert!(!run.join("sanitizer-run").exists());
     for bench in ["bench-whorl-tf32-warpgroup.md", "bench-whorl-bf16.md"] {
         assert!(run.join(bench).is_file(), "{bench}");
     }
@@ -122,6 +149,7 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
         serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
     assert_eq!(json["gpu_tests_passed"], false);
     assert_eq!(json["kernel_profiles"], "ran");
+    assert_eq!(json["compute_sanitizer"]["clean"], false, "{json}");
     for (precision, tolerance) in [("fp32", 1e-2), ("tf32", 1e-2), ("bf16", 3e-2)] {
         assert_eq!(json["training"][precision]["agree"], false, "{json}");
         assert_eq!(
