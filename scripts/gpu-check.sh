@@ -24,7 +24,8 @@
 # 1e-2 in TF32 and FP32, 3e-2 in BF16, with 3 fewer significant bits), the benchmarks ran and
 # compute-sanitizer found nothing. GPU_CHECK_RESULTS names another folder for the results
 # (tests/scripts.rs uses it); GPU_CHECK_SANITIZER_SECONDS bounds each sanitizer run (default 45)
-# and GPU_CHECK_PROFILE_SECONDS each precision's profiling run (default 150).
+# and GPU_CHECK_PROFILE_SECONDS each precision's profiling run (default 150); GPU_CHECK_SECONDS
+# (none by default) the whole check, report included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,22 +85,44 @@ out="${GPU_CHECK_RESULTS:-bench/results}/$(date +%F)-$slug"
 mkdir -p "$out"
 echo "GPU check on $device -> $out"
 
+# With GPU_CHECK_SECONDS, every stage is cut short in time for the report to be written within
+# that many seconds (a lent GPU machine's limit on one command); a stage cut short is reported
+# as failed, or for the sanitizer and profiler runs as cut short.
+deadline=0
+if [ "${GPU_CHECK_SECONDS:-0}" -gt 0 ]; then
+    deadline=$((SECONDS + GPU_CHECK_SECONDS - 15))
+fi
+
+# Runs a command under timeout: at most $1 seconds, and none past the deadline.
+bounded() {
+    local seconds=$1
+    shift
+    if [ "$deadline" -gt 0 ] && [ $((deadline - SECONDS)) -lt "$seconds" ]; then
+        seconds=$((deadline - SECONDS))
+        [ "$seconds" -ge 1 ] || seconds=1
+    fi
+    timeout -k 10 "$seconds" "$@"
+}
+# A stage with no bound of its own: a day.
+unbounded=86400
+
 "$whorl" info | tee "$out/info.txt"
 
 echo "== GPU tests"
 tests_status=0
 # Uncaptured: the tests print what they find (whether the warpgroup tiles give the mma.sync
 # tiles' bits, the timed tile choices, why a test was skipped).
-"$gpu_tests" --ignored --test-threads 1 --nocapture 2>&1 | tee "$out/gpu-tests.txt" ||
+bounded $unbounded "$gpu_tests" --ignored --test-threads 1 --nocapture 2>&1 |
+    tee "$out/gpu-tests.txt" ||
     tests_status=$?
 
 echo "== training: the same short run on the GPU (TF32, BF16 and FP32) and on the CPU"
 export WHORL_CACHE="$out/cache"
 train_status=0
 for run in cuda-tf32 cuda-bf16 cuda-fp32 cpu-fp32; do
-    "$whorl" train --device "${run%-*}" --precision "${run#*-}" --synth-fingers 32 \
-        --synth-impressions 4 --size 64 --epochs 3 --batch-size 16 --out "$out/train-$run" \
-        --quiet 2>&1 | tee "$out/train-$run.txt" || train_status=$?
+    bounded $unbounded "$whorl" train --device "${run%-*}" --precision "${run#*-}" \
+        --synth-fingers 32 --synth-impressions 4 --size 64 --epochs 3 --batch-size 16 \
+        --out "$out/train-$run" --quiet 2>&1 | tee "$out/train-$run.txt" || train_status=$?
 done
 rm -rf "$out/cache"
 # The report keeps each run's history and loss curve, not its checkpoints and run-folder lock.
@@ -108,16 +131,17 @@ rm -rf "$out"/train-*/checkpoints "$out"/train-*/.lock
 echo "== benchmarks"
 bench_status=0
 for precision in fp32 tf32 bf16; do
-    "$whorl" bench --device cuda --precision "$precision" --json "$out/bench-whorl-$precision.json" \
-        2>&1 | tee "$out/bench-whorl-$precision.md" || bench_status=$?
+    bounded $unbounded "$whorl" bench --device cuda --precision "$precision" \
+        --json "$out/bench-whorl-$precision.json" 2>&1 | tee "$out/bench-whorl-$precision.md" ||
+        bench_status=$?
 done
 # Hopper's warpgroup tiles (wgmma), timed beside the others: not used in training until checked.
-"$whorl" bench --device cuda --precision tf32 --warpgroup-tiles \
+bounded $unbounded "$whorl" bench --device cuda --precision tf32 --warpgroup-tiles \
     --json "$out/bench-whorl-tf32-warpgroup.json" \
     2>&1 | tee "$out/bench-whorl-tf32-warpgroup.md" || bench_status=$?
 if [ -f bench/torch_baseline.py ] && python3 -c 'import torch' 2>/dev/null; then
-    python3 bench/torch_baseline.py --device cuda --json "$out/bench-torch.json" 2>&1 \
-        | tee "$out/bench-torch.md" || bench_status=$?
+    bounded $unbounded python3 bench/torch_baseline.py --device cuda \
+        --json "$out/bench-torch.json" 2>&1 | tee "$out/bench-torch.md" || bench_status=$?
 else
     echo "no PyTorch baseline run (torch is not importable)" | tee "$out/bench-torch.md"
 fi
@@ -140,7 +164,7 @@ if command -v compute-sanitizer >/dev/null; then
     export WHORL_CACHE="$out/cache"
     for check in memcheck-tf32 memcheck-fp32 racecheck-tf32; do
         check_status=0
-        timeout -k 10 "${GPU_CHECK_SANITIZER_SECONDS:-45}" compute-sanitizer --tool "${check%-*}" \
+        bounded "${GPU_CHECK_SANITIZER_SECONDS:-45}" compute-sanitizer --tool "${check%-*}" \
             --error-exitcode 99 "$whorl" train --device cuda --precision "${check#*-}" \
             --synth-fingers 4 --synth-impressions 2 --size 32 --epochs 1 --batch-size 4 \
             --out "$out/sanitizer-run" --overwrite --quiet >"$out/sanitizer-$check.txt" 2>&1 ||
@@ -167,7 +191,7 @@ if command -v ncu >/dev/null; then
     profile_status="ran"
     for precision in fp32 tf32; do
         warpgroup_tiles=$([ "$precision" = tf32 ] && echo --warpgroup-tiles || true)
-        timeout -k 10 "${GPU_CHECK_PROFILE_SECONDS:-150}" ncu --clock-control none \
+        bounded "${GPU_CHECK_PROFILE_SECONDS:-150}" ncu --clock-control none \
             --kernel-name regex:'^conv2d_' --filter-mode per-launch-config --launch-count 1 \
             --section SpeedOfLight --section LaunchStats --section Occupancy \
             --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \

@@ -24,15 +24,12 @@ fn executable(path: &Path, script: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-#[test]
-fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
-    let dir = tempfile::tempdir().unwrap();
-    let (tools, binaries, bin, results) = (
-        dir.path().join("tools"),
-        dir.path().join("binaries"),
-        dir.path().join("bin"),
-        dir.path().join("results"),
-    );
+/// A GPU machine without Rust, as scripts/gpu-check.sh sees it, in `dir`: stand-in `nvidia-smi`,
+/// `ncu` and `compute-sanitizer` on PATH, and the binaries packed as `--build` packs them, the
+/// GPU tests being `gpu_tests` (a shell script). Returns the command that runs the check with
+/// `--bin` (its results under `results`).
+fn stand_in_gpu_machine(dir: &Path, gpu_tests: &str, results: &Path) -> Command {
+    let (tools, binaries, bin) = (dir.join("tools"), dir.join("binaries"), dir.join("bin"));
     for folder in [&tools, &binaries, &bin] {
         std::fs::create_dir(folder).unwrap();
     }
@@ -48,14 +45,9 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
         &tools.join("compute-sanitizer"),
         "#!/bin/sh\necho \"compute-sanitizer $*\"\ncase \"$*\" in *racecheck*) exit 99;; esac\n",
     );
-    // The stand-in GPU tests print how they were run, then fail.
-    executable(
-        &binaries.join("gpu-tests"),
-        "#!/bin/sh\necho \"gpu-tests $*\"\necho 'test result: FAILED. 0 passed; 1 failed'\nexit 101\n",
-    );
+    executable(&binaries.join("gpu-tests"), gpu_tests);
     let whorl = format!("#!/bin/sh\nexec '{}' \"$@\"\n", env!("CARGO_BIN_EXE_whorl"));
     executable(&binaries.join("whorl"), &whorl);
-    // Packed as `--build` packs them.
     let archive = bin.join("whorl-binaries.tar.gz");
     let packed = Command::new("tar")
         .arg("-czf")
@@ -67,10 +59,21 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
         .unwrap();
     assert!(packed.success());
     let path = format!("{}:{}", tools.display(), std::env::var("PATH").unwrap());
-    let output = Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .args(["scripts/gpu-check.sh", "--bin", common::path(&bin)])
         .env("PATH", path)
-        .env("GPU_CHECK_RESULTS", &results)
+        .env("GPU_CHECK_RESULTS", results);
+    command
+}
+
+#[test]
+fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    // The stand-in GPU tests print how they were run, then fail.
+    let gpu_tests = "#!/bin/sh\necho \"gpu-tests $*\"\necho 'test result: FAILED. 0 passed; 1 failed'\nexit 101\n";
+    let output = stand_in_gpu_machine(dir.path(), gpu_tests, &results)
         .output()
         .unwrap();
     let log = log(&output);
@@ -168,6 +171,36 @@ fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
         let path = run.join("train-cpu-fp32").join(kept_out);
         assert!(!path.exists(), "{} is left in the report", path.display());
     }
+}
+
+#[test]
+fn gpu_check_seconds_cut_a_stage_short_and_still_write_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    // GPU tests that would run for a minute, where the check has a few seconds.
+    let gpu_tests = "#!/bin/sh\necho started\nsleep 60\necho finished\n";
+    let output = stand_in_gpu_machine(dir.path(), gpu_tests, &results)
+        .env("GPU_CHECK_SECONDS", "16")
+        .output()
+        .unwrap();
+    let log = log(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    let run = std::fs::read_dir(&results)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let tests = std::fs::read_to_string(run.join("gpu-tests.txt")).unwrap();
+    assert!(
+        tests.contains("started") && !tests.contains("finished"),
+        "{tests}"
+    );
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        report.contains("GPU tests (`gpu-tests --ignored`): FAILED"),
+        "{report}"
+    );
 }
 
 #[test]
