@@ -1,5 +1,5 @@
 //! Checkpoints: a folder holding the weights and the optimizer's state as safetensors (Keras
-//! names and layouts: conv1.weight [3, 3, cin, cout], conv1.bias [cout], ...) and a small JSON
+//! names and layouts: conv1.weight `[3, 3, cin, cout]`, conv1.bias `[cout]`, ...) and a small JSON
 //! file saying what produced them. Written to a temporary folder, then renamed into place.
 
 use std::collections::HashMap;

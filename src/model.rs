@@ -74,7 +74,7 @@ impl Hwc {
     }
 }
 
-/// Where one convolution's kernel [3, 3, cin, cout] and bias [cout] sit in the flat parameter buffer.
+/// Where one convolution's kernel `[3, 3, cin, cout]` and bias `[cout]` sit in the flat parameter buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamSlot {
     pub name: &'static str,

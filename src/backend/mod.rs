@@ -235,7 +235,7 @@ pub struct Conv {
     /// (not upsampled) input.
     pub input: Nhwc,
     pub read: ConvInput,
-    /// Where the kernel [3, 3, cin, cout] and bias [cout] sit in the flat parameter buffer (and
+    /// Where the kernel `[3, 3, cin, cout]` and bias `[cout]` sit in the flat parameter buffer (and
     /// their gradients in the flat gradient buffer).
     pub slot: ParamSlot,
     pub activation: Activation,
@@ -424,7 +424,7 @@ pub trait Backend {
     ) -> Result<()>;
 
     /// dkernel[t, ci, co] = sum over pixels p of x[p + t, ci] * dz[p, co];
-    /// dbias[co] = sum over p of dz[p, co]. Overwrites the slot's ranges of `grads`;
+    /// `dbias[co]` = sum over p of `dz[p, co]`. Overwrites the slot's ranges of `grads`;
     /// deterministic (same bits every run).
     fn conv2d_backward_filter(
         &mut self,

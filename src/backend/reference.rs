@@ -23,7 +23,7 @@ fn activate(activation: Activation, z: f64) -> f64 {
     }
 }
 
-/// y[n, r, c, co] = act(bias[co] + sum over ky, kx, ci of x[n, r + ky - 1, c + kx - 1, ci] * kernel[ky, kx, ci, co])
+/// `y[n, r, c, co] = act(bias[co] + sum over ky, kx, ci of x[n, r + ky - 1, c + kx - 1, ci] * kernel[ky, kx, ci, co])`
 pub fn conv2d_forward(
     input: Nhwc,
     x: &[f64],
@@ -98,7 +98,7 @@ pub fn conv2d_backward_data(input: Nhwc, dz: &[f64], kernel: &[f64], cout: usize
     }
 }
 
-/// dkernel[ky, kx, ci, co] = sum of x[n, r + ky - 1, c + kx - 1, ci] * dz[n, r, c, co]; dbias[co] = sum of dz[.., co]
+/// `dkernel[ky, kx, ci, co] = sum of x[n, r + ky - 1, c + kx - 1, ci] * dz[n, r, c, co]`; `dbias[co] = sum of dz[.., co]`
 pub fn conv2d_backward_filter(
     input: Nhwc,
     x: &[f64],

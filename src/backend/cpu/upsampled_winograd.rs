@@ -5,16 +5,20 @@
 //! y_k = g0 d_k + g1 d_{k+1}, in m + 1 multiplies instead of 2m: y = A^T [(G g) ⊙ (B^T d)]. On
 //! the points 0, 1, -1 and infinity,
 //!
-//!     F(3, 2):  B^T d = (d0 - d2, d1 + d2, d2 - d1, d3 - d1)
-//!               G g   = (g0, (g0 + g1) / 2, (g0 - g1) / 2, g1)
-//!               A^T m = (m0 + m1 + m2, m1 - m2, m1 + m2 + m3)
+//! ```text
+//! F(3, 2):  B^T d = (d0 - d2, d1 + d2, d2 - d1, d3 - d1)
+//!           G g   = (g0, (g0 + g1) / 2, (g0 - g1) / 2, g1)
+//!           A^T m = (m0 + m1 + m2, m1 - m2, m1 + m2 + m3)
+//! ```
 //!
 //! and with the point 2 as well,
 //!
-//!     F(4, 2):  B^T d = (2 d0 - d1 - 2 d2 + d3, -2 d1 - d2 + d3, 2 d1 - 3 d2 + d3, d3 - d1,
-//!                        2 d1 - d2 - 2 d3 + d4)
-//!               G g   = (g0 / 2, -(g0 + g1) / 2, (g1 - g0) / 6, (g0 + 2 g1) / 6, g1)
-//!               A^T m = (m0 + m1 + m2 + m3, m1 - m2 + 2 m3, m1 + m2 + 4 m3, m1 - m2 + 8 m3 + m4)
+//! ```text
+//! F(4, 2):  B^T d = (2 d0 - d1 - 2 d2 + d3, -2 d1 - d2 + d3, 2 d1 - 3 d2 + d3, d3 - d1,
+//!                    2 d1 - d2 - 2 d3 + d4)
+//!           G g   = (g0 / 2, -(g0 + g1) / 2, (g1 - g0) / 6, (g0 + 2 g1) / 6, g1)
+//!           A^T m = (m0 + m1 + m2 + m3, m1 - m2 + 2 m3, m1 + m2 + 4 m3, m1 - m2 + 8 m3 + m4)
+//! ```
 //!
 //! Both passes take square tiles of source pixels and, as in winograd.rs, turn the sum over
 //! channels into a GEMM per transformed position.
@@ -34,13 +38,17 @@
 //! of four source pixels, with b_j = B[2 s0 + j] (j in 0..9, from the ten values
 //! dz[2 s0 - 1 ..= 2 s0 + 8]):
 //!
-//!     dx[s0 + k] = (f0 d_k + f2 d_{k+1}) + f1 e_k,   d_j = b_{2j} (5 values), e_k = b_{2k+1}
+//! ```text
+//! dx[s0 + k] = (f0 d_k + f2 d_{k+1}) + f1 e_k,   d_j = b_{2j} (5 values), e_k = b_{2k+1}
+//! ```
 //!
 //! F(4, 2) over the even box sums and the middle tap over the odd ones: 9 transformed
 //! positions per dimension,
 //!
-//!     dx_tile = O [ (W f) ⊙ (T z) ],   T z = (B^T d, e),   W f = (G (f0, f2), f1 four times),
-//!     O = [A^T | I],
+//! ```text
+//! dx_tile = O [ (W f) ⊙ (T z) ],   T z = (B^T d, e),   W f = (G (f0, f2), f1 four times),
+//! O = [A^T | I],
+//! ```
 //!
 //! and in two dimensions 81 positions for a 4x4 tile of source pixels, where the box sums take
 //! 9 x 16 = 144 multiplies per channel pair: 9/64 of the nominal count. The four middle

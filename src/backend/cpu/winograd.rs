@@ -1,7 +1,9 @@
 //! 3x3 'same' convolutions by Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, "Fast
 //! Algorithms for Convolutional Neural Networks", 2016). Each 2x2 block of outputs (a tile) is
 //!
-//!     Y = A^T [ sum over input channels of (G g G^T) ⊙ (B^T d B) ] A
+//! ```text
+//! Y = A^T [ sum over input channels of (G g G^T) ⊙ (B^T d B) ] A
+//! ```
 //!
 //! over the tile's 4x4 input window d (from row 2 ti - 1, column 2 tj - 1; zeros outside the
 //! image) and each 3x3 kernel g, so that the sum over channels becomes 16 GEMMs, one per
@@ -10,9 +12,11 @@
 //! the direct arithmetic. In one dimension, for outputs y0 = d0 g0 + d1 g1 + d2 g2 and
 //! y1 = d1 g0 + d2 g1 + d3 g2 (a correlation, as convolution layers compute):
 //!
-//!     B^T d = (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
-//!     G g   = (g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2)
-//!     A^T m = (m0 + m1 + m2, m1 - m2 - m3)
+//! ```text
+//! B^T d = (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
+//! G g   = (g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2)
+//! A^T m = (m0 + m1 + m2, m1 - m2 - m3)
+//! ```
 //!
 //! The plain convolutions with several input channels run all three passes here: forward;
 //! backward-data, itself a 'same' convolution of dz with the flipped kernel; and
@@ -240,7 +244,9 @@ pub fn convolve(conv: SameConv, x: &[f32], u: &[f32], y: &mut [f32]) {
 /// a 'same' convolution of x whose output has the gradient dz. A tile's forward pass is
 /// Y = A^T (U ⊙ V) A with U = G g G^T, linear in g, so read backward
 ///
-///     dU[ξ] = sum over tiles of V[ξ]^T dM[ξ],  dM = A dY A^T,  dg = G^T dU G
+/// ```text
+/// dU[ξ] = sum over tiles of V[ξ]^T dM[ξ],  dM = A dY A^T,  dg = G^T dU G
+/// ```
 ///
 /// with dY the tile's 2x2 block of dz (zeros outside the image): 16 GEMMs of (cin x tiles) by
 /// (tiles x cout) per piece, added into one partial per group of pieces (at most

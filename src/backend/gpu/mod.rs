@@ -1,8 +1,8 @@
 //! The GPU backend: every operation as a launch of a kernel from kernels/*.cu, through a small
 //! [`Device`] trait (memory, copies, launches by name). Launch shapes and buffer planning live
 //! here once, for every device: the CPU emulator ([`emulator::Emulator`]) and real GPUs. The
-//! kernel gradients' partial sums are in [`kernel_gradient`], the FP32 passes by Winograd's
-//! F(2x2, 3x3) in [`winograd`], the choice of GEMM tiles in [`gemm_tiles`].
+//! kernel gradients' partial sums are in `kernel_gradient`, the FP32 passes by Winograd's
+//! F(2x2, 3x3) in `winograd`, the choice of GEMM tiles in [`gemm_tiles`].
 
 pub mod cuda;
 pub mod emulator;
