@@ -86,8 +86,8 @@ mkdir -p "$out"
 echo "GPU check on $device -> $out"
 
 # With GPU_CHECK_SECONDS, every stage is cut short in time for the report to be written within
-# that many seconds (a lent GPU machine's limit on one command); a stage cut short is reported
-# as failed, or for the sanitizer and profiler runs as cut short.
+# that many seconds (for a GPU machine that limits how long one command may run); a stage cut
+# short is reported as failed, or for the sanitizer and profiler runs as cut short.
 deadline=0
 if [ "${GPU_CHECK_SECONDS:-0}" -gt 0 ]; then
     deadline=$((SECONDS + GPU_CHECK_SECONDS - 15))
