@@ -3,7 +3,7 @@
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::{ConvAlgorithm, ConvInput};
 use whorl::bench::work::{ConvPass, conv_work, model_executed_flops};
-use whorl::bench::{BenchReport, model_flops, run};
+use whorl::bench::{BenchReport, markdown, model_flops, run};
 use whorl::graph::convolutions;
 use whorl::model::Architecture;
 
@@ -153,6 +153,13 @@ fn the_report_has_every_kernel_and_round_trips_through_json() {
             .iter()
             .all(|k| k.median_ms > 0.0 && k.gbs > 0.0 && k.executed_gflops <= k.gflops)
     );
+    // Each row carries its fastest and slowest call around the median, and shows them.
+    for k in &report.kernels {
+        let (min, max) = (k.min_ms.unwrap(), k.max_ms.unwrap());
+        assert!(min <= k.median_ms && k.median_ms <= max, "{k:?}");
+        let row = format!("| {:.3} | {min:.3}-{max:.3} |", k.median_ms);
+        assert!(markdown(&report).contains(&row), "{row}");
+    }
     let json = serde_json::to_value(&report).unwrap();
     for field in [
         "framework",

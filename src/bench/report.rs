@@ -11,6 +11,12 @@ pub struct KernelTiming {
     pub name: String,
     pub shape: String,
     pub median_ms: f64,
+    /// The fastest and the slowest of the timed calls, so a reader can tell a difference from
+    /// the noise; absent in reports from other tools and from before whorl recorded them.
+    #[serde(default)]
+    pub min_ms: Option<f64>,
+    #[serde(default)]
+    pub max_ms: Option<f64>,
     /// Nominal GFLOP/s (the model's FLOPs as PyTorch counts them, over the time taken).
     pub gflops: f64,
     /// GFLOP/s of the arithmetic executed.
@@ -25,13 +31,21 @@ pub struct KernelTiming {
 }
 
 impl KernelTiming {
+    /// The timing of `name` from the seconds each timed call took (at least one), reported by
+    /// their median.
     pub fn new(
         name: String,
         shape: String,
-        seconds: f64,
+        samples: &[f64],
         work: Work,
         peaks: Option<Peaks>,
     ) -> KernelTiming {
+        let seconds = median(samples);
+        let (fastest, slowest) = samples
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &s| {
+                (lo.min(s), hi.max(s))
+            });
         let percent_of_peak = peaks.map(|p| {
             if work.executed_flops > 0.0 {
                 100.0 * work.executed_flops / seconds / p.flops
@@ -43,6 +57,8 @@ impl KernelTiming {
             name,
             shape,
             median_ms: 1e3 * seconds,
+            min_ms: Some(1e3 * fastest),
+            max_ms: Some(1e3 * slowest),
             gflops: work.flops / seconds / 1e9,
             executed_gflops: work.executed_flops / seconds / 1e9,
             gbs: work.bytes / seconds / 1e9,
@@ -50,6 +66,13 @@ impl KernelTiming {
             percent_of_peak,
         }
     }
+}
+
+/// The median of some timings (the upper one of an even count).
+pub(super) fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 /// What `whorl bench` reports; bench/torch_baseline.py writes the same top-level fields.
@@ -91,11 +114,15 @@ pub fn markdown(report: &BenchReport) -> String {
             phases) and 9/64 (backward, by F(4, 2) over the box sums)); % of peak uses the executed count, against the CUDA cores' FP32 peak, or \
             with TF32 or BF16 convolutions the tensor cores' dense peak in that precision (conv1 \
             and conv6, one channel wide, run on the CUDA cores in every precision).\n\n";
-    out += "| kernel | shape | ms | nominal GFLOP/s | executed GFLOP/s | GB/s | % of peak |\n\
-            |---|---|---:|---:|---:|---:|---:|\n";
+    out += "| kernel | shape | ms | fastest-slowest ms | nominal GFLOP/s | executed GFLOP/s | GB/s | % of peak |\n\
+            |---|---|---:|---:|---:|---:|---:|---:|\n";
     for k in &report.kernels {
+        let spread = match (k.min_ms, k.max_ms) {
+            (Some(min), Some(max)) => format!("{min:.3}-{max:.3}"),
+            _ => "-".into(),
+        };
         out += &format!(
-            "| {} | {} | {:.3} | {:.1} | {:.1} | {:.1} | {} |\n",
+            "| {} | {} | {:.3} | {spread} | {:.1} | {:.1} | {:.1} | {} |\n",
             k.name,
             k.shape,
             k.median_ms,

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::report::KernelTiming;
+use super::report::{KernelTiming, median};
 use super::work::{self, ConvPass, Work};
 use crate::backend::gpu::cuda::Peaks;
 use crate::backend::{Adam, Backend, Conv, ConvInput, Nhwc, RmsProp};
@@ -43,11 +43,6 @@ impl<'a, B> Case<'a, B> {
     }
 }
 
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
-}
-
 /// The kernel table as it is timed, and a spinner on the terminal naming the row being timed.
 struct Table {
     rows: Vec<KernelTiming>,
@@ -69,9 +64,8 @@ fn measure<B: Backend>(
         let samples = (0..repeats.max(1))
             .map(|i| Ok(backend.time(|b| (case.run)(b, i + 1))?.1))
             .collect::<Result<Vec<_>>>()?;
-        let seconds = median(samples);
         out.rows.push(KernelTiming::new(
-            case.name, case.shape, seconds, case.work, peaks,
+            case.name, case.shape, &samples, case.work, peaks,
         ));
     }
     Ok(())
@@ -533,5 +527,5 @@ pub fn throughput<B: Backend>(
     let infer = (0..repeats.max(1))
         .map(|_| run(false))
         .collect::<Result<Vec<_>>>()?;
-    Ok((median(train), median(infer)))
+    Ok((median(&train), median(&infer)))
 }
