@@ -286,14 +286,32 @@ fn the_pytorch_baselines_pass_rows_carry_whorls_names_and_nominal_flops() {
     torch.kernels[0].median_ms = 1e-6;
     torch.kernels[1].median_ms = 1e6;
     let table = whorl::bench::compare(&whorl, &torch);
-    let row = |name: &str| {
-        let start = format!("| {name} ms |");
-        table
-            .lines()
-            .find(|line| line.starts_with(&start))
-            .unwrap()
-            .to_string()
-    };
+    let row = |name| compare_row(&table, name);
     assert!(row("conv1 forward").ends_with("x (slower) |"), "{table}");
     assert!(row("conv1 backward-filter").ends_with("x |"), "{table}");
+
+    // Two whorl runs: a kernel whose calls' ranges overlap is marked, one whose do not is not.
+    let mut before = whorl.clone();
+    let timed = |k: &mut whorl::bench::KernelTiming, median: f64, (lo, hi): (f64, f64)| {
+        (k.median_ms, k.min_ms, k.max_ms) = (median, Some(lo), Some(hi));
+    };
+    let mut after = whorl.clone();
+    timed(&mut before.kernels[0], 10.0, (9.0, 12.0));
+    timed(&mut after.kernels[0], 11.0, (10.5, 11.5));
+    timed(&mut before.kernels[1], 10.0, (9.5, 10.5));
+    timed(&mut after.kernels[1], 8.0, (7.5, 8.5));
+    let table = whorl::bench::compare(&after, &before);
+    let row = |name| compare_row(&table, name);
+    assert!(
+        row("conv1 forward").ends_with("0.91x (slower, ranges overlap) |"),
+        "{table}"
+    );
+    assert!(row("conv1 backward-filter").ends_with("1.25x |"), "{table}");
+}
+
+/// The row of `whorl compare`'s table for kernel `name`.
+fn compare_row<'a>(table: &'a str, name: &str) -> &'a str {
+    let start = format!("| {name} ms |");
+    let row = table.lines().find(|line| line.starts_with(&start));
+    row.unwrap_or_else(|| panic!("no row {start} in {table}"))
 }

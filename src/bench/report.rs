@@ -149,16 +149,23 @@ pub fn markdown(report: &BenchReport) -> String {
 }
 
 /// Ratios of two reports' throughputs (a / b), and of their kernels' times (b / a) where the
-/// names match: a's speed-up over b, each under 1 marked "slower".
+/// names match: a's speed-up over b, each under 1 marked "slower", and a kernel whose timed
+/// calls' ranges overlap in the two reports marked so (its difference is within their noise).
 pub fn compare(a: &BenchReport, b: &BenchReport) -> String {
     let mut out = format!(
         "| | {} ({}) | {} ({}) | {}'s speed-up |\n|---|---:|---:|---:|\n",
         a.framework, a.device, b.framework, b.device, a.framework
     );
     // "slower" where the ratio prints below 1.00x.
-    let speed_up = |ratio: f64| {
-        let slower = if ratio < 0.995 { " (slower)" } else { "" };
-        format!("{ratio:.2}x{slower}")
+    let speed_up = |ratio: f64, overlap: bool| {
+        let notes: Vec<&str> = [(ratio < 0.995, "slower"), (overlap, "ranges overlap")]
+            .into_iter()
+            .filter_map(|(marked, note)| marked.then_some(note))
+            .collect();
+        match notes.is_empty() {
+            true => format!("{ratio:.2}x"),
+            false => format!("{ratio:.2}x ({})", notes.join(", ")),
+        }
     };
     for (what, x, y) in [
         ("training", a.train_images_per_s, b.train_images_per_s),
@@ -170,16 +177,22 @@ pub fn compare(a: &BenchReport, b: &BenchReport) -> String {
     ] {
         out += &format!(
             "| {what} images/s | {x:.1} | {y:.1} | {} |\n",
-            speed_up(x / y)
+            speed_up(x / y, false)
         );
     }
     for k in &a.kernels {
         if let Some(other) = b.kernels.iter().find(|o| o.name == k.name) {
             let (x, y) = (k.median_ms, other.median_ms);
+            let overlap = match (k.min_ms, k.max_ms, other.min_ms, other.max_ms) {
+                (Some(lo), Some(hi), Some(other_lo), Some(other_hi)) => {
+                    lo <= other_hi && other_lo <= hi
+                }
+                _ => false,
+            };
             out += &format!(
                 "| {} ms | {x:.3} | {y:.3} | {} |\n",
                 k.name,
-                speed_up(y / x)
+                speed_up(y / x, overlap)
             );
         }
     }
