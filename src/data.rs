@@ -181,6 +181,19 @@ pub fn top_left(canvas: &[f32], side: usize, width: usize, height: usize) -> Vec
         .collect()
 }
 
+/// A progress bar over `count` images on standard error (drawn only on a terminal), labelled
+/// `what`.
+pub fn images_bar(what: &str, count: usize) -> ProgressBar {
+    let bar = ProgressBar::new(count as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{pos}}/{{len}} images [{{bar:30}}] {{per_sec}}"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
 /// A folder of images, decoded and resized, held in memory.
 pub struct Dataset {
     pub dir: PathBuf,
@@ -227,15 +240,10 @@ fn decode_folder(
         });
     }
     check(files.len())?;
-    let bar = if progress {
-        ProgressBar::new(files.len() as u64)
-    } else {
-        ProgressBar::hidden()
+    let bar = match progress {
+        true => images_bar("loading", files.len()),
+        false => ProgressBar::hidden(),
     };
-    bar.set_style(
-        ProgressStyle::with_template("loading {pos}/{len} images [{bar:30}] {per_sec}")
-            .expect("valid template"),
-    );
     let decoded: Vec<Result<(usize, usize, Vec<f32>)>> = files
         .par_iter()
         .map(|path| {

@@ -17,7 +17,6 @@ use std::sync::{Mutex, MutexGuard};
 
 use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, ImageFormat};
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use crate::data::Dataset;
@@ -113,11 +112,7 @@ pub fn scores(
     reconstructions: &[f32],
 ) -> Vec<Option<IdentityScore>> {
     let side = dataset.size;
-    let bar = ProgressBar::new(indices.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("minutiae (NBIS) {pos}/{len} images [{bar:30}] {per_sec}")
-            .expect("valid template"),
-    );
+    let bar = crate::data::images_bar("minutiae (NBIS)", indices.len());
     let found: Vec<(Option<Minutiae>, Option<Minutiae>)> = indices
         .par_iter()
         .zip(reconstructions.par_chunks(side * side))
