@@ -7,7 +7,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A command's standard output and error, for assertion messages.
@@ -67,23 +67,29 @@ fn stand_in_gpu_machine(dir: &Path, gpu_tests: &str, results: &Path) -> Command 
     command
 }
 
+/// Runs a GPU check that must fail (exit status 1) and returns the folder its report is in, the
+/// only one under `results`.
+fn failed_check(mut check: Command, results: &Path) -> PathBuf {
+    let output = check.output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", log(&output));
+    std::fs::read_dir(results)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
 #[test]
 fn gpu_check_reports_every_stage_and_fails_when_the_gpu_tests_fail() {
     let dir = tempfile::tempdir().unwrap();
     let results = dir.path().join("results");
     // The stand-in GPU tests print how they were run, then fail.
     let gpu_tests = "#!/bin/sh\necho \"gpu-tests $*\"\necho 'test result: FAILED. 0 passed; 1 failed'\nexit 101\n";
-    let output = stand_in_gpu_machine(dir.path(), gpu_tests, &results)
-        .output()
-        .unwrap();
-    let log = log(&output);
-    assert_eq!(output.status.code(), Some(1), "{log}");
-    let run = std::fs::read_dir(&results)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run = failed_check(
+        stand_in_gpu_machine(dir.path(), gpu_tests, &results),
+        &results,
+    );
     assert!(
         run.file_name()
             .unwrap()
@@ -179,18 +185,9 @@ fn gpu_check_seconds_cut_a_stage_short_and_still_write_the_report() {
     let results = dir.path().join("results");
     // GPU tests that would run for a minute, where the check has a few seconds.
     let gpu_tests = "#!/bin/sh\necho started\nsleep 60\necho finished\n";
-    let output = stand_in_gpu_machine(dir.path(), gpu_tests, &results)
-        .env("GPU_CHECK_SECONDS", "16")
-        .output()
-        .unwrap();
-    let log = log(&output);
-    assert_eq!(output.status.code(), Some(1), "{log}");
-    let run = std::fs::read_dir(&results)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let mut check = stand_in_gpu_machine(dir.path(), gpu_tests, &results);
+    check.env("GPU_CHECK_SECONDS", "16");
+    let run = failed_check(check, &results);
     let tests = std::fs::read_to_string(run.join("gpu-tests.txt")).unwrap();
     assert!(
         tests.contains("started") && !tests.contains("finished"),
