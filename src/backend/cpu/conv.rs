@@ -180,6 +180,29 @@ impl Epilogue<'_> {
             }
         }
     }
+
+    /// Output rows staged in cache, each given the epilogue there and copied whole into
+    /// `out`: `staged` holds rows `staged_width` values apart, each starting with `width`
+    /// outputs; `out` holds rows of `width` values from value `at` of the pass's output, and
+    /// takes as many staged rows as it has rows (a tile row may reach past the image's
+    /// bottom). Written tile by tile straight into the output instead, a few pixels at a time
+    /// in two to six rows, conv5's backward-data stored dx at about a third of the rate at
+    /// which this machine stores one stream, and conv2's to conv5's Winograd passes took
+    /// 3-10% longer (bench/results/2026-11-29-cpu-2-threads/staged-outputs/).
+    #[inline(always)]
+    pub(super) fn apply_and_store(
+        self,
+        (staged, staged_width): (&mut [f32], usize),
+        out: &mut [f32],
+        (width, at): (usize, usize),
+    ) {
+        let staged_rows = staged.chunks_exact_mut(staged_width);
+        for (r, (out, staged)) in out.chunks_exact_mut(width).zip(staged_rows).enumerate() {
+            let staged = &mut staged[..width];
+            self.apply(staged, at + r * width);
+            out.copy_from_slice(staged);
+        }
+    }
 }
 
 /// Pixels per chunk of work over `grid`: whole image rows, at most WORK_CHUNKS chunks.

@@ -615,12 +615,9 @@ fn slots_of_row(p: usize, t: usize, tiles: usize, c: usize) -> [usize; SIDE] {
 /// `m` [P x P slots, tiles, c], position (p, q) of every tile at slot `slot(p, q)`. For each
 /// tile row, T runs down the columns of all its tiles at once into `lines` [O, P, across, c],
 /// then along each tile's rows into `rows` [O, O across, c]; the epilogue runs over those rows
-/// while they are in cache, and each is copied whole into `out` (rows of `width` pixels, the
-/// columns and rows past the image's edges left out; `out` starts at value `first_output` of
-/// the pass's output). Written tile by tile straight into `out`, a few pixels at a time in
-/// four or six rows, the outputs were stored at about a third of the rate at which this
-/// machine stores one stream (conv5's forward and backward-data each took about 1 ms longer
-/// at batch 32).
+/// while they are in cache, and each is copied whole into `out` ([`Epilogue::apply_and_store`]:
+/// rows of `width` pixels, the columns and rows past the image's edges left out; `out` starts
+/// at value `first_output` of the pass's output).
 #[inline(always)]
 fn untransform_tiles<const P: usize, const O: usize, T: Line<P, O>>(
     (m, slot, c): (&[f32], impl Fn(usize, usize) -> usize, usize),
@@ -648,17 +645,11 @@ fn untransform_tiles<const P: usize, const O: usize, T: Line<P, O>>(
             }
         }
         let first_row = O * local_row * width * c;
-        let outputs = out.len().saturating_sub(first_row).min(O * width * c);
-        let staged = rows.chunks_exact_mut(staged_width * c);
-        for (r, (out, staged)) in out[first_row..][..outputs]
-            .chunks_exact_mut(width * c)
-            .zip(staged)
-            .enumerate()
-        {
-            let staged = &mut staged[..width * c];
-            epilogue.apply(staged, first_output + first_row + r * width * c);
-            out.copy_from_slice(staged);
-        }
+        epilogue.apply_and_store(
+            (&mut rows[..O * staged_width * c], staged_width * c),
+            &mut out[first_row..],
+            (width * c, first_output + first_row),
+        );
     }
 }
 

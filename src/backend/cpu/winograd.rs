@@ -155,11 +155,13 @@ impl SameConv<'_> {
 
     /// Floats of scratch one piece of work needs: its transformed inputs [tiles, positions,
     /// cin], its transformed outputs [positions, tiles, cout], and one tile's half-transformed
-    /// window [16, cin].
+    /// window [16, cin], or one tile's outputs transformed down its columns [2, 4, cout] and a
+    /// tile row's outputs [2, 2 across, cout].
     fn scratch_len(&self) -> usize {
-        let tiles = self.tile_rows_per_piece() * self.tiles_across();
-        let cin = self.input.channels;
-        POSITIONS * tiles * (cin + self.cout) + 16 * cin
+        let across = self.tiles_across();
+        let tiles = self.tile_rows_per_piece() * across;
+        let (cin, cout) = (self.input.channels, self.cout);
+        POSITIONS * tiles * (cin + cout) + (16 * cin).max(8 * cout + 4 * across * cout)
     }
 
     /// Values of a transformed kernel [16, cin, cout], or of its gradient with the bias's.
@@ -438,38 +440,39 @@ impl WithSimd for Forward<'_> {
             let u = Matrix::row_major(&u[xi * cin * cout..], cin, cout);
             gemm(v, u, m, false);
         }
-        // Y = A^T M A, then the epilogue, for the outputs inside the image. y starts at value
-        // first_output of the whole output.
+        // Y = A^T M A for each tile row into `staged` [2, 2 across, cout], then the epilogue
+        // there and its rows inside the image copied whole into y, which starts at value
+        // first_output of the whole output ([`Epilogue::apply_and_store`]).
         let first_output =
             (piece.image * conv.input.height + 2 * piece.first_tile_row) * width * cout;
-        let mut rows = vec![0.0; 8 * cout];
-        let mut block = vec![0.0; 2 * cout];
-        for t in 0..tiles {
-            let (local_row, tj) = (t / across, t % across);
-            let at = |a: usize, b: usize| &m[((4 * a + b) * tiles + t) * cout..][..cout];
-            // rows[a', b, :] = (A^T M)[a', b]
-            let (first, second) = rows.split_at_mut(4 * cout);
-            for b in 0..4 {
-                let out = [
-                    &mut first[b * cout..][..cout],
-                    &mut second[b * cout..][..cout],
-                ];
-                output_transform(out, std::array::from_fn(|a| at(a, b)));
-            }
-            for (a, row) in rows.chunks_exact(4 * cout).enumerate() {
-                let out_row = 2 * local_row + a;
-                if out_row * width * cout >= y.len() {
-                    break;
+        let (rows, staged) = half.split_at_mut(8 * cout);
+        let staged_len = 2 * across * cout;
+        for local_row in 0..piece.tile_rows {
+            for tj in 0..across {
+                let t = local_row * across + tj;
+                let at = |a: usize, b: usize| &m[((4 * a + b) * tiles + t) * cout..][..cout];
+                // rows[a', b, :] = (A^T M)[a', b]
+                let (first, second) = rows.split_at_mut(4 * cout);
+                for b in 0..4 {
+                    let out = [
+                        &mut first[b * cout..][..cout],
+                        &mut second[b * cout..][..cout],
+                    ];
+                    output_transform(out, std::array::from_fn(|a| at(a, b)));
                 }
-                let (left, right) = block.split_at_mut(cout);
-                let columns = std::array::from_fn(|b| &row[b * cout..][..cout]);
-                output_transform([left, right], columns);
-                let cols = (width - 2 * tj).min(2);
-                let out = &mut y[(out_row * width + 2 * tj) * cout..][..cols * cout];
-                out.copy_from_slice(&block[..cols * cout]);
-                conv.epilogue
-                    .apply(out, first_output + (out_row * width + 2 * tj) * cout);
+                for (a, row) in rows.chunks_exact(4 * cout).enumerate() {
+                    let pair = &mut staged[a * staged_len + 2 * tj * cout..][..2 * cout];
+                    let (left, right) = pair.split_at_mut(cout);
+                    let columns = std::array::from_fn(|b| &row[b * cout..][..cout]);
+                    output_transform([left, right], columns);
+                }
             }
+            let first_row = 2 * local_row * width * cout;
+            conv.epilogue.apply_and_store(
+                (&mut staged[..2 * staged_len], staged_len),
+                &mut y[first_row..],
+                (width * cout, first_output + first_row),
+            );
         }
     }
 }
