@@ -22,17 +22,6 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    /// A row-major matrix whose rows start `row_stride` values apart.
-    pub(super) fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
-        Matrix {
-            data,
-            rows,
-            cols,
-            row_stride,
-            col_stride: 1,
-        }
-    }
-
     pub(super) fn transposed(self) -> Self {
         Matrix {
             rows: self.cols,

@@ -12,6 +12,7 @@ mod gather;
 mod gemm;
 mod one_channel;
 mod pool;
+mod tile_transforms;
 mod upsampled_winograd;
 mod winograd;
 

@@ -33,6 +33,7 @@ use rayon::prelude::*;
 use super::super::Nhwc;
 use super::conv::{Epilogue, add, sum_in_order};
 use super::gemm::{Matrix, gemm};
+use super::tile_transforms::{Line, strip_columns, transform_tile_windows, untransform_tiles};
 
 /// Tiles a piece of work aims at: whole tile rows of one image, at least this many tiles.
 const TILES_PER_PIECE: usize = 64;
@@ -153,15 +154,19 @@ impl SameConv<'_> {
         Piece::all(self.input.batch, self.tiles_down(), per_piece)
     }
 
-    /// Floats of scratch one piece of work needs: its transformed inputs [tiles, positions,
-    /// cin], its transformed outputs [positions, tiles, cout], and one tile's half-transformed
-    /// window [16, cin], or one tile's outputs transformed down its columns [2, 4, cout] and a
-    /// tile row's outputs [2, 2 across, cout].
+    /// Floats of scratch one piece of work needs: its transformed inputs [16, tiles, cin], its
+    /// products or transformed blocks of dz [16, tiles, cout], and a tile row's
+    /// half-transformed strip of x [4, columns, cin] or of dz [4, columns, cout], or its
+    /// half-transformed outputs [2, 4, across, cout] and its rows of outputs [2, 2 across,
+    /// cout].
     fn scratch_len(&self) -> usize {
         let across = self.tiles_across();
         let tiles = self.tile_rows_per_piece() * across;
         let (cin, cout) = (self.input.channels, self.cout);
-        POSITIONS * tiles * (cin + cout) + (16 * cin).max(8 * cout + 4 * across * cout)
+        let half = (4 * strip_columns::<4>(2, across) * cin)
+            .max(4 * strip_columns::<2>(2, across) * cout)
+            .max(2 * (4 + 2) * across * cout);
+        POSITIONS * tiles * (cin + cout) + half
     }
 
     /// Values of a transformed kernel [16, cin, cout], or of its gradient with the bias's.
@@ -318,101 +323,54 @@ struct Filter<'a> {
     scratch: &'a mut [f32],
 }
 
-/// out = a - b
-#[inline(always)]
-fn difference(out: &mut [f32], a: &[f32], b: &[f32]) {
-    for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
-        *o = a - b;
+/// B^T over a line of a tile's 4x4 window: (r0 - r2, r1 + r2, r2 - r1, r1 - r3).
+struct InputTransform;
+
+impl Line<4, 4> for InputTransform {
+    #[inline(always)]
+    fn values([r0, r1, r2, r3]: [f32; 4]) -> [f32; 4] {
+        [r0 - r2, r1 + r2, r2 - r1, r1 - r3]
     }
 }
 
-/// out = a + b
-#[inline(always)]
-fn sum(out: &mut [f32], a: &[f32], b: &[f32]) {
-    for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
-        *o = a + b;
+/// A^T over a line of four products: (m0 + m1 + m2, m1 - m2 - m3).
+struct OutputTransform;
+
+impl Line<4, 2> for OutputTransform {
+    #[inline(always)]
+    fn values([m0, m1, m2, m3]: [f32; 4]) -> [f32; 2] {
+        [m0 + m1 + m2, m1 - m2 - m3]
     }
 }
 
-/// B^T over four rows of channels: (r0 - r2, r1 + r2, r2 - r1, r1 - r3), into `out` [4, c].
-#[inline(always)]
-fn input_transform(out: &mut [f32], rows: &[&[f32]]) {
-    let &[r0, r1, r2, r3] = rows else {
-        unreachable!("B^T combines four rows")
-    };
-    let mut outs = out.chunks_exact_mut(r0.len());
-    difference(outs.next().unwrap(), r0, r2);
-    sum(outs.next().unwrap(), r1, r2);
-    difference(outs.next().unwrap(), r2, r1);
-    difference(outs.next().unwrap(), r1, r3);
-}
+/// A over a line of a tile's 2x2 block of dz: (r0, r0 + r1, r0 - r1, -r1).
+struct BlockTransform;
 
-/// A^T over four rows of channels: (m0 + m1 + m2, m1 - m2 - m3).
-#[inline(always)]
-fn output_transform(out: [&mut [f32]; 2], m: [&[f32]; 4]) {
-    let [first, second] = out;
-    let [m0, m1, m2, m3] = m;
-    for (k, (f, s)) in first.iter_mut().zip(second.iter_mut()).enumerate() {
-        *f = m0[k] + m1[k] + m2[k];
-        *s = m1[k] - m2[k] - m3[k];
+impl Line<2, 4> for BlockTransform {
+    #[inline(always)]
+    fn values([r0, r1]: [f32; 2]) -> [f32; 4] {
+        [r0, r0 + r1, r0 - r1, -r1]
     }
 }
 
-/// A over two rows of channels: (r0, r0 + r1, r0 - r1, -r1), into the four rows `out`.
-#[inline(always)]
-fn output_transform_backward(out: [&mut [f32]; 4], [r0, r1]: [&[f32]; 2]) {
-    let [first, second, third, fourth] = out;
-    first.copy_from_slice(r0);
-    sum(second, r0, r1);
-    difference(third, r0, r1);
-    for (o, r) in fourth.iter_mut().zip(r1) {
-        *o = -r;
-    }
+/// Where tile t's values at positions (a, 0..4) start in V, M or dM ([16, tiles, c]).
+fn positions_of_row(a: usize, t: usize, tiles: usize, c: usize) -> [usize; 4] {
+    std::array::from_fn(|b| ((4 * a + b) * tiles + t) * c)
 }
 
-/// The channels of pixel (row, col) of one image of `t` [N, height, width, c], or `zeros`
-/// outside the image.
-#[inline(always)]
-pub(super) fn pixel<'a>(
-    t: &'a [f32],
-    shape: Nhwc,
-    image: usize,
-    (row, col): (isize, isize),
-    zeros: &'a [f32],
-) -> &'a [f32] {
-    let inside =
-        (0..shape.height as isize).contains(&row) && (0..shape.width as isize).contains(&col);
-    if !inside {
-        return zeros;
-    }
-    let at = (image * shape.height + row as usize) * shape.width + col as usize;
-    &t[at * shape.channels..][..shape.channels]
-}
-
-/// V[t, 4 a + b, :] for each tile t of the piece: its window of x, 4x4 from
-/// (2 ti - 1, 2 tj - 1), transformed by B^T down its columns into `half` [16, cin], then along
-/// its rows.
+/// V[4 a + b, t, :] = (B^T d B)[a, b] for each tile t of a piece: its 4x4 window d of x from
+/// (2 ti - 1, 2 tj - 1), zeros outside the image.
 #[inline(always)]
 fn transform_windows(conv: &SameConv, x: &[f32], piece: Piece, v: &mut [f32], half: &mut [f32]) {
-    let cin = conv.input.channels;
-    let across = conv.tiles_across();
-    let zeros = vec![0.0; cin];
-    for (t, v) in v.chunks_exact_mut(POSITIONS * cin).enumerate() {
-        let (ti, tj) = (piece.first_tile_row + t / across, t % across);
-        let (top, left) = ((2 * ti) as isize - 1, (2 * tj) as isize - 1);
-        // half[4 q + a, :]: column q of the window transformed down its rows.
-        for q in 0..4 {
-            let column: [&[f32]; 4] = std::array::from_fn(|r| {
-                let at = (top + r as isize, left + q as isize);
-                pixel(x, conv.input, piece.image, at, &zeros)
-            });
-            input_transform(&mut half[4 * q * cin..][..4 * cin], &column);
-        }
-        for a in 0..4 {
-            let row: [&[f32]; 4] = std::array::from_fn(|q| &half[(4 * q + a) * cin..][..cin]);
-            input_transform(&mut v[4 * a * cin..][..4 * cin], &row);
-        }
-    }
+    let (across, cin) = (conv.tiles_across(), conv.input.channels);
+    let tiles = piece.tile_rows * across;
+    transform_tile_windows::<4, 4, InputTransform>(
+        (x, conv.input),
+        (piece, across),
+        (2, 1),
+        half,
+        (v, |t, a| positions_of_row(a, t, tiles, cin)),
+    );
 }
 
 impl WithSimd for Forward<'_> {
@@ -436,44 +394,22 @@ impl WithSimd for Forward<'_> {
         transform_windows(&conv, x, piece, v, half);
         // M[ξ] = V[ξ] U[ξ]: the channel sums of every tile at transformed position ξ.
         for (xi, m) in m.chunks_exact_mut(tiles * cout).enumerate() {
-            let v = Matrix::strided(&v[xi * cin..], tiles, cin, POSITIONS * cin);
+            let v = Matrix::row_major(&v[xi * tiles * cin..], tiles, cin);
             let u = Matrix::row_major(&u[xi * cin * cout..], cin, cout);
             gemm(v, u, m, false);
         }
-        // Y = A^T M A for each tile row into `staged` [2, 2 across, cout], then the epilogue
-        // there and its rows inside the image copied whole into y, which starts at value
-        // first_output of the whole output ([`Epilogue::apply_and_store`]).
+        // Y = A^T M A, then the epilogue ([`untransform_tiles`]). y starts at value
+        // first_output of the whole output.
         let first_output =
             (piece.image * conv.input.height + 2 * piece.first_tile_row) * width * cout;
-        let (rows, staged) = half.split_at_mut(8 * cout);
-        let staged_len = 2 * across * cout;
-        for local_row in 0..piece.tile_rows {
-            for tj in 0..across {
-                let t = local_row * across + tj;
-                let at = |a: usize, b: usize| &m[((4 * a + b) * tiles + t) * cout..][..cout];
-                // rows[a', b, :] = (A^T M)[a', b]
-                let (first, second) = rows.split_at_mut(4 * cout);
-                for b in 0..4 {
-                    let out = [
-                        &mut first[b * cout..][..cout],
-                        &mut second[b * cout..][..cout],
-                    ];
-                    output_transform(out, std::array::from_fn(|a| at(a, b)));
-                }
-                for (a, row) in rows.chunks_exact(4 * cout).enumerate() {
-                    let pair = &mut staged[a * staged_len + 2 * tj * cout..][..2 * cout];
-                    let (left, right) = pair.split_at_mut(cout);
-                    let columns = std::array::from_fn(|b| &row[b * cout..][..cout]);
-                    output_transform([left, right], columns);
-                }
-            }
-            let first_row = 2 * local_row * width * cout;
-            conv.epilogue.apply_and_store(
-                (&mut staged[..2 * staged_len], staged_len),
-                &mut y[first_row..],
-                (width * cout, first_output + first_row),
-            );
-        }
+        let (lines, rows) = half.split_at_mut(2 * 4 * across * cout);
+        untransform_tiles::<4, 2, OutputTransform>(
+            (m, |a, b| 4 * a + b, cout),
+            (piece, across),
+            (lines, rows),
+            (y, width),
+            (conv.epilogue, first_output),
+        );
     }
 }
 
@@ -496,48 +432,29 @@ impl WithSimd for Filter<'_> {
         let (v, rest) = scratch.split_at_mut(POSITIONS * tiles * cin);
         let (dm, half) = rest.split_at_mut(POSITIONS * tiles * cout);
         transform_windows(&conv, x, piece, v, half);
-        // dM[ξ, t, :] = (A dY A^T)[a, b] of tile t's 2x2 block dY of dz.
+        // dM[4 a + b, t, :] = (A dY A^T)[a, b] of tile t's 2x2 block dY of dz from
+        // (2 ti, 2 tj), zeros outside the image.
         let out_shape = Nhwc {
             channels: cout,
             ..conv.input
         };
-        let zeros = vec![0.0; cout];
-        let mut dbias = vec![0.0; cout];
-        let mut columns = vec![0.0; 8 * cout];
-        for t in 0..tiles {
-            let (ti, tj) = (piece.first_tile_row + t / across, t % across);
-            let (top, left) = (2 * ti as isize, 2 * tj as isize);
-            let block =
-                |r: isize, q: isize| pixel(dz, out_shape, piece.image, (top + r, left + q), &zeros);
-            for (r, q) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                add(&mut dbias, block(r, q));
-            }
-            // columns[4q + a, :] = (A dY)[a, q]: column q of the block transformed down.
-            for (q, column) in columns.chunks_exact_mut(4 * cout).enumerate() {
-                let mut rows = column.chunks_exact_mut(cout);
-                let out = std::array::from_fn(|_| rows.next().unwrap());
-                output_transform_backward(out, [block(0, q as isize), block(1, q as isize)]);
-            }
-            // dM[4a + b, t, :]: row a of A dY transformed along, straight into dM.
-            for a in 0..4 {
-                let pair = [
-                    &columns[a * cout..][..cout],
-                    &columns[(4 + a) * cout..][..cout],
-                ];
-                let mut rows = dm[4 * a * tiles * cout..]
-                    .chunks_exact_mut(tiles * cout)
-                    .map(|position| &mut position[t * cout..][..cout]);
-                let out = std::array::from_fn(|_| rows.next().unwrap());
-                output_transform_backward(out, pair);
-            }
-        }
+        transform_tile_windows::<2, 4, BlockTransform>(
+            (dz, out_shape),
+            (piece, across),
+            (2, 0),
+            half,
+            (&mut *dm, |t, a| positions_of_row(a, t, tiles, cout)),
+        );
         // dU[ξ] += V[ξ]^T dM[ξ]
         let (du, partial_bias) = partial.split_at_mut(POSITIONS * cin * cout);
         for (xi, du) in du.chunks_exact_mut(cin * cout).enumerate() {
-            let v = Matrix::strided(&v[xi * cin..], tiles, cin, POSITIONS * cin).transposed();
+            let v = Matrix::row_major(&v[xi * tiles * cin..], tiles, cin).transposed();
             let dm = Matrix::row_major(&dm[xi * tiles * cout..], tiles, cout);
             gemm(v, dm, du, true);
         }
-        add(partial_bias, &dbias);
+        // The bias gradient sums dz: each block's sum is its position (1, 1).
+        for block_sum in dm[5 * tiles * cout..][..tiles * cout].chunks_exact(cout) {
+            add(partial_bias, block_sum);
+        }
     }
 }

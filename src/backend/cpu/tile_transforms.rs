@@ -1,0 +1,152 @@
+//! The machinery of the Winograd passes' transforms, shared by [`super::winograd`] and
+//! [`super::upsampled_winograd`]: a transform along one line of a tile ([`Line`]), run over
+//! the tiles of a piece of work a strip of image rows at a time, into the transformed
+//! positions that the GEMMs read ([`transform_tile_windows`]), and from the GEMMs' products
+//! back to output rows ([`untransform_tiles`]). Both run down the columns of a whole tile row
+//! at once (long runs of channels, in vector registers) and then along each tile's rows.
+
+use super::super::Nhwc;
+use super::conv::Epilogue;
+use super::winograd::Piece;
+
+/// Channels a transform takes at a time, in vector registers.
+const LANES: usize = 16;
+
+/// A transform along one line of a tile, channel by channel: the values of I rows at one
+/// channel to the values of O rows. A type, not a closure or a fn item, so that every call is
+/// direct and inlines into the caller that [`pulp::Arch::dispatch`] compiled for the machine's
+/// vector width (a fn item called through `Fn` is a shim the compiler may keep out of line,
+/// compiled for plain SSE2).
+pub(super) trait Line<const I: usize, const O: usize> {
+    fn values(inputs: [f32; I]) -> [f32; O];
+
+    /// out[at[o] + k] = values(the inputs' values at channel k)[o] for every channel k: blocks
+    /// of LANES channels copied into arrays, so that the compiler keeps them in vector
+    /// registers (the slices could alias, as far as it knows), then the remainder one channel
+    /// at a time. The block is filled by a plain loop: built by `std::array::from_fn`, nine
+    /// rows of it were made out of line and copied back through memmove (5% of conv5's
+    /// backward-data).
+    #[inline(always)]
+    fn lanewise(inputs: &[&[f32]; I], (out, at): (&mut [f32], [usize; O])) {
+        let c = inputs[0].len();
+        let whole = c / LANES * LANES;
+        for k in (0..whole).step_by(LANES) {
+            let mut block = [[0.0; LANES]; I];
+            for (row, input) in block.iter_mut().zip(inputs) {
+                row.copy_from_slice(&input[k..k + LANES]);
+            }
+            let mut results = [[0.0; LANES]; O];
+            for lane in 0..LANES {
+                let values = Self::values(std::array::from_fn(|i| block[i][lane]));
+                for (result, value) in results.iter_mut().zip(values) {
+                    result[lane] = value;
+                }
+            }
+            for (result, at) in results.iter().zip(at) {
+                out[at + k..][..LANES].copy_from_slice(result);
+            }
+        }
+        for k in whole..c {
+            let values = Self::values(std::array::from_fn(|i| inputs[i][k]));
+            for (value, at) in values.into_iter().zip(at) {
+                out[at + k] = value;
+            }
+        }
+    }
+}
+
+/// The outputs of a piece's tiles (`across` tiles a row) from their transformed positions:
+/// `m` [P x P slots, tiles, c], position (p, q) of every tile at slot `slot(p, q)`. For each
+/// tile row, T runs down the columns of all its tiles at once into `lines` [O, P, across, c],
+/// then along each tile's rows into `rows` [O, O across, c]; the epilogue runs over those rows
+/// while they are in cache, and each is copied whole into `out` ([`Epilogue::apply_and_store`]:
+/// rows of `width` pixels, the columns and rows past the image's edges left out; `out` starts
+/// at value `first_output` of the pass's output).
+#[inline(always)]
+pub(super) fn untransform_tiles<const P: usize, const O: usize, T: Line<P, O>>(
+    (m, slot, c): (&[f32], impl Fn(usize, usize) -> usize, usize),
+    (piece, across): (Piece, usize),
+    (lines, rows): (&mut [f32], &mut [f32]),
+    (out, width): (&mut [f32], usize),
+    (epilogue, first_output): (Epilogue, usize),
+) {
+    let tiles = piece.tile_rows * across;
+    let row_len = across * c;
+    let staged_width = O * across;
+    for local_row in 0..piece.tile_rows {
+        let first_tile = local_row * across;
+        for q in 0..P {
+            let column =
+                std::array::from_fn(|p| &m[(slot(p, q) * tiles + first_tile) * c..][..row_len]);
+            let at = std::array::from_fn(|r| (r * P + q) * row_len);
+            T::lanewise(&column, (&mut *lines, at));
+        }
+        for r in 0..O {
+            for tj in 0..across {
+                let line = std::array::from_fn(|q| &lines[(r * P + q) * row_len + tj * c..][..c]);
+                let at = (r * staged_width + O * tj) * c;
+                T::lanewise(&line, (&mut *rows, std::array::from_fn(|o| at + o * c)));
+            }
+        }
+        let first_row = O * local_row * width * c;
+        epilogue.apply_and_store(
+            (&mut rows[..O * staged_width * c], staged_width * c),
+            &mut out[first_row..],
+            (width * c, first_output + first_row),
+        );
+    }
+}
+
+/// Columns of the strip that a row of `across` tiles reads: their W x W windows, `step`
+/// apart.
+pub(super) const fn strip_columns<const W: usize>(step: usize, across: usize) -> usize {
+    step * (across - 1) + W
+}
+
+/// Each tile t of a piece (`across` tiles a row) transformed by T: its W x W window of
+/// `tensor` (of shape `shape`, zeros outside the image) from row step ti - before and column
+/// step tj - before, row p of the result into `out` at `at(t, p)`. T runs down the columns
+/// of each tile row's strip of W rows at once, every column of the image in one call, into
+/// `half` [P, columns, c] (the strip's columns from image column -before, those outside the
+/// image zero), then along each tile's rows.
+#[inline(always)]
+pub(super) fn transform_tile_windows<const W: usize, const P: usize, T: Line<W, P>>(
+    (tensor, shape): (&[f32], Nhwc),
+    (piece, across): (Piece, usize),
+    (step, before): (usize, usize),
+    half: &mut [f32],
+    (out, at): (&mut [f32], impl Fn(usize, usize) -> [usize; P]),
+) {
+    let c = shape.channels;
+    let columns = strip_columns::<W>(step, across);
+    let inside = shape.width.min(columns - before);
+    let half = &mut half[..P * columns * c];
+    for line in half.chunks_exact_mut(columns * c) {
+        line[..before * c].fill(0.0);
+        line[(before + inside) * c..].fill(0.0);
+    }
+    let zeros = vec![0.0; inside * c];
+    let row_len = shape.width * c;
+    let image = &tensor[piece.image * shape.height * row_len..][..shape.height * row_len];
+    for local_row in 0..piece.tile_rows {
+        let top = step * (piece.first_tile_row + local_row);
+        let rows = std::array::from_fn(|r| match (top + r).checked_sub(before) {
+            Some(row) if row < shape.height => &image[row * row_len..][..inside * c],
+            _ => &zeros[..],
+        });
+        T::lanewise(
+            &rows,
+            (
+                &mut *half,
+                std::array::from_fn(|p| (p * columns + before) * c),
+            ),
+        );
+        for tj in 0..across {
+            let t = local_row * across + tj;
+            for p in 0..P {
+                let row = std::array::from_fn(|q| &half[(p * columns + step * tj + q) * c..][..c]);
+                T::lanewise(&row, (&mut *out, at(t, p)));
+            }
+        }
+    }
+}
