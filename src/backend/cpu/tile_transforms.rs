@@ -55,21 +55,33 @@ pub(super) trait Line<const I: usize, const O: usize> {
     }
 }
 
+/// Floats of scratch [`untransform_tiles`] needs for a row of `across` tiles of P x P
+/// positions into O x O outputs, of `c` channels: a tile row's half-transformed outputs
+/// [O, P, across, c] and its rows of outputs [O, O across, c].
+pub(super) const fn untransform_scratch_len<const P: usize, const O: usize>(
+    across: usize,
+    c: usize,
+) -> usize {
+    O * (P + O) * across * c
+}
+
 /// The outputs of a piece's tiles (`across` tiles a row) from their transformed positions:
 /// `m` [P x P slots, tiles, c], position (p, q) of every tile at slot `slot(p, q)`. For each
 /// tile row, T runs down the columns of all its tiles at once into `lines` [O, P, across, c],
-/// then along each tile's rows into `rows` [O, O across, c]; the epilogue runs over those rows
-/// while they are in cache, and each is copied whole into `out` ([`Epilogue::apply_and_store`]:
-/// rows of `width` pixels, the columns and rows past the image's edges left out; `out` starts
-/// at value `first_output` of the pass's output).
+/// then along each tile's rows into `rows` [O, O across, c] (both in `scratch`, of
+/// [`untransform_scratch_len`] floats); the epilogue runs over those rows while they are in
+/// cache, and each is copied whole into `out` ([`Epilogue::apply_and_store`]: rows of `width`
+/// pixels, the columns and rows past the image's edges left out; `out` starts at value
+/// `first_output` of the pass's output).
 #[inline(always)]
 pub(super) fn untransform_tiles<const P: usize, const O: usize, T: Line<P, O>>(
     (m, slot, c): (&[f32], impl Fn(usize, usize) -> usize, usize),
     (piece, across): (Piece, usize),
-    (lines, rows): (&mut [f32], &mut [f32]),
+    scratch: &mut [f32],
     (out, width): (&mut [f32], usize),
     (epilogue, first_output): (Epilogue, usize),
 ) {
+    let (lines, rows) = scratch.split_at_mut(O * P * across * c);
     let tiles = piece.tile_rows * across;
     let row_len = across * c;
     let staged_width = O * across;

@@ -66,7 +66,9 @@ use rayon::prelude::*;
 use super::super::Nhwc;
 use super::conv::{Epilogue, add};
 use super::gemm::{Matrix, gemm};
-use super::tile_transforms::{Line, strip_columns, transform_tile_windows, untransform_tiles};
+use super::tile_transforms::{
+    Line, strip_columns, transform_tile_windows, untransform_scratch_len, untransform_tiles,
+};
 use super::winograd::{Piece, for_each_group, transform_taps, weighted_sum, with_scratch};
 
 /// Source pixels along a tile's side.
@@ -237,7 +239,7 @@ impl UpsampledConv {
         let (cin, cout) = (self.input.channels, self.cout);
         let half = (SIDE * strip_columns::<WINDOW>(2 * TILE, across) * cout)
             .max(SIDE * strip_columns::<TILE>(TILE, across) * cin)
-            .max(TILE * (SIDE + TILE) * across * cin);
+            .max(untransform_scratch_len::<SIDE, TILE>(across, cin));
         POSITIONS * tiles * (cin + cout) + half
     }
 
@@ -273,7 +275,7 @@ impl UpsampledConv {
         let (cin, cout) = (self.input.channels, self.cout);
         let positions = PHASE_SIDE * PHASE_SIDE;
         let strip = PHASE_SIDE * strip_columns::<PHASE_WINDOW>(PHASE_TILE, across) * cin;
-        let half = strip.max(OUTPUTS * (PHASE_SIDE + OUTPUTS) * across * cout);
+        let half = strip.max(untransform_scratch_len::<PHASE_SIDE, OUTPUTS>(across, cout));
         positions * tiles * (cin + cout) + half
     }
 
@@ -606,11 +608,10 @@ impl WithSimd for Forward<'_> {
         // y_tile = the phases' A^T on both sides, then the epilogue ([`untransform_tiles`]).
         let first_output =
             (piece.image * out.height + OUTPUTS * piece.first_tile_row) * width * cout;
-        let (lines, rows) = half.split_at_mut(OUTPUTS * PHASE_SIDE * across * cout);
         untransform_tiles::<PHASE_SIDE, OUTPUTS, PhaseOutputTransform>(
             (m, |p, q| PHASE_SIDE * p + q, cout),
             (piece, across),
-            (lines, rows),
+            half,
             (y, width),
             (epilogue, first_output),
         );
@@ -676,11 +677,10 @@ fn write_dx(
     // dx_tile = O M O^T, then the epilogue ([`untransform_tiles`]).
     let first_output =
         (piece.image * conv.input.height + TILE * piece.first_tile_row) * width * cin;
-    let (lines, rows) = half.split_at_mut(TILE * SIDE * across * cin);
     untransform_tiles::<SIDE, TILE, OutputTransform>(
         (m, |p, q| SLOTS[p][q], cin),
         (piece, across),
-        (lines, rows),
+        half,
         (dx, width),
         (epilogue, first_output),
     );

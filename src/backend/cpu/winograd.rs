@@ -33,7 +33,9 @@ use rayon::prelude::*;
 use super::super::Nhwc;
 use super::conv::{Epilogue, add, sum_in_order};
 use super::gemm::{Matrix, gemm};
-use super::tile_transforms::{Line, strip_columns, transform_tile_windows, untransform_tiles};
+use super::tile_transforms::{
+    Line, strip_columns, transform_tile_windows, untransform_scratch_len, untransform_tiles,
+};
 
 /// Tiles a piece of work aims at: whole tile rows of one image, at least this many tiles.
 const TILES_PER_PIECE: usize = 64;
@@ -165,7 +167,7 @@ impl SameConv<'_> {
         let (cin, cout) = (self.input.channels, self.cout);
         let half = (4 * strip_columns::<4>(2, across) * cin)
             .max(4 * strip_columns::<2>(2, across) * cout)
-            .max(2 * (4 + 2) * across * cout);
+            .max(untransform_scratch_len::<4, 2>(across, cout));
         POSITIONS * tiles * (cin + cout) + half
     }
 
@@ -402,11 +404,10 @@ impl WithSimd for Forward<'_> {
         // first_output of the whole output.
         let first_output =
             (piece.image * conv.input.height + 2 * piece.first_tile_row) * width * cout;
-        let (lines, rows) = half.split_at_mut(2 * 4 * across * cout);
         untransform_tiles::<4, 2, OutputTransform>(
             (m, |a, b| 4 * a + b, cout),
             (piece, across),
-            (lines, rows),
+            half,
             (y, width),
             (conv.epilogue, first_output),
         );
