@@ -1,7 +1,9 @@
 //! Fingerprint images on disk -> float32 arrays in [0, 1], and the train/validation split.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use image::imageops::{self, FilterType};
 use image::{ImageBuffer, Luma};
@@ -335,10 +337,16 @@ impl Dataset {
         })
     }
 
-    /// Warns of every entry passed over, on standard error.
+    /// Warns of every entry passed over, on standard error, once a process: a command that
+    /// loads one folder several times (`whorl demo` loads each for each model's scores and
+    /// figures) names each file once.
     pub fn warn_skipped(&self) {
+        static WARNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+        let mut warned = WARNED.lock().unwrap_or_else(PoisonError::into_inner);
         for (path, reason) in &self.skipped {
-            eprintln!("warning: skipped {}: {reason}", path.display());
+            if warned.insert(path.clone()) {
+                eprintln!("warning: skipped {}: {reason}", path.display());
+            }
         }
     }
 

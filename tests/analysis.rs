@@ -243,7 +243,7 @@ fn the_demo_runs_end_to_end() {
     let real = dir.path().join("real");
     common::write_striped_images(&real, 3, 40);
     std::fs::write(real.join("broken.png"), b"\x89PNG but not really").unwrap();
-    whorl(&[
+    let demo = whorl(&[
         "demo",
         "--real-prints",
         path(&real),
@@ -262,6 +262,10 @@ fn the_demo_runs_end_to_end() {
         "--device",
         "cpu",
     ]);
+    // Each model's scores and figures load the real prints again; the bad one is named once.
+    let stderr = String::from_utf8_lossy(&demo.stderr);
+    assert_eq!(stderr.matches("skipped").count(), 1, "{stderr}");
+    assert!(stderr.contains("broken.png"), "{stderr}");
     for file in [
         "run/loss.png",
         "reconstructions.png",
