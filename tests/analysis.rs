@@ -262,10 +262,17 @@ fn the_demo_runs_end_to_end() {
         "--device",
         "cpu",
     ]);
-    // Each model's scores and figures load the real prints again; the bad one is named once.
+    // Each model's scores and figures load the real prints again, and the bundled model: the
+    // bad print is named once, and so is the bundled model's notice.
     let stderr = String::from_utf8_lossy(&demo.stderr);
     assert_eq!(stderr.matches("skipped").count(), 1, "{stderr}");
     assert!(stderr.contains("broken.png"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&demo.stdout);
+    assert_eq!(
+        stdout.matches("model: the bundled model").count(),
+        1,
+        "{stdout}"
+    );
     for file in [
         "run/loss.png",
         "reconstructions.png",

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 use rand::SeedableRng;
@@ -119,9 +120,11 @@ pub(crate) struct GradcamArgs {
     pub(crate) out: PathBuf,
 }
 
-/// The weights of `--model`, or of the bundled model, saying so, when it is left out.
+/// The weights of `--model`, or of the bundled model when it is left out, saying so once a
+/// process (`whorl demo` loads it for its scores and for each figure).
 fn load_weights(args: &ModelArgs) -> Result<Weights> {
-    if args.model.is_none() {
+    static NOTICED: AtomicBool = AtomicBool::new(false);
+    if args.model.is_none() && !NOTICED.swap(true, Ordering::Relaxed) {
         println!("{}", bundled::notice());
     }
     evaluate::load_weights(args.model.as_deref())
