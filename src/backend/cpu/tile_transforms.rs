@@ -130,19 +130,21 @@ pub(super) const fn strip_columns<const W: usize>(step: usize, across: usize) ->
 
 /// Each tile t of a piece (`across` tiles a row) transformed by T: its W x W window of
 /// `tensor` (of shape `shape`, zeros outside the image) from row step ti - before and column
-/// step tj - before, row p of the result into `out` at `at(t, p)`. T runs down the columns
-/// of each tile row's strip of W rows at once, every column of the image in one call, into
-/// `half` [P, columns, c] (the strip's columns from image column -before, those outside the
-/// image zero), then along each tile's rows.
+/// step tj - before, into `out` [P x P slots, tiles, c], position (p, q) of every tile at slot
+/// `slot(p, q)` (as [`untransform_tiles`] reads them). T runs down the columns of each tile
+/// row's strip of W rows at once, every column of the image in one call, into `half` [P,
+/// columns, c] (the strip's columns from image column -before, those outside the image zero),
+/// then along each tile's rows.
 #[inline(always)]
 pub(super) fn transform_tile_windows<const W: usize, const P: usize, T: Line<W, P>>(
     (tensor, shape): (&[f32], Nhwc),
     (piece, across): (Piece, usize),
     (step, before): (usize, usize),
     half: &mut [f32],
-    (out, at): (&mut [f32], impl Fn(usize, usize) -> [usize; P]),
+    (out, slot): (&mut [f32], impl Fn(usize, usize) -> usize),
 ) {
     let c = shape.channels;
+    let tiles = piece.tile_rows * across;
     let columns = strip_columns::<W>(step, across);
     let inside = shape.width.min(columns - before);
     let half = &mut half[..P * columns * c];
@@ -172,7 +174,8 @@ pub(super) fn transform_tile_windows<const W: usize, const P: usize, T: Line<W, 
             for tj in 0..across {
                 let t = local_row * across + tj;
                 let row = std::array::from_fn(|q| &half[(p * columns + step * tj + q) * c..][..c]);
-                T::lanewise(&row, (&mut *out, at(t, p)));
+                let at = std::array::from_fn(|q| (slot(p, q) * tiles + t) * c);
+                T::lanewise(&row, (&mut *out, at));
             }
         }
     }

@@ -563,11 +563,6 @@ impl Line<PHASE_SIDE, OUTPUTS> for PhaseOutputTransform {
     }
 }
 
-/// Where tile t's values at positions (p, 0..9) start in V, M or X ([81, tiles, c]).
-fn slots_of_row(p: usize, t: usize, tiles: usize, c: usize) -> [usize; SIDE] {
-    std::array::from_fn(|q| (SLOTS[p][q] * tiles + t) * c)
-}
-
 impl WithSimd for Forward<'_> {
     type Output = ();
 
@@ -591,13 +586,12 @@ impl WithSimd for Forward<'_> {
         let (m, half) = rest.split_at_mut(positions * tiles * cout);
         // V[(p, q), t, :]: tile t's 5x5 window of x from (3 ti - 1, 3 tj - 1), transformed by
         // the two phases' B^T.
-        let at = |t, p| std::array::from_fn(|q| ((PHASE_SIDE * p + q) * tiles + t) * cin);
         transform_tile_windows::<PHASE_WINDOW, PHASE_SIDE, PhaseInputTransform>(
             (x, conv.input),
             (piece, across),
             (PHASE_TILE, 1),
             half,
-            (&mut *v, at),
+            (&mut *v, |p, q| PHASE_SIDE * p + q),
         );
         // M[ξ] = V[ξ] U[ξ]: the sums over x's channels of every tile at position ξ.
         for (xi, m) in m.chunks_exact_mut(tiles * cout).enumerate() {
@@ -642,7 +636,7 @@ impl WithSimd for Backward<'_> {
             (piece, across),
             (2 * TILE, 1),
             half,
-            (&mut *v, |t, p| slots_of_row(p, t, tiles, cout)),
+            (&mut *v, |p, q| SLOTS[p][q]),
         );
         if let Some(filter) = filter {
             add_kernel_gradient(&conv, piece, filter, v, (products, half));
@@ -706,7 +700,7 @@ fn add_kernel_gradient(
         (piece, across),
         (TILE, 0),
         half,
-        (&mut *xt, |t, p| slots_of_row(p, t, tiles, cin)),
+        (&mut *xt, |p, q| SLOTS[p][q]),
     );
     // dU[g] += X^T V over the positions of each group g and every tile, [cin, cout] as the
     // kernel gradient is (as [cout, cin] its untransform wrote the gradient a column at a time).

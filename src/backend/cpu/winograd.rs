@@ -363,23 +363,16 @@ impl Line<2, 4> for BlockTransform {
     }
 }
 
-/// Where tile t's values at positions (a, 0..4) start in V, M or dM ([16, tiles, c]).
-fn positions_of_row(a: usize, t: usize, tiles: usize, c: usize) -> [usize; 4] {
-    std::array::from_fn(|b| ((4 * a + b) * tiles + t) * c)
-}
-
 /// V[4 a + b, t, :] = (B^T d B)[a, b] for each tile t of a piece: its 4x4 window d of x from
 /// (2 ti - 1, 2 tj - 1), zeros outside the image.
 #[inline(always)]
 fn transform_windows(conv: &SameConv, x: &[f32], piece: Piece, v: &mut [f32], half: &mut [f32]) {
-    let (across, cin) = (conv.tiles_across(), conv.input.channels);
-    let tiles = piece.tile_rows * across;
     transform_tile_windows::<4, 4, InputTransform>(
         (x, conv.input),
-        (piece, across),
+        (piece, conv.tiles_across()),
         (2, 1),
         half,
-        (v, |t, a| positions_of_row(a, t, tiles, cin)),
+        (v, |a, b| 4 * a + b),
     );
 }
 
@@ -452,7 +445,7 @@ impl WithSimd for Filter<'_> {
             (piece, across),
             (2, 0),
             half,
-            (&mut *dm, |t, a| positions_of_row(a, t, tiles, cout)),
+            (&mut *dm, |a, b| 4 * a + b),
         );
         // dU[ξ] += V[ξ]^T dM[ξ]
         let (du, partial_bias) = partial.split_at_mut(POSITIONS * cin * cout);
