@@ -20,28 +20,58 @@ const LANES: usize = 16;
 pub(super) trait Line<const I: usize, const O: usize> {
     fn values(inputs: [f32; I]) -> [f32; O];
 
-    /// out[at[o] + k] = values(the inputs' values at channel k)[o] for every channel k: blocks
-    /// of LANES channels copied into arrays, so that the compiler keeps them in vector
-    /// registers (the slices could alias, as far as it knows), then the remainder one channel
-    /// at a time. The block is filled by a plain loop: built by `std::array::from_fn`, nine
-    /// rows of it were made out of line and copied back through memmove (5% of conv5's
-    /// backward-data). The bounds are checked once a call, not at every block: checked
-    /// indexing kept a comparison, a branch and an offset reloaded from the stack beside every
-    /// load and store (3-7% of the Winograd passes).
+    /// out[at[o] + k] = values(inputs[i][k] for each input i)[o] for every channel k of the
+    /// inputs, which are as long as each other (at least as long as the first).
     #[inline(always)]
     fn lanewise(inputs: &[&[f32]; I], (out, at): (&mut [f32], [usize; O])) {
         let c = inputs[0].len();
         assert!(inputs.iter().all(|input| input.len() >= c));
         assert!(at.iter().all(|&at| at + c <= out.len()));
+        // SAFETY: each input holds c values, and each at[o] + c <= out.len() (asserted above);
+        // `out` is borrowed mutably, so no input aliases it.
+        unsafe { Self::lanewise_unchecked(inputs.map(<[f32]>::as_ptr), c, (out, at)) }
+    }
+
+    /// The same over c channels of inputs that lie in one slice: input i from
+    /// `input[from[i]..]`. The hot loops' form: no slice to make and check per input.
+    #[inline(always)]
+    fn lanewise_within(
+        (input, from, c): (&[f32], [usize; I], usize),
+        (out, at): (&mut [f32], [usize; O]),
+    ) {
+        assert!(from.iter().all(|&from| from + c <= input.len()));
+        assert!(at.iter().all(|&at| at + c <= out.len()));
+        let first = input.as_ptr();
+        // SAFETY: each from[i] + c <= input.len() and at[o] + c <= out.len() (asserted
+        // above); `out` is borrowed mutably, so `input` does not alias it.
+        unsafe { Self::lanewise_unchecked(from.map(|i| first.add(i)), c, (out, at)) }
+    }
+
+    /// [`Line::lanewise`] on raw inputs: blocks of LANES channels copied into arrays, so that
+    /// the compiler keeps them in vector registers (the inputs could alias, as far as it
+    /// knows), then the remainder one channel at a time. The block is filled by a plain loop:
+    /// built by `std::array::from_fn`, nine rows of it were made out of line and copied back
+    /// through memmove (5% of conv5's backward-data). No bounds are checked here: checked
+    /// indexing kept a comparison, a branch and an offset reloaded from the stack beside every
+    /// load and store (3-7% of the Winograd passes).
+    ///
+    /// # Safety
+    /// Each of `sources` must be valid for reading c values, each at[o] + c must be at most
+    /// out.len(), and no source may overlap `out`.
+    #[inline(always)]
+    unsafe fn lanewise_unchecked(
+        sources: [*const f32; I],
+        c: usize,
+        (out, at): (&mut [f32], [usize; O]),
+    ) {
         let whole = c / LANES * LANES;
-        let sources: [*const f32; I] = std::array::from_fn(|i| inputs[i].as_ptr());
         let first = out.as_mut_ptr();
-        // SAFETY: at[o] <= out.len() (asserted above).
-        let destinations: [*mut f32; O] = std::array::from_fn(|o| unsafe { first.add(at[o]) });
+        // SAFETY: at[o] <= out.len() (the caller's contract).
+        let destinations: [*mut f32; O] = at.map(|at| unsafe { first.add(at) });
         for k in (0..whole).step_by(LANES) {
             let mut block = [[0.0; LANES]; I];
             for (row, &source) in block.iter_mut().zip(&sources) {
-                // SAFETY: k + LANES <= c, the length of every input (asserted above).
+                // SAFETY: k + LANES <= c, the values each source holds.
                 unsafe { std::ptr::copy_nonoverlapping(source.add(k), row.as_mut_ptr(), LANES) };
             }
             let mut results = [[0.0; LANES]; O];
@@ -52,17 +82,17 @@ pub(super) trait Line<const I: usize, const O: usize> {
                 }
             }
             for (result, &destination) in results.iter().zip(&destinations) {
-                // SAFETY: at[o] + k + LANES <= at[o] + c <= out.len() (asserted above), and
-                // `out` is borrowed mutably, so no input aliases it.
+                // SAFETY: at[o] + k + LANES <= at[o] + c <= out.len().
                 unsafe {
                     std::ptr::copy_nonoverlapping(result.as_ptr(), destination.add(k), LANES)
                 };
             }
         }
         for k in whole..c {
-            let values = Self::values(std::array::from_fn(|i| inputs[i][k]));
-            for (value, at) in values.into_iter().zip(at) {
-                out[at + k] = value;
+            // SAFETY: k < c, and at[o] + k < out.len().
+            let values = Self::values(sources.map(|source| unsafe { *source.add(k) }));
+            for (value, &destination) in values.into_iter().zip(&destinations) {
+                unsafe { *destination.add(k) = value };
             }
         }
     }
@@ -101,16 +131,18 @@ pub(super) fn untransform_tiles<const P: usize, const O: usize, T: Line<P, O>>(
     for local_row in 0..piece.tile_rows {
         let first_tile = local_row * across;
         for q in 0..P {
-            let column =
-                std::array::from_fn(|p| &m[(slot(p, q) * tiles + first_tile) * c..][..row_len]);
+            let column = std::array::from_fn(|p| (slot(p, q) * tiles + first_tile) * c);
             let at = std::array::from_fn(|r| (r * P + q) * row_len);
-            T::lanewise(&column, (&mut *lines, at));
+            T::lanewise_within((m, column, row_len), (&mut *lines, at));
         }
         for r in 0..O {
             for tj in 0..across {
-                let line = std::array::from_fn(|q| &lines[(r * P + q) * row_len + tj * c..][..c]);
+                let line = std::array::from_fn(|q| (r * P + q) * row_len + tj * c);
                 let at = (r * staged_width + O * tj) * c;
-                T::lanewise(&line, (&mut *rows, std::array::from_fn(|o| at + o * c)));
+                T::lanewise_within(
+                    (&*lines, line, c),
+                    (&mut *rows, std::array::from_fn(|o| at + o * c)),
+                );
             }
         }
         let first_row = O * local_row * width * c;
@@ -173,9 +205,9 @@ pub(super) fn transform_tile_windows<const W: usize, const P: usize, T: Line<W, 
         for p in 0..P {
             for tj in 0..across {
                 let t = local_row * across + tj;
-                let row = std::array::from_fn(|q| &half[(p * columns + step * tj + q) * c..][..c]);
+                let row = std::array::from_fn(|q| (p * columns + step * tj + q) * c);
                 let at = std::array::from_fn(|q| (slot(p, q) * tiles + t) * c);
-                T::lanewise(&row, (&mut *out, at));
+                T::lanewise_within((&*half, row, c), (&mut *out, at));
             }
         }
     }
