@@ -20,8 +20,8 @@ const LANES: usize = 16;
 pub(super) trait Line<const I: usize, const O: usize> {
     fn values(inputs: [f32; I]) -> [f32; O];
 
-    /// out[at[o] + k] = values(inputs[i][k] for each input i)[o] for every channel k of the
-    /// inputs, which are as long as each other (at least as long as the first).
+    /// out[at[o] + k] = values(inputs[i][k] for each input i)[o] for every channel k below c,
+    /// the first input's length (the others are at least as long).
     #[inline(always)]
     fn lanewise(inputs: &[&[f32]; I], (out, at): (&mut [f32], [usize; O])) {
         let c = inputs[0].len();
