@@ -603,11 +603,12 @@ fn chunk_partials_and_rows(
 /// SSE2: 2% of conv3's and conv4's kernel gradients).
 pub(super) fn sum_in_order(partials: &[f32], total: &mut [f32]) {
     let size = total.len();
+    let arch = Arch::new();
     total
         .par_chunks_mut(1024)
         .enumerate()
         .for_each(|(block, out)| {
-            Arch::new().dispatch(|| {
+            arch.dispatch(|| {
                 out.fill(-0.0);
                 for partial in partials.chunks_exact(size) {
                     add(out, &partial[block * 1024..][..out.len()]);
