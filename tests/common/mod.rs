@@ -112,7 +112,7 @@ pub fn conv(input: Nhwc, cout: usize, read: ConvInput, activation: Activation) -
 }
 
 /// (input shape, output channels): single pixels, odd sizes, many tiles, wide channels.
-pub const CONV_CASES: [(Nhwc, usize); 10] = [
+pub const CONV_CASES: [(Nhwc, usize); 11] = [
     (
         Nhwc {
             batch: 1,
@@ -166,6 +166,17 @@ pub const CONV_CASES: [(Nhwc, usize); 10] = [
             channels: 64,
         },
         1,
+    ),
+    // Widths of whole tiles, whose strips need no padding: the kernel gradients' transforms
+    // read their rows' copies where they lie.
+    (
+        Nhwc {
+            batch: 2,
+            height: 6,
+            width: 8,
+            channels: 20,
+        },
+        24,
     ),
     // Thin convolutions (like conv6 and conv1) with channel counts that are not multiples of
     // a vector width.

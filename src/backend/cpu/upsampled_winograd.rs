@@ -507,6 +507,18 @@ impl Line<SIDE, TILE> for OutputTransform {
 struct SourceTransform;
 
 impl Line<TILE, SIDE> for SourceTransform {
+    const COPIES: [Option<usize>; SIDE] = [
+        Some(0),
+        None,
+        None,
+        None,
+        Some(3),
+        Some(0),
+        Some(1),
+        Some(2),
+        Some(3),
+    ];
+
     #[inline(always)]
     fn values([x0, x1, x2, x3]: [f32; TILE]) -> [f32; SIDE] {
         let (even, odd) = (x0 + x2, x1 + x3);

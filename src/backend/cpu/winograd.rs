@@ -357,6 +357,8 @@ impl Line<4, 2> for OutputTransform {
 struct BlockTransform;
 
 impl Line<2, 4> for BlockTransform {
+    const COPIES: [Option<usize>; 4] = [Some(0), None, None, None];
+
     #[inline(always)]
     fn values([r0, r1]: [f32; 2]) -> [f32; 4] {
         [r0, r0 + r1, r0 - r1, -r1]
