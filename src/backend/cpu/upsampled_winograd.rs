@@ -65,7 +65,7 @@ use rayon::prelude::*;
 
 use super::super::Nhwc;
 use super::conv::{Epilogue, add};
-use super::gemm::{Matrix, gemm};
+use super::gemm::{Matrix, add_products, gemm};
 use super::tile_transforms::{
     Line, strip_columns, transform_tile_windows, untransform_scratch_len, untransform_tiles,
 };
@@ -719,9 +719,8 @@ fn add_kernel_gradient(
     let (du, dbias) = sums.split_at_mut(GROUPS * cin * cout);
     for (g, du) in du.chunks_exact_mut(cin * cout).enumerate() {
         let (first, rows) = UpsampledConv::group_rows(g, tiles);
-        let xt = Matrix::row_major(&xt[first * cin..], rows, cin).transposed();
-        let v = Matrix::row_major(&v[first * cout..], rows, cout);
-        gemm(xt, v, du, true);
+        let xt = &xt[first * cin..][..rows * cin];
+        add_products(xt, &v[first * cout..][..rows * cout], (du, cin, cout));
     }
     // The aligned boxes of the tiles' source pixels: the last group, (e_k e_l).
     let (first, _) = UpsampledConv::group_rows(GROUPS - 1, tiles);

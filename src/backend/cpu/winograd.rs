@@ -32,7 +32,7 @@ use rayon::prelude::*;
 
 use super::super::Nhwc;
 use super::conv::{Epilogue, add, sum_in_order};
-use super::gemm::{Matrix, gemm};
+use super::gemm::{Matrix, add_products, gemm};
 use super::tile_transforms::{
     Line, strip_columns, transform_tile_windows, untransform_scratch_len, untransform_tiles,
 };
@@ -452,9 +452,8 @@ impl WithSimd for Filter<'_> {
         // dU[ξ] += V[ξ]^T dM[ξ]
         let (du, partial_bias) = partial.split_at_mut(POSITIONS * cin * cout);
         for (xi, du) in du.chunks_exact_mut(cin * cout).enumerate() {
-            let v = Matrix::row_major(&v[xi * tiles * cin..], tiles, cin).transposed();
-            let dm = Matrix::row_major(&dm[xi * tiles * cout..], tiles, cout);
-            gemm(v, dm, du, true);
+            let v = &v[xi * tiles * cin..][..tiles * cin];
+            add_products(v, &dm[xi * tiles * cout..][..tiles * cout], (du, cin, cout));
         }
         // The bias gradient sums dz: each block's sum is its position (1, 1).
         for block_sum in dm[5 * tiles * cout..][..tiles * cout].chunks_exact(cout) {
