@@ -112,7 +112,7 @@ pub fn conv(input: Nhwc, cout: usize, read: ConvInput, activation: Activation) -
 }
 
 /// (input shape, output channels): single pixels, odd sizes, many tiles, wide channels.
-pub const CONV_CASES: [(Nhwc, usize); 11] = [
+pub const CONV_CASES: [(Nhwc, usize); 12] = [
     (
         Nhwc {
             batch: 1,
@@ -177,6 +177,17 @@ pub const CONV_CASES: [(Nhwc, usize); 11] = [
             channels: 20,
         },
         24,
+    ),
+    // 32 channels in and out, and pieces of 32 tiles (8 for the box sums): the CPU engine's
+    // GEMMs run by blocks of 8 rows by 32 columns (`shallow_product`).
+    (
+        Nhwc {
+            batch: 1,
+            height: 8,
+            width: 16,
+            channels: 32,
+        },
+        32,
     ),
     // Thin convolutions (like conv6 and conv1) with channel counts that are not multiples of
     // a vector width.

@@ -1,6 +1,6 @@
-//! Matrix products on strided views of slices, through the `gemm` crate (its AVX-512 or AVX2
-//! kernels, chosen at run time), and the kernel gradients' sums of products in registers
-//! ([`add_products`]), whose shallow GEMMs paid the crate's set-up once per call.
+//! Matrix products on strided views of slices: through the `gemm` crate (its AVX-512 or AVX2
+//! kernels, chosen at run time), and the Winograd passes' shallow ones by blocks of sums in
+//! registers ([`shallow_product`]), which spare them the crate's set-up for each call.
 
 /// A strided view of a matrix inside a slice.
 #[derive(Clone, Copy)]
@@ -80,84 +80,128 @@ pub(super) fn gemm(a: Matrix, b: Matrix, c: &mut [f32], accumulate: bool) {
     }
 }
 
-/// Rows of c that a block of [`add_products`] keeps in registers, by two vectors of columns:
-/// 16 sums, half of AVX-512's registers. (Four rows, whose 8 sums cannot hide the latency of
-/// the multiply-adds, made conv5's kernel gradient 10% slower than the `gemm` crate.)
-const BLOCK_ROWS: usize = 8;
-
-/// c[i, j] += the sum over k of a[k, i] b[k, j], with a [depth, m], b [depth, n] and c [m, n]
-/// row-major: the kernel gradients' GEMMs, whose depth is a piece's tiles (28 to 448 rows for
-/// conv5, 64 for conv2-4). With AVX-512, m a multiple of 8 and n of 32, a block of 8 rows of
-/// c by two vectors of columns stays in registers over the whole depth, each step one
-/// broadcast of a per row and two loads of b, from L1: no packing and no set-up per call.
-/// That took 4-10% off the kernel gradients (the `gemm` crate's set-up is paid once per call,
-/// 36 calls per piece of conv5's). Otherwise the `gemm` crate does it.
-pub(super) fn add_products(a: &[f32], b: &[f32], (c, m, n): (&mut [f32], usize, usize)) {
-    let depth = a.len().checked_div(m).unwrap_or(0);
-    assert!(a.len() == depth * m && b.len() >= depth * n && c.len() >= m * n);
-    let products = AddProducts {
+/// c = a b, or c += a b when `accumulate`, for the Winograd passes' GEMMs: shallow ones (a
+/// depth of 28 to 448), called once per group of transformed positions and piece of work, up
+/// to 36 times a piece, where the `gemm` crate's set-up, packing and remainder kernels took
+/// about 5% of conv5's kernel gradient. With AVX-512, blocks of c stay in registers over the
+/// whole depth, 16 sums each, a block row at a time: each step of depth loads the block's
+/// vectors of b's row and broadcasts a value of a per row, with no packing.
+///
+/// - The kernel gradients' a is transposed, its rows side by side: blocks of 8 rows by 2
+///   vectors (32 columns), a step's 8 values of a in one cache line. (Blocks of 4 rows, whose
+///   8 sums cannot hide the multiply-adds' latency, were 10% slower than the crate.)
+/// - The other passes' a has its rows far apart: blocks of 4 rows by 4 vectors (64 columns),
+///   fewer rows to gather a step, or 8 by 2 where the columns are fewer. They are used only
+///   where b's panel (`depth` rows of the block's columns) reads well without packing: whole
+///   rows of b, or a part of each row that stays in L1 over the depth, in half of its 48 KiB,
+///   since the part's lines fall in only some of L1's sets. conv4's forward and backward-data,
+///   128 rows of half of b's 128 columns, took 15% longer by blocks than by the crate.
+/// - Otherwise, and for conv5's forward (38 rows a piece), the `gemm` crate.
+///
+/// Against the crate: conv2's forward and backward-data 9-10% faster, conv3's 5-8%, conv5's
+/// backward-data 4%, every kernel gradient 4-9%
+/// (`bench/results/2026-11-29-cpu-2-threads/kernel-gradient-products/` and
+/// `shallow-products/`). The sums run over the depth in order, so the forward and
+/// backward-data passes keep the crate's bits.
+pub(super) fn shallow_product(a: Matrix, b: Matrix, c: &mut [f32], accumulate: bool) {
+    let (m, depth, n) = (a.rows, a.cols, b.cols);
+    assert!(b.rows == depth && a.fits() && b.fits() && c.len() >= m * n);
+    let contiguous = b.col_stride == 1 && b.row_stride == n;
+    let panel_reads_well = |columns: usize| n == columns || depth * columns * 4 <= 24 * 1024;
+    let blocks = |rows: usize, columns: usize| contiguous && m % rows == 0 && n % columns == 0;
+    let product = BlockProduct {
         a,
-        b: &b[..depth * n],
+        b: (&b.data[..depth * n], n),
         c: &mut c[..m * n],
-        depth,
-        m,
-        n,
+        accumulate,
     };
-    if m % BLOCK_ROWS == 0 && n % 32 == 0 {
-        pulp::Arch::new().dispatch(products);
+    let arch = pulp::Arch::new();
+    if a.row_stride == 1 && blocks(8, 32) {
+        arch.dispatch(Blocks::<8, 2, true>(product));
+    } else if blocks(4, 64) && panel_reads_well(64) {
+        arch.dispatch(Blocks::<4, 4, false>(product));
+    } else if blocks(8, 32) && panel_reads_well(32) {
+        arch.dispatch(Blocks::<8, 2, false>(product));
     } else {
-        products.by_gemm_crate();
+        product.by_gemm_crate();
     }
 }
 
-/// [`add_products`]' operands, for [`pulp::Arch::dispatch`].
-struct AddProducts<'a> {
-    a: &'a [f32],
-    b: &'a [f32],
+/// [`shallow_product`]'s operands: a, b's rows and its columns, c, and whether to add.
+struct BlockProduct<'a> {
+    a: Matrix<'a>,
+    b: (&'a [f32], usize),
     c: &'a mut [f32],
-    depth: usize,
-    m: usize,
-    n: usize,
+    accumulate: bool,
 }
 
-impl AddProducts<'_> {
+impl BlockProduct<'_> {
     fn by_gemm_crate(self) {
-        let a = Matrix::row_major(self.a, self.depth, self.m).transposed();
-        let b = Matrix::row_major(self.b, self.depth, self.n);
-        gemm(a, b, self.c, true);
+        let (b, n) = self.b;
+        let b = Matrix::row_major(b, self.a.cols, n);
+        gemm(self.a, b, self.c, self.accumulate);
     }
 }
 
-impl pulp::WithSimd for AddProducts<'_> {
+/// [`shallow_product`] by blocks of R rows of c by V vectors of columns, for
+/// [`pulp::Arch::dispatch`]; ADJACENT: a's rows lie side by side (a row stride of 1).
+struct Blocks<'a, const R: usize, const V: usize, const ADJACENT: bool>(BlockProduct<'a>);
+
+impl<const R: usize, const V: usize, const ADJACENT: bool> pulp::WithSimd
+    for Blocks<'_, R, V, ADJACENT>
+{
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
-        if S::F32_LANES < 16 {
-            // Narrower vectors have 16 registers, too few for the block's sums.
-            return self.by_gemm_crate();
+        if S::F32_LANES != 16 {
+            // The blocks are made for AVX-512's 32 registers; narrower vectors have 16, too
+            // few for a block's sums.
+            return self.0.by_gemm_crate();
         }
-        let AddProducts { a, b, c, m, n, .. } = self;
-        for first_row in (0..m).step_by(BLOCK_ROWS) {
-            for v in (0..n / S::F32_LANES).step_by(2) {
-                let mut sums = [[simd.splat_f32s(0.0); 2]; BLOCK_ROWS];
-                for (r, sums) in sums.iter_mut().enumerate() {
-                    let row = S::as_simd_f32s(&c[(first_row + r) * n..][..n]).0;
-                    *sums = [row[v], row[v + 1]];
+        let BlockProduct {
+            a,
+            b: (b, n),
+            c,
+            accumulate,
+        } = self.0;
+        let row_step = if ADJACENT { 1 } else { a.row_stride };
+        let depth_step = a.col_stride;
+        for first_row in (0..a.rows).step_by(R) {
+            for v in (0..n / S::F32_LANES).step_by(V) {
+                let mut sums = [[simd.splat_f32s(0.0); V]; R];
+                if accumulate {
+                    for (r, sums) in sums.iter_mut().enumerate() {
+                        let row = S::as_simd_f32s(&c[(first_row + r) * n..][..n]).0;
+                        *sums = std::array::from_fn(|j| row[v + j]);
+                    }
                 }
-                for (a, b) in a.chunks_exact(m).zip(b.chunks_exact(n)) {
+                let a_rows = a.data[first_row * row_step..].as_ptr();
+                for (k, b) in b.chunks_exact(n).enumerate() {
                     let b = S::as_simd_f32s(b).0;
-                    let (b0, b1) = (b[v], b[v + 1]);
-                    let a: &[f32; BLOCK_ROWS] = a[first_row..][..BLOCK_ROWS].try_into().unwrap();
-                    for r in 0..BLOCK_ROWS {
-                        let a = simd.splat_f32s(a[r]);
-                        sums[r][0] = simd.mul_add_f32s(a, b0, sums[r][0]);
-                        sums[r][1] = simd.mul_add_f32s(a, b1, sums[r][1]);
+                    let b: [S::f32s; V] = std::array::from_fn(|j| b[v + j]);
+                    let values: [f32; R] = if ADJACENT {
+                        a.data[first_row + k * depth_step..][..R]
+                            .try_into()
+                            .unwrap()
+                    } else {
+                        // SAFETY: a(first_row + r, k) lies at (first_row + r) row_step +
+                        // k depth_step in a.data, which `a.fits()` asserted for every row
+                        // below a.rows and every k below the depth, b's rows.
+                        std::array::from_fn(|r| unsafe {
+                            *a_rows.add(r * row_step + k * depth_step)
+                        })
+                    };
+                    for (sums, &a) in sums.iter_mut().zip(&values) {
+                        let a = simd.splat_f32s(a);
+                        for (sum, &b) in sums.iter_mut().zip(&b) {
+                            *sum = simd.mul_add_f32s(a, b, *sum);
+                        }
                     }
                 }
                 for (r, sums) in sums.iter().enumerate() {
                     let row = S::as_mut_simd_f32s(&mut c[(first_row + r) * n..][..n]).0;
-                    [row[v], row[v + 1]] = *sums;
+                    row[v..v + V].copy_from_slice(sums);
                 }
             }
         }

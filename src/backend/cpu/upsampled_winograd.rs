@@ -65,7 +65,7 @@ use rayon::prelude::*;
 
 use super::super::Nhwc;
 use super::conv::{Epilogue, add};
-use super::gemm::{Matrix, add_products, gemm};
+use super::gemm::{Matrix, shallow_product};
 use super::tile_transforms::{
     Line, strip_columns, transform_tile_windows, untransform_scratch_len, untransform_tiles,
 };
@@ -609,7 +609,7 @@ impl WithSimd for Forward<'_> {
         for (xi, m) in m.chunks_exact_mut(tiles * cout).enumerate() {
             let v = Matrix::row_major(&v[xi * tiles * cin..], tiles, cin);
             let u = Matrix::row_major(&u[xi * cin * cout..], cin, cout);
-            gemm(v, u, m, false);
+            shallow_product(v, u, m, false);
         }
         // y_tile = the phases' A^T on both sides, then the epilogue ([`untransform_tiles`]).
         let first_output =
@@ -678,7 +678,7 @@ fn write_dx(
         let (first, rows) = UpsampledConv::group_rows(g, tiles);
         let v = Matrix::row_major(&v[first * cout..], rows, cout);
         let u = Matrix::row_major(u, cout, cin);
-        gemm(v, u, &mut m[first * cin..][..rows * cin], false);
+        shallow_product(v, u, &mut m[first * cin..][..rows * cin], false);
     }
     // dx_tile = O M O^T, then the epilogue ([`untransform_tiles`]).
     let first_output =
@@ -719,8 +719,9 @@ fn add_kernel_gradient(
     let (du, dbias) = sums.split_at_mut(GROUPS * cin * cout);
     for (g, du) in du.chunks_exact_mut(cin * cout).enumerate() {
         let (first, rows) = UpsampledConv::group_rows(g, tiles);
-        let xt = &xt[first * cin..][..rows * cin];
-        add_products(xt, &v[first * cout..][..rows * cout], (du, cin, cout));
+        let xt = Matrix::row_major(&xt[first * cin..], rows, cin).transposed();
+        let v = Matrix::row_major(&v[first * cout..], rows, cout);
+        shallow_product(xt, v, du, true);
     }
     // The aligned boxes of the tiles' source pixels: the last group, (e_k e_l).
     let (first, _) = UpsampledConv::group_rows(GROUPS - 1, tiles);

@@ -32,7 +32,7 @@ use rayon::prelude::*;
 
 use super::super::Nhwc;
 use super::conv::{Epilogue, add, sum_in_order};
-use super::gemm::{Matrix, add_products, gemm};
+use super::gemm::{Matrix, shallow_product};
 use super::tile_transforms::{
     Line, strip_columns, transform_tile_windows, untransform_scratch_len, untransform_tiles,
 };
@@ -401,7 +401,7 @@ impl WithSimd for Forward<'_> {
         for (xi, m) in m.chunks_exact_mut(tiles * cout).enumerate() {
             let v = Matrix::row_major(&v[xi * tiles * cin..], tiles, cin);
             let u = Matrix::row_major(&u[xi * cin * cout..], cin, cout);
-            gemm(v, u, m, false);
+            shallow_product(v, u, m, false);
         }
         // Y = A^T M A, then the epilogue ([`untransform_tiles`]). y starts at value
         // first_output of the whole output.
@@ -452,8 +452,9 @@ impl WithSimd for Filter<'_> {
         // dU[ξ] += V[ξ]^T dM[ξ]
         let (du, partial_bias) = partial.split_at_mut(POSITIONS * cin * cout);
         for (xi, du) in du.chunks_exact_mut(cin * cout).enumerate() {
-            let v = &v[xi * tiles * cin..][..tiles * cin];
-            add_products(v, &dm[xi * tiles * cout..][..tiles * cout], (du, cin, cout));
+            let v = Matrix::row_major(&v[xi * tiles * cin..], tiles, cin).transposed();
+            let dm = Matrix::row_major(&dm[xi * tiles * cout..], tiles, cout);
+            shallow_product(v, dm, du, true);
         }
         // The bias gradient sums dz: each block's sum is its position (1, 1).
         for block_sum in dm[5 * tiles * cout..][..tiles * cout].chunks_exact(cout) {
