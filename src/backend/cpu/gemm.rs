@@ -111,7 +111,7 @@ pub(super) fn shallow_product(a: Matrix, b: Matrix, c: &mut [f32], accumulate: b
     let blocks = |rows: usize, columns: usize| contiguous && m % rows == 0 && n % columns == 0;
     let product = BlockProduct {
         a,
-        b: (&b.data[..depth * n], n),
+        b,
         c: &mut c[..m * n],
         accumulate,
     };
@@ -127,19 +127,17 @@ pub(super) fn shallow_product(a: Matrix, b: Matrix, c: &mut [f32], accumulate: b
     }
 }
 
-/// [`shallow_product`]'s operands: a, b's rows and its columns, c, and whether to add.
+/// [`shallow_product`]'s operands, and whether to add.
 struct BlockProduct<'a> {
     a: Matrix<'a>,
-    b: (&'a [f32], usize),
+    b: Matrix<'a>,
     c: &'a mut [f32],
     accumulate: bool,
 }
 
 impl BlockProduct<'_> {
     fn by_gemm_crate(self) {
-        let (b, n) = self.b;
-        let b = Matrix::row_major(b, self.a.cols, n);
-        gemm(self.a, b, self.c, self.accumulate);
+        gemm(self.a, self.b, self.c, self.accumulate);
     }
 }
 
@@ -161,10 +159,13 @@ impl<const R: usize, const V: usize, const ADJACENT: bool> pulp::WithSimd
         }
         let BlockProduct {
             a,
-            b: (b, n),
+            b,
             c,
             accumulate,
         } = self.0;
+        // b's rows lie one after another (`shallow_product` checked it).
+        let n = b.cols;
+        let b = &b.data[..b.rows * n];
         let row_step = if ADJACENT { 1 } else { a.row_stride };
         let depth_step = a.col_stride;
         for first_row in (0..a.rows).step_by(R) {
