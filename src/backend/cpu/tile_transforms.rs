@@ -44,7 +44,8 @@ pub(super) trait Line<const I: usize, const O: usize> {
 
     /// out[at[o] + k] = values(inputs[i][k] for each input i)[o] for every channel k below c,
     /// the first input's length (the others are at least as long); with `skip_copies`, only
-    /// for the outputs that are not [`Line::COPIES`].
+    /// for the outputs that are not [`Line::COPIES`]. The inputs are rows of an image in
+    /// memory (a strip's pass), so each is prefetched ahead as it is read.
     #[inline(always)]
     fn lanewise(inputs: &[&[f32]; I], (out, at): (&mut [f32], [usize; O]), skip_copies: bool) {
         let c = inputs[0].len();
