@@ -166,8 +166,7 @@ impl<const R: usize, const V: usize, const ADJACENT: bool> pulp::WithSimd
         // b's rows lie one after another (`shallow_product` checked it).
         let n = b.cols;
         let b = &b.data[..b.rows * n];
-        let row_step = if ADJACENT { 1 } else { a.row_stride };
-        let depth_step = a.col_stride;
+        let (row_step, depth_step) = (a.row_stride, a.col_stride);
         for first_row in (0..a.rows).step_by(R) {
             for v in (0..n / S::F32_LANES).step_by(V) {
                 let mut sums = [[simd.splat_f32s(0.0); V]; R];
