@@ -69,7 +69,7 @@ use super::gemm::{Matrix, shallow_product};
 use super::tile_transforms::{
     Line, strip_columns, transform_tile_windows, untransform_scratch_len, untransform_tiles,
 };
-use super::winograd::{Piece, for_each_group, transform_taps, weighted_sum, with_scratch};
+use super::winograd::{Piece, for_each_group, transform_taps, weighted_sums, with_scratch};
 
 /// Source pixels along a tile's side.
 const TILE: usize = 4;
@@ -333,7 +333,7 @@ pub fn backward_data(
 /// The kernel and bias gradients, per group of pieces ([`for_each_group`], at most
 /// [`PIECE_GROUPS`](super::winograd::PIECE_GROUPS)) into its partial of `size` values laid out
 /// as the gradients are ([3, 3, cin, cout], then [cout]): the group's dU [36, cin, cout] and
-/// bias summed over its tiles in this thread's scratch, then df = W^T dU W ([`Untransform`]).
+/// bias summed over its tiles in this thread's scratch, then df = W^T dU W ([`untransform`]).
 /// With `data` (the transformed kernel u, the epilogue and dx), backward-data's dx as well, as
 /// [`backward_data`] makes it, from the same transformed windows of dz: the two passes of the
 /// backward pass for one transform. Returns the number of groups, whose partials the caller
@@ -378,43 +378,23 @@ pub fn kernel_gradient(
                     scratch: &mut *scratch,
                 });
             }
-            Arch::new().dispatch(Untransform {
-                conv,
-                sums,
-                grads: partial,
-            });
+            untransform(&conv, sums, partial);
         },
     )
 }
 
-/// The kernel and bias gradients from a group's sums: for each tap (ky, kx), the flipped tap
-/// (r, c) = (2 - ky, 2 - kx) of df = W^T dU W in float64, [cin, cout] as the gradient is.
-struct Untransform<'a> {
-    conv: UpsampledConv,
-    sums: &'a [f32],
-    grads: &'a mut [f32],
-}
-
-impl WithSimd for Untransform<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
-        let Untransform { conv, sums, grads } = self;
-        let (cin, cout) = (conv.input.channels, conv.cout);
-        let taps = cin * cout;
-        let (du, dbias) = sums.split_at(GROUPS * taps);
-        let mut tap_sum = vec![0.0f64; taps];
-        for (tap, dkernel) in grads[..9 * taps].chunks_exact_mut(taps).enumerate() {
-            let (r, c) = (2 - tap / 3, 2 - tap % 3);
-            let weight = |g: usize| W[g / DISTINCT][r] * W[g % DISTINCT][c];
-            weighted_sum(du.chunks_exact(taps), weight, &mut tap_sum);
-            for (g, &sum) in dkernel.iter_mut().zip(&tap_sum) {
-                *g = sum as f32;
-            }
-        }
-        grads[9 * taps..][..cout].copy_from_slice(dbias);
-    }
+/// The kernel and bias gradients from a group's sums into `grads`: for each tap (ky, kx), the
+/// flipped tap (r, c) = (2 - ky, 2 - kx) of df = W^T dU W in float64, [cin, cout] as the
+/// gradient is.
+fn untransform(conv: &UpsampledConv, sums: &[f32], grads: &mut [f32]) {
+    let taps = conv.input.channels * conv.cout;
+    let (du, dbias) = sums.split_at(GROUPS * taps);
+    let weight = |tap: usize, g: usize| {
+        let (r, c) = (2 - tap / 3, 2 - tap % 3);
+        W[g / DISTINCT][r] * W[g % DISTINCT][c]
+    };
+    weighted_sums((du, taps), weight, &mut grads[..9 * taps]);
+    grads[9 * taps..][..conv.cout].copy_from_slice(dbias);
 }
 
 /// A piece of the backward passes: its windows of dz transformed once, for backward-data, the
