@@ -19,7 +19,7 @@ const PREFETCH_DISTANCE: usize = 512;
 /// Asks for the cache line at `at` to be brought into L1, without waiting for it: a hint,
 /// which may point past the end of a row (a prefetch does not fault).
 #[inline(always)]
-fn prefetch(at: *const f32) {
+pub(super) fn prefetch(at: *const f32) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch reads nothing the program sees, and faults on no address.
     unsafe {
