@@ -303,7 +303,8 @@ pub enum ConvAlgorithm {
 pub trait Backend {
     type Buffer;
 
-    /// A short name for messages, e.g. "cpu (2 threads, AVX-512)".
+    /// A short name for messages, e.g. "cpu (Intel(R) Xeon(R) Processor, 2 threads, AVX-512,
+    /// FP32)".
     fn name(&self) -> String;
 
     /// The precision of its convolutions' multiplications.

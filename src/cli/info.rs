@@ -48,10 +48,6 @@ pub(crate) fn run_info() -> Result<ExitCode> {
         }
         Err(reason) => println!("CUDA driver: none ({reason})"),
     }
-    println!(
-        "CPU: {} threads, {}, FP32",
-        rayon::current_num_threads(),
-        cpu::vector_instructions()
-    );
+    println!("CPU: {}", cpu::description());
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,8 @@ mod tile_transforms;
 mod upsampled_winograd;
 mod winograd;
 
+use std::sync::LazyLock;
+
 use rayon::prelude::*;
 
 use super::{Adam, Backend, Conv, ConvAlgorithm, ConvInput, Nhwc, RmsProp};
@@ -44,6 +46,32 @@ pub fn vector_instructions() -> &'static str {
         8 => "AVX2",
         _ => "128-bit vectors",
     }
+}
+
+/// The processor, its threads and vector instructions, e.g. "Intel(R) Xeon(R) Processor, 2
+/// threads, AVX-512, FP32": what a benchmark ran on (the same code runs at different speeds,
+/// and in different proportions, on different processors).
+pub fn description() -> String {
+    static PROCESSOR: LazyLock<Option<String>> = LazyLock::new(|| {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+        processor_name(&cpuinfo).map(str::to_string)
+    });
+    let threads = rayon::current_num_threads();
+    let simd = vector_instructions();
+    match &*PROCESSOR {
+        Some(processor) => format!("{processor}, {threads} threads, {simd}, FP32"),
+        None => format!("{threads} threads, {simd}, FP32"),
+    }
+}
+
+/// The first processor's name in the text of Linux's /proc/cpuinfo (its `model name`).
+fn processor_name(cpuinfo: &str) -> Option<&str> {
+    cpuinfo
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(key, _)| key.trim() == "model name")
+        .map(|(_, name)| name.trim())
+        .filter(|name| !name.is_empty())
 }
 
 /// The CPU backend; `plan` sizes its scratch space once.
@@ -78,11 +106,7 @@ impl Backend for CpuBackend {
     type Buffer = Vec<f32>;
 
     fn name(&self) -> String {
-        format!(
-            "cpu ({} threads, {}, FP32)",
-            rayon::current_num_threads(),
-            vector_instructions()
-        )
+        format!("cpu ({})", description())
     }
 
     fn conv_algorithm(&self) -> ConvAlgorithm {
@@ -392,5 +416,21 @@ impl Backend for CpuBackend {
                 }
             });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::processor_name;
+
+    #[test]
+    fn the_processor_is_named_from_cpuinfo() {
+        let x86 = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n\
+                   model\t\t: 207\nmodel name\t: Intel(R) Xeon(R) Processor\n\
+                   stepping\t: 2\n\nprocessor\t: 1\nmodel name\t: another\n";
+        assert_eq!(processor_name(x86), Some("Intel(R) Xeon(R) Processor"));
+        let without = "processor\t: 0\nBogoMIPS\t: 50.00\nCPU part\t: 0xd0c\n";
+        assert_eq!(processor_name(without), None);
+        assert_eq!(processor_name("model name\t:\n"), None);
     }
 }
