@@ -33,7 +33,7 @@ const LOSS_CHUNKS: usize = 64;
 
 /// The vector instructions the convolutions run with on this CPU, as `pulp` and the GEMM
 /// kernels choose them at run time.
-pub fn vector_instructions() -> &'static str {
+fn vector_instructions() -> &'static str {
     struct Lanes;
     impl pulp::WithSimd for Lanes {
         type Output = usize;
