@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # whorl against PyTorch and Keras/TensorFlow on this machine's CPU: for each batch size given
 # (default: 8 32 128) it runs `whorl bench --device cpu`, bench/torch_baseline.py and
-# bench/keras_baseline.py at 224x224, then `whorl compare`, into
+# bench/keras_baseline.py at 224x224, then `whorl compare`, into RESULTS_DIR, by default
 # bench/results/DATE-cpu-N-threads/ (whorl-bB.json/.md, torch-bB.json, keras-bB.json, compare.md).
 # A framework its interpreter cannot import is skipped, and the report says so. TORCH_PYTHON
 # and KERAS_PYTHON name the interpreters (default python3), e.g. virtual environments made with
@@ -17,7 +17,7 @@ keras_python="${KERAS_PYTHON:-python3}"
 
 cargo build --release --quiet
 whorl=target/release/whorl
-out="bench/results/$(date +%F)-cpu-$(nproc)-threads"
+out="${RESULTS_DIR:-bench/results/$(date +%F)-cpu-$(nproc)-threads}"
 mkdir -p "$out"
 compare="$out/compare.md"
 echo "# whorl, PyTorch and Keras on $(nproc) CPU threads ($(date +%F))" > "$compare"
