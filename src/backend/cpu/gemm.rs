@@ -204,8 +204,6 @@ impl<const R: usize, const V: usize, const ADJACENT: bool> pulp::WithSimd
                         let row = S::as_simd_f32s(&c[(first_row + r) * n..][..n]).0;
                         *sums = std::array::from_fn(|j| row[v + j]);
                     }
-                }
-                if accumulate {
                     prefetch_next_block::<R, V>((c, n), (first_row, v), S::F32_LANES);
                 }
                 let a_rows = a.data[first_row * row_step..].as_ptr();
