@@ -1,7 +1,8 @@
 //! Times one pass of one of the model's convolutions on the CPU backend at batch 32, 224x224:
-//! `passes fwd|data|filter INDEX [CALLS]` (INDEX 0-5: conv1-conv6; CALLS after one warm-up,
-//! 15 by default; the inputs rotate over three copies, as `whorl bench` rotates them), and
-//! prints the median. Threads follow RAYON_NUM_THREADS. To run it, copy it to
+//! `passes fwd|data|filter|both INDEX [CALLS]` (INDEX 0-5: conv1-conv6; `both`: the whole
+//! backward pass as training runs it, with a ReLU before the convolution; CALLS after one
+//! warm-up, 15 by default; the inputs rotate over three copies, as `whorl bench` rotates
+//! them), and prints the median. Threads follow RAYON_NUM_THREADS. To run it, copy it to
 //! examples/passes.rs and `cargo run --release --example passes -- filter 4`.
 use whorl::backend::Backend;
 use whorl::backend::cpu::CpuBackend;
@@ -36,7 +37,15 @@ fn main() {
             "fwd" => backend.conv2d_forward(conv, x, &params, &mut y),
             "data" => backend.conv2d_backward_data(conv, dz, &params, &mut dx),
             "filter" => backend.conv2d_backward_filter(conv, x, dz, &mut grads),
-            _ => panic!("pass: fwd, data or filter"),
+            "both" => backend.conv2d_backward(
+                conv,
+                (x, Some(whorl::model::Activation::Relu)),
+                dz,
+                &params,
+                &mut grads,
+                &mut dx,
+            ),
+            _ => panic!("pass: fwd, data, filter or both"),
         }
         .unwrap();
         if i > 0 {
