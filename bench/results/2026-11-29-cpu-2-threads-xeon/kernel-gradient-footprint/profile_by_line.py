@@ -1,3 +1,17 @@
+"""Share of perf samples per source line of whorl's CPU engine, each sample's address resolved
+with its inlining chain (perf's own report folds the transforms and the products into one
+`pulp` symbol). Usage, with passes.rs built as examples/passes:
+
+    RAYON_NUM_THREADS=1 perf record -e cpu-clock -F 5000 -o p.data \
+        target/release/examples/passes filter 4 15
+    perf script -i p.data -F ip | sort | uniq -c | awk '{print $1, $2}' > /tmp/ips.txt
+    python3 profile_by_line.py BASE target/release/examples/passes
+
+/tmp/ips.txt holds "COUNT ADDRESS" lines. BASE (hex) is the executable's load address minus
+its text segment's virtual address rounded down to a page: the start of its r-xp mapping
+(`perf script --show-mmap-events`) minus the LOAD segment's VirtAddr that `readelf -lW`
+shows for R E, rounded down to 0x1000 (0x73000 for the build profiled here).
+"""
 import subprocess,collections,sys
 base=int(sys.argv[1],16)
 rows=[l.split() for l in open('/tmp/ips.txt')]
