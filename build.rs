@@ -31,8 +31,7 @@ const PTX_TARGETS: [&str; 2] = ["compute_89", "compute_90a"];
 
 /// Every kernels/*.cu with kernels/whorl.cuh inlined: a source NVRTC compiles with no include
 /// path, at build time or at run time.
-fn self_contained_source(kernels: &Path) -> String {
-    let header = fs::read_to_string(kernels.join("whorl.cuh")).expect("kernels/whorl.cuh");
+fn self_contained_source(kernels: &Path, header: &str) -> String {
     let mut source = header.replace("#pragma once", "");
     for file in cuda_sources(kernels) {
         let text = fs::read_to_string(&file).expect("readable kernel source");
@@ -81,6 +80,7 @@ fn main() {
         .chain(cuda_sources(&root.join("tests/kernels")))
         .collect();
 
+    let header = fs::read_to_string(kernels.join("whorl.cuh")).expect("kernels/whorl.cuh");
     let mut unit = String::from("#include \"cuda_emu.h\"\n#include \"runtime.h\"\n");
     let mut table = String::new();
     let mut all = Vec::new();
@@ -93,7 +93,7 @@ fn main() {
             .display()
             .to_string();
         unit += &format!("#include \"{}\"\n", source.display());
-        for kernel in kernel_contract::kernels(&text, &file) {
+        for kernel in kernel_contract::kernels(&text, &header, &file) {
             table += &format!("    {{\"{0}\", &Entry<&{0}>::call}},\n", kernel.name);
             if source.starts_with(&kernels) {
                 launched.push((file.clone(), kernel.clone()));
@@ -122,7 +122,7 @@ fn main() {
         .collect();
     let contract = kernel_contract::rust_module(&constants, &launched, &all);
     fs::write(out.join("kernel_contract.rs"), contract).expect("OUT_DIR is writable");
-    let source = self_contained_source(&kernels);
+    let source = self_contained_source(&kernels, &header);
     fs::write(out.join("whorl_kernels.cu"), &source).expect("OUT_DIR is writable");
     compile_ptx(&source, &out);
 

@@ -74,8 +74,46 @@ fn param(text: &str, kernel: &str, file: &str) -> Param {
     }
 }
 
-/// Every `__global__` function of a CUDA source.
-pub fn kernels(source: &str, file: &str) -> Vec<Kernel> {
+/// The parameter lists a source `#define`s for kernels to share: `#define NAME_PARAMS` and the
+/// list, over as many lines as its `\` continue it.
+fn parameter_lists(source: &str) -> Vec<(String, String)> {
+    let mut lists = Vec::new();
+    let mut lines = source.lines();
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.trim().strip_prefix("#define") else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let name = identifier(rest);
+        if !name.ends_with("_PARAMS") {
+            continue;
+        }
+        let mut list = rest[name.len()..].to_string();
+        while list.trim_end().ends_with('\\') {
+            list = list.trim_end().trim_end_matches('\\').to_string();
+            list += lines.next().unwrap_or("");
+        }
+        lists.push((name, squeeze(&list)));
+    }
+    lists
+}
+
+/// Every `__global__` function of a CUDA source. A parameter may be the name of a list that
+/// `header` (kernels/whorl.cuh, which every source includes) or the source `#define`s
+/// ([`parameter_lists`]): its parameters stand there.
+pub fn kernels(source: &str, header: &str, file: &str) -> Vec<Kernel> {
+    let lists: Vec<_> = parameter_lists(header)
+        .into_iter()
+        .chain(parameter_lists(source))
+        .collect();
+    let expand = |item: &str| -> String {
+        let item = item.trim();
+        lists
+            .iter()
+            .find(|(name, _)| name == item)
+            .map_or(item, |(_, list)| list.as_str())
+            .to_string()
+    };
     source
         .split("__global__")
         .skip(1)
@@ -88,13 +126,17 @@ pub fn kernels(source: &str, file: &str) -> Vec<Kernel> {
             let name = identifier(rest);
             let open = rest.find('(')?;
             let close = open + rest[open..].find(')')?;
-            let list = &rest[open + 1..close];
+            let list = rest[open + 1..close]
+                .split(',')
+                .map(expand)
+                .collect::<Vec<_>>()
+                .join(", ");
             let params = list
                 .split(',')
                 .filter(|p| !p.trim().is_empty())
                 .map(|p| param(p, &name, file))
                 .collect();
-            let signature = format!("{name}({})", squeeze(list));
+            let signature = format!("{name}({})", squeeze(&list));
             (!name.is_empty()).then_some(Kernel {
                 name,
                 params,

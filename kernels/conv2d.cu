@@ -245,64 +245,31 @@ __device__ __forceinline__ void gathered_gemm_tile(
 // _pooled one writes it (the others leave it null): its epilogue's extra registers would cost
 // the rest occupancy.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm(const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h,
-                     int src_w, int src_c, int window, int stride, int origin_row, int origin_col,
-                     const float* __restrict__ weights, int n, const float* __restrict__ bias,
-                     int activation, const float* __restrict__ slope_at, float* __restrict__ out,
-                     int out_h, int out_w, int out_stride, int out_row, int out_col,
-                     float* __restrict__ pooled) {
-    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4, false>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
-        nullptr);
+conv2d_gathered_gemm(WHORL_GATHERED_GEMM_PARAMS) {
+    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4, false>(WHORL_GATHERED_GEMM_ARGS, nullptr);
 }
 
 // The 128 x 64 tile pooling in its epilogue (conv2 and pool2), the grid in window-major order.
 // Grid, block and shared memory as conv2d_gathered_gemm's.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_pooled(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
-                            int src_h, int src_w, int src_c, int window, int stride,
-                            int origin_row, int origin_col, const float* __restrict__ weights,
-                            int n, const float* __restrict__ bias, int activation,
-                            const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
-                            int out_w, int out_stride, int out_row, int out_col,
-                            float* __restrict__ pooled) {
-    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4, true>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
-        pooled);
+conv2d_gathered_gemm_pooled(WHORL_GATHERED_GEMM_PARAMS) {
+    gathered_gemm_tile<GEMM_TILE_P, GEMM_TILE_N, 4, true>(WHORL_GATHERED_GEMM_ARGS, pooled);
 }
 
 // The 128 x 128 tile, for n > 64. Grid: (ceil(pixels / GEMM_WIDE_TILE_P),
 // ceil(n / GEMM_WIDE_TILE_N)); block 256; dynamic shared memory GEMM_WIDE_SHARED_FLOATS.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS, GEMM_WIDE_BLOCKS)
-conv2d_gathered_gemm_wide(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
-                          int src_h, int src_w, int src_c, int window, int stride,
-                          int origin_row, int origin_col, const float* __restrict__ weights,
-                          int n, const float* __restrict__ bias, int activation,
-                          const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
-                          int out_w, int out_stride, int out_row, int out_col,
-                          float* __restrict__ pooled) {
+conv2d_gathered_gemm_wide(WHORL_GATHERED_GEMM_PARAMS) {
     gathered_gemm_tile<GEMM_WIDE_TILE_P, GEMM_WIDE_TILE_N, 8, false>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
-        nullptr);
+        WHORL_GATHERED_GEMM_ARGS, nullptr);
 }
 
 // The 256 x 32 tile, for n <= 32. Grid: (ceil(pixels / GEMM_NARROW_TILE_P), 1); block 256;
 // dynamic shared memory GEMM_NARROW_SHARED_FLOATS.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_narrow(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
-                            int src_h, int src_w, int src_c, int window, int stride,
-                            int origin_row, int origin_col, const float* __restrict__ weights,
-                            int n, const float* __restrict__ bias, int activation,
-                            const float* __restrict__ slope_at, float* __restrict__ out, int out_h,
-                            int out_w, int out_stride, int out_row, int out_col,
-                            float* __restrict__ pooled) {
+conv2d_gathered_gemm_narrow(WHORL_GATHERED_GEMM_PARAMS) {
     gathered_gemm_tile<GEMM_NARROW_TILE_P, GEMM_NARROW_TILE_N, 4, false>(
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,
-        weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col,
-        nullptr);
+        WHORL_GATHERED_GEMM_ARGS, nullptr);
 }
 
 // flipped[2 - ky, 2 - kx, co, ci] = kernel[ky, kx, ci, co]: backward-data's weights.
@@ -512,25 +479,15 @@ __device__ __forceinline__ void filter_partials_tile(
 // The 64 x 64 tile. Grid: (ceil(rows / FILTER_TILE_K), ceil(n / FILTER_TILE_N), chunks);
 // block 256; dynamic shared memory FILTER_SHARED_FLOATS.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_filter_partials(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
-                       int src_h, int src_w, int src_c, int window, int stride, int origin,
-                       const float* __restrict__ second, int n, int ones_row, int pixels_per_chunk,
-                       float* __restrict__ partial) {
-    filter_partials_tile<FILTER_TILE_K>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window,
-                                        stride, origin, second, n, ones_row, pixels_per_chunk,
-                                        partial);
+conv2d_filter_partials(WHORL_FILTER_PARTIALS_PARAMS) {
+    filter_partials_tile<FILTER_TILE_K>(WHORL_FILTER_PARTIALS_ARGS);
 }
 
 // The 128 x 128 tile. Grid: (ceil(rows / FILTER_WIDE_TILE), ceil(n / FILTER_WIDE_TILE),
 // chunks); block 256; dynamic shared memory FILTER_WIDE_SHARED_FLOATS.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_filter_partials_wide(const float* __restrict__ src, int grid_n, int grid_h, int grid_w,
-                            int src_h, int src_w, int src_c, int window, int stride, int origin,
-                            const float* __restrict__ second, int n, int ones_row,
-                            int pixels_per_chunk, float* __restrict__ partial) {
-    filter_partials_tile<FILTER_WIDE_TILE>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c,
-                                           window, stride, origin, second, n, ones_row,
-                                           pixels_per_chunk, partial);
+conv2d_filter_partials_wide(WHORL_FILTER_PARTIALS_PARAMS) {
+    filter_partials_tile<FILTER_WIDE_TILE>(WHORL_FILTER_PARTIALS_ARGS);
 }
 
 // out[e] = sum over chunks, in order, of partial[chunk, e]: deterministic.

@@ -490,10 +490,8 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
 // The entry points, one tile of one layout each: WHORL_GATHERED_GEMM(Warps, POOLING) runs the
 // kernel's tile on layout Warps, pooling in the epilogue or not.
 #define WHORL_GATHERED_GEMM(Warps, POOLING)                                                      \
-    tf32_gathered_gemm_tile<Warps, TF32_STAGES, POOLING>(                                        \
-        src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row,            \
-        origin_col, weights_k_major, n, bias, activation, slope_at, out, out_h, out_w,           \
-        out_stride, out_row, out_col, POOLING ? pooled : nullptr)
+    tf32_gathered_gemm_tile<Warps, TF32_STAGES, POOLING>(WHORL_GATHERED_GEMM_ARGS,               \
+                                                         POOLING ? pooled : nullptr)
 
 // TF32. The 128 x 128 tile, in eight warps of 64 x 32 (_wide) or four of 64 x 64
 // (_wide_four_warps), on slices of TF32_SLICE or TF32_LONG_SLICE (_long) of K. Grid:
@@ -502,48 +500,28 @@ __device__ __forceinline__ void tf32_gathered_gemm_tile(
 // slices, TF32_WIDE_LONG_SHARED_FLOATS (96 KiB: within the 99 KiB a block may have on sm_89;
 // above 48 KiB the launch opts in).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_tf32_wide(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_tf32_wide(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS, TF32_SLICE,
                                Operands::Tf32>;
     WHORL_GATHERED_GEMM(Warps, false);
 }
 
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_tf32_wide_long(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_tf32_wide_long(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS,
                                TF32_LONG_SLICE, Operands::Tf32>;
     WHORL_GATHERED_GEMM(Warps, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
-conv2d_gathered_gemm_tf32_wide_four_warps(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_tf32_wide_four_warps(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
                                TF32_SLICE, Operands::Tf32>;
     WHORL_GATHERED_GEMM(Warps, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
-conv2d_gathered_gemm_tf32_wide_four_warps_long(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_tf32_wide_four_warps_long(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
                                TF32_LONG_SLICE, Operands::Tf32>;
     WHORL_GATHERED_GEMM(Warps, false);
@@ -553,24 +531,14 @@ conv2d_gathered_gemm_tf32_wide_four_warps_long(const float* __restrict__ src, in
 // TF32_TILE_P), ceil(n / TF32_TILE_N)); block WHORL_THREADS or TF32_FOUR_WARPS_THREADS; dynamic
 // shared memory TF32_SHARED_FLOATS.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_tf32(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_tf32(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_SLICE,
                                Operands::Tf32>;
     WHORL_GATHERED_GEMM(Warps, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
-conv2d_gathered_gemm_tf32_four_warps(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_tf32_four_warps(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 64, TF32_FOUR_WARPS_THREADS, TF32_SLICE,
                                Operands::Tf32>;
     WHORL_GATHERED_GEMM(Warps, false);
@@ -580,24 +548,14 @@ conv2d_gathered_gemm_tf32_four_warps(const float* __restrict__ src, int grid_n,
 // TF32_NARROW_TILE_P), ceil(n / TF32_NARROW_TILE_N)); block WHORL_THREADS or
 // TF32_FOUR_WARPS_THREADS; dynamic shared memory TF32_NARROW_SHARED_FLOATS.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_tf32_narrow(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_tf32_narrow(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, WHORL_THREADS,
                                TF32_SLICE, Operands::Tf32>;
     WHORL_GATHERED_GEMM(Warps, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
-conv2d_gathered_gemm_tf32_narrow_four_warps(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_tf32_narrow_four_warps(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, TF32_FOUR_WARPS_THREADS,
                                TF32_SLICE, Operands::Tf32>;
     WHORL_GATHERED_GEMM(Warps, false);
@@ -606,72 +564,42 @@ conv2d_gathered_gemm_tf32_narrow_four_warps(const float* __restrict__ src, int g
 // BF16: the same tiles on slices of TF32_SLICE (grids, blocks and shared memory as the TF32
 // kernels of the same name but _bf16 for _tf32).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_bf16_wide(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_bf16_wide(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 32, WHORL_THREADS, TF32_SLICE,
                                Operands::Bf16>;
     WHORL_GATHERED_GEMM(Warps, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
-conv2d_gathered_gemm_bf16_wide_four_warps(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_bf16_wide_four_warps(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_WIDE_TILE_P, TF32_WIDE_TILE_N, 64, TF32_FOUR_WARPS_THREADS,
                                TF32_SLICE, Operands::Bf16>;
     WHORL_GATHERED_GEMM(Warps, false);
 }
 
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_bf16(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_bf16(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_SLICE,
                                Operands::Bf16>;
     WHORL_GATHERED_GEMM(Warps, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
-conv2d_gathered_gemm_bf16_four_warps(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_bf16_four_warps(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 64, TF32_FOUR_WARPS_THREADS, TF32_SLICE,
                                Operands::Bf16>;
     WHORL_GATHERED_GEMM(Warps, false);
 }
 
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_gathered_gemm_bf16_narrow(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_bf16_narrow(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, WHORL_THREADS,
                                TF32_SLICE, Operands::Bf16>;
     WHORL_GATHERED_GEMM(Warps, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
-conv2d_gathered_gemm_bf16_narrow_four_warps(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_bf16_narrow_four_warps(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_NARROW_TILE_P, TF32_NARROW_TILE_N, 32, TF32_FOUR_WARPS_THREADS,
                                TF32_SLICE, Operands::Bf16>;
     WHORL_GATHERED_GEMM(Warps, false);
@@ -681,24 +609,14 @@ conv2d_gathered_gemm_bf16_narrow_four_warps(const float* __restrict__ src, int g
 // window-major order; the other tiles leave `pooled` null (conv2d.cu says why). Grid, block and
 // shared memory as conv2d_gathered_gemm_tf32's; compiled for TF32_POOLED_BLOCKS blocks an SM.
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS, TF32_POOLED_BLOCKS)
-conv2d_gathered_gemm_tf32_pooled(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_tf32_pooled(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_SLICE,
                                Operands::Tf32>;
     WHORL_GATHERED_GEMM(Warps, true);
 }
 
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS, TF32_POOLED_BLOCKS)
-conv2d_gathered_gemm_bf16_pooled(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_bf16_pooled(WHORL_GATHERED_GEMM_PARAMS) {
     using Warps = MmaSyncWarps<TF32_TILE_P, TF32_TILE_N, 32, WHORL_THREADS, TF32_SLICE,
                                Operands::Bf16>;
     WHORL_GATHERED_GEMM(Warps, true);
@@ -735,42 +653,22 @@ conv2d_gathered_gemm_bf16_pooled(const float* __restrict__ src, int grid_n,
 #endif
 
 extern "C" __global__ void __launch_bounds__(TF32_WGMMA_THREADS, TF32_WGMMA_BLOCKS)
-conv2d_gathered_gemm_tf32_wgmma_wide(const float* __restrict__ src, int grid_n, int grid_h,
-    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-    int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_tf32_wgmma_wide(WHORL_GATHERED_GEMM_PARAMS) {
     WHORL_WGMMA_TILE(TF32_WGMMA_WIDE_TILE_N, TF32_WGMMA_THREADS, 64, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_WGMMA_ONE_WARPGROUP_THREADS)
-conv2d_gathered_gemm_tf32_wgmma_wide_one_warpgroup(const float* __restrict__ src, int grid_n,
-    int grid_h, int grid_w, int src_h, int src_w, int src_c, int window, int stride,
-    int origin_row, int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_tf32_wgmma_wide_one_warpgroup(WHORL_GATHERED_GEMM_PARAMS) {
     WHORL_WGMMA_TILE(TF32_WGMMA_WIDE_TILE_N, TF32_WGMMA_ONE_WARPGROUP_THREADS, 128, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_WGMMA_THREADS)
-conv2d_gathered_gemm_tf32_wgmma(const float* __restrict__ src, int grid_n, int grid_h,
-    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-    int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_tf32_wgmma(WHORL_GATHERED_GEMM_PARAMS) {
     WHORL_WGMMA_TILE(TF32_WGMMA_TILE_N, TF32_WGMMA_THREADS, 64, false);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_WGMMA_THREADS)
-conv2d_gathered_gemm_tf32_wgmma_pooled(const float* __restrict__ src, int grid_n, int grid_h,
-    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin_row,
-    int origin_col, const float* __restrict__ weights_k_major, int n,
-    const float* __restrict__ bias, int activation, const float* __restrict__ slope_at,
-    float* __restrict__ out, int out_h, int out_w, int out_stride, int out_row, int out_col,
-    float* __restrict__ pooled) {
+conv2d_gathered_gemm_tf32_wgmma_pooled(WHORL_GATHERED_GEMM_PARAMS) {
     WHORL_WGMMA_TILE(TF32_WGMMA_TILE_N, TF32_WGMMA_THREADS, 64, true);
 }
 
@@ -1117,9 +1015,7 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
 // The entry points, one tile of one layout each: WHORL_FILTER_PARTIALS(Warps) runs the
 // kernel's tile on layout Warps.
 #define WHORL_FILTER_PARTIALS(Warps)                                                             \
-    tf32_filter_partials_tile<Warps>(src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window,   \
-                                     stride, origin, second, n, ones_row, pixels_per_chunk,      \
-                                     partial)
+    tf32_filter_partials_tile<Warps>(WHORL_FILTER_PARTIALS_ARGS)
 
 // The 128 x 64 tile in eight warps of 32 x 32, the 128 x 128 one in eight warps of 64 x 32
 // (_wide) or four of 64 x 64 (_wide_four_warps), in TF32 or BF16. Grid: (ceil(rows / 128),
@@ -1127,58 +1023,40 @@ __device__ __forceinline__ void tf32_filter_partials_tile(
 // memory TF32_FILTER_SHARED_FLOATS or TF32_FILTER_WIDE_SHARED_FLOATS (above 48 KiB: the launch
 // opts in).
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_filter_partials_tf32(const float* __restrict__ src, int grid_n, int grid_h,
-    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin,
-    const float* __restrict__ second, int n, int ones_row, int pixels_per_chunk,
-    float* __restrict__ partial) {
+conv2d_filter_partials_tf32(WHORL_FILTER_PARTIALS_PARAMS) {
     using Warps = FilterMmaSyncWarps<TF32_FILTER_COLUMNS, 32, WHORL_THREADS, Operands::Tf32>;
     WHORL_FILTER_PARTIALS(Warps);
 }
 
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_filter_partials_tf32_wide(const float* __restrict__ src, int grid_n, int grid_h,
-    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin,
-    const float* __restrict__ second, int n, int ones_row, int pixels_per_chunk,
-    float* __restrict__ partial) {
+conv2d_filter_partials_tf32_wide(WHORL_FILTER_PARTIALS_PARAMS) {
     using Warps = FilterMmaSyncWarps<TF32_FILTER_WIDE_COLUMNS, 32, WHORL_THREADS,
                                      Operands::Tf32>;
     WHORL_FILTER_PARTIALS(Warps);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
-conv2d_filter_partials_tf32_wide_four_warps(const float* __restrict__ src, int grid_n, int grid_h,
-    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin,
-    const float* __restrict__ second, int n, int ones_row, int pixels_per_chunk,
-    float* __restrict__ partial) {
+conv2d_filter_partials_tf32_wide_four_warps(WHORL_FILTER_PARTIALS_PARAMS) {
     using Warps = FilterMmaSyncWarps<TF32_FILTER_WIDE_COLUMNS, 64, TF32_FOUR_WARPS_THREADS,
                                      Operands::Tf32>;
     WHORL_FILTER_PARTIALS(Warps);
 }
 
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_filter_partials_bf16(const float* __restrict__ src, int grid_n, int grid_h,
-    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin,
-    const float* __restrict__ second, int n, int ones_row, int pixels_per_chunk,
-    float* __restrict__ partial) {
+conv2d_filter_partials_bf16(WHORL_FILTER_PARTIALS_PARAMS) {
     using Warps = FilterMmaSyncWarps<TF32_FILTER_COLUMNS, 32, WHORL_THREADS, Operands::Bf16>;
     WHORL_FILTER_PARTIALS(Warps);
 }
 
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_filter_partials_bf16_wide(const float* __restrict__ src, int grid_n, int grid_h,
-    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin,
-    const float* __restrict__ second, int n, int ones_row, int pixels_per_chunk,
-    float* __restrict__ partial) {
+conv2d_filter_partials_bf16_wide(WHORL_FILTER_PARTIALS_PARAMS) {
     using Warps = FilterMmaSyncWarps<TF32_FILTER_WIDE_COLUMNS, 32, WHORL_THREADS,
                                      Operands::Bf16>;
     WHORL_FILTER_PARTIALS(Warps);
 }
 
 extern "C" __global__ void __launch_bounds__(TF32_FOUR_WARPS_THREADS)
-conv2d_filter_partials_bf16_wide_four_warps(const float* __restrict__ src, int grid_n, int grid_h,
-    int grid_w, int src_h, int src_w, int src_c, int window, int stride, int origin,
-    const float* __restrict__ second, int n, int ones_row, int pixels_per_chunk,
-    float* __restrict__ partial) {
+conv2d_filter_partials_bf16_wide_four_warps(WHORL_FILTER_PARTIALS_PARAMS) {
     using Warps = FilterMmaSyncWarps<TF32_FILTER_WIDE_COLUMNS, 64, TF32_FOUR_WARPS_THREADS,
                                      Operands::Bf16>;
     WHORL_FILTER_PARTIALS(Warps);
@@ -1198,18 +1076,11 @@ conv2d_filter_partials_bf16_wide_four_warps(const float* __restrict__ src, int g
 #endif
 
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_filter_partials_tf32_wgmma(const float* __restrict__ src, int grid_n, int grid_h,
-                                  int grid_w, int src_h, int src_w, int src_c, int window,
-                                  int stride, int origin, const float* __restrict__ second, int n,
-                                  int ones_row, int pixels_per_chunk, float* __restrict__ partial) {
+conv2d_filter_partials_tf32_wgmma(WHORL_FILTER_PARTIALS_PARAMS) {
     WHORL_WGMMA_FILTER_TILE(TF32_FILTER_COLUMNS);
 }
 
 extern "C" __global__ void __launch_bounds__(WHORL_THREADS)
-conv2d_filter_partials_tf32_wgmma_wide(const float* __restrict__ src, int grid_n, int grid_h,
-                                       int grid_w, int src_h, int src_w, int src_c, int window,
-                                       int stride, int origin, const float* __restrict__ second,
-                                       int n, int ones_row, int pixels_per_chunk,
-                                       float* __restrict__ partial) {
+conv2d_filter_partials_tf32_wgmma_wide(WHORL_FILTER_PARTIALS_PARAMS) {
     WHORL_WGMMA_FILTER_TILE(TF32_FILTER_WIDE_COLUMNS);
 }

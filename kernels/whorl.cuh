@@ -87,6 +87,34 @@ __device__ __forceinline__ void advance_cursor(GridCursor& at, int step, int gri
 // A grid pixel p = (image, i, j) reads a window of a source tensor whose tap (ty, tx) is source
 // pixel (stride i + origin_row + ty, stride j + origin_col + tx); row k of the gathered matrix is
 // tap * src_c + channel (tap-major), tap = ty * window + tx.
+//
+// Every entry point of a kind takes the same parameters (its tile, named by the entry point, is
+// what differs), listed once here; build/kernel_contract.rs reads these lists where a
+// signature names them. The arguments that pass them on to the tile are listed beside them.
+//
+// A gathered GEMM (conv2d.cu, conv2d_tf32.cu): the source, the grid and its windows, the
+// weights (row-major [K][n] in FP32, K-major [n][K] on tensor cores), then the epilogue's bias,
+// activation code and slope_at, and where out (and pooled, for the _pooled tiles) are written.
+#define WHORL_GATHERED_GEMM_PARAMS                                                               \
+    const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,   \
+    int src_c, int window, int stride, int origin_row, int origin_col,                          \
+    const float* __restrict__ weights, int n, const float* __restrict__ bias, int activation,   \
+    const float* __restrict__ slope_at, float* __restrict__ out, int out_h, int out_w,          \
+    int out_stride, int out_row, int out_col, float* __restrict__ pooled
+#define WHORL_GATHERED_GEMM_ARGS                                                                 \
+    src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin_row, origin_col,  \
+    weights, n, bias, activation, slope_at, out, out_h, out_w, out_stride, out_row, out_col
+
+// A kernel gradient's partials (conv2d.cu, conv2d_tf32.cu): the source, the grid and its
+// windows (origin for both directions), the second operand [pixels, n], whether to add a row of
+// ones, the pixels of a chunk (a block's z), and the partials [chunk, rows, n].
+#define WHORL_FILTER_PARTIALS_PARAMS                                                             \
+    const float* __restrict__ src, int grid_n, int grid_h, int grid_w, int src_h, int src_w,   \
+    int src_c, int window, int stride, int origin, const float* __restrict__ second, int n,     \
+    int ones_row, int pixels_per_chunk, float* __restrict__ partial
+#define WHORL_FILTER_PARTIALS_ARGS                                                               \
+    src, grid_n, grid_h, grid_w, src_h, src_w, src_c, window, stride, origin, second, n,       \
+    ones_row, pixels_per_chunk, partial
 
 // A gathering thread's view of one pixel of the grid: the offset of its image in the source,
 // the source row and column of its window's first tap, and whether the pixel exists.

@@ -27,7 +27,7 @@ extern "C" __global__ void no_arguments() {}
 
 #[test]
 fn signatures_are_read_with_their_parameter_names_and_types() {
-    let found = kernels(SOURCE, "scale.cu");
+    let found = kernels(SOURCE, "", "scale.cu");
     assert_eq!(found.len(), 2);
     let scale = &found[0];
     assert_eq!(scale.name, "scale");
@@ -47,6 +47,38 @@ fn signatures_are_read_with_their_parameter_names_and_types() {
     );
     assert_eq!(found[1].name, "no_arguments");
     assert!(found[1].params.is_empty());
+}
+
+#[test]
+fn a_parameter_list_defined_once_stands_where_a_signature_names_it() {
+    let header = "#define SOURCE_PARAMS const float* __restrict__ in, \\\n    int len\n";
+    let source = "#define OUTPUT_PARAMS float* out\n\
+        extern \"C\" __global__ void copy(SOURCE_PARAMS, OUTPUT_PARAMS) {}\n\
+        extern \"C\" __global__ void scaled_copy(SOURCE_PARAMS, float factor,\n    \
+        OUTPUT_PARAMS) {}\n";
+    let found = kernels(source, header, "copy.cu");
+    let signatures: Vec<&str> = found.iter().map(|k| k.signature.as_str()).collect();
+    assert_eq!(
+        signatures,
+        [
+            "copy(const float* __restrict__ in, int len, float* out)",
+            "scaled_copy(const float* __restrict__ in, int len, float factor, float* out)",
+        ]
+    );
+    let params: Vec<(&str, ParamType)> = found[1]
+        .params
+        .iter()
+        .map(|p| (p.name.as_str(), p.ty))
+        .collect();
+    assert_eq!(
+        params,
+        [
+            ("in", ParamType::Pointer),
+            ("len", ParamType::Int),
+            ("factor", ParamType::Float),
+            ("out", ParamType::Pointer),
+        ]
+    );
 }
 
 #[test]
@@ -72,13 +104,14 @@ fn integer_constants_are_read_and_macros_are_not() {
 fn a_parameter_type_outside_the_contract_stops_the_build() {
     kernels(
         "extern \"C\" __global__ void f(double x) {}",
+        "",
         "kernels/f.cu",
     );
 }
 
 #[test]
 fn the_generated_launcher_takes_the_signature_in_order() {
-    let found = kernels(SOURCE, "kernels/scale.cu");
+    let found = kernels(SOURCE, "", "kernels/scale.cu");
     let launched = vec![("kernels/scale.cu".to_string(), found[0].clone())];
     let module = rust_module(&[], &launched, &found);
     assert!(
