@@ -6,7 +6,7 @@
 #[allow(dead_code)]
 mod kernel_contract;
 
-use kernel_contract::{ParamType, constants, kernels, rust_module};
+use kernel_contract::{Kernel, ParamType, constants, kernels, rust_module};
 use whorl::backend::gpu::emulator::Emulator;
 use whorl::backend::gpu::{Device, KernelArg, kernels as generated};
 
@@ -25,19 +25,23 @@ scale(int len, float factor, const float* __restrict__ in, float* __restrict__ o
 extern "C" __global__ void no_arguments() {}
 "#;
 
+/// A kernel's parameters as (name, type).
+fn names_and_types(kernel: &Kernel) -> Vec<(&str, ParamType)> {
+    kernel
+        .params
+        .iter()
+        .map(|p| (p.name.as_str(), p.ty))
+        .collect()
+}
+
 #[test]
 fn signatures_are_read_with_their_parameter_names_and_types() {
     let found = kernels(SOURCE, "", "scale.cu");
     assert_eq!(found.len(), 2);
     let scale = &found[0];
     assert_eq!(scale.name, "scale");
-    let params: Vec<(&str, ParamType)> = scale
-        .params
-        .iter()
-        .map(|p| (p.name.as_str(), p.ty))
-        .collect();
     assert_eq!(
-        params,
+        names_and_types(scale),
         [
             ("len", ParamType::Int),
             ("factor", ParamType::Float),
@@ -65,13 +69,8 @@ fn a_parameter_list_defined_once_stands_where_a_signature_names_it() {
             "scaled_copy(const float* __restrict__ in, int len, float factor, float* out)",
         ]
     );
-    let params: Vec<(&str, ParamType)> = found[1]
-        .params
-        .iter()
-        .map(|p| (p.name.as_str(), p.ty))
-        .collect();
     assert_eq!(
-        params,
+        names_and_types(&found[1]),
         [
             ("in", ParamType::Pointer),
             ("len", ParamType::Int),
