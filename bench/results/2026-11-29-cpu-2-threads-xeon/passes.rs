@@ -1,6 +1,9 @@
 //! Times one pass of one of the model's convolutions on the CPU backend at batch 32, 224x224:
-//! `passes fwd|data|filter|both INDEX [CALLS]` (INDEX 0-5: conv1-conv6; `both`: the whole
-//! backward pass as training runs it, with a ReLU before the convolution; CALLS after one
+//! `passes fwd|data|filter|both|pooled|pooledfilter|poolbwd INDEX [CALLS]` (INDEX 0-5:
+//! conv1-conv6; `both`: the whole backward pass as training runs it, with a ReLU before the
+//! convolution; `pooled` and `pooledfilter`: conv1 and pool1 as one pass, forward and kernel
+//! gradient, as training runs them (INDEX 0); `poolbwd`: the max pooling of the convolution's
+//! output, backward, with the ReLU derivative (INDEX 1: pool2); CALLS after one
 //! warm-up, 15 by default; the inputs rotate over three copies, as `whorl bench` rotates
 //! them), and prints the median. Threads follow RAYON_NUM_THREADS. To run it, copy it to
 //! examples/passes.rs and `cargo run --release --example passes -- filter 4`.
@@ -29,6 +32,10 @@ fn main() {
     let mut grads = vec![0.0; conv.slot.bias.end];
     let mut dx = vec![0.0; conv.input.len()];
     let mut y = vec![0.0; conv.output().len()];
+    let mut pooled = vec![0.0; conv.output().len() / 4];
+    let d_pooleds: Vec<Vec<f32>> = (0..3)
+        .map(|r| filled(conv.output().len() / 4, r + 5))
+        .collect();
     let mut times = Vec::new();
     for i in 0..=calls {
         let start = std::time::Instant::now();
@@ -45,7 +52,21 @@ fn main() {
                 &mut grads,
                 &mut dx,
             ),
-            _ => panic!("pass: fwd, data, filter or both"),
+            "pooled" => backend.conv2d_pooled_forward(conv, x, &params, &mut pooled),
+            "pooledfilter" => backend.conv2d_pooled_backward_filter(
+                conv,
+                x,
+                &params,
+                &d_pooleds[i % 3],
+                &mut grads,
+            ),
+            "poolbwd" => backend.maxpool2_backward(
+                conv.output(),
+                (&dzs[i % 3], Some(whorl::model::Activation::Relu)),
+                &d_pooleds[i % 3],
+                &mut y,
+            ),
+            _ => panic!("pass: fwd, data, filter, both, pooled, pooledfilter or poolbwd"),
         }
         .unwrap();
         if i > 0 {
@@ -60,5 +81,5 @@ fn main() {
         times[0],
         times[times.len() - 1]
     );
-    std::hint::black_box((&grads, &dx, &y));
+    std::hint::black_box((&grads, &dx, &y, &pooled));
 }

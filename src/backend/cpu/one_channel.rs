@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use super::conv::{TILE_PIXELS, WORK_CHUNKS, activate, add, chunk_pixels, times_derivative};
 use super::gather::Gather;
 use super::gemm::{Matrix, gemm};
-use super::pool::{PoolRows, RouteToFirstMaxima};
+use super::pool::{PoolRows, RouteToFirstMaxima, first_maximum};
 use crate::backend::{Conv, ConvInput, Nhwc};
 use crate::model::Activation;
 
@@ -61,10 +61,11 @@ pub fn scratch_floats(conv: &Conv) -> usize {
 }
 
 /// padded[r, 1 + j] = pixel (i - 1 + r, j) of a one-channel image whose row i is row `g` of
-/// the batch (`input`'s rows back to back), for r in 0..3; zeros outside the image.
-fn pad_rows(x: &[f32], input: Nhwc, g: usize, padded: &mut [f32]) {
+/// the batch (`input`'s rows back to back), for r in 0..rows (3: the windows of row i; 4: of
+/// rows i and i + 1); zeros outside the image.
+fn pad_rows(x: &[f32], input: Nhwc, g: usize, (padded, rows): (&mut [f32], usize)) {
     let (height, width) = (input.height, input.width);
-    for (r, padded) in padded[..3 * (width + 2)]
+    for (r, padded) in padded[..rows * (width + 2)]
         .chunks_exact_mut(width + 2)
         .enumerate()
     {
@@ -80,11 +81,11 @@ fn pad_rows(x: &[f32], input: Nhwc, g: usize, padded: &mut [f32]) {
 fn windows_3x3(x: &[f32], input: Nhwc, first: usize, windows: &mut [f32], padded: &mut [f32]) {
     let width = input.width;
     let (mut g, mut j) = (first / width, first % width);
-    pad_rows(x, input, g, padded);
+    pad_rows(x, input, g, (&mut *padded, 3));
     for window in windows.chunks_exact_mut(9) {
         if j == width {
             (g, j) = (g + 1, 0);
-            pad_rows(x, input, g, padded);
+            pad_rows(x, input, g, (&mut *padded, 3));
         }
         for (r, taps) in window.chunks_exact_mut(3).enumerate() {
             taps.copy_from_slice(&padded[r * (width + 2) + j..][..3]);
@@ -347,11 +348,12 @@ pub fn filter_one_input<'a>(
 }
 
 /// Floats of a pooled pass's scratch for one pooled row: the windows of the two output rows
-/// under it and three padded source rows, those output rows, and (backward) their gradient.
+/// under it, the padded source rows around them (four; three at a time for the windows), those
+/// output rows, and (backward) their gradient.
 fn pooled_scratch_floats(conv: &Conv) -> usize {
     let width = conv.input.width;
     let rows = 2 * width * conv.slot.out_channels;
-    18 * width + 3 * (width + 2) + 2 * rows
+    18 * width + 4 * (width + 2) + 2 * rows
 }
 
 /// Pooled rows per chunk of work: whole rows of the pooled grid, at most WORK_CHUNKS chunks.
@@ -383,9 +385,72 @@ fn output_rows(
     });
 }
 
+/// Channels [`PooledRowForward`] takes, a multiple of two vectors of the widest (AVX-512's
+/// 16 lanes).
+const POOLED_ROW_CHANNELS: usize = 32;
+
+/// One input channel, forward, then 2x2 max pooling, for one pooled row: each window's four
+/// outputs summed in registers, two vectors of channels at a time, from the four padded source
+/// rows around the window's two rows, then ReLU and the window's maximum. The same sums in
+/// the same order as [`OneInputForward`], the same maximum as [`PoolRows`], so the bits of
+/// the two (which the kernel gradient computes again), without storing the windows, the
+/// outputs or the activated outputs between them.
+struct PooledRowForward<'a> {
+    padded: &'a [f32],
+    kernel: &'a [f32],
+    bias: &'a [f32],
+    pooled: &'a mut [f32],
+}
+
+impl WithSimd for PooledRowForward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let PooledRowForward {
+            padded,
+            kernel,
+            bias,
+            pooled,
+        } = self;
+        let cout = bias.len();
+        let row = padded.len() / 4;
+        let tap_vectors: [&[S::f32s]; 9] =
+            std::array::from_fn(|t| S::as_simd_f32s(&kernel[t * cout..][..cout]).0);
+        let bias_vectors = S::as_simd_f32s(bias).0;
+        let zero = simd.splat_f32s(0.0);
+        for v in (0..bias_vectors.len()).step_by(2) {
+            let taps: [[S::f32s; 2]; 9] =
+                std::array::from_fn(|t| [tap_vectors[t][v], tap_vectors[t][v + 1]]);
+            let bias = [bias_vectors[v], bias_vectors[v + 1]];
+            for (j, out) in pooled.chunks_exact_mut(cout).enumerate() {
+                // Outputs (a, b) of the window: its pixel (2 r + a, 2 j + b), p = 2 a + b.
+                let mut sums = [bias; 4];
+                for (t, taps) in taps.iter().enumerate() {
+                    let (ty, tx) = (t / 3, t % 3);
+                    for (p, sums) in sums.iter_mut().enumerate() {
+                        let (a, b) = (p / 2, p % 2);
+                        let value = simd.splat_f32s(padded[(a + ty) * row + 2 * j + b + tx]);
+                        for (sum, &tap) in sums.iter_mut().zip(taps) {
+                            *sum = simd.mul_add_f32s(value, tap, *sum);
+                        }
+                    }
+                }
+                let out = S::as_mut_simd_f32s(out).0;
+                for i in 0..2 {
+                    let window = std::array::from_fn(|p| simd.max_f32s(sums[p][i], zero));
+                    out[v + i] = first_maximum(simd, window).0;
+                }
+            }
+        }
+    }
+}
+
 /// pooled = maxpool2(act(conv(x, kernel) + bias)) for one input channel: each chunk of whole
-/// pooled rows computes the two output rows under each of its rows in scratch, then keeps
-/// each 2x2 window's maximum; the full-resolution output is never stored.
+/// pooled rows forms each of its rows from the source rows around it, in registers
+/// ([`PooledRowForward`]) with ReLU and a multiple of [`POOLED_ROW_CHANNELS`] channels, else
+/// through the two output rows under it in scratch, whose 2x2 windows' maxima it then keeps;
+/// the full-resolution output is never stored.
 pub fn forward_pooled(
     conv: &Conv,
     operands: (&[f32], &[f32], &[f32]),
@@ -395,17 +460,30 @@ pub fn forward_pooled(
     let (width, cout) = (conv.input.width, conv.slot.out_channels);
     let pooled_row_len = width / 2 * cout;
     let per_chunk = pooled_rows_per_chunk(conv);
+    let in_registers = conv.activation == Activation::Relu && cout % POOLED_ROW_CHANNELS == 0;
     pooled[..conv.output().len() / 4]
         .par_chunks_mut(per_chunk * pooled_row_len)
         .zip(tiles.par_chunks_mut(tile_len))
         .enumerate()
         .for_each(|(chunk, (pooled, tile))| {
             let (windows, rest) = tile.split_at_mut(18 * width);
-            let (padded, rest) = rest.split_at_mut(3 * (width + 2));
+            let (padded, rest) = rest.split_at_mut(4 * (width + 2));
             let rows = &mut rest[..2 * width * cout];
             for (r, out) in pooled.chunks_exact_mut(pooled_row_len).enumerate() {
+                let pooled_row = chunk * per_chunk + r;
+                if in_registers {
+                    let (x, kernel, bias) = operands;
+                    pad_rows(x, conv.input, 2 * pooled_row, (&mut *padded, 4));
+                    Arch::new().dispatch(PooledRowForward {
+                        padded: &padded[..4 * (width + 2)],
+                        kernel,
+                        bias,
+                        pooled: out,
+                    });
+                    continue;
+                }
                 let scratch = (&mut *windows, &mut *padded);
-                output_rows(conv, operands, chunk * per_chunk + r, scratch, rows);
+                output_rows(conv, operands, pooled_row, scratch, rows);
                 Arch::new().dispatch(PoolRows {
                     rows,
                     channels: cout,

@@ -11,7 +11,10 @@ use crate::model::Activation;
 /// (a later value replaces the best so far only when greater): whether b, c and d each
 /// replaced the best so far, as the pooling backward pass routes gradients.
 #[inline(always)]
-fn first_maximum<S: Simd>(simd: S, [a, b, c, d]: [S::f32s; 4]) -> (S::f32s, [S::m32s; 3]) {
+pub(super) fn first_maximum<S: Simd>(
+    simd: S,
+    [a, b, c, d]: [S::f32s; 4],
+) -> (S::f32s, [S::m32s; 3]) {
     let take_b = simd.greater_than_f32s(b, a);
     let best = simd.select_f32s(take_b, b, a);
     let take_c = simd.greater_than_f32s(c, best);
