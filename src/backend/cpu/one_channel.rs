@@ -25,7 +25,9 @@ use rayon::prelude::*;
 use super::conv::{TILE_PIXELS, WORK_CHUNKS, activate, add, chunk_pixels, times_derivative};
 use super::gather::Gather;
 use super::gemm::{Matrix, gemm};
-use super::pool::{PoolRows, RouteToFirstMaxima, first_maximum};
+use super::pool::{
+    PoolRows, RouteToFirstMaxima, derivative_lanes, first_maximum, to_first_maximum,
+};
 use crate::backend::{Conv, ConvInput, Nhwc};
 use crate::model::Activation;
 
@@ -281,45 +283,87 @@ pub fn forward_one_input(
         });
 }
 
-/// One input channel, a tile's kernel gradient: sums[t, :] += window(p)[t] dz[p, :] and the
-/// bias's sums[9, :] += dz[p, :] over the tile's pixels, each vector of output channels
-/// summed over the tile in ten registers.
-struct OneInputFilter<'a> {
-    windows: &'a [f32],
+/// One input channel, a kernel gradient over some pixels: sums[t, :] += window(p)[t] dz[p, :]
+/// and the bias's sums[9, :] += dz[p, :] over the pixels p of dz, in order, each vector of
+/// output channels summed in ten registers, two vectors at a time ([`filter_vectors`]).
+/// `window` gives pixel p's 3x3 window, row-major.
+struct OneInputFilter<'a, W> {
+    window: W,
     dz: &'a [f32],
     sums: &'a mut [f32],
 }
 
-impl WithSimd for OneInputFilter<'_> {
+impl<W: Fn(usize) -> [f32; 9]> WithSimd for OneInputFilter<'_, W> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let OneInputFilter { windows, dz, sums } = self;
+        let OneInputFilter { window, dz, sums } = self;
         let cout = sums.len() / 10;
         let vectors = cout / S::F32_LANES;
-        for v in 0..vectors {
-            let mut totals = [simd.splat_f32s(0.0); 10];
-            for (window, g) in windows.chunks_exact(9).zip(dz.chunks_exact(cout)) {
-                let g = S::as_simd_f32s(&g[v * S::F32_LANES..][..S::F32_LANES]).0[0];
-                for (total, &value) in totals.iter_mut().zip(window) {
-                    *total = simd.mul_add_f32s(simd.splat_f32s(value), g, *total);
-                }
-                totals[9] = simd.add_f32s(totals[9], g);
-            }
-            for (row, total) in sums.chunks_exact_mut(cout).zip(totals) {
-                S::as_mut_simd_f32s(&mut row[v * S::F32_LANES..][..S::F32_LANES]).0[0] = total;
-            }
+        let paired = vectors / 2 * 2;
+        for v in (0..paired).step_by(2) {
+            filter_vectors::<2, S>(simd, (&window, dz), v, sums);
+        }
+        for v in paired..vectors {
+            filter_vectors::<1, S>(simd, (&window, dz), v, sums);
         }
         for k in vectors * S::F32_LANES..cout {
-            for (window, g) in windows.chunks_exact(9).zip(dz.chunks_exact(cout)) {
-                for (t, &value) in window.iter().enumerate() {
+            for (p, g) in dz.chunks_exact(cout).enumerate() {
+                for (t, value) in window(p).into_iter().enumerate() {
                     sums[t * cout + k] = value.mul_add(g[k], sums[t * cout + k]);
                 }
                 sums[9 * cout + k] += g[k];
             }
         }
     }
+}
+
+/// [`OneInputFilter`]'s sums of the N vectors of output channels from vector v: each
+/// pixel's window values broadcast once for all N, the 10 N sums in registers. (A vector at a
+/// time, each value broadcast for each vector, conv1's kernel gradient with pool1 took a
+/// third longer: the broadcasts compete with the multiply-adds for the same ports.)
+#[inline(always)]
+fn filter_vectors<const N: usize, S: Simd>(
+    simd: S,
+    (window, dz): (&impl Fn(usize) -> [f32; 9], &[f32]),
+    v: usize,
+    sums: &mut [f32],
+) {
+    let cout = sums.len() / 10;
+    let mut totals = [[simd.splat_f32s(0.0); N]; 10];
+    for (p, g) in dz.chunks_exact(cout).enumerate() {
+        let g = S::as_simd_f32s(g).0;
+        let g: [S::f32s; N] = std::array::from_fn(|i| g[v + i]);
+        for (totals, value) in totals.iter_mut().zip(window(p)) {
+            let value = simd.splat_f32s(value);
+            for (total, &g) in totals.iter_mut().zip(&g) {
+                *total = simd.mul_add_f32s(value, g, *total);
+            }
+        }
+        for (total, &g) in totals[9].iter_mut().zip(&g) {
+            *total = simd.add_f32s(*total, g);
+        }
+    }
+    for (row, totals) in sums.chunks_exact_mut(cout).zip(totals) {
+        S::as_mut_simd_f32s(row).0[v..v + N].copy_from_slice(&totals);
+    }
+}
+
+/// Pixel p's window among `windows` [pixels, 9] ([`windows_3x3`]).
+#[inline(always)]
+fn copied_window(windows: &[f32], p: usize) -> [f32; 9] {
+    windows[9 * p..][..9].try_into().unwrap()
+}
+
+/// The window of pixel p of two output rows of `width` pixels (the first row's, then the
+/// second's), read from the four zero-padded source rows around them (`padded`, [4, width +
+/// 2]).
+#[inline(always)]
+fn window_around_two_rows(padded: &[f32], width: usize, p: usize) -> [f32; 9] {
+    let row = usize::from(p >= width);
+    let at = row * (width + 2) + p - row * width;
+    std::array::from_fn(|t| padded[at + (t / 3) * (width + 2) + t % 3])
 }
 
 /// A tile's gradient with one input channel, laid out as the kernel gradient is ([9, 1,
@@ -336,10 +380,11 @@ pub fn filter_one_input<'a>(
         let (padded, sums) = rest.split_at_mut(3 * (input.width + 2));
         let windows = &mut windows[..9 * pixels.len()];
         windows_3x3(x, input, pixels.start, windows, padded);
+        let windows = &*windows;
         let sums = &mut sums[..partial.len()];
         sums.fill(0.0);
         Arch::new().dispatch(OneInputFilter {
-            windows,
+            window: |p| copied_window(windows, p),
             dz: &dz[pixels.start * cout..pixels.end * cout],
             sums,
         });
@@ -385,16 +430,68 @@ fn output_rows(
     });
 }
 
-/// Channels [`PooledRowForward`] takes, a multiple of two vectors of the widest (AVX-512's
-/// 16 lanes).
+/// Channels the pooled passes take in registers ([`window_outputs`]): a multiple of two
+/// vectors of the widest (AVX-512's 16 lanes).
 const POOLED_ROW_CHANNELS: usize = 32;
 
-/// One input channel, forward, then 2x2 max pooling, for one pooled row: each window's four
-/// outputs summed in registers, two vectors of channels at a time, from the four padded source
-/// rows around the window's two rows, then ReLU and the window's maximum. The same sums in
-/// the same order as [`OneInputForward`], the same maximum as [`PoolRows`], so the bits of
-/// the two (which the kernel gradient computes again), without storing the windows, the
-/// outputs or the activated outputs between them.
+/// Whether the pooled passes of `conv` run in registers ([`window_outputs`]): with ReLU and a
+/// multiple of [`POOLED_ROW_CHANNELS`] channels (conv1); otherwise through the output rows in
+/// scratch ([`output_rows`]).
+fn pooled_in_registers(conv: &Conv) -> bool {
+    conv.activation == Activation::Relu
+        && conv.slot.out_channels.is_multiple_of(POOLED_ROW_CHANNELS)
+}
+
+/// The vectors v and v + 1 of the output channels of the taps of `kernel` [9, cout] and of
+/// `bias`, for [`window_outputs`].
+#[inline(always)]
+fn vector_pair<S: Simd>(
+    (kernel, bias): (&[f32], &[f32]),
+    v: usize,
+) -> ([[S::f32s; 2]; 9], [S::f32s; 2]) {
+    let cout = bias.len();
+    let pair = |values: &[f32]| {
+        let vectors = S::as_simd_f32s(values).0;
+        [vectors[v], vectors[v + 1]]
+    };
+    let taps = std::array::from_fn(|t| pair(&kernel[t * cout..][..cout]));
+    (taps, pair(bias))
+}
+
+/// Window j's four outputs relu(bias + conv) (row-major: output (a, b) is pixel (2 r + a,
+/// 2 j + b) of the two output rows), in the channels of a [`vector_pair`], summed in registers
+/// from `padded` (the four zero-padded source rows around the two rows, [4, row]). The same
+/// sums in the same order as [`OneInputForward`] and the same activation as `activate_all`, so
+/// the bits of [`output_rows`], without storing the windows or the outputs.
+#[inline(always)]
+fn window_outputs<S: Simd>(
+    simd: S,
+    (padded, row): (&[f32], usize),
+    j: usize,
+    (taps, bias): (&[[S::f32s; 2]; 9], [S::f32s; 2]),
+) -> [[S::f32s; 2]; 4] {
+    let mut sums = [bias; 4];
+    for (t, taps) in taps.iter().enumerate() {
+        let (ty, tx) = (t / 3, t % 3);
+        for (p, sums) in sums.iter_mut().enumerate() {
+            let (a, b) = (p / 2, p % 2);
+            let value = simd.splat_f32s(padded[(a + ty) * row + 2 * j + b + tx]);
+            for (sum, &tap) in sums.iter_mut().zip(taps) {
+                *sum = simd.mul_add_f32s(value, tap, *sum);
+            }
+        }
+    }
+    let zero = simd.splat_f32s(0.0);
+    for sums in &mut sums {
+        for sum in sums {
+            *sum = simd.max_f32s(*sum, zero);
+        }
+    }
+    sums
+}
+
+/// One input channel, forward, then 2x2 max pooling, for one pooled row in registers
+/// ([`window_outputs`]): each window's maximum, as [`PoolRows`] takes it, into `pooled`.
 struct PooledRowForward<'a> {
     padded: &'a [f32],
     kernel: &'a [f32],
@@ -415,31 +512,64 @@ impl WithSimd for PooledRowForward<'_> {
         } = self;
         let cout = bias.len();
         let row = padded.len() / 4;
-        let tap_vectors: [&[S::f32s]; 9] =
-            std::array::from_fn(|t| S::as_simd_f32s(&kernel[t * cout..][..cout]).0);
-        let bias_vectors = S::as_simd_f32s(bias).0;
-        let zero = simd.splat_f32s(0.0);
-        for v in (0..bias_vectors.len()).step_by(2) {
-            let taps: [[S::f32s; 2]; 9] =
-                std::array::from_fn(|t| [tap_vectors[t][v], tap_vectors[t][v + 1]]);
-            let bias = [bias_vectors[v], bias_vectors[v + 1]];
+        for v in (0..cout / S::F32_LANES).step_by(2) {
+            let pair = vector_pair::<S>((kernel, bias), v);
             for (j, out) in pooled.chunks_exact_mut(cout).enumerate() {
-                // Outputs (a, b) of the window: its pixel (2 r + a, 2 j + b), p = 2 a + b.
-                let mut sums = [bias; 4];
-                for (t, taps) in taps.iter().enumerate() {
-                    let (ty, tx) = (t / 3, t % 3);
-                    for (p, sums) in sums.iter_mut().enumerate() {
-                        let (a, b) = (p / 2, p % 2);
-                        let value = simd.splat_f32s(padded[(a + ty) * row + 2 * j + b + tx]);
-                        for (sum, &tap) in sums.iter_mut().zip(taps) {
-                            *sum = simd.mul_add_f32s(value, tap, *sum);
-                        }
-                    }
-                }
+                let outputs = window_outputs(simd, (padded, row), j, (&pair.0, pair.1));
                 let out = S::as_mut_simd_f32s(out).0;
                 for i in 0..2 {
-                    let window = std::array::from_fn(|p| simd.max_f32s(sums[p][i], zero));
-                    out[v + i] = first_maximum(simd, window).0;
+                    out[v + i] = first_maximum(simd, std::array::from_fn(|p| outputs[p][i])).0;
+                }
+            }
+        }
+    }
+}
+
+/// The gradient of the two output rows under one pooled row in registers
+/// ([`window_outputs`]): dL/d pooled routed to each window's first maximum times ReLU's
+/// derivative there, 0 elsewhere, as [`RouteToFirstMaxima`] routes it, into `d_rows` [2,
+/// width, cout].
+struct PooledRowGradient<'a> {
+    padded: &'a [f32],
+    kernel: &'a [f32],
+    bias: &'a [f32],
+    d_pooled: &'a [f32],
+    d_rows: &'a mut [f32],
+}
+
+impl WithSimd for PooledRowGradient<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let PooledRowGradient {
+            padded,
+            kernel,
+            bias,
+            d_pooled,
+            d_rows,
+        } = self;
+        let (cout, row) = (bias.len(), padded.len() / 4);
+        let vectors = cout / S::F32_LANES;
+        let (d_top, d_bottom) = d_rows.split_at_mut(d_rows.len() / 2);
+        for v in (0..vectors).step_by(2) {
+            let pair = vector_pair::<S>((kernel, bias), v);
+            let windows = d_pooled.chunks_exact(cout).zip(
+                d_top
+                    .chunks_exact_mut(2 * cout)
+                    .zip(d_bottom.chunks_exact_mut(2 * cout)),
+            );
+            for (j, (g, (top, bottom))) in windows.enumerate() {
+                let outputs = window_outputs(simd, (padded, row), j, (&pair.0, pair.1));
+                let g = S::as_simd_f32s(g).0;
+                let (top, bottom) = (S::as_mut_simd_f32s(top).0, S::as_mut_simd_f32s(bottom).0);
+                for i in 0..2 {
+                    let (best, taken) = first_maximum(simd, std::array::from_fn(|p| outputs[p][i]));
+                    let slope = derivative_lanes(simd, Some(Activation::Relu), best);
+                    let g = simd.mul_f32s(g[v + i], slope);
+                    let [to_a, to_b, to_c, to_d] = to_first_maximum(simd, g, taken);
+                    (top[v + i], top[vectors + v + i]) = (to_a, to_b);
+                    (bottom[v + i], bottom[vectors + v + i]) = (to_c, to_d);
                 }
             }
         }
@@ -447,10 +577,9 @@ impl WithSimd for PooledRowForward<'_> {
 }
 
 /// pooled = maxpool2(act(conv(x, kernel) + bias)) for one input channel: each chunk of whole
-/// pooled rows forms each of its rows from the source rows around it, in registers
-/// ([`PooledRowForward`]) with ReLU and a multiple of [`POOLED_ROW_CHANNELS`] channels, else
-/// through the two output rows under it in scratch, whose 2x2 windows' maxima it then keeps;
-/// the full-resolution output is never stored.
+/// pooled rows forms each of its rows from the source rows around it, in registers where
+/// [`pooled_in_registers`], else through the two output rows under it in scratch, whose 2x2
+/// windows' maxima it then keeps; the full-resolution output is never stored.
 pub fn forward_pooled(
     conv: &Conv,
     operands: (&[f32], &[f32], &[f32]),
@@ -460,7 +589,7 @@ pub fn forward_pooled(
     let (width, cout) = (conv.input.width, conv.slot.out_channels);
     let pooled_row_len = width / 2 * cout;
     let per_chunk = pooled_rows_per_chunk(conv);
-    let in_registers = conv.activation == Activation::Relu && cout % POOLED_ROW_CHANNELS == 0;
+    let in_registers = pooled_in_registers(conv);
     pooled[..conv.output().len() / 4]
         .par_chunks_mut(per_chunk * pooled_row_len)
         .zip(tiles.par_chunks_mut(tile_len))
@@ -475,7 +604,7 @@ pub fn forward_pooled(
                     let (x, kernel, bias) = operands;
                     pad_rows(x, conv.input, 2 * pooled_row, (&mut *padded, 4));
                     Arch::new().dispatch(PooledRowForward {
-                        padded: &padded[..4 * (width + 2)],
+                        padded,
                         kernel,
                         bias,
                         pooled: out,
@@ -495,9 +624,10 @@ pub fn forward_pooled(
 
 /// The kernel-and-bias gradient of [`forward_pooled`] from dL/d pooled, into `partials` (one
 /// per chunk of whole pooled rows, [9, 1, cout] then the bias): each chunk computes the two
-/// output rows under each of its pooled rows again, routes each window's gradient to its
-/// first maximum times the activation's derivative there, and adds those rows' gradient,
-/// summed first over the two rows. Returns the number of chunks.
+/// output rows under each of its pooled rows again (in registers where
+/// [`pooled_in_registers`]), routes each window's gradient to its first maximum times the
+/// activation's derivative there, and adds those rows' gradient, summed first over the two
+/// rows. Returns the number of chunks.
 pub fn filter_pooled(
     conv: &Conv,
     operands: (&[f32], &[f32], &[f32]),
@@ -508,6 +638,7 @@ pub fn filter_pooled(
     let (width, cout) = (conv.input.width, conv.slot.out_channels);
     let pooled_row_len = width / 2 * cout;
     let per_chunk = pooled_rows_per_chunk(conv);
+    let in_registers = pooled_in_registers(conv);
     let d_pooled = &d_pooled[..conv.output().len() / 4];
     d_pooled
         .par_chunks(per_chunk * pooled_row_len)
@@ -517,22 +648,46 @@ pub fn filter_pooled(
         .for_each(|(chunk, ((d_pooled, partial), tile))| {
             partial.fill(0.0);
             let (windows, rest) = tile.split_at_mut(18 * width);
-            let (padded, rest) = rest.split_at_mut(3 * (width + 2));
+            let (padded, rest) = rest.split_at_mut(4 * (width + 2));
             let (rows, rest) = rest.split_at_mut(2 * width * cout);
             let (dz, rest) = rest.split_at_mut(2 * width * cout);
             let sums = &mut rest[..size];
             for (r, d_pooled) in d_pooled.chunks_exact(pooled_row_len).enumerate() {
-                let scratch = (&mut *windows, &mut *padded);
-                output_rows(conv, operands, chunk * per_chunk + r, scratch, rows);
-                Arch::new().dispatch(RouteToFirstMaxima {
-                    activation: Some(conv.activation),
-                    rows,
-                    channels: cout,
-                    d_pooled,
-                    d_rows: dz,
-                });
+                let pooled_row = chunk * per_chunk + r;
                 sums.fill(0.0);
-                Arch::new().dispatch(OneInputFilter { windows, dz, sums });
+                if in_registers {
+                    let (x, kernel, bias) = operands;
+                    pad_rows(x, conv.input, 2 * pooled_row, (&mut *padded, 4));
+                    let padded = &*padded;
+                    Arch::new().dispatch(PooledRowGradient {
+                        padded,
+                        kernel,
+                        bias,
+                        d_pooled,
+                        d_rows: dz,
+                    });
+                    Arch::new().dispatch(OneInputFilter {
+                        window: |p| window_around_two_rows(padded, width, p),
+                        dz,
+                        sums,
+                    });
+                } else {
+                    let scratch = (&mut *windows, &mut *padded);
+                    output_rows(conv, operands, pooled_row, scratch, rows);
+                    Arch::new().dispatch(RouteToFirstMaxima {
+                        activation: Some(conv.activation),
+                        rows,
+                        channels: cout,
+                        d_pooled,
+                        d_rows: dz,
+                    });
+                    let windows = &*windows;
+                    Arch::new().dispatch(OneInputFilter {
+                        window: |p| copied_window(windows, p),
+                        dz,
+                        sums,
+                    });
+                }
                 add(partial, sums);
             }
         });

@@ -23,6 +23,24 @@ pub(super) fn first_maximum<S: Simd>(
     (simd.select_f32s(take_d, d, best), [take_b, take_c, take_d])
 }
 
+/// g routed to its 2x2 window's first maximum (row-major), from whether b, c and d each
+/// replaced the best so far ([`first_maximum`]): the gradients of a, b, c and d.
+#[inline(always)]
+pub(super) fn to_first_maximum<S: Simd>(
+    simd: S,
+    g: S::f32s,
+    [take_b, take_c, take_d]: [S::m32s; 3],
+) -> [S::f32s; 4] {
+    let zero = simd.splat_f32s(0.0);
+    let later = simd.or_m32s(take_c, take_d);
+    [
+        simd.select_f32s(simd.or_m32s(take_b, later), zero, g),
+        simd.select_f32s(later, zero, simd.select_f32s(take_b, g, zero)),
+        simd.select_f32s(take_d, zero, simd.select_f32s(take_c, g, zero)),
+        simd.select_f32s(take_d, g, zero),
+    ]
+}
+
 /// Window j's four values at channels k..k + n (a vector or less) of two rows of `channels`
 /// channels, `top` and `bottom`.
 #[inline(always)]
@@ -44,7 +62,11 @@ fn window_lanes<S: Simd>(
 /// act'(z) from y = act(z), a vector at a time, to the bits of conv.rs's `derivative`: relu:
 /// 1 where y > 0, else 0; sigmoid: y (1 - y); without an activation, 1.
 #[inline(always)]
-fn derivative_lanes<S: Simd>(simd: S, activation: Option<Activation>, y: S::f32s) -> S::f32s {
+pub(super) fn derivative_lanes<S: Simd>(
+    simd: S,
+    activation: Option<Activation>,
+    y: S::f32s,
+) -> S::f32s {
     let (zero, one) = (simd.splat_f32s(0.0), simd.splat_f32s(1.0));
     match activation {
         Some(Activation::Relu) => simd.select_f32s(simd.greater_than_f32s(y, zero), one, zero),
@@ -107,7 +129,6 @@ impl WithSimd for RouteToFirstMaxima<'_> {
         } = self;
         let rows = rows.split_at(rows.len() / 2);
         let (d_top, d_bottom) = d_rows.split_at_mut(rows.0.len());
-        let zero = simd.splat_f32s(0.0);
         for (j, g) in d_pooled.chunks_exact(channels).enumerate() {
             for k in (0..channels).step_by(S::F32_LANES) {
                 let n = (channels - k).min(S::F32_LANES);
@@ -115,11 +136,7 @@ impl WithSimd for RouteToFirstMaxima<'_> {
                 let (best, [take_b, take_c, take_d]) = first_maximum(simd, window);
                 let g = simd.partial_load_f32s(&g[k..][..n]);
                 let g = simd.mul_f32s(g, derivative_lanes(simd, activation, best));
-                let later = simd.or_m32s(take_c, take_d);
-                let to_a = simd.select_f32s(simd.or_m32s(take_b, later), zero, g);
-                let to_b = simd.select_f32s(later, zero, simd.select_f32s(take_b, g, zero));
-                let to_c = simd.select_f32s(take_d, zero, simd.select_f32s(take_c, g, zero));
-                let to_d = simd.select_f32s(take_d, g, zero);
+                let [to_a, to_b, to_c, to_d] = to_first_maximum(simd, g, [take_b, take_c, take_d]);
                 let at = 2 * j * channels + k;
                 simd.partial_store_f32s(&mut d_top[at..][..n], to_a);
                 simd.partial_store_f32s(&mut d_top[at + channels..][..n], to_b);
