@@ -83,6 +83,46 @@ fn two_epochs_then_two_more_equal_four_in_one_go() {
     assert_eq!(history_losses(&split).len(), 5, "header and four epochs");
 }
 
+#[test]
+fn winograd_4x4_tiles_train_to_nearly_the_same_losses() {
+    // The same run by F(2x2, 3x3) and by F(4x4, 3x3): other roundings, so other weights, but
+    // losses within 1e-4 of each other after two epochs.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::write_striped_images(&data, 11, 20);
+    let run = |tile: &str| {
+        let run = dir.path().join(tile);
+        let output = small_run(
+            &data,
+            &run,
+            "2",
+            &["--device", "cpu", "--winograd-tile", tile],
+        );
+        assert!(output.status.success(), "{}", text(&output));
+        let weights = read(
+            run.join("checkpoints/epoch-0002")
+                .join(checkpoint::WEIGHTS_FILE),
+        );
+        (history_losses(&run), weights)
+    };
+    let ((losses_2x2, weights_2x2), (losses_4x4, weights_4x4)) = (run("2x2"), run("4x4"));
+    assert!(
+        weights_2x2 != weights_4x4,
+        "--winograd-tile 4x4 changed nothing"
+    );
+    let values = |line: &str| -> Vec<f64> {
+        line.split(',')
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect()
+    };
+    for (two, four) in losses_2x2.iter().zip(&losses_4x4).skip(1) {
+        for (a, b) in values(two).into_iter().zip(values(four)) {
+            assert!((a - b).abs() <= 1e-4 * a.abs(), "{two} against {four}");
+        }
+    }
+}
+
 /// Resumes `split` (trained 2 epochs) for 2 more and checks that its epoch-4 `files` and its
 /// loss history are those of `straight`, trained 4 epochs in one go.
 fn assert_two_more_epochs_match(straight: &Path, split: &Path, files: &[&str]) {
@@ -518,6 +558,8 @@ fn help_explains_every_training_flag() {
         "[default: 200]",
         "--precision",
         "bf16 (tensor cores",
+        "--winograd-tile",
+        "4x4 (1/4 of them",
     ] {
         assert!(help.contains(flag), "train --help lacks {flag}");
     }
@@ -653,6 +695,8 @@ fn info_and_devices_report_a_missing_gpu_cleanly() {
     );
     let precision = whorl(&["bench", "--device", "cpu", "--precision", "bf8"]);
     assert_flag_error(&precision, &["--precision", "bf8"]);
+    let tile = whorl(&["bench", "--device", "cpu", "--winograd-tile", "3x3"]);
+    assert_flag_error(&tile, &["--winograd-tile", "3x3"]);
     let huge = whorl(&[
         "bench",
         "--device",

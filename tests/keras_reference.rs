@@ -10,7 +10,7 @@ use std::path::Path;
 use common::{relative_error, widen};
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::reference::ReferenceBackend;
-use whorl::backend::{Adam, Backend, Optimizer};
+use whorl::backend::{Adam, Backend, Optimizer, WinogradTile};
 use whorl::checkpoint::{flatten_params, read_tensors};
 use whorl::graph::Network;
 use whorl::model::Architecture;
@@ -26,7 +26,10 @@ fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0f32, f32::max)
 }
 
-fn check_against_keras<B: Backend>(backend: B, input_size: usize) {
+/// One forward and backward pass and one RMSprop step on the Keras case: output and loss
+/// within 1e-5 relative, every gradient within `gradient_tolerance` of its tensor's scale, the
+/// updated weights within 1e-5.
+fn check_against_keras<B: Backend>(backend: B, input_size: usize, gradient_tolerance: f64) {
     let path = Path::new(CASE);
     let tensors = read_tensors(path).unwrap();
     let arch = Architecture::reference();
@@ -57,7 +60,7 @@ fn check_against_keras<B: Backend>(backend: B, input_size: usize) {
         for (part, range) in [("weight", slot.weight.clone()), ("bias", slot.bias.clone())] {
             let error = relative_error(&grads[range.clone()], &widen(&expected_grads[range]));
             assert!(
-                error < 1e-4,
+                error < gradient_tolerance,
                 "grad {}.{part} differs from Keras by {error:e}",
                 slot.name
             );
@@ -74,13 +77,24 @@ fn check_against_keras<B: Backend>(backend: B, input_size: usize) {
 
 #[test]
 fn cpu_backend_matches_keras() {
-    check_against_keras(CpuBackend::new(), 224);
+    check_against_keras(CpuBackend::new(), 224, 1e-4);
+}
+
+#[test]
+fn cpu_backend_by_4x4_tiles_stays_near_keras() {
+    // F(4x4, 3x3) rounds conv2-conv4's outputs to about 1e-5 of their scale. The output and
+    // the loss still agree within 1e-5, but conv1's to conv5's gradients move by 6e-4 to 2e-3
+    // of their scale: ReLU derivatives and pooling windows' first maxima flip where a value
+    // lies within that rounding of zero or of its neighbour (a perturbation of 5e-6 in
+    // F(2x2, 3x3)'s activations moves them as much). The step's update stays within 1e-5.
+    let by_4x4 = CpuBackend::new().with_winograd_tile(WinogradTile::FourByFour);
+    check_against_keras(by_4x4, 224, 5e-3);
 }
 
 #[test]
 #[ignore = "the float64 direct loops take minutes at 224x224; run with --ignored"]
 fn reference_backend_matches_keras() {
-    check_against_keras(ReferenceBackend, 224);
+    check_against_keras(ReferenceBackend, 224, 1e-4);
 }
 
 /// Three Adam steps on the Adam case's batch from the reference case's weights: the loss before

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{pipelined_losses, random, relative_error, widen};
+use whorl::backend::WinogradTile;
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::reference::ReferenceBackend;
 use whorl::graph::Network;
@@ -131,30 +132,37 @@ fn whole_model_gradient_matches_finite_differences() {
 
 #[test]
 fn cpu_training_follows_the_direct_loops() {
-    let arch = Architecture::reference();
-    let (size, batch) = (12, 3);
-    let params = arch.glorot_uniform(5);
-    let mut cpu =
-        Network::new(CpuBackend::new(), arch.clone(), size, size, batch, &params).unwrap();
-    let mut reference =
-        Network::new(ReferenceBackend, arch.clone(), size, size, batch, &params).unwrap();
-    for step in 0..5 {
-        let images = random(batch * size * size, 0.0, 1.0, 10 + step);
-        let loss = cpu.train_step(&images).unwrap();
-        let expected = reference.train_step(&images).unwrap();
+    // With either Winograd tile; at 20x20 conv3 and conv4 run on 5x5 images, a whole 4x4 tile
+    // and partial ones.
+    for tile in [WinogradTile::TwoByTwo, WinogradTile::FourByFour] {
+        let arch = Architecture::reference();
+        let (size, batch) = (20, 3);
+        let params = arch.glorot_uniform(5);
+        let engine = CpuBackend::new().with_winograd_tile(tile);
+        let mut cpu = Network::new(engine, arch.clone(), size, size, batch, &params).unwrap();
+        let mut reference =
+            Network::new(ReferenceBackend, arch.clone(), size, size, batch, &params).unwrap();
+        for step in 0..5 {
+            let images = random(batch * size * size, 0.0, 1.0, 10 + step);
+            let loss = cpu.train_step(&images).unwrap();
+            let expected = reference.train_step(&images).unwrap();
+            assert!(
+                (loss - expected).abs() < 1e-5 * expected,
+                "{tile:?} step {step}: {loss} vs {expected}"
+            );
+        }
+        let error = relative_error(&cpu.params().unwrap(), &widen(&reference.params().unwrap()));
         assert!(
-            (loss - expected).abs() < 1e-5 * expected,
-            "step {step}: {loss} vs {expected}"
+            error < 1e-4,
+            "{tile:?}: weights after 5 steps differ by {error:e}"
+        );
+        let velocity = widen(&reference.velocity().unwrap());
+        let error = relative_error(&cpu.velocity().unwrap(), &velocity);
+        assert!(
+            error < 1e-3,
+            "{tile:?}: RMSprop state after 5 steps differs by {error:e}"
         );
     }
-    let error = relative_error(&cpu.params().unwrap(), &widen(&reference.params().unwrap()));
-    assert!(error < 1e-4, "weights after 5 steps differ by {error:e}");
-    let velocity = widen(&reference.velocity().unwrap());
-    let error = relative_error(&cpu.velocity().unwrap(), &velocity);
-    assert!(
-        error < 1e-3,
-        "RMSprop state after 5 steps differs by {error:e}"
-    );
 }
 
 #[test]

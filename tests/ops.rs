@@ -7,11 +7,17 @@ use common::{CONV_CASES, POOLED_CASES, conv, nhwc, parity, random, relative_erro
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::reference as direct;
 use whorl::backend::reference::ReferenceBackend;
-use whorl::backend::{Adam, Backend, Conv, ConvInput, Nhwc, RmsProp, backward_in_turn};
+use whorl::backend::{
+    Adam, Backend, Conv, ConvInput, Nhwc, RmsProp, WinogradTile, backward_in_turn,
+};
 use whorl::model::Activation;
 
 fn planned_cpu(conv: &Conv) -> CpuBackend {
-    let mut cpu = CpuBackend::new();
+    planned_cpu_by(conv, WinogradTile::TwoByTwo)
+}
+
+fn planned_cpu_by(conv: &Conv, tile: WinogradTile) -> CpuBackend {
+    let mut cpu = CpuBackend::new().with_winograd_tile(tile);
     cpu.plan(std::slice::from_ref(conv)).unwrap();
     cpu
 }
@@ -27,6 +33,35 @@ fn convolutions_match_direct_loops() {
         {
             let conv = conv(input, cout, read, activation);
             assert_cpu_passes_match_direct_loops(&conv, 10 * case as u64);
+        }
+    }
+}
+
+#[test]
+fn convolutions_by_4x4_tiles_match_direct_loops_and_differ_from_2x2s() {
+    // The plain cases, with partial 4x4 tiles (odd sizes), and at 117 columns (30 tiles a row,
+    // over the 29 a piece aims at) images cut into pieces of one tile row. F(4x4, 3x3) rounds
+    // about ten times as much as F(2x2, 3x3) (at most 1e-5 of the scale here, where F(2x2,
+    // 3x3) stays near 1e-6); every case with several input channels runs by Winograd, and its
+    // outputs must then differ from F(2x2, 3x3)'s.
+    let cases = CONV_CASES
+        .into_iter()
+        .chain([(nhwc(2, 30, 117, 5), 6), (nhwc(3, 13, 9, 16), 32)]);
+    for (case, (input, cout)) in cases.enumerate() {
+        let conv = conv(input, cout, ConvInput::Direct, Activation::Relu);
+        let inputs = parity::conv_inputs(&conv, 50 + case as u64);
+        let mut by_4x4 = CpuBackend::new().with_winograd_tile(WinogradTile::FourByFour);
+        let got = parity::conv_outputs(&mut by_4x4, &conv, &inputs);
+        let expected = parity::conv_outputs(&mut ReferenceBackend, &conv, &inputs);
+        let errors = parity::errors(&parity::CONV_OUTPUTS, &got, &expected);
+        parity::assert_within(&errors, 3e-5, &format!("{conv:?}"));
+        let by_2x2 = parity::conv_outputs(&mut CpuBackend::new(), &conv, &inputs);
+        if input.channels > 1 && input.width > 1 {
+            assert_ne!(
+                parity::bits(&got[..1]),
+                parity::bits(&by_2x2[..1]),
+                "{conv:?}"
+            );
         }
     }
 }
@@ -153,11 +188,13 @@ fn conv2d_backward_filter_is_deterministic_across_thread_counts() {
     // Each algorithm: Winograd (plain, 4 channels in), direct loops (plain, one channel in),
     // Winograd over box sums (upsampled), and box sums as a GEMM of width 9 (upsampled, one
     // channel out).
-    for (read, cin, cout) in [
-        (ConvInput::Direct, 4, 6),
-        (ConvInput::Direct, 1, 6),
-        (ConvInput::Upsampled2, 4, 6),
-        (ConvInput::Upsampled2, 4, 1),
+    // Winograd by F(4x4, 3x3) too.
+    for (read, cin, cout, tile) in [
+        (ConvInput::Direct, 4, 6, WinogradTile::TwoByTwo),
+        (ConvInput::Direct, 4, 6, WinogradTile::FourByFour),
+        (ConvInput::Direct, 1, 6, WinogradTile::TwoByTwo),
+        (ConvInput::Upsampled2, 4, 6, WinogradTile::TwoByTwo),
+        (ConvInput::Upsampled2, 4, 1, WinogradTile::TwoByTwo),
     ] {
         let conv = conv(nhwc(3, 19, 23, cin), cout, read, Activation::Relu);
         let x = random(conv.input.len(), -1.0, 1.0, 1);
@@ -169,15 +206,15 @@ fn conv2d_backward_filter_is_deterministic_across_thread_counts() {
                 .unwrap();
             pool.install(|| {
                 let mut grads = vec![0.0; conv.slot.bias.end];
-                planned_cpu(&conv)
+                planned_cpu_by(&conv, tile)
                     .conv2d_backward_filter(&conv, &x, &dz, &mut grads)
                     .unwrap();
                 grads
             })
         };
         let one = grads_with(1);
-        assert_eq!(one, grads_with(2), "{read:?} {cin} to {cout}");
-        assert_eq!(one, grads_with(5), "{read:?} {cin} to {cout}");
+        assert_eq!(one, grads_with(2), "{read:?} {cin} to {cout} {tile:?}");
+        assert_eq!(one, grads_with(5), "{read:?} {cin} to {cout} {tile:?}");
     }
 }
 

@@ -111,6 +111,39 @@ impl Precision {
     }
 }
 
+/// The output tile of the CPU engine's plain 3x3 convolutions (conv2 to conv4, and
+/// backward-data of every plain convolution), Winograd's F(m x m, 3x3). GPUs ignore it: their
+/// FP32 path runs F(2x2, 3x3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WinogradTile {
+    /// F(2x2, 3x3): 16 multiplies per 2x2 outputs and channel pair, 4/9 of the direct
+    /// arithmetic; float32 rounding of about 1e-6 of the outputs' scale.
+    #[default]
+    #[value(name = "2x2")]
+    TwoByTwo,
+    /// F(4x4, 3x3): 36 multiplies per 4x4 outputs, 1/4 of the direct arithmetic; its
+    /// transforms' larger coefficients round to about 1e-5 of the outputs' scale.
+    #[value(name = "4x4")]
+    FourByFour,
+}
+
+impl WinogradTile {
+    pub fn name(self) -> &'static str {
+        match self {
+            WinogradTile::TwoByTwo => "2x2",
+            WinogradTile::FourByFour => "4x4",
+        }
+    }
+
+    /// The share of the direct arithmetic its passes execute.
+    pub fn share(self) -> f64 {
+        match self {
+            WinogradTile::TwoByTwo => 4.0 / 9.0,
+            WinogradTile::FourByFour => 0.25,
+        }
+    }
+}
+
 /// RMSprop's hyper-parameters; the defaults are Keras 3's.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RmsProp {
@@ -290,12 +323,12 @@ pub enum ConvAlgorithm {
     /// Winograd's F(2x2, 3x3) for the plain convolutions' passes as `Winograd`, an upsampled
     /// input's passes as `Direct` (the GPU in FP32).
     WinogradPlain,
-    /// Winograd's F(2x2, 3x3) (the CPU engine): every pass of a plain convolution with several
-    /// input channels (and backward-data of any plain one) at 4/9 of the multiplies; and for
-    /// an upsampled input with several output channels, its forward pass by F(3, 2) over the
-    /// output's phases at 16/81, its backward passes by F(4, 2) over the box sums of dz at
-    /// 9/64.
-    Winograd,
+    /// Winograd's algorithms (the CPU engine): every pass of a plain convolution with several
+    /// input channels (and backward-data of any plain one) by F(m x m, 3x3) with the tile's m,
+    /// at 4/9 (2x2) or 1/4 (4x4) of the multiplies; and for an upsampled input with several
+    /// output channels, its forward pass by F(3, 2) over the output's phases at 16/81, its
+    /// backward passes by F(4, 2) over the box sums of dz at 9/64.
+    Winograd(WinogradTile),
 }
 
 /// The operations the layer graph needs. Buffers may be longer than an operation's shape needs

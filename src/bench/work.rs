@@ -84,18 +84,21 @@ pub fn conv_flops(conv: &Conv) -> f64 {
 
 /// The arithmetic a pass executes on an engine that computes convolutions by `algorithm`:
 /// nominal, except an upsampled input's 4/9 (forward) and 1/4 (backward passes), and with
-/// Winograd 4/9 for the plain passes (and with `Winograd`, not `WinogradPlain`, 16/81 for an
-/// upsampled input's forward and 9/64 for its backward passes), but for the one-channel
-/// layers' direct loops.
+/// Winograd 4/9 for the plain passes (1/4 with F(4x4, 3x3); and with `Winograd`, not
+/// `WinogradPlain`, 16/81 for an upsampled input's forward and 9/64 for its backward passes),
+/// but for the one-channel layers' direct loops.
 pub fn conv_executed_flops(conv: &Conv, pass: ConvPass, algorithm: ConvAlgorithm) -> f64 {
-    let winograd_plain = algorithm != ConvAlgorithm::Direct;
-    let winograd_upsampled = algorithm == ConvAlgorithm::Winograd;
+    let (plain_share, winograd_upsampled) = match algorithm {
+        ConvAlgorithm::Direct => (1.0, false),
+        ConvAlgorithm::WinogradPlain => (4.0 / 9.0, false),
+        ConvAlgorithm::Winograd(tile) => (tile.share(), true),
+    };
     let one_channel = match conv.read {
         ConvInput::Direct => conv.slot.in_channels == 1 && pass != ConvPass::BackwardData,
         ConvInput::Upsampled2 => conv.slot.out_channels == 1,
     };
     let share = match (conv.read, pass) {
-        (ConvInput::Direct, _) if winograd_plain && !one_channel => 4.0 / 9.0,
+        (ConvInput::Direct, _) if !one_channel => plain_share,
         (ConvInput::Direct, _) => 1.0,
         (ConvInput::Upsampled2, ConvPass::Forward) if winograd_upsampled && !one_channel => {
             16.0 / 81.0

@@ -194,6 +194,8 @@ pub(crate) fn run_demo(mut args: DemoArgs) -> Result<ExitCode> {
         &args.compute.device,
         "--precision",
         args.compute.precision.name(),
+        "--winograd-tile",
+        args.compute.winograd_tile.name(),
         "--optimizer",
         &args.optimizer.to_string(),
     ]);

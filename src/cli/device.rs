@@ -1,13 +1,14 @@
 //! `--device`: the CPU, a GPU through the CUDA kernels, or whichever is present.
 
 use clap::Args;
-use whorl::backend::Precision;
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::gpu::GpuBackend;
 use whorl::backend::gpu::cuda::CudaDevice;
+use whorl::backend::{Precision, WinogradTile};
 use whorl::{Error, Result};
 
-/// Where and how to compute: `--device` and `--precision`, for every command that runs the model.
+/// Where and how to compute: `--device`, `--precision` and `--winograd-tile`, for every command
+/// that runs the model.
 #[derive(Args, Clone, Debug)]
 pub(crate) struct Compute {
     /// Where to compute: cpu, cuda (GPU 0), cuda:N, or auto (the first GPU when a driver and a
@@ -23,6 +24,13 @@ pub(crate) struct Compute {
     /// Winograd's F(2x2, 3x3) as on the CPU). The CPU always computes in FP32.
     #[arg(long, value_enum, default_value_t = Precision::Tf32)]
     pub(crate) precision: Precision,
+
+    /// The CPU's output tile for its plain convolutions (conv2 to conv4, and backward-data of
+    /// every plain one), Winograd's F(m x m, 3x3): 2x2 (4/9 of the direct multiplies, float32
+    /// rounding of about 1e-6 of the outputs' scale) or 4x4 (1/4 of them: training about a
+    /// fifth faster, rounding about ten times larger). GPUs ignore it.
+    #[arg(long, value_enum, default_value_t = WinogradTile::TwoByTwo)]
+    pub(crate) winograd_tile: WinogradTile,
 }
 
 /// Where `--device` asks to compute.
@@ -50,8 +58,8 @@ pub(crate) fn parse_device(device: &str) -> Result<DeviceChoice> {
     }
 }
 
-/// Runs `job` on the backend `--device` names: the CPU, or a GPU through the CUDA kernels in
-/// `--precision`.
+/// Runs `job` on the backend `--device` names: the CPU with `--winograd-tile`, or a GPU
+/// through the CUDA kernels in `--precision`.
 pub(crate) fn on_device<T>(
     compute: &Compute,
     quiet: bool,
@@ -65,15 +73,16 @@ pub(crate) fn on_device<T>(
             ))
         })
     };
+    let cpu = || Backends::Cpu(CpuBackend::new().with_winograd_tile(compute.winograd_tile));
     let backend = match parse_device(device)? {
-        DeviceChoice::Cpu => Backends::Cpu(CpuBackend::new()),
+        DeviceChoice::Cpu => cpu(),
         DeviceChoice::Cuda(ordinal) => gpu(ordinal)
             .map_err(|e| Error::invalid("--device", format!("{device}: {e} (use --device cpu)")))?,
         DeviceChoice::Auto => gpu(0).unwrap_or_else(|reason| {
             if !quiet {
                 println!("device: no GPU ({reason}); computing on the CPU");
             }
-            Backends::Cpu(CpuBackend::new())
+            cpu()
         }),
     };
     job(backend)

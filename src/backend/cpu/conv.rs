@@ -1,6 +1,6 @@
 //! Convolutions on the CPU, one function per pass:
 //! - forward: [`forward`], by Winograd's F(2x2, 3x3) ([`super::winograd`]) for a plain input
-//!   (4/9 of the multiplies); for an upsampled one by F(3, 2) over the output's phases at the
+//!   (4/9 of the multiplies; F(4x4, 3x3), 1/4, with [`ConvScratch::winograd`] 4x4); for an upsampled one by F(3, 2) over the output's phases at the
 //!   source's resolution ([`super::upsampled_winograd`]: 16/81).
 //! - backward-data: [`backward_data`], a 3x3 'same' convolution of dz with the flipped kernel,
 //!   by Winograd; of an upsampled input, a 3x3 pass at the source's resolution over 2x2 box
@@ -24,7 +24,7 @@ use std::ops::Range;
 use pulp::Arch;
 use rayon::prelude::*;
 
-use super::super::{Conv, ConvInput, Nhwc};
+use super::super::{Conv, ConvInput, Nhwc, WinogradTile};
 use super::gather::Gather;
 use super::gemm::{Matrix, gemm};
 use super::one_channel;
@@ -37,9 +37,12 @@ pub const TILE_PIXELS: usize = 128;
 /// The fixed partition of each convolution's pixels into independent pieces of work.
 pub const WORK_CHUNKS: usize = 64;
 
-/// Scratch space, sized once by [`ConvScratch::plan`].
+/// Scratch space, sized once by [`ConvScratch::plan`] for the Winograd tile the plain
+/// convolutions run by.
 #[derive(Debug, Default)]
 pub struct ConvScratch {
+    /// The tile of the plain convolutions' Winograd passes, whose transforms the scratch holds.
+    pub winograd: WinogradTile,
     /// Per chunk of work: a tile of gathered box sums, or a one-channel pass's scratch.
     tiles: Vec<f32>,
     tile_len: usize,
@@ -50,31 +53,37 @@ pub struct ConvScratch {
     kernel: Vec<f32>,
 }
 
-/// Values of a kernel gradient as accumulated (9 taps of cin x cout, or the 16 positions of a
+/// Values of a kernel gradient as accumulated (9 taps of cin x cout, or the positions of a
 /// Winograd tile) plus the bias.
-fn partial_len(conv: &Conv) -> usize {
+fn partial_len(conv: &Conv, tile: WinogradTile) -> usize {
     let slot = &conv.slot;
-    let taps = if conv.read == ConvInput::Direct && slot.in_channels > 1 {
-        16
-    } else {
-        9
-    };
-    taps * slot.in_channels * slot.out_channels + slot.out_channels
+    match conv.read == ConvInput::Direct && slot.in_channels > 1 {
+        true => {
+            winograd::positions(tile) * slot.in_channels * slot.out_channels + slot.out_channels
+        }
+        false => taps_gradient_len(conv),
+    }
+}
+
+/// Values of a kernel gradient as 9 taps of cin x cout plus the bias.
+fn taps_gradient_len(conv: &Conv) -> usize {
+    let slot = &conv.slot;
+    9 * slot.in_channels * slot.out_channels + slot.out_channels
 }
 
 /// Values of a transformed kernel: the flipped kernel, four 2x2 phase kernels, or the summed
 /// partial gradient.
-fn kernel_len(conv: &Conv) -> usize {
+fn kernel_len(conv: &Conv, tile: WinogradTile) -> usize {
     let taps = match conv.read {
         // The flipped kernel and its Winograd transform.
-        ConvInput::Direct => 9 + 16,
+        ConvInput::Direct => 9 + winograd::positions(tile),
         // The forward pass's 64 kernel transforms (the backward passes: the flipped kernel and
         // its 36 transforms; one output channel: four 2x2 phase kernels).
         ConvInput::Upsampled2 => 64,
     };
     let kernel = conv.slot.in_channels * conv.slot.out_channels;
     // The whole backward pass of one output channel keeps the flipped kernel beside the sums.
-    (taps * kernel).max(9 * kernel + partial_len(conv))
+    (taps * kernel).max(9 * kernel + partial_len(conv, tile))
 }
 
 /// Floats of scratch one chunk of work of this convolution needs: for the backward passes of
@@ -92,17 +101,20 @@ fn tile_len(conv: &Conv) -> usize {
 impl ConvScratch {
     /// Makes room for every convolution in `shapes`.
     pub fn plan(&mut self, convs: &[Conv]) {
+        let tile = self.winograd;
+        let partial_len = |conv| partial_len(conv, tile);
         self.partial_len = convs.iter().map(partial_len).max().unwrap_or(0);
         self.tile_len = convs.iter().map(tile_len).max().unwrap_or(0);
         self.tiles = vec![0.0; WORK_CHUNKS * self.tile_len];
         self.partials = vec![0.0; WORK_CHUNKS * self.partial_len];
+        let kernel_len = |conv| kernel_len(conv, tile);
         self.kernel = vec![0.0; convs.iter().map(kernel_len).max().unwrap_or(0)];
     }
 
     pub fn fits(&self, conv: &Conv) -> bool {
         tile_len(conv) <= self.tile_len
-            && partial_len(conv) <= self.partial_len
-            && kernel_len(conv) <= self.kernel.len()
+            && partial_len(conv, self.winograd) <= self.partial_len
+            && kernel_len(conv, self.winograd) <= self.kernel.len()
     }
 }
 
@@ -309,6 +321,7 @@ pub fn forward(scratch: &mut ConvScratch, conv: &Conv, x: &[f32], params: &[f32]
                 input: conv.input,
                 cout: conv.slot.out_channels,
                 epilogue: Epilogue::BiasAndActivation(bias, conv.activation),
+                tile: scratch.winograd,
             };
             let transformed = &mut scratch.kernel[..same.transformed_len()];
             same.transform_kernel(kernel, transformed);
@@ -349,7 +362,7 @@ pub fn pooled_backward_filter(
 ) {
     let (kernel, bias) = kernel_and_bias(conv, params);
     let operands = (x, kernel, bias);
-    let size = partial_len(conv);
+    let size = taps_gradient_len(conv);
     let tiles = (&mut scratch.tiles[..], scratch.tile_len);
     let partials = (&mut scratch.partials[..], size);
     let chunks = one_channel::filter_pooled(conv, operands, d_pooled, tiles, partials);
@@ -389,6 +402,7 @@ pub fn backward_data(
                 input: conv.output(),
                 cout: cin,
                 epilogue,
+                tile: scratch.winograd,
             };
             let (flipped, transformed) = scratch.kernel.split_at_mut(9 * cin * cout);
             same.transform_kernel(flipped, transformed);
@@ -459,7 +473,7 @@ fn upsampled_kernel_gradient(
     data: Option<(&[f32], Epilogue, &mut [f32])>,
     grads: &mut [f32],
 ) {
-    let size = partial_len(conv);
+    let size = taps_gradient_len(conv);
     let groups =
         upsampled_winograd::kernel_gradient(upsampled(conv), (x, dz), data, (partials, size));
     sum_in_order(&partials[..groups * size], &mut grads[..size]);
@@ -489,7 +503,7 @@ pub fn backward_one_output(
     dx: &mut [f32],
 ) {
     let cin = conv.slot.in_channels;
-    let size = partial_len(conv);
+    let size = taps_gradient_len(conv);
     let chunks = conv.input.pixels().div_ceil(chunk_pixels(conv.input));
     let (flipped, total) = scratch.kernel.split_at_mut(9 * cin);
     flip_kernel(conv, kernel, flipped);
@@ -511,7 +525,7 @@ pub fn backward_filter(
     dz: &[f32],
     grads: &mut [f32],
 ) {
-    let size = partial_len(conv);
+    let size = taps_gradient_len(conv);
     let chunks = conv.input.pixels().div_ceil(chunk_pixels(conv.input));
     let partials = &mut scratch.partials[..chunks * size];
     let tiles = (&mut scratch.tiles[..], scratch.tile_len);
@@ -526,6 +540,7 @@ pub fn backward_filter(
                 input: conv.input,
                 cout: conv.slot.out_channels,
                 epilogue: Epilogue::None,
+                tile: scratch.winograd,
             };
             let sums = (&mut scratch.partials[..], &mut scratch.kernel[..]);
             winograd::kernel_gradient(same, (x, dz), sums, grads);

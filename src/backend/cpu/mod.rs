@@ -1,5 +1,5 @@
-//! The CPU engine: convolutions in `conv` (plain ones by Winograd's F(2x2, 3x3) in
-//! `winograd`; an upsampled input's by F(4, 2) at the source's resolution in
+//! The CPU engine: convolutions in `conv` (plain ones by Winograd's F(2x2, 3x3), or
+//! F(4x4, 3x3) with [`CpuBackend::with_winograd_tile`], in `winograd`; an upsampled input's by F(4, 2) at the source's resolution in
 //! `upsampled_winograd`; the one-channel layers in `one_channel`, with `gather` and
 //! `gemm`), pooling in `pool`, element-wise operations here, every operation spread over
 //! threads with rayon.
@@ -20,7 +20,7 @@ use std::sync::LazyLock;
 
 use rayon::prelude::*;
 
-use super::{Adam, Backend, Conv, ConvAlgorithm, ConvInput, Nhwc, RmsProp};
+use super::{Adam, Backend, Conv, ConvAlgorithm, ConvInput, Nhwc, RmsProp, WinogradTile};
 use crate::error::{Error, Result};
 use crate::model::Activation;
 use conv::{ConvScratch, Epilogue};
@@ -87,6 +87,13 @@ impl CpuBackend {
         Self::default()
     }
 
+    /// The same engine with its plain convolutions by F(m x m, 3x3) of `tile`
+    /// (F(2x2, 3x3) by default).
+    pub fn with_winograd_tile(mut self, tile: WinogradTile) -> Self {
+        self.conv.winograd = tile;
+        self
+    }
+
     /// Fails unless `plan` made room for this convolution.
     fn check_planned(&self, conv: &Conv) -> Result<()> {
         if self.conv.fits(conv) {
@@ -106,11 +113,14 @@ impl Backend for CpuBackend {
     type Buffer = Vec<f32>;
 
     fn name(&self) -> String {
-        format!("cpu ({})", description())
+        match self.conv.winograd {
+            WinogradTile::TwoByTwo => format!("cpu ({})", description()),
+            WinogradTile::FourByFour => format!("cpu ({}, Winograd 4x4)", description()),
+        }
     }
 
     fn conv_algorithm(&self) -> ConvAlgorithm {
-        ConvAlgorithm::Winograd
+        ConvAlgorithm::Winograd(self.conv.winograd)
     }
 
     fn plan(&mut self, convs: &[Conv]) -> Result<()> {

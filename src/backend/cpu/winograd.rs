@@ -18,6 +18,20 @@
 //! A^T m = (m0 + m1 + m2, m1 - m2 - m3)
 //! ```
 //!
+//! With `--winograd-tile 4x4` the same passes run by F(4x4, 3x3) (points 0, ±1, ±2 and
+//! infinity): 4x4 output tiles over 6x6 windows, 36 GEMMs, 36 multiplies per 4x4 outputs: 1/4
+//! of the direct arithmetic, for rounding errors about ten times F(2x2, 3x3)'s (the transforms'
+//! coefficients reach 5 and 8, the kernel's 1/24):
+//!
+//! ```text
+//! B^T d = (4 d0 - 5 d2 + d4, -4 d1 - 4 d2 + d3 + d4, 4 d1 - 4 d2 - d3 + d4,
+//!          -2 d1 - d2 + 2 d3 + d4, 2 d1 - d2 - 2 d3 + d4, 4 d1 - 5 d3 + d5)
+//! G g   = (g0 / 4, -(g0 + g1 + g2) / 6, -(g0 - g1 + g2) / 6, (g0 + 2 g1 + 4 g2) / 24,
+//!          (g0 - 2 g1 + 4 g2) / 24, g2)
+//! A^T m = (m0 + m1 + m2 + m3 + m4, m1 - m2 + 2 m3 - 2 m4, m1 + m2 + 4 m3 + 4 m4,
+//!          m1 - m2 + 8 m3 - 8 m4 + m5)
+//! ```
+//!
 //! The plain convolutions with several input channels run all three passes here: forward;
 //! backward-data, itself a 'same' convolution of dz with the flipped kernel; and
 //! backward-filter, the same algebra read backward ([`kernel_gradient`]). Tiles are taken a few
@@ -26,21 +40,24 @@
 //! added in a fixed order.
 
 use std::cell::RefCell;
+use std::marker::PhantomData;
 
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::super::Nhwc;
+use super::super::{Nhwc, WinogradTile};
 use super::conv::{Epilogue, add, sum_in_order};
 use super::gemm::{Matrix, shallow_product};
 use super::tile_transforms::{
     Line, strip_columns, transform_tile_windows, untransform_scratch_len, untransform_tiles,
 };
 
-/// Tiles a piece of work aims at: whole tile rows of one image, at least this many tiles.
-const TILES_PER_PIECE: usize = 64;
+/// Positions times tiles a piece of work aims at: whole tile rows of one image, at least this
+/// many tiles' positions (64 tiles of F(2x2, 3x3), 29 of F(4x4, 3x3)), so that a piece's
+/// transformed tiles stay in L2.
+const POSITIONS_PER_PIECE: usize = 1024;
 
-/// G, the kernel transform: row a of the 4 x 3 matrix.
+/// G of F(2x2, 3x3), the kernel transform: row a of the 4 x 3 matrix.
 const G: [[f64; 3]; 4] = [
     [1.0, 0.0, 0.0],
     [0.5, 0.5, 0.5],
@@ -48,17 +65,59 @@ const G: [[f64; 3]; 4] = [
     [0.0, 0.0, 1.0],
 ];
 
-/// Positions of a transformed tile.
-const POSITIONS: usize = 16;
+/// G of F(4x4, 3x3): row a of the 6 x 3 matrix.
+const G4: [[f64; 3]; 6] = [
+    [0.25, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
 
-/// A 3x3 'same' convolution: its input's shape, its output channels, and what follows the
+/// A 3x3 'same' convolution: its input's shape, its output channels, what follows the
 /// channel sums (bias and activation; nothing for a gradient, or the derivative of the
-/// activation before it).
+/// activation before it), and the Winograd tile it runs by.
 #[derive(Clone, Copy)]
 pub struct SameConv<'a> {
     pub input: Nhwc,
     pub cout: usize,
     pub epilogue: Epilogue<'a>,
+    pub tile: WinogradTile,
+}
+
+/// Winograd's F(T x T, 3x3) over windows of W = T + 2 pixels a side, W x W transformed
+/// positions a tile: its transforms along one line of a tile.
+trait Minimal<const W: usize, const T: usize> {
+    /// B^T over a line of a tile's window.
+    type Input: Line<W, W>;
+    /// A^T over a line of products.
+    type Output: Line<W, T>;
+    /// A over a line of a tile's block of dz, for the kernel gradient.
+    type Block: Line<T, W>;
+    /// The position along a side at which A sums a line of the block: the bias gradient's
+    /// share of a block is its transform at this position along both sides.
+    const SUM: usize;
+}
+
+/// F(2x2, 3x3).
+struct TwoByTwo;
+
+impl Minimal<4, 2> for TwoByTwo {
+    type Input = InputTransform;
+    type Output = OutputTransform;
+    type Block = BlockTransform;
+    const SUM: usize = 1;
+}
+
+/// F(4x4, 3x3).
+struct FourByFour;
+
+impl Minimal<6, 4> for FourByFour {
+    type Input = InputTransform4;
+    type Output = OutputTransform4;
+    type Block = BlockTransform4;
+    const SUM: usize = 1;
 }
 
 /// Some whole tile rows of one image: a piece of work.
@@ -143,19 +202,43 @@ pub(super) fn with_scratch<R>(len: usize, work: impl FnOnce(&mut [f32]) -> R) ->
     })
 }
 
+/// The kernel transform G of a tile's algorithm, a row per position along a side.
+fn kernel_transform(tile: WinogradTile) -> &'static [[f64; 3]] {
+    match tile {
+        WinogradTile::TwoByTwo => &G,
+        WinogradTile::FourByFour => &G4,
+    }
+}
+
+/// Positions of a transformed tile: 16 for F(2x2, 3x3), 36 for F(4x4, 3x3).
+pub(super) fn positions(tile: WinogradTile) -> usize {
+    let side = kernel_transform(tile).len();
+    side * side
+}
+
 impl SameConv<'_> {
-    /// Tiles per row: one per 2 pixels.
+    /// Output pixels along a tile's side: two fewer than its window's.
+    fn side(&self) -> usize {
+        kernel_transform(self.tile).len() - 2
+    }
+
+    fn positions(&self) -> usize {
+        positions(self.tile)
+    }
+
+    /// Tiles per row: one per `side` pixels.
     fn tiles_across(&self) -> usize {
-        self.input.width.div_ceil(2)
+        self.input.width.div_ceil(self.side())
     }
 
     fn tiles_down(&self) -> usize {
-        self.input.height.div_ceil(2)
+        self.input.height.div_ceil(self.side())
     }
 
     /// Tile rows per piece of work.
     fn tile_rows_per_piece(&self) -> usize {
-        TILES_PER_PIECE.div_ceil(self.tiles_across())
+        let tiles = POSITIONS_PER_PIECE.div_ceil(self.positions());
+        tiles.div_ceil(self.tiles_across())
     }
 
     /// Every piece of work, image by image, top to bottom.
@@ -164,31 +247,45 @@ impl SameConv<'_> {
         Piece::all(self.input.batch, self.tiles_down(), per_piece)
     }
 
-    /// Floats of scratch one piece of work needs: its transformed inputs [16, tiles, cin], its
-    /// products or transformed blocks of dz [16, tiles, cout], and a tile row's
-    /// half-transformed strip of x [4, columns, cin] or of dz [4, columns, cout], or its
-    /// half-transformed outputs [2, 4, across, cout] and its rows of outputs [2, 2 across,
-    /// cout].
+    /// Floats of scratch one piece of work needs.
     fn scratch_len(&self) -> usize {
+        match self.tile {
+            WinogradTile::TwoByTwo => self.scratch_len_of::<4, 2>(),
+            WinogradTile::FourByFour => self.scratch_len_of::<6, 4>(),
+        }
+    }
+
+    /// [`SameConv::scratch_len`] of F(T x T, 3x3): a piece's transformed inputs [W W, tiles,
+    /// cin], its products or transformed blocks of dz [W W, tiles, cout], and a tile row's
+    /// half-transformed strip of x [W, columns, cin] or of dz [W, columns, cout], or its
+    /// half-transformed outputs [T, W, across, cout] and its rows of outputs [T, T across,
+    /// cout].
+    fn scratch_len_of<const W: usize, const T: usize>(&self) -> usize {
         let across = self.tiles_across();
         let tiles = self.tile_rows_per_piece() * across;
         let (cin, cout) = (self.input.channels, self.cout);
-        let half = (4 * strip_columns::<4>(2, across) * cin)
-            .max(4 * strip_columns::<2>(2, across) * cout)
-            .max(untransform_scratch_len::<4, 2>(across, cout));
-        POSITIONS * tiles * (cin + cout) + half
+        let half = (W * strip_columns::<W>(T, across) * cin)
+            .max(W * strip_columns::<T>(T, across) * cout)
+            .max(untransform_scratch_len::<W, T>(across, cout));
+        W * W * tiles * (cin + cout) + half
     }
 
-    /// Values of a transformed kernel [16, cin, cout], or of its gradient with the bias's.
+    /// Values of a transformed kernel [positions, cin, cout], or of its gradient with the
+    /// bias's.
     pub fn transformed_len(&self) -> usize {
-        POSITIONS * self.input.channels * self.cout + self.cout
+        self.positions() * self.input.channels * self.cout + self.cout
     }
 
-    /// u[4 a + b, ci, co] = (G g G^T)[a, b] for each 3x3 kernel g of `kernel` [3, 3, cin,
-    /// cout].
+    /// u[W a + b, ci, co] = (G g G^T)[a, b] for each 3x3 kernel g of `kernel` [3, 3, cin,
+    /// cout], W positions a side.
     pub fn transform_kernel(&self, kernel: &[f32], u: &mut [f32]) {
         let taps = self.input.channels * self.cout;
-        transform_taps(&G, kernel, &mut u[..POSITIONS * taps]);
+        let positions = self.positions();
+        transform_taps(
+            kernel_transform(self.tile),
+            kernel,
+            &mut u[..positions * taps],
+        );
     }
 }
 
@@ -279,25 +376,39 @@ fn weighted_block<const LEN: usize>(
     }
 }
 
-/// y = epilogue(conv3x3(x, u)) with the transformed kernel `u` [16, cin, cout]
+/// y = epilogue(conv3x3(x, u)) with the transformed kernel `u` [positions, cin, cout]
 /// ([`SameConv::transform_kernel`]).
 pub fn convolve(conv: SameConv, x: &[f32], u: &[f32], y: &mut [f32]) {
+    match conv.tile {
+        WinogradTile::TwoByTwo => convolve_by::<4, 2, TwoByTwo>(conv, x, u, y),
+        WinogradTile::FourByFour => convolve_by::<6, 4, FourByFour>(conv, x, u, y),
+    }
+}
+
+/// [`convolve`] by F(T x T, 3x3).
+fn convolve_by<const W: usize, const T: usize, A: Minimal<W, T>>(
+    conv: SameConv,
+    x: &[f32],
+    u: &[f32],
+    y: &mut [f32],
+) {
     let (height, width) = (conv.input.height, conv.input.width);
     let image_len = height * width * conv.cout;
-    let piece_len = 2 * conv.tile_rows_per_piece() * width * conv.cout;
+    let piece_len = T * conv.tile_rows_per_piece() * width * conv.cout;
     let outputs = y[..conv.input.batch * image_len]
         .chunks_mut(image_len)
         .flat_map(|y| y.chunks_mut(piece_len));
     let pieces: Vec<(Piece, &mut [f32])> = conv.pieces().into_iter().zip(outputs).collect();
     pieces.into_par_iter().for_each(|(piece, y)| {
         with_scratch(conv.scratch_len(), |scratch| {
-            Arch::new().dispatch(Forward {
+            Arch::new().dispatch(Forward::<W, T, A> {
                 conv,
                 x,
                 u,
                 piece,
                 y,
                 scratch,
+                algorithm: PhantomData,
             })
         })
     });
@@ -311,8 +422,8 @@ pub fn convolve(conv: SameConv, x: &[f32], u: &[f32], y: &mut [f32]) {
 /// dU[ξ] = sum over tiles of V[ξ]^T dM[ξ],  dM = A dY A^T,  dg = G^T dU G
 /// ```
 ///
-/// with dY the tile's 2x2 block of dz (zeros outside the image): 16 GEMMs of (cin x tiles) by
-/// (tiles x cout) per piece, added into one partial per group of pieces (at most
+/// with dY the tile's 2x2 (or 4x4) block of dz (zeros outside the image): 16 (or 36) GEMMs
+/// of (cin x tiles) by (tiles x cout) per piece, added into one partial per group of pieces (at most
 /// [`PIECE_GROUPS`] groups, the same whatever the thread count), the partials summed in order,
 /// then transformed back. `partials` holds PIECE_GROUPS x [`SameConv::transformed_len`]
 /// values, `total` one.
@@ -324,56 +435,79 @@ pub fn kernel_gradient(
 ) {
     let (cin, cout) = (conv.input.channels, conv.cout);
     let size = conv.transformed_len();
-    let groups = for_each_group(
-        &mut conv.pieces(),
-        (partials, size),
+    let pieces = &mut conv.pieces();
+    let groups = match conv.tile {
+        WinogradTile::TwoByTwo => {
+            filter_by::<4, 2, TwoByTwo>(conv, (x, dz), pieces, (partials, size))
+        }
+        WinogradTile::FourByFour => {
+            filter_by::<6, 4, FourByFour>(conv, (x, dz), pieces, (partials, size))
+        }
+    };
+    let total = &mut total[..size];
+    sum_in_order(&partials[..groups * size], total);
+    // dg[ky, kx] = sum over a, b of G[a, ky] G[b, kx] dU[W a + b], in float64.
+    let (g, taps, positions) = (kernel_transform(conv.tile), cin * cout, conv.positions());
+    let weight = |tap: usize, xi: usize| g[xi / g.len()][tap / 3] * g[xi % g.len()][tap % 3];
+    weighted_sums(
+        (&total[..positions * taps], taps),
+        weight,
+        &mut grads[..9 * taps],
+    );
+    grads[9 * taps..][..cout].copy_from_slice(&total[positions * taps..]);
+}
+
+/// [`kernel_gradient`]'s pieces by F(T x T, 3x3), each group of them into its partial;
+/// returns the number of groups.
+fn filter_by<const W: usize, const T: usize, A: Minimal<W, T>>(
+    conv: SameConv,
+    (x, dz): (&[f32], &[f32]),
+    pieces: &mut [Piece],
+    partials: (&mut [f32], usize),
+) -> usize {
+    for_each_group(
+        pieces,
+        partials,
         conv.scratch_len(),
         |pieces, scratch, partial| {
             partial.fill(0.0);
             for &mut piece in pieces {
-                Arch::new().dispatch(Filter {
+                Arch::new().dispatch(Filter::<W, T, A> {
                     conv,
                     x,
                     dz,
                     piece,
                     partial: &mut *partial,
                     scratch: &mut *scratch,
+                    algorithm: PhantomData,
                 });
             }
         },
-    );
-    let total = &mut total[..size];
-    sum_in_order(&partials[..groups * size], total);
-    // dg[ky, kx] = sum over a, b of G[a, ky] G[b, kx] dU[4a + b], in float64.
-    let taps = cin * cout;
-    let weight = |tap: usize, xi: usize| G[xi / 4][tap / 3] * G[xi % 4][tap % 3];
-    weighted_sums(
-        (&total[..POSITIONS * taps], taps),
-        weight,
-        &mut grads[..9 * taps],
-    );
-    grads[9 * taps..][..cout].copy_from_slice(&total[16 * taps..]);
+    )
 }
 
-/// The forward pass of a piece, whose outputs are `y` (its output rows, from
-/// 2 first_tile_row).
-struct Forward<'a> {
+/// The forward pass of a piece by F(T x T, 3x3), whose outputs are `y` (its output rows, from
+/// T first_tile_row).
+struct Forward<'a, const W: usize, const T: usize, A: Minimal<W, T>> {
     conv: SameConv<'a>,
     x: &'a [f32],
     u: &'a [f32],
     piece: Piece,
     y: &'a mut [f32],
     scratch: &'a mut [f32],
+    algorithm: PhantomData<A>,
 }
 
-/// The kernel gradient of a piece, added into `partial`: [16, cin, cout], then [cout].
-struct Filter<'a> {
+/// The kernel gradient of a piece by F(T x T, 3x3), added into `partial`: [W W, cin, cout],
+/// then [cout].
+struct Filter<'a, const W: usize, const T: usize, A: Minimal<W, T>> {
     conv: SameConv<'a>,
     x: &'a [f32],
     dz: &'a [f32],
     piece: Piece,
     partial: &'a mut [f32],
     scratch: &'a mut [f32],
+    algorithm: PhantomData<A>,
 }
 
 /// B^T over a line of a tile's 4x4 window: (r0 - r2, r1 + r2, r2 - r1, r1 - r3).
@@ -408,20 +542,88 @@ impl Line<2, 4> for BlockTransform {
     }
 }
 
-/// V[4 a + b, t, :] = (B^T d B)[a, b] for each tile t of a piece: its 4x4 window d of x from
-/// (2 ti - 1, 2 tj - 1), zeros outside the image.
+/// F(4x4, 3x3)'s B^T over a line of a tile's 6x6 window (the module's header gives it). Its
+/// rows for the points 1 and -1 are one even and one odd part added and subtracted, as are
+/// those for 2 and -2.
+struct InputTransform4;
+
+impl Line<6, 6> for InputTransform4 {
+    #[inline(always)]
+    fn values([r0, r1, r2, r3, r4, r5]: [f32; 6]) -> [f32; 6] {
+        let (even_at_1, odd_at_1) = (r4 - 4.0 * r2, r3 - 4.0 * r1);
+        let (even_at_2, odd_at_2) = (r4 - r2, 2.0 * (r3 - r1));
+        [
+            4.0 * r0 - 5.0 * r2 + r4,
+            even_at_1 + odd_at_1,
+            even_at_1 - odd_at_1,
+            even_at_2 + odd_at_2,
+            even_at_2 - odd_at_2,
+            4.0 * r1 - 5.0 * r3 + r5,
+        ]
+    }
+}
+
+/// F(4x4, 3x3)'s A^T over a line of six products: (m0 + m1 + m2 + m3 + m4,
+/// m1 - m2 + 2 (m3 - m4), m1 + m2 + 4 (m3 + m4), m1 - m2 + 8 (m3 - m4) + m5).
+struct OutputTransform4;
+
+impl Line<6, 4> for OutputTransform4 {
+    #[inline(always)]
+    fn values([m0, m1, m2, m3, m4, m5]: [f32; 6]) -> [f32; 4] {
+        let (sum_at_1, difference_at_1) = (m1 + m2, m1 - m2);
+        let (sum_at_2, difference_at_2) = (m3 + m4, m3 - m4);
+        [
+            m0 + sum_at_1 + sum_at_2,
+            difference_at_1 + 2.0 * difference_at_2,
+            sum_at_1 + 4.0 * sum_at_2,
+            difference_at_1 + 8.0 * difference_at_2 + m5,
+        ]
+    }
+}
+
+/// F(4x4, 3x3)'s A over a line of a tile's 4x4 block of dz: the block's line as a polynomial
+/// at the points 0, 1, -1, 2, -2, and its last value: (r0, r0 + r1 + r2 + r3,
+/// r0 - r1 + r2 - r3, r0 + 2 r1 + 4 r2 + 8 r3, r0 - 2 r1 + 4 r2 - 8 r3, r3).
+struct BlockTransform4;
+
+impl Line<4, 6> for BlockTransform4 {
+    const COPIES: [Option<usize>; 6] = [Some(0), None, None, None, None, Some(3)];
+
+    #[inline(always)]
+    fn values([r0, r1, r2, r3]: [f32; 4]) -> [f32; 6] {
+        let (even_at_1, odd_at_1) = (r0 + r2, r1 + r3);
+        let (even_at_2, odd_at_2) = (r0 + 4.0 * r2, 2.0 * r1 + 8.0 * r3);
+        [
+            r0,
+            even_at_1 + odd_at_1,
+            even_at_1 - odd_at_1,
+            even_at_2 + odd_at_2,
+            even_at_2 - odd_at_2,
+            r3,
+        ]
+    }
+}
+
+/// V[W a + b, t, :] = (B^T d B)[a, b] for each tile t of a piece: its W x W window d of x from
+/// (T ti - 1, T tj - 1), zeros outside the image.
 #[inline(always)]
-fn transform_windows(conv: &SameConv, x: &[f32], piece: Piece, v: &mut [f32], half: &mut [f32]) {
-    transform_tile_windows::<4, 4, InputTransform>(
+fn transform_windows<const W: usize, const T: usize, A: Minimal<W, T>>(
+    conv: &SameConv,
+    x: &[f32],
+    piece: Piece,
+    v: &mut [f32],
+    half: &mut [f32],
+) {
+    transform_tile_windows::<W, W, A::Input>(
         (x, conv.input),
         (piece, conv.tiles_across()),
-        (2, 1),
+        (T, 1),
         half,
-        (v, |a, b| 4 * a + b),
+        (v, |a, b| W * a + b),
     );
 }
 
-impl WithSimd for Forward<'_> {
+impl<const W: usize, const T: usize, A: Minimal<W, T>> WithSimd for Forward<'_, W, T, A> {
     type Output = ();
 
     #[inline(always)]
@@ -433,13 +635,14 @@ impl WithSimd for Forward<'_> {
             piece,
             y,
             scratch,
+            ..
         } = self;
         let (cin, cout, width) = (conv.input.channels, conv.cout, conv.input.width);
         let across = conv.tiles_across();
         let tiles = piece.tile_rows * across;
-        let (v, rest) = scratch.split_at_mut(POSITIONS * tiles * cin);
-        let (m, half) = rest.split_at_mut(POSITIONS * tiles * cout);
-        transform_windows(&conv, x, piece, v, half);
+        let (v, rest) = scratch.split_at_mut(W * W * tiles * cin);
+        let (m, half) = rest.split_at_mut(W * W * tiles * cout);
+        transform_windows::<W, T, A>(&conv, x, piece, v, half);
         // M[ξ] = V[ξ] U[ξ]: the channel sums of every tile at transformed position ξ.
         for (xi, m) in m.chunks_exact_mut(tiles * cout).enumerate() {
             let v = Matrix::row_major(&v[xi * tiles * cin..], tiles, cin);
@@ -449,9 +652,9 @@ impl WithSimd for Forward<'_> {
         // Y = A^T M A, then the epilogue ([`untransform_tiles`]). y starts at value
         // first_output of the whole output.
         let first_output =
-            (piece.image * conv.input.height + 2 * piece.first_tile_row) * width * cout;
-        untransform_tiles::<4, 2, OutputTransform>(
-            (m, |a, b| 4 * a + b, cout),
+            (piece.image * conv.input.height + T * piece.first_tile_row) * width * cout;
+        untransform_tiles::<W, T, A::Output>(
+            (m, |a, b| W * a + b, cout),
             (piece, across),
             half,
             (y, width),
@@ -460,7 +663,7 @@ impl WithSimd for Forward<'_> {
     }
 }
 
-impl WithSimd for Filter<'_> {
+impl<const W: usize, const T: usize, A: Minimal<W, T>> WithSimd for Filter<'_, W, T, A> {
     type Output = ();
 
     #[inline(always)]
@@ -472,35 +675,37 @@ impl WithSimd for Filter<'_> {
             piece,
             partial,
             scratch,
+            ..
         } = self;
         let (cin, cout) = (conv.input.channels, conv.cout);
         let across = conv.tiles_across();
         let tiles = piece.tile_rows * across;
-        let (v, rest) = scratch.split_at_mut(POSITIONS * tiles * cin);
-        let (dm, half) = rest.split_at_mut(POSITIONS * tiles * cout);
-        transform_windows(&conv, x, piece, v, half);
-        // dM[4 a + b, t, :] = (A dY A^T)[a, b] of tile t's 2x2 block dY of dz from
-        // (2 ti, 2 tj), zeros outside the image.
+        let (v, rest) = scratch.split_at_mut(W * W * tiles * cin);
+        let (dm, half) = rest.split_at_mut(W * W * tiles * cout);
+        transform_windows::<W, T, A>(&conv, x, piece, v, half);
+        // dM[W a + b, t, :] = (A dY A^T)[a, b] of tile t's T x T block dY of dz from
+        // (T ti, T tj), zeros outside the image.
         let out_shape = Nhwc {
             channels: cout,
             ..conv.input
         };
-        transform_tile_windows::<2, 4, BlockTransform>(
+        transform_tile_windows::<T, W, A::Block>(
             (dz, out_shape),
             (piece, across),
-            (2, 0),
+            (T, 0),
             half,
-            (&mut *dm, |a, b| 4 * a + b),
+            (&mut *dm, |a, b| W * a + b),
         );
         // dU[ξ] += V[ξ]^T dM[ξ]
-        let (du, partial_bias) = partial.split_at_mut(POSITIONS * cin * cout);
+        let (du, partial_bias) = partial.split_at_mut(W * W * cin * cout);
         for (xi, du) in du.chunks_exact_mut(cin * cout).enumerate() {
             let v = Matrix::row_major(&v[xi * tiles * cin..], tiles, cin).transposed();
             let dm = Matrix::row_major(&dm[xi * tiles * cout..], tiles, cout);
             shallow_product(v, dm, du, true);
         }
-        // The bias gradient sums dz: each block's sum is its position (1, 1).
-        for block_sum in dm[5 * tiles * cout..][..tiles * cout].chunks_exact(cout) {
+        // The bias gradient sums dz: each block's sum is its position (SUM, SUM).
+        let sum = W * A::SUM + A::SUM;
+        for block_sum in dm[sum * tiles * cout..][..tiles * cout].chunks_exact(cout) {
             add(partial_bias, block_sum);
         }
     }
