@@ -88,7 +88,7 @@ pub struct SameConv<'a> {
 
 /// Winograd's F(T x T, 3x3) over windows of W = T + 2 pixels a side, W x W transformed
 /// positions a tile: its transforms along one line of a tile.
-trait Minimal<const W: usize, const T: usize> {
+trait MinimalFiltering<const W: usize, const T: usize> {
     /// B^T over a line of a tile's window.
     type Input: Line<W, W>;
     /// A^T over a line of products.
@@ -101,19 +101,19 @@ trait Minimal<const W: usize, const T: usize> {
 }
 
 /// F(2x2, 3x3).
-struct TwoByTwo;
+struct F2x2;
 
-impl Minimal<4, 2> for TwoByTwo {
-    type Input = InputTransform;
-    type Output = OutputTransform;
-    type Block = BlockTransform;
+impl MinimalFiltering<4, 2> for F2x2 {
+    type Input = InputTransform2;
+    type Output = OutputTransform2;
+    type Block = BlockTransform2;
     const SUM: usize = 1;
 }
 
 /// F(4x4, 3x3).
-struct FourByFour;
+struct F4x4;
 
-impl Minimal<6, 4> for FourByFour {
+impl MinimalFiltering<6, 4> for F4x4 {
     type Input = InputTransform4;
     type Output = OutputTransform4;
     type Block = BlockTransform4;
@@ -380,13 +380,13 @@ fn weighted_block<const LEN: usize>(
 /// ([`SameConv::transform_kernel`]).
 pub fn convolve(conv: SameConv, x: &[f32], u: &[f32], y: &mut [f32]) {
     match conv.tile {
-        WinogradTile::TwoByTwo => convolve_by::<4, 2, TwoByTwo>(conv, x, u, y),
-        WinogradTile::FourByFour => convolve_by::<6, 4, FourByFour>(conv, x, u, y),
+        WinogradTile::TwoByTwo => convolve_by::<4, 2, F2x2>(conv, x, u, y),
+        WinogradTile::FourByFour => convolve_by::<6, 4, F4x4>(conv, x, u, y),
     }
 }
 
 /// [`convolve`] by F(T x T, 3x3).
-fn convolve_by<const W: usize, const T: usize, A: Minimal<W, T>>(
+fn convolve_by<const W: usize, const T: usize, A: MinimalFiltering<W, T>>(
     conv: SameConv,
     x: &[f32],
     u: &[f32],
@@ -437,11 +437,9 @@ pub fn kernel_gradient(
     let size = conv.transformed_len();
     let pieces = &mut conv.pieces();
     let groups = match conv.tile {
-        WinogradTile::TwoByTwo => {
-            filter_by::<4, 2, TwoByTwo>(conv, (x, dz), pieces, (partials, size))
-        }
+        WinogradTile::TwoByTwo => filter_by::<4, 2, F2x2>(conv, (x, dz), pieces, (partials, size)),
         WinogradTile::FourByFour => {
-            filter_by::<6, 4, FourByFour>(conv, (x, dz), pieces, (partials, size))
+            filter_by::<6, 4, F4x4>(conv, (x, dz), pieces, (partials, size))
         }
     };
     let total = &mut total[..size];
@@ -459,7 +457,7 @@ pub fn kernel_gradient(
 
 /// [`kernel_gradient`]'s pieces by F(T x T, 3x3), each group of them into its partial;
 /// returns the number of groups.
-fn filter_by<const W: usize, const T: usize, A: Minimal<W, T>>(
+fn filter_by<const W: usize, const T: usize, A: MinimalFiltering<W, T>>(
     conv: SameConv,
     (x, dz): (&[f32], &[f32]),
     pieces: &mut [Piece],
@@ -488,7 +486,7 @@ fn filter_by<const W: usize, const T: usize, A: Minimal<W, T>>(
 
 /// The forward pass of a piece by F(T x T, 3x3), whose outputs are `y` (its output rows, from
 /// T first_tile_row).
-struct Forward<'a, const W: usize, const T: usize, A: Minimal<W, T>> {
+struct Forward<'a, const W: usize, const T: usize, A: MinimalFiltering<W, T>> {
     conv: SameConv<'a>,
     x: &'a [f32],
     u: &'a [f32],
@@ -500,7 +498,7 @@ struct Forward<'a, const W: usize, const T: usize, A: Minimal<W, T>> {
 
 /// The kernel gradient of a piece by F(T x T, 3x3), added into `partial`: [W W, cin, cout],
 /// then [cout].
-struct Filter<'a, const W: usize, const T: usize, A: Minimal<W, T>> {
+struct Filter<'a, const W: usize, const T: usize, A: MinimalFiltering<W, T>> {
     conv: SameConv<'a>,
     x: &'a [f32],
     dz: &'a [f32],
@@ -510,30 +508,30 @@ struct Filter<'a, const W: usize, const T: usize, A: Minimal<W, T>> {
     algorithm: PhantomData<A>,
 }
 
-/// B^T over a line of a tile's 4x4 window: (r0 - r2, r1 + r2, r2 - r1, r1 - r3).
-struct InputTransform;
+/// F(2x2, 3x3)'s B^T over a line of a tile's 4x4 window: (r0 - r2, r1 + r2, r2 - r1, r1 - r3).
+struct InputTransform2;
 
-impl Line<4, 4> for InputTransform {
+impl Line<4, 4> for InputTransform2 {
     #[inline(always)]
     fn values([r0, r1, r2, r3]: [f32; 4]) -> [f32; 4] {
         [r0 - r2, r1 + r2, r2 - r1, r1 - r3]
     }
 }
 
-/// A^T over a line of four products: (m0 + m1 + m2, m1 - m2 - m3).
-struct OutputTransform;
+/// F(2x2, 3x3)'s A^T over a line of four products: (m0 + m1 + m2, m1 - m2 - m3).
+struct OutputTransform2;
 
-impl Line<4, 2> for OutputTransform {
+impl Line<4, 2> for OutputTransform2 {
     #[inline(always)]
     fn values([m0, m1, m2, m3]: [f32; 4]) -> [f32; 2] {
         [m0 + m1 + m2, m1 - m2 - m3]
     }
 }
 
-/// A over a line of a tile's 2x2 block of dz: (r0, r0 + r1, r0 - r1, -r1).
-struct BlockTransform;
+/// F(2x2, 3x3)'s A over a line of a tile's 2x2 block of dz: (r0, r0 + r1, r0 - r1, -r1).
+struct BlockTransform2;
 
-impl Line<2, 4> for BlockTransform {
+impl Line<2, 4> for BlockTransform2 {
     const COPIES: [Option<usize>; 4] = [Some(0), None, None, None];
 
     #[inline(always)]
@@ -607,7 +605,7 @@ impl Line<4, 6> for BlockTransform4 {
 /// V[W a + b, t, :] = (B^T d B)[a, b] for each tile t of a piece: its W x W window d of x from
 /// (T ti - 1, T tj - 1), zeros outside the image.
 #[inline(always)]
-fn transform_windows<const W: usize, const T: usize, A: Minimal<W, T>>(
+fn transform_windows<const W: usize, const T: usize, A: MinimalFiltering<W, T>>(
     conv: &SameConv,
     x: &[f32],
     piece: Piece,
@@ -623,7 +621,7 @@ fn transform_windows<const W: usize, const T: usize, A: Minimal<W, T>>(
     );
 }
 
-impl<const W: usize, const T: usize, A: Minimal<W, T>> WithSimd for Forward<'_, W, T, A> {
+impl<const W: usize, const T: usize, A: MinimalFiltering<W, T>> WithSimd for Forward<'_, W, T, A> {
     type Output = ();
 
     #[inline(always)]
@@ -663,7 +661,7 @@ impl<const W: usize, const T: usize, A: Minimal<W, T>> WithSimd for Forward<'_, 
     }
 }
 
-impl<const W: usize, const T: usize, A: Minimal<W, T>> WithSimd for Filter<'_, W, T, A> {
+impl<const W: usize, const T: usize, A: MinimalFiltering<W, T>> WithSimd for Filter<'_, W, T, A> {
     type Output = ();
 
     #[inline(always)]
