@@ -3,6 +3,7 @@
 # (default: 8 32 128) it runs `whorl bench --device cpu`, bench/torch_baseline.py and
 # bench/keras_baseline.py at 224x224, then `whorl compare`, into RESULTS_DIR, by default
 # bench/results/DATE-cpu-N-threads/ (whorl-bB.json/.md, torch-bB.json, keras-bB.json, compare.md).
+# WHORL_ARGS adds flags to whorl's benchmark, e.g. WHORL_ARGS="--winograd-tile 4x4".
 # A framework its interpreter cannot import is skipped, and the report says so. TORCH_PYTHON
 # and KERAS_PYTHON name the interpreters (default python3), e.g. virtual environments made with
 #   python3 -m venv /tmp/torch && /tmp/torch/bin/pip install torch==2.15.0
@@ -14,6 +15,7 @@ batches=("$@")
 [ ${#batches[@]} -gt 0 ] || batches=(8 32 128)
 torch_python="${TORCH_PYTHON:-python3}"
 keras_python="${KERAS_PYTHON:-python3}"
+read -r -a whorl_args <<< "${WHORL_ARGS:-}"
 
 cargo build --release --quiet
 whorl=target/release/whorl
@@ -24,7 +26,8 @@ echo "# whorl, PyTorch and Keras on $(nproc) CPU threads ($(date +%F))" > "$comp
 
 for batch in "${batches[@]}"; do
     echo "== batch $batch"
-    "$whorl" bench --device cpu --batch-size "$batch" --json "$out/whorl-b$batch.json" \
+    "$whorl" bench --device cpu "${whorl_args[@]}" --batch-size "$batch" \
+        --json "$out/whorl-b$batch.json" \
         | tee "$out/whorl-b$batch.md"
     echo -e "\n## batch $batch\n" >> "$compare"
     for framework in torch keras; do
