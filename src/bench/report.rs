@@ -110,7 +110,8 @@ pub fn markdown(report: &BenchReport) -> String {
             upsampled input at its full size); executed GFLOP/s count the arithmetic whorl does \
             (4/9 of nominal for an upsampled convolution's forward, 1/4 for its backward \
             passes; on the CPU, by Winograd's F(2x2, 3x3), 4/9 for the plain convolutions' \
-            passes but conv1's, and for conv5 16/81 (forward, by F(3, 2) over the output's \
+            passes but conv1's (1/4 by F(4x4, 3x3) where the device says Winograd 4x4), and \
+            for conv5 16/81 (forward, by F(3, 2) over the output's \
             phases) and 9/64 (backward, by F(4, 2) over the box sums)); % of peak uses the executed count, against the CUDA cores' FP32 peak, or \
             with TF32 or BF16 convolutions the tensor cores' dense peak in that precision (conv1 \
             and conv6, one channel wide, run on the CUDA cores in every precision).\n\n";
