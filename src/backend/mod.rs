@@ -135,12 +135,19 @@ impl WinogradTile {
         }
     }
 
-    /// The share of the direct arithmetic its passes execute.
-    pub fn share(self) -> f64 {
+    /// Output pixels along a tile's side, m.
+    pub fn side(self) -> usize {
         match self {
-            WinogradTile::TwoByTwo => 4.0 / 9.0,
-            WinogradTile::FourByFour => 0.25,
+            WinogradTile::TwoByTwo => 2,
+            WinogradTile::FourByFour => 4,
         }
+    }
+
+    /// The share of the direct arithmetic its passes execute: (m + 2)^2 multiplies per m x m
+    /// outputs and channel pair, where the direct loops take 9 m^2 (4/9 and 1/4).
+    pub fn share(self) -> f64 {
+        let side = self.side() as f64;
+        (side + 2.0).powi(2) / (9.0 * side * side)
     }
 }
 

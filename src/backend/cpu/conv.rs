@@ -1,7 +1,8 @@
 //! Convolutions on the CPU, one function per pass:
 //! - forward: [`forward`], by Winograd's F(2x2, 3x3) ([`super::winograd`]) for a plain input
-//!   (4/9 of the multiplies; F(4x4, 3x3), 1/4, with [`ConvScratch::winograd`] 4x4); for an upsampled one by F(3, 2) over the output's phases at the
-//!   source's resolution ([`super::upsampled_winograd`]: 16/81).
+//!   (4/9 of the multiplies; F(4x4, 3x3), 1/4, with [`ConvScratch::winograd`] 4x4); for an
+//!   upsampled one by F(3, 2) over the output's phases at the source's resolution
+//!   ([`super::upsampled_winograd`]: 16/81).
 //! - backward-data: [`backward_data`], a 3x3 'same' convolution of dz with the flipped kernel,
 //!   by Winograd; of an upsampled input, a 3x3 pass at the source's resolution over 2x2 box
 //!   sums of dz (1/4 of the work), by Winograd's F(4, 2) over the box sums

@@ -1,8 +1,8 @@
 //! The CPU engine: convolutions in `conv` (plain ones by Winograd's F(2x2, 3x3), or
-//! F(4x4, 3x3) with [`CpuBackend::with_winograd_tile`], in `winograd`; an upsampled input's by F(4, 2) at the source's resolution in
-//! `upsampled_winograd`; the one-channel layers in `one_channel`, with `gather` and
-//! `gemm`), pooling in `pool`, element-wise operations here, every operation spread over
-//! threads with rayon.
+//! F(4x4, 3x3) with [`CpuBackend::with_winograd_tile`], in `winograd`; an upsampled input's
+//! by F(4, 2) at the source's resolution in `upsampled_winograd`; the one-channel layers in
+//! `one_channel`, with `gather` and `gemm`), pooling in `pool`, element-wise operations here,
+//! every operation spread over threads with rayon.
 //!
 //! Work is cut into a fixed number of pieces whatever the thread count, and every reduction
 //! adds its pieces in a fixed order, so a run gives the same bits on 1 thread or 64.

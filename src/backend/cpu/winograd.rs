@@ -210,29 +210,23 @@ fn kernel_transform(tile: WinogradTile) -> &'static [[f64; 3]] {
     }
 }
 
-/// Positions of a transformed tile: 16 for F(2x2, 3x3), 36 for F(4x4, 3x3).
+/// Positions of a transformed tile, (m + 2)^2: 16 for F(2x2, 3x3), 36 for F(4x4, 3x3).
 pub(super) fn positions(tile: WinogradTile) -> usize {
-    let side = kernel_transform(tile).len();
-    side * side
+    (tile.side() + 2).pow(2)
 }
 
 impl SameConv<'_> {
-    /// Output pixels along a tile's side: two fewer than its window's.
-    fn side(&self) -> usize {
-        kernel_transform(self.tile).len() - 2
-    }
-
     fn positions(&self) -> usize {
         positions(self.tile)
     }
 
-    /// Tiles per row: one per `side` pixels.
+    /// Tiles per row: one per m pixels.
     fn tiles_across(&self) -> usize {
-        self.input.width.div_ceil(self.side())
+        self.input.width.div_ceil(self.tile.side())
     }
 
     fn tiles_down(&self) -> usize {
-        self.input.height.div_ceil(self.side())
+        self.input.height.div_ceil(self.tile.side())
     }
 
     /// Tile rows per piece of work.
