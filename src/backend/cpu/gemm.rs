@@ -89,9 +89,13 @@ pub(super) fn gemm(a: Matrix, b: Matrix, c: &mut [f32], accumulate: bool) {
 /// whole depth, 16 sums each, a block row at a time: each step of depth loads the block's
 /// vectors of b's row and broadcasts a value of a per row, with no packing.
 ///
-/// - The kernel gradients' a is transposed, its rows side by side: blocks of 8 rows by 2
-///   vectors (32 columns), a step's 8 values of a in one cache line. (Blocks of 4 rows, whose
-///   8 sums cannot hide the multiply-adds' latency, were 10% slower than the crate.)
+/// - The kernel gradients' a is transposed, its rows side by side: blocks of 4 rows by 4
+///   vectors (64 columns), a step's 4 values of a in one load, or 8 by 2 where the columns
+///   are fewer. On a 2-core Xeon the 4 x 4 blocks made conv3's and conv4's kernel gradients
+///   (128 columns) 2-5% faster than 8 x 2, and conv2's and conv5's (64) as fast
+///   (`bench/results/2026-11-30-cpu-2-threads-xeon/kernel-gradient-blocks/`); 2 x 8 and 16 x 1
+///   were slower. (Blocks of 4 rows by 2 vectors, whose 8 sums cannot hide the multiply-adds'
+///   latency, were 10% slower than the crate.)
 /// - The other passes' a has its rows far apart: blocks of 4 rows by 4 vectors (64 columns),
 ///   fewer rows to gather a step, or 8 by 2 where the columns are fewer. They are used only
 ///   where b's panel (`depth` rows of the block's columns) reads well without packing: whole
@@ -118,7 +122,9 @@ pub(super) fn shallow_product(a: Matrix, b: Matrix, c: &mut [f32], accumulate: b
         accumulate,
     };
     let arch = pulp::Arch::new();
-    if a.row_stride == 1 && blocks(8, 32) {
+    if a.row_stride == 1 && blocks(4, 64) {
+        arch.dispatch(Blocks::<4, 4, true>(product));
+    } else if a.row_stride == 1 && blocks(8, 32) {
         arch.dispatch(Blocks::<8, 2, true>(product));
     } else if blocks(4, 64) && panel_reads_well(64) {
         arch.dispatch(Blocks::<4, 4, false>(product));
