@@ -1,8 +1,8 @@
 //! CPU training and inference throughput of the reference model at 224x224, batch 8 and 32,
-//! with each Winograd tile (`--winograd-tile` 2x2 and 4x4). Run with `cargo bench --bench cpu_training`;
-//! set RAYON_NUM_THREADS to pin the thread count. "Effective" GFLOP/s count the plain
-//! arithmetic of the model (11.33 GFLOP per training image, 3.79 forward), whatever shortcut
-//! the engine takes.
+//! with each Winograd tile (`--winograd-tile` 2x2 and 4x4). Run with
+//! `cargo bench --bench cpu_training`; set RAYON_NUM_THREADS to pin the thread count.
+//! "Effective" GFLOP/s count the plain arithmetic of the model (11.33 GFLOP per training image,
+//! 3.79 forward), whatever shortcut the engine takes.
 
 use whorl::backend::cpu::CpuBackend;
 use whorl::backend::{Backend, WinogradTile};

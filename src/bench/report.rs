@@ -113,8 +113,9 @@ pub fn markdown(report: &BenchReport) -> String {
             passes but conv1's (1/4 by F(4x4, 3x3) where the device says Winograd 4x4), and \
             for conv5 16/81 (forward, by F(3, 2) over the output's phases) and 9/64 \
             (backward, by F(4, 2) over the box sums)); % of peak uses the executed count, \
-            against the CUDA cores' FP32 peak, or with TF32 or BF16 convolutions the tensor cores' dense peak in that precision (conv1 \
-            and conv6, one channel wide, run on the CUDA cores in every precision).\n\n";
+            against the CUDA cores' FP32 peak, or with TF32 or BF16 convolutions the tensor \
+            cores' dense peak in that precision (conv1 and conv6, one channel wide, run on the \
+            CUDA cores in every precision).\n\n";
     out += "| kernel | shape | ms | fastest-slowest ms | nominal GFLOP/s | executed GFLOP/s | GB/s | % of peak |\n\
             |---|---|---:|---:|---:|---:|---:|---:|\n";
     for k in &report.kernels {

@@ -58,11 +58,10 @@ pub struct ConvScratch {
 /// Winograd tile) plus the bias.
 fn partial_len(conv: &Conv, tile: WinogradTile) -> usize {
     let slot = &conv.slot;
-    match conv.read == ConvInput::Direct && slot.in_channels > 1 {
-        true => {
-            winograd::positions(tile) * slot.in_channels * slot.out_channels + slot.out_channels
-        }
-        false => taps_gradient_len(conv),
+    if conv.read == ConvInput::Direct && slot.in_channels > 1 {
+        winograd::positions(tile) * slot.in_channels * slot.out_channels + slot.out_channels
+    } else {
+        taps_gradient_len(conv)
     }
 }
 

@@ -417,9 +417,9 @@ fn convolve_by<const W: usize, const T: usize, A: MinimalFiltering<W, T>>(
 /// ```
 ///
 /// with dY the tile's 2x2 (or 4x4) block of dz (zeros outside the image): 16 (or 36) GEMMs
-/// of (cin x tiles) by (tiles x cout) per piece, added into one partial per group of pieces (at most
-/// [`PIECE_GROUPS`] groups, the same whatever the thread count), the partials summed in order,
-/// then transformed back. `partials` holds PIECE_GROUPS x [`SameConv::transformed_len`]
+/// of (cin x tiles) by (tiles x cout) per piece, added into one partial per group of pieces
+/// (at most [`PIECE_GROUPS`] groups, the same whatever the thread count), the partials summed
+/// in order, then transformed back. `partials` holds PIECE_GROUPS x [`SameConv::transformed_len`]
 /// values, `total` one.
 pub fn kernel_gradient(
     conv: SameConv,
